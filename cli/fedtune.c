@@ -1,0 +1,64 @@
+/* The fedtune executable: finds the subcommand and hands over. Installs the log
+ * handler the libraries write through. No training, networking or parsing of its own. */
+#include "cli/commands.h"
+#include "core/blas.h"
+#include "core/log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"demo", cmd_demo, "train a small network on a built-in synthetic task (no data needed)"},
+};
+
+static void log_to_stderr(void *user, fed_log_level level, const char *line) {
+    (void)user;
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(stderr, "%s %s: %s\n", stamp, fed_log_level_name(level), line);
+}
+
+int cli_fail(const char *name, fed_err err) {
+    fprintf(stderr, "fedtune %s: %s\n", name, fed_errdetail(err));
+    return err == FED_EINVAL ? 2 : 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: fedtune <command> [options]   (fedtune <command> --help for details)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n  --version    print the version and the BLAS in use\n"
+               "  --help       show this help\n");
+}
+
+int main(int argc, char **argv) {
+    fed_log_set_handler(log_to_stderr, NULL, FED_LOG_INFO);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("fedtune %s\n%s\n", FED_VERSION, fed_blas_config());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "fedtune: unknown command \"%s\" (see fedtune --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,293 @@
+/* The option-table machinery (see options.h). inih reads config files; nothing else in
+ * fedtune does. Parsing is strict: unknown flags and keys, malformed numbers, values
+ * out of range and duplicate keys in a file are errors, never silently ignored. */
+#include "cli/options.h"
+#include "core/alloc.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Copies of config-file values (inih's buffers do not outlive the callback). */
+static char **kept;
+static size_t nkept, capkept;
+
+void opt_release(void) {
+    for (size_t i = 0; i < nkept; i++) fed_free(kept[i]);
+    fed_free(kept);
+    kept = NULL;
+    nkept = capkept = 0;
+}
+
+static const char *keep(const char *s) {
+    if (nkept == capkept) {
+        size_t cap = capkept ? 2 * capkept : 16;
+        char **k = fed_realloc(kept, cap * sizeof *k);
+        if (!k) return NULL;
+        kept = k;
+        capkept = cap;
+    }
+    char *c = fed_strdup(s);
+    if (c) kept[nkept++] = c;
+    return c;
+}
+
+static const opt_spec *find(const opt_table *t, const char *name, size_t len) {
+    for (const opt_spec *o = t->opts; o->name; o++)
+        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0) return o;
+    return NULL;
+}
+
+static bool in_choices(const char *choices, const char *v) {
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0) return true;
+        if (!bar) break;
+        p = bar + 1;
+    }
+    return false;
+}
+
+/* Parses text into the field of o in cfg; `where` prefixes errors ("--epochs",
+ * "run.ini:3: epochs"). */
+static fed_err set_value(const opt_spec *o, void *cfg, const char *text, const char *where) {
+    char *field = (char *)cfg + o->offset;
+    char *end = NULL;
+    bool ranged = o->min <= o->max;
+    switch (o->type) {
+    case OPT_INT:
+    case OPT_SIZE: {
+        errno = 0;
+        long long v = strtoll(text, &end, 10);
+        if (errno || end == text || *end != '\0')
+            return fed_errorf(FED_EINVAL, "%s: \"%s\" is not an integer", where, text);
+        if ((ranged && ((double)v < o->min || (double)v > o->max)) ||
+            (o->type == OPT_SIZE && v < 0))
+            return fed_errorf(FED_EINVAL, "%s: %lld is outside [%.17g, %.17g]", where, v, o->min,
+                              o->max);
+        if (o->type == OPT_INT)
+            *(long *)(void *)field = (long)v;
+        else
+            *(size_t *)(void *)field = (size_t)v;
+        return FED_OK;
+    }
+    case OPT_FLOAT: {
+        errno = 0;
+        double v = strtod(text, &end);
+        if (errno || end == text || *end != '\0' || !isfinite(v))
+            return fed_errorf(FED_EINVAL, "%s: \"%s\" is not a number", where, text);
+        if (ranged && (v < o->min || v > o->max))
+            return fed_errorf(FED_EINVAL, "%s: %g is outside [%g, %g]", where, v, o->min, o->max);
+        *(double *)(void *)field = v;
+        return FED_OK;
+    }
+    case OPT_BOOL:
+        if (strcmp(text, "true") == 0 || strcmp(text, "1") == 0 || strcmp(text, "yes") == 0) {
+            *(int *)(void *)field = 1;
+        } else if (strcmp(text, "false") == 0 || strcmp(text, "0") == 0 ||
+                   strcmp(text, "no") == 0) {
+            *(int *)(void *)field = 0;
+        } else {
+            return fed_errorf(FED_EINVAL, "%s: \"%s\" is not true or false", where, text);
+        }
+        return FED_OK;
+    case OPT_CHOICE:
+        if (!in_choices(o->choices, text))
+            return fed_errorf(FED_EINVAL, "%s: \"%s\" is not one of %s", where, text, o->choices);
+        *(const char **)(void *)field = text;
+        return FED_OK;
+    case OPT_STRING:
+        *(const char **)(void *)field = text;
+        return FED_OK;
+    }
+    return FED_EINTERNAL;
+}
+
+/* ---- config files ----------------------------------------------------------------- */
+
+typedef struct ini_ctx {
+    const opt_table *t;
+    void *cfg;
+    const char *path;
+    fed_err err;         /* first error, reported after inih returns */
+    unsigned char *seen; /* (number of options) keys already set by the file */
+    FILE *f;             /* the open file */
+    int line;            /* lines read so far: Debian's inih does not pass line numbers */
+} ini_ctx;
+
+/* fgets for inih that counts lines. */
+static char *read_line(char *buf, int size, void *user) {
+    ini_ctx *c = user;
+    char *r = fgets(buf, size, c->f);
+    if (r) c->line++;
+    return r;
+}
+
+static int on_ini(void *user, const char *section, const char *name, const char *value) {
+    ini_ctx *c = user;
+    int lineno = c->line;
+    char where[512];
+    snprintf(where, sizeof where, "%s:%d: %s", c->path, lineno, name);
+    if (section[0] && strcmp(section, c->t->command) != 0) {
+        c->err = fed_errorf(FED_EINVAL, "%s:%d: section [%s]: fedtune %s reads only [%s]", c->path,
+                            lineno, section, c->t->command, c->t->command);
+        return 0;
+    }
+    const opt_spec *o = find(c->t, name, strlen(name));
+    if (!o || strcmp(name, "config") == 0) {
+        c->err = fed_errorf(FED_EINVAL, "%s: unknown key", where);
+        return 0;
+    }
+    size_t idx = (size_t)(o - c->t->opts);
+    if (c->seen[idx]) {
+        c->err = fed_errorf(FED_EINVAL, "%s: key given twice", where);
+        return 0;
+    }
+    c->seen[idx] = 1;
+    const char *v = keep(value);
+    if (!v) {
+        c->err = FED_ENOMEM;
+        return 0;
+    }
+    c->err = set_value(o, c->cfg, v, where);
+    return c->err == FED_OK;
+}
+
+static fed_err read_config(const opt_table *t, void *cfg, const char *path) {
+    size_t n = 0;
+    while (t->opts[n].name) n++;
+    ini_ctx c = {t, cfg, path, FED_OK, NULL, fopen(path, "r"), 0};
+    if (!c.f) return fed_errorf(FED_EIO, "--config: cannot open %s: %s", path, strerror(errno));
+    c.seen = fed_calloc(n + 1, 1);
+    int rc = c.seen ? ini_parse_stream(read_line, &c, on_ini, &c) : -2;
+    fclose(c.f);
+    fed_free(c.seen);
+    if (c.err) return c.err;
+    if (rc == -2) return FED_ENOMEM;
+    if (rc > 0) return fed_errorf(FED_EINVAL, "%s:%d: not a \"key = value\" line", path, rc);
+    return FED_OK;
+}
+
+/* ---- command line ----------------------------------------------------------------- */
+
+fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
+    fed_err err;
+    for (const opt_spec *o = t->opts; o->name; o++) {
+        if (!o->def) continue;
+        char where[128];
+        snprintf(where, sizeof where, "default of --%s", o->name);
+        if ((err = set_value(o, cfg, o->def, where))) return err;
+    }
+    /* The config file first, so that flags override it wherever they appear. */
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            opt_print_help(t);
+            return FED_ECANCELED;
+        }
+        if (strcmp(a, "--print-config") == 0) {
+            opt_print_config(t);
+            return FED_ECANCELED;
+        }
+        const char *path = NULL;
+        if (strncmp(a, "--config=", 9) == 0) path = a + 9;
+        if (strcmp(a, "--config") == 0) {
+            if (i + 1 >= argc) return fed_errorf(FED_EINVAL, "--config: missing file name");
+            path = argv[i + 1];
+        }
+        if (path && (err = read_config(t, cfg, path))) return err;
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0)
+            return fed_errorf(FED_EINVAL, "unexpected argument \"%s\" (see fedtune %s --help)", a,
+                              t->command);
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        if (len == 6 && strncmp(name, "config", 6) == 0) {
+            if (!eq) i++;
+            continue;
+        }
+        const opt_spec *o = find(t, name, len);
+        bool negated = false;
+        if (!o && len > 3 && strncmp(name, "no-", 3) == 0) {
+            o = find(t, name + 3, len - 3);
+            negated = o && o->type == OPT_BOOL;
+            if (!negated) o = NULL;
+        }
+        if (!o)
+            return fed_errorf(FED_EINVAL, "unknown option --%.*s (see fedtune %s --help)", (int)len,
+                              name, t->command);
+        char where[128];
+        snprintf(where, sizeof where, "--%s", o->name);
+        const char *value;
+        if (o->type == OPT_BOOL && !eq) {
+            value = negated ? "false" : "true";
+        } else if (negated) {
+            return fed_errorf(FED_EINVAL, "--no-%s takes no value", o->name);
+        } else if (eq) {
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc) return fed_errorf(FED_EINVAL, "%s: missing value", where);
+            value = argv[++i];
+        }
+        if ((err = set_value(o, cfg, value, where))) return err;
+    }
+    return FED_OK;
+}
+
+/* ---- help and sample config ------------------------------------------------------- */
+
+static const char *type_word(const opt_spec *o) {
+    switch (o->type) {
+    case OPT_INT:
+    case OPT_SIZE:
+        return "N";
+    case OPT_FLOAT:
+        return "X";
+    case OPT_BOOL:
+        return "";
+    case OPT_STRING:
+        return "TEXT";
+    case OPT_CHOICE:
+        return o->choices;
+    }
+    return "";
+}
+
+void opt_print_help(const opt_table *t) {
+    printf("usage: fedtune %s [--config FILE] [options]\n\n%s\n\noptions:\n", t->command,
+           t->summary);
+    for (const opt_spec *o = t->opts; o->name; o++) {
+        char flag[96];
+        snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->type == OPT_BOOL ? "" : " ",
+                 type_word(o));
+        printf("  %-28s %s", flag, o->help);
+        if (o->def) printf(" [%s]", o->def);
+        printf("\n");
+    }
+    printf("  %-28s %s\n", "--config FILE", "read options from an INI file; flags win");
+    printf("  %-28s %s\n", "--print-config", "print a sample config file with every option");
+    printf("  %-28s %s\n", "--help", "show this help");
+}
+
+void opt_print_config(const opt_table *t) {
+    printf("# fedtune %s: %s\n# Every key is also a flag (--key value); flags override this "
+           "file.\n\n[%s]\n",
+           t->command, t->summary, t->command);
+    for (const opt_spec *o = t->opts; o->name; o++) {
+        printf("# %s", o->help);
+        if (o->type == OPT_CHOICE) printf(" (%s)", o->choices);
+        if (o->min <= o->max && o->type != OPT_BOOL) printf(" [%g..%g]", o->min, o->max);
+        printf("\n");
+        if (o->def)
+            printf("%s = %s\n\n", o->name, o->def);
+        else
+            printf("# %s =\n\n", o->name);
+    }
+}

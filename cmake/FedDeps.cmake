@@ -1,0 +1,39 @@
+# Finds every third-party dependency the normal way (pkg-config / find_package) and
+# stops configuration with one line naming the Debian package to install when one is
+# missing. scripts/setup installs all of them.
+find_package(PkgConfig QUIET)
+if(NOT PKG_CONFIG_FOUND)
+  message(FATAL_ERROR "fedtune: pkg-config not found; install the Debian package pkg-config (or run scripts/setup)")
+endif()
+
+# fed_require_pkg(<prefix> <pkg-config module> <Debian package>)
+macro(fed_require_pkg prefix module debpkg)
+  pkg_check_modules(${prefix} QUIET IMPORTED_TARGET ${module})
+  if(NOT ${prefix}_FOUND)
+    message(FATAL_ERROR "fedtune: ${module} not found; install the Debian package ${debpkg} (or run scripts/setup)")
+  endif()
+endmacro()
+
+fed_require_pkg(OPENBLAS openblas libopenblas-dev)
+fed_require_pkg(CJSON libcjson libcjson-dev)
+fed_require_pkg(INIH inih libinih-dev)
+fed_require_pkg(ZMQ libzmq libzmq3-dev)
+fed_require_pkg(PROTOBUFC libprotobuf-c libprotobuf-c-dev)
+
+find_program(FED_PROTOC_C protoc-c)
+if(NOT FED_PROTOC_C)
+  message(FATAL_ERROR "fedtune: protoc-c not found; install the Debian package protobuf-c-compiler (or run scripts/setup)")
+endif()
+
+find_package(OpenSSL 3.0 QUIET)
+if(NOT OPENSSL_FOUND)
+  message(FATAL_ERROR "fedtune: OpenSSL >= 3.0 not found; install the Debian package libssl-dev (or run scripts/setup)")
+endif()
+
+find_package(ZLIB QUIET)
+if(NOT ZLIB_FOUND)
+  message(FATAL_ERROR "fedtune: zlib not found; install the Debian package zlib1g-dev (or run scripts/setup)")
+endif()
+
+find_library(FED_LIBM m)
+find_package(Threads REQUIRED)

@@ -1,0 +1,117 @@
+/* Architectures described as data. A spec is JSON, either an object
+ *
+ *   {"input": [1, 28, 28],
+ *    "layers": [{"type": "conv2d", "out": 32, "k": 5, "pad": 2}, {"type": "relu"}, ...]}
+ *
+ * or an array whose first element is {"type": "input", "shape": [...]}, or the name of
+ * a preset ("fedavg-2nn", "fedavg-cnn"). Parsing checks every field and every shape
+ * and says which layer and field is wrong; unknown keys are errors, so a typo is never
+ * silently ignored. fed_arch_to_json writes the canonical form (every field explicit)
+ * that model files carry in their metadata.
+ *
+ * Layers, their fields (defaults in brackets) and what they do to the per-example
+ * shape:
+ *   linear      out, bias [true], init [kaiming]     (..., C) -> (..., out)
+ *   conv2d      out, k, stride [1], pad [0], bias [true], init [kaiming]
+ *                                                    (C, H, W) -> (out, OH, OW)
+ *   maxpool2d   k, stride [k]                        (C, H, W) -> (C, OH, OW)
+ *   avgpool2d   k, stride [k]                        (C, H, W) -> (C, OH, OW)
+ *   globalavgpool                                    (C, H, W) -> (C, 1, 1)
+ *   flatten                                          any -> (numel)
+ *   relu, gelu, tanh, sigmoid                        same shape
+ *   dropout     p [0.5]                              same shape
+ *   layernorm   eps [1e-5]                           same shape, normalises the last dim
+ *   embedding   vocab, dim, init [normal]            (T) of token ids -> (T, dim)
+ * init is one of "kaiming" (He uniform, bias 0), "xavier" (Glorot uniform, bias 0),
+ * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias) or, for
+ * embeddings, "normal" (N(0, 1), as PyTorch). */
+#ifndef FED_ARCH_H
+#define FED_ARCH_H
+
+#include "core/err.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Most dimensions a per-example shape may have. */
+#define FED_MAX_DIMS 3
+/* Upper bound on any single dimension or parameter count from a spec: absurd sizes are
+ * errors, not allocations. */
+#define FED_MAX_DIM_SIZE ((size_t)1 << 28)
+
+/* Upper bound on the parameters of a whole architecture (2^34 floats = 64 GiB). */
+#define FED_MAX_PARAMS ((size_t)1 << 34)
+
+typedef enum fed_layer_kind {
+    FED_LAYER_LINEAR,
+    FED_LAYER_CONV2D,
+    FED_LAYER_MAXPOOL2D,
+    FED_LAYER_AVGPOOL2D,
+    FED_LAYER_GLOBALAVGPOOL,
+    FED_LAYER_FLATTEN,
+    FED_LAYER_RELU,
+    FED_LAYER_GELU,
+    FED_LAYER_TANH,
+    FED_LAYER_SIGMOID,
+    FED_LAYER_DROPOUT,
+    FED_LAYER_LAYERNORM,
+    FED_LAYER_EMBEDDING,
+} fed_layer_kind;
+
+typedef enum fed_init {
+    FED_INIT_KAIMING,
+    FED_INIT_XAVIER,
+    FED_INIT_TORCH,
+    FED_INIT_NORMAL,
+} fed_init;
+
+/* Shape of one example (the batch dimension is not part of it). */
+typedef struct fed_shape {
+    int ndim;               /* 1..FED_MAX_DIMS */
+    size_t d[FED_MAX_DIMS]; /* sizes, d[0] outermost */
+} fed_shape;
+
+/* One layer as the spec gives it; fields a kind does not use are zero. */
+typedef struct fed_layer_spec {
+    fed_layer_kind kind; /* what the layer computes */
+    size_t out;          /* linear: output features; conv2d: output channels */
+    size_t k;            /* conv2d, pools: window size (k x k) */
+    size_t stride;       /* conv2d, pools: window step */
+    size_t pad;          /* conv2d: zero padding on each side */
+    bool bias;           /* linear, conv2d: has a bias tensor */
+    fed_init init;       /* linear, conv2d, embedding: weight initialisation */
+    float p;             /* dropout: probability of zeroing an element */
+    float eps;           /* layernorm: added to the variance */
+    size_t vocab;        /* embedding: number of rows (token ids 0..vocab-1) */
+    size_t dim;          /* embedding: row width */
+} fed_layer_spec;
+
+typedef struct fed_arch fed_arch;
+
+/* Parses a JSON spec or a preset name. On error, fed_errmsg() names the layer and field,
+ * e.g. "layer 3 (conv2d): field \"k\": must be an integer in [1, 268435456]". */
+fed_err fed_arch_parse(fed_arch **out, const char *spec) FED_MUST_USE;
+/* A deep copy. */
+fed_err fed_arch_clone(fed_arch **out, const fed_arch *a) FED_MUST_USE;
+/* NULL-safe; sets *a to NULL. */
+void fed_arch_destroy(fed_arch **a);
+
+/* The canonical JSON (one line). The caller frees *json with fed_free. */
+fed_err fed_arch_to_json(const fed_arch *a, char **json) FED_MUST_USE;
+
+fed_shape fed_arch_input_shape(const fed_arch *a);
+size_t fed_arch_num_layers(const fed_arch *a);
+/* Parameters of all layers (at most FED_MAX_PARAMS). */
+size_t fed_arch_num_params(const fed_arch *a);
+const fed_layer_spec *fed_arch_layer(const fed_arch *a, size_t i);
+/* Shape entering layer i; i == num_layers gives the network's output shape. */
+fed_shape fed_arch_shape_at(const fed_arch *a, size_t i);
+
+/* Product of the dimensions. */
+size_t fed_shape_numel(const fed_shape *s);
+/* Name of a layer kind as written in specs ("conv2d"). */
+const char *fed_layer_kind_name(fed_layer_kind kind);
+/* Names of the presets, NULL-terminated. */
+const char *const *fed_arch_presets(void);
+
+#endif

@@ -1,0 +1,154 @@
+/* Numeric kernels: the forward and backward passes of every layer, as plain void
+ * functions in the llm.c convention: outputs first, then buffers saved for backward,
+ * then inputs, weights and sizes. Each buffer carries its shape in a comment.
+ *
+ * Layouts follow PyTorch so models move to and from it unchanged: activations are
+ * row-major (N, ...), images NCHW, a linear weight is (OC, C), a conv weight
+ * (OC, C, K, K). Backward kernels overwrite dinp and ACCUMULATE into weight gradients
+ * (dw, db), so gradients can be summed over micro-batches; any gradient pointer may be
+ * NULL to skip it (a frozen weight, or the first layer's input gradient).
+ *
+ * BLAS-backed kernels (linear, conv2d) have a naive reference with the suffix _ref,
+ * written as the textbook loops; the tests hold the two to each other. Kernels assert
+ * their preconditions; validating data from outside is the caller's job (model.c).
+ * Nothing here allocates: scratch buffers come from the caller (usually an arena). */
+#ifndef FED_KERNELS_H
+#define FED_KERNELS_H
+
+#include "core/rng.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- linear: out = inp @ w^T + b ------------------------------------------------- */
+
+void fed_linear_forward(float *out,       /* (N, OC) */
+                        const float *inp, /* (N, C) */
+                        const float *w,   /* (OC, C) */
+                        const float *b,   /* (OC) or NULL */
+                        size_t N, size_t C, size_t OC);
+void fed_linear_forward_ref(float *out, const float *inp, const float *w, const float *b, size_t N,
+                            size_t C, size_t OC);
+void fed_linear_backward(float *dinp,       /* (N, C) or NULL, overwritten */
+                         float *dw,         /* (OC, C) or NULL, accumulated */
+                         float *db,         /* (OC) or NULL, accumulated */
+                         const float *dout, /* (N, OC) */
+                         const float *inp,  /* (N, C) */
+                         const float *w,    /* (OC, C) */
+                         size_t N, size_t C, size_t OC);
+void fed_linear_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                             const float *w, size_t N, size_t C, size_t OC);
+
+/* ---- conv2d: square kernel, zero padding, im2col + gemm -------------------------- */
+
+/* Geometry of one convolution; fill with fed_conv_geom_init. */
+typedef struct fed_conv_geom {
+    size_t C, H, W; /* input channels, height, width */
+    size_t OC;      /* output channels */
+    size_t K;       /* kernel size (K x K) */
+    size_t stride;  /* step between windows, >= 1 */
+    size_t pad;     /* zeros added on every side */
+    size_t OH, OW;  /* output height, width (derived) */
+} fed_conv_geom;
+
+/* Derives OH, OW; returns 0 when the geometry is impossible (window larger than the
+ * padded input, zero sizes or stride), 1 otherwise. */
+int fed_conv_geom_init(fed_conv_geom *g, size_t C, size_t H, size_t W, size_t OC, size_t K,
+                       size_t stride, size_t pad);
+/* Floats of the per-example column buffer: C*K*K * OH*OW. */
+size_t fed_conv_col_size(const fed_conv_geom *g);
+
+/* col: (C*K*K, OH*OW) for one example; img: (C, H, W). */
+void fed_im2col(float *col, const float *img, const fed_conv_geom *g);
+/* img (C, H, W) += col scattered back: the adjoint of fed_im2col. */
+void fed_col2im(float *img, const float *col, const fed_conv_geom *g);
+
+void fed_conv2d_forward(float *out,       /* (N, OC, OH, OW) */
+                        float *col,       /* scratch (C*K*K, OH*OW) */
+                        const float *inp, /* (N, C, H, W) */
+                        const float *w,   /* (OC, C, K, K) */
+                        const float *b,   /* (OC) or NULL */
+                        size_t N, const fed_conv_geom *g);
+void fed_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b, size_t N,
+                            const fed_conv_geom *g);
+void fed_conv2d_backward(float *dinp,       /* (N, C, H, W) or NULL, overwritten */
+                         float *dw,         /* (OC, C, K, K) or NULL, accumulated */
+                         float *db,         /* (OC) or NULL, accumulated */
+                         float *col,        /* scratch (C*K*K, OH*OW) */
+                         const float *dout, /* (N, OC, OH, OW) */
+                         const float *inp,  /* (N, C, H, W) */
+                         const float *w,    /* (OC, C, K, K) */
+                         size_t N, const fed_conv_geom *g);
+void fed_conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                             const float *w, size_t N, const fed_conv_geom *g);
+
+/* ---- pooling: K x K windows, stride S, no padding; OH = (H - K) / S + 1 ------------ */
+
+void fed_maxpool2d_forward(float *out,       /* (N, C, OH, OW) */
+                           int32_t *argmax,  /* (N, C, OH, OW) index into the H*W plane */
+                           const float *inp, /* (N, C, H, W) */
+                           size_t N, size_t C, size_t H, size_t W, size_t K, size_t S);
+void fed_maxpool2d_backward(float *dinp,           /* (N, C, H, W), overwritten */
+                            const float *dout,     /* (N, C, OH, OW) */
+                            const int32_t *argmax, /* (N, C, OH, OW) */
+                            size_t N, size_t C, size_t H, size_t W, size_t K, size_t S);
+void fed_avgpool2d_forward(float *out,       /* (N, C, OH, OW) */
+                           const float *inp, /* (N, C, H, W) */
+                           size_t N, size_t C, size_t H, size_t W, size_t K, size_t S);
+void fed_avgpool2d_backward(float *dinp,       /* (N, C, H, W), overwritten */
+                            const float *dout, /* (N, C, OH, OW) */
+                            size_t N, size_t C, size_t H, size_t W, size_t K, size_t S);
+
+/* Mean over each H*W plane: (N, C, H, W) -> (N, C); HW = H*W. */
+void fed_globalavgpool_forward(float *out, const float *inp, size_t N, size_t C, size_t HW);
+void fed_globalavgpool_backward(float *dinp, const float *dout, size_t N, size_t C, size_t HW);
+
+/* ---- elementwise activations (n = all elements of the batch) ---------------------- */
+
+void fed_relu_forward(float *out, const float *inp, size_t n);
+void fed_relu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+/* Exact GELU, x * Phi(x), as PyTorch's nn.GELU() default. */
+void fed_gelu_forward(float *out, const float *inp, size_t n);
+void fed_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+/* tanh and sigmoid backward use the saved output. */
+void fed_tanh_forward(float *out, const float *inp, size_t n);
+void fed_tanh_backward(float *dinp, const float *dout, const float *out, size_t n);
+void fed_sigmoid_forward(float *out, const float *inp, size_t n);
+void fed_sigmoid_backward(float *dinp, const float *dout, const float *out, size_t n);
+
+/* Inverted dropout: keeps each element with probability 1-p and scales it by 1/(1-p),
+ * so evaluation needs no rescaling. mask holds 0 or 1/(1-p) per element. */
+void fed_dropout_forward(float *out,  /* (n) */
+                         float *mask, /* (n) saved for backward */
+                         const float *inp, size_t n, float p, fed_rng *rng);
+void fed_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n);
+
+/* ---- layer norm over the last dimension, with affine weight and bias --------------- */
+
+void fed_layernorm_forward(float *out,       /* (N, C) */
+                           float *mean,      /* (N) saved */
+                           float *rstd,      /* (N) saved: 1 / sqrt(var + eps) */
+                           const float *inp, /* (N, C) */
+                           const float *w,   /* (C) */
+                           const float *b,   /* (C) */
+                           size_t N, size_t C, float eps);
+void fed_layernorm_backward(float *dinp,       /* (N, C), overwritten */
+                            float *dw,         /* (C) or NULL, accumulated */
+                            float *db,         /* (C) or NULL, accumulated */
+                            const float *dout, /* (N, C) */
+                            const float *inp, const float *mean, const float *rstd, const float *w,
+                            size_t N, size_t C);
+
+/* ---- embedding lookup ---------------------------------------------------------------- */
+
+/* ids must lie in [0, V): the caller validates them. */
+void fed_embedding_forward(float *out,         /* (N, D) */
+                           const int32_t *ids, /* (N) */
+                           const float *table, /* (V, D) */
+                           size_t N, size_t D);
+void fed_embedding_backward(float *dtable,      /* (V, D), accumulated */
+                            const float *dout,  /* (N, D) */
+                            const int32_t *ids, /* (N) */
+                            size_t N, size_t D);
+
+#endif

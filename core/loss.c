@@ -1,0 +1,88 @@
+/* Loss functions; accumulation in double so the mean of a large batch stays exact
+ * to float precision. */
+#include "core/loss.h"
+
+#include <assert.h>
+#include <math.h>
+
+double fed_softmax_ce(float *dlogits, const float *logits, const int32_t *labels, size_t N,
+                      size_t C, float smoothing) {
+    assert(smoothing >= 0.0f && smoothing < 1.0f);
+    double total = 0.0;
+    const double s = smoothing, off = s / (double)C, on = 1.0 - s + off;
+    for (size_t n = 0; n < N; n++) {
+        const float *z = logits + n * C;
+        assert(labels[n] >= 0 && (size_t)labels[n] < C);
+        float mx = z[0];
+        for (size_t c = 1; c < C; c++) mx = z[c] > mx ? z[c] : mx;
+        double sum = 0.0;
+        for (size_t c = 0; c < C; c++) sum += exp((double)(z[c] - mx));
+        double logsum = log(sum) + (double)mx;
+        /* loss = sum_c target_c * (logsum - z_c) */
+        double loss = 0.0;
+        for (size_t c = 0; c < C; c++) {
+            double t = (size_t)labels[n] == c ? on : off;
+            if (t != 0.0) loss += t * (logsum - (double)z[c]);
+        }
+        total += loss;
+        if (dlogits) {
+            float *d = dlogits + n * C;
+            for (size_t c = 0; c < C; c++) {
+                double p = exp((double)z[c] - logsum);
+                double t = (size_t)labels[n] == c ? on : off;
+                d[c] = (float)((p - t) / (double)N);
+            }
+        }
+    }
+    return total / (double)N;
+}
+
+double fed_bce_logits(float *dlogits, const float *logits, const float *targets, size_t n) {
+    double total = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double z = logits[i], t = targets[i];
+        /* max(z, 0) - z*t + log(1 + exp(-|z|)) */
+        total += (z > 0.0 ? z : 0.0) - z * t + log1p(exp(-fabs(z)));
+        if (dlogits) {
+            double sig = z >= 0.0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
+            dlogits[i] = (float)((sig - t) / (double)n);
+        }
+    }
+    return total / (double)n;
+}
+
+double fed_mse(float *dpred, const float *pred, const float *targets, size_t n) {
+    double total = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)pred[i] - (double)targets[i];
+        total += d * d;
+        if (dpred) dpred[i] = (float)(2.0 * d / (double)n);
+    }
+    return total / (double)n;
+}
+
+size_t fed_argmax(const float *x, size_t n) {
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+size_t fed_count_correct(const float *logits, const int32_t *labels, size_t N, size_t C) {
+    size_t correct = 0;
+    for (size_t n = 0; n < N; n++)
+        if ((int32_t)fed_argmax(logits + n * C, C) == labels[n]) correct++;
+    return correct;
+}
+
+const char *fed_loss_name(fed_loss_kind kind) {
+    switch (kind) {
+    case FED_LOSS_SOFTMAX_CE:
+        return "ce";
+    case FED_LOSS_BCE:
+        return "bce";
+    case FED_LOSS_MSE:
+        return "mse";
+    }
+    return "?";
+}

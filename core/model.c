@@ -1,0 +1,505 @@
+/* The model: tensor table over one flat buffer, seeded initialisation, and the
+ * layer-by-layer forward and backward passes that call the kernels. Parsing specs is
+ * arch.c's job; reading and writing model files is not here either. */
+#include "core/model.h"
+#include "core/alloc.h"
+#include "core/kernels.h"
+
+#include <fnmatch.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Runtime view of one layer: its spec, shapes, tensors and the tape of the last
+ * forward pass. */
+typedef struct layer_rt {
+    fed_layer_spec spec; /* copy of the architecture's layer */
+    fed_shape in, out;   /* per-example shapes */
+    size_t in_numel;     /* floats per example entering */
+    size_t out_numel;    /* floats per example leaving */
+    size_t rows;         /* linear, layernorm: rows per example (in_numel / last dim) */
+    long w, b;           /* tensor indices of weight and bias, -1 if none */
+    fed_conv_geom geom;  /* conv2d geometry */
+    /* tape of the last forward, in the caller's arena */
+    const float *x; /* (N, in_numel) input */
+    float *y;       /* (N, out_numel) output (may alias x for pass-through layers) */
+    float *s1, *s2; /* dropout mask (N, in_numel); layernorm mean, rstd (N*rows) */
+    int32_t *idx;   /* maxpool argmax (N, out_numel); embedding ids (N, in_numel) */
+} layer_rt;
+
+struct fed_model {
+    fed_arch *arch;      /* owned copy */
+    size_t nlayers;      /* entries in layers */
+    layer_rt *layers;    /* (nlayers) */
+    size_t ntensors;     /* entries in tensors */
+    fed_tensor *tensors; /* (ntensors) */
+    size_t nparams;      /* floats in params and grads */
+    float *params;       /* (nparams) */
+    float *grads;        /* (nparams) */
+    size_t batch;        /* N of the last forward */
+    bool tape;           /* last forward ran in train mode and can be back-propagated */
+};
+
+/* ---- construction ----------------------------------------------------------------- */
+
+/* Appends tensor "<layer>.<suffix>" of the given shape; returns its index. */
+static long add_tensor(fed_model *m, size_t layer, const char *suffix, int ndim,
+                       const size_t *shape) {
+    fed_tensor *t = &m->tensors[m->ntensors];
+    snprintf(t->name, sizeof t->name, "%zu.%s", layer, suffix);
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= shape[i];
+    }
+    t->offset = m->nparams;
+    t->layer = layer;
+    t->trainable = true;
+    m->nparams += t->numel;
+    return (long)m->ntensors++;
+}
+
+/* Fills the tensor table. The architecture already bounded every count. */
+static void plan_tensors(fed_model *m) {
+    for (size_t l = 0; l < m->nlayers; l++) {
+        layer_rt *L = &m->layers[l];
+        const fed_layer_spec *s = &L->spec;
+        size_t last = L->in.d[L->in.ndim - 1];
+        size_t shape[4] = {0};
+        L->w = L->b = -1;
+        L->rows = L->in_numel / last;
+        switch (s->kind) {
+        case FED_LAYER_LINEAR:
+            shape[0] = s->out;
+            shape[1] = last;
+            L->w = add_tensor(m, l, "weight", 2, shape);
+            if (s->bias) L->b = add_tensor(m, l, "bias", 1, shape);
+            break;
+        case FED_LAYER_CONV2D:
+            shape[0] = s->out;
+            shape[1] = L->in.d[0];
+            shape[2] = shape[3] = s->k;
+            L->w = add_tensor(m, l, "weight", 4, shape);
+            if (s->bias) L->b = add_tensor(m, l, "bias", 1, shape);
+            fed_conv_geom_init(&L->geom, L->in.d[0], L->in.d[1], L->in.d[2], s->out, s->k,
+                               s->stride, s->pad);
+            break;
+        case FED_LAYER_LAYERNORM:
+            shape[0] = last;
+            L->w = add_tensor(m, l, "weight", 1, shape);
+            L->b = add_tensor(m, l, "bias", 1, shape);
+            break;
+        case FED_LAYER_EMBEDDING:
+            shape[0] = s->vocab;
+            shape[1] = s->dim;
+            L->w = add_tensor(m, l, "weight", 2, shape);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+fed_err fed_model_new(fed_model **out, const fed_arch *arch) {
+    *out = NULL;
+    fed_err err = FED_ENOMEM;
+    fed_model *m = fed_calloc(1, sizeof *m);
+    if (!m) goto fail;
+    if ((err = fed_arch_clone(&m->arch, arch))) goto fail;
+    err = FED_ENOMEM;
+    m->nlayers = fed_arch_num_layers(arch);
+    m->layers = fed_calloc(m->nlayers, sizeof *m->layers);
+    m->tensors = fed_calloc(2 * m->nlayers, sizeof *m->tensors); /* at most two per layer */
+    if (!m->layers || !m->tensors) goto fail;
+    for (size_t l = 0; l < m->nlayers; l++) {
+        layer_rt *L = &m->layers[l];
+        L->spec = *fed_arch_layer(arch, l);
+        L->in = fed_arch_shape_at(arch, l);
+        L->out = fed_arch_shape_at(arch, l + 1);
+        L->in_numel = fed_shape_numel(&L->in);
+        L->out_numel = fed_shape_numel(&L->out);
+    }
+    plan_tensors(m);
+    m->params = fed_aligned_alloc(m->nparams, sizeof(float));
+    m->grads = fed_aligned_alloc(m->nparams, sizeof(float));
+    if (!m->params || !m->grads) goto fail;
+    memset(m->params, 0, m->nparams * sizeof(float));
+    memset(m->grads, 0, m->nparams * sizeof(float));
+    *out = m;
+    return FED_OK;
+fail:
+    fed_model_destroy(&m);
+    return err;
+}
+
+void fed_model_destroy(fed_model **m) {
+    if (!m || !*m) return;
+    fed_arch_destroy(&(*m)->arch);
+    fed_free((*m)->layers);
+    fed_free((*m)->tensors);
+    fed_free((*m)->params);
+    fed_free((*m)->grads);
+    fed_free(*m);
+    *m = NULL;
+}
+
+/* ---- initialisation --------------------------------------------------------------- */
+
+static void fill_uniform(float *p, size_t n, float bound, fed_rng *r) {
+    for (size_t i = 0; i < n; i++) p[i] = (2.0f * fed_rng_uniform(r) - 1.0f) * bound;
+}
+
+void fed_model_init(fed_model *m, uint64_t seed) {
+    for (size_t ti = 0; ti < m->ntensors; ti++) {
+        fed_tensor *t = &m->tensors[ti];
+        const layer_rt *L = &m->layers[t->layer];
+        float *p = m->params + t->offset;
+        fed_rng r = fed_rng_stream(seed, ti);
+        const fed_tensor *w = &m->tensors[L->w];
+        /* PyTorch's convention: fan_in = dim 1 x receptive field, fan_out = dim 0 x it. */
+        size_t receptive = w->ndim == 4 ? w->shape[2] * w->shape[3] : 1;
+        size_t fan_in = (w->ndim >= 2 ? w->shape[1] : w->shape[0]) * receptive;
+        size_t fan_out = w->shape[0] * receptive;
+        bool is_bias = (long)ti == L->b;
+
+        if (L->spec.kind == FED_LAYER_LAYERNORM) {
+            for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : 1.0f;
+            continue;
+        }
+        switch (L->spec.init) {
+        case FED_INIT_KAIMING:
+            if (is_bias)
+                memset(p, 0, t->numel * sizeof(float));
+            else
+                fill_uniform(p, t->numel, sqrtf(6.0f / (float)fan_in), &r);
+            break;
+        case FED_INIT_XAVIER:
+            if (is_bias)
+                memset(p, 0, t->numel * sizeof(float));
+            else
+                fill_uniform(p, t->numel, sqrtf(6.0f / (float)(fan_in + fan_out)), &r);
+            break;
+        case FED_INIT_TORCH:
+            fill_uniform(p, t->numel, 1.0f / sqrtf((float)fan_in), &r);
+            break;
+        case FED_INIT_NORMAL:
+            for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : fed_rng_normal(&r);
+            break;
+        }
+    }
+}
+
+/* ---- accessors -------------------------------------------------------------------- */
+
+const fed_arch *fed_model_arch(const fed_model *m) {
+    return m->arch;
+}
+
+size_t fed_model_num_tensors(const fed_model *m) {
+    return m->ntensors;
+}
+
+const fed_tensor *fed_model_tensor(const fed_model *m, size_t i) {
+    return i < m->ntensors ? &m->tensors[i] : NULL;
+}
+
+const fed_tensor *fed_model_find(const fed_model *m, const char *name) {
+    for (size_t i = 0; i < m->ntensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+float *fed_model_params(fed_model *m) {
+    return m->params;
+}
+
+const float *fed_model_params_const(const fed_model *m) {
+    return m->params;
+}
+
+float *fed_model_grads(fed_model *m) {
+    return m->grads;
+}
+
+size_t fed_model_num_params(const fed_model *m) {
+    return m->nparams;
+}
+
+size_t fed_model_num_trainable(const fed_model *m) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->ntensors; i++)
+        if (m->tensors[i].trainable) n += m->tensors[i].numel;
+    return n;
+}
+
+size_t fed_model_input_size(const fed_model *m) {
+    return m->layers[0].in_numel;
+}
+
+size_t fed_model_output_size(const fed_model *m) {
+    return m->layers[m->nlayers - 1].out_numel;
+}
+
+void fed_model_set_trainable(fed_model *m, size_t i, bool trainable) {
+    if (i < m->ntensors) m->tensors[i].trainable = trainable;
+}
+
+size_t fed_model_set_trainable_glob(fed_model *m, const char *glob, bool trainable) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        if (fnmatch(glob, m->tensors[i].name, 0) == 0) {
+            m->tensors[i].trainable = trainable;
+            n++;
+        }
+    }
+    return n;
+}
+
+fed_err fed_model_copy_params(fed_model *m, const fed_model *src) {
+    if (m->ntensors != src->ntensors || m->nparams != src->nparams)
+        return fed_errorf(FED_ESHAPE, "models differ: %zu vs %zu tensors, %zu vs %zu parameters",
+                          m->ntensors, src->ntensors, m->nparams, src->nparams);
+    for (size_t i = 0; i < m->ntensors; i++) {
+        const fed_tensor *a = &m->tensors[i], *b = &src->tensors[i];
+        if (strcmp(a->name, b->name) != 0 || a->ndim != b->ndim ||
+            memcmp(a->shape, b->shape, sizeof a->shape) != 0)
+            return fed_errorf(FED_ESHAPE, "models differ at tensor %s", a->name);
+    }
+    memcpy(m->params, src->params, m->nparams * sizeof(float));
+    return FED_OK;
+}
+
+void fed_model_zero_grad(fed_model *m) {
+    memset(m->grads, 0, m->nparams * sizeof(float));
+}
+
+double fed_model_forward_flops(const fed_model *m) {
+    double flops = 0.0;
+    for (size_t l = 0; l < m->nlayers; l++) {
+        const layer_rt *L = &m->layers[l];
+        if (L->spec.kind == FED_LAYER_LINEAR)
+            flops += 2.0 * (double)L->rows * (double)L->in.d[L->in.ndim - 1] * (double)L->spec.out;
+        else if (L->spec.kind == FED_LAYER_CONV2D)
+            flops += 2.0 * (double)L->geom.OC * (double)(L->geom.C * L->geom.K * L->geom.K) *
+                     (double)(L->geom.OH * L->geom.OW);
+    }
+    return flops;
+}
+
+/* ---- forward ---------------------------------------------------------------------- */
+
+static const float *tensor_ptr(const fed_model *m, long ti) {
+    return ti < 0 ? NULL : m->params + m->tensors[ti].offset;
+}
+
+/* The gradient slot of tensor ti, or NULL when it has none or is frozen. */
+static float *grad_ptr(fed_model *m, long ti) {
+    if (ti < 0 || !m->tensors[ti].trainable) return NULL;
+    return m->grads + m->tensors[ti].offset;
+}
+
+/* Token ids arrive as floats; each must be an integer in [0, vocab). */
+static fed_err embedding_ids(int32_t *ids, const float *x, size_t n, size_t T, size_t vocab,
+                             size_t layer) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        if (!(v >= 0.0f && v < (float)vocab) || v != floorf(v))
+            return fed_errorf(FED_ERANGE,
+                              "layer %zu (embedding): example %zu position %zu: token id %g is "
+                              "not an integer in [0, %zu)",
+                              layer, i / T, i % T, (double)v, vocab);
+        ids[i] = (int32_t)v;
+    }
+    return FED_OK;
+}
+
+#define ALLOC_OR_FAIL(ptr, expr)                                                                   \
+    do {                                                                                           \
+        if (!((ptr) = (expr))) return FED_ENOMEM;                                                  \
+    } while (0)
+
+static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, size_t N,
+                             fed_mode mode, fed_rng *rng) {
+    const fed_layer_spec *s = &L->spec;
+    const float *x = L->x;
+    size_t nin = N * L->in_numel, nout = N * L->out_numel;
+    L->s1 = L->s2 = NULL;
+    L->idx = NULL;
+    /* Layers that do not change the data pass their input through without a copy. */
+    if (s->kind == FED_LAYER_FLATTEN ||
+        (s->kind == FED_LAYER_DROPOUT && (mode == FED_MODE_EVAL || s->p == 0.0f))) {
+        L->y = (float *)x;
+        return FED_OK;
+    }
+    ALLOC_OR_FAIL(L->y, fed_arena_floats(a, nout));
+    const float *w = tensor_ptr(m, L->w), *b = tensor_ptr(m, L->b);
+    size_t last = L->in.d[L->in.ndim - 1];
+    switch (s->kind) {
+    case FED_LAYER_LINEAR:
+        fed_linear_forward(L->y, x, w, b, N * L->rows, last, s->out);
+        break;
+    case FED_LAYER_CONV2D: {
+        float *col;
+        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_col_size(&L->geom)));
+        fed_conv2d_forward(L->y, col, x, w, b, N, &L->geom);
+        break;
+    }
+    case FED_LAYER_MAXPOOL2D:
+        ALLOC_OR_FAIL(L->idx, fed_arena_alloc(a, nout, sizeof(int32_t)));
+        fed_maxpool2d_forward(L->y, L->idx, x, N, L->in.d[0], L->in.d[1], L->in.d[2], s->k,
+                              s->stride);
+        break;
+    case FED_LAYER_AVGPOOL2D:
+        fed_avgpool2d_forward(L->y, x, N, L->in.d[0], L->in.d[1], L->in.d[2], s->k, s->stride);
+        break;
+    case FED_LAYER_GLOBALAVGPOOL:
+        fed_globalavgpool_forward(L->y, x, N, L->in.d[0], L->in.d[1] * L->in.d[2]);
+        break;
+    case FED_LAYER_RELU:
+        fed_relu_forward(L->y, x, nin);
+        break;
+    case FED_LAYER_GELU:
+        fed_gelu_forward(L->y, x, nin);
+        break;
+    case FED_LAYER_TANH:
+        fed_tanh_forward(L->y, x, nin);
+        break;
+    case FED_LAYER_SIGMOID:
+        fed_sigmoid_forward(L->y, x, nin);
+        break;
+    case FED_LAYER_DROPOUT:
+        if (!rng) return fed_errorf(FED_EINVAL, "layer %zu (dropout): training needs an rng", l);
+        ALLOC_OR_FAIL(L->s1, fed_arena_floats(a, nin));
+        fed_dropout_forward(L->y, L->s1, x, nin, s->p, rng);
+        break;
+    case FED_LAYER_LAYERNORM:
+        ALLOC_OR_FAIL(L->s1, fed_arena_floats(a, N * L->rows));
+        ALLOC_OR_FAIL(L->s2, fed_arena_floats(a, N * L->rows));
+        fed_layernorm_forward(L->y, L->s1, L->s2, x, w, b, N * L->rows, last, s->eps);
+        break;
+    case FED_LAYER_EMBEDDING: {
+        ALLOC_OR_FAIL(L->idx, fed_arena_alloc(a, nin, sizeof(int32_t)));
+        fed_err err = embedding_ids(L->idx, x, nin, L->in_numel, s->vocab, l);
+        if (err) return err;
+        fed_embedding_forward(L->y, L->idx, w, nin, s->dim);
+        break;
+    }
+    case FED_LAYER_FLATTEN:
+        break;
+    }
+    return FED_OK;
+}
+
+fed_err fed_model_forward(fed_model *m, fed_arena *a, const float *x, size_t N, fed_mode mode,
+                          fed_rng *rng, const float **out) {
+    *out = NULL;
+    m->tape = false;
+    m->batch = N;
+    if (N == 0) return fed_errorf(FED_EINVAL, "forward: empty batch");
+    const float *cur = x;
+    for (size_t l = 0; l < m->nlayers; l++) {
+        layer_rt *L = &m->layers[l];
+        L->x = cur;
+        fed_err err = layer_forward(m, L, l, a, N, mode, rng);
+        if (err) return err;
+        cur = L->y;
+    }
+    m->tape = mode == FED_MODE_TRAIN;
+    *out = cur;
+    return FED_OK;
+}
+
+/* ---- backward --------------------------------------------------------------------- */
+
+/* dx (N, in_numel) from dy, or NULL when the layers below need no gradient. Weight
+ * gradients of trainable tensors accumulate into m->grads. */
+static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N, const float *dy,
+                              bool need_dx, float **dx_out) {
+    const fed_layer_spec *s = &L->spec;
+    size_t nin = N * L->in_numel;
+    float *dx = NULL;
+    *dx_out = NULL;
+    if (s->kind == FED_LAYER_FLATTEN || (s->kind == FED_LAYER_DROPOUT && !L->s1)) {
+        *dx_out = (float *)dy;
+        return FED_OK;
+    }
+    if (need_dx && s->kind != FED_LAYER_EMBEDDING) ALLOC_OR_FAIL(dx, fed_arena_floats(a, nin));
+    const float *w = tensor_ptr(m, L->w);
+    float *dw = grad_ptr(m, L->w), *db = grad_ptr(m, L->b);
+    size_t last = L->in.d[L->in.ndim - 1];
+    switch (s->kind) {
+    case FED_LAYER_LINEAR:
+        fed_linear_backward(dx, dw, db, dy, L->x, w, N * L->rows, last, s->out);
+        break;
+    case FED_LAYER_CONV2D: {
+        if (!dx && !dw && !db) break;
+        float *col;
+        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_col_size(&L->geom)));
+        fed_conv2d_backward(dx, dw, db, col, dy, L->x, w, N, &L->geom);
+        break;
+    }
+    case FED_LAYER_EMBEDDING:
+        if (dw) fed_embedding_backward(dw, dy, L->idx, nin, s->dim);
+        break;
+    case FED_LAYER_LAYERNORM:
+        if (!dx && !dw && !db) break;
+        if (!dx) ALLOC_OR_FAIL(dx, fed_arena_floats(a, nin)); /* the kernel always writes dx */
+        fed_layernorm_backward(dx, dw, db, dy, L->x, L->s1, L->s2, w, N * L->rows, last);
+        if (!need_dx) dx = NULL;
+        break;
+    default:
+        if (!dx) break;
+        switch (s->kind) {
+        case FED_LAYER_MAXPOOL2D:
+            fed_maxpool2d_backward(dx, dy, L->idx, N, L->in.d[0], L->in.d[1], L->in.d[2], s->k,
+                                   s->stride);
+            break;
+        case FED_LAYER_AVGPOOL2D:
+            fed_avgpool2d_backward(dx, dy, N, L->in.d[0], L->in.d[1], L->in.d[2], s->k, s->stride);
+            break;
+        case FED_LAYER_GLOBALAVGPOOL:
+            fed_globalavgpool_backward(dx, dy, N, L->in.d[0], L->in.d[1] * L->in.d[2]);
+            break;
+        case FED_LAYER_RELU:
+            fed_relu_backward(dx, dy, L->x, nin);
+            break;
+        case FED_LAYER_GELU:
+            fed_gelu_backward(dx, dy, L->x, nin);
+            break;
+        case FED_LAYER_TANH:
+            fed_tanh_backward(dx, dy, L->y, nin);
+            break;
+        case FED_LAYER_SIGMOID:
+            fed_sigmoid_backward(dx, dy, L->y, nin);
+            break;
+        case FED_LAYER_DROPOUT:
+            fed_dropout_backward(dx, dy, L->s1, nin);
+            break;
+        default:
+            break;
+        }
+        break;
+    }
+    *dx_out = dx;
+    return FED_OK;
+}
+
+fed_err fed_model_backward(fed_model *m, fed_arena *a, const float *dout) {
+    if (!m->tape)
+        return fed_errorf(FED_EINVAL, "backward: no train-mode forward pass to back-propagate");
+    /* Gradients flow down only as far as the lowest layer with a trainable tensor. */
+    size_t lowest = m->nlayers;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        if (m->tensors[i].trainable && m->tensors[i].layer < lowest) lowest = m->tensors[i].layer;
+    }
+    const float *dy = dout;
+    for (size_t l = m->nlayers; l-- > lowest;) {
+        float *dx;
+        fed_err err = layer_backward(m, &m->layers[l], a, m->batch, dy, l > lowest, &dx);
+        if (err) return err;
+        dy = dx;
+        if (!dy) break; /* an embedding: token ids have no gradient */
+    }
+    return FED_OK;
+}

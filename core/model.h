@@ -1,0 +1,100 @@
+/* A model: an architecture plus ALL its parameters in one contiguous float32 buffer,
+ * viewed through a table of named tensors (as in llm.c). Gradients use the very same
+ * layout, and so will optimizer state, deltas and aggregates: a weight delta is a
+ * difference of two flat buffers over the trainable ranges, federated averaging is a
+ * weighted sum of flat vectors, and a model file is a header plus raw bytes.
+ *
+ * Tensor names and layouts follow torch.nn.Sequential: layer i owns "i.weight" and
+ * "i.bias"; a linear weight is (out, in), a conv weight (OC, C, K, K).
+ *
+ * A model also records the activations of its last forward pass (in the caller's
+ * arena) for the backward pass, so one model serves one thread at a time; simulation
+ * gives each worker its own. Data from outside (token ids) is validated here; the
+ * kernels underneath only assert. */
+#ifndef FED_MODEL_H
+#define FED_MODEL_H
+
+#include "core/arch.h"
+#include "core/arena.h"
+#include "core/err.h"
+#include "core/rng.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Longest tensor name, including the terminating NUL. */
+#define FED_TENSOR_NAME_MAX 64
+
+/* A named view into the flat parameter buffer. */
+typedef struct fed_tensor {
+    char name[FED_TENSOR_NAME_MAX]; /* "3.weight" */
+    int ndim;                       /* 1..4 */
+    size_t shape[4];                /* PyTorch layout, outermost first */
+    size_t offset;                  /* first element, in floats from the buffer start */
+    size_t numel;                   /* elements */
+    size_t layer;                   /* index of the owning layer in the architecture */
+    bool trainable;                 /* false: frozen, never updated nor sent */
+} fed_tensor;
+
+typedef enum fed_mode {
+    FED_MODE_EVAL = 0,  /* dropout off, nothing needed for backward */
+    FED_MODE_TRAIN = 1, /* dropout on, activations kept for fed_model_backward */
+} fed_mode;
+
+typedef struct fed_model fed_model;
+
+/* A model for arch (copied) with zeroed parameters; call fed_model_init or load
+ * weights next. All tensors start trainable. */
+fed_err fed_model_new(fed_model **out, const fed_arch *arch) FED_MUST_USE;
+/* NULL-safe; sets *m to NULL. */
+void fed_model_destroy(fed_model **m);
+
+/* Seeded initialisation as each layer's init field says; tensor i draws from stream i
+ * of seed, so the same seed gives the same bits everywhere. */
+void fed_model_init(fed_model *m, uint64_t seed);
+
+const fed_arch *fed_model_arch(const fed_model *m);
+size_t fed_model_num_tensors(const fed_model *m);
+const fed_tensor *fed_model_tensor(const fed_model *m, size_t i);
+/* The tensor called name, or NULL. */
+const fed_tensor *fed_model_find(const fed_model *m, const char *name);
+
+/* The flat buffers: fed_model_num_params floats each. */
+float *fed_model_params(fed_model *m);
+const float *fed_model_params_const(const fed_model *m);
+float *fed_model_grads(fed_model *m);
+size_t fed_model_num_params(const fed_model *m);
+/* Elements in trainable tensors. */
+size_t fed_model_num_trainable(const fed_model *m);
+
+/* Floats per example entering and leaving the network. */
+size_t fed_model_input_size(const fed_model *m);
+size_t fed_model_output_size(const fed_model *m);
+
+/* Marks tensor i trainable or frozen. */
+void fed_model_set_trainable(fed_model *m, size_t i, bool trainable);
+/* Sets the flag of every tensor whose name matches the shell glob (fnmatch), e.g.
+ * "0.*" for all of layer 0 or "*.bias"; returns how many matched. */
+size_t fed_model_set_trainable_glob(fed_model *m, const char *glob, bool trainable);
+
+/* Copies all parameters of src into m; FED_ESHAPE unless the layouts are identical. */
+fed_err fed_model_copy_params(fed_model *m, const fed_model *src) FED_MUST_USE;
+
+/* Runs x (N, input_size) through the network; *out (N, output_size) lives in the arena.
+ * In train mode dropout draws from rng (which may be NULL in eval mode) and activations
+ * are kept for fed_model_backward. FED_ERANGE if an embedding id is not an integer in
+ * [0, vocab); FED_ENOMEM if the arena cannot grow. */
+fed_err fed_model_forward(fed_model *m, fed_arena *a, const float *x, size_t N, fed_mode mode,
+                          fed_rng *rng, const float **out) FED_MUST_USE;
+/* Back-propagates dout (N, output_size) through the last train-mode forward (same arena,
+ * not reset in between), ACCUMULATING into the gradients of trainable tensors. Layers
+ * with nothing trainable at or below them are skipped entirely. */
+fed_err fed_model_backward(fed_model *m, fed_arena *a, const float *dout) FED_MUST_USE;
+/* Zeroes the gradient buffer. */
+void fed_model_zero_grad(fed_model *m);
+
+/* Floating-point operations of one forward pass of one example (multiply-add = 2);
+ * backward costs about twice as much. For benchmarks. */
+double fed_model_forward_flops(const fed_model *m);
+
+#endif
