@@ -164,7 +164,7 @@ static fed_err run(const demo_cfg *c) {
     for (size_t i = 0; i < ntrain; i++) order[i] = i;
 
     fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, (float)c->label_smoothing};
-    double test_loss, test_acc, start_acc;
+    double test_loss, test_acc = 0.0, start_acc;
     if ((err = evaluate(m, arena, xtest, ytest, ntest, 256, &loss, &test_loss, &start_acc)))
         goto done;
     printf("demo: %zu-class spirals, %zu train / %zu test examples; MLP 2-%zu-%zu-%zu "

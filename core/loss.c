@@ -9,7 +9,7 @@ double fed_softmax_ce(float *dlogits, const float *logits, const int32_t *labels
                       size_t C, float smoothing) {
     assert(smoothing >= 0.0f && smoothing < 1.0f);
     double total = 0.0;
-    const double s = smoothing, off = s / (double)C, on = 1.0 - s + off;
+    const double s = (double)smoothing, off = s / (double)C, on = 1.0 - s + off;
     for (size_t n = 0; n < N; n++) {
         const float *z = logits + n * C;
         assert(labels[n] >= 0 && (size_t)labels[n] < C);
@@ -40,7 +40,7 @@ double fed_softmax_ce(float *dlogits, const float *logits, const int32_t *labels
 double fed_bce_logits(float *dlogits, const float *logits, const float *targets, size_t n) {
     double total = 0.0;
     for (size_t i = 0; i < n; i++) {
-        double z = logits[i], t = targets[i];
+        double z = (double)logits[i], t = (double)targets[i];
         /* max(z, 0) - z*t + log(1 + exp(-|z|)) */
         total += (z > 0.0 ? z : 0.0) - z * t + log1p(exp(-fabs(z)));
         if (dlogits) {

@@ -1,0 +1,417 @@
+/* bench_core: how fast fedcore trains the two FedAvg models (McMahan et al. 2017) on one
+ * machine, and how that compares with the machine's own sgemm peak measured in the same
+ * run. For each model (2NN, CNN), batch size (10, 64) and OpenBLAS thread count (1, 2) it
+ * times whole fed_train_step calls (forward, softmax cross-entropy, backward, plain SGD
+ * at lr 0.01) on random inputs and labels from a fixed seed, and prints one row of an
+ * aligned table: time per example, examples per second, achieved GFLOP/s (forward FLOPs
+ * times 3 per example) and the fraction of the sgemm peak for that thread count.
+ *
+ * Every figure is the median of several timed repeats after a warm-up; the spread column
+ * says how far the repeats disagreed, because the machines are shared. This is not a
+ * test (ctest never runs it) and checks nothing about correctness: tests/ does that. */
+#include "core/alloc.h"
+#include "core/arch.h"
+#include "core/arena.h"
+#include "core/blas.h"
+#include "core/err.h"
+#include "core/model.h"
+#include "core/optim.h"
+#include "core/rng.h"
+#include "core/train.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SEED 20261124u
+/* Distinct random batches cycled through, so the step never sees one batch forever. */
+#define NUM_BATCHES   8
+#define LEARNING_RATE 0.01f
+#define MAX_REPEATS   101
+
+static const char *const default_models[] = {"fedavg-2nn", "fedavg-cnn"};
+static const size_t default_batches[] = {10, 64};
+static const int default_threads[] = {1, 2};
+static const size_t default_gemm_sizes[] = {1024, 2048};
+
+/* ---- options: one table drives defaults, parsing, validation and --help ------------ */
+
+typedef struct options {
+    double seconds;    /* minimum wall time of one timed repeat */
+    double repeats;    /* timed repeats per configuration; the median is reported */
+    double batch;      /* only this batch size (0: 10 and 64) */
+    double threads;    /* only this OpenBLAS thread count (0: 1 and 2) */
+    const char *model; /* only this preset or JSON spec (NULL: both FedAvg models) */
+    bool quick;        /* short repeats, one gemm size: a smoke run */
+    bool no_sgemm;     /* skip the sgemm reference (to profile the steps alone) */
+    bool help;         /* print usage and exit */
+} options;
+
+typedef enum opt_kind { OPT_FLAG, OPT_NUMBER, OPT_INTEGER, OPT_STRING } opt_kind;
+
+typedef struct opt_def {
+    const char *name; /* "--seconds" */
+    opt_kind kind;    /* how the value is parsed */
+    size_t offset;    /* field in struct options */
+    double lo, hi;    /* accepted range for numbers */
+    const char *arg;  /* value placeholder in --help */
+    const char *help; /* one line for --help */
+} opt_def;
+
+static const opt_def opt_table[] = {
+    {"--seconds", OPT_NUMBER, offsetof(options, seconds), 0.001, 60.0, "S",
+     "minimum time of each timed repeat"},
+    {"--repeats", OPT_INTEGER, offsetof(options, repeats), 1, MAX_REPEATS, "R",
+     "timed repeats per configuration (median reported)"},
+    {"--model", OPT_STRING, offsetof(options, model), 0, 0, "SPEC",
+     "only this preset or JSON architecture (default: fedavg-2nn and fedavg-cnn)"},
+    {"--batch", OPT_INTEGER, offsetof(options, batch), 0, 4096, "N",
+     "only this batch size (default 0: 10 and 64)"},
+    {"--threads", OPT_INTEGER, offsetof(options, threads), 0, 64, "T",
+     "only this OpenBLAS thread count (default 0: 1 and 2)"},
+    {"--quick", OPT_FLAG, offsetof(options, quick), 0, 0, NULL,
+     "smoke run: 0.05 s repeats, 3 repeats, sgemm n=1024 only"},
+    {"--no-sgemm", OPT_FLAG, offsetof(options, no_sgemm), 0, 0, NULL,
+     "skip the sgemm reference, e.g. under perf record (%peak shows -)"},
+    {"--help", OPT_FLAG, offsetof(options, help), 0, 0, NULL, "print this help"},
+};
+#define NUM_OPTS (sizeof opt_table / sizeof opt_table[0])
+
+static options default_options(void) {
+    options o = {.seconds = 0.5, .repeats = 5, .batch = 0, .threads = 0, .model = NULL};
+    return o;
+}
+
+static void usage(FILE *f) {
+    options d = default_options();
+    fprintf(f, "usage: bench_core [options]\n"
+               "Times fed_train_step (forward + backward + SGD) per example for the FedAvg 2NN\n"
+               "and CNN and compares it with this machine's sgemm peak (same run, same\n"
+               "thread count).\n\noptions:\n");
+    for (size_t i = 0; i < NUM_OPTS; i++) {
+        const opt_def *od = &opt_table[i];
+        char left[40];
+        snprintf(left, sizeof left, "%s%s%s", od->name, od->arg ? " " : "", od->arg ? od->arg : "");
+        fprintf(f, "  %-16s %s", left, od->help);
+        const char *field = (const char *)&d + od->offset;
+        if (od->kind == OPT_NUMBER || od->kind == OPT_INTEGER) {
+            double v;
+            memcpy(&v, field, sizeof v);
+            if (v != 0.0) fprintf(f, " [%g]", v);
+        }
+        fputc('\n', f);
+    }
+}
+
+/* Parses argv into *o; on a bad argument prints why and returns false. */
+static bool parse_args(options *o, int argc, char **argv) {
+    *o = default_options();
+    for (int i = 1; i < argc; i++) {
+        const opt_def *od = NULL;
+        for (size_t k = 0; k < NUM_OPTS; k++)
+            if (strcmp(argv[i], opt_table[k].name) == 0) od = &opt_table[k];
+        if (!od) {
+            fprintf(stderr, "bench_core: unknown option \"%s\" (try --help)\n", argv[i]);
+            return false;
+        }
+        char *field = (char *)o + od->offset;
+        if (od->kind == OPT_FLAG) {
+            bool on = true;
+            memcpy(field, &on, sizeof on);
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "bench_core: %s needs a value\n", od->name);
+            return false;
+        }
+        const char *val = argv[++i];
+        if (od->kind == OPT_STRING) {
+            memcpy(field, &val, sizeof val);
+            continue;
+        }
+        char *end;
+        double v = strtod(val, &end);
+        if (end == val || *end != '\0' || !(v >= od->lo && v <= od->hi) ||
+            (od->kind == OPT_INTEGER && v != floor(v))) {
+            fprintf(stderr, "bench_core: %s \"%s\": must be %s in [%g, %g]\n", od->name, val,
+                    od->kind == OPT_INTEGER ? "an integer" : "a number", od->lo, od->hi);
+            return false;
+        }
+        memcpy(field, &v, sizeof v);
+    }
+    if (o->quick) {
+        o->seconds = 0.05;
+        o->repeats = 3;
+    }
+    return true;
+}
+
+/* ---- timing ------------------------------------------------------------------------ */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median, minimum and maximum of v[0..n) (sorts v). */
+typedef struct summary {
+    double median, min, max;
+} summary;
+
+static summary summarize(double *v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    summary s = {n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v[0], v[n - 1]};
+    return s;
+}
+
+/* ---- sgemm peak -------------------------------------------------------------------- */
+
+/* Median GFLOP/s of C = A @ B on square n x n matrices, in *gflops. */
+static fed_err gemm_rate(size_t n, const options *o, double *gflops) {
+    fed_err err = FED_ENOMEM;
+    float *A = fed_aligned_alloc(n * n, sizeof(float));
+    float *B = fed_aligned_alloc(n * n, sizeof(float));
+    float *C = fed_aligned_alloc(n * n, sizeof(float));
+    if (!A || !B || !C) goto fail;
+    fed_rng r;
+    fed_rng_seed(&r, SEED);
+    for (size_t i = 0; i < n * n; i++) {
+        A[i] = fed_rng_uniform(&r) - 0.5f;
+        B[i] = fed_rng_uniform(&r) - 0.5f;
+        C[i] = 0.0f;
+    }
+    const double flop = 2.0 * (double)n * (double)n * (double)n;
+    /* Warm-up: thread pool start, page faults on C, OpenBLAS buffers. */
+    double t0 = now_s();
+    do {
+        fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+    } while (now_s() - t0 < 0.5 * o->seconds);
+    double rates[MAX_REPEATS];
+    size_t R = (size_t)o->repeats;
+    for (size_t rep = 0; rep < R; rep++) {
+        size_t calls = 0;
+        double start = now_s(), el;
+        do {
+            fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+            calls++;
+        } while ((el = now_s() - start) < o->seconds);
+        rates[rep] = flop * (double)calls / el / 1e9;
+    }
+    *gflops = summarize(rates, R).median;
+    err = FED_OK;
+fail:
+    fed_free(A);
+    fed_free(B);
+    fed_free(C);
+    return err;
+}
+
+/* ---- training step ------------------------------------------------------------------ */
+
+/* Everything one configuration trains with. */
+typedef struct trainer {
+    fed_model *m;         /* the model, initialised from SEED */
+    fed_optim *opt;       /* plain SGD */
+    fed_arena *arena;     /* per-step scratch */
+    float *x;             /* (NUM_BATCHES * batch, in) inputs in [0, 1) */
+    int32_t *labels;      /* (NUM_BATCHES * batch) class ids */
+    size_t batch;         /* examples per step */
+    size_t in;            /* floats per example */
+    size_t k;             /* steps taken so far */
+    fed_rng drop;         /* for dropout layers, if a spec has any */
+    fed_step_stats stats; /* of the last step */
+} trainer;
+
+static void trainer_destroy(trainer *t) {
+    fed_free(t->x);
+    fed_free(t->labels);
+    fed_arena_destroy(&t->arena);
+    fed_optim_destroy(&t->opt);
+    fed_model_destroy(&t->m);
+}
+
+static fed_err trainer_init(trainer *t, const char *spec, size_t batch) {
+    memset(t, 0, sizeof *t);
+    fed_arch *arch = NULL;
+    fed_err err;
+    if ((err = fed_arch_parse(&arch, spec))) goto fail;
+    if ((err = fed_model_new(&t->m, arch))) goto fail;
+    fed_model_init(t->m, SEED);
+    fed_optim_config oc = fed_optim_defaults(FED_OPT_SGD);
+    if ((err = fed_optim_new(&t->opt, t->m, &oc))) goto fail;
+    if ((err = fed_arena_new(&t->arena, 0))) goto fail;
+
+    t->batch = batch;
+    t->in = fed_model_input_size(t->m);
+    size_t classes = fed_model_output_size(t->m), nex, nx;
+    err = FED_ENOMEM;
+    if (!fed_mul_ok(batch, NUM_BATCHES, &nex) || !fed_mul_ok(nex, t->in, &nx)) goto fail;
+    t->x = fed_aligned_alloc(nx, sizeof(float));
+    t->labels = fed_mallocarray(nex, sizeof *t->labels);
+    if (!t->x || !t->labels) goto fail;
+    fed_rng r = fed_rng_stream(SEED, batch);
+    for (size_t i = 0; i < nx; i++) t->x[i] = fed_rng_uniform(&r);
+    for (size_t i = 0; i < nex; i++) t->labels[i] = (int32_t)fed_rng_below(&r, classes);
+    t->drop = fed_rng_stream(SEED, 1000);
+    err = FED_OK;
+fail:
+    fed_arch_destroy(&arch);
+    if (err) trainer_destroy(t);
+    return err;
+}
+
+/* One fed_train_step on the next of the NUM_BATCHES batches. */
+static fed_err trainer_step(trainer *t) {
+    size_t j = t->k++ % NUM_BATCHES;
+    fed_batch b = {t->x + j * t->batch * t->in, t->labels + j * t->batch, NULL, t->batch};
+    fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
+    return fed_train_step(t->m, t->opt, t->arena, &b, &loss, LEARNING_RATE, &t->drop, &t->stats);
+}
+
+typedef struct step_result {
+    summary us_per_example; /* microseconds per example over the repeats */
+    double flops;           /* per example: 3 x forward */
+    double last_loss;       /* loss of the last step: finite, or the figures are suspect */
+} step_result;
+
+static fed_err time_train_step(const char *spec, size_t batch, const options *o, step_result *res) {
+    trainer t;
+    fed_err err = trainer_init(&t, spec, batch);
+    if (err) return err;
+    res->flops = 3.0 * fed_model_forward_flops(t.m);
+    /* Warm-up: the arena settles into one block, pages are touched, caches filled. */
+    double t0 = now_s();
+    do {
+        if ((err = trainer_step(&t))) goto fail;
+    } while (t.k < 3 || now_s() - t0 < 0.5 * o->seconds);
+
+    double us[MAX_REPEATS];
+    size_t R = (size_t)o->repeats;
+    for (size_t rep = 0; rep < R; rep++) {
+        size_t k0 = t.k;
+        double start = now_s(), el;
+        do {
+            if ((err = trainer_step(&t))) goto fail;
+        } while ((el = now_s() - start) < o->seconds);
+        us[rep] = el * 1e6 / (double)((t.k - k0) * batch);
+    }
+    res->us_per_example = summarize(us, R);
+    res->last_loss = t.stats.loss;
+fail:
+    trainer_destroy(&t);
+    return err;
+}
+
+/* The 1-minute load average from /proc/loadavg, or -1 where there is none: the machines
+ * are shared, and a busy neighbour explains a slow row better than any guess. */
+static double load_average(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return -1.0;
+    double l;
+    if (fscanf(f, "%lf", &l) != 1) l = -1.0;
+    fclose(f);
+    return l;
+}
+
+/* ---- main --------------------------------------------------------------------------- */
+
+static int fail_with(const char *what, fed_err err) {
+    fprintf(stderr, "bench_core: %s: %s\n", what, fed_errdetail(err));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    options o;
+    if (!parse_args(&o, argc, argv)) return 2;
+    if (o.help) {
+        usage(stdout);
+        return 0;
+    }
+
+    const char *const *models = default_models;
+    size_t nmodels = sizeof default_models / sizeof default_models[0];
+    if (o.model) {
+        models = &o.model;
+        nmodels = 1;
+    }
+    size_t one_batch = (size_t)o.batch;
+    const size_t *batches = default_batches;
+    size_t nbatches = sizeof default_batches / sizeof default_batches[0];
+    if (one_batch) {
+        batches = &one_batch;
+        nbatches = 1;
+    }
+    int one_thread = (int)o.threads;
+    const int *threads = default_threads;
+    size_t nthreads = sizeof default_threads / sizeof default_threads[0];
+    if (one_thread) {
+        threads = &one_thread;
+        nthreads = 1;
+    }
+    size_t ngemm = o.quick ? 1 : sizeof default_gemm_sizes / sizeof default_gemm_sizes[0];
+    if (o.no_sgemm) ngemm = 0;
+
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    time_t t = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M", gmtime(&t));
+    printf("fedtune bench_core, %s UTC\n", date);
+    printf("OpenBLAS: %s (OPENBLAS_CORETYPE=%s)\n", fed_blas_config(),
+           coretype ? coretype : "unset");
+    printf("one step = fed_train_step (forward + softmax CE + backward + SGD lr %g);\n"
+           "FLOPs/example = 3 x forward; median of %d repeats of >= %.2f s each\n",
+           (double)LEARNING_RATE, (int)o.repeats, o.seconds);
+    printf("load average (1 min) at start: %.2f on %ld CPUs\n\n", load_average(),
+           sysconf(_SC_NPROCESSORS_ONLN));
+
+    printf("%-12s %5s %7s %11s %11s %9s %7s %7s\n", "model", "batch", "threads", "us/example",
+           "examples/s", "GFLOP/s", "%peak", "spread");
+    printf("%-12s %5s %7s %11s %11s %9s %7s %7s\n", "------------", "-----", "-------",
+           "----------", "----------", "-------", "-----", "------");
+    for (size_t ti = 0; ti < nthreads; ti++) {
+        fed_blas_set_threads(threads[ti]);
+        double peak = 0.0;
+        for (size_t gi = 0; gi < ngemm; gi++) {
+            size_t n = default_gemm_sizes[gi];
+            double g;
+            fed_err err = gemm_rate(n, &o, &g);
+            if (err) return fail_with("sgemm", err);
+            char label[32];
+            snprintf(label, sizeof label, "sgemm n=%zu", n);
+            printf("%-12s %5s %7d %11s %11s %9.1f %7s %7s\n", label, "-", fed_blas_threads(), "-",
+                   "-", g, "ref", "-");
+            if (g > peak) peak = g;
+        }
+        for (size_t mi = 0; mi < nmodels; mi++) {
+            for (size_t bi = 0; bi < nbatches; bi++) {
+                step_result r;
+                fed_err err = time_train_step(models[mi], batches[bi], &o, &r);
+                if (err) return fail_with(models[mi], err);
+                double us = r.us_per_example.median;
+                double gflops = r.flops / (us * 1e3);
+                double spread = 100.0 * (r.us_per_example.max - r.us_per_example.min) / us;
+                char pct[16] = "-";
+                if (peak > 0.0) snprintf(pct, sizeof pct, "%.1f%%", 100.0 * gflops / peak);
+                printf("%-12.12s %5zu %7d %11.1f %11.0f %9.2f %7s %6.0f%%%s\n", models[mi],
+                       batches[bi], fed_blas_threads(), us, 1e6 / us, gflops, pct, spread,
+                       isfinite(r.last_loss) ? "" : "  (loss not finite!)");
+                fflush(stdout);
+            }
+        }
+    }
+    printf("\nsgemm rows: GFLOP/s = 2 n^3 / t; %%peak = GFLOP/s over the best sgemm row with\n"
+           "the same thread count; spread = (slowest - fastest repeat) / median.\n"
+           "load average (1 min) at end: %.2f (this run itself adds up to the thread count)\n",
+           load_average());
+    return 0;
+}
