@@ -70,7 +70,7 @@ static const opt_table demo_table = {
     "demo",
     "Train a small MLP on a built-in synthetic task (interleaved spirals) and print "
     "the loss falling.",
-    demo_opts};
+    demo_opts, NULL};
 
 static double now_s(void) {
     struct timespec ts;

@@ -10,5 +10,16 @@
 int cli_fail(const char *name, fed_err err);
 
 int cmd_demo(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+
+/* Parses --arch: a preset, JSON text, or @FILE holding JSON. */
+struct fed_arch;
+fed_err cli_read_arch(struct fed_arch **out, const char *spec) FED_MUST_USE;
 
 #endif

@@ -15,6 +15,13 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"init", cmd_init, "write a freshly initialised model for an architecture"},
+    {"pretrain", cmd_pretrain, "train a fresh model from --arch on (public) labeled data"},
+    {"train", cmd_train, "fine-tune a model on labeled data (freeze, new head, early stopping)"},
+    {"eval", cmd_eval, "evaluate a model: loss, accuracy, macro-F1, per-class, confusion"},
+    {"tune", cmd_tune, "search learning rate, batch size and epochs on the validation split"},
+    {"info", cmd_info, "show a model file: architecture, tensors, counts, metadata"},
+    {"data", cmd_data, "data info FILE: label counts, imbalance, duplicates, constant features"},
     {"demo", cmd_demo, "train a small network on a built-in synthetic task (no data needed)"},
 };
 

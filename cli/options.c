@@ -104,6 +104,24 @@ static fed_err set_value(const opt_spec *o, void *cfg, const char *text, const c
     case OPT_STRING:
         *(const char **)(void *)field = text;
         return FED_OK;
+    case OPT_LIST: {
+        const char *old = *(const char **)(void *)field;
+        if (!old) {
+            *(const char **)(void *)field = text;
+            return FED_OK;
+        }
+        size_t a = strlen(old), b = strlen(text);
+        char *joined = fed_malloc(a + b + 2);
+        if (!joined) return FED_ENOMEM;
+        memcpy(joined, old, a);
+        joined[a] = ',';
+        memcpy(joined + a + 1, text, b + 1);
+        const char *k = keep(joined);
+        fed_free(joined);
+        if (!k) return FED_ENOMEM;
+        *(const char **)(void *)field = k;
+        return FED_OK;
+    }
     }
     return FED_EINTERNAL;
 }
@@ -144,7 +162,7 @@ static int on_ini(void *user, const char *section, const char *name, const char 
         return 0;
     }
     size_t idx = (size_t)(o - c->t->opts);
-    if (c->seen[idx]) {
+    if (c->seen[idx] && o->type != OPT_LIST) {
         c->err = fed_errorf(FED_EINVAL, "%s: key given twice", where);
         return 0;
     }
@@ -202,11 +220,21 @@ fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
         }
         if (path && (err = read_config(t, cfg, path))) return err;
     }
+    bool positional_used = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0)
-            return fed_errorf(FED_EINVAL, "unexpected argument \"%s\" (see fedtune %s --help)", a,
-                              t->command);
+        if (strncmp(a, "--", 2) != 0) {
+            const opt_spec *p =
+                t->positional ? find(t, t->positional, strlen(t->positional)) : NULL;
+            if (!p || positional_used)
+                return fed_errorf(FED_EINVAL, "unexpected argument \"%s\" (see fedtune %s --help)",
+                                  a, t->command);
+            positional_used = true;
+            char where[128];
+            snprintf(where, sizeof where, "argument \"%s\"", a);
+            if ((err = set_value(p, cfg, a, where))) return err;
+            continue;
+        }
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         if (len == 6 && strncmp(name, "config", 6) == 0) {
@@ -253,6 +281,7 @@ static const char *type_word(const opt_spec *o) {
     case OPT_BOOL:
         return "";
     case OPT_STRING:
+    case OPT_LIST:
         return "TEXT";
     case OPT_CHOICE:
         return o->choices;
@@ -261,13 +290,18 @@ static const char *type_word(const opt_spec *o) {
 }
 
 void opt_print_help(const opt_table *t) {
-    printf("usage: fedtune %s [--config FILE] [options]\n\n%s\n\noptions:\n", t->command,
-           t->summary);
+    if (t->positional)
+        printf("usage: fedtune %s [--config FILE] [options] [%s]\n\n%s\n\noptions:\n", t->command,
+               t->positional, t->summary);
+    else
+        printf("usage: fedtune %s [--config FILE] [options]\n\n%s\n\noptions:\n", t->command,
+               t->summary);
     for (const opt_spec *o = t->opts; o->name; o++) {
         char flag[96];
         snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->type == OPT_BOOL ? "" : " ",
                  type_word(o));
         printf("  %-28s %s", flag, o->help);
+        if (o->type == OPT_LIST) printf(" (repeatable)");
         if (o->def) printf(" [%s]", o->def);
         printf("\n");
     }

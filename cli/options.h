@@ -6,7 +6,9 @@
  * Flags are `--name value`, `--name=value`, and `--name` / `--no-name` for booleans.
  * `--config FILE` reads `name = value` lines (in the section named after the
  * subcommand, or before any section); flags given on the command line win over the
- * file, the file wins over defaults. Errors name the flag, or the file and line. */
+ * file, the file wins over defaults. Errors name the flag, or the file and line.
+ * A table may name one option that a single bare argument also sets (`fedtune info
+ * m.safetensors` = `fedtune info --model m.safetensors`). */
 #ifndef FED_CLI_OPTIONS_H
 #define FED_CLI_OPTIONS_H
 
@@ -21,6 +23,8 @@ typedef enum opt_type {
     OPT_BOOL,   /* stored in an int (0/1) */
     OPT_STRING, /* stored in a const char * (points into argv, the file copy, or def) */
     OPT_CHOICE, /* one of choices ("a|b|c"), stored as a const char * */
+    OPT_LIST,   /* repeatable text: every occurrence (file and flags alike) is appended,
+                   comma-separated, to one const char * (NULL when never given) */
 } opt_type;
 
 typedef struct opt_spec {
@@ -38,6 +42,7 @@ typedef struct opt_table {
     const char *command; /* "demo": the INI section and the usage line */
     const char *summary; /* one line for `fedtune --help` */
     const opt_spec *opts;
+    const char *positional; /* option a bare argument sets ("model" for `info M`), or NULL */
 } opt_table;
 
 /* Fills cfg from defaults, then --config FILE, then the other flags of argv[0..argc)

@@ -472,6 +472,60 @@ fed_err fed_arch_clone(fed_arch **out, const fed_arch *src) {
     return FED_OK;
 }
 
+fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes, size_t *head) {
+    *out = NULL;
+    size_t h = a->nlayers;
+    for (size_t i = a->nlayers; i-- > 0;) {
+        if (a->layers[i].kind == FED_LAYER_LINEAR) {
+            h = i;
+            break;
+        }
+    }
+    if (h == a->nlayers) return fed_errorf(FED_EINVAL, "new head: the model has no linear layer");
+    for (size_t i = h + 1; i < a->nlayers; i++) {
+        fed_layer_kind k = a->layers[i].kind;
+        if (k != FED_LAYER_RELU && k != FED_LAYER_GELU && k != FED_LAYER_TANH &&
+            k != FED_LAYER_SIGMOID && k != FED_LAYER_DROPOUT && k != FED_LAYER_FLATTEN)
+            return fed_errorf(FED_EINVAL,
+                              "new head: layer %zu (%s) follows the last linear layer %zu", i,
+                              fed_layer_kind_name(k), h);
+    }
+    if (classes < 1 || classes > FED_MAX_PARAMS)
+        return fed_errorf(FED_EINVAL, "new head: %zu classes", classes);
+    fed_arch *b;
+    fed_err err = fed_arch_clone(&b, a);
+    if (err) return err;
+    b->layers[h].out = classes;
+    b->nparams = 0;
+    for (size_t i = 0; i < b->nlayers; i++) {
+        if ((err = infer_shape(&b->layers[i], i, &b->shapes[i], &b->shapes[i + 1]))) break;
+        size_t np = layer_params(&b->layers[i], &b->shapes[i]);
+        if (np > FED_MAX_PARAMS || b->nparams + np > FED_MAX_PARAMS) {
+            err = fed_errorf(FED_ERANGE, "new head: %zu classes make too many parameters", classes);
+            break;
+        }
+        b->nparams += np;
+    }
+    if (err) {
+        fed_arch_destroy(&b);
+        return err;
+    }
+    if (head) *head = h;
+    *out = b;
+    return FED_OK;
+}
+
+size_t fed_arch_set_dropout(fed_arch *a, float p) {
+    size_t n = 0;
+    for (size_t i = 0; i < a->nlayers; i++) {
+        if (a->layers[i].kind == FED_LAYER_DROPOUT) {
+            a->layers[i].p = p;
+            n++;
+        }
+    }
+    return n;
+}
+
 void fed_arch_destroy(fed_arch **a) {
     if (!a || !*a) return;
     fed_free((*a)->layers);

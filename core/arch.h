@@ -96,6 +96,17 @@ fed_err fed_arch_clone(fed_arch **out, const fed_arch *a) FED_MUST_USE;
 /* NULL-safe; sets *a to NULL. */
 void fed_arch_destroy(fed_arch **a);
 
+/* A copy of a whose last linear layer has `classes` outputs (the "new head" of
+ * fine-tuning); shapes and parameter counts are re-derived. FED_EINVAL when a has no
+ * linear layer or a layer after it has parameters or changes the feature count
+ * (only activations, dropout and flatten may follow the head). *head receives the
+ * head's layer index. */
+fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes,
+                          size_t *head) FED_MUST_USE;
+/* Sets the probability of every dropout layer to p in [0, 1); returns how many there
+ * are. */
+size_t fed_arch_set_dropout(fed_arch *a, float p);
+
 /* The canonical JSON (one line). The caller frees *json with fed_free. */
 fed_err fed_arch_to_json(const fed_arch *a, char **json) FED_MUST_USE;
 

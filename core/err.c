@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char last_msg[512];
 
@@ -34,6 +35,25 @@ fed_err fed_errorf(fed_err err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(last_msg, sizeof last_msg, fmt, ap);
     va_end(ap);
+    return err;
+}
+
+fed_err fed_errprefix(fed_err err, const char *fmt, ...) {
+    char old[sizeof last_msg], pre[sizeof last_msg];
+    snprintf(old, sizeof old, "%s", fed_errdetail(err));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    /* Truncation is fine: the detail is documented to stop at 511 bytes. */
+    size_t n = strlen(pre);
+    if (n > sizeof last_msg - 3) n = sizeof last_msg - 3;
+    memcpy(last_msg, pre, n);
+    memcpy(last_msg + n, ": ", 2);
+    size_t room = sizeof last_msg - n - 3, m = strlen(old);
+    if (m > room) m = room;
+    memcpy(last_msg + n + 2, old, m);
+    last_msg[n + 2 + m] = '\0';
     return err;
 }
 

@@ -57,6 +57,11 @@ const char *fed_errname(fed_err err);
  * The text is truncated to 511 bytes. */
 fed_err fed_errorf(fed_err err, const char *fmt, ...) FED_PRINTF(2, 3);
 
+/* Prepends a formatted prefix and ": " to the calling thread's last detail (or to
+ * fed_strerror(err) when there is none) and returns err: adds the file or peer to an
+ * error raised deeper down. */
+fed_err fed_errprefix(fed_err err, const char *fmt, ...) FED_PRINTF(2, 3);
+
 /* The calling thread's last detail; "" when none was recorded. Valid until the next
  * fed_errorf on this thread. */
 const char *fed_errmsg(void);

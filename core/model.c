@@ -150,6 +150,49 @@ static void fill_uniform(float *p, size_t n, float bound, fed_rng *r) {
     for (size_t i = 0; i < n; i++) p[i] = (2.0f * fed_rng_uniform(r) - 1.0f) * bound;
 }
 
+fed_err fed_model_clone(fed_model **out, const fed_model *m) {
+    fed_model *n = NULL;
+    fed_err err = fed_model_new(&n, m->arch);
+    if (err) {
+        *out = NULL;
+        return err;
+    }
+    memcpy(n->params, m->params, m->nparams * sizeof(float));
+    for (size_t i = 0; i < m->ntensors; i++) n->tensors[i].trainable = m->tensors[i].trainable;
+    *out = n;
+    return FED_OK;
+}
+
+size_t fed_model_set_dropout(fed_model *m, float p) {
+    size_t n = fed_arch_set_dropout(m->arch, p);
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (m->layers[i].spec.kind == FED_LAYER_DROPOUT) m->layers[i].spec.p = p;
+    return n;
+}
+
+fed_err fed_model_new_head(fed_model **out, const fed_model *m, size_t classes, uint64_t seed) {
+    *out = NULL;
+    fed_arch *arch = NULL;
+    size_t head;
+    fed_err err = fed_arch_new_head(&arch, m->arch, classes, &head);
+    if (err) return err;
+    fed_model *n = NULL;
+    err = fed_model_new(&n, arch);
+    fed_arch_destroy(&arch);
+    if (err) return err;
+    fed_model_init(n, seed);
+    for (size_t i = 0; i < n->ntensors; i++) {
+        fed_tensor *t = &n->tensors[i];
+        const fed_tensor *src = fed_model_find(m, t->name);
+        /* Layers keep their indices, so names match one to one; the head is new. */
+        if (!src || t->layer == head) continue;
+        memcpy(n->params + t->offset, m->params + src->offset, t->numel * sizeof(float));
+        t->trainable = src->trainable;
+    }
+    *out = n;
+    return FED_OK;
+}
+
 void fed_model_init(fed_model *m, uint64_t seed) {
     for (size_t ti = 0; ti < m->ntensors; ti++) {
         fed_tensor *t = &m->tensors[ti];

@@ -77,6 +77,19 @@ void fed_model_set_trainable(fed_model *m, size_t i, bool trainable);
  * "0.*" for all of layer 0 or "*.bias"; returns how many matched. */
 size_t fed_model_set_trainable_glob(fed_model *m, const char *glob, bool trainable);
 
+/* A deep copy of m: architecture, parameters and trainable flags (not gradients). */
+fed_err fed_model_clone(fed_model **out, const fed_model *m) FED_MUST_USE;
+
+/* Sets the probability of every dropout layer to p in [0, 1) (fine-tuning often raises
+ * or removes the pre-training dropout); returns how many layers there are. */
+size_t fed_model_set_dropout(fed_model *m, float p);
+
+/* A copy of m whose last linear layer (the head) has `classes` outputs, freshly
+ * initialised from seed; every other tensor and its trainable flag is copied. See
+ * fed_arch_new_head for which architectures qualify (FED_EINVAL otherwise). */
+fed_err fed_model_new_head(fed_model **out, const fed_model *m, size_t classes,
+                           uint64_t seed) FED_MUST_USE;
+
 /* Copies all parameters of src into m; FED_ESHAPE unless the layouts are identical. */
 fed_err fed_model_copy_params(fed_model *m, const fed_model *src) FED_MUST_USE;
 

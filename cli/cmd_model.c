@@ -1,0 +1,212 @@
+/* `fedtune init` (a fresh model file from an architecture) and `fedtune info` (what a
+ * model file holds: architecture, tensors, parameter counts, metadata). */
+#include "cli/commands.h"
+#include "cli/prep.h"
+#include "core/alloc.h"
+#include "core/arch.h"
+#include "core/model.h"
+#include "core/safetensors.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- init ------------------------------------------------------------------------------ */
+
+typedef struct init_cfg {
+    const char *arch; /* spec: preset name, JSON, or @file */
+    const char *out;  /* model file to write */
+    long seed;        /* initialisation seed */
+} init_cfg;
+
+#define F(field) offsetof(init_cfg, field)
+static const opt_spec init_opts[] = {
+    {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),
+     "architecture: preset (fedavg-2nn, fedavg-cnn), JSON, or @FILE with JSON"},
+    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "model file to write (.safetensors)"},
+    {"seed", OPT_INT, "1", 0, 9007199254740991.0, NULL, F(seed), "initialisation seed"},
+    {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
+};
+#undef F
+
+static const opt_table init_table = {
+    "init", "Write a freshly initialised model for an architecture to a safetensors file.",
+    init_opts, NULL};
+
+fed_err cli_read_arch(fed_arch **out, const char *spec) {
+    *out = NULL;
+    if (spec[0] != '@') return fed_arch_parse(out, spec);
+    const char *path = spec + 1;
+    FILE *f = fopen(path, "rb");
+    if (!f) return fed_errorf(FED_EIO, "--arch: cannot open %s", path);
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    fed_err err = FED_OK;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            if (cap > ((size_t)16 << 20)) {
+                err = fed_errorf(FED_EFORMAT, "--arch: %s is larger than 16 MiB", path);
+                break;
+            }
+            char *b = fed_realloc(buf, cap);
+            if (!b) {
+                err = FED_ENOMEM;
+                break;
+            }
+            buf = b;
+        }
+        size_t got = fread(buf + len, 1, 4096, f);
+        len += got;
+        if (got < 4096) break;
+    }
+    if (!err && ferror(f)) err = fed_errorf(FED_EIO, "--arch: cannot read %s", path);
+    fclose(f);
+    if (!err) {
+        buf[len] = '\0';
+        err = fed_arch_parse(out, buf);
+        if (err) err = fed_errprefix(err, "%s", path);
+    }
+    fed_free(buf);
+    return err;
+}
+
+static fed_err run_init(const init_cfg *c) {
+    if (!c->arch) return fed_errorf(FED_EINVAL, "--arch is required");
+    if (!c->out) return fed_errorf(FED_EINVAL, "--out is required");
+    fed_arch *arch = NULL;
+    fed_model *m = NULL;
+    fed_err err = cli_read_arch(&arch, c->arch);
+    if (!err) err = fed_model_new(&m, arch);
+    if (!err) {
+        fed_model_init(m, (uint64_t)c->seed);
+        err = fed_model_save(m, c->out, NULL);
+    }
+    if (!err)
+        printf("init: wrote %s (%zu parameters, seed %ld)\n", c->out, fed_model_num_params(m),
+               c->seed);
+    fed_model_destroy(&m);
+    fed_arch_destroy(&arch);
+    return err;
+}
+
+int cmd_init(int argc, char **argv) {
+    init_cfg c;
+    memset(&c, 0, sizeof c);
+    fed_err err = opt_parse(&init_table, &c, argc, argv);
+    if (err == FED_ECANCELED) {
+        opt_release();
+        return 0;
+    }
+    if (!err) err = run_init(&c);
+    opt_release();
+    return err ? cli_fail("init", err) : 0;
+}
+
+/* ---- info ------------------------------------------------------------------------------ */
+
+typedef struct info_cfg {
+    const char *model; /* model file */
+    int tensors;       /* list every tensor */
+} info_cfg;
+
+#define F(field) offsetof(info_cfg, field)
+static const opt_spec info_opts[] = {
+    {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "model file (.safetensors)"},
+    {"tensors", OPT_BOOL, "true", 1, 0, NULL, F(tensors), "list every tensor"},
+    {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
+};
+#undef F
+
+static const opt_table info_table = {
+    "info", "Show a model file: architecture, tensors, parameter and trainable counts, metadata.",
+    info_opts, "model"};
+
+static void print_shape(const fed_shape *s) {
+    printf("(");
+    for (int d = 0; d < s->ndim; d++) printf(d ? ", %zu" : "%zu", s->d[d]);
+    printf(")");
+}
+
+static fed_err run_info(const info_cfg *c) {
+    if (!c->model) return fed_errorf(FED_EINVAL, "a model file is required (fedtune info FILE)");
+    fed_model *m = NULL;
+    fed_meta *meta = NULL;
+    fed_err err = fed_model_load(&m, c->model, &meta);
+    if (err) return err;
+    const fed_arch *a = fed_model_arch(m);
+    printf("model %s\n", c->model);
+    printf("parameters %zu, trainable %zu, frozen %zu\n", fed_model_num_params(m),
+           fed_model_num_trainable(m), fed_model_num_params(m) - fed_model_num_trainable(m));
+    fed_shape in = fed_arch_input_shape(a);
+    printf("input ");
+    print_shape(&in);
+    printf(" -> output %zu\n\nlayers:\n", fed_model_output_size(m));
+    for (size_t i = 0; i < fed_arch_num_layers(a); i++) {
+        const fed_layer_spec *l = fed_arch_layer(a, i);
+        fed_shape o = fed_arch_shape_at(a, i + 1);
+        printf("  %2zu  %-14s", i, fed_layer_kind_name(l->kind));
+        switch (l->kind) {
+        case FED_LAYER_LINEAR:
+            printf(" out %-6zu", l->out);
+            break;
+        case FED_LAYER_CONV2D:
+            printf(" out %zu k %zu stride %zu pad %zu", l->out, l->k, l->stride, l->pad);
+            break;
+        case FED_LAYER_MAXPOOL2D:
+        case FED_LAYER_AVGPOOL2D:
+            printf(" k %zu stride %zu", l->k, l->stride);
+            break;
+        case FED_LAYER_DROPOUT:
+            printf(" p %g", (double)l->p);
+            break;
+        case FED_LAYER_EMBEDDING:
+            printf(" vocab %zu dim %zu", l->vocab, l->dim);
+            break;
+        default:
+            break;
+        }
+        printf("  -> ");
+        print_shape(&o);
+        printf("\n");
+    }
+    if (c->tensors) {
+        printf("\ntensors:\n");
+        for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
+            const fed_tensor *t = fed_model_tensor(m, i);
+            char shape[96];
+            int off = snprintf(shape, sizeof shape, "[");
+            for (int d = 0; d < t->ndim && off > 0 && (size_t)off < sizeof shape; d++)
+                off += snprintf(shape + off, sizeof shape - (size_t)off, d ? ", %zu" : "%zu",
+                                t->shape[d]);
+            if (off > 0 && (size_t)off < sizeof shape)
+                snprintf(shape + off, sizeof shape - (size_t)off, "]");
+            printf("  %-16s %-20s %10zu  %s\n", t->name, shape, t->numel,
+                   t->trainable ? "trainable" : "frozen");
+        }
+    }
+    printf("\nmetadata:\n");
+    for (size_t i = 0; i < fed_meta_count(meta); i++) {
+        const char *k = fed_meta_key(meta, i), *v = fed_meta_value(meta, i);
+        size_t len = strlen(v);
+        if (len > 200)
+            printf("  %s = %.200s... (%zu bytes)\n", k, v, len);
+        else
+            printf("  %s = %s\n", k, v);
+    }
+    fed_meta_destroy(&meta);
+    fed_model_destroy(&m);
+    return FED_OK;
+}
+
+int cmd_info(int argc, char **argv) {
+    info_cfg c;
+    memset(&c, 0, sizeof c);
+    fed_err err = opt_parse(&info_table, &c, argc, argv);
+    if (err == FED_ECANCELED) {
+        opt_release();
+        return 0;
+    }
+    if (!err) err = run_info(&c);
+    opt_release();
+    return err ? cli_fail("info", err) : 0;
+}

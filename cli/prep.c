@@ -1,0 +1,106 @@
+/* Loading data files the way a model expects them (see prep.h). */
+#include "cli/prep.h"
+#include "core/alloc.h"
+#include "core/json.h"
+
+#include <cJSON.h>
+#include <string.h>
+#include <time.h>
+
+double prep_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static fed_data_format parse_format(const char *s) {
+    if (strcmp(s, "csv") == 0) return FED_FORMAT_CSV;
+    if (strcmp(s, "sklearn") == 0) return FED_FORMAT_SKLEARN;
+    if (strcmp(s, "idx") == 0) return FED_FORMAT_IDX;
+    return FED_FORMAT_AUTO;
+}
+
+fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc, const char *classes) {
+    *out = NULL;
+    if (dc->labels) {
+        if (dc->format && strcmp(dc->format, "auto") != 0 && strcmp(dc->format, "idx") != 0)
+            return fed_errorf(FED_EINVAL, "--labels: only IDX data has a separate labels file");
+        return fed_data_load_idx(out, path, dc->labels);
+    }
+    fed_csv_options o;
+    memset(&o, 0, sizeof o);
+    o.format = parse_format(dc->format ? dc->format : "auto");
+    o.header = !dc->header || strcmp(dc->header, "auto") == 0 ? FED_HEADER_AUTO
+               : strcmp(dc->header, "yes") == 0               ? FED_HEADER_YES
+                                                              : FED_HEADER_NO;
+    o.label = dc->label;
+    o.missing = !dc->missing || strcmp(dc->missing, "error") == 0 ? FED_MISSING_ERROR
+                : strcmp(dc->missing, "drop") == 0                ? FED_MISSING_DROP
+                                                                  : FED_MISSING_MEAN;
+
+    /* The model's class names, borrowed from a parsed JSON array. */
+    cJSON *arr = NULL;
+    const char **names = NULL;
+    fed_err err = FED_OK;
+    if (classes) {
+        fed__json_hooks();
+        arr = cJSON_Parse(classes);
+        int n = arr ? cJSON_GetArraySize(arr) : 0;
+        if (!cJSON_IsArray(arr) || n < 1) {
+            err = fed_errorf(FED_EFORMAT, "model metadata %s: not a JSON array of names",
+                             META_CLASSES);
+            goto done;
+        }
+        names = fed_mallocarray((size_t)n, sizeof *names);
+        if (!names) {
+            err = FED_ENOMEM;
+            goto done;
+        }
+        size_t i = 0;
+        for (const cJSON *it = arr->child; it; it = it->next, i++) {
+            if (!cJSON_IsString(it)) {
+                err = fed_errorf(FED_EFORMAT, "model metadata %s: entry %zu is not a string",
+                                 META_CLASSES, i);
+                goto done;
+            }
+            names[i] = it->valuestring;
+        }
+        o.classes = names;
+        o.num_classes = (size_t)n;
+    }
+    err = fed_data_load(out, path, &o);
+done:
+    fed_free(names);
+    cJSON_Delete(arr);
+    return err;
+}
+
+fed_err prep_apply_meta_std(const fed_meta *meta, fed_dataset *d) {
+    const char *js = meta ? fed_meta_get(meta, META_STANDARDIZE) : NULL;
+    if (!js) return FED_OK;
+    fed_standardizer *s = NULL;
+    fed_err err = fed_std_from_json(&s, js);
+    if (err) return err;
+    err = fed_std_apply(s, d);
+    fed_std_destroy(&s);
+    return err;
+}
+
+fed_err prep_classes_json(const fed_dataset *d, char **json) {
+    *json = NULL;
+    if (!d->class_names) return FED_OK;
+    fed__json_hooks();
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr) return FED_ENOMEM;
+    for (size_t i = 0; i < d->num_classes; i++) {
+        cJSON *s = cJSON_CreateString(d->class_names[i]);
+        if (!s || !cJSON_AddItemToArray(arr, s)) {
+            cJSON_Delete(s);
+            cJSON_Delete(arr);
+            return FED_ENOMEM;
+        }
+    }
+    *json = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    return *json ? FED_OK : FED_ENOMEM;
+}

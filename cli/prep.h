@@ -1,0 +1,79 @@
+/* What train, eval, tune and `data info` share: the data-file options, loading a data
+ * file the way a model expects it (its class names, its standardisation), and the
+ * metadata keys that carry both inside the model file. */
+#ifndef FED_CLI_PREP_H
+#define FED_CLI_PREP_H
+
+#include "cli/options.h"
+#include "core/dataset.h"
+#include "core/safetensors.h"
+
+/* Metadata keys of a trained model (next to fedtune.arch and fedtune.frozen). */
+#define META_STANDARDIZE "fedtune.standardize" /* fed_std_to_json of the input transform */
+#define META_CLASSES     "fedtune.classes"     /* JSON array of class names, id order */
+#define META_TRAINING    "fedtune.training"    /* JSON summary of the run that made it */
+
+/* How a data file is read. */
+typedef struct data_cfg {
+    const char *format;  /* auto | csv | sklearn | idx */
+    const char *label;   /* label column (CSV) */
+    const char *header;  /* auto | yes | no */
+    const char *missing; /* error | drop | mean */
+    const char *labels;  /* IDX labels file (default: derived from the images file name) */
+} data_cfg;
+
+/* Option-table entries for a data_cfg at offset `base` of a command's config. */
+#define DATA_OPTS(base)                                                                            \
+    {"format",                                                                                     \
+     OPT_CHOICE,                                                                                   \
+     "auto",                                                                                       \
+     1,                                                                                            \
+     0,                                                                                            \
+     "auto|csv|sklearn|idx",                                                                       \
+     (base) + offsetof(data_cfg, format),                                                          \
+     "data file format (auto: by content)"},                                                       \
+        {"label",                                                                                  \
+         OPT_STRING,                                                                               \
+         NULL,                                                                                     \
+         1,                                                                                        \
+         0,                                                                                        \
+         NULL,                                                                                     \
+         (base) + offsetof(data_cfg, label),                                                       \
+         "CSV label column: header name or 0-based index, -1 = last [last]"},                      \
+        {"header",                                                                                 \
+         OPT_CHOICE,                                                                               \
+         "auto",                                                                                   \
+         1,                                                                                        \
+         0,                                                                                        \
+         "auto|yes|no",                                                                            \
+         (base) + offsetof(data_cfg, header),                                                      \
+         "CSV first row is a header"},                                                             \
+        {"missing",                                                                                \
+         OPT_CHOICE,                                                                               \
+         "error",                                                                                  \
+         1,                                                                                        \
+         0,                                                                                        \
+         "error|drop|mean",                                                                        \
+         (base) + offsetof(data_cfg, missing),                                                     \
+         "empty/NA feature cells: fail, drop the row, or "                                         \
+         "use the column mean"},                                                                   \
+    {                                                                                              \
+        "labels", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, labels),               \
+            "IDX labels file (default: the images file with images-idx3 -> labels-idx1)"           \
+    }
+
+/* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
+ * was trained with, so string labels get the same ids. */
+fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc,
+                  const char *classes) FED_MUST_USE;
+
+/* Applies the model's META_STANDARDIZE transform (if its metadata has one) to d. */
+fed_err prep_apply_meta_std(const fed_meta *meta, fed_dataset *d) FED_MUST_USE;
+
+/* Class names of d as a JSON array (NULL in *json when d has integer labels). */
+fed_err prep_classes_json(const fed_dataset *d, char **json) FED_MUST_USE;
+
+/* Monotonic seconds. */
+double prep_now(void);
+
+#endif

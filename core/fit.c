@@ -1,0 +1,308 @@
+/* fed_fit and fed_evaluate: the epoch loop and the metrics (see fit.h). */
+#include "core/fit.h"
+#include "core/alloc.h"
+#include "core/loss.h"
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_EVAL_BATCH 256
+
+/* Streams of the fit seed, one per use, so adding augmentation does not change the order. */
+enum { STREAM_ORDER = 1, STREAM_DROPOUT = 2, STREAM_AUGMENT = 3 };
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+fed_schedule fed_fit_schedule(fed_sched_kind kind, float lr) {
+    fed_schedule s = fed_schedule_constant(lr);
+    s.kind = kind;
+    s.total = 0;
+    s.step_size = 0;
+    s.gamma = 0.1f;
+    return s;
+}
+
+fed_fit_config fed_fit_defaults(void) {
+    fed_fit_config c;
+    memset(&c, 0, sizeof c);
+    c.epochs = 10;
+    c.batch = 32;
+    c.optim = fed_optim_defaults(FED_OPT_ADAM);
+    c.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, 1e-3f);
+    c.loss.kind = FED_LOSS_SOFTMAX_CE;
+    c.restore_best = true;
+    c.seed = 1;
+    return c;
+}
+
+/* The data set fits the model: same feature count, no class beyond the outputs. */
+static fed_err check_data(const fed_model *m, const fed_dataset *d, const char *what) {
+    size_t in = fed_model_input_size(m), out = fed_model_output_size(m);
+    if (d->dim != in)
+        return fed_errorf(FED_ESHAPE, "%s data has %zu features per example; the model takes %zu",
+                          what, d->dim, in);
+    if (d->num_classes > out)
+        return fed_errorf(FED_ESHAPE,
+                          "%s data has %zu classes; the model has %zu outputs (use a new head)",
+                          what, d->num_classes, out);
+    return FED_OK;
+}
+
+static fed_err check_config(const fed_fit_config *c, const fed_dataset *train,
+                            const fed_dataset *val) {
+    if (c->epochs == 0) return fed_errorf(FED_EINVAL, "epochs: must be at least 1");
+    if (c->batch == 0) return fed_errorf(FED_EINVAL, "batch: must be at least 1");
+    if (c->loss.kind != FED_LOSS_SOFTMAX_CE)
+        return fed_errorf(FED_EINVAL, "loss: labeled data sets train with softmax cross-entropy");
+    if (!(c->min_delta >= 0.0)) return fed_errorf(FED_EINVAL, "min-delta: must be >= 0");
+    if (c->patience && (!val || val->n == 0))
+        return fed_errorf(FED_EINVAL, "patience: early stopping needs a validation set");
+    if (train->n == 0) return fed_errorf(FED_EINVAL, "the training set is empty");
+    const fed_augment *a = &c->augment;
+    if (!(a->noise_std >= 0.0f) || !isfinite(a->noise_std))
+        return fed_errorf(FED_EINVAL, "noise: must be a finite value >= 0");
+    if ((a->shift || a->hflip) && train->shape.ndim != 3)
+        return fed_errorf(FED_EINVAL,
+                          "shift and flip augment images; this data is a table of "
+                          "%zu features",
+                          train->dim);
+    if (a->shift && (a->shift >= train->shape.d[1] || a->shift >= train->shape.d[2]))
+        return fed_errorf(FED_EINVAL, "shift %zu: must be smaller than the image (%zux%zu)",
+                          a->shift, train->shape.d[1], train->shape.d[2]);
+    return fed_optim_config_check(&c->optim);
+}
+
+/* Mean loss and accuracy of m on d (rows are contiguous, so batches are views). */
+static fed_err val_pass(fed_model *m, fed_arena *a, const fed_dataset *d, size_t batch,
+                        const fed_loss_config *loss, double *mean_loss, double *acc) {
+    double total = 0.0;
+    size_t correct = 0;
+    for (size_t s = 0; s < d->n; s += batch) {
+        size_t nb = d->n - s < batch ? d->n - s : batch;
+        fed_batch b = {d->x + s * d->dim, d->y + s, NULL, nb};
+        fed_step_stats st;
+        fed_err err = fed_eval_batch(m, a, &b, loss, &st);
+        if (err) return err;
+        total += st.loss * (double)nb;
+        correct += st.correct;
+    }
+    *mean_loss = total / (double)d->n;
+    *acc = (double)correct / (double)d->n;
+    return FED_OK;
+}
+
+fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
+                const fed_fit_config *c, fed_fit_result *r) {
+    const double t_fit = now_s();
+    memset(r, 0, sizeof *r);
+    r->best_val_loss = (double)NAN;
+    r->final_train_loss = (double)NAN;
+    fed_err err;
+    if ((err = check_config(c, train, val))) return err;
+    if ((err = check_data(m, train, "training"))) return err;
+    if (val && val->n && (err = check_data(m, val, "validation"))) return err;
+    const bool validate = val && val->n > 0;
+
+    const size_t n = train->n, dim = train->dim;
+    const size_t batch = c->batch < n ? c->batch : n;
+    const size_t steps_per_epoch = (n + batch - 1) / batch;
+    const size_t eval_batch = c->eval_batch ? c->eval_batch : DEFAULT_EVAL_BATCH;
+
+    fed_schedule sched = c->schedule;
+    size_t planned = c->epochs * steps_per_epoch; /* epochs, batch bounded: no overflow */
+    if (c->max_steps && c->max_steps < planned) planned = c->max_steps;
+    if (sched.total == 0) sched.total = planned > sched.warmup ? planned - sched.warmup : 1;
+    if (sched.step_size == 0)
+        sched.step_size = steps_per_epoch * (c->epochs / 3 ? c->epochs / 3 : 1);
+    if (sched.kind == FED_SCHED_STEP && sched.gamma == 0.0f) sched.gamma = 0.1f;
+    if ((err = fed_schedule_check(&sched))) return err;
+
+    fed_optim *o = NULL;
+    fed_arena *arena = NULL;
+    size_t *order = fed_mallocarray(n, sizeof *order);
+    float *bx = fed_aligned_alloc(batch * dim, sizeof(float)); /* batch <= n: fits */
+    int32_t *by = fed_mallocarray(batch, sizeof *by);
+    float *scratch = fed_mallocarray(dim, sizeof(float));
+    float *best = NULL;
+    err = FED_ENOMEM;
+    if (!order || !bx || !by || !scratch) goto done;
+    if (validate && c->restore_best) {
+        best = fed_mallocarray(fed_model_num_params(m), sizeof(float));
+        if (!best) goto done;
+    }
+    if ((err = fed_optim_new(&o, m, &c->optim))) goto done;
+    if ((err = fed_arena_new(&arena, 0))) goto done;
+
+    fed_rng order_rng = fed_rng_stream(c->seed, STREAM_ORDER);
+    fed_rng drop_rng = fed_rng_stream(c->seed, STREAM_DROPOUT);
+    fed_rng aug_rng = fed_rng_stream(c->seed, STREAM_AUGMENT);
+    const bool augment = !fed_augment_is_identity(&c->augment);
+    size_t since_best = 0;
+    bool stop = false;
+
+    for (size_t e = 1; e <= c->epochs && !stop; e++) {
+        fed_data_order(order, n, &order_rng);
+        double t0 = now_s(), loss_sum = 0.0;
+        size_t correct = 0, seen = 0;
+        float lr = 0.0f;
+        for (size_t s = 0, k = 0; s < n; s += batch, k++) {
+            if (c->max_steps && r->steps >= c->max_steps) {
+                stop = true;
+                break;
+            }
+            size_t nb = n - s < batch ? n - s : batch;
+            fed_data_gather(train, order + s, nb, bx, by);
+            if (augment) fed_augment_batch(bx, nb, &train->shape, &c->augment, &aug_rng, scratch);
+            fed_batch b = {bx, by, NULL, nb};
+            fed_step_stats st;
+            lr = fed_schedule_lr(&sched, r->steps);
+            if ((err = fed_train_step(m, o, arena, &b, &c->loss, lr, &drop_rng, &st))) goto done;
+            r->steps++;
+            if (!isfinite(st.loss)) {
+                err = fed_errorf(FED_ENONFINITE,
+                                 "epoch %zu, step %zu: the training loss is not finite (lower "
+                                 "the learning rate or clip gradients)",
+                                 e, k + 1);
+                goto done;
+            }
+            loss_sum += st.loss * (double)nb;
+            correct += st.correct;
+            seen += nb;
+            if (c->on_step) c->on_step(c->user, k + 1, steps_per_epoch);
+        }
+        if (seen == 0) break;
+        fed_epoch_stats es;
+        memset(&es, 0, sizeof es);
+        es.epoch = e;
+        es.epochs = c->epochs;
+        es.seconds = now_s() - t0;
+        es.train_loss = loss_sum / (double)seen;
+        es.train_acc = (double)correct / (double)seen;
+        es.examples_per_s = (double)seen / (es.seconds > 0.0 ? es.seconds : 1e-9);
+        es.lr = (double)lr;
+        es.val_loss = es.val_acc = (double)NAN;
+        r->epochs_run = e;
+        r->final_train_loss = es.train_loss;
+        if (validate) {
+            if ((err = val_pass(m, arena, val, eval_batch, &c->loss, &es.val_loss, &es.val_acc)))
+                goto done;
+            if (r->best_epoch == 0 || es.val_loss < r->best_val_loss - c->min_delta) {
+                es.best = true;
+                r->best_epoch = e;
+                r->best_val_loss = es.val_loss;
+                since_best = 0;
+                if (best)
+                    memcpy(best, fed_model_params_const(m), fed_model_num_params(m) * sizeof *best);
+            } else if (c->patience && ++since_best >= c->patience) {
+                r->stopped_early = true;
+                stop = true;
+            }
+        }
+        if (c->on_epoch && !c->on_epoch(c->user, &es)) stop = true;
+    }
+    err = FED_OK;
+done:
+    if (best && r->best_epoch)
+        memcpy(fed_model_params(m), best, fed_model_num_params(m) * sizeof *best);
+    r->seconds = now_s() - t_fit;
+    fed_free(best);
+    fed_free(scratch);
+    fed_free(by);
+    fed_free(bx);
+    fed_free(order);
+    fed_arena_destroy(&arena);
+    fed_optim_destroy(&o);
+    return err;
+}
+
+/* ---- evaluation ---------------------------------------------------------------------- */
+
+void fed_eval_result_free(fed_eval_result *r) {
+    fed_free(r->confusion);
+    fed_free(r->precision);
+    fed_free(r->recall);
+    fed_free(r->f1);
+    fed_free(r->support);
+    memset(r, 0, sizeof *r);
+}
+
+fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
+                     fed_eval_result *r) {
+    memset(r, 0, sizeof *r);
+    fed_err err = check_data(m, d, "evaluation");
+    if (err) return err;
+    if (d->n == 0) return fed_errorf(FED_EINVAL, "the evaluation set is empty");
+    const float smoothing = loss ? loss->label_smoothing : 0.0f;
+    if (!(smoothing >= 0.0f && smoothing < 1.0f))
+        return fed_errorf(FED_EINVAL, "label smoothing %g: must be in [0, 1)", (double)smoothing);
+    const size_t K = fed_model_output_size(m), KK = K * K; /* K * K <= params: no overflow */
+    if (batch == 0) batch = DEFAULT_EVAL_BATCH;
+    r->n = d->n;
+    r->num_classes = K;
+    r->confusion = fed_calloc(KK, sizeof *r->confusion);
+    r->precision = fed_calloc(K, sizeof *r->precision);
+    r->recall = fed_calloc(K, sizeof *r->recall);
+    r->f1 = fed_calloc(K, sizeof *r->f1);
+    r->support = fed_calloc(K, sizeof *r->support);
+    fed_arena *arena = NULL;
+    err = FED_ENOMEM;
+    if (!r->confusion || !r->precision || !r->recall || !r->f1 || !r->support) goto fail;
+    if ((err = fed_arena_new(&arena, 0))) goto fail;
+
+    double total = 0.0;
+    size_t correct = 0;
+    for (size_t s = 0; s < d->n; s += batch) {
+        size_t nb = d->n - s < batch ? d->n - s : batch;
+        const int32_t *y = d->y + s;
+        for (size_t i = 0; i < nb; i++) {
+            if (y[i] < 0 || (size_t)y[i] >= K) {
+                err = fed_errorf(FED_ERANGE, "example %zu: label %d outside [0, %zu)", s + i,
+                                 (int)y[i], K);
+                goto fail;
+            }
+        }
+        fed_arena_reset(arena);
+        const float *out;
+        err = fed_model_forward(m, arena, d->x + s * d->dim, nb, FED_MODE_EVAL, NULL, &out);
+        if (err) goto fail;
+        total += fed_softmax_ce(NULL, out, y, nb, K, smoothing) * (double)nb;
+        for (size_t i = 0; i < nb; i++) {
+            size_t pred = fed_argmax(out + i * K, K), truth = (size_t)y[i];
+            r->confusion[truth * K + pred]++;
+            correct += pred == truth;
+        }
+    }
+    r->loss = total / (double)d->n;
+    r->accuracy = (double)correct / (double)d->n;
+
+    double f1_sum = 0.0;
+    size_t present = 0;
+    for (size_t k = 0; k < K; k++) {
+        size_t tp = r->confusion[k * K + k], actual = 0, predicted = 0;
+        for (size_t j = 0; j < K; j++) {
+            actual += r->confusion[k * K + j];
+            predicted += r->confusion[j * K + k];
+        }
+        r->support[k] = actual;
+        r->precision[k] = predicted ? (double)tp / (double)predicted : 0.0;
+        r->recall[k] = actual ? (double)tp / (double)actual : 0.0;
+        double pr = r->precision[k] + r->recall[k];
+        r->f1[k] = pr > 0.0 ? 2.0 * r->precision[k] * r->recall[k] / pr : 0.0;
+        if (actual || predicted) {
+            f1_sum += r->f1[k];
+            present++;
+        }
+    }
+    r->macro_f1 = present ? f1_sum / (double)present : 0.0;
+    fed_arena_destroy(&arena);
+    return FED_OK;
+fail:
+    fed_arena_destroy(&arena);
+    fed_eval_result_free(r);
+    return err;
+}

@@ -1,0 +1,420 @@
+/* The training loop and evaluation (core/fit.h), and the fine-tuning helpers of the
+ * model (new head, clone, dropout override): metrics against hand-computed values,
+ * early stopping restoring the best epoch bit for bit, frozen tensors untouched,
+ * determinism, and the pre-train -> fine-tune story (a pre-trained backbone reaches the
+ * target accuracy in fewer epochs than training from scratch). */
+#include "core/alloc.h"
+#include "core/arch.h"
+#include "core/dataset.h"
+#include "core/fit.h"
+#include "core/model.h"
+#include "core/synthetic.h"
+#include "tests/test.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+static uint64_t fnv1a(const void *p, size_t n) {
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static fed_model *model_from(const char *spec, uint64_t seed) {
+    fed_arch *a = NULL;
+    fed_model *m = NULL;
+    if (fed_arch_parse(&a, spec) || fed_model_new(&m, a)) abort();
+    fed_arch_destroy(&a);
+    fed_model_init(m, seed);
+    return m;
+}
+
+/* n spiral points in a data set; label = arm, or arm % 2 when binary. */
+static fed_dataset *spirals(size_t n, size_t arms, bool binary, uint64_t seed) {
+    fed_dataset *d = NULL;
+    if (fed_data_new(&d, n, 2, binary ? 2 : arms)) abort();
+    fed_rng r = fed_rng_stream(seed, 0);
+    fed_synth_spirals(d->x, d->y, n, arms, 1.0f, 0.1f, &r);
+    if (binary)
+        for (size_t i = 0; i < n; i++) d->y[i] %= 2;
+    return d;
+}
+
+/* Random features and labels: nothing to learn, so validation loss rises once the
+ * model memorises the training set. */
+static fed_dataset *noise_set(size_t n, size_t dim, size_t classes, uint64_t seed) {
+    fed_dataset *d = NULL;
+    if (fed_data_new(&d, n, dim, classes)) abort();
+    fed_rng r = fed_rng_stream(seed, 9);
+    for (size_t i = 0; i < n * dim; i++) d->x[i] = fed_rng_normal(&r);
+    for (size_t i = 0; i < n; i++) d->y[i] = (int32_t)fed_rng_below(&r, classes);
+    return d;
+}
+
+TEST(evaluate_hand_computed) {
+    /* logits = x through an identity head; class 3 is never a label nor predicted. */
+    fed_model *m = model_from("{\"input\":[3],\"layers\":[{\"type\":\"linear\",\"out\":4}]}", 1);
+    float *w = fed_model_params(m) + fed_model_find(m, "0.weight")->offset;
+    float *b = fed_model_params(m) + fed_model_find(m, "0.bias")->offset;
+    for (size_t i = 0; i < 12; i++) w[i] = (i / 3 == i % 3) ? 1.0f : 0.0f;
+    for (size_t i = 0; i < 4; i++) b[i] = 0.0f;
+    const int32_t truth[8] = {0, 0, 0, 1, 1, 2, 2, 2};
+    const int32_t pred[8] = {0, 0, 1, 1, 2, 2, 2, 0};
+    fed_dataset *d = NULL;
+    CHECK_OK(fed_data_new(&d, 8, 3, 3));
+    for (size_t i = 0; i < 8; i++) {
+        d->y[i] = truth[i];
+        for (size_t j = 0; j < 3; j++) d->x[i * 3 + j] = (int32_t)j == pred[i] ? 2.0f : 0.0f;
+    }
+    fed_eval_result r;
+    fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
+    CHECK_OK(fed_evaluate(m, d, 3, &loss, &r)); /* batch 3: three passes, the last short */
+    CHECK_SIZE(r.n, 8);
+    CHECK_SIZE(r.num_classes, 4);
+    const size_t want_conf[16] = {2, 1, 0, 0, 0, 1, 1, 0, 1, 0, 2, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i < 16; i++) CHECK_SIZE(r.confusion[i], want_conf[i]);
+    CHECK_NEAR(r.accuracy, 0.625, 1e-12);
+    double L = log(exp(2.0) + 3.0); /* 4 logits: one 2, three 0 */
+    CHECK_NEAR(r.loss, (5.0 * (L - 2.0) + 3.0 * L) / 8.0, 1e-6);
+    CHECK_NEAR(r.precision[0], 2.0 / 3.0, 1e-12);
+    CHECK_NEAR(r.precision[1], 0.5, 1e-12);
+    CHECK_NEAR(r.precision[2], 2.0 / 3.0, 1e-12);
+    CHECK_NEAR(r.recall[0], 2.0 / 3.0, 1e-12);
+    CHECK_NEAR(r.recall[1], 0.5, 1e-12);
+    CHECK_NEAR(r.recall[2], 2.0 / 3.0, 1e-12);
+    CHECK_NEAR(r.f1[1], 0.5, 1e-12);
+    CHECK_NEAR(r.f1[3], 0.0, 0.0);
+    CHECK_SIZE(r.support[0], 3);
+    CHECK_SIZE(r.support[3], 0);
+    /* scikit-learn: f1_score([0,0,0,1,1,2,2,2], [0,0,1,1,2,2,2,0], average="macro") */
+    CHECK_NEAR(r.macro_f1, 0.611111111111, 1e-9);
+    fed_eval_result_free(&r);
+
+    /* A label beyond the model's outputs is refused before any kernel sees it. */
+    d->num_classes = 5;
+    CHECK_ERR(fed_evaluate(m, d, 0, &loss, &r), FED_ESHAPE);
+    CHECK_CONTAINS(fed_errmsg(), "5 classes; the model has 4 outputs");
+    fed_data_destroy(&d);
+    fed_model_destroy(&m);
+}
+
+typedef struct recorder {
+    fed_model *m;
+    float *snapshot; /* parameters after the best epoch */
+    double val_loss[256];
+    size_t epochs;
+    size_t stop_after; /* on_epoch returns false after this epoch (0: never) */
+} recorder;
+
+static bool record(void *user, const fed_epoch_stats *s) {
+    recorder *r = user;
+    r->val_loss[r->epochs++] = s->val_loss;
+    if (s->best)
+        memcpy(r->snapshot, fed_model_params_const(r->m),
+               fed_model_num_params(r->m) * sizeof(float));
+    return r->stop_after == 0 || s->epoch < r->stop_after;
+}
+
+TEST(early_stopping_restores_best) {
+    fed_model *m = model_from("{\"input\":[8],\"layers\":[{\"type\":\"linear\",\"out\":64},"
+                              "{\"type\":\"relu\"},{\"type\":\"linear\",\"out\":4}]}",
+                              3);
+    fed_dataset *tr = noise_set(32, 8, 4, 1), *va = noise_set(64, 8, 4, 2);
+    recorder rec = {m, fed_mallocarray(fed_model_num_params(m), sizeof(float)), {0}, 0, 0};
+    fed_fit_config c = fed_fit_defaults();
+    c.epochs = 200;
+    c.batch = 8;
+    c.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, 0.01f);
+    c.patience = 3;
+    c.on_epoch = record;
+    c.user = &rec;
+    fed_fit_result r;
+    CHECK_OK(fed_fit(m, tr, va, &c, &r));
+    CHECK(r.stopped_early);
+    CHECK(r.best_epoch >= 1);
+    CHECK_SIZE(r.epochs_run, r.best_epoch + 3);
+    CHECK_SIZE(rec.epochs, r.epochs_run);
+    CHECK_SIZE(r.steps, r.epochs_run * 4);
+    size_t argmin = 0;
+    for (size_t e = 1; e < rec.epochs; e++)
+        if (rec.val_loss[e] < rec.val_loss[argmin]) argmin = e;
+    CHECK_SIZE(r.best_epoch, argmin + 1);
+    CHECK(r.best_val_loss == rec.val_loss[argmin]);
+    CHECK_MEM(fed_model_params_const(m), rec.snapshot, fed_model_num_params(m) * sizeof(float));
+    /* The last epoch's validation loss is worse than the best: restoring mattered. */
+    CHECK(rec.val_loss[rec.epochs - 1] > r.best_val_loss);
+
+    /* Without restore_best the last epoch's weights stay. */
+    fed_model_init(m, 3);
+    c.restore_best = false;
+    rec.epochs = 0;
+    CHECK_OK(fed_fit(m, tr, va, &c, &r));
+    CHECK(memcmp(fed_model_params_const(m), rec.snapshot,
+                 fed_model_num_params(m) * sizeof(float)) != 0);
+
+    /* A callback returning false stops after that epoch. */
+    fed_model_init(m, 3);
+    c.patience = 0;
+    rec.epochs = 0;
+    rec.stop_after = 2;
+    CHECK_OK(fed_fit(m, tr, va, &c, &r));
+    CHECK_SIZE(r.epochs_run, 2);
+    CHECK(!r.stopped_early);
+    fed_free(rec.snapshot);
+    fed_data_destroy(&tr);
+    fed_data_destroy(&va);
+    fed_model_destroy(&m);
+}
+
+static const char *const mlp3 =
+    "{\"input\":[2],\"layers\":[{\"type\":\"linear\",\"out\":64},{\"type\":\"relu\"},"
+    "{\"type\":\"linear\",\"out\":64},{\"type\":\"relu\"},{\"type\":\"linear\",\"out\":4}]}";
+
+TEST(learns_and_is_deterministic) {
+    fed_dataset *tr = spirals(2000, 4, false, 1), *va = spirals(500, 4, false, 2);
+    uint64_t h[3];
+    double acc = 0.0;
+    for (int run = 0; run < 3; run++) {
+        fed_model *m = model_from(mlp3, 7);
+        fed_model_set_dropout(m, 0.0f);
+        fed_fit_config c = fed_fit_defaults();
+        c.epochs = 25;
+        c.schedule = fed_fit_schedule(FED_SCHED_COSINE, 0.01f);
+        c.augment.noise_std = 0.01f;
+        c.seed = run == 2 ? 99 : 5;
+        fed_fit_result r;
+        CHECK_OK(fed_fit(m, tr, va, &c, &r));
+        CHECK_SIZE(r.epochs_run, 25);
+        CHECK_SIZE(r.steps, 25 * 63);
+        h[run] = fnv1a(fed_model_params_const(m), fed_model_num_params(m) * sizeof(float));
+        if (run == 0) {
+            fed_eval_result e;
+            CHECK_OK(fed_evaluate(m, va, 0, &c.loss, &e));
+            acc = e.accuracy;
+            CHECK(e.macro_f1 > 0.95);
+            fed_eval_result_free(&e);
+        }
+        fed_model_destroy(&m);
+    }
+    printf("4-arm spirals: validation accuracy %.4f\n", acc);
+    CHECK(acc >= 0.97);
+    CHECK(h[0] == h[1]); /* same seed, same bits */
+    CHECK(h[0] != h[2]); /* another seed, another order */
+    fed_data_destroy(&tr);
+    fed_data_destroy(&va);
+}
+
+TEST(frozen_backbone_untouched) {
+    fed_model *m = model_from(mlp3, 11);
+    fed_dataset *tr = spirals(400, 4, false, 3);
+    CHECK_SIZE(fed_model_set_trainable_glob(m, "0.*", false), 2);
+    CHECK_SIZE(fed_model_set_trainable_glob(m, "2.*", false), 2);
+    size_t np = fed_model_num_params(m);
+    float *before = fed_mallocarray(np, sizeof(float));
+    memcpy(before, fed_model_params_const(m), np * sizeof(float));
+    fed_fit_config c = fed_fit_defaults();
+    c.epochs = 3;
+    c.optim = fed_optim_defaults(FED_OPT_ADAMW); /* decoupled decay must skip frozen ones too */
+    fed_fit_result r;
+    CHECK_OK(fed_fit(m, tr, NULL, &c, &r));
+    CHECK(isnan(r.best_val_loss));
+    CHECK_SIZE(r.best_epoch, 0);
+    for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
+        const fed_tensor *t = fed_model_tensor(m, i);
+        int same = memcmp(before + t->offset, fed_model_params_const(m) + t->offset,
+                          t->numel * sizeof(float)) == 0;
+        CHECK_INT(same, !t->trainable);
+    }
+    fed_free(before);
+    fed_data_destroy(&tr);
+    fed_model_destroy(&m);
+}
+
+/* Epochs until the validation accuracy first reaches target (epochs + 1 if never). */
+typedef struct until {
+    double target;
+    size_t reached;
+} until;
+
+static bool watch(void *user, const fed_epoch_stats *s) {
+    until *u = user;
+    if (s->val_acc >= u->target && !u->reached) u->reached = s->epoch;
+    return !u->reached;
+}
+
+TEST(pretrain_then_finetune_is_faster) {
+    /* Public task: 4-arm spirals, plenty of data. */
+    fed_dataset *pub = spirals(3000, 4, false, 21);
+    fed_model *pre = model_from(mlp3, 13);
+    fed_fit_config c = fed_fit_defaults();
+    c.epochs = 30;
+    c.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, 0.01f);
+    fed_fit_result r;
+    CHECK_OK(fed_fit(pre, pub, NULL, &c, &r));
+
+    /* Private task: which pair of arms a point lies on, from only 80 examples. */
+    fed_dataset *priv = spirals(80, 4, true, 22), *val = spirals(1000, 4, true, 23);
+    fed_model *tuned = NULL;
+    CHECK_OK(fed_model_new_head(&tuned, pre, 2, 5));
+    CHECK_SIZE(fed_model_output_size(tuned), 2);
+    fed_model *scratch = model_from(mlp3, 13);
+    fed_model *scratch2 = NULL;
+    CHECK_OK(fed_model_new_head(&scratch2, scratch, 2, 5)); /* same arch, random backbone */
+
+    until u_pre = {0.9, 0}, u_scratch = {0.9, 0};
+    fed_fit_config f = fed_fit_defaults();
+    f.epochs = 60;
+    f.batch = 16;
+    f.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, 0.003f);
+    f.on_epoch = watch;
+    f.restore_best = false;
+    f.user = &u_pre;
+    CHECK_OK(fed_fit(tuned, priv, val, &f, &r));
+    f.user = &u_scratch;
+    CHECK_OK(fed_fit(scratch2, priv, val, &f, &r));
+    size_t e_pre = u_pre.reached ? u_pre.reached : 61;
+    size_t e_scratch = u_scratch.reached ? u_scratch.reached : 61;
+    printf("epochs to 90%% validation accuracy: pre-trained %zu, from scratch %zu\n", e_pre,
+           e_scratch);
+    CHECK(u_pre.reached > 0);
+    CHECK(e_pre < e_scratch);
+    fed_model_destroy(&scratch2);
+    fed_model_destroy(&scratch);
+    fed_model_destroy(&tuned);
+    fed_model_destroy(&pre);
+    fed_data_destroy(&pub);
+    fed_data_destroy(&priv);
+    fed_data_destroy(&val);
+}
+
+TEST(new_head_clone_dropout) {
+    fed_model *m = model_from("{\"input\":[4],\"layers\":[{\"type\":\"linear\",\"out\":5},"
+                              "{\"type\":\"dropout\",\"p\":0.5},{\"type\":\"linear\",\"out\":3},"
+                              "{\"type\":\"relu\"}]}",
+                              2);
+    fed_model_set_trainable(m, 0, false);
+    fed_model *h = NULL;
+    CHECK_OK(fed_model_new_head(&h, m, 7, 9));
+    CHECK_SIZE(fed_model_output_size(h), 7);
+    CHECK_SIZE(fed_model_num_params(h), 4 * 5 + 5 + 5 * 7 + 7);
+    const fed_tensor *w0 = fed_model_find(h, "0.weight"), *w2 = fed_model_find(h, "2.weight");
+    CHECK(!w0->trainable); /* flags carried over */
+    CHECK(w2->trainable);
+    CHECK_SIZE(w2->shape[0], 7);
+    CHECK_MEM(fed_model_params_const(h) + w0->offset,
+              fed_model_params_const(m) + fed_model_find(m, "0.weight")->offset,
+              20 * sizeof(float));
+    CHECK_SIZE(fed_model_set_dropout(h, 0.25f), 1);
+    CHECK(fed_arch_layer(fed_model_arch(h), 1)->p == 0.25f);
+
+    fed_model *c = NULL;
+    CHECK_OK(fed_model_clone(&c, h));
+    CHECK_MEM(fed_model_params_const(c), fed_model_params_const(h),
+              fed_model_num_params(h) * sizeof(float));
+    CHECK(!fed_model_find(c, "0.weight")->trainable);
+    CHECK(fed_arch_layer(fed_model_arch(c), 1)->p == 0.25f);
+    fed_model_destroy(&c);
+    fed_model_destroy(&h);
+    fed_model_destroy(&m);
+
+    /* A head followed by a layer with parameters, or no linear layer at all. */
+    m = model_from("{\"input\":[4],\"layers\":[{\"type\":\"linear\",\"out\":5},"
+                   "{\"type\":\"layernorm\"}]}",
+                   2);
+    CHECK_ERR(fed_model_new_head(&h, m, 3, 1), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "layer 1 (layernorm) follows the last linear layer 0");
+    CHECK(h == NULL);
+    fed_model_destroy(&m);
+    m = model_from("{\"input\":[1,4,4],\"layers\":[{\"type\":\"conv2d\",\"out\":2,\"k\":3}]}", 2);
+    CHECK_ERR(fed_model_new_head(&h, m, 3, 1), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "no linear layer");
+    fed_model_destroy(&m);
+}
+
+TEST(config_and_data_errors) {
+    fed_model *m = model_from(mlp3, 1);
+    fed_dataset *tr = spirals(40, 4, false, 1), *wide = noise_set(10, 3, 2, 1);
+    fed_fit_config c = fed_fit_defaults();
+    fed_fit_result r;
+    c.epochs = 0;
+    CHECK_ERR(fed_fit(m, tr, NULL, &c, &r), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "epochs");
+    c = fed_fit_defaults();
+    c.patience = 2;
+    CHECK_ERR(fed_fit(m, tr, NULL, &c, &r), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "needs a validation set");
+    c = fed_fit_defaults();
+    c.augment.shift = 2;
+    CHECK_ERR(fed_fit(m, tr, NULL, &c, &r), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "shift and flip augment images");
+    c = fed_fit_defaults();
+    CHECK_ERR(fed_fit(m, wide, NULL, &c, &r), FED_ESHAPE);
+    CHECK_CONTAINS(fed_errmsg(), "training data has 3 features per example; the model takes 2");
+    CHECK_ERR(fed_fit(m, tr, wide, &c, &r), FED_ESHAPE);
+    CHECK_CONTAINS(fed_errmsg(), "validation data has 3 features");
+    /* A learning rate that blows the weights up ends with a clear error. */
+    c.optim = fed_optim_defaults(FED_OPT_SGD);
+    c.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, 1e30f);
+    c.epochs = 5;
+    CHECK_ERR(fed_fit(m, tr, NULL, &c, &r), FED_ENONFINITE);
+    CHECK_CONTAINS(fed_errmsg(), "the training loss is not finite");
+    fed_data_destroy(&tr);
+    fed_data_destroy(&wide);
+    fed_model_destroy(&m);
+}
+
+TEST(errprefix) {
+    CHECK_ERR(fed_errorf(FED_EFORMAT, "line 3: bad"), FED_EFORMAT);
+    CHECK_ERR(fed_errprefix(FED_EFORMAT, "%s", "a.json"), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "a.json: line 3: bad");
+    fed_errclear();
+    CHECK_ERR(fed_errprefix(FED_ENOMEM, "loading %d", 7), FED_ENOMEM);
+    CHECK_STR(fed_errmsg(), "loading 7: out of memory");
+}
+
+TEST(alloc_failures) {
+    fed_model *m = model_from(mlp3, 1);
+    fed_dataset *tr = spirals(64, 4, false, 1), *va = spirals(32, 4, false, 2);
+    fed_fit_config c = fed_fit_defaults();
+    c.epochs = 2;
+    c.patience = 1;
+    for (size_t nth = 1;; nth++) {
+        fed_fit_result r;
+        fed_alloc_fail_at(nth);
+        fed_err err = fed_fit(m, tr, va, &c, &r);
+        fed_alloc_fail_at(0);
+        if (err == FED_OK) break;
+        CHECK_ERR(err, FED_ENOMEM);
+        if (err != FED_ENOMEM || nth > 100) break;
+    }
+    for (size_t nth = 1;; nth++) {
+        fed_eval_result e;
+        fed_alloc_fail_at(nth);
+        fed_err err = fed_evaluate(m, va, 0, &c.loss, &e);
+        fed_alloc_fail_at(0);
+        if (err == FED_OK) {
+            fed_eval_result_free(&e);
+            break;
+        }
+        CHECK_ERR(err, FED_ENOMEM);
+        if (err != FED_ENOMEM || nth > 100) break;
+    }
+    fed_data_destroy(&tr);
+    fed_data_destroy(&va);
+    fed_model_destroy(&m);
+}
+
+int main(void) {
+    RUN(evaluate_hand_computed);
+    RUN(early_stopping_restores_best);
+    RUN(learns_and_is_deterministic);
+    RUN(frozen_backbone_untouched);
+    RUN(pretrain_then_finetune_is_faster);
+    RUN(new_head_clone_dropout);
+    RUN(config_and_data_errors);
+    RUN(errprefix);
+    RUN(alloc_failures);
+    return test_report();
+}
