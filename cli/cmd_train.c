@@ -31,6 +31,7 @@ typedef struct train_cfg {
     const char *test_data;   /* separate test file (instead of test_split) */
     double val_split;        /* share of data held out for validation */
     double test_split;       /* share of data held out for the final test */
+    size_t train_examples;   /* use at most this many training examples (0: all) */
     data_cfg dc;             /* how to read the data files */
     const char *standardize; /* auto | off */
     size_t epochs;           /* passes over the training part */
@@ -101,6 +102,14 @@ typedef struct train_cfg {
          "0",           0,                                                                         \
          0.9,           NULL,                                                                      \
          F(test_split), "share of --data held out for the final test (stratified)"},               \
+        {"train-examples",                                                                         \
+         OPT_SIZE,                                                                                 \
+         "0",                                                                                      \
+         0,                                                                                        \
+         1e12,                                                                                     \
+         NULL,                                                                                     \
+         F(train_examples),                                                                        \
+         "train on a stratified sample of at most N examples of the training part (0: all)"},      \
         DATA_OPTS(F(dc)),                                                                          \
         {"standardize",                                                                            \
          OPT_CHOICE,                                                                               \
@@ -387,6 +396,15 @@ static fed_err load_data(const train_cfg *c, session *s) {
     err = fed_data_split(all, vf, tf, (uint64_t)c->seed, &s->train, vf > 0 ? &s->val : NULL,
                          tf > 0 ? &s->test : NULL);
     if (err) goto done;
+    if (c->train_examples && c->train_examples < s->train->n) {
+        fed_dataset *small = NULL, *rest = NULL;
+        double drop = 1.0 - (double)c->train_examples / (double)s->train->n;
+        err = fed_data_split(s->train, drop, 0.0, (uint64_t)c->seed + 1, &small, &rest, NULL);
+        fed_data_destroy(&rest);
+        if (err) goto done;
+        fed_data_destroy(&s->train);
+        s->train = small;
+    }
     if (c->val_data) {
         if ((err = prep_load(&s->val, c->val_data, &c->dc, names ? names : classes))) goto done;
     }

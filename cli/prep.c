@@ -20,7 +20,58 @@ static fed_data_format parse_format(const char *s) {
     return FED_FORMAT_AUTO;
 }
 
+/* Keeps the examples whose class is in the comma-separated list (ids or names). */
+static fed_err keep_classes(fed_dataset **d, const char *list, const char *path) {
+    fed_dataset *all = *d;
+    bool *keep = fed_calloc(all->num_classes, sizeof *keep);
+    size_t *idx = fed_mallocarray(all->n ? all->n : 1, sizeof *idx);
+    fed_err err = FED_ENOMEM;
+    if (!keep || !idx) goto done;
+    for (const char *p = list; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        size_t k = all->num_classes;
+        if (all->class_names) {
+            for (size_t j = 0; j < all->num_classes; j++)
+                if (strlen(all->class_names[j]) == len && strncmp(all->class_names[j], p, len) == 0)
+                    k = j;
+        } else if (len > 0 && len < 10 && strspn(p, "0123456789") >= len) {
+            k = 0;
+            for (size_t j = 0; j < len; j++) k = 10 * k + (size_t)(p[j] - '0');
+        }
+        if (k >= all->num_classes) {
+            err = fed_errorf(FED_EINVAL, "--only-classes: %s has no class \"%.*s\"", path, (int)len,
+                             p);
+            goto done;
+        }
+        keep[k] = true;
+        p += len + (comma ? 1 : 0);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < all->n; i++)
+        if (keep[all->y[i]]) idx[n++] = i;
+    fed_dataset *sub = NULL;
+    if ((err = fed_data_subset(&sub, all, idx, n))) goto done;
+    sub->stats = all->stats;
+    fed_data_destroy(d);
+    *d = sub;
+done:
+    fed_free(idx);
+    fed_free(keep);
+    return err;
+}
+
+static fed_err load_raw(fed_dataset **out, const char *path, const data_cfg *dc,
+                        const char *classes);
+
 fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc, const char *classes) {
+    fed_err err = load_raw(out, path, dc, classes);
+    if (!err && dc->only && (err = keep_classes(out, dc->only, path))) fed_data_destroy(out);
+    return err;
+}
+
+static fed_err load_raw(fed_dataset **out, const char *path, const data_cfg *dc,
+                        const char *classes) {
     *out = NULL;
     if (dc->labels) {
         if (dc->format && strcmp(dc->format, "auto") != 0 && strcmp(dc->format, "idx") != 0)

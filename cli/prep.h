@@ -20,47 +20,26 @@ typedef struct data_cfg {
     const char *header;  /* auto | yes | no */
     const char *missing; /* error | drop | mean */
     const char *labels;  /* IDX labels file (default: derived from the images file name) */
+    const char *only;    /* keep only examples of these classes (ids or names), or NULL */
 } data_cfg;
 
 /* Option-table entries for a data_cfg at offset `base` of a command's config. */
-#define DATA_OPTS(base)                                                                            \
-    {"format",                                                                                     \
-     OPT_CHOICE,                                                                                   \
-     "auto",                                                                                       \
-     1,                                                                                            \
-     0,                                                                                            \
-     "auto|csv|sklearn|idx",                                                                       \
-     (base) + offsetof(data_cfg, format),                                                          \
-     "data file format (auto: by content)"},                                                       \
-        {"label",                                                                                  \
-         OPT_STRING,                                                                               \
-         NULL,                                                                                     \
-         1,                                                                                        \
-         0,                                                                                        \
-         NULL,                                                                                     \
-         (base) + offsetof(data_cfg, label),                                                       \
-         "CSV label column: header name or 0-based index, -1 = last [last]"},                      \
-        {"header",                                                                                 \
-         OPT_CHOICE,                                                                               \
-         "auto",                                                                                   \
-         1,                                                                                        \
-         0,                                                                                        \
-         "auto|yes|no",                                                                            \
-         (base) + offsetof(data_cfg, header),                                                      \
-         "CSV first row is a header"},                                                             \
-        {"missing",                                                                                \
-         OPT_CHOICE,                                                                               \
-         "error",                                                                                  \
-         1,                                                                                        \
-         0,                                                                                        \
-         "error|drop|mean",                                                                        \
-         (base) + offsetof(data_cfg, missing),                                                     \
-         "empty/NA feature cells: fail, drop the row, or "                                         \
-         "use the column mean"},                                                                   \
-    {                                                                                              \
-        "labels", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, labels),               \
-            "IDX labels file (default: the images file with images-idx3 -> labels-idx1)"           \
-    }
+/* clang-format off */
+#define DATA_OPTS(base)                                                                    \
+    {"format", OPT_CHOICE, "auto", 1, 0, "auto|csv|sklearn|idx",                           \
+     (base) + offsetof(data_cfg, format), "data file format (auto: by content)"},          \
+    {"label", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, label),            \
+     "CSV label column: header name or 0-based index, -1 = last [last]"},                  \
+    {"header", OPT_CHOICE, "auto", 1, 0, "auto|yes|no", (base) + offsetof(data_cfg, header), \
+     "CSV first row is a header"},                                                         \
+    {"missing", OPT_CHOICE, "error", 1, 0, "error|drop|mean",                              \
+     (base) + offsetof(data_cfg, missing),                                                 \
+     "empty/NA feature cells: fail, drop the row, or use the column mean"},                \
+    {"labels", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, labels),          \
+     "IDX labels file (default: the images file with images-idx3 -> labels-idx1)"},        \
+    {"only-classes", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, only),        \
+     "keep only examples of these classes: ids or names, comma-separated (ids unchanged)"}
+/* clang-format on */
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
  * was trained with, so string labels get the same ids. */

@@ -127,18 +127,23 @@ size_t fed_optim_steps(const fed_optim *o) {
     return o->t;
 }
 
+/* SGD as whole-vector BLAS passes (one saxpy in the plain case); the clipped gradient
+ * buffer g may be modified (it is zeroed before the next step anyway). */
 static void sgd_run(const fed_optim_config *c, float *w, float *g, float *buf, size_t n, float lr) {
     const float mu = c->momentum, wd = c->weight_decay;
-    const bool l2 = wd > 0.0f && !c->decoupled_wd, dec = wd > 0.0f && c->decoupled_wd;
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
-        if (l2) gi += wd * w[i];
-        if (dec) w[i] -= lr * wd * w[i];
-        if (buf) {
-            buf[i] = mu * buf[i] + gi;
-            gi = c->nesterov ? gi + mu * buf[i] : buf[i];
-        }
-        w[i] -= lr * gi;
+    if (wd > 0.0f && !c->decoupled_wd) fed_axpy(n, wd, w, g); /* L2: g += wd * w */
+    if (wd > 0.0f && c->decoupled_wd) fed_scal(n, 1.0f - lr * wd, w);
+    if (!buf) {
+        fed_axpy(n, -lr, g, w);
+        return;
+    }
+    fed_scal(n, mu, buf); /* buf = mu * buf + g */
+    fed_axpy(n, 1.0f, g, buf);
+    if (c->nesterov) { /* w -= lr * (g + mu * buf) */
+        fed_axpy(n, -lr, g, w);
+        fed_axpy(n, -lr * mu, buf, w);
+    } else {
+        fed_axpy(n, -lr, buf, w);
     }
 }
 
