@@ -620,37 +620,35 @@ typedef struct trial {
 
 static fed_err run_tune(const train_cfg *c) {
     session s;
-    fed_err err = session_open(c, &s, "tune");
+    memset(&s, 0, sizeof s);
     fed_model *work = NULL, *best = NULL;
     trial *trials = NULL;
     fed_eval_result ev;
     memset(&ev, 0, sizeof ev);
-    if (err) goto done;
-    if (!s.val) {
-        err = fed_errorf(FED_EINVAL, "tune needs validation data (--val-split > 0 or --val-data)");
-        goto done;
-    }
+    /* The search space first: a typo fails before any data is read. */
     double lrs[MAX_GRID], bs[MAX_GRID], eps[MAX_GRID];
     size_t nl, nb, ne;
-    double one_b = (double)c->batch, one_e = (double)c->epochs;
-    if ((err = parse_list(c->lrs ? c->lrs : "0.1,0.01,0.001", "--lrs", 1e-9, 10, false, lrs,
-                          MAX_GRID, &nl)))
-        goto done;
+    fed_err err = parse_list(c->lrs ? c->lrs : "0.1,0.01,0.001", "--lrs", 1e-9, 10, false, lrs,
+                             MAX_GRID, &nl);
+    if (err) return err;
     if (c->batches) {
         if ((err = parse_list(c->batches, "--batches", 1, 65536, true, bs, MAX_GRID, &nb)))
-            goto done;
+            return err;
     } else {
-        bs[0] = one_b;
+        bs[0] = (double)c->batch;
         nb = 1;
     }
     if (c->epochs_grid) {
         if ((err =
                  parse_list(c->epochs_grid, "--epochs-grid", 1, 100000, true, eps, MAX_GRID, &ne)))
-            goto done;
+            return err;
     } else {
-        eps[0] = one_e;
+        eps[0] = (double)c->epochs;
         ne = 1;
     }
+    if (c->val_split <= 0.0 && !c->val_data)
+        return fed_errorf(FED_EINVAL, "tune needs validation data (--val-split > 0 or --val-data)");
+    if ((err = session_open(c, &s, "tune"))) goto done;
     const bool grid = strcmp(c->search, "grid") == 0;
     size_t ntrials = grid ? nl * nb * ne : c->trials;
     trials = fed_calloc(ntrials, sizeof *trials);

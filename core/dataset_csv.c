@@ -655,6 +655,7 @@ static fed_err read_rows(csv *c) {
     while (skip_blank(t)) {
         size_t line = t->line, col = 0, f = 0;
         bool eor = false, missing = false;
+        fed_err bad = FED_OK; /* first bad cell, reported once the row has the right width */
         cell lab = {NULL, 0, 0, 0};
         if (c->n >= c->cap_rows) /* cannot happen: cap_rows bounds the rows the text holds */
             return fed_errorf(FED_EINTERNAL, "%s:%zu: row capacity exceeded", c->what, line);
@@ -686,8 +687,8 @@ static fed_err read_rows(csv *c) {
                     c->sum[f] += (double)xr[f];
                     c->cnt[f]++;
                 }
-            } else {
-                return cell_error(c, &cl, k);
+            } else if (!bad) {
+                bad = cell_error(c, &cl, k); /* records the message now: cl is transient */
             }
             f++;
         }
@@ -700,6 +701,7 @@ static fed_err read_rows(csv *c) {
             return fed_errorf(FED_EFORMAT, "%s:%zu: %zu fields, expected %zu (as line %zu)",
                               c->what, line, col, c->ncols, c->first_line);
         }
+        if (bad) return bad;
         c->stats.rows_read++;
         if (c->sklearn && c->stats.rows_read > c->sk_samples)
             return fed_errorf(FED_EFORMAT, "%s:%zu: more rows than the %zu of line %zu", c->what,
