@@ -48,7 +48,7 @@ export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$t
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-echo "fedtune vs PyTorch on MNIST: $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) CPUs," \
+echo "fedtune vs PyTorch on MNIST: $(date -u '+%Y-%m-%d %H:%M') UTC, $(getconf _NPROCESSORS_ONLN) CPUs," \
   "load $(cut -d' ' -f1 /proc/loadavg), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 echo "$("$fedtune" --version | head -1); torch $("$py" -c 'import torch; print(torch.__version__)')"
 echo "SGD lr $lr, batch $batch, $epochs epoch(s), $threads thread(s), same initial weights; best of $repeats"
