@@ -3,8 +3,8 @@
  * run. For each model (2NN, CNN), batch size (10, 64) and OpenBLAS thread count (1, 2) it
  * times whole fed_train_step calls (forward, softmax cross-entropy, backward, plain SGD
  * at lr 0.01) on random inputs and labels from a fixed seed, and prints one row of an
- * aligned table: time per example, examples per second, achieved GFLOP/s (forward FLOPs
- * times 3 per example) and the fraction of the sgemm peak for that thread count.
+ * aligned table: time per example, examples per second, achieved GFLOP/s (the GEMM FLOPs
+ * the step really runs) and the fraction of the sgemm peak for that thread count.
  *
  * Every figure is the median of several timed repeats after a warm-up; the spread column
  * says how far the repeats disagreed, because the machines are shared. This is not a
@@ -280,7 +280,7 @@ static fed_err trainer_step(trainer *t) {
 
 typedef struct step_result {
     summary us_per_example; /* microseconds per example over the repeats */
-    double flops;           /* per example: 3 x forward */
+    double flops;           /* per example: forward + backward as run */
     double last_loss;       /* loss of the last step: finite, or the figures are suspect */
 } step_result;
 
@@ -288,7 +288,7 @@ static fed_err time_train_step(const char *spec, size_t batch, const options *o,
     trainer t;
     fed_err err = trainer_init(&t, spec, batch);
     if (err) return err;
-    res->flops = 3.0 * fed_model_forward_flops(t.m);
+    res->flops = fed_model_train_flops(t.m);
     /* Warm-up: the arena settles into one block, pages are touched, caches filled. */
     double t0 = now_s();
     do {
@@ -369,7 +369,8 @@ int main(int argc, char **argv) {
     printf("OpenBLAS: %s (OPENBLAS_CORETYPE=%s)\n", fed_blas_config(),
            coretype ? coretype : "unset");
     printf("one step = fed_train_step (forward + softmax CE + backward + SGD lr %g);\n"
-           "FLOPs/example = 3 x forward; median of %d repeats of >= %.2f s each\n",
+           "FLOPs/example = forward + weight and input gradients as computed (the first\n"
+           "layer's input gradient is skipped); median of %d repeats of >= %.2f s each\n",
            (double)LEARNING_RATE, (int)o.repeats, o.seconds);
     printf("load average (1 min) at start: %.2f on %ld CPUs\n\n", load_average(),
            sysconf(_SC_NPROCESSORS_ONLN));

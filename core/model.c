@@ -317,15 +317,32 @@ void fed_model_zero_grad(fed_model *m) {
     memset(m->grads, 0, m->nparams * sizeof(float));
 }
 
+/* Multiply-add FLOPs of layer l's forward GEMM (0 for layers without one). */
+static double layer_flops(const layer_rt *L) {
+    if (L->spec.kind == FED_LAYER_LINEAR)
+        return 2.0 * (double)L->rows * (double)L->in.d[L->in.ndim - 1] * (double)L->spec.out;
+    if (L->spec.kind == FED_LAYER_CONV2D)
+        return 2.0 * (double)L->geom.OC * (double)(L->geom.C * L->geom.K * L->geom.K) *
+               (double)(L->geom.OH * L->geom.OW);
+    return 0.0;
+}
+
 double fed_model_forward_flops(const fed_model *m) {
+    double flops = 0.0;
+    for (size_t l = 0; l < m->nlayers; l++) flops += layer_flops(&m->layers[l]);
+    return flops;
+}
+
+double fed_model_train_flops(const fed_model *m) {
+    size_t lowest = m->nlayers;
+    for (size_t i = 0; i < m->ntensors; i++)
+        if (m->tensors[i].trainable && m->tensors[i].layer < lowest) lowest = m->tensors[i].layer;
     double flops = 0.0;
     for (size_t l = 0; l < m->nlayers; l++) {
         const layer_rt *L = &m->layers[l];
-        if (L->spec.kind == FED_LAYER_LINEAR)
-            flops += 2.0 * (double)L->rows * (double)L->in.d[L->in.ndim - 1] * (double)L->spec.out;
-        else if (L->spec.kind == FED_LAYER_CONV2D)
-            flops += 2.0 * (double)L->geom.OC * (double)(L->geom.C * L->geom.K * L->geom.K) *
-                     (double)(L->geom.OH * L->geom.OW);
+        double f = layer_flops(L);
+        bool trainable = (L->w >= 0 && m->tensors[L->w].trainable);
+        flops += f + (trainable ? f : 0.0) + (l > lowest ? f : 0.0); /* fwd, dW, dX */
     }
     return flops;
 }

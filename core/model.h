@@ -109,5 +109,9 @@ void fed_model_zero_grad(fed_model *m);
 /* Floating-point operations of one forward pass of one example (multiply-add = 2);
  * backward costs about twice as much. For benchmarks. */
 double fed_model_forward_flops(const fed_model *m);
+/* FLOPs of one training step per example as the backward pass really runs it: forward,
+ * the weight gradient of every trainable layer, and the input gradient of every layer
+ * above the lowest trainable one (the first layer's input gradient is never computed). */
+double fed_model_train_flops(const fed_model *m);
 
 #endif
