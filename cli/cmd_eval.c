@@ -14,6 +14,8 @@
 
 typedef struct eval_cfg {
     const char *model; /* model file */
+    const char *arch;  /* architecture of a weights-only model file */
+    int allow_extra;   /* ignore tensors the architecture lacks */
     const char *data;  /* labeled data */
     data_cfg dc;       /* how to read it */
     size_t batch;      /* evaluation batch */
@@ -24,6 +26,10 @@ typedef struct eval_cfg {
 #define F(field) offsetof(eval_cfg, field)
 static const opt_spec eval_opts[] = {
     {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "model file (.safetensors)"},
+    {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),
+     "architecture of a weights-only --model (e.g. exported from PyTorch)"},
+    {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),
+     "ignore tensors of --model that the architecture lacks"},
     {"data", OPT_STRING, NULL, 1, 0, NULL, F(data), "labeled data (CSV, sklearn CSV, IDX)"},
     DATA_OPTS(F(dc)),
     {"batch", OPT_SIZE, "256", 1, 65536, NULL, F(batch), "examples per forward pass"},
@@ -134,7 +140,7 @@ static fed_err run_eval(const eval_cfg *c) {
     fed_dataset *d = NULL;
     fed_eval_result r;
     memset(&r, 0, sizeof r);
-    fed_err err = fed_model_load(&m, c->model, &meta);
+    fed_err err = prep_load_model(&m, &meta, c->model, c->arch, c->allow_extra != 0);
     if (err) goto done;
     const char *classes = fed_meta_get(meta, META_CLASSES);
     if (classes && !classes[0]) classes = NULL;

@@ -106,12 +106,18 @@ int cmd_init(int argc, char **argv) {
 
 typedef struct info_cfg {
     const char *model; /* model file */
+    const char *arch;  /* architecture of a weights-only model file */
+    int allow_extra;   /* ignore tensors the architecture lacks */
     int tensors;       /* list every tensor */
 } info_cfg;
 
 #define F(field) offsetof(info_cfg, field)
 static const opt_spec info_opts[] = {
     {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "model file (.safetensors)"},
+    {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),
+     "architecture of a weights-only model file (e.g. exported from PyTorch)"},
+    {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),
+     "ignore tensors of the file that the architecture lacks"},
     {"tensors", OPT_BOOL, "true", 1, 0, NULL, F(tensors), "list every tensor"},
     {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
 };
@@ -131,7 +137,7 @@ static fed_err run_info(const info_cfg *c) {
     if (!c->model) return fed_errorf(FED_EINVAL, "a model file is required (fedtune info FILE)");
     fed_model *m = NULL;
     fed_meta *meta = NULL;
-    fed_err err = fed_model_load(&m, c->model, &meta);
+    fed_err err = prep_load_model(&m, &meta, c->model, c->arch, c->allow_extra != 0);
     if (err) return err;
     const fed_arch *a = fed_model_arch(m);
     printf("model %s\n", c->model);

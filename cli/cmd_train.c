@@ -24,7 +24,8 @@
 
 typedef struct train_cfg {
     const char *model;       /* model file to start from */
-    const char *arch;        /* or an architecture to start fresh */
+    const char *arch;        /* architecture to start fresh, or of --model's weights */
+    int allow_extra;         /* --model may hold tensors the architecture lacks */
     const char *data;        /* labeled training data */
     const char *out;         /* model file to write */
     const char *val_data;    /* separate validation file (instead of val_split) */
@@ -73,144 +74,74 @@ typedef struct train_cfg {
 } train_cfg;
 
 #define F(field) offsetof(train_cfg, field)
-#define TRAIN_OPTS                                                                                 \
-    {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "model file to fine-tune (.safetensors)"},   \
-        {"arch",  OPT_STRING,                                                                      \
-         NULL,    1,                                                                               \
-         0,       NULL,                                                                            \
-         F(arch), "or: architecture to train from scratch (preset, JSON, @FILE)"},                 \
-        {"data", OPT_STRING, NULL,    1,                                                           \
-         0,      NULL,       F(data), "labeled training data (CSV, sklearn CSV, IDX)"},            \
-        {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "model file to write (.safetensors)"},       \
-        {"val-data",  OPT_STRING,                                                                  \
-         NULL,        1,                                                                           \
-         0,           NULL,                                                                        \
-         F(val_data), "validation data file (default: --val-split of --data)"},                    \
-        {"test-data",                                                                              \
-         OPT_STRING,                                                                               \
-         NULL,                                                                                     \
-         1,                                                                                        \
-         0,                                                                                        \
-         NULL,                                                                                     \
-         F(test_data),                                                                             \
-         "test data file, evaluated once at the end (default: --test-split of --data)"},           \
-        {"val-split",  OPT_FLOAT,                                                                  \
-         "0.1",        0,                                                                          \
-         0.9,          NULL,                                                                       \
-         F(val_split), "share of --data held out for validation (stratified)"},                    \
-        {"test-split",  OPT_FLOAT,                                                                 \
-         "0",           0,                                                                         \
-         0.9,           NULL,                                                                      \
-         F(test_split), "share of --data held out for the final test (stratified)"},               \
-        {"train-examples",                                                                         \
-         OPT_SIZE,                                                                                 \
-         "0",                                                                                      \
-         0,                                                                                        \
-         1e12,                                                                                     \
-         NULL,                                                                                     \
-         F(train_examples),                                                                        \
-         "train on a stratified sample of at most N examples of the training part (0: all)"},      \
-        DATA_OPTS(F(dc)),                                                                          \
-        {"standardize",                                                                            \
-         OPT_CHOICE,                                                                               \
-         "auto",                                                                                   \
-         1,                                                                                        \
-         0,                                                                                        \
-         "auto|off",                                                                               \
-         F(standardize),                                                                           \
-         "auto: the model's input transform, else one fitted on the training part"},               \
-        {"epochs", OPT_SIZE, "10", 1, 100000, NULL, F(epochs), "passes over the training part"},   \
-        {"batch", OPT_SIZE, "32", 1, 65536, NULL, F(batch), "examples per step"},                  \
-        {"optimizer", OPT_CHOICE, "adam", 1, 0, "sgd|adam|adamw", F(optimizer), "update rule"},    \
-        {"lr", OPT_FLOAT, "0.001", 1e-9, 10, NULL, F(lr), "base learning rate"},                   \
-        {"momentum", OPT_FLOAT, "0", 0, 0.999, NULL, F(momentum), "SGD momentum"},                 \
-        {"nesterov", OPT_BOOL, "false", 1, 0, NULL, F(nesterov), "SGD Nesterov momentum"},         \
-        {"beta1", OPT_FLOAT, "0.9", 0, 0.9999, NULL, F(beta1), "Adam first-moment decay"},         \
-        {"beta2", OPT_FLOAT, "0.999", 0, 0.99999, NULL, F(beta2), "Adam second-moment decay"},     \
-        {"weight-decay",                                                                           \
-         OPT_FLOAT,                                                                                \
-         "0",                                                                                      \
-         0,                                                                                        \
-         1,                                                                                        \
-         NULL,                                                                                     \
-         F(weight_decay),                                                                          \
-         "weight decay (decoupled for adamw)"},                                                    \
-        {"decoupled-wd",                                                                           \
-         OPT_BOOL,                                                                                 \
-         "false",                                                                                  \
-         1,                                                                                        \
-         0,                                                                                        \
-         NULL,                                                                                     \
-         F(decoupled_wd),                                                                          \
-         "decoupled weight decay for sgd and adam too (SGDW/AdamW style)"},                        \
-        {"clip-norm", OPT_FLOAT, "0",          0,                                                  \
-         1e6,         NULL,      F(clip_norm), "clip the gradient norm; 0 = off"},                 \
-        {"schedule",  OPT_CHOICE,                                                                  \
-         "constant",  1,                                                                           \
-         0,           "constant|step|cosine",                                                      \
-         F(schedule), "learning-rate schedule over all steps"},                                    \
-        {"warmup", OPT_SIZE, "0", 0, 10000000, NULL, F(warmup), "linear warm-up steps"},           \
-        {"min-lr", OPT_FLOAT, "0", 0, 10, NULL, F(min_lr), "cosine schedule floor"},               \
-        {"step-epochs",                                                                            \
-         OPT_SIZE,                                                                                 \
-         "0",                                                                                      \
-         0,                                                                                        \
-         100000,                                                                                   \
-         NULL,                                                                                     \
-         F(step_epochs),                                                                           \
-         "step schedule: epochs between decays (0: a third of --epochs)"},                         \
-        {"gamma", OPT_FLOAT, "0.1", 0.0001, 1, NULL, F(gamma), "step schedule decay factor"},      \
-        {"label-smoothing",                                                                        \
-         OPT_FLOAT,                                                                                \
-         "0",                                                                                      \
-         0,                                                                                        \
-         0.99,                                                                                     \
-         NULL,                                                                                     \
-         F(label_smoothing),                                                                       \
-         "cross-entropy label smoothing"},                                                         \
-        {"dropout", OPT_FLOAT, "-1",       -1,                                                     \
-         0.95,      NULL,      F(dropout), "set every dropout layer's p (-1: keep the model's)"},  \
-        {"patience",  OPT_SIZE,                                                                    \
-         "0",         0,                                                                           \
-         100000,      NULL,                                                                        \
-         F(patience), "stop after N epochs without a better validation loss; 0 = off"},            \
-        {"min-delta", OPT_FLOAT, "0",          0,                                                  \
-         1e9,         NULL,      F(min_delta), "validation-loss improvement that counts"},         \
-        {"freeze",                                                                                 \
-         OPT_LIST,                                                                                 \
-         NULL,                                                                                     \
-         1,                                                                                        \
-         0,                                                                                        \
-         NULL,                                                                                     \
-         F(freeze),                                                                                \
-         "freeze tensors matching a glob (\"0.*\", \"2.weight\") or a layer index (\"0\")"},       \
-        {"unfreeze",  OPT_LIST,                                                                    \
-         NULL,        1,                                                                           \
-         0,           NULL,                                                                        \
-         F(unfreeze), "make matching tensors trainable again (applied after --freeze)"},           \
-        {"new-head",  OPT_SIZE,                                                                    \
-         "0",         0,                                                                           \
-         1000000,     NULL,                                                                        \
-         F(new_head), "replace the last linear layer by a fresh one with N outputs; 0 = keep"},    \
-        {"noise", OPT_FLOAT, "0", 0, 100, NULL, F(noise), "augment: Gaussian noise std"},          \
-        {"shift", OPT_SIZE, "0", 0, 64, NULL, F(shift), "augment images: random shift, pixels"},   \
-        {"hflip", OPT_BOOL, "false",  1,                                                           \
-         0,       NULL,     F(hflip), "augment images: random horizontal flip"},                   \
-        {"seed",                                                                                   \
-         OPT_INT,                                                                                  \
-         "1",                                                                                      \
-         0,                                                                                        \
-         9007199254740991.0,                                                                       \
-         NULL,                                                                                     \
-         F(seed),                                                                                  \
-         "seed of split, init, order, dropout, augmentation"},                                     \
-        {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads"},                  \
-        {"metrics", OPT_STRING, NULL,       1,                                                     \
-         0,         NULL,       F(metrics), "write per-epoch metrics as JSON lines to this file"}, \
-    {                                                                                              \
-        "progress", OPT_CHOICE, "auto", 1, 0, "auto|on|off", F(progress),                          \
-            "progress bar on stderr (auto: when it is a terminal)"                                 \
-    }
+/* clang-format off */
+#define TRAIN_OPTS                                                                              \
+    {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "model file to fine-tune (.safetensors)"}, \
+    {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),                                             \
+     "architecture (preset, JSON, @FILE): alone, train from scratch; with --model, the "        \
+     "layout of a weights-only file (e.g. from PyTorch)"},                                      \
+    {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),                              \
+     "ignore tensors of --model that the architecture lacks"},                                  \
+    {"data", OPT_STRING, NULL, 1, 0, NULL, F(data),                                             \
+     "labeled training data (CSV, sklearn CSV, IDX)"},                                          \
+    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "model file to write (.safetensors)"},        \
+    {"val-data", OPT_STRING, NULL, 1, 0, NULL, F(val_data),                                     \
+     "validation data file (default: --val-split of --data)"},                                  \
+    {"test-data", OPT_STRING, NULL, 1, 0, NULL, F(test_data),                                   \
+     "test data file, evaluated once at the end (default: --test-split of --data)"},            \
+    {"val-split", OPT_FLOAT, "0.1", 0, 0.9, NULL, F(val_split),                                 \
+     "share of --data held out for validation (stratified)"},                                   \
+    {"test-split", OPT_FLOAT, "0", 0, 0.9, NULL, F(test_split),                                 \
+     "share of --data held out for the final test (stratified)"},                               \
+    {"train-examples", OPT_SIZE, "0", 0, 1e12, NULL, F(train_examples),                         \
+     "train on a stratified sample of at most N examples of the training part (0: all)"},       \
+    DATA_OPTS(F(dc)),                                                                           \
+    {"standardize", OPT_CHOICE, "auto", 1, 0, "auto|off", F(standardize),                       \
+     "auto: the model's input transform, else one fitted on the training part"},                \
+    {"epochs", OPT_SIZE, "10", 1, 100000, NULL, F(epochs), "passes over the training part"},    \
+    {"batch", OPT_SIZE, "32", 1, 65536, NULL, F(batch), "examples per step"},                   \
+    {"optimizer", OPT_CHOICE, "adam", 1, 0, "sgd|adam|adamw", F(optimizer), "update rule"},     \
+    {"lr", OPT_FLOAT, "0.001", 1e-9, 10, NULL, F(lr), "base learning rate"},                    \
+    {"momentum", OPT_FLOAT, "0", 0, 0.999, NULL, F(momentum), "SGD momentum"},                  \
+    {"nesterov", OPT_BOOL, "false", 1, 0, NULL, F(nesterov), "SGD Nesterov momentum"},          \
+    {"beta1", OPT_FLOAT, "0.9", 0, 0.9999, NULL, F(beta1), "Adam first-moment decay"},          \
+    {"beta2", OPT_FLOAT, "0.999", 0, 0.99999, NULL, F(beta2), "Adam second-moment decay"},      \
+    {"weight-decay", OPT_FLOAT, "0", 0, 1, NULL, F(weight_decay),                               \
+     "weight decay (decoupled for adamw)"},                                                     \
+    {"decoupled-wd", OPT_BOOL, "false", 1, 0, NULL, F(decoupled_wd),                            \
+     "decoupled weight decay for sgd and adam too (SGDW/AdamW style)"},                         \
+    {"clip-norm", OPT_FLOAT, "0", 0, 1e6, NULL, F(clip_norm), "clip the gradient norm; 0 = off"}, \
+    {"schedule", OPT_CHOICE, "constant", 1, 0, "constant|step|cosine", F(schedule),             \
+     "learning-rate schedule over all steps"},                                                  \
+    {"warmup", OPT_SIZE, "0", 0, 10000000, NULL, F(warmup), "linear warm-up steps"},            \
+    {"min-lr", OPT_FLOAT, "0", 0, 10, NULL, F(min_lr), "cosine schedule floor"},                \
+    {"step-epochs", OPT_SIZE, "0", 0, 100000, NULL, F(step_epochs),                             \
+     "step schedule: epochs between decays (0: a third of --epochs)"},                          \
+    {"gamma", OPT_FLOAT, "0.1", 0.0001, 1, NULL, F(gamma), "step schedule decay factor"},       \
+    {"label-smoothing", OPT_FLOAT, "0", 0, 0.99, NULL, F(label_smoothing),                      \
+     "cross-entropy label smoothing"},                                                          \
+    {"dropout", OPT_FLOAT, "-1", -1, 0.95, NULL, F(dropout),                                    \
+     "set every dropout layer's p (-1: keep the model's)"},                                     \
+    {"patience", OPT_SIZE, "0", 0, 100000, NULL, F(patience),                                   \
+     "stop after N epochs without a better validation loss; 0 = off"},                          \
+    {"min-delta", OPT_FLOAT, "0", 0, 1e9, NULL, F(min_delta),                                   \
+     "validation-loss improvement that counts"},                                                \
+    {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),                                           \
+     "freeze tensors matching a glob (\"0.*\", \"2.weight\") or a layer index (\"0\")"},        \
+    {"unfreeze", OPT_LIST, NULL, 1, 0, NULL, F(unfreeze),                                       \
+     "make matching tensors trainable again (applied after --freeze)"},                         \
+    {"new-head", OPT_SIZE, "0", 0, 1000000, NULL, F(new_head),                                  \
+     "replace the last linear layer by a fresh one with N outputs; 0 = keep"},                  \
+    {"noise", OPT_FLOAT, "0", 0, 100, NULL, F(noise), "augment: Gaussian noise std"},           \
+    {"shift", OPT_SIZE, "0", 0, 64, NULL, F(shift), "augment images: random shift, pixels"},    \
+    {"hflip", OPT_BOOL, "false", 1, 0, NULL, F(hflip), "augment images: random horizontal flip"}, \
+    {"seed", OPT_INT, "1", 0, 9007199254740991.0, NULL, F(seed),                                \
+     "seed of split, init, order, dropout, augmentation"},                                      \
+    {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads"},                   \
+    {"metrics", OPT_STRING, NULL, 1, 0, NULL, F(metrics),                                       \
+     "write per-epoch metrics as JSON lines to this file"},                                     \
+    { "progress", OPT_CHOICE, "auto", 1, 0, "auto|on|off", F(progress), "progress bar on stderr (auto: when it is a terminal)" }
+/* clang-format on */
 
 static const opt_spec train_opts[] = {
     TRAIN_OPTS,
@@ -348,10 +279,11 @@ static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
     if (pretrain && c->model)
         return fed_errorf(FED_EINVAL,
                           "pretrain starts from --arch; use train to fine-tune --model");
-    if (!!c->model == !!c->arch)
-        return fed_errorf(FED_EINVAL, "give either --model (fine-tune) or --arch (from scratch)");
+    if (!c->model && !c->arch)
+        return fed_errorf(FED_EINVAL, "give --model (fine-tune) or --arch (from scratch)");
     if (c->model) {
-        if ((err = fed_model_load(&s->m, c->model, &s->meta))) return err;
+        err = prep_load_model(&s->m, &s->meta, c->model, c->arch, c->allow_extra != 0);
+        if (err) return err;
     } else {
         fed_arch *arch = NULL;
         if ((err = cli_read_arch(&arch, c->arch))) return err;

@@ -1,5 +1,6 @@
 /* Loading data files the way a model expects them (see prep.h). */
 #include "cli/prep.h"
+#include "cli/commands.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -154,4 +155,41 @@ fed_err prep_classes_json(const fed_dataset *d, char **json) {
     *json = cJSON_PrintUnformatted(arr);
     cJSON_Delete(arr);
     return *json ? FED_OK : FED_ENOMEM;
+}
+
+fed_err prep_load_model(fed_model **m, fed_meta **meta, const char *path, const char *arch,
+                        bool allow_extra) {
+    *m = NULL;
+    *meta = NULL;
+    if (!arch && !allow_extra) return fed_model_load(m, path, meta);
+    fed_arch *a = NULL;
+    fed_st_file *f = NULL;
+    fed_err err = fed_st_read(&f, path);
+    if (err) return err;
+    const fed_meta *fm = fed_st_meta(f);
+    const char *spec = arch ? arch : fed_meta_get(fm, FED_META_ARCH);
+    if (!spec) {
+        err =
+            fed_errorf(FED_EFORMAT, "%s: no %s in __metadata__; give the architecture with --arch",
+                       path, FED_META_ARCH);
+        goto done;
+    }
+    if ((err = arch ? cli_read_arch(&a, spec) : fed_arch_parse(&a, spec))) goto done;
+    if ((err = fed_model_new(m, a))) goto done;
+    if ((err = fed_model_load_weights(*m, f, allow_extra ? FED_LOAD_ALLOW_EXTRA : 0))) goto done;
+    if ((err = fed_meta_new(meta))) goto done;
+    for (size_t i = 0; i < fed_meta_count(fm) && !err; i++) {
+        const char *k = fed_meta_key(fm, i);
+        /* A spec given by hand replaces the file's own; frozen flags start fresh. */
+        if (strcmp(k, FED_META_ARCH) == 0 || strcmp(k, FED_META_FROZEN) == 0) continue;
+        err = fed_meta_set(*meta, k, fed_meta_value(fm, i));
+    }
+done:
+    if (err) {
+        fed_model_destroy(m);
+        fed_meta_destroy(meta);
+    }
+    fed_arch_destroy(&a);
+    fed_st_close(&f);
+    return err;
 }

@@ -46,6 +46,14 @@ typedef struct data_cfg {
 fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc,
                   const char *classes) FED_MUST_USE;
 
+/* Loads a model file. Without arch the file must be self-describing (fedtune.arch in
+ * its metadata); with arch (preset, JSON or @FILE) the architecture comes from the
+ * spec and the file only supplies weights by tensor name, as in a file exported from
+ * PyTorch. allow_extra ignores file tensors the model lacks (e.g. BatchNorm buffers).
+ * *meta receives a copy of the file's metadata. */
+fed_err prep_load_model(fed_model **m, fed_meta **meta, const char *path, const char *arch,
+                        bool allow_extra) FED_MUST_USE;
+
 /* Applies the model's META_STANDARDIZE transform (if its metadata has one) to d. */
 fed_err prep_apply_meta_std(const fed_meta *meta, fed_dataset *d) FED_MUST_USE;
 

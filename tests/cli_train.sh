@@ -205,10 +205,37 @@ expect 2 "fedtune train: --patience needs validation data (--val-split or --val-
   "$FEDTUNE" train --model a.st --data "$BLOBS" --out x.st --patience 3 --val-split 0
 expect 2 'fedtune train: --freeze "nomatch": matches no tensor' -- \
   "$FEDTUNE" train --model a.st --data "$BLOBS" --out x.st --freeze nomatch
-expect 2 "fedtune train: give either --model (fine-tune) or --arch (from scratch)" -- \
+expect 1 'fedtune train: a.st: tensor "0.weight"' -- \
   "$FEDTUNE" train --model a.st --arch fedavg-2nn --data "$BLOBS" --out x.st
-expect 2 "fedtune train: give either --model (fine-tune) or --arch (from scratch)" -- \
+expect 2 "fedtune train: give --model (fine-tune) or --arch (from scratch)" -- \
   "$FEDTUNE" train --data "$BLOBS" --out x.st
+
+# ---- weights-only files (as exported from PyTorch): --arch gives the layout --------------
+if [ -n "$PY" ]; then
+  # a.st without __metadata__ and with a buffer the architecture lacks.
+  "$PY" - a.st w.st <<'EOF'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+hdr.pop("__metadata__", None)
+end = max(v["data_offsets"][1] for v in hdr.values())
+hdr["9.running_mean"] = {"dtype": "F32", "shape": [2], "data_offsets": [end, end + 8]}
+data += struct.pack("<2f", 0.5, 0.25)
+h = json.dumps(hdr).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(h)) + h + data)
+EOF
+  expect 1 "fedtune train: w.st: no fedtune.arch in __metadata__" -- \
+    "$FEDTUNE" train --model w.st --data "$BLOBS" --out x.st
+  expect 1 '9.running_mean' -- "$FEDTUNE" train --model w.st --arch "$MLP" --data "$BLOBS" --out x.st
+  expect 0 "train: wrote wx.st" -- "$FEDTUNE" train --model w.st --arch "$MLP" --allow-extra \
+    --data "$BLOBS" --out wx.st --epochs 2
+  expect 0 "parameters 131, trainable 131" -- "$FEDTUNE" info w.st --arch "$MLP" --allow-extra
+  expect 0 "macro-F1" -- "$FEDTUNE" eval --model wx.st --data "$BLOBS"
+  expect 0 "accuracy" -- "$FEDTUNE" eval --model w.st --arch "$MLP" --allow-extra --data "$BLOBS"
+fi
 expect 2 "fedtune pretrain: pretrain starts from --arch; use train to fine-tune --model" -- \
   "$FEDTUNE" pretrain --model a.st --data "$BLOBS" --out x.st
 expect 2 'fedtune train: --optimizer: "lbfgs" is not one of sgd|adam|adamw' -- \
