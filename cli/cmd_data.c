@@ -26,7 +26,8 @@ static const opt_table data_info_table = {
     "constant features.",
     data_info_opts, "data"};
 
-static fed_err run_info(const data_info_cfg *c) {
+static fed_err run_info(const void *cfg) {
+    const data_info_cfg *c = cfg;
     if (!c->data) return fed_errorf(FED_EINVAL, "a data file is required (fedtune data info FILE)");
     fed_dataset *d = NULL;
     fed_data_report r;
@@ -72,13 +73,5 @@ int cmd_data(int argc, char **argv) {
         return 2;
     }
     data_info_cfg c;
-    memset(&c, 0, sizeof c);
-    fed_err err = opt_parse(&data_info_table, &c, argc - 1, argv + 1);
-    if (err == FED_ECANCELED) {
-        opt_release();
-        return 0;
-    }
-    if (!err) err = run_info(&c);
-    opt_release();
-    return err ? cli_fail("data info", err) : 0;
+    return cli_run(&data_info_table, &c, sizeof c, argc - 1, argv + 1, run_info);
 }

@@ -11,6 +11,8 @@
 #include "core/model.h"
 #include "core/optim.h"
 #include "core/synthetic.h"
+#include "core/dataset.h"
+#include "core/fit.h"
 #include "core/train.h"
 
 #include <stddef.h>
@@ -72,12 +74,6 @@ static const opt_table demo_table = {
     "the loss falling.",
     demo_opts, NULL};
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* The architecture as JSON: 2 -> hidden -> hidden -> classes, ReLU, optional dropout. */
 static void demo_arch(char *buf, size_t len, const demo_cfg *c) {
     char drop[64] = "";
@@ -90,127 +86,74 @@ static void demo_arch(char *buf, size_t len, const demo_cfg *c) {
              c->hidden, drop, c->hidden, drop, c->classes);
 }
 
-/* Mean loss and accuracy over (x, y) in chunks of `batch`. */
-static fed_err evaluate(fed_model *m, fed_arena *a, const float *x, const int32_t *y, size_t n,
-                        size_t batch, const fed_loss_config *loss, double *mean_loss, double *acc) {
-    double total = 0.0;
-    size_t correct = 0;
-    for (size_t s = 0; s < n; s += batch) {
-        size_t nb = n - s < batch ? n - s : batch;
-        fed_batch b = {x + 2 * s, y + s, NULL, nb};
-        fed_step_stats st;
-        fed_err err = fed_eval_batch(m, a, &b, loss, &st);
-        if (err) return err;
-        total += st.loss * (double)nb;
-        correct += st.correct;
-    }
-    *mean_loss = total / (double)n;
-    *acc = (double)correct / (double)n;
-    return FED_OK;
+static bool print_epoch(void *user, const fed_epoch_stats *e) {
+    (void)user;
+    printf("epoch %3zu  train loss %.4f  test loss %.4f  test acc %5.1f%%  %6.3f s  "
+           "%8.0f ex/s\n",
+           e->epoch, e->train_loss, e->val_loss, 100.0 * e->val_acc, e->seconds, e->examples_per_s);
+    fflush(stdout);
+    return true;
 }
 
-static fed_err run(const demo_cfg *c) {
+/* The spirals, 80% train / 20% test, and core's training loop with the held-out part as
+ * its validation set (no early stopping: the demo shows every epoch). */
+static fed_err run(const void *cfg) {
+    const demo_cfg *c = cfg;
     fed_err err;
     fed_arch *arch = NULL;
     fed_model *m = NULL;
-    fed_optim *o = NULL;
-    fed_arena *arena = NULL;
-    float *x = NULL, *bx = NULL;
-    int32_t *y = NULL, *by = NULL;
-    size_t *order = NULL;
-    const size_t n = c->samples, ntest = n / 5, ntrain = n - ntest; /* samples >= 10 */
+    fed_dataset *all = NULL, *train = NULL, *test = NULL;
+    const size_t n = c->samples; /* >= 10 */
 
     char spec[512];
     demo_arch(spec, sizeof spec, c);
     if ((err = fed_arch_parse(&arch, spec)) || (err = fed_model_new(&m, arch))) goto done;
     fed_model_init(m, (uint64_t)c->seed);
+    if ((err = fed_data_new(&all, n, 2, c->classes))) goto done;
+    fed_rng data_rng = fed_rng_stream((uint64_t)c->seed, 1);
+    fed_synth_spirals(all->x, all->y, n, c->classes, (float)c->turns, (float)c->noise, &data_rng);
+    if ((err = fed_data_split(all, 0.0, 0.2, (uint64_t)c->seed, &train, NULL, &test))) goto done;
 
-    fed_optim_config oc;
+    fed_fit_config f = fed_fit_defaults();
     fed_opt_kind kind;
-    if ((err = fed_opt_parse(c->optimizer, &kind))) goto done;
-    oc = fed_optim_defaults(kind);
-    if (kind == FED_OPT_SGD) oc.momentum = (float)c->momentum;
-    oc.weight_decay = (float)c->weight_decay;
-    oc.clip_norm = (float)c->clip_norm;
-    if ((err = fed_optim_new(&o, m, &oc))) goto done;
-
-    size_t batch = c->batch < ntrain ? c->batch : ntrain;
-    size_t steps_per_epoch = (ntrain + batch - 1) / batch;
-    fed_schedule sched = fed_schedule_constant((float)c->lr);
-    if ((err = fed_sched_parse(c->schedule, &sched.kind))) goto done;
-    sched.warmup = c->warmup;
-    sched.step_size = steps_per_epoch * (c->epochs / 3 ? c->epochs / 3 : 1);
-    sched.gamma = 0.1f;
-    sched.total =
-        c->epochs * steps_per_epoch > c->warmup ? c->epochs * steps_per_epoch - c->warmup : 1;
-    if ((err = fed_schedule_check(&sched))) goto done;
-
-    err = FED_ENOMEM;
-    x = fed_mallocarray(n, 2 * sizeof(float));
-    y = fed_mallocarray(n, sizeof(int32_t));
-    bx = fed_mallocarray(batch, 2 * sizeof(float));
-    by = fed_mallocarray(batch, sizeof(int32_t));
-    order = fed_mallocarray(ntrain, sizeof(size_t));
-    if (!x || !y || !bx || !by || !order) goto done;
-    if ((err = fed_arena_new(&arena, 0))) goto done;
+    fed_sched_kind sk;
+    if ((err = fed_opt_parse(c->optimizer, &kind)) || (err = fed_sched_parse(c->schedule, &sk)))
+        goto done;
+    f.optim = fed_optim_defaults(kind);
+    if (kind == FED_OPT_SGD) f.optim.momentum = (float)c->momentum;
+    f.optim.weight_decay = (float)c->weight_decay;
+    f.optim.clip_norm = (float)c->clip_norm;
+    f.schedule = fed_fit_schedule(sk, (float)c->lr);
+    f.schedule.warmup = c->warmup;
+    f.epochs = c->epochs;
+    f.batch = c->batch;
+    f.loss.label_smoothing = (float)c->label_smoothing;
+    f.restore_best = false;
+    f.seed = (uint64_t)c->seed;
+    f.on_epoch = print_epoch;
     fed_blas_set_threads((int)c->threads);
 
-    fed_rng data_rng = fed_rng_stream((uint64_t)c->seed, 1);
-    fed_rng shuffle_rng = fed_rng_stream((uint64_t)c->seed, 2);
-    fed_rng dropout_rng = fed_rng_stream((uint64_t)c->seed, 3);
-    fed_synth_spirals(x, y, n, c->classes, (float)c->turns, (float)c->noise, &data_rng);
-    const float *xtest = x + 2 * ntrain;
-    const int32_t *ytest = y + ntrain;
-    for (size_t i = 0; i < ntrain; i++) order[i] = i;
-
-    fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, (float)c->label_smoothing};
-    double test_loss, test_acc = 0.0, start_acc;
-    if ((err = evaluate(m, arena, xtest, ytest, ntest, 256, &loss, &test_loss, &start_acc)))
-        goto done;
+    fed_eval_result start;
+    if ((err = fed_evaluate(m, test, 0, &f.loss, &start))) goto done;
     printf("demo: %zu-class spirals, %zu train / %zu test examples; MLP 2-%zu-%zu-%zu "
            "(%zu parameters); %s, lr %g, %s schedule, batch %zu\n",
-           c->classes, ntrain, ntest, c->hidden, c->hidden, c->classes, fed_model_num_params(m),
-           c->optimizer, c->lr, c->schedule, batch);
-    printf("epoch %3d  %-17s test loss %.4f  test acc %5.1f%%\n", 0, "", test_loss,
-           100.0 * start_acc);
-
-    size_t step = 0;
-    double t_all = now_s();
-    for (size_t e = 1; e <= c->epochs; e++) {
-        double t0 = now_s(), train_loss = 0.0;
-        fed_rng_shuffle(&shuffle_rng, order, ntrain);
-        for (size_t s = 0; s < ntrain; s += batch) {
-            size_t nb = ntrain - s < batch ? ntrain - s : batch;
-            for (size_t j = 0; j < nb; j++) {
-                memcpy(bx + 2 * j, x + 2 * order[s + j], 2 * sizeof(float));
-                by[j] = y[order[s + j]];
-            }
-            fed_batch b = {bx, by, NULL, nb};
-            fed_step_stats st;
-            float lr = fed_schedule_lr(&sched, step++);
-            if ((err = fed_train_step(m, o, arena, &b, &loss, lr, &dropout_rng, &st))) goto done;
-            train_loss += st.loss * (double)nb;
-        }
-        double dt = now_s() - t0;
-        if ((err = evaluate(m, arena, xtest, ytest, ntest, 256, &loss, &test_loss, &test_acc)))
-            goto done;
-        printf("epoch %3zu  train loss %.4f  test loss %.4f  test acc %5.1f%%  %6.3f s  "
-               "%8.0f ex/s\n",
-               e, train_loss / (double)ntrain, test_loss, 100.0 * test_acc, dt,
-               (double)ntrain / (dt > 0 ? dt : 1e-9));
-        fflush(stdout);
-    }
+           c->classes, train->n, test->n, c->hidden, c->hidden, c->classes, fed_model_num_params(m),
+           c->optimizer, c->lr, c->schedule, c->batch < train->n ? c->batch : train->n);
+    printf("epoch %3d  %-17s test loss %.4f  test acc %5.1f%%\n", 0, "", start.loss,
+           100.0 * start.accuracy);
+    double start_acc = start.accuracy;
+    fed_eval_result_free(&start);
+    fed_fit_result r;
+    if ((err = fed_fit(m, train, test, &f, &r))) goto done;
+    fed_eval_result end;
+    if ((err = fed_evaluate(m, test, 0, &f.loss, &end))) goto done;
     printf("demo: test accuracy %.1f%% -> %.1f%% in %zu epochs, %.2f s\n", 100.0 * start_acc,
-           100.0 * test_acc, c->epochs, now_s() - t_all);
-    err = FED_OK;
+           100.0 * end.accuracy, r.epochs_run, r.seconds);
+    fed_eval_result_free(&end);
 done:
-    fed_free(order);
-    fed_free(by);
-    fed_free(bx);
-    fed_free(y);
-    fed_free(x);
-    fed_arena_destroy(&arena);
-    fed_optim_destroy(&o);
+    fed_data_destroy(&test);
+    fed_data_destroy(&train);
+    fed_data_destroy(&all);
     fed_model_destroy(&m);
     fed_arch_destroy(&arch);
     return err;
@@ -218,13 +161,5 @@ done:
 
 int cmd_demo(int argc, char **argv) {
     demo_cfg c;
-    memset(&c, 0, sizeof c);
-    fed_err err = opt_parse(&demo_table, &c, argc, argv);
-    if (err == FED_ECANCELED) {
-        opt_release();
-        return 0;
-    }
-    if (!err) err = run(&c);
-    opt_release();
-    return err ? cli_fail("demo", err) : 0;
+    return cli_run(&demo_table, &c, sizeof c, argc, argv, run);
 }

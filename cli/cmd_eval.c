@@ -132,7 +132,8 @@ static void print_text(const eval_cfg *c, const fed_dataset *d, const fed_eval_r
     }
 }
 
-static fed_err run_eval(const eval_cfg *c) {
+static fed_err run_eval(const void *cfg) {
+    const eval_cfg *c = cfg;
     if (!c->model) return fed_errorf(FED_EINVAL, "--model is required");
     if (!c->data) return fed_errorf(FED_EINVAL, "--data is required");
     fed_model *m = NULL;
@@ -166,13 +167,5 @@ done:
 
 int cmd_eval(int argc, char **argv) {
     eval_cfg c;
-    memset(&c, 0, sizeof c);
-    fed_err err = opt_parse(&eval_table, &c, argc, argv);
-    if (err == FED_ECANCELED) {
-        opt_release();
-        return 0;
-    }
-    if (!err) err = run_eval(&c);
-    opt_release();
-    return err ? cli_fail("eval", err) : 0;
+    return cli_run(&eval_table, &c, sizeof c, argc, argv, run_eval);
 }

@@ -70,7 +70,8 @@ fed_err cli_read_arch(fed_arch **out, const char *spec) {
     return err;
 }
 
-static fed_err run_init(const init_cfg *c) {
+static fed_err run_init(const void *cfg) {
+    const init_cfg *c = cfg;
     if (!c->arch) return fed_errorf(FED_EINVAL, "--arch is required");
     if (!c->out) return fed_errorf(FED_EINVAL, "--out is required");
     fed_arch *arch = NULL;
@@ -91,15 +92,7 @@ static fed_err run_init(const init_cfg *c) {
 
 int cmd_init(int argc, char **argv) {
     init_cfg c;
-    memset(&c, 0, sizeof c);
-    fed_err err = opt_parse(&init_table, &c, argc, argv);
-    if (err == FED_ECANCELED) {
-        opt_release();
-        return 0;
-    }
-    if (!err) err = run_init(&c);
-    opt_release();
-    return err ? cli_fail("init", err) : 0;
+    return cli_run(&init_table, &c, sizeof c, argc, argv, run_init);
 }
 
 /* ---- info ------------------------------------------------------------------------------ */
@@ -133,7 +126,8 @@ static void print_shape(const fed_shape *s) {
     printf(")");
 }
 
-static fed_err run_info(const info_cfg *c) {
+static fed_err run_info(const void *cfg) {
+    const info_cfg *c = cfg;
     if (!c->model) return fed_errorf(FED_EINVAL, "a model file is required (fedtune info FILE)");
     fed_model *m = NULL;
     fed_meta *meta = NULL;
@@ -206,13 +200,5 @@ static fed_err run_info(const info_cfg *c) {
 
 int cmd_info(int argc, char **argv) {
     info_cfg c;
-    memset(&c, 0, sizeof c);
-    fed_err err = opt_parse(&info_table, &c, argc, argv);
-    if (err == FED_ECANCELED) {
-        opt_release();
-        return 0;
-    }
-    if (!err) err = run_info(&c);
-    opt_release();
-    return err ? cli_fail("info", err) : 0;
+    return cli_run(&info_table, &c, sizeof c, argc, argv, run_info);
 }

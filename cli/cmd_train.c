@@ -690,27 +690,29 @@ done:
 
 /* ---- entry points --------------------------------------------------------------------- */
 
-static int run_command(const opt_table *t, int argc, char **argv) {
-    train_cfg c;
-    memset(&c, 0, sizeof c);
-    fed_err err = opt_parse(t, &c, argc, argv);
-    if (err == FED_ECANCELED) {
-        opt_release();
-        return 0;
-    }
-    if (!err) err = strcmp(t->command, "tune") == 0 ? run_tune(&c) : run_train(&c, t->command);
-    opt_release();
-    return err ? cli_fail(t->command, err) : 0;
+static fed_err run_train_cmd(const void *cfg) {
+    return run_train(cfg, "train");
+}
+
+static fed_err run_pretrain_cmd(const void *cfg) {
+    return run_train(cfg, "pretrain");
+}
+
+static fed_err run_tune_cmd(const void *cfg) {
+    return run_tune(cfg);
 }
 
 int cmd_train(int argc, char **argv) {
-    return run_command(&train_table, argc, argv);
+    train_cfg c;
+    return cli_run(&train_table, &c, sizeof c, argc, argv, run_train_cmd);
 }
 
 int cmd_pretrain(int argc, char **argv) {
-    return run_command(&pretrain_table, argc, argv);
+    train_cfg c;
+    return cli_run(&pretrain_table, &c, sizeof c, argc, argv, run_pretrain_cmd);
 }
 
 int cmd_tune(int argc, char **argv) {
-    return run_command(&tune_table, argc, argv);
+    train_cfg c;
+    return cli_run(&tune_table, &c, sizeof c, argc, argv, run_tune_cmd);
 }

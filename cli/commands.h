@@ -6,8 +6,17 @@
 
 #include "core/err.h"
 
+#include <stddef.h>
+
 /* Exit status for an error: 2 for bad usage (options), 1 otherwise. */
 int cli_fail(const char *name, fed_err err);
+
+struct opt_table;
+/* The body of every subcommand: zeroes cfg (size bytes), parses argv with t into it
+ * (flags, --config, --help), calls run(cfg) and returns the exit status, printing the
+ * one-line error on failure. */
+int cli_run(const struct opt_table *t, void *cfg, size_t size, int argc, char **argv,
+            fed_err (*run)(const void *cfg));
 
 int cmd_demo(int argc, char **argv);
 int cmd_init(int argc, char **argv);

@@ -1,6 +1,7 @@
 /* The fedtune executable: finds the subcommand and hands over. Installs the log
  * handler the libraries write through. No training, networking or parsing of its own. */
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/blas.h"
 #include "core/log.h"
 
@@ -38,6 +39,19 @@ static void log_to_stderr(void *user, fed_log_level level, const char *line) {
 int cli_fail(const char *name, fed_err err) {
     fprintf(stderr, "fedtune %s: %s\n", name, fed_errdetail(err));
     return err == FED_EINVAL ? 2 : 1;
+}
+
+int cli_run(const opt_table *t, void *cfg, size_t size, int argc, char **argv,
+            fed_err (*run)(const void *cfg)) {
+    memset(cfg, 0, size);
+    fed_err err = opt_parse(t, cfg, argc, argv);
+    if (err == FED_ECANCELED) {
+        opt_release();
+        return 0;
+    }
+    if (!err) err = run(cfg);
+    opt_release();
+    return err ? cli_fail(t->command, err) : 0;
 }
 
 static void usage(FILE *f) {

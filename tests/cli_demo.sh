@@ -5,28 +5,8 @@
 set -u
 FEDTUNE=$1
 SRC=$2
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-# expect <exit code> <substring of stderr+stdout or ""> -- command...
-expect() {
-  local code=$1 want=$2
-  shift 3
-  local out rc
-  out=$("$@" 2>&1)
-  rc=$?
-  if [ "$rc" -ne "$code" ]; then
-    echo "FAIL: $* -> exit $rc, expected $code; output: $out" >&2
-    fail=$((fail + 1))
-  elif [ -n "$want" ] && [[ "$out" != *"$want"* ]]; then
-    echo "FAIL: $* -> output lacks \"$want\": $out" >&2
-    fail=$((fail + 1))
-  else
-    pass=$((pass + 1))
-  fi
-}
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
 
 expect 0 "fedtune 0.1.0" -- "$FEDTUNE" --version
 expect 0 "OpenBLAS" -- "$FEDTUNE" --version
@@ -86,5 +66,4 @@ if "$FEDTUNE" demo --print-config | cmp -s - "$SRC/examples/demo.ini"; then pass
 fi
 expect 0 "in 1 epochs" -- "$FEDTUNE" demo --config "$SRC/examples/demo.ini" --epochs 1
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report

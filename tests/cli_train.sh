@@ -9,40 +9,11 @@ set -u
 FEDTUNE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 SRC=$(cd "$2" && pwd)
 BLOBS=$SRC/tests/data/blobs.csv
-# A sanitizer report must not pass for an expected "exit 1".
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=86"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}exitcode=86"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
 
-PY=""
-if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; elif command -v python3 >/dev/null; then
-  PY=$(command -v python3)
-fi
 
-# expect <exit code> <substring of stderr+stdout or ""> -- command...
-expect() {
-  local code=$1 want=$2
-  shift 3
-  local out rc
-  out=$("$@" 2>&1)
-  rc=$?
-  if [[ "$out" == *Sanitizer* || "$out" == *"runtime error:"* ]]; then
-    echo "FAIL: $* -> sanitizer report: $out" >&2
-    fail=$((fail + 1))
-  elif [ "$rc" -ne "$code" ]; then
-    echo "FAIL: $* -> exit $rc, expected $code; output: $out" >&2
-    fail=$((fail + 1))
-  elif [ -n "$want" ] && [[ "$out" != *"$want"* ]]; then
-    echo "FAIL: $* -> output lacks \"$want\": $out" >&2
-    fail=$((fail + 1))
-  else
-    pass=$((pass + 1))
-  fi
-}
 
 # check <description> -- command...: passes when the command exits 0.
 check() {
@@ -364,5 +335,4 @@ expect 0 "--missing error|drop|mean" -- "$FEDTUNE" data info --help
 expect 0 "usage: fedtune data info" -- "$FEDTUNE" data --help
 expect 0 "--samples N" -- "$FEDTUNE" demo --help
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report

@@ -14,29 +14,9 @@ if [ ! -f "$DIGITS" ]; then
   exit 77
 fi
 DIGITS=$(cd "$(dirname "$DIGITS")" && pwd)/$(basename "$DIGITS")
-# A sanitizer report must not pass for an expected "exit 1".
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=86"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}exitcode=86"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
-
-PY=""
-if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; elif command -v python3 >/dev/null; then
-  PY=$(command -v python3)
-fi
-
-# ok <description> <condition command...>
-ok() {
-  local what=$1
-  shift
-  if "$@"; then pass=$((pass + 1)); else
-    echo "FAIL: $what" >&2
-    fail=$((fail + 1))
-  fi
-}
 
 # Test accuracy (percent) from a train log's "test: loss L  accuracy X%  ..." line.
 test_acc() { printf '%s\n' "$1" | awk '/^test: /{for(i=1;i<NF;i++) if($i=="accuracy"){v=$(i+1); sub("%","",v); print v}}'; }
@@ -85,5 +65,4 @@ else
   echo "note: no python3: the frozen-bytes comparison was skipped" >&2
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+report
