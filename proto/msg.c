@@ -1,0 +1,852 @@
+/* The fed_msg codec: fed_msg <-> protobuf-c structs <-> bytes, and the checks that make a
+ * decoded message safe to use. This is the only file that includes the generated
+ * protobuf-c header. One checker (check_envelope) runs over the protobuf-c form in both
+ * directions: after unpacking (FED_EPROTO) and before packing (FED_EINVAL), so the two
+ * sides agree on what is valid. Framing, chunk payloads and digests of transfers live in
+ * net/, not here.
+ *
+ * Decoding unpacks through an allocator that goes through fed_malloc (so the
+ * fail-the-Nth-allocation hook reaches protobuf-c) and refuses to hand out more than a
+ * budget derived from the input length and the limits: protobuf-c sizes its arrays from
+ * element counts before we can look at them, and a 2-byte empty entry costs it ~200
+ * bytes. Encoding points protobuf-c structs at the caller's data; only the per-tensor
+ * and per-metric structs (and their pointer arrays) are allocated. */
+#include "proto/msg.h"
+
+#include "core/alloc.h"
+#include "fedtune.pb-c.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- names, limits, sizes ------------------------------------------------------------ */
+
+const char *fed_msg_type_name(fed_msg_type t) {
+    switch (t) {
+    case FED_MSG_HELLO:
+        return "hello";
+    case FED_MSG_WELCOME:
+        return "welcome";
+    case FED_MSG_ROUND_START:
+        return "round_start";
+    case FED_MSG_CHUNK:
+        return "chunk";
+    case FED_MSG_UPDATE:
+        return "update";
+    case FED_MSG_CREDIT:
+        return "credit";
+    case FED_MSG_ERROR:
+        return "error";
+    case FED_MSG_HEARTBEAT:
+        return "heartbeat";
+    case FED_MSG_BYE:
+        return "bye";
+    case FED_MSG_NONE:
+        break;
+    }
+    return "none";
+}
+
+fed_msg_limits fed_msg_default_limits(void) {
+    fed_msg_limits l = {
+        .max_envelope = (size_t)16 << 20,
+        .max_string = (size_t)1 << 20,
+        .max_tensors = 65536,
+        .max_list = 64,
+        .max_chunk = (size_t)4 << 20,
+    };
+    return l;
+}
+
+/* Bytes of one element of a wire dtype; 0 for values this build does not know. */
+static uint64_t dtype_size(int dtype) {
+    switch (dtype) {
+    case FEDTUNE__DTYPE__DTYPE_F32:
+        return 4;
+    case FEDTUNE__DTYPE__DTYPE_F16:
+    case FEDTUNE__DTYPE__DTYPE_BF16:
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+/* numel(shape) * dtype size into *bytes; false on overflow or an unknown dtype. */
+static bool shape_bytes(const uint64_t *shape, size_t ndim, int dtype, uint64_t *bytes) {
+    uint64_t n = dtype_size(dtype);
+    if (n == 0) return false;
+    for (size_t i = 0; i < ndim; i++) {
+        if (shape[i] != 0 && n > UINT64_MAX / shape[i]) return false;
+        n *= shape[i];
+    }
+    *bytes = n;
+    return true;
+}
+
+bool fed_msg_tensor_bytes(const fed_msg_tensor *t, uint64_t *bytes) {
+    if (t->ndim < 0 || t->ndim > FED_MSG_MAX_DIMS) return false;
+    return shape_bytes(t->shape, (size_t)t->ndim, (int)t->dtype, bytes);
+}
+
+/* ---- checks over the protobuf-c form --------------------------------------------------- */
+
+/* Records "<path>: <detail>" under code. path is a printf format (paths with indices). */
+typedef struct checker {
+    const fed_msg_limits *lim;
+    fed_err code; /* FED_EPROTO when decoding, FED_EINVAL when encoding */
+} checker;
+
+/* Length of the valid UTF-8 sequence starting a non-ASCII byte at s (n bytes left), or 0
+ * (overlong forms, surrogates and code points above U+10FFFF are invalid). */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0) lo = 0xa0;
+        if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+    return len;
+}
+
+/* Offset of the first invalid UTF-8 byte of s[0..n), or n when it is all valid. */
+static size_t utf8_bad_at(const char *str, size_t n) {
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; i < n;) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = utf8_seq(s + i, n - i);
+        if (!k) return i;
+        i += k;
+    }
+    return n;
+}
+
+static fed_err check_string(const checker *c, const char *s, const char *path) {
+    if (!s) return fed_errorf(c->code, "%s: NULL", path);
+    size_t n = strlen(s);
+    if (n > c->lim->max_string)
+        return fed_errorf(c->code, "%s: %zu bytes, limit %zu", path, n, c->lim->max_string);
+    size_t bad = utf8_bad_at(s, n);
+    if (bad < n) return fed_errorf(c->code, "%s: not valid UTF-8 (byte %zu)", path, bad);
+    return FED_OK;
+}
+
+static fed_err check_count(const checker *c, size_t n, const void *array, size_t limit,
+                           const char *path) {
+    if (n > limit) return fed_errorf(c->code, "%s: %zu entries, limit %zu", path, n, limit);
+    if (n && !array) return fed_errorf(c->code, "%s: NULL with %zu entries", path, n);
+    return FED_OK;
+}
+
+static fed_err check_bytes(const checker *c, const ProtobufCBinaryData *b, size_t want,
+                           const char *path) {
+    if (b->len != want)
+        return fed_errorf(c->code, "%s: %zu bytes (must be %zu)", path, b->len, want);
+    return FED_OK;
+}
+
+static fed_err check_enum(const checker *c, const ProtobufCEnumDescriptor *d, int v,
+                          const char *path) {
+    if (!protobuf_c_enum_descriptor_get_value(d, v))
+        return fed_errorf(c->code, "%s: unknown value %d", path, v);
+    return FED_OK;
+}
+
+static fed_err check_finite(const checker *c, double v, const char *path) {
+    if (!isfinite(v)) return fed_errorf(c->code, "%s: %g (must be finite)", path, v);
+    return FED_OK;
+}
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        fed_err e_ = (expr);                                                                       \
+        if (e_ != FED_OK) return e_;                                                               \
+    } while (0)
+
+static fed_err check_hello(const checker *c, const Fedtune__Hello *h) {
+    TRY(check_string(c, h->software, "hello.software"));
+    TRY(check_count(c, h->n_capabilities, h->capabilities, c->lim->max_list, "hello.capabilities"));
+    char path[64];
+    for (size_t i = 0; i < h->n_capabilities; i++) {
+        snprintf(path, sizeof path, "hello.capabilities[%zu]", i);
+        TRY(check_string(c, h->capabilities[i], path));
+    }
+    return check_bytes(c, &h->session_id, FED_SESSION_ID_LEN, "hello.session_id");
+}
+
+static fed_err check_welcome(const checker *c, const Fedtune__Welcome *w) {
+    TRY(check_string(c, w->client_id, "welcome.client_id"));
+    TRY(check_bytes(c, &w->session_id, FED_SESSION_ID_LEN, "welcome.session_id"));
+    return check_string(c, w->coordinator, "welcome.coordinator");
+}
+
+static fed_err check_config(const checker *c, const Fedtune__TrainConfig *t) {
+    if (!t) return FED_OK; /* absent: all defaults */
+    TRY(check_string(c, t->optimizer, "round_start.config.optimizer"));
+    TRY(check_finite(c, (double)t->lr, "round_start.config.lr"));
+    TRY(check_finite(c, (double)t->momentum, "round_start.config.momentum"));
+    TRY(check_finite(c, (double)t->weight_decay, "round_start.config.weight_decay"));
+    return check_finite(c, (double)t->clip_norm, "round_start.config.clip_norm");
+}
+
+static fed_err check_tensor(const checker *c, const Fedtune__TensorInfo *t, size_t i,
+                            uint64_t *bytes) {
+    char path[96];
+    if (!t) return fed_errorf(c->code, "round_start.manifest.tensors[%zu]: NULL", i);
+    snprintf(path, sizeof path, "round_start.manifest.tensors[%zu].name", i);
+    TRY(check_string(c, t->name, path));
+    if (t->n_shape > FED_MSG_MAX_DIMS)
+        return fed_errorf(c->code,
+                          "round_start.manifest.tensors[%zu].shape: %zu dimensions, limit %d", i,
+                          t->n_shape, FED_MSG_MAX_DIMS);
+    if (t->n_shape && !t->shape)
+        return fed_errorf(c->code, "round_start.manifest.tensors[%zu].shape: NULL", i);
+    for (size_t d = 0; d < t->n_shape; d++)
+        if (t->shape[d] == 0)
+            return fed_errorf(
+                c->code, "round_start.manifest.tensors[%zu].shape[%zu]: 0 (must be > 0)", i, d);
+    snprintf(path, sizeof path, "round_start.manifest.tensors[%zu].dtype", i);
+    TRY(check_enum(c, &fedtune__dtype__descriptor, (int)t->dtype, path));
+    if (!shape_bytes(t->shape, t->n_shape, (int)t->dtype, bytes))
+        return fed_errorf(c->code, "round_start.manifest.tensors[%zu]: size overflows 64 bits", i);
+    return FED_OK;
+}
+
+static fed_err check_manifest(const checker *c, const Fedtune__Manifest *m) {
+    static const Fedtune__Manifest empty = FEDTUNE__MANIFEST__INIT;
+    if (!m) m = &empty; /* absent: all defaults, which fail the digest check below */
+    TRY(check_count(c, m->n_tensors, m->tensors, c->lim->max_tensors,
+                    "round_start.manifest.tensors"));
+    uint64_t sum = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        uint64_t bytes = 0;
+        TRY(check_tensor(c, m->tensors[i], i, &bytes));
+        if (bytes > UINT64_MAX - sum)
+            return fed_errorf(c->code,
+                              "round_start.manifest.tensors: total size overflows "
+                              "64 bits at tensors[%zu]",
+                              i);
+        sum += bytes;
+    }
+    if (m->total_bytes != sum)
+        return fed_errorf(c->code,
+                          "round_start.manifest.total_bytes: %llu, but the tensors hold %llu "
+                          "bytes",
+                          (unsigned long long)m->total_bytes, (unsigned long long)sum);
+    TRY(check_bytes(c, &m->sha256, FED_SHA256_LEN, "round_start.manifest.sha256"));
+    return check_string(c, m->arch, "round_start.manifest.arch");
+}
+
+static fed_err check_chunk(const checker *c, const Fedtune__ChunkHeader *h) {
+    if (h->length > c->lim->max_chunk)
+        return fed_errorf(c->code, "chunk.length: %u bytes, limit %zu", (unsigned)h->length,
+                          c->lim->max_chunk);
+    if (h->offset > UINT64_MAX - h->length)
+        return fed_errorf(c->code, "chunk.offset: %llu + length %u overflows 64 bits",
+                          (unsigned long long)h->offset, (unsigned)h->length);
+    return FED_OK;
+}
+
+static fed_err check_update(const checker *c, const Fedtune__Update *u) {
+    TRY(check_count(c, u->n_metrics, u->metrics, c->lim->max_list, "update.metrics"));
+    char path[64];
+    for (size_t i = 0; i < u->n_metrics; i++) {
+        const Fedtune__Metric *m = u->metrics[i];
+        if (!m) return fed_errorf(c->code, "update.metrics[%zu]: NULL", i);
+        snprintf(path, sizeof path, "update.metrics[%zu].name", i);
+        TRY(check_string(c, m->name, path));
+        snprintf(path, sizeof path, "update.metrics[%zu].value", i);
+        TRY(check_finite(c, m->value, path));
+    }
+    TRY(check_enum(c, &fedtune__encoding__descriptor, (int)u->encoding, "update.encoding"));
+    return check_bytes(c, &u->sha256, FED_SHA256_LEN, "update.sha256");
+}
+
+static fed_err check_error(const checker *c, const Fedtune__Error *e) {
+    TRY(check_enum(c, &fedtune__error_code__descriptor, (int)e->code, "error.code"));
+    return check_string(c, e->text, "error.text");
+}
+
+/* Everything a peer must not be sent or trusted with: version, body, then the body's
+ * strings, counts, digests, shapes, enums and floats, in field order. */
+static fed_err check_envelope(const Fedtune__Envelope *e, const fed_msg_limits *lim, fed_err code) {
+    checker c = {lim, code};
+    if (e->version != FED_PROTOCOL_VERSION)
+        return fed_errorf(code, "version %u, this build speaks %d", (unsigned)e->version,
+                          FED_PROTOCOL_VERSION);
+    switch (e->body_case) {
+    case FEDTUNE__ENVELOPE__BODY_HELLO:
+        if (e->hello) return check_hello(&c, e->hello);
+        break;
+    case FEDTUNE__ENVELOPE__BODY_WELCOME:
+        if (e->welcome) return check_welcome(&c, e->welcome);
+        break;
+    case FEDTUNE__ENVELOPE__BODY_ROUND_START:
+        if (e->round_start) {
+            TRY(check_config(&c, e->round_start->config));
+            return check_manifest(&c, e->round_start->manifest);
+        }
+        break;
+    case FEDTUNE__ENVELOPE__BODY_CHUNK:
+        if (e->chunk) return check_chunk(&c, e->chunk);
+        break;
+    case FEDTUNE__ENVELOPE__BODY_UPDATE:
+        if (e->update) return check_update(&c, e->update);
+        break;
+    case FEDTUNE__ENVELOPE__BODY_CREDIT:
+        if (e->credit) return FED_OK;
+        break;
+    case FEDTUNE__ENVELOPE__BODY_ERROR:
+        if (e->error) return check_error(&c, e->error);
+        break;
+    case FEDTUNE__ENVELOPE__BODY_HEARTBEAT:
+        if (e->heartbeat) return FED_OK;
+        break;
+    case FEDTUNE__ENVELOPE__BODY_BYE:
+        if (e->bye) return check_string(&c, e->bye->reason, "bye.reason");
+        break;
+    default:
+        break;
+    }
+    return fed_errorf(code, "envelope: no body (missing, or a kind this build does not know)");
+}
+
+/* ---- encoding ---------------------------------------------------------------------------- */
+
+/* A fed_msg seen as protobuf-c structs. Everything points into the fed_msg except the
+ * TensorInfo/Metric structs and their pointer arrays, which live in elems. */
+typedef struct wire {
+    Fedtune__Envelope env;
+    union {
+        Fedtune__Hello hello;
+        Fedtune__Welcome welcome;
+        Fedtune__RoundStart round_start;
+        Fedtune__ChunkHeader chunk;
+        Fedtune__Update update;
+        Fedtune__Credit credit;
+        Fedtune__Error error;
+        Fedtune__Heartbeat heartbeat;
+        Fedtune__Bye bye;
+    } body;
+    Fedtune__TrainConfig config;
+    Fedtune__Manifest manifest;
+    void *elems; /* fed_malloc'd: n structs, then n pointers to them */
+} wire;
+
+/* protobuf-c's structs are not const-correct; packing only reads through these. */
+static char *str(const char *s) {
+    return s ? (char *)s : (char *)"";
+}
+
+static ProtobufCBinaryData bin(const uint8_t *data, size_t len) {
+    ProtobufCBinaryData b = {len, (uint8_t *)data};
+    return b;
+}
+
+/* n structs of elem_size bytes followed by n pointers to them, in w->elems. */
+static fed_err alloc_elems(wire *w, size_t n, size_t elem_size, void ***ptrs, char **structs) {
+    *ptrs = NULL;
+    *structs = NULL;
+    if (n == 0) return FED_OK;
+    w->elems = fed_mallocarray(n, elem_size + sizeof(void *));
+    if (!w->elems) return FED_ENOMEM;
+    *structs = w->elems;
+    *ptrs = (void **)(void *)(*structs + n * elem_size); /* elem_size is pointer-aligned */
+    return FED_OK;
+}
+
+static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
+    Fedtune__RoundStart *p = &w->body.round_start;
+    fedtune__round_start__init(p);
+    p->round = r->round;
+    p->model_version = r->model_version;
+    p->transfer_id = r->transfer_id;
+    p->deadline_ms = r->deadline_ms;
+
+    const fed_msg_train_config *tc = &r->config;
+    fedtune__train_config__init(&w->config);
+    w->config.epochs = tc->epochs;
+    w->config.batch = tc->batch;
+    w->config.optimizer = str(tc->optimizer);
+    w->config.lr = tc->lr;
+    w->config.momentum = tc->momentum;
+    w->config.weight_decay = tc->weight_decay;
+    w->config.clip_norm = tc->clip_norm;
+    w->config.seed = tc->seed;
+    w->config.max_steps = tc->max_steps;
+    p->config = &w->config;
+
+    const fed_msg_manifest *m = &r->manifest;
+    Fedtune__Manifest *pm = &w->manifest;
+    fedtune__manifest__init(pm);
+    pm->total_bytes = m->total_bytes;
+    pm->sha256 = bin(m->sha256, FED_SHA256_LEN);
+    pm->arch = str(m->arch);
+    p->manifest = pm;
+    if (m->num_tensors > fed_msg_default_limits().max_tensors)
+        return fed_errorf(FED_EINVAL, "round_start.manifest.tensors: %zu entries, limit %zu",
+                          m->num_tensors, fed_msg_default_limits().max_tensors);
+    if (m->num_tensors && !m->tensors)
+        return fed_errorf(FED_EINVAL, "round_start.manifest.tensors: NULL with %zu entries",
+                          m->num_tensors);
+    void **ptrs;
+    char *structs;
+    TRY(alloc_elems(w, m->num_tensors, sizeof(Fedtune__TensorInfo), &ptrs, &structs));
+    for (size_t i = 0; i < m->num_tensors; i++) {
+        const fed_msg_tensor *t = &m->tensors[i];
+        Fedtune__TensorInfo *pt = (Fedtune__TensorInfo *)(void *)structs + i;
+        fedtune__tensor_info__init(pt);
+        if (t->ndim < 0 || t->ndim > FED_MSG_MAX_DIMS)
+            return fed_errorf(FED_EINVAL,
+                              "round_start.manifest.tensors[%zu].shape: %d dimensions, limit %d", i,
+                              t->ndim, FED_MSG_MAX_DIMS);
+        pt->name = str(t->name);
+        pt->n_shape = (size_t)t->ndim;
+        pt->shape = (uint64_t *)t->shape;
+        pt->dtype = (Fedtune__Dtype)t->dtype;
+        pt->trainable = t->trainable;
+        ptrs[i] = pt;
+    }
+    pm->n_tensors = m->num_tensors;
+    pm->tensors = (Fedtune__TensorInfo **)ptrs;
+    w->env.round_start = p;
+    return FED_OK;
+}
+
+static fed_err build_update(wire *w, const fed_msg_update *u) {
+    Fedtune__Update *p = &w->body.update;
+    fedtune__update__init(p);
+    p->round = u->round;
+    p->model_version = u->model_version;
+    p->examples = u->examples;
+    p->encoding = (Fedtune__Encoding)u->encoding;
+    p->transfer_id = u->transfer_id;
+    p->total_bytes = u->total_bytes;
+    p->sha256 = bin(u->sha256, FED_SHA256_LEN);
+    w->env.update = p;
+    if (u->num_metrics > fed_msg_default_limits().max_list)
+        return fed_errorf(FED_EINVAL, "update.metrics: %zu entries, limit %zu", u->num_metrics,
+                          fed_msg_default_limits().max_list);
+    if (u->num_metrics && !u->metrics)
+        return fed_errorf(FED_EINVAL, "update.metrics: NULL with %zu entries", u->num_metrics);
+    void **ptrs;
+    char *structs;
+    TRY(alloc_elems(w, u->num_metrics, sizeof(Fedtune__Metric), &ptrs, &structs));
+    for (size_t i = 0; i < u->num_metrics; i++) {
+        Fedtune__Metric *pm = (Fedtune__Metric *)(void *)structs + i;
+        fedtune__metric__init(pm);
+        pm->name = str(u->metrics[i].name);
+        pm->value = u->metrics[i].value;
+        ptrs[i] = pm;
+    }
+    p->n_metrics = u->num_metrics;
+    p->metrics = (Fedtune__Metric **)ptrs;
+    return FED_OK;
+}
+
+/* Fills *w from m and checks it against the default limits; FED_EINVAL naming the field,
+ * FED_ENOMEM. Release w with wire_release() whatever the result. */
+static fed_err wire_build(wire *w, const fed_msg *m) {
+    memset(w, 0, sizeof *w);
+    fedtune__envelope__init(&w->env);
+    w->env.version = FED_PROTOCOL_VERSION;
+    w->env.seq = m->seq;
+    switch (m->type) {
+    case FED_MSG_HELLO: {
+        const fed_msg_hello *h = &m->u.hello;
+        Fedtune__Hello *p = &w->body.hello;
+        fedtune__hello__init(p);
+        p->software = str(h->software);
+        p->n_capabilities = h->num_capabilities;
+        p->capabilities = h->capabilities;
+        p->train_examples = h->train_examples;
+        p->eval_examples = h->eval_examples;
+        p->session_id = bin(h->session_id, FED_SESSION_ID_LEN);
+        w->env.hello = p;
+        break;
+    }
+    case FED_MSG_WELCOME: {
+        const fed_msg_welcome *h = &m->u.welcome;
+        Fedtune__Welcome *p = &w->body.welcome;
+        fedtune__welcome__init(p);
+        p->client_id = str(h->client_id);
+        p->session_id = bin(h->session_id, FED_SESSION_ID_LEN);
+        p->max_chunk = h->max_chunk;
+        p->credits = h->credits;
+        p->coordinator = str(h->coordinator);
+        w->env.welcome = p;
+        break;
+    }
+    case FED_MSG_ROUND_START:
+        TRY(build_round_start(w, &m->u.round_start));
+        break;
+    case FED_MSG_CHUNK: {
+        Fedtune__ChunkHeader *p = &w->body.chunk;
+        fedtune__chunk_header__init(p);
+        p->transfer_id = m->u.chunk.transfer_id;
+        p->offset = m->u.chunk.offset;
+        p->length = m->u.chunk.length;
+        w->env.chunk = p;
+        break;
+    }
+    case FED_MSG_UPDATE:
+        TRY(build_update(w, &m->u.update));
+        break;
+    case FED_MSG_CREDIT: {
+        Fedtune__Credit *p = &w->body.credit;
+        fedtune__credit__init(p);
+        p->transfer_id = m->u.credit.transfer_id;
+        p->chunks = m->u.credit.chunks;
+        p->offset = m->u.credit.offset;
+        w->env.credit = p;
+        break;
+    }
+    case FED_MSG_ERROR: {
+        Fedtune__Error *p = &w->body.error;
+        fedtune__error__init(p);
+        if (m->u.error.code > INT32_MAX)
+            return fed_errorf(FED_EINVAL, "error.code: unknown value %u",
+                              (unsigned)m->u.error.code);
+        p->code = (Fedtune__ErrorCode)m->u.error.code;
+        p->text = str(m->u.error.text);
+        w->env.error = p;
+        break;
+    }
+    case FED_MSG_HEARTBEAT: {
+        Fedtune__Heartbeat *p = &w->body.heartbeat;
+        fedtune__heartbeat__init(p);
+        p->time_ms = m->u.heartbeat_ms;
+        w->env.heartbeat = p;
+        break;
+    }
+    case FED_MSG_BYE: {
+        Fedtune__Bye *p = &w->body.bye;
+        fedtune__bye__init(p);
+        p->reason = str(m->u.bye_reason);
+        w->env.bye = p;
+        break;
+    }
+    default:
+        return fed_errorf(FED_EINVAL, "type: %d is not a message type (%s)", (int)m->type,
+                          fed_msg_type_name(m->type));
+    }
+    /* The oneof case numbers are the field numbers, in fed_msg_type order from 10. */
+    w->env.body_case = (Fedtune__Envelope__BodyCase)(FEDTUNE__ENVELOPE__BODY_HELLO +
+                                                     ((int)m->type - FED_MSG_HELLO));
+    fed_msg_limits lim = fed_msg_default_limits();
+    return check_envelope(&w->env, &lim, FED_EINVAL);
+}
+
+static void wire_release(wire *w) {
+    fed_free(w->elems);
+    w->elems = NULL;
+}
+
+size_t fed_msg_packed_size(const fed_msg *m) {
+    wire w;
+    size_t n = 0;
+    if (wire_build(&w, m) == FED_OK) n = protobuf_c_message_get_packed_size(&w.env.base);
+    wire_release(&w);
+    return n;
+}
+
+size_t fed_msg_pack(const fed_msg *m, uint8_t *buf, fed_err *err) {
+    wire w;
+    size_t n = 0;
+    fed_err e = wire_build(&w, m);
+    if (e == FED_OK) n = protobuf_c_message_pack(&w.env.base, buf);
+    wire_release(&w);
+    if (err) *err = e;
+    return n;
+}
+
+fed_err fed_msg_encode(const fed_msg *m, uint8_t **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    wire w;
+    fed_err err = wire_build(&w, m);
+    if (err == FED_OK) {
+        size_t n = protobuf_c_message_get_packed_size(&w.env.base);
+        *buf = fed_malloc(n);
+        if (*buf)
+            *len = protobuf_c_message_pack(&w.env.base, *buf);
+        else
+            err = FED_ENOMEM;
+    }
+    wire_release(&w);
+    return err;
+}
+
+/* ---- decoding ---------------------------------------------------------------------------- */
+
+/* protobuf-c's allocator for one unpack: fed_malloc under a byte budget. */
+typedef struct budget {
+    size_t left; /* bytes protobuf-c may still be given (frees are not credited back) */
+    bool over;   /* an allocation was refused for exceeding the budget */
+    bool oom;    /* fed_malloc failed */
+} budget;
+
+static void *budget_alloc(void *data, size_t size) {
+    budget *b = data;
+    if (size > b->left) {
+        b->over = true;
+        return NULL;
+    }
+    void *p = fed_malloc(size);
+    if (!p) {
+        b->oom = true;
+        return NULL;
+    }
+    b->left -= size;
+    return p;
+}
+
+static void budget_free(void *data, void *p) {
+    fed_free(p);
+}
+
+static size_t sat_add(size_t a, size_t b) {
+    return b > SIZE_MAX - a ? SIZE_MAX : a + b;
+}
+
+static size_t sat_mul(size_t a, size_t b) {
+    return b && a > SIZE_MAX / b ? SIZE_MAX : a * b;
+}
+
+/* What unpacking a len-byte envelope that respects lim may allocate: copies of its
+ * strings and unknown fields (len), the fixed structs, and per repeated entry its struct,
+ * pointer, packed shape, NUL, an unknown-field record and protobuf-c's scan records
+ * (32 bytes per field, in slabs that double). Generous for every valid envelope; a
+ * flood of empty entries or unknown fields runs out long before gigabytes. */
+static size_t unpack_budget(size_t len, const fed_msg_limits *lim) {
+    const size_t scan = 128 + sizeof(ProtobufCMessageUnknownField);
+    const size_t per_tensor = sizeof(Fedtune__TensorInfo) + sizeof(void *) +
+                              FED_MSG_MAX_DIMS * sizeof(uint64_t) + 1 + scan;
+    const size_t per_list = sizeof(Fedtune__Metric) + 2 * sizeof(void *) + 2 + 2 * scan;
+    size_t b = sat_add(sat_mul(len, 2), (size_t)64 << 10);
+    b = sat_add(b, sat_mul(lim->max_tensors, per_tensor));
+    return sat_add(b, sat_mul(lim->max_list, per_list));
+}
+
+static fed_err dup(char **dst, const char *s) {
+    *dst = fed_strdup(s ? s : "");
+    return *dst ? FED_OK : FED_ENOMEM;
+}
+
+static void copy_bin(uint8_t *dst, const ProtobufCBinaryData *b, size_t len) {
+    memcpy(dst, b->data, len); /* len checked by check_envelope */
+}
+
+/* Owned copies of a checked envelope's strings and arrays into m (already typed); only
+ * FED_ENOMEM, after which m holds what was copied so far (fed_msg_free releases it). */
+static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
+    switch (m->type) {
+    case FED_MSG_HELLO: {
+        const Fedtune__Hello *p = e->hello;
+        fed_msg_hello *h = &m->u.hello;
+        h->train_examples = p->train_examples;
+        h->eval_examples = p->eval_examples;
+        copy_bin(h->session_id, &p->session_id, FED_SESSION_ID_LEN);
+        TRY(dup(&h->software, p->software));
+        if (p->n_capabilities) {
+            h->capabilities = fed_calloc(p->n_capabilities, sizeof *h->capabilities);
+            if (!h->capabilities) return FED_ENOMEM;
+            h->num_capabilities = p->n_capabilities;
+            for (size_t i = 0; i < p->n_capabilities; i++)
+                TRY(dup(&h->capabilities[i], p->capabilities[i]));
+        }
+        return FED_OK;
+    }
+    case FED_MSG_WELCOME: {
+        const Fedtune__Welcome *p = e->welcome;
+        fed_msg_welcome *w = &m->u.welcome;
+        copy_bin(w->session_id, &p->session_id, FED_SESSION_ID_LEN);
+        w->max_chunk = p->max_chunk;
+        w->credits = p->credits;
+        TRY(dup(&w->client_id, p->client_id));
+        return dup(&w->coordinator, p->coordinator);
+    }
+    case FED_MSG_ROUND_START: {
+        const Fedtune__RoundStart *p = e->round_start;
+        fed_msg_round_start *r = &m->u.round_start;
+        r->round = p->round;
+        r->model_version = p->model_version;
+        r->transfer_id = p->transfer_id;
+        r->deadline_ms = p->deadline_ms;
+        const Fedtune__TrainConfig *pc = p->config;
+        if (pc) {
+            r->config.epochs = pc->epochs;
+            r->config.batch = pc->batch;
+            r->config.lr = pc->lr;
+            r->config.momentum = pc->momentum;
+            r->config.weight_decay = pc->weight_decay;
+            r->config.clip_norm = pc->clip_norm;
+            r->config.seed = pc->seed;
+            r->config.max_steps = pc->max_steps;
+        }
+        TRY(dup(&r->config.optimizer, pc ? pc->optimizer : ""));
+        const Fedtune__Manifest *pm = p->manifest; /* present: its digest was checked */
+        fed_msg_manifest *mf = &r->manifest;
+        mf->total_bytes = pm->total_bytes;
+        copy_bin(mf->sha256, &pm->sha256, FED_SHA256_LEN);
+        TRY(dup(&mf->arch, pm->arch));
+        if (pm->n_tensors) {
+            mf->tensors = fed_calloc(pm->n_tensors, sizeof *mf->tensors);
+            if (!mf->tensors) return FED_ENOMEM;
+            mf->num_tensors = pm->n_tensors;
+        }
+        for (size_t i = 0; i < pm->n_tensors; i++) {
+            const Fedtune__TensorInfo *pt = pm->tensors[i];
+            fed_msg_tensor *t = &mf->tensors[i];
+            t->ndim = (int)pt->n_shape;
+            if (pt->n_shape) memcpy(t->shape, pt->shape, pt->n_shape * sizeof *pt->shape);
+            t->dtype = (fed_dtype)pt->dtype;
+            t->trainable = pt->trainable != 0;
+            TRY(dup(&t->name, pt->name));
+        }
+        return FED_OK;
+    }
+    case FED_MSG_CHUNK:
+        m->u.chunk.transfer_id = e->chunk->transfer_id;
+        m->u.chunk.offset = e->chunk->offset;
+        m->u.chunk.length = e->chunk->length;
+        return FED_OK;
+    case FED_MSG_UPDATE: {
+        const Fedtune__Update *p = e->update;
+        fed_msg_update *u = &m->u.update;
+        u->round = p->round;
+        u->model_version = p->model_version;
+        u->examples = p->examples;
+        u->encoding = (fed_encoding)p->encoding;
+        u->transfer_id = p->transfer_id;
+        u->total_bytes = p->total_bytes;
+        copy_bin(u->sha256, &p->sha256, FED_SHA256_LEN);
+        if (p->n_metrics) {
+            u->metrics = fed_calloc(p->n_metrics, sizeof *u->metrics);
+            if (!u->metrics) return FED_ENOMEM;
+            u->num_metrics = p->n_metrics;
+        }
+        for (size_t i = 0; i < p->n_metrics; i++) {
+            u->metrics[i].value = p->metrics[i]->value;
+            TRY(dup(&u->metrics[i].name, p->metrics[i]->name));
+        }
+        return FED_OK;
+    }
+    case FED_MSG_CREDIT:
+        m->u.credit.transfer_id = e->credit->transfer_id;
+        m->u.credit.chunks = e->credit->chunks;
+        m->u.credit.offset = e->credit->offset;
+        return FED_OK;
+    case FED_MSG_ERROR:
+        m->u.error.code = (uint32_t)e->error->code; /* a known value, so >= 0 */
+        return dup(&m->u.error.text, e->error->text);
+    case FED_MSG_HEARTBEAT:
+        m->u.heartbeat_ms = e->heartbeat->time_ms;
+        return FED_OK;
+    case FED_MSG_BYE:
+        return dup(&m->u.bye_reason, e->bye->reason);
+    case FED_MSG_NONE:
+        break;
+    }
+    return fed_errorf(FED_EINTERNAL, "msg: convert of type %d", (int)m->type);
+}
+
+fed_err fed_msg_decode(fed_msg *out, const uint8_t *buf, size_t len, const fed_msg_limits *limits) {
+    static const uint8_t empty[1];
+    memset(out, 0, sizeof *out);
+    fed_msg_limits def = fed_msg_default_limits();
+    const fed_msg_limits *lim = limits ? limits : &def;
+    if (len > lim->max_envelope)
+        return fed_errorf(FED_EPROTO, "envelope: %zu bytes, limit %zu", len, lim->max_envelope);
+
+    budget b = {unpack_budget(len, lim), false, false};
+    ProtobufCAllocator alloc = {budget_alloc, budget_free, &b};
+    Fedtune__Envelope *e = fedtune__envelope__unpack(&alloc, len, len ? buf : empty);
+    if (!e) {
+        if (b.oom) return FED_ENOMEM; /* fed_malloc recorded the detail */
+        if (b.over)
+            return fed_errorf(FED_EPROTO,
+                              "envelope: decoding %zu bytes would need more than %zu bytes of "
+                              "memory (too many entries or unknown fields)",
+                              len, unpack_budget(len, lim));
+        return fed_errorf(FED_EPROTO,
+                          "envelope: %zu bytes are not a valid protobuf "
+                          "fedtune.Envelope (truncated or corrupt)",
+                          len);
+    }
+    fed_err err = check_envelope(e, lim, FED_EPROTO);
+    if (err != FED_OK) {
+        if (e->version != FED_PROTOCOL_VERSION) out->version = e->version;
+        goto done;
+    }
+    out->version = e->version;
+    out->seq = e->seq;
+    out->type = (fed_msg_type)(FED_MSG_HELLO + ((int)e->body_case - FEDTUNE__ENVELOPE__BODY_HELLO));
+    err = convert(out, e);
+    if (err != FED_OK) fed_msg_free(out);
+done:
+    protobuf_c_message_free_unpacked(&e->base, &alloc);
+    return err;
+}
+
+static void free_strings(char **s, size_t n) {
+    for (size_t i = 0; i < n; i++) fed_free(s[i]);
+}
+
+void fed_msg_free(fed_msg *m) {
+    if (!m) return;
+    switch (m->type) {
+    case FED_MSG_HELLO:
+        fed_free(m->u.hello.software);
+        if (m->u.hello.capabilities)
+            free_strings(m->u.hello.capabilities, m->u.hello.num_capabilities);
+        fed_free(m->u.hello.capabilities);
+        break;
+    case FED_MSG_WELCOME:
+        fed_free(m->u.welcome.client_id);
+        fed_free(m->u.welcome.coordinator);
+        break;
+    case FED_MSG_ROUND_START: {
+        fed_msg_round_start *r = &m->u.round_start;
+        fed_free(r->config.optimizer);
+        fed_free(r->manifest.arch);
+        for (size_t i = 0; r->manifest.tensors && i < r->manifest.num_tensors; i++)
+            fed_free(r->manifest.tensors[i].name);
+        fed_free(r->manifest.tensors);
+        break;
+    }
+    case FED_MSG_UPDATE:
+        for (size_t i = 0; m->u.update.metrics && i < m->u.update.num_metrics; i++)
+            fed_free(m->u.update.metrics[i].name);
+        fed_free(m->u.update.metrics);
+        break;
+    case FED_MSG_ERROR:
+        fed_free(m->u.error.text);
+        break;
+    case FED_MSG_BYE:
+        fed_free(m->u.bye_reason);
+        break;
+    case FED_MSG_CHUNK:
+    case FED_MSG_CREDIT:
+    case FED_MSG_HEARTBEAT:
+    case FED_MSG_NONE:
+        break;
+    }
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,177 @@
+/* fed_msg: fedtune's protocol messages as plain C structs, and their encoding to and
+ * from protobuf (proto/fedtune.proto) through protobuf-c, which nothing outside this
+ * module sees. Decoding never trusts the input: before protobuf-c unpacks anything the
+ * envelope's size is checked against fed_msg_limits, and afterwards every count,
+ * string, digest and shape is checked again (a valid protobuf can still be absurd).
+ * Errors are FED_EPROTO with one line naming the field ("round_start.manifest.tensors
+ * [3].shape: 9 dimensions, limit 8"). Encoding runs the same checks against the default
+ * limits (FED_EINVAL, same text), so we never send what a peer would reject.
+ *
+ * Strings and arrays in a decoded message are owned by it (fed_msg_free); its strings
+ * are never NULL. A message built by hand for encoding may point anywhere (NULL strings
+ * encode as ""). Protobuf strings are read up to their first NUL byte. */
+#ifndef FED_PROTO_MSG_H
+#define FED_PROTO_MSG_H
+
+#include "core/err.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FED_PROTOCOL_VERSION 1
+#define FED_SHA256_LEN       32
+#define FED_SESSION_ID_LEN   16
+#define FED_MSG_MAX_DIMS     8
+
+typedef enum fed_msg_type {
+    FED_MSG_NONE = 0,
+    FED_MSG_HELLO,
+    FED_MSG_WELCOME,
+    FED_MSG_ROUND_START,
+    FED_MSG_CHUNK,
+    FED_MSG_UPDATE,
+    FED_MSG_CREDIT,
+    FED_MSG_ERROR,
+    FED_MSG_HEARTBEAT,
+    FED_MSG_BYE,
+} fed_msg_type;
+
+/* "hello", "welcome", ... ("none" for FED_MSG_NONE or unknown values). */
+const char *fed_msg_type_name(fed_msg_type t);
+
+/* What a decoder accepts. fed_msg_default_limits() gives values good for models up to
+ * FED_MAX_PARAMS: 16 MiB envelopes, 1 MiB strings (architecture JSON), 65 536 tensors,
+ * 64 capabilities and metrics, 4 MiB chunks. */
+typedef struct fed_msg_limits {
+    size_t max_envelope; /* encoded bytes of one envelope */
+    size_t max_string;   /* bytes of any string field */
+    size_t max_tensors;  /* manifest entries */
+    size_t max_list;     /* capabilities, metrics */
+    size_t max_chunk;    /* ChunkHeader.length */
+} fed_msg_limits;
+
+fed_msg_limits fed_msg_default_limits(void);
+
+typedef enum fed_dtype { FED_DTYPE_F32 = 0, FED_DTYPE_F16 = 1, FED_DTYPE_BF16 = 2 } fed_dtype;
+typedef enum fed_encoding { FED_ENCODING_DELTA_F32 = 0 } fed_encoding;
+
+typedef struct fed_msg_hello {
+    char *software;
+    char **capabilities;
+    size_t num_capabilities;
+    uint64_t train_examples, eval_examples;
+    uint8_t session_id[FED_SESSION_ID_LEN]; /* exactly 16 bytes on the wire */
+} fed_msg_hello;
+
+typedef struct fed_msg_welcome {
+    char *client_id;
+    uint8_t session_id[FED_SESSION_ID_LEN];
+    uint32_t max_chunk, credits;
+    char *coordinator;
+} fed_msg_welcome;
+
+typedef struct fed_msg_tensor {
+    char *name;
+    int ndim; /* 0..FED_MSG_MAX_DIMS */
+    uint64_t shape[FED_MSG_MAX_DIMS];
+    fed_dtype dtype;
+    bool trainable;
+} fed_msg_tensor;
+
+typedef struct fed_msg_manifest {
+    fed_msg_tensor *tensors;
+    size_t num_tensors;
+    uint64_t total_bytes; /* checked on decode: equals the sum of the tensors' bytes */
+    uint8_t sha256[FED_SHA256_LEN];
+    char *arch;
+} fed_msg_manifest;
+
+typedef struct fed_msg_train_config {
+    uint32_t epochs, batch;
+    char *optimizer;
+    float lr, momentum, weight_decay, clip_norm;
+    uint64_t seed, max_steps;
+} fed_msg_train_config;
+
+typedef struct fed_msg_round_start {
+    uint64_t round, model_version;
+    fed_msg_train_config config;
+    fed_msg_manifest manifest;
+    uint64_t transfer_id, deadline_ms;
+} fed_msg_round_start;
+
+typedef struct fed_msg_chunk {
+    uint64_t transfer_id, offset;
+    uint32_t length; /* raw bytes following the envelope, <= limits.max_chunk */
+} fed_msg_chunk;
+
+typedef struct fed_msg_metric {
+    char *name;
+    double value;
+} fed_msg_metric;
+
+typedef struct fed_msg_update {
+    uint64_t round, model_version, examples;
+    fed_msg_metric *metrics;
+    size_t num_metrics;
+    fed_encoding encoding;
+    uint64_t transfer_id, total_bytes;
+    uint8_t sha256[FED_SHA256_LEN];
+} fed_msg_update;
+
+typedef struct fed_msg_credit {
+    uint64_t transfer_id;
+    uint32_t chunks;
+    uint64_t offset;
+} fed_msg_credit;
+
+typedef struct fed_msg_error {
+    uint32_t code; /* fedtune.ErrorCode */
+    char *text;
+} fed_msg_error;
+
+typedef struct fed_msg {
+    uint32_t version; /* as received; encoding always writes FED_PROTOCOL_VERSION */
+    uint64_t seq;
+    fed_msg_type type;
+    union {
+        fed_msg_hello hello;
+        fed_msg_welcome welcome;
+        fed_msg_round_start round_start;
+        fed_msg_chunk chunk;
+        fed_msg_update update;
+        fed_msg_credit credit;
+        fed_msg_error error;
+        uint64_t heartbeat_ms;
+        char *bye_reason;
+    } u;
+} fed_msg;
+
+/* Bytes fed_msg_pack will write for m; 0 when m would not pack (the reason is in
+ * fed_errmsg(): see fed_msg_pack). An encoded envelope is never empty. */
+size_t fed_msg_packed_size(const fed_msg *m);
+/* Encodes m into buf (at least fed_msg_packed_size bytes); returns bytes written, or 0
+ * with *err set (err may be NULL): FED_EINVAL for type NONE or a message that violates
+ * the default limits, FED_ENOMEM (a manifest or metric list needs a small index). */
+size_t fed_msg_pack(const fed_msg *m, uint8_t *buf, fed_err *err);
+/* Encodes into a fresh fed_malloc'd buffer (*buf NULL and *len 0 on error); errors as
+ * fed_msg_pack. */
+fed_err fed_msg_encode(const fed_msg *m, uint8_t **buf, size_t *len) FED_MUST_USE;
+
+/* Decodes len bytes into *out (zeroed first); limits NULL means the defaults. FED_EPROTO
+ * with a detail naming the field for anything malformed, over a limit, or of an unknown
+ * version; FED_ENOMEM. On error *out holds nothing to free; on a version mismatch only
+ * out->version is set (the peer's), so the caller can answer Error{ERR_VERSION}.
+ * protobuf-c's own allocations are capped in proportion to len and the limits, so a
+ * small envelope of many empty entries cannot make it allocate gigabytes. */
+fed_err fed_msg_decode(fed_msg *out, const uint8_t *buf, size_t len,
+                       const fed_msg_limits *limits) FED_MUST_USE;
+/* Frees what a decode allocated; zeroes m. NULL-safe. Never for a hand-built message. */
+void fed_msg_free(fed_msg *m);
+
+/* Bytes of one tensor of the manifest (numel x dtype size; 1 element when ndim is 0);
+ * false on overflow, an unknown dtype or ndim outside 0..FED_MSG_MAX_DIMS. */
+bool fed_msg_tensor_bytes(const fed_msg_tensor *t, uint64_t *bytes);
+
+#endif
