@@ -1,0 +1,585 @@
+/* The coordinator's side of the channel (fed_server in channel.h): the ROUTER, a table of
+ * sessions by routing id, admission (Hello -> Welcome) and the identities behind it,
+ * limits, timers, and the one log line per dropped peer.
+ *
+ * Sessions and identities are separate on purpose. A session is one TLS session on one
+ * routing id and dies with it; an identity (a certificate CN, with a stable peer handle)
+ * owns the transfers, so they survive reconnects: when the same CN is admitted again,
+ * the new session takes over the identity and the transfers resume where the receiver
+ * says. A session on a routing id is replaced by an OPEN frame with a new session id; an
+ * admitted identity's session is replaced by a newer session admitted with the same CN.
+ *
+ * Frames from routing ids without a session that are not OPEN frames are answered with
+ * CLOSE (the peer's session is gone); garbage from such a routing id is logged once and
+ * the routing id ignored until it opens a proper session.
+ *
+ * Frame sizes have two limits. Up to twice the largest legitimate frame (ZMQ_MAXMSGSIZE)
+ * libzmq delivers the frame and we drop the peer with a log line naming it; beyond that
+ * libzmq itself closes the connection before we see anything (the session then ends as
+ * its next frame fails to decrypt, or by the idle timeout). */
+#include "net/session.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Routing ids that sent garbage, ignored quietly until they send an OPEN frame. */
+#define BAN_SLOTS 64
+
+/* An admitted identity: a certificate CN. Kept for the server's lifetime. */
+typedef struct peer {
+    uint32_t id;                 /* handle, index + 1 */
+    char cn[FED_NET_CN_MAX + 1]; /* certificate subject CN */
+    fed__xfers xfers;            /* transfers with it, across sessions */
+    fed__sess *sess;             /* its admitted session, or NULL */
+} peer;
+
+typedef struct ban {
+    uint8_t rid[FED__RID_MAX]; /* routing id */
+    size_t len;                /* its length; 0: free slot */
+} ban;
+
+struct fed_server {
+    fed__net net;             /* sockets, TLS, pool, events */
+    char software[128];       /* Welcome.coordinator */
+    size_t max_peers;         /* admitted sessions at once */
+    size_t max_handshakes;    /* sessions not yet admitted at once */
+    fed__sess *sessions;      /* every session */
+    fed__sess **buckets;      /* sessions by routing id (chained through hnext) */
+    size_t nbuckets;          /* power of two */
+    size_t nsessions;         /* sessions in the table */
+    peer **peers;             /* identities by handle - 1 */
+    size_t npeers, peers_cap; /* used and allocated */
+    size_t admitted;          /* sessions READY */
+    size_t handshakes;        /* sessions not READY */
+    ban bans[BAN_SLOTS];      /* garbage senders */
+    unsigned nbans;           /* next slot to write */
+    char errmsg[512];         /* last error of a call */
+};
+
+static fed_err srv_err(fed_server *s, fed_err e) {
+    if (e != FED_OK) snprintf(s->errmsg, sizeof s->errmsg, "%s", fed_errdetail(e));
+    return e;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Tables                                                                               */
+
+static size_t rid_hash(const uint8_t *rid, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ rid[i]) * 1099511628211ull;
+    return (size_t)h;
+}
+
+static fed__sess *lookup(fed_server *s, const uint8_t *rid, size_t len) {
+    for (fed__sess *x = s->buckets[rid_hash(rid, len) & (s->nbuckets - 1)]; x; x = x->hnext)
+        if (x->rid_len == len && memcmp(x->rid, rid, len) == 0) return x;
+    return NULL;
+}
+
+static fed_err table_add(fed_server *s, fed__sess *x) {
+    if (s->nsessions + 1 > s->nbuckets) {
+        size_t nb = s->nbuckets * 2;
+        fed__sess **b = fed_calloc(nb, sizeof(fed__sess *));
+        if (!b) return FED_ENOMEM;
+        for (size_t i = 0; i < s->nbuckets; i++)
+            for (fed__sess *y = s->buckets[i], *nx; y; y = nx) {
+                nx = y->hnext;
+                size_t h = rid_hash(y->rid, y->rid_len) & (nb - 1);
+                y->hnext = b[h];
+                b[h] = y;
+            }
+        fed_free(s->buckets);
+        s->buckets = b;
+        s->nbuckets = nb;
+    }
+    size_t h = rid_hash(x->rid, x->rid_len) & (s->nbuckets - 1);
+    x->hnext = s->buckets[h];
+    s->buckets[h] = x;
+    s->nsessions++;
+    x->next = s->sessions;
+    x->prev = NULL;
+    if (s->sessions) s->sessions->prev = x;
+    s->sessions = x;
+    return FED_OK;
+}
+
+static void table_remove(fed_server *s, fed__sess *x) {
+    for (fed__sess **pp = &s->buckets[rid_hash(x->rid, x->rid_len) & (s->nbuckets - 1)]; *pp;
+         pp = &(*pp)->hnext)
+        if (*pp == x) {
+            *pp = x->hnext;
+            s->nsessions--;
+            break;
+        }
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        s->sessions = x->next;
+    if (x->next) x->next->prev = x->prev;
+}
+
+static peer *peer_get(const fed_server *s, uint32_t id) {
+    return id >= 1 && id <= s->npeers ? s->peers[id - 1] : NULL;
+}
+
+static peer *peer_by_cn(fed_server *s, const char *cn) {
+    for (size_t i = 0; i < s->npeers; i++)
+        if (strcmp(s->peers[i]->cn, cn) == 0) return s->peers[i];
+    return NULL;
+}
+
+static fed_err peer_new(fed_server *s, const char *cn, peer **out) {
+    if (s->npeers == s->peers_cap) {
+        size_t cap = s->peers_cap ? 2 * s->peers_cap : 16;
+        peer **p = fed_realloc(s->peers, cap * sizeof(peer *));
+        if (!p) return FED_ENOMEM;
+        s->peers = p;
+        s->peers_cap = cap;
+    }
+    peer *p = fed_calloc(1, sizeof *p);
+    if (!p) return FED_ENOMEM;
+    p->id = (uint32_t)s->npeers + 1;
+    snprintf(p->cn, sizeof p->cn, "%s", cn);
+    s->peers[s->npeers++] = p;
+    *out = p;
+    return FED_OK;
+}
+
+static bool banned(const fed_server *s, const uint8_t *rid, size_t len) {
+    for (unsigned i = 0; i < BAN_SLOTS; i++)
+        if (s->bans[i].len == len && memcmp(s->bans[i].rid, rid, len) == 0) return true;
+    return false;
+}
+
+static void ban_add(fed_server *s, const uint8_t *rid, size_t len) {
+    ban *b = &s->bans[s->nbans++ % BAN_SLOTS];
+    memcpy(b->rid, rid, len);
+    b->len = len;
+}
+
+static void ban_lift(fed_server *s, const uint8_t *rid, size_t len) {
+    for (unsigned i = 0; i < BAN_SLOTS; i++)
+        if (s->bans[i].len == len && memcmp(s->bans[i].rid, rid, len) == 0) s->bans[i].len = 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Ending sessions                                                                      */
+
+/* The peer as log lines name it: its CN once verified, else its routing id (and the CN
+ * its certificate claims, if it showed one). */
+static void peer_name(const fed__sess *x, char *out, size_t size) {
+    if (x->cn[0]) {
+        snprintf(out, size, "%s", x->cn);
+        return;
+    }
+    char hex[40];
+    fed__hex(x->rid, x->rid_len, hex);
+    const char *shown = x->tls ? fed__tls_presented_cn(x->tls) : "";
+    if (shown[0])
+        snprintf(out, size, "routing id %s (certificate CN %s)", hex, shown);
+    else
+        snprintf(out, size, "routing id %s", hex);
+}
+
+enum { QUIET = 0, INFO = 1, WARN = 2 };
+
+/* Ends session x: one log line at level how, CLOSE to the peer unless it closed, LEFT
+ * for an admitted session. */
+static void end_session(fed_server *s, fed__sess *x, fed_err err, const char *reason, int how,
+                        bool tell_peer) {
+    char name[160];
+    peer_name(x, name, sizeof name);
+    if (how == WARN)
+        FED_LOG(FED_LOG_WARN, "coordinator: dropped peer %s: %s", name, reason);
+    else if (how == INFO)
+        FED_LOG(FED_LOG_INFO, "coordinator: peer %s left: %s", name, reason);
+    if (tell_peer) fed__send_close(&s->net, x->rid, x->rid_len, x->sid);
+    peer *p = peer_get(s, x->peer);
+    if (x->state == FED__READY && p && p->sess == x) {
+        p->sess = NULL;
+        s->admitted--;
+        fed__net_event(&s->net, FED_NET_LEFT, p->id, p->cn, NULL, 0, err, reason);
+    } else if (x->state != FED__READY) {
+        s->handshakes--;
+    }
+    x->state = FED__DEAD;
+    table_remove(s, x);
+    fed__sess_free(&x);
+}
+
+static void drop(fed_server *s, fed__sess *x, fed_err err) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", fed_errdetail(err));
+    if (err == FED_ECLOSED && strcmp(why, "host unreachable") == 0)
+        snprintf(why, sizeof why, "unreachable: its connection is gone");
+    end_session(s, x, err, why, WARN, err != FED_ECLOSED);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Admission                                                                            */
+
+static fed_err srv_on_handshake(void *owner, fed__sess *x) {
+    (void)owner;
+    (void)x; /* s->cn is set; the client speaks next (Hello) */
+    return FED_OK;
+}
+
+static fed_err refuse(fed__sess *x, uint32_t code, const char *text) {
+    fed_msg m = {.type = FED_MSG_ERROR};
+    m.u.error.code = code;
+    m.u.error.text = (char *)text;
+    if (fed__sess_send(x, &m) == FED_OK && fed__sess_flush(x) != FED_OK) {
+        /* best effort: the session ends anyway */
+    }
+    return fed_errorf(FED_EAUTH, "refused: %s", text);
+}
+
+static fed_err admit(fed_server *s, fed__sess *x, fed_msg *m) {
+    if (memcmp(m->u.hello.session_id, x->sid, FED_SESSION_ID_LEN) != 0) {
+        fed_msg_free(m);
+        return fed_errorf(FED_EPROTO, "Hello carries another session id than its frames");
+    }
+    peer *p = peer_by_cn(s, x->cn);
+    if (p && p->sess)
+        end_session(s, p->sess, FED_ECLOSED, "replaced by a newer session of the same identity",
+                    INFO, true);
+    if (s->admitted >= s->max_peers) {
+        fed_msg_free(m);
+        char text[96];
+        snprintf(text, sizeof text, "%zu peers connected, the limit", s->admitted);
+        return refuse(x, 101 /* ERR_BUSY */, text);
+    }
+    fed_err e;
+    if (!p && (e = peer_new(s, x->cn, &p)) != FED_OK) {
+        fed_msg_free(m);
+        return e;
+    }
+    p->sess = x;
+    x->xfers = &p->xfers;
+    x->peer = p->id;
+    x->state = FED__READY;
+    s->handshakes--;
+    s->admitted++;
+    fed_msg w = {.type = FED_MSG_WELCOME};
+    w.u.welcome.client_id = p->cn;
+    memcpy(w.u.welcome.session_id, x->sid, FED_SESSION_ID_LEN);
+    w.u.welcome.max_chunk = (uint32_t)s->net.cfg.limits.max_chunk;
+    w.u.welcome.credits = s->net.cfg.credits;
+    w.u.welcome.coordinator = s->software;
+    e = fed__sess_send(x, &w);
+    FED_LOG(FED_LOG_INFO, "coordinator: peer %s joined (peer %" PRIu32 ")", p->cn, p->id);
+    fed__net_event(&s->net, FED_NET_JOINED, p->id, p->cn, m, 0, FED_OK, NULL);
+    if (e != FED_OK) return e;
+    return fed__sess_resume(x);
+}
+
+static fed_err srv_on_msg(void *owner, fed__sess *x, fed_msg *m) {
+    fed_server *s = owner;
+    fed_msg_type t = m->type;
+    if (x->state == FED__ADMIT) {
+        if (t == FED_MSG_HELLO) return admit(s, x, m);
+        fed_msg_free(m);
+        return fed_errorf(FED_EPROTO, "expected Hello, got %s", fed_msg_type_name(t));
+    }
+    if (t == FED_MSG_HELLO || t == FED_MSG_WELCOME) {
+        fed_msg_free(m);
+        return fed_errorf(FED_EPROTO, "unexpected %s", fed_msg_type_name(t));
+    }
+    fed__net_event(&s->net, FED_NET_MESSAGE, x->peer, x->cn, m, 0, FED_OK, NULL);
+    return FED_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Frames                                                                               */
+
+static void garbage(fed_server *s, fed__sess *x, const uint8_t *rid, size_t rid_len,
+                    const char *why) {
+    if (x) {
+        fed_errorf(FED_EPROTO, "%s", why);
+        drop(s, x, FED_EPROTO);
+        return;
+    }
+    if (banned(s, rid, rid_len)) return;
+    ban_add(s, rid, rid_len);
+    char hex[40];
+    fed__hex(rid, rid_len, hex);
+    FED_LOG(FED_LOG_WARN, "coordinator: dropped peer routing id %s: %s", hex, why);
+}
+
+static void open_session(fed_server *s, const fed__frame *f, const uint8_t *sid) {
+    ban_lift(s, f->rid, f->rid_len);
+    if (s->handshakes >= s->max_handshakes) {
+        char hex[40];
+        fed__hex(f->rid, f->rid_len, hex);
+        FED_LOG(FED_LOG_WARN,
+                "coordinator: dropped peer routing id %s: %zu handshakes in progress, the limit",
+                hex, s->handshakes);
+        fed__send_close(&s->net, f->rid, f->rid_len, sid);
+        return;
+    }
+    fed__sess *x;
+    fed_err e = fed__sess_new(&x, &s->net, f->rid, f->rid_len, sid, NULL);
+    if (e == FED_OK && (e = table_add(s, x)) != FED_OK) fed__sess_free(&x);
+    if (e != FED_OK) {
+        FED_LOG(FED_LOG_ERROR, "coordinator: cannot open a session: %s", fed_errdetail(e));
+        return;
+    }
+    s->handshakes++;
+    e = fed__sess_input(x, f->data + FED__HDR_LEN, f->len - FED__HDR_LEN);
+    if (e != FED_OK) drop(s, x, e);
+}
+
+static void srv_on_frame(void *owner, const fed__frame *f) {
+    fed_server *s = owner;
+    fed__sess *x = lookup(s, f->rid, f->rid_len);
+    char why[128];
+    int type = 0;
+    uint8_t sid[FED_SESSION_ID_LEN];
+    const char *bad = NULL;
+    if (f->multipart) {
+        bad = "multipart ZeroMQ message";
+    } else if (f->len > s->net.max_frame) {
+        snprintf(why, sizeof why, "frame of %zu bytes, limit %zu", f->len, s->net.max_frame);
+        bad = why;
+    } else {
+        fed__hdr_parse(f->data, f->len, &type, sid, &bad);
+    }
+    if (bad) {
+        garbage(s, x, f->rid, f->rid_len, bad);
+        return;
+    }
+    bool same = x && memcmp(x->sid, sid, FED_SESSION_ID_LEN) == 0;
+    switch (type) {
+    case FED__FRAME_OPEN:
+        if (same) {
+            garbage(s, x, f->rid, f->rid_len, "second OPEN frame for one session");
+            return;
+        }
+        if (x)
+            end_session(s, x, FED_ECLOSED, "replaced by a new session on its connection", INFO,
+                        false);
+        open_session(s, f, sid);
+        return;
+    case FED__FRAME_DATA:
+        if (!same) {
+            /* A session we ended or never had: tell the sender, once per frame. */
+            if (!banned(s, f->rid, f->rid_len)) fed__send_close(&s->net, f->rid, f->rid_len, sid);
+            return;
+        }
+        fed_err e = fed__sess_input(x, f->data + FED__HDR_LEN, f->len - FED__HDR_LEN);
+        if (e != FED_OK) drop(s, x, e);
+        return;
+    default: /* CLOSE */
+        if (same) end_session(s, x, FED_ECLOSED, "closed by the peer", INFO, false);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Pump and timers                                                                      */
+
+static void srv_pump(void *owner) {
+    fed_server *s = owner;
+    for (fed__sess *x = s->sessions, *nx; x; x = nx) {
+        nx = x->next;
+        if (x->q_head) {
+            fed_err e = fed__sess_flush(x);
+            if (e != FED_OK) drop(s, x, e);
+        }
+    }
+    /* One chunk per transfer per round, so peers share the pool fairly. */
+    for (bool progress = true; progress;) {
+        progress = false;
+        for (fed__sess *x = s->sessions, *nx; x; x = nx) {
+            nx = x->next;
+            if (!fed__sess_wants_pump(x)) continue;
+            size_t sent;
+            fed_err e = fed__sess_pump(x, &sent);
+            if (e != FED_OK)
+                drop(s, x, e);
+            else if (sent)
+                progress = true;
+        }
+    }
+}
+
+static void srv_timers(void *owner, int64_t now) {
+    fed_server *s = owner;
+    const fed_net_config *c = &s->net.cfg;
+    for (fed__sess *x = s->sessions, *nx; x; x = nx) {
+        nx = x->next;
+        fed_err e = FED_OK;
+        if (x->state != FED__READY) {
+            if (now - x->t_start > c->handshake_timeout_ms)
+                e = fed_errorf(FED_ETIMEOUT, "not admitted within %d ms", c->handshake_timeout_ms);
+        } else if (c->idle_timeout_ms && now - x->t_last_in > c->idle_timeout_ms) {
+            e = fed_errorf(FED_ETIMEOUT, "silent for %d ms", c->idle_timeout_ms);
+        } else if (c->keepalive_ms && now - x->t_last_out >= c->keepalive_ms) {
+            fed_msg m = {.type = FED_MSG_HEARTBEAT};
+            m.u.heartbeat_ms = (uint64_t)now;
+            e = fed__sess_send(x, &m);
+            if (e == FED_OK) e = fed__sess_flush(x);
+        }
+        if (e != FED_OK) drop(s, x, e);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* API                                                                                  */
+
+fed_err fed_server_new(fed_server **out, void *zmq_ctx, const fed_server_config *cfg) {
+    *out = NULL;
+    if (!cfg || !cfg->endpoint) return fed_errorf(FED_EINVAL, "coordinator: no endpoint");
+    if (cfg->max_peers < 1 || cfg->max_handshakes < 1)
+        return fed_errorf(FED_EINVAL, "coordinator: max_peers and max_handshakes must be >= 1");
+    fed_server *s = fed_calloc(1, sizeof *s);
+    if (!s) return FED_ENOMEM;
+    fed_err e;
+    s->net.server = true;
+    s->net.owner = s;
+    s->net.side = "coordinator";
+    s->net.on_msg = srv_on_msg;
+    s->net.on_handshake = srv_on_handshake;
+    s->net.on_frame = srv_on_frame;
+    s->net.pump = srv_pump;
+    s->net.timers = srv_timers;
+    snprintf(s->software, sizeof s->software, "%s", cfg->software ? cfg->software : "");
+    s->max_peers = cfg->max_peers;
+    s->max_handshakes = cfg->max_handshakes;
+    s->nbuckets = 64;
+    s->buckets = fed_calloc(s->nbuckets, sizeof(fed__sess *));
+    if (!s->buckets) {
+        e = FED_ENOMEM;
+        goto fail;
+    }
+    if ((e = fed__net_init(&s->net, &cfg->net)) != FED_OK) goto fail;
+    if ((e = fed__tls_ctx_new(&s->net.tls, true, &cfg->net.tls)) != FED_OK) goto fail;
+    fed__sock_opts o = {cfg->net.zmq_heartbeat_ms, (int64_t)(2 * s->net.max_frame), 1000};
+    if ((e = fed__sock_router(&s->net.sock, zmq_ctx, cfg->endpoint, &o)) != FED_OK) goto fail;
+    *out = s;
+    return FED_OK;
+fail:
+    fed_server_destroy(&s);
+    return e;
+}
+
+void fed_server_destroy(fed_server **sp) {
+    fed_server *s = *sp;
+    if (!s) return;
+    *sp = NULL;
+    for (fed__sess *x = s->sessions, *nx; x; x = nx) {
+        nx = x->next;
+        if (s->net.sock) fed__send_close(&s->net, x->rid, x->rid_len, x->sid);
+        fed__sess_free(&x);
+    }
+    for (size_t i = 0; i < s->npeers; i++) {
+        fed__xfers_clear(&s->peers[i]->xfers);
+        fed_free(s->peers[i]);
+    }
+    fed_free(s->peers);
+    fed_free(s->buckets);
+    fed__sock_destroy(&s->net.sock, 100); /* let the CLOSE frames out */
+    fed__net_free(&s->net);
+    fed_free(s);
+}
+
+const char *fed_server_endpoint(const fed_server *s) {
+    return fed__sock_endpoint(s->net.sock);
+}
+
+fed_err fed_server_poll(fed_server *s, int timeout_ms, fed_net_event *ev) {
+    return srv_err(s, fed__net_poll(&s->net, timeout_ms, ev));
+}
+
+/* The admitted session of peer, or an error. */
+static fed_err ready_peer(fed_server *s, uint32_t id, peer **p) {
+    *p = peer_get(s, id);
+    if (!*p) return fed_errorf(FED_ENOTFOUND, "no peer %" PRIu32, id);
+    if (!(*p)->sess) return fed_errorf(FED_ECLOSED, "peer %s is not connected", (*p)->cn);
+    return FED_OK;
+}
+
+static bool app_type(fed_msg_type t) {
+    return t == FED_MSG_ROUND_START || t == FED_MSG_UPDATE || t == FED_MSG_ERROR ||
+           t == FED_MSG_HEARTBEAT || t == FED_MSG_BYE;
+}
+
+fed_err fed_server_send(fed_server *s, uint32_t id, const fed_msg *m) {
+    if (!m || !app_type(m->type))
+        return srv_err(s, fed_errorf(FED_EINVAL, "cannot send a %s message",
+                                     fed_msg_type_name(m ? m->type : FED_MSG_NONE)));
+    peer *p;
+    fed_err e = ready_peer(s, id, &p);
+    if (e != FED_OK) return srv_err(s, e);
+    fed__sess *x = p->sess;
+    e = fed__sess_send(x, m);
+    if (e == FED_EINVAL) return srv_err(s, e); /* the message, not the session */
+    if (e == FED_OK) e = fed__sess_flush(x);
+    if (e != FED_OK) {
+        srv_err(s, e);
+        drop(s, x, e);
+    }
+    return e;
+}
+
+fed_err fed_server_send_transfer(fed_server *s, uint32_t id, uint64_t tid, const void *data,
+                                 uint64_t len) {
+    peer *p = peer_get(s, id);
+    if (!p) return srv_err(s, fed_errorf(FED_ENOTFOUND, "no peer %" PRIu32, id));
+    return srv_err(s, fed__xfer_send(&p->xfers, tid, data, len));
+}
+
+fed_err fed_server_recv_transfer(fed_server *s, uint32_t id, uint64_t tid, void *buf, uint64_t len,
+                                 const uint8_t sha256[FED_SHA256_LEN]) {
+    peer *p = peer_get(s, id);
+    if (!p) return srv_err(s, fed_errorf(FED_ENOTFOUND, "no peer %" PRIu32, id));
+    fed__xfer_in *t;
+    fed_err e = fed__xfer_recv(&p->xfers, tid, buf, len, sha256, &t);
+    if (e != FED_OK) return srv_err(s, e);
+    if (p->sess && (e = fed__sess_grant(p->sess, t)) != FED_OK) drop(s, p->sess, e);
+    return FED_OK;
+}
+
+fed_err fed_server_cancel_transfer(fed_server *s, uint32_t id, uint64_t tid) {
+    peer *p = peer_get(s, id);
+    if (!p) return srv_err(s, fed_errorf(FED_ENOTFOUND, "no peer %" PRIu32, id));
+    return srv_err(s, fed__xfer_cancel(&p->xfers, tid));
+}
+
+fed_err fed_server_drop(fed_server *s, uint32_t id, const char *reason) {
+    peer *p = peer_get(s, id);
+    if (!p) return srv_err(s, fed_errorf(FED_ENOTFOUND, "no peer %" PRIu32, id));
+    fed__xfers_clear(&p->xfers);
+    if (p->sess) {
+        char why[256];
+        snprintf(why, sizeof why, "dropped by the coordinator: %s", reason ? reason : "");
+        end_session(s, p->sess, FED_ECANCELED, why, INFO, true);
+    }
+    return FED_OK;
+}
+
+const char *fed_server_peer_cn(const fed_server *s, uint32_t id) {
+    peer *p = peer_get(s, id);
+    return p ? p->cn : NULL;
+}
+
+bool fed_server_peer_connected(const fed_server *s, uint32_t id) {
+    peer *p = peer_get(s, id);
+    return p && p->sess;
+}
+
+void fed_server_stats(const fed_server *s, fed_net_stats *st) {
+    fed__net_stats((fed__net *)&s->net, st);
+    st->sessions = s->admitted;
+    st->handshakes = s->handshakes;
+    st->queued_frames = 0;
+    for (const fed__sess *x = s->sessions; x; x = x->next) st->queued_frames += x->q_len;
+}
+
+const char *fed_server_errmsg(const fed_server *s) {
+    return s->errmsg;
+}

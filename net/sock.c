@@ -1,0 +1,235 @@
+/* ZeroMQ sockets for the channel (see sock.h). The only file that includes zmq.h. */
+#include "net/sock.h"
+
+#include "core/alloc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+struct fed__sock {
+    void *z;                   /* the ZeroMQ socket */
+    bool router;               /* ROUTER (coordinator) or DEALER (client) */
+    zmq_msg_t msg;             /* the last received frame, closed at the next recv */
+    bool have_msg;             /* msg holds a frame */
+    uint8_t rid[FED__RID_MAX]; /* the last received routing id */
+    char endpoint[256];        /* as bound or connected */
+};
+
+static fed_err zerr(const char *what) {
+    int e = zmq_errno();
+    if (e == EAGAIN) return FED_EAGAIN;
+    return fed_errorf(FED_EIO, "zmq %s: %s", what, zmq_strerror(e));
+}
+
+static int setopt_int(void *z, int opt, int v) {
+    return zmq_setsockopt(z, opt, &v, sizeof v);
+}
+
+static fed_err apply_opts(fed__sock *s, const fed__sock_opts *o) {
+    int64_t maxmsg = o->max_msgsize;
+    if (setopt_int(s->z, ZMQ_LINGER, 0) != 0 || setopt_int(s->z, ZMQ_SNDHWM, o->hwm) != 0 ||
+        setopt_int(s->z, ZMQ_RCVHWM, o->hwm) != 0 ||
+        zmq_setsockopt(s->z, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0)
+        return zerr("setsockopt");
+    if (o->heartbeat_ms > 0) {
+        int t = o->heartbeat_ms > 2000000 ? 6000000 : 3 * o->heartbeat_ms;
+        if (setopt_int(s->z, ZMQ_HEARTBEAT_IVL, o->heartbeat_ms) != 0 ||
+            setopt_int(s->z, ZMQ_HEARTBEAT_TIMEOUT, t) != 0 ||
+            setopt_int(s->z, ZMQ_HEARTBEAT_TTL, t) != 0)
+            return zerr("setsockopt heartbeat");
+    }
+    return FED_OK;
+}
+
+static fed_err sock_new(fed__sock **out, void *zctx, int type, const fed__sock_opts *o) {
+    *out = NULL;
+    if (!zctx) return fed_errorf(FED_EINVAL, "no ZeroMQ context");
+    fed__sock *s = fed_calloc(1, sizeof *s);
+    if (!s) return FED_ENOMEM;
+    s->router = type == ZMQ_ROUTER;
+    s->z = zmq_socket(zctx, type);
+    if (!s->z) {
+        fed_err e = zerr("socket");
+        fed_free(s);
+        return e;
+    }
+    fed_err e = apply_opts(s, o);
+    if (e != FED_OK) {
+        zmq_close(s->z);
+        fed_free(s);
+        return e;
+    }
+    *out = s;
+    return FED_OK;
+}
+
+fed_err fed__sock_router(fed__sock **out, void *zctx, const char *endpoint,
+                         const fed__sock_opts *o) {
+    fed__sock *s = NULL;
+    fed_err e = sock_new(&s, zctx, ZMQ_ROUTER, o);
+    if (e != FED_OK || !s) return e != FED_OK ? e : FED_EINTERNAL;
+    if (setopt_int(s->z, ZMQ_ROUTER_MANDATORY, 1) != 0 ||
+        setopt_int(s->z, ZMQ_ROUTER_HANDOVER, 1) != 0) {
+        e = zerr("setsockopt router");
+        goto fail;
+    }
+    if (zmq_bind(s->z, endpoint) != 0) {
+        e = fed_errorf(FED_EIO, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    size_t n = sizeof s->endpoint;
+    if (zmq_getsockopt(s->z, ZMQ_LAST_ENDPOINT, s->endpoint, &n) != 0)
+        snprintf(s->endpoint, sizeof s->endpoint, "%s", endpoint);
+    *out = s;
+    return FED_OK;
+fail:
+    fed__sock_destroy(&s, 0);
+    return e;
+}
+
+fed_err fed__sock_dealer(fed__sock **out, void *zctx, const char *endpoint, const uint8_t *rid,
+                         size_t rid_len, const fed__sock_opts *o) {
+    fed__sock *s = NULL;
+    fed_err e = sock_new(&s, zctx, ZMQ_DEALER, o);
+    if (e != FED_OK || !s) return e != FED_OK ? e : FED_EINTERNAL;
+    if (rid && zmq_setsockopt(s->z, ZMQ_ROUTING_ID, rid, rid_len) != 0) {
+        e = zerr("setsockopt routing id");
+        goto fail;
+    }
+    if (zmq_connect(s->z, endpoint) != 0) {
+        e = fed_errorf(FED_EIO, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    snprintf(s->endpoint, sizeof s->endpoint, "%s", endpoint);
+    *out = s;
+    return FED_OK;
+fail:
+    fed__sock_destroy(&s, 0);
+    return e;
+}
+
+void fed__sock_destroy(fed__sock **sp, int linger_ms) {
+    fed__sock *s = *sp;
+    if (!s) return;
+    *sp = NULL;
+    if (s->have_msg) zmq_msg_close(&s->msg);
+    if (s->z) {
+        setopt_int(s->z, ZMQ_LINGER, linger_ms);
+        zmq_close(s->z);
+    }
+    fed_free(s);
+}
+
+const char *fed__sock_endpoint(const fed__sock *s) {
+    return s->endpoint;
+}
+
+/* libzmq calls this once it is done with a zero-copy frame. */
+static void zfree(void *data, void *hint) {
+    (void)data;
+    fed__buf_release(hint);
+}
+
+static fed_err send_rid(fed__sock *s, const uint8_t *rid, size_t rid_len) {
+    if (!s->router) return FED_OK;
+    if (zmq_send(s->z, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) return FED_OK;
+    if (zmq_errno() == EHOSTUNREACH) return fed_errorf(FED_ECLOSED, "host unreachable");
+    return zerr("send");
+}
+
+fed_err fed__sock_send(fed__sock *s, const uint8_t *rid, size_t rid_len, fed__buf *b, bool copy) {
+    if (copy) return fed__sock_send_bytes(s, rid, rid_len, b->data, b->len);
+    zmq_msg_t m;
+    if (zmq_msg_init_data(&m, b->data, b->len, zfree, b) != 0) return zerr("msg_init_data");
+    fed_err e = send_rid(s, rid, rid_len);
+    if (e == FED_OK && zmq_msg_send(&m, s->z, ZMQ_DONTWAIT) >= 0) return FED_OK;
+    if (e == FED_OK) e = zerr("send");
+    /* Not sent: closing the message must not give b back, the caller keeps it. */
+    b->keep = 1;
+    zmq_msg_close(&m);
+    b->keep = 0;
+    return e;
+}
+
+fed_err fed__sock_send_bytes(fed__sock *s, const uint8_t *rid, size_t rid_len, const void *data,
+                             size_t len) {
+    fed_err e = send_rid(s, rid, rid_len);
+    if (e != FED_OK) return e;
+    if (zmq_send(s->z, data, len, ZMQ_DONTWAIT) >= 0) return FED_OK;
+    return zerr("send");
+}
+
+/* Receives and throws away the remaining frames of a multipart message. */
+static void drain_more(fed__sock *s, zmq_msg_t *m) {
+    while (zmq_msg_more(m)) {
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        if (zmq_msg_recv(&extra, s->z, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&extra);
+            return;
+        }
+        int more = zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+        if (!more) return;
+    }
+}
+
+fed_err fed__sock_recv(fed__sock *s, fed__frame *f) {
+    memset(f, 0, sizeof *f);
+    if (s->have_msg) {
+        zmq_msg_close(&s->msg);
+        s->have_msg = false;
+    }
+    if (s->router) {
+        zmq_msg_t r;
+        zmq_msg_init(&r);
+        if (zmq_msg_recv(&r, s->z, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&r);
+            return zerr("recv");
+        }
+        size_t n = zmq_msg_size(&r);
+        if (n > FED__RID_MAX) n = FED__RID_MAX;
+        memcpy(s->rid, zmq_msg_data(&r), n);
+        int more = zmq_msg_more(&r);
+        zmq_msg_close(&r);
+        f->rid = s->rid;
+        f->rid_len = n;
+        if (!more) return FED_OK; /* ROUTER always adds the id: cannot happen */
+    }
+    zmq_msg_init(&s->msg);
+    if (zmq_msg_recv(&s->msg, s->z, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&s->msg);
+        return zerr("recv");
+    }
+    s->have_msg = true;
+    f->data = zmq_msg_data(&s->msg);
+    f->len = zmq_msg_size(&s->msg);
+    if (zmq_msg_more(&s->msg)) {
+        f->multipart = true;
+        drain_more(s, &s->msg);
+    }
+    return FED_OK;
+}
+
+fed_err fed__sock_wait(fed__sock *s, int fd, int timeout_ms, bool *in, bool *fd_ready) {
+    zmq_pollitem_t items[2] = {{s->z, 0, ZMQ_POLLIN, 0}, {NULL, fd, ZMQ_POLLIN, 0}};
+    *in = *fd_ready = false;
+    int rc = zmq_poll(items, fd >= 0 ? 2 : 1, timeout_ms);
+    if (rc < 0) {
+        if (zmq_errno() == EINTR) return FED_OK;
+        return zerr("poll");
+    }
+    *in = (items[0].revents & ZMQ_POLLIN) != 0;
+    *fd_ready = fd >= 0 && (items[1].revents & ZMQ_POLLIN) != 0;
+    return FED_OK;
+}
+
+void *fed__zmq_ctx_new(void) {
+    return zmq_ctx_new();
+}
+
+void fed__zmq_ctx_term(void *ctx) {
+    if (ctx) zmq_ctx_term(ctx);
+}

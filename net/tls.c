@@ -1,0 +1,448 @@
+/* TLS 1.3 sessions over memory, SHA-256 and random bytes (see tls.h). The only file that
+ * includes OpenSSL headers.
+ *
+ * Policy, in one place: TLS 1.3 only; AES-128-GCM preferred (fastest here, and 128-bit
+ * security is ample); certificates required on both sides and verified against the
+ * configured CA file only; purpose (extended key usage) sslclient on the coordinator and
+ * sslserver on clients; the coordinator's name or IP address checked by clients; CRL
+ * checking of the peer's certificate when a CRL file is configured; no session tickets,
+ * no session cache, no renegotiation. The single custom BIO both reads the frame being
+ * processed (without copying it first) and writes to the owner's sink; when the frame is
+ * used up a read asks to be retried, which OpenSSL reports as "want read". */
+#include "net/tls.h"
+
+#include "core/alloc.h"
+
+#include <arpa/inet.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+struct fed__tls_ctx {
+    SSL_CTX *ctx; /* shared by every session of one side */
+    bool server;  /* coordinator side */
+};
+
+struct fed__tls {
+    SSL *ssl;                          /* the session */
+    fed__tls_sink sink;                /* where records go */
+    void *user;                        /* sink's argument */
+    const uint8_t *in;                 /* unread part of the current input */
+    size_t in_len;                     /* its length */
+    char peer_cn[FED_NET_CN_MAX + 1];  /* verified CN, after the handshake */
+    char shown_cn[FED_NET_CN_MAX + 1]; /* CN of the presented leaf, verified or not */
+};
+
+struct fed__sha256 {
+    EVP_MD_CTX *md; /* running digest */
+};
+
+/* ------------------------------------------------------------------------------------ */
+/* The BIO                                                                              */
+
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static int bio_write(BIO *b, const char *data, int len) {
+    fed__tls *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0) return 0;
+    if (t->sink(t->user, (const uint8_t *)data, (size_t)len) != 0) return -1;
+    return len;
+}
+
+static int bio_read(BIO *b, char *out, int len) {
+    fed__tls *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0) return 0;
+    if (t->in_len == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t n = t->in_len < (size_t)len ? t->in_len : (size_t)len;
+    memcpy(out, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+    (void)num;
+    (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING: {
+        fed__tls *t = BIO_get_data(b);
+        return t ? (long)t->in_len : 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+static int bio_create(BIO *b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int bio_destroy(BIO *b) {
+    BIO_set_data(b, NULL);
+    return 1;
+}
+
+static void bio_method_init(void) {
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "fednet frame");
+    if (!m) return;
+    if (!BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
+        !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create) ||
+        !BIO_meth_set_destroy(m, bio_destroy)) {
+        BIO_meth_free(m);
+        return;
+    }
+    bio_method = m;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Errors                                                                               */
+
+/* The reason of the first queued OpenSSL error ("tlsv1 alert unknown ca"). */
+static const char *ossl_reason(char *buf, size_t size) {
+    unsigned long e = ERR_get_error();
+    if (e == 0) return "unknown TLS error";
+    const char *r = ERR_reason_error_string(e);
+    if (r) return r;
+    ERR_error_string_n(e, buf, size);
+    return buf;
+}
+
+static fed_err ossl_fail(fed_err code, const char *what) {
+    char buf[256];
+    fed_err e = fed_errorf(code, "%s: %s", what, ossl_reason(buf, sizeof buf));
+    ERR_clear_error();
+    return e;
+}
+
+/* The failure of a handshake or read: a refused certificate, the peer's alert, or a
+ * protocol error, as one line. */
+static fed_err session_fail(fed__tls *t) {
+    long v = SSL_get_verify_result(t->ssl);
+    if (v != X509_V_OK) {
+        ERR_clear_error();
+        return fed_errorf(FED_EAUTH, "certificate refused: %s", X509_verify_cert_error_string(v));
+    }
+    char buf[256];
+    const char *r = ossl_reason(buf, sizeof buf);
+    fed_err code = FED_ETLS;
+    if (strstr(r, "certificate") || strstr(r, "unknown ca") || strstr(r, "access denied"))
+        code = FED_EAUTH;
+    fed_err e = fed_errorf(code, "%s%s", strstr(r, "alert") ? "peer sent " : "TLS error: ", r);
+    ERR_clear_error();
+    return e;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Context                                                                              */
+
+/* Copies the subject CN of cert into out (size FED_NET_CN_MAX + 1); false when there is
+ * none, more than one, or it is not 1..64 printable ASCII characters. */
+static bool cert_cn(X509 *cert, char *out) {
+    out[0] = '\0';
+    X509_NAME *nm = cert ? X509_get_subject_name(cert) : NULL;
+    if (!nm) return false;
+    int idx = X509_NAME_get_index_by_NID(nm, NID_commonName, -1);
+    if (idx < 0 || X509_NAME_get_index_by_NID(nm, NID_commonName, idx) >= 0) return false;
+    ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(nm, idx));
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, d);
+    bool ok = n >= 1 && n <= FED_NET_CN_MAX;
+    for (int i = 0; ok && i < n; i++) ok = utf8[i] >= 0x20 && utf8[i] < 0x7f;
+    if (ok) {
+        memcpy(out, utf8, (size_t)n);
+        out[n] = '\0';
+    }
+    OPENSSL_free(utf8);
+    return ok;
+}
+
+/* Notes the CN of the presented leaf certificate for log lines; never changes a verdict. */
+static int verify_cb(int ok, X509_STORE_CTX *x) {
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    fed__tls *t = ssl ? SSL_get_app_data(ssl) : NULL;
+    if (t && !t->shown_cn[0]) {
+        X509 *leaf = X509_STORE_CTX_get0_cert(x);
+        if (leaf) cert_cn(leaf, t->shown_cn);
+    }
+    return ok;
+}
+
+static fed_err load_crl(SSL_CTX *ctx, const char *path) {
+    BIO *b = BIO_new_file(path, "r");
+    if (!b) return ossl_fail(FED_ETLS, path);
+    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+    int n = 0;
+    for (X509_CRL *crl; (crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL; n++) {
+        int ok = X509_STORE_add_crl(st, crl);
+        X509_CRL_free(crl);
+        if (!ok) {
+            BIO_free(b);
+            return ossl_fail(FED_ETLS, path);
+        }
+    }
+    BIO_free(b);
+    ERR_clear_error(); /* the loop ends on "no start line" */
+    if (n == 0) return fed_errorf(FED_ETLS, "%s: no CRL in the file", path);
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_CRL_CHECK);
+    return FED_OK;
+}
+
+fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *f) {
+    *out = NULL;
+    if (!f->ca_file) return fed_errorf(FED_EINVAL, "TLS: no CA file configured");
+    if (!f->cert_file != !f->key_file)
+        return fed_errorf(FED_EINVAL, "TLS: a certificate needs its key and a key its certificate");
+    if (server && !f->cert_file)
+        return fed_errorf(FED_EINVAL, "TLS: the coordinator needs a certificate");
+    ERR_clear_error();
+    fed__tls_ctx *c = fed_calloc(1, sizeof *c);
+    if (!c) return FED_ENOMEM;
+    c->server = server;
+    fed_err e = FED_OK;
+    SSL_CTX *ctx = c->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (!ctx) {
+        e = ossl_fail(FED_ETLS, "SSL_CTX_new");
+        goto fail;
+    }
+    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
+        !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
+        !SSL_CTX_set_ciphersuites(
+            ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") ||
+        !SSL_CTX_set_num_tickets(ctx, 0)) {
+        e = ossl_fail(FED_ETLS, "TLS settings");
+        goto fail;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (!SSL_CTX_load_verify_locations(ctx, f->ca_file, NULL)) {
+        e = ossl_fail(FED_ETLS, f->ca_file);
+        goto fail;
+    }
+    if (f->cert_file) {
+        if (!SSL_CTX_use_certificate_chain_file(ctx, f->cert_file)) {
+            e = ossl_fail(FED_ETLS, f->cert_file);
+            goto fail;
+        }
+        if (!SSL_CTX_use_PrivateKey_file(ctx, f->key_file, SSL_FILETYPE_PEM)) {
+            e = ossl_fail(FED_ETLS, f->key_file);
+            goto fail;
+        }
+        if (!SSL_CTX_check_private_key(ctx)) {
+            e = fed_errorf(FED_ETLS, "%s: the key does not match %s", f->key_file, f->cert_file);
+            ERR_clear_error();
+            goto fail;
+        }
+    }
+    if (server) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(f->ca_file);
+        if (names) SSL_CTX_set_client_CA_list(ctx, names);
+        ERR_clear_error();
+    }
+    X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+    if (!X509_VERIFY_PARAM_set_purpose(param, server ? X509_PURPOSE_SSL_CLIENT
+                                                     : X509_PURPOSE_SSL_SERVER)) {
+        e = ossl_fail(FED_ETLS, "TLS purpose");
+        goto fail;
+    }
+    if (f->crl_file && (e = load_crl(ctx, f->crl_file)) != FED_OK) goto fail;
+    SSL_CTX_set_verify(ctx,
+                       server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
+                       verify_cb);
+    SSL_CTX_set_verify_depth(ctx, 4);
+    *out = c;
+    return FED_OK;
+fail:
+    fed__tls_ctx_destroy(&c);
+    return e;
+}
+
+void fed__tls_ctx_destroy(fed__tls_ctx **cp) {
+    fed__tls_ctx *c = *cp;
+    if (!c) return;
+    *cp = NULL;
+    SSL_CTX_free(c->ctx);
+    fed_free(c);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Sessions                                                                             */
+
+fed_err fed__tls_new(fed__tls **out, fed__tls_ctx *c, const char *server_name, fed__tls_sink sink,
+                     void *user) {
+    *out = NULL;
+    pthread_once(&bio_once, bio_method_init);
+    if (!bio_method) return fed_errorf(FED_ENOMEM, "TLS: cannot create the BIO method");
+    ERR_clear_error();
+    fed__tls *t = fed_calloc(1, sizeof *t);
+    if (!t) return FED_ENOMEM;
+    t->sink = sink;
+    t->user = user;
+    fed_err e = FED_OK;
+    BIO *bio = NULL;
+    t->ssl = SSL_new(c->ctx);
+    if (!t->ssl) {
+        e = ossl_fail(FED_ETLS, "SSL_new");
+        goto fail;
+    }
+    SSL_set_app_data(t->ssl, t);
+    bio = BIO_new(bio_method);
+    if (!bio) {
+        e = ossl_fail(FED_ENOMEM, "BIO_new");
+        goto fail;
+    }
+    BIO_set_data(bio, t);
+    SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by the SSL now */
+    if (c->server) {
+        SSL_set_accept_state(t->ssl);
+    } else {
+        SSL_set_connect_state(t->ssl);
+        if (!server_name || !server_name[0]) {
+            e = fed_errorf(FED_EINVAL, "TLS: no coordinator name to check");
+            goto fail;
+        }
+        unsigned char ip[16];
+        int is_ip =
+            inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), server_name)
+                       : SSL_set1_host(t->ssl, server_name) &&
+                             SSL_set_tlsext_host_name(t->ssl, server_name);
+        if (!ok) {
+            e = ossl_fail(FED_EINVAL, server_name);
+            goto fail;
+        }
+        SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    }
+    *out = t;
+    return FED_OK;
+fail:
+    fed__tls_destroy(&t);
+    return e;
+}
+
+void fed__tls_destroy(fed__tls **tp) {
+    fed__tls *t = *tp;
+    if (!t) return;
+    *tp = NULL;
+    SSL_free(t->ssl);
+    fed_free(t);
+}
+
+void fed__tls_input(fed__tls *t, const uint8_t *data, size_t len) {
+    t->in = data;
+    t->in_len = len;
+}
+
+fed_err fed__tls_handshake(fed__tls *t) {
+    ERR_clear_error();
+    int r = SSL_do_handshake(t->ssl);
+    if (r == 1) {
+        if (!cert_cn(SSL_get0_peer_certificate(t->ssl), t->peer_cn))
+            return fed_errorf(FED_EAUTH,
+                              "certificate refused: its subject has no single printable CN");
+        return FED_OK;
+    }
+    if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ) return FED_EAGAIN;
+    return session_fail(t);
+}
+
+fed_err fed__tls_read(fed__tls *t, void *buf, size_t len, size_t *got) {
+    ERR_clear_error();
+    *got = 0;
+    int r = SSL_read_ex(t->ssl, buf, len, got);
+    if (r == 1) return FED_OK;
+    switch (SSL_get_error(t->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        return FED_EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return fed_errorf(FED_ECLOSED, "the peer closed the TLS session");
+    default:
+        return session_fail(t);
+    }
+}
+
+fed_err fed__tls_write(fed__tls *t, const void *buf, size_t len) {
+    ERR_clear_error();
+    size_t done = 0;
+    if (len == 0) return FED_OK;
+    if (SSL_write_ex(t->ssl, buf, len, &done) == 1 && done == len) return FED_OK;
+    return session_fail(t);
+}
+
+bool fed__tls_has_leftover(const fed__tls *t) {
+    return t->in_len > 0 || SSL_has_pending(t->ssl);
+}
+
+const char *fed__tls_peer_cn(const fed__tls *t) {
+    return t->peer_cn;
+}
+
+const char *fed__tls_presented_cn(const fed__tls *t) {
+    return t->shown_cn;
+}
+
+size_t fed__tls_bound(size_t len) {
+    /* TLS 1.3 record: 5-byte header, content-type byte, 16-byte AEAD tag, at most 16 KiB
+     * of plaintext; plus slack for a record OpenSSL might add on its own (KeyUpdate). */
+    return len + (len / 16384 + 1) * (5 + 1 + 16) + 256;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* SHA-256 and randomness                                                               */
+
+fed_err fed__sha256_new(fed__sha256 **out) {
+    *out = NULL;
+    fed__sha256 *h = fed_calloc(1, sizeof *h);
+    if (!h) return FED_ENOMEM;
+    h->md = EVP_MD_CTX_new();
+    if (!h->md || !EVP_DigestInit_ex(h->md, EVP_sha256(), NULL)) {
+        fed__sha256_destroy(&h);
+        return ossl_fail(FED_ENOMEM, "SHA-256");
+    }
+    *out = h;
+    return FED_OK;
+}
+
+void fed__sha256_update(fed__sha256 *h, const void *data, size_t len) {
+    if (len) EVP_DigestUpdate(h->md, data, len);
+}
+
+void fed__sha256_final(fed__sha256 *h, uint8_t out[FED_SHA256_LEN]) {
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(h->md, out, &n);
+}
+
+void fed__sha256_destroy(fed__sha256 **hp) {
+    fed__sha256 *h = *hp;
+    if (!h) return;
+    *hp = NULL;
+    EVP_MD_CTX_free(h->md);
+    fed_free(h);
+}
+
+void fed_sha256(const void *data, size_t len, uint8_t out[FED_SHA256_LEN]) {
+    unsigned int n = 0;
+    EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+}
+
+fed_err fed__random(void *buf, size_t len) {
+    if (len > (size_t)1 << 30 || RAND_bytes(buf, (int)len) != 1)
+        return ossl_fail(FED_EINTERNAL, "RAND_bytes");
+    return FED_OK;
+}

@@ -1,0 +1,566 @@
+/* Tests of the secure channel's admission: TLS 1.3 handshakes and Hello/Welcome with
+ * several clients at once over inproc:// and tcp://127.0.0.1, message round trips in
+ * both directions, and every refusal (another CA, expired, not yet valid, revoked, a
+ * site certificate acting as the coordinator, a wrong coordinator name, no client
+ * certificate): the peer is kept out and exactly one warn line names it and the reason.
+ * Real sockets, real TLS, certificates made by certs/fedtune-certs in a temporary folder. */
+#include "tests/test_net_common.h"
+
+#include "core/alloc.h"
+#include "net/sock.h"
+
+#include <inttypes.h>
+
+static bool all_joined(world *w) {
+    for (int i = 0; i < w->ncli; i++)
+        if (w->c[i].joined < 1) return false;
+    return w->s.joined >= w->ncli;
+}
+
+static bool all_got_round(world *w) {
+    for (int i = 0; i < w->ncli; i++)
+        if (w->c[i].last_round != 7) return false;
+    return true;
+}
+
+static bool server_got_updates(world *w) {
+    for (int i = 0; i < w->ncli; i++)
+        if (w->by_peer[i + 1].messages < 1) return false;
+    return true;
+}
+
+/* Several clients join, a RoundStart goes to each, an Update comes back from each. */
+static void round_trip(const char *endpoint) {
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config(endpoint);
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    if (!w.srv) goto done;
+    const char *ep = fed_server_endpoint(w.srv);
+    CHECK(strncmp(ep, endpoint, 6) == 0);
+    w.ncli = 4;
+    char *caps[] = {"delta-f32", "eval"};
+    for (int i = 0; i < w.ncli; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "site-%d", i + 1);
+        fed_client_config cc = client_config(ep, "ca", name);
+        cc.hello.capabilities = caps;
+        cc.hello.num_capabilities = 2;
+        cc.hello.train_examples = 100 + (uint64_t)i;
+        CHECK_OK(fed_client_new(&w.cli[i], w.zctx, &cc));
+        if (!w.cli[i]) goto done;
+    }
+    CHECK(world_until(&w, all_joined, 15000));
+    CHECK_INT(w.s.joined, w.ncli);
+    fed_net_stats st;
+    fed_server_stats(w.srv, &st);
+    CHECK_SIZE(st.sessions, (size_t)w.ncli);
+    CHECK_SIZE(st.handshakes, 0);
+    /* Each peer handle names the CN of its certificate, not anything it said. */
+    for (uint32_t p = 1; p <= (uint32_t)w.ncli; p++) {
+        const char *cn = fed_server_peer_cn(w.srv, p);
+        CHECK(cn && strncmp(cn, "site-", 5) == 0);
+        CHECK(fed_server_peer_connected(w.srv, p));
+    }
+    for (int i = 0; i < w.ncli; i++) {
+        CHECK_STR(w.c[i].cn, "localhost");
+        CHECK(fed_client_ready(w.cli[i]));
+    }
+
+    /* RoundStart to everyone. */
+    for (uint32_t p = 1; p <= (uint32_t)w.ncli; p++) {
+        fed_msg m = {.type = FED_MSG_ROUND_START};
+        m.u.round_start.round = 7;
+        m.u.round_start.model_version = 3;
+        m.u.round_start.transfer_id = 70 + p;
+        m.u.round_start.config.epochs = 1;
+        m.u.round_start.config.batch = 32;
+        m.u.round_start.config.optimizer = "sgd";
+        m.u.round_start.config.lr = 0.1f;
+        CHECK_OK(fed_server_send(w.srv, p, &m));
+    }
+    CHECK(world_until(&w, all_got_round, 10000));
+    /* And an Update back from everyone. */
+    for (int i = 0; i < w.ncli; i++) {
+        fed_msg m = {.type = FED_MSG_UPDATE};
+        m.u.update.round = 7;
+        m.u.update.examples = 100;
+        CHECK_OK(fed_client_send(w.cli[i], &m));
+    }
+    CHECK(world_until(&w, server_got_updates, 10000));
+    for (uint32_t p = 1; p <= (uint32_t)w.ncli; p++) CHECK_INT(w.by_peer[p].last_round, 7);
+
+    /* The channel keeps its own message types to itself. */
+    fed_msg bad = {.type = FED_MSG_CHUNK};
+    CHECK_ERR(fed_server_send(w.srv, 1, &bad), FED_EINVAL);
+    CHECK_ERR(fed_client_send(w.cli[0], &bad), FED_EINVAL);
+    fed_msg hb = {.type = FED_MSG_HEARTBEAT};
+    CHECK_ERR(fed_server_send(w.srv, 99, &hb), FED_ENOTFOUND);
+    CHECK_INT(log_count("dropped", NULL), 0);
+done:
+    if (log_count("dropped", NULL)) log_dump();
+    world_free(&w);
+}
+
+TEST(round_trip_inproc) {
+    log_clear();
+    round_trip("inproc://fednet-test-rt");
+}
+
+TEST(round_trip_tcp) {
+    log_clear();
+    round_trip("tcp://127.0.0.1:0");
+}
+
+/* The Hello a client sent arrives intact, and the Welcome names the client's CN. */
+static void on_srv_hello(world *w, const fed_net_event *ev) {
+    if (ev->type != FED_NET_JOINED) return;
+    const fed_msg_hello *h = &ev->msg->u.hello;
+    CHECK_STR(h->software, "fedtune-test-client");
+    CHECK_SIZE(h->num_capabilities, 1);
+    if (h->num_capabilities == 1) CHECK_STR(h->capabilities[0], "secagg");
+    CHECK_INT(h->train_examples, 1234);
+    CHECK_STR(ev->cn, "site-5");
+    w->user = (void *)1;
+}
+
+static void on_cli_welcome(world *w, int i, const fed_net_event *ev) {
+    (void)w;
+    (void)i;
+    if (ev->type != FED_NET_JOINED) return;
+    CHECK_STR(ev->msg->u.welcome.client_id, "site-5");
+    CHECK_STR(ev->msg->u.welcome.coordinator, "fedtune-test");
+    CHECK_INT(ev->msg->u.welcome.credits, 8);
+}
+
+static bool one_joined(world *w) {
+    return w->s.joined >= 1 && w->c[0].joined >= 1;
+}
+
+TEST(hello_welcome) {
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("inproc://fednet-test-hello");
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config("inproc://fednet-test-hello", "ca", "site-5");
+    char *caps[] = {"secagg"};
+    cc.hello.capabilities = caps;
+    cc.hello.num_capabilities = 1;
+    cc.hello.train_examples = 1234;
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    w.on_srv = on_srv_hello;
+    w.on_cli = on_cli_welcome;
+    CHECK(world_until(&w, one_joined, 10000));
+    CHECK(w.user == (void *)1);
+    world_free(&w);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Refusals                                                                             */
+
+static bool client_left(world *w) {
+    return w->c[0].left >= 1;
+}
+
+/* Runs one client against a coordinator until the client's session ends; checks that
+ * the peer was kept out, that `side` ("coordinator" or "client") logged exactly one
+ * warn line containing `who` and `why`, and returns nothing. */
+static void refusal(const char *label, fed_server_config sc, fed_client_config cc, const char *side,
+                    const char *who, const char *why) {
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    if (!w.srv) goto done;
+    cc.endpoint = fed_server_endpoint(w.srv);
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    if (!w.cli[0]) goto done;
+    bool left = world_until(&w, client_left, 10000);
+    if (!left) fprintf(stderr, "%s: the client never left\n", label);
+    CHECK(left);
+    world_run(&w, 50); /* let both sides finish */
+    CHECK_INT(w.s.joined, 0);
+    CHECK_INT(w.c[0].joined, 0);
+    CHECK(!fed_client_ready(w.cli[0]));
+    fed_net_stats st;
+    fed_server_stats(w.srv, &st);
+    CHECK_SIZE(st.sessions, 0);
+    CHECK_SIZE(st.handshakes, 0);
+    char tag[32];
+    snprintf(tag, sizeof tag, "%s: dropped", side);
+    int lines = log_count(tag, NULL), match = log_count(tag, why), named = log_count(tag, who);
+    if (lines != 1 || match != 1 || named != 1) {
+        fprintf(stderr, "%s: expected one %s line with \"%s\" and \"%s\"\n", label, side, who, why);
+        log_dump();
+    }
+    CHECK_INT(lines, 1);
+    CHECK_INT(match, 1);
+    CHECK_INT(named, 1);
+done:
+    world_free(&w);
+}
+
+TEST(refuse_other_ca) {
+    refusal("other CA", server_config("tcp://127.0.0.1:0"), client_config(NULL, "ca2", "intruder"),
+            "coordinator", "intruder", "unable to get local issuer certificate");
+}
+
+TEST(refuse_expired) {
+    refusal("expired", server_config("tcp://127.0.0.1:0"), client_config(NULL, "ca", "expired"),
+            "coordinator", "expired", "certificate has expired");
+}
+
+TEST(refuse_not_yet_valid) {
+    refusal("not yet valid", server_config("inproc://fednet-test-future"),
+            client_config(NULL, "ca", "future"), "coordinator", "future",
+            "certificate is not yet valid");
+}
+
+TEST(refuse_revoked) {
+    refusal("revoked", server_config("tcp://127.0.0.1:0"), client_config(NULL, "ca", "revoked"),
+            "coordinator", "revoked", "certificate revoked");
+}
+
+TEST(accept_revoked_without_crl) {
+    /* Without a CRL configured, the same certificate is accepted: the CRL is what refuses. */
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("inproc://fednet-test-nocrl");
+    sc.net.tls.crl_file = NULL;
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config("inproc://fednet-test-nocrl", "ca", "revoked");
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    CHECK_STR(w.s.cn, "revoked");
+    world_free(&w);
+}
+
+TEST(refuse_coordinator_cert_as_client) {
+    fed_client_config cc = client_config(NULL, "ca", "site-1");
+    cc.net.tls.cert_file = cpath("ca/coordinator/localhost.crt");
+    cc.net.tls.key_file = cpath("ca/coordinator/localhost.key");
+    refusal("coordinator cert as client", server_config("tcp://127.0.0.1:0"), cc, "coordinator",
+            "certificate CN localhost", "unsuitable certificate purpose");
+}
+
+TEST(refuse_site_cert_as_coordinator) {
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    sc.net.tls.cert_file = cpath("ca/sites/site-6/site-6.crt");
+    sc.net.tls.key_file = cpath("ca/sites/site-6/site-6.key");
+    fed_client_config cc = client_config(NULL, "ca", "site-1");
+    cc.server_name = "site-6"; /* even with the right name: the purpose is wrong */
+    refusal("site cert as coordinator", sc, cc, "client", "site-6",
+            "unsuitable certificate purpose");
+}
+
+TEST(refuse_name_mismatch) {
+    fed_client_config cc = client_config(NULL, "ca", "site-1");
+    cc.server_name = "fed.example.org";
+    refusal("name mismatch", server_config("tcp://127.0.0.1:0"), cc, "client", "fed.example.org",
+            "hostname mismatch");
+    cc.server_name = "10.1.2.3";
+    refusal("IP mismatch", server_config("tcp://127.0.0.1:0"), cc, "client", "10.1.2.3",
+            "IP address mismatch");
+}
+
+TEST(accept_ip_name) {
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config(fed_server_endpoint(w.srv), "ca", "site-2");
+    cc.server_name = "127.0.0.1";
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    world_free(&w);
+}
+
+TEST(refuse_no_client_cert) {
+    fed_client_config cc = client_config(NULL, "ca", "site-1");
+    cc.net.tls.cert_file = NULL;
+    cc.net.tls.key_file = NULL;
+    refusal("no client certificate", server_config("tcp://127.0.0.1:0"), cc, "coordinator",
+            "routing id", "peer did not return a certificate");
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Sessions: replacement, limits, liveness                                              */
+
+static bool second_joined(world *w) {
+    return w->s.joined >= 2 && w->c[1].joined >= 1 && w->c[0].left >= 1;
+}
+
+TEST(same_identity_replaces) {
+    /* A second client with the same certificate (a restarted site) takes over the identity:
+     * same peer handle, the old session is closed. */
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("inproc://fednet-test-same");
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config("inproc://fednet-test-same", "ca", "site-1");
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    uint32_t peer = w.s.peer;
+    w.ncli = 2;
+    CHECK_OK(fed_client_new(&w.cli[1], w.zctx, &cc));
+    CHECK(world_until(&w, second_joined, 10000));
+    CHECK_INT(w.s.peer, peer);
+    CHECK_INT(w.s.left, 1);
+    CHECK(fed_server_peer_connected(w.srv, peer));
+    CHECK(!fed_client_ready(w.cli[0]));
+    CHECK(fed_client_ready(w.cli[1]));
+    CHECK_INT(log_count("coordinator: dropped", NULL), 0);
+    world_free(&w);
+}
+
+static bool second_left(world *w) {
+    return w->c[1].left >= 1;
+}
+
+TEST(max_peers) {
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("inproc://fednet-test-maxp");
+    sc.max_peers = 1;
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config c1 = client_config("inproc://fednet-test-maxp", "ca", "site-1");
+    fed_client_config c2 = client_config("inproc://fednet-test-maxp", "ca", "site-2");
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &c1));
+    CHECK(world_until(&w, one_joined, 10000));
+    w.ncli = 2;
+    CHECK_OK(fed_client_new(&w.cli[1], w.zctx, &c2));
+    CHECK(world_until(&w, second_left, 10000));
+    world_run(&w, 30);
+    CHECK_INT(w.s.joined, 1);
+    CHECK_INT(w.c[1].joined, 0);
+    CHECK_CONTAINS(w.c[1].left_reason, "refused");
+    CHECK_INT(log_count("coordinator: dropped", NULL), 1);
+    CHECK_INT(log_count("coordinator: dropped peer site-2", "1 peers connected, the limit"), 1);
+    CHECK(fed_client_ready(w.cli[0]));
+    world_free(&w);
+}
+
+TEST(max_handshakes) {
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    sc.max_handshakes = 1;
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    /* A peer that opens a session and says nothing more holds the only handshake slot. */
+    fed__sock *raw = NULL;
+    fed__sock_opts o = {0, -1, 1000};
+    uint8_t open[24] = {'F', 'E', 'D', 'N', 1, 1, 0, 0, 9};
+    CHECK_OK(fed__sock_dealer(&raw, w.zctx, fed_server_endpoint(w.srv), NULL, 0, &o));
+    if (raw) CHECK_OK(fed__sock_send_bytes(raw, NULL, 0, open, sizeof open));
+    fed_net_stats st = {0};
+    for (int i = 0; i < 2000 && st.handshakes == 0; i++) {
+        world_step(&w, 1);
+        fed_server_stats(w.srv, &st);
+    }
+    CHECK_SIZE(st.handshakes, 1);
+    fed_client_config cc = client_config(fed_server_endpoint(w.srv), "ca", "site-2");
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, client_left, 10000));
+    CHECK_INT(w.s.joined, 0);
+    CHECK_INT(log_count("coordinator: dropped", "1 handshakes in progress, the limit"), 1);
+    fed__sock_destroy(&raw, 0);
+    world_free(&w);
+}
+
+static bool server_left(world *w) {
+    return w->s.left >= 1;
+}
+
+TEST(keepalive_and_idle) {
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("inproc://fednet-test-idle");
+    sc.net.keepalive_ms = 30;
+    sc.net.idle_timeout_ms = 800;
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config("inproc://fednet-test-idle", "ca", "site-3");
+    cc.net.keepalive_ms = 30;
+    cc.net.idle_timeout_ms = 800;
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    /* Both alive and polling: heartbeats keep the quiet session up. */
+    world_run(&w, 1500);
+    CHECK_INT(w.s.left, 0);
+    CHECK_INT(w.c[0].left, 0);
+    /* The client freezes (stops polling): the coordinator ends its session. */
+    fed_client *frozen = w.cli[0];
+    w.ncli = 0;
+    CHECK(world_until(&w, server_left, 10000));
+    CHECK_INT(w.s.left_err, FED_ETIMEOUT);
+    CHECK_INT(log_count("coordinator: dropped peer site-3", "silent for 800 ms"), 1);
+    w.ncli = 1;
+    w.cli[0] = frozen;
+    CHECK(world_until(&w, client_left, 10000));
+    world_free(&w);
+}
+
+static bool rejoined(world *w) {
+    return w->s.joined >= 2 && w->c[0].joined >= 2;
+}
+
+TEST(vanished_peer) {
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    sc.net.keepalive_ms = 20;
+    sc.net.idle_timeout_ms = 0;
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config(fed_server_endpoint(w.srv), "ca", "site-4");
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    uint32_t peer = w.s.peer;
+    /* The client disappears without a word; the next keepalive finds nobody. */
+    fed__client_vanish(w.cli[0]);
+    CHECK(world_until(&w, server_left, 10000));
+    CHECK_CONTAINS(w.s.left_reason, "unreachable");
+    CHECK(!fed_server_peer_connected(w.srv, peer));
+    CHECK_INT(log_count("coordinator: dropped peer site-4", "unreachable"), 1);
+    /* It comes back under the same handle. */
+    CHECK_OK(fed_client_reconnect(w.cli[0]));
+    CHECK(world_until(&w, rejoined, 10000));
+    CHECK_INT(w.s.peer, peer);
+    world_free(&w);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Configuration errors                                                                 */
+
+TEST(config_errors) {
+    void *zctx = fed_net_context_new();
+    fed_server *s = NULL;
+    fed_server_config sc = server_config("inproc://fednet-test-cfg");
+    sc.net.tls.key_file = cpath("ca/sites/site-1/site-1.key");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_ETLS);
+    CHECK_CONTAINS(fed_errmsg(), "site-1.key");
+    sc = server_config("inproc://fednet-test-cfg");
+    sc.net.tls.ca_file = cpath("nope/ca.crt");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_ETLS);
+    CHECK_CONTAINS(fed_errmsg(), "nope/ca.crt");
+    sc = server_config("inproc://fednet-test-cfg");
+    sc.net.tls.crl_file = cpath("ca/ca.crt");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_ETLS);
+    CHECK_CONTAINS(fed_errmsg(), "no CRL");
+    sc = server_config("inproc://fednet-test-cfg");
+    sc.net.chunk_size = 1000;
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EINVAL);
+    sc = server_config("tcp://256.1.1.1:1");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EIO);
+    CHECK(s == NULL);
+    fed_client *c = NULL;
+    fed_client_config cc = client_config("inproc://x", "ca", "site-1");
+    cc.server_name = NULL;
+    CHECK_ERR(fed_client_new(&c, zctx, &cc), FED_EINVAL);
+    CHECK(c == NULL);
+    fed_net_context_destroy(&zctx);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Allocation failures                                                                  */
+
+TEST(alloc_failures_constructors) {
+    void *zctx = fed_net_context_new();
+    int server_ok = 0, client_ok = 0;
+    for (long n = 1; n < 200 && !(server_ok && client_ok); n++) {
+        fed_server *s = NULL;
+        fed_server_config sc = server_config("inproc://fednet-test-alloc");
+        fed_alloc_fail_at(n);
+        fed_err e = fed_server_new(&s, zctx, &sc);
+        bool hit = fed_alloc_count() >= n;
+        fed_alloc_fail_at(0);
+        CHECK(e == FED_OK ? s != NULL : s == NULL);
+        if (e == FED_OK && !hit) server_ok = 1;
+        fed_client *c = NULL;
+        fed_client_config cc = client_config("inproc://fednet-test-alloc", "ca", "site-1");
+        fed_alloc_fail_at(n);
+        e = fed_client_new(&c, zctx, &cc);
+        hit = fed_alloc_count() >= n;
+        fed_alloc_fail_at(0);
+        CHECK(e == FED_OK ? c != NULL : c == NULL);
+        if (e == FED_OK && !hit) client_ok = 1;
+        fed_client_destroy(&c);
+        fed_server_destroy(&s);
+    }
+    CHECK(server_ok && client_ok);
+    fed_net_context_destroy(&zctx);
+}
+
+TEST(alloc_failures_admission) {
+    /* The nth allocation after both objects exist fails, somewhere in the handshake,
+     * admission or events: nothing crashes or leaks, and with enough n everyone joins. */
+    int clean = 0;
+    for (long n = 1; n < 400 && !clean; n++) {
+        world w = {0};
+        w.zctx = fed_net_context_new();
+        fed_server_config sc = server_config("inproc://fednet-test-alloc2");
+        fed_client_config cc = client_config("inproc://fednet-test-alloc2", "ca", "site-2");
+        w.ncli = 1;
+        if (fed_server_new(&w.srv, w.zctx, &sc) != FED_OK ||
+            fed_client_new(&w.cli[0], w.zctx, &cc) != FED_OK) {
+            CHECK(0);
+            world_free(&w);
+            break;
+        }
+        fed_alloc_fail_at(n);
+        bool joined = world_until(&w, one_joined, 200);
+        bool hit = fed_alloc_count() >= n;
+        fed_alloc_fail_at(0);
+        if (joined && !hit) clean = 1;
+        world_free(&w);
+    }
+    CHECK(clean);
+    log_clear();
+}
+
+int main(void) {
+    fed_log_set_handler(log_handler, NULL, FED_LOG_DEBUG);
+    if (certs_make() != 0) {
+        fprintf(stderr, "cannot make test certificates with %s\n", FED_CERTS_SCRIPT);
+        certs_remove();
+        return 1;
+    }
+    RUN(round_trip_inproc);
+    RUN(round_trip_tcp);
+    RUN(hello_welcome);
+    RUN(refuse_other_ca);
+    RUN(refuse_expired);
+    RUN(refuse_not_yet_valid);
+    RUN(refuse_revoked);
+    RUN(accept_revoked_without_crl);
+    RUN(refuse_coordinator_cert_as_client);
+    RUN(refuse_site_cert_as_coordinator);
+    RUN(refuse_name_mismatch);
+    RUN(accept_ip_name);
+    RUN(refuse_no_client_cert);
+    RUN(same_identity_replaces);
+    RUN(max_peers);
+    RUN(max_handshakes);
+    RUN(keepalive_and_idle);
+    RUN(vanished_peer);
+    RUN(config_errors);
+    RUN(alloc_failures_constructors);
+    RUN(alloc_failures_admission);
+    certs_remove();
+    return test_report();
+}
