@@ -107,27 +107,43 @@ static fed_err print_json(const eval_cfg *c, const fed_dataset *d, const fed_eva
     return FED_OK;
 }
 
+/* Class k occurs among the labels or the predictions (the classes scikit-learn's
+ * classification_report lists); the others are left out of the text report. */
+static bool present(const fed_eval_result *r, size_t k) {
+    size_t predicted = 0;
+    for (size_t j = 0; j < r->num_classes; j++) predicted += r->confusion[j * r->num_classes + k];
+    return r->support[k] > 0 || predicted > 0;
+}
+
 static void print_text(const eval_cfg *c, const fed_dataset *d, const fed_eval_result *r) {
     printf("eval: %s on %s (%zu examples)\n", c->model, c->data, r->n);
     printf("loss %.4f  accuracy %.2f%%  macro-F1 %.4f\n\n", r->loss, 100.0 * r->accuracy,
            r->macro_f1);
     const size_t K = r->num_classes;
+    size_t shown = 0;
     printf("%-16s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1", "support");
     for (size_t k = 0; k < K; k++) {
+        if (!present(r, k)) continue;
         char buf[32];
         printf("%-16.16s %9.4f %9.4f %9.4f %8zu\n", class_name(d, k, buf, sizeof buf),
                r->precision[k], r->recall[k], r->f1[k], r->support[k]);
+        shown++;
     }
-    if (K > 32) {
-        printf("\n(confusion matrix of %zu classes: see --json)\n", K);
+    if (shown < K)
+        printf("(%zu of the model's %zu classes neither occur nor are predicted)\n", K - shown, K);
+    if (shown > 32) {
+        printf("\n(confusion matrix of %zu classes: see --json)\n", shown);
         return;
     }
     printf("\nconfusion matrix (rows: true class, columns: predicted)\n%8s", "");
-    for (size_t j = 0; j < K; j++) printf(" %6zu", j);
+    for (size_t j = 0; j < K; j++)
+        if (present(r, j)) printf(" %6zu", j);
     printf("\n");
     for (size_t k = 0; k < K; k++) {
+        if (!present(r, k)) continue;
         printf("%8zu", k);
-        for (size_t j = 0; j < K; j++) printf(" %6zu", r->confusion[k * K + j]);
+        for (size_t j = 0; j < K; j++)
+            if (present(r, j)) printf(" %6zu", r->confusion[k * K + j]);
         printf("\n");
     }
 }
