@@ -26,6 +26,8 @@ int cmd_pretrain(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_coordinator(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 /* Parses --arch: a preset, JSON text, or @FILE holding JSON. */
 struct fed_arch;

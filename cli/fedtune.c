@@ -23,6 +23,9 @@ static const command commands[] = {
     {"tune", cmd_tune, "search learning rate, batch size and epochs on the validation split"},
     {"info", cmd_info, "show a model file: architecture, tensors, counts, metadata"},
     {"data", cmd_data, "data info FILE: label counts, imbalance, duplicates, constant features"},
+    {"coordinator", cmd_coordinator,
+     "run the federation's coordinator daemon (rounds, FedAvg, ...)"},
+    {"client", cmd_client, "run a site's client beside its private labeled data"},
     {"demo", cmd_demo, "train a small network on a built-in synthetic task (no data needed)"},
 };
 

@@ -216,6 +216,51 @@ fed_err fed_agg_slot_commit(fed_agg *a, fed_agg_slot h, double max_norm) {
     return FED_OK;
 }
 
+fed_err fed_agg_slot_buffer(fed_agg *a, fed_agg_slot h, float **buf) {
+    *buf = NULL;
+    slot *s = find(a, h);
+    if (!s) return stale(h);
+    if (s->filled != 0)
+        return fed_errorf(FED_EFORMAT, "update %llu already has %zu values written by chunks",
+                          (unsigned long long)(h >> SLOT_BITS), s->filled);
+    *buf = s->buf;
+    return FED_OK;
+}
+
+/* sum x_i^2 in double, as copy_sumsq (non-finite iff some x_i is), without the copy. */
+static double sumsq(const float *x, size_t n) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)x[i + k];
+    double s = 0.0;
+    for (; i < n; i++) s += (double)x[i] * (double)x[i];
+    for (size_t k = 0; k < 8; k++) s += acc[k];
+    return s;
+}
+
+fed_err fed_agg_slot_commit_buffer(fed_agg *a, fed_agg_slot h, double max_norm) {
+    slot *s = find(a, h);
+    if (!s) return stale(h);
+    if (s->filled != 0)
+        return reject(a, s,
+                      fed_errorf(FED_EFORMAT,
+                                 "update has %zu values written by chunks; "
+                                 "commit it with fed_agg_slot_commit",
+                                 s->filled));
+    double ss = sumsq(s->buf, a->n);
+    if (!isfinite(ss)) {
+        size_t i = 0;
+        while (isfinite(s->buf[i])) i++;
+        return reject(a, s,
+                      fed_errorf(FED_ENONFINITE, "value %zu is %s", i,
+                                 isnan(s->buf[i]) ? "nan" : "infinite"));
+    }
+    s->filled = a->n;
+    s->sumsq = ss;
+    return fed_agg_slot_commit(a, h, max_norm);
+}
+
 void fed_agg_slot_abort(fed_agg *a, fed_agg_slot h) {
     slot *s = find(a, h);
     if (s) (void)reject(a, s, FED_ECANCELED);

@@ -97,6 +97,22 @@ fed_err fed_agg_slot_write(fed_agg *a, fed_agg_slot slot, size_t offset, const f
  *   FED_ECANCELED slot is not an open update (nothing changes) */
 fed_err fed_agg_slot_commit(fed_agg *a, fed_agg_slot slot, double max_norm) FED_MUST_USE;
 
+/* Zero-copy receipt, for a transport that writes an update straight into memory (e.g.
+ * fed_server_recv_transfer): *buf points at the slot's own buffer of n floats, which the
+ * caller fills whole (nothing is checked while it does) and then hands back with
+ * fed_agg_slot_commit_buffer, or gives up with fed_agg_slot_abort. The buffer belongs to
+ * the slot until then; after a commit, abort or fed_agg_begin_round it may be reused by
+ * another update, so the caller must stop writing into it first (cancel the transfer).
+ * Only for a slot no chunk was written to. FED_ECANCELED (and *buf NULL) when slot is
+ * not open, FED_EFORMAT when fed_agg_slot_write already wrote to it (nothing changes). */
+fed_err fed_agg_slot_buffer(fed_agg *a, fed_agg_slot slot, float **buf) FED_MUST_USE;
+
+/* Checks the whole buffer of a slot filled through fed_agg_slot_buffer (every value
+ * finite, its sum of squares for the norm) and then commits it as fed_agg_slot_commit
+ * does, with the same errors; FED_ENONFINITE ("value 1234 is nan") rejects the update.
+ * FED_EFORMAT rejects an update that was partly written with fed_agg_slot_write. */
+fed_err fed_agg_slot_commit_buffer(fed_agg *a, fed_agg_slot slot, double max_norm) FED_MUST_USE;
+
 /* Rejects an update the caller found bad (digest mismatch, wrong round, client gone):
  * frees its slot and counts it rejected. No-op for a handle that is not open. */
 void fed_agg_slot_abort(fed_agg *a, fed_agg_slot slot);

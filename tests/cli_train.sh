@@ -335,4 +335,10 @@ expect 0 "--missing error|drop|mean" -- "$FEDTUNE" data info --help
 expect 0 "usage: fedtune data info" -- "$FEDTUNE" data --help
 expect 0 "--samples N" -- "$FEDTUNE" demo --help
 
+# The committed sample configs are what --print-config prints.
+for cmd in coordinator client; do
+  ok "examples/$cmd.ini is stale: regenerate with fedtune $cmd --print-config" \
+    cmp -s <("$FEDTUNE" "$cmd" --print-config) "$SRC/examples/$cmd.ini"
+done
+
 report

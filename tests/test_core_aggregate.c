@@ -755,6 +755,75 @@ done:
     fed_strategy_destroy(&s);
 }
 
+/* Zero-copy receipt into a slot's buffer: the same sum as chunked writes, bit for bit;
+ * a NaN, an infinity or a norm above the bound rejects the update without touching the
+ * sum; a slot written by chunks cannot be taken as a buffer; stale handles. */
+TEST(slot_buffer) {
+    fed_agg *a = NULL, *b = NULL;
+    CHECK_INT(fed_agg_new(&a, P, 2), FED_OK);
+    CHECK_INT(fed_agg_new(&b, P, 2), FED_OK);
+    if (!a || !b) goto done;
+    float d[P];
+    for (int k = 0; k < 3; k++) {
+        exact_update(k, d);
+        fed_agg_slot s;
+        float *buf = NULL;
+        CHECK_INT(fed_agg_slot_open(a, &s, exact_w[k]), FED_OK);
+        CHECK_INT(fed_agg_slot_buffer(a, s, &buf), FED_OK);
+        if (buf) memcpy(buf, d, sizeof d);
+        CHECK_INT(fed_agg_slot_commit_buffer(a, s, 0.0), FED_OK);
+        CHECK_INT(fold(b, d, exact_w[k], 5), FED_OK);
+    }
+    CHECK_MEM(fed_agg_sum(a), fed_agg_sum(b), sizeof d);
+    float before[P];
+    memcpy(before, fed_agg_sum(a), sizeof before);
+
+    const float bad[3] = {NAN, INFINITY, 1e3f};
+    const char *why[3] = {"is nan", "is infinite", "above the bound"};
+    const fed_err code[3] = {FED_ENONFINITE, FED_ENONFINITE, FED_ERANGE};
+    for (int k = 0; k < 3; k++) {
+        fed_agg_slot s;
+        float *buf = NULL;
+        CHECK_INT(fed_agg_slot_open(a, &s, 1.0f), FED_OK);
+        CHECK_INT(fed_agg_slot_buffer(a, s, &buf), FED_OK);
+        if (!buf) continue;
+        for (size_t i = 0; i < P; i++) buf[i] = 0.01f;
+        buf[P - 2] = bad[k];
+        CHECK_INT(fed_agg_slot_commit_buffer(a, s, 100.0), code[k]);
+        CHECK_CONTAINS(fed_errmsg(), why[k]);
+        CHECK_INT(fed_agg_slot_commit_buffer(a, s, 100.0), FED_ECANCELED);
+        CHECK_INT(fed_agg_slot_buffer(a, s, &buf), FED_ECANCELED);
+        CHECK(buf == NULL);
+    }
+    CHECK_MEM(fed_agg_sum(a), before, sizeof before);
+    fed_agg_stats st = fed_agg_get_stats(a);
+    CHECK_SIZE(st.accepted, 3);
+    CHECK_SIZE(st.rejected, 3);
+    CHECK_SIZE(st.open, 0);
+
+    /* Chunks and a buffer do not mix. */
+    fed_agg_slot s;
+    float *buf = NULL;
+    CHECK_INT(fed_agg_slot_open(a, &s, 1.0f), FED_OK);
+    CHECK_INT(fed_agg_slot_write(a, s, 0, d, 3), FED_OK);
+    CHECK_INT(fed_agg_slot_buffer(a, s, &buf), FED_EFORMAT);
+    CHECK(buf == NULL);
+    CHECK_INT(fed_agg_slot_commit_buffer(a, s, 0.0), FED_EFORMAT);
+    CHECK_SIZE(fed_agg_get_stats(a).open, 0);
+    /* Aborting a buffer slot frees it; the round's end invalidates open ones. */
+    CHECK_INT(fed_agg_slot_open(a, &s, 1.0f), FED_OK);
+    CHECK_INT(fed_agg_slot_buffer(a, s, &buf), FED_OK);
+    fed_agg_slot_abort(a, s);
+    CHECK_INT(fed_agg_slot_commit_buffer(a, s, 0.0), FED_ECANCELED);
+    CHECK_INT(fed_agg_slot_open(a, &s, 1.0f), FED_OK);
+    fed_agg_begin_round(a);
+    CHECK_INT(fed_agg_slot_buffer(a, s, &buf), FED_ECANCELED);
+    CHECK_MEM(fed_agg_sum(a), (float[P]){0}, sizeof before);
+done:
+    fed_agg_destroy(&a);
+    fed_agg_destroy(&b);
+}
+
 int main(void) {
     RUN(weighted_mean_exact);
     RUN(chunk_boundaries_bit_identical);
@@ -772,5 +841,6 @@ int main(void) {
     RUN(strategy_config);
     RUN(strategy_new_oom);
     RUN(aggregate_then_step);
+    RUN(slot_buffer);
     return test_report();
 }

@@ -1,0 +1,217 @@
+/* `fedtune client`: a site of the federation. Reads the kit's client.ini (section
+ * [client]) and flags of the same names, turns them into a fed_site_config, and runs the
+ * site (client/client.h) until the coordinator says Bye (exit 0) or SIGINT/SIGTERM asks
+ * it to stop (it says Bye, exit 0). Logs go to stderr through the handler fedtune.c
+ * installs. File names are used as given: relative ones are relative to the current
+ * folder, so run it from the kit folder as the kit's README says. */
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "client/client.h"
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct client_cfg {
+    const char *coordinator;  /* the coordinator's endpoint */
+    const char *server_name;  /* name its certificate must carry */
+    const char *ca;           /* federation CA certificate */
+    const char *cert;         /* this site's certificate */
+    const char *key;          /* its private key */
+    const char *crl;          /* CRL to check the coordinator against, or NULL */
+    const char *data;         /* this site's labeled data */
+    const char *format;       /* auto | csv | sklearn | idx */
+    const char *label;        /* CSV label column */
+    const char *header;       /* auto | yes | no */
+    const char *missing;      /* error | drop | mean */
+    const char *classes;      /* class names in id order, comma-separated, or NULL */
+    double test_split;        /* share held out for federated evaluation */
+    long seed;                /* split seed */
+    const char *standardize;  /* auto | off */
+    size_t threads;           /* OpenBLAS threads */
+    size_t max_epochs;        /* local cap on epochs, 0 = none */
+    size_t max_batch;         /* local cap on the batch, 0 = none */
+    double reconnect_initial; /* seconds */
+    double reconnect_max;     /* seconds */
+    double reconnect_jitter;  /* share of a delay cut off at random */
+} client_cfg;
+
+#define F(field) offsetof(client_cfg, field)
+static const opt_spec client_opts[] = {
+    {"coordinator", OPT_STRING, NULL, 1, 0, NULL, F(coordinator),
+     "the coordinator's address (ZeroMQ endpoint): tcp://HOST:PORT"},
+    {"server-name", OPT_STRING, NULL, 1, 0, NULL, F(server_name),
+     "the name the coordinator's certificate must carry (checked at every connection)"},
+    {"ca", OPT_STRING, NULL, 1, 0, NULL, F(ca),
+     "the federation CA certificate: only a coordinator it certified is accepted"},
+    {"cert", OPT_STRING, NULL, 1, 0, NULL, F(cert), "this site's certificate (PEM)"},
+    {"key", OPT_STRING, NULL, 1, 0, NULL, F(key), "this site's private key (PEM, mode 0600)"},
+    {"data", OPT_STRING, NULL, 1, 0, NULL, F(data),
+     "this site's labeled data (CSV, sklearn CSV, IDX; may be gzipped); it never leaves the "
+     "site"},
+    {"crl", OPT_STRING, NULL, 1, 0, NULL, F(crl),
+     "certificate revocation list to check the coordinator against (optional)"},
+    {"label", OPT_STRING, NULL, 1, 0, NULL, F(label),
+     "CSV label column: header name or 0-based index, -1 = last [last]"},
+    {"format", OPT_CHOICE, "auto", 1, 0, "auto|csv|sklearn|idx", F(format),
+     "data file format (auto: by content)"},
+    {"header", OPT_CHOICE, "auto", 1, 0, "auto|yes|no", F(header), "CSV first row is a header"},
+    {"missing", OPT_CHOICE, "error", 1, 0, "error|drop|mean", F(missing),
+     "empty/NA feature cells: fail, drop the row, or use the column mean"},
+    {"classes", OPT_LIST, NULL, 1, 0, NULL, F(classes),
+     "class names in id order, comma-separated, so that every site gives a name the same id "
+     "(default: the names in the data, sorted; integer labels are ids)"},
+    {"test-split", OPT_FLOAT, "0.2", 0, 0.9, NULL, F(test_split),
+     "share of the data held out to evaluate the global model each round (stratified)"},
+    {"seed", OPT_INT, "1", 0, 9007199254740991.0, NULL, F(seed), "seed of the train/test split"},
+    {"standardize", OPT_CHOICE, "auto", 1, 0, "auto|off", F(standardize),
+     "auto: scale features by mean/std fitted on the local training split; off: use the data "
+     "as they are"},
+    {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads"},
+    {"max-epochs", OPT_SIZE, "0", 0, 100000, NULL, F(max_epochs),
+     "local cap on the epochs a round asks for; 0 = none"},
+    {"max-batch", OPT_SIZE, "0", 0, 65536, NULL, F(max_batch),
+     "local cap on the batch size a round asks for (low-memory sites); 0 = none"},
+    {"reconnect-initial", OPT_FLOAT, "1", 0.01, 3600, NULL, F(reconnect_initial),
+     "seconds before the first reconnect attempt; doubles after each failure"},
+    {"reconnect-max", OPT_FLOAT, "60", 0.01, 86400, NULL, F(reconnect_max),
+     "longest wait between reconnect attempts, seconds"},
+    {"reconnect-jitter", OPT_FLOAT, "0.5", 0, 1, NULL, F(reconnect_jitter),
+     "share of each wait cut off at random, so sites do not reconnect in step"},
+    {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
+};
+#undef F
+
+static const opt_table client_table = {
+    "client",
+    "Take part in federated rounds as a site: train on local data, send only weight deltas.",
+    client_opts, NULL};
+
+/* Set by SIGINT/SIGTERM; fed_site_run looks at it. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static fed_err required(const char *value, const char *key) {
+    if (value && value[0]) return FED_OK;
+    return fed_errorf(FED_EINVAL, "--%s is required (or %s = ... in client.ini)", key, key);
+}
+
+/* Splits a comma-separated list into *names (count *n); one allocation holds both the
+ * pointers and the text, freed with fed_free(*names). */
+static fed_err split_list(const char *list, char ***names, size_t *n) {
+    *names = NULL;
+    *n = 0;
+    size_t k = 1, len = strlen(list);
+    for (const char *p = list; *p; p++) k += *p == ',';
+    char **v = fed_malloc(k * sizeof *v + len + 1);
+    if (!v) return FED_ENOMEM;
+    char *text = (char *)(v + k);
+    memcpy(text, list, len + 1);
+    size_t i = 0;
+    for (char *p = text;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (!*p) {
+            fed_free(v);
+            return fed_errorf(FED_EINVAL, "--classes: empty name in \"%s\"", list);
+        }
+        v[i++] = p;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    *names = v;
+    *n = i;
+    return FED_OK;
+}
+
+static fed_err run_client(const void *cfg) {
+    const client_cfg *c = cfg;
+    fed_err err;
+    if ((err = required(c->coordinator, "coordinator"))) return err;
+    if ((err = required(c->server_name, "server-name"))) return err;
+    if ((err = required(c->ca, "ca"))) return err;
+    if ((err = required(c->cert, "cert"))) return err;
+    if ((err = required(c->key, "key"))) return err;
+    if ((err = required(c->data, "data"))) return err;
+    if (c->reconnect_max < c->reconnect_initial)
+        return fed_errorf(FED_EINVAL, "--reconnect-max %g is below --reconnect-initial %g",
+                          c->reconnect_max, c->reconnect_initial);
+
+    fed_site_config sc = fed_site_default_config();
+    sc.coordinator = c->coordinator;
+    sc.server_name = c->server_name;
+    sc.net.tls.ca_file = c->ca;
+    sc.net.tls.cert_file = c->cert;
+    sc.net.tls.key_file = c->key;
+    sc.net.tls.crl_file = c->crl;
+    sc.data = c->data;
+    sc.data_opts.format = strcmp(c->format, "csv") == 0       ? FED_FORMAT_CSV
+                          : strcmp(c->format, "sklearn") == 0 ? FED_FORMAT_SKLEARN
+                          : strcmp(c->format, "idx") == 0     ? FED_FORMAT_IDX
+                                                              : FED_FORMAT_AUTO;
+    sc.data_opts.header = strcmp(c->header, "yes") == 0  ? FED_HEADER_YES
+                          : strcmp(c->header, "no") == 0 ? FED_HEADER_NO
+                                                         : FED_HEADER_AUTO;
+    sc.data_opts.missing = strcmp(c->missing, "drop") == 0   ? FED_MISSING_DROP
+                           : strcmp(c->missing, "mean") == 0 ? FED_MISSING_MEAN
+                                                             : FED_MISSING_ERROR;
+    sc.data_opts.label = c->label;
+    char **classes = NULL;
+    size_t nclasses = 0;
+    if (c->classes && (err = split_list(c->classes, &classes, &nclasses))) return err;
+    sc.data_opts.classes = (const char *const *)classes;
+    sc.data_opts.num_classes = nclasses;
+    sc.test_split = c->test_split;
+    sc.seed = (uint64_t)c->seed;
+    sc.standardize = strcmp(c->standardize, "off") != 0;
+    sc.threads = c->threads;
+    sc.max_epochs = c->max_epochs;
+    sc.max_batch = c->max_batch;
+    sc.backoff_initial_ms = (int)(c->reconnect_initial * 1000.0 + 0.5);
+    sc.backoff_max_ms = (int)(c->reconnect_max * 1000.0 + 0.5);
+    sc.backoff_jitter = c->reconnect_jitter;
+
+    fed_site *site = NULL;
+    err = fed_site_new(&site, &sc);
+    fed_free(classes);
+    if (err == FED_EIO && strncmp(c->data, "/path/to/your/", 14) == 0)
+        return fed_errprefix(err, "edit \"data =\" in client.ini to point at this site's data");
+    if (err) return err;
+
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    stop_requested = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    err = fed_site_run(site, &stop_requested);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+
+    if (err) {
+        err = fed_errorf(err, "%s", fed_site_errmsg(site));
+    } else {
+        fed_site_stats st;
+        fed_site_stats_get(site, &st);
+        FED_LOG(FED_LOG_INFO,
+                "client: %s after %" PRIu64 " rounds (%" PRIu64 " failed, %" PRIu64
+                " dropped); model version %" PRIu64,
+                st.bye ? "the coordinator ended the federation" : "stopped", st.rounds_done,
+                st.rounds_failed, st.rounds_dropped, st.model_version);
+    }
+    fed_site_destroy(&site);
+    return err;
+}
+
+int cmd_client(int argc, char **argv) {
+    client_cfg c;
+    return cli_run(&client_table, &c, sizeof c, argc, argv, run_client);
+}

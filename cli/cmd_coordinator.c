@@ -1,0 +1,227 @@
+/* `fedtune coordinator`: the long-lived daemon that runs federated rounds (coordinator/
+ * coordinator.h) in the foreground. This file only maps options (flags or the
+ * [coordinator] section of --config) onto fed_coord_config, loads the initial model and
+ * the optional evaluation set the way `fedtune eval` does, and installs the signal
+ * handlers: SIGINT/SIGTERM stop cleanly, SIGHUP reopens the metrics file. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* sigaction */
+#endif
+#include "cli/commands.h"
+#include "cli/prep.h"
+#include "coordinator/coordinator.h"
+#include "core/blas.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct coord_cfg {
+    const char *listen, *ca, *cert, *key, *crl;   /* endpoint and TLS files */
+    const char *model, *arch;                     /* initial model (and its architecture) */
+    int allow_extra;                              /* ignore tensors the architecture lacks */
+    size_t rounds, min_clients, min_fit, slots;   /* round engine */
+    double fraction;                              /* clients sampled per round */
+    size_t deadline_ms;                           /* round deadline */
+    size_t epochs, batch, max_steps;              /* client training */
+    const char *optimizer;                        /* sgd|adam|adamw */
+    double lr, momentum, weight_decay, clip_norm; /* client optimizer */
+    size_t train_seed;                            /* client seed (+ round) */
+    const char *freeze;                           /* frozen tensor globs */
+    const char *strategy;                         /* server strategy */
+    double eta, beta, b1, b2, tau;                /* its parameters (0: its default) */
+    double max_update_norm;                       /* L2 bound of a delta (0: off) */
+    const char *eval_data;                        /* central evaluation set */
+    data_cfg dc;                                  /* how to read it */
+    size_t eval_batch;                            /* its batch */
+    const char *checkpoint_dir;                   /* checkpoints, resumed from on start */
+    size_t keep_checkpoints;                      /* rounds kept */
+    const char *metrics;                          /* JSON lines file */
+    size_t seed;                                  /* sampling seed */
+    double target_accuracy;                       /* stop at this central accuracy */
+    const char *stop_file;                        /* stop when it exists */
+    const char *out;                              /* final model */
+    size_t threads;                               /* OpenBLAS threads */
+} coord_cfg;
+
+#define F(field) offsetof(coord_cfg, field)
+static const opt_spec coord_opts[] = {
+    {"listen", OPT_STRING, "tcp://0.0.0.0:7443", 1, 0, NULL, F(listen),
+     "endpoint to bind (tcp://HOST:PORT or inproc://NAME)"},
+    {"ca", OPT_STRING, NULL, 1, 0, NULL, F(ca), "federation CA certificate (PEM)"},
+    {"cert", OPT_STRING, NULL, 1, 0, NULL, F(cert), "coordinator certificate (PEM)"},
+    {"key", OPT_STRING, NULL, 1, 0, NULL, F(key), "coordinator private key (PEM)"},
+    {"crl", OPT_STRING, NULL, 1, 0, NULL, F(crl), "certificate revocation list (PEM), optional"},
+    {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "initial global model (.safetensors)"},
+    {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),
+     "architecture of a weights-only --model (preset, JSON or @FILE)"},
+    {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),
+     "ignore tensors of --model that the architecture lacks"},
+    {"rounds", OPT_SIZE, "10", 1, 1e9, NULL, F(rounds), "rounds to run in all"},
+    {"fraction", OPT_FLOAT, "1", 1e-6, 1, NULL, F(fraction),
+     "fraction of connected clients sampled per round"},
+    {"min-clients", OPT_SIZE, "2", 1, 1e6, NULL, F(min_clients),
+     "connected clients needed to start a round"},
+    {"min-fit", OPT_SIZE, "2", 1, 1e6, NULL, F(min_fit),
+     "accepted updates that close a round (<= min-clients)"},
+    {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms),
+     "round deadline in ms, pushed back while transfers progress"},
+    {"epochs", OPT_SIZE, "1", 1, 1e6, NULL, F(epochs), "client: local epochs per round"},
+    {"batch", OPT_SIZE, "32", 1, 65536, NULL, F(batch), "client: batch size"},
+    {"optimizer", OPT_CHOICE, "adam", 1, 0, "sgd|adam|adamw", F(optimizer), "client: optimizer"},
+    {"lr", OPT_FLOAT, "0.001", 0, 10, NULL, F(lr), "client: learning rate"},
+    {"momentum", OPT_FLOAT, "0", 0, 0.9999, NULL, F(momentum), "client: SGD momentum"},
+    {"weight-decay", OPT_FLOAT, "0", 0, 10, NULL, F(weight_decay), "client: weight decay"},
+    {"clip-norm", OPT_FLOAT, "0", 0, 1e9, NULL, F(clip_norm),
+     "client: gradient clipping norm (0: off)"},
+    {"train-seed", OPT_SIZE, "1", 0, 1e18, NULL, F(train_seed),
+     "client: training seed (a client uses seed + round)"},
+    {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, F(max_steps),
+     "client: most optimizer steps per round (0: no limit)"},
+    {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
+     "tensors kept frozen (globs such as 0.* or *.bias); only the others travel"},
+    {"strategy", OPT_CHOICE, "fedavg", 1, 0, "fedavg|fedavgm|fedadam|fedyogi", F(strategy),
+     "server strategy"},
+    {"eta", OPT_FLOAT, "0", 0, 100, NULL, F(eta),
+     "server learning rate (0: the strategy's default, 1 or 0.01)"},
+    {"beta", OPT_FLOAT, "0.9", 0, 0.9999, NULL, F(beta), "FedAvgM server momentum"},
+    {"b1", OPT_FLOAT, "0.9", 0, 0.9999, NULL, F(b1), "FedAdam/FedYogi first moment decay"},
+    {"b2", OPT_FLOAT, "0.99", 0, 0.9999, NULL, F(b2), "FedAdam/FedYogi second moment decay"},
+    {"tau", OPT_FLOAT, "0.001", 1e-12, 10, NULL, F(tau), "FedAdam/FedYogi adaptivity"},
+    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
+     "reject deltas with a larger L2 norm (0: off)"},
+    {"slots", OPT_SIZE, "2", 1, 64, NULL, F(slots),
+     "updates received at once (memory: (1 + slots) x trainable parameters)"},
+    {"eval-data", OPT_STRING, NULL, 1, 0, NULL, F(eval_data),
+     "labeled held-out data for central evaluation (optional)"},
+    DATA_OPTS(F(dc)),
+    {"eval-batch", OPT_SIZE, "256", 1, 65536, NULL, F(eval_batch), "central evaluation batch"},
+    {"checkpoint-dir", OPT_STRING, NULL, 1, 0, NULL, F(checkpoint_dir),
+     "folder of per-round checkpoints; the newest valid one is resumed on start"},
+    {"keep-checkpoints", OPT_SIZE, "3", 1, 1e6, NULL, F(keep_checkpoints),
+     "rounds of checkpoints kept"},
+    {"metrics", OPT_STRING, NULL, 1, 0, NULL, F(metrics),
+     "JSON-lines file of per-round metrics (reopened on SIGHUP)"},
+    {"seed", OPT_SIZE, "1", 0, 1e18, NULL, F(seed), "client sampling seed"},
+    {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, F(target_accuracy),
+     "stop when the central accuracy reaches this (0: off)"},
+    {"stop-file", OPT_STRING, NULL, 1, 0, NULL, F(stop_file), "stop cleanly when this file exists"},
+    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "write the final model here"},
+    {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads (central evaluation)"},
+    {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
+};
+#undef F
+
+static const opt_table coord_table = {
+    "coordinator",
+    "Run the federation coordinator: rounds of sampling, broadcast, aggregation, evaluation "
+    "and checkpoints.",
+    coord_opts, NULL};
+
+static fed_coord *volatile running; /* for the signal handlers */
+
+static void on_stop(int sig) {
+    (void)sig;
+    fed_coord *c = running;
+    if (c) fed_coord_request_stop(c);
+}
+
+static void on_hup(int sig) {
+    (void)sig;
+    fed_coord *c = running;
+    if (c) fed_coord_request_reopen(c);
+}
+
+static void install(int sig, void (*fn)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
+
+static fed_err run_coordinator(const void *cfg) {
+    const coord_cfg *o = cfg;
+    if (!o->model) return fed_errorf(FED_EINVAL, "--model is required");
+    if (!o->ca || !o->cert || !o->key)
+        return fed_errorf(FED_EINVAL, "--ca, --cert and --key are required");
+    fed_model *m = NULL;
+    fed_meta *meta = NULL;
+    fed_dataset *d = NULL;
+    fed_coord *c = NULL;
+    fed_err err = prep_load_model(&m, &meta, o->model, o->arch, o->allow_extra != 0);
+    if (err) goto done;
+    if (o->eval_data) {
+        const char *classes = fed_meta_get(meta, META_CLASSES);
+        if (classes && !classes[0]) classes = NULL;
+        if ((err = prep_load(&d, o->eval_data, &o->dc, classes))) goto done;
+        if ((err = prep_apply_meta_std(meta, d))) {
+            err = fed_errprefix(err, "%s: metadata %s", o->model, META_STANDARDIZE);
+            goto done;
+        }
+    }
+    fed_blas_set_threads((int)o->threads);
+    fed_coord_config cc = fed_coord_default_config();
+    cc.server.endpoint = o->listen;
+    cc.server.software = "fedtune coordinator";
+    cc.server.net.tls.ca_file = o->ca;
+    cc.server.net.tls.cert_file = o->cert;
+    cc.server.net.tls.key_file = o->key;
+    cc.server.net.tls.crl_file = o->crl;
+    cc.model = m;
+    cc.eval_data = d;
+    cc.eval_batch = o->eval_batch;
+    cc.rounds = o->rounds;
+    cc.fraction = o->fraction;
+    cc.min_clients = o->min_clients;
+    cc.min_fit = o->min_fit;
+    cc.deadline_ms = (int64_t)o->deadline_ms;
+    cc.train.epochs = (uint32_t)o->epochs;
+    cc.train.batch = (uint32_t)o->batch;
+    cc.train.optimizer = (char *)o->optimizer;
+    cc.train.lr = (float)o->lr;
+    cc.train.momentum = (float)o->momentum;
+    cc.train.weight_decay = (float)o->weight_decay;
+    cc.train.clip_norm = (float)o->clip_norm;
+    cc.train.seed = o->train_seed;
+    cc.train.max_steps = o->max_steps;
+    cc.freeze = o->freeze;
+    fed_strategy_kind kind;
+    if ((err = fed_strategy_parse(o->strategy, &kind))) goto done;
+    cc.strategy = fed_strategy_defaults(kind);
+    if (o->eta > 0) cc.strategy.eta = (float)o->eta;
+    cc.strategy.momentum = (float)o->beta;
+    cc.strategy.beta1 = (float)o->b1;
+    cc.strategy.beta2 = (float)o->b2;
+    cc.strategy.tau = (float)o->tau;
+    cc.max_update_norm = o->max_update_norm;
+    cc.slots = o->slots;
+    cc.checkpoint_dir = o->checkpoint_dir;
+    cc.keep_checkpoints = o->keep_checkpoints;
+    cc.metrics_file = o->metrics;
+    cc.seed = o->seed;
+    cc.target_accuracy = o->target_accuracy;
+    cc.stop_file = o->stop_file;
+    cc.out = o->out;
+    if ((err = fed_coord_new(&c, &cc))) goto done;
+    running = c;
+    install(SIGINT, on_stop);
+    install(SIGTERM, on_stop);
+    install(SIGHUP, on_hup);
+    signal(SIGPIPE, SIG_IGN);
+    err = fed_coord_run(c);
+    running = NULL;
+    install(SIGINT, SIG_DFL);
+    install(SIGTERM, SIG_DFL);
+    install(SIGHUP, SIG_DFL);
+done:
+    fed_coord_destroy(&c);
+    fed_data_destroy(&d);
+    fed_meta_destroy(&meta);
+    fed_model_destroy(&m);
+    return err;
+}
+
+int cmd_coordinator(int argc, char **argv) {
+    coord_cfg c;
+    return cli_run(&coord_table, &c, sizeof c, argc, argv, run_coordinator);
+}

@@ -1,0 +1,1059 @@
+/* The site (client/client.h): data preparation, the connection loop with backoff, and
+ * the round state machine idle -> receiving (the global model) -> training -> sending
+ * (the delta) -> idle. Option parsing and signals live in cli/cmd_client.c; nothing
+ * here prints, everything goes through core/log.h. */
+#include "client/client.h"
+
+#include "core/alloc.h"
+#include "core/blas.h"
+#include "core/log.h"
+#include "core/model.h"
+#include "core/rng.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef FED_VERSION
+#define FED_VERSION "0.0.0"
+#endif
+
+/* fedtune.ErrorCode values (proto/fedtune.proto). */
+enum {
+    CODE_INVALID = 2,
+    CODE_FORMAT = 3,
+    CODE_RANGE = 5,
+    CODE_SHAPE = 7,
+    CODE_UNSUPPORTED = 8,
+    CODE_DIGEST = 10,
+    CODE_PROTO = 11,
+    CODE_BUSY = 101,
+};
+
+#define POLL_MS      100 /* longest wait between looks at the stop flag */
+#define PUMP_S       0.1 /* during training, poll the channel this often */
+#define QUEUE_MAX    32  /* events queued while training */
+#define TEXT_MAX     256 /* reasons, error texts kept from an event */
+#define SOFTWARE_MAX 64
+
+/* ------------------------------------------------------------------------------------ */
+/* Types                                                                                */
+
+/* One event, owning everything it refers to (a RoundStart is deep-copied), so that
+ * events polled while training can wait in the queue. */
+typedef struct site_ev {
+    fed_net_event_type type; /* as the channel reported it */
+    uint64_t transfer_id;    /* TRANSFER_* */
+    fed_err err;             /* LEFT, TRANSFER_FAILED */
+    fed_msg_type msg;        /* MESSAGE: its type */
+    fed_msg_round_start *rs; /* ROUND_START: owned copy */
+    uint32_t code;           /* ERROR: code */
+    char text[TEXT_MAX];     /* LEFT/FAILED reason, ERROR text, BYE reason, JOINED peer CN */
+} site_ev;
+
+typedef enum round_state {
+    ROUND_IDLE = 0,  /* waiting for a RoundStart */
+    ROUND_RECEIVING, /* the global model is arriving as rs->transfer_id */
+    ROUND_SENDING,   /* the delta is leaving as transfer rs->round */
+} round_state;
+
+struct fed_site {
+    /* configuration (strings owned) */
+    char *endpoint;                         /* coordinator endpoint */
+    char *server_name;                      /* expected certificate name */
+    char *tls[4];                           /* ca, cert, key, crl (NULL: none) */
+    fed_net_config net;                     /* with tls pointing at the copies above */
+    char software[SOFTWARE_MAX];            /* Hello.software */
+    size_t threads;                         /* OpenBLAS threads, 0: leave */
+    size_t max_epochs, max_batch;           /* local caps, 0: none */
+    int backoff_initial_ms, backoff_max_ms; /* reconnect delays */
+    double backoff_jitter;                  /* share of a delay cut at random */
+
+    void *zctx;         /* ZeroMQ context */
+    bool own_zctx;      /* made by us */
+    fed_client *cli;    /* current connection, or NULL between connections */
+    fed_dataset *train; /* local training split, prepared */
+    fed_dataset *test;  /* local test split, prepared, or NULL */
+
+    /* the global model held: weights in host order */
+    float *global;                      /* (global_n) */
+    size_t global_cap;                  /* floats allocated */
+    size_t global_n;                    /* floats held; 0: no model */
+    uint64_t global_version;            /* its model version */
+    uint8_t global_sha[FED_SHA256_LEN]; /* of the little-endian bytes */
+    char *global_arch;                  /* its architecture JSON */
+    float *rx;                          /* receive buffer of a model transfer */
+    size_t rx_cap;                      /* floats allocated */
+    float *delta;                       /* the delta being sent, little-endian */
+    size_t delta_cap;                   /* floats allocated */
+    fed_model *model;                   /* built from model_arch; trains */
+    char *model_arch;                   /* the architecture JSON it was built from */
+
+    /* the round in progress */
+    round_state state;       /* where the round is */
+    fed_msg_round_start *rs; /* its RoundStart (owned copy), NULL when idle */
+    double t_round;          /* when it started */
+    double train_loss, train_acc, global_loss, global_acc; /* for the round's log line */
+
+    /* training */
+    site_ev queue[QUEUE_MAX];    /* events polled while training */
+    size_t qhead, qlen;          /* first queued event, events queued */
+    bool abort;                  /* end training after this epoch */
+    char abort_why[64];          /* why, for the log */
+    double last_pump;            /* time of the last poll while training */
+    volatile sig_atomic_t *stop; /* the caller's stop flag, or NULL */
+    fed_epoch_stats last_epoch;  /* of the current fit */
+
+    fed_rng jitter;       /* reconnect jitter */
+    fed_site_stats stats; /* counters */
+    char errmsg[512];     /* last error of a call */
+};
+
+/* ------------------------------------------------------------------------------------ */
+/* Small helpers                                                                        */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static bool stopped(const fed_site *s) {
+    return s->stop && *s->stop;
+}
+
+static fed_err site_err(fed_site *s, fed_err e) {
+    if (e != FED_OK) snprintf(s->errmsg, sizeof s->errmsg, "%s", fed_errdetail(e));
+    return e;
+}
+
+/* Host floats <-> little-endian F32, in place (nothing to do on little-endian hosts). */
+static void swap_le(float *v, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        u = __builtin_bswap32(u);
+        memcpy(&v[i], &u, 4);
+    }
+#else
+    (void)v;
+    (void)n;
+#endif
+}
+
+/* Makes *buf hold at least n floats; keeps the block when it is big enough. */
+static fed_err reserve(float **buf, size_t *cap, size_t n) {
+    if (*buf && *cap >= n) return FED_OK;
+    fed_free(*buf);
+    *cap = 0;
+    *buf = fed_aligned_alloc(n ? n : 1, sizeof(float));
+    if (!*buf) return FED_ENOMEM;
+    *cap = n;
+    return FED_OK;
+}
+
+/* "(8, 4)" */
+static void shape_str(char *out, size_t len, int ndim, const uint64_t *shape) {
+    size_t k = (size_t)snprintf(out, len, "(");
+    for (int i = 0; i < ndim && k < len; i++)
+        k += (size_t)snprintf(out + k, len - k, "%s%" PRIu64, i ? ", " : "", shape[i]);
+    if (k < len) snprintf(out + k, len - k, ")");
+}
+
+/* The protocol's ErrorCode for a local error code. */
+static uint32_t wire_code(fed_err e) {
+    switch (e) {
+    case FED_EINVAL:
+    case FED_ENOTFOUND:
+        return CODE_INVALID;
+    case FED_EFORMAT:
+        return CODE_FORMAT;
+    case FED_ERANGE:
+    case FED_ENONFINITE:
+        return CODE_RANGE;
+    case FED_ESHAPE:
+        return CODE_SHAPE;
+    case FED_EUNSUPPORTED:
+        return CODE_UNSUPPORTED;
+    case FED_EDIGEST:
+        return CODE_DIGEST;
+    case FED_EPROTO:
+        return CODE_PROTO;
+    default:
+        return CODE_BUSY; /* out of memory, I/O: the site cannot do it now */
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Owned copies of RoundStart and events                                                */
+
+static void rs_free(fed_msg_round_start **p) {
+    fed_msg_round_start *r = *p;
+    if (!r) return;
+    *p = NULL;
+    fed_free(r->config.optimizer);
+    fed_free(r->manifest.arch);
+    for (size_t i = 0; i < r->manifest.num_tensors; i++) fed_free(r->manifest.tensors[i].name);
+    fed_free(r->manifest.tensors);
+    fed_free(r);
+}
+
+static fed_err rs_copy(fed_msg_round_start **out, const fed_msg_round_start *src) {
+    *out = NULL;
+    fed_msg_round_start *r = fed_calloc(1, sizeof *r);
+    if (!r) return FED_ENOMEM;
+    *r = *src;
+    r->config.optimizer = fed_strdup(src->config.optimizer ? src->config.optimizer : "");
+    r->manifest.arch = fed_strdup(src->manifest.arch ? src->manifest.arch : "");
+    r->manifest.tensors = NULL;
+    r->manifest.num_tensors = 0;
+    if (!r->config.optimizer || !r->manifest.arch) goto fail;
+    if (src->manifest.num_tensors) {
+        r->manifest.tensors = fed_calloc(src->manifest.num_tensors, sizeof *r->manifest.tensors);
+        if (!r->manifest.tensors) goto fail;
+        for (size_t i = 0; i < src->manifest.num_tensors; i++) {
+            fed_msg_tensor *t = &r->manifest.tensors[i];
+            *t = src->manifest.tensors[i];
+            t->name = fed_strdup(t->name ? t->name : "");
+            if (!t->name) goto fail;
+            r->manifest.num_tensors++;
+        }
+    }
+    *out = r;
+    return FED_OK;
+fail:
+    rs_free(&r);
+    return FED_ENOMEM;
+}
+
+static void ev_free(site_ev *e) {
+    rs_free(&e->rs);
+    memset(e, 0, sizeof *e);
+}
+
+/* Copies what the site needs of a channel event. */
+static fed_err ev_take(site_ev *out, const fed_net_event *ev) {
+    memset(out, 0, sizeof *out);
+    out->type = ev->type;
+    out->transfer_id = ev->transfer_id;
+    out->err = ev->err;
+    if (ev->reason) snprintf(out->text, sizeof out->text, "%s", ev->reason);
+    if (ev->type == FED_NET_JOINED) snprintf(out->text, sizeof out->text, "%s", ev->cn);
+    if (ev->type != FED_NET_MESSAGE || !ev->msg) return FED_OK;
+    const fed_msg *m = ev->msg;
+    out->msg = m->type;
+    switch (m->type) {
+    case FED_MSG_ROUND_START:
+        return rs_copy(&out->rs, &m->u.round_start);
+    case FED_MSG_ERROR:
+        out->code = m->u.error.code;
+        snprintf(out->text, sizeof out->text, "%s", m->u.error.text ? m->u.error.text : "");
+        break;
+    case FED_MSG_BYE:
+        snprintf(out->text, sizeof out->text, "%s", m->u.bye_reason ? m->u.bye_reason : "");
+        break;
+    default:
+        break;
+    }
+    return FED_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Configuration                                                                        */
+
+fed_site_config fed_site_default_config(void) {
+    fed_site_config c;
+    memset(&c, 0, sizeof c);
+    c.net = fed_net_default_config();
+    c.test_split = 0.2;
+    c.seed = 1;
+    c.standardize = true;
+    c.threads = 1;
+    c.backoff_initial_ms = 1000;
+    c.backoff_max_ms = 60000;
+    c.backoff_jitter = 0.5;
+    return c;
+}
+
+fed_err fed_site_fit_config(const fed_msg_train_config *tc, uint64_t round, size_t max_epochs,
+                            size_t max_batch, fed_fit_config *out) {
+    fed_fit_config f = fed_fit_defaults();
+    const char *name = tc->optimizer && tc->optimizer[0] ? tc->optimizer : "sgd";
+    fed_opt_kind kind;
+    if (fed_opt_parse(name, &kind) != FED_OK)
+        return fed_errorf(FED_EINVAL, "config.optimizer: \"%s\" is not sgd, adam or adamw", name);
+    f.optim = fed_optim_defaults(kind);
+    if (kind == FED_OPT_SGD) f.optim.momentum = tc->momentum;
+    f.optim.weight_decay = tc->weight_decay;
+    f.optim.clip_norm = tc->clip_norm;
+    if (kind == FED_OPT_SGD && !(tc->momentum >= 0.0f && tc->momentum < 1.0f))
+        return fed_errorf(FED_EINVAL, "config.momentum: must be in [0, 1)");
+    if (!isfinite(tc->weight_decay) || !(tc->weight_decay >= 0.0f))
+        return fed_errorf(FED_EINVAL, "config.weight_decay: must be a finite number >= 0");
+    if (!isfinite(tc->clip_norm) || !(tc->clip_norm >= 0.0f))
+        return fed_errorf(FED_EINVAL, "config.clip_norm: must be a finite number >= 0");
+    fed_err err = fed_optim_config_check(&f.optim);
+    if (err) return fed_errprefix(err, "config");
+    if (!isfinite(tc->lr) || !(tc->lr > 0.0f))
+        return fed_errorf(FED_EINVAL, "config.lr: must be a finite number > 0");
+    f.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, tc->lr);
+    if (tc->epochs == 0) return fed_errorf(FED_EINVAL, "config.epochs: must be at least 1");
+    if (tc->batch == 0) return fed_errorf(FED_EINVAL, "config.batch: must be at least 1");
+    f.epochs = tc->epochs;
+    if (max_epochs && f.epochs > max_epochs) f.epochs = max_epochs;
+    f.batch = tc->batch;
+    if (max_batch && f.batch > max_batch) f.batch = max_batch;
+    f.loss.kind = FED_LOSS_SOFTMAX_CE;
+    f.loss.label_smoothing = 0.0f;
+    f.patience = 0;
+    f.min_delta = 0.0;
+    f.restore_best = false;
+    memset(&f.augment, 0, sizeof f.augment);
+    f.seed = tc->seed + round;
+    f.max_steps = tc->max_steps > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)tc->max_steps;
+    f.on_epoch = NULL;
+    f.on_step = NULL;
+    f.user = NULL;
+    *out = f;
+    return FED_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Construction                                                                         */
+
+static fed_err check_config(const fed_site_config *c) {
+    if (!c->coordinator || !c->coordinator[0])
+        return fed_errorf(FED_EINVAL, "coordinator: the coordinator's endpoint is required");
+    if (!c->server_name || !c->server_name[0])
+        return fed_errorf(FED_EINVAL,
+                          "server-name: the coordinator's certificate name is required");
+    if (!c->net.tls.ca_file || !c->net.tls.cert_file || !c->net.tls.key_file)
+        return fed_errorf(FED_EINVAL, "ca, cert and key: the site's TLS files are required");
+    if (!c->data && !c->dataset)
+        return fed_errorf(FED_EINVAL, "data: the site's labeled data file is required");
+    if (!(c->test_split >= 0.0 && c->test_split <= 0.9))
+        return fed_errorf(FED_EINVAL, "test-split: %g is not in [0, 0.9]", c->test_split);
+    if (c->threads > 256) return fed_errorf(FED_EINVAL, "threads: %zu is above 256", c->threads);
+    if (c->backoff_initial_ms < 1 || c->backoff_max_ms < c->backoff_initial_ms)
+        return fed_errorf(FED_EINVAL, "reconnect delays: need 1 <= initial (%d ms) <= max (%d ms)",
+                          c->backoff_initial_ms, c->backoff_max_ms);
+    if (!(c->backoff_jitter >= 0.0 && c->backoff_jitter <= 1.0))
+        return fed_errorf(FED_EINVAL, "reconnect jitter: %g is not in [0, 1]", c->backoff_jitter);
+    return FED_OK;
+}
+
+/* Loads (or copies), splits and standardises the site's data. */
+static fed_err prepare_data(fed_site *s, const fed_site_config *c) {
+    fed_dataset *all = NULL;
+    fed_standardizer *st = NULL;
+    size_t *idx = NULL;
+    fed_err err;
+    if (c->data) {
+        err = fed_data_load(&all, c->data, &c->data_opts);
+    } else {
+        size_t n = c->dataset->n;
+        idx = fed_mallocarray(n ? n : 1, sizeof *idx);
+        if (!idx) return FED_ENOMEM;
+        for (size_t i = 0; i < n; i++) idx[i] = i;
+        err = fed_data_subset(&all, c->dataset, idx, n);
+    }
+    if (err) goto done;
+    err = fed_data_split(all, 0.0, c->test_split, c->seed, &s->train, NULL,
+                         c->test_split > 0.0 ? &s->test : NULL);
+    if (err) goto done;
+    if (s->train->n == 0) {
+        err = fed_errorf(FED_EINVAL, "%s: no training example left after the test split",
+                         c->data ? c->data : "data");
+        goto done;
+    }
+    if (c->standardize) {
+        if ((err = fed_std_fit(&st, s->train))) goto done;
+        if ((err = fed_std_apply(st, s->train))) goto done;
+        if (s->test && (err = fed_std_apply(st, s->test))) goto done;
+        FED_LOG(FED_LOG_INFO,
+                "site: standardised %zu features (%s mean/std fitted on the %zu local training "
+                "examples)",
+                st->dim, st->len == st->dim ? "per-feature" : "per-channel", s->train->n);
+    }
+    s->stats.train_examples = s->train->n;
+    s->stats.eval_examples = s->test ? s->test->n : 0;
+    s->stats.features = s->train->dim;
+    s->stats.classes = all->num_classes;
+    FED_LOG(FED_LOG_INFO,
+            "site: %s: %zu training + %zu test examples, %zu features, %zu classes (split seed "
+            "%" PRIu64 ")",
+            c->data ? c->data : "data in memory", s->stats.train_examples, s->stats.eval_examples,
+            s->stats.features, s->stats.classes, c->seed);
+done:
+    fed_std_destroy(&st);
+    fed_free(idx);
+    fed_data_destroy(&all);
+    return err;
+}
+
+fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
+    *out = NULL;
+    fed_err err = check_config(cfg);
+    if (err) return err;
+    fed_site *s = fed_calloc(1, sizeof *s);
+    if (!s) return FED_ENOMEM;
+    const char *tls[4] = {cfg->net.tls.ca_file, cfg->net.tls.cert_file, cfg->net.tls.key_file,
+                          cfg->net.tls.crl_file};
+    s->endpoint = fed_strdup(cfg->coordinator);
+    s->server_name = fed_strdup(cfg->server_name);
+    err = FED_ENOMEM;
+    if (!s->endpoint || !s->server_name) goto fail;
+    for (int i = 0; i < 4; i++)
+        if (tls[i] && !(s->tls[i] = fed_strdup(tls[i]))) goto fail;
+    s->net = cfg->net;
+    s->net.tls.ca_file = s->tls[0];
+    s->net.tls.cert_file = s->tls[1];
+    s->net.tls.key_file = s->tls[2];
+    s->net.tls.crl_file = s->tls[3];
+    snprintf(s->software, sizeof s->software, "%s",
+             cfg->software ? cfg->software : "fedtune " FED_VERSION);
+    s->threads = cfg->threads;
+    s->max_epochs = cfg->max_epochs;
+    s->max_batch = cfg->max_batch;
+    s->backoff_initial_ms = cfg->backoff_initial_ms;
+    s->backoff_max_ms = cfg->backoff_max_ms;
+    s->backoff_jitter = cfg->backoff_jitter;
+    fed_rng_seed(&s->jitter,
+                 (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s);
+    if ((err = prepare_data(s, cfg))) goto fail;
+    if (cfg->zmq_ctx) {
+        s->zctx = cfg->zmq_ctx;
+    } else {
+        s->zctx = fed_net_context_new();
+        if (!s->zctx) {
+            err = FED_ENOMEM;
+            goto fail;
+        }
+        s->own_zctx = true;
+    }
+    *out = s;
+    return FED_OK;
+fail:
+    fed_site_destroy(&s);
+    return err;
+}
+
+static void queue_clear(fed_site *s) {
+    for (size_t i = 0; i < s->qlen; i++) ev_free(&s->queue[(s->qhead + i) % QUEUE_MAX]);
+    s->qhead = s->qlen = 0;
+}
+
+void fed_site_destroy(fed_site **sp) {
+    fed_site *s = *sp;
+    if (!s) return;
+    *sp = NULL;
+    queue_clear(s);
+    fed_client_destroy(&s->cli);
+    if (s->own_zctx) fed_net_context_destroy(&s->zctx);
+    rs_free(&s->rs);
+    fed_model_destroy(&s->model);
+    fed_free(s->model_arch);
+    fed_free(s->global_arch);
+    fed_free(s->global);
+    fed_free(s->rx);
+    fed_free(s->delta);
+    fed_data_destroy(&s->train);
+    fed_data_destroy(&s->test);
+    for (int i = 0; i < 4; i++) fed_free(s->tls[i]);
+    fed_free(s->endpoint);
+    fed_free(s->server_name);
+    fed_free(s);
+}
+
+void fed_site_stats_get(const fed_site *s, fed_site_stats *st) {
+    *st = s->stats;
+    st->model_version = s->global_n ? s->global_version : 0;
+}
+
+const char *fed_site_errmsg(const fed_site *s) {
+    return s->errmsg;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Talking to the coordinator                                                           */
+
+/* Sends m; a failure to send ends the session (a LEFT event follows), so it is only
+ * logged. FED_EINVAL (a message we must not send) is returned. */
+static fed_err send_msg(fed_site *s, const fed_msg *m) {
+    if (!s->cli) return FED_OK;
+    fed_err e = fed_client_send(s->cli, m);
+    if (e == FED_EINVAL) return e;
+    if (e != FED_OK)
+        FED_LOG(FED_LOG_DEBUG, "site: %s not sent: %s", fed_msg_type_name(m->type),
+                fed_client_errmsg(s->cli));
+    return FED_OK;
+}
+
+static void send_error(fed_site *s, uint32_t code, const char *text) {
+    fed_msg m = {.type = FED_MSG_ERROR};
+    m.u.error.code = code;
+    m.u.error.text = (char *)text;
+    if (send_msg(s, &m) != FED_OK)
+        FED_LOG(FED_LOG_WARN, "site: could not send Error: %s", fed_errmsg());
+}
+
+/* Cancels a transfer of ours; one that already ended is no matter. */
+static void cancel(fed_site *s, uint64_t id) {
+    if (fed_client_cancel_transfer(s->cli, id) != FED_OK)
+        FED_LOG(FED_LOG_DEBUG, "site: transfer %" PRIu64 ": nothing to cancel", id);
+}
+
+/* Forgets the round in progress, cancelling its transfers. */
+static void end_round(fed_site *s) {
+    if (s->cli && s->rs) {
+        if (s->state == ROUND_RECEIVING && s->rs->transfer_id) cancel(s, s->rs->transfer_id);
+        if (s->state == ROUND_SENDING) cancel(s, s->rs->round);
+    }
+    s->state = ROUND_IDLE;
+    rs_free(&s->rs);
+}
+
+static void drop_round(fed_site *s, const char *why) {
+    if (!s->rs) return;
+    FED_LOG(FED_LOG_INFO, "site: round %" PRIu64 " dropped: %s", s->rs->round, why);
+    s->stats.rounds_dropped++;
+    end_round(s);
+}
+
+/* A round that cannot be done: one warn line with the local detail, Error{code, text}
+ * to the coordinator (text must hold nothing about individual examples). */
+static void fail_round(fed_site *s, uint32_t code, const char *text) {
+    uint64_t round = s->rs ? s->rs->round : 0;
+    FED_LOG(FED_LOG_WARN, "site: round %" PRIu64 " failed: %s", round, fed_errmsg());
+    send_error(s, code, text);
+    s->stats.rounds_failed++;
+    end_round(s);
+}
+
+/* fail_round for an error whose detail is about the coordinator's own message (safe to
+ * send back as it is). */
+static void fail_round_err(fed_site *s, fed_err e) {
+    char text[TEXT_MAX];
+    snprintf(text, sizeof text, "%s", fed_errdetail(e));
+    fail_round(s, wire_code(e), text);
+}
+
+/* fail_round for an error raised by the local data: only the class of error and the
+ * data's shape go back. */
+static void fail_round_local(fed_site *s, fed_err e, const char *what) {
+    char text[TEXT_MAX];
+    if (e == FED_ESHAPE && s->model)
+        snprintf(text, sizeof text,
+                 "%s: the local data (%zu features, %zu classes) do not fit the model (%zu "
+                 "inputs, %zu outputs)",
+                 what, s->stats.features, s->stats.classes, fed_model_input_size(s->model),
+                 fed_model_output_size(s->model));
+    else
+        snprintf(text, sizeof text, "%s: %s", what, fed_strerror(e));
+    fail_round(s, wire_code(e), text);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Events: polled now, or queued while training                                         */
+
+static fed_err enqueue(fed_site *s, const fed_net_event *ev) {
+    site_ev *slot = &s->queue[(s->qhead + s->qlen) % QUEUE_MAX];
+    fed_err e = ev_take(slot, ev);
+    if (e) {
+        ev_free(slot);
+        return e;
+    }
+    s->qlen++;
+    return FED_OK;
+}
+
+/* The next event: queued ones first, then the channel (waiting up to timeout_ms). A
+ * poll failure is reported as a LEFT event: the connection is unusable. */
+static fed_err next_event(fed_site *s, int timeout_ms, site_ev *out) {
+    memset(out, 0, sizeof *out);
+    if (s->qlen) {
+        *out = s->queue[s->qhead];
+        memset(&s->queue[s->qhead], 0, sizeof s->queue[s->qhead]);
+        s->qhead = (s->qhead + 1) % QUEUE_MAX;
+        s->qlen--;
+        return FED_OK;
+    }
+    fed_net_event ev;
+    fed_err e = fed_client_poll(s->cli, timeout_ms, &ev);
+    if (e != FED_OK) {
+        out->type = FED_NET_LEFT;
+        out->err = e;
+        snprintf(out->text, sizeof out->text, "%s", fed_client_errmsg(s->cli));
+        return FED_OK;
+    }
+    return ev_take(out, &ev);
+}
+
+/* Ends training after the current epoch; the first reason is kept. */
+static void interrupt(fed_site *s, const char *why) {
+    if (!s->abort) snprintf(s->abort_why, sizeof s->abort_why, "%s", why);
+    s->abort = true;
+}
+
+/* While training: does the channel's I/O (heartbeats, credits) and queues what it
+ * reports. Anything that makes the round pointless ends training after this epoch. */
+static void pump(fed_site *s) {
+    while (s->cli && s->qlen < QUEUE_MAX) {
+        fed_net_event ev;
+        fed_err e = fed_client_poll(s->cli, 0, &ev);
+        if (e != FED_OK) {
+            fed_net_event left = {
+                .type = FED_NET_LEFT, .cn = "", .err = e, .reason = "poll failed"};
+            (void)enqueue(s, &left);
+            interrupt(s, "the connection failed");
+            return;
+        }
+        if (ev.type == FED_NET_NONE) return;
+        if (ev.type == FED_NET_MESSAGE && ev.msg->type == FED_MSG_ERROR) {
+            /* Not about this round: its Update is not sent yet. */
+            FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s",
+                    ev.msg->u.error.code, ev.msg->u.error.text);
+            continue;
+        }
+        if (enqueue(s, &ev) != FED_OK) {
+            interrupt(s, "out of memory");
+            return;
+        }
+        if (ev.type == FED_NET_LEFT) {
+            interrupt(s, "the connection ended");
+        } else if (ev.type == FED_NET_MESSAGE && ev.msg->type == FED_MSG_BYE) {
+            interrupt(s, "the coordinator says goodbye");
+        } else if (ev.type == FED_NET_MESSAGE && ev.msg->type == FED_MSG_ROUND_START) {
+            char why[64];
+            snprintf(why, sizeof why, "round %" PRIu64 " started", ev.msg->u.round_start.round);
+            interrupt(s, why);
+        }
+    }
+    if (s->qlen >= QUEUE_MAX) interrupt(s, "too many events while training");
+}
+
+static void on_step(void *user, size_t done, size_t total) {
+    (void)done;
+    (void)total;
+    fed_site *s = user;
+    if (stopped(s)) interrupt(s, "stopping");
+    if (s->abort) return;
+    double t = now_s();
+    if (t - s->last_pump < PUMP_S) return;
+    s->last_pump = t;
+    pump(s);
+}
+
+static bool on_epoch(void *user, const fed_epoch_stats *e) {
+    fed_site *s = user;
+    s->last_epoch = *e;
+    if (stopped(s)) interrupt(s, "stopping");
+    return !s->abort;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* A round                                                                              */
+
+/* Builds the model from the manifest's architecture (when it changed) and checks every
+ * tensor of the manifest against it; sets the trainable flags. Errors name the field. */
+static fed_err prepare_model(fed_site *s) {
+    const fed_msg_manifest *mf = &s->rs->manifest;
+    fed_err err;
+    if (!s->model || strcmp(s->model_arch, mf->arch) != 0) {
+        fed_model_destroy(&s->model);
+        fed_free(s->model_arch);
+        s->model_arch = NULL;
+        fed_arch *a = NULL;
+        if (fed_arch_parse(&a, mf->arch) != FED_OK)
+            return fed_errprefix(FED_EFORMAT, "manifest.arch");
+        err = fed_model_new(&s->model, a);
+        fed_arch_destroy(&a);
+        if (err) return err;
+        if (!(s->model_arch = fed_strdup(mf->arch))) {
+            fed_model_destroy(&s->model);
+            return FED_ENOMEM;
+        }
+        FED_LOG(FED_LOG_INFO, "site: model of %zu parameters in %zu tensors",
+                fed_model_num_params(s->model), fed_model_num_tensors(s->model));
+    }
+    fed_model *m = s->model;
+    size_t nt = fed_model_num_tensors(m);
+    if (mf->num_tensors != nt)
+        return fed_errorf(FED_ESHAPE, "manifest.tensors: %zu tensors; the architecture has %zu",
+                          mf->num_tensors, nt);
+    size_t ntrain = 0;
+    for (size_t i = 0; i < nt; i++) {
+        const fed_tensor *t = fed_model_tensor(m, i);
+        const fed_msg_tensor *mt = &mf->tensors[i];
+        if (strcmp(mt->name, t->name) != 0)
+            return fed_errorf(FED_ESHAPE,
+                              "manifest.tensors[%zu]: \"%s\" where the architecture has \"%s\"", i,
+                              mt->name, t->name);
+        if (mt->dtype != FED_DTYPE_F32)
+            return fed_errorf(FED_EUNSUPPORTED, "manifest.tensors[%zu] (%s): dtype is not F32", i,
+                              mt->name);
+        uint64_t want[4];
+        for (int d = 0; d < t->ndim; d++) want[d] = t->shape[d];
+        bool same = mt->ndim == t->ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = mt->shape[d] == want[d];
+        if (!same) {
+            char got[160], exp[160];
+            shape_str(got, sizeof got, mt->ndim, mt->shape);
+            shape_str(exp, sizeof exp, t->ndim, want);
+            return fed_errorf(FED_ESHAPE,
+                              "manifest.tensors[%zu] (%s): shape %s; the architecture says %s", i,
+                              mt->name, got, exp);
+        }
+        if (mt->trainable) ntrain++;
+    }
+    size_t np = fed_model_num_params(m);
+    if (mf->total_bytes != (uint64_t)np * 4u)
+        return fed_errorf(FED_ESHAPE,
+                          "manifest.total_bytes: %" PRIu64 "; the architecture has %zu bytes",
+                          mf->total_bytes, np * 4u);
+    if (ntrain == 0) return fed_errorf(FED_EINVAL, "manifest.tensors: no trainable tensor");
+    for (size_t i = 0; i < nt; i++) fed_model_set_trainable(m, i, mf->tensors[i].trainable);
+    return FED_OK;
+}
+
+/* Evaluates, trains, computes and sends the delta. */
+static void run_round(fed_site *s) {
+    fed_msg_round_start *rs = s->rs;
+    fed_model *m = s->model;
+    const size_t np = fed_model_num_params(m);
+    memcpy(fed_model_params(m), s->global, np * sizeof(float));
+
+    /* Federated evaluation of the global model, on the local test split. */
+    fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
+    s->global_loss = s->global_acc = 0.0;
+    size_t neval = s->test ? s->test->n : 0;
+    if (neval) {
+        fed_eval_result er;
+        memset(&er, 0, sizeof er);
+        fed_err err = fed_evaluate(m, s->test, 0, &loss, &er);
+        s->global_loss = er.loss;
+        s->global_acc = er.accuracy;
+        fed_eval_result_free(&er);
+        if (err) {
+            fail_round_local(s, err, "evaluating the global model");
+            return;
+        }
+    }
+
+    fed_fit_config fc;
+    fed_err err = fed_site_fit_config(&rs->config, rs->round, s->max_epochs, s->max_batch, &fc);
+    if (err) {
+        fail_round_err(s, err);
+        return;
+    }
+    if (fc.epochs != rs->config.epochs || fc.batch != rs->config.batch)
+        FED_LOG(FED_LOG_INFO,
+                "site: round %" PRIu64 ": local caps: epochs %" PRIu32 " -> %zu, batch %" PRIu32
+                " -> %zu",
+                rs->round, rs->config.epochs, fc.epochs, rs->config.batch, fc.batch);
+    fc.on_step = on_step;
+    fc.on_epoch = on_epoch;
+    fc.user = s;
+    s->abort = false;
+    s->abort_why[0] = '\0';
+    s->last_pump = now_s();
+    memset(&s->last_epoch, 0, sizeof s->last_epoch);
+    fed_fit_result fr;
+    err = fed_fit(m, s->train, NULL, &fc, &fr);
+    if (s->abort) {
+        drop_round(s, s->abort_why);
+        return;
+    }
+    if (err) {
+        fail_round_local(s, err, "local training");
+        return;
+    }
+    s->train_loss = fr.final_train_loss;
+    s->train_acc = s->last_epoch.train_acc;
+
+    /* delta = local - global over the trainable tensors, in manifest order. */
+    size_t nd = fed_model_num_trainable(m);
+    if ((err = reserve(&s->delta, &s->delta_cap, nd))) {
+        fail_round_local(s, err, "delta");
+        return;
+    }
+    const float *p = fed_model_params_const(m), *g = s->global;
+    size_t k = 0;
+    bool finite = true;
+    for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
+        const fed_tensor *t = fed_model_tensor(m, i);
+        if (!t->trainable) continue;
+        for (size_t j = 0; j < t->numel; j++) {
+            float d = p[t->offset + j] - g[t->offset + j];
+            if (!isfinite(d)) finite = false;
+            s->delta[k++] = d;
+        }
+    }
+    if (!finite) {
+        fed_errorf(FED_ENONFINITE, "the local update is not finite");
+        fail_round(s, CODE_RANGE, "local training: the update is not finite");
+        return;
+    }
+    swap_le(s->delta, nd);
+    const uint64_t bytes = (uint64_t)nd * 4u;
+
+    fed_msg_metric metrics[5] = {
+        {"train_loss", s->train_loss},    {"train_accuracy", s->train_acc},
+        {"global_loss", s->global_loss},  {"global_accuracy", s->global_acc},
+        {"eval_examples", (double)neval},
+    };
+    fed_msg msg = {.type = FED_MSG_UPDATE};
+    fed_msg_update *u = &msg.u.update;
+    u->round = rs->round;
+    u->model_version = rs->model_version;
+    u->examples = s->train->n;
+    u->metrics = metrics;
+    u->num_metrics = 5;
+    u->encoding = FED_ENCODING_DELTA_F32;
+    u->transfer_id = rs->round;
+    u->total_bytes = bytes;
+    fed_sha256(s->delta, (size_t)bytes, u->sha256);
+    if ((err = send_msg(s, &msg))) {
+        fail_round_err(s, err);
+        return;
+    }
+    if ((err = fed_client_send_transfer(s->cli, rs->round, s->delta, bytes))) {
+        fail_round_err(s, err);
+        return;
+    }
+    s->state = ROUND_SENDING;
+}
+
+/* The global model is in s->global: check nothing more, train. */
+static void have_model(fed_site *s) {
+    if (s->rs->transfer_id) {
+        /* The received buffer becomes the global model; the old one receives next. */
+        float *t = s->global;
+        size_t c = s->global_cap;
+        s->global = s->rx;
+        s->global_cap = s->rx_cap;
+        s->rx = t;
+        s->rx_cap = c;
+        s->global_n = (size_t)(s->rs->manifest.total_bytes / 4u);
+        swap_le(s->global, s->global_n);
+        s->global_version = s->rs->model_version;
+        memcpy(s->global_sha, s->rs->manifest.sha256, FED_SHA256_LEN);
+        fed_free(s->global_arch);
+        s->global_arch = fed_strdup(s->rs->manifest.arch);
+        if (!s->global_arch) s->global_n = 0; /* cannot describe it: do not claim it */
+        FED_LOG(FED_LOG_DEBUG, "site: received model version %" PRIu64 " (%zu parameters)",
+                s->global_version, s->global_n);
+    }
+    s->state = ROUND_IDLE;
+    run_round(s);
+}
+
+static void on_round_start(fed_site *s, site_ev *ev) {
+    if (s->rs) {
+        char why[64];
+        snprintf(why, sizeof why, "round %" PRIu64 " started", ev->rs->round);
+        drop_round(s, why);
+    }
+    s->rs = ev->rs;
+    ev->rs = NULL;
+    s->t_round = now_s();
+    s->stats.last_round = s->rs->round;
+    const fed_msg_round_start *rs = s->rs;
+    FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
+            rs->model_version);
+    fed_err err = prepare_model(s);
+    if (err) {
+        fail_round_err(s, err);
+        return;
+    }
+    if (rs->transfer_id) {
+        size_t n = (size_t)(rs->manifest.total_bytes / 4u);
+        if ((err = reserve(&s->rx, &s->rx_cap, n))) {
+            fail_round_err(s, err);
+            return;
+        }
+        err = fed_client_recv_transfer(s->cli, rs->transfer_id, s->rx, rs->manifest.total_bytes,
+                                       rs->manifest.sha256);
+        if (err) {
+            fail_round_err(s, err);
+            return;
+        }
+        s->state = ROUND_RECEIVING;
+        return;
+    }
+    if (!s->global_n || memcmp(s->global_sha, rs->manifest.sha256, FED_SHA256_LEN) != 0 ||
+        (uint64_t)s->global_n * 4u != rs->manifest.total_bytes ||
+        strcmp(s->global_arch, rs->manifest.arch) != 0) {
+        char text[64];
+        snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
+        FED_LOG(FED_LOG_INFO, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
+        send_error(s, CODE_INVALID, text);
+        s->stats.rounds_failed++;
+        end_round(s);
+        return;
+    }
+    have_model(s);
+}
+
+static void on_transfer_done(fed_site *s, const site_ev *ev) {
+    if (s->state != ROUND_RECEIVING || !s->rs || ev->transfer_id != s->rs->transfer_id) {
+        FED_LOG(FED_LOG_DEBUG, "site: transfer %" PRIu64 " arrived unasked", ev->transfer_id);
+        return;
+    }
+    have_model(s);
+}
+
+static void on_transfer_failed(fed_site *s, const site_ev *ev) {
+    if (s->state != ROUND_RECEIVING || !s->rs || ev->transfer_id != s->rs->transfer_id) return;
+    fed_errorf(FED_EDIGEST, "the model transfer failed: %s", ev->text);
+    s->state = ROUND_IDLE; /* the channel released the buffer: nothing to cancel */
+    fail_round(s, CODE_DIGEST, "the model transfer did not match manifest.sha256");
+}
+
+static void on_transfer_sent(fed_site *s, const site_ev *ev) {
+    if (s->state != ROUND_SENDING || !s->rs || ev->transfer_id != s->rs->round) return;
+    const fed_msg_round_start *rs = s->rs;
+    char global[128];
+    if (s->test && s->test->n)
+        snprintf(global, sizeof global, "global loss %.4f acc %.1f%% on %zu local test examples",
+                 s->global_loss, 100.0 * s->global_acc, s->test->n);
+    else
+        snprintf(global, sizeof global, "no local test split");
+    FED_LOG(FED_LOG_INFO,
+            "site: round %" PRIu64 ": %zu examples, train loss %.4f acc %.1f%%, %s, %.2f s",
+            rs->round, s->train->n, s->train_loss, 100.0 * s->train_acc, global,
+            now_s() - s->t_round);
+    s->stats.rounds_done++;
+    s->state = ROUND_IDLE;
+    rs_free(&s->rs);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The connection loop                                                                  */
+
+static fed_err connect_now(fed_site *s) {
+    fed_client_config cc = fed_client_default_config();
+    cc.endpoint = s->endpoint;
+    cc.server_name = s->server_name;
+    cc.net = s->net;
+    char *caps[2] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL};
+    cc.hello.software = s->software;
+    cc.hello.capabilities = caps;
+    cc.hello.num_capabilities = 2;
+    cc.hello.train_examples = s->stats.train_examples;
+    cc.hello.eval_examples = s->stats.eval_examples;
+    return fed_client_new(&s->cli, s->zctx, &cc);
+}
+
+/* Reconnect delay after `attempt` failures in a row. */
+static int backoff_ms(fed_site *s, int attempt) {
+    double d = (double)s->backoff_initial_ms;
+    for (int i = 0; i < attempt && d < (double)s->backoff_max_ms; i++) d *= 2.0;
+    if (d > (double)s->backoff_max_ms) d = (double)s->backoff_max_ms;
+    d *= 1.0 - s->backoff_jitter * fed_rng_uniform_d(&s->jitter);
+    return d < 1.0 ? 1 : (int)d;
+}
+
+static void disconnect(fed_site *s) {
+    if (s->rs) drop_round(s, "the connection ended");
+    queue_clear(s);
+    fed_client_destroy(&s->cli);
+}
+
+fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
+    s->stop = stop;
+    s->stats.bye = false;
+    if (s->threads) fed_blas_set_threads((int)s->threads);
+    int attempt = 0;
+    double next_connect = 0.0;
+    fed_err err = FED_OK;
+    for (;;) {
+        if (stopped(s)) {
+            if (s->cli && fed_client_ready(s->cli)) {
+                fed_msg m = {.type = FED_MSG_BYE};
+                m.u.bye_reason = "site stopping";
+                (void)send_msg(s, &m);
+            }
+            FED_LOG(FED_LOG_INFO, "site: stopping");
+            break;
+        }
+        if (!s->cli) {
+            double wait = next_connect - now_s();
+            if (wait > 0.0) {
+                sleep_ms(wait * 1000.0 < POLL_MS ? (int)(wait * 1000.0) + 1 : POLL_MS);
+                continue;
+            }
+            err = connect_now(s);
+            if (err == FED_EIO) { /* e.g. a name that does not resolve yet */
+                int ms = backoff_ms(s, attempt++);
+                FED_LOG(FED_LOG_WARN, "site: cannot connect to %s: %s; retrying in %.1f s",
+                        s->endpoint, fed_errmsg(), (double)ms / 1000.0);
+                next_connect = now_s() + (double)ms / 1000.0;
+                err = FED_OK;
+                continue;
+            }
+            if (err) break;
+        }
+        site_ev ev;
+        if ((err = next_event(s, POLL_MS, &ev))) break;
+        bool done = false;
+        switch (ev.type) {
+        case FED_NET_NONE:
+            break;
+        case FED_NET_JOINED:
+            attempt = 0;
+            s->stats.connects++;
+            FED_LOG(FED_LOG_INFO,
+                    "site: joined the coordinator %s at %s with %zu training / %zu test examples",
+                    ev.text, s->endpoint, s->stats.train_examples, s->stats.eval_examples);
+            break;
+        case FED_NET_LEFT: {
+            disconnect(s);
+            int ms = backoff_ms(s, attempt++);
+            FED_LOG(FED_LOG_INFO, "site: connection to %s ended (%s); reconnecting in %.1f s",
+                    s->endpoint, ev.text[0] ? ev.text : fed_strerror(ev.err), (double)ms / 1000.0);
+            next_connect = now_s() + (double)ms / 1000.0;
+            break;
+        }
+        case FED_NET_MESSAGE:
+            if (ev.msg == FED_MSG_ROUND_START) {
+                on_round_start(s, &ev);
+            } else if (ev.msg == FED_MSG_BYE) {
+                FED_LOG(FED_LOG_INFO, "site: the coordinator says goodbye: %s",
+                        ev.text[0] ? ev.text : "(no reason)");
+                s->stats.bye = true;
+                done = true;
+            } else if (ev.msg == FED_MSG_ERROR) {
+                FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s",
+                        ev.code, ev.text);
+                if (s->state == ROUND_SENDING) drop_round(s, "the coordinator rejected the update");
+            } else {
+                FED_LOG(FED_LOG_DEBUG, "site: ignored a %s message", fed_msg_type_name(ev.msg));
+            }
+            break;
+        case FED_NET_TRANSFER_DONE:
+            on_transfer_done(s, &ev);
+            break;
+        case FED_NET_TRANSFER_SENT:
+            on_transfer_sent(s, &ev);
+            break;
+        case FED_NET_TRANSFER_FAILED:
+            on_transfer_failed(s, &ev);
+            break;
+        }
+        ev_free(&ev);
+        if (done) break;
+    }
+    disconnect(s);
+    s->stop = NULL;
+    return site_err(s, err);
+}

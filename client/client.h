@@ -1,0 +1,155 @@
+/* A site of the federation (`fedtune client`): it holds the site's private labeled data,
+ * joins the coordinator over the secure channel (net/channel.h), and answers rounds as
+ * docs/ROUNDS.md fixes them: receive (or reuse) the global model, evaluate it on the
+ * local test split, fine-tune it with core's fed_fit on the local training split, and
+ * send back the delta of the trainable tensors with the example count and aggregate
+ * metrics. What deliberately does not live here: option parsing and signal handling
+ * (cli/cmd_client.c), aggregation and round scheduling (coordinator/).
+ *
+ * Privacy: training data and per-example information never leave the process. The
+ * coordinator only ever sees Hello's example counts, the Update's aggregate metrics
+ * and the weight delta; Error replies about local failures carry the error class and
+ * the data's shape (features, classes), never a cell, a line number or a label. Log
+ * lines carry aggregates only.
+ *
+ * The data are loaded, split and prepared once, by fed_site_new:
+ *   - a seeded stratified split (fed_data_split, `seed`) holds out `test_split` of the
+ *     examples for federated evaluation of the global model; the rest is trained on;
+ *   - with `standardize` (the default) a standardizer x' = (x - mean) / std is fitted
+ *     on the local training split and applied to both parts. The coordinator's model
+ *     carries no input transform in the manifest, so each site scales its own data;
+ *     this suits models pre-trained on standardised inputs. Turn it off when the data
+ *     are already on the scale the model expects (e.g. pixels in [0, 1]).
+ *   - string class labels map to ids in sorted order unless data_opts.classes lists
+ *     them: every site must agree on the ids, so a site that may lack a class (or uses
+ *     names) should list all classes, or use integer labels.
+ *
+ * A round (RoundStart from the coordinator):
+ *   1. The model is built from manifest.arch (first time, or when the architecture
+ *      changes) and every manifest tensor is checked against it: same count, order,
+ *      names, shapes, dtype F32, total_bytes = 4 x parameters. A mismatch is answered
+ *      with Error{ERR_SHAPE} (ERR_FORMAT for an unreadable architecture).
+ *   2. transfer_id != 0: the weights arrive as that transfer into a receive buffer (kept
+ *      across rounds, reallocated only when the model grows), checked against
+ *      manifest.sha256 by the channel, then become the held global model (version,
+ *      SHA-256, flat buffer). transfer_id == 0: the held model is used if its SHA-256
+ *      equals manifest.sha256, else the answer is Error{ERR_INVALID, "no model version N"}.
+ *   3. The trainable flags come from the manifest; the global model is evaluated on the
+ *      local test split (fed_evaluate), then trained with fed_fit using
+ *      fed_site_fit_config (seed config.seed + round, no validation, no early stopping),
+ *      local caps on epochs and batch applied and logged.
+ *   4. Update{round, model_version, examples = training split size, metrics train_loss,
+ *      train_accuracy, global_loss, global_accuracy, eval_examples, DELTA_F32,
+ *      transfer_id = round, total_bytes, sha256}, then the delta (local - global over the
+ *      trainable tensors in manifest order, little-endian F32) as transfer `round`. The
+ *      round is done when the coordinator confirms the transfer: one info log line with
+ *      round, examples, train loss/accuracy, global loss/accuracy, seconds.
+ * A round that fails locally (data that do not fit the model, a diverging loss) is
+ * answered with Error and the site waits for the next one. A new RoundStart abandons
+ * the round in progress. An Error from the coordinator while the delta is being sent
+ * (the Update was rejected) abandons the round.
+ *
+ * Connection: Hello says software "fedtune <version>", capabilities "delta-f32" and
+ * "eval", and the training and test example counts. When the session ends (FED_NET_LEFT)
+ * the round in progress is dropped (the coordinator cancels its side: ROUNDS.md
+ * "Leaving") and the site connects afresh after a delay that starts at
+ * backoff_initial_ms, doubles with every failed attempt up to backoff_max_ms, and is
+ * shortened by a random share of up to backoff_jitter; a welcome resets it. A new
+ * fed_client is made for every connection, so no transfer state of an old session
+ * survives (the coordinator sends the model again after any reconnect).
+ *
+ * Threads: fed_site_run is single-threaded and owns the site. While fed_fit trains,
+ * the channel is still polled between steps (about every 100 ms) so heartbeats flow;
+ * events that arrive meanwhile are queued, and a stop request, a lost session, a new
+ * RoundStart or a Bye makes training end after the current epoch. */
+#ifndef FED_CLIENT_CLIENT_H
+#define FED_CLIENT_CLIENT_H
+
+#include "core/dataset.h"
+#include "core/err.h"
+#include "core/fit.h"
+#include "net/channel.h"
+#include "proto/msg.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Capabilities a site announces in Hello. */
+#define FED_SITE_CAP_DELTA "delta-f32"
+#define FED_SITE_CAP_EVAL  "eval"
+
+/* What a site is made from. fed_site_default_config() fills every field; strings are
+ * copied by fed_site_new (the caller may free them afterwards). */
+typedef struct fed_site_config {
+    const char *coordinator;    /* the coordinator's endpoint: "tcp://fed.example.org:7443" */
+    const char *server_name;    /* name (or IP) the coordinator's certificate must carry */
+    fed_net_config net;         /* TLS files (net.tls: ca, cert, key, crl), timeouts, chunks */
+    void *zmq_ctx;              /* ZeroMQ context to share (borrowed), NULL: the site makes one */
+    const char *data;           /* labeled data file: CSV, sklearn CSV or IDX, maybe gzipped */
+    fed_csv_options data_opts;  /* how to read it (format, header, label column, missing) */
+    const fed_dataset *dataset; /* instead of data: examples in memory (copied at new) */
+    double test_split;          /* share held out for federated evaluation, [0, 0.9] (0.2) */
+    uint64_t seed;              /* seed of the train/test split (1) */
+    bool standardize;           /* fit a standardizer on the local training split (true) */
+    size_t threads;             /* OpenBLAS threads set by fed_site_run; 0: leave (1) */
+    size_t max_epochs;          /* local cap on TrainConfig.epochs; 0: none (0) */
+    size_t max_batch;           /* local cap on TrainConfig.batch; 0: none (0) */
+    int backoff_initial_ms;     /* first reconnect delay, >= 1 (1 000) */
+    int backoff_max_ms;         /* largest reconnect delay, >= backoff_initial_ms (60 000) */
+    double backoff_jitter;      /* share of a delay randomly cut off, [0, 1] (0.5) */
+    const char *software;       /* Hello.software; NULL: "fedtune <version>" */
+} fed_site_config;
+
+fed_site_config fed_site_default_config(void);
+
+/* What a site did so far; for tests, status lines and the simulator. */
+typedef struct fed_site_stats {
+    size_t train_examples;   /* local training split */
+    size_t eval_examples;    /* local test split */
+    size_t features;         /* per example */
+    size_t classes;          /* in the local data */
+    uint64_t connects;       /* sessions the coordinator welcomed */
+    uint64_t rounds_done;    /* Updates whose delta the coordinator confirmed */
+    uint64_t rounds_failed;  /* RoundStarts answered with Error */
+    uint64_t rounds_dropped; /* rounds abandoned: session lost, new round, Update rejected */
+    uint64_t last_round;     /* round of the last RoundStart (0: none yet) */
+    uint64_t model_version;  /* version of the global model held (0: none) */
+    bool bye;                /* the last fed_site_run ended on the coordinator's Bye */
+} fed_site_stats;
+
+typedef struct fed_site fed_site;
+
+/* Checks cfg, loads and splits the data, fits the standardizer. No connection is made
+ * yet. FED_EINVAL for a bad config (field named) or data with no training example; the
+ * loader's FED_EIO / FED_EFORMAT / FED_ERANGE (naming file:line:column) for the data. */
+fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) FED_MUST_USE;
+/* NULL-safe; sets *s to NULL. Closes the connection if fed_site_run left one. */
+void fed_site_destroy(fed_site **s);
+
+/* Connects and answers rounds until *stop becomes non-zero (stop may be NULL: never) or
+ * the coordinator says Bye. On stop the site says Bye{"site stopping"} if connected.
+ * Returns FED_OK in both cases (stats.bye tells which). Errors are for the site as a
+ * whole: unreadable or mismatched TLS files (FED_ETLS), a bad endpoint (FED_EINVAL),
+ * FED_ENOMEM; lost connections and failed rounds are not errors. May be called again. */
+fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) FED_MUST_USE;
+
+void fed_site_stats_get(const fed_site *s, fed_site_stats *st);
+/* The last error of a call on s, naming the field, file or peer at fault. */
+const char *fed_site_errmsg(const fed_site *s);
+
+/* The fed_fit configuration of a round, exactly as a site trains it:
+ *   optimizer: tc->optimizer ("sgd", "adam", "adamw"; "" means "sgd") with PyTorch's
+ *              defaults (fed_optim_defaults), then momentum (sgd only; ignored
+ *              otherwise), weight_decay and clip_norm from tc;
+ *   schedule:  constant at tc->lr (> 0);
+ *   epochs:    tc->epochs capped by max_epochs (0: no cap); batch likewise by max_batch;
+ *   seed:      tc->seed + round (wrapping); max_steps: tc->max_steps;
+ *   softmax cross-entropy, no label smoothing, no augmentation, no early stopping,
+ *   restore_best off, no callbacks.
+ * FED_EINVAL naming the field ("config.lr: must be a finite number > 0"). */
+fed_err fed_site_fit_config(const fed_msg_train_config *tc, uint64_t round, size_t max_epochs,
+                            size_t max_batch, fed_fit_config *out) FED_MUST_USE;
+
+#endif

@@ -1,0 +1,978 @@
+/* The round engine: registry, sampling, RoundStart and model broadcast, update checks
+ * and zero-copy receipt into aggregator slots, the strategy step over the trainable
+ * tensors, evaluation, status and metrics lines. Checkpoint files live in checkpoint.c;
+ * option parsing, data loading and signal handlers in cli/cmd_coordinator.c. */
+#include "coordinator/coordinator.h"
+#include "core/alloc.h"
+#include "core/fit.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* fedtune.ErrorCode values (proto/fedtune.proto). */
+enum {
+    ERR_INVALID = 2,
+    ERR_FORMAT = 3,
+    ERR_RANGE = 5,
+    ERR_SHAPE = 7,
+    ERR_UNSUPPORTED = 8,
+    ERR_DIGEST = 10,
+};
+
+/* Where a sampled client stands in the open round. */
+typedef enum cstatus {
+    ST_IDLE = 0,  /* not sampled */
+    ST_WAITING,   /* sampled, no update yet */
+    ST_PENDING,   /* update announced, waiting for a free aggregator slot */
+    ST_RECEIVING, /* delta arriving into its slot */
+    ST_ACCEPTED,  /* committed */
+    ST_REJECTED,  /* refused; nothing more this round */
+    ST_GONE,      /* left mid-round */
+} cstatus;
+
+/* One client of the registry, keyed by CN. */
+typedef struct client {
+    char cn[FED_NET_CN_MAX + 1]; /* certificate CN */
+    uint32_t peer;               /* server handle */
+    bool connected;              /* has an admitted session */
+    uint64_t held;               /* model version we know it holds (0: none) */
+    uint64_t sending;            /* id of the model transfer in flight to it (0: none) */
+    cstatus status;              /* in the open round */
+    fed_agg_slot slot;           /* its update's slot while ST_RECEIVING */
+    uint64_t up_id, up_bytes;    /* announced update transfer */
+    uint8_t up_sha[FED_SHA256_LEN];
+    float weight;              /* examples of the update */
+    double gloss, gacc, geval; /* global_loss, global_accuracy, eval_examples (NaN: absent) */
+} client;
+
+struct fed_coord {
+    fed_coord_config cfg;    /* as given (strings borrowed) */
+    void *zctx;              /* ZeroMQ context */
+    bool own_ctx;            /* zctx is ours to destroy */
+    fed_server *srv;         /* the channel */
+    fed_model *model;        /* the global model */
+    char *arch_json;         /* canonical architecture */
+    fed_msg_tensor *tensors; /* (ntensors) the manifest */
+    size_t ntensors;
+    size_t ntrainable; /* floats of the trainable tensors */
+    fed_agg *agg;      /* (ntrainable) */
+    fed_strategy *strat;
+    uint8_t sha[FED_SHA256_LEN]; /* of the global parameters */
+    fed_coord_state state;
+    uint64_t rounds_done, version;
+    uint64_t attempt;          /* of the open round, 1-based */
+    uint64_t sample_seed;      /* stream seed of the current sample */
+    int64_t deadline;          /* monotonic ms */
+    int64_t round_t0;          /* monotonic ms of the round's first sample */
+    uint64_t rx0, tx0;         /* server byte counters at the round's start */
+    uint64_t last_rx, last_tx; /* at the last progress check */
+    int64_t next_stop_check;
+    client *cl;
+    size_t ncl, capcl;
+    FILE *metrics;
+    volatile sig_atomic_t stop_req, reopen_req;
+    fed_coord_round_stats cur, last;
+    uint64_t rejected_total;
+};
+
+static const char *const state_names[] = {"waiting",       "sampling",    "broadcasting",
+                                          "collecting",    "aggregating", "evaluating",
+                                          "checkpointing", "done"};
+
+const char *fed_coord_state_name(fed_coord_state s) {
+    return (unsigned)s <= FED_COORD_DONE ? state_names[s] : "?";
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+fed_coord_config fed_coord_default_config(void) {
+    fed_coord_config c;
+    memset(&c, 0, sizeof c);
+    c.server = fed_server_default_config();
+    c.eval_batch = 256;
+    c.rounds = 10;
+    c.fraction = 1.0;
+    c.min_clients = 2;
+    c.min_fit = 2;
+    c.deadline_ms = 600000;
+    c.train.epochs = 1;
+    c.train.batch = 32;
+    c.train.optimizer = "adam";
+    c.train.lr = 1e-3f;
+    c.train.seed = 1;
+    c.strategy = fed_strategy_defaults(FED_STRATEGY_FEDAVG);
+    c.slots = 2;
+    c.keep_checkpoints = 3;
+    c.seed = 1;
+    return c;
+}
+
+static fed_err check_config(const fed_coord_config *c) {
+    if (!c->model) return fed_errorf(FED_EINVAL, "coordinator: no initial model");
+    if (c->rounds < 1) return fed_errorf(FED_EINVAL, "rounds %" PRIu64 ": must be >= 1", c->rounds);
+    if (!(c->fraction > 0.0 && c->fraction <= 1.0))
+        return fed_errorf(FED_EINVAL, "fraction %g: must be in (0, 1]", c->fraction);
+    if (c->min_clients < 1) return fed_errorf(FED_EINVAL, "min-clients 0: must be >= 1");
+    if (c->min_fit < 1 || c->min_fit > c->min_clients)
+        return fed_errorf(FED_EINVAL, "min-fit %zu: must be in [1, min-clients %zu]", c->min_fit,
+                          c->min_clients);
+    if (c->deadline_ms < 1) return fed_errorf(FED_EINVAL, "deadline-ms: must be >= 1");
+    if (!(c->max_update_norm >= 0.0))
+        return fed_errorf(FED_EINVAL, "max-update-norm %g: must be >= 0", c->max_update_norm);
+    if (c->keep_checkpoints < 1) return fed_errorf(FED_EINVAL, "keep-checkpoints: must be >= 1");
+    if (!(c->target_accuracy >= 0.0 && c->target_accuracy <= 1.0))
+        return fed_errorf(FED_EINVAL, "target-accuracy %g: must be in [0, 1]", c->target_accuracy);
+    if (c->train.epochs < 1 || c->train.batch < 1)
+        return fed_errorf(FED_EINVAL, "client epochs and batch must be >= 1");
+    return fed_strategy_config_check(&c->strategy);
+}
+
+/* Applies the comma-separated freeze globs; a glob that matches nothing is an error. */
+static fed_err apply_freeze(fed_model *m, const char *globs) {
+    if (!globs || !*globs) return FED_OK;
+    char *copy = fed_strdup(globs);
+    if (!copy) return FED_ENOMEM;
+    fed_err err = FED_OK;
+    char *save = NULL;
+    for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
+        while (*g == ' ') g++;
+        if (!*g) continue;
+        if (fed_model_set_trainable_glob(m, g, false) == 0) {
+            err = fed_errorf(FED_EINVAL, "freeze \"%s\" matches no tensor", g);
+            break;
+        }
+    }
+    fed_free(copy);
+    return err;
+}
+
+static fed_err build_manifest(fed_coord *c) {
+    size_t n = fed_model_num_tensors(c->model);
+    c->tensors = fed_calloc(n, sizeof *c->tensors);
+    if (!c->tensors) return FED_ENOMEM;
+    c->ntensors = n;
+    c->ntrainable = 0;
+    for (size_t i = 0; i < n; i++) {
+        const fed_tensor *t = fed_model_tensor(c->model, i);
+        fed_msg_tensor *mt = &c->tensors[i];
+        mt->name = (char *)t->name;
+        mt->ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) mt->shape[d] = t->shape[d];
+        mt->dtype = FED_DTYPE_F32;
+        mt->trainable = t->trainable;
+        if (t->trainable) c->ntrainable += t->numel;
+    }
+    if (c->ntrainable == 0) return fed_errorf(FED_EINVAL, "freeze: every tensor is frozen");
+    return fed_arch_to_json(fed_model_arch(c->model), &c->arch_json);
+}
+
+static void update_sha(fed_coord *c) {
+    fed_sha256(fed_model_params_const(c->model), fed_model_num_params(c->model) * sizeof(float),
+               c->sha);
+}
+
+static fed_err open_metrics(fed_coord *c) {
+    if (c->metrics) fclose(c->metrics);
+    c->metrics = NULL;
+    if (!c->cfg.metrics_file) return FED_OK;
+    c->metrics = fopen(c->cfg.metrics_file, "a");
+    if (!c->metrics) return fed_errorf(FED_EIO, "%s: %s", c->cfg.metrics_file, strerror(errno));
+    return FED_OK;
+}
+
+fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
+    *out = NULL;
+    fed_err err = check_config(cfg);
+    if (err) return err;
+    fed_coord *c = fed_calloc(1, sizeof *c);
+    if (!c) return FED_ENOMEM;
+    c->cfg = *cfg;
+    if ((err = fed_model_clone(&c->model, cfg->model))) goto fail;
+    for (size_t i = 0; i < fed_model_num_tensors(c->model); i++)
+        fed_model_set_trainable(c->model, i, true);
+    if ((err = apply_freeze(c->model, cfg->freeze))) goto fail;
+    if ((err = build_manifest(c))) goto fail;
+    if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
+    if ((err = fed_strategy_new(&c->strat, &cfg->strategy, c->ntrainable))) goto fail;
+    c->version = 1;
+    if (cfg->checkpoint_dir) {
+        uint64_t r = 0, v = 1;
+        if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v))) goto fail;
+        if (r > 0) {
+            c->rounds_done = r;
+            c->version = v;
+        }
+    }
+    update_sha(c);
+    if ((err = open_metrics(c))) goto fail;
+    c->zctx = cfg->zmq_ctx;
+    if (!c->zctx) {
+        if (!(c->zctx = fed_net_context_new())) {
+            err = FED_ENOMEM;
+            goto fail;
+        }
+        c->own_ctx = true;
+    }
+    if ((err = fed_server_new(&c->srv, c->zctx, &cfg->server))) goto fail;
+    c->state = c->rounds_done >= cfg->rounds ? FED_COORD_DONE : FED_COORD_WAITING;
+    c->last.round = c->rounds_done;
+    c->last.model_version = c->version;
+    c->last.central_loss = c->last.central_acc = NAN;
+    c->last.fed_loss = c->last.fed_acc = NAN;
+    FED_LOG(FED_LOG_INFO,
+            "coordinator on %s: %zu tensors, %zu of %zu parameters trainable, %s, round %" PRIu64
+            " of %" PRIu64 ", model version %" PRIu64,
+            fed_server_endpoint(c->srv), c->ntensors, c->ntrainable, fed_model_num_params(c->model),
+            fed_strategy_name(cfg->strategy.kind), c->rounds_done + 1, cfg->rounds, c->version);
+    *out = c;
+    return FED_OK;
+fail:
+    fed_coord_destroy(&c);
+    return err;
+}
+
+static void say_bye(fed_coord *c, const char *reason) {
+    if (!c->srv) return;
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_BYE;
+    m.u.bye_reason = (char *)reason;
+    bool any = false;
+    for (size_t i = 0; i < c->ncl; i++)
+        if (c->cl[i].connected && fed_server_send(c->srv, c->cl[i].peer, &m) == FED_OK) any = true;
+    /* Let the Byes leave before the sockets close. */
+    int64_t end = now_ms() + (any ? 100 : 0);
+    fed_net_event ev;
+    while (any && now_ms() < end)
+        if (fed_server_poll(c->srv, 10, &ev) != FED_OK) break;
+    for (size_t i = 0; i < c->ncl; i++) c->cl[i].connected = false;
+}
+
+void fed_coord_destroy(fed_coord **pc) {
+    if (!pc || !*pc) return;
+    fed_coord *c = *pc;
+    say_bye(c, "coordinator shutting down");
+    fed_server_destroy(&c->srv);
+    if (c->own_ctx) fed_net_context_destroy(&c->zctx);
+    if (c->metrics) fclose(c->metrics);
+    fed_agg_destroy(&c->agg);
+    fed_strategy_destroy(&c->strat);
+    fed_free(c->arch_json);
+    fed_free(c->tensors);
+    fed_free(c->cl);
+    fed_model_destroy(&c->model);
+    fed_free(c);
+    *pc = NULL;
+}
+
+const char *fed_coord_endpoint(const fed_coord *c) {
+    return fed_server_endpoint(c->srv);
+}
+
+void fed_coord_request_stop(fed_coord *c) {
+    c->stop_req = 1;
+}
+
+void fed_coord_request_reopen(fed_coord *c) {
+    c->reopen_req = 1;
+}
+
+fed_coord_state fed_coord_get_state(const fed_coord *c) {
+    return c->state;
+}
+
+uint64_t fed_coord_rounds_done(const fed_coord *c) {
+    return c->rounds_done;
+}
+
+uint64_t fed_coord_model_version(const fed_coord *c) {
+    return c->version;
+}
+
+const fed_model *fed_coord_model(const fed_coord *c) {
+    return c->model;
+}
+
+void fed_coord_model_sha256(const fed_coord *c, uint8_t out[FED_SHA256_LEN]) {
+    memcpy(out, c->sha, FED_SHA256_LEN);
+}
+
+fed_coord_round_stats fed_coord_last_round(const fed_coord *c) {
+    return c->last;
+}
+
+uint64_t fed_coord_rejected_total(const fed_coord *c) {
+    return c->rejected_total;
+}
+
+/* ---- registry ----------------------------------------------------------------------- */
+
+static client *by_peer(fed_coord *c, uint32_t peer) {
+    for (size_t i = 0; i < c->ncl; i++)
+        if (c->cl[i].peer == peer) return &c->cl[i];
+    return NULL;
+}
+
+static client *by_cn(fed_coord *c, const char *cn, uint32_t peer) {
+    for (size_t i = 0; i < c->ncl; i++)
+        if (strcmp(c->cl[i].cn, cn) == 0) return &c->cl[i];
+    if (c->ncl == c->capcl) {
+        size_t cap = c->capcl ? 2 * c->capcl : 16;
+        client *p = fed_realloc(c->cl, cap * sizeof *p);
+        if (!p) return NULL;
+        c->cl = p;
+        c->capcl = cap;
+    }
+    client *k = &c->cl[c->ncl++];
+    memset(k, 0, sizeof *k);
+    snprintf(k->cn, sizeof k->cn, "%s", cn);
+    k->peer = peer;
+    return k;
+}
+
+static size_t connected_count(const fed_coord *c) {
+    size_t n = 0;
+    for (size_t i = 0; i < c->ncl; i++) n += c->cl[i].connected;
+    return n;
+}
+
+static uint64_t current_round(const fed_coord *c) {
+    return c->rounds_done + 1;
+}
+
+/* Cancels a transfer that may already be gone (FED_ENOTFOUND is fine). */
+static void cancel(fed_coord *c, uint32_t peer, uint64_t id) {
+    if (fed_server_cancel_transfer(c->srv, peer, id) != FED_OK) fed_errclear();
+}
+
+/* Forgets k's update in flight: cancels the transfer, aborts the slot. */
+static void drop_update(fed_coord *c, client *k) {
+    if (k->status == ST_RECEIVING) {
+        cancel(c, k->peer, k->up_id);
+        fed_agg_slot_abort(c->agg, k->slot);
+    }
+    k->slot = FED_AGG_NO_SLOT;
+}
+
+/* Sends Error{code, text} to k (if it can) and logs one line naming it. */
+static void reject(fed_coord *c, client *k, uint32_t code, const char *fmt, ...) FED_PRINTF(4, 5);
+static void reject(fed_coord *c, client *k, uint32_t code, const char *fmt, ...) {
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": update from %s rejected: %s", current_round(c), k->cn,
+            text);
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_ERROR;
+    m.u.error.code = code;
+    m.u.error.text = text;
+    if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)
+        FED_LOG(FED_LOG_DEBUG, "error to %s not sent: %s", k->cn, fed_server_errmsg(c->srv));
+    c->rejected_total++;
+}
+
+/* Rejects the open-round update of k and marks it done for the round. */
+static void reject_round(fed_coord *c, client *k, uint32_t code, const char *what) {
+    drop_update(c, k);
+    k->status = ST_REJECTED;
+    c->cur.rejected++;
+    reject(c, k, code, "%s", what);
+}
+
+static uint32_t code_of(fed_err err) {
+    switch (err) {
+    case FED_ENONFINITE:
+    case FED_ERANGE:
+        return ERR_RANGE;
+    case FED_EFORMAT:
+        return ERR_FORMAT;
+    case FED_ESHAPE:
+        return ERR_SHAPE;
+    case FED_EDIGEST:
+        return ERR_DIGEST;
+    default:
+        return ERR_INVALID;
+    }
+}
+
+/* ---- RoundStart ----------------------------------------------------------------------- */
+
+/* Sends RoundStart to k, with the weights unless it holds this version (or force). */
+static fed_err send_round_start(fed_coord *c, client *k, bool force) {
+    bool with_model = force || k->held != c->version;
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_ROUND_START;
+    fed_msg_round_start *rs = &m.u.round_start;
+    rs->round = current_round(c);
+    rs->model_version = c->version;
+    rs->config = c->cfg.train;
+    rs->manifest.tensors = c->tensors;
+    rs->manifest.num_tensors = c->ntensors;
+    rs->manifest.total_bytes = (uint64_t)fed_model_num_params(c->model) * sizeof(float);
+    memcpy(rs->manifest.sha256, c->sha, FED_SHA256_LEN);
+    rs->manifest.arch = c->arch_json;
+    rs->transfer_id = with_model ? c->version : 0;
+    int64_t left = c->deadline - now_ms();
+    rs->deadline_ms = (uint64_t)(left > 0 ? left : c->cfg.deadline_ms);
+    fed_err err = fed_server_send(c->srv, k->peer, &m);
+    if (err || !with_model) return err;
+    if (k->sending == c->version) return FED_OK; /* still on its way (across a reconnect) */
+    if (k->sending) cancel(c, k->peer, k->sending);
+    cancel(c, k->peer, c->version);
+    err = fed_server_send_transfer(c->srv, k->peer, c->version, fed_model_params_const(c->model),
+                                   rs->manifest.total_bytes);
+    if (!err) k->sending = c->version;
+    return err;
+}
+
+/* ---- events --------------------------------------------------------------------------- */
+
+static double metric(const fed_msg_update *u, const char *name) {
+    for (size_t i = 0; i < u->num_metrics; i++)
+        if (strcmp(u->metrics[i].name, name) == 0) return u->metrics[i].value;
+    return NAN;
+}
+
+/* Opens a slot for k's announced update and starts receiving it; leaves it ST_PENDING
+ * when every slot is busy. */
+static void start_receive(fed_coord *c, client *k) {
+    fed_agg_slot s;
+    fed_err err = fed_agg_slot_open(c->agg, &s, k->weight);
+    if (err == FED_EAGAIN) return;
+    if (err) {
+        reject_round(c, k, code_of(err), fed_errmsg());
+        return;
+    }
+    float *buf = NULL;
+    if (!err) err = fed_agg_slot_buffer(c->agg, s, &buf);
+    if (!err)
+        err = fed_server_recv_transfer(c->srv, k->peer, k->up_id, buf, k->up_bytes, k->up_sha);
+    if (err) {
+        char why[300];
+        snprintf(why, sizeof why, "cannot receive the delta: %s", fed_server_errmsg(c->srv));
+        fed_agg_slot_abort(c->agg, s);
+        reject_round(c, k, ERR_INVALID, why);
+        return;
+    }
+    k->slot = s;
+    k->status = ST_RECEIVING;
+}
+
+static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
+    uint64_t r = current_round(c);
+    bool open = c->state == FED_COORD_COLLECTING;
+    if (!open || u->round != r) {
+        reject(c, k, ERR_INVALID, "round %" PRIu64 " is not open (%s %" PRIu64 ")", u->round,
+               open ? "open round" : "next round", r);
+        return;
+    }
+    if (k->status == ST_IDLE) {
+        reject(c, k, ERR_INVALID, "not sampled for round %" PRIu64, r);
+        return;
+    }
+    if (k->status != ST_WAITING) {
+        reject(c, k, ERR_INVALID, "a second update for round %" PRIu64, r);
+        return;
+    }
+    char why[256];
+    uint32_t code = ERR_INVALID;
+    why[0] = '\0';
+    uint64_t want = (uint64_t)c->ntrainable * sizeof(float);
+    if (u->model_version != c->version)
+        snprintf(why, sizeof why, "model version %" PRIu64 ", current %" PRIu64, u->model_version,
+                 c->version);
+    else if (u->encoding != FED_ENCODING_DELTA_F32)
+        code = ERR_UNSUPPORTED, snprintf(why, sizeof why, "encoding %d", (int)u->encoding);
+    else if (u->total_bytes != want)
+        code = ERR_SHAPE,
+        snprintf(why, sizeof why,
+                 "total_bytes %" PRIu64 ", expected %" PRIu64 " (4 x %zu trainable parameters)",
+                 u->total_bytes, want, c->ntrainable);
+    else if (u->examples == 0 || !isfinite((float)u->examples))
+        snprintf(why, sizeof why, "examples %" PRIu64 ": must be > 0", u->examples);
+    else if (u->transfer_id == 0)
+        snprintf(why, sizeof why, "transfer_id 0");
+    if (why[0]) {
+        reject_round(c, k, code, why);
+        return;
+    }
+    k->held = c->version;
+    k->up_id = u->transfer_id;
+    k->up_bytes = u->total_bytes;
+    memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
+    k->weight = (float)u->examples;
+    k->gloss = metric(u, "global_loss");
+    k->gacc = metric(u, "global_accuracy");
+    k->geval = metric(u, "eval_examples");
+    k->status = ST_PENDING;
+    start_receive(c, k);
+}
+
+static void on_message(fed_coord *c, client *k, const fed_msg *m) {
+    switch (m->type) {
+    case FED_MSG_UPDATE:
+        on_update(c, k, &m->u.update);
+        break;
+    case FED_MSG_ERROR:
+        if (m->u.error.code == ERR_INVALID && strstr(m->u.error.text, "no model version") &&
+            k->status == ST_WAITING && c->state == FED_COORD_COLLECTING) {
+            FED_LOG(FED_LOG_INFO, "%s does not hold model version %" PRIu64 ": resending it", k->cn,
+                    c->version);
+            k->held = 0;
+            if (send_round_start(c, k, true) != FED_OK) k->status = ST_GONE;
+        } else {
+            FED_LOG(FED_LOG_WARN, "%s reports error %u: %s", k->cn, m->u.error.code,
+                    m->u.error.text);
+        }
+        break;
+    case FED_MSG_BYE:
+        FED_LOG(FED_LOG_INFO, "%s says bye: %s", k->cn, m->u.bye_reason);
+        break;
+    default:
+        FED_LOG(FED_LOG_DEBUG, "%s sent %s: ignored", k->cn, fed_msg_type_name(m->type));
+        break;
+    }
+}
+
+static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
+    if (ev->type == FED_NET_NONE) return FED_OK;
+    client *k = ev->type == FED_NET_JOINED ? by_cn(c, ev->cn, ev->peer) : by_peer(c, ev->peer);
+    if (!k) return ev->type == FED_NET_JOINED ? FED_ENOMEM : FED_OK;
+    switch (ev->type) {
+    case FED_NET_JOINED:
+        k->peer = ev->peer;
+        k->connected = true;
+        k->held = 0; /* a new session: send the model again */
+        FED_LOG(FED_LOG_INFO, "%s joined (%zu connected)", k->cn, connected_count(c));
+        break;
+    case FED_NET_LEFT:
+        k->connected = false;
+        if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING) {
+            drop_update(c, k);
+            k->status = ST_GONE;
+            FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s left mid-round (%s)", current_round(c),
+                    k->cn, ev->reason);
+        } else {
+            FED_LOG(FED_LOG_INFO, "%s left (%s)", k->cn, ev->reason);
+        }
+        if (k->sending) cancel(c, k->peer, k->sending);
+        k->sending = 0;
+        break;
+    case FED_NET_MESSAGE:
+        on_message(c, k, ev->msg);
+        break;
+    case FED_NET_TRANSFER_SENT:
+        if (ev->transfer_id == k->sending) {
+            k->held = k->sending;
+            k->sending = 0;
+        }
+        break;
+    case FED_NET_TRANSFER_DONE:
+        if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
+            fed_err err = fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
+            k->slot = FED_AGG_NO_SLOT;
+            if (err) {
+                k->status = ST_REJECTED;
+                c->cur.rejected++;
+                reject(c, k, code_of(err), "%s", fed_errmsg());
+            } else {
+                k->status = ST_ACCEPTED;
+                c->cur.returned++;
+                FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": update from %s accepted (%g examples)",
+                        current_round(c), k->cn, (double)k->weight);
+            }
+        }
+        break;
+    case FED_NET_TRANSFER_FAILED:
+        if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
+            fed_agg_slot_abort(c->agg, k->slot);
+            k->slot = FED_AGG_NO_SLOT;
+            k->status = ST_REJECTED;
+            c->cur.rejected++;
+            reject(c, k, ERR_DIGEST, "delta: %s", ev->reason);
+        }
+        break;
+    case FED_NET_NONE:
+        break;
+    }
+    return FED_OK;
+}
+
+/* ---- the state machine ------------------------------------------------------------------ */
+
+/* Ends the current attempt: every update in flight is dropped, every client idle. */
+static void end_attempt(fed_coord *c) {
+    for (size_t i = 0; i < c->ncl; i++) {
+        drop_update(c, &c->cl[i]);
+        c->cl[i].status = ST_IDLE;
+    }
+    fed_agg_begin_round(c->agg);
+}
+
+static int cmp_cn(const void *a, const void *b) {
+    return strcmp((*(client *const *)a)->cn, (*(client *const *)b)->cn);
+}
+
+static fed_err do_sample(fed_coord *c) {
+    size_t n = connected_count(c);
+    client **ready = fed_calloc(n ? n : 1, sizeof *ready);
+    size_t *idx = fed_calloc(n ? n : 1, sizeof *idx);
+    if (!ready || !idx) {
+        fed_free(ready);
+        fed_free(idx);
+        return FED_ENOMEM;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < c->ncl; i++)
+        if (c->cl[i].connected) ready[j++] = &c->cl[i];
+    qsort(ready, n, sizeof *ready, cmp_cn); /* the sample depends on the seed, not on join order */
+    size_t k = (size_t)ceil(c->cfg.fraction * (double)n - 1e-9);
+    if (k < c->cfg.min_fit) k = c->cfg.min_fit;
+    if (k > n) k = n;
+    end_attempt(c);
+    if (c->attempt == 0) {
+        fed_net_stats st;
+        fed_server_stats(c->srv, &st);
+        c->rx0 = st.bytes_received;
+        c->tx0 = st.bytes_sent;
+        c->round_t0 = now_ms();
+    }
+    c->attempt++;
+    c->sample_seed = fed_mix64(c->cfg.seed ^ fed_mix64(current_round(c) * 1000003u + c->attempt));
+    fed_rng rng;
+    fed_rng_seed(&rng, c->sample_seed);
+    for (size_t i = 0; i < n; i++) idx[i] = i;
+    fed_rng_shuffle(&rng, idx, n);
+    for (size_t i = 0; i < k; i++) ready[idx[i]]->status = ST_WAITING;
+    fed_free(ready);
+    fed_free(idx);
+    c->cur.sampled = k;
+    c->cur.returned = c->cur.rejected = 0;
+    FED_LOG(FED_LOG_INFO,
+            "round %" PRIu64 " attempt %" PRIu64 ": sampled %zu of %zu clients (seed %" PRIu64 ")",
+            current_round(c), c->attempt, k, n, c->sample_seed);
+    return FED_OK;
+}
+
+static void do_broadcast(fed_coord *c) {
+    c->deadline = now_ms() + c->cfg.deadline_ms;
+    for (size_t i = 0; i < c->ncl; i++) {
+        client *k = &c->cl[i];
+        if (k->status != ST_WAITING) continue;
+        fed_err err = send_round_start(c, k, false);
+        if (err) {
+            FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": cannot start %s: %s", current_round(c), k->cn,
+                    fed_server_errmsg(c->srv));
+            k->status = ST_GONE;
+        }
+    }
+    fed_net_stats st;
+    fed_server_stats(c->srv, &st);
+    c->last_rx = st.bytes_received;
+    c->last_tx = st.bytes_sent;
+}
+
+/* COLLECTING: slots for waiting uploads, progress, the close and the deadline. Returns
+ * the next state. */
+static fed_coord_state collect(fed_coord *c) {
+    bool busy = false, open = false;
+    for (size_t i = 0; i < c->ncl; i++) {
+        client *k = &c->cl[i];
+        if (k->status == ST_PENDING) start_receive(c, k);
+        if (k->status == ST_RECEIVING || k->sending) busy = true;
+        if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING)
+            open = true;
+    }
+    fed_agg_stats as = fed_agg_get_stats(c->agg);
+    if (as.accepted >= c->cfg.min_fit) return FED_COORD_AGGREGATING;
+    int64_t now = now_ms();
+    fed_net_stats st;
+    fed_server_stats(c->srv, &st);
+    if (busy && (st.bytes_received != c->last_rx || st.bytes_sent != c->last_tx))
+        c->deadline = now + c->cfg.deadline_ms; /* transfers progress: push the deadline back */
+    c->last_rx = st.bytes_received;
+    c->last_tx = st.bytes_sent;
+    if (now < c->deadline && open) return FED_COORD_COLLECTING;
+    FED_LOG(FED_LOG_WARN,
+            "round %" PRIu64 " attempt %" PRIu64 ": %s with %zu of %zu updates accepted "
+            "(min_fit %zu): retrying",
+            current_round(c), c->attempt, open ? "deadline passed" : "no update can still come",
+            as.accepted, c->cur.sampled, c->cfg.min_fit);
+    end_attempt(c);
+    return connected_count(c) >= c->cfg.min_clients ? FED_COORD_SAMPLING : FED_COORD_WAITING;
+}
+
+static fed_err aggregate(fed_coord *c) {
+    /* The weights change: no transfer may still read them. */
+    for (size_t i = 0; i < c->ncl; i++) {
+        client *k = &c->cl[i];
+        if (k->sending) cancel(c, k->peer, k->sending);
+        k->sending = 0;
+        if (k->status == ST_PENDING || k->status == ST_RECEIVING || k->status == ST_WAITING) {
+            drop_update(c, k);
+            k->status = ST_IDLE; /* late: its update will find the round closed */
+        }
+    }
+    const float *mean = NULL;
+    fed_err err = fed_agg_result(c->agg, &mean);
+    if (err) return err;
+    fed_agg_stats as = fed_agg_get_stats(c->agg);
+    float *w = fed_model_params(c->model);
+    size_t off = 0;
+    for (size_t i = 0; i < c->ntensors; i++) {
+        const fed_tensor *t = fed_model_tensor(c->model, i);
+        if (!t->trainable) continue;
+        fed_strategy_apply(c->strat, off, t->numel, w + t->offset, mean + off);
+        off += t->numel;
+    }
+    fed_strategy_end_round(c->strat);
+    c->version++;
+    update_sha(c);
+    c->cur.examples = as.weight;
+    return FED_OK;
+}
+
+static fed_err evaluate(fed_coord *c) {
+    c->cur.central_loss = c->cur.central_acc = NAN;
+    if (c->cfg.eval_data) {
+        fed_eval_result r;
+        memset(&r, 0, sizeof r);
+        fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
+        fed_err err = fed_evaluate(c->model, c->cfg.eval_data, c->cfg.eval_batch, &loss, &r);
+        if (err) {
+            fed_eval_result_free(&r);
+            return fed_errprefix(err, "central evaluation");
+        }
+        c->cur.central_loss = r.loss;
+        c->cur.central_acc = r.accuracy;
+        fed_eval_result_free(&r);
+    }
+    double wsum = 0, l = 0, a = 0;
+    for (size_t i = 0; i < c->ncl; i++) {
+        const client *k = &c->cl[i];
+        if (k->status != ST_ACCEPTED || !isfinite(k->gloss) || !isfinite(k->gacc)) continue;
+        double w = (double)k->weight;
+        if (isfinite(k->geval) && k->geval > 0) w = k->geval;
+        wsum += w;
+        l += w * k->gloss;
+        a += w * k->gacc;
+    }
+    c->cur.fed_loss = wsum > 0 ? l / wsum : (double)NAN;
+    c->cur.fed_acc = wsum > 0 ? a / wsum : (double)NAN;
+    return FED_OK;
+}
+
+static void json_num(FILE *f, const char *key, double v) {
+    if (isfinite(v))
+        fprintf(f, ",\"%s\":%.9g", key, v);
+    else
+        fprintf(f, ",\"%s\":null", key);
+}
+
+static void write_metrics(fed_coord *c) {
+    if (c->reopen_req) {
+        c->reopen_req = 0;
+        if (open_metrics(c) != FED_OK) FED_LOG(FED_LOG_ERROR, "metrics: %s", fed_errmsg());
+    }
+    FILE *f = c->metrics;
+    if (!f) return;
+    const fed_coord_round_stats *s = &c->cur;
+    fprintf(f,
+            "{\"time\":%lld,\"round\":%" PRIu64 ",\"model_version\":%" PRIu64
+            ",\"attempts\":%" PRIu64 ",\"sampling_seed\":%" PRIu64 ",\"sample_seed\":%" PRIu64
+            ",\"strategy\":\"%s\",\"sampled_clients\":[",
+            (long long)time(NULL), s->round, s->model_version, s->attempts, c->cfg.seed,
+            s->sample_seed, fed_strategy_name(c->cfg.strategy.kind));
+    bool first = true;
+    for (size_t i = 0; i < c->ncl; i++) {
+        const client *k = &c->cl[i];
+        if (k->status == ST_IDLE) continue;
+        fputs(first ? "\"" : ",\"", f);
+        for (const char *p = k->cn; *p; p++) {
+            if (*p == '"' || *p == '\\') fputc('\\', f);
+            if ((unsigned char)*p >= 0x20) fputc(*p, f);
+        }
+        fputc('"', f);
+        first = false;
+    }
+    fprintf(f, "],\"sampled\":%zu,\"returned\":%zu,\"rejected\":%zu", s->sampled, s->returned,
+            s->rejected);
+    json_num(f, "examples", s->examples);
+    json_num(f, "central_loss", s->central_loss);
+    json_num(f, "central_accuracy", s->central_acc);
+    json_num(f, "federated_loss", s->fed_loss);
+    json_num(f, "federated_accuracy", s->fed_acc);
+    fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
+    json_num(f, "seconds", s->seconds);
+    fputs("}\n", f);
+    if (fflush(f) != 0)
+        FED_LOG(FED_LOG_ERROR, "metrics %s: %s", c->cfg.metrics_file, strerror(errno));
+}
+
+static fed_err checkpoint(fed_coord *c) {
+    fed_coord_round_stats *s = &c->cur;
+    s->round = current_round(c);
+    s->model_version = c->version;
+    s->attempts = c->attempt;
+    s->sample_seed = c->sample_seed;
+    fed_net_stats st;
+    fed_server_stats(c->srv, &st);
+    s->bytes_in = st.bytes_received - c->rx0;
+    s->bytes_out = st.bytes_sent - c->tx0;
+    s->seconds = (double)(now_ms() - c->round_t0) / 1000.0;
+    if (c->cfg.checkpoint_dir) {
+        fed_err err = fed_ckpt_write(c->cfg.checkpoint_dir, s->round, c->version, c->model,
+                                     c->strat, c->cfg.seed, c->cfg.keep_checkpoints);
+        if (err) return fed_errprefix(err, "checkpoint of round %" PRIu64, s->round);
+    }
+    char central[64] = "central -";
+    if (!isnan(s->central_loss))
+        snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
+                 s->central_acc);
+    FED_LOG(FED_LOG_INFO,
+            "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected; "
+            "%.0f examples; %s; federated loss %.4f acc %.4f; "
+            "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s",
+            s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->examples, central,
+            s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds);
+    write_metrics(c);
+    c->last = *s;
+    c->rounds_done++;
+    c->attempt = 0;
+    end_attempt(c);
+    return FED_OK;
+}
+
+/* Stops: abandons an open round, exports the model, says Bye. */
+static fed_err finish(fed_coord *c, const char *why) {
+    end_attempt(c);
+    for (size_t i = 0; i < c->ncl; i++) {
+        client *k = &c->cl[i];
+        if (k->sending) cancel(c, k->peer, k->sending);
+        k->sending = 0;
+    }
+    c->state = FED_COORD_DONE;
+    FED_LOG(FED_LOG_INFO, "stopping after %" PRIu64 " rounds: %s", c->rounds_done, why);
+    fed_err err = FED_OK;
+    if (c->cfg.out) {
+        fed_meta *meta = NULL;
+        char buf[32];
+        err = fed_meta_new(&meta);
+        snprintf(buf, sizeof buf, "%" PRIu64, c->rounds_done);
+        if (!err) err = fed_meta_set(meta, "fedtune.round", buf);
+        snprintf(buf, sizeof buf, "%" PRIu64, c->version);
+        if (!err) err = fed_meta_set(meta, "fedtune.model_version", buf);
+        if (!err)
+            err = fed_meta_set(meta, "fedtune.strategy", fed_strategy_name(c->cfg.strategy.kind));
+        if (!err) err = fed_model_save(c->model, c->cfg.out, meta);
+        fed_meta_destroy(&meta);
+        if (err)
+            err = fed_errprefix(err, "export");
+        else
+            FED_LOG(FED_LOG_INFO, "final model written to %s", c->cfg.out);
+    }
+    say_bye(c, why);
+    return err;
+}
+
+/* Runs the states that need no event until one waits for the network. */
+static fed_err advance(fed_coord *c) {
+    for (;;) {
+        fed_err err;
+        switch (c->state) {
+        case FED_COORD_WAITING:
+            if (c->rounds_done >= c->cfg.rounds) return finish(c, "all rounds done");
+            if (connected_count(c) < c->cfg.min_clients) return FED_OK;
+            c->state = FED_COORD_SAMPLING;
+            break;
+        case FED_COORD_SAMPLING:
+            if ((err = do_sample(c))) return err;
+            c->state = FED_COORD_BROADCASTING;
+            break;
+        case FED_COORD_BROADCASTING:
+            do_broadcast(c);
+            c->state = FED_COORD_COLLECTING;
+            break;
+        case FED_COORD_COLLECTING: {
+            fed_coord_state next = collect(c);
+            if (next == FED_COORD_COLLECTING) return FED_OK;
+            c->state = next;
+            if (next == FED_COORD_WAITING) return FED_OK;
+            break;
+        }
+        case FED_COORD_AGGREGATING:
+            if ((err = aggregate(c))) return err;
+            c->state = FED_COORD_EVALUATING;
+            break;
+        case FED_COORD_EVALUATING:
+            if ((err = evaluate(c))) return err;
+            c->state = FED_COORD_CHECKPOINTING;
+            break;
+        case FED_COORD_CHECKPOINTING:
+            if ((err = checkpoint(c))) return err;
+            if (c->cfg.target_accuracy > 0 && c->cur.central_acc >= c->cfg.target_accuracy)
+                return finish(c, "target accuracy reached");
+            c->state = FED_COORD_WAITING;
+            break;
+        case FED_COORD_DONE:
+            return FED_OK;
+        }
+    }
+}
+
+fed_err fed_coord_step(fed_coord *c, int timeout_ms) {
+    if (c->state == FED_COORD_DONE) return FED_OK;
+    if (c->stop_req) return finish(c, "stop requested");
+    int64_t now = now_ms();
+    if (c->cfg.stop_file && now >= c->next_stop_check) {
+        c->next_stop_check = now + 500;
+        if (access(c->cfg.stop_file, F_OK) == 0) return finish(c, "stop file present");
+    }
+    if (c->reopen_req && c->state != FED_COORD_CHECKPOINTING) {
+        c->reopen_req = 0;
+        fed_err err = open_metrics(c);
+        if (err)
+            FED_LOG(FED_LOG_ERROR, "metrics: %s", fed_errmsg());
+        else
+            FED_LOG(FED_LOG_INFO, "metrics file reopened");
+    }
+    if (timeout_ms < 0 || timeout_ms > 100) timeout_ms = 100;
+    fed_net_event ev;
+    fed_err err = fed_server_poll(c->srv, timeout_ms, &ev);
+    if (err) return fed_errorf(err, "server: %s", fed_server_errmsg(c->srv));
+    if ((err = on_event(c, &ev))) return err;
+    /* Drain what is already there without waiting. */
+    for (int i = 0; i < 64 && ev.type != FED_NET_NONE; i++) {
+        if ((err = fed_server_poll(c->srv, 0, &ev)))
+            return fed_errorf(err, "server: %s", fed_server_errmsg(c->srv));
+        if ((err = on_event(c, &ev))) return err;
+    }
+    return advance(c);
+}
+
+fed_err fed_coord_run(fed_coord *c) {
+    while (c->state != FED_COORD_DONE) {
+        fed_err err = fed_coord_step(c, 100);
+        if (err) return err;
+    }
+    return FED_OK;
+}

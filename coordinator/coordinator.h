@@ -1,0 +1,151 @@
+/* The coordinator: the round engine of docs/ROUNDS.md over a fed_server. It holds the
+ * global model, a registry of clients keyed by certificate CN, samples clients for each
+ * round (seeded), sends RoundStart and the global weights (only to clients that do not
+ * hold the current version), receives each client's delta straight into an aggregator
+ * slot (core/aggregate.h), applies the server strategy over the trainable tensors,
+ * evaluates (central and federated), checkpoints, and logs one status line per round.
+ *
+ * The engine is an explicit state machine driven by fed_server_poll events in one thread:
+ *
+ *   WAITING -> SAMPLING -> BROADCASTING -> COLLECTING -> AGGREGATING -> EVALUATING
+ *           -> CHECKPOINTING -> (SAMPLING | WAITING | DONE)
+ *
+ * COLLECTING goes back to SAMPLING (same round, new sample) when the deadline passes with
+ * fewer than min_fit accepted updates. fed_coord_step does one poll and the work it
+ * enables, so a test can drive the coordinator and scripted clients from one thread;
+ * fed_coord_run loops until a stop condition.
+ *
+ * Checkpoints (when checkpoint_dir is set): after every round
+ * <dir>/round-NNNNNN.safetensors (the global model, metadata fedtune.round,
+ * fedtune.model_version, fedtune.strategy, fedtune.sampling_seed, fedtune.sha256 of the
+ * flat parameter bytes) and, for strategies with state, <dir>/round-NNNNNN.strategy
+ * .safetensors (its buffers, digest in the model file), both written atomically and the
+ * directory fsynced; the last keep_checkpoints rounds are kept. fed_coord_new resumes
+ * from the newest checkpoint whose digests verify, falling back to older ones (logged).
+ *
+ * What is not here: option parsing, data loading (the caller hands over the initial
+ * model and the evaluation set), signal handlers (the caller's handler calls
+ * fed_coord_request_stop / fed_coord_request_reopen, which are async-signal-safe). */
+#ifndef FED_COORDINATOR_H
+#define FED_COORDINATOR_H
+
+#include "core/aggregate.h"
+#include "core/dataset.h"
+#include "core/err.h"
+#include "core/model.h"
+#include "net/channel.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum fed_coord_state {
+    FED_COORD_WAITING = 0,   /* fewer than min_clients connected */
+    FED_COORD_SAMPLING,      /* choosing this round's clients */
+    FED_COORD_BROADCASTING,  /* sending RoundStart (and weights) */
+    FED_COORD_COLLECTING,    /* receiving updates until min_fit or the deadline */
+    FED_COORD_AGGREGATING,   /* strategy step over the mean delta */
+    FED_COORD_EVALUATING,    /* central and federated evaluation */
+    FED_COORD_CHECKPOINTING, /* writing the round's files and metrics */
+    FED_COORD_DONE,          /* a stop condition held; the final model was exported */
+} fed_coord_state;
+
+/* "waiting", "sampling", ... */
+const char *fed_coord_state_name(fed_coord_state s);
+
+typedef struct fed_coord_config {
+    fed_server_config server;     /* listen endpoint, TLS files, limits */
+    void *zmq_ctx;                /* a shared ZeroMQ context (inproc), or NULL: own one */
+    const fed_model *model;       /* the initial global model (borrowed; copied) */
+    const fed_dataset *eval_data; /* central evaluation set, standardised (borrowed) or NULL */
+    size_t eval_batch;            /* batch of central evaluation (0: 256) */
+    uint64_t rounds;              /* rounds to run in all (a resumed run counts the done ones) */
+    double fraction;              /* fraction of connected clients sampled, (0, 1] */
+    size_t min_clients;           /* connected clients needed to start a round, >= 1 */
+    size_t min_fit;               /* accepted updates that close a round, 1..min_clients */
+    int64_t deadline_ms;          /* round deadline, pushed back while transfers progress */
+    fed_msg_train_config train;   /* sent in RoundStart; optimizer string borrowed */
+    const char *freeze;           /* comma-separated globs of frozen tensors, or NULL */
+    fed_strategy_config strategy; /* server optimizer */
+    double max_update_norm;       /* L2 bound of one delta (0: off) */
+    size_t slots;                 /* updates received at once (1..FED_AGG_MAX_SLOTS) */
+    const char *checkpoint_dir;   /* created if missing; NULL: no checkpoints */
+    size_t keep_checkpoints;      /* rounds of checkpoints kept, >= 1 */
+    const char *metrics_file;     /* JSON lines appended per round, or NULL */
+    uint64_t seed;                /* sampling seed */
+    double target_accuracy;       /* stop when central accuracy reaches it (0: off) */
+    const char *stop_file;        /* stop when this file exists, or NULL */
+    const char *out;              /* final model export, or NULL */
+} fed_coord_config;
+
+/* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, FedAvg,
+ * 2 slots, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1. */
+fed_coord_config fed_coord_default_config(void);
+
+/* What the last closed round measured. */
+typedef struct fed_coord_round_stats {
+    uint64_t round;                     /* 1-based */
+    uint64_t model_version;             /* after the round */
+    uint64_t attempts;                  /* samples drawn (1 + retries) */
+    uint64_t sample_seed;               /* seed of the sample that closed the round */
+    size_t sampled, returned, rejected; /* clients */
+    double examples;                    /* total weight of accepted updates */
+    double central_loss, central_acc;   /* NaN without eval_data */
+    double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */
+    uint64_t bytes_in, bytes_out;       /* fed_server_stats during the round */
+    double seconds;                     /* round wall time */
+} fed_coord_round_stats;
+
+typedef struct fed_coord fed_coord;
+
+/* Checks cfg, copies the model and applies the freeze globs, resumes from the newest
+ * valid checkpoint of checkpoint_dir, opens the metrics file and binds the server.
+ * FED_EINVAL naming the field, FED_EIO for files, server errors as fed_server_new. */
+fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) FED_MUST_USE;
+/* Says Bye to connected clients and closes everything. NULL-safe; sets *c to NULL. */
+void fed_coord_destroy(fed_coord **c);
+
+/* The endpoint really bound ("tcp://127.0.0.1:41234"). */
+const char *fed_coord_endpoint(const fed_coord *c);
+
+/* Polls the server once (waiting up to timeout_ms for an event) and advances the state
+ * machine as far as it can. Errors are fatal for the coordinator (server socket failed,
+ * checkpoint could not be written). */
+fed_err fed_coord_step(fed_coord *c, int timeout_ms) FED_MUST_USE;
+/* Steps until DONE (rounds, target accuracy, stop file or fed_coord_request_stop). */
+fed_err fed_coord_run(fed_coord *c) FED_MUST_USE;
+
+/* Async-signal-safe requests, acted upon by the next step: stop cleanly (abandon the
+ * open round, export, say Bye), and reopen the metrics file (log rotation). */
+void fed_coord_request_stop(fed_coord *c);
+void fed_coord_request_reopen(fed_coord *c);
+
+fed_coord_state fed_coord_get_state(const fed_coord *c);
+/* Rounds closed so far (including those restored from a checkpoint). */
+uint64_t fed_coord_rounds_done(const fed_coord *c);
+uint64_t fed_coord_model_version(const fed_coord *c);
+/* The global model (valid until the next step). */
+const fed_model *fed_coord_model(const fed_coord *c);
+/* SHA-256 of the global model's flat parameter bytes (what RoundStart announces). */
+void fed_coord_model_sha256(const fed_coord *c, uint8_t out[FED_SHA256_LEN]);
+/* Stats of the last closed round (round 0 when none). */
+fed_coord_round_stats fed_coord_last_round(const fed_coord *c);
+/* Updates rejected since creation. */
+uint64_t fed_coord_rejected_total(const fed_coord *c);
+
+/* ---- checkpoints (checkpoint.c) ---- */
+
+/* Writes round r of the global model m (its trainable flags included) and the strategy
+ * state into dir as described above, fsyncs dir and deletes checkpoints older than the
+ * newest `keep`. */
+fed_err fed_ckpt_write(const char *dir, uint64_t round, uint64_t model_version, const fed_model *m,
+                       const fed_strategy *s, uint64_t sampling_seed, size_t keep) FED_MUST_USE;
+/* Loads the newest checkpoint of dir whose digests verify into m (same architecture)
+ * and s, falling back to older ones (one warn line per skipped file). *round is 0 (and
+ * nothing changes) when dir has no valid checkpoint. */
+fed_err fed_ckpt_resume(const char *dir, fed_model *m, fed_strategy *s, uint64_t *round,
+                        uint64_t *model_version) FED_MUST_USE;
+/* The path of round r's model file in dir (buf of len bytes). */
+void fed_ckpt_path(char *buf, size_t len, const char *dir, uint64_t round);
+
+#endif

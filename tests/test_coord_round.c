@@ -1,0 +1,431 @@
+/* The coordinator's round engine end to end over real TLS on tcp://127.0.0.1: scripted
+ * clients (fed_client, written here) receive RoundStart and the weights, and answer with
+ * known constant deltas and example counts. After each round the global model must be
+ * the previous one plus the example-weighted mean delta (FedAvg, eta 1), computed here
+ * in double and compared within 1e-6 per value (the coordinator sums in float32 in
+ * commit order, which the test does not control); frozen tensors must not move at all.
+ * Bad updates (NaN, wrong total_bytes, stale round, bad digest) are rejected with an
+ * Error and leave the model as the good clients make it; a client vanishing mid-round
+ * with min_fit 2 of 3 does not stop the round; a new coordinator object resumes from its
+ * checkpoint folder with the same model hash, and falls back to the previous checkpoint
+ * when the newest is corrupt. One thread drives the coordinator (fed_coord_step) and
+ * the clients in turn. */
+#include "coordinator/coordinator.h"
+#include "core/alloc.h"
+#include "core/arch.h"
+#include "tests/test_net_common.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#define MLP                                                                                        \
+    "{\"input\":[6],\"layers\":[{\"type\":\"linear\",\"out\":16},{\"type\":\"relu\"},{\"type\":"   \
+    "\"linear\",\"out\":3}]}"
+
+typedef enum mode { GOOD, BAD_NAN, BAD_SIZE, BAD_STALE, BAD_DIGEST, VANISH } mode;
+
+/* One scripted client. */
+typedef struct sc {
+    fed_client *cli;
+    float delta;                     /* value of every element of its delta */
+    uint64_t examples;               /* its weight */
+    mode mode;                       /* what it does in the next round */
+    bool hold;                       /* wait for the bad client's Error before sending */
+    float *model;                    /* received global weights */
+    size_t model_len;                /* floats */
+    float *dbuf;                     /* its delta, kept until sent */
+    uint64_t round, version, ntrain; /* of the last RoundStart */
+    bool have_model, want_send, sent;
+    int errors; /* Error messages received */
+    uint32_t last_code;
+    char last_text[256];
+    int round_starts, transfers;
+} sc;
+
+static sc clients[4];
+static int nclients;
+static fed_coord *coord;
+static void *zctx; /* the clients' ZeroMQ context */
+
+static fed_model *make_model(void) {
+    fed_arch *a = NULL;
+    fed_model *m = NULL;
+    if (fed_arch_parse(&a, MLP) || fed_model_new(&m, a)) abort();
+    fed_arch_destroy(&a);
+    fed_model_init(m, 3);
+    return m;
+}
+
+static void send_update(sc *s) {
+    size_t n = (size_t)s->ntrain;
+    fed_free(s->dbuf);
+    s->dbuf = fed_mallocarray(n, sizeof(float));
+    if (!s->dbuf) abort();
+    for (size_t i = 0; i < n; i++) s->dbuf[i] = s->delta;
+    if (s->mode == BAD_NAN) s->dbuf[n / 2] = NAN;
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_UPDATE;
+    fed_msg_update *u = &m.u.update;
+    u->round = s->mode == BAD_STALE ? s->round - 1 : s->round;
+    u->model_version = s->version;
+    u->examples = s->examples;
+    fed_msg_metric met[2] = {{(char *)"global_loss", 1.0 + (double)s->delta},
+                             {(char *)"global_accuracy", 0.5}};
+    u->metrics = met;
+    u->num_metrics = 2;
+    u->encoding = FED_ENCODING_DELTA_F32;
+    u->transfer_id = s->round;
+    u->total_bytes = (uint64_t)n * 4 - (s->mode == BAD_SIZE ? 4 : 0);
+    fed_sha256(s->dbuf, n * 4, u->sha256);
+    if (s->mode == BAD_DIGEST) u->sha256[0] ^= 1;
+    if (fed_client_send(s->cli, &m) != FED_OK)
+        fprintf(stderr, "update: %s\n", fed_client_errmsg(s->cli));
+    if (s->mode == GOOD || s->mode == BAD_NAN || s->mode == BAD_DIGEST)
+        if (fed_client_send_transfer(s->cli, s->round, s->dbuf, n * 4) != FED_OK)
+            fprintf(stderr, "delta: %s\n", fed_client_errmsg(s->cli));
+    s->sent = true;
+    s->want_send = false;
+}
+
+static void on_client_event(sc *s, const fed_net_event *ev) {
+    if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_ROUND_START) {
+        const fed_msg_round_start *rs = &ev->msg->u.round_start;
+        s->round_starts++;
+        s->round = rs->round;
+        s->version = rs->model_version;
+        s->sent = false;
+        s->ntrain = 0;
+        for (size_t i = 0; i < rs->manifest.num_tensors; i++) {
+            uint64_t b = 0;
+            if (rs->manifest.tensors[i].trainable &&
+                fed_msg_tensor_bytes(&rs->manifest.tensors[i], &b))
+                s->ntrain += b / 4;
+        }
+        if (s->mode == VANISH) {
+            fed__client_vanish(s->cli);
+            return;
+        }
+        if (rs->transfer_id) {
+            size_t n = (size_t)(rs->manifest.total_bytes / 4);
+            if (n != s->model_len) {
+                fed_free(s->model);
+                s->model = fed_mallocarray(n, sizeof(float));
+                s->model_len = n;
+            }
+            s->have_model = false;
+            if (fed_client_recv_transfer(s->cli, rs->transfer_id, s->model, n * 4,
+                                         rs->manifest.sha256) != FED_OK)
+                fprintf(stderr, "recv model: %s\n", fed_client_errmsg(s->cli));
+        } else {
+            s->want_send = true;
+        }
+    } else if (ev->type == FED_NET_TRANSFER_DONE) {
+        s->transfers++;
+        s->have_model = true;
+        s->want_send = true;
+    } else if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_ERROR) {
+        s->errors++;
+        s->last_code = ev->msg->u.error.code;
+        snprintf(s->last_text, sizeof s->last_text, "%s", ev->msg->u.error.text);
+    }
+}
+
+/* Steps the coordinator and every client once. */
+static fed_err step(void) {
+    fed_err err = fed_coord_step(coord, 1);
+    for (int i = 0; i < nclients; i++) {
+        sc *s = &clients[i];
+        if (!s->cli) continue;
+        fed_net_event ev;
+        for (int k = 0; k < 32; k++) {
+            if (fed_client_poll(s->cli, 0, &ev) != FED_OK || ev.type == FED_NET_NONE) break;
+            on_client_event(s, &ev);
+        }
+    }
+    for (int i = 0; i < nclients; i++) {
+        sc *s = &clients[i];
+        if (!s->want_send) continue;
+        /* Good clients wait until the bad one's update of this round was rejected, so
+         * that it is judged while the round is open. */
+        if (s->hold && fed_coord_rejected_total(coord) < s->round) continue;
+        send_update(s);
+    }
+    return err;
+}
+
+static void start_clients(int n, const char *endpoint) {
+    nclients = n;
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "site-%d", i + 1);
+        fed_client_config cc = client_config(endpoint, "ca", name);
+        memset(&clients[i], 0, sizeof clients[i]);
+        clients[i].delta = 0.01f * (float)(i + 1);
+        clients[i].examples = (uint64_t)(10 * (i + 1));
+        if (fed_client_new(&clients[i].cli, zctx, &cc) != FED_OK)
+            fprintf(stderr, "client: %s\n", fed_errmsg());
+    }
+}
+
+static void stop_clients(void) {
+    for (int i = 0; i < nclients; i++) {
+        fed_client_destroy(&clients[i].cli);
+        fed_free(clients[i].model);
+        fed_free(clients[i].dbuf);
+    }
+    nclients = 0;
+}
+
+static fed_coord_config coord_config(const fed_model *m, const char *dir) {
+    fed_coord_config c = fed_coord_default_config();
+    c.server = server_config("tcp://127.0.0.1:0");
+    c.model = m;
+    c.rounds = 3;
+    c.min_clients = 3;
+    c.min_fit = 3;
+    c.deadline_ms = 10000;
+    c.freeze = "0.bias";
+    c.checkpoint_dir = dir;
+    c.seed = 42;
+    return c;
+}
+
+/* Runs the world until the coordinator closed `round` rounds (or 10 s passed). */
+static bool until_round(uint64_t round) {
+    int64_t end = now_ms() + 10000;
+    while (fed_coord_rounds_done(coord) < round && fed_coord_get_state(coord) != FED_COORD_DONE) {
+        if (now_ms() > end) return false;
+        if (step() != FED_OK) {
+            fprintf(stderr, "coordinator: %s\n", fed_errmsg());
+            return false;
+        }
+    }
+    return fed_coord_rounds_done(coord) >= round;
+}
+
+/* The expected model: prev + the example-weighted mean of the good clients' deltas over
+ * the trainable tensors; frozen tensors exactly prev. */
+static void check_round(const float *prev, const fed_model *m, const bool *counted) {
+    double wsum = 0, dsum = 0;
+    for (int i = 0; i < nclients; i++)
+        if (counted[i]) {
+            wsum += (double)clients[i].examples;
+            dsum += (double)clients[i].examples * (double)clients[i].delta;
+        }
+    double mean = dsum / wsum;
+    const float *w = fed_model_params_const(m);
+    size_t bad = 0, frozen_moved = 0;
+    double worst = 0;
+    for (size_t t = 0; t < fed_model_num_tensors(m); t++) {
+        const fed_tensor *tt = fed_model_tensor(m, t);
+        for (size_t j = tt->offset; j < tt->offset + tt->numel; j++) {
+            if (!tt->trainable) {
+                frozen_moved += w[j] != prev[j];
+                continue;
+            }
+            double diff = fabs((double)w[j] - ((double)prev[j] + mean));
+            if (diff > worst) worst = diff;
+            bad += diff > 1e-6;
+        }
+    }
+    if (bad) fprintf(stderr, "  worst difference %.3g\n", worst);
+    CHECK_SIZE(bad, 0);
+    CHECK_SIZE(frozen_moved, 0);
+}
+
+static char tmpdir[128];
+
+static void snapshot(float *dst) {
+    const fed_model *m = fed_coord_model(coord);
+    memcpy(dst, fed_model_params_const(m), fed_model_num_params(m) * sizeof(float));
+}
+
+TEST(fedavg_rounds_and_resume) {
+    fed_model *m0 = make_model();
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/ckpt", tmpdir);
+    fed_coord_config cfg = coord_config(m0, dir);
+    char metrics[256];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", tmpdir);
+    cfg.metrics_file = metrics;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    uint8_t hashes[4][FED_SHA256_LEN];
+    start_clients(3, fed_coord_endpoint(coord));
+    bool all[4] = {true, true, true, false};
+    for (uint64_t r = 1; r <= 3; r++) {
+        snapshot(prev);
+        CHECK(until_round(r));
+        CHECK_INT(fed_coord_model_version(coord), r + 1);
+        check_round(prev, fed_coord_model(coord), all);
+        fed_coord_round_stats st = fed_coord_last_round(coord);
+        CHECK_SIZE(st.returned, 3);
+        CHECK_SIZE(st.rejected, 0);
+        CHECK_NEAR(st.examples, 60, 0);
+        CHECK_NEAR(st.fed_loss, 1.0 + (10 * 0.01 + 20 * 0.02 + 30 * 0.03) / 60.0, 1e-6);
+        fed_coord_model_sha256(coord, hashes[r]);
+    }
+    /* Round 1 sent the model to everyone; later rounds again (a new version each time). */
+    for (int i = 0; i < 3; i++) CHECK_INT(clients[i].transfers, 3);
+    for (int i = 0; i < 3; i++) CHECK_INT(clients[i].errors, 0);
+    for (int k = 0; k < 50 && fed_coord_get_state(coord) != FED_COORD_DONE; k++) (void)step();
+    CHECK_INT(fed_coord_get_state(coord), FED_COORD_DONE);
+    fed_coord_destroy(&coord);
+    stop_clients();
+
+    /* Metrics: one line per round. */
+    FILE *f = fopen(metrics, "r");
+    int lines = 0;
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        lines++;
+        CHECK_CONTAINS(line, "\"sampling_seed\":42");
+    }
+    if (f) fclose(f);
+    CHECK_INT(lines, 3);
+
+    /* Resume: a new object on the same folder is at round 3 with the same model. */
+    cfg.rounds = 3;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (coord) {
+        uint8_t h[FED_SHA256_LEN];
+        fed_coord_model_sha256(coord, h);
+        CHECK_MEM(h, hashes[3], FED_SHA256_LEN);
+        CHECK_INT(fed_coord_rounds_done(coord), 3);
+        CHECK_INT(fed_coord_model_version(coord), 4);
+        CHECK_INT(fed_coord_get_state(coord), FED_COORD_DONE);
+        fed_coord_destroy(&coord);
+    }
+
+    /* Corrupt the newest checkpoint's data: the previous one is used, and logged. */
+    char path[512];
+    fed_ckpt_path(path, sizeof path, dir, 3);
+    FILE *g = fopen(path, "r+b");
+    CHECK(g != NULL);
+    if (g) {
+        fseek(g, -8, SEEK_END);
+        fputc(0x5a, g);
+        fputc(0xa5, g);
+        fclose(g);
+    }
+    log_clear();
+    cfg.rounds = 4;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (coord) {
+        uint8_t h[FED_SHA256_LEN];
+        fed_coord_model_sha256(coord, h);
+        CHECK_MEM(h, hashes[2], FED_SHA256_LEN);
+        CHECK_INT(fed_coord_rounds_done(coord), 2);
+        CHECK_INT(fed_coord_model_version(coord), 3);
+        CHECK_INT(log_count("round-000003", "not usable"), 1);
+        /* And it goes on: round 3 again, from round 2's model. */
+        start_clients(3, fed_coord_endpoint(coord));
+        snapshot(prev);
+        CHECK(until_round(3));
+        check_round(prev, fed_coord_model(coord), all);
+        fed_coord_destroy(&coord);
+        stop_clients();
+    }
+    /* Only the newest three are kept. */
+    struct stat sb;
+    fed_ckpt_path(path, sizeof path, dir, 1);
+    CHECK(stat(path, &sb) == 0);
+    fed_ckpt_path(path, sizeof path, dir, 3);
+    CHECK(stat(path, &sb) == 0);
+    fed_free(prev);
+done:
+    fed_model_destroy(&m0);
+}
+
+TEST(bad_updates_rejected) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 4;
+    cfg.min_clients = 4;
+    cfg.min_fit = 3;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(4, fed_coord_endpoint(coord));
+    clients[3].delta = 5.0f; /* would move the model a lot if it counted */
+    for (int i = 0; i < 3; i++) clients[i].hold = true;
+    const mode modes[4] = {BAD_NAN, BAD_SIZE, BAD_STALE, BAD_DIGEST};
+    const uint32_t codes[4] = {5, 7, 2, 10};
+    const char *texts[4] = {"nan", "total_bytes", "not open", ""};
+    bool good[4] = {true, true, true, false};
+    log_clear();
+    for (uint64_t r = 1; r <= 4; r++) {
+        clients[3].mode = modes[r - 1];
+        snapshot(prev);
+        CHECK(until_round(r));
+        check_round(prev, fed_coord_model(coord), good);
+        fed_coord_round_stats st = fed_coord_last_round(coord);
+        CHECK_SIZE(st.returned, 3);
+        if (modes[r - 1] == BAD_DIGEST) {
+            CHECK(fed_coord_rejected_total(coord) == 4);
+        } else {
+            CHECK_SIZE(st.rejected, modes[r - 1] == BAD_STALE ? 0 : 1);
+            CHECK_INT(clients[3].errors, (int)r);
+            CHECK_INT(clients[3].last_code, codes[r - 1]);
+            CHECK_CONTAINS(clients[3].last_text, texts[r - 1]);
+            CHECK_INT(log_count("rejected", "site-4"), (int)r);
+        }
+    }
+    for (int i = 0; i < 3; i++) CHECK_INT(clients[i].errors, 0);
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+TEST(client_vanishes_mid_round) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    cfg.min_clients = 3;
+    cfg.min_fit = 2;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(3, fed_coord_endpoint(coord));
+    clients[1].mode = VANISH;
+    snapshot(prev);
+    CHECK(until_round(1));
+    bool counted[3] = {true, false, true};
+    check_round(prev, fed_coord_model(coord), counted);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.sampled, 3);
+    CHECK_SIZE(st.returned, 2);
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+int main(void) {
+    fed_log_set_handler(log_handler, NULL, FED_LOG_DEBUG);
+    if (certs_make() != 0) {
+        fprintf(stderr, "cannot make certificates\n");
+        return 1;
+    }
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/fedcoord-test-XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    zctx = fed_net_context_new();
+    if (!zctx) return 1;
+    RUN(fedavg_rounds_and_resume);
+    RUN(bad_updates_rejected);
+    RUN(client_vanishes_mid_round);
+    fed_net_context_destroy(&zctx);
+    certs_remove();
+    if (sh("rm -rf '%s'", tmpdir) != 0) fprintf(stderr, "left %s\n", tmpdir);
+    return test_report();
+}
