@@ -3,7 +3,9 @@
 # certs/fedtune-certs, `fedtune coordinator` and three `fedtune client`s, each site with
 # its own third of tests/data/blobs.csv. Checks that all rounds complete, that the
 # federated accuracy rises, that the final model and checkpoints are written, that a
-# restarted coordinator resumes from its checkpoint, and that a revoked site cannot join.
+# restarted coordinator resumes from its checkpoint (also after kill -9 mid-run), that a
+# site killed mid-round with min_fit 3 makes the attempt time out and be retried until
+# it returns, and that a revoked site cannot join. KEEP=1 keeps the work folder.
 # Usage: fed_e2e.sh <path to fedtune> <source dir>
 set -u
 FEDTUNE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -13,7 +15,7 @@ CERTS=$SRC/certs/fedtune-certs
 . "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
 
 # A free TCP port on 127.0.0.1.
 port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -86,6 +88,88 @@ wait "$cpid"
 ok "restarted coordinator exits 0: $(tail -3 coord2.log)" test $? -eq 0
 ok "resumed at round 5: $(head -3 coord2.log)" grep -q "round 5 of 5" coord2.log
 ok "only round 5 ran" test "$(grep -c 'round [0-9]/5: clients' coord2.log)" -eq 1
+
+# ---- kill -9 the coordinator mid-run: the restart resumes from its last checkpoint --------
+# Slower rounds (1 000 examples per site, a wider network) so that a kill lands mid-round.
+"$PY" - <<'EOF'
+import random
+random.seed(7)
+c = {"red": (0, 0, 0, 0), "green": (3, 3, 0, 1), "blue": (0, 3, 3, -1)}
+for i in range(3):
+    with open("big%d.csv" % i, "w") as f:
+        f.write("f1,f2,f3,f4,colour\n")
+        for k in range(1000):
+            n = ["red", "green", "blue"][k % 3]
+            f.write(",".join("%.3f" % (c[n][j] + random.gauss(0, 1)) for j in range(4)) + "," + n + "\n")
+EOF
+"$FEDTUNE" init --arch '{"input":[4],"layers":[{"type":"linear","out":128},{"type":"relu"},{"type":"linear","out":128},{"type":"relu"},{"type":"linear","out":3}]}' \
+  --seed 3 --out big.st >/dev/null
+bigcoord() { # <port> <log> [extra flags...]
+  local p=$1 log=$2
+  shift 2
+  # exec: the background job's pid is the coordinator's own, for kill -9.
+  exec "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$p" --ca ca/ca.crt \
+    --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key --crl ca/crl.pem \
+    --model big.st --rounds 5 --min-clients 3 --epochs 20 --lr 0.003 --out final2.st "$@" \
+    >"$log" 2>&1
+}
+bigclient() { # <port> <site letter> <data index>
+  exec "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$1" --server-name localhost \
+    --ca ca/ca.crt --cert "ca/sites/site-$2/site-$2.crt" --key "ca/sites/site-$2/site-$2.key" \
+    --data "big$3.csv" --classes blue,green,red --reconnect-initial 0.2 --reconnect-max 0.5
+}
+wait_for() { # <seconds> <command...>: polls every 0.05 s
+  local end=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ $SECONDS -lt $end ] || return 1
+    sleep 0.05
+  done
+}
+P=$(port)
+bigcoord "$P" k1.log --min-fit 3 --checkpoint-dir ck2 &
+cpid=$!
+pids+=("$cpid")
+bigclient "$P" a 0 >k-a.log 2>&1 &
+pids+=($!)
+bigclient "$P" b 1 >k-b.log 2>&1 &
+pids+=($!)
+bigclient "$P" c 2 >k-c.log 2>&1 &
+pids+=($!)
+ok "round 2 checkpointed before the kill" wait_for 60 test -f ck2/round-000002.safetensors
+kill -9 "$cpid"
+wait "$cpid" 2>/dev/null
+done_rounds=$(find ck2 -name 'round-*[0-9].safetensors' | sed 's/.*round-0*\([0-9]*\)\.safetensors/\1/' | sort -n | tail -1)
+bigcoord "$P" k2.log --min-fit 3 --checkpoint-dir ck2 &
+cpid=$!
+pids+=("$cpid")
+wait "$cpid"
+ok "restarted coordinator finishes: $(tail -2 k2.log)" test $? -eq 0
+ok "resumed from round $done_rounds: $(grep resumed k2.log)" grep -q "resumed from round $done_rounds " k2.log
+ok "round 5 completed after the restart" grep -q "round 5/5: clients 3 sampled, 3 returned" k2.log
+ok "final model written" test -s final2.st
+
+# ---- kill -9 a site mid-round with min_fit 3: the attempt times out and is retried -------
+P=$(port)
+bigcoord "$P" k3.log --min-fit 3 --rounds 3 --deadline-ms 1500 --checkpoint-dir ck3 &
+cpid=$!
+pids+=("$cpid")
+bigclient "$P" a 0 >m-a.log 2>&1 &
+pids+=($!)
+bigclient "$P" b 1 >m-b.log 2>&1 &
+pids+=($!)
+bigclient "$P" c 2 >m-c.log 2>&1 &
+victim=$!
+ok "round 2 started" wait_for 60 grep -q "round 2 attempt 1: sampled 3" k3.log
+kill -9 "$victim"
+wait "$victim" 2>/dev/null
+ok "the attempt is retried: $(grep -i retrying k3.log | head -1)" wait_for 30 grep -q "round 2 attempt 1: .*retrying" k3.log
+bigclient "$P" c 2 >m-c2.log 2>&1 &
+pids+=($!)
+wait "$cpid"
+ok "coordinator finishes after the site returns: $(tail -2 k3.log)" test $? -eq 0
+ok "round 2 closed on a later attempt" grep -q "round 2/3: clients 3 sampled, 3 returned" k3.log
+ok "round 3 completed" grep -q "round 3/3: clients 3 sampled, 3 returned" k3.log
 
 # ---- a revoked site is refused -----------------------------------------------------------
 "$CERTS" revoke ca site-d >/dev/null 2>&1
