@@ -169,6 +169,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.server.net.tls.crl_file = o->crl;
     cc.model = m;
     cc.eval_data = d;
+    cc.model_meta = meta;
     cc.eval_batch = o->eval_batch;
     cc.rounds = o->rounds;
     cc.fraction = o->fraction;

@@ -72,11 +72,13 @@ struct fed_site {
     int backoff_initial_ms, backoff_max_ms; /* reconnect delays */
     double backoff_jitter;                  /* share of a delay cut at random */
 
-    void *zctx;         /* ZeroMQ context */
-    bool own_zctx;      /* made by us */
-    fed_client *cli;    /* current connection, or NULL between connections */
-    fed_dataset *train; /* local training split, prepared */
-    fed_dataset *test;  /* local test split, prepared, or NULL */
+    void *zctx;                        /* ZeroMQ context */
+    bool own_zctx;                     /* made by us */
+    fed_client *cli;                   /* current connection, or NULL between connections */
+    fed_dataset *train;                /* local training split, prepared */
+    fed_dataset *test;                 /* local test split, prepared, or NULL */
+    fed_dataset *train_raw, *test_raw; /* the same before any standardisation */
+    char *transform; /* the model's input transform now applied (NULL: local or none) */
 
     /* the global model held: weights in host order */
     float *global;                      /* (global_n) */
@@ -202,6 +204,7 @@ static void rs_free(fed_msg_round_start **p) {
     *p = NULL;
     fed_free(r->config.optimizer);
     fed_free(r->manifest.arch);
+    fed_free(r->manifest.input_transform);
     for (size_t i = 0; i < r->manifest.num_tensors; i++) fed_free(r->manifest.tensors[i].name);
     fed_free(r->manifest.tensors);
     fed_free(r);
@@ -214,9 +217,11 @@ static fed_err rs_copy(fed_msg_round_start **out, const fed_msg_round_start *src
     *r = *src;
     r->config.optimizer = fed_strdup(src->config.optimizer ? src->config.optimizer : "");
     r->manifest.arch = fed_strdup(src->manifest.arch ? src->manifest.arch : "");
+    r->manifest.input_transform =
+        fed_strdup(src->manifest.input_transform ? src->manifest.input_transform : "");
     r->manifest.tensors = NULL;
     r->manifest.num_tensors = 0;
-    if (!r->config.optimizer || !r->manifest.arch) goto fail;
+    if (!r->config.optimizer || !r->manifest.arch || !r->manifest.input_transform) goto fail;
     if (src->manifest.num_tensors) {
         r->manifest.tensors = fed_calloc(src->manifest.num_tensors, sizeof *r->manifest.tensors);
         if (!r->manifest.tensors) goto fail;
@@ -351,6 +356,51 @@ static fed_err check_config(const fed_site_config *c) {
     return FED_OK;
 }
 
+/* A copy of d. */
+static fed_err clone_data(fed_dataset **out, const fed_dataset *d) {
+    size_t *idx = fed_mallocarray(d->n ? d->n : 1, sizeof *idx);
+    if (!idx) return FED_ENOMEM;
+    for (size_t i = 0; i < d->n; i++) idx[i] = i;
+    fed_err err = fed_data_subset(out, d, idx, d->n);
+    fed_free(idx);
+    return err;
+}
+
+/* When the model brings its input standardisation (manifest.input_transform), every
+ * site applies that one transform to its raw data instead of a locally fitted one, so
+ * all sites and the coordinator's evaluation see one input scale. */
+static fed_err use_transform(fed_site *s, const char *json) {
+    if (!json || !json[0] || (s->transform && strcmp(s->transform, json) == 0)) return FED_OK;
+    fed_standardizer *st = NULL;
+    fed_dataset *tr = NULL, *te = NULL;
+    char *copy = NULL;
+    fed_err err = fed_std_from_json(&st, json);
+    if (err) return fed_errprefix(err, "manifest.input_transform");
+    if ((err = clone_data(&tr, s->train_raw))) goto done;
+    if (s->test_raw && (err = clone_data(&te, s->test_raw))) goto done;
+    if ((err = fed_std_apply(st, tr)) || (te && (err = fed_std_apply(st, te)))) {
+        err = fed_errprefix(err, "manifest.input_transform");
+        goto done;
+    }
+    if (!(copy = fed_strdup(json))) {
+        err = FED_ENOMEM;
+        goto done;
+    }
+    fed_data_destroy(&s->train);
+    fed_data_destroy(&s->test);
+    s->train = tr;
+    s->test = te;
+    tr = te = NULL;
+    fed_free(s->transform);
+    s->transform = copy;
+    FED_LOG(FED_LOG_INFO, "site: using the model's input standardisation (%zu features)", st->dim);
+done:
+    fed_data_destroy(&tr);
+    fed_data_destroy(&te);
+    fed_std_destroy(&st);
+    return err;
+}
+
 /* Loads (or copies), splits and standardises the site's data. */
 static fed_err prepare_data(fed_site *s, const fed_site_config *c) {
     fed_dataset *all = NULL;
@@ -375,6 +425,8 @@ static fed_err prepare_data(fed_site *s, const fed_site_config *c) {
                          c->data ? c->data : "data");
         goto done;
     }
+    if ((err = clone_data(&s->train_raw, s->train))) goto done;
+    if (s->test && (err = clone_data(&s->test_raw, s->test))) goto done;
     if (c->standardize) {
         if ((err = fed_std_fit(&st, s->train))) goto done;
         if ((err = fed_std_apply(st, s->train))) goto done;
@@ -468,6 +520,9 @@ void fed_site_destroy(fed_site **sp) {
     fed_free(s->delta);
     fed_data_destroy(&s->train);
     fed_data_destroy(&s->test);
+    fed_data_destroy(&s->train_raw);
+    fed_data_destroy(&s->test_raw);
+    fed_free(s->transform);
     for (int i = 0; i < 4; i++) fed_free(s->tls[i]);
     fed_free(s->endpoint);
     fed_free(s->server_name);
@@ -731,6 +786,11 @@ static void run_round(fed_site *s) {
     fed_model *m = s->model;
     const size_t np = fed_model_num_params(m);
     memcpy(fed_model_params(m), s->global, np * sizeof(float));
+    fed_err terr = use_transform(s, rs->manifest.input_transform);
+    if (terr) {
+        fail_round_local(s, terr, "input transform");
+        return;
+    }
 
     /* Federated evaluation of the global model, on the local test split. */
     fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};

@@ -430,6 +430,11 @@ static fed_err send_round_start(fed_coord *c, client *k, bool force) {
     rs->manifest.total_bytes = (uint64_t)fed_model_num_params(c->model) * sizeof(float);
     memcpy(rs->manifest.sha256, c->sha, FED_SHA256_LEN);
     rs->manifest.arch = c->arch_json;
+    /* Borrowed for encoding only: the message is never freed. */
+    rs->manifest.input_transform =
+        c->cfg.model_meta
+            ? (char *)(uintptr_t)fed_meta_get(c->cfg.model_meta, "fedtune.standardize")
+            : NULL;
     rs->transfer_id = with_model ? c->version : 0;
     int64_t left = c->deadline - now_ms();
     rs->deadline_ms = (uint64_t)(left > 0 ? left : c->cfg.deadline_ms);
@@ -877,6 +882,10 @@ static fed_err finish(fed_coord *c, const char *why) {
         fed_meta *meta = NULL;
         char buf[32];
         err = fed_meta_new(&meta);
+        /* What the initial model's file said of its inputs and classes still holds. */
+        for (size_t i = 0; !err && c->cfg.model_meta && i < fed_meta_count(c->cfg.model_meta); i++)
+            err = fed_meta_set(meta, fed_meta_key(c->cfg.model_meta, i),
+                               fed_meta_value(c->cfg.model_meta, i));
         snprintf(buf, sizeof buf, "%" PRIu64, c->rounds_done);
         if (!err) err = fed_meta_set(meta, "fedtune.round", buf);
         snprintf(buf, sizeof buf, "%" PRIu64, c->version);

@@ -33,6 +33,7 @@
 #include "core/dataset.h"
 #include "core/err.h"
 #include "core/model.h"
+#include "core/safetensors.h"
 #include "net/channel.h"
 
 #include <stdbool.h>
@@ -57,6 +58,9 @@ typedef struct fed_coord_config {
     fed_server_config server;     /* listen endpoint, TLS files, limits */
     void *zmq_ctx;                /* a shared ZeroMQ context (inproc), or NULL: own one */
     const fed_model *model;       /* the initial global model (borrowed; copied) */
+    const fed_meta *model_meta;   /* its file's metadata (borrowed, may be NULL): its input
+                                     standardisation goes to every site in the manifest,
+                                     and its pairs (classes, transform...) into the export */
     const fed_dataset *eval_data; /* central evaluation set, standardised (borrowed) or NULL */
     size_t eval_batch;            /* batch of central evaluation (0: 256) */
     uint64_t rounds;              /* rounds to run in all (a resumed run counts the done ones) */

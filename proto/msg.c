@@ -250,7 +250,8 @@ static fed_err check_manifest(const checker *c, const Fedtune__Manifest *m) {
                           "bytes",
                           (unsigned long long)m->total_bytes, (unsigned long long)sum);
     TRY(check_bytes(c, &m->sha256, FED_SHA256_LEN, "round_start.manifest.sha256"));
-    return check_string(c, m->arch, "round_start.manifest.arch");
+    TRY(check_string(c, m->arch, "round_start.manifest.arch"));
+    return check_string(c, m->input_transform, "round_start.manifest.input_transform");
 }
 
 static fed_err check_chunk(const checker *c, const Fedtune__ChunkHeader *h) {
@@ -398,6 +399,7 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     pm->total_bytes = m->total_bytes;
     pm->sha256 = bin(m->sha256, FED_SHA256_LEN);
     pm->arch = str(m->arch);
+    pm->input_transform = str(m->input_transform);
     p->manifest = pm;
     if (m->num_tensors > fed_msg_default_limits().max_tensors)
         return fed_errorf(FED_EINVAL, "round_start.manifest.tensors: %zu entries, limit %zu",
@@ -706,6 +708,7 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         mf->total_bytes = pm->total_bytes;
         copy_bin(mf->sha256, &pm->sha256, FED_SHA256_LEN);
         TRY(dup(&mf->arch, pm->arch));
+        TRY(dup(&mf->input_transform, pm->input_transform));
         if (pm->n_tensors) {
             mf->tensors = fed_calloc(pm->n_tensors, sizeof *mf->tensors);
             if (!mf->tensors) return FED_ENOMEM;
@@ -826,6 +829,7 @@ void fed_msg_free(fed_msg *m) {
         fed_msg_round_start *r = &m->u.round_start;
         fed_free(r->config.optimizer);
         fed_free(r->manifest.arch);
+        fed_free(r->manifest.input_transform);
         for (size_t i = 0; r->manifest.tensors && i < r->manifest.num_tensors; i++)
             fed_free(r->manifest.tensors[i].name);
         fed_free(r->manifest.tensors);

@@ -85,6 +85,7 @@ typedef struct fed_msg_manifest {
     uint64_t total_bytes; /* checked on decode: equals the sum of the tensors' bytes */
     uint8_t sha256[FED_SHA256_LEN];
     char *arch;
+    char *input_transform; /* the model's standardiser JSON ("" or NULL: none) */
 } fed_msg_manifest;
 
 typedef struct fed_msg_train_config {

@@ -89,6 +89,30 @@ ok "restarted coordinator exits 0: $(tail -3 coord2.log)" test $? -eq 0
 ok "resumed at round 5: $(head -3 coord2.log)" grep -q "round 5 of 5" coord2.log
 ok "only round 5 ran" test "$(grep -c 'round [0-9]/5: clients' coord2.log)" -eq 1
 
+# ---- a pre-trained model's input standardisation is shared with every site --------------
+"$FEDTUNE" pretrain --arch '{"input":[4],"layers":[{"type":"linear","out":16},{"type":"relu"},{"type":"linear","out":3}]}' \
+  --data site0.csv --epochs 3 --out pre.st >/dev/null 2>&1
+ok "pre-trained model carries a transform" grep -q "fedtune.standardize" <("$FEDTUNE" info pre.st)
+P=$(port)
+timeout 120 "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$P" --ca ca/ca.crt \
+  --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key --crl ca/crl.pem \
+  --model pre.st --rounds 4 --min-clients 3 --min-fit 3 --epochs 5 --lr 0.01 \
+  --out fed-pre.st >p-coord.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+client "$P" a 0 >p-a.log 2>&1 &
+client "$P" b 1 >p-b.log 2>&1 &
+client "$P" c 2 >p-c.log 2>&1 &
+wait "$cpid"
+ok "federation from the pre-trained model exits 0: $(tail -2 p-coord.log)" test $? -eq 0
+ok "sites use the model's transform: $(grep -h standardis p-a.log | tail -1)" \
+  grep -q "using the model's input standardisation (4 features)" p-a.log
+ok "exported model keeps classes and transform" \
+  grep -q 'fedtune.classes = \["blue","green","red"\]' <("$FEDTUNE" info fed-pre.st)
+acc=$("$FEDTUNE" eval --model fed-pre.st --data "$SRC/tests/data/blobs.csv" --json |
+  sed 's/.*"accuracy":\([0-9.e-]*\).*/\1/')
+ok "federated model evaluates at $acc on the whole fixture" awk -v a="$acc" 'BEGIN{exit !(a >= 0.85)}'
+
 # ---- kill -9 the coordinator mid-run: the restart resumes from its last checkpoint --------
 # Slower rounds (1 000 examples per site, a wider network) so that a kill lands mid-round.
 "$PY" - <<'EOF'

@@ -152,6 +152,7 @@ static fed_msg sample_round_start(void) {
     r->manifest.total_bytes = 16 * 8 * 4 + 16 * 2 + 2 + 362880 * 4;
     for (int i = 0; i < FED_SHA256_LEN; i++) r->manifest.sha256[i] = (uint8_t)(0xff - i);
     r->manifest.arch = "{\"input\":[8],\"layers\":[{\"dense\":16}]}";
+    r->manifest.input_transform = "{\"dim\":8,\"mean\":[0],\"std\":[1]}";
     r->transfer_id = 99;
     r->deadline_ms = 60000;
     return m;
@@ -327,6 +328,7 @@ TEST(round_trip_round_start) {
     CHECK_SIZE(r->manifest.total_bytes, m.u.round_start.manifest.total_bytes);
     CHECK_MEM(r->manifest.sha256, m.u.round_start.manifest.sha256, FED_SHA256_LEN);
     CHECK_STR(r->manifest.arch, m.u.round_start.manifest.arch);
+    CHECK_STR(r->manifest.input_transform, m.u.round_start.manifest.input_transform);
     fed_msg_free(&d);
 }
 
