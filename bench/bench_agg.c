@@ -17,6 +17,7 @@
  * Figures are medians of repeats; the machines are shared, so read the ratios. This is
  * not a test (ctest never runs it); it does check its own means against a double
  * reference so a broken fold cannot report a good speed. */
+#include "bench/benchlib.h"
 #include "core/aggregate.h"
 #include "core/alloc.h"
 #include "core/blas.h"
@@ -52,31 +53,20 @@ typedef struct options {
     bool help;       /* print usage and exit */
 } options;
 
-typedef enum opt_kind { OPT_FLAG, OPT_NUMBER, OPT_INTEGER } opt_kind;
-
-typedef struct opt_def {
-    const char *name; /* "--size" */
-    opt_kind kind;    /* how the value is parsed */
-    size_t offset;    /* field in struct options */
-    double lo, hi;    /* accepted range for numbers */
-    const char *arg;  /* value placeholder in --help */
-    const char *help; /* one line for --help */
-} opt_def;
-
-static const opt_def opt_table[] = {
-    {"--size", OPT_NUMBER, offsetof(options, size_mb), 1, 4000, "MB",
+static const bench_opt opt_table[] = {
+    {"--size", BENCH_NUMBER, offsetof(options, size_mb), 1, 4000, "MB",
      "model size in MB (10^6 bytes) of float32"},
-    {"--clients", OPT_INTEGER, offsetof(options, clients), 1, 100000, "N", "updates per round"},
-    {"--chunk", OPT_INTEGER, offsetof(options, chunk_kb), 1, 65536, "KIB", "chunk size in KiB"},
-    {"--slots", OPT_INTEGER, offsetof(options, slots), 1, FED_AGG_MAX_SLOTS, "S",
+    {"--clients", BENCH_INTEGER, offsetof(options, clients), 1, 100000, "N", "updates per round"},
+    {"--chunk", BENCH_INTEGER, offsetof(options, chunk_kb), 1, 65536, "KIB", "chunk size in KiB"},
+    {"--slots", BENCH_INTEGER, offsetof(options, slots), 1, FED_AGG_MAX_SLOTS, "S",
      "update slots of the throughput run"},
-    {"--repeats", OPT_INTEGER, offsetof(options, repeats), 1, MAX_REPEATS, "R",
+    {"--repeats", BENCH_INTEGER, offsetof(options, repeats), 1, MAX_REPEATS, "R",
      "timed rounds (median reported)"},
-    {"--precision-clients", OPT_INTEGER, offsetof(options, prec_n), 0, 100000, "N",
+    {"--precision-clients", BENCH_INTEGER, offsetof(options, prec_n), 0, 100000, "N",
      "updates of the float-vs-double run (0: skip)"},
-    {"--quick", OPT_FLAG, offsetof(options, quick), 0, 0, NULL,
+    {"--quick", BENCH_FLAG, offsetof(options, quick), 0, 0, NULL,
      "smoke run: 10 MB model, 8 clients, 3 repeats, 100 precision clients"},
-    {"--help", OPT_FLAG, offsetof(options, help), 0, 0, NULL, "print this help"},
+    {"--help", BENCH_FLAG, offsetof(options, help), 0, 0, NULL, "print this help"},
 };
 #define NUM_OPTS (sizeof opt_table / sizeof opt_table[0])
 
@@ -88,22 +78,11 @@ static options default_options(void) {
 
 static void usage(FILE *f) {
     options d = default_options();
-    fprintf(f, "usage: bench_agg [options]\n"
-               "Peak RSS of a coordinator folding uploads (vs the model size), fold\n"
-               "throughput (vs a STREAM triad of the same size, same run), and float32\n"
-               "accuracy of the weighted mean (vs double).\n\noptions:\n");
-    for (size_t i = 0; i < NUM_OPTS; i++) {
-        const opt_def *od = &opt_table[i];
-        char left[40];
-        snprintf(left, sizeof left, "%s%s%s", od->name, od->arg ? " " : "", od->arg ? od->arg : "");
-        fprintf(f, "  %-24s %s", left, od->help);
-        if (od->kind != OPT_FLAG) {
-            double v;
-            memcpy(&v, (const char *)&d + od->offset, sizeof v);
-            fprintf(f, " [%g]", v);
-        }
-        fputc('\n', f);
-    }
+    bench_usage(f, "bench_agg",
+                "Peak RSS of a coordinator folding uploads (vs the model size), fold\n"
+                "throughput (vs a STREAM triad of the same size, same run), and float32\n"
+                "accuracy of the weighted mean (vs double).",
+                opt_table, NUM_OPTS, &d);
 }
 
 static bool parse_args(options *o, int argc, char **argv) {
@@ -117,55 +96,10 @@ static bool parse_args(options *o, int argc, char **argv) {
         o->repeats = 3;
         o->prec_n = 100;
     }
-    for (int i = 1; i < argc; i++) {
-        const opt_def *od = NULL;
-        for (size_t k = 0; k < NUM_OPTS; k++)
-            if (strcmp(argv[i], opt_table[k].name) == 0) od = &opt_table[k];
-        if (!od) {
-            fprintf(stderr, "bench_agg: unknown option \"%s\" (try --help)\n", argv[i]);
-            return false;
-        }
-        char *field = (char *)o + od->offset;
-        if (od->kind == OPT_FLAG) {
-            bool on = true;
-            memcpy(field, &on, sizeof on);
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "bench_agg: %s needs a value\n", od->name);
-            return false;
-        }
-        const char *val = argv[++i];
-        char *end;
-        double v = strtod(val, &end);
-        if (end == val || *end != '\0' || !(v >= od->lo && v <= od->hi) ||
-            (od->kind == OPT_INTEGER && v != floor(v))) {
-            fprintf(stderr, "bench_agg: %s \"%s\": must be %s in [%g, %g]\n", od->name, val,
-                    od->kind == OPT_INTEGER ? "an integer" : "a number", od->lo, od->hi);
-            return false;
-        }
-        memcpy(field, &v, sizeof v);
-    }
-    return true;
+    return bench_parse("bench_agg", opt_table, NUM_OPTS, o, argc, argv);
 }
 
 /* ---- helpers ------------------------------------------------------------------------ */
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, size_t n) {
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Peak resident set of this process in bytes (Linux reports KiB). */
 static double peak_rss(void) {
@@ -239,15 +173,15 @@ static fed_err serve_round(fed_agg *agg, const feeder *f, size_t clients, round_
             if (up[u].slot == FED_AGG_NO_SLOT) continue;
             size_t len = f->n - up[u].done < f->chunk ? f->n - up[u].done : f->chunk;
             const float *src = chunk_of(f, up[u].client, up[u].done / f->chunk);
-            double t0 = now_s();
+            double t0 = bench_now();
             err = fed_agg_slot_write(agg, up[u].slot, up[u].done, src, len);
-            double t1 = now_s();
+            double t1 = bench_now();
             t->write += t1 - t0;
             if (err) return err;
             up[u].done += len;
             if (up[u].done == f->n) {
                 err = fed_agg_slot_commit(agg, up[u].slot, 0.0);
-                t->commit += now_s() - t1;
+                t->commit += bench_now() - t1;
                 if (err) return err;
                 up[u].slot = FED_AGG_NO_SLOT;
                 finished++;
@@ -394,14 +328,14 @@ static int throughput_part(size_t n, size_t chunk, size_t clients, size_t slots,
     const float *mean = NULL;
     bool ok = true;
     for (size_t rep = 0; rep < R && ok; rep++) {
-        double t0 = now_s();
+        double t0 = bench_now();
         triad(n, a, b, c, 0.5f + (float)rep);
-        tri[rep] = now_s() - t0;
+        tri[rep] = bench_now() - t0;
         fed_agg_begin_round(agg);
         t = (round_times){0};
-        t0 = now_s();
+        t0 = bench_now();
         if ((err = serve_round(agg, &f, clients, &t))) return fail_with("round", err);
-        upd[rep] = (now_s() - t0) / (double)clients;
+        upd[rep] = (bench_now() - t0) / (double)clients;
         wr[rep] = t.write / (double)clients;
         cm[rep] = t.commit / (double)clients;
         rat[rep] = tri[rep] / upd[rep];
@@ -412,17 +346,18 @@ static int throughput_part(size_t n, size_t chunk, size_t clients, size_t slots,
         if ((err = fed_agg_result(agg, &mean))) return fail_with("result", err);
         ok = mean_ok(&f, mean, clients);
     }
-    double t0 = now_s();
+    double t0 = bench_now();
     fed_agg_begin_round(agg);
-    double t_begin = now_s() - t0;
+    double t_begin = bench_now() - t0;
     if ((err = serve_round(agg, &f, clients, &t))) return fail_with("round", err);
-    t0 = now_s();
+    t0 = bench_now();
     if ((err = fed_agg_result(agg, &mean))) return fail_with("result", err);
-    double t_result = now_s() - t0;
-    double mt = median(tri, R), mu = median(upd, R);
+    double t_result = bench_now() - t0;
+    double mt = bench_median(tri, R), mu = bench_median(upd, R);
     printf("%6s %10.2f %9.1f %11.2f %11.2f %11.2f %11.1f %7.2f  %s\n", "median", 1e3 * mt,
-           12.0 * (double)n / mt / 1e9, 1e3 * mu, 1e3 * median(wr, R), 1e3 * median(cm, R),
-           4.0 * (double)n / mu / 1e9, median(rat, R), ok ? "(means checked)" : "MEAN WRONG");
+           12.0 * (double)n / mt / 1e9, 1e3 * mu, 1e3 * bench_median(wr, R),
+           1e3 * bench_median(cm, R), 4.0 * (double)n / mu / 1e9, bench_median(rat, R),
+           ok ? "(means checked)" : "MEAN WRONG");
     printf("\nper round besides the updates: begin_round (zero the sum) %.2f ms, result\n"
            "(scale to the mean) %.2f ms.\n"
            "triad GB/s counts 12 bytes per element (STREAM); delta GB/s counts the 4 bytes\n"

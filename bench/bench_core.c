@@ -9,6 +9,7 @@
  * Every figure is the median of several timed repeats after a warm-up; the spread column
  * says how far the repeats disagreed, because the machines are shared. This is not a
  * test (ctest never runs it) and checks nothing about correctness: tests/ does that. */
+#include "bench/benchlib.h"
 #include "core/alloc.h"
 #include "core/arch.h"
 #include "core/arena.h"
@@ -51,33 +52,22 @@ typedef struct options {
     bool help;         /* print usage and exit */
 } options;
 
-typedef enum opt_kind { OPT_FLAG, OPT_NUMBER, OPT_INTEGER, OPT_STRING } opt_kind;
-
-typedef struct opt_def {
-    const char *name; /* "--seconds" */
-    opt_kind kind;    /* how the value is parsed */
-    size_t offset;    /* field in struct options */
-    double lo, hi;    /* accepted range for numbers */
-    const char *arg;  /* value placeholder in --help */
-    const char *help; /* one line for --help */
-} opt_def;
-
-static const opt_def opt_table[] = {
-    {"--seconds", OPT_NUMBER, offsetof(options, seconds), 0.001, 60.0, "S",
+static const bench_opt opt_table[] = {
+    {"--seconds", BENCH_NUMBER, offsetof(options, seconds), 0.001, 60.0, "S",
      "minimum time of each timed repeat"},
-    {"--repeats", OPT_INTEGER, offsetof(options, repeats), 1, MAX_REPEATS, "R",
+    {"--repeats", BENCH_INTEGER, offsetof(options, repeats), 1, MAX_REPEATS, "R",
      "timed repeats per configuration (median reported)"},
-    {"--model", OPT_STRING, offsetof(options, model), 0, 0, "SPEC",
+    {"--model", BENCH_STRING, offsetof(options, model), 0, 0, "SPEC",
      "only this preset or JSON architecture (default: fedavg-2nn and fedavg-cnn)"},
-    {"--batch", OPT_INTEGER, offsetof(options, batch), 0, 4096, "N",
+    {"--batch", BENCH_INTEGER, offsetof(options, batch), 0, 4096, "N",
      "only this batch size (default 0: 10 and 64)"},
-    {"--threads", OPT_INTEGER, offsetof(options, threads), 0, 64, "T",
+    {"--threads", BENCH_INTEGER, offsetof(options, threads), 0, 64, "T",
      "only this OpenBLAS thread count (default 0: 1 and 2)"},
-    {"--quick", OPT_FLAG, offsetof(options, quick), 0, 0, NULL,
+    {"--quick", BENCH_FLAG, offsetof(options, quick), 0, 0, NULL,
      "smoke run: 0.05 s repeats, 3 repeats, sgemm n=1024 only"},
-    {"--no-sgemm", OPT_FLAG, offsetof(options, no_sgemm), 0, 0, NULL,
+    {"--no-sgemm", BENCH_FLAG, offsetof(options, no_sgemm), 0, 0, NULL,
      "skip the sgemm reference, e.g. under perf record (%peak shows -)"},
-    {"--help", OPT_FLAG, offsetof(options, help), 0, 0, NULL, "print this help"},
+    {"--help", BENCH_FLAG, offsetof(options, help), 0, 0, NULL, "print this help"},
 };
 #define NUM_OPTS (sizeof opt_table / sizeof opt_table[0])
 
@@ -88,61 +78,17 @@ static options default_options(void) {
 
 static void usage(FILE *f) {
     options d = default_options();
-    fprintf(f, "usage: bench_core [options]\n"
-               "Times fed_train_step (forward + backward + SGD) per example for the FedAvg 2NN\n"
-               "and CNN and compares it with this machine's sgemm peak (same run, same\n"
-               "thread count).\n\noptions:\n");
-    for (size_t i = 0; i < NUM_OPTS; i++) {
-        const opt_def *od = &opt_table[i];
-        char left[40];
-        snprintf(left, sizeof left, "%s%s%s", od->name, od->arg ? " " : "", od->arg ? od->arg : "");
-        fprintf(f, "  %-16s %s", left, od->help);
-        const char *field = (const char *)&d + od->offset;
-        if (od->kind == OPT_NUMBER || od->kind == OPT_INTEGER) {
-            double v;
-            memcpy(&v, field, sizeof v);
-            if (v != 0.0) fprintf(f, " [%g]", v);
-        }
-        fputc('\n', f);
-    }
+    bench_usage(f, "bench_core",
+                "Times fed_train_step (forward + backward + SGD) per example for the FedAvg 2NN\n"
+                "and CNN and compares it with this machine's sgemm peak (same run, same\n"
+                "thread count).",
+                opt_table, NUM_OPTS, &d);
 }
 
 /* Parses argv into *o; on a bad argument prints why and returns false. */
 static bool parse_args(options *o, int argc, char **argv) {
     *o = default_options();
-    for (int i = 1; i < argc; i++) {
-        const opt_def *od = NULL;
-        for (size_t k = 0; k < NUM_OPTS; k++)
-            if (strcmp(argv[i], opt_table[k].name) == 0) od = &opt_table[k];
-        if (!od) {
-            fprintf(stderr, "bench_core: unknown option \"%s\" (try --help)\n", argv[i]);
-            return false;
-        }
-        char *field = (char *)o + od->offset;
-        if (od->kind == OPT_FLAG) {
-            bool on = true;
-            memcpy(field, &on, sizeof on);
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "bench_core: %s needs a value\n", od->name);
-            return false;
-        }
-        const char *val = argv[++i];
-        if (od->kind == OPT_STRING) {
-            memcpy(field, &val, sizeof val);
-            continue;
-        }
-        char *end;
-        double v = strtod(val, &end);
-        if (end == val || *end != '\0' || !(v >= od->lo && v <= od->hi) ||
-            (od->kind == OPT_INTEGER && v != floor(v))) {
-            fprintf(stderr, "bench_core: %s \"%s\": must be %s in [%g, %g]\n", od->name, val,
-                    od->kind == OPT_INTEGER ? "an integer" : "a number", od->lo, od->hi);
-            return false;
-        }
-        memcpy(field, &v, sizeof v);
-    }
+    if (!bench_parse("bench_core", opt_table, NUM_OPTS, o, argc, argv)) return false;
     if (o->quick) {
         o->seconds = 0.05;
         o->repeats = 3;
@@ -152,25 +98,14 @@ static bool parse_args(options *o, int argc, char **argv) {
 
 /* ---- timing ------------------------------------------------------------------------ */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median, minimum and maximum of v[0..n) (sorts v). */
 typedef struct summary {
     double median, min, max;
 } summary;
 
 static summary summarize(double *v, size_t n) {
-    qsort(v, n, sizeof *v, cmp_double);
-    summary s = {n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v[0], v[n - 1]};
+    double med = bench_median(v, n); /* sorts v */
+    summary s = {med, v[0], v[n - 1]};
     return s;
 }
 
@@ -192,19 +127,19 @@ static fed_err gemm_rate(size_t n, const options *o, double *gflops) {
     }
     const double flop = 2.0 * (double)n * (double)n * (double)n;
     /* Warm-up: thread pool start, page faults on C, OpenBLAS buffers. */
-    double t0 = now_s();
+    double t0 = bench_now();
     do {
         fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-    } while (now_s() - t0 < 0.5 * o->seconds);
+    } while (bench_now() - t0 < 0.5 * o->seconds);
     double rates[MAX_REPEATS];
     size_t R = (size_t)o->repeats;
     for (size_t rep = 0; rep < R; rep++) {
         size_t calls = 0;
-        double start = now_s(), el;
+        double start = bench_now(), el;
         do {
             fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
             calls++;
-        } while ((el = now_s() - start) < o->seconds);
+        } while ((el = bench_now() - start) < o->seconds);
         rates[rep] = flop * (double)calls / el / 1e9;
     }
     *gflops = summarize(rates, R).median;
@@ -290,19 +225,19 @@ static fed_err time_train_step(const char *spec, size_t batch, const options *o,
     if (err) return err;
     res->flops = fed_model_train_flops(t.m);
     /* Warm-up: the arena settles into one block, pages are touched, caches filled. */
-    double t0 = now_s();
+    double t0 = bench_now();
     do {
         if ((err = trainer_step(&t))) goto fail;
-    } while (t.k < 3 || now_s() - t0 < 0.5 * o->seconds);
+    } while (t.k < 3 || bench_now() - t0 < 0.5 * o->seconds);
 
     double us[MAX_REPEATS];
     size_t R = (size_t)o->repeats;
     for (size_t rep = 0; rep < R; rep++) {
         size_t k0 = t.k;
-        double start = now_s(), el;
+        double start = bench_now(), el;
         do {
             if ((err = trainer_step(&t))) goto fail;
-        } while ((el = now_s() - start) < o->seconds);
+        } while ((el = bench_now() - start) < o->seconds);
         us[rep] = el * 1e6 / (double)((t.k - k0) * batch);
     }
     res->us_per_example = summarize(us, R);

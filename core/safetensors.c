@@ -6,6 +6,7 @@
 #include "core/safetensors.h"
 #include "core/alloc.h"
 #include "core/json.h"
+#include "core/utf8.h"
 
 #include <cJSON.h>
 #include <assert.h>
@@ -66,45 +67,9 @@ static float half_to_float(uint16_t h) {
     return float_from_bits(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
-/* ---- UTF-8 ------------------------------------------------------------------------- */
-
-/* Length of the valid UTF-8 sequence starting a non-ASCII byte at s (n bytes left), or 0
- * (overlong forms, surrogates and code points above U+10FFFF are invalid). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-    return len;
-}
-
 static bool utf8_valid(const char *str) {
-    const unsigned char *s = (const unsigned char *)str;
     size_t n = strlen(str);
-    for (size_t i = 0; i < n;) {
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k = utf8_seq(s + i, n - i);
-        if (!k) return false;
-        i += k;
-    }
-    return true;
+    return fed_utf8_bad_at(str, n) == n;
 }
 
 /* ---- metadata ---------------------------------------------------------------------- */
@@ -313,7 +278,7 @@ static size_t scan_header(const unsigned char *s, size_t n, const char **why) {
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
         if (c >= 0x80) {
-            size_t k = utf8_seq(s + i, n - i);
+            size_t k = fed_utf8_seq(s + i, n - i);
             if (!k) {
                 *why = "invalid UTF-8";
                 return i;

@@ -14,6 +14,7 @@
 #include "proto/msg.h"
 
 #include "core/alloc.h"
+#include "core/utf8.h"
 #include "fedtune.pb-c.h"
 
 #include <math.h>
@@ -98,51 +99,12 @@ typedef struct checker {
     fed_err code; /* FED_EPROTO when decoding, FED_EINVAL when encoding */
 } checker;
 
-/* Length of the valid UTF-8 sequence starting a non-ASCII byte at s (n bytes left), or 0
- * (overlong forms, surrogates and code points above U+10FFFF are invalid). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    size_t len;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-    return len;
-}
-
-/* Offset of the first invalid UTF-8 byte of s[0..n), or n when it is all valid. */
-static size_t utf8_bad_at(const char *str, size_t n) {
-    const unsigned char *s = (const unsigned char *)str;
-    for (size_t i = 0; i < n;) {
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k = utf8_seq(s + i, n - i);
-        if (!k) return i;
-        i += k;
-    }
-    return n;
-}
-
 static fed_err check_string(const checker *c, const char *s, const char *path) {
     if (!s) return fed_errorf(c->code, "%s: NULL", path);
     size_t n = strlen(s);
     if (n > c->lim->max_string)
         return fed_errorf(c->code, "%s: %zu bytes, limit %zu", path, n, c->lim->max_string);
-    size_t bad = utf8_bad_at(s, n);
+    size_t bad = fed_utf8_bad_at(s, n);
     if (bad < n) return fed_errorf(c->code, "%s: not valid UTF-8 (byte %zu)", path, bad);
     return FED_OK;
 }

@@ -1,0 +1,44 @@
+/* What the benchmark programs share: a table-driven option parser (every option is a
+ * flag, a number, an integer or a string; defaults, ranges and --help come from one
+ * table), a monotonic clock and a median. Benchmarks print; this only helps them. */
+#ifndef FED_BENCHLIB_H
+#define FED_BENCHLIB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+typedef enum bench_opt_kind {
+    BENCH_FLAG,
+    BENCH_NUMBER,
+    BENCH_INTEGER,
+    BENCH_STRING
+} bench_opt_kind;
+
+/* One option. Numbers and integers are stored as double, flags as bool, strings as a
+ * const char * pointing into argv; offset is the field's offsetof in the options struct. */
+typedef struct bench_opt {
+    const char *name;    /* "--size" */
+    bench_opt_kind kind; /* how the value is parsed */
+    size_t offset;       /* field in the caller's options struct */
+    double lo, hi;       /* accepted range for numbers */
+    const char *arg;     /* value placeholder in --help, NULL for flags */
+    const char *help;    /* one line for --help */
+} bench_opt;
+
+/* Prints "usage: PROG [options]", the summary and one line per option, with the value in
+ * defaults (the options struct filled with defaults) for numbers. */
+void bench_usage(FILE *f, const char *prog, const char *summary, const bench_opt *t, size_t n,
+                 const void *defaults);
+
+/* Parses argv[1..argc) into o (already holding the defaults). On a bad argument prints
+ * "PROG: ..." on stderr and returns false. */
+bool bench_parse(const char *prog, const bench_opt *t, size_t n, void *o, int argc, char **argv);
+
+/* Monotonic seconds. */
+double bench_now(void);
+
+/* Median of v[0..n) (sorts v); n >= 1. */
+double bench_median(double *v, size_t n);
+
+#endif
