@@ -34,6 +34,7 @@ typedef struct client_cfg {
     size_t threads;           /* OpenBLAS threads */
     size_t max_epochs;        /* local cap on epochs, 0 = none */
     size_t max_batch;         /* local cap on the batch, 0 = none */
+    const char *save_updates; /* audit folder for every update sent */
     double reconnect_initial; /* seconds */
     double reconnect_max;     /* seconds */
     double reconnect_jitter;  /* share of a delay cut off at random */
@@ -75,6 +76,8 @@ static const opt_spec client_opts[] = {
      "local cap on the epochs a round asks for; 0 = none"},
     {"max-batch", OPT_SIZE, "0", 0, 65536, NULL, F(max_batch),
      "local cap on the batch size a round asks for (low-memory sites); 0 = none"},
+    {"save-updates", OPT_STRING, NULL, 1, 0, NULL, F(save_updates),
+     "keep a copy of every update this site sends (round-N.safetensors) in this folder"},
     {"reconnect-initial", OPT_FLOAT, "1", 0.01, 3600, NULL, F(reconnect_initial),
      "seconds before the first reconnect attempt; doubles after each failure"},
     {"reconnect-max", OPT_FLOAT, "60", 0.01, 86400, NULL, F(reconnect_max),
@@ -174,6 +177,7 @@ static fed_err run_client(const void *cfg) {
     sc.threads = c->threads;
     sc.max_epochs = c->max_epochs;
     sc.max_batch = c->max_batch;
+    sc.save_updates = c->save_updates;
     sc.backoff_initial_ms = (int)(c->reconnect_initial * 1000.0 + 0.5);
     sc.backoff_max_ms = (int)(c->reconnect_max * 1000.0 + 0.5);
     sc.backoff_jitter = c->reconnect_jitter;

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/model.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -69,6 +70,7 @@ struct fed_site {
     char software[SOFTWARE_MAX];            /* Hello.software */
     size_t threads;                         /* OpenBLAS threads, 0: leave */
     size_t max_epochs, max_batch;           /* local caps, 0: none */
+    char *save_updates;                     /* audit folder, or NULL */
     int backoff_initial_ms, backoff_max_ms; /* reconnect delays */
     double backoff_jitter;                  /* share of a delay cut at random */
 
@@ -476,6 +478,10 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     s->threads = cfg->threads;
     s->max_epochs = cfg->max_epochs;
     s->max_batch = cfg->max_batch;
+    if (cfg->save_updates && !(s->save_updates = fed_strdup(cfg->save_updates))) {
+        err = FED_ENOMEM;
+        goto fail;
+    }
     s->backoff_initial_ms = cfg->backoff_initial_ms;
     s->backoff_max_ms = cfg->backoff_max_ms;
     s->backoff_jitter = cfg->backoff_jitter;
@@ -523,6 +529,7 @@ void fed_site_destroy(fed_site **sp) {
     fed_data_destroy(&s->train_raw);
     fed_data_destroy(&s->test_raw);
     fed_free(s->transform);
+    fed_free(s->save_updates);
     for (int i = 0; i < 4; i++) fed_free(s->tls[i]);
     fed_free(s->endpoint);
     fed_free(s->server_name);
@@ -780,6 +787,42 @@ static fed_err prepare_model(fed_site *s) {
     return FED_OK;
 }
 
+/* The site's own record of what leaves it: the delta of every trainable tensor (host
+ * order, before the byte swap), with the round, model version and example count. */
+static fed_err save_update(fed_site *s, const fed_model *m, const fed_msg_round_start *rs,
+                           const float *delta) {
+    size_t n = 0, off = 0;
+    for (size_t i = 0; i < fed_model_num_tensors(m); i++) n += fed_model_tensor(m, i)->trainable;
+    fed_st_entry *e = fed_calloc(n ? n : 1, sizeof *e);
+    fed_meta *meta = NULL;
+    fed_err err = FED_ENOMEM;
+    if (!e || (err = fed_meta_new(&meta))) goto done;
+    n = 0;
+    for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
+        const fed_tensor *t = fed_model_tensor(m, i);
+        if (!t->trainable) continue;
+        e[n].name = t->name;
+        e[n].ndim = t->ndim;
+        e[n].shape = t->shape;
+        e[n].data = delta + off;
+        off += t->numel;
+        n++;
+    }
+    char buf[32], path[4096];
+    snprintf(buf, sizeof buf, "%" PRIu64, rs->round);
+    if ((err = fed_meta_set(meta, "fedtune.round", buf))) goto done;
+    snprintf(buf, sizeof buf, "%" PRIu64, rs->model_version);
+    if ((err = fed_meta_set(meta, "fedtune.model_version", buf))) goto done;
+    snprintf(buf, sizeof buf, "%zu", s->train->n);
+    if ((err = fed_meta_set(meta, "fedtune.examples", buf))) goto done;
+    snprintf(path, sizeof path, "%s/round-%06" PRIu64 ".safetensors", s->save_updates, rs->round);
+    err = fed_st_write(path, e, n, meta);
+done:
+    fed_meta_destroy(&meta);
+    fed_free(e);
+    return err;
+}
+
 /* Evaluates, trains, computes and sends the delta. */
 static void run_round(fed_site *s) {
     fed_msg_round_start *rs = s->rs;
@@ -861,6 +904,10 @@ static void run_round(fed_site *s) {
     if (!finite) {
         fed_errorf(FED_ENONFINITE, "the local update is not finite");
         fail_round(s, CODE_RANGE, "local training: the update is not finite");
+        return;
+    }
+    if (s->save_updates && (err = save_update(s, m, rs, s->delta))) {
+        fail_round_local(s, err, "saving the update");
         return;
     }
     swap_le(s->delta, nd);

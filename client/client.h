@@ -96,6 +96,9 @@ typedef struct fed_site_config {
     size_t threads;             /* OpenBLAS threads set by fed_site_run; 0: leave (1) */
     size_t max_epochs;          /* local cap on TrainConfig.epochs; 0: none (0) */
     size_t max_batch;           /* local cap on TrainConfig.batch; 0: none (0) */
+    const char *save_updates;   /* folder for an audit copy of every update sent (NULL: none):
+                                   round-NNNNNN.safetensors with the delta of each trainable
+                                   tensor and the round, model version and examples */
     int backoff_initial_ms;     /* first reconnect delay, >= 1 (1 000) */
     int backoff_max_ms;         /* largest reconnect delay, >= backoff_initial_ms (60 000) */
     double backoff_jitter;      /* share of a delay randomly cut off, [0, 1] (0.5) */

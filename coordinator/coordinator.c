@@ -53,6 +53,7 @@ typedef struct client {
     uint64_t up_id, up_bytes;    /* announced update transfer */
     uint8_t up_sha[FED_SHA256_LEN];
     float weight;              /* examples of the update */
+    size_t commit_seq;         /* 1-based order in which its update was folded (0: not) */
     double gloss, gacc, geval; /* global_loss, global_accuracy, eval_examples (NaN: absent) */
 } client;
 
@@ -602,6 +603,7 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
             } else {
                 k->status = ST_ACCEPTED;
                 c->cur.returned++;
+                k->commit_seq = c->cur.returned;
                 FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": update from %s accepted (%g examples)",
                         current_round(c), k->cn, (double)k->weight);
             }
@@ -818,6 +820,21 @@ static void write_metrics(fed_coord *c) {
         }
         fputc('"', f);
         first = false;
+    }
+    /* The accepted updates in the order they were folded, with their weights: with the
+     * sites' own copies of their deltas this replays the aggregate bit for bit. */
+    fputs("],\"accepted\":[", f);
+    for (size_t seq = 1; seq <= s->returned; seq++) {
+        for (size_t i = 0; i < c->ncl; i++) {
+            const client *k = &c->cl[i];
+            if (k->status != ST_ACCEPTED || k->commit_seq != seq) continue;
+            fputs(seq > 1 ? ",{\"cn\":\"" : "{\"cn\":\"", f);
+            for (const char *p = k->cn; *p; p++) {
+                if (*p == '"' || *p == '\\') fputc('\\', f);
+                if ((unsigned char)*p >= 0x20) fputc(*p, f);
+            }
+            fprintf(f, "\",\"examples\":%.9g}", (double)k->weight);
+        }
     }
     fprintf(f, "],\"sampled\":%zu,\"returned\":%zu,\"rejected\":%zu", s->sampled, s->returned,
             s->rejected);

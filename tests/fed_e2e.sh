@@ -6,10 +6,11 @@
 # restarted coordinator resumes from its checkpoint (also after kill -9 mid-run), that a
 # site killed mid-round with min_fit 3 makes the attempt time out and be retried until
 # it returns, and that a revoked site cannot join. KEEP=1 keeps the work folder.
-# Usage: fed_e2e.sh <path to fedtune> <source dir>
+# Usage: fed_e2e.sh <path to fedtune> <source dir> [<path to tests/tools/fedavg_replay>]
 set -u
 FEDTUNE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 SRC=$(cd "$2" && pwd)
+REPLAY=${3:+$(cd "$(dirname "$3")" && pwd)/$(basename "$3")}
 CERTS=$SRC/certs/fedtune-certs
 # shellcheck source=tests/lib.sh
 . "$SRC/tests/lib.sh"
@@ -44,8 +45,10 @@ coordinator() { # <port> <rounds> [extra flags...]
 client() { # <port> <site letter> <data index>
   timeout 120 "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$1" --server-name localhost \
     --ca ca/ca.crt --cert "ca/sites/site-$2/site-$2.crt" --key "ca/sites/site-$2/site-$2.key" \
-    --data "site$3.csv" --classes blue,green,red --reconnect-initial 0.2 --reconnect-max 1
+    --data "site$3.csv" --classes blue,green,red --reconnect-initial 0.2 --reconnect-max 1 \
+    --save-updates "u-$2"
 }
+mkdir -p u-a u-b u-c u-d
 
 # ---- 4 rounds with three sites ----------------------------------------------------------
 P=$(port)
@@ -75,6 +78,12 @@ for s in a b c; do
   ok "site $s logs no data values" test "$(grep -c -E '[0-9]+\.[0-9]{3},' $s.log)" -eq 0
 done
 expect 0 "fedtune.arch" -- "$FEDTUNE" info final.st
+# The final model is the FedAvg of what the sites sent, recomputed outside the
+# coordinator from the sites' own copies, in the folding order the metrics record.
+if [ -n "$REPLAY" ]; then
+  expect 0 "4 rounds replayed; all 131 parameters identical" -- \
+    "$REPLAY" init.st coord.jsonl final.st site-a=u-a site-b=u-b site-c=u-c
+fi
 
 # ---- a restarted coordinator resumes from its newest checkpoint --------------------------
 P=$(port)
