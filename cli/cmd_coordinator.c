@@ -204,6 +204,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.stop_file = o->stop_file;
     cc.out = o->out;
     if ((err = fed_coord_new(&c, &cc))) goto done;
+    fed_model_destroy(&m); /* the coordinator holds its own copy */
     running = c;
     install(SIGINT, on_stop);
     install(SIGTERM, on_stop);

@@ -204,6 +204,7 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     if (!c) return FED_ENOMEM;
     c->cfg = *cfg;
     if ((err = fed_model_clone(&c->model, cfg->model))) goto fail;
+    fed_model_drop_grads(c->model); /* the global model is never trained here */
     for (size_t i = 0; i < fed_model_num_tensors(c->model); i++)
         fed_model_set_trainable(c->model, i, true);
     if ((err = apply_freeze(c->model, cfg->freeze))) goto fail;

@@ -6,6 +6,7 @@
 #include "core/kernels.h"
 
 #include <fnmatch.h>
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -122,10 +123,11 @@ fed_err fed_model_new(fed_model **out, const fed_arch *arch) {
     }
     plan_tensors(m);
     m->params = fed_aligned_alloc(m->nparams, sizeof(float));
-    m->grads = fed_aligned_alloc(m->nparams, sizeof(float));
+    /* calloc: a large zeroed buffer comes as untouched pages, so a model that never
+     * trains (the coordinator's) does not pay for its gradients in resident memory. */
+    m->grads = fed_calloc(m->nparams ? m->nparams : 1, sizeof(float));
     if (!m->params || !m->grads) goto fail;
     memset(m->params, 0, m->nparams * sizeof(float));
-    memset(m->grads, 0, m->nparams * sizeof(float));
     *out = m;
     return FED_OK;
 fail:
@@ -262,6 +264,7 @@ const float *fed_model_params_const(const fed_model *m) {
 }
 
 float *fed_model_grads(fed_model *m) {
+    assert(m->grads && "fed_model_drop_grads was called on this model");
     return m->grads;
 }
 
@@ -314,7 +317,12 @@ fed_err fed_model_copy_params(fed_model *m, const fed_model *src) {
 }
 
 void fed_model_zero_grad(fed_model *m) {
-    memset(m->grads, 0, m->nparams * sizeof(float));
+    if (m->grads) memset(m->grads, 0, m->nparams * sizeof(float));
+}
+
+void fed_model_drop_grads(fed_model *m) {
+    fed_free(m->grads);
+    m->grads = NULL;
 }
 
 /* Multiply-add FLOPs of layer l's forward GEMM (0 for layers without one). */

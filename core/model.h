@@ -105,6 +105,10 @@ fed_err fed_model_forward(fed_model *m, fed_arena *a, const float *x, size_t N, 
 fed_err fed_model_backward(fed_model *m, fed_arena *a, const float *dout) FED_MUST_USE;
 /* Zeroes the gradient buffer. */
 void fed_model_zero_grad(fed_model *m);
+/* Frees the gradient buffer of a model that will never train again (the coordinator's
+ * global model, a model only evaluated): half its memory. Backward, optimizers and
+ * fed_model_grads must not be used on it afterwards. */
+void fed_model_drop_grads(fed_model *m);
 
 /* Floating-point operations of one forward pass of one example (multiply-add = 2);
  * backward costs about twice as much. For benchmarks. */
