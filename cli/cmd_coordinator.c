@@ -152,7 +152,6 @@ static fed_err run_coordinator(const void *cfg) {
     if (err) goto done;
     if (o->eval_data) {
         const char *classes = fed_meta_get(meta, META_CLASSES);
-        if (classes && !classes[0]) classes = NULL;
         if ((err = prep_load(&d, o->eval_data, &o->dc, classes))) goto done;
         if ((err = prep_apply_meta_std(meta, d))) {
             err = fed_errprefix(err, "%s: metadata %s", o->model, META_STANDARDIZE);

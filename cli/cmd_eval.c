@@ -160,7 +160,6 @@ static fed_err run_eval(const void *cfg) {
     fed_err err = prep_load_model(&m, &meta, c->model, c->arch, c->allow_extra != 0);
     if (err) goto done;
     const char *classes = fed_meta_get(meta, META_CLASSES);
-    if (classes && !classes[0]) classes = NULL;
     if ((err = prep_load(&d, c->data, &c->dc, classes))) goto done;
     if ((err = prep_apply_meta_std(meta, d))) {
         err = fed_errprefix(err, "%s: metadata %s", c->model, META_STANDARDIZE);

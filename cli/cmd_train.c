@@ -300,8 +300,7 @@ static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
         fed_model_destroy(&s->m);
         s->m = n;
         /* The old head's class names describe outputs that no longer exist. */
-        if (fed_meta_get(s->meta, META_CLASSES) && (err = fed_meta_set(s->meta, META_CLASSES, "")))
-            return err;
+        fed_meta_unset(s->meta, META_CLASSES);
     }
     if (c->dropout >= 0.0) fed_model_set_dropout(s->m, (float)c->dropout);
     if ((err = apply_globs(s->m, c->freeze, false, "--freeze"))) return err;
@@ -314,7 +313,6 @@ static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
 /* Loads --data (and --val-data, --test-data), splits, standardises. */
 static fed_err load_data(const train_cfg *c, session *s) {
     const char *classes = fed_meta_get(s->meta, META_CLASSES);
-    if (classes && !classes[0]) classes = NULL;
     fed_dataset *all = NULL;
     fed_err err = prep_load(&all, c->data, &c->dc, classes);
     if (err) return err;

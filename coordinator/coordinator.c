@@ -234,8 +234,8 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     c->state = c->rounds_done >= cfg->rounds ? FED_COORD_DONE : FED_COORD_WAITING;
     c->last.round = c->rounds_done;
     c->last.model_version = c->version;
-    c->last.central_loss = c->last.central_acc = NAN;
-    c->last.fed_loss = c->last.fed_acc = NAN;
+    c->last.central_loss = c->last.central_acc = (double)NAN;
+    c->last.fed_loss = c->last.fed_acc = (double)NAN;
     FED_LOG(FED_LOG_INFO,
             "coordinator on %s: %zu tensors, %zu of %zu parameters trainable, %s, round %" PRIu64
             " of %" PRIu64 ", model version %" PRIu64,
@@ -456,7 +456,7 @@ static fed_err send_round_start(fed_coord *c, client *k, bool force) {
 static double metric(const fed_msg_update *u, const char *name) {
     for (size_t i = 0; i < u->num_metrics; i++)
         if (strcmp(u->metrics[i].name, name) == 0) return u->metrics[i].value;
-    return NAN;
+    return (double)NAN;
 }
 
 /* Opens a slot for k's announced update and starts receiving it; leaves it ST_PENDING
@@ -760,7 +760,7 @@ static fed_err aggregate(fed_coord *c) {
 }
 
 static fed_err evaluate(fed_coord *c) {
-    c->cur.central_loss = c->cur.central_acc = NAN;
+    c->cur.central_loss = c->cur.central_acc = (double)NAN;
     if (c->cfg.eval_data) {
         fed_eval_result r;
         memset(&r, 0, sizeof r);

@@ -139,6 +139,15 @@ fed_err fed_meta_set(fed_meta *m, const char *key, const char *value) {
     return FED_OK;
 }
 
+void fed_meta_unset(fed_meta *m, const char *key) {
+    long i = meta_index(m, key);
+    if (i < 0) return;
+    fed_free(m->pairs[i].key);
+    fed_free(m->pairs[i].value);
+    memmove(&m->pairs[i], &m->pairs[i + 1], (m->n - (size_t)i - 1) * sizeof m->pairs[0]);
+    m->n--;
+}
+
 const char *fed_meta_get(const fed_meta *m, const char *key) {
     long i = meta_index(m, key);
     return i < 0 ? NULL : m->pairs[i].value;

@@ -51,6 +51,8 @@ fed_err fed_meta_new(fed_meta **out) FED_MUST_USE;
 void fed_meta_destroy(fed_meta **m);
 /* Sets (replaces) key; both strings are copied. */
 fed_err fed_meta_set(fed_meta *m, const char *key, const char *value) FED_MUST_USE;
+/* Removes key (nothing when absent); the other pairs keep their order. */
+void fed_meta_unset(fed_meta *m, const char *key);
 /* The value of key, or NULL. Valid until the next fed_meta_set of that key. */
 const char *fed_meta_get(const fed_meta *m, const char *key);
 size_t fed_meta_count(const fed_meta *m);

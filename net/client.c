@@ -118,15 +118,7 @@ static void cli_on_frame(void *owner, const fed__frame *f) {
     char why[128];
     int type = 0;
     uint8_t sid[FED_SESSION_ID_LEN];
-    const char *bad = NULL;
-    if (f->multipart) {
-        bad = "multipart ZeroMQ message";
-    } else if (f->len > c->net.max_frame) {
-        snprintf(why, sizeof why, "frame of %zu bytes, limit %zu", f->len, c->net.max_frame);
-        bad = why;
-    } else {
-        fed__hdr_parse(f->data, f->len, &type, sid, &bad);
-    }
+    const char *bad = fed__frame_check(f, c->net.max_frame, &type, sid, why, sizeof why);
     if (bad) {
         fed_errorf(FED_EPROTO, "%s", bad);
         drop(c, FED_EPROTO);

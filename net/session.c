@@ -184,6 +184,18 @@ void fed__hdr_write(uint8_t *p, int type, const uint8_t sid[FED_SESSION_ID_LEN])
     memcpy(p + 8, sid, FED_SESSION_ID_LEN);
 }
 
+const char *fed__frame_check(const fed__frame *f, size_t max_frame, int *type,
+                             uint8_t sid[FED_SESSION_ID_LEN], char *why, size_t why_len) {
+    const char *bad = NULL;
+    if (f->multipart) return "multipart ZeroMQ message";
+    if (f->len > max_frame) {
+        snprintf(why, why_len, "frame of %zu bytes, limit %zu", f->len, max_frame);
+        return why;
+    }
+    fed__hdr_parse(f->data, f->len, type, sid, &bad);
+    return bad;
+}
+
 bool fed__hdr_parse(const uint8_t *d, size_t len, int *type, uint8_t sid[FED_SESSION_ID_LEN],
                     const char **why) {
     if (len < FED__HDR_LEN) {

@@ -223,6 +223,11 @@ fed_err fed__sess_send_chunk(fed__sess *s, uint64_t id, uint64_t offset, const v
 /* Parses a clear header: type and session id; false when it is not one of ours. */
 bool fed__hdr_parse(const uint8_t *data, size_t len, int *type, uint8_t sid[FED_SESSION_ID_LEN],
                     const char **why);
+/* Checks one received ZeroMQ frame (single part, at most max_frame bytes, a clear
+ * header of ours) and parses its header. Returns NULL, or why the frame is bad (a
+ * static text or one written into why[why_len]). */
+const char *fed__frame_check(const fed__frame *f, size_t max_frame, int *type,
+                             uint8_t sid[FED_SESSION_ID_LEN], char *why, size_t why_len);
 /* Writes a clear header of the given type for sid at p (FED__HDR_LEN bytes). */
 void fed__hdr_write(uint8_t *p, int type, const uint8_t sid[FED_SESSION_ID_LEN]);
 /* Writes "0a1b2c..." (at most 32 hex digits, then "...") into out (size >= 40). */

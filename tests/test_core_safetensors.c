@@ -112,6 +112,12 @@ TEST(metadata_list) {
     CHECK_STR(fed_meta_value(m, 19), "v19");
     CHECK_STR(fed_meta_value(m, 3), "three");
     CHECK(fed_meta_key(m, 20) == NULL);
+    fed_meta_unset(m, "k3");
+    fed_meta_unset(m, "absent");
+    CHECK_SIZE(fed_meta_count(m), 19);
+    CHECK(fed_meta_get(m, "k3") == NULL);
+    CHECK_STR(fed_meta_key(m, 3), "k4"); /* order kept */
+    CHECK_STR(fed_meta_key(m, 18), "k19");
     fed_meta_destroy(&m);
     CHECK(m == NULL);
     fed_meta_destroy(&m);

@@ -969,7 +969,7 @@ TEST(encode_refuses) {
     m = sample_update();
     m.u.update.encoding = (fed_encoding)1;
     EXPECT_EINVAL(&m, "update.encoding: unknown value 1");
-    fed_msg_metric nan_metric = {"loss", NAN};
+    fed_msg_metric nan_metric = {"loss", (double)NAN};
     m = sample_update();
     m.u.update.metrics = &nan_metric;
     m.u.update.num_metrics = 1;
