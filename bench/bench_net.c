@@ -312,7 +312,7 @@ static void coordinator_process(int fd, int go, int res, int n, int runs) {
     result out = {0};
     out.coord_cpu = cpu_seconds() - cpu0;
     fed_msg bye = {.type = FED_MSG_BYE};
-    bye.u.bye_reason = "done";
+    bye.u.bye.reason = "done";
     for (int i = 0; i < n; i++)
         if (fed_server_send(s, peers[i], &bye) != FED_OK) die("bye");
     for (int k = 0; k < 20; k++)

@@ -89,8 +89,9 @@ static const opt_spec coord_opts[] = {
     {"tau", OPT_FLOAT, "0.001", 1e-12, 10, NULL, F(tau), "FedAdam/FedYogi adaptivity"},
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
-    {"slots", OPT_SIZE, "2", 1, 64, NULL, F(slots),
-     "updates received at once (memory: (1 + slots) x trainable parameters)"},
+    {"slots", OPT_SIZE, "1", 1, 64, NULL, F(slots),
+     "updates received at once (memory: (1 + slots) x trainable parameters; 2 receives "
+     "many big uploads ~1.5x faster)"},
     {"eval-data", OPT_STRING, NULL, 1, 0, NULL, F(eval_data),
      "labeled held-out data for central evaluation (optional)"},
     DATA_OPTS(F(dc)),
@@ -167,6 +168,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.server.net.tls.key_file = o->key;
     cc.server.net.tls.crl_file = o->crl;
     cc.model = m;
+    cc.take_model = true;
     cc.eval_data = d;
     cc.model_meta = meta;
     cc.eval_batch = o->eval_batch;
@@ -202,8 +204,8 @@ static fed_err run_coordinator(const void *cfg) {
     cc.target_accuracy = o->target_accuracy;
     cc.stop_file = o->stop_file;
     cc.out = o->out;
+    m = NULL; /* the coordinator takes it over, whatever fed_coord_new returns */
     if ((err = fed_coord_new(&c, &cc))) goto done;
-    fed_model_destroy(&m); /* the coordinator holds its own copy */
     running = c;
     install(SIGINT, on_stop);
     install(SIGTERM, on_stop);

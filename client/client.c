@@ -266,7 +266,8 @@ static fed_err ev_take(site_ev *out, const fed_net_event *ev) {
         snprintf(out->text, sizeof out->text, "%s", m->u.error.text ? m->u.error.text : "");
         break;
     case FED_MSG_BYE:
-        snprintf(out->text, sizeof out->text, "%s", m->u.bye_reason ? m->u.bye_reason : "");
+        out->code = m->u.bye.finished; /* 1: the federation is over */
+        snprintf(out->text, sizeof out->text, "%s", m->u.bye.reason ? m->u.bye.reason : "");
         break;
     default:
         break;
@@ -1087,7 +1088,7 @@ fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
         if (stopped(s)) {
             if (s->cli && fed_client_ready(s->cli)) {
                 fed_msg m = {.type = FED_MSG_BYE};
-                m.u.bye_reason = "site stopping";
+                m.u.bye.reason = "site stopping";
                 (void)send_msg(s, &m);
             }
             FED_LOG(FED_LOG_INFO, "site: stopping");
@@ -1134,11 +1135,19 @@ fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
         case FED_NET_MESSAGE:
             if (ev.msg == FED_MSG_ROUND_START) {
                 on_round_start(s, &ev);
-            } else if (ev.msg == FED_MSG_BYE) {
+            } else if (ev.msg == FED_MSG_BYE && ev.code) {
                 FED_LOG(FED_LOG_INFO, "site: the coordinator says goodbye: %s",
                         ev.text[0] ? ev.text : "(no reason)");
                 s->stats.bye = true;
                 done = true;
+            } else if (ev.msg == FED_MSG_BYE) {
+                /* Only the coordinator process is going away (a restart): come back. */
+                disconnect(s);
+                int ms = backoff_ms(s, attempt++);
+                FED_LOG(FED_LOG_INFO,
+                        "site: the coordinator is going away (%s); reconnecting in %.1f s",
+                        ev.text[0] ? ev.text : "no reason", (double)ms / 1000.0);
+                next_connect = now_s() + (double)ms / 1000.0;
             } else if (ev.msg == FED_MSG_ERROR) {
                 FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s",
                         ev.code, ev.text);

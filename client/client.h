@@ -132,7 +132,9 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) FED_MUST_USE;
 void fed_site_destroy(fed_site **s);
 
 /* Connects and answers rounds until *stop becomes non-zero (stop may be NULL: never) or
- * the coordinator says Bye. On stop the site says Bye{"site stopping"} if connected.
+ * the coordinator says Bye{finished} (a Bye without finished, a coordinator restarting,
+ * is a lost connection: reconnect with backoff). On stop the site says
+ * Bye{"site stopping"} if connected.
  * Returns FED_OK in both cases (stats.bye tells which). Errors are for the site as a
  * whole: unreadable or mismatched TLS files (FED_ETLS), a bad endpoint (FED_EINVAL),
  * FED_ENOMEM; lost connections and failed rounds are not errors. May be called again. */

@@ -117,7 +117,7 @@ fed_coord_config fed_coord_default_config(void) {
     c.train.lr = 1e-3f;
     c.train.seed = 1;
     c.strategy = fed_strategy_defaults(FED_STRATEGY_FEDAVG);
-    c.slots = 2;
+    c.slots = 1;
     c.keep_checkpoints = 3;
     c.seed = 1;
     return c;
@@ -198,18 +198,28 @@ static fed_err open_metrics(fed_coord *c) {
 
 fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     *out = NULL;
+    fed_model *taken = cfg->take_model ? (fed_model *)(uintptr_t)cfg->model : NULL;
     fed_err err = check_config(cfg);
-    if (err) return err;
+    if (err) {
+        fed_model_destroy(&taken);
+        return err;
+    }
     fed_coord *c = fed_calloc(1, sizeof *c);
-    if (!c) return FED_ENOMEM;
+    if (!c) {
+        fed_model_destroy(&taken);
+        return FED_ENOMEM;
+    }
     c->cfg = *cfg;
-    if ((err = fed_model_clone(&c->model, cfg->model))) goto fail;
+    c->cfg.model = NULL; /* borrowed or taken: not used after this point */
+    if (taken)
+        c->model = taken;
+    else if ((err = fed_model_clone(&c->model, cfg->model)))
+        goto fail;
     fed_model_drop_grads(c->model); /* the global model is never trained here */
     for (size_t i = 0; i < fed_model_num_tensors(c->model); i++)
         fed_model_set_trainable(c->model, i, true);
     if ((err = apply_freeze(c->model, cfg->freeze))) goto fail;
     if ((err = build_manifest(c))) goto fail;
-    if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
     if ((err = fed_strategy_new(&c->strat, &cfg->strategy, c->ntrainable))) goto fail;
     c->version = 1;
     if (cfg->checkpoint_dir) {
@@ -220,6 +230,9 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
             c->version = v;
         }
     }
+    /* After the resume, which holds a second copy of the model while it verifies one: the
+     * aggregator's (1 + slots) copies do not add to that peak. */
+    if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
     update_sha(c);
     if ((err = open_metrics(c))) goto fail;
     c->zctx = cfg->zmq_ctx;
@@ -248,12 +261,13 @@ fail:
     return err;
 }
 
-static void say_bye(fed_coord *c, const char *reason) {
+static void say_bye(fed_coord *c, const char *reason, bool finished) {
     if (!c->srv) return;
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_BYE;
-    m.u.bye_reason = (char *)reason;
+    m.u.bye.reason = (char *)reason;
+    m.u.bye.finished = finished;
     bool any = false;
     for (size_t i = 0; i < c->ncl; i++)
         if (c->cl[i].connected && fed_server_send(c->srv, c->cl[i].peer, &m) == FED_OK) any = true;
@@ -268,7 +282,7 @@ static void say_bye(fed_coord *c, const char *reason) {
 void fed_coord_destroy(fed_coord **pc) {
     if (!pc || !*pc) return;
     fed_coord *c = *pc;
-    say_bye(c, "coordinator shutting down");
+    say_bye(c, "coordinator shutting down", false);
     fed_server_destroy(&c->srv);
     if (c->own_ctx) fed_net_context_destroy(&c->zctx);
     if (c->metrics) fclose(c->metrics);
@@ -552,7 +566,7 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
         }
         break;
     case FED_MSG_BYE:
-        FED_LOG(FED_LOG_INFO, "%s says bye: %s", k->cn, m->u.bye_reason);
+        FED_LOG(FED_LOG_INFO, "%s says bye: %s", k->cn, m->u.bye.reason);
         break;
     default:
         FED_LOG(FED_LOG_DEBUG, "%s sent %s: ignored", k->cn, fed_msg_type_name(m->type));
@@ -885,8 +899,10 @@ static fed_err checkpoint(fed_coord *c) {
     return FED_OK;
 }
 
-/* Stops: abandons an open round, exports the model, says Bye. */
-static fed_err finish(fed_coord *c, const char *why) {
+/* Stops: abandons an open round, exports the model, says Bye; finished tells the sites
+ * whether the federation is over (they exit) or only this process stops (a signal: they
+ * reconnect and rejoin the restarted coordinator). */
+static fed_err finish(fed_coord *c, const char *why, bool finished) {
     end_attempt(c);
     for (size_t i = 0; i < c->ncl; i++) {
         client *k = &c->cl[i];
@@ -917,7 +933,7 @@ static fed_err finish(fed_coord *c, const char *why) {
         else
             FED_LOG(FED_LOG_INFO, "final model written to %s", c->cfg.out);
     }
-    say_bye(c, why);
+    say_bye(c, why, finished);
     return err;
 }
 
@@ -927,7 +943,7 @@ static fed_err advance(fed_coord *c) {
         fed_err err;
         switch (c->state) {
         case FED_COORD_WAITING:
-            if (c->rounds_done >= c->cfg.rounds) return finish(c, "all rounds done");
+            if (c->rounds_done >= c->cfg.rounds) return finish(c, "all rounds done", true);
             if (connected_count(c) < c->cfg.min_clients) return FED_OK;
             c->state = FED_COORD_SAMPLING;
             break;
@@ -957,7 +973,7 @@ static fed_err advance(fed_coord *c) {
         case FED_COORD_CHECKPOINTING:
             if ((err = checkpoint(c))) return err;
             if (c->cfg.target_accuracy > 0 && c->cur.central_acc >= c->cfg.target_accuracy)
-                return finish(c, "target accuracy reached");
+                return finish(c, "target accuracy reached", true);
             c->state = FED_COORD_WAITING;
             break;
         case FED_COORD_DONE:
@@ -968,11 +984,11 @@ static fed_err advance(fed_coord *c) {
 
 fed_err fed_coord_step(fed_coord *c, int timeout_ms) {
     if (c->state == FED_COORD_DONE) return FED_OK;
-    if (c->stop_req) return finish(c, "stop requested");
+    if (c->stop_req) return finish(c, "stop requested", false);
     int64_t now = now_ms();
     if (c->cfg.stop_file && now >= c->next_stop_check) {
         c->next_stop_check = now + 500;
-        if (access(c->cfg.stop_file, F_OK) == 0) return finish(c, "stop file present");
+        if (access(c->cfg.stop_file, F_OK) == 0) return finish(c, "stop file present", true);
     }
     if (c->reopen_req && c->state != FED_COORD_CHECKPOINTING) {
         c->reopen_req = 0;

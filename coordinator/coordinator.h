@@ -58,6 +58,9 @@ typedef struct fed_coord_config {
     fed_server_config server;     /* listen endpoint, TLS files, limits */
     void *zmq_ctx;                /* a shared ZeroMQ context (inproc), or NULL: own one */
     const fed_model *model;       /* the initial global model (borrowed; copied) */
+    bool take_model;              /* instead of copying it, fed_coord_new takes the model
+                                     over and frees it itself, whatever it returns: one
+                                     copy fewer of a big model at start-up */
     const fed_meta *model_meta;   /* its file's metadata (borrowed, may be NULL): its input
                                      standardisation goes to every site in the manifest,
                                      and its pairs (classes, transform...) into the export */
@@ -83,7 +86,7 @@ typedef struct fed_coord_config {
 } fed_coord_config;
 
 /* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, FedAvg,
- * 2 slots, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1. */
+ * 1 slot, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1. */
 fed_coord_config fed_coord_default_config(void);
 
 /* What the last closed round measured. */
@@ -120,7 +123,10 @@ fed_err fed_coord_step(fed_coord *c, int timeout_ms) FED_MUST_USE;
 fed_err fed_coord_run(fed_coord *c) FED_MUST_USE;
 
 /* Async-signal-safe requests, acted upon by the next step: stop cleanly (abandon the
- * open round, export, say Bye), and reopen the metrics file (log rotation). */
+ * open round, export, say Bye{finished = false}: the sites keep reconnecting and rejoin
+ * a restarted coordinator, which resumes from its checkpoints), and reopen the metrics
+ * file (log rotation). Rounds done, the target accuracy and the stop file end the
+ * federation itself: Bye{finished = true}, the sites exit. */
 void fed_coord_request_stop(fed_coord *c);
 void fed_coord_request_reopen(fed_coord *c);
 

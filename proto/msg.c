@@ -502,7 +502,8 @@ static fed_err wire_build(wire *w, const fed_msg *m) {
     case FED_MSG_BYE: {
         Fedtune__Bye *p = &w->body.bye;
         fedtune__bye__init(p);
-        p->reason = str(m->u.bye_reason);
+        p->reason = str(m->u.bye.reason);
+        p->finished = m->u.bye.finished;
         w->env.bye = p;
         break;
     }
@@ -725,7 +726,8 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         m->u.heartbeat_ms = e->heartbeat->time_ms;
         return FED_OK;
     case FED_MSG_BYE:
-        return dup(&m->u.bye_reason, e->bye->reason);
+        m->u.bye.finished = e->bye->finished != 0;
+        return dup(&m->u.bye.reason, e->bye->reason);
     case FED_MSG_NONE:
         break;
     }
@@ -806,7 +808,7 @@ void fed_msg_free(fed_msg *m) {
         fed_free(m->u.error.text);
         break;
     case FED_MSG_BYE:
-        fed_free(m->u.bye_reason);
+        fed_free(m->u.bye.reason);
         break;
     case FED_MSG_CHUNK:
     case FED_MSG_CREDIT:

@@ -132,6 +132,13 @@ typedef struct fed_msg_error {
     char *text;
 } fed_msg_error;
 
+/* Bye: why the sender leaves; finished says the federation is over (a site exits)
+ * rather than this coordinator process going away (a site reconnects). */
+typedef struct fed_msg_bye {
+    char *reason;
+    bool finished;
+} fed_msg_bye;
+
 typedef struct fed_msg {
     uint32_t version; /* as received; encoding always writes FED_PROTOCOL_VERSION */
     uint64_t seq;
@@ -145,7 +152,7 @@ typedef struct fed_msg {
         fed_msg_credit credit;
         fed_msg_error error;
         uint64_t heartbeat_ms;
-        char *bye_reason;
+        fed_msg_bye bye;
     } u;
 } fed_msg;
 

@@ -5,7 +5,10 @@
 # federated accuracy rises, that the final model and checkpoints are written, that a
 # restarted coordinator resumes from its checkpoint (also after kill -9 mid-run), that a
 # site killed mid-round with min_fit 3 makes the attempt time out and be retried until
-# it returns, and that a revoked site cannot join. KEEP=1 keeps the work folder.
+# it returns, that central evaluation stops a FedAdam run at the target accuracy, that
+# SIGHUP reopens the metrics file and SIGTERM stops a FedYogi coordinator cleanly while
+# the sites wait to rejoin its restart, and that a revoked site cannot join. KEEP=1
+# keeps the work folder.
 # Usage: fed_e2e.sh <path to fedtune> <source dir> [<path to tests/tools/fedavg_replay>]
 set -u
 FEDTUNE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -122,6 +125,39 @@ acc=$("$FEDTUNE" eval --model fed-pre.st --data "$SRC/tests/data/blobs.csv" --js
   sed 's/.*"accuracy":\([0-9.e-]*\).*/\1/')
 ok "federated model evaluates at $acc on the whole fixture" awk -v a="$acc" 'BEGIN{exit !(a >= 0.85)}'
 
+# ---- FedAdam with central evaluation: the run stops at the first round whose central
+# accuracy reaches the target; the sites exit; the export evaluates the same. From the
+# pre-trained model, whose input standardisation the coordinator and every site share --
+P=$(port)
+timeout 120 "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$P" --ca ca/ca.crt \
+  --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key --crl ca/crl.pem \
+  --model pre.st --rounds 40 --min-clients 3 --min-fit 3 --epochs 2 --lr 0.01 \
+  --strategy fedadam --eta 0.03 --eval-data "$SRC/tests/data/blobs.csv" --target-accuracy 0.95 \
+  --metrics t.jsonl --out t.st >t.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+client "$P" a 0 >t-a.log 2>&1 &
+client "$P" b 1 >t-b.log 2>&1 &
+client "$P" c 2 >t-c.log 2>&1 &
+wait "$cpid"
+ok "FedAdam run exits 0: $(tail -2 t.log)" test $? -eq 0
+ok "stopped on the target: $(grep stopping t.log)" grep -q "stopping after [0-9]* rounds: target accuracy reached" t.log
+accs=$(sed 's/.*"central_accuracy":\([0-9.e-]*\).*/\1/' t.jsonl | tr '\n' ' ')
+ok "central accuracy reaches 0.95 first in the last of $(wc -l <t.jsonl) rounds: $accs" \
+  awk -v a="$accs" 'BEGIN {n = split(a, x, " "); if (n < 2 || n >= 40 || x[n] < 0.95) exit 1;
+    for (i = 1; i < n; i++) if (x[i] >= 0.95) exit 1}'
+ok "the round line shows central metrics" grep -q "central loss [0-9.]* acc [0-9.]*" t.log
+last=$(echo "$accs" | awk '{printf "%.4f", $NF}')
+evacc=$("$FEDTUNE" eval --model t.st --data "$SRC/tests/data/blobs.csv" --json |
+  sed 's/.*"accuracy":\([0-9.e-]*\).*/\1/' | awk '{printf "%.4f", $1}')
+ok "fedtune eval of the export agrees with the last central accuracy ($evacc vs $last)" \
+  test "$evacc" = "$last"
+ok "exported model records the strategy" grep -q "fedtune.strategy = fedadam" <("$FEDTUNE" info t.st)
+for s in a b c; do
+  ok "site $s exits when the target ends the federation" \
+    grep -q "the coordinator ended the federation" t-$s.log
+done
+
 # ---- kill -9 the coordinator mid-run: the restart resumes from its last checkpoint --------
 # Slower rounds (1 000 examples per site, a wider network) so that a kill lands mid-round.
 "$PY" - <<'EOF'
@@ -181,6 +217,47 @@ ok "restarted coordinator finishes: $(tail -2 k2.log)" test $? -eq 0
 ok "resumed from round $done_rounds: $(grep resumed k2.log)" grep -q "resumed from round $done_rounds " k2.log
 ok "round 5 completed after the restart" grep -q "round 5/5: clients 3 sampled, 3 returned" k2.log
 ok "final model written" test -s final2.st
+
+# ---- FedYogi daemon: SIGHUP reopens the metrics file (log rotation); SIGTERM stops the
+# process cleanly, the sites keep reconnecting, and the restart resumes with the server
+# optimizer's state --------------------------------------------------------------------------
+P=$(port)
+bigcoord "$P" y1.log --min-fit 3 --rounds 6 --strategy fedyogi --checkpoint-dir ck5 --metrics y.jsonl &
+cpid=$!
+pids+=("$cpid")
+ypids=()
+for i in 0 1 2; do
+  bigclient "$P" "$(echo abc | cut -c$((i + 1)))" $i >y-$i.log 2>&1 &
+  ypids+=($!)
+  pids+=($!)
+done
+ok "round 1 checkpointed" wait_for 60 test -f ck5/round-000001.safetensors
+mv y.jsonl y.jsonl.1
+kill -HUP "$cpid"
+ok "SIGHUP reopens the metrics file" wait_for 10 grep -q "metrics file reopened" y1.log
+ok "round 3 checkpointed" wait_for 60 test -f ck5/round-000003.safetensors
+kill -TERM "$cpid"
+wait "$cpid"
+ok "SIGTERM: the coordinator exits 0: $(tail -1 y1.log)" test $? -eq 0
+ok "SIGTERM is a clean stop" grep -q "stopping after [0-9]* rounds: stop requested" y1.log
+ydone=$(find ck5 -name 'round-*[0-9].safetensors' | sed 's/.*round-0*\([0-9]*\)\.safetensors/\1/' | sort -n | tail -1)
+ok "a metrics line per round across the rotation ($ydone rounds)" \
+  test "$(cat y.jsonl.1 y.jsonl | wc -l)" -eq "$ydone"
+ok "the new metrics file has the rounds after SIGHUP" test -s y.jsonl
+ok "sites keep reconnecting after SIGTERM" wait_for 10 grep -q "the coordinator is going away" y-0.log
+ok "sites still running" kill -0 "${ypids[@]}"
+bigcoord "$P" y2.log --min-fit 3 --rounds 6 --strategy fedyogi --checkpoint-dir ck5 --metrics y.jsonl &
+cpid=$!
+pids+=("$cpid")
+wait "$cpid"
+ok "restarted FedYogi coordinator finishes: $(tail -1 y2.log)" test $? -eq 0
+ok "resumed from round $ydone" grep -q "resumed from round $ydone " y2.log
+ok "with the strategy state (no fresh start)" test "$(grep -c 'starts afresh' y2.log)" -eq 0
+ok "round 6 completed by the rejoined sites" grep -q "round 6/6: clients 3 sampled, 3 returned" y2.log
+for i in 0 1 2; do
+  wait "${ypids[$i]}"
+  ok "site $i exits 0 once the federation ends" test $? -eq 0
+done
 
 # ---- kill -9 a site mid-round with min_fit 3: the attempt times out and is retried -------
 P=$(port)

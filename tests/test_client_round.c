@@ -510,10 +510,19 @@ TEST(rounds) {
     CHECK_INT(c.updates, 3);
 
 stop:;
-    /* Bye ends fed_site_run with FED_OK; the site closes the session. */
+    /* A Bye without finished (a coordinator restarting) is a lost connection: the site
+     * closes the session and connects again. */
     fed_msg bye = {.type = FED_MSG_BYE};
-    bye.u.bye_reason = "federation finished";
-    int left = c.left;
+    bye.u.bye.reason = "coordinator restarting";
+    int left = c.left, joined = c.joined;
+    CHECK_OK(fed_server_send(c.srv, c.peer, &bye));
+    CHECK(coord_wait(&c, &c.left, left + 1, 5000));
+    CHECK(coord_wait(&c, &c.joined, joined + 1, 10000));
+    CHECK_INT(cap_count("the coordinator is going away (coordinator restarting)", NULL), 1);
+    /* Bye{finished} ends fed_site_run with FED_OK; the site closes the session. */
+    bye.u.bye.reason = "federation finished";
+    bye.u.bye.finished = true;
+    left = c.left;
     CHECK_OK(fed_server_send(c.srv, c.peer, &bye));
     CHECK(coord_wait(&c, &c.left, left + 1, 5000));
     pthread_join(st.th, NULL);
@@ -523,7 +532,7 @@ stop:;
     CHECK(ss.bye);
     CHECK_SIZE(ss.rounds_done, 3);
     CHECK_SIZE(ss.rounds_failed, 4);
-    CHECK_SIZE(ss.connects, 3);
+    CHECK_SIZE(ss.connects, 4); /* 3 + the reconnection after the first Bye */
     CHECK_SIZE(ss.model_version, 6);
     CHECK_SIZE(ss.last_round, 7);
     /* Aggregates only: no cell of the data file in any log line. */

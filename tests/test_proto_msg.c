@@ -206,7 +206,8 @@ static fed_msg sample_heartbeat(void) {
 
 static fed_msg sample_bye(void) {
     fed_msg m = {.seq = 1009, .type = FED_MSG_BYE};
-    m.u.bye_reason = "shutting down";
+    m.u.bye.reason = "shutting down";
+    m.u.bye.finished = true;
     return m;
 }
 
@@ -383,7 +384,8 @@ TEST(round_trip_small_bodies) {
     }
     m = sample_bye();
     if (round_trip(&m, &d)) {
-        CHECK_STR(d.u.bye_reason, "shutting down");
+        CHECK_STR(d.u.bye.reason, "shutting down");
+        CHECK(d.u.bye.finished);
         fed_msg_free(&d);
     }
 }
@@ -401,7 +403,8 @@ TEST(round_trip_defaults) {
 
     fed_msg b = {.type = FED_MSG_BYE};
     if (!round_trip(&b, &d)) return;
-    CHECK_STR(d.u.bye_reason, "");
+    CHECK_STR(d.u.bye.reason, "");
+    CHECK(!d.u.bye.finished);
     fed_msg_free(&d);
 }
 
