@@ -8,8 +8,9 @@
  * Error and leave the model as the good clients make it; a client vanishing mid-round
  * with min_fit 2 of 3 does not stop the round; a new coordinator object resumes from its
  * checkpoint folder with the same model hash, and falls back to the previous checkpoint
- * when the newest is corrupt. One thread drives the coordinator (fed_coord_step) and
- * the clients in turn. */
+ * when the newest is corrupt; FedAvgM/FedAdam/FedYogi resume with their state; a client
+ * that asks for a model it was believed to hold gets it again. One thread drives the coordinator
+ * (fed_coord_step) and the clients in turn. */
 #include "coordinator/coordinator.h"
 #include "core/alloc.h"
 #include "core/arch.h"
@@ -24,7 +25,9 @@
     "{\"input\":[6],\"layers\":[{\"type\":\"linear\",\"out\":16},{\"type\":\"relu\"},{\"type\":"   \
     "\"linear\",\"out\":3}]}"
 
-typedef enum mode { GOOD, BAD_NAN, BAD_SIZE, BAD_STALE, BAD_DIGEST, VANISH } mode;
+/* SILENT: takes the model and never answers (then FORGET); FORGET: answers a RoundStart
+ * without weights with the client's "no model version N" Error (then GOOD). */
+typedef enum mode { GOOD, BAD_NAN, BAD_SIZE, BAD_STALE, BAD_DIGEST, VANISH, SILENT, FORGET } mode;
 
 /* One scripted client. */
 typedef struct sc {
@@ -108,6 +111,19 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
             fed__client_vanish(s->cli);
             return;
         }
+        if (s->mode == FORGET && !rs->transfer_id) {
+            char text[64];
+            snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
+            fed_msg e;
+            memset(&e, 0, sizeof e);
+            e.type = FED_MSG_ERROR;
+            e.u.error.code = 2; /* INVALID */
+            e.u.error.text = text;
+            if (fed_client_send(s->cli, &e) != FED_OK)
+                fprintf(stderr, "error: %s\n", fed_client_errmsg(s->cli));
+            s->mode = GOOD;
+            return;
+        }
         if (rs->transfer_id) {
             size_t n = (size_t)(rs->manifest.total_bytes / 4);
             if (n != s->model_len) {
@@ -125,7 +141,8 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
     } else if (ev->type == FED_NET_TRANSFER_DONE) {
         s->transfers++;
         s->have_model = true;
-        s->want_send = true;
+        s->want_send = s->mode != SILENT;
+        if (s->mode == SILENT) s->mode = FORGET;
     } else if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_ERROR) {
         s->errors++;
         s->last_code = ev->msg->u.error.code;
@@ -411,6 +428,40 @@ done:
     fed_model_destroy(&m0);
 }
 
+/* A client that the coordinator believes holds the model but does not (it says "no model
+ * version N") gets the weights again in the same attempt. Round 1, attempt 1: client 2
+ * takes the model and stays silent; the short deadline makes the coordinator retry, and
+ * attempt 2 sends no weights (everyone holds version 1); client 2 asks for them. */
+TEST(model_resent_on_request) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    cfg.deadline_ms = 300;
+    log_clear();
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(3, fed_coord_endpoint(coord));
+    clients[1].mode = SILENT;
+    snapshot(prev);
+    CHECK(until_round(1));
+    bool all[3] = {true, true, true};
+    check_round(prev, fed_coord_model(coord), all);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.attempts, 2);
+    CHECK_SIZE(st.returned, 3);
+    CHECK_INT(clients[0].transfers, 1); /* attempt 2 sent them no weights */
+    CHECK_INT(clients[1].transfers, 2); /* but resent them to client 2 */
+    CHECK_INT(clients[1].round_starts, 3);
+    CHECK_INT(log_count("reports error", NULL), 0); /* understood, not just logged */
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
 /* Server optimizers resume with their state: 2 rounds, a new coordinator object on the
  * same checkpoint folder, a third round. Every client's delta is one constant, so every
  * trainable value follows the same scalar recurrence: a 1-value fed_strategy stepped
@@ -521,6 +572,7 @@ int main(void) {
     RUN(fedavg_rounds_and_resume);
     RUN(bad_updates_rejected);
     RUN(client_vanishes_mid_round);
+    RUN(model_resent_on_request);
     RUN(server_optimizers_resume_with_state);
     RUN(take_model);
     fed_net_context_destroy(&zctx);
