@@ -13,6 +13,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -58,8 +59,27 @@ typedef struct site_ev {
 typedef enum round_state {
     ROUND_IDLE = 0,  /* waiting for a RoundStart */
     ROUND_RECEIVING, /* the global model is arriving as rs->transfer_id */
+    ROUND_TRAINING,  /* external training: the model is here, a worker trains (or will) */
     ROUND_SENDING,   /* the delta is leaving as transfer rs->round */
 } round_state;
+
+/* External training (fed_site_job_*): where the job of a ROUND_TRAINING round is. */
+enum { JOB_NONE = 0, JOB_READY, JOB_RUNNING, JOB_DONE };
+
+/* How a round's training ended (train_round), for conclude_round. */
+typedef enum train_result {
+    TR_OK = 0,    /* s->delta holds the update */
+    TR_ABORTED,   /* interrupted: drop the round */
+    TR_FAIL_MSG,  /* the coordinator's message is at fault: fail_round_err */
+    TR_FAIL_DATA, /* the local data or training: fail_round_local(what) */
+    TR_NONFINITE, /* the update is not finite */
+} train_result;
+
+/* A model a round trains: the site's own, or a simulator worker's (fed_site_trainer). */
+struct fed_site_trainer {
+    fed_model *model; /* built from arch */
+    char *arch;       /* the architecture JSON it was built from */
+};
 
 struct fed_site {
     /* configuration (strings owned) */
@@ -93,8 +113,10 @@ struct fed_site {
     size_t rx_cap;                      /* floats allocated */
     float *delta;                       /* the delta being sent, little-endian */
     size_t delta_cap;                   /* floats allocated */
-    fed_model *model;                   /* built from model_arch; trains */
-    char *model_arch;                   /* the architecture JSON it was built from */
+    size_t delta_n;                     /* floats of the delta of this round */
+    fed_site_trainer own;               /* the model the site trains (not external) */
+    bool external;                      /* rounds are trained by fed_site_job_run */
+    bool lean;                          /* free the model buffers after every round */
 
     /* the round in progress */
     round_state state;       /* where the round is */
@@ -105,11 +127,23 @@ struct fed_site {
     /* training */
     site_ev queue[QUEUE_MAX];    /* events polled while training */
     size_t qhead, qlen;          /* first queued event, events queued */
-    bool abort;                  /* end training after this epoch */
+    atomic_bool abort;           /* end training after this epoch (set by the I/O thread) */
     char abort_why[64];          /* why, for the log */
     double last_pump;            /* time of the last poll while training */
     volatile sig_atomic_t *stop; /* the caller's stop flag, or NULL */
     fed_epoch_stats last_epoch;  /* of the current fit */
+
+    /* external training: the job of the round, and how it ended */
+    atomic_int job;          /* JOB_* */
+    train_result job_result; /* when JOB_DONE */
+    fed_err job_err;         /* its error */
+    char job_what[64];       /* what failed (TR_FAIL_DATA) */
+    char job_detail[512];    /* fed_errdetail of job_err, raised again on the I/O thread */
+    size_t job_in, job_out;  /* the model's input and output sizes (for the Error text) */
+
+    /* the connection loop (fed_site_step) */
+    int attempt;         /* failed connection attempts in a row */
+    double next_connect; /* when to connect again */
 
     fed_rng jitter;       /* reconnect jitter */
     fed_site_stats stats; /* counters */
@@ -289,6 +323,7 @@ fed_site_config fed_site_default_config(void) {
     c.backoff_initial_ms = 1000;
     c.backoff_max_ms = 60000;
     c.backoff_jitter = 0.5;
+    c.keep_model = true;
     return c;
 }
 
@@ -486,6 +521,10 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     s->backoff_initial_ms = cfg->backoff_initial_ms;
     s->backoff_max_ms = cfg->backoff_max_ms;
     s->backoff_jitter = cfg->backoff_jitter;
+    s->external = cfg->external_training;
+    s->lean = !cfg->keep_model;
+    atomic_init(&s->job, JOB_NONE);
+    atomic_init(&s->abort, false);
     fed_rng_seed(&s->jitter,
                  (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s);
     if ((err = prepare_data(s, cfg))) goto fail;
@@ -519,8 +558,8 @@ void fed_site_destroy(fed_site **sp) {
     fed_client_destroy(&s->cli);
     if (s->own_zctx) fed_net_context_destroy(&s->zctx);
     rs_free(&s->rs);
-    fed_model_destroy(&s->model);
-    fed_free(s->model_arch);
+    fed_model_destroy(&s->own.model);
+    fed_free(s->own.arch);
     fed_free(s->global_arch);
     fed_free(s->global);
     fed_free(s->rx);
@@ -575,6 +614,17 @@ static void cancel(fed_site *s, uint64_t id) {
         FED_LOG(FED_LOG_DEBUG, "site: transfer %" PRIu64 ": nothing to cancel", id);
 }
 
+/* Lean sites (simulation) keep no model between rounds: the buffers go, and the next
+ * round receives the weights again (every round brings a new version anyway). */
+static void release_buffers(fed_site *s) {
+    fed_free(s->global);
+    fed_free(s->rx);
+    fed_free(s->delta);
+    s->global = s->rx = s->delta = NULL;
+    s->global_cap = s->rx_cap = s->delta_cap = 0;
+    s->global_n = 0;
+}
+
 /* Forgets the round in progress, cancelling its transfers. */
 static void end_round(fed_site *s) {
     if (s->cli && s->rs) {
@@ -582,7 +632,9 @@ static void end_round(fed_site *s) {
         if (s->state == ROUND_SENDING) cancel(s, s->rs->round);
     }
     s->state = ROUND_IDLE;
+    atomic_store(&s->job, JOB_NONE);
     rs_free(&s->rs);
+    if (s->lean) release_buffers(s);
 }
 
 static void drop_round(fed_site *s, const char *why) {
@@ -614,12 +666,11 @@ static void fail_round_err(fed_site *s, fed_err e) {
  * data's shape go back. */
 static void fail_round_local(fed_site *s, fed_err e, const char *what) {
     char text[TEXT_MAX];
-    if (e == FED_ESHAPE && s->model)
+    if (e == FED_ESHAPE && s->job_in)
         snprintf(text, sizeof text,
                  "%s: the local data (%zu features, %zu classes) do not fit the model (%zu "
                  "inputs, %zu outputs)",
-                 what, s->stats.features, s->stats.classes, fed_model_input_size(s->model),
-                 fed_model_output_size(s->model));
+                 what, s->stats.features, s->stats.classes, s->job_in, s->job_out);
     else
         snprintf(text, sizeof text, "%s: %s", what, fed_strerror(e));
     fail_round(s, wire_code(e), text);
@@ -661,10 +712,11 @@ static fed_err next_event(fed_site *s, int timeout_ms, site_ev *out) {
     return ev_take(out, &ev);
 }
 
-/* Ends training after the current epoch; the first reason is kept. */
+/* Ends training after the current epoch; the first reason is kept. Called by the
+ * thread that owns the site (the worker reads the flag, never the reason). */
 static void interrupt(fed_site *s, const char *why) {
-    if (!s->abort) snprintf(s->abort_why, sizeof s->abort_why, "%s", why);
-    s->abort = true;
+    if (!atomic_load(&s->abort)) snprintf(s->abort_why, sizeof s->abort_why, "%s", why);
+    atomic_store(&s->abort, true);
 }
 
 /* While training: does the channel's I/O (heartbeats, credits) and queues what it
@@ -708,8 +760,9 @@ static void on_step(void *user, size_t done, size_t total) {
     (void)done;
     (void)total;
     fed_site *s = user;
+    if (s->external) return; /* the I/O thread pumps; the worker only reads abort */
     if (stopped(s)) interrupt(s, "stopping");
-    if (s->abort) return;
+    if (atomic_load(&s->abort)) return;
     double t = now_s();
     if (t - s->last_pump < PUMP_S) return;
     s->last_pump = t;
@@ -719,8 +772,8 @@ static void on_step(void *user, size_t done, size_t total) {
 static bool on_epoch(void *user, const fed_epoch_stats *e) {
     fed_site *s = user;
     s->last_epoch = *e;
-    if (stopped(s)) interrupt(s, "stopping");
-    return !s->abort;
+    if (!s->external && stopped(s)) interrupt(s, "stopping");
+    return !atomic_load(&s->abort);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -728,27 +781,28 @@ static bool on_epoch(void *user, const fed_epoch_stats *e) {
 
 /* Builds the model from the manifest's architecture (when it changed) and checks every
  * tensor of the manifest against it; sets the trainable flags. Errors name the field. */
-static fed_err prepare_model(fed_site *s) {
+static fed_err prepare_model(fed_site *s, fed_site_trainer *tr) {
     const fed_msg_manifest *mf = &s->rs->manifest;
     fed_err err;
-    if (!s->model || strcmp(s->model_arch, mf->arch) != 0) {
-        fed_model_destroy(&s->model);
-        fed_free(s->model_arch);
-        s->model_arch = NULL;
+    if (!tr->model || strcmp(tr->arch, mf->arch) != 0) {
+        fed_model_destroy(&tr->model);
+        fed_free(tr->arch);
+        tr->arch = NULL;
         fed_arch *a = NULL;
         if (fed_arch_parse(&a, mf->arch) != FED_OK)
             return fed_errprefix(FED_EFORMAT, "manifest.arch");
-        err = fed_model_new(&s->model, a);
+        err = fed_model_new(&tr->model, a);
         fed_arch_destroy(&a);
         if (err) return err;
-        if (!(s->model_arch = fed_strdup(mf->arch))) {
-            fed_model_destroy(&s->model);
+        if (!(tr->arch = fed_strdup(mf->arch))) {
+            fed_model_destroy(&tr->model);
             return FED_ENOMEM;
         }
-        FED_LOG(FED_LOG_INFO, "site: model of %zu parameters in %zu tensors",
-                fed_model_num_params(s->model), fed_model_num_tensors(s->model));
+        if (!s->external)
+            FED_LOG(FED_LOG_INFO, "site: model of %zu parameters in %zu tensors",
+                    fed_model_num_params(tr->model), fed_model_num_tensors(tr->model));
     }
-    fed_model *m = s->model;
+    fed_model *m = tr->model;
     size_t nt = fed_model_num_tensors(m);
     if (mf->num_tensors != nt)
         return fed_errorf(FED_ESHAPE, "manifest.tensors: %zu tensors; the architecture has %zu",
@@ -824,16 +878,23 @@ done:
     return err;
 }
 
-/* Evaluates, trains, computes and sends the delta. */
-static void run_round(fed_site *s) {
+/* Evaluates the global model, trains and computes the delta into s->delta (host order):
+ * everything of a round but the messages, so that a simulator's worker thread may run
+ * it while the site's own thread only pumps the channel. Touches the round's RoundStart,
+ * the global weights, the data, the delta and the metrics; never the connection. On
+ * TR_FAIL_* *err and *what say what failed (the error detail is on this thread). */
+static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, const char **what) {
     fed_msg_round_start *rs = s->rs;
-    fed_model *m = s->model;
+    *what = "";
+    if ((*err = prepare_model(s, t))) return TR_FAIL_MSG;
+    fed_model *m = t->model;
+    s->job_in = fed_model_input_size(m);
+    s->job_out = fed_model_output_size(m);
     const size_t np = fed_model_num_params(m);
     memcpy(fed_model_params(m), s->global, np * sizeof(float));
-    fed_err terr = use_transform(s, rs->manifest.input_transform);
-    if (terr) {
-        fail_round_local(s, terr, "input transform");
-        return;
+    if ((*err = use_transform(s, rs->manifest.input_transform))) {
+        *what = "input transform";
+        return TR_FAIL_DATA;
     }
 
     /* Federated evaluation of the global model, on the local test split. */
@@ -843,22 +904,19 @@ static void run_round(fed_site *s) {
     if (neval) {
         fed_eval_result er;
         memset(&er, 0, sizeof er);
-        fed_err err = fed_evaluate(m, s->test, 0, &loss, &er);
+        *err = fed_evaluate(m, s->test, 0, &loss, &er);
         s->global_loss = er.loss;
         s->global_acc = er.accuracy;
         fed_eval_result_free(&er);
-        if (err) {
-            fail_round_local(s, err, "evaluating the global model");
-            return;
+        if (*err) {
+            *what = "evaluating the global model";
+            return TR_FAIL_DATA;
         }
     }
 
     fed_fit_config fc;
-    fed_err err = fed_site_fit_config(&rs->config, rs->round, s->max_epochs, s->max_batch, &fc);
-    if (err) {
-        fail_round_err(s, err);
-        return;
-    }
+    if ((*err = fed_site_fit_config(&rs->config, rs->round, s->max_epochs, s->max_batch, &fc)))
+        return TR_FAIL_MSG;
     if (fc.epochs != rs->config.epochs || fc.batch != rs->config.batch)
         FED_LOG(FED_LOG_INFO,
                 "site: round %" PRIu64 ": local caps: epochs %" PRIu32 " -> %zu, batch %" PRIu32
@@ -867,57 +925,60 @@ static void run_round(fed_site *s) {
     fc.on_step = on_step;
     fc.on_epoch = on_epoch;
     fc.user = s;
-    s->abort = false;
-    s->abort_why[0] = '\0';
     s->last_pump = now_s();
     memset(&s->last_epoch, 0, sizeof s->last_epoch);
     fed_fit_result fr;
-    err = fed_fit(m, s->train, NULL, &fc, &fr);
-    if (s->abort) {
-        drop_round(s, s->abort_why);
-        return;
-    }
-    if (err) {
-        fail_round_local(s, err, "local training");
-        return;
+    *err = fed_fit(m, s->train, NULL, &fc, &fr);
+    if (atomic_load(&s->abort)) return TR_ABORTED;
+    if (*err) {
+        *what = "local training";
+        return TR_FAIL_DATA;
     }
     s->train_loss = fr.final_train_loss;
     s->train_acc = s->last_epoch.train_acc;
 
     /* delta = local - global over the trainable tensors, in manifest order. */
     size_t nd = fed_model_num_trainable(m);
-    if ((err = reserve(&s->delta, &s->delta_cap, nd))) {
-        fail_round_local(s, err, "delta");
-        return;
+    if ((*err = reserve(&s->delta, &s->delta_cap, nd))) {
+        *what = "delta";
+        return TR_FAIL_DATA;
     }
     const float *p = fed_model_params_const(m), *g = s->global;
     size_t k = 0;
     bool finite = true;
     for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
-        const fed_tensor *t = fed_model_tensor(m, i);
-        if (!t->trainable) continue;
-        for (size_t j = 0; j < t->numel; j++) {
-            float d = p[t->offset + j] - g[t->offset + j];
+        const fed_tensor *tt = fed_model_tensor(m, i);
+        if (!tt->trainable) continue;
+        for (size_t j = 0; j < tt->numel; j++) {
+            float d = p[tt->offset + j] - g[tt->offset + j];
             if (!isfinite(d)) finite = false;
             s->delta[k++] = d;
         }
     }
+    s->delta_n = nd;
     if (!finite) {
-        fed_errorf(FED_ENONFINITE, "the local update is not finite");
-        fail_round(s, CODE_RANGE, "local training: the update is not finite");
-        return;
+        *err = fed_errorf(FED_ENONFINITE, "the local update is not finite");
+        return TR_NONFINITE;
     }
-    if (s->save_updates && (err = save_update(s, m, rs, s->delta))) {
-        fail_round_local(s, err, "saving the update");
-        return;
+    if (s->save_updates && (*err = save_update(s, m, rs, s->delta))) {
+        *what = "saving the update";
+        return TR_FAIL_DATA;
     }
+    return TR_OK;
+}
+
+/* Sends the Update and the delta of a trained round. */
+static void send_round(fed_site *s) {
+    fed_msg_round_start *rs = s->rs;
+    size_t nd = s->delta_n;
     swap_le(s->delta, nd);
     const uint64_t bytes = (uint64_t)nd * 4u;
-
     fed_msg_metric metrics[5] = {
-        {"train_loss", s->train_loss},    {"train_accuracy", s->train_acc},
-        {"global_loss", s->global_loss},  {"global_accuracy", s->global_acc},
-        {"eval_examples", (double)neval},
+        {"train_loss", s->train_loss},
+        {"train_accuracy", s->train_acc},
+        {"global_loss", s->global_loss},
+        {"global_accuracy", s->global_acc},
+        {"eval_examples", (double)(s->test ? s->test->n : 0)},
     };
     fed_msg msg = {.type = FED_MSG_UPDATE};
     fed_msg_update *u = &msg.u.update;
@@ -930,6 +991,7 @@ static void run_round(fed_site *s) {
     u->transfer_id = rs->round;
     u->total_bytes = bytes;
     fed_sha256(s->delta, (size_t)bytes, u->sha256);
+    fed_err err;
     if ((err = send_msg(s, &msg))) {
         fail_round_err(s, err);
         return;
@@ -939,6 +1001,37 @@ static void run_round(fed_site *s) {
         return;
     }
     s->state = ROUND_SENDING;
+}
+
+/* On the site's own thread, after train_round: send, drop or fail the round. */
+static void conclude_round(fed_site *s, train_result r, fed_err err, const char *what) {
+    switch (r) {
+    case TR_OK:
+        send_round(s);
+        return;
+    case TR_ABORTED:
+        drop_round(s, s->abort_why[0] ? s->abort_why : "interrupted");
+        return;
+    case TR_FAIL_MSG:
+        fail_round_err(s, err);
+        return;
+    case TR_FAIL_DATA:
+        fail_round_local(s, err, what);
+        return;
+    case TR_NONFINITE:
+        fail_round(s, CODE_RANGE, "local training: the update is not finite");
+        return;
+    }
+}
+
+/* Trains the round on this thread with the site's own model, then concludes it. */
+static void run_round(fed_site *s) {
+    atomic_store(&s->abort, false);
+    s->abort_why[0] = '\0';
+    const char *what = "";
+    fed_err err = FED_OK;
+    train_result r = train_round(s, &s->own, &err, &what);
+    conclude_round(s, r, err, what);
 }
 
 /* The global model is in s->global: check nothing more, train. */
@@ -961,6 +1054,13 @@ static void have_model(fed_site *s) {
         FED_LOG(FED_LOG_DEBUG, "site: received model version %" PRIu64 " (%zu parameters)",
                 s->global_version, s->global_n);
     }
+    if (s->external) { /* a worker trains it: fed_site_job_* */
+        s->state = ROUND_TRAINING;
+        atomic_store(&s->abort, false);
+        s->abort_why[0] = '\0';
+        atomic_store(&s->job, JOB_READY);
+        return;
+    }
     s->state = ROUND_IDLE;
     run_round(s);
 }
@@ -978,8 +1078,8 @@ static void on_round_start(fed_site *s, site_ev *ev) {
     const fed_msg_round_start *rs = s->rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);
-    fed_err err = prepare_model(s);
-    if (err) {
+    fed_err err;
+    if (!s->external && (err = prepare_model(s, &s->own))) { /* external: when trained */
         fail_round_err(s, err);
         return;
     }
@@ -1043,6 +1143,7 @@ static void on_transfer_sent(fed_site *s, const site_ev *ev) {
     s->stats.rounds_done++;
     s->state = ROUND_IDLE;
     rs_free(&s->rs);
+    if (s->lean) release_buffers(s);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1077,99 +1178,189 @@ static void disconnect(fed_site *s) {
     fed_client_destroy(&s->cli);
 }
 
+/* Handles one event of the connection; *done on the coordinator's final Bye. */
+static void on_event(fed_site *s, site_ev *ev, bool *done) {
+    switch (ev->type) {
+    case FED_NET_NONE:
+        break;
+    case FED_NET_JOINED:
+        s->attempt = 0;
+        s->stats.connects++;
+        FED_LOG(s->external ? FED_LOG_DEBUG : FED_LOG_INFO,
+                "site: joined the coordinator %s at %s with %zu training / %zu test examples",
+                ev->text, s->endpoint, s->stats.train_examples, s->stats.eval_examples);
+        break;
+    case FED_NET_LEFT: {
+        disconnect(s);
+        int ms = backoff_ms(s, s->attempt++);
+        FED_LOG(FED_LOG_INFO, "site: connection to %s ended (%s); reconnecting in %.1f s",
+                s->endpoint, ev->text[0] ? ev->text : fed_strerror(ev->err), (double)ms / 1000.0);
+        s->next_connect = now_s() + (double)ms / 1000.0;
+        break;
+    }
+    case FED_NET_MESSAGE:
+        if (ev->msg == FED_MSG_ROUND_START) {
+            on_round_start(s, ev);
+        } else if (ev->msg == FED_MSG_BYE && ev->code) {
+            FED_LOG(s->external ? FED_LOG_DEBUG : FED_LOG_INFO,
+                    "site: the coordinator says goodbye: %s",
+                    ev->text[0] ? ev->text : "(no reason)");
+            s->stats.bye = true;
+            *done = true;
+        } else if (ev->msg == FED_MSG_BYE) {
+            /* Only the coordinator process is going away (a restart): come back. */
+            disconnect(s);
+            int ms = backoff_ms(s, s->attempt++);
+            FED_LOG(FED_LOG_INFO,
+                    "site: the coordinator is going away (%s); reconnecting in %.1f s",
+                    ev->text[0] ? ev->text : "no reason", (double)ms / 1000.0);
+            s->next_connect = now_s() + (double)ms / 1000.0;
+        } else if (ev->msg == FED_MSG_ERROR) {
+            FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s", ev->code,
+                    ev->text);
+            if (s->state == ROUND_SENDING) drop_round(s, "the coordinator rejected the update");
+        } else {
+            FED_LOG(FED_LOG_DEBUG, "site: ignored a %s message", fed_msg_type_name(ev->msg));
+        }
+        break;
+    case FED_NET_TRANSFER_DONE:
+        on_transfer_done(s, ev);
+        break;
+    case FED_NET_TRANSFER_SENT:
+        on_transfer_sent(s, ev);
+        break;
+    case FED_NET_TRANSFER_FAILED:
+        on_transfer_failed(s, ev);
+        break;
+    }
+}
+
+fed_err fed_site_step(fed_site *s, int timeout_ms, bool *done) {
+    *done = false;
+    int job = atomic_load(&s->job);
+    if (job == JOB_RUNNING || job == JOB_DONE) {
+        /* A worker has the round: only move bytes and queue what arrives. */
+        pump(s);
+        return FED_OK;
+    }
+    if (!s->cli) {
+        double wait = s->next_connect - now_s();
+        if (wait > 0.0) {
+            int ms = (int)(wait * 1000.0) + 1;
+            if (timeout_ms > 0) sleep_ms(ms < timeout_ms ? ms : timeout_ms);
+            return FED_OK;
+        }
+        fed_err err = connect_now(s);
+        if (err == FED_EIO) { /* e.g. a name that does not resolve yet */
+            int ms = backoff_ms(s, s->attempt++);
+            FED_LOG(FED_LOG_WARN, "site: cannot connect to %s: %s; retrying in %.1f s", s->endpoint,
+                    fed_errmsg(), (double)ms / 1000.0);
+            s->next_connect = now_s() + (double)ms / 1000.0;
+            return FED_OK;
+        }
+        if (err) return site_err(s, err);
+    }
+    site_ev ev;
+    fed_err err = next_event(s, timeout_ms, &ev);
+    if (err) return site_err(s, err);
+    on_event(s, &ev, done);
+    ev_free(&ev);
+    return FED_OK;
+}
+
 fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
+    if (s->external)
+        return site_err(s, fed_errorf(FED_EINVAL, "fed_site_run: this site trains externally "
+                                                  "(fed_site_step and fed_site_job_*)"));
     s->stop = stop;
     s->stats.bye = false;
     if (s->threads) fed_blas_set_threads((int)s->threads);
-    int attempt = 0;
-    double next_connect = 0.0;
+    s->attempt = 0;
+    s->next_connect = 0.0;
     fed_err err = FED_OK;
     for (;;) {
         if (stopped(s)) {
-            if (s->cli && fed_client_ready(s->cli)) {
-                fed_msg m = {.type = FED_MSG_BYE};
-                m.u.bye.reason = "site stopping";
-                (void)send_msg(s, &m);
-            }
+            fed_site_say_bye(s);
             FED_LOG(FED_LOG_INFO, "site: stopping");
             break;
         }
-        if (!s->cli) {
-            double wait = next_connect - now_s();
-            if (wait > 0.0) {
-                sleep_ms(wait * 1000.0 < POLL_MS ? (int)(wait * 1000.0) + 1 : POLL_MS);
-                continue;
-            }
-            err = connect_now(s);
-            if (err == FED_EIO) { /* e.g. a name that does not resolve yet */
-                int ms = backoff_ms(s, attempt++);
-                FED_LOG(FED_LOG_WARN, "site: cannot connect to %s: %s; retrying in %.1f s",
-                        s->endpoint, fed_errmsg(), (double)ms / 1000.0);
-                next_connect = now_s() + (double)ms / 1000.0;
-                err = FED_OK;
-                continue;
-            }
-            if (err) break;
-        }
-        site_ev ev;
-        if ((err = next_event(s, POLL_MS, &ev))) break;
         bool done = false;
-        switch (ev.type) {
-        case FED_NET_NONE:
-            break;
-        case FED_NET_JOINED:
-            attempt = 0;
-            s->stats.connects++;
-            FED_LOG(FED_LOG_INFO,
-                    "site: joined the coordinator %s at %s with %zu training / %zu test examples",
-                    ev.text, s->endpoint, s->stats.train_examples, s->stats.eval_examples);
-            break;
-        case FED_NET_LEFT: {
-            disconnect(s);
-            int ms = backoff_ms(s, attempt++);
-            FED_LOG(FED_LOG_INFO, "site: connection to %s ended (%s); reconnecting in %.1f s",
-                    s->endpoint, ev.text[0] ? ev.text : fed_strerror(ev.err), (double)ms / 1000.0);
-            next_connect = now_s() + (double)ms / 1000.0;
-            break;
-        }
-        case FED_NET_MESSAGE:
-            if (ev.msg == FED_MSG_ROUND_START) {
-                on_round_start(s, &ev);
-            } else if (ev.msg == FED_MSG_BYE && ev.code) {
-                FED_LOG(FED_LOG_INFO, "site: the coordinator says goodbye: %s",
-                        ev.text[0] ? ev.text : "(no reason)");
-                s->stats.bye = true;
-                done = true;
-            } else if (ev.msg == FED_MSG_BYE) {
-                /* Only the coordinator process is going away (a restart): come back. */
-                disconnect(s);
-                int ms = backoff_ms(s, attempt++);
-                FED_LOG(FED_LOG_INFO,
-                        "site: the coordinator is going away (%s); reconnecting in %.1f s",
-                        ev.text[0] ? ev.text : "no reason", (double)ms / 1000.0);
-                next_connect = now_s() + (double)ms / 1000.0;
-            } else if (ev.msg == FED_MSG_ERROR) {
-                FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s",
-                        ev.code, ev.text);
-                if (s->state == ROUND_SENDING) drop_round(s, "the coordinator rejected the update");
-            } else {
-                FED_LOG(FED_LOG_DEBUG, "site: ignored a %s message", fed_msg_type_name(ev.msg));
-            }
-            break;
-        case FED_NET_TRANSFER_DONE:
-            on_transfer_done(s, &ev);
-            break;
-        case FED_NET_TRANSFER_SENT:
-            on_transfer_sent(s, &ev);
-            break;
-        case FED_NET_TRANSFER_FAILED:
-            on_transfer_failed(s, &ev);
-            break;
-        }
-        ev_free(&ev);
-        if (done) break;
+        if ((err = fed_site_step(s, POLL_MS, &done)) || done) break;
     }
     disconnect(s);
     s->stop = NULL;
     return site_err(s, err);
+}
+
+void fed_site_say_bye(fed_site *s) {
+    if (s->cli && fed_client_ready(s->cli)) {
+        fed_msg m = {.type = FED_MSG_BYE};
+        m.u.bye.reason = "site stopping";
+        (void)send_msg(s, &m);
+    }
+}
+
+fed_err fed_site_disconnect(fed_site *s) {
+    int job = atomic_load(&s->job);
+    if (job == JOB_RUNNING)
+        return site_err(s, fed_errorf(FED_EAGAIN, "fed_site_disconnect: a worker is training"));
+    atomic_store(&s->job, JOB_NONE);
+    disconnect(s);
+    return FED_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* External training                                                                    */
+
+bool fed_site_job_ready(const fed_site *s) {
+    return atomic_load(&s->job) == JOB_READY;
+}
+
+uint64_t fed_site_job_round(const fed_site *s) {
+    return s->rs ? s->rs->round : 0;
+}
+
+void fed_site_job_claim(fed_site *s) {
+    int want = JOB_READY;
+    atomic_compare_exchange_strong(&s->job, &want, JOB_RUNNING);
+}
+
+void fed_site_job_run(fed_site *s, fed_site_trainer *t) {
+    if (atomic_load(&s->job) != JOB_RUNNING) return;
+    const char *what = "";
+    fed_err err = FED_OK;
+    s->job_result = train_round(s, t, &err, &what);
+    s->job_err = err;
+    snprintf(s->job_what, sizeof s->job_what, "%s", what);
+    snprintf(s->job_detail, sizeof s->job_detail, "%s", err ? fed_errdetail(err) : "");
+    atomic_store(&s->job, JOB_DONE);
+}
+
+bool fed_site_job_done(const fed_site *s) {
+    return atomic_load(&s->job) == JOB_DONE;
+}
+
+void fed_site_job_finish(fed_site *s) {
+    if (atomic_load(&s->job) != JOB_DONE) return;
+    atomic_store(&s->job, JOB_NONE);
+    if (s->job_err) fed_errorf(s->job_err, "%s", s->job_detail); /* this thread's message */
+    if (atomic_load(&s->abort) && s->job_result == TR_OK) s->job_result = TR_ABORTED;
+    conclude_round(s, s->job_result, s->job_err, s->job_what);
+}
+
+void fed_site_job_abort(fed_site *s, const char *why) {
+    interrupt(s, why);
+}
+
+fed_err fed_site_trainer_new(fed_site_trainer **out) {
+    *out = fed_calloc(1, sizeof **out);
+    return *out ? FED_OK : FED_ENOMEM;
+}
+
+void fed_site_trainer_destroy(fed_site_trainer **t) {
+    if (!t || !*t) return;
+    fed_model_destroy(&(*t)->model);
+    fed_free((*t)->arch);
+    fed_free(*t);
+    *t = NULL;
 }

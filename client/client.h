@@ -61,7 +61,20 @@
  * Threads: fed_site_run is single-threaded and owns the site. While fed_fit trains,
  * the channel is still polled between steps (about every 100 ms) so heartbeats flow;
  * events that arrive meanwhile are queued, and a stop request, a lost session, a new
- * RoundStart or a Bye makes training end after the current epoch. */
+ * RoundStart or a Bye makes training end after the current epoch.
+ *
+ * External training (the simulator, sim/): with config.external_training the site's
+ * thread only moves messages (fed_site_step) and a round whose weights have arrived
+ * waits as a job: fed_site_job_ready says so, fed_site_job_claim hands it over, and
+ * any thread runs fed_site_job_run with its own fed_site_trainer (a model built from
+ * the manifest's architecture, reused across sites and rounds). Exactly the same
+ * round code runs (evaluate, fed_fit, delta, checks). While the job runs, the site's
+ * thread keeps calling fed_site_step, which then only pumps the channel and queues
+ * events (a lost session or a new RoundStart interrupts the job after its epoch);
+ * once fed_site_job_done, the site's thread calls fed_site_job_finish to send the
+ * Update (or the Error) when it chooses, which lets a simulator fix the order in
+ * which updates reach the coordinator. With keep_model false the site frees the model
+ * buffers after every round, so an idle site holds its data and a connection only. */
 #ifndef FED_CLIENT_CLIENT_H
 #define FED_CLIENT_CLIENT_H
 
@@ -103,6 +116,8 @@ typedef struct fed_site_config {
     int backoff_max_ms;         /* largest reconnect delay, >= backoff_initial_ms (60 000) */
     double backoff_jitter;      /* share of a delay randomly cut off, [0, 1] (0.5) */
     const char *software;       /* Hello.software; NULL: "fedtune <version>" */
+    bool external_training;     /* rounds are trained by fed_site_job_run (false) */
+    bool keep_model;            /* keep the global model between rounds (true) */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);
@@ -139,6 +154,40 @@ void fed_site_destroy(fed_site **s);
  * whole: unreadable or mismatched TLS files (FED_ETLS), a bad endpoint (FED_EINVAL),
  * FED_ENOMEM; lost connections and failed rounds are not errors. May be called again. */
 fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) FED_MUST_USE;
+
+/* One step of the connection loop fed_site_run repeats: connects when it is time
+ * (backoff), waits up to timeout_ms for one event and handles it; while a job runs it
+ * only pumps the channel. *done becomes true on the coordinator's Bye{finished}.
+ * Errors as fed_site_run. */
+fed_err fed_site_step(fed_site *s, int timeout_ms, bool *done) FED_MUST_USE;
+/* Bye{"site stopping"} if connected. */
+void fed_site_say_bye(fed_site *s);
+/* Closes the connection now, dropping the round in progress (a simulated dropout); the
+ * next fed_site_step connects again after the backoff. FED_EAGAIN while a job runs. */
+fed_err fed_site_disconnect(fed_site *s) FED_MUST_USE;
+
+/* ---- external training (config.external_training) ------------------------------------ */
+
+/* A model that trains rounds of any site: built from the manifest's architecture when it
+ * changes, reused otherwise. One per worker thread. */
+typedef struct fed_site_trainer fed_site_trainer;
+fed_err fed_site_trainer_new(fed_site_trainer **out) FED_MUST_USE;
+void fed_site_trainer_destroy(fed_site_trainer **t);
+
+/* Site thread: a round waits for training / its round number. */
+bool fed_site_job_ready(const fed_site *s);
+uint64_t fed_site_job_round(const fed_site *s);
+/* Site thread: hands the job over; until fed_site_job_done the worker owns the round. */
+void fed_site_job_claim(fed_site *s);
+/* Any thread, once claimed: evaluates, trains and computes the delta with t's model. */
+void fed_site_job_run(fed_site *s, fed_site_trainer *t);
+/* Site thread: the worker finished. */
+bool fed_site_job_done(const fed_site *s);
+/* Site thread, once done: sends the Update and the delta (or the Error of a failed
+ * round, or drops an interrupted one). */
+void fed_site_job_finish(fed_site *s);
+/* Site thread: make a running job end after its current epoch (it is then dropped). */
+void fed_site_job_abort(fed_site *s, const char *why);
 
 void fed_site_stats_get(const fed_site *s, fed_site_stats *st);
 /* The last error of a call on s, naming the field, file or peer at fault. */

@@ -548,6 +548,139 @@ done:
     fed_net_context_destroy(&zctx);
 }
 
+/* External training (the simulator's mode): the site's thread only steps the channel;
+ * a second thread trains the claimed job with its own fed_site_trainer. The update is
+ * bit for bit the one the blocking site sends; a lean site (keep_model false) holds no
+ * model after a round, so a RoundStart without weights is answered "no model version";
+ * a manifest that does not fit fails in the worker and is reported by the site thread. */
+typedef struct ext_site {
+    fed_site *site;
+    fed_site_trainer *trainer;
+    volatile int stop;
+    int jobs;
+    fed_err result;
+    pthread_t th;
+} ext_site;
+
+static void *ext_worker(void *p) {
+    ext_site *e = p;
+    fed_site_job_run(e->site, e->trainer);
+    return NULL;
+}
+
+static void *ext_main(void *p) {
+    ext_site *e = p;
+    pthread_t w;
+    bool working = false, done = false;
+    e->result = FED_OK;
+    while (!e->stop && !done) {
+        if ((e->result = fed_site_step(e->site, 5, &done))) break;
+        if (!working && fed_site_job_ready(e->site)) {
+            fed_site_job_claim(e->site);
+            if (pthread_create(&w, NULL, ext_worker, e) != 0) break;
+            working = true;
+        }
+        if (working && fed_site_job_done(e->site)) {
+            pthread_join(w, NULL);
+            working = false;
+            e->jobs++;
+            fed_site_job_finish(e->site);
+        }
+    }
+    if (working) pthread_join(w, NULL);
+    return NULL;
+}
+
+TEST(external_training) {
+    coord c;
+    memset(&c, 0, sizeof c);
+    data d;
+    gmodel g, g5;
+    memset(&g5, 0, sizeof g5);
+    CHECK(data_load(&d));
+    CHECK(gmodel_make(&g, MLP4, 7));
+    void *zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    CHECK_OK(fed_server_new(&c.srv, zctx, &sc));
+    ext_site e;
+    memset(&e, 0, sizeof e);
+    fed_site_config cfg = site_config(c.srv ? fed_server_endpoint(c.srv) : "");
+    cfg.external_training = true;
+    cfg.keep_model = false;
+    CHECK_OK(fed_site_new(&e.site, &cfg));
+    CHECK_OK(fed_site_trainer_new(&e.trainer));
+    if (!c.srv || !e.site || !e.trainer || !d.train || !g.m) goto done;
+    /* The blocking loop is not for such a site. */
+    CHECK_INT(fed_site_run(e.site, NULL), FED_EINVAL);
+    CHECK_CONTAINS(fed_site_errmsg(e.site), "trains externally");
+    CHECK_INT(pthread_create(&e.th, NULL, ext_main, &e), 0);
+    CHECK(coord_wait(&c, &c.joined, 1, 5000));
+
+    CHECK_OK(send_round(&c, 1, 1, 1, &g.mf));
+    CHECK_OK(
+        fed_server_send_transfer(c.srv, c.peer, 1, fed_model_params_const(g.m), g.mf.total_bytes));
+    CHECK(coord_wait(&c, &c.done, 1, 10000));
+    CHECK_INT(c.updates, 1);
+    check_update(&c, 1, 1, g.m, &d);
+    CHECK(coord_wait_log(&c, "round 1:", "train loss", 5000));
+
+    /* Lean: the weights were not kept. */
+    CHECK_OK(send_round(&c, 2, 1, 0, &g.mf));
+    CHECK(coord_wait(&c, &c.errors, 1, 5000));
+    CHECK_STR(c.err_text, "no model version 1");
+
+    /* A manifest that does not fit: the worker's error reaches the coordinator. */
+    CHECK(gmodel_make(&g5, MLP5, 8));
+    if (g5.m) {
+        fed_msg_manifest bad = g.mf;
+        bad.arch = g5.arch;
+        CHECK_OK(send_round(&c, 3, 3, 3, &bad));
+        CHECK_OK(fed_server_send_transfer(c.srv, c.peer, 3, fed_model_params_const(g.m),
+                                          g.mf.total_bytes));
+        CHECK(coord_wait(&c, &c.errors, 2, 5000));
+        CHECK_INT(c.err_code, 7);
+        CHECK_CONTAINS(c.err_text, "manifest.tensors[0]");
+    }
+
+    /* Round 4 trains again from fresh weights, with the same result as round 1 would
+     * give for round 4's seed. */
+    CHECK_OK(send_round(&c, 4, 4, 4, &g.mf));
+    CHECK_OK(
+        fed_server_send_transfer(c.srv, c.peer, 4, fed_model_params_const(g.m), g.mf.total_bytes));
+    CHECK(coord_wait(&c, &c.done, 2, 10000));
+    check_update(&c, 4, 4, g.m, &d);
+    fed_site_stats ss;
+
+    fed_msg bye = {.type = FED_MSG_BYE};
+    bye.u.bye.reason = "federation finished";
+    bye.u.bye.finished = true;
+    CHECK_OK(fed_server_send(c.srv, c.peer, &bye));
+    int64_t end = now_ms() + 5000;
+    while (!e.stop && now_ms() < end) {
+        coord_poll(&c, 5);
+        fed_site_stats_get(e.site, &ss);
+        if (ss.bye) break;
+    }
+    e.stop = 1;
+    pthread_join(e.th, NULL);
+    CHECK_OK(e.result);
+    fed_site_stats_get(e.site, &ss);
+    CHECK(ss.bye);
+    CHECK_INT(e.jobs, 3);
+    CHECK_SIZE(ss.rounds_done, 2);
+    CHECK_SIZE(ss.rounds_failed, 2);
+    CHECK_SIZE(ss.model_version, 0); /* lean */
+done:
+    fed_site_trainer_destroy(&e.trainer);
+    fed_site_destroy(&e.site);
+    gmodel_free(&g);
+    gmodel_free(&g5);
+    data_free(&d);
+    fed_free(c.delta);
+    fed_server_destroy(&c.srv);
+    fed_net_context_destroy(&zctx);
+}
+
 /* A stop request: the site says Bye and fed_site_run returns FED_OK. */
 TEST(stop_says_bye) {
     coord c;
@@ -758,6 +891,7 @@ int main(void) {
     RUN(fit_config_mapping);
     RUN(config_errors);
     RUN(rounds);
+    RUN(external_training);
     RUN(stop_says_bye);
     RUN(interrupted_training);
     RUN(late_coordinator);
