@@ -85,6 +85,7 @@ struct fed_site {
     /* configuration (strings owned) */
     char *endpoint;                         /* coordinator endpoint */
     char *server_name;                      /* expected certificate name */
+    char *identity;                         /* plaintext (simulation): the name claimed */
     char *tls[4];                           /* ca, cert, key, crl (NULL: none) */
     fed_net_config net;                     /* with tls pointing at the copies above */
     char software[SOFTWARE_MAX];            /* Hello.software */
@@ -117,6 +118,7 @@ struct fed_site {
     fed_site_trainer own;               /* the model the site trains (not external) */
     bool external;                      /* rounds are trained by fed_site_job_run */
     bool lean;                          /* free the model buffers after every round */
+    fed_log_level info;                 /* level of progress lines: INFO, DEBUG when external */
 
     /* the round in progress */
     round_state state;       /* where the round is */
@@ -379,8 +381,10 @@ static fed_err check_config(const fed_site_config *c) {
     if (!c->server_name || !c->server_name[0])
         return fed_errorf(FED_EINVAL,
                           "server-name: the coordinator's certificate name is required");
-    if (!c->net.tls.ca_file || !c->net.tls.cert_file || !c->net.tls.key_file)
+    if (!c->net.plaintext && (!c->net.tls.ca_file || !c->net.tls.cert_file || !c->net.tls.key_file))
         return fed_errorf(FED_EINVAL, "ca, cert and key: the site's TLS files are required");
+    if (c->net.plaintext && (!c->identity || !c->identity[0]))
+        return fed_errorf(FED_EINVAL, "identity: a plaintext (simulated) site needs a name");
     if (!c->data && !c->dataset)
         return fed_errorf(FED_EINVAL, "data: the site's labeled data file is required");
     if (!(c->test_split >= 0.0 && c->test_split <= 0.9))
@@ -431,7 +435,7 @@ static fed_err use_transform(fed_site *s, const char *json) {
     tr = te = NULL;
     fed_free(s->transform);
     s->transform = copy;
-    FED_LOG(FED_LOG_INFO, "site: using the model's input standardisation (%zu features)", st->dim);
+    FED_LOG(s->info, "site: using the model's input standardisation (%zu features)", st->dim);
 done:
     fed_data_destroy(&tr);
     fed_data_destroy(&te);
@@ -469,7 +473,7 @@ static fed_err prepare_data(fed_site *s, const fed_site_config *c) {
         if ((err = fed_std_fit(&st, s->train))) goto done;
         if ((err = fed_std_apply(st, s->train))) goto done;
         if (s->test && (err = fed_std_apply(st, s->test))) goto done;
-        FED_LOG(FED_LOG_INFO,
+        FED_LOG(s->info,
                 "site: standardised %zu features (%s mean/std fitted on the %zu local training "
                 "examples)",
                 st->dim, st->len == st->dim ? "per-feature" : "per-channel", s->train->n);
@@ -478,7 +482,7 @@ static fed_err prepare_data(fed_site *s, const fed_site_config *c) {
     s->stats.eval_examples = s->test ? s->test->n : 0;
     s->stats.features = s->train->dim;
     s->stats.classes = all->num_classes;
-    FED_LOG(FED_LOG_INFO,
+    FED_LOG(s->info,
             "site: %s: %zu training + %zu test examples, %zu features, %zu classes (split seed "
             "%" PRIu64 ")",
             c->data ? c->data : "data in memory", s->stats.train_examples, s->stats.eval_examples,
@@ -502,6 +506,7 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     s->server_name = fed_strdup(cfg->server_name);
     err = FED_ENOMEM;
     if (!s->endpoint || !s->server_name) goto fail;
+    if (cfg->identity && !(s->identity = fed_strdup(cfg->identity))) goto fail;
     for (int i = 0; i < 4; i++)
         if (tls[i] && !(s->tls[i] = fed_strdup(tls[i]))) goto fail;
     s->net = cfg->net;
@@ -511,6 +516,9 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     s->net.tls.crl_file = s->tls[3];
     snprintf(s->software, sizeof s->software, "%s",
              cfg->software ? cfg->software : "fedtune " FED_VERSION);
+    s->external = cfg->external_training;
+    s->lean = !cfg->keep_model;
+    s->info = s->external ? FED_LOG_DEBUG : FED_LOG_INFO; /* a simulator has thousands */
     s->threads = cfg->threads;
     s->max_epochs = cfg->max_epochs;
     s->max_batch = cfg->max_batch;
@@ -521,8 +529,6 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     s->backoff_initial_ms = cfg->backoff_initial_ms;
     s->backoff_max_ms = cfg->backoff_max_ms;
     s->backoff_jitter = cfg->backoff_jitter;
-    s->external = cfg->external_training;
-    s->lean = !cfg->keep_model;
     atomic_init(&s->job, JOB_NONE);
     atomic_init(&s->abort, false);
     fed_rng_seed(&s->jitter,
@@ -573,6 +579,7 @@ void fed_site_destroy(fed_site **sp) {
     for (int i = 0; i < 4; i++) fed_free(s->tls[i]);
     fed_free(s->endpoint);
     fed_free(s->server_name);
+    fed_free(s->identity);
     fed_free(s);
 }
 
@@ -639,7 +646,7 @@ static void end_round(fed_site *s) {
 
 static void drop_round(fed_site *s, const char *why) {
     if (!s->rs) return;
-    FED_LOG(FED_LOG_INFO, "site: round %" PRIu64 " dropped: %s", s->rs->round, why);
+    FED_LOG(s->info, "site: round %" PRIu64 " dropped: %s", s->rs->round, why);
     s->stats.rounds_dropped++;
     end_round(s);
 }
@@ -799,7 +806,7 @@ static fed_err prepare_model(fed_site *s, fed_site_trainer *tr) {
             return FED_ENOMEM;
         }
         if (!s->external)
-            FED_LOG(FED_LOG_INFO, "site: model of %zu parameters in %zu tensors",
+            FED_LOG(s->info, "site: model of %zu parameters in %zu tensors",
                     fed_model_num_params(tr->model), fed_model_num_tensors(tr->model));
     }
     fed_model *m = tr->model;
@@ -918,7 +925,7 @@ static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, 
     if ((*err = fed_site_fit_config(&rs->config, rs->round, s->max_epochs, s->max_batch, &fc)))
         return TR_FAIL_MSG;
     if (fc.epochs != rs->config.epochs || fc.batch != rs->config.batch)
-        FED_LOG(FED_LOG_INFO,
+        FED_LOG(s->info,
                 "site: round %" PRIu64 ": local caps: epochs %" PRIu32 " -> %zu, batch %" PRIu32
                 " -> %zu",
                 rs->round, rs->config.epochs, fc.epochs, rs->config.batch, fc.batch);
@@ -1103,7 +1110,7 @@ static void on_round_start(fed_site *s, site_ev *ev) {
         strcmp(s->global_arch, rs->manifest.arch) != 0) {
         char text[64];
         snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
-        FED_LOG(FED_LOG_INFO, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
+        FED_LOG(s->info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
         send_error(s, CODE_INVALID, text);
         s->stats.rounds_failed++;
         end_round(s);
@@ -1136,10 +1143,9 @@ static void on_transfer_sent(fed_site *s, const site_ev *ev) {
                  s->global_loss, 100.0 * s->global_acc, s->test->n);
     else
         snprintf(global, sizeof global, "no local test split");
-    FED_LOG(FED_LOG_INFO,
-            "site: round %" PRIu64 ": %zu examples, train loss %.4f acc %.1f%%, %s, %.2f s",
-            rs->round, s->train->n, s->train_loss, 100.0 * s->train_acc, global,
-            now_s() - s->t_round);
+    FED_LOG(
+        s->info, "site: round %" PRIu64 ": %zu examples, train loss %.4f acc %.1f%%, %s, %.2f s",
+        rs->round, s->train->n, s->train_loss, 100.0 * s->train_acc, global, now_s() - s->t_round);
     s->stats.rounds_done++;
     s->state = ROUND_IDLE;
     rs_free(&s->rs);
@@ -1154,6 +1160,7 @@ static fed_err connect_now(fed_site *s) {
     cc.endpoint = s->endpoint;
     cc.server_name = s->server_name;
     cc.net = s->net;
+    cc.identity = s->identity;
     char *caps[2] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL};
     cc.hello.software = s->software;
     cc.hello.capabilities = caps;
@@ -1186,15 +1193,15 @@ static void on_event(fed_site *s, site_ev *ev, bool *done) {
     case FED_NET_JOINED:
         s->attempt = 0;
         s->stats.connects++;
-        FED_LOG(s->external ? FED_LOG_DEBUG : FED_LOG_INFO,
+        FED_LOG(s->info,
                 "site: joined the coordinator %s at %s with %zu training / %zu test examples",
                 ev->text, s->endpoint, s->stats.train_examples, s->stats.eval_examples);
         break;
     case FED_NET_LEFT: {
         disconnect(s);
         int ms = backoff_ms(s, s->attempt++);
-        FED_LOG(FED_LOG_INFO, "site: connection to %s ended (%s); reconnecting in %.1f s",
-                s->endpoint, ev->text[0] ? ev->text : fed_strerror(ev->err), (double)ms / 1000.0);
+        FED_LOG(s->info, "site: connection to %s ended (%s); reconnecting in %.1f s", s->endpoint,
+                ev->text[0] ? ev->text : fed_strerror(ev->err), (double)ms / 1000.0);
         s->next_connect = now_s() + (double)ms / 1000.0;
         break;
     }
@@ -1202,8 +1209,7 @@ static void on_event(fed_site *s, site_ev *ev, bool *done) {
         if (ev->msg == FED_MSG_ROUND_START) {
             on_round_start(s, ev);
         } else if (ev->msg == FED_MSG_BYE && ev->code) {
-            FED_LOG(s->external ? FED_LOG_DEBUG : FED_LOG_INFO,
-                    "site: the coordinator says goodbye: %s",
+            FED_LOG(s->info, "site: the coordinator says goodbye: %s",
                     ev->text[0] ? ev->text : "(no reason)");
             s->stats.bye = true;
             *done = true;
@@ -1211,8 +1217,7 @@ static void on_event(fed_site *s, site_ev *ev, bool *done) {
             /* Only the coordinator process is going away (a restart): come back. */
             disconnect(s);
             int ms = backoff_ms(s, s->attempt++);
-            FED_LOG(FED_LOG_INFO,
-                    "site: the coordinator is going away (%s); reconnecting in %.1f s",
+            FED_LOG(s->info, "site: the coordinator is going away (%s); reconnecting in %.1f s",
                     ev->text[0] ? ev->text : "no reason", (double)ms / 1000.0);
             s->next_connect = now_s() + (double)ms / 1000.0;
         } else if (ev->msg == FED_MSG_ERROR) {
@@ -1281,7 +1286,7 @@ fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
     for (;;) {
         if (stopped(s)) {
             fed_site_say_bye(s);
-            FED_LOG(FED_LOG_INFO, "site: stopping");
+            FED_LOG(s->info, "site: stopping");
             break;
         }
         bool done = false;

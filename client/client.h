@@ -118,6 +118,7 @@ typedef struct fed_site_config {
     const char *software;       /* Hello.software; NULL: "fedtune <version>" */
     bool external_training;     /* rounds are trained by fed_site_job_run (false) */
     bool keep_model;            /* keep the global model between rounds (true) */
+    const char *identity;       /* with net.plaintext (inproc:// only): the name claimed */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);

@@ -55,6 +55,7 @@ typedef struct client {
     float weight;              /* examples of the update */
     size_t commit_seq;         /* 1-based order in which its update was folded (0: not) */
     double gloss, gacc, geval; /* global_loss, global_accuracy, eval_examples (NaN: absent) */
+    double tloss;              /* train_loss of its update (NaN: absent) */
 } client;
 
 struct fed_coord {
@@ -85,6 +86,8 @@ struct fed_coord {
     volatile sig_atomic_t stop_req, reopen_req;
     fed_coord_round_stats cur, last;
     uint64_t rejected_total;
+    size_t *order; /* ordered_uploads: the sample's indices into cl, in CN order */
+    size_t norder, caporder;
 };
 
 static const char *const state_names[] = {"waiting",       "sampling",    "broadcasting",
@@ -248,7 +251,7 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     c->last.round = c->rounds_done;
     c->last.model_version = c->version;
     c->last.central_loss = c->last.central_acc = (double)NAN;
-    c->last.fed_loss = c->last.fed_acc = (double)NAN;
+    c->last.fed_loss = c->last.fed_acc = c->last.train_loss = (double)NAN;
     FED_LOG(FED_LOG_INFO,
             "coordinator on %s: %zu tensors, %zu of %zu parameters trainable, %s, round %" PRIu64
             " of %" PRIu64 ", model version %" PRIu64,
@@ -288,6 +291,7 @@ void fed_coord_destroy(fed_coord **pc) {
     if (c->metrics) fclose(c->metrics);
     fed_agg_destroy(&c->agg);
     fed_strategy_destroy(&c->strat);
+    fed_free(c->order);
     fed_free(c->arch_json);
     fed_free(c->tensors);
     fed_free(c->cl);
@@ -306,6 +310,11 @@ void fed_coord_request_stop(fed_coord *c) {
 
 void fed_coord_request_reopen(fed_coord *c) {
     c->reopen_req = 1;
+}
+
+void fed_coord_server_stats(const fed_coord *c, fed_net_stats *st) {
+    memset(st, 0, sizeof *st);
+    if (c->srv) fed_server_stats(c->srv, st);
 }
 
 fed_coord_state fed_coord_get_state(const fed_coord *c) {
@@ -542,6 +551,7 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
     k->weight = (float)u->examples;
     k->gloss = metric(u, "global_loss");
+    k->tloss = metric(u, "train_loss");
     k->gacc = metric(u, "global_accuracy");
     k->geval = metric(u, "eval_examples");
     k->status = ST_PENDING;
@@ -685,6 +695,20 @@ static fed_err do_sample(fed_coord *c) {
     for (size_t i = 0; i < n; i++) idx[i] = i;
     fed_rng_shuffle(&rng, idx, n);
     for (size_t i = 0; i < k; i++) ready[idx[i]]->status = ST_WAITING;
+    /* The sample in CN order (ready is sorted): the upload order of ordered_uploads. */
+    if (c->caporder < k) {
+        size_t *o = fed_realloc(c->order, k * sizeof *o);
+        if (!o) {
+            fed_free(ready);
+            fed_free(idx);
+            return FED_ENOMEM;
+        }
+        c->order = o;
+        c->caporder = k;
+    }
+    c->norder = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ready[i]->status == ST_WAITING) c->order[c->norder++] = (size_t)(ready[i] - c->cl);
     fed_free(ready);
     fed_free(idx);
     c->cur.sampled = k;
@@ -717,9 +741,18 @@ static void do_broadcast(fed_coord *c) {
  * the next state. */
 static fed_coord_state collect(fed_coord *c) {
     bool busy = false, open = false;
+    if (c->cfg.ordered_uploads) {
+        /* One upload at a time, in CN order: the first sampled client still expected. */
+        for (size_t j = 0; j < c->norder; j++) {
+            client *k = &c->cl[c->order[j]];
+            if (k->status == ST_PENDING) start_receive(c, k);
+            if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING)
+                break;
+        }
+    }
     for (size_t i = 0; i < c->ncl; i++) {
         client *k = &c->cl[i];
-        if (k->status == ST_PENDING) start_receive(c, k);
+        if (k->status == ST_PENDING && !c->cfg.ordered_uploads) start_receive(c, k);
         if (k->status == ST_RECEIVING || k->sending) busy = true;
         if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING)
             open = true;
@@ -800,6 +833,14 @@ static fed_err evaluate(fed_coord *c) {
     }
     c->cur.fed_loss = wsum > 0 ? l / wsum : (double)NAN;
     c->cur.fed_acc = wsum > 0 ? a / wsum : (double)NAN;
+    double tw = 0, tl = 0;
+    for (size_t i = 0; i < c->ncl; i++) {
+        const client *k = &c->cl[i];
+        if (k->status != ST_ACCEPTED || !isfinite(k->tloss)) continue;
+        tw += (double)k->weight;
+        tl += (double)k->weight * k->tloss;
+    }
+    c->cur.train_loss = tw > 0 ? tl / tw : (double)NAN;
     return FED_OK;
 }
 
@@ -856,6 +897,7 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "examples", s->examples);
     json_num(f, "central_loss", s->central_loss);
     json_num(f, "central_accuracy", s->central_acc);
+    json_num(f, "train_loss", s->train_loss);
     json_num(f, "federated_loss", s->fed_loss);
     json_num(f, "federated_accuracy", s->fed_acc);
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
@@ -887,12 +929,13 @@ static fed_err checkpoint(fed_coord *c) {
                  s->central_acc);
     FED_LOG(FED_LOG_INFO,
             "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected; "
-            "%.0f examples; %s; federated loss %.4f acc %.4f; "
+            "%.0f examples; train loss %.4f; %s; federated loss %.4f acc %.4f; "
             "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s",
-            s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->examples, central,
-            s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds);
+            s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->examples,
+            s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds);
     write_metrics(c);
     c->last = *s;
+    if (c->cfg.on_round) c->cfg.on_round(c->cfg.on_round_user, s);
     c->rounds_done++;
     c->attempt = 0;
     end_attempt(c);

@@ -11,9 +11,9 @@
  *           -> CHECKPOINTING -> (SAMPLING | WAITING | DONE)
  *
  * COLLECTING goes back to SAMPLING (same round, new sample) when the deadline passes with
- * fewer than min_fit accepted updates. fed_coord_step does one poll and the work it
- * enables, so a test can drive the coordinator and scripted clients from one thread;
- * fed_coord_run loops until a stop condition.
+ * fewer than min_fit accepted updates.
+ * fed_coord_step does one poll and the work it enables, so a test can drive the coordinator and
+ * scripted clients from one thread; fed_coord_run loops until a stop condition.
  *
  * Checkpoints (when checkpoint_dir is set): after every round
  * <dir>/round-NNNNNN.safetensors (the global model, metadata fedtune.round,
@@ -54,6 +54,8 @@ typedef enum fed_coord_state {
 /* "waiting", "sampling", ... */
 const char *fed_coord_state_name(fed_coord_state s);
 
+struct fed_coord_round_stats;
+
 typedef struct fed_coord_config {
     fed_server_config server;     /* listen endpoint, TLS files, limits */
     void *zmq_ctx;                /* a shared ZeroMQ context (inproc), or NULL: own one */
@@ -76,6 +78,9 @@ typedef struct fed_coord_config {
     fed_strategy_config strategy; /* server optimizer */
     double max_update_norm;       /* L2 bound of one delta (0: off) */
     size_t slots;                 /* updates received at once (1..FED_AGG_MAX_SLOTS) */
+    bool ordered_uploads;         /* receive updates one at a time in CN order: the fold
+                                     order is the same in every run (the simulator's
+                                     reproducibility; not yet on the command line) */
     const char *checkpoint_dir;   /* created if missing; NULL: no checkpoints */
     size_t keep_checkpoints;      /* rounds of checkpoints kept, >= 1 */
     const char *metrics_file;     /* JSON lines appended per round, or NULL */
@@ -83,6 +88,10 @@ typedef struct fed_coord_config {
     double target_accuracy;       /* stop when central accuracy reaches it (0: off) */
     const char *stop_file;        /* stop when this file exists, or NULL */
     const char *out;              /* final model export, or NULL */
+    /* Called on the coordinator's thread after each round's checkpoint and status line
+     * (the simulator prints and plots from it); NULL: none. */
+    void (*on_round)(void *user, const struct fed_coord_round_stats *s);
+    void *on_round_user;
 } fed_coord_config;
 
 /* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, FedAvg,
@@ -99,6 +108,7 @@ typedef struct fed_coord_round_stats {
     double examples;                    /* total weight of accepted updates */
     double central_loss, central_acc;   /* NaN without eval_data */
     double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */
+    double train_loss;                  /* example-weighted train_loss of the updates; NaN */
     uint64_t bytes_in, bytes_out;       /* fed_server_stats during the round */
     double seconds;                     /* round wall time */
 } fed_coord_round_stats;
@@ -131,6 +141,8 @@ void fed_coord_request_stop(fed_coord *c);
 void fed_coord_request_reopen(fed_coord *c);
 
 fed_coord_state fed_coord_get_state(const fed_coord *c);
+/* The channel's counters (bytes in and out since start...). */
+void fed_coord_server_stats(const fed_coord *c, fed_net_stats *st);
 /* Rounds closed so far (including those restored from a checkpoint). */
 uint64_t fed_coord_rounds_done(const fed_coord *c);
 uint64_t fed_coord_model_version(const fed_coord *c);

@@ -15,6 +15,10 @@ void fed_log_set_handler(fed_log_fn fn, void *user, fed_log_level max_level) {
     log_max = max_level;
 }
 
+void fed_log_set_level(fed_log_level max_level) {
+    log_max = max_level;
+}
+
 int fed_log_enabled(fed_log_level level) {
     return log_fn != NULL && level <= log_max;
 }

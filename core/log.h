@@ -19,6 +19,8 @@ typedef void (*fed_log_fn)(void *user, fed_log_level level, const char *line);
 
 /* Installs the handler (NULL discards everything) and the most verbose level passed. */
 void fed_log_set_handler(fed_log_fn fn, void *user, fed_log_level max_level);
+/* Changes only the most verbose level passed (same caveat: before other threads log). */
+void fed_log_set_level(fed_log_level max_level);
 /* True when a line at this level would reach a handler. */
 int fed_log_enabled(fed_log_level level);
 /* Formats and delivers one line; use FED_LOG so the level check comes first. */

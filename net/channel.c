@@ -60,6 +60,14 @@ void *fed_net_context_new(void) {
     return ctx;
 }
 
+fed_err fed_net_context_set_max_sockets(void *ctx, size_t n) {
+    if (n > 1000000) return fed_errorf(FED_EINVAL, "max sockets %zu: at most 1000000", n);
+    if (n < 1024) n = 1024;
+    if (fed__zmq_ctx_max_sockets(ctx, (int)n) != 0)
+        return fed_errorf(FED_EINVAL, "cannot allow %zu ZeroMQ sockets in one context", n);
+    return FED_OK;
+}
+
 void fed_net_context_destroy(void **ctx) {
     if (!ctx || !*ctx) return;
     fed__zmq_ctx_term(*ctx);

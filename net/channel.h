@@ -1,7 +1,8 @@
 /* The secure channel between the coordinator and the clients: mutually authenticated
  * TLS 1.3 (OpenSSL) carried in ZeroMQ frames, with fed_msg messages and chunked bulk
- * transfers on top. This header is all the coordinator, the client and the simulator
- * see of the network; ZeroMQ, OpenSSL and protobuf-c types never appear in it.
+ * transfers on top; for the in-process simulator also a plaintext mode, inproc:// only.
+ * This header is all the coordinator, the client and the simulator see of the network;
+ * ZeroMQ, OpenSSL and protobuf-c types never appear in it.
  *
  * How it works, in layers:
  *
@@ -16,6 +17,22 @@
  *     enforced both ways (a site certificate cannot act as the coordinator), no session
  *     tickets, no resumption. A peer's identity is the subject CN of its certificate,
  *     never its routing id nor anything it says.
+ *   - Plaintext mode (fed_net_config.plaintext; `fedtune sim` without --tls) replaces only
+ *     the TLS layer, and only on inproc:// endpoints: the constructors refuse it on any
+ *     other (FED_EINVAL). Frame bodies carry the plaintext stream itself, and the TLS
+ *     handshake becomes an identity claim. The client's OPEN frame body is exactly
+ *         "FEDP" | version u8 = 1 | n u8 | n bytes of name
+ *     with the name fed_client_config.identity: 1..FED_NET_CN_MAX printable ASCII
+ *     characters without spaces (0x21..0x7e). The coordinator answers with a DATA frame
+ *     whose body is exactly "FEDP" | 1 | 0, and Hello/Welcome follow as with TLS. Both
+ *     sides are strict: a bad magic (such as a TLS ClientHello), another version, an
+ *     empty, oversized or non-printable name, a truncated claim or bytes after it end that
+ *     session like a failed handshake; a TLS coordinator recognises a claim and refuses it.
+ *     The claimed name is the peer's identity exactly as a CN is (event cn, peer handles,
+ *     a second session of a connected identity replaces the first); a client calls the
+ *     coordinator by its server_name, or "coordinator". Nothing is authenticated or
+ *     encrypted: any code in the process may claim any name. It exists so simulations do
+ *     not pay for cryptography; `fedtune sim --tls` keeps TLS to measure what it costs.
  *   - In TLS 1.3 the client finishes its handshake before the coordinator has checked
  *     the client certificate, so admission is an application exchange: the client sends
  *     Hello (with its session id), the coordinator answers Welcome, and only then does
@@ -66,7 +83,7 @@
 #define FED_NET_CHUNK_MAX     (4u * 1024u * 1024u)
 #define FED_NET_CHUNK_DEFAULT (1024u * 1024u)
 
-/* Longest certificate CN we accept as an identity, without the NUL. */
+/* Longest certificate CN (or plaintext identity) we accept, without the NUL. */
 #define FED_NET_CN_MAX 64
 
 /* The PEM files of one side. */
@@ -85,7 +102,8 @@ typedef struct fed_net_tls {
  * limits.max_chunk must be at least the sender's chunk_size; Welcome tells clients the
  * coordinator's. */
 typedef struct fed_net_config {
-    fed_net_tls tls;
+    fed_net_tls tls;          /* the PEM files; not read (may be NULL) when plaintext */
+    bool plaintext;           /* no TLS, inproc:// endpoints only (false); see above */
     int handshake_timeout_ms; /* TLS handshake + Hello/Welcome must end within (10 000) */
     int keepalive_ms;         /* send a Heartbeat after this long without sending (10 000; 0 off) */
     int idle_timeout_ms;      /* end a session silent for this long (60 000; 0 off) */
@@ -112,7 +130,11 @@ fed_server_config fed_server_default_config(void);
 /* A client's side. */
 typedef struct fed_client_config {
     const char *endpoint;    /* the coordinator: "tcp://fed.example.org:7443", "inproc://x" */
-    const char *server_name; /* name (or IP) the coordinator's certificate must carry */
+    const char *server_name; /* name (or IP) the coordinator's certificate must carry;
+                                plaintext: what to call it (NULL: "coordinator") */
+    const char *identity;    /* plaintext only: the name claimed, 1..FED_NET_CN_MAX printable
+                                ASCII characters without spaces; ignored with TLS, where the
+                                certificate CN is the identity */
     fed_net_config net;      /* TLS files, timeouts, chunking, limits */
     fed_msg_hello hello;     /* what Hello says; session_id is filled in by the channel */
 } fed_client_config;
@@ -170,6 +192,9 @@ typedef struct fed_net_stats {
  * NULL on failure (FED_ENOMEM detail). */
 void *fed_net_context_new(void);
 /* Terminates it once every object using it is destroyed; NULL-safe, sets *ctx to NULL. */
+/* Lets ctx hold n sockets (ZeroMQ's default is 1023; a simulation with thousands of
+ * virtual sites needs more). Call before the context's first socket. */
+fed_err fed_net_context_set_max_sockets(void *ctx, size_t n) FED_MUST_USE;
 void fed_net_context_destroy(void **ctx);
 
 /* ------------------------------------------------------------------------------------ */
@@ -178,8 +203,9 @@ void fed_net_context_destroy(void **ctx);
 typedef struct fed_server fed_server;
 
 /* Loads the certificates, binds cfg->endpoint on zmq_ctx (borrowed; must outlive the
- * server). FED_EINVAL for a bad config, FED_ETLS for unreadable or mismatched TLS files
- * (detail names the file), FED_EIO when the endpoint cannot be bound. */
+ * server). FED_EINVAL for a bad config (plaintext on an endpoint not inproc:// too),
+ * FED_ETLS for unreadable or mismatched TLS files (detail names the file), FED_EIO when
+ * the endpoint cannot be bound. */
 fed_err fed_server_new(fed_server **out, void *zmq_ctx, const fed_server_config *cfg) FED_MUST_USE;
 /* Closes every session (peers see CLOSE) and the socket. NULL-safe; sets *s to NULL. */
 void fed_server_destroy(fed_server **s);
@@ -228,7 +254,8 @@ typedef struct fed_client fed_client;
 
 /* Loads the certificates, connects to cfg->endpoint on zmq_ctx (borrowed) and starts
  * the handshake; FED_NET_JOINED (or FED_NET_LEFT with the reason) follows from poll.
- * cfg->hello is copied. Errors as fed_server_new. */
+ * cfg->hello is copied. Errors as fed_server_new; plaintext without a valid identity is
+ * FED_EINVAL. */
 fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config *cfg) FED_MUST_USE;
 /* Says CLOSE to the coordinator and closes the socket. NULL-safe; sets *c to NULL. */
 void fed_client_destroy(fed_client **c);

@@ -20,7 +20,7 @@ struct fed_client {
     fed__net net;                /* socket, TLS, pool, events */
     void *zctx;                  /* borrowed ZeroMQ context */
     char *endpoint;              /* the coordinator's address */
-    char *server_name;           /* name its certificate must carry */
+    char *server_name;           /* name its certificate must carry (plaintext: its name) */
     fed_msg_hello hello;         /* deep copy of what Hello says */
     fed__sock_opts sopts;        /* socket options, for reconnects */
     uint8_t rid[CLIENT_RID_LEN]; /* our routing id, the same across reconnects */
@@ -218,7 +218,12 @@ static fed_err hello_copy(fed_msg_hello *dst, const fed_msg_hello *src) {
 
 fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config *cfg) {
     *out = NULL;
-    if (!cfg || !cfg->endpoint || !cfg->server_name || !cfg->server_name[0])
+    if (!cfg || !cfg->endpoint)
+        return fed_errorf(FED_EINVAL, "client: endpoint and server name are required");
+    /* A plaintext client names the coordinator "coordinator" unless told otherwise. */
+    const char *server_name = cfg->server_name;
+    if (cfg->net.plaintext && (!server_name || !server_name[0])) server_name = "coordinator";
+    if (!server_name || !server_name[0])
         return fed_errorf(FED_EINVAL, "client: endpoint and server name are required");
     fed_client *c = fed_calloc(1, sizeof *c);
     if (!c) return FED_ENOMEM;
@@ -232,7 +237,7 @@ fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config 
     c->net.timers = cli_timers;
     c->zctx = zmq_ctx;
     c->endpoint = fed_strdup(cfg->endpoint);
-    c->server_name = fed_strdup(cfg->server_name);
+    c->server_name = fed_strdup(server_name);
     if (!c->endpoint || !c->server_name) {
         e = FED_ENOMEM;
         goto fail;
@@ -240,7 +245,7 @@ fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config 
     if ((e = hello_copy(&c->hello, &cfg->hello)) != FED_OK) goto fail;
     if ((e = fed__net_init(&c->net, &cfg->net)) != FED_OK) goto fail;
     c->chunk_cfg = c->net.chunk_size;
-    if ((e = fed__tls_ctx_new(&c->net.tls, false, &cfg->net.tls)) != FED_OK) goto fail;
+    if ((e = fed__net_security(&c->net, cfg->endpoint, cfg->identity)) != FED_OK) goto fail;
     if ((e = fed__random(c->rid, sizeof c->rid)) != FED_OK) goto fail;
     c->rid[0] = 'c'; /* routing ids must not start with a zero byte */
     c->sopts = (fed__sock_opts){cfg->net.zmq_heartbeat_ms, (int64_t)(2 * c->net.max_frame), 1000};

@@ -449,7 +449,7 @@ fed_err fed_server_new(fed_server **out, void *zmq_ctx, const fed_server_config 
         goto fail;
     }
     if ((e = fed__net_init(&s->net, &cfg->net)) != FED_OK) goto fail;
-    if ((e = fed__tls_ctx_new(&s->net.tls, true, &cfg->net.tls)) != FED_OK) goto fail;
+    if ((e = fed__net_security(&s->net, cfg->endpoint, NULL)) != FED_OK) goto fail;
     fed__sock_opts o = {cfg->net.zmq_heartbeat_ms, (int64_t)(2 * s->net.max_frame), 1000};
     if ((e = fed__sock_router(&s->net.sock, zmq_ctx, cfg->endpoint, &o)) != FED_OK) goto fail;
     *out = s;

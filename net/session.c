@@ -99,6 +99,14 @@ fed_err fed__net_init(fed__net *n, const fed_net_config *cfg) {
     return FED_OK;
 }
 
+fed_err fed__net_security(fed__net *n, const char *endpoint, const char *identity) {
+    if (!n->cfg.plaintext) return fed__tls_ctx_new(&n->tls, n->server, &n->cfg.tls);
+    if (strncmp(endpoint, "inproc://", 9) != 0)
+        return fed_errorf(FED_EINVAL, "plaintext is only allowed on inproc:// endpoints, not %s",
+                          endpoint);
+    return fed__tls_ctx_new_plain(&n->tls, n->server, identity);
+}
+
 static void ev_free(fed__ev *ev) {
     if (!ev) return;
     if (ev->has_msg) fed_msg_free(&ev->msg);

@@ -1,9 +1,10 @@
 /* One secure session and what server.c and client.c share: the 24-byte clear frame
  * header, frames built in place (clear header, then TLS records straight from OpenSSL's
- * sink), the plaintext message stream ([u32 length][envelope][chunk bytes]), transfers
- * with credit-based flow control and SHA-256 checks, the queue of frames waiting for
- * room in ZeroMQ, and the event queue poll() returns from. Admission (Hello/Welcome),
- * routing ids, identities and timers belong to server.c and client.c. Internal to net/. */
+ * sink; in plaintext mode the same sink gets the stream as it is), the plaintext message
+ * stream ([u32 length][envelope][chunk bytes]), transfers with credit-based flow control
+ * and SHA-256 checks, the queue of frames waiting for room in ZeroMQ, and the event queue
+ * poll() returns from. Admission (Hello/Welcome), routing ids, identities and timers
+ * belong to server.c and client.c. Internal to net/. */
 #ifndef FED_NET_SESSION_H
 #define FED_NET_SESSION_H
 
@@ -107,7 +108,7 @@ struct fed__net {
     void (*timers)(void *owner, int64_t now);           /* owner: timeouts, keepalives */
     int64_t next_timer;                                 /* when timers run next */
     fed__sock *sock;                                    /* ROUTER or DEALER */
-    fed__tls_ctx *tls;                                  /* certificates and policy */
+    fed__tls_ctx *tls;                                  /* certificates and policy, or plain */
     fed__pool *pool;                                    /* chunk frame buffers */
     fed_net_config cfg;           /* copy of the configuration (strings borrowed) */
     size_t chunk_size;            /* bytes per chunk this side sends */
@@ -164,6 +165,10 @@ int64_t fed__now_ms(void);
 /* Sets up what net holds from cfg (pool, buffers, chunk size, frame limit); the owner
  * sets sock and tls. */
 fed_err fed__net_init(fed__net *n, const fed_net_config *cfg) FED_MUST_USE;
+/* Makes n->tls for n->server from n->cfg: TLS with its files, or with cfg.plaintext
+ * plaintext sessions, which only an "inproc://" endpoint may use (FED_EINVAL otherwise).
+ * identity: the name a plaintext client claims (ignored otherwise). */
+fed_err fed__net_security(fed__net *n, const char *endpoint, const char *identity) FED_MUST_USE;
 /* Frees what fed__net_init and the owner set up, and pending events. */
 void fed__net_free(fed__net *n);
 fed_err fed__config_check(const fed_net_config *cfg) FED_MUST_USE;

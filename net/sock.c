@@ -230,6 +230,10 @@ void *fed__zmq_ctx_new(void) {
     return zmq_ctx_new();
 }
 
+int fed__zmq_ctx_max_sockets(void *ctx, int n) {
+    return zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, n);
+}
+
 void fed__zmq_ctx_term(void *ctx) {
     if (ctx) zmq_ctx_term(ctx);
 }

@@ -62,6 +62,8 @@ fed_err fed__sock_recv(fed__sock *s, fed__frame *f) FED_MUST_USE;
 fed_err fed__sock_wait(fed__sock *s, int fd, int timeout_ms, bool *in, bool *fd_ready) FED_MUST_USE;
 
 void *fed__zmq_ctx_new(void);
+/* ZMQ_MAX_SOCKETS of ctx (before its first socket); 0 or -1 as zmq_ctx_set. */
+int fed__zmq_ctx_max_sockets(void *ctx, int n);
 void fed__zmq_ctx_term(void *ctx);
 
 #endif

@@ -1,5 +1,5 @@
-/* TLS 1.3 sessions over memory, SHA-256 and random bytes (see tls.h). The only file that
- * includes OpenSSL headers.
+/* TLS 1.3 sessions over memory, plaintext sessions for inproc:// simulation, SHA-256 and
+ * random bytes (see tls.h). The only file that includes OpenSSL headers.
  *
  * Policy, in one place: TLS 1.3 only; AES-128-GCM preferred (fastest here, and 128-bit
  * security is ample); certificates required on both sides and verified against the
@@ -8,7 +8,13 @@
  * checking of the peer's certificate when a CRL file is configured; no session tickets,
  * no session cache, no renegotiation. The single custom BIO both reads the frame being
  * processed (without copying it first) and writes to the owner's sink; when the frame is
- * used up a read asks to be retried, which OpenSSL reports as "want read". */
+ * used up a read asks to be retried, which OpenSSL reports as "want read".
+ *
+ * Plaintext sessions (the fed__tls_ctx_new_plain context) keep the same interface so
+ * nothing above this file changes: the handshake is the identity claim and its answer
+ * (wire form in channel.h), both parsed strictly, each required to be the whole of its
+ * frame; afterwards read and write pass bytes through. Nothing is authenticated: the
+ * channel refuses plaintext on anything but inproc:// endpoints. */
 #include "net/tls.h"
 
 #include "core/alloc.h"
@@ -25,19 +31,34 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The plaintext handshake: "FEDP", version 1, name length, name (channel.h). */
+#define PLAIN_HDR     6
+#define PLAIN_VERSION 1
+static const uint8_t plain_magic[4] = {'F', 'E', 'D', 'P'};
+
 struct fed__tls_ctx {
-    SSL_CTX *ctx; /* shared by every session of one side */
-    bool server;  /* coordinator side */
+    SSL_CTX *ctx;                      /* shared by every session of one side; NULL: plain */
+    bool server;                       /* coordinator side */
+    bool plain;                        /* plaintext sessions (inproc:// simulation) */
+    char identity[FED_NET_CN_MAX + 1]; /* plaintext client: the name it claims */
+    size_t identity_len;               /* its length */
 };
 
+/* Where a plaintext session's handshake stands. */
+enum { PLAIN_START = 0, PLAIN_CLAIMED, PLAIN_DONE };
+
 struct fed__tls {
-    SSL *ssl;                          /* the session */
+    const fed__tls_ctx *ctx;           /* borrowed; outlives its sessions */
+    SSL *ssl;                          /* the session; NULL in plaintext */
     fed__tls_sink sink;                /* where records go */
     void *user;                        /* sink's argument */
     const uint8_t *in;                 /* unread part of the current input */
     size_t in_len;                     /* its length */
     char peer_cn[FED_NET_CN_MAX + 1];  /* verified CN, after the handshake */
     char shown_cn[FED_NET_CN_MAX + 1]; /* CN of the presented leaf, verified or not */
+    char coord[FED_NET_CN_MAX + 1];    /* plaintext client: the coordinator's name */
+    int plain_step;                    /* plaintext: PLAIN_START, _CLAIMED (client), _DONE */
+    bool started;                      /* TLS: the handshake has seen input */
 };
 
 struct fed__sha256 {
@@ -273,6 +294,48 @@ fail:
     return e;
 }
 
+/* True when name[0..n) is 1..FED_NET_CN_MAX printable ASCII characters without spaces;
+ * else *bad is the offending position (n for a bad length). */
+static bool plain_name_ok(const uint8_t *name, size_t n, size_t *bad) {
+    *bad = n;
+    if (n < 1 || n > FED_NET_CN_MAX) return false;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] <= 0x20 || name[i] >= 0x7f) {
+            *bad = i;
+            return false;
+        }
+    return true;
+}
+
+fed_err fed__tls_ctx_new_plain(fed__tls_ctx **out, bool server, const char *identity) {
+    *out = NULL;
+    size_t len = 0, bad = 0;
+    if (!server) {
+        if (!identity || !identity[0])
+            return fed_errorf(FED_EINVAL,
+                              "plaintext client: no identity to claim (1..%d "
+                              "printable ASCII characters without spaces)",
+                              FED_NET_CN_MAX);
+        len = strlen(identity);
+        if (len > FED_NET_CN_MAX)
+            return fed_errorf(FED_EINVAL, "plaintext client: identity of %zu characters, limit %d",
+                              len, FED_NET_CN_MAX);
+        if (!plain_name_ok((const uint8_t *)identity, len, &bad))
+            return fed_errorf(FED_EINVAL,
+                              "plaintext client: identity has byte 0x%02x at position %zu "
+                              "(printable ASCII characters without spaces only)",
+                              (unsigned char)identity[bad], bad);
+    }
+    fed__tls_ctx *c = fed_calloc(1, sizeof *c);
+    if (!c) return FED_ENOMEM;
+    c->server = server;
+    c->plain = true;
+    if (len) memcpy(c->identity, identity, len + 1);
+    c->identity_len = len;
+    *out = c;
+    return FED_OK;
+}
+
 void fed__tls_ctx_destroy(fed__tls_ctx **cp) {
     fed__tls_ctx *c = *cp;
     if (!c) return;
@@ -287,11 +350,24 @@ void fed__tls_ctx_destroy(fed__tls_ctx **cp) {
 fed_err fed__tls_new(fed__tls **out, fed__tls_ctx *c, const char *server_name, fed__tls_sink sink,
                      void *user) {
     *out = NULL;
+    if (c->plain) {
+        fed__tls *t = fed_calloc(1, sizeof *t);
+        if (!t) return FED_ENOMEM;
+        t->ctx = c;
+        t->sink = sink;
+        t->user = user;
+        if (!c->server)
+            snprintf(t->coord, sizeof t->coord, "%s",
+                     server_name && server_name[0] ? server_name : "coordinator");
+        *out = t;
+        return FED_OK;
+    }
     pthread_once(&bio_once, bio_method_init);
     if (!bio_method) return fed_errorf(FED_ENOMEM, "TLS: cannot create the BIO method");
     ERR_clear_error();
     fed__tls *t = fed_calloc(1, sizeof *t);
     if (!t) return FED_ENOMEM;
+    t->ctx = c;
     t->sink = sink;
     t->user = user;
     fed_err e = FED_OK;
@@ -349,7 +425,129 @@ void fed__tls_input(fed__tls *t, const uint8_t *data, size_t len) {
     t->in_len = len;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Plaintext sessions                                                                   */
+
+static fed_err plain_out(fed__tls *t, const void *data, size_t len) {
+    if (t->sink(t->user, data, len) != 0)
+        return fed_errorf(FED_ENOMEM, "plaintext: no room for %zu bytes in the frame", len);
+    return FED_OK;
+}
+
+/* Up to the first 8 input bytes in hex, for messages about what came instead. */
+static void plain_hex(const fed__tls *t, char out[24]) {
+    static const char digits[] = "0123456789abcdef";
+    size_t n = t->in_len < 8 ? t->in_len : 8, j = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[j++] = digits[t->in[i] >> 4];
+        out[j++] = digits[t->in[i] & 15];
+    }
+    if (n < t->in_len) {
+        memcpy(out + j, "...", 3);
+        j += 3;
+    }
+    out[j] = '\0';
+}
+
+/* True when the input starts with the magic, or with as much of it as there is. */
+static bool plain_magic_ok(const fed__tls *t) {
+    size_t n = t->in_len < 4 ? t->in_len : 4;
+    return memcmp(t->in, plain_magic, n) == 0;
+}
+
+/* The coordinator reads the claim (the whole of the client's first frame) and answers. */
+static fed_err plain_accept(fed__tls *t) {
+    const uint8_t *p = t->in;
+    size_t n = t->in_len;
+    char hex[24];
+    if (!plain_magic_ok(t)) {
+        plain_hex(t, hex);
+        return fed_errorf(FED_EPROTO, "not a plaintext identity claim: bad magic, starts %s%s", hex,
+                          p[0] == 0x16 ? " (a TLS handshake: the client speaks TLS)" : "");
+    }
+    if (n < PLAIN_HDR)
+        return fed_errorf(FED_EPROTO, "truncated plaintext identity claim: %zu bytes", n);
+    if (p[4] != PLAIN_VERSION)
+        return fed_errorf(FED_EPROTO, "plaintext identity claim of version %u, expected %d",
+                          (unsigned)p[4], PLAIN_VERSION);
+    size_t len = p[5], bad;
+    if (len == 0) return fed_errorf(FED_EPROTO, "plaintext identity claim with an empty name");
+    if (len > FED_NET_CN_MAX)
+        return fed_errorf(FED_EPROTO, "plaintext identity claim of a %zu-byte name, limit %d", len,
+                          FED_NET_CN_MAX);
+    if (n < PLAIN_HDR + len)
+        return fed_errorf(FED_EPROTO, "truncated plaintext identity claim: %zu of %zu bytes", n,
+                          PLAIN_HDR + len);
+    if (n > PLAIN_HDR + len)
+        return fed_errorf(FED_EPROTO,
+                          "plaintext identity claim followed by %zu more bytes in its frame",
+                          n - PLAIN_HDR - len);
+    if (!plain_name_ok(p + PLAIN_HDR, len, &bad))
+        return fed_errorf(FED_EPROTO,
+                          "plaintext identity claim with byte 0x%02x at position %zu of the name "
+                          "(printable ASCII characters without spaces only)",
+                          p[PLAIN_HDR + bad], bad);
+    memcpy(t->peer_cn, p + PLAIN_HDR, len);
+    t->peer_cn[len] = '\0';
+    t->in += n;
+    t->in_len = 0;
+    uint8_t answer[PLAIN_HDR] = {0};
+    memcpy(answer, plain_magic, sizeof plain_magic);
+    answer[4] = PLAIN_VERSION; /* and a name of length 0 */
+    fed_err e = plain_out(t, answer, sizeof answer);
+    if (e == FED_OK) t->plain_step = PLAIN_DONE;
+    return e;
+}
+
+/* A client sends its claim, then reads the answer (the whole of the coordinator's first
+ * frame). */
+static fed_err plain_connect(fed__tls *t) {
+    if (t->plain_step == PLAIN_START) {
+        size_t len = t->ctx->identity_len;
+        uint8_t claim[PLAIN_HDR + FED_NET_CN_MAX];
+        memcpy(claim, plain_magic, sizeof plain_magic);
+        claim[4] = PLAIN_VERSION;
+        claim[5] = (uint8_t)len;
+        memcpy(claim + PLAIN_HDR, t->ctx->identity, len);
+        fed_err e = plain_out(t, claim, PLAIN_HDR + len);
+        if (e != FED_OK) return e;
+        t->plain_step = PLAIN_CLAIMED;
+    }
+    if (t->in_len == 0) return FED_EAGAIN;
+    const uint8_t *p = t->in;
+    char hex[24];
+    plain_hex(t, hex);
+    if (!plain_magic_ok(t))
+        return fed_errorf(
+            FED_EPROTO, "the coordinator did not answer in plaintext: bad magic, starts %s%s", hex,
+            p[0] == 0x15 || p[0] == 0x16 ? " (a TLS record: the coordinator speaks TLS)" : "");
+    if (t->in_len != PLAIN_HDR || p[4] != PLAIN_VERSION || p[5] != 0)
+        return fed_errorf(FED_EPROTO, "malformed plaintext answer from the coordinator: %s", hex);
+    t->in += t->in_len;
+    t->in_len = 0;
+    snprintf(t->peer_cn, sizeof t->peer_cn, "%s", t->coord);
+    t->plain_step = PLAIN_DONE;
+    return FED_OK;
+}
+
+static fed_err plain_handshake(fed__tls *t) {
+    if (t->plain_step == PLAIN_DONE) return FED_OK;
+    if (!t->ctx->server) return plain_connect(t);
+    return t->in_len == 0 ? FED_EAGAIN : plain_accept(t);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Handshake, read, write                                                               */
+
 fed_err fed__tls_handshake(fed__tls *t) {
+    if (t->ctx->plain) return plain_handshake(t);
+    if (!t->started && t->in_len > 0) {
+        t->started = true;
+        /* Say plainly what a plaintext client looks like from here. */
+        if (t->ctx->server && t->in_len >= 4 && memcmp(t->in, plain_magic, 4) == 0)
+            return fed_errorf(FED_ETLS, "a plaintext identity claim instead of a TLS handshake: "
+                                        "the client runs in plaintext mode");
+    }
     ERR_clear_error();
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) {
@@ -363,8 +561,17 @@ fed_err fed__tls_handshake(fed__tls *t) {
 }
 
 fed_err fed__tls_read(fed__tls *t, void *buf, size_t len, size_t *got) {
-    ERR_clear_error();
     *got = 0;
+    if (t->ctx->plain) {
+        if (t->in_len == 0) return FED_EAGAIN;
+        size_t n = t->in_len < len ? t->in_len : len;
+        memcpy(buf, t->in, n);
+        t->in += n;
+        t->in_len -= n;
+        *got = n;
+        return FED_OK;
+    }
+    ERR_clear_error();
     int r = SSL_read_ex(t->ssl, buf, len, got);
     if (r == 1) return FED_OK;
     switch (SSL_get_error(t->ssl, r)) {
@@ -378,15 +585,16 @@ fed_err fed__tls_read(fed__tls *t, void *buf, size_t len, size_t *got) {
 }
 
 fed_err fed__tls_write(fed__tls *t, const void *buf, size_t len) {
+    if (len == 0) return FED_OK;
+    if (t->ctx->plain) return plain_out(t, buf, len);
     ERR_clear_error();
     size_t done = 0;
-    if (len == 0) return FED_OK;
     if (SSL_write_ex(t->ssl, buf, len, &done) == 1 && done == len) return FED_OK;
     return session_fail(t);
 }
 
 bool fed__tls_has_leftover(const fed__tls *t) {
-    return t->in_len > 0 || SSL_has_pending(t->ssl);
+    return t->in_len > 0 || (t->ssl && SSL_has_pending(t->ssl));
 }
 
 const char *fed__tls_peer_cn(const fed__tls *t) {

@@ -3,7 +3,10 @@
  * an in-memory BIO. Received TLS bytes are handed in with fed__tls_input and consumed by
  * the handshake and read calls; every byte OpenSSL writes goes straight to the owner's
  * sink, which appends it to the frame being built, so records are never copied twice.
- * Also SHA-256 and random bytes. Knows nothing of ZeroMQ or of frames. */
+ * A context made by fed__tls_ctx_new_plain gives plaintext sessions instead, for
+ * inproc:// simulation only: the same calls, the identity claim (channel.h) as the
+ * handshake, and bytes passed through unchanged. Also SHA-256 and random bytes. Knows
+ * nothing of ZeroMQ or of frames. */
 #ifndef FED_NET_TLS_H
 #define FED_NET_TLS_H
 
@@ -25,10 +28,14 @@ typedef int (*fed__tls_sink)(void *user, const uint8_t *data, size_t len);
  * coordinator side (requires client certificates, purpose sslclient); else a client
  * (purpose sslserver). */
 fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *files) FED_MUST_USE;
+/* A context for plaintext sessions: no files, no OpenSSL. server: the coordinator side
+ * (reads identity claims); else a client claiming `identity` (1..FED_NET_CN_MAX printable
+ * ASCII characters without spaces; FED_EINVAL otherwise). */
+fed_err fed__tls_ctx_new_plain(fed__tls_ctx **out, bool server, const char *identity) FED_MUST_USE;
 void fed__tls_ctx_destroy(fed__tls_ctx **c);
 
 /* A session. server_name (clients only): DNS name or IP address the peer certificate
- * must carry. */
+ * must carry; in plaintext, the name the coordinator goes by (NULL or "": "coordinator"). */
 fed_err fed__tls_new(fed__tls **out, fed__tls_ctx *c, const char *server_name, fed__tls_sink sink,
                      void *user) FED_MUST_USE;
 void fed__tls_destroy(fed__tls **t);
@@ -37,22 +44,26 @@ void fed__tls_destroy(fed__tls **t);
  * next input. */
 void fed__tls_input(fed__tls *t, const uint8_t *data, size_t len);
 /* Drives the handshake: FED_OK when complete, FED_EAGAIN when it needs more input,
- * FED_EAUTH (certificate refused) or FED_ETLS with the reason as detail. */
+ * FED_EAUTH (certificate refused) or FED_ETLS with the reason as detail; in plaintext,
+ * FED_EPROTO for a malformed identity claim or answer. */
 fed_err fed__tls_handshake(fed__tls *t) FED_MUST_USE;
 /* Reads up to len plaintext bytes: FED_OK with *got > 0; FED_EAGAIN when the input has
  * no more; FED_ECLOSED (close_notify), FED_EAUTH or FED_ETLS with the reason. */
 fed_err fed__tls_read(fed__tls *t, void *buf, size_t len, size_t *got) FED_MUST_USE;
-/* Encrypts len bytes into records for the sink. */
+/* Encrypts len bytes into records for the sink (plaintext: hands them over as they are). */
 fed_err fed__tls_write(fed__tls *t, const void *buf, size_t len) FED_MUST_USE;
 /* True when input is left unread or OpenSSL holds part of a record: after reading
  * until FED_EAGAIN, it means the last frame ended inside a record. */
 bool fed__tls_has_leftover(const fed__tls *t);
-/* The verified peer's certificate subject CN (set after the handshake), or "". */
+/* The verified peer's certificate subject CN (set after the handshake), or ""; in
+ * plaintext, the identity the client claimed (coordinator side) or the coordinator's
+ * name (client side). */
 const char *fed__tls_peer_cn(const fed__tls *t);
 /* The CN of the certificate the peer presented, verified or not, or "": for log lines
  * about refused peers. */
 const char *fed__tls_presented_cn(const fed__tls *t);
-/* Largest record bytes fed__tls_write can produce for len plaintext bytes. */
+/* Largest record bytes fed__tls_write can produce for len plaintext bytes (a bound for
+ * plaintext sessions too). */
 size_t fed__tls_bound(size_t len);
 
 /* SHA-256, streaming. */

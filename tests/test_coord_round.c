@@ -408,6 +408,7 @@ TEST(client_vanishes_mid_round) {
     cfg.rounds = 1;
     cfg.min_clients = 3;
     cfg.min_fit = 2;
+    cfg.deadline_ms = 1500; /* the round waits for the vanished client until then */
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     size_t np = fed_model_num_params(m0);
