@@ -81,6 +81,12 @@ struct fed_site_trainer {
     char *arch;       /* the architecture JSON it was built from */
 };
 
+static void trainer_clear(fed_site_trainer *t) {
+    fed_model_destroy(&t->model);
+    fed_free(t->arch);
+    t->arch = NULL;
+}
+
 struct fed_site {
     /* configuration (strings owned) */
     char *endpoint;                         /* coordinator endpoint */
@@ -564,8 +570,7 @@ void fed_site_destroy(fed_site **sp) {
     fed_client_destroy(&s->cli);
     if (s->own_zctx) fed_net_context_destroy(&s->zctx);
     rs_free(&s->rs);
-    fed_model_destroy(&s->own.model);
-    fed_free(s->own.arch);
+    trainer_clear(&s->own);
     fed_free(s->global_arch);
     fed_free(s->global);
     fed_free(s->rx);
@@ -792,9 +797,7 @@ static fed_err prepare_model(fed_site *s, fed_site_trainer *tr) {
     const fed_msg_manifest *mf = &s->rs->manifest;
     fed_err err;
     if (!tr->model || strcmp(tr->arch, mf->arch) != 0) {
-        fed_model_destroy(&tr->model);
-        fed_free(tr->arch);
-        tr->arch = NULL;
+        trainer_clear(tr);
         fed_arch *a = NULL;
         if (fed_arch_parse(&a, mf->arch) != FED_OK)
             return fed_errprefix(FED_EFORMAT, "manifest.arch");
@@ -1364,8 +1367,7 @@ fed_err fed_site_trainer_new(fed_site_trainer **out) {
 
 void fed_site_trainer_destroy(fed_site_trainer **t) {
     if (!t || !*t) return;
-    fed_model_destroy(&(*t)->model);
-    fed_free((*t)->arch);
+    trainer_clear(*t);
     fed_free(*t);
     *t = NULL;
 }

@@ -696,7 +696,8 @@ static fed_err do_sample(fed_coord *c) {
     fed_rng_shuffle(&rng, idx, n);
     for (size_t i = 0; i < k; i++) ready[idx[i]]->status = ST_WAITING;
     /* The sample in CN order (ready is sorted): the upload order of ordered_uploads. */
-    if (c->caporder < k) {
+    c->norder = 0;
+    if (c->cfg.ordered_uploads && c->caporder < k) {
         size_t *o = fed_realloc(c->order, k * sizeof *o);
         if (!o) {
             fed_free(ready);
@@ -706,8 +707,7 @@ static fed_err do_sample(fed_coord *c) {
         c->order = o;
         c->caporder = k;
     }
-    c->norder = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; c->cfg.ordered_uploads && i < n; i++)
         if (ready[i]->status == ST_WAITING) c->order[c->norder++] = (size_t)(ready[i] - c->cl);
     fed_free(ready);
     fed_free(idx);
@@ -821,9 +821,13 @@ static fed_err evaluate(fed_coord *c) {
         c->cur.central_acc = r.accuracy;
         fed_eval_result_free(&r);
     }
-    double wsum = 0, l = 0, a = 0;
+    double wsum = 0, l = 0, a = 0, tw = 0, tl = 0;
     for (size_t i = 0; i < c->ncl; i++) {
         const client *k = &c->cl[i];
+        if (k->status == ST_ACCEPTED && isfinite(k->tloss)) {
+            tw += (double)k->weight;
+            tl += (double)k->weight * k->tloss;
+        }
         if (k->status != ST_ACCEPTED || !isfinite(k->gloss) || !isfinite(k->gacc)) continue;
         double w = (double)k->weight;
         if (isfinite(k->geval) && k->geval > 0) w = k->geval;
@@ -833,13 +837,6 @@ static fed_err evaluate(fed_coord *c) {
     }
     c->cur.fed_loss = wsum > 0 ? l / wsum : (double)NAN;
     c->cur.fed_acc = wsum > 0 ? a / wsum : (double)NAN;
-    double tw = 0, tl = 0;
-    for (size_t i = 0; i < c->ncl; i++) {
-        const client *k = &c->cl[i];
-        if (k->status != ST_ACCEPTED || !isfinite(k->tloss)) continue;
-        tw += (double)k->weight;
-        tl += (double)k->weight * k->tloss;
-    }
     c->cur.train_loss = tw > 0 ? tl / tw : (double)NAN;
     return FED_OK;
 }

@@ -218,12 +218,12 @@ static fed_err hello_copy(fed_msg_hello *dst, const fed_msg_hello *src) {
 
 fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config *cfg) {
     *out = NULL;
-    if (!cfg || !cfg->endpoint)
-        return fed_errorf(FED_EINVAL, "client: endpoint and server name are required");
     /* A plaintext client names the coordinator "coordinator" unless told otherwise. */
-    const char *server_name = cfg->server_name;
-    if (cfg->net.plaintext && (!server_name || !server_name[0])) server_name = "coordinator";
-    if (!server_name || !server_name[0])
+    const char *server_name = !cfg                                      ? NULL
+                              : cfg->server_name && cfg->server_name[0] ? cfg->server_name
+                              : cfg->net.plaintext                      ? "coordinator"
+                                                                        : NULL;
+    if (!cfg || !cfg->endpoint || !server_name)
         return fed_errorf(FED_EINVAL, "client: endpoint and server name are required");
     fed_client *c = fed_calloc(1, sizeof *c);
     if (!c) return FED_ENOMEM;

@@ -356,9 +356,7 @@ fed_err fed__tls_new(fed__tls **out, fed__tls_ctx *c, const char *server_name, f
         t->ctx = c;
         t->sink = sink;
         t->user = user;
-        if (!c->server)
-            snprintf(t->coord, sizeof t->coord, "%s",
-                     server_name && server_name[0] ? server_name : "coordinator");
+        if (!c->server) snprintf(t->coord, sizeof t->coord, "%s", server_name);
         *out = t;
         return FED_OK;
     }
