@@ -22,6 +22,7 @@ typedef struct coord_cfg {
     size_t rounds, min_clients, min_fit, slots;   /* round engine */
     double fraction;                              /* clients sampled per round */
     size_t deadline_ms;                           /* round deadline */
+    long wait_after_min_ms;                       /* wait for the sample after min_fit */
     size_t epochs, batch, max_steps;              /* client training */
     const char *optimizer;                        /* sgd|adam|adamw */
     double lr, momentum, weight_decay, clip_norm; /* client optimizer */
@@ -62,7 +63,10 @@ static const opt_spec coord_opts[] = {
     {"min-clients", OPT_SIZE, "2", 1, 1e6, NULL, F(min_clients),
      "connected clients needed to start a round"},
     {"min-fit", OPT_SIZE, "2", 1, 1e6, NULL, F(min_fit),
-     "accepted updates that close a round (<= min-clients)"},
+     "accepted updates a round needs (<= min-clients)"},
+    {"wait-after-min-ms", OPT_INT, "10000", -1, 1e9, NULL, F(wait_after_min_ms),
+     "once min-fit updates are in, how long to wait for the rest of the sample (-1: until "
+     "the deadline); a round closes at once when the whole sample answered"},
     {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms),
      "round deadline in ms, pushed back while transfers progress"},
     {"epochs", OPT_SIZE, "1", 1, 1e6, NULL, F(epochs), "client: local epochs per round"},
@@ -177,6 +181,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.min_clients = o->min_clients;
     cc.min_fit = o->min_fit;
     cc.deadline_ms = (int64_t)o->deadline_ms;
+    cc.wait_after_min_ms = (int64_t)o->wait_after_min_ms;
     cc.train.epochs = (uint32_t)o->epochs;
     cc.train.batch = (uint32_t)o->batch;
     cc.train.optimizer = (char *)o->optimizer;

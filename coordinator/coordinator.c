@@ -76,6 +76,7 @@ struct fed_coord {
     uint64_t attempt;          /* of the open round, 1-based */
     uint64_t sample_seed;      /* stream seed of the current sample */
     int64_t deadline;          /* monotonic ms */
+    int64_t min_fit_at;        /* monotonic ms when min_fit updates were in (0: not yet) */
     int64_t round_t0;          /* monotonic ms of the round's first sample */
     uint64_t rx0, tx0;         /* server byte counters at the round's start */
     uint64_t last_rx, last_tx; /* at the last progress check */
@@ -114,6 +115,7 @@ fed_coord_config fed_coord_default_config(void) {
     c.min_clients = 2;
     c.min_fit = 2;
     c.deadline_ms = 600000;
+    c.wait_after_min_ms = 10000;
     c.train.epochs = 1;
     c.train.batch = 32;
     c.train.optimizer = "adam";
@@ -136,6 +138,9 @@ static fed_err check_config(const fed_coord_config *c) {
         return fed_errorf(FED_EINVAL, "min-fit %zu: must be in [1, min-clients %zu]", c->min_fit,
                           c->min_clients);
     if (c->deadline_ms < 1) return fed_errorf(FED_EINVAL, "deadline-ms: must be >= 1");
+    if (c->wait_after_min_ms < -1)
+        return fed_errorf(FED_EINVAL, "wait-after-min-ms %" PRId64 ": must be >= -1",
+                          c->wait_after_min_ms);
     if (!(c->max_update_norm >= 0.0))
         return fed_errorf(FED_EINVAL, "max-update-norm %g: must be >= 0", c->max_update_norm);
     if (c->keep_checkpoints < 1) return fed_errorf(FED_EINVAL, "keep-checkpoints: must be >= 1");
@@ -721,6 +726,7 @@ static fed_err do_sample(fed_coord *c) {
 
 static void do_broadcast(fed_coord *c) {
     c->deadline = now_ms() + c->cfg.deadline_ms;
+    c->min_fit_at = 0;
     for (size_t i = 0; i < c->ncl; i++) {
         client *k = &c->cl[i];
         if (k->status != ST_WAITING) continue;
@@ -758,8 +764,12 @@ static fed_coord_state collect(fed_coord *c) {
             open = true;
     }
     fed_agg_stats as = fed_agg_get_stats(c->agg);
-    if (as.accepted >= c->cfg.min_fit) return FED_COORD_AGGREGATING;
     int64_t now = now_ms();
+    bool enough = as.accepted >= c->cfg.min_fit;
+    if (enough && !open) return FED_COORD_AGGREGATING; /* the whole sample answered */
+    if (enough && c->min_fit_at == 0) c->min_fit_at = now;
+    if (enough && c->cfg.wait_after_min_ms >= 0 && now - c->min_fit_at >= c->cfg.wait_after_min_ms)
+        return FED_COORD_AGGREGATING;
     fed_net_stats st;
     fed_server_stats(c->srv, &st);
     if (busy && (st.bytes_received != c->last_rx || st.bytes_sent != c->last_tx))
@@ -767,6 +777,7 @@ static fed_coord_state collect(fed_coord *c) {
     c->last_rx = st.bytes_received;
     c->last_tx = st.bytes_sent;
     if (now < c->deadline && open) return FED_COORD_COLLECTING;
+    if (enough) return FED_COORD_AGGREGATING;
     FED_LOG(FED_LOG_WARN,
             "round %" PRIu64 " attempt %" PRIu64 ": %s with %zu of %zu updates accepted "
             "(min_fit %zu): retrying",

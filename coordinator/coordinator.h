@@ -44,7 +44,8 @@ typedef enum fed_coord_state {
     FED_COORD_WAITING = 0,   /* fewer than min_clients connected */
     FED_COORD_SAMPLING,      /* choosing this round's clients */
     FED_COORD_BROADCASTING,  /* sending RoundStart (and weights) */
-    FED_COORD_COLLECTING,    /* receiving updates until min_fit or the deadline */
+    FED_COORD_COLLECTING,    /* receiving updates until the sample answered, min_fit plus
+                                wait_after_min_ms, or the deadline */
     FED_COORD_AGGREGATING,   /* strategy step over the mean delta */
     FED_COORD_EVALUATING,    /* central and federated evaluation */
     FED_COORD_CHECKPOINTING, /* writing the round's files and metrics */
@@ -71,8 +72,12 @@ typedef struct fed_coord_config {
     uint64_t rounds;              /* rounds to run in all (a resumed run counts the done ones) */
     double fraction;              /* fraction of connected clients sampled, (0, 1] */
     size_t min_clients;           /* connected clients needed to start a round, >= 1 */
-    size_t min_fit;               /* accepted updates that close a round, 1..min_clients */
+    size_t min_fit;               /* accepted updates a round needs, 1..min_clients */
     int64_t deadline_ms;          /* round deadline, pushed back while transfers progress */
+    int64_t wait_after_min_ms;    /* once min_fit updates are accepted, how much longer the
+                                     round waits for the rest of its sample (0: closes at
+                                     once; -1: until the deadline). A round also closes as
+                                     soon as every sampled client has answered or left */
     fed_msg_train_config train;   /* sent in RoundStart; optimizer string borrowed */
     const char *freeze;           /* comma-separated globs of frozen tensors, or NULL */
     fed_strategy_config strategy; /* server optimizer */
@@ -94,7 +99,8 @@ typedef struct fed_coord_config {
     void *on_round_user;
 } fed_coord_config;
 
-/* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, FedAvg,
+/* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, wait 10 s
+ * after min_fit, FedAvg,
  * 1 slot, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1. */
 fed_coord_config fed_coord_default_config(void);
 

@@ -36,6 +36,8 @@ typedef struct sc {
     uint64_t examples;               /* its weight */
     mode mode;                       /* what it does in the next round */
     bool hold;                       /* wait for the bad client's Error before sending */
+    int64_t late_ms;                 /* sends this long after it could */
+    int64_t ready_at;                /* monotonic ms: not before */
     float *model;                    /* received global weights */
     size_t model_len;                /* floats */
     float *dbuf;                     /* its delta, kept until sent */
@@ -137,11 +139,13 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
                 fprintf(stderr, "recv model: %s\n", fed_client_errmsg(s->cli));
         } else {
             s->want_send = true;
+            s->ready_at = now_ms() + s->late_ms;
         }
     } else if (ev->type == FED_NET_TRANSFER_DONE) {
         s->transfers++;
         s->have_model = true;
         s->want_send = s->mode != SILENT;
+        s->ready_at = now_ms() + s->late_ms;
         if (s->mode == SILENT) s->mode = FORGET;
     } else if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_ERROR) {
         s->errors++;
@@ -164,7 +168,7 @@ static fed_err step(void) {
     }
     for (int i = 0; i < nclients; i++) {
         sc *s = &clients[i];
-        if (!s->want_send) continue;
+        if (!s->want_send || now_ms() < s->ready_at) continue;
         /* Good clients wait until the bad one's update of this round was rejected, so
          * that it is judged while the round is open. */
         if (s->hold && fed_coord_rejected_total(coord) < s->round) continue;
@@ -365,6 +369,7 @@ TEST(bad_updates_rejected) {
     cfg.rounds = 4;
     cfg.min_clients = 4;
     cfg.min_fit = 3;
+    cfg.wait_after_min_ms = 0; /* the stale round's bad client never answers that round */
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     size_t np = fed_model_num_params(m0);
@@ -398,6 +403,61 @@ TEST(bad_updates_rejected) {
     fed_free(prev);
     fed_coord_destroy(&coord);
     stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+/* The round-close rule: with min_fit reached the round still waits for the rest of its
+ * sample (a late client counts), closes as soon as the whole sample answered (long before
+ * the deadline), and with wait_after_min_ms closes that long after min_fit without the
+ * silent client. */
+TEST(round_waits_for_sample) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    cfg.min_clients = 4;
+    cfg.min_fit = 2;
+    cfg.deadline_ms = 60000;
+    cfg.wait_after_min_ms = -1;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(4, fed_coord_endpoint(coord));
+    clients[3].late_ms = 400; /* two updates are in long before it */
+    snapshot(prev);
+    int64_t t0 = now_ms();
+    CHECK(until_round(1));
+    CHECK(now_ms() - t0 >= 400);
+    bool all[4] = {true, true, true, true};
+    check_round(prev, fed_coord_model(coord), all);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.sampled, 4);
+    CHECK_SIZE(st.returned, 4);
+    fed_coord_destroy(&coord);
+    stop_clients();
+
+    /* Client 4 takes the model and never answers: the round closes 300 ms after
+     * min_fit with the other three (until_round gives up after 10 s, the deadline is
+     * 60 s). */
+    cfg.wait_after_min_ms = 300;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto out;
+    start_clients(4, fed_coord_endpoint(coord));
+    clients[3].mode = SILENT;
+    snapshot(prev);
+    t0 = now_ms();
+    CHECK(until_round(1));
+    CHECK(now_ms() - t0 >= 300);
+    bool three[4] = {true, true, true, false};
+    check_round(prev, fed_coord_model(coord), three);
+    st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.sampled, 4);
+    CHECK_SIZE(st.returned, 3);
+    fed_coord_destroy(&coord);
+    stop_clients();
+out:
+    fed_free(prev);
 done:
     fed_model_destroy(&m0);
 }
@@ -572,6 +632,7 @@ int main(void) {
     if (!zctx) return 1;
     RUN(fedavg_rounds_and_resume);
     RUN(bad_updates_rejected);
+    RUN(round_waits_for_sample);
     RUN(client_vanishes_mid_round);
     RUN(model_resent_on_request);
     RUN(server_optimizers_resume_with_state);
