@@ -27,6 +27,7 @@ int cmd_tune(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 
 /* Parses --arch: a preset, JSON text, or @FILE holding JSON. */

@@ -1348,6 +1348,22 @@ bool fed_site_job_done(const fed_site *s) {
     return atomic_load(&s->job) == JOB_DONE;
 }
 
+bool fed_site_connected(const fed_site *s) {
+    return s->cli && fed_client_ready(s->cli);
+}
+
+bool fed_site_job_update(const fed_site *s, const float **delta, size_t *n, uint64_t *examples) {
+    *delta = NULL;
+    *n = 0;
+    *examples = 0;
+    if (atomic_load(&s->job) != JOB_DONE || s->job_result != TR_OK || atomic_load(&s->abort))
+        return false;
+    *delta = s->delta;
+    *n = s->delta_n;
+    *examples = s->train->n;
+    return true;
+}
+
 void fed_site_job_finish(fed_site *s) {
     if (atomic_load(&s->job) != JOB_DONE) return;
     atomic_store(&s->job, JOB_NONE);

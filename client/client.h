@@ -184,9 +184,15 @@ void fed_site_job_claim(fed_site *s);
 void fed_site_job_run(fed_site *s, fed_site_trainer *t);
 /* Site thread: the worker finished. */
 bool fed_site_job_done(const fed_site *s);
+/* Site thread, once done and before fed_site_job_finish: the update the job computed
+ * (delta = local - global over the trainable tensors in manifest order, *n floats, host
+ * order; *examples its weight); false when the round failed or was aborted. */
+bool fed_site_job_update(const fed_site *s, const float **delta, size_t *n, uint64_t *examples);
 /* Site thread, once done: sends the Update and the delta (or the Error of a failed
  * round, or drops an interrupted one). */
 void fed_site_job_finish(fed_site *s);
+/* Whether a session with the coordinator is established now. */
+bool fed_site_connected(const fed_site *s);
 /* Site thread: make a running job end after its current epoch (it is then dropped). */
 void fed_site_job_abort(fed_site *s, const char *why);
 

@@ -560,7 +560,7 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->gacc = metric(u, "global_accuracy");
     k->geval = metric(u, "eval_examples");
     k->status = ST_PENDING;
-    start_receive(c, k);
+    if (!c->cfg.ordered_uploads) start_receive(c, k); /* else collect() takes them in order */
 }
 
 static void on_message(fed_coord *c, client *k, const fed_msg *m) {

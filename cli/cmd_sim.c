@@ -1,0 +1,359 @@
+/* `fedtune sim`: a whole federation on one machine (sim/sim.h): the real coordinator and
+ * N virtual sites over inproc:// (TLS with --tls), a partition of one labeled data set,
+ * one line per round on stdout, JSON-lines and CSV metrics, a gnuplot plot, and a
+ * summary with the final model's SHA-256 (same seed, same bytes). */
+#include "cli/commands.h"
+#include "cli/prep.h"
+#include "core/blas.h"
+#include "core/fit.h"
+#include "core/log.h"
+#include "sim/sim.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct sim_cfg {
+    const char *data, *test_data;                 /* pooled training data, central test set */
+    data_cfg dc;                                  /* how to read both */
+    const char *model, *arch;                     /* initial model, or a fresh --arch */
+    int allow_extra;                              /* ignore tensors the architecture lacks */
+    size_t init_seed;                             /* fresh model initialisation */
+    size_t new_head;                              /* replace the head (classes; 0: keep) */
+    const char *freeze;                           /* frozen tensor globs */
+    size_t clients;                               /* virtual sites */
+    const char *partition;                        /* iid | dirichlet | shards | labels */
+    double alpha;                                 /* dirichlet */
+    size_t min_size, shards, labels;              /* dirichlet minimum, K per client */
+    double client_test_split;                     /* federated evaluation share */
+    size_t rounds, min_fit, deadline_ms;          /* round engine */
+    double fraction;                              /* sites sampled per round */
+    size_t epochs, batch, max_steps;              /* local training */
+    const char *optimizer;                        /* sgd|adam|adamw */
+    double lr, momentum, weight_decay, clip_norm; /* local optimizer */
+    const char *strategy;                         /* server strategy */
+    double eta, beta, b1, b2, tau;                /* its parameters */
+    size_t workers;                               /* training threads (0: cores) */
+    double dropout, stragglers, straggler_delay;  /* failures */
+    int tls;                                      /* full TLS in-process */
+    size_t seed;                                  /* everything random */
+    double target_accuracy;                       /* stop at this test accuracy */
+    const char *metrics, *csv, *plot, *out;       /* outputs */
+    int verbose;                                  /* the coordinator's log lines too */
+} sim_cfg;
+
+#define F(field) offsetof(sim_cfg, field)
+static const opt_spec sim_opts[] = {
+    {"data", OPT_STRING, NULL, 1, 0, NULL, F(data), "labeled data the sites share out"},
+    {"test-data", OPT_STRING, NULL, 1, 0, NULL, F(test_data),
+     "held-out labeled data: the coordinator's test set (accuracy per round)"},
+    DATA_OPTS(F(dc)),
+    {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "pre-trained initial model (.safetensors)"},
+    {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),
+     "architecture: a fresh model (without --model), or that of a weights-only --model"},
+    {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),
+     "ignore tensors of --model that the architecture lacks"},
+    {"init-seed", OPT_SIZE, "1", 0, 1e18, NULL, F(init_seed), "initialisation of a fresh model"},
+    {"new-head", OPT_SIZE, "0", 0, 65536, NULL, F(new_head),
+     "replace the model's head by a fresh one with this many classes (0: keep)"},
+    {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
+     "tensors kept frozen (globs such as 0.* or *.bias)"},
+    {"clients", OPT_SIZE, "100", 1, 1e6, NULL, F(clients), "virtual sites"},
+    {"partition", OPT_CHOICE, "iid", 1, 0, "iid|dirichlet|shards|labels", F(partition),
+     "how the data are shared out"},
+    {"alpha", OPT_FLOAT, "0.5", 1e-6, 1e6, NULL, F(alpha), "dirichlet: concentration"},
+    {"min-size", OPT_SIZE, "10", 0, 1e9, NULL, F(min_size), "dirichlet: fewest examples a site"},
+    {"shards-per-client", OPT_SIZE, "2", 1, 1e6, NULL, F(shards), "shards: K per site"},
+    {"labels-per-client", OPT_SIZE, "2", 1, 65536, NULL, F(labels), "labels: K per site"},
+    {"client-test-split", OPT_FLOAT, "0", 0, 0.9, NULL, F(client_test_split),
+     "share of each site's data kept for federated evaluation"},
+    {"rounds", OPT_SIZE, "20", 1, 1e9, NULL, F(rounds), "rounds"},
+    {"fraction", OPT_FLOAT, "0.1", 1e-9, 1, NULL, F(fraction), "share of sites sampled per round"},
+    {"min-fit", OPT_SIZE, "1", 1, 1e6, NULL, F(min_fit), "accepted updates a round needs"},
+    {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms), "round deadline in ms"},
+    {"epochs", OPT_SIZE, "1", 1, 1e6, NULL, F(epochs), "local epochs per round"},
+    {"batch", OPT_SIZE, "10", 1, 1e6, NULL, F(batch), "local batch size"},
+    {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, F(max_steps), "most local steps (0: no limit)"},
+    {"optimizer", OPT_CHOICE, "sgd", 1, 0, "sgd|adam|adamw", F(optimizer), "local optimizer"},
+    {"lr", OPT_FLOAT, "0.05", 1e-12, 1e6, NULL, F(lr), "local learning rate"},
+    {"momentum", OPT_FLOAT, "0", 0, 0.999999, NULL, F(momentum), "local SGD momentum"},
+    {"weight-decay", OPT_FLOAT, "0", 0, 1e6, NULL, F(weight_decay), "local weight decay"},
+    {"clip-norm", OPT_FLOAT, "0", 0, 1e12, NULL, F(clip_norm), "local clipping (0: off)"},
+    {"strategy", OPT_CHOICE, "fedavg", 1, 0, "fedavg|fedavgm|fedadam|fedyogi", F(strategy),
+     "server strategy"},
+    {"eta", OPT_FLOAT, "0", 0, 1e6, NULL, F(eta), "server learning rate (0: the strategy's)"},
+    {"beta", OPT_FLOAT, "0.9", 0, 0.999999, NULL, F(beta), "FedAvgM server momentum"},
+    {"b1", OPT_FLOAT, "0.9", 0, 0.999999, NULL, F(b1), "FedAdam/FedYogi first moment decay"},
+    {"b2", OPT_FLOAT, "0.99", 0, 0.999999, NULL, F(b2), "FedAdam/FedYogi second moment decay"},
+    {"tau", OPT_FLOAT, "0.001", 1e-12, 1e6, NULL, F(tau), "FedAdam/FedYogi adaptivity"},
+    {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
+    {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
+     "probability a sampled site vanishes mid-round"},
+    {"stragglers", OPT_FLOAT, "0", 0, 1, NULL, F(stragglers),
+     "probability a sampled site starts late"},
+    {"straggler-delay", OPT_FLOAT, "1", 0, 86400, NULL, F(straggler_delay),
+     "how late a straggler starts, seconds"},
+    {"tls", OPT_BOOL, "false", 1, 0, NULL, F(tls),
+     "full TLS between the sites and the coordinator (certificates in a temp folder)"},
+    {"seed", OPT_SIZE, "1", 0, 1e18, NULL, F(seed),
+     "partition, sampling, failures and training seeds"},
+    {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, F(target_accuracy),
+     "stop at the first round whose test accuracy reaches this (0: off)"},
+    {"metrics", OPT_STRING, NULL, 1, 0, NULL, F(metrics), "JSON-lines metrics per round"},
+    {"csv", OPT_STRING, NULL, 1, 0, NULL, F(csv), "CSV metrics per round"},
+    {"plot", OPT_STRING, NULL, 1, 0, NULL, F(plot),
+     "PNG of accuracy and loss per round (gnuplot, Debian package gnuplot-nox)"},
+    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "write the final model here"},
+    {"verbose", OPT_BOOL, "false", 1, 0, NULL, F(verbose), "also log the coordinator's lines"},
+    {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
+};
+#undef F
+
+static const opt_table sim_table = {
+    "sim",
+    "Simulate a federation on this machine: the real coordinator and N virtual sites over "
+    "inproc://, a partition of one data set, accuracy per round.",
+    sim_opts, NULL};
+
+/* What the round callback writes to. */
+typedef struct sim_out {
+    FILE *csv;
+    char *csv_tmp;
+    uint64_t rounds;
+    double target;
+    uint64_t first_target; /* first round reaching target (0: none) */
+    uint64_t bytes;
+} sim_out;
+
+static void on_round(void *user, const fed_coord_round_stats *s) {
+    sim_out *o = user;
+    o->bytes += s->bytes_in + s->bytes_out;
+    printf("round %3" PRIu64 "/%" PRIu64 ": sampled %zu, returned %zu, train loss %.4f, test "
+           "loss %.4f acc %.4f, %.1f MB, %.2f s\n",
+           s->round, o->rounds, s->sampled, s->returned, s->train_loss, s->central_loss,
+           s->central_acc, (double)(s->bytes_in + s->bytes_out) / 1e6, s->seconds);
+    fflush(stdout);
+    if (o->target > 0 && !o->first_target && s->central_acc >= o->target)
+        o->first_target = s->round;
+    if (o->csv)
+        fprintf(o->csv, "%" PRIu64 ",%zu,%zu,%.6g,%.6g,%.6g,%" PRIu64 ",%.4f\n", s->round,
+                s->sampled, s->returned, s->train_loss, s->central_loss, s->central_acc,
+                s->bytes_in + s->bytes_out, s->seconds);
+}
+
+/* Draws accuracy and loss per round from the CSV with gnuplot into png (atomically). */
+static fed_err plot(const char *csv, const char *png) {
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0)
+        return fed_errorf(FED_EUNSUPPORTED,
+                          "--plot: gnuplot is not installed (Debian package gnuplot-nox)");
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.png", png);
+    FILE *g = popen("gnuplot 2>&1", "w");
+    if (!g) return fed_errorf(FED_EIO, "--plot: cannot run gnuplot");
+    fprintf(g,
+            "set terminal pngcairo size 900,500 noenhanced\n"
+            "set output '%s'\n"
+            "set datafile separator ','\n"
+            "set key autotitle columnhead\n"
+            "set xlabel 'round'\n"
+            "set ylabel 'test accuracy'\n"
+            "set y2label 'loss'\n"
+            "set ytics nomirror\n"
+            "set y2tics\n"
+            "set grid\n"
+            "plot '%s' using 1:6 with linespoints title 'test accuracy' axes x1y1, "
+            "'' using 1:4 with lines title 'train loss' axes x1y2, "
+            "'' using 1:5 with lines title 'test loss' axes x1y2\n",
+            tmp, csv);
+    int rc = pclose(g);
+    if (rc != 0) {
+        unlink(tmp);
+        return fed_errorf(FED_EIO, "--plot: gnuplot failed (%d)", rc);
+    }
+    if (rename(tmp, png) != 0) return fed_errorf(FED_EIO, "--plot: cannot write %s", png);
+    return FED_OK;
+}
+
+static fed_err run_sim(const void *cfgp) {
+    const sim_cfg *o = cfgp;
+    if (!o->data) return fed_errorf(FED_EINVAL, "--data is required");
+    if (!o->model && !o->arch) return fed_errorf(FED_EINVAL, "--model or --arch is required");
+    if (o->plot && !o->csv) return fed_errorf(FED_EINVAL, "--plot needs --csv (the data it draws)");
+    fed_err err = FED_OK;
+    fed_model *m = NULL, *fin = NULL;
+    fed_meta *meta = NULL;
+    fed_dataset *train = NULL, *test = NULL;
+    fed_arch *arch = NULL;
+    fed_partition *part = NULL;
+    sim_out so;
+    memset(&so, 0, sizeof so);
+    double t0 = prep_now();
+
+    if (o->model) {
+        if ((err = prep_load_model(&m, &meta, o->model, o->arch, o->allow_extra != 0))) goto done;
+    } else {
+        if ((err = cli_read_arch(&arch, o->arch))) goto done;
+        if ((err = fed_model_new(&m, arch))) goto done;
+        fed_model_init(m, o->init_seed);
+    }
+    if (o->new_head) {
+        fed_model *h = NULL;
+        if ((err = fed_model_new_head(&h, m, o->new_head, o->init_seed))) goto done;
+        fed_model_destroy(&m);
+        m = h;
+    }
+    const char *classes = meta ? fed_meta_get(meta, META_CLASSES) : NULL;
+    if ((err = prep_load(&train, o->data, &o->dc, classes))) goto done;
+    if ((err = prep_apply_meta_std(meta, train))) goto done;
+    if (o->test_data) {
+        if ((err = prep_load(&test, o->test_data, &o->dc, classes))) goto done;
+        if ((err = prep_apply_meta_std(meta, test))) goto done;
+    }
+
+    fed_sim_config sc = fed_sim_default_config();
+    sc.train = train;
+    sc.part.clients = o->clients;
+    sc.part.kind = strcmp(o->partition, "dirichlet") == 0 ? FED_PART_DIRICHLET
+                   : strcmp(o->partition, "shards") == 0  ? FED_PART_SHARDS
+                   : strcmp(o->partition, "labels") == 0  ? FED_PART_LABELS
+                                                          : FED_PART_IID;
+    sc.part.alpha = o->alpha;
+    sc.part.min_size = o->min_size;
+    sc.part.shards_per_client = o->shards;
+    sc.part.labels_per_client = o->labels;
+    sc.part.seed = o->seed;
+    if ((err = fed_partition_make(&part, train->y, train->n, train->num_classes, &sc.part)))
+        goto done;
+    fed_part_stats ps;
+    if ((err = fed_partition_stats(part, train->y, train->num_classes, &ps))) goto done;
+    char pdesc[512];
+    fed_partition_describe(&ps, part->clients, pdesc, sizeof pdesc);
+    sc.partition = part;
+    sc.client_test_split = o->client_test_split;
+    sc.workers = o->workers ? o->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
+    if (sc.workers < 1) sc.workers = 1;
+    sc.dropout = o->dropout;
+    sc.stragglers = o->stragglers;
+    sc.straggler_delay_s = o->straggler_delay;
+    sc.tls = o->tls != 0;
+    sc.certs_script = FED_CERTS_SCRIPT;
+    sc.seed = o->seed;
+    fed_coord_config *cc = &sc.coord;
+    cc->model = m;
+    cc->model_meta = meta;
+    cc->eval_data = test;
+    cc->rounds = o->rounds;
+    cc->fraction = o->fraction;
+    cc->min_fit = o->min_fit;
+    cc->deadline_ms = (int64_t)o->deadline_ms;
+    cc->train.epochs = (uint32_t)o->epochs;
+    cc->train.batch = (uint32_t)o->batch;
+    cc->train.optimizer = (char *)o->optimizer;
+    cc->train.lr = (float)o->lr;
+    cc->train.momentum = (float)o->momentum;
+    cc->train.weight_decay = (float)o->weight_decay;
+    cc->train.clip_norm = (float)o->clip_norm;
+    cc->train.seed = o->seed;
+    cc->train.max_steps = o->max_steps;
+    cc->freeze = o->freeze;
+    fed_strategy_kind kind;
+    if ((err = fed_strategy_parse(o->strategy, &kind))) goto done;
+    cc->strategy = fed_strategy_defaults(kind);
+    if (o->eta > 0) cc->strategy.eta = (float)o->eta;
+    cc->strategy.momentum = (float)o->beta;
+    cc->strategy.beta1 = (float)o->b1;
+    cc->strategy.beta2 = (float)o->b2;
+    cc->strategy.tau = (float)o->tau;
+    cc->metrics_file = o->metrics;
+    cc->target_accuracy = o->target_accuracy;
+    cc->out = o->out;
+    cc->on_round = on_round;
+    cc->on_round_user = &so;
+    so.rounds = o->rounds;
+    so.target = o->target_accuracy;
+
+    /* Every worker trains with one BLAS thread: the workers are the parallelism. */
+    fed_blas_set_threads(1);
+    double acc0 = (double)NAN;
+    if (test) {
+        fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
+        fed_eval_result er;
+        memset(&er, 0, sizeof er);
+        if ((err = fed_evaluate(m, test, 0, &loss, &er))) goto done;
+        acc0 = er.accuracy;
+        fed_eval_result_free(&er);
+    }
+    if (o->csv) {
+        size_t len = strlen(o->csv) + 8;
+        if (!(so.csv_tmp = malloc(len))) {
+            err = FED_ENOMEM;
+            goto done;
+        }
+        snprintf(so.csv_tmp, len, "%s.tmp", o->csv);
+        if (!(so.csv = fopen(so.csv_tmp, "w"))) {
+            err = fed_errorf(FED_EIO, "%s: cannot write", so.csv_tmp);
+            goto done;
+        }
+        fprintf(so.csv,
+                "round,sampled,returned,train_loss,test_loss,test_accuracy,bytes,seconds\n");
+    }
+    if (!o->verbose) fed_log_set_level(FED_LOG_ERROR); /* dropouts are expected: no warn lines */
+    printf("sim: %zu examples (%zu classes) shared out to %zu sites (%s), %zu workers, %s; test "
+           "set %zu examples, start accuracy %.4f\n",
+           train->n, train->num_classes, o->clients, o->partition, sc.workers,
+           sc.tls ? "TLS" : "plaintext inproc", test ? test->n : (size_t)0, acc0);
+    printf("partition: %s\n", pdesc);
+    fflush(stdout);
+    fed_sim_result res;
+    err = fed_sim_run(&sc, &fin, &res);
+    fed_log_set_level(FED_LOG_INFO);
+    if (err) goto done;
+    if (so.csv) {
+        int bad = fclose(so.csv) != 0;
+        so.csv = NULL;
+        if (bad || rename(so.csv_tmp, o->csv) != 0) {
+            err = fed_errorf(FED_EIO, "%s: cannot write", o->csv);
+            goto done;
+        }
+    }
+    char hex[65];
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", res.sha256[i]);
+    printf("summary: %" PRIu64 " rounds in %.1f s (+%.1f s set-up), start accuracy %.4f, final "
+           "accuracy %.4f, %.1f MB moved, %" PRIu64 " dropouts, %" PRIu64 " stragglers\n",
+           res.rounds, res.seconds, res.setup_seconds, acc0, res.last.central_acc,
+           (double)so.bytes / 1e6, res.dropped, res.straggled);
+    if (o->target_accuracy > 0) {
+        if (so.first_target)
+            printf("target accuracy %.4f first reached in round %" PRIu64 "\n", o->target_accuracy,
+                   so.first_target);
+        else
+            printf("target accuracy %.4f not reached in %" PRIu64 " rounds\n", o->target_accuracy,
+                   res.rounds);
+    }
+    printf("final model sha256 %s\n", hex);
+    (void)t0;
+    if (o->plot && (err = plot(o->csv, o->plot))) goto done;
+    if (o->plot) printf("plot written to %s\n", o->plot);
+done:
+    if (so.csv) {
+        fclose(so.csv);
+        unlink(so.csv_tmp);
+    }
+    free(so.csv_tmp);
+    fed_model_destroy(&fin);
+    fed_model_destroy(&m);
+    fed_meta_destroy(&meta);
+    fed_arch_destroy(&arch);
+    fed_data_destroy(&train);
+    fed_data_destroy(&test);
+    fed_partition_destroy(&part);
+    return err;
+}
+
+int cmd_sim(int argc, char **argv) {
+    sim_cfg c;
+    return cli_run(&sim_table, &c, sizeof c, argc, argv, run_sim);
+}

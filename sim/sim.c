@@ -1,0 +1,487 @@
+/* The simulator (sim/sim.h): the coordinator on a thread, every virtual site stepped by
+ * the calling thread, training on a pool of workers. */
+#include "sim/sim.h"
+
+#include "client/client.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "net/channel.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SERVER_NAME "fedsim-coordinator"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_us(long us) {
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
+    nanosleep(&ts, NULL);
+}
+
+fed_sim_config fed_sim_default_config(void) {
+    fed_sim_config c;
+    memset(&c, 0, sizeof c);
+    c.part = fed_part_default_config();
+    c.coord = fed_coord_default_config();
+    c.coord.min_fit = 1;
+    c.coord.deadline_ms = 600000;
+    c.workers = 1;
+    c.seed = 1;
+    return c;
+}
+
+/* A uniform draw in [0, 1) for (site, round, what): the same in every run. */
+static double draw(uint64_t seed, size_t site, uint64_t round, uint64_t what) {
+    uint64_t h = fed_mix64(seed ^ fed_mix64((uint64_t)site * 0x9e3779b97f4a7c15ull ^
+                                            fed_mix64(round * 1000003u + what)));
+    return (double)(h >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ---- the worker pool ----------------------------------------------------------------- */
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    fed_site **queue; /* ring of sites whose job was claimed */
+    size_t cap, head, len;
+    bool quit;
+    pthread_t *th;
+    size_t nth;
+    fed_err err; /* a worker that could not make its trainer */
+} pool;
+
+static void *worker_main(void *p) {
+    pool *q = p;
+    fed_site_trainer *t = NULL;
+    if (fed_site_trainer_new(&t) != FED_OK) {
+        pthread_mutex_lock(&q->mu);
+        q->err = FED_ENOMEM;
+        pthread_mutex_unlock(&q->mu);
+        return NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (!q->quit && q->len == 0) pthread_cond_wait(&q->cv, &q->mu);
+        if (q->quit) {
+            pthread_mutex_unlock(&q->mu);
+            break;
+        }
+        fed_site *s = q->queue[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->len--;
+        pthread_mutex_unlock(&q->mu);
+        fed_site_job_run(s, t);
+    }
+    fed_site_trainer_destroy(&t);
+    return NULL;
+}
+
+static void pool_push(pool *q, fed_site *s) {
+    pthread_mutex_lock(&q->mu);
+    q->queue[(q->head + q->len) % q->cap] = s; /* cap = sites: never full */
+    q->len++;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- the coordinator's thread --------------------------------------------------------- */
+
+typedef struct coord_thread {
+    fed_coord *c;
+    atomic_bool stop; /* the sites' side gave up */
+    atomic_bool done; /* the engine ended (DONE or an error) */
+    fed_err err;
+    char errmsg[512];
+    pthread_t th;
+} coord_thread;
+
+static void *coord_main(void *p) {
+    coord_thread *ct = p;
+    ct->err = FED_OK;
+    while (!atomic_load(&ct->stop) && fed_coord_get_state(ct->c) != FED_COORD_DONE) {
+        fed_err err = fed_coord_step(ct->c, 5);
+        if (err) {
+            ct->err = err;
+            snprintf(ct->errmsg, sizeof ct->errmsg, "%s", fed_errmsg());
+            break;
+        }
+    }
+    atomic_store(&ct->done, true);
+    return NULL;
+}
+
+/* "site-007": names sort in site order (ordered_uploads folds in CN order). */
+static void site_name(char out[32], size_t i, int width) {
+    int w = width < 3 ? 3 : width > 7 ? 7 : width;
+    snprintf(out, 32, "site-%0*zu", w, i % 10000000u);
+}
+
+/* ---- certificates for --tls ------------------------------------------------------------ */
+
+static fed_err run_cmd(const char *cmd) {
+    int rc = system(cmd);
+    if (rc != 0) return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%d)", cmd, rc);
+    return FED_OK;
+}
+
+/* Makes a CA, the coordinator's certificate and one per site under dir. */
+static fed_err make_certs(const char *script, const char *dir, size_t n, int width) {
+    if (!script || access(script, X_OK) != 0)
+        return fed_errorf(FED_EINVAL, "tls: the certificate script %s is not executable",
+                          script ? script : "(none)");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "'%s' init-ca '%s/ca' >/dev/null 2>&1 && '%s' coordinator '%s/ca' %s >/dev/null 2>&1",
+             script, dir, script, dir, SERVER_NAME);
+    fed_err err = run_cmd(cmd);
+    for (size_t i = 0; !err && i < n; i++) {
+        char name[32];
+        site_name(name, i, width);
+        snprintf(cmd, sizeof cmd, "'%s' site '%s/ca' %s >/dev/null 2>&1", script, dir, name);
+        err = run_cmd(cmd);
+    }
+    return err;
+}
+
+/* ---- the simulation ------------------------------------------------------------------- */
+
+static fed_err check(const fed_sim_config *c) {
+    if (!c->train || c->train->n == 0) return fed_errorf(FED_EINVAL, "sim: no training data");
+    if (!c->coord.model) return fed_errorf(FED_EINVAL, "sim: no initial model");
+    const fed_partition *p = c->partition;
+    if (p) {
+        if (p->clients < 1 || !p->offsets || (p->n && !p->index) || p->offsets[0] != 0 ||
+            p->offsets[p->clients] != p->n)
+            return fed_errorf(FED_EINVAL, "sim: the partition's offsets are inconsistent");
+        for (size_t i = 0; i < p->clients; i++)
+            if (p->offsets[i + 1] < p->offsets[i])
+                return fed_errorf(FED_EINVAL, "sim: partition client %zu: offsets decrease", i);
+        for (size_t j = 0; j < p->n; j++)
+            if (p->index[j] >= c->train->n)
+                return fed_errorf(FED_EINVAL,
+                                  "sim: partition entry %zu: example %" PRIu32
+                                  " is not below the %zu of the data",
+                                  j, p->index[j], c->train->n);
+    }
+    if (c->workers < 1 || c->workers > 1024)
+        return fed_errorf(FED_EINVAL, "workers %zu: must be in 1..1024", c->workers);
+    if (!(c->dropout >= 0.0 && c->dropout < 1.0))
+        return fed_errorf(FED_EINVAL, "dropout %g: must be in [0, 1)", c->dropout);
+    if (!(c->stragglers >= 0.0 && c->stragglers <= 1.0))
+        return fed_errorf(FED_EINVAL, "stragglers %g: must be in [0, 1]", c->stragglers);
+    if (!(c->straggler_delay_s >= 0.0 && c->straggler_delay_s <= 86400.0))
+        return fed_errorf(FED_EINVAL, "straggler-delay %g: must be in [0, 86400] s",
+                          c->straggler_delay_s);
+    if (!(c->client_test_split >= 0.0 && c->client_test_split <= 0.9))
+        return fed_errorf(FED_EINVAL, "client-test-split %g: must be in [0, 0.9]",
+                          c->client_test_split);
+    return FED_OK;
+}
+
+/* What the sites' thread tracks of one virtual site. */
+typedef struct vsite {
+    fed_site *s;
+    bool done;    /* the coordinator said its final Bye */
+    bool running; /* its job is with the pool */
+    bool waiting; /* a straggler: claimed, queued at start_at */
+    bool drop;    /* vanish once trained */
+    double start_at;
+} vsite;
+
+fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result *res) {
+    memset(res, 0, sizeof *res);
+    if (final) *final = NULL;
+    fed_err err = check(cfg);
+    if (err) return err;
+    double t0 = now_s();
+    const size_t n = cfg->partition ? cfg->partition->clients : cfg->part.clients;
+    int width = 1;
+    for (size_t k = n > 0 ? n - 1 : 0; k >= 10; k /= 10) width++;
+    if (width < 3) width = 3;
+
+    fed_partition *part = NULL;
+    vsite *vs = NULL;
+    pool q;
+    memset(&q, 0, sizeof q);
+    coord_thread ct;
+    memset(&ct, 0, sizeof ct);
+    bool coord_started = false, mu_init = false;
+    void *zctx = NULL;
+    char certdir[64] = "", endpoint[96];
+    size_t *idx = NULL;
+
+    const fed_partition *pp = cfg->partition;
+    if (!pp) {
+        fed_part_config pc = cfg->part;
+        pc.seed = cfg->seed;
+        if ((err = fed_partition_make(&part, cfg->train->y, cfg->train->n, cfg->train->num_classes,
+                                      &pc)))
+            goto done;
+        pp = part;
+    }
+
+    static atomic_uint counter;
+    snprintf(endpoint, sizeof endpoint, "inproc://fedsim-%ld-%u", (long)getpid(),
+             atomic_fetch_add(&counter, 1));
+    if (cfg->tls) {
+        snprintf(certdir, sizeof certdir, "/tmp/fedsim-certs-XXXXXX");
+        if (!mkdtemp(certdir)) {
+            certdir[0] = '\0';
+            err = fed_errorf(FED_EIO, "tls: cannot make a temporary folder");
+            goto done;
+        }
+        if ((err = make_certs(cfg->certs_script, certdir, n, width))) goto done;
+    }
+    if (!(zctx = fed_net_context_new())) {
+        err = FED_ENOMEM;
+        goto done;
+    }
+    if ((err = fed_net_context_set_max_sockets(zctx, n + 64))) goto done;
+
+    /* The coordinator. */
+    char ca[128], ccert[160], ckey[160];
+    snprintf(ca, sizeof ca, "%s/ca/ca.crt", certdir);
+    snprintf(ccert, sizeof ccert, "%s/ca/coordinator/%s.crt", certdir, SERVER_NAME);
+    snprintf(ckey, sizeof ckey, "%s/ca/coordinator/%s.key", certdir, SERVER_NAME);
+    fed_coord_config cc = cfg->coord;
+    cc.server = fed_server_default_config();
+    cc.server.endpoint = endpoint;
+    cc.server.software = "fedtune sim";
+    cc.server.max_peers = n + 16;
+    cc.server.max_handshakes = n + 16;
+    fed_net_config net = fed_net_default_config();
+    net.plaintext = !cfg->tls;
+    net.keepalive_ms = 0; /* one process: nothing to keep alive, nothing can go silent */
+    net.idle_timeout_ms = 0;
+    net.zmq_heartbeat_ms = 0;
+    net.handshake_timeout_ms = 600000;
+    if (cfg->tls) {
+        net.tls.ca_file = ca;
+        net.tls.cert_file = ccert;
+        net.tls.key_file = ckey;
+    }
+    cc.server.net = net;
+    cc.zmq_ctx = zctx;
+    cc.min_clients = n;
+    if (cc.min_fit > n) cc.min_fit = n;
+    cc.ordered_uploads = true;
+    cc.wait_after_min_ms = -1; /* a round is its whole sample (or the deadline) */
+    cc.seed = cfg->seed;
+    cc.take_model = false;
+    if ((err = fed_coord_new(&ct.c, &cc))) goto done;
+
+    /* The sites: their slice of the data and a connection each. */
+    size_t most = 1;
+    for (size_t i = 0; i < n; i++)
+        if (pp->offsets[i + 1] - pp->offsets[i] > most) most = pp->offsets[i + 1] - pp->offsets[i];
+    if (!(vs = fed_calloc(n, sizeof *vs)) || !(idx = fed_mallocarray(most, sizeof *idx))) {
+        err = FED_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t a = pp->offsets[i], b = pp->offsets[i + 1];
+        for (size_t j = a; j < b; j++) idx[j - a] = pp->index[j];
+        fed_dataset *sub = NULL;
+        if ((err = fed_data_subset(&sub, cfg->train, idx, b - a))) goto done;
+        char name[32], scert[192], skey[192];
+        site_name(name, i, width);
+        snprintf(scert, sizeof scert, "%s/ca/sites/%s/%s.crt", certdir, name, name);
+        snprintf(skey, sizeof skey, "%s/ca/sites/%s/%s.key", certdir, name, name);
+        fed_site_config sc = fed_site_default_config();
+        sc.coordinator = endpoint;
+        sc.server_name = SERVER_NAME;
+        sc.net = net;
+        if (cfg->tls) {
+            sc.net.tls.ca_file = ca;
+            sc.net.tls.cert_file = scert;
+            sc.net.tls.key_file = skey;
+        } else {
+            sc.identity = name;
+        }
+        sc.zmq_ctx = zctx;
+        sc.dataset = sub;
+        sc.test_split = cfg->client_test_split;
+        sc.seed = cfg->seed + i;
+        sc.standardize = false;
+        sc.threads = 0;
+        sc.external_training = true;
+        sc.keep_model = false;
+        sc.backoff_initial_ms = 10;
+        sc.backoff_max_ms = 100;
+        sc.software = "fedtune sim";
+        err = fed_site_new(&vs[i].s, &sc);
+        fed_data_destroy(&sub);
+        if (err) {
+            err = fed_errprefix(err, "%s", name);
+            goto done;
+        }
+    }
+
+    /* The pool. */
+    if (pthread_mutex_init(&q.mu, NULL) != 0 || pthread_cond_init(&q.cv, NULL) != 0) {
+        err = fed_errorf(FED_EINTERNAL, "sim: cannot make the pool's lock");
+        goto done;
+    }
+    mu_init = true;
+    q.cap = n;
+    if (!(q.queue = fed_calloc(n, sizeof *q.queue)) ||
+        !(q.th = fed_calloc(cfg->workers, sizeof *q.th))) {
+        err = FED_ENOMEM;
+        goto done;
+    }
+    for (; q.nth < cfg->workers; q.nth++)
+        if (pthread_create(&q.th[q.nth], NULL, worker_main, &q) != 0) {
+            err = fed_errorf(FED_EINTERNAL, "sim: cannot start worker %zu", q.nth);
+            goto done;
+        }
+    if (pthread_create(&ct.th, NULL, coord_main, &ct) != 0) {
+        err = fed_errorf(FED_EINTERNAL, "sim: cannot start the coordinator's thread");
+        goto done;
+    }
+    coord_started = true;
+    res->setup_seconds = now_s() - t0;
+    double t1 = now_s();
+
+    /* The sites' machines. */
+    size_t remaining = n;
+    double coord_end = 0.0;
+    while (remaining > 0) {
+        bool busy = false;
+        for (size_t i = 0; i < n; i++) {
+            vsite *v = &vs[i];
+            if (v->done) continue;
+            if (v->running) {
+                if (!fed_site_job_done(v->s)) {
+                    bool fin = false;
+                    if ((err = fed_site_step(v->s, 0, &fin))) goto done;
+                    continue;
+                }
+                v->running = false;
+                busy = true;
+                const float *d;
+                size_t nd;
+                uint64_t ex;
+                if (cfg->on_update && fed_site_job_update(v->s, &d, &nd, &ex))
+                    cfg->on_update(cfg->on_update_user, i, fed_site_job_round(v->s), d, nd, ex,
+                                   v->drop);
+                if (v->drop) {
+                    res->dropped++;
+                    FED_LOG(FED_LOG_DEBUG, "sim: site %zu vanishes in round %" PRIu64, i,
+                            fed_site_job_round(v->s));
+                    if ((err = fed_site_disconnect(v->s))) goto done;
+                } else {
+                    fed_site_job_finish(v->s);
+                }
+            }
+            if (v->waiting) {
+                if (now_s() < v->start_at) continue;
+                v->waiting = false;
+                v->running = true;
+                pool_push(&q, v->s);
+                continue;
+            }
+            bool fin = false;
+            if ((err = fed_site_step(v->s, 0, &fin))) goto done;
+            if (fin) {
+                v->done = true;
+                remaining--;
+                continue;
+            }
+            if (fed_site_job_ready(v->s)) {
+                busy = true;
+                uint64_t r = fed_site_job_round(v->s);
+                fed_site_job_claim(v->s);
+                v->drop = cfg->dropout > 0 && draw(cfg->seed, i, r, 1) < cfg->dropout;
+                if (cfg->stragglers > 0 && draw(cfg->seed, i, r, 2) < cfg->stragglers) {
+                    res->straggled++;
+                    v->waiting = true;
+                    v->start_at = now_s() + cfg->straggler_delay_s;
+                } else {
+                    v->running = true;
+                    pool_push(&q, v->s);
+                }
+            }
+        }
+        if (q.err) {
+            err = fed_errorf(q.err, "sim: a worker could not start");
+            goto done;
+        }
+        if (atomic_load(&ct.done)) {
+            if (ct.err) break;
+            /* The final Byes are on their way to the connected sites (inproc: within
+             * microseconds); a site between sessions (a dropout reconnecting) gets none
+             * and is not waited for, nor one whose session began after the end. */
+            for (size_t i = 0; i < n; i++) {
+                vsite *v = &vs[i];
+                if (!v->done && !v->running && !v->waiting && !fed_site_connected(v->s)) {
+                    v->done = true;
+                    remaining--;
+                }
+            }
+            if (coord_end == 0.0) coord_end = now_s();
+            if (now_s() - coord_end > 0.2) break;
+        }
+        if (!busy) sleep_us(200);
+    }
+    res->seconds = now_s() - t1;
+
+done:
+    if (coord_started) {
+        atomic_store(&ct.stop, true);
+        pthread_join(ct.th, NULL);
+        if (!err && ct.err) err = fed_errorf(ct.err, "coordinator: %s", ct.errmsg);
+    }
+    if (mu_init) {
+        pthread_mutex_lock(&q.mu);
+        q.quit = true;
+        pthread_cond_broadcast(&q.cv);
+        pthread_mutex_unlock(&q.mu);
+    }
+    /* A worker may still be training a site whose job is abandoned: wait for them all
+     * before the sites go. */
+    for (size_t i = 0; i < q.nth; i++) pthread_join(q.th[i], NULL);
+    if (ct.c) {
+        res->rounds = fed_coord_rounds_done(ct.c);
+        res->last = fed_coord_last_round(ct.c);
+        fed_coord_model_sha256(ct.c, res->sha256);
+        fed_net_stats st;
+        fed_coord_server_stats(ct.c, &st);
+        res->bytes = st.bytes_received + st.bytes_sent;
+        if (!err && final) err = fed_model_clone(final, fed_coord_model(ct.c));
+    }
+    if (vs)
+        for (size_t i = 0; i < n; i++) {
+            if (vs[i].running && !fed_site_job_done(vs[i].s)) continue; /* cannot happen */
+            fed_site_destroy(&vs[i].s);
+        }
+    fed_coord_destroy(&ct.c);
+    fed_net_context_destroy(&zctx);
+    if (mu_init) {
+        pthread_mutex_destroy(&q.mu);
+        pthread_cond_destroy(&q.cv);
+    }
+    fed_free(q.queue);
+    fed_free(q.th);
+    fed_free(vs);
+    fed_free(idx);
+    fed_partition_destroy(&part);
+    if (certdir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", certdir);
+        if (system(cmd) != 0) FED_LOG(FED_LOG_WARN, "sim: could not remove %s", certdir);
+    }
+    return err;
+}

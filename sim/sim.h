@@ -1,0 +1,85 @@
+/* The federation simulator behind `fedtune sim`: the real coordinator (coordinator/)
+ * and N virtual sites (client/) in one process, talking over inproc:// ZeroMQ through
+ * the same channel (net/): plaintext by default, full TLS with `tls`. Nothing of the
+ * round logic is re-implemented here; this file only wires the pieces and plays the
+ * part of the sites' machines.
+ *
+ * Threads: the coordinator's engine runs on its own thread (fed_coord_step); one thread
+ * steps every virtual site's connection (fed_site_step, which only moves messages: the
+ * sites are made with external_training); a pool of `workers` threads trains the rounds
+ * the sites receive, each with one fed_site_trainer (a model built once per
+ * architecture). A virtual site is its slice of the data and a connection; it frees
+ * the model buffers after each round (keep_model false), so memory grows with the
+ * workers and the sampled sites, not with the federation.
+ *
+ * Reproducibility: the partition, the sample, the dropouts, the stragglers and every
+ * site's training seed derive from `seed`; the coordinator receives updates one at a
+ * time in site-name order (ordered_uploads), so the same seed gives the same final
+ * model bytes whatever the threads' timing.
+ *
+ * Failures: `dropout` is the probability that a sampled site vanishes mid-round (it
+ * trains, then drops its connection instead of sending, and reconnects for later
+ * rounds); `stragglers` the probability that a sampled site starts training only after
+ * `straggler_delay_s`. Both are drawn per (site, round) from the seed, so the
+ * coordinator's deadline and min_fit logic is exercised reproducibly. */
+#ifndef FED_SIM_SIM_H
+#define FED_SIM_SIM_H
+
+#include "coordinator/coordinator.h"
+#include "core/dataset.h"
+#include "core/err.h"
+#include "core/model.h"
+#include "sim/partition.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fed_sim_config {
+    const fed_dataset *train;       /* pooled labeled data the partition splits (borrowed) */
+    fed_part_config part;           /* how (clients, kind, parameters; its seed is ignored) */
+    const fed_partition *partition; /* or this one, made by the caller (borrowed; its
+                                       indices into train): part is then ignored */
+    double client_test_split;       /* share of each site's data held out for federated
+                                       evaluation, [0, 0.9] (0) */
+    fed_coord_config coord;         /* the round engine: model, eval_data, rounds, fraction,
+                                       min_fit, deadline_ms, train, freeze, strategy, metrics,
+                                       target_accuracy, out, on_round... min_clients, the
+                                       server, ordered_uploads and the seed are set here */
+    size_t workers;                 /* training threads, >= 1 */
+    double dropout;                 /* P(a sampled site vanishes mid-round), [0, 1) */
+    double stragglers;              /* P(a sampled site starts late), [0, 1] */
+    double straggler_delay_s;       /* how late, >= 0 */
+    bool tls;                       /* full TLS in-process: certificates made into a temporary
+                                       folder with certs_script */
+    const char *certs_script;       /* certs/fedtune-certs (tls only) */
+    uint64_t seed;                  /* everything random */
+    /* Called on the sites' thread with every update a site computed, just before it is
+     * sent or, dropped true, lost with the site's vanishing connection: the site's
+     * index, the round, its delta (n floats: the trainable tensors in manifest order)
+     * and its weight. For studies of client drift and for tests; NULL: none. */
+    void (*on_update)(void *user, size_t site, uint64_t round, const float *delta, size_t n,
+                      uint64_t examples, bool dropped);
+    void *on_update_user;
+} fed_sim_config;
+
+/* Defaults: IID over 100 sites, 1 worker, no dropout or stragglers, plaintext, seed 1,
+ * coord = fed_coord_default_config() with min_fit 1 and deadline 600 s. */
+fed_sim_config fed_sim_default_config(void);
+
+typedef struct fed_sim_result {
+    uint64_t rounds;             /* rounds completed */
+    double seconds;              /* wall time of the rounds (set-up excluded) */
+    uint64_t bytes;              /* bytes the coordinator sent and received */
+    uint64_t dropped, straggled; /* simulated failures */
+    uint8_t sha256[32];          /* of the final global parameters */
+    fed_coord_round_stats last;  /* of the last round */
+    double setup_seconds;        /* partition, sites, connections */
+} fed_sim_result;
+
+/* Runs the simulation to its end (rounds or target accuracy). *final (if non-NULL)
+ * receives a copy of the final global model. FED_EINVAL naming the field, data and
+ * network errors as their layers report them. */
+fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result *res) FED_MUST_USE;
+
+#endif
