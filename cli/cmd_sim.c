@@ -18,6 +18,7 @@
 
 typedef struct sim_cfg {
     const char *data, *test_data;                 /* pooled training data, central test set */
+    const char *test_labels;                      /* IDX labels of test_data */
     data_cfg dc;                                  /* how to read both */
     const char *model, *arch;                     /* initial model, or a fresh --arch */
     int allow_extra;                              /* ignore tensors the architecture lacks */
@@ -50,6 +51,8 @@ static const opt_spec sim_opts[] = {
     {"data", OPT_STRING, NULL, 1, 0, NULL, F(data), "labeled data the sites share out"},
     {"test-data", OPT_STRING, NULL, 1, 0, NULL, F(test_data),
      "held-out labeled data: the coordinator's test set (accuracy per round)"},
+    {"test-labels", OPT_STRING, NULL, 1, 0, NULL, F(test_labels),
+     "IDX labels of --test-data (default: derived from its file name, as for --data)"},
     DATA_OPTS(F(dc)),
     {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "pre-trained initial model (.safetensors)"},
     {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),
@@ -209,7 +212,9 @@ static fed_err run_sim(const void *cfgp) {
     if ((err = prep_load(&train, o->data, &o->dc, classes))) goto done;
     if ((err = prep_apply_meta_std(meta, train))) goto done;
     if (o->test_data) {
-        if ((err = prep_load(&test, o->test_data, &o->dc, classes))) goto done;
+        data_cfg tdc = o->dc;
+        tdc.labels = o->test_labels; /* --labels names the training images' labels */
+        if ((err = prep_load(&test, o->test_data, &tdc, classes))) goto done;
         if ((err = prep_apply_meta_std(meta, test))) goto done;
     }
 

@@ -1,6 +1,8 @@
 /* The chunk-buffer pool (see pool.h). A mutex guards the free list and the counters
  * because ZeroMQ releases buffers from its own threads; a pipe wakes the owner, which
- * sleeps in zmq_poll, when a buffer comes back to an exhausted pool. */
+ * sleeps in zmq_poll, when a buffer comes back to an exhausted pool. The pipe is made
+ * the first time the pool runs dry: most connections never need it, and a simulator
+ * with ten thousand sites in one process cannot spend two descriptors on each. */
 #include "net/pool.h"
 
 #include "core/alloc.h"
@@ -51,19 +53,23 @@ fed_err fed__pool_new(fed__pool **out, size_t buf_size, size_t max_bufs) {
     p->max_bufs = max_bufs;
     p->pipe_rd = p->pipe_wr = -1;
     pthread_mutex_init(&p->mu, NULL);
+    *out = p;
+    return FED_OK;
+}
+
+/* Under the lock: makes the wake-up pipe if there is none yet. Without one (no
+ * descriptor left) the owner still wakes at its poll timeout. */
+static void make_pipe(fed__pool *p) {
+    if (p->pipe_rd >= 0) return;
     int fds[2];
-    if (pipe(fds) != 0) {
-        pool_free_all(p);
-        return fed_errorf(FED_EIO, "pool: pipe: %s", strerror(errno));
+    if (pipe(fds) != 0) return;
+    if (set_nonblock(fds[0]) != 0 || set_nonblock(fds[1]) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return;
     }
     p->pipe_rd = fds[0];
     p->pipe_wr = fds[1];
-    if (set_nonblock(fds[0]) != 0 || set_nonblock(fds[1]) != 0) {
-        pool_free_all(p);
-        return fed_errorf(FED_EIO, "pool: fcntl: %s", strerror(errno));
-    }
-    *out = p;
-    return FED_OK;
 }
 
 void fed__pool_close(fed__pool **pp) {
@@ -103,6 +109,7 @@ fed__buf *fed__pool_get(fed__pool *p) {
         b->keep = 0;
         if (++p->out > p->peak) p->peak = p->out;
     } else {
+        make_pipe(p);
         p->waiting = true;
     }
     pthread_mutex_unlock(&p->mu);
@@ -146,8 +153,10 @@ void fed__buf_release(fed__buf *b) {
         if (p->waiting) {
             p->waiting = false;
             /* A full pipe already wakes the owner: a failed write changes nothing. */
-            ssize_t w = write(p->pipe_wr, "", 1);
-            (void)w;
+            if (p->pipe_wr >= 0) {
+                ssize_t w = write(p->pipe_wr, "", 1);
+                (void)w;
+            }
         }
     }
     pthread_mutex_unlock(&p->mu);
@@ -164,6 +173,7 @@ int fed__pool_fd(const fed__pool *p) {
 
 void fed__pool_clear_signal(fed__pool *p) {
     char tmp[64];
+    if (p->pipe_rd < 0) return;
     while (read(p->pipe_rd, tmp, sizeof tmp) > 0) {
     }
 }

@@ -41,7 +41,9 @@ fed__buf *fed__buf_new(size_t cap);
 void fed__buf_release(fed__buf *b);
 
 size_t fed__pool_buf_size(const fed__pool *p);
-/* Read end of the wake-up pipe, and clearing it after it fired. */
+/* Read end of the wake-up pipe, and clearing it after it fired. -1 until the pool first
+ * ran dry (the pipe is made then; if no descriptor is left, the owner wakes at its poll
+ * timeout instead). */
 int fed__pool_fd(const fed__pool *p);
 void fed__pool_clear_signal(fed__pool *p);
 /* True when a get failed since the last buffer came back. */

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,25 @@ static fed_err make_certs(const char *script, const char *dir, size_t n, int wid
 
 /* ---- the simulation ------------------------------------------------------------------- */
 
+/* Every site holds one descriptor (its ZeroMQ socket's mailbox): raise the soft limit
+ * towards the hard one if the sites need it. */
+static fed_err reserve_fds(size_t sites) {
+    rlim_t need = (rlim_t)sites + 256;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return FED_OK;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        struct rlimit nl = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nl) == 0) rl.rlim_cur = want;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        return fed_errorf(FED_EINVAL,
+                          "%zu sites need about %llu open files; this process may open %llu "
+                          "(raise the hard limit: ulimit -Hn)",
+                          sites, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+    return FED_OK;
+}
+
 static fed_err check(const fed_sim_config *c) {
     if (!c->train || c->train->n == 0) return fed_errorf(FED_EINVAL, "sim: no training data");
     if (!c->coord.model) return fed_errorf(FED_EINVAL, "sim: no initial model");
@@ -245,6 +265,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         }
         if ((err = make_certs(cfg->certs_script, certdir, n, width))) goto done;
     }
+    if ((err = reserve_fds(n))) goto done;
     if (!(zctx = fed_net_context_new())) {
         err = FED_ENOMEM;
         goto done;
