@@ -23,6 +23,9 @@ typedef struct sim_cfg {
     const char *model, *arch;                     /* initial model, or a fresh --arch */
     int allow_extra;                              /* ignore tensors the architecture lacks */
     size_t init_seed;                             /* fresh model initialisation */
+    const char *pretrain_data;                    /* public data for central pre-training */
+    size_t pretrain_epochs;                       /* its epochs */
+    double pretrain_lr;                           /* its Adam learning rate */
     size_t new_head;                              /* replace the head (classes; 0: keep) */
     const char *freeze;                           /* frozen tensor globs */
     size_t clients;                               /* virtual sites */
@@ -60,12 +63,19 @@ static const opt_spec sim_opts[] = {
     {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),
      "ignore tensors of --model that the architecture lacks"},
     {"init-seed", OPT_SIZE, "1", 0, 1e18, NULL, F(init_seed), "initialisation of a fresh model"},
+    {"pretrain-data", OPT_STRING, NULL, 1, 0, NULL, F(pretrain_data),
+     "public labeled data the initial model is first trained on centrally (before --new-head "
+     "and the federation)"},
+    {"pretrain-epochs", OPT_SIZE, "1", 1, 1e6, NULL, F(pretrain_epochs),
+     "epochs of that pre-training (Adam, batch 64)"},
+    {"pretrain-lr", OPT_FLOAT, "0.001", 1e-12, 10, NULL, F(pretrain_lr),
+     "learning rate of that pre-training"},
     {"new-head", OPT_SIZE, "0", 0, 65536, NULL, F(new_head),
      "replace the model's head by a fresh one with this many classes (0: keep)"},
     {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
      "tensors kept frozen (globs such as 0.* or *.bias)"},
     {"clients", OPT_SIZE, "100", 1, 1e6, NULL, F(clients), "virtual sites"},
-    {"partition", OPT_CHOICE, "iid", 1, 0, "iid|dirichlet|shards|labels", F(partition),
+    {"partition", OPT_CHOICE, "dirichlet", 1, 0, "iid|dirichlet|shards|labels", F(partition),
      "how the data are shared out"},
     {"alpha", OPT_FLOAT, "0.5", 1e-6, 1e6, NULL, F(alpha), "dirichlet: concentration"},
     {"min-size", OPT_SIZE, "10", 0, 1e9, NULL, F(min_size), "dirichlet: fewest examples a site"},
@@ -73,7 +83,7 @@ static const opt_spec sim_opts[] = {
     {"labels-per-client", OPT_SIZE, "2", 1, 65536, NULL, F(labels), "labels: K per site"},
     {"client-test-split", OPT_FLOAT, "0", 0, 0.9, NULL, F(client_test_split),
      "share of each site's data kept for federated evaluation"},
-    {"rounds", OPT_SIZE, "20", 1, 1e9, NULL, F(rounds), "rounds"},
+    {"rounds", OPT_SIZE, "200", 1, 1e9, NULL, F(rounds), "rounds"},
     {"fraction", OPT_FLOAT, "0.1", 1e-9, 1, NULL, F(fraction), "share of sites sampled per round"},
     {"min-fit", OPT_SIZE, "1", 1, 1e6, NULL, F(min_fit), "accepted updates a round needs"},
     {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms), "round deadline in ms"},
@@ -147,9 +157,13 @@ static void on_round(void *user, const fed_coord_round_stats *s) {
                 s->bytes_in + s->bytes_out, s->seconds);
 }
 
+static bool have_gnuplot(void) {
+    return system("command -v gnuplot >/dev/null 2>&1") == 0;
+}
+
 /* Draws accuracy and loss per round from the CSV with gnuplot into png (atomically). */
 static fed_err plot(const char *csv, const char *png) {
-    if (system("command -v gnuplot >/dev/null 2>&1") != 0)
+    if (!have_gnuplot())
         return fed_errorf(FED_EUNSUPPORTED,
                           "--plot: gnuplot is not installed (Debian package gnuplot-nox)");
     char tmp[4096];
@@ -166,7 +180,11 @@ static fed_err plot(const char *csv, const char *png) {
             "set y2label 'loss'\n"
             "set ytics nomirror\n"
             "set y2tics\n"
+            "set logscale y2\n"
             "set grid\n"
+            "set key outside below horizontal\n"
+            "set title 'fedtune sim: test accuracy and losses per round (round 0: the initial "
+            "model)'\n"
             "plot '%s' using 1:6 with linespoints title 'test accuracy' axes x1y1, "
             "'' using 1:4 with lines title 'train loss' axes x1y2, "
             "'' using 1:5 with lines title 'test loss' axes x1y2\n",
@@ -180,12 +198,80 @@ static fed_err plot(const char *csv, const char *png) {
     return FED_OK;
 }
 
+/* The data folder of the default scenario: $FEDTUNE_DATA, ./data, or the source tree's. */
+static const char *data_dir(void) {
+    const char *env = getenv("FEDTUNE_DATA");
+    if (env && env[0]) return env;
+    if (access("data/fashion-mnist", F_OK) == 0) return "data";
+    return FED_DATA_DIR;
+}
+
+/* Without --data, --model, --arch and --pretrain-data: the default scenario. A 2NN is
+ * pre-trained on the public MNIST digits, gets a new head and is fine-tuned on
+ * Fashion-MNIST by the sites (non-IID by the partition options: Dirichlet 0.5 over 100
+ * sites by default); CSV and plot go to fedtune-sim.{csv,png}. Every other option
+ * applies as given. */
+static fed_err default_scenario(sim_cfg *o, char paths[4][4096]) {
+    const char *d = data_dir();
+    snprintf(paths[0], 4096, "%s/fashion-mnist/train-images-idx3-ubyte.gz", d);
+    snprintf(paths[1], 4096, "%s/fashion-mnist/t10k-images-idx3-ubyte.gz", d);
+    snprintf(paths[2], 4096, "%s/mnist/train-images-idx3-ubyte", d);
+    for (int i = 0; i < 3; i++)
+        if (access(paths[i], R_OK) != 0)
+            return fed_errorf(FED_EIO,
+                              "the default scenario needs %s: fetch MNIST and Fashion-MNIST with "
+                              "scripts/fetch-data (or set FEDTUNE_DATA), or give --data",
+                              paths[i]);
+    o->data = paths[0];
+    o->test_data = paths[1];
+    o->pretrain_data = paths[2];
+    o->arch = "fedavg-2nn";
+    if (!o->new_head) o->new_head = 10;
+    if (!o->csv) o->csv = "fedtune-sim.csv";
+    if (!o->plot && have_gnuplot()) o->plot = "fedtune-sim.png";
+    printf("default scenario: a 2NN pre-trained on the public MNIST digits (%s), new head, "
+           "fine-tuned by %zu sites holding Fashion-MNIST (%s) as --partition %s",
+           paths[2], o->clients, paths[0], o->partition);
+    if (strcmp(o->partition, "dirichlet") == 0) printf(" --alpha %g", o->alpha);
+    printf("; fedtune sim --help for the options\n");
+    return FED_OK;
+}
+
+/* Central pre-training on public data: Adam, batch 64, constant rate. */
+static fed_err pretrain(fed_model *m, const sim_cfg *o, const char *classes) {
+    fed_dataset *pub = NULL;
+    data_cfg pdc = o->dc;
+    pdc.labels = NULL; /* derived from the file name */
+    fed_err err = prep_load(&pub, o->pretrain_data, &pdc, classes);
+    if (err) return err;
+    fed_fit_config f = fed_fit_defaults();
+    f.epochs = o->pretrain_epochs;
+    f.batch = 64;
+    f.optim = fed_optim_defaults(FED_OPT_ADAM);
+    f.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, (float)o->pretrain_lr);
+    f.seed = o->seed;
+    fed_fit_result r;
+    if ((err = fed_fit(m, pub, NULL, &f, &r)) == FED_OK)
+        printf("pretrain: %zu examples of %s, %zu epochs, train loss %.4f, %.1f s\n", pub->n,
+               o->pretrain_data, r.epochs_run, r.final_train_loss, r.seconds);
+    fed_data_destroy(&pub);
+    return err;
+}
+
 static fed_err run_sim(const void *cfgp) {
-    const sim_cfg *o = cfgp;
+    sim_cfg oc = *(const sim_cfg *)cfgp;
+    sim_cfg *o = &oc;
+    static char paths[4][4096];
+    fed_err err = FED_OK;
+    if (!o->data && !o->model && !o->arch && !o->pretrain_data &&
+        (err = default_scenario(o, paths)))
+        return err;
     if (!o->data) return fed_errorf(FED_EINVAL, "--data is required");
     if (!o->model && !o->arch) return fed_errorf(FED_EINVAL, "--model or --arch is required");
     if (o->plot && !o->csv) return fed_errorf(FED_EINVAL, "--plot needs --csv (the data it draws)");
-    fed_err err = FED_OK;
+    if (o->plot && !have_gnuplot())
+        return fed_errorf(FED_EUNSUPPORTED,
+                          "--plot: gnuplot is not installed (Debian package gnuplot-nox)");
     fed_model *m = NULL, *fin = NULL;
     fed_meta *meta = NULL;
     fed_dataset *train = NULL, *test = NULL;
@@ -201,6 +287,10 @@ static fed_err run_sim(const void *cfgp) {
         if ((err = cli_read_arch(&arch, o->arch))) goto done;
         if ((err = fed_model_new(&m, arch))) goto done;
         fed_model_init(m, o->init_seed);
+    }
+    if (o->pretrain_data) {
+        fed_blas_set_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
+        if ((err = pretrain(m, o, NULL))) goto done;
     }
     if (o->new_head) {
         fed_model *h = NULL;
@@ -282,13 +372,14 @@ static fed_err run_sim(const void *cfgp) {
 
     /* Every worker trains with one BLAS thread: the workers are the parallelism. */
     fed_blas_set_threads(1);
-    double acc0 = (double)NAN;
+    double acc0 = (double)NAN, loss0 = (double)NAN;
     if (test) {
         fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
         fed_eval_result er;
         memset(&er, 0, sizeof er);
         if ((err = fed_evaluate(m, test, 0, &loss, &er))) goto done;
         acc0 = er.accuracy;
+        loss0 = er.loss;
         fed_eval_result_free(&er);
     }
     if (o->csv) {
@@ -303,7 +394,9 @@ static fed_err run_sim(const void *cfgp) {
             goto done;
         }
         fprintf(so.csv,
-                "round,sampled,returned,train_loss,test_loss,test_accuracy,bytes,seconds\n");
+                "round,sampled,returned,train_loss,test_loss,test_accuracy,bytes,seconds\n"
+                "0,0,0,nan,%.6g,%.6g,0,0\n",
+                loss0, acc0); /* the initial model */
     }
     if (!o->verbose) fed_log_set_level(FED_LOG_ERROR); /* dropouts are expected: no warn lines */
     printf("sim: %zu examples (%zu classes) shared out to %zu sites (%s), %zu workers, %s; test "

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `fedtune sim` as a user drives it: the same seed prints the same final SHA-256 and
+# that is the hash of the --out model's parameter bytes; --csv (with the initial model
+# as round 0), --metrics and --plot outputs; --target-accuracy reports its round;
+# --pretrain-data; --tls gives the plaintext run's bytes; and one-line errors for bad
+# options, missing data and an impossible partition.
+# Usage: cli_sim.sh <path to fedtune> <source dir>
+set -u
+FEDTUNE=$1
+SRC=$2
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
+
+# Three well separated classes in four features (deterministic, no RNG).
+blobs() {
+  awk -v n="$1" -v off="$2" 'BEGIN {
+    print "a,b,c,d,label"
+    for (i = 0; i < n; i++) {
+      k = i % 3; t = i + off
+      printf "%.4f,%.4f,%.4f,%.4f,%d\n", 3*k + sin(t), -3*k + cos(3*t), k + sin(7*t)/2, cos(5*t), k
+    }
+  }'
+}
+blobs 600 0 >"$tmp/train.csv"
+blobs 150 1000 >"$tmp/test.csv"
+ARCH='{"input":[4],"layers":[{"type":"linear","out":8},{"type":"relu"},{"type":"linear","out":3}]}'
+SIM=("$FEDTUNE" sim --data "$tmp/train.csv" --test-data "$tmp/test.csv" --arch "$ARCH"
+  --clients 12 --partition iid --fraction 0.5 --rounds 4 --epochs 2 --batch 10 --lr 0.1
+  --workers 2 --seed 3)
+
+hash_of() { sed -n 's/^final model sha256 \([0-9a-f]\{64\}\)$/\1/p' "$1"; }
+
+expect 0 "final model sha256" -- "${SIM[@]}" --out "$tmp/a.safetensors" --csv "$tmp/a.csv" \
+  --metrics "$tmp/a.jsonl"
+"${SIM[@]}" --out "$tmp/a.safetensors" >"$tmp/a.out" 2>&1
+"${SIM[@]}" >"$tmp/b.out" 2>&1
+ha=$(hash_of "$tmp/a.out")
+hb=$(hash_of "$tmp/b.out")
+ok "a hash is printed" test -n "$ha"
+ok "same seed, same final bytes ($ha vs $hb)" test "$ha" = "$hb"
+ok "every round has its line" test "$(grep -c '^round ' "$tmp/a.out")" -eq 4
+ok "the partition is described" grep -q "^partition: 12 clients: examples per client" "$tmp/a.out"
+ok "the summary line" grep -q "^summary: 4 rounds in " "$tmp/a.out"
+if [ -n "$PY" ]; then
+  hf=$("$PY" -c '
+import hashlib, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+print(hashlib.sha256(b[8 + n:]).hexdigest())' "$tmp/a.safetensors")
+  ok "the printed hash is that of the --out model's parameters" test "$hf" = "$ha"
+fi
+"${SIM[@]}" --seed 4 >"$tmp/c.out" 2>&1
+ok "another seed, other bytes" test "$(hash_of "$tmp/c.out")" != "$ha"
+
+# CSV: a header, the initial model as round 0, one row per round; JSON lines per round.
+ok "csv has header + round 0 + 4 rounds" test "$(wc -l <"$tmp/a.csv")" -eq 6
+ok "csv header" grep -qx "round,sampled,returned,train_loss,test_loss,test_accuracy,bytes,seconds" "$tmp/a.csv"
+ok "csv round 0 is the initial model" grep -q "^0,0,0,nan," "$tmp/a.csv"
+ok "csv round 4 sampled 6, returned 6" grep -q "^4,6,6," "$tmp/a.csv"
+ok "metrics has one line per round" test "$(wc -l <"$tmp/a.jsonl")" -eq 4
+ok "no temporary file left" test ! -e "$tmp/a.csv.tmp"
+
+# The task is easy: the model learns, and --target-accuracy stops at the first round.
+acc0=$(awk -F, 'NR == 2 { print $6 }' "$tmp/a.csv")
+acc=$(awk -F, 'END { print $6 }' "$tmp/a.csv")
+ok "final accuracy $acc > start $acc0 + 0.2" awk -v a="$acc" -v z="$acc0" 'BEGIN { exit !(a > z + 0.2) }'
+expect 0 "target accuracy 0.8500 first reached in round" -- "${SIM[@]}" --rounds 60 \
+  --target-accuracy 0.85
+"${SIM[@]}" --rounds 60 --target-accuracy 0.85 >"$tmp/t.out" 2>&1
+r=$(sed -n 's/^target accuracy 0.8500 first reached in round \([0-9]*\)$/\1/p' "$tmp/t.out")
+ok "stopped at the target's round ($r)" test "$(grep -c '^round ' "$tmp/t.out")" -eq "${r:-0}"
+
+# Dropouts: rounds still complete and the run repeats.
+"${SIM[@]}" --dropout 0.3 >"$tmp/d1.out" 2>&1
+"${SIM[@]}" --dropout 0.3 >"$tmp/d2.out" 2>&1
+ok "dropout runs complete" grep -q "^summary: 4 rounds" "$tmp/d1.out"
+ok "dropout runs repeat" test "$(hash_of "$tmp/d1.out")" = "$(hash_of "$tmp/d2.out")"
+ok "dropouts counted" grep -Eq "[1-9][0-9]* dropouts" "$tmp/d1.out"
+
+# Full TLS in-process: the same bytes as plaintext inproc.
+"${SIM[@]}" --clients 4 --tls >"$tmp/tls.out" 2>&1
+"${SIM[@]}" --clients 4 >"$tmp/plain.out" 2>&1
+ok "--tls runs" grep -q "^sim: .* TLS;" "$tmp/tls.out"
+ok "--tls gives the plaintext bytes" test "$(hash_of "$tmp/tls.out")" = "$(hash_of "$tmp/plain.out")"
+
+# Central pre-training on "public" data first.
+expect 0 "pretrain: 150 examples of $tmp/test.csv, 2 epochs" -- "${SIM[@]}" \
+  --pretrain-data "$tmp/test.csv" --pretrain-epochs 2
+
+# Plot: a PNG with gnuplot, else a clear error.
+if command -v gnuplot >/dev/null; then
+  expect 0 "plot written to $tmp/p.png" -- "${SIM[@]}" --csv "$tmp/p.csv" --plot "$tmp/p.png"
+  ok "the plot is a PNG" test "$(head -c 4 "$tmp/p.png" | od -An -c | tr -d ' ')" = '211PNG'
+else
+  expect 1 "--plot: gnuplot is not installed (Debian package gnuplot-nox)" -- "${SIM[@]}" \
+    --csv "$tmp/p.csv" --plot "$tmp/p.png"
+fi
+
+# Errors.
+expect 2 "--plot needs --csv" -- "${SIM[@]}" --plot "$tmp/x.png"
+expect 2 'fedtune sim: --partition: "zipf" is not one of iid|dirichlet|shards|labels' -- \
+  "${SIM[@]}" --partition zipf
+expect 2 "fedtune sim: --dropout: 1 is outside" -- "${SIM[@]}" --dropout 1
+expect 1 "$tmp/none.csv" -- "${SIM[@]}" --data "$tmp/none.csv"
+expect 2 "--model or --arch is required" -- "$FEDTUNE" sim --data "$tmp/train.csv"
+expect 2 "partition: clients 1000 exceeds the 600 examples" -- "${SIM[@]}" --clients 1000
+expect 1 "the default scenario needs $tmp/nodata/fashion-mnist/train-images-idx3-ubyte.gz" -- \
+  env FEDTUNE_DATA="$tmp/nodata" "$FEDTUNE" sim
+expect 0 "--partition iid|dirichlet|shards|labels" -- "$FEDTUNE" sim --help
+
+report
