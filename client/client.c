@@ -106,7 +106,8 @@ struct fed_site {
     fed_client *cli;                   /* current connection, or NULL between connections */
     fed_dataset *train;                /* local training split, prepared */
     fed_dataset *test;                 /* local test split, prepared, or NULL */
-    fed_dataset *train_raw, *test_raw; /* the same before any standardisation */
+    fed_dataset *train_raw, *test_raw; /* the same before any standardisation; NULL while
+                                          train/test are still raw (one copy, not two) */
     char *transform; /* the model's input transform now applied (NULL: local or none) */
 
     /* the global model held: weights in host order */
@@ -424,8 +425,10 @@ static fed_err use_transform(fed_site *s, const char *json) {
     char *copy = NULL;
     fed_err err = fed_std_from_json(&st, json);
     if (err) return fed_errprefix(err, "manifest.input_transform");
-    if ((err = clone_data(&tr, s->train_raw))) goto done;
-    if (s->test_raw && (err = clone_data(&te, s->test_raw))) goto done;
+    const fed_dataset *rtr = s->train_raw ? s->train_raw : s->train;
+    const fed_dataset *rte = s->train_raw ? s->test_raw : s->test;
+    if ((err = clone_data(&tr, rtr))) goto done;
+    if (rte && (err = clone_data(&te, rte))) goto done;
     if ((err = fed_std_apply(st, tr)) || (te && (err = fed_std_apply(st, te)))) {
         err = fed_errprefix(err, "manifest.input_transform");
         goto done;
@@ -433,6 +436,11 @@ static fed_err use_transform(fed_site *s, const char *json) {
     if (!(copy = fed_strdup(json))) {
         err = FED_ENOMEM;
         goto done;
+    }
+    if (!s->train_raw) { /* the raw data move aside instead of being copied at start */
+        s->train_raw = s->train;
+        s->test_raw = s->test;
+        s->train = s->test = NULL;
     }
     fed_data_destroy(&s->train);
     fed_data_destroy(&s->test);
@@ -473,9 +481,9 @@ static fed_err prepare_data(fed_site *s, const fed_site_config *c) {
                          c->data ? c->data : "data");
         goto done;
     }
-    if ((err = clone_data(&s->train_raw, s->train))) goto done;
-    if (s->test && (err = clone_data(&s->test_raw, s->test))) goto done;
     if (c->standardize) {
+        if ((err = clone_data(&s->train_raw, s->train))) goto done;
+        if (s->test && (err = clone_data(&s->test_raw, s->test))) goto done;
         if ((err = fed_std_fit(&st, s->train))) goto done;
         if ((err = fed_std_apply(st, s->train))) goto done;
         if (s->test && (err = fed_std_apply(st, s->test))) goto done;

@@ -54,7 +54,8 @@ fed_err fed_optim_new(fed_optim **out, const fed_model *m,
 /* NULL-safe; sets *o to NULL. */
 void fed_optim_destroy(fed_optim **o);
 /* One update of m's parameters from m's gradients with learning rate lr. Returns the
- * global gradient norm before clipping. The model must be the one (or one of the same
+ * global gradient norm before clipping when clip_norm > 0, NaN otherwise (not computed:
+ * it costs a pass over the gradients). The model must be the one (or one of the same
  * layout as the one) the optimizer was made for. */
 double fed_optim_step(fed_optim *o, fed_model *m, float lr);
 /* Forgets momentum and moments, and the step count. */

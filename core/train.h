@@ -32,7 +32,8 @@ typedef struct fed_loss_config {
 typedef struct fed_step_stats {
     double loss;      /* mean loss over the batch */
     size_t correct;   /* SOFTMAX_CE: arg-max hits; otherwise 0 */
-    double grad_norm; /* train step: global gradient norm before clipping */
+    double grad_norm; /* train step: global gradient norm before clipping (NaN when the
+                         optimizer does not clip) */
 } fed_step_stats;
 
 /* Resets the arena, zeroes gradients, and performs one update with learning rate lr.

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# bench_sim_scale: how fedtune sim grows with the federation. For each number of sites,
+# one fresh process (so its peak RSS is its own) runs a few rounds of the 2NN on MNIST
+# with 100 sites sampled per round (fraction = 100 / sites), plaintext inproc, and the
+# table gives the set-up time, the seconds per round, the peak RSS, and the peak RSS per
+# site above the 100-site run. The reference row is a plain `fedtune train` of the same
+# model on the same data for one epoch (the memory any run needs: the data set and the
+# model), measured in the same run. Optionally the CNN at 1,000 sites (--cnn).
+# Usage: bench/bench_sim_scale.sh [--quick] [--cnn] [FEDTUNE]   (run from the repo root)
+set -euo pipefail
+quick=0 cnn=0
+while [ $# -gt 0 ]; do
+  case $1 in
+  --quick) quick=1 ;;
+  --cnn) cnn=1 ;;
+  -h | --help)
+    sed -n '2,9p' "$0"
+    exit 0
+    ;;
+  *) break ;;
+  esac
+  shift
+done
+FEDTUNE=${1:-build/release/bin/fedtune}
+DATA=${FEDTUNE_DATA:-data}/mnist/train-images-idx3-ubyte
+[ -x "$FEDTUNE" ] || { echo "bench_sim_scale: $FEDTUNE: not executable (scripts/setup builds it)" >&2; exit 1; }
+[ -r "$DATA" ] || { echo "bench_sim_scale: $DATA missing (scripts/fetch-data --only mnist)" >&2; exit 1; }
+ROUNDS=5
+SIZES=(100 1000 10000)
+if [ "$quick" = 1 ]; then ROUNDS=2 SIZES=(100 1000); fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# peak RSS (MB) and wall seconds of a command; its stdout to $tmp/out
+measure() {
+  /usr/bin/time -f "%M %e" -o "$tmp/time" "$@" >"$tmp/out" 2>"$tmp/err" || {
+    cat "$tmp/err" >&2
+    return 1
+  }
+  read -r kb secs <"$tmp/time"
+  echo "$((kb / 1024)) $secs"
+}
+
+echo "bench_sim_scale: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $ROUNDS rounds, 2NN on $DATA"
+read -r ref_mb ref_s < <(measure "$FEDTUNE" train --arch fedavg-2nn --data "$DATA" --epochs 1 \
+  --batch 10 --optimizer sgd --lr 0.05 --val-split 0 --test-split 0 --threads 1 --out "$tmp/m.safetensors")
+printf '\n| run | sites | per round | set-up s | s/round | peak RSS MB | MB per site above 100 |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|\n'
+printf '| fedtune train, 1 epoch (ref) | - | - | - | %.2f (epoch) | %d | - |\n' "$ref_s" "$ref_mb"
+base=""
+run() { # arch sites
+  local arch=$1 n=$2 frac mb secs setup per
+  frac=$(awk -v n="$n" 'BEGIN { printf "%.6g", 100 / n }')
+  read -r mb secs < <(measure "$FEDTUNE" sim --data "$DATA" --arch "$arch" --clients "$n" \
+    --partition iid --fraction "$frac" --rounds "$ROUNDS" --epochs 1 --batch 10 --workers 2)
+  setup=$(sed -n 's/^summary: .* in \([0-9.]*\) s (+\([0-9.]*\) s set-up).*/\2/p' "$tmp/out")
+  per=$(sed -n 's/^summary: [0-9]* rounds in \([0-9.]*\) s .*/\1/p' "$tmp/out")
+  per=$(awk -v s="$per" -v r="$ROUNDS" 'BEGIN { printf "%.2f", s / r }')
+  if [ "$arch" = fedavg-2nn ] && [ "$n" = 100 ]; then base=$mb; fi
+  local above="-"
+  if [ -n "$base" ] && [ "$arch" = fedavg-2nn ] && [ "$n" != 100 ]; then
+    above=$(awk -v m="$mb" -v b="$base" -v n="$n" 'BEGIN { printf "%.3f", (m - b) / (n - 100) }')
+  fi
+  printf '| fedtune sim %s | %d | 100 | %s | %s | %d | %s |\n' "$arch" "$n" "$setup" "$per" "$mb" "$above"
+}
+for n in "${SIZES[@]}"; do run fedavg-2nn "$n"; done
+if [ "$cnn" = 1 ]; then run fedavg-cnn 1000; fi
