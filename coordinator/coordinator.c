@@ -840,6 +840,7 @@ static fed_err evaluate(fed_coord *c) {
             tl += (double)k->weight * k->tloss;
         }
         if (k->status != ST_ACCEPTED || !isfinite(k->gloss) || !isfinite(k->gacc)) continue;
+        if (k->geval == 0) continue; /* a site without a test split evaluated nothing */
         double w = (double)k->weight;
         if (isfinite(k->geval) && k->geval > 0) w = k->geval;
         wsum += w;

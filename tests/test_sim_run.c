@@ -107,6 +107,7 @@ TEST(same_seed_same_bytes) {
     CHECK_SIZE(a.last.sampled, 6);
     CHECK_SIZE(a.last.returned, 6);
     CHECK(a.bytes > 0);
+    CHECK(isnan(a.last.fed_acc)); /* no site holds a test split: no federated evaluation */
     if (fa) {
         /* The reported hash is that of the final model's parameter bytes. */
         uint8_t h[32];
@@ -121,6 +122,10 @@ TEST(same_seed_same_bytes) {
     cfg.seed = 6;
     CHECK_OK(run(&cfg, &c, NULL));
     CHECK(memcmp(a.sha256, c.sha256, 32) != 0);
+    /* With a test split at every site the federated evaluation is there. */
+    cfg.client_test_split = 0.2;
+    CHECK_OK(run(&cfg, &c, NULL));
+    CHECK(c.last.fed_acc > 0.3 && c.last.fed_acc <= 1.0);
 }
 
 /* What on_update saw in round 1. */
