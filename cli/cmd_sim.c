@@ -141,13 +141,22 @@ typedef struct sim_out {
     uint64_t bytes;
 } sim_out;
 
+/* "%.4f" of v, or "-" when it is NaN (no test set). */
+static const char *num(char buf[32], double v) {
+    if (isnan(v)) return "-";
+    snprintf(buf, 32, "%.4f", v);
+    return buf;
+}
+
 static void on_round(void *user, const fed_coord_round_stats *s) {
     sim_out *o = user;
+    char b1[32], b2[32], b3[32];
     o->bytes += s->bytes_in + s->bytes_out;
-    printf("round %3" PRIu64 "/%" PRIu64 ": sampled %zu, returned %zu, train loss %.4f, test "
-           "loss %.4f acc %.4f, %.1f MB, %.2f s\n",
-           s->round, o->rounds, s->sampled, s->returned, s->train_loss, s->central_loss,
-           s->central_acc, (double)(s->bytes_in + s->bytes_out) / 1e6, s->seconds);
+    printf("round %3" PRIu64 "/%" PRIu64 ": sampled %zu, returned %zu, train loss %s, test "
+           "loss %s acc %s, %.1f MB, %.2f s\n",
+           s->round, o->rounds, s->sampled, s->returned, num(b1, s->train_loss),
+           num(b2, s->central_loss), num(b3, s->central_acc),
+           (double)(s->bytes_in + s->bytes_out) / 1e6, s->seconds);
     fflush(stdout);
     if (o->target > 0 && !o->first_target && s->central_acc >= o->target)
         o->first_target = s->round;
@@ -399,10 +408,11 @@ static fed_err run_sim(const void *cfgp) {
                 loss0, acc0); /* the initial model */
     }
     if (!o->verbose) fed_log_set_level(FED_LOG_ERROR); /* dropouts are expected: no warn lines */
+    char b1[32], b2[32];
     printf("sim: %zu examples (%zu classes) shared out to %zu sites (%s), %zu workers, %s; test "
-           "set %zu examples, start accuracy %.4f\n",
+           "set %zu examples, start accuracy %s\n",
            train->n, train->num_classes, o->clients, o->partition, sc.workers,
-           sc.tls ? "TLS" : "plaintext inproc", test ? test->n : (size_t)0, acc0);
+           sc.tls ? "TLS" : "plaintext inproc", test ? test->n : (size_t)0, num(b1, acc0));
     printf("partition: %s\n", pdesc);
     fflush(stdout);
     fed_sim_result res;
@@ -419,9 +429,9 @@ static fed_err run_sim(const void *cfgp) {
     }
     char hex[65];
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", res.sha256[i]);
-    printf("summary: %" PRIu64 " rounds in %.1f s (+%.1f s set-up), start accuracy %.4f, final "
-           "accuracy %.4f, %.1f MB moved, %" PRIu64 " dropouts, %" PRIu64 " stragglers\n",
-           res.rounds, res.seconds, res.setup_seconds, acc0, res.last.central_acc,
+    printf("summary: %" PRIu64 " rounds in %.1f s (+%.1f s set-up), start accuracy %s, final "
+           "accuracy %s, %.1f MB moved, %" PRIu64 " dropouts, %" PRIu64 " stragglers\n",
+           res.rounds, res.seconds, res.setup_seconds, num(b1, acc0), num(b2, res.last.central_acc),
            (double)so.bytes / 1e6, res.dropped, res.straggled);
     if (o->target_accuracy > 0) {
         if (so.first_target)
