@@ -4,6 +4,7 @@
 #include "core/model.h"
 #include "core/alloc.h"
 #include "core/kernels.h"
+#include "core/rng.h"
 
 #include <fnmatch.h>
 #include <assert.h>
@@ -182,7 +183,10 @@ fed_err fed_model_new_head(fed_model **out, const fed_model *m, size_t classes, 
     err = fed_model_new(&n, arch);
     fed_arch_destroy(&arch);
     if (err) return err;
-    fed_model_init(n, seed);
+    /* Salted: a model initialised from seed s and given a new head from the same s must
+     * not get back the head it was initialised with (after pre-training, the backbone
+     * has co-adapted to that head, so it would hardly be new). */
+    fed_model_init(n, fed_mix64(seed ^ 0x6e65772d68656164ull)); /* "new-head" */
     for (size_t i = 0; i < n->ntensors; i++) {
         fed_tensor *t = &n->tensors[i];
         const fed_tensor *src = fed_model_find(m, t->name);

@@ -85,7 +85,8 @@ fed_err fed_model_clone(fed_model **out, const fed_model *m) FED_MUST_USE;
 size_t fed_model_set_dropout(fed_model *m, float p);
 
 /* A copy of m whose last linear layer (the head) has `classes` outputs, freshly
- * initialised from seed; every other tensor and its trainable flag is copied. See
+ * initialised from seed (salted: not the head fed_model_init(m, seed) gave); every other
+ * tensor and its trainable flag is copied. See
  * fed_arch_new_head for which architectures qualify (FED_EINVAL otherwise). */
 fed_err fed_model_new_head(fed_model **out, const fed_model *m, size_t classes,
                            uint64_t seed) FED_MUST_USE;

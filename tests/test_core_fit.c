@@ -317,6 +317,17 @@ TEST(new_head_clone_dropout) {
     CHECK(fed_arch_layer(fed_model_arch(c), 1)->p == 0.25f);
     fed_model_destroy(&c);
     fed_model_destroy(&h);
+
+    /* A new head of the same size from the seed the model was initialised with is not
+     * the model's initial head. */
+    CHECK_OK(fed_model_new_head(&h, m, 3, 2));
+    const fed_tensor *hw = fed_model_find(h, "2.weight"), *mw = fed_model_find(m, "2.weight");
+    size_t same = 0;
+    for (size_t i = 0; i < hw->numel; i++)
+        same +=
+            fed_model_params_const(h)[hw->offset + i] == fed_model_params_const(m)[mw->offset + i];
+    CHECK_SIZE(same, 0);
+    fed_model_destroy(&h);
     fed_model_destroy(&m);
 
     /* A head followed by a layer with parameters, or no linear layer at all. */
