@@ -220,7 +220,7 @@ static const char *data_dir(void) {
  * Fashion-MNIST by the sites (non-IID by the partition options: Dirichlet 0.5 over 100
  * sites by default); CSV and plot go to fedtune-sim.{csv,png}. Every other option
  * applies as given. */
-static fed_err default_scenario(sim_cfg *o, char paths[4][4096]) {
+static fed_err default_scenario(sim_cfg *o, char paths[3][4096]) {
     const char *d = data_dir();
     snprintf(paths[0], 4096, "%s/fashion-mnist/train-images-idx3-ubyte.gz", d);
     snprintf(paths[1], 4096, "%s/fashion-mnist/t10k-images-idx3-ubyte.gz", d);
@@ -247,11 +247,11 @@ static fed_err default_scenario(sim_cfg *o, char paths[4][4096]) {
 }
 
 /* Central pre-training on public data: Adam, batch 64, constant rate. */
-static fed_err pretrain(fed_model *m, const sim_cfg *o, const char *classes) {
+static fed_err pretrain(fed_model *m, const sim_cfg *o) {
     fed_dataset *pub = NULL;
     data_cfg pdc = o->dc;
     pdc.labels = NULL; /* derived from the file name */
-    fed_err err = prep_load(&pub, o->pretrain_data, &pdc, classes);
+    fed_err err = prep_load(&pub, o->pretrain_data, &pdc, NULL);
     if (err) return err;
     fed_fit_config f = fed_fit_defaults();
     f.epochs = o->pretrain_epochs;
@@ -270,7 +270,7 @@ static fed_err pretrain(fed_model *m, const sim_cfg *o, const char *classes) {
 static fed_err run_sim(const void *cfgp) {
     sim_cfg oc = *(const sim_cfg *)cfgp;
     sim_cfg *o = &oc;
-    static char paths[4][4096];
+    static char paths[3][4096];
     fed_err err = FED_OK;
     if (!o->data && !o->model && !o->arch && !o->pretrain_data &&
         (err = default_scenario(o, paths)))
@@ -288,7 +288,6 @@ static fed_err run_sim(const void *cfgp) {
     fed_partition *part = NULL;
     sim_out so;
     memset(&so, 0, sizeof so);
-    double t0 = prep_now();
 
     if (o->model) {
         if ((err = prep_load_model(&m, &meta, o->model, o->arch, o->allow_extra != 0))) goto done;
@@ -299,7 +298,7 @@ static fed_err run_sim(const void *cfgp) {
     }
     if (o->pretrain_data) {
         fed_blas_set_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
-        if ((err = pretrain(m, o, NULL))) goto done;
+        if ((err = pretrain(m, o))) goto done;
     }
     if (o->new_head) {
         fed_model *h = NULL;
@@ -442,7 +441,6 @@ static fed_err run_sim(const void *cfgp) {
                    res.rounds);
     }
     printf("final model sha256 %s\n", hex);
-    (void)t0;
     if (o->plot && (err = plot(o->csv, o->plot))) goto done;
     if (o->plot) printf("plot written to %s\n", o->plot);
 done:
