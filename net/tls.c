@@ -1,5 +1,6 @@
 /* TLS 1.3 sessions over memory, plaintext sessions for inproc:// simulation, SHA-256 and
- * random bytes (see tls.h). The only file that includes OpenSSL headers.
+ * random bytes (see tls.h). The only file of the channel that includes OpenSSL headers
+ * (privacy/secagg_crypto.c is the other one in the project, for secure aggregation).
  *
  * Policy, in one place: TLS 1.3 only; AES-128-GCM preferred (fastest here, and 128-bit
  * security is ample); certificates required on both sides and verified against the
