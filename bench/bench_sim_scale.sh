@@ -2,8 +2,7 @@
 # bench_sim_scale: how fedtune sim grows with the federation. For each number of sites,
 # one fresh process (so its peak RSS is its own) runs a few rounds of the 2NN on MNIST
 # with 100 sites sampled per round (fraction = 100 / sites), plaintext inproc, and the
-# table gives the set-up time, the seconds per round, the peak RSS, and the peak RSS per
-# site above the 100-site run. The reference row is a plain `fedtune train` of the same
+# table gives the set-up time, the seconds per round and the peak RSS. The reference row is a plain `fedtune train` of the same
 # model on the same data for one epoch (the memory any run needs: the data set and the
 # model), measured in the same run. Optionally the CNN at 1,000 sites (--cnn).
 # Usage: bench/bench_sim_scale.sh [--quick] [--cnn] [FEDTUNE]   (run from the repo root)
@@ -44,10 +43,9 @@ measure() {
 echo "bench_sim_scale: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $ROUNDS rounds, 2NN on $DATA"
 read -r ref_mb ref_s < <(measure "$FEDTUNE" train --arch fedavg-2nn --data "$DATA" --epochs 1 \
   --batch 10 --optimizer sgd --lr 0.05 --val-split 0 --test-split 0 --threads 1 --out "$tmp/m.safetensors")
-printf '\n| run | sites | per round | set-up s | s/round | peak RSS MB | MB per site above 100 |\n'
-printf '|---|---:|---:|---:|---:|---:|---:|\n'
-printf '| fedtune train, 1 epoch (ref) | - | - | - | %.2f (epoch) | %d | - |\n' "$ref_s" "$ref_mb"
-base=""
+printf '\n| run | sites | per round | set-up s | s/round | peak RSS MB |\n'
+printf '|---|---:|---:|---:|---:|---:|\n'
+printf '| fedtune train, 1 epoch (ref) | - | - | - | %.2f (epoch) | %d |\n' "$ref_s" "$ref_mb"
 run() { # arch sites
   local arch=$1 n=$2 frac mb secs setup per
   frac=$(awk -v n="$n" 'BEGIN { printf "%.6g", 100 / n }')
@@ -56,12 +54,7 @@ run() { # arch sites
   setup=$(sed -n 's/^summary: .* in \([0-9.]*\) s (+\([0-9.]*\) s set-up).*/\2/p' "$tmp/out")
   per=$(sed -n 's/^summary: [0-9]* rounds in \([0-9.]*\) s .*/\1/p' "$tmp/out")
   per=$(awk -v s="$per" -v r="$ROUNDS" 'BEGIN { printf "%.2f", s / r }')
-  if [ "$arch" = fedavg-2nn ] && [ "$n" = 100 ]; then base=$mb; fi
-  local above="-"
-  if [ -n "$base" ] && [ "$arch" = fedavg-2nn ] && [ "$n" != 100 ]; then
-    above=$(awk -v m="$mb" -v b="$base" -v n="$n" 'BEGIN { printf "%.3f", (m - b) / (n - 100) }')
-  fi
-  printf '| fedtune sim %s | %d | 100 | %s | %s | %d | %s |\n' "$arch" "$n" "$setup" "$per" "$mb" "$above"
+  printf '| fedtune sim %s | %d | 100 | %s | %s | %d |\n' "$arch" "$n" "$setup" "$per" "$mb"
 }
 for n in "${SIZES[@]}"; do run fedavg-2nn "$n"; done
 if [ "$cnn" = 1 ]; then run fedavg-cnn 1000; fi
