@@ -28,8 +28,7 @@ typedef struct coord_cfg {
     double lr, momentum, weight_decay, clip_norm; /* client optimizer */
     size_t train_seed;                            /* client seed (+ round) */
     const char *freeze;                           /* frozen tensor globs */
-    const char *strategy;                         /* server strategy */
-    double eta, beta, b1, b2, tau;                /* its parameters (0: its default) */
+    strategy_cfg sc;                              /* server strategy */
     double max_update_norm;                       /* L2 bound of a delta (0: off) */
     const char *eval_data;                        /* central evaluation set */
     data_cfg dc;                                  /* how to read it */
@@ -83,14 +82,7 @@ static const opt_spec coord_opts[] = {
      "client: most optimizer steps per round (0: no limit)"},
     {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
      "tensors kept frozen (globs such as 0.* or *.bias); only the others travel"},
-    {"strategy", OPT_CHOICE, "fedavg", 1, 0, "fedavg|fedavgm|fedadam|fedyogi", F(strategy),
-     "server strategy"},
-    {"eta", OPT_FLOAT, "0", 0, 100, NULL, F(eta),
-     "server learning rate (0: the strategy's default, 1 or 0.01)"},
-    {"beta", OPT_FLOAT, "0.9", 0, 0.9999, NULL, F(beta), "FedAvgM server momentum"},
-    {"b1", OPT_FLOAT, "0.9", 0, 0.9999, NULL, F(b1), "FedAdam/FedYogi first moment decay"},
-    {"b2", OPT_FLOAT, "0.99", 0, 0.9999, NULL, F(b2), "FedAdam/FedYogi second moment decay"},
-    {"tau", OPT_FLOAT, "0.001", 1e-12, 10, NULL, F(tau), "FedAdam/FedYogi adaptivity"},
+    STRATEGY_OPTS(F(sc)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
     {"slots", OPT_SIZE, "1", 1, 64, NULL, F(slots),
@@ -192,14 +184,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.train.seed = o->train_seed;
     cc.train.max_steps = o->max_steps;
     cc.freeze = o->freeze;
-    fed_strategy_kind kind;
-    if ((err = fed_strategy_parse(o->strategy, &kind))) goto done;
-    cc.strategy = fed_strategy_defaults(kind);
-    if (o->eta > 0) cc.strategy.eta = (float)o->eta;
-    cc.strategy.momentum = (float)o->beta;
-    cc.strategy.beta1 = (float)o->b1;
-    cc.strategy.beta2 = (float)o->b2;
-    cc.strategy.tau = (float)o->tau;
+    if ((err = prep_strategy(&o->sc, &cc.strategy))) goto done;
     cc.max_update_norm = o->max_update_norm;
     cc.slots = o->slots;
     cc.checkpoint_dir = o->checkpoint_dir;

@@ -38,8 +38,7 @@ typedef struct sim_cfg {
     size_t epochs, batch, max_steps;              /* local training */
     const char *optimizer;                        /* sgd|adam|adamw */
     double lr, momentum, weight_decay, clip_norm; /* local optimizer */
-    const char *strategy;                         /* server strategy */
-    double eta, beta, b1, b2, tau;                /* its parameters */
+    strategy_cfg sc;                              /* server strategy */
     size_t workers;                               /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay;  /* failures */
     int tls;                                      /* full TLS in-process */
@@ -95,13 +94,7 @@ static const opt_spec sim_opts[] = {
     {"momentum", OPT_FLOAT, "0", 0, 0.999999, NULL, F(momentum), "local SGD momentum"},
     {"weight-decay", OPT_FLOAT, "0", 0, 1e6, NULL, F(weight_decay), "local weight decay"},
     {"clip-norm", OPT_FLOAT, "0", 0, 1e12, NULL, F(clip_norm), "local clipping (0: off)"},
-    {"strategy", OPT_CHOICE, "fedavg", 1, 0, "fedavg|fedavgm|fedadam|fedyogi", F(strategy),
-     "server strategy"},
-    {"eta", OPT_FLOAT, "0", 0, 1e6, NULL, F(eta), "server learning rate (0: the strategy's)"},
-    {"beta", OPT_FLOAT, "0.9", 0, 0.999999, NULL, F(beta), "FedAvgM server momentum"},
-    {"b1", OPT_FLOAT, "0.9", 0, 0.999999, NULL, F(b1), "FedAdam/FedYogi first moment decay"},
-    {"b2", OPT_FLOAT, "0.99", 0, 0.999999, NULL, F(b2), "FedAdam/FedYogi second moment decay"},
-    {"tau", OPT_FLOAT, "0.001", 1e-12, 1e6, NULL, F(tau), "FedAdam/FedYogi adaptivity"},
+    STRATEGY_OPTS(F(sc)),
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -362,14 +355,7 @@ static fed_err run_sim(const void *cfgp) {
     cc->train.seed = o->seed;
     cc->train.max_steps = o->max_steps;
     cc->freeze = o->freeze;
-    fed_strategy_kind kind;
-    if ((err = fed_strategy_parse(o->strategy, &kind))) goto done;
-    cc->strategy = fed_strategy_defaults(kind);
-    if (o->eta > 0) cc->strategy.eta = (float)o->eta;
-    cc->strategy.momentum = (float)o->beta;
-    cc->strategy.beta1 = (float)o->b1;
-    cc->strategy.beta2 = (float)o->b2;
-    cc->strategy.tau = (float)o->tau;
+    if ((err = prep_strategy(&o->sc, &cc->strategy))) goto done;
     cc->metrics_file = o->metrics;
     cc->target_accuracy = o->target_accuracy;
     cc->out = o->out;

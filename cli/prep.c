@@ -193,3 +193,16 @@ done:
     fed_st_close(&f);
     return err;
 }
+
+fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) {
+    fed_strategy_kind kind;
+    fed_err err = fed_strategy_parse(sc->kind, &kind);
+    if (err) return err;
+    *out = fed_strategy_defaults(kind);
+    if (sc->eta > 0) out->eta = (float)sc->eta;
+    out->momentum = (float)sc->beta;
+    out->beta1 = (float)sc->b1;
+    out->beta2 = (float)sc->b2;
+    out->tau = (float)sc->tau;
+    return FED_OK;
+}

@@ -5,6 +5,7 @@
 #define FED_CLI_PREP_H
 
 #include "cli/options.h"
+#include "core/aggregate.h"
 #include "core/dataset.h"
 #include "core/safetensors.h"
 
@@ -40,6 +41,32 @@ typedef struct data_cfg {
     {"only-classes", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, only),        \
      "keep only examples of these classes: ids or names, comma-separated (ids unchanged)"}
 /* clang-format on */
+
+/* The server strategy as options: which one and its parameters. */
+typedef struct strategy_cfg {
+    const char *kind;              /* fedavg | fedavgm | fedadam | fedyogi */
+    double eta, beta, b1, b2, tau; /* its parameters (eta 0: the strategy's default) */
+} strategy_cfg;
+
+/* Option-table entries for a strategy_cfg at offset `base` of a command's config. */
+/* clang-format off */
+#define STRATEGY_OPTS(base)                                                                \
+    {"strategy", OPT_CHOICE, "fedavg", 1, 0, "fedavg|fedavgm|fedadam|fedyogi",             \
+     (base) + offsetof(strategy_cfg, kind), "server strategy"},                            \
+    {"eta", OPT_FLOAT, "0", 0, 100, NULL, (base) + offsetof(strategy_cfg, eta),            \
+     "server learning rate (0: the strategy's default, 1 or 0.01)"},                       \
+    {"beta", OPT_FLOAT, "0.9", 0, 0.9999, NULL, (base) + offsetof(strategy_cfg, beta),     \
+     "FedAvgM server momentum"},                                                           \
+    {"b1", OPT_FLOAT, "0.9", 0, 0.9999, NULL, (base) + offsetof(strategy_cfg, b1),         \
+     "FedAdam/FedYogi first moment decay"},                                                \
+    {"b2", OPT_FLOAT, "0.99", 0, 0.9999, NULL, (base) + offsetof(strategy_cfg, b2),        \
+     "FedAdam/FedYogi second moment decay"},                                               \
+    {"tau", OPT_FLOAT, "0.001", 1e-12, 10, NULL, (base) + offsetof(strategy_cfg, tau),     \
+     "FedAdam/FedYogi adaptivity"}
+/* clang-format on */
+
+/* The strategy configuration the options describe. FED_EINVAL for an unknown kind. */
+fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) FED_MUST_USE;
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
  * was trained with, so string labels get the same ids. */
