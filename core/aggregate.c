@@ -40,6 +40,8 @@ struct fed_agg {
     size_t rejected; /* updates refused or aborted this round */
     double weight;   /* sum_k w_k of accepted updates */
     double wnorm;    /* sum_k w_k ||d_k||: bounds every |sum_i| (overflow guard) */
+    double clip;     /* DP clipping bound of an update's norm (0: off) */
+    size_t clipped;  /* updates scaled down to it this round */
     bool closed;     /* fed_agg_result was called */
 };
 
@@ -96,9 +98,13 @@ void fed_agg_begin_round(fed_agg *a) {
     for (size_t i = 0; i < a->nslots; i++)
         if (a->slots[i].handle != FED_AGG_NO_SLOT) slot_free(a, &a->slots[i]);
     memset(a->sum, 0, a->n * sizeof(float));
-    a->accepted = a->rejected = 0;
+    a->accepted = a->rejected = a->clipped = 0;
     a->weight = a->wnorm = 0.0;
     a->closed = false;
+}
+
+void fed_agg_set_clip(fed_agg *a, double clip) {
+    a->clip = clip;
 }
 
 fed_err fed_agg_slot_open(fed_agg *a, fed_agg_slot *out, float w) {
@@ -208,7 +214,14 @@ fed_err fed_agg_slot_commit(fed_agg *a, fed_agg_slot h, double max_norm) {
         return reject(a, s,
                       fed_errorf(FED_ERANGE, "weight %g x norm %.9g would overflow the float sum",
                                  (double)s->weight, norm));
-    fed_axpy(a->n, s->weight, s->buf, a->sum);
+    if (a->clip > 0.0 && norm > a->clip) {
+        double f = a->clip / norm;
+        wn *= f;
+        fed_axpy(a->n, (float)((double)s->weight * f), s->buf, a->sum);
+        a->clipped++;
+    } else {
+        fed_axpy(a->n, s->weight, s->buf, a->sum);
+    }
     a->wnorm += wn;
     a->weight += (double)s->weight;
     a->accepted++;
@@ -286,7 +299,7 @@ const float *fed_agg_sum(const fed_agg *a) {
 }
 
 fed_agg_stats fed_agg_get_stats(const fed_agg *a) {
-    fed_agg_stats st = {a->accepted, a->rejected, a->open, a->weight, a->closed};
+    fed_agg_stats st = {a->accepted, a->rejected, a->open, a->weight, a->clipped, a->closed};
     return st;
 }
 

@@ -51,6 +51,7 @@ typedef struct fed_agg_stats {
     size_t rejected; /* updates refused by a check, aborted, or still open at the close */
     size_t open;     /* slots in use now */
     double weight;   /* total weight of the accepted updates */
+    size_t clipped;  /* accepted updates scaled down to the clipping bound */
     bool closed;     /* fed_agg_result was called: the sum holds the mean */
 } fed_agg_stats;
 
@@ -65,6 +66,12 @@ fed_err fed_agg_new(fed_agg **out, size_t n, size_t slots) FED_MUST_USE;
 void fed_agg_destroy(fed_agg **a);
 /* Floats per update. */
 size_t fed_agg_size(const fed_agg *a);
+
+/* Clipping for differential privacy: from the next commit on, an accepted update whose
+ * L2 norm exceeds clip is folded scaled by clip / norm (d <- d * min(1, clip / ||d||)),
+ * so no update moves the sum by more than w x clip. 0: off (the default). clip must be
+ * finite and >= 0 (the caller validates it). */
+void fed_agg_set_clip(fed_agg *a, double clip);
 
 /* Starts a new round: zeroes the sum and the counters; updates still open are dropped
  * (their handles become invalid) without being counted. */

@@ -252,6 +252,34 @@ TEST(norm_bound) {
     fed_agg_destroy(&a);
 }
 
+/* DP clipping: an update above the bound is folded scaled to it (and counted), one
+ * within it exactly as given; the mean follows. */
+TEST(dp_clip) {
+    float big[P] = {3, 4}, small[P] = {0.3f, 0.4f};
+    fed_agg *a = NULL;
+    CHECK_OK(fed_agg_new(&a, P, 1));
+    if (!a) return;
+    fed_agg_set_clip(a, 1.0);
+    CHECK_OK(fold(a, big, 1, P));   /* norm 5 -> scaled by 1/5: (0.6, 0.8) */
+    CHECK_OK(fold(a, small, 1, 1)); /* norm 0.5: untouched */
+    fed_agg_stats st = fed_agg_get_stats(a);
+    CHECK_SIZE(st.accepted, 2);
+    CHECK_SIZE(st.clipped, 1);
+    CHECK_NEAR(fed_agg_sum(a)[0], 0.9, 1e-6);
+    CHECK_NEAR(fed_agg_sum(a)[1], 1.2, 1e-6);
+    for (size_t i = 2; i < P; i++) CHECK(fed_agg_sum(a)[i] == 0.0f);
+    const float *mean = NULL;
+    CHECK_OK(fed_agg_result(a, &mean));
+    if (mean) CHECK_NEAR(mean[1], 0.6, 1e-6);
+    /* The next round counts afresh; clip 0 turns it off. */
+    fed_agg_begin_round(a);
+    fed_agg_set_clip(a, 0.0);
+    CHECK_OK(fold(a, big, 1, P));
+    CHECK_SIZE(fed_agg_get_stats(a).clipped, 0);
+    CHECK(fed_agg_sum(a)[0] == 3.0f && fed_agg_sum(a)[1] == 4.0f);
+    fed_agg_destroy(&a);
+}
+
 TEST(slots_and_weights) {
     float d[P];
     exact_update(0, d);
@@ -829,6 +857,7 @@ int main(void) {
     RUN(chunk_boundaries_bit_identical);
     RUN(rejections_leave_sum_untouched);
     RUN(norm_bound);
+    RUN(dp_clip);
     RUN(slots_and_weights);
     RUN(round_lifecycle);
     RUN(agg_new_errors_and_oom);
