@@ -2,6 +2,7 @@
  * (see dp.h for the formulas). No RNG, no I/O: noise is drawn where updates are summed. */
 #include "privacy/dp.h"
 #include "core/alloc.h"
+#include "privacy/secagg_crypto.h"
 
 #include <assert.h>
 #include <math.h>
@@ -383,4 +384,44 @@ fed_err fed_dp_adaptive_clip_update(double bound, double fraction_unclipped, dou
         return fed_errorf(FED_ERANGE, "dp: adaptive clip bound %g: out of range", b);
     *new_bound = b;
     return FED_OK;
+}
+
+/* ---- noise ------------------------------------------------------------------------- */
+
+#define NOISE_BLOCK 4096 /* bytes of keystream per call: 512 normals */
+#define TWO_PI      6.283185307179586476925
+
+fed_err fed_dp_add_gaussian(float *v, size_t n, double std, const uint8_t key[32],
+                            uint64_t stream) {
+    if (!(std >= 0.0 && isfinite(std)))
+        return fed_errorf(FED_EINVAL, "dp: noise std %g: must be finite and >= 0", std);
+    if (std == 0.0) return FED_OK;
+    uint8_t ks[NOISE_BLOCK], iv[FED_SA_IV_LEN];
+    fed_err err = FED_OK;
+    for (size_t i = 0, block = 0; i < n; block++) {
+        /* Counter block: stream, then the index of the first 16-byte block, big-endian. */
+        uint64_t ctr = (uint64_t)block * (NOISE_BLOCK / 16);
+        for (int b = 0; b < 8; b++) {
+            iv[b] = (uint8_t)(stream >> (56 - 8 * b));
+            iv[8 + b] = (uint8_t)(ctr >> (56 - 8 * b));
+        }
+        if ((err = fed_sa_keystream(ks, sizeof ks, key, iv))) break;
+        for (size_t off = 0; off < sizeof ks && i < n; off += 16) {
+            uint64_t a = 0, b = 0;
+            for (int k = 0; k < 8; k++) {
+                a |= (uint64_t)ks[off + (size_t)k] << (8 * k);
+                b |= (uint64_t)ks[off + 8 + (size_t)k] << (8 * k);
+            }
+            double u1 = ((double)(a >> 11) + 1.0) * 0x1p-53; /* (0, 1]: log is finite */
+            double u2 = (double)(b >> 11) * 0x1p-53;
+            double r = sqrt(-2.0 * log(u1)) * std;
+            v[i] = (float)((double)v[i] + r * cos(TWO_PI * u2));
+            if (++i < n) {
+                v[i] = (float)((double)v[i] + r * sin(TWO_PI * u2));
+                i++;
+            }
+        }
+    }
+    fed_sa_wipe(ks, sizeof ks);
+    return err;
 }

@@ -136,6 +136,17 @@ fed_err fed_dp_accountant_load(fed_dp_accountant *acc, const double *rdp, size_t
 fed_err fed_dp_clip(float *v, size_t n, double bound, double *norm_before,
                     double *factor) FED_MUST_USE;
 
+/* ---- noise ------------------------------------------------------------------------- */
+
+/* Adds independent Gaussian noise N(0, std^2) to each of the n floats of v. The normals
+ * come from the Box-Muller transform of a cryptographic stream, AES-256-CTR under key
+ * (32 bytes) with the counter block (stream, block index): the same key and stream give
+ * the same noise on every machine, so a simulation is reproducible, and a key drawn with
+ * fed_sa_random_bytes gives noise nobody can predict. std must be finite and >= 0 (0:
+ * nothing is added). FED_EINVAL naming std; FED_EINTERNAL if OpenSSL fails. */
+fed_err fed_dp_add_gaussian(float *v, size_t n, double std, const uint8_t key[32],
+                            uint64_t stream) FED_MUST_USE;
+
 /* One step of adaptive clipping (Andrew et al. 2021, geometric update): the bound that
  * follows `bound` (finite, > 0) when a (possibly noised, hence possibly outside [0, 1])
  * fraction `fraction_unclipped` (finite) of the round's clients had an update norm <=

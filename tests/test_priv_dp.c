@@ -395,6 +395,46 @@ TEST(malformed) {
     CHECK_CONTAINS(fed_errmsg(), "steps");
 }
 
+/* Gaussian noise: the right moments, the same bytes for the same key and stream, other
+ * noise for another stream, nothing for std 0, and std validated. */
+TEST(gaussian_noise) {
+    enum { N = 200001 }; /* odd: the last normal of a pair is dropped */
+    float *v = fed_calloc(N, sizeof(float)), *w = fed_calloc(N, sizeof(float));
+    uint8_t key[32];
+    for (int i = 0; i < 32; i++) key[i] = (uint8_t)(i * 7 + 1);
+    if (!v || !w) goto done;
+    CHECK_OK(fed_dp_add_gaussian(v, N, 2.0, key, 5));
+    double m = 0, m2 = 0, m4 = 0;
+    for (size_t i = 0; i < N; i++) m += (double)v[i];
+    m /= N;
+    for (size_t i = 0; i < N; i++) {
+        double d = (double)v[i] - m;
+        m2 += d * d;
+        m4 += d * d * d * d;
+    }
+    m2 /= N;
+    m4 /= N;
+    CHECK_NEAR(m, 0.0, 0.02);             /* 5 standard errors of the mean */
+    CHECK_NEAR(sqrt(m2), 2.0, 0.02);      /* std */
+    CHECK_NEAR(m4 / (m2 * m2), 3.0, 0.1); /* Gaussian kurtosis */
+    CHECK_OK(fed_dp_add_gaussian(w, N, 2.0, key, 5));
+    CHECK_MEM(v, w, N * sizeof(float));
+    memset(w, 0, N * sizeof(float));
+    CHECK_OK(fed_dp_add_gaussian(w, N, 2.0, key, 6));
+    size_t same = 0;
+    for (size_t i = 0; i < N; i++) same += v[i] == w[i];
+    CHECK(same < 10);
+    memcpy(w, v, N * sizeof(float));
+    CHECK_OK(fed_dp_add_gaussian(w, N, 0.0, key, 5));
+    CHECK_MEM(v, w, N * sizeof(float));
+    CHECK_ERR(fed_dp_add_gaussian(w, N, -1.0, key, 5), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "noise std");
+    CHECK_ERR(fed_dp_add_gaussian(w, N, NAN, key, 5), FED_EINVAL);
+done:
+    fed_free(v);
+    fed_free(w);
+}
+
 int main(void) {
     RUN(published_vectors);
     RUN(rdp_closed_forms);
@@ -408,5 +448,6 @@ int main(void) {
     RUN(clip);
     RUN(adaptive_clip);
     RUN(malformed);
+    RUN(gaussian_noise);
     return test_report();
 }
