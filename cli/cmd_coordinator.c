@@ -29,6 +29,7 @@ typedef struct coord_cfg {
     size_t train_seed;                            /* client seed (+ round) */
     const char *freeze;                           /* frozen tensor globs */
     strategy_cfg sc;                              /* server strategy */
+    dp_cfg dp;                                    /* differential privacy */
     double max_update_norm;                       /* L2 bound of a delta (0: off) */
     const char *eval_data;                        /* central evaluation set */
     data_cfg dc;                                  /* how to read it */
@@ -83,6 +84,7 @@ static const opt_spec coord_opts[] = {
     {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
      "tensors kept frozen (globs such as 0.* or *.bias); only the others travel"},
     STRATEGY_OPTS(F(sc)),
+    DP_OPTS(F(dp)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
     {"slots", OPT_SIZE, "1", 1, 64, NULL, F(slots),
@@ -185,6 +187,10 @@ static fed_err run_coordinator(const void *cfg) {
     cc.train.max_steps = o->max_steps;
     cc.freeze = o->freeze;
     if ((err = prep_strategy(&o->sc, &cc.strategy))) goto done;
+    cc.dp_clip = o->dp.clip;
+    cc.dp_noise = o->dp.noise;
+    cc.dp_delta = o->dp.delta;
+    cc.target_epsilon = o->dp.target_epsilon;
     cc.max_update_norm = o->max_update_norm;
     cc.slots = o->slots;
     cc.checkpoint_dir = o->checkpoint_dir;

@@ -7,6 +7,7 @@
 #include "core/blas.h"
 #include "core/fit.h"
 #include "core/log.h"
+#include "core/rng.h"
 #include "sim/sim.h"
 
 #include <inttypes.h>
@@ -39,6 +40,7 @@ typedef struct sim_cfg {
     const char *optimizer;                        /* sgd|adam|adamw */
     double lr, momentum, weight_decay, clip_norm; /* local optimizer */
     strategy_cfg sc;                              /* server strategy */
+    dp_cfg dp;                                    /* differential privacy */
     size_t workers;                               /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay;  /* failures */
     int tls;                                      /* full TLS in-process */
@@ -95,6 +97,7 @@ static const opt_spec sim_opts[] = {
     {"weight-decay", OPT_FLOAT, "0", 0, 1e6, NULL, F(weight_decay), "local weight decay"},
     {"clip-norm", OPT_FLOAT, "0", 0, 1e12, NULL, F(clip_norm), "local clipping (0: off)"},
     STRATEGY_OPTS(F(sc)),
+    DP_OPTS(F(dp)),
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -146,10 +149,12 @@ static void on_round(void *user, const fed_coord_round_stats *s) {
     char b1[32], b2[32], b3[32];
     o->bytes += s->bytes_in + s->bytes_out;
     printf("round %3" PRIu64 "/%" PRIu64 ": sampled %zu, returned %zu, train loss %s, test "
-           "loss %s acc %s, %.1f MB, %.2f s\n",
+           "loss %s acc %s, %.1f MB, %.2f s",
            s->round, o->rounds, s->sampled, s->returned, num(b1, s->train_loss),
            num(b2, s->central_loss), num(b3, s->central_acc),
            (double)(s->bytes_in + s->bytes_out) / 1e6, s->seconds);
+    if (!isnan(s->epsilon)) printf(", epsilon %.4g", s->epsilon);
+    printf("\n");
     fflush(stdout);
     if (o->target > 0 && !o->first_target && s->central_acc >= o->target)
         o->first_target = s->round;
@@ -356,6 +361,11 @@ static fed_err run_sim(const void *cfgp) {
     cc->train.max_steps = o->max_steps;
     cc->freeze = o->freeze;
     if ((err = prep_strategy(&o->sc, &cc->strategy))) goto done;
+    cc->dp_clip = o->dp.clip;
+    cc->dp_noise = o->dp.noise;
+    cc->dp_delta = o->dp.delta;
+    cc->target_epsilon = o->dp.target_epsilon;
+    cc->dp_noise_seed = fed_mix64((uint64_t)o->seed ^ 0x6470u); /* reproducible noise */
     cc->metrics_file = o->metrics;
     cc->target_accuracy = o->target_accuracy;
     cc->out = o->out;

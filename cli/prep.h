@@ -68,6 +68,25 @@ typedef struct strategy_cfg {
 /* The strategy configuration the options describe. FED_EINVAL for an unknown kind. */
 fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) FED_MUST_USE;
 
+/* Differential privacy as options (fed_coord_config's dp_* fields). */
+typedef struct dp_cfg {
+    double clip, noise, delta, target_epsilon;
+} dp_cfg;
+
+/* clang-format off */
+#define DP_OPTS(base)                                                                      \
+    {"dp-clip", OPT_FLOAT, "0", 0, 1e30, NULL, (base) + offsetof(dp_cfg, clip),            \
+     "differential privacy: clip every update to this L2 norm, weigh updates equally and " \
+     "account epsilon (0: off)"},                                                          \
+    {"dp-noise", OPT_FLOAT, "0", 0, 1e6, NULL, (base) + offsetof(dp_cfg, noise),           \
+     "DP noise multiplier z: Gaussian noise of std z x dp-clip / updates on the mean"},    \
+    {"dp-delta", OPT_FLOAT, "1e-5", 1e-300, 0.999999, NULL,                                \
+     (base) + offsetof(dp_cfg, delta), "DP delta at which epsilon is reported"},          \
+    {"target-epsilon", OPT_FLOAT, "0", 0, 1e6, NULL,                                       \
+     (base) + offsetof(dp_cfg, target_epsilon),                                            \
+     "stop before a round would spend more than this epsilon (0: off)"}
+/* clang-format on */
+
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
  * was trained with, so string labels get the same ids. */
 fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc,

@@ -108,7 +108,8 @@ static fed_err set_u64(fed_meta *m, const char *key, uint64_t v) {
 }
 
 fed_err fed_ckpt_write(const char *dir, uint64_t round, uint64_t model_version, const fed_model *m,
-                       const fed_strategy *s, uint64_t sampling_seed, size_t keep) {
+                       const fed_strategy *s, uint64_t sampling_seed, size_t keep,
+                       const fed_meta *extra) {
     char path[4096], spath[4096], sha[2 * FED_SHA256_LEN + 1], ssha[2 * FED_SHA256_LEN + 1];
     fed_meta *meta = NULL, *smeta = NULL;
     uint64_t *rounds = NULL;
@@ -152,6 +153,8 @@ fed_err fed_ckpt_write(const char *dir, uint64_t round, uint64_t model_version, 
     if ((err = set_u64(meta, META_SEED, sampling_seed))) goto done;
     if ((err = fed_meta_set(meta, META_SHA, sha))) goto done;
     if ((err = fed_meta_set(meta, META_STATE_SHA, ssha))) goto done;
+    for (size_t i = 0; extra && i < fed_meta_count(extra); i++)
+        if ((err = fed_meta_set(meta, fed_meta_key(extra, i), fed_meta_value(extra, i)))) goto done;
     fed_ckpt_path(path, sizeof path, dir, round);
     if ((err = fed_model_save(m, path, meta))) goto done;
     if ((err = fsync_dir(dir))) goto done;
@@ -277,8 +280,24 @@ done:
     return err;
 }
 
+/* A copy of the metadata of round r's model file into *out. */
+static fed_err read_meta(const char *dir, uint64_t r, fed_meta **out) {
+    char path[4096];
+    fed_st_file *f = NULL;
+    fed_ckpt_path(path, sizeof path, dir, r);
+    fed_err err = fed_st_read(&f, path);
+    if (!err) err = fed_meta_new(out);
+    const fed_meta *m = err ? NULL : fed_st_meta(f);
+    for (size_t i = 0; m && !err && i < fed_meta_count(m); i++)
+        err = fed_meta_set(*out, fed_meta_key(m, i), fed_meta_value(m, i));
+    fed_st_close(&f);
+    if (err) fed_meta_destroy(out);
+    return err;
+}
+
 fed_err fed_ckpt_resume(const char *dir, fed_model *m, fed_strategy *s, uint64_t *round,
-                        uint64_t *model_version) {
+                        uint64_t *model_version, fed_meta **meta) {
+    if (meta) *meta = NULL;
     *round = 0;
     uint64_t *rounds = fed_calloc(MAX_FILES, sizeof *rounds);
     fed_model *tmp = NULL;
@@ -299,6 +318,7 @@ fed_err fed_ckpt_resume(const char *dir, fed_model *m, fed_strategy *s, uint64_t
                     fed_errdetail(err));
             continue;
         }
+        if (meta && (err = read_meta(dir, rounds[i], meta))) goto done;
         if ((err = fed_model_copy_params(m, tmp))) goto done;
         *round = rounds[i];
         *model_version = mv;

@@ -8,6 +8,8 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "privacy/dp.h"
+#include "privacy/secagg_crypto.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -87,7 +89,9 @@ struct fed_coord {
     volatile sig_atomic_t stop_req, reopen_req;
     fed_coord_round_stats cur, last;
     uint64_t rejected_total;
-    size_t *order; /* ordered_uploads: the sample's indices into cl, in CN order */
+    size_t *order;          /* ordered_uploads: the sample's indices into cl, in CN order */
+    size_t population;      /* clients connected when the round's sample was drawn */
+    fed_dp_accountant *acc; /* DP: the privacy spent (NULL without DP) */
     size_t norder, caporder;
 };
 
@@ -116,6 +120,7 @@ fed_coord_config fed_coord_default_config(void) {
     c.min_fit = 2;
     c.deadline_ms = 600000;
     c.wait_after_min_ms = 10000;
+    c.dp_delta = 1e-5;
     c.train.epochs = 1;
     c.train.batch = 32;
     c.train.optimizer = "adam";
@@ -146,6 +151,19 @@ static fed_err check_config(const fed_coord_config *c) {
     if (c->keep_checkpoints < 1) return fed_errorf(FED_EINVAL, "keep-checkpoints: must be >= 1");
     if (!(c->target_accuracy >= 0.0 && c->target_accuracy <= 1.0))
         return fed_errorf(FED_EINVAL, "target-accuracy %g: must be in [0, 1]", c->target_accuracy);
+    if (!(c->dp_clip >= 0.0 && isfinite(c->dp_clip)))
+        return fed_errorf(FED_EINVAL, "dp-clip %g: must be finite and >= 0", c->dp_clip);
+    if (!(c->dp_noise >= 0.0 && isfinite(c->dp_noise)))
+        return fed_errorf(FED_EINVAL, "dp-noise %g: must be finite and >= 0", c->dp_noise);
+    if (c->dp_noise > 0 && c->dp_clip == 0)
+        return fed_errorf(FED_EINVAL, "dp-noise needs dp-clip (the noise scales with it)");
+    if (c->dp_clip > 0 && !(c->dp_delta > 0.0 && c->dp_delta < 1.0))
+        return fed_errorf(FED_EINVAL, "dp-delta %g: must be in (0, 1)", c->dp_delta);
+    if (!(c->target_epsilon >= 0.0 && isfinite(c->target_epsilon)))
+        return fed_errorf(FED_EINVAL, "target-epsilon %g: must be finite and >= 0",
+                          c->target_epsilon);
+    if (c->target_epsilon > 0 && !(c->dp_clip > 0 && c->dp_noise > 0))
+        return fed_errorf(FED_EINVAL, "target-epsilon needs dp-clip and dp-noise > 0");
     if (c->train.epochs < 1 || c->train.batch < 1)
         return fed_errorf(FED_EINVAL, "client epochs and batch must be >= 1");
     return fed_strategy_config_check(&c->strategy);
@@ -204,6 +222,88 @@ static fed_err open_metrics(fed_coord *c) {
     return FED_OK;
 }
 
+/* ---- differential privacy ------------------------------------------------------------- */
+
+static uint64_t current_round(const fed_coord *c);
+
+#define META_DP_STEPS "fedtune.dp_steps"
+#define META_DP_RDP   "fedtune.dp_rdp"
+
+/* Epsilon spent at dp_delta (infinite with noise 0: clipping alone guarantees nothing). */
+static fed_err spent(const fed_coord *c, double *eps) {
+    if (c->cfg.dp_noise == 0) {
+        *eps = c->rounds_done > 0 ? (double)INFINITY : 0.0;
+        return FED_OK;
+    }
+    return fed_dp_accountant_epsilon(c->acc, c->cfg.dp_delta, FED_DP_IMPROVED, eps, NULL);
+}
+
+/* The accountant's state as checkpoint metadata: steps and the RDP vector (%.17g, so the
+ * doubles come back exactly). */
+static fed_err accountant_meta(const fed_dp_accountant *acc, fed_meta *meta) {
+    size_t n;
+    const double *rdp = fed_dp_accountant_rdp(acc, &n);
+    char *buf = fed_malloc(n * 26 + 1), num[32];
+    if (!buf) return FED_ENOMEM;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(buf + len, 27, "%s%.17g", i ? "," : "", rdp[i]);
+    snprintf(num, sizeof num, "%" PRIu64, fed_dp_accountant_steps(acc));
+    fed_err err = fed_meta_set(meta, META_DP_STEPS, num);
+    if (!err) err = fed_meta_set(meta, META_DP_RDP, buf);
+    fed_free(buf);
+    return err;
+}
+
+/* Loads the accountant from a checkpoint's metadata. A checkpoint without it was written
+ * by a run without DP: its rounds carry no guarantee, so a DP run cannot continue it. */
+static fed_err restore_accountant(fed_dp_accountant *acc, const fed_meta *meta, uint64_t round) {
+    const char *steps = meta ? fed_meta_get(meta, META_DP_STEPS) : NULL;
+    const char *list = meta ? fed_meta_get(meta, META_DP_RDP) : NULL;
+    if (!steps || !list)
+        return fed_errorf(FED_EINVAL,
+                          "checkpoint of round %" PRIu64 " was written without dp-clip: its "
+                          "rounds have no privacy guarantee (use another checkpoint-dir)",
+                          round);
+    size_t n = fed_dp_num_orders(), k = 0;
+    double *rdp = fed_mallocarray(n, sizeof *rdp);
+    if (!rdp) return FED_ENOMEM;
+    char *end;
+    errno = 0;
+    unsigned long long st = strtoull(steps, &end, 10);
+    fed_err err = errno || *end ? FED_EFORMAT : FED_OK;
+    for (const char *p = list; !err && *p && k < n; k++) {
+        rdp[k] = strtod(p, &end);
+        if (end == p || (*end && *end != ',')) err = FED_EFORMAT;
+        p = *end ? end + 1 : end;
+    }
+    if (!err && k != n) err = FED_EFORMAT;
+    if (err)
+        err = fed_errorf(err, "checkpoint of round %" PRIu64 ": %s/%s malformed", round,
+                         META_DP_STEPS, META_DP_RDP);
+    else
+        err = fed_dp_accountant_load(acc, rdp, n, st);
+    fed_free(rdp);
+    return err;
+}
+
+/* Adds the round's Gaussian noise to the mean of m clipped updates: std z * S / m. The
+ * key is drawn from the operating system, or derived from dp_noise_seed and the round. */
+static fed_err add_noise(fed_coord *c, float *mean, size_t n, size_t m) {
+    uint8_t key[FED_SA_KEY_LEN];
+    fed_err err = FED_OK;
+    if (c->cfg.dp_noise_seed) {
+        uint64_t w[2] = {c->cfg.dp_noise_seed, current_round(c)};
+        fed_sha256(w, sizeof w, key);
+    } else if ((err = fed_sa_random_bytes(key, sizeof key))) {
+        return err;
+    }
+    double std = c->cfg.dp_noise * c->cfg.dp_clip / (double)m;
+    err = fed_dp_add_gaussian(mean, n, std, key, current_round(c));
+    fed_sa_wipe(key, sizeof key);
+    return err;
+}
+
 fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     *out = NULL;
     fed_model *taken = cfg->take_model ? (fed_model *)(uintptr_t)cfg->model : NULL;
@@ -230,9 +330,15 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     if ((err = build_manifest(c))) goto fail;
     if ((err = fed_strategy_new(&c->strat, &cfg->strategy, c->ntrainable))) goto fail;
     c->version = 1;
+    if (cfg->dp_clip > 0 && (err = fed_dp_accountant_new(&c->acc))) goto fail;
     if (cfg->checkpoint_dir) {
         uint64_t r = 0, v = 1;
-        if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v))) goto fail;
+        fed_meta *meta = NULL;
+        if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v, &meta)))
+            goto fail;
+        if (r > 0 && c->acc) err = restore_accountant(c->acc, meta, r);
+        fed_meta_destroy(&meta);
+        if (err) goto fail;
         if (r > 0) {
             c->rounds_done = r;
             c->version = v;
@@ -241,6 +347,7 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     /* After the resume, which holds a second copy of the model while it verifies one: the
      * aggregator's (1 + slots) copies do not add to that peak. */
     if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
+    fed_agg_set_clip(c->agg, cfg->dp_clip);
     update_sha(c);
     if ((err = open_metrics(c))) goto fail;
     c->zctx = cfg->zmq_ctx;
@@ -257,6 +364,8 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     c->last.model_version = c->version;
     c->last.central_loss = c->last.central_acc = (double)NAN;
     c->last.fed_loss = c->last.fed_acc = c->last.train_loss = (double)NAN;
+    c->last.epsilon = (double)NAN;
+    if (c->acc && (err = spent(c, &c->last.epsilon))) goto fail;
     FED_LOG(FED_LOG_INFO,
             "coordinator on %s: %zu tensors, %zu of %zu parameters trainable, %s, round %" PRIu64
             " of %" PRIu64 ", model version %" PRIu64,
@@ -296,6 +405,7 @@ void fed_coord_destroy(fed_coord **pc) {
     if (c->metrics) fclose(c->metrics);
     fed_agg_destroy(&c->agg);
     fed_strategy_destroy(&c->strat);
+    fed_dp_accountant_destroy(&c->acc);
     fed_free(c->order);
     fed_free(c->arch_json);
     fed_free(c->tensors);
@@ -554,7 +664,7 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->up_id = u->transfer_id;
     k->up_bytes = u->total_bytes;
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
-    k->weight = (float)u->examples;
+    k->weight = c->cfg.dp_clip > 0 ? 1.0f : (float)u->examples; /* DP: counts would leak */
     k->gloss = metric(u, "global_loss");
     k->tloss = metric(u, "train_loss");
     k->gacc = metric(u, "global_accuracy");
@@ -717,6 +827,7 @@ static fed_err do_sample(fed_coord *c) {
     fed_free(ready);
     fed_free(idx);
     c->cur.sampled = k;
+    c->population = n;
     c->cur.returned = c->cur.rejected = 0;
     FED_LOG(FED_LOG_INFO,
             "round %" PRIu64 " attempt %" PRIu64 ": sampled %zu of %zu clients (seed %" PRIu64 ")",
@@ -798,10 +909,23 @@ static fed_err aggregate(fed_coord *c) {
             k->status = ST_IDLE; /* late: its update will find the round closed */
         }
     }
-    const float *mean = NULL;
-    fed_err err = fed_agg_result(c->agg, &mean);
+    float *mean = NULL;
+    fed_err err = fed_agg_result_mut(c->agg, &mean);
     if (err) return err;
     fed_agg_stats as = fed_agg_get_stats(c->agg);
+    c->cur.clipped = as.clipped;
+    c->cur.epsilon = (double)NAN;
+    if (c->acc) {
+        if ((err = add_noise(c, mean, c->ntrainable, as.accepted))) return err;
+        double q = (double)c->cur.sampled / (double)(c->population ? c->population : 1);
+        if (c->cfg.dp_noise > 0 && (err = fed_dp_accountant_step(c->acc, q, c->cfg.dp_noise, 1)))
+            return err;
+        c->cur.epsilon = (double)INFINITY; /* clipping alone */
+        if (c->cfg.dp_noise > 0 &&
+            (err = fed_dp_accountant_epsilon(c->acc, c->cfg.dp_delta, FED_DP_IMPROVED,
+                                             &c->cur.epsilon, NULL)))
+            return err;
+    }
     float *w = fed_model_params(c->model);
     size_t off = 0;
     for (size_t i = 0; i < c->ntensors; i++) {
@@ -911,6 +1035,10 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "federated_accuracy", s->fed_acc);
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
     json_num(f, "seconds", s->seconds);
+    if (c->acc) {
+        json_num(f, "epsilon", s->epsilon);
+        fprintf(f, ",\"dp_delta\":%.17g,\"dp_clipped\":%zu", c->cfg.dp_delta, s->clipped);
+    }
     fputs("}\n", f);
     if (fflush(f) != 0)
         FED_LOG(FED_LOG_ERROR, "metrics %s: %s", c->cfg.metrics_file, strerror(errno));
@@ -928,10 +1056,19 @@ static fed_err checkpoint(fed_coord *c) {
     s->bytes_out = st.bytes_sent - c->tx0;
     s->seconds = (double)(now_ms() - c->round_t0) / 1000.0;
     if (c->cfg.checkpoint_dir) {
-        fed_err err = fed_ckpt_write(c->cfg.checkpoint_dir, s->round, c->version, c->model,
-                                     c->strat, c->cfg.seed, c->cfg.keep_checkpoints);
+        fed_meta *extra = NULL;
+        fed_err err = c->acc ? fed_meta_new(&extra) : FED_OK;
+        if (!err && c->acc) err = accountant_meta(c->acc, extra);
+        if (!err)
+            err = fed_ckpt_write(c->cfg.checkpoint_dir, s->round, c->version, c->model, c->strat,
+                                 c->cfg.seed, c->cfg.keep_checkpoints, extra);
+        fed_meta_destroy(&extra);
         if (err) return fed_errprefix(err, "checkpoint of round %" PRIu64, s->round);
     }
+    char dp[96] = "";
+    if (c->acc)
+        snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (%zu of %zu clipped)", s->epsilon,
+                 c->cfg.dp_delta, s->clipped, s->returned);
     char central[64] = "central -";
     if (!isnan(s->central_loss))
         snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
@@ -939,9 +1076,10 @@ static fed_err checkpoint(fed_coord *c) {
     FED_LOG(FED_LOG_INFO,
             "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected; "
             "%.0f examples; train loss %.4f; %s; federated loss %.4f acc %.4f; "
-            "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s",
+            "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s%s",
             s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->examples,
-            s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds);
+            s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds,
+            dp);
     write_metrics(c);
     c->last = *s;
     if (c->cfg.on_round) c->cfg.on_round(c->cfg.on_round_user, s);
@@ -978,6 +1116,19 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
         if (!err) err = fed_meta_set(meta, "fedtune.model_version", buf);
         if (!err)
             err = fed_meta_set(meta, "fedtune.strategy", fed_strategy_name(c->cfg.strategy.kind));
+        if (!err && c->acc) {
+            char dp[256];
+            double eps = 0;
+            if (!(err = spent(c, &eps))) {
+                snprintf(dp, sizeof dp,
+                         "{\"clip\":%.17g,\"noise_multiplier\":%.17g,\"delta\":%.17g,"
+                         "\"epsilon\":%.17g,\"rounds\":%" PRIu64 ",\"accountant\":\"rdp, "
+                         "sampled gaussian, improved conversion\"}",
+                         c->cfg.dp_clip, c->cfg.dp_noise, c->cfg.dp_delta,
+                         isfinite(eps) ? eps : -1.0, c->rounds_done);
+                err = fed_meta_set(meta, "fedtune.dp", dp);
+            }
+        }
         if (!err) err = fed_model_save(c->model, c->cfg.out, meta);
         fed_meta_destroy(&meta);
         if (err)
@@ -989,6 +1140,24 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
     return err;
 }
 
+/* Epsilon after one more round sampled from the clients connected now. */
+static fed_err next_epsilon(const fed_coord *c, double *eps) {
+    size_t n = connected_count(c);
+    size_t k = (size_t)ceil(c->cfg.fraction * (double)n - 1e-9);
+    if (k < c->cfg.min_fit) k = c->cfg.min_fit;
+    if (k > n) k = n;
+    size_t norders;
+    const double *rdp = fed_dp_accountant_rdp(c->acc, &norders);
+    fed_dp_accountant *tmp = NULL;
+    fed_err err = fed_dp_accountant_new(&tmp);
+    if (!err) err = fed_dp_accountant_load(tmp, rdp, norders, fed_dp_accountant_steps(c->acc));
+    if (!err)
+        err = fed_dp_accountant_step(tmp, (double)k / (double)(n ? n : 1), c->cfg.dp_noise, 1);
+    if (!err) err = fed_dp_accountant_epsilon(tmp, c->cfg.dp_delta, FED_DP_IMPROVED, eps, NULL);
+    fed_dp_accountant_destroy(&tmp);
+    return err;
+}
+
 /* Runs the states that need no event until one waits for the network. */
 static fed_err advance(fed_coord *c) {
     for (;;) {
@@ -997,6 +1166,17 @@ static fed_err advance(fed_coord *c) {
         case FED_COORD_WAITING:
             if (c->rounds_done >= c->cfg.rounds) return finish(c, "all rounds done", true);
             if (connected_count(c) < c->cfg.min_clients) return FED_OK;
+            if (c->cfg.target_epsilon > 0) {
+                double next = 0;
+                if ((err = next_epsilon(c, &next))) return err;
+                if (next > c->cfg.target_epsilon) {
+                    char why[160];
+                    snprintf(why, sizeof why,
+                             "privacy budget: another round would spend epsilon %.4g > %.4g", next,
+                             c->cfg.target_epsilon);
+                    return finish(c, why, true);
+                }
+            }
             c->state = FED_COORD_SAMPLING;
             break;
         case FED_COORD_SAMPLING:

@@ -86,13 +86,28 @@ typedef struct fed_coord_config {
     bool ordered_uploads;         /* receive updates one at a time in CN order: the fold
                                      order is the same in every run (the simulator's
                                      reproducibility; not yet on the command line) */
-    const char *checkpoint_dir;   /* created if missing; NULL: no checkpoints */
-    size_t keep_checkpoints;      /* rounds of checkpoints kept, >= 1 */
-    const char *metrics_file;     /* JSON lines appended per round, or NULL */
-    uint64_t seed;                /* sampling seed */
-    double target_accuracy;       /* stop when central accuracy reaches it (0: off) */
-    const char *stop_file;        /* stop when this file exists, or NULL */
-    const char *out;              /* final model export, or NULL */
+    /* Differential privacy (DP-FedAvg with fixed clipping and central Gaussian noise,
+     * privacy/dp.h), on when dp_clip > 0: every update is clipped to L2 norm dp_clip and
+     * weighs 1 (example counts would leak), noise N(0, (dp_noise * dp_clip / m)^2) is
+     * added to each coordinate of the mean of the m accepted updates, and an RDP
+     * accountant (sampling rate q = sampled / connected, the IMPROVED conversion)
+     * reports epsilon at dp_delta after every round. The guarantee is per client
+     * (user-level), against whoever sees the models after the coordinator: the
+     * coordinator itself sees the updates. */
+    double dp_clip;             /* L2 bound of an update (0: no DP) */
+    double dp_noise;            /* noise multiplier z >= 0 (0: clipping only, epsilon
+                                   infinite) */
+    double dp_delta;            /* in (0, 1) */
+    double target_epsilon;      /* stop before a round would spend more (0: off) */
+    uint64_t dp_noise_seed;     /* 0: a fresh key from the operating system every round;
+                                   else noise reproducible from it (simulation) */
+    const char *checkpoint_dir; /* created if missing; NULL: no checkpoints */
+    size_t keep_checkpoints;    /* rounds of checkpoints kept, >= 1 */
+    const char *metrics_file;   /* JSON lines appended per round, or NULL */
+    uint64_t seed;              /* sampling seed */
+    double target_accuracy;     /* stop when central accuracy reaches it (0: off) */
+    const char *stop_file;      /* stop when this file exists, or NULL */
+    const char *out;            /* final model export, or NULL */
     /* Called on the coordinator's thread after each round's checkpoint and status line
      * (the simulator prints and plots from it); NULL: none. */
     void (*on_round)(void *user, const struct fed_coord_round_stats *s);
@@ -100,7 +115,7 @@ typedef struct fed_coord_config {
 } fed_coord_config;
 
 /* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, wait 10 s
- * after min_fit, FedAvg,
+ * after min_fit, no DP (dp_delta 1e-5), FedAvg,
  * 1 slot, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1. */
 fed_coord_config fed_coord_default_config(void);
 
@@ -115,6 +130,8 @@ typedef struct fed_coord_round_stats {
     double central_loss, central_acc;   /* NaN without eval_data */
     double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */
     double train_loss;                  /* example-weighted train_loss of the updates; NaN */
+    double epsilon;                     /* DP spent so far at dp_delta; NaN without DP */
+    size_t clipped;                     /* DP: updates scaled down to dp_clip */
     uint64_t bytes_in, bytes_out;       /* fed_server_stats during the round */
     double seconds;                     /* round wall time */
 } fed_coord_round_stats;
@@ -165,14 +182,17 @@ uint64_t fed_coord_rejected_total(const fed_coord *c);
 
 /* Writes round r of the global model m (its trainable flags included) and the strategy
  * state into dir as described above, fsyncs dir and deletes checkpoints older than the
- * newest `keep`. */
+ * newest `keep`. extra (may be NULL): more metadata pairs for the model file (the DP
+ * accountant's state). */
 fed_err fed_ckpt_write(const char *dir, uint64_t round, uint64_t model_version, const fed_model *m,
-                       const fed_strategy *s, uint64_t sampling_seed, size_t keep) FED_MUST_USE;
+                       const fed_strategy *s, uint64_t sampling_seed, size_t keep,
+                       const fed_meta *extra) FED_MUST_USE;
 /* Loads the newest checkpoint of dir whose digests verify into m (same architecture)
  * and s, falling back to older ones (one warn line per skipped file). *round is 0 (and
- * nothing changes) when dir has no valid checkpoint. */
+ * nothing changes) when dir has no valid checkpoint. *meta (meta may be NULL) receives a
+ * copy of the loaded model file's metadata (NULL when nothing was loaded). */
 fed_err fed_ckpt_resume(const char *dir, fed_model *m, fed_strategy *s, uint64_t *round,
-                        uint64_t *model_version) FED_MUST_USE;
+                        uint64_t *model_version, fed_meta **meta) FED_MUST_USE;
 /* The path of round r's model file in dir (buf of len bytes). */
 void fed_ckpt_path(char *buf, size_t len, const char *dir, uint64_t round);
 

@@ -294,6 +294,13 @@ fed_err fed_agg_result(fed_agg *a, const float **mean) {
     return FED_OK;
 }
 
+fed_err fed_agg_result_mut(fed_agg *a, float **mean) {
+    const float *m = NULL;
+    fed_err err = fed_agg_result(a, &m);
+    *mean = err ? NULL : a->sum;
+    return err;
+}
+
 const float *fed_agg_sum(const fed_agg *a) {
     return a->sum;
 }

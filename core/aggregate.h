@@ -136,6 +136,10 @@ void fed_agg_slot_abort(fed_agg *a, fed_agg_slot slot);
  * order, not on chunk boundaries. FED_EINVAL if no update was accepted (the round stays open). */
 fed_err fed_agg_result(fed_agg *a, const float **mean) FED_MUST_USE;
 
+/* fed_agg_result with the mean writable, for a caller that perturbs it before the
+ * strategy step (differential privacy adds its noise there). */
+fed_err fed_agg_result_mut(fed_agg *a, float **mean) FED_MUST_USE;
+
 /* The running weighted sum (the mean after fed_agg_result): n floats, for inspection. */
 const float *fed_agg_sum(const fed_agg *a);
 fed_agg_stats fed_agg_get_stats(const fed_agg *a);

@@ -83,6 +83,20 @@ ok "dropouts counted" grep -Eq "[1-9][0-9]* dropouts" "$tmp/d1.out"
 ok "--tls runs" grep -q "^sim: .* TLS;" "$tmp/tls.out"
 ok "--tls gives the plaintext bytes" test "$(hash_of "$tmp/tls.out")" = "$(hash_of "$tmp/plain.out")"
 
+# Differential privacy: epsilon on every round line, the same bytes again (seeded noise),
+# and --target-epsilon stops before a round would spend more.
+"${SIM[@]}" --dp-clip 1 --dp-noise 1.1 >"$tmp/dp1.out" 2>&1
+"${SIM[@]}" --dp-clip 1 --dp-noise 1.1 >"$tmp/dp2.out" 2>&1
+ok "DP rounds report epsilon" test "$(grep -c '^round .*, epsilon [0-9.]*$' "$tmp/dp1.out")" -eq 4
+ok "DP runs repeat" test "$(hash_of "$tmp/dp1.out")" = "$(hash_of "$tmp/dp2.out")"
+ok "DP noise changes the model" test "$(hash_of "$tmp/dp1.out")" != "$ha"
+"${SIM[@]}" --rounds 100 --dp-clip 1 --dp-noise 1.1 --target-epsilon 8 >"$tmp/dp3.out" 2>&1
+n=$(grep -c '^round ' "$tmp/dp3.out")
+last=$(grep '^round ' "$tmp/dp3.out" | tail -1 | sed 's/.*epsilon //')
+ok "target epsilon stops early ($n rounds, epsilon $last)" awk -v n="$n" -v e="$last" \
+  'BEGIN { exit !(n > 1 && n < 100 && e <= 8) }'
+expect 2 "target-epsilon needs dp-clip and dp-noise > 0" -- "${SIM[@]}" --target-epsilon 3
+
 # Central pre-training on "public" data first.
 expect 0 "pretrain: 150 examples of $tmp/test.csv, 2 epochs" -- "${SIM[@]}" \
   --pretrain-data "$tmp/test.csv" --pretrain-epochs 2

@@ -14,6 +14,7 @@
 #include "coordinator/coordinator.h"
 #include "core/alloc.h"
 #include "core/arch.h"
+#include "privacy/dp.h"
 #include "tests/test_net_common.h"
 
 #include <inttypes.h>
@@ -462,6 +463,179 @@ done:
     fed_model_destroy(&m0);
 }
 
+/* Trainable floats of m and the largest |w - prev| change of a frozen one. */
+static size_t frozen_moved(const float *prev, const fed_model *m) {
+    size_t moved = 0;
+    for (size_t t = 0; t < fed_model_num_tensors(m); t++) {
+        const fed_tensor *tt = fed_model_tensor(m, t);
+        for (size_t j = tt->offset; !tt->trainable && j < tt->offset + tt->numel; j++)
+            moved += fed_model_params_const(m)[j] != prev[j];
+    }
+    return moved;
+}
+
+/* DP-FedAvg: every update clipped to dp_clip and weighing 1 whatever its example count;
+ * with noise 0 the step is exactly the uniform mean of the clipped deltas, and epsilon is
+ * infinite (clipping alone guarantees nothing). */
+TEST(dp_clipping_uniform_weights) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    size_t ntrain = fed_model_num_params(m0) - 16; /* 0.bias is frozen */
+    /* Deltas 0.01, 0.02, 0.03 per float: the bound lets the first two through and
+     * scales the third to 0.02 per float. */
+    cfg.dp_clip = 0.02 * sqrt((double)ntrain) * (1 + 1e-9);
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(3, fed_coord_endpoint(coord));
+    snapshot(prev);
+    CHECK(until_round(1));
+    const fed_model *m = fed_coord_model(coord);
+    double want = (0.01 + 0.02 + 0.02) / 3.0, worst = 0;
+    for (size_t t = 0; t < fed_model_num_tensors(m); t++) {
+        const fed_tensor *tt = fed_model_tensor(m, t);
+        for (size_t j = tt->offset; tt->trainable && j < tt->offset + tt->numel; j++) {
+            double d = fabs((double)fed_model_params_const(m)[j] - (double)prev[j] - want);
+            if (d > worst) worst = d;
+        }
+    }
+    CHECK(worst < 1e-6);
+    CHECK_SIZE(frozen_moved(prev, m), 0);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.clipped, 1);
+    CHECK(isinf(st.epsilon));
+    CHECK_NEAR(st.examples, 3.0, 0); /* weights 1, not 10 + 20 + 30 */
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+/* DP noise: with zero deltas the step is pure noise of std z * S / m; the same noise
+ * seed gives the same bytes; epsilon follows the accountant round by round (q = 1 with
+ * every client sampled), survives a resume, and target_epsilon stops before a round
+ * would spend more. */
+TEST(dp_noise_accountant_budget) {
+    fed_model *m0 = make_model();
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/dpckpt", tmpdir);
+    fed_coord_config cfg = coord_config(m0, dir);
+    cfg.rounds = 2;
+    cfg.dp_clip = 3.0;
+    cfg.dp_noise = 1.5;
+    cfg.dp_noise_seed = 77;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    uint8_t h2[FED_SHA256_LEN];
+    start_clients(3, fed_coord_endpoint(coord));
+    for (int i = 0; i < 3; i++) clients[i].delta = 0.0f;
+    snapshot(prev);
+    CHECK(until_round(1));
+    const fed_model *m = fed_coord_model(coord);
+    double s2 = 0;
+    size_t cnt = 0;
+    for (size_t t = 0; t < fed_model_num_tensors(m); t++) {
+        const fed_tensor *tt = fed_model_tensor(m, t);
+        for (size_t j = tt->offset; tt->trainable && j < tt->offset + tt->numel; j++, cnt++) {
+            double d = (double)fed_model_params_const(m)[j] - (double)prev[j];
+            s2 += d * d;
+        }
+    }
+    double sd = sqrt(s2 / (double)cnt), want = 1.5 * 3.0 / 3.0;
+    CHECK(sd > 0.8 * want && sd < 1.2 * want); /* 147 draws: +-20% is > 3 sigma */
+    CHECK_SIZE(frozen_moved(prev, m), 0);
+    double e1 = 0, e2 = 0, e3 = 0;
+    CHECK_OK(fed_dp_epsilon(1.0, 1.5, 1, 1e-5, FED_DP_IMPROVED, &e1, NULL));
+    CHECK_OK(fed_dp_epsilon(1.0, 1.5, 2, 1e-5, FED_DP_IMPROVED, &e2, NULL));
+    CHECK_OK(fed_dp_epsilon(1.0, 1.5, 3, 1e-5, FED_DP_IMPROVED, &e3, NULL));
+    CHECK_NEAR(fed_coord_last_round(coord).epsilon, e1, 1e-12);
+    CHECK(until_round(2));
+    CHECK_NEAR(fed_coord_last_round(coord).epsilon, e2, 1e-12);
+    fed_coord_model_sha256(coord, h2);
+    fed_coord_destroy(&coord);
+    stop_clients();
+
+    /* The same run again from scratch: the same noise, the same bytes. */
+    char dir2[256];
+    snprintf(dir2, sizeof dir2, "%s/dpckpt2", tmpdir);
+    cfg.checkpoint_dir = dir2;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto out;
+    start_clients(3, fed_coord_endpoint(coord));
+    for (int i = 0; i < 3; i++) clients[i].delta = 0.0f;
+    CHECK(until_round(2));
+    uint8_t again[FED_SHA256_LEN];
+    fed_coord_model_sha256(coord, again);
+    CHECK_MEM(again, h2, FED_SHA256_LEN);
+    fed_coord_destroy(&coord);
+    stop_clients();
+
+    /* Resume the first run for up to 5 rounds with a budget between eps(3) and eps(4):
+     * the accountant comes back from the checkpoint, round 3 runs, round 4 does not. */
+    cfg.checkpoint_dir = dir;
+    cfg.rounds = 5;
+    cfg.target_epsilon = 0.5 * (e3 + (e3 + (e3 - e2)));
+    double e4 = 0;
+    CHECK_OK(fed_dp_epsilon(1.0, 1.5, 4, 1e-5, FED_DP_IMPROVED, &e4, NULL));
+    CHECK(cfg.target_epsilon > e3 && cfg.target_epsilon < e4);
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto out;
+    CHECK_NEAR(fed_coord_last_round(coord).epsilon, e2, 1e-12);
+    start_clients(3, fed_coord_endpoint(coord));
+    for (int i = 0; i < 3; i++) clients[i].delta = 0.0f;
+    int64_t end = now_ms() + 10000;
+    while (fed_coord_get_state(coord) != FED_COORD_DONE && now_ms() < end)
+        if (step() != FED_OK) break;
+    CHECK_INT(fed_coord_get_state(coord), FED_COORD_DONE);
+    CHECK_INT(fed_coord_rounds_done(coord), 3);
+    CHECK_NEAR(fed_coord_last_round(coord).epsilon, e3, 1e-12);
+    fed_coord_destroy(&coord);
+    stop_clients();
+
+    /* A checkpoint written without DP cannot be continued with it. */
+    cfg.dp_clip = cfg.dp_noise = cfg.target_epsilon = 0;
+    cfg.checkpoint_dir = dir2;
+    snprintf(dir2, sizeof dir2, "%s/plainckpt", tmpdir);
+    cfg.rounds = 1;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto out;
+    start_clients(3, fed_coord_endpoint(coord));
+    CHECK(until_round(1));
+    fed_coord_destroy(&coord);
+    stop_clients();
+    cfg.dp_clip = 1.0;
+    cfg.rounds = 2;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "without dp-clip");
+    /* Bad DP settings name the field. */
+    cfg.checkpoint_dir = NULL;
+    cfg.dp_clip = -1;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "dp-clip");
+    cfg.dp_clip = 0;
+    cfg.dp_noise = 1;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "dp-noise needs dp-clip");
+    cfg.dp_clip = 1;
+    cfg.dp_delta = 1;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "dp-delta");
+    cfg.dp_delta = 1e-5;
+    cfg.dp_noise = 0;
+    cfg.target_epsilon = 1;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "target-epsilon needs");
+out:
+    fed_free(prev);
+done:
+    fed_model_destroy(&m0);
+}
+
 TEST(client_vanishes_mid_round) {
     fed_model *m0 = make_model();
     fed_coord_config cfg = coord_config(m0, NULL);
@@ -633,6 +807,8 @@ int main(void) {
     RUN(fedavg_rounds_and_resume);
     RUN(bad_updates_rejected);
     RUN(round_waits_for_sample);
+    RUN(dp_clipping_uniform_weights);
+    RUN(dp_noise_accountant_budget);
     RUN(client_vanishes_mid_round);
     RUN(model_resent_on_request);
     RUN(server_optimizers_resume_with_state);
