@@ -1120,12 +1120,13 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
             char dp[256];
             double eps = 0;
             if (!(err = spent(c, &eps))) {
+                char e[32] = "null"; /* infinite: no noise */
+                if (isfinite(eps)) snprintf(e, sizeof e, "%.17g", eps);
                 snprintf(dp, sizeof dp,
                          "{\"clip\":%.17g,\"noise_multiplier\":%.17g,\"delta\":%.17g,"
-                         "\"epsilon\":%.17g,\"rounds\":%" PRIu64 ",\"accountant\":\"rdp, "
+                         "\"epsilon\":%s,\"rounds\":%" PRIu64 ",\"accountant\":\"rdp, "
                          "sampled gaussian, improved conversion\"}",
-                         c->cfg.dp_clip, c->cfg.dp_noise, c->cfg.dp_delta,
-                         isfinite(eps) ? eps : -1.0, c->rounds_done);
+                         c->cfg.dp_clip, c->cfg.dp_noise, c->cfg.dp_delta, e, c->rounds_done);
                 err = fed_meta_set(meta, "fedtune.dp", dp);
             }
         }

@@ -96,6 +96,17 @@ last=$(grep '^round ' "$tmp/dp3.out" | tail -1 | sed 's/.*epsilon //')
 ok "target epsilon stops early ($n rounds, epsilon $last)" awk -v n="$n" -v e="$last" \
   'BEGIN { exit !(n > 1 && n < 100 && e <= 8) }'
 expect 2 "target-epsilon needs dp-clip and dp-noise > 0" -- "${SIM[@]}" --target-epsilon 3
+if [ -n "$PY" ]; then
+  "${SIM[@]}" --dp-clip 1 --dp-noise 1.1 --out "$tmp/dp.safetensors" >"$tmp/dp4.out" 2>&1
+  e=$("$PY" -c '
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+d = json.loads(h["__metadata__"]["fedtune.dp"])
+print("%.4g %g %g %d" % (d["epsilon"], d["clip"], d["noise_multiplier"], d["rounds"]))' "$tmp/dp.safetensors")
+  last=$(grep '^round ' "$tmp/dp4.out" | tail -1 | sed 's/.*epsilon //')
+  ok "the model's fedtune.dp metadata ($e) matches the last round ($last)" test "$e" = "$last 1 1.1 4"
+fi
 
 # Central pre-training on "public" data first.
 expect 0 "pretrain: 150 examples of $tmp/test.csv, 2 epochs" -- "${SIM[@]}" \
