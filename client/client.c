@@ -620,10 +620,11 @@ static fed_err send_msg(fed_site *s, const fed_msg *m) {
     return FED_OK;
 }
 
-static void send_error(fed_site *s, uint32_t code, const char *text) {
+static void send_error(fed_site *s, uint32_t code, const char *text, uint64_t round) {
     fed_msg m = {.type = FED_MSG_ERROR};
     m.u.error.code = code;
     m.u.error.text = (char *)text;
+    m.u.error.round = round;
     if (send_msg(s, &m) != FED_OK)
         FED_LOG(FED_LOG_WARN, "site: could not send Error: %s", fed_errmsg());
 }
@@ -669,7 +670,7 @@ static void drop_round(fed_site *s, const char *why) {
 static void fail_round(fed_site *s, uint32_t code, const char *text) {
     uint64_t round = s->rs ? s->rs->round : 0;
     FED_LOG(FED_LOG_WARN, "site: round %" PRIu64 " failed: %s", round, fed_errmsg());
-    send_error(s, code, text);
+    send_error(s, code, text, round);
     s->stats.rounds_failed++;
     end_round(s);
 }
@@ -1122,7 +1123,7 @@ static void on_round_start(fed_site *s, site_ev *ev) {
         char text[64];
         snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
         FED_LOG(s->info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
-        send_error(s, CODE_INVALID, text);
+        send_error(s, CODE_INVALID, text, 0); /* a request, not a failed round */
         s->stats.rounds_failed++;
         end_round(s);
         return;

@@ -40,6 +40,7 @@ typedef enum cstatus {
     ST_RECEIVING, /* delta arriving into its slot */
     ST_ACCEPTED,  /* committed */
     ST_REJECTED,  /* refused; nothing more this round */
+    ST_FAILED,    /* its round failed at the site (it sent Error); nothing more this round */
     ST_GONE,      /* left mid-round */
 } cstatus;
 
@@ -685,6 +686,14 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
                     c->version);
             k->held = 0;
             if (send_round_start(c, k, true) != FED_OK) k->status = ST_GONE;
+        } else if (m->u.error.round == current_round(c) && k->status == ST_WAITING &&
+                   c->state == FED_COORD_COLLECTING) {
+            /* The site's round failed (its data, its training): it has answered, so the
+             * round need not wait for it (nor, with ordered uploads, the sites after it). */
+            k->status = ST_FAILED;
+            c->cur.failed++;
+            FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s failed: %s", current_round(c), k->cn,
+                    m->u.error.text);
         } else {
             FED_LOG(FED_LOG_WARN, "%s reports error %u: %s", k->cn, m->u.error.code,
                     m->u.error.text);
@@ -828,7 +837,7 @@ static fed_err do_sample(fed_coord *c) {
     fed_free(idx);
     c->cur.sampled = k;
     c->population = n;
-    c->cur.returned = c->cur.rejected = 0;
+    c->cur.returned = c->cur.rejected = c->cur.failed = 0;
     FED_LOG(FED_LOG_INFO,
             "round %" PRIu64 " attempt %" PRIu64 ": sampled %zu of %zu clients (seed %" PRIu64 ")",
             current_round(c), c->attempt, k, n, c->sample_seed);
@@ -1025,8 +1034,8 @@ static void write_metrics(fed_coord *c) {
             fprintf(f, "\",\"examples\":%.9g}", (double)k->weight);
         }
     }
-    fprintf(f, "],\"sampled\":%zu,\"returned\":%zu,\"rejected\":%zu", s->sampled, s->returned,
-            s->rejected);
+    fprintf(f, "],\"sampled\":%zu,\"returned\":%zu,\"rejected\":%zu,\"failed\":%zu", s->sampled,
+            s->returned, s->rejected, s->failed);
     json_num(f, "examples", s->examples);
     json_num(f, "central_loss", s->central_loss);
     json_num(f, "central_accuracy", s->central_acc);
@@ -1074,10 +1083,11 @@ static fed_err checkpoint(fed_coord *c) {
         snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
                  s->central_acc);
     FED_LOG(FED_LOG_INFO,
-            "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected; "
+            "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected, "
+            "%zu failed; "
             "%.0f examples; train loss %.4f; %s; federated loss %.4f acc %.4f; "
             "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s%s",
-            s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->examples,
+            s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->failed, s->examples,
             s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds,
             dp);
     write_metrics(c);

@@ -126,6 +126,7 @@ typedef struct fed_coord_round_stats {
     uint64_t attempts;                  /* samples drawn (1 + retries) */
     uint64_t sample_seed;               /* seed of the sample that closed the round */
     size_t sampled, returned, rejected; /* clients */
+    size_t failed;                      /* sampled clients whose round failed at the site */
     double examples;                    /* total weight of accepted updates */
     double central_loss, central_acc;   /* NaN without eval_data */
     double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */

@@ -489,6 +489,7 @@ static fed_err wire_build(wire *w, const fed_msg *m) {
                               (unsigned)m->u.error.code);
         p->code = (Fedtune__ErrorCode)m->u.error.code;
         p->text = str(m->u.error.text);
+        p->round = m->u.error.round;
         w->env.error = p;
         break;
     }
@@ -721,6 +722,7 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         return FED_OK;
     case FED_MSG_ERROR:
         m->u.error.code = (uint32_t)e->error->code; /* a known value, so >= 0 */
+        m->u.error.round = e->error->round;
         return dup(&m->u.error.text, e->error->text);
     case FED_MSG_HEARTBEAT:
         m->u.heartbeat_ms = e->heartbeat->time_ms;

@@ -130,6 +130,7 @@ typedef struct fed_msg_credit {
 typedef struct fed_msg_error {
     uint32_t code; /* fedtune.ErrorCode */
     char *text;
+    uint64_t round; /* a site's failed round (0: not about a round) */
 } fed_msg_error;
 
 /* Bye: why the sender leaves; finished says the federation is over (a site exits)

@@ -28,7 +28,17 @@
 
 /* SILENT: takes the model and never answers (then FORGET); FORGET: answers a RoundStart
  * without weights with the client's "no model version N" Error (then GOOD). */
-typedef enum mode { GOOD, BAD_NAN, BAD_SIZE, BAD_STALE, BAD_DIGEST, VANISH, SILENT, FORGET } mode;
+typedef enum mode {
+    GOOD,
+    BAD_NAN,
+    BAD_SIZE,
+    BAD_STALE,
+    BAD_DIGEST,
+    VANISH,
+    SILENT,
+    FORGET,
+    FAIL /* its local training fails: answers with an Error for the round */
+} mode;
 
 /* One scripted client. */
 typedef struct sc {
@@ -173,6 +183,19 @@ static fed_err step(void) {
         /* Good clients wait until the bad one's update of this round was rejected, so
          * that it is judged while the round is open. */
         if (s->hold && fed_coord_rejected_total(coord) < s->round) continue;
+        if (s->mode == FAIL) {
+            fed_msg e;
+            memset(&e, 0, sizeof e);
+            e.type = FED_MSG_ERROR;
+            e.u.error.code = 5;
+            e.u.error.text = (char *)"local training: non-finite value";
+            e.u.error.round = s->round;
+            if (fed_client_send(s->cli, &e) != FED_OK)
+                fprintf(stderr, "error: %s\n", fed_client_errmsg(s->cli));
+            s->want_send = false;
+            s->sent = true;
+            continue;
+        }
         send_update(s);
     }
     return err;
@@ -636,6 +659,39 @@ done:
     fed_model_destroy(&m0);
 }
 
+/* A site whose round fails answers with an Error for that round: the round does not wait
+ * for it, not even with ordered uploads where it is first in line (it used to stall there
+ * until the deadline, throwing the others' updates away). */
+TEST(failed_client_does_not_stall) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    cfg.min_fit = 2;
+    cfg.deadline_ms = 60000;
+    cfg.wait_after_min_ms = -1;
+    cfg.ordered_uploads = true;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(3, fed_coord_endpoint(coord));
+    clients[0].mode = FAIL; /* site-1: first in CN order */
+    snapshot(prev);
+    CHECK(until_round(1));
+    bool counted[3] = {false, true, true};
+    check_round(prev, fed_coord_model(coord), counted);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.sampled, 3);
+    CHECK_SIZE(st.returned, 2);
+    CHECK_SIZE(st.failed, 1);
+    CHECK_SIZE(st.rejected, 0);
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
 TEST(client_vanishes_mid_round) {
     fed_model *m0 = make_model();
     fed_coord_config cfg = coord_config(m0, NULL);
@@ -809,6 +865,7 @@ int main(void) {
     RUN(round_waits_for_sample);
     RUN(dp_clipping_uniform_weights);
     RUN(dp_noise_accountant_budget);
+    RUN(failed_client_does_not_stall);
     RUN(client_vanishes_mid_round);
     RUN(model_resent_on_request);
     RUN(server_optimizers_resume_with_state);
