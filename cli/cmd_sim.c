@@ -41,6 +41,7 @@ typedef struct sim_cfg {
     double lr, momentum, weight_decay, clip_norm; /* local optimizer */
     strategy_cfg sc;                              /* server strategy */
     dp_cfg dp;                                    /* differential privacy */
+    double max_update_norm;                       /* reject larger deltas (0: off) */
     size_t workers;                               /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay;  /* failures */
     int tls;                                      /* full TLS in-process */
@@ -98,6 +99,8 @@ static const opt_spec sim_opts[] = {
     {"clip-norm", OPT_FLOAT, "0", 0, 1e12, NULL, F(clip_norm), "local clipping (0: off)"},
     STRATEGY_OPTS(F(sc)),
     DP_OPTS(F(dp)),
+    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
+     "reject deltas with a larger L2 norm (0: off)"},
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -361,6 +364,7 @@ static fed_err run_sim(const void *cfgp) {
     cc->train.max_steps = o->max_steps;
     cc->freeze = o->freeze;
     if ((err = prep_strategy(&o->sc, &cc->strategy))) goto done;
+    cc->max_update_norm = o->max_update_norm;
     cc->dp_clip = o->dp.clip;
     cc->dp_noise = o->dp.noise;
     cc->dp_delta = o->dp.delta;
