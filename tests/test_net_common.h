@@ -5,6 +5,7 @@
 #ifndef FED_TEST_NET_COMMON_H
 #define FED_TEST_NET_COMMON_H
 
+#include "core/alloc.h"
 #include "core/log.h"
 #include "net/channel.h"
 #include "tests/test.h"
@@ -269,6 +270,35 @@ static inline void world_free(world *w) {
     for (int i = 0; i < w->ncli; i++) fed_client_destroy(&w->cli[i]);
     fed_server_destroy(&w->srv);
     fed_net_context_destroy(&w->zctx);
+}
+
+static inline bool first_joined(world *w) {
+    return w->s.joined >= 1 && w->c[0].joined >= 1;
+}
+
+/* Fails the nth allocation (n = 1, 2, ...) after a server (sc) and one client (cc) exist,
+ * somewhere in the handshake, admission or events, until an n is reached that the join
+ * does not touch: nothing may crash or leak on the way. True when that client joined
+ * with no allocation failing; false if it never did (or the objects could not be made). */
+static inline bool joins_despite_alloc_failures(const fed_server_config *sc,
+                                                const fed_client_config *cc) {
+    for (long n = 1; n < 400; n++) {
+        world w = {0};
+        w.zctx = fed_net_context_new();
+        w.ncli = 1;
+        if (fed_server_new(&w.srv, w.zctx, sc) != FED_OK ||
+            fed_client_new(&w.cli[0], w.zctx, cc) != FED_OK) {
+            world_free(&w);
+            return false;
+        }
+        fed_alloc_fail_at(n);
+        bool joined = world_until(&w, first_joined, 200);
+        bool hit = fed_alloc_count() >= n;
+        fed_alloc_fail_at(0);
+        world_free(&w);
+        if (joined && !hit) return true;
+    }
+    return false;
 }
 
 /* Fills buf with a deterministic pattern. */
