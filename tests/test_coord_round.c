@@ -635,6 +635,33 @@ TEST(dp_noise_accountant_budget) {
     cfg.rounds = 2;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "without dp-clip");
+    /* A DP checkpoint whose accountant state is malformed is refused, naming it. */
+    char dir3[256];
+    snprintf(dir3, sizeof dir3, "%s/badrdp", tmpdir);
+    static const char *const bad_rdp[] = {"1,2,x", "1,2", "", "-1"};
+    for (int b = 0; b < 4; b++) {
+        char sub[300];
+        snprintf(sub, sizeof sub, "%s-%d", dir3, b);
+        fed_strategy *st = NULL;
+        fed_meta *extra = NULL;
+        size_t ntr = fed_model_num_params(m0) - 16; /* 0.bias frozen */
+        CHECK_OK(fed_strategy_new(&st, &cfg.strategy, ntr));
+        CHECK_OK(fed_meta_new(&extra));
+        CHECK_OK(fed_meta_set(extra, "fedtune.dp_steps", "1"));
+        CHECK_OK(fed_meta_set(extra, "fedtune.dp_rdp", bad_rdp[b]));
+        fed_model *fm = NULL;
+        CHECK_OK(fed_model_clone(&fm, m0));
+        if (fm) fed_model_set_trainable_glob(fm, "0.bias", false);
+        if (st && extra && fm) CHECK_OK(fed_ckpt_write(sub, 1, 2, fm, st, 42, 3, extra));
+        cfg.checkpoint_dir = sub;
+        cfg.dp_clip = 1.0;
+        CHECK(fed_coord_new(&coord, &cfg) != FED_OK);
+        CHECK(coord == NULL);
+        CHECK_CONTAINS(fed_errmsg(), "dp_rdp");
+        fed_model_destroy(&fm);
+        fed_meta_destroy(&extra);
+        fed_strategy_destroy(&st);
+    }
     /* Bad DP settings name the field. */
     cfg.checkpoint_dir = NULL;
     cfg.dp_clip = -1;
