@@ -497,7 +497,7 @@ static fed_err ready_peer(fed_server *s, uint32_t id, peer **p) {
 
 static bool app_type(fed_msg_type t) {
     return t == FED_MSG_ROUND_START || t == FED_MSG_UPDATE || t == FED_MSG_ERROR ||
-           t == FED_MSG_HEARTBEAT || t == FED_MSG_BYE;
+           t == FED_MSG_HEARTBEAT || t == FED_MSG_BYE || t == FED_MSG_SECAGG;
 }
 
 fed_err fed_server_send(fed_server *s, uint32_t id, const fed_msg *m) {

@@ -44,6 +44,8 @@ const char *fed_msg_type_name(fed_msg_type t) {
         return "heartbeat";
     case FED_MSG_BYE:
         return "bye";
+    case FED_MSG_SECAGG:
+        return "secagg";
     case FED_MSG_NONE:
         break;
     }
@@ -241,6 +243,29 @@ static fed_err check_update(const checker *c, const Fedtune__Update *u) {
     return check_bytes(c, &u->sha256, FED_SHA256_LEN, "update.sha256");
 }
 
+static fed_err check_secagg_params(const checker *c, const Fedtune__SecAggParams *p) {
+    if (p->n < 2) return fed_errorf(c->code, "round_start.secagg.n: %u (must be >= 2)", p->n);
+    if (p->participant >= p->n)
+        return fed_errorf(c->code, "round_start.secagg.participant: %u (must be < n %u)",
+                          p->participant, p->n);
+    TRY(check_bytes(c, &p->graph_seed, FED_MSG_SEED_LEN, "round_start.secagg.graph_seed"));
+    const double v[3] = {p->clip_range, p->dp_clip, p->dp_noise_std};
+    const char *const name[3] = {"clip_range", "dp_clip", "dp_noise_std"};
+    for (int i = 0; i < 3; i++)
+        if (!(isfinite(v[i]) && v[i] >= 0))
+            return fed_errorf(c->code, "round_start.secagg.%s: %g (must be finite and >= 0)",
+                              name[i], v[i]);
+    return FED_OK;
+}
+
+static fed_err check_secagg(const checker *c, const Fedtune__SecAgg *s) {
+    if (s->msg.len == 0) return fed_errorf(c->code, "secagg.msg: empty");
+    if (s->msg.len > c->lim->max_envelope)
+        return fed_errorf(c->code, "secagg.msg: %zu bytes, limit %zu", s->msg.len,
+                          c->lim->max_envelope);
+    return FED_OK;
+}
+
 static fed_err check_error(const checker *c, const Fedtune__Error *e) {
     TRY(check_enum(c, &fedtune__error_code__descriptor, (int)e->code, "error.code"));
     return check_string(c, e->text, "error.text");
@@ -263,7 +288,9 @@ static fed_err check_envelope(const Fedtune__Envelope *e, const fed_msg_limits *
     case FEDTUNE__ENVELOPE__BODY_ROUND_START:
         if (e->round_start) {
             TRY(check_config(&c, e->round_start->config));
-            return check_manifest(&c, e->round_start->manifest);
+            TRY(check_manifest(&c, e->round_start->manifest));
+            if (e->round_start->secagg) return check_secagg_params(&c, e->round_start->secagg);
+            return FED_OK;
         }
         break;
     case FEDTUNE__ENVELOPE__BODY_CHUNK:
@@ -283,6 +310,9 @@ static fed_err check_envelope(const Fedtune__Envelope *e, const fed_msg_limits *
         break;
     case FEDTUNE__ENVELOPE__BODY_BYE:
         if (e->bye) return check_string(&c, e->bye->reason, "bye.reason");
+        break;
+    case FEDTUNE__ENVELOPE__BODY_SECAGG:
+        if (e->secagg) return check_secagg(&c, e->secagg);
         break;
     default:
         break;
@@ -306,8 +336,10 @@ typedef struct wire {
         Fedtune__Error error;
         Fedtune__Heartbeat heartbeat;
         Fedtune__Bye bye;
+        Fedtune__SecAgg secagg;
     } body;
     Fedtune__TrainConfig config;
+    Fedtune__SecAggParams secagg_params;
     Fedtune__Manifest manifest;
     void *elems; /* fed_malloc'd: n structs, then n pointers to them */
 } wire;
@@ -389,6 +421,21 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     }
     pm->n_tensors = m->num_tensors;
     pm->tensors = (Fedtune__TensorInfo **)ptrs;
+    if (r->has_secagg) {
+        const fed_msg_secagg_params *sa = &r->secagg;
+        Fedtune__SecAggParams *ps = &w->secagg_params;
+        fedtune__sec_agg_params__init(ps);
+        ps->participant = sa->participant;
+        ps->n = sa->n;
+        ps->degree = sa->degree;
+        ps->threshold = sa->threshold;
+        ps->clip_range = sa->clip_range;
+        ps->quant_range = sa->quant_range;
+        ps->graph_seed = bin(sa->graph_seed, FED_MSG_SEED_LEN);
+        ps->dp_clip = sa->dp_clip;
+        ps->dp_noise_std = sa->dp_noise_std;
+        p->secagg = ps;
+    }
     w->env.round_start = p;
     return FED_OK;
 }
@@ -422,6 +469,18 @@ static fed_err build_update(wire *w, const fed_msg_update *u) {
     p->n_metrics = u->num_metrics;
     p->metrics = (Fedtune__Metric **)ptrs;
     return FED_OK;
+}
+
+/* The oneof case numbers are the field numbers: in fed_msg_type order from 10 up to Bye,
+ * then SecAgg at 40. */
+static Fedtune__Envelope__BodyCase body_case_of(fed_msg_type t) {
+    if (t == FED_MSG_SECAGG) return FEDTUNE__ENVELOPE__BODY_SECAGG;
+    return (Fedtune__Envelope__BodyCase)(FEDTUNE__ENVELOPE__BODY_HELLO + ((int)t - FED_MSG_HELLO));
+}
+
+static fed_msg_type type_of(Fedtune__Envelope__BodyCase c) {
+    if (c == FEDTUNE__ENVELOPE__BODY_SECAGG) return FED_MSG_SECAGG;
+    return (fed_msg_type)(FED_MSG_HELLO + ((int)c - FEDTUNE__ENVELOPE__BODY_HELLO));
 }
 
 /* Fills *w from m and checks it against the default limits; FED_EINVAL naming the field,
@@ -508,13 +567,21 @@ static fed_err wire_build(wire *w, const fed_msg *m) {
         w->env.bye = p;
         break;
     }
+    case FED_MSG_SECAGG: {
+        Fedtune__SecAgg *p = &w->body.secagg;
+        fedtune__sec_agg__init(p);
+        p->round = m->u.secagg.round;
+        if (m->u.secagg.len && !m->u.secagg.msg)
+            return fed_errorf(FED_EINVAL, "secagg.msg: NULL with %zu bytes", m->u.secagg.len);
+        p->msg = bin(m->u.secagg.msg, m->u.secagg.len);
+        w->env.secagg = p;
+        break;
+    }
     default:
         return fed_errorf(FED_EINVAL, "type: %d is not a message type (%s)", (int)m->type,
                           fed_msg_type_name(m->type));
     }
-    /* The oneof case numbers are the field numbers, in fed_msg_type order from 10. */
-    w->env.body_case = (Fedtune__Envelope__BodyCase)(FEDTUNE__ENVELOPE__BODY_HELLO +
-                                                     ((int)m->type - FED_MSG_HELLO));
+    w->env.body_case = body_case_of(m->type);
     fed_msg_limits lim = fed_msg_default_limits();
     return check_envelope(&w->env, &lim, FED_EINVAL);
 }
@@ -687,6 +754,20 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
             t->trainable = pt->trainable != 0;
             TRY(dup(&t->name, pt->name));
         }
+        if (p->secagg) {
+            const Fedtune__SecAggParams *ps = p->secagg;
+            fed_msg_secagg_params *sa = &r->secagg;
+            r->has_secagg = true;
+            sa->participant = ps->participant;
+            sa->n = ps->n;
+            sa->degree = ps->degree;
+            sa->threshold = ps->threshold;
+            sa->clip_range = ps->clip_range;
+            sa->quant_range = ps->quant_range;
+            copy_bin(sa->graph_seed, &ps->graph_seed, FED_MSG_SEED_LEN);
+            sa->dp_clip = ps->dp_clip;
+            sa->dp_noise_std = ps->dp_noise_std;
+        }
         return FED_OK;
     }
     case FED_MSG_CHUNK:
@@ -730,6 +811,13 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
     case FED_MSG_BYE:
         m->u.bye.finished = e->bye->finished != 0;
         return dup(&m->u.bye.reason, e->bye->reason);
+    case FED_MSG_SECAGG:
+        m->u.secagg.round = e->secagg->round;
+        m->u.secagg.msg = fed_malloc(e->secagg->msg.len);
+        if (!m->u.secagg.msg) return FED_ENOMEM;
+        memcpy(m->u.secagg.msg, e->secagg->msg.data, e->secagg->msg.len);
+        m->u.secagg.len = e->secagg->msg.len;
+        return FED_OK;
     case FED_MSG_NONE:
         break;
     }
@@ -766,7 +854,7 @@ fed_err fed_msg_decode(fed_msg *out, const uint8_t *buf, size_t len, const fed_m
     }
     out->version = e->version;
     out->seq = e->seq;
-    out->type = (fed_msg_type)(FED_MSG_HELLO + ((int)e->body_case - FEDTUNE__ENVELOPE__BODY_HELLO));
+    out->type = type_of(e->body_case);
     err = convert(out, e);
     if (err != FED_OK) fed_msg_free(out);
 done:
@@ -811,6 +899,9 @@ void fed_msg_free(fed_msg *m) {
         break;
     case FED_MSG_BYE:
         fed_free(m->u.bye.reason);
+        break;
+    case FED_MSG_SECAGG:
+        fed_free(m->u.secagg.msg);
         break;
     case FED_MSG_CHUNK:
     case FED_MSG_CREDIT:

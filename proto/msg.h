@@ -35,6 +35,7 @@ typedef enum fed_msg_type {
     FED_MSG_ERROR,
     FED_MSG_HEARTBEAT,
     FED_MSG_BYE,
+    FED_MSG_SECAGG, /* field 40: not in field order with the others */
 } fed_msg_type;
 
 /* "hello", "welcome", ... ("none" for FED_MSG_NONE or unknown values). */
@@ -54,7 +55,12 @@ typedef struct fed_msg_limits {
 fed_msg_limits fed_msg_default_limits(void);
 
 typedef enum fed_dtype { FED_DTYPE_F32 = 0, FED_DTYPE_F16 = 1, FED_DTYPE_BF16 = 2 } fed_dtype;
-typedef enum fed_encoding { FED_ENCODING_DELTA_F32 = 0 } fed_encoding;
+typedef enum fed_encoding {
+    FED_ENCODING_DELTA_F32 = 0,
+    FED_ENCODING_SECAGG_MASKED = 1,
+} fed_encoding;
+
+#define FED_MSG_SEED_LEN 32 /* SecAggParams.graph_seed */
 
 typedef struct fed_msg_hello {
     char *software;
@@ -95,11 +101,24 @@ typedef struct fed_msg_train_config {
     uint64_t seed, max_steps;
 } fed_msg_train_config;
 
+/* RoundStart.secagg. Decoding checks participant < n, n >= 2, the seed's length and
+ * finite, non-negative doubles; the protocol's own rules (privacy/secagg.h
+ * fed_sa_params_check) are the client's to apply. */
+typedef struct fed_msg_secagg_params {
+    uint32_t participant, n, degree, threshold;
+    double clip_range;
+    uint32_t quant_range;
+    uint8_t graph_seed[FED_MSG_SEED_LEN];
+    double dp_clip, dp_noise_std;
+} fed_msg_secagg_params;
+
 typedef struct fed_msg_round_start {
     uint64_t round, model_version;
     fed_msg_train_config config;
     fed_msg_manifest manifest;
     uint64_t transfer_id, deadline_ms;
+    bool has_secagg; /* the round is securely aggregated with these parameters */
+    fed_msg_secagg_params secagg;
 } fed_msg_round_start;
 
 typedef struct fed_msg_chunk {
@@ -133,6 +152,14 @@ typedef struct fed_msg_error {
     uint64_t round; /* a site's failed round (0: not about a round) */
 } fed_msg_error;
 
+/* SecAgg: one privacy/secagg.h message (1..max_envelope bytes, owned by a decoded
+ * message). */
+typedef struct fed_msg_secagg {
+    uint64_t round;
+    uint8_t *msg;
+    size_t len;
+} fed_msg_secagg;
+
 /* Bye: why the sender leaves; finished says the federation is over (a site exits)
  * rather than this coordinator process going away (a site reconnects). */
 typedef struct fed_msg_bye {
@@ -154,6 +181,7 @@ typedef struct fed_msg {
         fed_msg_error error;
         uint64_t heartbeat_ms;
         fed_msg_bye bye;
+        fed_msg_secagg secagg;
     } u;
 } fed_msg;
 

@@ -837,10 +837,10 @@ TEST(decode_other_bodies) {
 
     uint8_t sha[32] = {0};
     b = (pbw){0};
-    w_uint(&b, 5, 1);
+    w_uint(&b, 5, 2);
     w_bytes(&b, 8, sha, 32);
     e = w_envelope(1, 1, F_UPDATE, &b);
-    EXPECT_PROTO_W(e, NULL, "update.encoding: unknown value 1");
+    EXPECT_PROTO_W(e, NULL, "update.encoding: unknown value 2");
 
     b = (pbw){0};
     for (int i = 0; i < 2; i++) {
@@ -899,6 +899,179 @@ TEST(decode_memory_budget) {
     w_uint(&u, 1, 1);
     for (int i = 0; i < (1 << 20); i++) w_uint(&u, 5, 0);
     EXPECT_PROTO_W(u, NULL, "would need more than");
+}
+
+/* ---- secure aggregation: RoundStart.secagg and SecAgg ------------------------------------ */
+
+TEST(round_trip_secagg) {
+    fed_msg m = sample_round_start(), d;
+    fed_msg_round_start *r = &m.u.round_start;
+    r->has_secagg = true;
+    r->secagg = (fed_msg_secagg_params){.participant = 4,
+                                        .n = 9,
+                                        .degree = 6,
+                                        .threshold = 4,
+                                        .clip_range = 8.0,
+                                        .quant_range = 1u << 22,
+                                        .dp_clip = 1.5,
+                                        .dp_noise_std = 0.125};
+    for (int i = 0; i < FED_MSG_SEED_LEN; i++) r->secagg.graph_seed[i] = (uint8_t)(3 * i + 1);
+    if (round_trip(&m, &d)) {
+        const fed_msg_round_start *o = &d.u.round_start;
+        CHECK(o->has_secagg);
+        CHECK_INT(o->secagg.participant, 4);
+        CHECK_INT(o->secagg.n, 9);
+        CHECK_INT(o->secagg.degree, 6);
+        CHECK_INT(o->secagg.threshold, 4);
+        CHECK_NEAR(o->secagg.clip_range, 8.0, 0);
+        CHECK_INT(o->secagg.quant_range, 1u << 22);
+        CHECK_MEM(o->secagg.graph_seed, r->secagg.graph_seed, FED_MSG_SEED_LEN);
+        CHECK_NEAR(o->secagg.dp_clip, 1.5, 0);
+        CHECK_NEAR(o->secagg.dp_noise_std, 0.125, 0);
+        CHECK_SIZE(o->manifest.num_tensors, 4); /* the rest is intact */
+    }
+    fed_msg_free(&d);
+    /* Without secagg nothing says so. */
+    fed_msg plain = sample_round_start();
+    if (round_trip(&plain, &d)) CHECK(!d.u.round_start.has_secagg);
+    fed_msg_free(&d);
+
+    uint8_t bytes[300];
+    for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)(i * 7);
+    fed_msg s = {.seq = 12, .type = FED_MSG_SECAGG};
+    s.u.secagg = (fed_msg_secagg){.round = 17, .msg = bytes, .len = sizeof bytes};
+    if (round_trip(&s, &d)) {
+        CHECK_SIZE(d.u.secagg.round, 17);
+        CHECK_SIZE(d.u.secagg.len, sizeof bytes);
+        CHECK_MEM(d.u.secagg.msg, bytes, sizeof bytes);
+        CHECK(d.u.secagg.msg != bytes);
+    }
+    fed_msg_free(&d);
+    CHECK_STR(fed_msg_type_name(FED_MSG_SECAGG), "secagg");
+    /* A SecAgg envelope is field 40 of the oneof: tag 40 << 3 | 2 = 0xc2 0x02. */
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(fed_msg_encode(&s, &buf, &len));
+    const uint8_t want[] = {0x08, 0x01, 0x10, 0x0c, 0xc2, 0x02};
+    CHECK(len > sizeof want && memcmp(buf, want, sizeof want) == 0);
+    fed_free(buf);
+
+    fed_msg u = sample_update();
+    u.u.update.encoding = FED_ENCODING_SECAGG_MASKED;
+    if (round_trip(&u, &d)) CHECK_INT(d.u.update.encoding, FED_ENCODING_SECAGG_MASKED);
+    fed_msg_free(&d);
+}
+
+/* RoundStart with a SecAggParams body built field by field. */
+static pbw secagg_rs_wire(uint64_t participant, uint64_t n, size_t seed_len, double clip,
+                          double dp_clip, double noise) {
+    rs_knobs k = good_knobs();
+    pbw e = round_start_wire(&k), sa = {0}, rs = {0};
+    /* round_start_wire's envelope: version, seq, then the RoundStart as field 12. Rebuild
+     * it with the secagg field appended to the body. */
+    free(e.b);
+    pbw cfg = {0}, man = {0};
+    w_uint(&cfg, 1, 1);
+    w_uint(&cfg, 2, 8);
+    w_str(&cfg, 3, "sgd");
+    pbw t = {0}, shape = {0};
+    w_str(&t, 1, "w");
+    w_varint(&shape, 4);
+    w_sub(&t, 2, &shape);
+    w_sub(&man, 1, &t);
+    w_uint(&man, 2, 16);
+    uint8_t zero[64] = {0};
+    w_bytes(&man, 3, zero, 32);
+    w_str(&man, 4, "{}");
+    w_uint(&rs, 1, 9);
+    w_sub(&rs, 3, &cfg);
+    w_sub(&rs, 4, &man);
+    w_uint(&sa, 1, participant);
+    w_uint(&sa, 2, n);
+    w_uint(&sa, 3, 2);
+    w_uint(&sa, 4, 2);
+    w_double(&sa, 5, clip);
+    w_uint(&sa, 6, 1000);
+    w_bytes(&sa, 7, zero, seed_len);
+    w_double(&sa, 8, dp_clip);
+    w_double(&sa, 9, noise);
+    w_sub(&rs, 7, &sa);
+    return w_envelope(1, 5, F_ROUND_START, &rs);
+}
+
+TEST(decode_secagg_checks) {
+    pbw e = secagg_rs_wire(2, 3, 32, 8.0, 0, 0);
+    fed_msg d;
+    CHECK_OK(fed_msg_decode(&d, e.b, e.n, NULL)); /* the baseline is valid */
+    if (d.type == FED_MSG_ROUND_START) {
+        CHECK(d.u.round_start.has_secagg);
+        CHECK_INT(d.u.round_start.secagg.participant, 2);
+        CHECK_INT(d.u.round_start.secagg.quant_range, 1000);
+    }
+    fed_msg_free(&d);
+    free(e.b);
+    e = secagg_rs_wire(3, 3, 32, 8.0, 0, 0);
+    EXPECT_PROTO_W(e, NULL, "round_start.secagg.participant: 3 (must be < n 3)");
+    e = secagg_rs_wire(0, 1, 32, 8.0, 0, 0);
+    EXPECT_PROTO_W(e, NULL, "round_start.secagg.n: 1 (must be >= 2)");
+    e = secagg_rs_wire(0, 3, 31, 8.0, 0, 0);
+    EXPECT_PROTO_W(e, NULL, "round_start.secagg.graph_seed: 31 bytes (must be 32)");
+    e = secagg_rs_wire(0, 3, 0, 8.0, 0, 0);
+    EXPECT_PROTO_W(e, NULL, "round_start.secagg.graph_seed: 0 bytes (must be 32)");
+    e = secagg_rs_wire(0, 3, 32, (double)NAN, 0, 0);
+    EXPECT_PROTO_W(e, NULL, "round_start.secagg.clip_range: nan (must be finite and >= 0)");
+    e = secagg_rs_wire(0, 3, 32, 8.0, -1.0, 0);
+    EXPECT_PROTO_W(e, NULL, "round_start.secagg.dp_clip: -1 (must be finite and >= 0)");
+    e = secagg_rs_wire(0, 3, 32, 8.0, 0, (double)INFINITY);
+    EXPECT_PROTO_W(e, NULL, "round_start.secagg.dp_noise_std: inf (must be finite and >= 0)");
+
+    /* SecAgg bodies: an empty message, and one past the envelope limit. */
+    pbw b = {0};
+    w_uint(&b, 1, 4);
+    e = w_envelope(1, 1, 40, &b);
+    EXPECT_PROTO_W(e, NULL, "secagg.msg: empty");
+    b = (pbw){0};
+    w_uint(&b, 1, 4);
+    uint8_t msg[600] = {1};
+    w_bytes(&b, 2, msg, sizeof msg);
+    e = w_envelope(1, 1, 40, &b);
+    fed_msg_limits lim = fed_msg_default_limits();
+    lim.max_envelope = 500;
+    EXPECT_PROTO_W(e, &lim, "envelope: 6");
+    /* An envelope just big enough, with a message within it. */
+    b = (pbw){0};
+    w_uint(&b, 1, 4);
+    w_bytes(&b, 2, msg, 400);
+    e = w_envelope(1, 1, 40, &b);
+    CHECK_OK(fed_msg_decode(&d, e.b, e.n, &lim));
+    CHECK_INT(d.type, FED_MSG_SECAGG);
+    CHECK_SIZE(d.u.secagg.len, 400);
+    CHECK_SIZE(d.u.secagg.round, 4);
+    CHECK_INT(d.u.secagg.msg[0], 1);
+    fed_msg_free(&d);
+    free(e.b);
+    /* Truncating a SecAgg envelope anywhere is refused. */
+    fed_msg s = {.type = FED_MSG_SECAGG};
+    s.u.secagg = (fed_msg_secagg){.round = 3, .msg = msg, .len = 40};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(fed_msg_encode(&s, &buf, &len));
+    size_t refused = 0;
+    for (size_t n = 0; n < len; n++) {
+        fed_err err = fed_msg_decode(&d, buf, n, NULL);
+        if (err == FED_EPROTO) refused++;
+        if (err == FED_OK) fed_msg_free(&d);
+    }
+    CHECK_SIZE(refused, len); /* every prefix: garbage, no body, or an empty message */
+    fed_free(buf);
+    /* Encoding refuses an empty message and a NULL one with a length. */
+    s.u.secagg.len = 0;
+    buf = NULL;
+    CHECK_ERR(fed_msg_encode(&s, &buf, &len), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "secagg.msg: empty");
+    s.u.secagg = (fed_msg_secagg){.round = 3, .msg = NULL, .len = 5};
+    CHECK_ERR(fed_msg_encode(&s, &buf, &len), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "secagg.msg: NULL with 5 bytes");
 }
 
 /* ---- encoding refuses what decoding would ---------------------------------------------- */
@@ -970,8 +1143,8 @@ TEST(encode_refuses) {
     EXPECT_EINVAL(&m, "error.code: unknown value 2147483648");
 
     m = sample_update();
-    m.u.update.encoding = (fed_encoding)1;
-    EXPECT_EINVAL(&m, "update.encoding: unknown value 1");
+    m.u.update.encoding = (fed_encoding)2;
+    EXPECT_EINVAL(&m, "update.encoding: unknown value 2");
     fed_msg_metric nan_metric = {"loss", (double)NAN};
     m = sample_update();
     m.u.update.metrics = &nan_metric;
@@ -1085,5 +1258,7 @@ int main(void) {
     RUN(decode_memory_budget);
     RUN(encode_refuses);
     RUN(fail_nth_allocation);
+    RUN(round_trip_secagg);
+    RUN(decode_secagg_checks);
     return test_report();
 }
