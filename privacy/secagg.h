@@ -103,7 +103,7 @@
 
 #define FED_SA_CLIENTS_MAX    1024 /* most participants of a round (Shamir holders <= 1024) */
 #define FED_SA_LEN_MAX        (UINT32_C(1) << 28) /* longest vector: 1 GiB MASKED message */
-#define FED_SA_SIG_MAX        1024 /* longest signature relayed with a key block: bytes */
+#define FED_SA_SIG_MAX        4096 /* longest signature relayed with a key block: bytes */
 #define FED_SA_KEYS_LEN       64   /* a key block: c_pub then s_pub */
 #define FED_SA_SIGNED_LEN     98   /* what is signed: see fed_sa_signed_block */
 #define FED_SA_HEADER_LEN     16   /* every message's header */
