@@ -30,6 +30,7 @@ typedef struct coord_cfg {
     const char *freeze;                           /* frozen tensor globs */
     strategy_cfg sc;                              /* server strategy */
     dp_cfg dp;                                    /* differential privacy */
+    secagg_cfg sa;                                /* secure aggregation */
     double max_update_norm;                       /* L2 bound of a delta (0: off) */
     const char *eval_data;                        /* central evaluation set */
     data_cfg dc;                                  /* how to read it */
@@ -85,6 +86,7 @@ static const opt_spec coord_opts[] = {
      "tensors kept frozen (globs such as 0.* or *.bias); only the others travel"},
     STRATEGY_OPTS(F(sc)),
     DP_OPTS(F(dp)),
+    SECAGG_OPTS(F(sa)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
     {"slots", OPT_SIZE, "1", 1, 64, NULL, F(slots),
@@ -191,6 +193,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.dp_noise = o->dp.noise;
     cc.dp_delta = o->dp.delta;
     cc.target_epsilon = o->dp.target_epsilon;
+    prep_secagg(&o->sa, &cc);
     cc.max_update_norm = o->max_update_norm;
     cc.slots = o->slots;
     cc.checkpoint_dir = o->checkpoint_dir;

@@ -41,6 +41,7 @@ typedef struct sim_cfg {
     double lr, momentum, weight_decay, clip_norm; /* local optimizer */
     strategy_cfg sc;                              /* server strategy */
     dp_cfg dp;                                    /* differential privacy */
+    secagg_cfg sa;                                /* secure aggregation */
     double max_update_norm;                       /* reject larger deltas (0: off) */
     size_t workers;                               /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay;  /* failures */
@@ -87,7 +88,8 @@ static const opt_spec sim_opts[] = {
      "share of each site's data kept for federated evaluation"},
     {"rounds", OPT_SIZE, "200", 1, 1e9, NULL, F(rounds), "rounds"},
     {"fraction", OPT_FLOAT, "0.1", 1e-9, 1, NULL, F(fraction), "share of sites sampled per round"},
-    {"min-fit", OPT_SIZE, "1", 1, 1e6, NULL, F(min_fit), "accepted updates a round needs"},
+    {"min-fit", OPT_SIZE, "0", 0, 1e6, NULL, F(min_fit),
+     "accepted updates a round needs (0: 1, with --secagg 2)"},
     {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms), "round deadline in ms"},
     {"epochs", OPT_SIZE, "1", 1, 1e6, NULL, F(epochs), "local epochs per round"},
     {"batch", OPT_SIZE, "10", 1, 1e6, NULL, F(batch), "local batch size"},
@@ -99,6 +101,7 @@ static const opt_spec sim_opts[] = {
     {"clip-norm", OPT_FLOAT, "0", 0, 1e12, NULL, F(clip_norm), "local clipping (0: off)"},
     STRATEGY_OPTS(F(sc)),
     DP_OPTS(F(dp)),
+    SECAGG_OPTS(F(sa)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
@@ -351,7 +354,7 @@ static fed_err run_sim(const void *cfgp) {
     cc->eval_data = test;
     cc->rounds = o->rounds;
     cc->fraction = o->fraction;
-    cc->min_fit = o->min_fit;
+    cc->min_fit = o->min_fit ? o->min_fit : o->sa.on ? 2 : 1;
     cc->deadline_ms = (int64_t)o->deadline_ms;
     cc->train.epochs = (uint32_t)o->epochs;
     cc->train.batch = (uint32_t)o->batch;
@@ -369,6 +372,7 @@ static fed_err run_sim(const void *cfgp) {
     cc->dp_noise = o->dp.noise;
     cc->dp_delta = o->dp.delta;
     cc->target_epsilon = o->dp.target_epsilon;
+    prep_secagg(&o->sa, cc);
     cc->dp_noise_seed = fed_mix64((uint64_t)o->seed ^ 0x6470u); /* reproducible noise */
     cc->metrics_file = o->metrics;
     cc->target_accuracy = o->target_accuracy;

@@ -206,3 +206,12 @@ fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) {
     out->tau = (float)sc->tau;
     return FED_OK;
 }
+
+void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc) {
+    cc->secagg = sc->on != 0;
+    cc->secagg_degree = (uint32_t)sc->degree;
+    cc->secagg_threshold = (uint32_t)sc->threshold;
+    cc->secagg_clip = sc->clip;
+    cc->secagg_quant = (uint32_t)sc->quant;
+    cc->secagg_phase_ms = sc->phase_ms;
+}

@@ -7,6 +7,7 @@
 #include "cli/options.h"
 #include "core/aggregate.h"
 #include "core/dataset.h"
+#include "coordinator/coordinator.h"
 #include "core/safetensors.h"
 
 /* Metadata keys of a trained model (next to fedtune.arch and fedtune.frozen). */
@@ -86,6 +87,36 @@ typedef struct dp_cfg {
      (base) + offsetof(dp_cfg, target_epsilon),                                            \
      "stop before a round would spend more than this epsilon (0: off)"}
 /* clang-format on */
+
+/* Secure aggregation as options (fed_coord_config's secagg* fields). */
+typedef struct secagg_cfg {
+    int on;
+    size_t degree, threshold, quant;
+    double clip;
+    long phase_ms;
+} secagg_cfg;
+
+/* clang-format off */
+#define SECAGG_OPTS(base)                                                                  \
+    {"secagg", OPT_BOOL, "false", 1, 0, NULL, (base) + offsetof(secagg_cfg, on),           \
+     "secure aggregation: the coordinator learns only the sum of the sampled updates"},    \
+    {"secagg-degree", OPT_SIZE, "0", 0, 1023, NULL, (base) + offsetof(secagg_cfg, degree), \
+     "secagg: neighbours per client (0: min(sampled - 1, 30); sampled - 1: all pairs)"},   \
+    {"secagg-threshold", OPT_SIZE, "0", 0, 1024, NULL,                                     \
+     (base) + offsetof(secagg_cfg, threshold),                                             \
+     "secagg: shares that rebuild a secret, more than half of degree + 1 (0: the least)"}, \
+    {"secagg-clip", OPT_FLOAT, "8", 1e-30, 1e30, NULL, (base) + offsetof(secagg_cfg, clip), \
+     "secagg: each coordinate of an update is clipped to [-clip, clip]"},                  \
+    {"secagg-quant", OPT_SIZE, "4194304", 1, 4294967295.0, NULL,                           \
+     (base) + offsetof(secagg_cfg, quant),                                                 \
+     "secagg: quantization levels of [-clip, clip] (sampled x this < 2^32)"},              \
+    {"secagg-phase-ms", OPT_INT, "30000", 1, 86400000, NULL,                               \
+     (base) + offsetof(secagg_cfg, phase_ms),                                              \
+     "secagg: longest wait of each key-exchange phase, milliseconds"}
+/* clang-format on */
+
+/* Copies the options into cc's secagg* fields. */
+void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc);
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
  * was trained with, so string labels get the same ids. */

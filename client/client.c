@@ -10,6 +10,9 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "privacy/dp.h"
+#include "privacy/identity.h"
+#include "privacy/secagg.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -52,15 +55,20 @@ typedef struct site_ev {
     fed_err err;             /* LEFT, TRANSFER_FAILED */
     fed_msg_type msg;        /* MESSAGE: its type */
     fed_msg_round_start *rs; /* ROUND_START: owned copy */
-    uint32_t code;           /* ERROR: code */
-    char text[TEXT_MAX];     /* LEFT/FAILED reason, ERROR text, BYE reason, JOINED peer CN */
+    uint8_t *sa;             /* SECAGG: the message (owned), sa_len bytes, for round sa_round */
+    size_t sa_len;
+    uint64_t sa_round;
+    uint32_t code;       /* ERROR: code */
+    char text[TEXT_MAX]; /* LEFT/FAILED reason, ERROR text, BYE reason, JOINED peer CN */
 } site_ev;
 
 typedef enum round_state {
     ROUND_IDLE = 0,  /* waiting for a RoundStart */
     ROUND_RECEIVING, /* the global model is arriving as rs->transfer_id */
     ROUND_TRAINING,  /* external training: the model is here, a worker trains (or will) */
-    ROUND_SENDING,   /* the delta is leaving as transfer rs->round */
+    ROUND_SENDING,   /* the delta (or the masked update) is leaving as transfer rs->round */
+    ROUND_SHARES,    /* secure aggregation: trained, waiting for the neighbours' shares */
+    ROUND_UNMASKING, /* secure aggregation: masked update sent, waiting to help unmask */
 } round_state;
 
 /* External training (fed_site_job_*): where the job of a ROUND_TRAINING round is. */
@@ -133,12 +141,22 @@ struct fed_site {
     double t_round;          /* when it started */
     double train_loss, train_acc, global_loss, global_acc; /* for the round's log line */
 
+    /* secure aggregation of the round in progress (privacy/secagg.h) */
+    fed_id *id;           /* the TLS identity that signs our keys, checks the neighbours';
+                             NULL in plaintext mode (simulation): keys go unsigned */
+    fed_sa_client *sa;    /* the protocol's client side, NULL when not securely aggregated */
+    uint8_t *sa_delivery; /* the DELIVERY message, kept until the delta is ready */
+    size_t sa_delivery_len;
+    uint8_t *sa_masked; /* the MASKED message being sent */
+    size_t sa_masked_len;
+
     /* training */
     site_ev queue[QUEUE_MAX];    /* events polled while training */
     size_t qhead, qlen;          /* first queued event, events queued */
     atomic_bool abort;           /* end training after this epoch (set by the I/O thread) */
     char abort_why[64];          /* why, for the log */
     double last_pump;            /* time of the last poll while training */
+    bool in_fit;                 /* run_round is training on this thread */
     volatile sig_atomic_t *stop; /* the caller's stop flag, or NULL */
     fed_epoch_stats last_epoch;  /* of the current fit */
 
@@ -287,6 +305,7 @@ fail:
 
 static void ev_free(site_ev *e) {
     rs_free(&e->rs);
+    fed_free(e->sa);
     memset(e, 0, sizeof *e);
 }
 
@@ -311,6 +330,12 @@ static fed_err ev_take(site_ev *out, const fed_net_event *ev) {
     case FED_MSG_BYE:
         out->code = m->u.bye.finished; /* 1: the federation is over */
         snprintf(out->text, sizeof out->text, "%s", m->u.bye.reason ? m->u.bye.reason : "");
+        break;
+    case FED_MSG_SECAGG:
+        if (!(out->sa = fed_malloc(m->u.secagg.len ? m->u.secagg.len : 1))) return FED_ENOMEM;
+        memcpy(out->sa, m->u.secagg.msg, m->u.secagg.len);
+        out->sa_len = m->u.secagg.len;
+        out->sa_round = m->u.secagg.round;
         break;
     default:
         break;
@@ -548,6 +573,8 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     fed_rng_seed(&s->jitter,
                  (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s);
     if ((err = prepare_data(s, cfg))) goto fail;
+    if (!s->net.plaintext && (err = fed_id_new(&s->id, s->tls[1], s->tls[2], s->tls[0], s->tls[3])))
+        goto fail;
     if (cfg->zmq_ctx) {
         s->zctx = cfg->zmq_ctx;
     } else {
@@ -583,6 +610,10 @@ void fed_site_destroy(fed_site **sp) {
     fed_free(s->global);
     fed_free(s->rx);
     fed_free(s->delta);
+    fed_sa_client_destroy(&s->sa);
+    fed_free(s->sa_delivery);
+    fed_free(s->sa_masked);
+    fed_id_destroy(&s->id);
     fed_data_destroy(&s->train);
     fed_data_destroy(&s->test);
     fed_data_destroy(&s->train_raw);
@@ -646,6 +677,18 @@ static void release_buffers(fed_site *s) {
     s->global_n = 0;
 }
 
+static void on_secagg(fed_site *s, uint64_t round, const uint8_t *msg, size_t len);
+static fed_err sa_send_masked(fed_site *s);
+
+/* Forgets the secure aggregation of the round (its secrets are wiped). */
+static void sa_clear(fed_site *s) {
+    fed_sa_client_destroy(&s->sa);
+    fed_free(s->sa_delivery);
+    fed_free(s->sa_masked);
+    s->sa_delivery = s->sa_masked = NULL;
+    s->sa_delivery_len = s->sa_masked_len = 0;
+}
+
 /* Forgets the round in progress, cancelling its transfers. */
 static void end_round(fed_site *s) {
     if (s->cli && s->rs) {
@@ -655,6 +698,7 @@ static void end_round(fed_site *s) {
     s->state = ROUND_IDLE;
     atomic_store(&s->job, JOB_NONE);
     rs_free(&s->rs);
+    sa_clear(s);
     if (s->lean) release_buffers(s);
 }
 
@@ -754,6 +798,10 @@ static void pump(fed_site *s) {
             return;
         }
         if (ev.type == FED_NET_NONE) return;
+        if (ev.type == FED_NET_MESSAGE && ev.msg->type == FED_MSG_SECAGG) {
+            on_secagg(s, ev.msg->u.secagg.round, ev.msg->u.secagg.msg, ev.msg->u.secagg.len);
+            continue;
+        }
         if (ev.type == FED_NET_MESSAGE && ev.msg->type == FED_MSG_ERROR) {
             /* Not about this round: its Update is not sent yet. */
             FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s",
@@ -986,9 +1034,23 @@ static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, 
     return TR_OK;
 }
 
-/* Sends the Update and the delta of a trained round. */
+/* Sends the Update and the delta of a trained round (securely aggregated: the masked
+ * update, once the neighbours' shares are here). */
 static void send_round(fed_site *s) {
     fed_msg_round_start *rs = s->rs;
+    if (rs->has_secagg) {
+        if (!s->sa) { /* the key exchange failed while we trained: reported then */
+            drop_round(s, "secure aggregation failed");
+            return;
+        }
+        if (!s->sa_delivery) {
+            s->state = ROUND_SHARES; /* on_secagg sends it when DELIVERY comes */
+            return;
+        }
+        fed_err err = sa_send_masked(s);
+        if (err) fail_round_err(s, err);
+        return;
+    }
     size_t nd = s->delta_n;
     swap_le(s->delta, nd);
     const uint64_t bytes = (uint64_t)nd * 4u;
@@ -1022,6 +1084,201 @@ static void send_round(fed_site *s) {
     s->state = ROUND_SENDING;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Secure aggregation (privacy/secagg.h): the coordinator learns only the sum            */
+
+/* Floats of the manifest's trainable tensors: the length of the round's update. */
+static size_t manifest_trainable(const fed_msg_manifest *mf) {
+    uint64_t n = 0, b = 0;
+    for (size_t i = 0; i < mf->num_tensors; i++)
+        if (mf->tensors[i].trainable && fed_msg_tensor_bytes(&mf->tensors[i], &b)) n += b / 4u;
+    return (size_t)n;
+}
+
+static fed_err sa_send(fed_site *s, const uint8_t *msg, size_t len) {
+    fed_msg m = {.type = FED_MSG_SECAGG};
+    m.u.secagg.round = s->rs->round;
+    m.u.secagg.msg = (uint8_t *)(uintptr_t)msg; /* only read by the encoder */
+    m.u.secagg.len = len;
+    return send_msg(s, &m);
+}
+
+/* The neighbours' key blocks must be signed by distinct site certificates of the
+ * federation's CA, none of them ours: the coordinator cannot slip in keys of its own. */
+typedef struct sa_verify_ctx {
+    const fed_id *id;
+    char (*cn)[FED_ID_CN_MAX + 1]; /* CNs seen so far */
+    size_t n, cap;
+} sa_verify_ctx;
+
+static fed_err sa_verify(void *ctx, uint32_t who, const uint8_t *signed_bytes, size_t signed_len,
+                         const uint8_t *sig, size_t sig_len) {
+    sa_verify_ctx *v = ctx;
+    char cn[FED_ID_CN_MAX + 1];
+    fed_err err = fed_id_verify(v->id, signed_bytes, signed_len, sig, sig_len, true, cn);
+    if (err) return fed_errprefix(err, "secagg: the keys of neighbour %u", (unsigned)who);
+    if (strcmp(cn, fed_id_cn(v->id)) == 0)
+        return fed_errorf(FED_EAUTH, "secagg: neighbour %u signed with our own certificate (%s)",
+                          (unsigned)who, cn);
+    for (size_t i = 0; i < v->n; i++)
+        if (strcmp(v->cn[i], cn) == 0)
+            return fed_errorf(FED_EAUTH, "secagg: neighbour %u and another both signed as %s",
+                              (unsigned)who, cn);
+    if (v->n == v->cap) return fed_errorf(FED_EPROTO, "secagg: more neighbours than the degree");
+    snprintf(v->cn[v->n++], sizeof v->cn[0], "%s", cn);
+    return FED_OK;
+}
+
+/* RoundStart with secagg: fresh keys, signed with our certificate's key, advertised at
+ * once (the key exchange overlaps the model transfer and the training). */
+static fed_err sa_start(fed_site *s) {
+    const fed_msg_round_start *rs = s->rs;
+    const fed_msg_secagg_params *m = &rs->secagg;
+    fed_sa_params p = {.n = m->n,
+                       .degree = m->degree,
+                       .threshold = m->threshold,
+                       .clip_range = m->clip_range,
+                       .quant_range = m->quant_range,
+                       .len = manifest_trainable(&rs->manifest),
+                       .round = rs->round};
+    memcpy(p.graph_seed, m->graph_seed, sizeof p.graph_seed);
+    fed_err err = fed_sa_params_check(&p);
+    if (err) return fed_errprefix(err, "round_start.secagg");
+    if ((err = fed_sa_client_new(&s->sa, &p, m->participant))) return err;
+    uint8_t block[FED_SA_SIGNED_LEN], sig[FED_ID_BLOB_MAX];
+    size_t sig_len = 0;
+    fed_sa_client_keys_to_sign(s->sa, block);
+    if (s->id && (err = fed_id_sign(s->id, block, sizeof block, sig, sizeof sig, &sig_len)))
+        return err;
+    uint8_t *out = NULL;
+    size_t len = 0;
+    if ((err = fed_sa_client_advertise(s->sa, sig, sig_len, &out, &len))) return err;
+    err = sa_send(s, out, len);
+    fed_free(out);
+    return err;
+}
+
+/* The delta is ready and the neighbours' shares are here: clip (and noise) it for
+ * differential privacy, mask it, and send the MASKED message as the round's Update. */
+static fed_err sa_send_masked(fed_site *s) {
+    const fed_msg_round_start *rs = s->rs;
+    fed_err err = FED_OK;
+    if (rs->secagg.dp_clip > 0 &&
+        (err = fed_dp_clip(s->delta, s->delta_n, rs->secagg.dp_clip, NULL, NULL)))
+        return err;
+    if (rs->secagg.dp_noise_std > 0) {
+        uint8_t key[32];
+        if (!(err = fed_sa_random_bytes(key, sizeof key)))
+            err =
+                fed_dp_add_gaussian(s->delta, s->delta_n, rs->secagg.dp_noise_std, key, rs->round);
+        fed_sa_wipe(key, sizeof key);
+        if (err) return err;
+    }
+    fed_free(s->sa_masked);
+    s->sa_masked = NULL;
+    err = fed_sa_client_mask(s->sa, s->sa_delivery, s->sa_delivery_len, s->delta, s->delta_n, NULL,
+                             &s->sa_masked, &s->sa_masked_len);
+    fed_sa_wipe(s->delta, s->delta_n * sizeof(float)); /* only the masked form stays */
+    if (err) return err;
+    fed_msg_metric metrics[5] = {
+        {"train_loss", s->train_loss},
+        {"train_accuracy", s->train_acc},
+        {"global_loss", s->global_loss},
+        {"global_accuracy", s->global_acc},
+        {"eval_examples", (double)(s->test ? s->test->n : 0)},
+    };
+    fed_msg msg = {.type = FED_MSG_UPDATE};
+    fed_msg_update *u = &msg.u.update;
+    u->round = rs->round;
+    u->model_version = rs->model_version;
+    u->examples = s->train->n;
+    u->metrics = metrics;
+    u->num_metrics = 5;
+    u->encoding = FED_ENCODING_SECAGG_MASKED;
+    u->transfer_id = rs->round;
+    u->total_bytes = s->sa_masked_len;
+    fed_sha256(s->sa_masked, s->sa_masked_len, u->sha256);
+    if ((err = send_msg(s, &msg))) return err;
+    if ((err = fed_client_send_transfer(s->cli, rs->round, s->sa_masked, s->sa_masked_len)))
+        return err;
+    s->state = ROUND_SENDING;
+    return FED_OK;
+}
+
+static void round_done(fed_site *s);
+
+/* A secure-aggregation message of the coordinator. Handled at once, even while the
+ * round trains (the key exchange runs alongside); a failure fails the round (training
+ * in progress stops after its epoch). */
+static void on_secagg(fed_site *s, uint64_t round, const uint8_t *msg, size_t len) {
+    if (!s->sa || !s->rs || round != s->rs->round || len == 0) {
+        FED_LOG(FED_LOG_DEBUG, "site: secagg message for round %" PRIu64 " ignored", round);
+        return;
+    }
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    fed_err err = FED_OK;
+    switch (msg[0]) {
+    case FED_SA_MSG_NEIGHBOURS: {
+        sa_verify_ctx v = {.id = s->id, .cap = s->rs->secagg.n};
+        if (s->id && !(v.cn = fed_mallocarray(v.cap, sizeof *v.cn))) {
+            err = FED_ENOMEM;
+            break;
+        }
+        err = fed_sa_client_share(s->sa, msg, len, s->id ? sa_verify : NULL, &v, &out, &out_len);
+        fed_free(v.cn);
+        if (!err) err = sa_send(s, out, out_len);
+        break;
+    }
+    case FED_SA_MSG_DELIVERY:
+        if (s->sa_delivery) {
+            err = fed_errorf(FED_EPROTO, "secagg: a second DELIVERY for round %" PRIu64, round);
+            break;
+        }
+        if (!(s->sa_delivery = fed_malloc(len))) {
+            err = FED_ENOMEM;
+            break;
+        }
+        memcpy(s->sa_delivery, msg, len);
+        s->sa_delivery_len = len;
+        if (s->state == ROUND_SHARES) err = sa_send_masked(s);
+        break;
+    case FED_SA_MSG_UNMASK_REQUEST:
+        if (s->state != ROUND_UNMASKING) {
+            err = fed_errorf(FED_EPROTO,
+                             "secagg: UNMASK_REQUEST before our masked update was delivered");
+            break;
+        }
+        err = fed_sa_client_unmask(s->sa, msg, len, &out, &out_len);
+        if (!err) err = sa_send(s, out, out_len);
+        if (!err) {
+            fed_free(out);
+            round_done(s);
+            return;
+        }
+        break;
+    default:
+        err = fed_errorf(FED_EPROTO, "secagg: unexpected message type %u", (unsigned)msg[0]);
+        break;
+    }
+    fed_free(out);
+    if (!err) return;
+    /* The round cannot finish with us. */
+    FED_LOG(FED_LOG_WARN, "site: round %" PRIu64 ": secure aggregation failed: %s", round,
+            fed_errmsg());
+    int job = atomic_load(&s->job);
+    if (s->in_fit || job == JOB_RUNNING) { /* training still reads the round: stop it */
+        fed_sa_client_destroy(&s->sa);
+        char text[TEXT_MAX];
+        snprintf(text, sizeof text, "%s", fed_errdetail(err));
+        send_error(s, wire_code(err), text, round);
+        s->stats.rounds_failed++;
+        interrupt(s, "secure aggregation failed");
+        return;
+    }
+    fail_round_err(s, err);
+}
+
 /* On the site's own thread, after train_round: send, drop or fail the round. */
 static void conclude_round(fed_site *s, train_result r, fed_err err, const char *what) {
     switch (r) {
@@ -1049,7 +1306,9 @@ static void run_round(fed_site *s) {
     s->abort_why[0] = '\0';
     const char *what = "";
     fed_err err = FED_OK;
+    s->in_fit = true;
     train_result r = train_round(s, &s->own, &err, &what);
+    s->in_fit = false;
     conclude_round(s, r, err, what);
 }
 
@@ -1110,6 +1369,7 @@ static void on_round_start(fed_site *s, site_ev *ev) {
         }
         err = fed_client_recv_transfer(s->cli, rs->transfer_id, s->rx, rs->manifest.total_bytes,
                                        rs->manifest.sha256);
+        if (!err && rs->has_secagg) err = sa_start(s); /* overlaps the transfer */
         if (err) {
             fail_round_err(s, err);
             return;
@@ -1126,6 +1386,11 @@ static void on_round_start(fed_site *s, site_ev *ev) {
         send_error(s, CODE_INVALID, text, 0); /* a request, not a failed round */
         s->stats.rounds_failed++;
         end_round(s);
+        return;
+    }
+    /* Keys only now: a site asking for the model again gets a second RoundStart. */
+    if (rs->has_secagg && (err = sa_start(s))) {
+        fail_round_err(s, err);
         return;
     }
     have_model(s);
@@ -1148,6 +1413,17 @@ static void on_transfer_failed(fed_site *s, const site_ev *ev) {
 
 static void on_transfer_sent(fed_site *s, const site_ev *ev) {
     if (s->state != ROUND_SENDING || !s->rs || ev->transfer_id != s->rs->round) return;
+    if (s->sa) { /* securely aggregated: the round ends once we helped unmask the sum */
+        fed_free(s->sa_masked);
+        s->sa_masked = NULL;
+        s->state = ROUND_UNMASKING;
+        return;
+    }
+    round_done(s);
+}
+
+/* The round's contribution is complete: its log line, and back to idle. */
+static void round_done(fed_site *s) {
     const fed_msg_round_start *rs = s->rs;
     char global[128];
     if (s->test && s->test->n)
@@ -1161,6 +1437,7 @@ static void on_transfer_sent(fed_site *s, const site_ev *ev) {
     s->stats.rounds_done++;
     s->state = ROUND_IDLE;
     rs_free(&s->rs);
+    sa_clear(s);
     if (s->lean) release_buffers(s);
 }
 
@@ -1173,10 +1450,10 @@ static fed_err connect_now(fed_site *s) {
     cc.server_name = s->server_name;
     cc.net = s->net;
     cc.identity = s->identity;
-    char *caps[2] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL};
+    char *caps[3] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG};
     cc.hello.software = s->software;
     cc.hello.capabilities = caps;
-    cc.hello.num_capabilities = 2;
+    cc.hello.num_capabilities = 3;
     cc.hello.train_examples = s->stats.train_examples;
     cc.hello.eval_examples = s->stats.eval_examples;
     return fed_client_new(&s->cli, s->zctx, &cc);
@@ -1232,6 +1509,8 @@ static void on_event(fed_site *s, site_ev *ev, bool *done) {
             FED_LOG(s->info, "site: the coordinator is going away (%s); reconnecting in %.1f s",
                     ev->text[0] ? ev->text : "no reason", (double)ms / 1000.0);
             s->next_connect = now_s() + (double)ms / 1000.0;
+        } else if (ev->msg == FED_MSG_SECAGG) {
+            on_secagg(s, ev->sa_round, ev->sa, ev->sa_len);
         } else if (ev->msg == FED_MSG_ERROR) {
             FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s", ev->code,
                     ev->text);

@@ -90,8 +90,9 @@
 #include <stdint.h>
 
 /* Capabilities a site announces in Hello. */
-#define FED_SITE_CAP_DELTA "delta-f32"
-#define FED_SITE_CAP_EVAL  "eval"
+#define FED_SITE_CAP_DELTA  "delta-f32"
+#define FED_SITE_CAP_EVAL   "eval"
+#define FED_SITE_CAP_SECAGG "secagg"
 
 /* What a site is made from. fed_site_default_config() fills every field; strings are
  * copied by fed_site_new (the caller may free them afterwards). */

@@ -9,6 +9,8 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "privacy/dp.h"
+#include "privacy/identity.h"
+#include "privacy/secagg.h"
 #include "privacy/secagg_crypto.h"
 
 #include <errno.h>
@@ -42,7 +44,20 @@ typedef enum cstatus {
     ST_REJECTED,  /* refused; nothing more this round */
     ST_FAILED,    /* its round failed at the site (it sent Error); nothing more this round */
     ST_GONE,      /* left mid-round */
+    ST_OUT,       /* secure aggregation: out of the round's protocol (keys or shares missing
+                     or refused, or too late); nothing more this round */
 } cstatus;
+
+/* Secure aggregation: the phase of the open attempt (privacy/secagg.h). */
+typedef enum sa_phase {
+    SA_KEYS = 0, /* collecting ADVERTISE */
+    SA_SHARES,   /* collecting SHARES */
+    SA_MASKED,   /* collecting masked updates (as Update transfers) */
+    SA_UNMASK,   /* collecting UNMASK_REPLY */
+} sa_phase;
+
+/* What a participant has sent in the open attempt (client.sa_got). */
+enum { GOT_KEYS = 1, GOT_SHARES = 2, GOT_UNMASK = 4 };
 
 /* One client of the registry, keyed by CN. */
 typedef struct client {
@@ -59,6 +74,8 @@ typedef struct client {
     size_t commit_seq;         /* 1-based order in which its update was folded (0: not) */
     double gloss, gacc, geval; /* global_loss, global_accuracy, eval_examples (NaN: absent) */
     double tloss;              /* train_loss of its update (NaN: absent) */
+    uint32_t sa_id;            /* secure aggregation: participant id in the open attempt */
+    unsigned sa_got;           /* GOT_* of the open attempt */
 } client;
 
 struct fed_coord {
@@ -94,6 +111,18 @@ struct fed_coord {
     size_t population;      /* clients connected when the round's sample was drawn */
     fed_dp_accountant *acc; /* DP: the privacy spent (NULL without DP) */
     size_t norder, caporder;
+    /* secure aggregation (cfg.secagg) */
+    fed_id *id;        /* the CA that signs the clients' certificates (NULL: plaintext) */
+    fed_sa_server *sa; /* the open attempt's protocol, NULL between attempts */
+    fed_sa_params sa_params;
+    sa_phase phase;
+    int64_t sa_deadline; /* monotonic ms: end of a key or unmask phase */
+    size_t *sa_cl;       /* participant id -> index into cl (sa_params.n) */
+    uint8_t **sa_buf;    /* (slots) receive buffers of MASKED uploads */
+    bool *sa_busy;       /* (slots) */
+    size_t sa_nbuf;
+    float *sa_sum; /* (ntrainable) the decoded sum of the survivors' updates */
+    size_t sa_survivors;
 };
 
 static const char *const state_names[] = {"waiting",       "sampling",    "broadcasting",
@@ -122,6 +151,7 @@ fed_coord_config fed_coord_default_config(void) {
     c.deadline_ms = 600000;
     c.wait_after_min_ms = 10000;
     c.dp_delta = 1e-5;
+    c.secagg_phase_ms = 30000;
     c.train.epochs = 1;
     c.train.batch = 32;
     c.train.optimizer = "adam";
@@ -167,6 +197,20 @@ static fed_err check_config(const fed_coord_config *c) {
         return fed_errorf(FED_EINVAL, "target-epsilon needs dp-clip and dp-noise > 0");
     if (c->train.epochs < 1 || c->train.batch < 1)
         return fed_errorf(FED_EINVAL, "client epochs and batch must be >= 1");
+    if (c->secagg) {
+        if (c->min_fit < 2)
+            return fed_errorf(FED_EINVAL, "secagg needs min-fit >= 2 (the sum of one update is "
+                                          "that update)");
+        if (c->max_update_norm > 0)
+            return fed_errorf(FED_EINVAL, "max-update-norm cannot apply with secagg: the "
+                                          "coordinator never sees a single update");
+        if (!(c->secagg_clip >= 0.0 && isfinite(c->secagg_clip)))
+            return fed_errorf(FED_EINVAL, "secagg-clip %g: must be finite and >= 0",
+                              c->secagg_clip);
+        if (c->secagg_phase_ms < 1)
+            return fed_errorf(FED_EINVAL, "secagg-phase-ms %" PRId64 ": must be >= 1",
+                              c->secagg_phase_ms);
+    }
     return fed_strategy_config_check(&c->strategy);
 }
 
@@ -348,7 +392,22 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     /* After the resume, which holds a second copy of the model while it verifies one: the
      * aggregator's (1 + slots) copies do not add to that peak. */
     if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
-    fed_agg_set_clip(c->agg, cfg->dp_clip);
+    fed_agg_set_clip(c->agg, cfg->secagg ? 0.0 : cfg->dp_clip); /* secagg: the sites clip */
+    if (cfg->secagg) {
+        size_t nb = cfg->slots ? cfg->slots : 1;
+        c->sa_buf = fed_calloc(nb, sizeof *c->sa_buf);
+        c->sa_busy = fed_calloc(nb, sizeof *c->sa_busy);
+        c->sa_sum = fed_mallocarray(c->ntrainable, sizeof *c->sa_sum);
+        if (!c->sa_buf || !c->sa_busy || !c->sa_sum) {
+            err = FED_ENOMEM;
+            goto fail;
+        }
+        c->sa_nbuf = nb;
+        if (!cfg->server.net.plaintext &&
+            (err = fed_id_new(&c->id, cfg->server.net.tls.cert_file, NULL,
+                              cfg->server.net.tls.ca_file, cfg->server.net.tls.crl_file)))
+            goto fail;
+    }
     update_sha(c);
     if ((err = open_metrics(c))) goto fail;
     c->zctx = cfg->zmq_ctx;
@@ -407,6 +466,13 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_agg_destroy(&c->agg);
     fed_strategy_destroy(&c->strat);
     fed_dp_accountant_destroy(&c->acc);
+    fed_sa_server_destroy(&c->sa);
+    fed_id_destroy(&c->id);
+    for (size_t i = 0; c->sa_buf && i < c->sa_nbuf; i++) fed_free(c->sa_buf[i]);
+    fed_free(c->sa_buf);
+    fed_free(c->sa_busy);
+    fed_free(c->sa_cl);
+    fed_free(c->sa_sum);
     fed_free(c->order);
     fed_free(c->arch_json);
     fed_free(c->tensors);
@@ -505,7 +571,10 @@ static void cancel(fed_coord *c, uint32_t peer, uint64_t id) {
 static void drop_update(fed_coord *c, client *k) {
     if (k->status == ST_RECEIVING) {
         cancel(c, k->peer, k->up_id);
-        fed_agg_slot_abort(c->agg, k->slot);
+        if (c->cfg.secagg)
+            c->sa_busy[k->slot] = false;
+        else
+            fed_agg_slot_abort(c->agg, k->slot);
     }
     k->slot = FED_AGG_NO_SLOT;
 }
@@ -577,6 +646,21 @@ static fed_err send_round_start(fed_coord *c, client *k, bool force) {
             ? (char *)(uintptr_t)fed_meta_get(c->cfg.model_meta, "fedtune.standardize")
             : NULL;
     rs->transfer_id = with_model ? c->version : 0;
+    if (c->sa) {
+        const fed_sa_params *p = &c->sa_params;
+        rs->has_secagg = true;
+        rs->secagg = (fed_msg_secagg_params){.participant = k->sa_id,
+                                             .n = p->n,
+                                             .degree = p->degree,
+                                             .threshold = p->threshold,
+                                             .clip_range = p->clip_range,
+                                             .quant_range = p->quant_range};
+        memcpy(rs->secagg.graph_seed, p->graph_seed, sizeof rs->secagg.graph_seed);
+        if (c->cfg.dp_clip > 0) {
+            rs->secagg.dp_clip = c->cfg.dp_clip;
+            rs->secagg.dp_noise_std = c->cfg.dp_noise * c->cfg.dp_clip / sqrt((double)p->n);
+        }
+    }
     int64_t left = c->deadline - now_ms();
     rs->deadline_ms = (uint64_t)(left > 0 ? left : c->cfg.deadline_ms);
     fed_err err = fed_server_send(c->srv, k->peer, &m);
@@ -601,6 +685,27 @@ static double metric(const fed_msg_update *u, const char *name) {
 /* Opens a slot for k's announced update and starts receiving it; leaves it ST_PENDING
  * when every slot is busy. */
 static void start_receive(fed_coord *c, client *k) {
+    if (c->cfg.secagg) { /* into a free byte buffer: add_masked sums it on arrival */
+        size_t b = 0;
+        while (b < c->sa_nbuf && c->sa_busy[b]) b++;
+        if (b == c->sa_nbuf) return;
+        if (!c->sa_buf[b] && !(c->sa_buf[b] = fed_malloc((size_t)k->up_bytes))) {
+            reject_round(c, k, ERR_INVALID, "coordinator out of memory");
+            return;
+        }
+        if (fed_server_recv_transfer(c->srv, k->peer, k->up_id, c->sa_buf[b], k->up_bytes,
+                                     k->up_sha) != FED_OK) {
+            char why[300];
+            snprintf(why, sizeof why, "cannot receive the masked update: %s",
+                     fed_server_errmsg(c->srv));
+            reject_round(c, k, ERR_INVALID, why);
+            return;
+        }
+        c->sa_busy[b] = true;
+        k->slot = (fed_agg_slot)b;
+        k->status = ST_RECEIVING;
+        return;
+    }
     fed_agg_slot s;
     fed_err err = fed_agg_slot_open(c->agg, &s, k->weight);
     if (err == FED_EAGAIN) return;
@@ -635,6 +740,10 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
         reject(c, k, ERR_INVALID, "not sampled for round %" PRIu64, r);
         return;
     }
+    if (k->status == ST_OUT) {
+        reject(c, k, ERR_INVALID, "out of round %" PRIu64 "'s secure aggregation", r);
+        return;
+    }
     if (k->status != ST_WAITING) {
         reject(c, k, ERR_INVALID, "a second update for round %" PRIu64, r);
         return;
@@ -643,16 +752,25 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     uint32_t code = ERR_INVALID;
     why[0] = '\0';
     uint64_t want = (uint64_t)c->ntrainable * sizeof(float);
-    if (u->model_version != c->version)
+    fed_encoding enc = FED_ENCODING_DELTA_F32;
+    if (c->sa) {
+        enc = FED_ENCODING_SECAGG_MASKED;
+        want = fed_sa_msg_max(&c->sa_params, FED_SA_MSG_MASKED);
+    }
+    if (c->sa && c->phase != SA_MASKED)
+        snprintf(why, sizeof why, "a masked update before the key exchange ended");
+    else if (u->model_version != c->version)
         snprintf(why, sizeof why, "model version %" PRIu64 ", current %" PRIu64, u->model_version,
                  c->version);
-    else if (u->encoding != FED_ENCODING_DELTA_F32)
-        code = ERR_UNSUPPORTED, snprintf(why, sizeof why, "encoding %d", (int)u->encoding);
+    else if (u->encoding != enc)
+        code = ERR_UNSUPPORTED,
+        snprintf(why, sizeof why, "encoding %d (this round: %d, %s)", (int)u->encoding, (int)enc,
+                 c->sa ? "securely aggregated" : "plain deltas");
     else if (u->total_bytes != want)
         code = ERR_SHAPE,
         snprintf(why, sizeof why,
-                 "total_bytes %" PRIu64 ", expected %" PRIu64 " (4 x %zu trainable parameters)",
-                 u->total_bytes, want, c->ntrainable);
+                 "total_bytes %" PRIu64 ", expected %" PRIu64 " (%s %zu trainable parameters)",
+                 u->total_bytes, want, c->sa ? "the masked message of" : "4 x", c->ntrainable);
     else if (u->examples == 0 || !isfinite((float)u->examples))
         snprintf(why, sizeof why, "examples %" PRIu64 ": must be > 0", u->examples);
     else if (u->transfer_id == 0)
@@ -665,7 +783,8 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->up_id = u->transfer_id;
     k->up_bytes = u->total_bytes;
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
-    k->weight = c->cfg.dp_clip > 0 ? 1.0f : (float)u->examples; /* DP: counts would leak */
+    /* DP: counts would leak; secagg: the sum is unweighted */
+    k->weight = c->cfg.dp_clip > 0 || c->sa ? 1.0f : (float)u->examples;
     k->gloss = metric(u, "global_loss");
     k->tloss = metric(u, "train_loss");
     k->gacc = metric(u, "global_accuracy");
@@ -674,10 +793,90 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     if (!c->cfg.ordered_uploads) start_receive(c, k); /* else collect() takes them in order */
 }
 
+/* ---- secure aggregation: messages ------------------------------------------------------ */
+
+/* A participant's key block must be signed by the certificate of the client it claims to
+ * be: a federation site certificate whose CN is that client's. */
+static fed_err sa_verify(void *ctx, uint32_t id, const uint8_t *signed_bytes, size_t signed_len,
+                         const uint8_t *sig, size_t sig_len) {
+    fed_coord *c = ctx;
+    const client *k = &c->cl[c->sa_cl[id]];
+    char cn[FED_ID_CN_MAX + 1];
+    fed_err err = fed_id_verify(c->id, signed_bytes, signed_len, sig, sig_len, true, cn);
+    if (err) return err;
+    if (strcmp(cn, k->cn) != 0)
+        return fed_errorf(FED_EAUTH, "keys signed by %s, not by the sender", cn);
+    return FED_OK;
+}
+
+/* Takes k out of the attempt's secure aggregation: it is told, and not waited for. */
+static void sa_exclude(fed_coord *c, client *k, const char *why) {
+    FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s out of the secure aggregation: %s",
+            current_round(c), k->cn, why);
+    drop_update(c, k);
+    k->status = ST_OUT;
+    c->cur.failed++;
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_ERROR;
+    m.u.error.code = ERR_INVALID;
+    m.u.error.text = (char *)(uintptr_t)why;
+    m.u.error.round = current_round(c);
+    if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)
+        FED_LOG(FED_LOG_DEBUG, "error to %s not sent: %s", k->cn, fed_server_errmsg(c->srv));
+}
+
+static fed_err sa_send(fed_coord *c, client *k, uint8_t *msg, size_t len) {
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_SECAGG;
+    m.u.secagg.round = current_round(c);
+    m.u.secagg.msg = msg;
+    m.u.secagg.len = len;
+    return fed_server_send(c->srv, k->peer, &m);
+}
+
+/* A SecAgg message of participant k: ADVERTISE, SHARES or UNMASK_REPLY, each only in
+ * its phase. A refused one takes k out of the round (the protocol state is unchanged). */
+static void on_secagg(fed_coord *c, client *k, const fed_msg_secagg *m) {
+    if (!c->sa || c->state != FED_COORD_COLLECTING || m->round != current_round(c) ||
+        k->status == ST_IDLE || k->status == ST_OUT || k->status == ST_GONE) {
+        FED_LOG(FED_LOG_DEBUG, "%s: secagg message for round %" PRIu64 " ignored", k->cn, m->round);
+        return;
+    }
+    int type = m->msg[0];
+    fed_err err = FED_OK;
+    if (type == FED_SA_MSG_ADVERTISE && c->phase == SA_KEYS && !(k->sa_got & GOT_KEYS)) {
+        err = fed_sa_server_add_keys(c->sa, k->sa_id, m->msg, m->len, c->id ? sa_verify : NULL, c);
+        if (!err) k->sa_got |= GOT_KEYS;
+    } else if (type == FED_SA_MSG_SHARES && c->phase == SA_SHARES && !(k->sa_got & GOT_SHARES)) {
+        err = fed_sa_server_add_shares(c->sa, k->sa_id, m->msg, m->len);
+        if (!err) k->sa_got |= GOT_SHARES;
+    } else if (type == FED_SA_MSG_UNMASK_REPLY && c->phase == SA_UNMASK &&
+               k->status == ST_ACCEPTED && !(k->sa_got & GOT_UNMASK)) {
+        k->sa_got |= GOT_UNMASK; /* answered, well or not: not waited for any more */
+        err = fed_sa_server_add_unmask(c->sa, k->sa_id, m->msg, m->len);
+        if (err)
+            FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": unmasking reply of %s refused: %s",
+                    current_round(c), k->cn, fed_errmsg());
+        return; /* a survivor stays one: its update is in the sum */
+    } else {
+        err = fed_errorf(FED_EPROTO, "secagg message type %d out of turn", type);
+    }
+    if (err) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", fed_errmsg());
+        sa_exclude(c, k, why);
+    }
+}
+
 static void on_message(fed_coord *c, client *k, const fed_msg *m) {
     switch (m->type) {
     case FED_MSG_UPDATE:
         on_update(c, k, &m->u.update);
+        break;
+    case FED_MSG_SECAGG:
+        on_secagg(c, k, &m->u.secagg);
         break;
     case FED_MSG_ERROR:
         if (m->u.error.code == ERR_INVALID && strstr(m->u.error.text, "no model version") &&
@@ -743,7 +942,15 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
         break;
     case FED_NET_TRANSFER_DONE:
         if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
-            fed_err err = fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
+            fed_err err;
+            if (c->cfg.secagg) { /* summed at once; the buffer is free again */
+                err = c->sa ? fed_sa_server_add_masked(c->sa, k->sa_id, c->sa_buf[k->slot],
+                                                       (size_t)k->up_bytes)
+                            : fed_errorf(FED_EPROTO, "no secure aggregation open");
+                c->sa_busy[k->slot] = false;
+            } else {
+                err = fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
+            }
             k->slot = FED_AGG_NO_SLOT;
             if (err) {
                 k->status = ST_REJECTED;
@@ -760,7 +967,10 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
         break;
     case FED_NET_TRANSFER_FAILED:
         if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
-            fed_agg_slot_abort(c->agg, k->slot);
+            if (c->cfg.secagg)
+                c->sa_busy[k->slot] = false;
+            else
+                fed_agg_slot_abort(c->agg, k->slot);
             k->slot = FED_AGG_NO_SLOT;
             k->status = ST_REJECTED;
             c->cur.rejected++;
@@ -780,12 +990,53 @@ static void end_attempt(fed_coord *c) {
     for (size_t i = 0; i < c->ncl; i++) {
         drop_update(c, &c->cl[i]);
         c->cl[i].status = ST_IDLE;
+        c->cl[i].sa_got = 0;
     }
     fed_agg_begin_round(c->agg);
+    fed_sa_server_destroy(&c->sa);
 }
 
 static int cmp_cn(const void *a, const void *b) {
     return strcmp((*(client *const *)a)->cn, (*(client *const *)b)->cn);
+}
+
+/* Secure aggregation of a new attempt over the k sampled clients among ready[0..n) (in
+ * CN order): participant ids in that order, the round's parameters, a fresh graph seed. */
+static fed_err sa_begin(fed_coord *c, client **ready, size_t n, size_t k) {
+    if (k < 2 || k > FED_SA_CLIENTS_MAX)
+        return fed_errorf(FED_EINVAL, "secagg: %zu sampled clients (must be 2..%d)", k,
+                          FED_SA_CLIENTS_MAX);
+    fed_sa_params *p = &c->sa_params;
+    fed_sa_params_default(p, (uint32_t)k, c->ntrainable);
+    if (c->cfg.secagg_degree) p->degree = c->cfg.secagg_degree;
+    if (c->cfg.secagg_threshold) {
+        p->threshold = c->cfg.secagg_threshold;
+    } else if (c->cfg.secagg_degree) { /* the smallest valid threshold of that degree */
+        p->threshold = (fed_sa_degree(p) + 1) / 2 + 1;
+    }
+    if (c->cfg.secagg_clip > 0) p->clip_range = c->cfg.secagg_clip;
+    if (c->cfg.secagg_quant) p->quant_range = c->cfg.secagg_quant;
+    p->round = current_round(c);
+    fed_err err = fed_sa_params_check(p);
+    if (!err) err = fed_sa_random_bytes(p->graph_seed, sizeof p->graph_seed);
+    if (err) return fed_errprefix(err, "secagg with %zu sampled clients", k);
+    size_t *map = fed_realloc(c->sa_cl, k * sizeof *map);
+    if (!map) return FED_ENOMEM;
+    c->sa_cl = map;
+    uint32_t id = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ready[i]->status != ST_WAITING) continue;
+        ready[i]->sa_id = id;
+        ready[i]->sa_got = 0;
+        c->sa_cl[id++] = (size_t)(ready[i] - c->cl);
+    }
+    fed_sa_server_destroy(&c->sa);
+    if ((err = fed_sa_server_new(&c->sa, p))) return err;
+    c->phase = SA_KEYS;
+    c->sa_deadline = now_ms() + c->cfg.secagg_phase_ms;
+    c->sa_survivors = 0;
+    c->cur.secagg_dropped = 0;
+    return FED_OK;
 }
 
 static fed_err do_sample(fed_coord *c) {
@@ -833,8 +1084,10 @@ static fed_err do_sample(fed_coord *c) {
     }
     for (size_t i = 0; c->cfg.ordered_uploads && i < n; i++)
         if (ready[i]->status == ST_WAITING) c->order[c->norder++] = (size_t)(ready[i] - c->cl);
+    fed_err err = c->cfg.secagg ? sa_begin(c, ready, n, k) : FED_OK;
     fed_free(ready);
     fed_free(idx);
+    if (err) return err;
     c->cur.sampled = k;
     c->population = n;
     c->cur.returned = c->cur.rejected = c->cur.failed = 0;
@@ -863,9 +1116,132 @@ static void do_broadcast(fed_coord *c) {
     c->last_tx = st.bytes_sent;
 }
 
+/* Gives up the attempt (secure aggregation cannot finish): retried like one short of
+ * min_fit. */
+static fed_coord_state sa_abort(fed_coord *c, const char *why) {
+    FED_LOG(FED_LOG_WARN,
+            "round %" PRIu64 " attempt %" PRIu64 ": secure aggregation cannot finish: %s: "
+            "retrying",
+            current_round(c), c->attempt, why);
+    end_attempt(c);
+    return connected_count(c) >= c->cfg.min_clients ? FED_COORD_SAMPLING : FED_COORD_WAITING;
+}
+
+typedef fed_err (*sa_for_fn)(fed_sa_server *, uint32_t, uint8_t **, size_t *);
+
+/* Ends a collection phase: sends each participant still in (status in `want`) its
+ * message of the next phase (for_fn); one the protocol has excluded is told so. Returns
+ * false (and *next) when the attempt aborts. */
+static bool sa_send_phase(fed_coord *c, sa_for_fn for_fn, cstatus want, const char *what,
+                          fed_coord_state *next) {
+    for (uint32_t id = 0; id < c->sa_params.n; id++) {
+        client *k = &c->cl[c->sa_cl[id]];
+        if (k->status != want) continue;
+        uint8_t *msg = NULL;
+        size_t len = 0;
+        fed_err err = for_fn(c->sa, id, &msg, &len);
+        if (err == FED_ENOTFOUND) {
+            char why[300];
+            snprintf(why, sizeof why, "no %s in time, or too few of its neighbours remain", what);
+            sa_exclude(c, k, why);
+            continue;
+        }
+        if (err) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", fed_errmsg());
+            *next = sa_abort(c, why);
+            return false;
+        }
+        err = sa_send(c, k, msg, len);
+        fed_free(msg);
+        if (err) {
+            FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": cannot reach %s: %s", current_round(c), k->cn,
+                    fed_server_errmsg(c->srv));
+            drop_update(c, k);
+            k->status = ST_GONE;
+        }
+    }
+    return true;
+}
+
+/* The key exchange and unmasking phases of a securely aggregated attempt; the masked
+ * uploads between them are collected like plain updates (collect_updates). */
+static fed_coord_state sa_collect(fed_coord *c) {
+    int64_t now = now_ms();
+    bool pending = false;
+    for (uint32_t id = 0; id < c->sa_params.n; id++) {
+        const client *k = &c->cl[c->sa_cl[id]];
+        if (c->phase == SA_KEYS)
+            pending |= k->status == ST_WAITING && !(k->sa_got & GOT_KEYS);
+        else if (c->phase == SA_SHARES)
+            pending |= k->status == ST_WAITING && !(k->sa_got & GOT_SHARES);
+        else
+            pending |= k->status == ST_ACCEPTED && k->connected && !(k->sa_got & GOT_UNMASK);
+    }
+    if (pending && now < c->sa_deadline) return FED_COORD_COLLECTING;
+    fed_coord_state next = FED_COORD_COLLECTING;
+    switch (c->phase) {
+    case SA_KEYS:
+        if (!sa_send_phase(c, fed_sa_server_keys_for, ST_WAITING, "keys", &next)) return next;
+        c->phase = SA_SHARES;
+        c->sa_deadline = now + c->cfg.secagg_phase_ms;
+        return FED_COORD_COLLECTING;
+    case SA_SHARES:
+        if (!sa_send_phase(c, fed_sa_server_shares_for, ST_WAITING, "shares", &next)) return next;
+        c->phase = SA_MASKED; /* now collect_updates, under the round's deadline */
+        return FED_COORD_COLLECTING;
+    case SA_UNMASK: {
+        size_t survivors = 0;
+        fed_err err = fed_sa_server_finalize(c->sa, c->sa_sum, NULL, c->ntrainable, &survivors);
+        if (err) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", fed_errmsg());
+            return sa_abort(c, why);
+        }
+        size_t shared = 0;
+        for (uint32_t id = 0; id < c->sa_params.n; id++)
+            shared += (c->cl[c->sa_cl[id]].sa_got & GOT_SHARES) != 0;
+        c->sa_survivors = survivors;
+        c->cur.secagg_dropped = shared > survivors ? shared - survivors : 0;
+        return FED_COORD_AGGREGATING;
+    }
+    case SA_MASKED:
+        break;
+    }
+    return FED_COORD_COLLECTING;
+}
+
+/* The masked uploads are in: late participants are out, the survivors are asked for the
+ * shares that remove the masks. */
+static fed_coord_state sa_begin_unmask(fed_coord *c) {
+    for (uint32_t id = 0; id < c->sa_params.n; id++) {
+        client *k = &c->cl[c->sa_cl[id]];
+        if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING) {
+            drop_update(c, k);
+            k->status = ST_OUT; /* late: its update will be refused */
+        }
+    }
+    fed_coord_state next = FED_COORD_COLLECTING;
+    c->phase = SA_UNMASK;
+    c->sa_deadline = now_ms() + c->cfg.secagg_phase_ms;
+    if (!sa_send_phase(c, fed_sa_server_unmask_for, ST_ACCEPTED, "masked update", &next))
+        return next;
+    return sa_collect(c); /* closes at once if nobody is left to ask */
+}
+
+static fed_coord_state collect_updates(fed_coord *c);
+
+/* COLLECTING: the secure aggregation phases around the uploads, or just the uploads. */
+static fed_coord_state collect(fed_coord *c) {
+    if (c->sa && c->phase != SA_MASKED) return sa_collect(c);
+    fed_coord_state next = collect_updates(c);
+    if (next == FED_COORD_AGGREGATING && c->sa) return sa_begin_unmask(c);
+    return next;
+}
+
 /* COLLECTING: slots for waiting uploads, progress, the close and the deadline. Returns
  * the next state. */
-static fed_coord_state collect(fed_coord *c) {
+static fed_coord_state collect_updates(fed_coord *c) {
     bool busy = false, open = false;
     if (c->cfg.ordered_uploads) {
         /* One upload at a time, in CN order: the first sampled client still expected. */
@@ -884,6 +1260,7 @@ static fed_coord_state collect(fed_coord *c) {
             open = true;
     }
     fed_agg_stats as = fed_agg_get_stats(c->agg);
+    if (c->cfg.secagg) as.accepted = c->cur.returned; /* summed by the protocol, not agg */
     int64_t now = now_ms();
     bool enough = as.accepted >= c->cfg.min_fit;
     if (enough && !open) return FED_COORD_AGGREGATING; /* the whole sample answered */
@@ -919,16 +1296,29 @@ static fed_err aggregate(fed_coord *c) {
         }
     }
     float *mean = NULL;
-    fed_err err = fed_agg_result_mut(c->agg, &mean);
-    if (err) return err;
-    fed_agg_stats as = fed_agg_get_stats(c->agg);
+    fed_err err = FED_OK;
+    fed_agg_stats as;
+    double z = c->cfg.dp_noise;
+    if (c->cfg.secagg) { /* the decoded sum of the survivors: their mean, unweighted */
+        memset(&as, 0, sizeof as);
+        as.accepted = c->sa_survivors;
+        as.weight = (double)c->sa_survivors;
+        mean = c->sa_sum;
+        for (size_t i = 0; i < c->ntrainable; i++) mean[i] /= (float)c->sa_survivors;
+        /* Each of the n participants added noise of std z S / sqrt(n): the m summed carry
+         * z S sqrt(m / n), a multiplier of z sqrt(m / n) for the sum's sensitivity S. */
+        z *= sqrt((double)c->sa_survivors / (double)c->sa_params.n);
+        fed_sa_server_destroy(&c->sa);
+    } else {
+        if ((err = fed_agg_result_mut(c->agg, &mean))) return err;
+        as = fed_agg_get_stats(c->agg);
+    }
     c->cur.clipped = as.clipped;
     c->cur.epsilon = (double)NAN;
     if (c->acc) {
-        if ((err = add_noise(c, mean, c->ntrainable, as.accepted))) return err;
+        if (!c->cfg.secagg && (err = add_noise(c, mean, c->ntrainable, as.accepted))) return err;
         double q = (double)c->cur.sampled / (double)(c->population ? c->population : 1);
-        if (c->cfg.dp_noise > 0 && (err = fed_dp_accountant_step(c->acc, q, c->cfg.dp_noise, 1)))
-            return err;
+        if (z > 0 && (err = fed_dp_accountant_step(c->acc, q, z, 1))) return err;
         c->cur.epsilon = (double)INFINITY; /* clipping alone */
         if (c->cfg.dp_noise > 0 &&
             (err = fed_dp_accountant_epsilon(c->acc, c->cfg.dp_delta, FED_DP_IMPROVED,
@@ -1044,6 +1434,8 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "federated_accuracy", s->fed_acc);
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
     json_num(f, "seconds", s->seconds);
+    if (c->cfg.secagg)
+        fprintf(f, ",\"secagg_summed\":%zu,\"secagg_dropped\":%zu", s->returned, s->secagg_dropped);
     if (c->acc) {
         json_num(f, "epsilon", s->epsilon);
         fprintf(f, ",\"dp_delta\":%.17g,\"dp_clipped\":%zu", c->cfg.dp_delta, s->clipped);
@@ -1074,10 +1466,16 @@ static fed_err checkpoint(fed_coord *c) {
         fed_meta_destroy(&extra);
         if (err) return fed_errprefix(err, "checkpoint of round %" PRIu64, s->round);
     }
-    char dp[96] = "";
-    if (c->acc)
+    char dp[96] = "", sa[96] = "";
+    if (c->acc && c->cfg.secagg)
+        snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (clipped and noised at the sites)",
+                 s->epsilon, c->cfg.dp_delta);
+    else if (c->acc)
         snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (%zu of %zu clipped)", s->epsilon,
                  c->cfg.dp_delta, s->clipped, s->returned);
+    if (c->cfg.secagg)
+        snprintf(sa, sizeof sa, "; secure sum of %zu (%zu dropped after sharing keys)", s->returned,
+                 s->secagg_dropped);
     char central[64] = "central -";
     if (!isnan(s->central_loss))
         snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
@@ -1086,10 +1484,10 @@ static fed_err checkpoint(fed_coord *c) {
             "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected, "
             "%zu failed; "
             "%.0f examples; train loss %.4f; %s; federated loss %.4f acc %.4f; "
-            "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s%s",
+            "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s%s%s",
             s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->failed, s->examples,
             s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds,
-            dp);
+            sa, dp);
     write_metrics(c);
     c->last = *s;
     if (c->cfg.on_round) c->cfg.on_round(c->cfg.on_round_user, s);
@@ -1139,6 +1537,17 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
                          c->cfg.dp_clip, c->cfg.dp_noise, c->cfg.dp_delta, e, c->rounds_done);
                 err = fed_meta_set(meta, "fedtune.dp", dp);
             }
+        }
+        if (!err && c->cfg.secagg) {
+            char sa[256];
+            const fed_sa_params *p = &c->sa_params; /* of the last attempt */
+            snprintf(sa, sizeof sa,
+                     "{\"protocol\":\"secagg+\",\"participants\":%u,\"degree\":%u,"
+                     "\"threshold\":%u,\"clip_range\":%.17g,\"quant_range\":%u,"
+                     "\"weights\":\"uniform\"}",
+                     (unsigned)p->n, (unsigned)fed_sa_degree(p), (unsigned)p->threshold,
+                     p->clip_range, (unsigned)p->quant_range);
+            err = fed_meta_set(meta, "fedtune.secagg", sa);
         }
         if (!err) err = fed_model_save(c->model, c->cfg.out, meta);
         fed_meta_destroy(&meta);

@@ -94,13 +94,34 @@ typedef struct fed_coord_config {
      * reports epsilon at dp_delta after every round. The guarantee is per client
      * (user-level), against whoever sees the models after the coordinator: the
      * coordinator itself sees the updates. */
-    double dp_clip;             /* L2 bound of an update (0: no DP) */
-    double dp_noise;            /* noise multiplier z >= 0 (0: clipping only, epsilon
-                                   infinite) */
-    double dp_delta;            /* in (0, 1) */
-    double target_epsilon;      /* stop before a round would spend more (0: off) */
-    uint64_t dp_noise_seed;     /* 0: a fresh key from the operating system every round;
-                                   else noise reproducible from it (simulation) */
+    double dp_clip;         /* L2 bound of an update (0: no DP) */
+    double dp_noise;        /* noise multiplier z >= 0 (0: clipping only, epsilon
+                               infinite) */
+    double dp_delta;        /* in (0, 1) */
+    double target_epsilon;  /* stop before a round would spend more (0: off) */
+    uint64_t dp_noise_seed; /* 0: a fresh key from the operating system every round;
+                               else noise reproducible from it (simulation) */
+    /* Secure aggregation (privacy/secagg.h: SecAgg with the SecAgg+ neighbour graph), on
+     * when secagg: the sampled clients get participant ids in CN order and exchange
+     * fresh keys through the coordinator, signed with their certificates' keys and
+     * checked on both sides (plaintext simulation: unsigned); each then uploads its
+     * delta clipped to [-secagg_clip, secagg_clip] per coordinate, quantized to
+     * secagg_quant levels and masked. The coordinator holds only the running sum of the
+     * masked uploads and decodes the sum once the survivors have helped remove the masks
+     * (also those of clients that dropped after sharing their keys). Every update weighs
+     * 1: the new model is the mean of the survivors' deltas. Each phase of the key
+     * exchange waits at most secagg_phase_ms (the training overlaps it); a round whose
+     * secure aggregation cannot finish (fewer than threshold survivors) is retried like
+     * one short of min_fit. With dp_clip the clients clip their deltas to that L2 norm
+     * and each adds Gaussian noise of std dp_noise * dp_clip / sqrt(sampled), so that the
+     * sum carries the noise central DP would add (the accountant books the noise of the
+     * survivors actually summed). Needs min_fit >= 2; max_update_norm cannot apply. */
+    bool secagg;
+    uint32_t secagg_degree;     /* neighbours per client (0: min(sampled - 1, 30)) */
+    uint32_t secagg_threshold;  /* shares that rebuild a secret (0: the smallest valid) */
+    double secagg_clip;         /* per-coordinate clip range (0: 8) */
+    uint32_t secagg_quant;      /* quantization levels (0: 2^22); sampled x this < 2^32 */
+    int64_t secagg_phase_ms;    /* longest wait of each key-exchange phase (30 000) */
     const char *checkpoint_dir; /* created if missing; NULL: no checkpoints */
     size_t keep_checkpoints;    /* rounds of checkpoints kept, >= 1 */
     const char *metrics_file;   /* JSON lines appended per round, or NULL */
@@ -115,7 +136,7 @@ typedef struct fed_coord_config {
 } fed_coord_config;
 
 /* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, wait 10 s
- * after min_fit, no DP (dp_delta 1e-5), FedAvg,
+ * after min_fit, no DP (dp_delta 1e-5), no secure aggregation (phases of 30 s), FedAvg,
  * 1 slot, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1. */
 fed_coord_config fed_coord_default_config(void);
 
@@ -132,7 +153,10 @@ typedef struct fed_coord_round_stats {
     double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */
     double train_loss;                  /* example-weighted train_loss of the updates; NaN */
     double epsilon;                     /* DP spent so far at dp_delta; NaN without DP */
-    size_t clipped;                     /* DP: updates scaled down to dp_clip */
+    size_t clipped;                     /* DP: updates scaled down to dp_clip (secagg: the
+                                           sites clip, the coordinator cannot count) */
+    size_t secagg_dropped;              /* secagg: participants whose masks were removed
+                                           without their update (dropped after sharing) */
     uint64_t bytes_in, bytes_out;       /* fed_server_stats during the round */
     double seconds;                     /* round wall time */
 } fed_coord_round_stats;

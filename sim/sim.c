@@ -219,6 +219,8 @@ typedef struct vsite {
     bool waiting; /* a straggler: claimed, queued at start_at */
     bool drop;    /* vanish once trained */
     double start_at;
+    uint64_t round; /* of the last job */
+    uint64_t tries; /* jobs of that round before the last (a retried round) */
 } vsite;
 
 fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result *res) {
@@ -408,6 +410,8 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
                 }
             }
             if (v->waiting) {
+                bool fin = false; /* slow to train, not deaf: its channel keeps going */
+                if ((err = fed_site_step(v->s, 0, &fin))) goto done;
                 if (now_s() < v->start_at) continue;
                 v->waiting = false;
                 v->running = true;
@@ -425,7 +429,11 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
                 busy = true;
                 uint64_t r = fed_site_job_round(v->s);
                 fed_site_job_claim(v->s);
-                v->drop = cfg->dropout > 0 && draw(cfg->seed, i, r, 1) < cfg->dropout;
+                /* A retried round draws afresh (tries 0 keeps the first draw). */
+                v->tries = r == v->round ? v->tries + 1 : 0;
+                v->round = r;
+                v->drop =
+                    cfg->dropout > 0 && draw(cfg->seed, i, r, 1 + 16 * v->tries) < cfg->dropout;
                 if (cfg->stragglers > 0 && draw(cfg->seed, i, r, 2) < cfg->stragglers) {
                     res->straggled++;
                     v->waiting = true;
@@ -463,7 +471,8 @@ done:
     if (coord_started) {
         atomic_store(&ct.stop, true);
         pthread_join(ct.th, NULL);
-        if (!err && ct.err) err = fed_errorf(ct.err, "coordinator: %s", ct.errmsg);
+        /* A coordinator that failed is the cause of whatever the sites then saw. */
+        if (ct.err) err = fed_errorf(ct.err, "coordinator: %s", ct.errmsg);
     }
     if (mu_init) {
         pthread_mutex_lock(&q.mu);

@@ -10,6 +10,7 @@
 #include "core/fit.h"
 #include "core/rng.h"
 #include "net/channel.h"
+#include "privacy/secagg.h"
 #include "tests/test.h"
 
 #include <math.h>
@@ -256,6 +257,92 @@ TEST(tls_same_bytes_as_inproc) {
     CHECK(tls.bytes > plain.bytes);
 }
 
+/* Secure aggregation: the model moves by the unweighted mean of exactly the survivors'
+ * deltas, up to one rounding step of the fixed point (2 x clip / quant), though 40% of
+ * the sites vanish after sharing their keys (their masks are removed from the sum). */
+TEST(secagg_is_the_mean_of_survivors) {
+    fed_sim_config cfg = base_config();
+    cfg.coord.rounds = 1;
+    cfg.coord.fraction = 1.0;
+    cfg.coord.min_fit = 2;
+    cfg.coord.secagg = true;
+    cfg.dropout = 0.4;
+    /* Training starts 0.3 s late, when the keys and shares have long been exchanged: the
+     * sites that vanish after training do so after sharing. */
+    cfg.stragglers = 1.0;
+    cfg.straggler_delay_s = 0.3;
+    seen s;
+    memset(&s, 0, sizeof s);
+    cfg.on_update = record;
+    cfg.on_update_user = &s;
+    fed_sim_result res;
+    fed_model *fin = NULL;
+    CHECK_OK(run(&cfg, &res, &fin));
+    CHECK(res.rounds == 1);
+    CHECK_SIZE(res.last.attempts, 1);
+    size_t dropped = 0;
+    for (int i = 0; i < 12; i++) {
+        dropped += s.sent[i] && s.dropped[i];
+        s.ex[i] = 1; /* secagg sums unweighted */
+    }
+    CHECK(dropped >= 1 && dropped <= 5); /* within the threshold: 7 of 12 must survive */
+    CHECK_SIZE(res.last.sampled, 12);
+    CHECK_SIZE(res.last.returned, 12 - dropped);
+    CHECK_SIZE(res.last.secagg_dropped, dropped);
+    if (fin && s.n == fed_model_num_params(m0)) {
+        const float *prev = fed_model_params_const(m0), *got = fed_model_params_const(fin);
+        double step = 2.0 * FED_SA_DEFAULT_CLIP / (double)FED_SA_DEFAULT_QUANT;
+        double gap = max_gap(&s, prev, got, false);
+        CHECK(gap <= step + 1e-6);
+        CHECK(gap > 0);                             /* the stochastic rounding did happen */
+        CHECK(max_gap(&s, prev, got, true) > 1e-4); /* the check can tell the two apart */
+    }
+    fed_model_destroy(&fin);
+    for (int i = 0; i < 12; i++) fed_free(s.delta[i]);
+
+    /* 60% dropout: most attempts keep fewer than the 7 survivors the threshold needs; the
+     * round aborts cleanly and is retried until one has enough. */
+    cfg.on_update = NULL;
+    cfg.stragglers = 0;
+    cfg.dropout = 0.6;
+    CHECK_OK(run(&cfg, &res, NULL));
+    CHECK(res.rounds == 1);
+    CHECK(res.last.attempts > 1);
+    CHECK(res.last.returned >= 7);
+
+    /* Over TLS the key blocks are signed with the sites' certificates and checked by
+     * the coordinator and every neighbour; with DP the sites clip and add the noise. */
+    cfg = base_config();
+    cfg.part.clients = 6;
+    cfg.coord.rounds = 2;
+    cfg.coord.min_fit = 2;
+    cfg.coord.secagg = true;
+    cfg.coord.dp_clip = 1.0;
+    cfg.coord.dp_noise = 0.3;
+    cfg.tls = true;
+    CHECK_OK(run(&cfg, &res, NULL));
+    CHECK(res.rounds == 2);
+    CHECK_SIZE(res.last.returned, 3);
+    CHECK(isfinite(res.last.epsilon) && res.last.epsilon > 0);
+    /* The same with central DP spends the same epsilon: the sum carries the same noise. */
+    fed_sim_result central;
+    cfg.coord.secagg = false;
+    CHECK_OK(run(&cfg, &central, NULL));
+    CHECK_NEAR(res.last.epsilon, central.last.epsilon, 1e-9);
+
+    /* An impossible threshold is a clear error at the first round. */
+    cfg = base_config();
+    cfg.coord.min_fit = 2;
+    cfg.coord.secagg = true;
+    cfg.coord.secagg_threshold = 9; /* of 6 sampled */
+    CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "threshold");
+    cfg.coord.secagg_threshold = 0;
+    cfg.coord.min_fit = 1;
+    CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "secagg needs min-fit >= 2");
+}
+
 TEST(bad_configs) {
     fed_sim_config cfg = base_config();
     fed_sim_result res;
@@ -293,6 +380,7 @@ int main(void) {
     RUN(dropout_is_fedavg_of_returners);
     RUN(stragglers_miss_the_deadline);
     RUN(tls_same_bytes_as_inproc);
+    RUN(secagg_is_the_mean_of_survivors);
     RUN(bad_configs);
     fed_model_destroy(&m0);
     fed_data_destroy(&train_set);
