@@ -7,7 +7,8 @@
 # site killed mid-round with min_fit 3 makes the attempt time out and be retried until
 # it returns, that central evaluation stops a FedAdam run at the target accuracy, that
 # SIGHUP reopens the metrics file and SIGTERM stops a FedYogi coordinator cleanly while
-# the sites wait to rejoin its restart, and that a revoked site cannot join. KEEP=1
+# the sites wait to rejoin its restart, that secure aggregation (keys signed with the
+# sites' certificates) runs between processes, and that a revoked site cannot join. KEEP=1
 # keeps the work folder.
 # Usage: fed_e2e.sh <path to fedtune> <source dir> [<path to tests/tools/fedavg_replay>]
 set -u
@@ -285,6 +286,37 @@ wait "$cpid"
 ok "coordinator finishes after the site returns: $(tail -2 k3.log)" test $? -eq 0
 ok "round $R closed on a later attempt" grep -q "round $R/30: clients 3 sampled, 3 returned" k3.log
 ok "round 30 completed" grep -q "round 30/30: clients 3 sampled, 3 returned" k3.log
+
+# ---- secure aggregation between processes: every key block is signed with the site's
+# certificate key and checked by the coordinator and by each neighbour; the coordinator
+# only ever sums masked updates.
+P=$(port)
+timeout 120 "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$P" --ca ca/ca.crt \
+  --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key --crl ca/crl.pem \
+  --model init.st --rounds 3 --min-clients 3 --min-fit 3 --epochs 2 --lr 0.01 --secagg \
+  --metrics sa.jsonl --out sa-final.st >sa.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+i=0
+for s in a b c; do
+  timeout 120 "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$P" --server-name localhost \
+    --ca ca/ca.crt --cert "ca/sites/site-$s/site-$s.crt" --key "ca/sites/site-$s/site-$s.key" \
+    --data "site$i.csv" --classes blue,green,red --reconnect-initial 0.2 --reconnect-max 1 \
+    >"sa-$s.log" 2>&1 &
+  pids+=($!)
+  i=$((i + 1))
+done
+wait "$cpid"
+ok "secagg coordinator exits 0: $(tail -2 sa.log)" test $? -eq 0
+ok "3 securely aggregated rounds" \
+  test "$(grep -c 'round [0-9]/3: clients 3 sampled, 3 returned, 0 rejected, 0 failed.*secure sum of 3 (0 dropped' sa.log)" -eq 3
+ok "the sites' capabilities include secagg, no update was refused" \
+  test "$(grep -c -E 'rejected:|out of the secure aggregation' sa.log)" -eq 0
+ok "secagg metrics name the summed updates" test "$(grep -c '"secagg_summed":3' sa.jsonl)" -eq 3
+expect 0 '"protocol":"secagg+"' -- "$FEDTUNE" info sa-final.st
+for s in a b c; do
+  ok "secagg site $s saw the goodbye" grep -q "the coordinator ended the federation after 3 rounds" "sa-$s.log"
+done
 
 # ---- a revoked site is refused -----------------------------------------------------------
 "$CERTS" revoke ca site-d >/dev/null 2>&1
