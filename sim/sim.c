@@ -483,6 +483,10 @@ done:
     /* A worker may still be training a site whose job is abandoned: wait for them all
      * before the sites go. */
     for (size_t i = 0; i < q.nth; i++) pthread_join(q.th[i], NULL);
+    /* Tearing down records details of its own (a Bye to a site already gone): keep the
+     * error's. */
+    char detail[512] = "";
+    if (err) snprintf(detail, sizeof detail, "%s", fed_errdetail(err));
     if (ct.c) {
         res->rounds = fed_coord_rounds_done(ct.c);
         res->last = fed_coord_last_round(ct.c);
@@ -513,5 +517,6 @@ done:
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", certdir);
         if (system(cmd) != 0) FED_LOG(FED_LOG_WARN, "sim: could not remove %s", certdir);
     }
+    if (err && detail[0]) fed_errorf(err, "%s", detail);
     return err;
 }

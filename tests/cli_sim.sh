@@ -108,6 +108,25 @@ print("%.4g %g %g %d" % (d["epsilon"], d["clip"], d["noise_multiplier"], d["roun
   ok "the model's fedtune.dp metadata ($e) matches the last round ($last)" test "$e" = "$last 1 1.1 4"
 fi
 
+# Secure aggregation: the rounds complete and learn like plain FedAvg (IID sites of equal
+# size: the unweighted mean is the weighted one, up to the fixed-point rounding); with DP
+# the sites add the noise and the epsilon is the central one; over TLS the key blocks are
+# signed with the sites' certificates.
+"${SIM[@]}" --secagg >"$tmp/sa.out" 2>&1
+ok "secagg runs complete: $(tail -1 "$tmp/sa.out")" grep -q "^summary: 4 rounds" "$tmp/sa.out"
+accp=$(grep '^round   4/4' "$tmp/a.out" | sed 's/.* acc \([0-9.]*\),.*/\1/')
+accs=$(grep '^round   4/4' "$tmp/sa.out" | sed 's/.* acc \([0-9.]*\),.*/\1/')
+ok "secagg learns like plain FedAvg ($accs vs $accp)" awk -v a="$accs" -v b="$accp" \
+  'BEGIN { d = a - b; exit !(d < 0.02 && d > -0.02 && a > 0.5) }'
+"${SIM[@]}" --secagg --dp-clip 1 --dp-noise 1.1 >"$tmp/sadp.out" 2>&1
+ok "secagg + DP runs complete" grep -q "^summary: 4 rounds" "$tmp/sadp.out"
+ok "secagg + DP spends the central epsilon" test "$(grep '^round   4/4' "$tmp/sadp.out" | \
+  sed 's/.*epsilon //')" = "$(grep '^round   4/4' "$tmp/dp1.out" | sed 's/.*epsilon //')"
+"${SIM[@]}" --clients 4 --secagg --tls >"$tmp/satls.out" 2>&1
+ok "secagg over TLS completes: $(tail -1 "$tmp/satls.out")" grep -q "^summary: 4 rounds" "$tmp/satls.out"
+expect 2 "secagg needs min-fit >= 2" -- "${SIM[@]}" --secagg --min-fit 1
+expect 2 "threshold" -- "${SIM[@]}" --secagg --secagg-degree 5 --secagg-threshold 2
+
 # Central pre-training on "public" data first.
 expect 0 "pretrain: 150 examples of $tmp/test.csv, 2 epochs" -- "${SIM[@]}" \
   --pretrain-data "$tmp/test.csv" --pretrain-epochs 2
