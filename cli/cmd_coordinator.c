@@ -193,6 +193,9 @@ static fed_err run_coordinator(const void *cfg) {
     cc.dp_noise = o->dp.noise;
     cc.dp_delta = o->dp.delta;
     cc.target_epsilon = o->dp.target_epsilon;
+    cc.dp_target_quantile = o->dp.target_quantile;
+    cc.dp_clip_lr = o->dp.clip_lr;
+    cc.dp_count_noise = o->dp.count_noise;
     prep_secagg(&o->sa, &cc);
     cc.max_update_norm = o->max_update_norm;
     cc.slots = o->slots;

@@ -372,6 +372,9 @@ static fed_err run_sim(const void *cfgp) {
     cc->dp_noise = o->dp.noise;
     cc->dp_delta = o->dp.delta;
     cc->target_epsilon = o->dp.target_epsilon;
+    cc->dp_target_quantile = o->dp.target_quantile;
+    cc->dp_clip_lr = o->dp.clip_lr;
+    cc->dp_count_noise = o->dp.count_noise;
     prep_secagg(&o->sa, cc);
     cc->dp_noise_seed = fed_mix64((uint64_t)o->seed ^ 0x6470u); /* reproducible noise */
     cc->metrics_file = o->metrics;

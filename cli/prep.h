@@ -71,7 +71,7 @@ fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) FED_MUST
 
 /* Differential privacy as options (fed_coord_config's dp_* fields). */
 typedef struct dp_cfg {
-    double clip, noise, delta, target_epsilon;
+    double clip, noise, delta, target_epsilon, target_quantile, clip_lr, count_noise;
 } dp_cfg;
 
 /* clang-format off */
@@ -85,7 +85,14 @@ typedef struct dp_cfg {
      (base) + offsetof(dp_cfg, delta), "DP delta at which epsilon is reported"},          \
     {"target-epsilon", OPT_FLOAT, "0", 0, 1e6, NULL,                                       \
      (base) + offsetof(dp_cfg, target_epsilon),                                            \
-     "stop before a round would spend more than this epsilon (0: off)"}
+     "stop before a round would spend more than this epsilon (0: off)"},                  \
+    {"dp-target-quantile", OPT_FLOAT, "0", 0, 0.999, NULL,                                 \
+     (base) + offsetof(dp_cfg, target_quantile),                                           \
+     "adaptive clipping: move the bound toward this quantile of the update norms (0: off)"}, \
+    {"dp-clip-lr", OPT_FLOAT, "0.2", 0, 10, NULL, (base) + offsetof(dp_cfg, clip_lr),      \
+     "adaptive clipping: geometric learning rate of the bound"},                           \
+    {"dp-count-noise", OPT_FLOAT, "0", 0, 1e6, NULL, (base) + offsetof(dp_cfg, count_noise), \
+     "adaptive clipping: noise std on the count of unclipped updates (0: max(sampled/20, z))"}
 /* clang-format on */
 
 /* Secure aggregation as options (fed_coord_config's secagg* fields). */

@@ -110,6 +110,7 @@ struct fed_coord {
     size_t *order;          /* ordered_uploads: the sample's indices into cl, in CN order */
     size_t population;      /* clients connected when the round's sample was drawn */
     fed_dp_accountant *acc; /* DP: the privacy spent (NULL without DP) */
+    double clip_now;        /* DP: the clipping bound of the next round (adaptive) */
     size_t norder, caporder;
     /* secure aggregation (cfg.secagg) */
     fed_id *id;        /* the CA that signs the clients' certificates (NULL: plaintext) */
@@ -152,6 +153,7 @@ fed_coord_config fed_coord_default_config(void) {
     c.wait_after_min_ms = 10000;
     c.dp_delta = 1e-5;
     c.secagg_phase_ms = 30000;
+    c.dp_clip_lr = 0.2;
     c.train.epochs = 1;
     c.train.batch = 32;
     c.train.optimizer = "adam";
@@ -193,6 +195,25 @@ static fed_err check_config(const fed_coord_config *c) {
     if (!(c->target_epsilon >= 0.0 && isfinite(c->target_epsilon)))
         return fed_errorf(FED_EINVAL, "target-epsilon %g: must be finite and >= 0",
                           c->target_epsilon);
+    if (!(c->dp_target_quantile >= 0.0 && c->dp_target_quantile < 1.0))
+        return fed_errorf(FED_EINVAL, "dp-target-quantile %g: must be in [0, 1)",
+                          c->dp_target_quantile);
+    if (c->dp_target_quantile > 0 && c->dp_clip == 0)
+        return fed_errorf(FED_EINVAL, "dp-target-quantile needs dp-clip (the initial bound)");
+    if (c->dp_target_quantile > 0 && c->secagg)
+        return fed_errorf(FED_EINVAL, "dp-target-quantile does not combine with secagg yet (the "
+                                      "count of clipped updates would need its own secure sum)");
+    if (!(c->dp_clip_lr >= 0.0 && isfinite(c->dp_clip_lr)))
+        return fed_errorf(FED_EINVAL, "dp-clip-lr %g: must be finite and >= 0", c->dp_clip_lr);
+    if (!(c->dp_count_noise >= 0.0 && isfinite(c->dp_count_noise)))
+        return fed_errorf(FED_EINVAL, "dp-count-noise %g: must be finite and >= 0",
+                          c->dp_count_noise);
+    if (c->dp_target_quantile > 0 && c->dp_noise > 0 && c->dp_count_noise > 0 &&
+        !(2.0 * c->dp_count_noise > c->dp_noise))
+        return fed_errorf(FED_EINVAL,
+                          "dp-count-noise %g: must exceed dp-noise / 2 = %g (the count's noise "
+                          "is paid from the same budget)",
+                          c->dp_count_noise, c->dp_noise / 2.0);
     if (c->target_epsilon > 0 && !(c->dp_clip > 0 && c->dp_noise > 0))
         return fed_errorf(FED_EINVAL, "target-epsilon needs dp-clip and dp-noise > 0");
     if (c->train.epochs < 1 || c->train.batch < 1)
@@ -273,6 +294,7 @@ static uint64_t current_round(const fed_coord *c);
 
 #define META_DP_STEPS "fedtune.dp_steps"
 #define META_DP_RDP   "fedtune.dp_rdp"
+#define META_DP_CLIP  "fedtune.dp_clip_now"
 
 /* Epsilon spent at dp_delta (infinite with noise 0: clipping alone guarantees nothing). */
 static fed_err spent(const fed_coord *c, double *eps) {
@@ -285,7 +307,7 @@ static fed_err spent(const fed_coord *c, double *eps) {
 
 /* The accountant's state as checkpoint metadata: steps and the RDP vector (%.17g, so the
  * doubles come back exactly). */
-static fed_err accountant_meta(const fed_dp_accountant *acc, fed_meta *meta) {
+static fed_err accountant_meta(const fed_dp_accountant *acc, double clip_now, fed_meta *meta) {
     size_t n;
     const double *rdp = fed_dp_accountant_rdp(acc, &n);
     char *buf = fed_malloc(n * 26 + 1), num[32];
@@ -296,6 +318,8 @@ static fed_err accountant_meta(const fed_dp_accountant *acc, fed_meta *meta) {
     snprintf(num, sizeof num, "%" PRIu64, fed_dp_accountant_steps(acc));
     fed_err err = fed_meta_set(meta, META_DP_STEPS, num);
     if (!err) err = fed_meta_set(meta, META_DP_RDP, buf);
+    snprintf(num, sizeof num, "%.17g", clip_now);
+    if (!err) err = fed_meta_set(meta, META_DP_CLIP, num);
     fed_free(buf);
     return err;
 }
@@ -332,21 +356,29 @@ static fed_err restore_accountant(fed_dp_accountant *acc, const fed_meta *meta, 
     return err;
 }
 
-/* Adds the round's Gaussian noise to the mean of m clipped updates: std z * S / m. The
- * key is drawn from the operating system, or derived from dp_noise_seed and the round. */
-static fed_err add_noise(fed_coord *c, float *mean, size_t n, size_t m) {
+/* Adds Gaussian noise of std to v[0..n). The key is drawn from the operating system, or
+ * derived from dp_noise_seed, the round and `what` (0: the update, 1: the clip count). */
+static fed_err add_noise(fed_coord *c, float *v, size_t n, double std, uint64_t what) {
     uint8_t key[FED_SA_KEY_LEN];
     fed_err err = FED_OK;
     if (c->cfg.dp_noise_seed) {
-        uint64_t w[2] = {c->cfg.dp_noise_seed, current_round(c)};
-        fed_sha256(w, sizeof w, key);
+        uint64_t w[3] = {c->cfg.dp_noise_seed, current_round(c), what};
+        fed_sha256(w, what ? sizeof w : 2 * sizeof w[0], key); /* what 0: as before */
     } else if ((err = fed_sa_random_bytes(key, sizeof key))) {
         return err;
     }
-    double std = c->cfg.dp_noise * c->cfg.dp_clip / (double)m;
-    err = fed_dp_add_gaussian(mean, n, std, key, current_round(c));
+    err = fed_dp_add_gaussian(v, n, std, key, current_round(c));
     fed_sa_wipe(key, sizeof key);
     return err;
+}
+
+/* Adaptive clipping: the std of the count's noise, and the update's noise multiplier
+ * that leaves the round's total at dp_noise. */
+static void split_noise(const fed_coord *c, double *count_std, double *z_update) {
+    double z = c->cfg.dp_noise, sb = c->cfg.dp_count_noise;
+    if (sb == 0 && z > 0) sb = fmax((double)c->cur.sampled / 20.0, z);
+    *count_std = sb;
+    *z_update = z > 0 ? 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4.0 * sb * sb)) : 0.0;
 }
 
 fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
@@ -376,12 +408,23 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     if ((err = fed_strategy_new(&c->strat, &cfg->strategy, c->ntrainable))) goto fail;
     c->version = 1;
     if (cfg->dp_clip > 0 && (err = fed_dp_accountant_new(&c->acc))) goto fail;
+    c->clip_now = cfg->dp_clip;
     if (cfg->checkpoint_dir) {
         uint64_t r = 0, v = 1;
         fed_meta *meta = NULL;
         if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v, &meta)))
             goto fail;
         if (r > 0 && c->acc) err = restore_accountant(c->acc, meta, r);
+        const char *cn = meta && !err ? fed_meta_get(meta, META_DP_CLIP) : NULL;
+        if (cn && cfg->dp_target_quantile > 0) {
+            char *end;
+            double bound = strtod(cn, &end);
+            if (*end || !(bound > 0 && isfinite(bound)))
+                err = fed_errorf(FED_EFORMAT, "checkpoint of round %" PRIu64 ": %s malformed", r,
+                                 META_DP_CLIP);
+            else
+                c->clip_now = bound;
+        }
         fed_meta_destroy(&meta);
         if (err) goto fail;
         if (r > 0) {
@@ -392,7 +435,7 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     /* After the resume, which holds a second copy of the model while it verifies one: the
      * aggregator's (1 + slots) copies do not add to that peak. */
     if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
-    fed_agg_set_clip(c->agg, cfg->secagg ? 0.0 : cfg->dp_clip); /* secagg: the sites clip */
+    fed_agg_set_clip(c->agg, cfg->secagg ? 0.0 : c->clip_now); /* secagg: the sites clip */
     if (cfg->secagg) {
         size_t nb = cfg->slots ? cfg->slots : 1;
         c->sa_buf = fed_calloc(nb, sizeof *c->sa_buf);
@@ -1314,9 +1357,25 @@ static fed_err aggregate(fed_coord *c) {
         as = fed_agg_get_stats(c->agg);
     }
     c->cur.clipped = as.clipped;
+    c->cur.clip = c->cfg.dp_clip > 0 ? c->clip_now : 0.0;
     c->cur.epsilon = (double)NAN;
+    if (c->acc && !c->cfg.secagg) {
+        double m = (double)as.accepted, z_update = c->cfg.dp_noise, count_std = 0;
+        if (c->cfg.dp_target_quantile > 0) split_noise(c, &count_std, &z_update);
+        if ((err = add_noise(c, mean, c->ntrainable, z_update * c->clip_now / m, 0))) return err;
+        if (c->cfg.dp_target_quantile > 0) { /* the next round's bound */
+            float count = (float)(m - (double)as.clipped);
+            if ((err = add_noise(c, &count, 1, count_std, 1))) return err;
+            double next = 0;
+            if ((err = fed_dp_adaptive_clip_update(c->clip_now, (double)count / m,
+                                                   c->cfg.dp_target_quantile, c->cfg.dp_clip_lr,
+                                                   &next)))
+                return err;
+            c->clip_now = next;
+            fed_agg_set_clip(c->agg, next);
+        }
+    }
     if (c->acc) {
-        if (!c->cfg.secagg && (err = add_noise(c, mean, c->ntrainable, as.accepted))) return err;
         double q = (double)c->cur.sampled / (double)(c->population ? c->population : 1);
         if (z > 0 && (err = fed_dp_accountant_step(c->acc, q, z, 1))) return err;
         c->cur.epsilon = (double)INFINITY; /* clipping alone */
@@ -1438,7 +1497,8 @@ static void write_metrics(fed_coord *c) {
         fprintf(f, ",\"secagg_summed\":%zu,\"secagg_dropped\":%zu", s->returned, s->secagg_dropped);
     if (c->acc) {
         json_num(f, "epsilon", s->epsilon);
-        fprintf(f, ",\"dp_delta\":%.17g,\"dp_clipped\":%zu", c->cfg.dp_delta, s->clipped);
+        fprintf(f, ",\"dp_delta\":%.17g,\"dp_clipped\":%zu,\"dp_clip\":%.9g", c->cfg.dp_delta,
+                s->clipped, s->clip);
     }
     fputs("}\n", f);
     if (fflush(f) != 0)
@@ -1459,7 +1519,7 @@ static fed_err checkpoint(fed_coord *c) {
     if (c->cfg.checkpoint_dir) {
         fed_meta *extra = NULL;
         fed_err err = c->acc ? fed_meta_new(&extra) : FED_OK;
-        if (!err && c->acc) err = accountant_meta(c->acc, extra);
+        if (!err && c->acc) err = accountant_meta(c->acc, c->clip_now, extra);
         if (!err)
             err = fed_ckpt_write(c->cfg.checkpoint_dir, s->round, c->version, c->model, c->strat,
                                  c->cfg.seed, c->cfg.keep_checkpoints, extra);
@@ -1471,8 +1531,8 @@ static fed_err checkpoint(fed_coord *c) {
         snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (clipped and noised at the sites)",
                  s->epsilon, c->cfg.dp_delta);
     else if (c->acc)
-        snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (%zu of %zu clipped)", s->epsilon,
-                 c->cfg.dp_delta, s->clipped, s->returned);
+        snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (%zu of %zu clipped at %.4g)",
+                 s->epsilon, c->cfg.dp_delta, s->clipped, s->returned, s->clip);
     if (c->cfg.secagg)
         snprintf(sa, sizeof sa, "; secure sum of %zu (%zu dropped after sharing keys)", s->returned,
                  s->secagg_dropped);

@@ -94,13 +94,24 @@ typedef struct fed_coord_config {
      * reports epsilon at dp_delta after every round. The guarantee is per client
      * (user-level), against whoever sees the models after the coordinator: the
      * coordinator itself sees the updates. */
-    double dp_clip;         /* L2 bound of an update (0: no DP) */
-    double dp_noise;        /* noise multiplier z >= 0 (0: clipping only, epsilon
-                               infinite) */
-    double dp_delta;        /* in (0, 1) */
-    double target_epsilon;  /* stop before a round would spend more (0: off) */
-    uint64_t dp_noise_seed; /* 0: a fresh key from the operating system every round;
-                               else noise reproducible from it (simulation) */
+    double dp_clip;        /* L2 bound of an update (0: no DP) */
+    double dp_noise;       /* noise multiplier z >= 0 (0: clipping only, epsilon
+                              infinite) */
+    double dp_delta;       /* in (0, 1) */
+    double target_epsilon; /* stop before a round would spend more (0: off) */
+    /* Adaptive clipping (Andrew et al. 2021), on when dp_target_quantile > 0: the bound
+     * starts at dp_clip and after each round moves geometrically toward the
+     * dp_target_quantile quantile of the update norms, bound *= exp(-dp_clip_lr x (b -
+     * quantile)), b the share of updates that were within it, counted with Gaussian
+     * noise of std dp_count_noise (0: max(sampled / 20, dp_noise)). The privacy of the
+     * count is paid from the same noise multiplier: the update noise rises to
+     * (dp_noise^-2 - (2 dp_count_noise)^-2)^-1/2, and epsilon is unchanged. Not with
+     * secagg (the count would need its own secure sum). */
+    double dp_target_quantile; /* in (0, 1); 0: fixed clipping */
+    double dp_clip_lr;         /* >= 0 (0.2) */
+    double dp_count_noise;     /* >= 0 */
+    uint64_t dp_noise_seed;    /* 0: a fresh key from the operating system every round;
+                                  else noise reproducible from it (simulation) */
     /* Secure aggregation (privacy/secagg.h: SecAgg with the SecAgg+ neighbour graph), on
      * when secagg: the sampled clients get participant ids in CN order and exchange
      * fresh keys through the coordinator, signed with their certificates' keys and
@@ -153,6 +164,7 @@ typedef struct fed_coord_round_stats {
     double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */
     double train_loss;                  /* example-weighted train_loss of the updates; NaN */
     double epsilon;                     /* DP spent so far at dp_delta; NaN without DP */
+    double clip;                        /* DP: the L2 bound applied this round */
     size_t clipped;                     /* DP: updates scaled down to dp_clip (secagg: the
                                            sites clip, the coordinator cannot count) */
     size_t secagg_dropped;              /* secagg: participants whose masks were removed

@@ -537,6 +537,63 @@ done:
     fed_model_destroy(&m0);
 }
 
+/* Adaptive clipping (noise 0, so the count is exact): deltas of norm 1, 2 and 3 x
+ * 0.01 sqrt(n) against a bound just above the middle one: 2 of 3 within, so with target
+ * quantile 0.5 and rate 0.2 the bound shrinks by exp(-0.2 (2/3 - 0.5)) per round; the
+ * bound survives a restart from the checkpoint. */
+TEST(dp_adaptive_clipping) {
+    fed_model *m0 = make_model();
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/adaptckpt", tmpdir);
+    fed_coord_config cfg = coord_config(m0, dir);
+    cfg.rounds = 2;
+    size_t ntrain = fed_model_num_params(m0) - 16; /* 0.bias is frozen */
+    double s0 = 0.02 * sqrt((double)ntrain) * 1.01;
+    cfg.dp_clip = s0;
+    cfg.dp_target_quantile = 0.5;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    start_clients(3, fed_coord_endpoint(coord));
+    CHECK(until_round(1));
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_NEAR(st.clip, s0, 1e-12);
+    CHECK_SIZE(st.clipped, 1);
+    CHECK(until_round(2));
+    double s1 = s0 * exp(-0.2 * (2.0 / 3.0 - 0.5));
+    st = fed_coord_last_round(coord);
+    CHECK_NEAR(st.clip, s1, 1e-9 * s1);
+    CHECK_SIZE(st.clipped, 2); /* 0.02 sqrt(n) is now above the bound too */
+    fed_coord_destroy(&coord);
+    stop_clients();
+    /* A restart resumes with the bound the last round left: 1 of 3 within. */
+    cfg.rounds = 3;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    start_clients(3, fed_coord_endpoint(coord));
+    CHECK(until_round(3));
+    st = fed_coord_last_round(coord);
+    double s2 = s1 * exp(-0.2 * (1.0 / 3.0 - 0.5));
+    CHECK_NEAR(st.clip, s2, 1e-9 * s2);
+    fed_coord_destroy(&coord);
+    stop_clients();
+    /* Bad settings are refused, naming the option. */
+    cfg = coord_config(m0, NULL);
+    cfg.dp_target_quantile = 0.5;
+    CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "dp-target-quantile needs dp-clip");
+    cfg.dp_clip = 1;
+    cfg.dp_noise = 2;
+    cfg.dp_count_noise = 0.5;
+    CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "dp-count-noise 0.5: must exceed dp-noise / 2 = 1");
+    cfg.dp_count_noise = 0;
+    cfg.secagg = true;
+    CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "dp-target-quantile does not combine with secagg");
+done:
+    fed_model_destroy(&m0);
+}
+
 /* DP noise: with zero deltas the step is pure noise of std z * S / m; the same noise
  * seed gives the same bytes; epsilon follows the accountant round by round (q = 1 with
  * every client sampled), survives a resume, and target_epsilon stops before a round
@@ -892,6 +949,7 @@ int main(void) {
     RUN(round_waits_for_sample);
     RUN(dp_clipping_uniform_weights);
     RUN(dp_noise_accountant_budget);
+    RUN(dp_adaptive_clipping);
     RUN(failed_client_does_not_stall);
     RUN(client_vanishes_mid_round);
     RUN(model_resent_on_request);
