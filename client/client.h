@@ -44,14 +44,22 @@
  *      trainable tensors in manifest order, little-endian F32) as transfer `round`. The
  *      round is done when the coordinator confirms the transfer: one info log line with
  *      round, examples, train loss/accuracy, global loss/accuracy, seconds.
+ * Securely aggregated rounds (RoundStart.secagg, docs/ROUNDS.md): the site also runs
+ * its side of privacy/secagg.h: fresh keys signed with its certificate key (TLS mode;
+ * plaintext simulation: unsigned) advertised at once, the neighbours' keys checked
+ * against the CA and shares sent as soon as they arrive (also while training), then,
+ * once trained and the shares delivered, the delta clipped (and noised, with DP),
+ * masked and sent as the MASKED message instead of the plain delta; the round ends
+ * when the site answered the coordinator's unmasking request. Hello also says
+ * "secagg".
  * A round that fails locally (data that do not fit the model, a diverging loss) is
  * answered with Error and the site waits for the next one. A new RoundStart abandons
  * the round in progress. An Error from the coordinator while the delta is being sent
  * (the Update was rejected) abandons the round.
  *
- * Connection: Hello says software "fedtune <version>", capabilities "delta-f32" and
- * "eval", and the training and test example counts. When the session ends (FED_NET_LEFT)
- * the round in progress is dropped (the coordinator cancels its side: ROUNDS.md
+ * Connection: Hello says software "fedtune <version>", capabilities "delta-f32",
+ * "eval" and "secagg", and the training and test example counts. When the session ends
+ * (FED_NET_LEFT) the round in progress is dropped (the coordinator cancels its side: ROUNDS.md
  * "Leaving") and the site connects afresh after a delay that starts at
  * backoff_initial_ms, doubles with every failed attempt up to backoff_max_ms, and is
  * shortened by a random share of up to backoff_jitter; a welcome resets it. A new
