@@ -11,6 +11,8 @@
 #include "core/alloc.h"
 #include "core/fit.h"
 #include "core/model.h"
+#include "privacy/identity.h"
+#include "privacy/secagg.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -25,6 +27,7 @@ static int setup(void) {
     int rc = sh("%s init-ca %s/ca %s", s, certdir, q);
     rc |= sh("%s coordinator %s/ca localhost --ip 127.0.0.1 %s", s, certdir, q);
     rc |= sh("%s site %s/ca site-1 %s", s, certdir, q);
+    rc |= sh("%s site %s/ca site-2 %s", s, certdir, q);
     /* FED_CERTS_SCRIPT is <source>/certs/fedtune-certs. */
     char src[512];
     snprintf(src, sizeof src, "%s", FED_CERTS_SCRIPT);
@@ -72,7 +75,7 @@ typedef struct coord {
     int joined, left, updates, errors, byes, done, sent, failed;
     /* the last Hello */
     char software[64];
-    bool cap_delta, cap_eval;
+    bool cap_delta, cap_eval, cap_secagg;
     uint64_t hello_train, hello_eval;
     /* the last Update, and its delta as received */
     fed_msg_update up;
@@ -81,6 +84,11 @@ typedef struct coord {
     size_t nmetrics;
     float *delta;
     size_t delta_cap;
+    /* the last SecAgg message */
+    uint8_t *sa;
+    size_t sa_len;
+    uint64_t sa_round;
+    int secaggs;
     /* the last Error */
     uint32_t err_code;
     char err_text[256];
@@ -103,6 +111,7 @@ static void coord_event(coord *c, const fed_net_event *ev) {
         for (size_t i = 0; i < h->num_capabilities; i++) {
             if (strcmp(h->capabilities[i], "delta-f32") == 0) c->cap_delta = true;
             if (strcmp(h->capabilities[i], "eval") == 0) c->cap_eval = true;
+            if (strcmp(h->capabilities[i], "secagg") == 0) c->cap_secagg = true;
         }
         c->hello_train = h->train_examples;
         c->hello_eval = h->eval_examples;
@@ -138,6 +147,13 @@ static void coord_event(coord *c, const fed_net_event *ev) {
             c->errors++;
         } else if (m->type == FED_MSG_BYE) {
             c->byes++;
+        } else if (m->type == FED_MSG_SECAGG) {
+            fed_free(c->sa);
+            c->sa = fed_malloc(m->u.secagg.len);
+            if (c->sa) memcpy(c->sa, m->u.secagg.msg, m->u.secagg.len);
+            c->sa_len = c->sa ? m->u.secagg.len : 0;
+            c->sa_round = m->u.secagg.round;
+            c->secaggs++;
         }
         break;
     }
@@ -548,6 +564,192 @@ done:
     fed_net_context_destroy(&zctx);
 }
 
+/* ---- secure aggregation, the site's side ----------------------------------------------- */
+
+/* The key blocks of participant 0 must be signed by site-1, of 1 by site-2. */
+static fed_err verify_sites(void *ctx, uint32_t id, const uint8_t *sb, size_t sl,
+                            const uint8_t *sig, size_t sig_len) {
+    char cn[FED_ID_CN_MAX + 1];
+    fed_err e = fed_id_verify(ctx, sb, sl, sig, sig_len, true, cn);
+    if (!e && strcmp(cn, id == 0 ? "site-1" : "site-2") != 0)
+        e = fed_errorf(FED_EAUTH, "participant %u signed by %s", (unsigned)id, cn);
+    return e;
+}
+
+static fed_err send_sa(coord *c, uint64_t round, uint8_t *msg, size_t len) {
+    fed_msg m = {.type = FED_MSG_SECAGG};
+    m.u.secagg.round = round;
+    m.u.secagg.msg = msg;
+    m.u.secagg.len = len;
+    fed_err e = fed_server_send(c->srv, c->peer, &m);
+    fed_free(msg);
+    return e;
+}
+
+static fed_err send_secagg_round(coord *c, uint64_t round, uint64_t xfer, const gmodel *g,
+                                 const fed_sa_params *p) {
+    fed_msg m = {.type = FED_MSG_ROUND_START};
+    fed_msg_round_start *rs = &m.u.round_start;
+    rs->round = round;
+    rs->model_version = 1;
+    rs->config = train_config();
+    rs->manifest = g->mf;
+    rs->transfer_id = xfer;
+    rs->deadline_ms = 60000;
+    rs->has_secagg = true;
+    rs->secagg = (fed_msg_secagg_params){.participant = 0,
+                                         .n = p->n,
+                                         .degree = p->degree,
+                                         .threshold = p->threshold,
+                                         .clip_range = p->clip_range,
+                                         .quant_range = p->quant_range};
+    memcpy(rs->secagg.graph_seed, p->graph_seed, 32);
+    return fed_server_send(c->srv, c->peer, &m);
+}
+
+/* A whole securely aggregated round between the real site (participant 0, TLS, its keys
+ * signed with site-1's certificate) and a scripted coordinator running the protocol's
+ * server with a second participant (site-2's keys): the site checks the peer's
+ * signature, shares, masks the very delta it would have sent in the clear, and helps
+ * unmask; the decoded sum is that delta plus the peer's input to the rounding step.
+ * Then a malformed SecAgg message fails the next round with an Error naming it. */
+TEST(secagg_round) {
+    coord c;
+    memset(&c, 0, sizeof c);
+    data d;
+    gmodel g;
+    CHECK(data_load(&d));
+    CHECK(gmodel_make(&g, MLP4, 7));
+    void *zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    CHECK_OK(fed_server_new(&c.srv, zctx, &sc));
+    fed_site *site = NULL;
+    fed_site_config cfg = site_config(c.srv ? fed_server_endpoint(c.srv) : "");
+    CHECK_OK(fed_site_new(&site, &cfg));
+    char p1[320], p2[320], ca[320], crl[320];
+    snprintf(ca, sizeof ca, "%s/ca/ca.crt", certdir);
+    snprintf(crl, sizeof crl, "%s/ca/crl.pem", certdir);
+    snprintf(p1, sizeof p1, "%s/ca/sites/site-2/site-2.crt", certdir);
+    snprintf(p2, sizeof p2, "%s/ca/sites/site-2/site-2.key", certdir);
+    fed_id *peer_id = NULL;
+    CHECK_OK(fed_id_new(&peer_id, p1, p2, ca, crl));
+    size_t nt = g.m ? fed_model_num_trainable(g.m) : 0;
+    fed_sa_params p;
+    fed_sa_params_default(&p, 2, nt ? nt : 1);
+    p.round = 1;
+    memset(p.graph_seed, 7, sizeof p.graph_seed);
+    fed_sa_server *srv = NULL;
+    fed_sa_client *peer = NULL;
+    CHECK_OK(fed_sa_server_new(&srv, &p));
+    CHECK_OK(fed_sa_client_new(&peer, &p, 1));
+    float *x = fed_calloc(nt ? nt : 1, sizeof(float)), *sum = fed_calloc(nt ? nt : 1, 4);
+    float *want = fed_calloc(nt ? nt : 1, sizeof(float));
+    if (!c.srv || !site || !d.train || !g.m || !peer_id || !srv || !peer || !x || !sum || !want)
+        goto done;
+    site_thread st = {.site = site};
+    CHECK_INT(pthread_create(&st.th, NULL, site_main, &st), 0);
+    CHECK(coord_wait(&c, &c.joined, 1, 5000));
+    CHECK(c.cap_secagg);
+
+    CHECK_OK(send_secagg_round(&c, 1, 1, &g, &p));
+    CHECK_OK(
+        fed_server_send_transfer(c.srv, c.peer, 1, fed_model_params_const(g.m), g.mf.total_bytes));
+    /* ADVERTISE, signed by site-1: the server's check accepts it. */
+    CHECK(coord_wait(&c, &c.secaggs, 1, 5000));
+    CHECK(c.sa_len > 16 && c.sa[0] == FED_SA_MSG_ADVERTISE);
+    CHECK_SIZE(c.sa_round, 1);
+    CHECK_OK(fed_sa_server_add_keys(srv, 0, c.sa, c.sa_len, verify_sites, peer_id));
+    uint8_t block[FED_SA_SIGNED_LEN], sig[FED_ID_BLOB_MAX];
+    size_t sig_len = 0, len = 0;
+    uint8_t *msg = NULL;
+    fed_sa_client_keys_to_sign(peer, block);
+    CHECK_OK(fed_id_sign(peer_id, block, sizeof block, sig, sizeof sig, &sig_len));
+    CHECK_OK(fed_sa_client_advertise(peer, sig, sig_len, &msg, &len));
+    CHECK_OK(fed_sa_server_add_keys(srv, 1, msg, len, verify_sites, peer_id));
+    fed_free(msg);
+    /* NEIGHBOURS to both; SHARES back. */
+    CHECK_OK(fed_sa_server_keys_for(srv, 0, &msg, &len));
+    CHECK_OK(send_sa(&c, 1, msg, len));
+    CHECK_OK(fed_sa_server_keys_for(srv, 1, &msg, &len));
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    CHECK_OK(fed_sa_client_share(peer, msg, len, verify_sites, peer_id, &out, &out_len));
+    fed_free(msg);
+    CHECK_OK(fed_sa_server_add_shares(srv, 1, out, out_len));
+    fed_free(out);
+    CHECK(coord_wait(&c, &c.secaggs, 2, 5000));
+    CHECK(c.sa_len > 16 && c.sa[0] == FED_SA_MSG_SHARES);
+    CHECK_OK(fed_sa_server_add_shares(srv, 0, c.sa, c.sa_len));
+    /* DELIVERY to both; the peer masks its input, the site its trained delta. */
+    CHECK_OK(fed_sa_server_shares_for(srv, 0, &msg, &len));
+    CHECK_OK(send_sa(&c, 1, msg, len));
+    CHECK_OK(fed_sa_server_shares_for(srv, 1, &msg, &len));
+    for (size_t i = 0; i < nt; i++) x[i] = 0.001f * (float)(i % 7) - 0.003f;
+    CHECK_OK(fed_sa_client_mask(peer, msg, len, x, nt, NULL, &out, &out_len));
+    fed_free(msg);
+    CHECK_OK(fed_sa_server_add_masked(srv, 1, out, out_len));
+    fed_free(out);
+    CHECK(coord_wait(&c, &c.done, 1, 10000));
+    CHECK_INT(c.updates, 1);
+    CHECK_INT(c.up.encoding, FED_ENCODING_SECAGG_MASKED);
+    CHECK_SIZE(c.up.total_bytes, fed_sa_msg_max(&p, FED_SA_MSG_MASKED));
+    CHECK_OK(fed_sa_server_add_masked(srv, 0, (const uint8_t *)c.delta, (size_t)c.up.total_bytes));
+    /* UNMASK_REQUEST to both; the sum decodes. */
+    CHECK_OK(fed_sa_server_unmask_for(srv, 0, &msg, &len));
+    CHECK_OK(send_sa(&c, 1, msg, len));
+    CHECK_OK(fed_sa_server_unmask_for(srv, 1, &msg, &len));
+    CHECK_OK(fed_sa_client_unmask(peer, msg, len, &out, &out_len));
+    fed_free(msg);
+    CHECK_OK(fed_sa_server_add_unmask(srv, 1, out, out_len));
+    fed_free(out);
+    CHECK(coord_wait(&c, &c.secaggs, 3, 5000));
+    CHECK(c.sa_len > 16 && c.sa[0] == FED_SA_MSG_UNMASK_REPLY);
+    CHECK_OK(fed_sa_server_add_unmask(srv, 0, c.sa, c.sa_len));
+    size_t survivors = 0;
+    CHECK_OK(fed_sa_server_finalize(srv, sum, NULL, nt, &survivors));
+    CHECK_SIZE(survivors, 2);
+    CHECK_SIZE(expected_delta(g.m, d.train, 1, want), nt);
+    double worst = 0, step = 2.0 * p.clip_range / (double)p.quant_range;
+    for (size_t i = 0; i < nt; i++) {
+        double e = fabs((double)sum[i] - (double)x[i] - (double)want[i]);
+        if (e > worst) worst = e;
+    }
+    CHECK(worst <= 2 * step + 1e-6);
+    CHECK(coord_wait_log(&c, "round 1:", "train loss", 5000));
+
+    /* Round 2: a truncated NEIGHBOURS fails the round; the Error names the message. */
+    p.round = 2;
+    int errors = c.errors;
+    CHECK_OK(send_secagg_round(&c, 2, 0, &g, &p)); /* the site holds version 1 */
+    CHECK(coord_wait(&c, &c.secaggs, 4, 5000));
+    /* count 1 but no entry: truncated (a count of 0 would be "too few neighbours") */
+    uint8_t bad[20] = {FED_SA_MSG_NEIGHBOURS, 1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1};
+    msg = fed_malloc(sizeof bad);
+    if (msg) memcpy(msg, bad, sizeof bad);
+    CHECK_OK(send_sa(&c, 2, msg, sizeof bad));
+    CHECK(coord_wait(&c, &c.errors, errors + 1, 5000));
+    CHECK_INT(c.err_code, 3); /* ERR_FORMAT */
+    CHECK_CONTAINS(c.err_text, "NEIGHBOURS");
+
+    st.stop = 1;
+    pthread_join(st.th, NULL);
+    CHECK_OK(st.result);
+done:
+    fed_free(x);
+    fed_free(sum);
+    fed_free(want);
+    fed_sa_server_destroy(&srv);
+    fed_sa_client_destroy(&peer);
+    fed_id_destroy(&peer_id);
+    fed_site_destroy(&site);
+    gmodel_free(&g);
+    data_free(&d);
+    fed_free(c.delta);
+    fed_free(c.sa);
+    fed_server_destroy(&c.srv);
+    fed_net_context_destroy(&zctx);
+}
+
 /* External training (the simulator's mode): the site's thread only steps the channel;
  * a second thread trains the claimed job with its own fed_site_trainer. The update is
  * bit for bit the one the blocking site sends; a lean site (keep_model false) holds no
@@ -891,6 +1093,7 @@ int main(void) {
     RUN(fit_config_mapping);
     RUN(config_errors);
     RUN(rounds);
+    RUN(secagg_round);
     RUN(external_training);
     RUN(stop_says_bye);
     RUN(interrupted_training);
