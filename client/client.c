@@ -1034,6 +1034,34 @@ static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, 
     return TR_OK;
 }
 
+/* Sends the round's Update (the metrics of training and of the global model) announcing
+ * `bytes` (len bytes, encoded as enc) as transfer `round`, then the transfer. */
+static fed_err send_update(fed_site *s, fed_encoding enc, const void *bytes, uint64_t len) {
+    const fed_msg_round_start *rs = s->rs;
+    fed_msg_metric metrics[5] = {
+        {"train_loss", s->train_loss},
+        {"train_accuracy", s->train_acc},
+        {"global_loss", s->global_loss},
+        {"global_accuracy", s->global_acc},
+        {"eval_examples", (double)(s->test ? s->test->n : 0)},
+    };
+    fed_msg msg = {.type = FED_MSG_UPDATE};
+    fed_msg_update *u = &msg.u.update;
+    u->round = rs->round;
+    u->model_version = rs->model_version;
+    u->examples = s->train->n;
+    u->metrics = metrics;
+    u->num_metrics = 5;
+    u->encoding = enc;
+    u->transfer_id = rs->round;
+    u->total_bytes = len;
+    fed_sha256(bytes, (size_t)len, u->sha256);
+    fed_err err = send_msg(s, &msg);
+    if (!err) err = fed_client_send_transfer(s->cli, rs->round, bytes, len);
+    if (!err) s->state = ROUND_SENDING;
+    return err;
+}
+
 /* Sends the Update and the delta of a trained round (securely aggregated: the masked
  * update, once the neighbours' shares are here). */
 static void send_round(fed_site *s) {
@@ -1051,37 +1079,9 @@ static void send_round(fed_site *s) {
         if (err) fail_round_err(s, err);
         return;
     }
-    size_t nd = s->delta_n;
-    swap_le(s->delta, nd);
-    const uint64_t bytes = (uint64_t)nd * 4u;
-    fed_msg_metric metrics[5] = {
-        {"train_loss", s->train_loss},
-        {"train_accuracy", s->train_acc},
-        {"global_loss", s->global_loss},
-        {"global_accuracy", s->global_acc},
-        {"eval_examples", (double)(s->test ? s->test->n : 0)},
-    };
-    fed_msg msg = {.type = FED_MSG_UPDATE};
-    fed_msg_update *u = &msg.u.update;
-    u->round = rs->round;
-    u->model_version = rs->model_version;
-    u->examples = s->train->n;
-    u->metrics = metrics;
-    u->num_metrics = 5;
-    u->encoding = FED_ENCODING_DELTA_F32;
-    u->transfer_id = rs->round;
-    u->total_bytes = bytes;
-    fed_sha256(s->delta, (size_t)bytes, u->sha256);
-    fed_err err;
-    if ((err = send_msg(s, &msg))) {
-        fail_round_err(s, err);
-        return;
-    }
-    if ((err = fed_client_send_transfer(s->cli, rs->round, s->delta, bytes))) {
-        fail_round_err(s, err);
-        return;
-    }
-    s->state = ROUND_SENDING;
+    swap_le(s->delta, s->delta_n);
+    fed_err err = send_update(s, FED_ENCODING_DELTA_F32, s->delta, (uint64_t)s->delta_n * 4u);
+    if (err) fail_round_err(s, err);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1180,29 +1180,7 @@ static fed_err sa_send_masked(fed_site *s) {
                              &s->sa_masked, &s->sa_masked_len);
     fed_sa_wipe(s->delta, s->delta_n * sizeof(float)); /* only the masked form stays */
     if (err) return err;
-    fed_msg_metric metrics[5] = {
-        {"train_loss", s->train_loss},
-        {"train_accuracy", s->train_acc},
-        {"global_loss", s->global_loss},
-        {"global_accuracy", s->global_acc},
-        {"eval_examples", (double)(s->test ? s->test->n : 0)},
-    };
-    fed_msg msg = {.type = FED_MSG_UPDATE};
-    fed_msg_update *u = &msg.u.update;
-    u->round = rs->round;
-    u->model_version = rs->model_version;
-    u->examples = s->train->n;
-    u->metrics = metrics;
-    u->num_metrics = 5;
-    u->encoding = FED_ENCODING_SECAGG_MASKED;
-    u->transfer_id = rs->round;
-    u->total_bytes = s->sa_masked_len;
-    fed_sha256(s->sa_masked, s->sa_masked_len, u->sha256);
-    if ((err = send_msg(s, &msg))) return err;
-    if ((err = fed_client_send_transfer(s->cli, rs->round, s->sa_masked, s->sa_masked_len)))
-        return err;
-    s->state = ROUND_SENDING;
-    return FED_OK;
+    return send_update(s, FED_ENCODING_SECAGG_MASKED, s->sa_masked, s->sa_masked_len);
 }
 
 static void round_done(fed_site *s);
