@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/arch.h"
 #include "privacy/dp.h"
+#include "privacy/secagg.h"
 #include "tests/test_net_common.h"
 
 #include <inttypes.h>
@@ -57,6 +58,7 @@ typedef struct sc {
     int errors; /* Error messages received */
     uint32_t last_code;
     char last_text[256];
+    char texts[1024]; /* every Error text, "; "-separated */
     int round_starts, transfers;
 } sc;
 
@@ -162,6 +164,8 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
         s->errors++;
         s->last_code = ev->msg->u.error.code;
         snprintf(s->last_text, sizeof s->last_text, "%s", ev->msg->u.error.text);
+        size_t used = strlen(s->texts);
+        snprintf(s->texts + used, sizeof s->texts - used, "%s; ", ev->msg->u.error.text);
     }
 }
 
@@ -594,6 +598,47 @@ done:
     fed_model_destroy(&m0);
 }
 
+/* Secure aggregation against bad participants: a truncated ADVERTISE and a SHARES out of
+ * turn take their senders out of the attempt with an Error; a plain delta in a securely
+ * aggregated round is refused, so is any update of an excluded client; with nobody
+ * advertising valid keys the attempt ends at the phase deadline and the round is
+ * retried, the coordinator unharmed. */
+TEST(secagg_bad_participants) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    cfg.secagg = true;
+    cfg.secagg_phase_ms = 300;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    start_clients(3, fed_coord_endpoint(coord));
+    int64_t end = now_ms() + 10000;
+    while (now_ms() < end &&
+           !(clients[0].round_starts && clients[1].round_starts && clients[2].round_starts))
+        if (step() != FED_OK) break;
+    CHECK(clients[0].round_starts && clients[1].round_starts && clients[2].round_starts);
+    uint8_t adv[5] = {FED_SA_MSG_ADVERTISE, 1, 0, 0, 0}, shares[24] = {FED_SA_MSG_SHARES, 1};
+    fed_msg m = {.type = FED_MSG_SECAGG};
+    m.u.secagg = (fed_msg_secagg){.round = 1, .msg = adv, .len = sizeof adv};
+    CHECK_OK(fed_client_send(clients[0].cli, &m));
+    m.u.secagg = (fed_msg_secagg){.round = 1, .msg = shares, .len = sizeof shares};
+    CHECK_OK(fed_client_send(clients[1].cli, &m));
+    end = now_ms() + 10000;
+    while (now_ms() < end && clients[2].round_starts < 2)
+        if (step() != FED_OK) break;
+    CHECK(clients[2].round_starts >= 2); /* attempt 1 abandoned, attempt 2 started */
+    CHECK_CONTAINS(clients[0].texts, "ADVERTISE");
+    CHECK_CONTAINS(clients[0].texts, "out of round 1's secure aggregation");
+    CHECK_CONTAINS(clients[1].texts, "secagg message type 3 out of turn");
+    CHECK_CONTAINS(clients[2].texts, "a masked update before the key exchange ended");
+    CHECK_SIZE(fed_coord_rounds_done(coord), 0);
+    CHECK(fed_coord_get_state(coord) != FED_COORD_DONE);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
 /* DP noise: with zero deltas the step is pure noise of std z * S / m; the same noise
  * seed gives the same bytes; epsilon follows the accountant round by round (q = 1 with
  * every client sampled), survives a resume, and target_epsilon stops before a round
@@ -950,6 +995,7 @@ int main(void) {
     RUN(dp_clipping_uniform_weights);
     RUN(dp_noise_accountant_budget);
     RUN(dp_adaptive_clipping);
+    RUN(secagg_bad_participants);
     RUN(failed_client_does_not_stall);
     RUN(client_vanishes_mid_round);
     RUN(model_resent_on_request);
