@@ -600,7 +600,8 @@ done:
 
 /* Secure aggregation against bad participants: a truncated ADVERTISE and a SHARES out of
  * turn take their senders out of the attempt with an Error; a plain delta in a securely
- * aggregated round is refused, so is any update of an excluded client; with nobody
+ * aggregated round is refused, so is any update of an excluded client (site-1's delta is
+ * held until its bad ADVERTISE is out, so it always arrives excluded); with nobody
  * advertising valid keys the attempt ends at the phase deadline and the round is
  * retried, the coordinator unharmed. */
 TEST(secagg_bad_participants) {
@@ -608,10 +609,11 @@ TEST(secagg_bad_participants) {
     fed_coord_config cfg = coord_config(m0, NULL);
     cfg.rounds = 1;
     cfg.secagg = true;
-    cfg.secagg_phase_ms = 300;
+    cfg.secagg_phase_ms = 1500; /* site-3's plain delta must arrive inside the key phase */
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     start_clients(3, fed_coord_endpoint(coord));
+    clients[0].late_ms = 600000; /* its delta is held until its bad ADVERTISE is sent */
     int64_t end = now_ms() + 10000;
     while (now_ms() < end &&
            !(clients[0].round_starts && clients[1].round_starts && clients[2].round_starts))
@@ -621,6 +623,8 @@ TEST(secagg_bad_participants) {
     fed_msg m = {.type = FED_MSG_SECAGG};
     m.u.secagg = (fed_msg_secagg){.round = 1, .msg = adv, .len = sizeof adv};
     CHECK_OK(fed_client_send(clients[0].cli, &m));
+    clients[0].late_ms = 0; /* the delta now follows the ADVERTISE on the same connection */
+    clients[0].ready_at = now_ms();
     m.u.secagg = (fed_msg_secagg){.round = 1, .msg = shares, .len = sizeof shares};
     CHECK_OK(fed_client_send(clients[1].cli, &m));
     end = now_ms() + 10000;
