@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "net/channel.h"
 #include "tests/test.h"
+#include "tests/test_certdir.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -24,29 +25,6 @@
 
 /* ------------------------------------------------------------------------------------ */
 /* Certificates                                                                         */
-
-static char certdir[128];
-
-/* certdir/rel in one of a few rotating buffers. */
-static inline const char *cpath(const char *rel) {
-    static char bufs[16][320];
-    static int next;
-    char *b = bufs[next++ % 16];
-    snprintf(b, sizeof bufs[0], "%s/%s", certdir, rel);
-    return b;
-}
-
-static inline int sh(const char *fmt, ...) FED_PRINTF(1, 2);
-static inline int sh(const char *fmt, ...) {
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    if (rc != 0) fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
-    return rc;
-}
 
 /* The federation CA "ca" with the coordinator (localhost, 127.0.0.1), sites site-1..6,
  * an expired, a not-yet-valid and a revoked site, the CRL; a second CA "ca2" with a site

@@ -13,6 +13,7 @@
 
 #include "core/alloc.h"
 #include "privacy/secagg.h"
+#include "tests/test_certdir.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -30,29 +31,6 @@
 unsigned long ERR_peek_error(void);
 
 /* ---- Certificates ------------------------------------------------------------------- */
-
-static char certdir[128];
-
-/* certdir/rel in one of a few rotating buffers. */
-static const char *cpath(const char *rel) {
-    static char bufs[16][320];
-    static int next;
-    char *b = bufs[next++ % 16];
-    snprintf(b, sizeof bufs[0], "%s/%s", certdir, rel);
-    return b;
-}
-
-static int sh(const char *fmt, ...) FED_PRINTF(1, 2);
-static int sh(const char *fmt, ...) {
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    if (rc != 0) fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
-    return rc;
-}
 
 /* A site certificate NAME of CA "ca" for a key made by `openssl genpkey ALG_ARGS`, with the
  * extensions fedtune-certs gives sites; in certdir/NAME.key and NAME.crt. */
