@@ -30,6 +30,9 @@ static const command commands[] = {
     {"demo", cmd_demo, "train a small network on a built-in synthetic task (no data needed)"},
 };
 
+/* Identical log lines in a row within this window are counted, not repeated. */
+#define LOG_REPEAT_WINDOW_MS 10000
+
 static void log_to_stderr(void *user, fed_log_level level, const char *line) {
     (void)user;
     char stamp[32];
@@ -69,6 +72,8 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     fed_log_set_handler(log_to_stderr, NULL, FED_LOG_INFO);
+    /* A daemon whose rounds keep failing must not fill the disk with one line. */
+    fed_log_set_repeat_window(LOG_REPEAT_WINDOW_MS);
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -82,8 +87,12 @@ int main(int argc, char **argv) {
         printf("fedtune %s\n%s\n", FED_VERSION, fed_blas_config());
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0) continue;
+        int rc = commands[i].run(argc - 2, argv + 2);
+        fed_log_flush();
+        return rc;
+    }
     fprintf(stderr, "fedtune: unknown command \"%s\" (see fedtune --help)\n", argv[1]);
     return 2;
 }

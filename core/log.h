@@ -25,6 +25,13 @@ void fed_log_set_level(fed_log_level max_level);
 int fed_log_enabled(fed_log_level level);
 /* Formats and delivers one line; use FED_LOG so the level check comes first. */
 void fed_log_write(fed_log_level level, const char *fmt, ...) FED_PRINTF(2, 3);
+/* Rate limit for floods: a line identical to the previous one (level and text) that
+ * comes within window_ms of the last one passed on is held back and counted; the next
+ * line that is passed on (a different one, or the same after the window) is preceded by
+ * "last line repeated N times". 0 turns it off (the default). Thread-safe. */
+void fed_log_set_repeat_window(long window_ms);
+/* Passes on the "last line repeated N times" of lines still held back (at exit). */
+void fed_log_flush(void);
 /* "error", "warn", "info", "debug". */
 const char *fed_log_level_name(fed_log_level level);
 

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 TEST(error_table) {
     CHECK_STR(fed_strerror(FED_OK), "success");
@@ -229,6 +230,46 @@ TEST(log_handler_and_levels) {
     CHECK_INT(log_calls, 1);
 }
 
+TEST(log_repeats_held_back) {
+    log_calls = 0;
+    fed_log_set_handler(capture, NULL, FED_LOG_INFO);
+    fed_log_set_repeat_window(60000); /* far longer than this test */
+    for (int i = 0; i < 1000; i++) FED_LOG(FED_LOG_WARN, "round %d attempt failed", 1);
+    CHECK_INT(log_calls, 1); /* 999 held back */
+    CHECK_STR(log_seen, "warn:round 1 attempt failed");
+    /* The same text at another level is another line. */
+    FED_LOG(FED_LOG_INFO, "round %d attempt failed", 1);
+    CHECK_INT(log_calls, 3);
+    CHECK_STR(log_seen, "info:round 1 attempt failed");
+    FED_LOG(FED_LOG_INFO, "round %d attempt failed", 1);
+    FED_LOG(FED_LOG_INFO, "round %d attempt failed", 1);
+    FED_LOG(FED_LOG_INFO, "round %d closed", 1); /* the count of the held lines first */
+    CHECK_INT(log_calls, 5);
+    CHECK_STR(log_seen, "info:round 1 closed");
+    FED_LOG(FED_LOG_INFO, "round %d closed", 1);
+    fed_log_flush();
+    CHECK_INT(log_calls, 6);
+    CHECK_STR(log_seen, "info:last line repeated 1 times");
+    fed_log_flush(); /* nothing more held */
+    CHECK_INT(log_calls, 6);
+    /* Off: every line passes. */
+    fed_log_set_repeat_window(0);
+    FED_LOG(FED_LOG_INFO, "same");
+    FED_LOG(FED_LOG_INFO, "same");
+    CHECK_INT(log_calls, 8);
+    /* A window of 1 ms: a repeat after it passes again, preceded by the count. */
+    fed_log_set_repeat_window(1);
+    FED_LOG(FED_LOG_INFO, "tick");
+    FED_LOG(FED_LOG_INFO, "tick");
+    struct timespec ts = {0, 5000000};
+    nanosleep(&ts, NULL);
+    FED_LOG(FED_LOG_INFO, "tick");
+    CHECK_INT(log_calls, 11);
+    CHECK_STR(log_seen, "info:tick");
+    fed_log_set_repeat_window(0);
+    fed_log_set_handler(NULL, NULL, FED_LOG_INFO);
+}
+
 int main(void) {
     RUN(error_table);
     RUN(alloc_overflow);
@@ -239,5 +280,6 @@ int main(void) {
     RUN(arena_grows_then_merges);
     RUN(arena_under_allocation_failure);
     RUN(log_handler_and_levels);
+    RUN(log_repeats_held_back);
     return test_report();
 }
