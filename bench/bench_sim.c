@@ -7,7 +7,7 @@
  *          or TLS with --tls), are checked, folded and applied by the coordinator;
  *   plain  the reference: the same number of sites per round, each trained on its own
  *          slice of the same partition with the same fit configuration
- *          (fed_site_fit_config), on the same number of threads, from a copy of the
+ *          (fed_train_spec_fit), on the same number of threads, from a copy of the
  *          global model; deltas summed under a lock and applied. No messages, no
  *          checks, no sampling machinery: the least a round can cost.
  * The figure is the median seconds per round of each, and their ratio sim / plain
@@ -20,6 +20,7 @@
 #include "core/fit.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "core/train_spec.h"
 #include "sim/partition.h"
 #include "sim/sim.h"
 
@@ -238,7 +239,7 @@ int main(int argc, char **argv) {
     tc.optimizer = (char *)"sgd";
     tc.lr = 0.05f;
     tc.seed = seed;
-    if (fed_site_fit_config(&tc, 1, 0, 0, &pl.fit)) die("fit config");
+    if (fed_train_spec_fit(&tc, 1, 0, 0, &pl.fit)) die("fit config");
 
     fed_sim_config sc = fed_sim_default_config();
     sc.train = data;

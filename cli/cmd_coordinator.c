@@ -32,6 +32,8 @@ typedef struct coord_cfg {
     dp_cfg dp;                                    /* differential privacy */
     secagg_cfg sa;                                /* secure aggregation */
     double max_update_norm;                       /* L2 bound of a delta (0: off) */
+    retry_cfg rc;                                 /* failed attempts, example counts */
+    int ordered_uploads;                          /* fold updates in CN order */
     const char *eval_data;                        /* central evaluation set */
     data_cfg dc;                                  /* how to read it */
     size_t eval_batch;                            /* its batch */
@@ -42,6 +44,7 @@ typedef struct coord_cfg {
     double target_accuracy;                       /* stop at this central accuracy */
     const char *stop_file;                        /* stop when it exists */
     const char *out;                              /* final model */
+    size_t linger_ms;                             /* after a restart past the end */
     size_t threads;                               /* OpenBLAS threads */
 } coord_cfg;
 
@@ -70,14 +73,7 @@ static const opt_spec coord_opts[] = {
      "the deadline); a round closes at once when the whole sample answered"},
     {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms),
      "round deadline in ms, pushed back while transfers progress"},
-    {"epochs", OPT_SIZE, "1", 1, 1e6, NULL, F(epochs), "client: local epochs per round"},
-    {"batch", OPT_SIZE, "32", 1, 65536, NULL, F(batch), "client: batch size"},
-    {"optimizer", OPT_CHOICE, "adam", 1, 0, "sgd|adam|adamw", F(optimizer), "client: optimizer"},
-    {"lr", OPT_FLOAT, "0.001", 0, 10, NULL, F(lr), "client: learning rate"},
-    {"momentum", OPT_FLOAT, "0", 0, 0.9999, NULL, F(momentum), "client: SGD momentum"},
-    {"weight-decay", OPT_FLOAT, "0", 0, 10, NULL, F(weight_decay), "client: weight decay"},
-    {"clip-norm", OPT_FLOAT, "0", 0, 1e9, NULL, F(clip_norm),
-     "client: gradient clipping norm (0: off)"},
+    TRAINING_OPTS(F, "1", "32", "adam", "0.001"),
     {"train-seed", OPT_SIZE, "1", 0, 1e18, NULL, F(train_seed),
      "client: training seed (a client uses seed + round)"},
     {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, F(max_steps),
@@ -89,6 +85,11 @@ static const opt_spec coord_opts[] = {
     SECAGG_OPTS(F(sa)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
+    RETRY_OPTS(F(rc), "1000"),
+    {"ordered-uploads", OPT_BOOL, "false", 1, 0, NULL, F(ordered_uploads),
+     "receive updates one at a time in site-name order, so that two runs with the same "
+     "updates give the same model bytes (no extra memory; a round takes the sum of the "
+     "uploads' times)"},
     {"slots", OPT_SIZE, "1", 1, 64, NULL, F(slots),
      "updates received at once (memory: (1 + slots) x trainable parameters; 2 receives "
      "many big uploads ~1.5x faster)"},
@@ -107,6 +108,9 @@ static const opt_spec coord_opts[] = {
      "stop when the central accuracy reaches this (0: off)"},
     {"stop-file", OPT_STRING, NULL, 1, 0, NULL, F(stop_file), "stop cleanly when this file exists"},
     {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "write the final model here"},
+    {"linger-ms", OPT_SIZE, "60000", 0, 86400000, NULL, F(linger_ms),
+     "restarted after the last round: once the model is exported, how long to stay up "
+     "telling reconnecting sites that the federation is over"},
     {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads (central evaluation)"},
     {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
 };
@@ -198,6 +202,8 @@ static fed_err run_coordinator(const void *cfg) {
     cc.dp_count_noise = o->dp.count_noise;
     prep_secagg(&o->sa, &cc);
     cc.max_update_norm = o->max_update_norm;
+    prep_retry(&o->rc, &cc);
+    cc.ordered_uploads = o->ordered_uploads != 0;
     cc.slots = o->slots;
     cc.checkpoint_dir = o->checkpoint_dir;
     cc.keep_checkpoints = o->keep_checkpoints;
@@ -206,6 +212,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.target_accuracy = o->target_accuracy;
     cc.stop_file = o->stop_file;
     cc.out = o->out;
+    cc.linger_ms = (int64_t)o->linger_ms;
     m = NULL; /* the coordinator takes it over, whatever fed_coord_new returns */
     if ((err = fed_coord_new(&c, &cc))) goto done;
     running = c;

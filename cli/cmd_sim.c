@@ -43,6 +43,7 @@ typedef struct sim_cfg {
     dp_cfg dp;                                    /* differential privacy */
     secagg_cfg sa;                                /* secure aggregation */
     double max_update_norm;                       /* reject larger deltas (0: off) */
+    retry_cfg rc;                                 /* failed attempts, example counts */
     size_t workers;                               /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay;  /* failures */
     int tls;                                      /* full TLS in-process */
@@ -91,19 +92,14 @@ static const opt_spec sim_opts[] = {
     {"min-fit", OPT_SIZE, "0", 0, 1e6, NULL, F(min_fit),
      "accepted updates a round needs (0: 1, with --secagg 2)"},
     {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms), "round deadline in ms"},
-    {"epochs", OPT_SIZE, "1", 1, 1e6, NULL, F(epochs), "local epochs per round"},
-    {"batch", OPT_SIZE, "10", 1, 1e6, NULL, F(batch), "local batch size"},
+    TRAINING_OPTS(F, "1", "10", "sgd", "0.05"),
     {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, F(max_steps), "most local steps (0: no limit)"},
-    {"optimizer", OPT_CHOICE, "sgd", 1, 0, "sgd|adam|adamw", F(optimizer), "local optimizer"},
-    {"lr", OPT_FLOAT, "0.05", 1e-12, 1e6, NULL, F(lr), "local learning rate"},
-    {"momentum", OPT_FLOAT, "0", 0, 0.999999, NULL, F(momentum), "local SGD momentum"},
-    {"weight-decay", OPT_FLOAT, "0", 0, 1e6, NULL, F(weight_decay), "local weight decay"},
-    {"clip-norm", OPT_FLOAT, "0", 0, 1e12, NULL, F(clip_norm), "local clipping (0: off)"},
     STRATEGY_OPTS(F(sc)),
     DP_OPTS(F(dp)),
     SECAGG_OPTS(F(sa)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
+    RETRY_OPTS(F(rc), "0"),
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -368,6 +364,7 @@ static fed_err run_sim(const void *cfgp) {
     cc->freeze = o->freeze;
     if ((err = prep_strategy(&o->sc, &cc->strategy))) goto done;
     cc->max_update_norm = o->max_update_norm;
+    prep_retry(&o->rc, cc);
     cc->dp_clip = o->dp.clip;
     cc->dp_noise = o->dp.noise;
     cc->dp_delta = o->dp.delta;

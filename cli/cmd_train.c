@@ -98,19 +98,12 @@ typedef struct train_cfg {
     DATA_OPTS(F(dc)),                                                                           \
     {"standardize", OPT_CHOICE, "auto", 1, 0, "auto|off", F(standardize),                       \
      "auto: the model's input transform, else one fitted on the training part"},                \
-    {"epochs", OPT_SIZE, "10", 1, 100000, NULL, F(epochs), "passes over the training part"},    \
-    {"batch", OPT_SIZE, "32", 1, 65536, NULL, F(batch), "examples per step"},                   \
-    {"optimizer", OPT_CHOICE, "adam", 1, 0, "sgd|adam|adamw", F(optimizer), "update rule"},     \
-    {"lr", OPT_FLOAT, "0.001", 1e-9, 10, NULL, F(lr), "base learning rate"},                    \
-    {"momentum", OPT_FLOAT, "0", 0, 0.999, NULL, F(momentum), "SGD momentum"},                  \
+    TRAINING_OPTS(F, "10", "32", "adam", "0.001"),                                              \
     {"nesterov", OPT_BOOL, "false", 1, 0, NULL, F(nesterov), "SGD Nesterov momentum"},          \
     {"beta1", OPT_FLOAT, "0.9", 0, 0.9999, NULL, F(beta1), "Adam first-moment decay"},          \
     {"beta2", OPT_FLOAT, "0.999", 0, 0.99999, NULL, F(beta2), "Adam second-moment decay"},      \
-    {"weight-decay", OPT_FLOAT, "0", 0, 1, NULL, F(weight_decay),                               \
-     "weight decay (decoupled for adamw)"},                                                     \
     {"decoupled-wd", OPT_BOOL, "false", 1, 0, NULL, F(decoupled_wd),                            \
      "decoupled weight decay for sgd and adam too (SGDW/AdamW style)"},                         \
-    {"clip-norm", OPT_FLOAT, "0", 0, 1e6, NULL, F(clip_norm), "clip the gradient norm; 0 = off"}, \
     {"schedule", OPT_CHOICE, "constant", 1, 0, "constant|step|cosine", F(schedule),             \
      "learning-rate schedule over all steps"},                                                  \
     {"warmup", OPT_SIZE, "0", 0, 10000000, NULL, F(warmup), "linear warm-up steps"},            \

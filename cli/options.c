@@ -76,13 +76,16 @@ static fed_err set_value(const opt_spec *o, void *cfg, const char *text, const c
             *(size_t *)(void *)field = (size_t)v;
         return FED_OK;
     }
-    case OPT_FLOAT: {
+    case OPT_FLOAT:
+    case OPT_FLOAT_ABOVE: {
+        bool above = o->type == OPT_FLOAT_ABOVE;
         errno = 0;
         double v = strtod(text, &end);
         if (errno || end == text || *end != '\0' || !isfinite(v))
             return fed_errorf(FED_EINVAL, "%s: \"%s\" is not a number", where, text);
-        if (ranged && (v < o->min || v > o->max))
-            return fed_errorf(FED_EINVAL, "%s: %g is outside [%g, %g]", where, v, o->min, o->max);
+        if (ranged && ((above ? v <= o->min : v < o->min) || v > o->max))
+            return fed_errorf(FED_EINVAL, "%s: %g is outside %c%g, %g]", where, v,
+                              above ? '(' : '[', o->min, o->max);
         *(double *)(void *)field = v;
         return FED_OK;
     }
@@ -277,6 +280,7 @@ static const char *type_word(const opt_spec *o) {
     case OPT_SIZE:
         return "N";
     case OPT_FLOAT:
+    case OPT_FLOAT_ABOVE:
         return "X";
     case OPT_BOOL:
         return "";
@@ -317,7 +321,8 @@ void opt_print_config(const opt_table *t) {
     for (const opt_spec *o = t->opts; o->name; o++) {
         printf("# %s", o->help);
         if (o->type == OPT_CHOICE) printf(" (%s)", o->choices);
-        if (o->min <= o->max && o->type != OPT_BOOL) printf(" [%g..%g]", o->min, o->max);
+        if (o->min <= o->max && o->type != OPT_BOOL)
+            printf(" %c%g..%g]", o->type == OPT_FLOAT_ABOVE ? '(' : '[', o->min, o->max);
         printf("\n");
         if (o->def)
             printf("%s = %s\n\n", o->name, o->def);

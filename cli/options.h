@@ -17,14 +17,15 @@
 #include <stddef.h>
 
 typedef enum opt_type {
-    OPT_INT,    /* long, stored in a long */
-    OPT_SIZE,   /* non-negative count, stored in a size_t */
-    OPT_FLOAT,  /* stored in a double */
-    OPT_BOOL,   /* stored in an int (0/1) */
-    OPT_STRING, /* stored in a const char * (points into argv, the file copy, or def) */
-    OPT_CHOICE, /* one of choices ("a|b|c"), stored as a const char * */
-    OPT_LIST,   /* repeatable text: every occurrence (file and flags alike) is appended,
-                   comma-separated, to one const char * (NULL when never given) */
+    OPT_INT,         /* long, stored in a long */
+    OPT_SIZE,        /* non-negative count, stored in a size_t */
+    OPT_FLOAT,       /* stored in a double */
+    OPT_FLOAT_ABOVE, /* a double above min (min itself is refused): the range (min, max] */
+    OPT_BOOL,        /* stored in an int (0/1) */
+    OPT_STRING,      /* stored in a const char * (points into argv, the file copy, or def) */
+    OPT_CHOICE,      /* one of choices ("a|b|c"), stored as a const char * */
+    OPT_LIST,        /* repeatable text: every occurrence (file and flags alike) is appended,
+                        comma-separated, to one const char * (NULL when never given) */
 } opt_type;
 
 typedef struct opt_spec {

@@ -215,3 +215,10 @@ void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc) {
     cc->secagg_quant = (uint32_t)sc->quant;
     cc->secagg_phase_ms = sc->phase_ms;
 }
+
+void prep_retry(const retry_cfg *rc, fed_coord_config *cc) {
+    cc->retry_backoff_ms = (int64_t)rc->backoff_ms;
+    cc->retry_backoff_max_ms = (int64_t)rc->backoff_max_ms;
+    cc->max_failed_attempts = rc->max_failed > UINT32_MAX ? UINT32_MAX : (uint32_t)rc->max_failed;
+    cc->max_examples_per_site = (uint64_t)rc->max_examples;
+}

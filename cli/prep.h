@@ -9,6 +9,7 @@
 #include "core/dataset.h"
 #include "coordinator/coordinator.h"
 #include "core/safetensors.h"
+#include "core/train_spec.h"
 
 /* Metadata keys of a trained model (next to fedtune.arch and fedtune.frozen). */
 #define META_STANDARDIZE "fedtune.standardize" /* fed_std_to_json of the input transform */
@@ -41,6 +42,27 @@ typedef struct data_cfg {
      "IDX labels file (default: the images file with images-idx3 -> labels-idx1)"},        \
     {"only-classes", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, only),        \
      "keep only examples of these classes: ids or names, comma-separated (ids unchanged)"}
+/* clang-format on */
+
+/* The training options that `train`, `coordinator` and `sim` share, with the ranges every
+ * site accepts (core/train_spec.h): a value one command takes, a site takes too. F is
+ * the command's offsetof macro (its config has fields epochs, batch, optimizer, lr,
+ * momentum, weight_decay, clip_norm); the defaults are the command's own. */
+/* clang-format off */
+#define TRAINING_OPTS(F, def_epochs, def_batch, def_optimizer, def_lr)                        \
+    {"epochs", OPT_SIZE, def_epochs, 1, FED_TRAIN_EPOCHS_MAX, NULL, F(epochs),             \
+     "passes over the (local) training data"},                                             \
+    {"batch", OPT_SIZE, def_batch, 1, FED_TRAIN_BATCH_MAX, NULL, F(batch),                 \
+     "examples per step"},                                                                 \
+    {"optimizer", OPT_CHOICE, def_optimizer, 1, 0, FED_TRAIN_OPTIMIZERS, F(optimizer),     \
+     "update rule"},                                                                       \
+    {"lr", OPT_FLOAT_ABOVE, def_lr, 0, FED_TRAIN_LR_MAX, NULL, F(lr), "learning rate"},    \
+    {"momentum", OPT_FLOAT, "0", 0, FED_TRAIN_MOMENTUM_MAX, NULL, F(momentum),             \
+     "SGD momentum"},                                                                      \
+    {"weight-decay", OPT_FLOAT, "0", 0, FED_TRAIN_WEIGHT_DECAY_MAX, NULL, F(weight_decay), \
+     "weight decay (decoupled for adamw)"},                                                \
+    {"clip-norm", OPT_FLOAT, "0", 0, FED_TRAIN_CLIP_NORM_MAX, NULL, F(clip_norm),          \
+     "clip the gradient norm (0: off)"}
 /* clang-format on */
 
 /* The server strategy as options: which one and its parameters. */
@@ -124,6 +146,32 @@ typedef struct secagg_cfg {
 
 /* Copies the options into cc's secagg* fields. */
 void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc);
+
+/* How rounds treat failed attempts and example counts (fed_coord_config's retry_*,
+ * max_failed_attempts and max_examples_per_site), shared by coordinator and sim. */
+typedef struct retry_cfg {
+    size_t backoff_ms, backoff_max_ms, max_failed, max_examples;
+} retry_cfg;
+
+/* clang-format off */
+#define RETRY_OPTS(base, def_backoff)                                                      \
+    {"retry-backoff-ms", OPT_SIZE, def_backoff, 0, 86400000, NULL,                         \
+     (base) + offsetof(retry_cfg, backoff_ms),                                             \
+     "wait before retrying a failed attempt of a round, doubling with each failure"},      \
+    {"retry-backoff-max-ms", OPT_SIZE, "60000", 0, 86400000, NULL,                         \
+     (base) + offsetof(retry_cfg, backoff_max_ms), "longest wait between attempts"},       \
+    {"max-failed-attempts", OPT_SIZE, "10", 0, 1000000, NULL,                              \
+     (base) + offsetof(retry_cfg, max_failed),                                             \
+     "stop the federation (exit 1) when this many attempts of a round in a row fail for "  \
+     "the same reason (0: never)"},                                                        \
+    {"max-examples-per-site", OPT_SIZE, "1000000000", 1, 9007199254740992.0, NULL,         \
+     (base) + offsetof(retry_cfg, max_examples),                                           \
+     "refuse an update claiming more examples (its FedAvg weight) than this, or than its "  \
+     "site's Hello announced"}
+/* clang-format on */
+
+/* Copies the options into cc. */
+void prep_retry(const retry_cfg *rc, fed_coord_config *cc);
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
  * was trained with, so string labels get the same ids. */

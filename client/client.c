@@ -10,6 +10,7 @@
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/train_spec.h"
 #include "privacy/dp.h"
 #include "privacy/identity.h"
 #include "privacy/secagg.h"
@@ -359,49 +360,6 @@ fed_site_config fed_site_default_config(void) {
     c.backoff_jitter = 0.5;
     c.keep_model = true;
     return c;
-}
-
-fed_err fed_site_fit_config(const fed_msg_train_config *tc, uint64_t round, size_t max_epochs,
-                            size_t max_batch, fed_fit_config *out) {
-    fed_fit_config f = fed_fit_defaults();
-    const char *name = tc->optimizer && tc->optimizer[0] ? tc->optimizer : "sgd";
-    fed_opt_kind kind;
-    if (fed_opt_parse(name, &kind) != FED_OK)
-        return fed_errorf(FED_EINVAL, "config.optimizer: \"%s\" is not sgd, adam or adamw", name);
-    f.optim = fed_optim_defaults(kind);
-    if (kind == FED_OPT_SGD) f.optim.momentum = tc->momentum;
-    f.optim.weight_decay = tc->weight_decay;
-    f.optim.clip_norm = tc->clip_norm;
-    if (kind == FED_OPT_SGD && !(tc->momentum >= 0.0f && tc->momentum < 1.0f))
-        return fed_errorf(FED_EINVAL, "config.momentum: must be in [0, 1)");
-    if (!isfinite(tc->weight_decay) || !(tc->weight_decay >= 0.0f))
-        return fed_errorf(FED_EINVAL, "config.weight_decay: must be a finite number >= 0");
-    if (!isfinite(tc->clip_norm) || !(tc->clip_norm >= 0.0f))
-        return fed_errorf(FED_EINVAL, "config.clip_norm: must be a finite number >= 0");
-    fed_err err = fed_optim_config_check(&f.optim);
-    if (err) return fed_errprefix(err, "config");
-    if (!isfinite(tc->lr) || !(tc->lr > 0.0f))
-        return fed_errorf(FED_EINVAL, "config.lr: must be a finite number > 0");
-    f.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, tc->lr);
-    if (tc->epochs == 0) return fed_errorf(FED_EINVAL, "config.epochs: must be at least 1");
-    if (tc->batch == 0) return fed_errorf(FED_EINVAL, "config.batch: must be at least 1");
-    f.epochs = tc->epochs;
-    if (max_epochs && f.epochs > max_epochs) f.epochs = max_epochs;
-    f.batch = tc->batch;
-    if (max_batch && f.batch > max_batch) f.batch = max_batch;
-    f.loss.kind = FED_LOSS_SOFTMAX_CE;
-    f.loss.label_smoothing = 0.0f;
-    f.patience = 0;
-    f.min_delta = 0.0;
-    f.restore_best = false;
-    memset(&f.augment, 0, sizeof f.augment);
-    f.seed = tc->seed + round;
-    f.max_steps = tc->max_steps > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)tc->max_steps;
-    f.on_epoch = NULL;
-    f.on_step = NULL;
-    f.user = NULL;
-    *out = f;
-    return FED_OK;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -982,7 +940,7 @@ static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, 
     }
 
     fed_fit_config fc;
-    if ((*err = fed_site_fit_config(&rs->config, rs->round, s->max_epochs, s->max_batch, &fc)))
+    if ((*err = fed_train_spec_fit(&rs->config, rs->round, s->max_epochs, s->max_batch, &fc)))
         return TR_FAIL_MSG;
     if (fc.epochs != rs->config.epochs || fc.batch != rs->config.batch)
         FED_LOG(s->info,

@@ -36,7 +36,8 @@
  *      equals manifest.sha256, else the answer is Error{ERR_INVALID, "no model version N"}.
  *   3. The trainable flags come from the manifest; the global model is evaluated on the
  *      local test split (fed_evaluate), then trained with fed_fit using
- *      fed_site_fit_config (seed config.seed + round, no validation, no early stopping),
+ *      fed_train_spec_fit (core/train_spec.h: seed config.seed + round, no validation, no
+ *      early stopping),
  *      local caps on epochs and batch applied and logged.
  *   4. Update{round, model_version, examples = training split size, metrics train_loss,
  *      train_accuracy, global_loss, global_accuracy, eval_examples, DELTA_F32,
@@ -208,18 +209,5 @@ void fed_site_job_abort(fed_site *s, const char *why);
 void fed_site_stats_get(const fed_site *s, fed_site_stats *st);
 /* The last error of a call on s, naming the field, file or peer at fault. */
 const char *fed_site_errmsg(const fed_site *s);
-
-/* The fed_fit configuration of a round, exactly as a site trains it:
- *   optimizer: tc->optimizer ("sgd", "adam", "adamw"; "" means "sgd") with PyTorch's
- *              defaults (fed_optim_defaults), then momentum (sgd only; ignored
- *              otherwise), weight_decay and clip_norm from tc;
- *   schedule:  constant at tc->lr (> 0);
- *   epochs:    tc->epochs capped by max_epochs (0: no cap); batch likewise by max_batch;
- *   seed:      tc->seed + round (wrapping); max_steps: tc->max_steps;
- *   softmax cross-entropy, no label smoothing, no augmentation, no early stopping,
- *   restore_best off, no callbacks.
- * FED_EINVAL naming the field ("config.lr: must be a finite number > 0"). */
-fed_err fed_site_fit_config(const fed_msg_train_config *tc, uint64_t round, size_t max_epochs,
-                            size_t max_batch, fed_fit_config *out) FED_MUST_USE;
 
 #endif

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,6 +293,54 @@ static fed_err read_meta(const char *dir, uint64_t r, fed_meta **out) {
         err = fed_meta_set(*out, fed_meta_key(m, i), fed_meta_value(m, i));
     fed_st_close(&f);
     if (err) fed_meta_destroy(out);
+    return err;
+}
+
+/* Whether name is a temporary file of our own checkpoint writes (fed_st_write's
+ * "<file>.tmp.XXXXXX" of round-NNNNNN[.strategy].safetensors), left by a crash. */
+static bool is_leftover(const char *name) {
+    if (strncmp(name, "round-", 6) != 0) return false;
+    const char *p = name + 6, *q = p;
+    while (*q >= '0' && *q <= '9') q++;
+    if (q - p < 6) return false;
+    if (strncmp(q, ".strategy", 9) == 0) q += 9;
+    if (strncmp(q, ".safetensors.tmp.", 17) != 0) return false;
+    q += 17;
+    for (int i = 0; i < 6; i++, q++)
+        if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')))
+            return false;
+    return *q == '\0';
+}
+
+fed_err fed_ckpt_sweep(const char *dir, size_t *removed) {
+    *removed = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return FED_OK;
+        return fed_errorf(FED_EIO, "%s: %s", dir, strerror(errno));
+    }
+    fed_err err = FED_OK;
+    uint64_t bytes = 0;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        if (!is_leftover(e->d_name)) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (unlink(path) != 0) {
+            err = fed_errorf(FED_EIO, "%s: %s", path, strerror(errno));
+            break;
+        }
+        bytes += (uint64_t)st.st_size;
+        (*removed)++;
+    }
+    closedir(d);
+    if (*removed) /* a warning: an earlier run crashed while writing a checkpoint */
+        FED_LOG(FED_LOG_WARN,
+                "%s: removed %zu temporary files (%" PRIu64 " bytes) of an interrupted "
+                "checkpoint write",
+                dir, *removed, bytes);
     return err;
 }
 

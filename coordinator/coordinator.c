@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/train_spec.h"
 #include "privacy/dp.h"
 #include "privacy/identity.h"
 #include "privacy/secagg.h"
@@ -59,6 +60,9 @@ typedef enum sa_phase {
 /* What a participant has sent in the open attempt (client.sa_got). */
 enum { GOT_KEYS = 1, GOT_SHARES = 2, GOT_UNMASK = 4 };
 
+/* Longest reason a client gave no update that a failed attempt's log line quotes. */
+#define WHY_MAX 200
+
 /* One client of the registry, keyed by CN. */
 typedef struct client {
     char cn[FED_NET_CN_MAX + 1]; /* certificate CN */
@@ -70,12 +74,16 @@ typedef struct client {
     fed_agg_slot slot;           /* its update's slot while ST_RECEIVING */
     uint64_t up_id, up_bytes;    /* announced update transfer */
     uint8_t up_sha[FED_SHA256_LEN];
-    float weight;              /* examples of the update */
+    double weight;             /* examples of the update (1 with DP or secagg) */
+    uint64_t hello_examples;   /* training examples its Hello announced: an update may
+                                  claim no more */
+    char why[WHY_MAX];         /* why it gave no update in the open attempt ("": none) */
     size_t commit_seq;         /* 1-based order in which its update was folded (0: not) */
     double gloss, gacc, geval; /* global_loss, global_accuracy, eval_examples (NaN: absent) */
     double tloss;              /* train_loss of its update (NaN: absent) */
     uint32_t sa_id;            /* secure aggregation: participant id in the open attempt */
     unsigned sa_got;           /* GOT_* of the open attempt */
+    bool told;                 /* LINGERING: it was told the federation is over */
 } client;
 
 struct fed_coord {
@@ -94,6 +102,12 @@ struct fed_coord {
     fed_coord_state state;
     uint64_t rounds_done, version;
     uint64_t attempt;          /* of the open round, 1-based */
+    int64_t retry_at;          /* monotonic ms before which a failed attempt is not retried */
+    uint32_t same_fails;       /* failed attempts in a row with the main reason fail_why */
+    char fail_why[WHY_MAX];    /* the main reason of the last failed attempt */
+    char give_up[768];         /* set: the federation stops with this reason */
+    bool ended_before;         /* the last round was done before this process started */
+    int64_t linger_until;      /* LINGERING: monotonic ms when it ends */
     uint64_t sample_seed;      /* stream seed of the current sample */
     int64_t deadline;          /* monotonic ms */
     int64_t min_fit_at;        /* monotonic ms when min_fit updates were in (0: not yet) */
@@ -128,7 +142,7 @@ struct fed_coord {
 
 static const char *const state_names[] = {"waiting",       "sampling",    "broadcasting",
                                           "collecting",    "aggregating", "evaluating",
-                                          "checkpointing", "done"};
+                                          "checkpointing", "lingering",   "done"};
 
 const char *fed_coord_state_name(fed_coord_state s) {
     return (unsigned)s <= FED_COORD_DONE ? state_names[s] : "?";
@@ -163,6 +177,11 @@ fed_coord_config fed_coord_default_config(void) {
     c.slots = 1;
     c.keep_checkpoints = 3;
     c.seed = 1;
+    c.max_examples_per_site = 1000000000;
+    c.retry_backoff_ms = 1000;
+    c.retry_backoff_max_ms = 60000;
+    c.max_failed_attempts = 10;
+    c.linger_ms = 60000;
     return c;
 }
 
@@ -179,6 +198,13 @@ static fed_err check_config(const fed_coord_config *c) {
     if (c->wait_after_min_ms < -1)
         return fed_errorf(FED_EINVAL, "wait-after-min-ms %" PRId64 ": must be >= -1",
                           c->wait_after_min_ms);
+    if (c->max_examples_per_site < 1 || (double)c->max_examples_per_site > FED_AGG_WEIGHT_MAX)
+        return fed_errorf(FED_EINVAL, "max-examples-per-site %" PRIu64 ": must be in [1, 2^53]",
+                          c->max_examples_per_site);
+    if (c->retry_backoff_ms < 0 || c->retry_backoff_max_ms < c->retry_backoff_ms)
+        return fed_errorf(
+            FED_EINVAL, "retry backoff: need 0 <= initial (%" PRId64 " ms) <= max (%" PRId64 " ms)",
+            c->retry_backoff_ms, c->retry_backoff_max_ms);
     if (!(c->max_update_norm >= 0.0))
         return fed_errorf(FED_EINVAL, "max-update-norm %g: must be >= 0", c->max_update_norm);
     if (c->keep_checkpoints < 1) return fed_errorf(FED_EINVAL, "keep-checkpoints: must be >= 1");
@@ -216,8 +242,10 @@ static fed_err check_config(const fed_coord_config *c) {
                           c->dp_count_noise, c->dp_noise / 2.0);
     if (c->target_epsilon > 0 && !(c->dp_clip > 0 && c->dp_noise > 0))
         return fed_errorf(FED_EINVAL, "target-epsilon needs dp-clip and dp-noise > 0");
-    if (c->train.epochs < 1 || c->train.batch < 1)
-        return fed_errorf(FED_EINVAL, "client epochs and batch must be >= 1");
+    /* What every site would refuse must not start a federation: the sites check the
+     * round's TrainConfig with this very function. */
+    fed_err err = fed_train_spec_check(&c->train);
+    if (err) return fed_errprefix(err, "client training (every site would refuse it)");
     if (c->secagg) {
         if (c->min_fit < 2)
             return fed_errorf(FED_EINVAL, "secagg needs min-fit >= 2 (the sum of one update is "
@@ -412,6 +440,8 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     if (cfg->checkpoint_dir) {
         uint64_t r = 0, v = 1;
         fed_meta *meta = NULL;
+        size_t swept = 0;
+        if ((err = fed_ckpt_sweep(cfg->checkpoint_dir, &swept))) goto fail;
         if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v, &meta)))
             goto fail;
         if (r > 0 && c->acc) err = restore_accountant(c->acc, meta, r);
@@ -462,7 +492,9 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
         c->own_ctx = true;
     }
     if ((err = fed_server_new(&c->srv, c->zctx, &cfg->server))) goto fail;
-    c->state = c->rounds_done >= cfg->rounds ? FED_COORD_DONE : FED_COORD_WAITING;
+    /* Even when every round is done: WAITING finishes (export, Bye) from the checkpoint. */
+    c->state = FED_COORD_WAITING;
+    c->ended_before = c->rounds_done >= cfg->rounds;
     c->last.round = c->rounds_done;
     c->last.model_version = c->version;
     c->last.central_loss = c->last.central_acc = (double)NAN;
@@ -632,6 +664,7 @@ static void reject(fed_coord *c, client *k, uint32_t code, const char *fmt, ...)
     va_end(ap);
     FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": update from %s rejected: %s", current_round(c), k->cn,
             text);
+    snprintf(k->why, sizeof k->why, "update rejected: %.180s", text);
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ERROR;
@@ -814,8 +847,17 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
         snprintf(why, sizeof why,
                  "total_bytes %" PRIu64 ", expected %" PRIu64 " (%s %zu trainable parameters)",
                  u->total_bytes, want, c->sa ? "the masked message of" : "4 x", c->ntrainable);
-    else if (u->examples == 0 || !isfinite((float)u->examples))
-        snprintf(why, sizeof why, "examples %" PRIu64 ": must be > 0", u->examples);
+    else if (u->examples == 0)
+        snprintf(why, sizeof why, "examples 0: must be > 0");
+    else if (u->examples > k->hello_examples)
+        code = ERR_RANGE, snprintf(why, sizeof why,
+                                   "examples %" PRIu64 ": more than the %" PRIu64
+                                   " training examples its Hello announced",
+                                   u->examples, k->hello_examples);
+    else if (u->examples > c->cfg.max_examples_per_site)
+        code = ERR_RANGE,
+        snprintf(why, sizeof why, "examples %" PRIu64 ": above max-examples-per-site %" PRIu64,
+                 u->examples, c->cfg.max_examples_per_site);
     else if (u->transfer_id == 0)
         snprintf(why, sizeof why, "transfer_id 0");
     if (why[0]) {
@@ -827,7 +869,7 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->up_bytes = u->total_bytes;
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
     /* DP: counts would leak; secagg: the sum is unweighted */
-    k->weight = c->cfg.dp_clip > 0 || c->sa ? 1.0f : (float)u->examples;
+    k->weight = c->cfg.dp_clip > 0 || c->sa ? 1.0 : (double)u->examples; /* <= 2^53: exact */
     k->gloss = metric(u, "global_loss");
     k->tloss = metric(u, "train_loss");
     k->gacc = metric(u, "global_accuracy");
@@ -856,6 +898,7 @@ static fed_err sa_verify(void *ctx, uint32_t id, const uint8_t *signed_bytes, si
 static void sa_exclude(fed_coord *c, client *k, const char *why) {
     FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s out of the secure aggregation: %s",
             current_round(c), k->cn, why);
+    snprintf(k->why, sizeof k->why, "out of the secure aggregation: %s", why);
     drop_update(c, k);
     k->status = ST_OUT;
     c->cur.failed++;
@@ -934,6 +977,7 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
              * round need not wait for it (nor, with ordered uploads, the sites after it). */
             k->status = ST_FAILED;
             c->cur.failed++;
+            snprintf(k->why, sizeof k->why, "%s", m->u.error.text);
             FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s failed: %s", current_round(c), k->cn,
                     m->u.error.text);
         } else {
@@ -959,13 +1003,22 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
         k->peer = ev->peer;
         k->connected = true;
         k->held = 0; /* a new session: send the model again */
-        FED_LOG(FED_LOG_INFO, "%s joined (%zu connected)", k->cn, connected_count(c));
+        k->hello_examples = ev->msg ? ev->msg->u.hello.train_examples : 0;
+        FED_LOG(FED_LOG_INFO, "%s joined (%zu connected, %" PRIu64 " training examples)", k->cn,
+                connected_count(c), k->hello_examples);
+        if (k->hello_examples > c->cfg.max_examples_per_site)
+            FED_LOG(FED_LOG_WARN,
+                    "%s announces %" PRIu64
+                    " training examples, above max-examples-per-site %" PRIu64
+                    ": its updates will be refused",
+                    k->cn, k->hello_examples, c->cfg.max_examples_per_site);
         break;
     case FED_NET_LEFT:
         k->connected = false;
         if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING) {
             drop_update(c, k);
             k->status = ST_GONE;
+            snprintf(k->why, sizeof k->why, "left mid-round (%s)", ev->reason);
             FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s left mid-round (%s)", current_round(c),
                     k->cn, ev->reason);
         } else {
@@ -1003,8 +1056,8 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
                 k->status = ST_ACCEPTED;
                 c->cur.returned++;
                 k->commit_seq = c->cur.returned;
-                FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": update from %s accepted (%g examples)",
-                        current_round(c), k->cn, (double)k->weight);
+                FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": update from %s accepted (weight %g)",
+                        current_round(c), k->cn, k->weight);
             }
         }
         break;
@@ -1034,6 +1087,7 @@ static void end_attempt(fed_coord *c) {
         drop_update(c, &c->cl[i]);
         c->cl[i].status = ST_IDLE;
         c->cl[i].sa_got = 0;
+        c->cl[i].why[0] = '\0';
     }
     fed_agg_begin_round(c->agg);
     fed_sa_server_destroy(&c->sa);
@@ -1150,6 +1204,8 @@ static void do_broadcast(fed_coord *c) {
         if (err) {
             FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": cannot start %s: %s", current_round(c), k->cn,
                     fed_server_errmsg(c->srv));
+            snprintf(k->why, sizeof k->why, "could not be sent the round: %s",
+                     fed_server_errmsg(c->srv));
             k->status = ST_GONE;
         }
     }
@@ -1159,15 +1215,106 @@ static void do_broadcast(fed_coord *c) {
     c->last_tx = st.bytes_sent;
 }
 
+/* ---- failed attempts ------------------------------------------------------------------ */
+
+/* What a sampled client that gave no update said, or why it is counted out. */
+static const char *why_of(const client *k) {
+    if (k->why[0]) return k->why;
+    if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING)
+        return "no update before the deadline";
+    return "no update";
+}
+
+static int cmp_why(const void *a, const void *b) {
+    const client *x = *(client *const *)a, *y = *(client *const *)b;
+    int d = strcmp(why_of(x), why_of(y));
+    return d ? d : strcmp(x->cn, y->cn);
+}
+
+/* The reasons the sampled clients of the open attempt gave for no update, grouped, the
+ * most frequent first, as one text ("3 of 3 gave none: 3x \"...\" (site-1, site-2,
+ * site-3)") in buf; the most frequent reason in main (ties: the first in sorted order). */
+static void attempt_reasons(fed_coord *c, char *buf, size_t len, char *main, size_t mainlen) {
+    size_t n = 0;
+    buf[0] = main[0] = '\0';
+    for (size_t i = 0; i < c->ncl; i++)
+        n += c->cl[i].status != ST_IDLE && c->cl[i].status != ST_ACCEPTED;
+    client **v = fed_calloc(n ? n : 1, sizeof *v);
+    if (!v) {
+        snprintf(buf, len, "%zu sampled clients gave no update", n);
+        return;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < c->ncl; i++)
+        if (c->cl[i].status != ST_IDLE && c->cl[i].status != ST_ACCEPTED) v[j++] = &c->cl[i];
+    qsort(v, n, sizeof *v, cmp_why);
+    size_t used =
+        (size_t)snprintf(buf, len, "%zu of %zu sampled gave no update", n, c->cur.sampled);
+    /* Runs of one reason, printed largest first: at most 4 reasons and 3 names each. */
+    bool *done = fed_calloc(n ? n : 1, sizeof *done);
+    for (int shown = 0; done && shown < 4 && used < len; shown++) {
+        size_t best = n, best_len = 0;
+        for (size_t a = 0; a < n;) {
+            size_t b = a + 1;
+            while (b < n && strcmp(why_of(v[a]), why_of(v[b])) == 0) b++;
+            if (!done[a] && b - a > best_len) best = a, best_len = b - a;
+            a = b;
+        }
+        if (best == n) break;
+        done[best] = true;
+        const char *why = why_of(v[best]);
+        if (shown == 0) snprintf(main, mainlen, "%s", why);
+        used += (size_t)snprintf(buf + used, len - used, "%s %zux \"%s\" (", shown ? ";" : ":",
+                                 best_len, why);
+        for (size_t q = 0; q < best_len && q < 3 && used < len; q++)
+            used +=
+                (size_t)snprintf(buf + used, len - used, "%s%s", q ? ", " : "", v[best + q]->cn);
+        if (best_len > 3 && used < len)
+            used += (size_t)snprintf(buf + used, len - used, " and %zu more", best_len - 3);
+        if (used < len) used += (size_t)snprintf(buf + used, len - used, ")");
+    }
+    fed_free(done);
+    fed_free(v);
+}
+
+/* The attempt failed (what: how). One warn line with the clients' reasons, then either
+ * a retry after the backoff (WAITING until retry_at) or, after max_failed_attempts in a
+ * row with the same main reason, the end of the federation (give_up set). */
+static fed_coord_state attempt_failed(fed_coord *c, const char *what) {
+    char reasons[600], main[WHY_MAX];
+    attempt_reasons(c, reasons, sizeof reasons, main, sizeof main);
+    if (!main[0]) snprintf(main, sizeof main, "%s", what);
+    if (c->same_fails > 0 && strcmp(main, c->fail_why) == 0) {
+        c->same_fails++;
+    } else {
+        c->same_fails = 1;
+        snprintf(c->fail_why, sizeof c->fail_why, "%s", main);
+    }
+    end_attempt(c);
+    uint32_t most = c->cfg.max_failed_attempts;
+    if (most && c->same_fails >= most) {
+        FED_LOG(FED_LOG_WARN, "round %" PRIu64 " attempt %" PRIu64 ": %s; %s", current_round(c),
+                c->attempt, what, reasons);
+        snprintf(c->give_up, sizeof c->give_up,
+                 "round %" PRIu64 " failed %" PRIu32 " attempts in a row for the same reason: %s",
+                 current_round(c), c->same_fails, main);
+        return FED_COORD_WAITING;
+    }
+    int64_t delay = c->cfg.retry_backoff_ms;
+    for (uint64_t a = 1; a < c->attempt && delay < c->cfg.retry_backoff_max_ms; a++) delay *= 2;
+    if (delay > c->cfg.retry_backoff_max_ms) delay = c->cfg.retry_backoff_max_ms;
+    c->retry_at = now_ms() + delay;
+    FED_LOG(FED_LOG_WARN, "round %" PRIu64 " attempt %" PRIu64 ": %s; %s; retrying in %.3g s",
+            current_round(c), c->attempt, what, reasons, (double)delay / 1000.0);
+    return FED_COORD_WAITING;
+}
+
 /* Gives up the attempt (secure aggregation cannot finish): retried like one short of
  * min_fit. */
 static fed_coord_state sa_abort(fed_coord *c, const char *why) {
-    FED_LOG(FED_LOG_WARN,
-            "round %" PRIu64 " attempt %" PRIu64 ": secure aggregation cannot finish: %s: "
-            "retrying",
-            current_round(c), c->attempt, why);
-    end_attempt(c);
-    return connected_count(c) >= c->cfg.min_clients ? FED_COORD_SAMPLING : FED_COORD_WAITING;
+    char what[400];
+    snprintf(what, sizeof what, "secure aggregation cannot finish: %s", why);
+    return attempt_failed(c, what);
 }
 
 typedef fed_err (*sa_for_fn)(fed_sa_server *, uint32_t, uint8_t **, size_t *);
@@ -1200,6 +1347,7 @@ static bool sa_send_phase(fed_coord *c, sa_for_fn for_fn, cstatus want, const ch
         if (err) {
             FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": cannot reach %s: %s", current_round(c), k->cn,
                     fed_server_errmsg(c->srv));
+            snprintf(k->why, sizeof k->why, "unreachable: %s", fed_server_errmsg(c->srv));
             drop_update(c, k);
             k->status = ST_GONE;
         }
@@ -1318,13 +1466,11 @@ static fed_coord_state collect_updates(fed_coord *c) {
     c->last_tx = st.bytes_sent;
     if (now < c->deadline && open) return FED_COORD_COLLECTING;
     if (enough) return FED_COORD_AGGREGATING;
-    FED_LOG(FED_LOG_WARN,
-            "round %" PRIu64 " attempt %" PRIu64 ": %s with %zu of %zu updates accepted "
-            "(min_fit %zu): retrying",
-            current_round(c), c->attempt, open ? "deadline passed" : "no update can still come",
-            as.accepted, c->cur.sampled, c->cfg.min_fit);
-    end_attempt(c);
-    return connected_count(c) >= c->cfg.min_clients ? FED_COORD_SAMPLING : FED_COORD_WAITING;
+    char what[160];
+    snprintf(what, sizeof what, "%s with %zu of %zu updates accepted (min_fit %zu)",
+             open ? "deadline passed" : "no update can still come", as.accepted, c->cur.sampled,
+             c->cfg.min_fit);
+    return attempt_failed(c, what);
 }
 
 static fed_err aggregate(fed_coord *c) {
@@ -1553,6 +1699,8 @@ static fed_err checkpoint(fed_coord *c) {
     if (c->cfg.on_round) c->cfg.on_round(c->cfg.on_round_user, s);
     c->rounds_done++;
     c->attempt = 0;
+    c->same_fails = 0;
+    c->retry_at = 0;
     end_attempt(c);
     return FED_OK;
 }
@@ -1617,7 +1765,59 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
             FED_LOG(FED_LOG_INFO, "final model written to %s", c->cfg.out);
     }
     say_bye(c, why, finished);
+    if (!err && finished && c->ended_before && c->cfg.linger_ms > 0) {
+        c->state = FED_COORD_LINGERING;
+        c->linger_until = now_ms() + c->cfg.linger_ms;
+        FED_LOG(FED_LOG_INFO,
+                "the last round was done before this start: telling reconnecting sites for up "
+                "to %.3g s",
+                (double)c->cfg.linger_ms / 1000.0);
+    }
     return err;
+}
+
+/* LINGERING: every site that (re)joins hears Bye{finished}; done when min_clients were
+ * told or the time is up. */
+static void linger(fed_coord *c) {
+    size_t told = 0;
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_BYE;
+    m.u.bye.reason = (char *)"all rounds done";
+    m.u.bye.finished = true;
+    for (size_t i = 0; i < c->ncl; i++) {
+        client *k = &c->cl[i];
+        if (k->connected && !k->told && fed_server_send(c->srv, k->peer, &m) == FED_OK) {
+            k->told = true;
+            FED_LOG(FED_LOG_INFO, "%s told the federation is over", k->cn);
+        }
+        told += k->told;
+    }
+    if (told < c->cfg.min_clients && now_ms() < c->linger_until) return;
+    /* Let the Byes leave before the sockets close. */
+    int64_t end = now_ms() + (told ? 100 : 0);
+    fed_net_event ev;
+    while (now_ms() < end)
+        if (fed_server_poll(c->srv, 10, &ev) != FED_OK) break;
+    for (size_t i = 0; i < c->ncl; i++) c->cl[i].connected = false;
+    c->state = FED_COORD_DONE;
+}
+
+/* Ends the federation because its rounds cannot succeed: no export (the checkpoints hold
+ * the last good model), the sites are told it is over, and the caller gets the reason. */
+static fed_err give_up(fed_coord *c) {
+    end_attempt(c);
+    for (size_t i = 0; i < c->ncl; i++) {
+        client *k = &c->cl[i];
+        if (k->sending) cancel(c, k->peer, k->sending);
+        k->sending = 0;
+    }
+    c->state = FED_COORD_DONE;
+    FED_LOG(FED_LOG_ERROR, "stopping after %" PRIu64 " rounds: %s", c->rounds_done, c->give_up);
+    char bye[sizeof c->give_up + 32];
+    snprintf(bye, sizeof bye, "federation stopped: %s", c->give_up);
+    say_bye(c, bye, true);
+    return fed_errorf(FED_ECANCELED, "%s", c->give_up);
 }
 
 /* Epsilon after one more round sampled from the clients connected now. */
@@ -1646,6 +1846,7 @@ static fed_err advance(fed_coord *c) {
         case FED_COORD_WAITING:
             if (c->rounds_done >= c->cfg.rounds) return finish(c, "all rounds done", true);
             if (connected_count(c) < c->cfg.min_clients) return FED_OK;
+            if (c->retry_at && now_ms() < c->retry_at) return FED_OK; /* backing off */
             if (c->cfg.target_epsilon > 0) {
                 double next = 0;
                 if ((err = next_epsilon(c, &next))) return err;
@@ -1669,6 +1870,7 @@ static fed_err advance(fed_coord *c) {
             break;
         case FED_COORD_COLLECTING: {
             fed_coord_state next = collect(c);
+            if (c->give_up[0]) return give_up(c);
             if (next == FED_COORD_COLLECTING) return FED_OK;
             c->state = next;
             if (next == FED_COORD_WAITING) return FED_OK;
@@ -1688,6 +1890,9 @@ static fed_err advance(fed_coord *c) {
                 return finish(c, "target accuracy reached", true);
             c->state = FED_COORD_WAITING;
             break;
+        case FED_COORD_LINGERING:
+            linger(c);
+            return FED_OK;
         case FED_COORD_DONE:
             return FED_OK;
         }
@@ -1695,10 +1900,11 @@ static fed_err advance(fed_coord *c) {
 }
 
 fed_err fed_coord_step(fed_coord *c, int timeout_ms) {
+    if (c->stop_req && c->state == FED_COORD_LINGERING) c->state = FED_COORD_DONE;
     if (c->state == FED_COORD_DONE) return FED_OK;
     if (c->stop_req) return finish(c, "stop requested", false);
     int64_t now = now_ms();
-    if (c->cfg.stop_file && now >= c->next_stop_check) {
+    if (c->cfg.stop_file && now >= c->next_stop_check && c->state != FED_COORD_LINGERING) {
         c->next_stop_check = now + 500;
         if (access(c->cfg.stop_file, F_OK) == 0) return finish(c, "stop file present", true);
     }

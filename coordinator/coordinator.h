@@ -10,6 +10,12 @@
  *   WAITING -> SAMPLING -> BROADCASTING -> COLLECTING -> AGGREGATING -> EVALUATING
  *           -> CHECKPOINTING -> (SAMPLING | WAITING | DONE)
  *
+ * A coordinator restarted when its newest checkpoint is already the last round (it was
+ * killed between that checkpoint and the export, or the export failed) finishes from the
+ * checkpoint: it exports, then LINGERS up to linger_ms telling the sites that reconnect
+ * that the federation is over (Bye{finished}), and is DONE once min_clients of them were
+ * told or the time is up.
+ *
  * COLLECTING goes back to SAMPLING (same round, new sample) when the deadline passes with
  * fewer than min_fit accepted updates.
  * fed_coord_step does one poll and the work it enables, so a test can drive the coordinator and
@@ -49,6 +55,8 @@ typedef enum fed_coord_state {
     FED_COORD_AGGREGATING,   /* strategy step over the mean delta */
     FED_COORD_EVALUATING,    /* central and federated evaluation */
     FED_COORD_CHECKPOINTING, /* writing the round's files and metrics */
+    FED_COORD_LINGERING,     /* the last round was done before this process started: the
+                                model was exported, sites that reconnect are told Bye */
     FED_COORD_DONE,          /* a stop condition held; the final model was exported */
 } fed_coord_state;
 
@@ -58,34 +66,48 @@ const char *fed_coord_state_name(fed_coord_state s);
 struct fed_coord_round_stats;
 
 typedef struct fed_coord_config {
-    fed_server_config server;     /* listen endpoint, TLS files, limits */
-    void *zmq_ctx;                /* a shared ZeroMQ context (inproc), or NULL: own one */
-    const fed_model *model;       /* the initial global model (borrowed; copied) */
-    bool take_model;              /* instead of copying it, fed_coord_new takes the model
-                                     over and frees it itself, whatever it returns: one
-                                     copy fewer of a big model at start-up */
-    const fed_meta *model_meta;   /* its file's metadata (borrowed, may be NULL): its input
-                                     standardisation goes to every site in the manifest,
-                                     and its pairs (classes, transform...) into the export */
-    const fed_dataset *eval_data; /* central evaluation set, standardised (borrowed) or NULL */
-    size_t eval_batch;            /* batch of central evaluation (0: 256) */
-    uint64_t rounds;              /* rounds to run in all (a resumed run counts the done ones) */
-    double fraction;              /* fraction of connected clients sampled, (0, 1] */
-    size_t min_clients;           /* connected clients needed to start a round, >= 1 */
-    size_t min_fit;               /* accepted updates a round needs, 1..min_clients */
-    int64_t deadline_ms;          /* round deadline, pushed back while transfers progress */
-    int64_t wait_after_min_ms;    /* once min_fit updates are accepted, how much longer the
-                                     round waits for the rest of its sample (0: closes at
-                                     once; -1: until the deadline). A round also closes as
-                                     soon as every sampled client has answered or left */
-    fed_msg_train_config train;   /* sent in RoundStart; optimizer string borrowed */
-    const char *freeze;           /* comma-separated globs of frozen tensors, or NULL */
-    fed_strategy_config strategy; /* server optimizer */
-    double max_update_norm;       /* L2 bound of one delta (0: off) */
-    size_t slots;                 /* updates received at once (1..FED_AGG_MAX_SLOTS) */
-    bool ordered_uploads;         /* receive updates one at a time in CN order: the fold
-                                     order is the same in every run (the simulator's
-                                     reproducibility; not yet on the command line) */
+    fed_server_config server;       /* listen endpoint, TLS files, limits */
+    void *zmq_ctx;                  /* a shared ZeroMQ context (inproc), or NULL: own one */
+    const fed_model *model;         /* the initial global model (borrowed; copied) */
+    bool take_model;                /* instead of copying it, fed_coord_new takes the model
+                                       over and frees it itself, whatever it returns: one
+                                       copy fewer of a big model at start-up */
+    const fed_meta *model_meta;     /* its file's metadata (borrowed, may be NULL): its input
+                                       standardisation goes to every site in the manifest,
+                                       and its pairs (classes, transform...) into the export */
+    const fed_dataset *eval_data;   /* central evaluation set, standardised (borrowed) or NULL */
+    size_t eval_batch;              /* batch of central evaluation (0: 256) */
+    uint64_t rounds;                /* rounds to run in all (a resumed run counts the done ones) */
+    double fraction;                /* fraction of connected clients sampled, (0, 1] */
+    size_t min_clients;             /* connected clients needed to start a round, >= 1 */
+    size_t min_fit;                 /* accepted updates a round needs, 1..min_clients */
+    int64_t deadline_ms;            /* round deadline, pushed back while transfers progress */
+    int64_t wait_after_min_ms;      /* once min_fit updates are accepted, how much longer the
+                                       round waits for the rest of its sample (0: closes at
+                                       once; -1: until the deadline). A round also closes as
+                                       soon as every sampled client has answered or left */
+    fed_msg_train_config train;     /* sent in RoundStart; optimizer string borrowed */
+    const char *freeze;             /* comma-separated globs of frozen tensors, or NULL */
+    fed_strategy_config strategy;   /* server optimizer */
+    double max_update_norm;         /* L2 bound of one delta (0: off) */
+    uint64_t max_examples_per_site; /* bound of the example count an update claims (its
+                                       FedAvg weight), 1..2^53; an update must also claim
+                                       no more than its site's Hello announced */
+    size_t slots;                   /* updates received at once (1..FED_AGG_MAX_SLOTS) */
+    bool ordered_uploads;           /* receive updates one at a time in CN order: the fold
+                                       order, hence the model's bytes, is the same in every
+                                       run (no extra memory: uploads wait at the sites, so
+                                       a round takes about the sum of the uploads' times
+                                       instead of the longest) */
+    /* A failed attempt (fewer than min_fit updates, or a secure aggregation that cannot
+     * finish) is retried after retry_backoff_ms, doubling with every failed attempt of
+     * the round up to retry_backoff_max_ms; one warn line per attempt gives the reasons
+     * the sampled clients gave. When max_failed_attempts attempts in a row fail for the
+     * same main reason, the federation stops: the sites are told (Bye{finished}) and
+     * fed_coord_step fails with FED_ECANCELED and that reason (0: never stop). */
+    int64_t retry_backoff_ms;     /* >= 0 (1 000) */
+    int64_t retry_backoff_max_ms; /* >= retry_backoff_ms (60 000) */
+    uint32_t max_failed_attempts; /* (10) */
     /* Differential privacy (DP-FedAvg with fixed clipping and central Gaussian noise,
      * privacy/dp.h), on when dp_clip > 0: every update is clipped to L2 norm dp_clip and
      * weighs 1 (example counts would leak), noise N(0, (dp_noise * dp_clip / m)^2) is
@@ -140,6 +162,7 @@ typedef struct fed_coord_config {
     double target_accuracy;     /* stop when central accuracy reaches it (0: off) */
     const char *stop_file;      /* stop when this file exists, or NULL */
     const char *out;            /* final model export, or NULL */
+    int64_t linger_ms;          /* LINGERING at most this long (60 000; 0: no lingering) */
     /* Called on the coordinator's thread after each round's checkpoint and status line
      * (the simulator prints and plots from it); NULL: none. */
     void (*on_round)(void *user, const struct fed_coord_round_stats *s);
@@ -148,7 +171,9 @@ typedef struct fed_coord_config {
 
 /* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, wait 10 s
  * after min_fit, no DP (dp_delta 1e-5), no secure aggregation (phases of 30 s), FedAvg,
- * 1 slot, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1. */
+ * 1 slot, keep 3 checkpoints, TrainConfig 1 epoch, batch 32, adam, lr 1e-3, seed 1, at
+ * most 1e9 examples per site, retries after 1 s doubling to 60 s, stop after 10 failed
+ * attempts in a row for one reason. */
 fed_coord_config fed_coord_default_config(void);
 
 /* What the last closed round measured. */
@@ -230,6 +255,12 @@ fed_err fed_ckpt_write(const char *dir, uint64_t round, uint64_t model_version, 
  * copy of the loaded model file's metadata (NULL when nothing was loaded). */
 fed_err fed_ckpt_resume(const char *dir, fed_model *m, fed_strategy *s, uint64_t *round,
                         uint64_t *model_version, fed_meta **meta) FED_MUST_USE;
+/* Removes the temporary files a crash in the middle of fed_ckpt_write left in dir (only
+ * names of its own pattern, round-NNNNNN[.strategy].safetensors.tmp.XXXXXX; one warn
+ * line), *removed of them. A missing dir is no error. fed_coord_new calls it before
+ * resuming, so repeated crashes cannot fill the disk: the folder needs room for
+ * keep_checkpoints + 1 rounds of files (the newest is written before the oldest goes). */
+fed_err fed_ckpt_sweep(const char *dir, size_t *removed) FED_MUST_USE;
 /* The path of round r's model file in dir (buf of len bytes). */
 void fed_ckpt_path(char *buf, size_t len, const char *dir, uint64_t round);
 

@@ -22,7 +22,7 @@
 /* One update in flight. */
 typedef struct slot {
     fed_agg_slot handle; /* of the open update; FED_AGG_NO_SLOT when free */
-    float weight;        /* w_k */
+    double weight;       /* w_k */
     size_t filled;       /* values received so far (the next chunk's offset) */
     double sumsq;        /* sum of squares of those values */
     float *buf;          /* (n) the update's values */
@@ -107,11 +107,11 @@ void fed_agg_set_clip(fed_agg *a, double clip) {
     a->clip = clip;
 }
 
-fed_err fed_agg_slot_open(fed_agg *a, fed_agg_slot *out, float w) {
+fed_err fed_agg_slot_open(fed_agg *a, fed_agg_slot *out, double w) {
     *out = FED_AGG_NO_SLOT;
     if (a->closed) return fed_errorf(FED_ECANCELED, "update refused: the round is closed");
-    if (!(w > 0.0f && isfinite(w)))
-        return fed_errorf(FED_EINVAL, "update weight %g: must be finite and > 0", (double)w);
+    if (!(w > 0.0 && w <= FED_AGG_WEIGHT_MAX))
+        return fed_errorf(FED_EINVAL, "update weight %g: must be in (0, 2^53]", w);
     if (a->open == a->nslots)
         return fed_errorf(FED_EAGAIN, "all %zu update slots are busy", a->nslots);
     size_t i = 0;
@@ -209,21 +209,21 @@ fed_err fed_agg_slot_commit(fed_agg *a, fed_agg_slot h, double max_norm) {
     if (max_norm > 0.0 && norm > max_norm)
         return reject(a, s,
                       fed_errorf(FED_ERANGE, "norm %.9g above the bound %.9g", norm, max_norm));
-    double wn = (double)s->weight * norm;
+    double wn = s->weight * norm;
     if (!(a->wnorm + wn <= SUM_LIMIT))
         return reject(a, s,
                       fed_errorf(FED_ERANGE, "weight %g x norm %.9g would overflow the float sum",
-                                 (double)s->weight, norm));
+                                 s->weight, norm));
     if (a->clip > 0.0 && norm > a->clip) {
         double f = a->clip / norm;
         wn *= f;
-        fed_axpy(a->n, (float)((double)s->weight * f), s->buf, a->sum);
+        fed_axpy(a->n, (float)(s->weight * f), s->buf, a->sum);
         a->clipped++;
     } else {
-        fed_axpy(a->n, s->weight, s->buf, a->sum);
+        fed_axpy(a->n, (float)s->weight, s->buf, a->sum);
     }
     a->wnorm += wn;
-    a->weight += (double)s->weight;
+    a->weight += s->weight;
     a->accepted++;
     slot_free(a, s);
     return FED_OK;

@@ -77,10 +77,14 @@ void fed_agg_set_clip(fed_agg *a, double clip);
  * (their handles become invalid) without being counted. */
 void fed_agg_begin_round(fed_agg *a);
 
-/* Opens a slot for an update of weight w (finite, > 0: the client's example count for
- * FedAvg). FED_EAGAIN when all slots are busy (nothing changes: retry after a commit
- * or abort), FED_EINVAL for a bad weight, FED_ECANCELED when the round is closed. */
-fed_err fed_agg_slot_open(fed_agg *a, fed_agg_slot *slot, float w) FED_MUST_USE;
+/* The largest weight of one update: 2^53, the largest count a double holds exactly (the
+ * sum of weights is a double; the caller bounds example counts far below this). */
+#define FED_AGG_WEIGHT_MAX 9007199254740992.0
+
+/* Opens a slot for an update of weight w (in (0, FED_AGG_WEIGHT_MAX]: the client's example
+ * count for FedAvg). FED_EAGAIN when all slots are busy (nothing changes: retry after a
+ * commit or abort), FED_EINVAL for a bad weight, FED_ECANCELED when the round is closed. */
+fed_err fed_agg_slot_open(fed_agg *a, fed_agg_slot *slot, double w) FED_MUST_USE;
 
 /* Appends the next chunk of an update: values[0..count) are elements
  * [offset, offset + count) of the flat vector; offset must be where the previous chunk

@@ -14,6 +14,7 @@
 #define FED_PROTO_MSG_H
 
 #include "core/err.h"
+#include "core/train_spec.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -94,12 +95,9 @@ typedef struct fed_msg_manifest {
     char *input_transform; /* the model's standardiser JSON ("" or NULL: none) */
 } fed_msg_manifest;
 
-typedef struct fed_msg_train_config {
-    uint32_t epochs, batch;
-    char *optimizer;
-    float lr, momentum, weight_decay, clip_norm;
-    uint64_t seed, max_steps;
-} fed_msg_train_config;
+/* TrainConfig: the round's training configuration, whose limits core/train_spec.h
+ * states for every party. */
+typedef fed_train_spec fed_msg_train_config;
 
 /* RoundStart.secagg. Decoding checks participant < n, n >= 2, the seed's length and
  * finite, non-negative doubles; the protocol's own rules (privacy/secagg.h

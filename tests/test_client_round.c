@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/fit.h"
 #include "core/model.h"
+#include "core/train_spec.h"
 #include "privacy/identity.h"
 #include "privacy/secagg.h"
 
@@ -1043,7 +1044,7 @@ TEST(config_errors) {
 TEST(fit_config_mapping) {
     fed_msg_train_config tc = train_config();
     fed_fit_config f;
-    CHECK_OK(fed_site_fit_config(&tc, 3, 2, 16, &f));
+    CHECK_OK(fed_train_spec_fit(&tc, 3, 2, 16, &f));
     CHECK_INT(f.optim.kind, FED_OPT_SGD);
     CHECK_NEAR(f.optim.momentum, 0.9, 1e-7);
     CHECK_NEAR(f.optim.weight_decay, 1e-4, 1e-9);
@@ -1056,31 +1057,31 @@ TEST(fit_config_mapping) {
     CHECK_SIZE(f.patience, 0);
     CHECK(!f.restore_best);
     CHECK(f.on_epoch == NULL && f.on_step == NULL);
-    CHECK_OK(fed_site_fit_config(&tc, 3, 0, 0, &f));
+    CHECK_OK(fed_train_spec_fit(&tc, 3, 0, 0, &f));
     CHECK_SIZE(f.epochs, 5);
     CHECK_SIZE(f.batch, 32);
     tc.optimizer = "adam";
     tc.max_steps = 7;
-    CHECK_OK(fed_site_fit_config(&tc, 1, 0, 0, &f));
+    CHECK_OK(fed_train_spec_fit(&tc, 1, 0, 0, &f));
     CHECK_INT(f.optim.kind, FED_OPT_ADAM);
     CHECK_NEAR(f.optim.momentum, 0.0, 0.0); /* sgd only */
     CHECK_SIZE(f.max_steps, 7);
     tc.optimizer = "";
-    CHECK_OK(fed_site_fit_config(&tc, 1, 0, 0, &f));
+    CHECK_OK(fed_train_spec_fit(&tc, 1, 0, 0, &f));
     CHECK_INT(f.optim.kind, FED_OPT_SGD);
     tc.optimizer = "rmsprop";
-    CHECK_ERR(fed_site_fit_config(&tc, 1, 0, 0, &f), FED_EINVAL);
+    CHECK_ERR(fed_train_spec_fit(&tc, 1, 0, 0, &f), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "config.optimizer");
     tc = train_config();
     tc.lr = 0.0f;
-    CHECK_ERR(fed_site_fit_config(&tc, 1, 0, 0, &f), FED_EINVAL);
+    CHECK_ERR(fed_train_spec_fit(&tc, 1, 0, 0, &f), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "config.lr");
     tc = train_config();
     tc.epochs = 0;
-    CHECK_ERR(fed_site_fit_config(&tc, 1, 0, 0, &f), FED_EINVAL);
+    CHECK_ERR(fed_train_spec_fit(&tc, 1, 0, 0, &f), FED_EINVAL);
     tc = train_config();
     tc.momentum = 1.5f;
-    CHECK_ERR(fed_site_fit_config(&tc, 1, 0, 0, &f), FED_EINVAL);
+    CHECK_ERR(fed_train_spec_fit(&tc, 1, 0, 0, &f), FED_EINVAL);
 }
 
 int main(void) {

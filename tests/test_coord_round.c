@@ -14,6 +14,8 @@
 #include "coordinator/coordinator.h"
 #include "core/alloc.h"
 #include "core/arch.h"
+#include "core/fit.h"
+#include "core/train_spec.h"
 #include "privacy/dp.h"
 #include "privacy/secagg.h"
 #include "tests/test_net_common.h"
@@ -59,6 +61,9 @@ typedef struct sc {
     uint32_t last_code;
     char last_text[256];
     char texts[1024]; /* every Error text, "; "-separated */
+    int byes;         /* Bye messages received */
+    bool bye_finished;
+    char bye_reason[512];
     int round_starts, transfers;
 } sc;
 
@@ -160,6 +165,10 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
         s->want_send = s->mode != SILENT;
         s->ready_at = now_ms() + s->late_ms;
         if (s->mode == SILENT) s->mode = FORGET;
+    } else if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_BYE) {
+        s->byes++;
+        s->bye_finished = ev->msg->u.bye.finished;
+        snprintf(s->bye_reason, sizeof s->bye_reason, "%s", ev->msg->u.bye.reason);
     } else if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_ERROR) {
         s->errors++;
         s->last_code = ev->msg->u.error.code;
@@ -338,8 +347,14 @@ TEST(fedavg_rounds_and_resume) {
     if (f) fclose(f);
     CHECK_INT(lines, 3);
 
-    /* Resume: a new object on the same folder is at round 3 with the same model. */
+    /* Resume: a new object on the same folder is at round 3 with the same model; with
+     * every round done it finishes (export, Bye to the sites that come back) from there. */
     cfg.rounds = 3;
+    char out[256];
+    snprintf(out, sizeof out, "%s/final.safetensors", tmpdir);
+    cfg.out = out;
+    cfg.linger_ms = 10000;
+    remove(out);
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (coord) {
         uint8_t h[FED_SHA256_LEN];
@@ -347,9 +362,31 @@ TEST(fedavg_rounds_and_resume) {
         CHECK_MEM(h, hashes[3], FED_SHA256_LEN);
         CHECK_INT(fed_coord_rounds_done(coord), 3);
         CHECK_INT(fed_coord_model_version(coord), 4);
+        CHECK_INT(fed_coord_get_state(coord), FED_COORD_WAITING);
+        CHECK_INT(fed_coord_step(coord, 1), FED_OK);
+        CHECK_INT(fed_coord_get_state(coord), FED_COORD_LINGERING);
+        fed_model *exported = NULL;
+        CHECK_OK(fed_model_load(&exported, out, NULL));
+        if (exported)
+            CHECK_MEM(fed_model_params_const(exported),
+                      fed_model_params_const(fed_coord_model(coord)), np * sizeof(float));
+        fed_model_destroy(&exported);
+        start_clients(3, fed_coord_endpoint(coord));
+        int64_t end = now_ms() + 10000;
+        while (fed_coord_get_state(coord) != FED_COORD_DONE && now_ms() < end) (void)step();
         CHECK_INT(fed_coord_get_state(coord), FED_COORD_DONE);
+        for (int k = 0; k < 20; k++) (void)step();
+        for (int i = 0; i < 3; i++) {
+            CHECK_INT(clients[i].byes, 1);
+            CHECK(clients[i].bye_finished);
+            CHECK_STR(clients[i].bye_reason, "all rounds done");
+            CHECK_INT(clients[i].round_starts, 0);
+        }
+        CHECK_INT(fed_coord_rounds_done(coord), 3);
         fed_coord_destroy(&coord);
+        stop_clients();
     }
+    cfg.out = NULL;
 
     /* Corrupt the newest checkpoint's data: the previous one is used, and logged. */
     char path[512];
@@ -852,6 +889,203 @@ done:
     fed_model_destroy(&m0);
 }
 
+static bool exists(const char *dir, const char *name) {
+    char path[512];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &sb) == 0;
+}
+
+/* Temporary files that a crash mid-checkpoint left are removed at start-up: only those of
+ * the coordinator's own pattern. */
+TEST(crash_leftovers_swept) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/sweep", tmpdir);
+    mkdir(dir, 0755);
+    const char *ours[] = {"round-000003.safetensors.tmp.Ab12Zz",
+                          "round-000003.strategy.safetensors.tmp.x9y8z7",
+                          "round-1234567.safetensors.tmp.QQQQQQ"};
+    const char *theirs[] = {"round-000003.safetensors",         /* a checkpoint */
+                            "round-000003.safetensors.tmp.abc", /* not mkstemp's 6 */
+                            "round-03.safetensors.tmp.abcdef",  /* too few digits */
+                            "notes.safetensors.tmp.abcdef",     /* not ours */
+                            "round-000004.safetensors.tmp.abcdef.keep"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, ours[i]);
+        FILE *f = fopen(path, "w");
+        if (f) fputs("half a checkpoint", f), fclose(f);
+    }
+    for (size_t i = 0; i < 5; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, theirs[i]);
+        FILE *f = fopen(path, "w");
+        if (f) fputs("x", f), fclose(f);
+    }
+    log_clear();
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, dir);
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK); /* the bad round-000003 is skipped */
+    fed_coord_destroy(&coord);
+    for (size_t i = 0; i < 3; i++) CHECK(!exists(dir, ours[i]));
+    for (size_t i = 0; i < 5; i++) CHECK(exists(dir, theirs[i]));
+    CHECK_INT(log_count("removed 3 temporary files (51 bytes) of an interrupted checkpoint", NULL),
+              1);
+    size_t n = 9;
+    CHECK_OK(fed_ckpt_sweep(dir, &n));
+    CHECK_SIZE(n, 0);
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/none", dir);
+    CHECK_OK(fed_ckpt_sweep(missing, &n));
+    CHECK_SIZE(n, 0);
+    fed_model_destroy(&m0);
+}
+
+/* A training configuration every site would refuse stops the coordinator at start-up. */
+TEST(config_sites_refuse_is_refused) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    struct {
+        const char *field;
+        float lr, momentum, wd, clip;
+        uint32_t epochs, batch;
+        const char *opt;
+        const char *msg;
+    } cases[] = {
+        {"lr 0", 0.0f, 0, 0, 0, 1, 32, "adam", "config.lr 0: must be in (0, 10]"},
+        {"lr -1", -1.0f, 0, 0, 0, 1, 32, "adam", "config.lr -1: must be in (0, 10]"},
+        {"lr nan", NAN, 0, 0, 0, 1, 32, "adam", "config.lr nan: must be in (0, 10]"},
+        {"lr 11", 11.0f, 0, 0, 0, 1, 32, "adam", "config.lr 11: must be in (0, 10]"},
+        {"momentum 1", 0.1f, 1.0f, 0, 0, 1, 32, "sgd", "config.momentum 1: must be in [0, 0.9999]"},
+        {"weight decay", 0.1f, 0, -0.5f, 0, 1, 32, "sgd", "config.weight_decay -0.5"},
+        {"clip", 0.1f, 0, 0, INFINITY, 1, 32, "sgd", "config.clip_norm inf"},
+        {"epochs 0", 0.1f, 0, 0, 0, 0, 32, "sgd", "config.epochs 0: must be in [1, 1000000]"},
+        {"batch 0", 0.1f, 0, 0, 0, 1, 0, "sgd", "config.batch 0: must be in [1, 65536]"},
+        {"batch big", 0.1f, 0, 0, 0, 1, 65537, "sgd", "config.batch 65537"},
+        {"optimizer", 0.1f, 0, 0, 0, 1, 32, "rmsprop", "config.optimizer \"rmsprop\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cfg.train.lr = cases[i].lr;
+        cfg.train.momentum = cases[i].momentum;
+        cfg.train.weight_decay = cases[i].wd;
+        cfg.train.clip_norm = cases[i].clip;
+        cfg.train.epochs = cases[i].epochs;
+        cfg.train.batch = cases[i].batch;
+        cfg.train.optimizer = (char *)cases[i].opt;
+        CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
+        CHECK_CONTAINS(fed_errmsg(), cases[i].msg);
+        CHECK_CONTAINS(fed_errmsg(), "every site would refuse it");
+        CHECK(coord == NULL);
+        fed_coord_destroy(&coord);
+        /* ... and a site refuses it with the same words. */
+        fed_fit_config f;
+        CHECK_ERR(fed_train_spec_fit(&cfg.train, 1, 0, 0, &f), FED_EINVAL);
+        CHECK_CONTAINS(fed_errmsg(), cases[i].msg);
+    }
+    cfg.max_examples_per_site = 0;
+    cfg.train = fed_coord_default_config().train;
+    CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "max-examples-per-site 0");
+    cfg.max_examples_per_site = 1000;
+    cfg.retry_backoff_ms = 500;
+    cfg.retry_backoff_max_ms = 100;
+    CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "retry backoff");
+    fed_model_destroy(&m0);
+}
+
+/* Every sampled site fails its round the same way: the attempts back off (doubling) and
+ * after max_failed_attempts the federation stops with that reason; the sites are told
+ * it is over. Nothing is aggregated. */
+TEST(failing_rounds_back_off_and_stop) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 2;
+    cfg.retry_backoff_ms = 50;
+    cfg.retry_backoff_max_ms = 120;
+    cfg.max_failed_attempts = 4;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    uint8_t h0[FED_SHA256_LEN], h1[FED_SHA256_LEN];
+    fed_coord_model_sha256(coord, h0);
+    start_clients(3, fed_coord_endpoint(coord));
+    for (int i = 0; i < 3; i++) clients[i].mode = FAIL;
+    log_clear();
+    fed_err err = FED_OK;
+    int64_t t0 = now_ms(), end = t0 + 20000;
+    while (err == FED_OK && now_ms() < end) err = step();
+    int64_t took = now_ms() - t0;
+    CHECK_ERR(err, FED_ECANCELED);
+    CHECK_STR(fed_errmsg(), "round 1 failed 4 attempts in a row for the same reason: "
+                            "local training: non-finite value");
+    CHECK_INT(fed_coord_get_state(coord), FED_COORD_DONE);
+    CHECK_INT(fed_coord_rounds_done(coord), 0);
+    fed_coord_model_sha256(coord, h1);
+    CHECK_MEM(h1, h0, FED_SHA256_LEN);
+    /* One line per failed attempt, with the sites' reason; the waits 50, 100, 120 ms. */
+    CHECK_INT(log_count("attempt 1: no update can still come with 0 of 3 updates accepted",
+                        "3 of 3 sampled gave no update: 3x \"local training: non-finite "
+                        "value\" (site-1, site-2, site-3); retrying in 0.05 s"),
+              1);
+    CHECK_INT(log_count("attempt 2: ", "retrying in 0.1 s"), 1);
+    CHECK_INT(log_count("attempt 3: ", "retrying in 0.12 s"), 1);
+    CHECK_INT(log_count("retrying in", NULL), 3);
+    CHECK(took >= 50 + 100 + 120);
+    for (int k = 0; k < 20; k++) (void)step(); /* the Byes arrive */
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(clients[i].byes, 1);
+        CHECK(clients[i].bye_finished);
+        CHECK_CONTAINS(clients[i].bye_reason, "federation stopped: round 1 failed 4 attempts");
+        CHECK_INT(clients[i].round_starts, 4);
+    }
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+/* A site's example count is its FedAvg weight: it may not exceed what its Hello said, nor
+ * max_examples_per_site; such an update is refused and the others make the round. */
+TEST(example_counts_bounded) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 2;
+    cfg.min_clients = 4;
+    cfg.min_fit = 3;
+    cfg.wait_after_min_ms = -1;
+    cfg.max_examples_per_site = 500; /* below the scripted Hello's 1000 */
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(4, fed_coord_endpoint(coord));
+    clients[3].delta = 5.0f;
+    clients[3].examples = UINT64_MAX; /* 2^64 - 1: would be the whole mean */
+    bool good[4] = {true, true, true, false};
+    log_clear();
+    snapshot(prev);
+    CHECK(until_round(1));
+    check_round(prev, fed_coord_model(coord), good);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.returned, 3);
+    CHECK_SIZE(st.rejected, 1);
+    CHECK_NEAR(st.examples, 60, 0);
+    CHECK_INT(clients[3].last_code, 5); /* ERR_RANGE */
+    CHECK_CONTAINS(clients[3].last_text, "examples 18446744073709551615: more than the 1000 "
+                                         "training examples its Hello announced");
+    CHECK_INT(log_count("update from site-4 rejected", "more than the 1000"), 1);
+    clients[3].examples = 700; /* within its Hello, above the coordinator's bound */
+    snapshot(prev);
+    CHECK(until_round(2));
+    check_round(prev, fed_coord_model(coord), good);
+    CHECK_CONTAINS(clients[3].last_text, "examples 700: above max-examples-per-site 500");
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
 /* A client that the coordinator believes holds the model but does not (it says "no model
  * version N") gets the weights again in the same attempt. Round 1, attempt 1: client 2
  * takes the model and stays silent; the short deadline makes the coordinator retry, and
@@ -1001,6 +1235,10 @@ int main(void) {
     RUN(dp_adaptive_clipping);
     RUN(secagg_bad_participants);
     RUN(failed_client_does_not_stall);
+    RUN(config_sites_refuse_is_refused);
+    RUN(crash_leftovers_swept);
+    RUN(failing_rounds_back_off_and_stop);
+    RUN(example_counts_bounded);
     RUN(client_vanishes_mid_round);
     RUN(model_resent_on_request);
     RUN(server_optimizers_resume_with_state);

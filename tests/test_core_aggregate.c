@@ -303,11 +303,14 @@ TEST(slots_and_weights) {
     fed_agg_slot_abort(a, s3);
     CHECK_SIZE(fed_agg_get_stats(a).open, 0);
 
-    const float bad_w[] = {0.0f, -1.0f, NAN, INFINITY};
-    for (size_t i = 0; i < 4; i++) CHECK_ERR(fed_agg_slot_open(a, &s1, bad_w[i]), FED_EINVAL);
-    CHECK_STR(fed_errmsg(), "update weight inf: must be finite and > 0");
+    /* 2^64 - 1 examples (what a lying site may claim) is above 2^53: refused. */
+    const double bad_w[] = {0.0, -1.0, NAN, 18446744073709551615.0, INFINITY};
+    for (size_t i = 0; i < 5; i++) CHECK_ERR(fed_agg_slot_open(a, &s1, bad_w[i]), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "update weight inf: must be in (0, 2^53]");
+    CHECK_OK(fed_agg_slot_open(a, &s1, FED_AGG_WEIGHT_MAX));
+    fed_agg_slot_abort(a, s1);
     CHECK_SIZE(fed_agg_get_stats(a).open, 0);
-    CHECK_SIZE(fed_agg_get_stats(a).rejected, 2);
+    CHECK_SIZE(fed_agg_get_stats(a).rejected, 3); /* the 2^53 one was aborted */
     CHECK_ERR(fed_agg_slot_write(a, (fed_agg_slot)1 << 40 | 63, 0, d, 1), FED_ECANCELED);
     fed_agg_destroy(&a);
 }
