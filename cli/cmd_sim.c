@@ -77,7 +77,7 @@ static const opt_spec sim_opts[] = {
     {"new-head", OPT_SIZE, "0", 0, 65536, NULL, F(new_head),
      "replace the model's head by a fresh one with this many classes (0: keep)"},
     {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
-     "tensors kept frozen (globs such as 0.* or *.bias)"},
+     "tensors kept frozen (globs such as 2.weight or *.bias, or a layer index: 0)"},
     {"clients", OPT_SIZE, "100", 1, 1e6, NULL, F(clients), "virtual sites"},
     {"partition", OPT_CHOICE, "dirichlet", 1, 0, "iid|dirichlet|shards|labels", F(partition),
      "how the data are shared out"},

@@ -197,27 +197,11 @@ static void session_free(session *s) {
     s->metrics = NULL;
 }
 
-/* Applies --freeze or --unfreeze globs (comma-separated); a bare layer index "3" means
- * "3.*". A glob matching nothing is an error: a typo must not train the wrong tensors. */
+/* Applies --freeze or --unfreeze (fed_model_set_trainable_spec: comma-separated globs, a
+ * bare layer index "3" meaning "3.*", a pattern matching nothing an error). */
 static fed_err apply_globs(fed_model *m, const char *list, bool trainable, const char *flag) {
-    if (!list) return FED_OK;
-    char buf[256];
-    for (const char *p = list; *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == 0 || len + 3 > sizeof buf)
-            return fed_errorf(FED_EINVAL, "%s: empty or overlong pattern in \"%s\"", flag, list);
-        memcpy(buf, p, len);
-        buf[len] = '\0';
-        if (strspn(buf, "0123456789") == len) memcpy(buf + len, ".*", 3);
-        if (fed_model_set_trainable_glob(m, buf, trainable) == 0)
-            return fed_errorf(FED_EINVAL,
-                              "%s \"%.*s\": matches no tensor (names look like \"0.weight\"; "
-                              "see fedtune info)",
-                              flag, (int)len, p);
-        p += len + (comma ? 1 : 0);
-    }
-    return FED_OK;
+    fed_err err = fed_model_set_trainable_spec(m, list, trainable, NULL);
+    return err ? fed_errprefix(err, "%s", flag) : FED_OK;
 }
 
 static fed_err fit_config(const train_cfg *c, fed_fit_config *f) {

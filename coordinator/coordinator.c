@@ -263,23 +263,11 @@ static fed_err check_config(const fed_coord_config *c) {
     return fed_strategy_config_check(&c->strategy);
 }
 
-/* Applies the comma-separated freeze globs; a glob that matches nothing is an error. */
+/* Applies the freeze option: the one parser train and sim use too (comma-separated globs,
+ * a bare layer index N meaning "N.*", a pattern that matches nothing an error). */
 static fed_err apply_freeze(fed_model *m, const char *globs) {
-    if (!globs || !*globs) return FED_OK;
-    char *copy = fed_strdup(globs);
-    if (!copy) return FED_ENOMEM;
-    fed_err err = FED_OK;
-    char *save = NULL;
-    for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
-        while (*g == ' ') g++;
-        if (!*g) continue;
-        if (fed_model_set_trainable_glob(m, g, false) == 0) {
-            err = fed_errorf(FED_EINVAL, "freeze \"%s\" matches no tensor", g);
-            break;
-        }
-    }
-    fed_free(copy);
-    return err;
+    fed_err err = fed_model_set_trainable_spec(m, globs, false, NULL);
+    return err ? fed_errprefix(err, "freeze") : FED_OK;
 }
 
 static fed_err build_manifest(fed_coord *c) {

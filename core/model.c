@@ -306,6 +306,70 @@ size_t fed_model_set_trainable_glob(fed_model *m, const char *glob, bool trainab
     return n;
 }
 
+/* Longest pattern of a trainable spec, NUL and the ".*" of a bare index included: tensor
+ * names are far shorter, so a longer pattern is a mistake, not a glob to try. */
+#define SPEC_PATTERN_MAX 258
+
+/* The pattern of spec that starts at *pos, trimmed of spaces, into buf (a bare layer
+ * index N as "N.*"); *pos moves past it and its comma. *len gets the trimmed length of
+ * the pattern as written, so errors can quote it; *pos is NULL after the last one. */
+static fed_err spec_next(const char *spec, const char **pos, char buf[SPEC_PATTERN_MAX],
+                         size_t *len) {
+    const char *p = *pos, *comma = strchr(p, ',');
+    const char *end = comma ? comma : p + strlen(p);
+    *pos = comma ? comma + 1 : NULL;
+    while (p < end && *p == ' ') p++;
+    while (end > p && end[-1] == ' ') end--;
+    *len = (size_t)(end - p);
+    if (*len == 0) return fed_errorf(FED_EINVAL, "empty pattern in \"%s\"", spec);
+    if (*len > SPEC_PATTERN_MAX - 3)
+        return fed_errorf(FED_EINVAL, "pattern \"%.32s...\" is longer than %d characters", p,
+                          SPEC_PATTERN_MAX - 3);
+    memcpy(buf, p, *len);
+    buf[*len] = '\0';
+    if (strspn(buf, "0123456789") == *len) memcpy(buf + *len, ".*", 3);
+    return FED_OK;
+}
+
+fed_err fed_model_set_trainable_spec(fed_model *m, const char *spec, bool trainable,
+                                     size_t *matched) {
+    if (matched) *matched = 0;
+    if (!spec || !*spec) return FED_OK;
+    char buf[SPEC_PATTERN_MAX];
+    size_t len;
+    /* First every pattern is checked, then the flags are set: an error changes nothing. */
+    for (const char *pos = spec; pos;) {
+        fed_err err = spec_next(spec, &pos, buf, &len);
+        if (err) return err;
+        size_t hits = 0;
+        for (size_t i = 0; i < m->ntensors && !hits; i++)
+            hits += fnmatch(buf, m->tensors[i].name, 0) == 0;
+        if (hits) continue;
+        if (buf[len]) /* a bare index, expanded: say what it stood for */
+            return fed_errorf(FED_EINVAL,
+                              "\"%.*s\" (layer %.*s, \"%s\") matches no tensor of the model "
+                              "(a layer without weights? see fedtune info)",
+                              (int)len, buf, (int)len, buf, buf);
+        return fed_errorf(FED_EINVAL,
+                          "\"%s\" matches no tensor of the model (names look like "
+                          "\"0.weight\"; see fedtune info)",
+                          buf);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m->ntensors; i++) {
+        for (const char *pos = spec; pos;) {
+            if (spec_next(spec, &pos, buf, &len)) break; /* cannot fail: checked above */
+            if (fnmatch(buf, m->tensors[i].name, 0) == 0) {
+                m->tensors[i].trainable = trainable;
+                n++;
+                break;
+            }
+        }
+    }
+    if (matched) *matched = n;
+    return FED_OK;
+}
+
 fed_err fed_model_copy_params(fed_model *m, const fed_model *src) {
     if (m->ntensors != src->ntensors || m->nparams != src->nparams)
         return fed_errorf(FED_ESHAPE, "models differ: %zu vs %zu tensors, %zu vs %zu parameters",

@@ -76,6 +76,15 @@ void fed_model_set_trainable(fed_model *m, size_t i, bool trainable);
 /* Sets the flag of every tensor whose name matches the shell glob (fnmatch), e.g.
  * "0.*" for all of layer 0 or "*.bias"; returns how many matched. */
 size_t fed_model_set_trainable_glob(fed_model *m, const char *glob, bool trainable);
+/* The one parser of the --freeze / --unfreeze option text (train, coordinator, sim):
+ * spec is a comma-separated list of shell globs, each trimmed of spaces, and a bare layer
+ * index N means "N.*" (all of layer N), so "0,*.bias" is layer 0 and every bias. Every
+ * tensor matched by a pattern gets the flag `trainable`; *matched (may be NULL) gets how
+ * many distinct tensors that was. NULL or "" is no pattern (FED_OK, 0 matched).
+ * FED_EINVAL naming the pattern when one is empty, longer than 255 characters or matches
+ * no tensor (a typo must not train the wrong tensors); m is unchanged on error. */
+fed_err fed_model_set_trainable_spec(fed_model *m, const char *spec, bool trainable,
+                                     size_t *matched) FED_MUST_USE;
 
 /* A deep copy of m: architecture, parameters and trainable flags (not gradients). */
 fed_err fed_model_clone(fed_model **out, const fed_model *m) FED_MUST_USE;

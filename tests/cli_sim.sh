@@ -152,4 +152,61 @@ expect 1 "the default scenario needs $tmp/nodata/fashion-mnist/train-images-idx3
   env FEDTUNE_DATA="$tmp/nodata" "$FEDTUNE" sim
 expect 0 "--partition iid|dirichlet|shards|labels" -- "$FEDTUNE" sim --help
 
+# ---- --freeze: train, sim and coordinator share one parser (a bare layer index N is "N.*";
+# sim and coordinator used to refuse "0" as a glob matching nothing).
+"$FEDTUNE" init --arch "$ARCH" --seed 5 --out "$tmp/fz-init.st" >/dev/null 2>&1
+SIMF=("$FEDTUNE" sim --data "$tmp/train.csv" --model "$tmp/fz-init.st" --clients 6
+  --partition iid --rounds 2 --epochs 1 --batch 10 --lr 0.1 --workers 2 --seed 3)
+expect 0 "final model sha256" -- "${SIMF[@]}" --freeze 0 --out "$tmp/fz-sim.st"
+expect 0 'fedtune.frozen = ["0.weight","0.bias"]' -- "$FEDTUNE" info "$tmp/fz-sim.st"
+expect 0 "parameters 67, trainable 27, frozen 40" -- "$FEDTUNE" info "$tmp/fz-sim.st"
+# st_bytes <file> <tensor>: the tensor's raw bytes in hex.
+st_bytes() {
+  "$PY" -c '
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+o = json.loads(b[8:8 + n])[sys.argv[2]]["data_offsets"]
+print(b[8 + n + o[0]:8 + n + o[1]].hex())' "$1" "$2"
+}
+if [ -n "$PY" ]; then
+  for t in 0.weight 0.bias 2.weight 2.bias; do
+    a=$(st_bytes "$tmp/fz-init.st" "$t")
+    b=$(st_bytes "$tmp/fz-sim.st" "$t")
+    ok "sim --freeze 0: $t was read ($t: ${#a} hex digits)" test "${#a}" -gt 0 -a "${#a}" -eq "${#b}"
+    case $t in
+    0.*) ok "sim --freeze 0: frozen $t bit for bit unchanged" test "$a" = "$b" ;;
+    *) ok "sim --freeze 0: trainable $t changed" test "$a" != "$b" ;;
+    esac
+  done
+fi
+expect 2 'fedtune sim: freeze: "nomatch" matches no tensor of the model' -- \
+  "${SIMF[@]}" --freeze nomatch
+expect 2 'fedtune sim: freeze: "1" (layer 1, "1.*") matches no tensor of the model' -- \
+  "${SIMF[@]}" --freeze 0,1
+expect 2 'fedtune sim: freeze: empty pattern in "0,"' -- "${SIMF[@]}" --freeze 0,
+
+# The coordinator: a stop file present at start-up makes it export the initial model at
+# once, with the flags --freeze set.
+if [ -n "$PY" ] && "$SRC/certs/fedtune-certs" init-ca "$tmp/ca" >/dev/null 2>&1 &&
+  "$SRC/certs/fedtune-certs" coordinator "$tmp/ca" localhost --ip 127.0.0.1 >/dev/null 2>&1; then
+  port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  touch "$tmp/stop"
+  COORD=(timeout 60 "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$port" --ca "$tmp/ca/ca.crt"
+    --cert "$tmp/ca/coordinator/localhost.crt" --key "$tmp/ca/coordinator/localhost.key"
+    --model "$tmp/fz-init.st" --rounds 3 --stop-file "$tmp/stop")
+  expect 0 "4 tensors, 27 of 67 parameters trainable" -- "${COORD[@]}" --freeze 0 \
+    --out "$tmp/fz-coord.st"
+  expect 0 'fedtune.frozen = ["0.weight","0.bias"]' -- "$FEDTUNE" info "$tmp/fz-coord.st"
+  expect 0 "4 tensors, 8 of 67 parameters trainable" -- "${COORD[@]}" --freeze ' 0.weight , 2' \
+    --out "$tmp/fz-coord2.st"
+  expect 0 'fedtune.frozen = ["0.weight","2.weight","2.bias"]' -- "$FEDTUNE" info "$tmp/fz-coord2.st"
+  expect 2 'fedtune coordinator: freeze: "nomatch" matches no tensor of the model' -- \
+    "${COORD[@]}" --freeze 0,nomatch --out "$tmp/fz-coord3.st"
+  ok "a refused --freeze writes no --out" test ! -e "$tmp/fz-coord3.st"
+else
+  echo "FAIL: no python3 or no certificates for the coordinator --freeze checks" >&2
+  fail=$((fail + 1))
+fi
+
 report

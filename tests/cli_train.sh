@@ -157,6 +157,16 @@ py "--freeze 0: the head trained" -- st.py differ t.st fz.st 2.weight 2.bias
 expect 0 "131 trainable" -- "$FEDTUNE" train --model fz.st --data "$BLOBS" --out uf.st \
   --unfreeze '0.*' --epochs 1
 expect 0 "fedtune.frozen = []" -- "$FEDTUNE" info uf.st
+# The parser train shares with coordinator and sim: index and glob mixed, spaces trimmed;
+# a bad pattern is named and nothing is written.
+expect 0 "131 parameters, 16 trainable" -- "$FEDTUNE" train --model t.st --data "$BLOBS" --out fz2.st \
+  --freeze ' 0.weight , 2' --epochs 1
+expect 0 'fedtune.frozen = ["0.weight","2.weight","2.bias"]' -- "$FEDTUNE" info fz2.st
+expect 2 'fedtune train: --freeze: "1" (layer 1, "1.*") matches no tensor of the model' -- \
+  "$FEDTUNE" train --model t.st --data "$BLOBS" --out fz3.st --freeze 0,1
+expect 2 'fedtune train: --unfreeze: empty pattern in "0.*,"' -- \
+  "$FEDTUNE" train --model fz.st --data "$BLOBS" --out fz3.st --unfreeze '0.*,'
+check "a refused --freeze writes nothing" -- test ! -e fz3.st
 
 # ---- a new head on a binary task -----------------------------------------------------------
 awk -F, 'NR == 1 { print "f1,f2,f3,f4,isred"; next }
@@ -174,7 +184,7 @@ expect 1 'bin.csv:2:5: unknown class "yes" (expected: blue, green, red)' -- \
 # ---- usage errors (exit 2) ---------------------------------------------------------------
 expect 2 "fedtune train: --patience needs validation data (--val-split or --val-data)" -- \
   "$FEDTUNE" train --model a.st --data "$BLOBS" --out x.st --patience 3 --val-split 0
-expect 2 'fedtune train: --freeze "nomatch": matches no tensor' -- \
+expect 2 'fedtune train: --freeze: "nomatch" matches no tensor of the model' -- \
   "$FEDTUNE" train --model a.st --data "$BLOBS" --out x.st --freeze nomatch
 expect 1 'fedtune train: a.st: tensor "0.weight"' -- \
   "$FEDTUNE" train --model a.st --arch fedavg-2nn --data "$BLOBS" --out x.st

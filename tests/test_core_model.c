@@ -246,6 +246,77 @@ TEST(freeze_by_glob) {
     fed_model_destroy(&m);
 }
 
+/* The frozen flags of the 8 tensors of m as a bit string ("1": trainable), in table order. */
+static void flags_of(const fed_model *m, char out[9]) {
+    for (size_t i = 0; i < 8; i++) out[i] = fed_model_tensor(m, i)->trainable ? '1' : '0';
+    out[8] = '\0';
+}
+
+/* fed_model_set_trainable_spec, the one parser of --freeze/--unfreeze for train,
+ * coordinator and sim. The CNN's tensors: 0.weight 0.bias 3.weight 3.bias 7.weight 7.bias
+ * 9.weight 9.bias; layer 1 is a ReLU (no tensors). */
+TEST(freeze_spec) {
+    fed_model *m = model_from("fedavg-cnn");
+    if (!m) return;
+    char f[9];
+    size_t n = 99;
+
+    /* A bare layer index is the whole layer: "0" freezes layer 0 (coordinator and sim
+     * used to refuse it as a glob matching nothing). */
+    CHECK_OK(fed_model_set_trainable_spec(m, "0", false, &n));
+    CHECK_SIZE(n, 2);
+    flags_of(m, f);
+    CHECK_STR(f, "00111111");
+    CHECK_SIZE(fed_model_num_trainable(m), 1663370 - 832);
+
+    /* Index and glob mixed, spaces trimmed, overlaps counted once. */
+    CHECK_OK(fed_model_set_trainable_spec(m, "*", true, &n));
+    CHECK_SIZE(n, 8);
+    CHECK_OK(fed_model_set_trainable_spec(m, " 3 ,*.bias, 3.weight", false, &n));
+    CHECK_SIZE(n, 5);
+    flags_of(m, f);
+    CHECK_STR(f, "10001010");
+    CHECK_OK(fed_model_set_trainable_spec(m, "0,*.bias", true, &n)); /* unfreezing */
+    CHECK_SIZE(n, 5);
+    flags_of(m, f);
+    CHECK_STR(f, "11011111");
+
+    /* No pattern: nothing to do. */
+    n = 99;
+    CHECK_OK(fed_model_set_trainable_spec(m, NULL, false, &n));
+    CHECK_SIZE(n, 0);
+    CHECK_OK(fed_model_set_trainable_spec(m, "", false, NULL));
+    flags_of(m, f);
+    CHECK_STR(f, "11011111");
+
+    /* Errors name the pattern, and change nothing even when an earlier one matched. */
+    CHECK_ERR(fed_model_set_trainable_spec(m, "0,nomatch", false, &n), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "\"nomatch\" matches no tensor of the model (names look like "
+                            "\"0.weight\"; see fedtune info)");
+    CHECK_ERR(fed_model_set_trainable_spec(m, "9.*,1", false, &n), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "\"1\" (layer 1, \"1.*\") matches no tensor");
+    CHECK_ERR(fed_model_set_trainable_spec(m, "12", false, &n), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "\"12\" (layer 12, \"12.*\") matches no tensor");
+    CHECK_ERR(fed_model_set_trainable_spec(m, "0,,3", false, &n), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "empty pattern in \"0,,3\"");
+    CHECK_ERR(fed_model_set_trainable_spec(m, "0, ", false, &n), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "empty pattern in \"0, \"");
+    flags_of(m, f);
+    CHECK_STR(f, "11011111"); /* "0" and "9.*" above were not applied */
+    char longp[300];
+    memset(longp, '*', sizeof longp - 1);
+    longp[sizeof longp - 1] = '\0';
+    CHECK_ERR(fed_model_set_trainable_spec(m, longp, false, &n), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "is longer than 255 characters");
+    longp[255] = '\0'; /* 255 characters is still a pattern */
+    CHECK_OK(fed_model_set_trainable_spec(m, longp, false, &n));
+    CHECK_SIZE(n, 8);
+    CHECK_OK(fed_model_set_trainable_spec(m, "*", true, NULL));
+    flags_of(m, f);
+    CHECK_STR(f, "11111111");
+    fed_model_destroy(&m);
+}
+
 TEST(copy_params_checks_layout) {
     fed_model *a = model_from("fedavg-2nn"), *b = model_from("fedavg-2nn");
     fed_model *c = model_from("{\"input\":[784],\"layers\":[{\"type\":\"linear\",\"out\":10}]}");
@@ -364,6 +435,7 @@ int main(void) {
     RUN(malformed_specs);
     RUN(init_is_seeded_and_scaled);
     RUN(freeze_by_glob);
+    RUN(freeze_spec);
     RUN(copy_params_checks_layout);
     RUN(embedding_rejects_bad_ids);
     RUN(constructors_under_allocation_failure);
