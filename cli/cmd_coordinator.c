@@ -79,7 +79,8 @@ static const opt_spec coord_opts[] = {
     {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, F(max_steps),
      "client: most optimizer steps per round (0: no limit)"},
     {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
-     "tensors kept frozen (globs such as 0.* or *.bias); only the others travel"},
+     "tensors kept frozen (globs such as 2.weight or *.bias, or a layer index: 0); only the "
+     "others travel"},
     STRATEGY_OPTS(F(sc)),
     DP_OPTS(F(dp)),
     SECAGG_OPTS(F(sa)),
