@@ -59,7 +59,9 @@ typedef struct site_ev {
     uint8_t *sa;             /* SECAGG: the message (owned), sa_len bytes, for round sa_round */
     size_t sa_len;
     uint64_t sa_round;
-    uint32_t code;       /* ERROR: code */
+    uint32_t code;      /* ERROR: code */
+    uint64_t err_round; /* ERROR: the round and attempt it is about (0: none) */
+    uint64_t err_attempt;
     char text[TEXT_MAX]; /* LEFT/FAILED reason, ERROR text, BYE reason, JOINED peer CN */
 } site_ev;
 
@@ -67,7 +69,7 @@ typedef enum round_state {
     ROUND_IDLE = 0,  /* waiting for a RoundStart */
     ROUND_RECEIVING, /* the global model is arriving as rs->transfer_id */
     ROUND_TRAINING,  /* external training: the model is here, a worker trains (or will) */
-    ROUND_SENDING,   /* the delta (or the masked update) is leaving as transfer rs->round */
+    ROUND_SENDING,   /* the delta (or the masked update) leaves as transfer upload_id(rs) */
     ROUND_SHARES,    /* secure aggregation: trained, waiting for the neighbours' shares */
     ROUND_UNMASKING, /* secure aggregation: masked update sent, waiting to help unmask */
 } round_state;
@@ -326,6 +328,8 @@ static fed_err ev_take(site_ev *out, const fed_net_event *ev) {
         return rs_copy(&out->rs, &m->u.round_start);
     case FED_MSG_ERROR:
         out->code = m->u.error.code;
+        out->err_round = m->u.error.round;
+        out->err_attempt = m->u.error.attempt;
         snprintf(out->text, sizeof out->text, "%s", m->u.error.text ? m->u.error.text : "");
         break;
     case FED_MSG_BYE:
@@ -609,13 +613,24 @@ static fed_err send_msg(fed_site *s, const fed_msg *m) {
     return FED_OK;
 }
 
-static void send_error(fed_site *s, uint32_t code, const char *text, uint64_t round) {
+/* Sends Error{code, text}; about the round in progress (its round and attempt) when
+ * about_round, else a request that is about no round. */
+static void send_error(fed_site *s, uint32_t code, const char *text, bool about_round) {
     fed_msg m = {.type = FED_MSG_ERROR};
     m.u.error.code = code;
     m.u.error.text = (char *)text;
-    m.u.error.round = round;
+    if (about_round && s->rs) {
+        m.u.error.round = s->rs->round;
+        m.u.error.attempt = s->rs->attempt;
+    }
     if (send_msg(s, &m) != FED_OK)
         FED_LOG(FED_LOG_WARN, "site: could not send Error: %s", fed_errmsg());
+}
+
+/* The transfer id of the round's upload: one per attempt, since a channel's transfer ids
+ * must never be reused (the attempt wraps after 65 536 retries of one round). */
+static uint64_t upload_id(const fed_msg_round_start *rs) {
+    return rs->round << 16 | (rs->attempt & 0xffffu);
 }
 
 /* Cancels a transfer of ours; one that already ended is no matter. */
@@ -651,7 +666,7 @@ static void sa_clear(fed_site *s) {
 static void end_round(fed_site *s) {
     if (s->cli && s->rs) {
         if (s->state == ROUND_RECEIVING && s->rs->transfer_id) cancel(s, s->rs->transfer_id);
-        if (s->state == ROUND_SENDING) cancel(s, s->rs->round);
+        if (s->state == ROUND_SENDING) cancel(s, upload_id(s->rs));
     }
     s->state = ROUND_IDLE;
     atomic_store(&s->job, JOB_NONE);
@@ -660,11 +675,23 @@ static void end_round(fed_site *s) {
     if (s->lean) release_buffers(s);
 }
 
-static void drop_round(fed_site *s, const char *why) {
+/* Drops the round in progress. An upload the coordinator may be receiving is cancelled,
+ * and the coordinator told so (tell), so that it counts the site out of the attempt
+ * instead of waiting for the rest until its deadline. */
+static void drop_round_tell(fed_site *s, const char *why, bool tell) {
     if (!s->rs) return;
     FED_LOG(s->info, "site: round %" PRIu64 " dropped: %s", s->rs->round, why);
+    if (tell && s->state == ROUND_SENDING) {
+        char text[TEXT_MAX];
+        snprintf(text, sizeof text, "upload cancelled: %s", why);
+        send_error(s, CODE_INVALID, text, true);
+    }
     s->stats.rounds_dropped++;
     end_round(s);
+}
+
+static void drop_round(fed_site *s, const char *why) {
+    drop_round_tell(s, why, true);
 }
 
 /* A round that cannot be done: one warn line with the local detail, Error{code, text}
@@ -672,7 +699,7 @@ static void drop_round(fed_site *s, const char *why) {
 static void fail_round(fed_site *s, uint32_t code, const char *text) {
     uint64_t round = s->rs ? s->rs->round : 0;
     FED_LOG(FED_LOG_WARN, "site: round %" PRIu64 " failed: %s", round, fed_errmsg());
-    send_error(s, code, text, round);
+    send_error(s, code, text, true);
     s->stats.rounds_failed++;
     end_round(s);
 }
@@ -1011,11 +1038,12 @@ static fed_err send_update(fed_site *s, fed_encoding enc, const void *bytes, uin
     u->metrics = metrics;
     u->num_metrics = 5;
     u->encoding = enc;
-    u->transfer_id = rs->round;
+    u->transfer_id = upload_id(rs);
     u->total_bytes = len;
+    u->attempt = rs->attempt;
     fed_sha256(bytes, (size_t)len, u->sha256);
     fed_err err = send_msg(s, &msg);
-    if (!err) err = fed_client_send_transfer(s->cli, rs->round, bytes, len);
+    if (!err) err = fed_client_send_transfer(s->cli, u->transfer_id, bytes, len);
     if (!err) s->state = ROUND_SENDING;
     return err;
 }
@@ -1207,7 +1235,7 @@ static void on_secagg(fed_site *s, uint64_t round, const uint8_t *msg, size_t le
         fed_sa_client_destroy(&s->sa);
         char text[TEXT_MAX];
         snprintf(text, sizeof text, "%s", fed_errdetail(err));
-        send_error(s, wire_code(err), text, round);
+        send_error(s, wire_code(err), text, true);
         s->stats.rounds_failed++;
         interrupt(s, "secure aggregation failed");
         return;
@@ -1319,7 +1347,7 @@ static void on_round_start(fed_site *s, site_ev *ev) {
         char text[64];
         snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
         FED_LOG(s->info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
-        send_error(s, CODE_INVALID, text, 0); /* a request, not a failed round */
+        send_error(s, CODE_INVALID, text, false); /* a request, not a failed round */
         s->stats.rounds_failed++;
         end_round(s);
         return;
@@ -1348,7 +1376,7 @@ static void on_transfer_failed(fed_site *s, const site_ev *ev) {
 }
 
 static void on_transfer_sent(fed_site *s, const site_ev *ev) {
-    if (s->state != ROUND_SENDING || !s->rs || ev->transfer_id != s->rs->round) return;
+    if (s->state != ROUND_SENDING || !s->rs || ev->transfer_id != upload_id(s->rs)) return;
     if (s->sa) { /* securely aggregated: the round ends once we helped unmask the sum */
         fed_free(s->sa_masked);
         s->sa_masked = NULL;
@@ -1448,9 +1476,18 @@ static void on_event(fed_site *s, site_ev *ev, bool *done) {
         } else if (ev->msg == FED_MSG_SECAGG) {
             on_secagg(s, ev->sa_round, ev->sa, ev->sa_len);
         } else if (ev->msg == FED_MSG_ERROR) {
+            if (ev->err_round &&
+                (!s->rs || ev->err_round != s->rs->round || ev->err_attempt != s->rs->attempt)) {
+                /* About an attempt that is over here too (an old Update, refused late). */
+                FED_LOG(FED_LOG_DEBUG,
+                        "site: error about round %" PRIu64 " attempt %" PRIu64 " ignored: %s",
+                        ev->err_round, ev->err_attempt, ev->text);
+                break;
+            }
             FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s", ev->code,
                     ev->text);
-            if (s->state == ROUND_SENDING) drop_round(s, "the coordinator rejected the update");
+            if (s->state == ROUND_SENDING)
+                drop_round_tell(s, "the coordinator rejected the update", false);
         } else {
             FED_LOG(FED_LOG_DEBUG, "site: ignored a %s message", fed_msg_type_name(ev->msg));
         }

@@ -642,9 +642,12 @@ static void drop_update(fed_coord *c, client *k) {
     k->slot = FED_AGG_NO_SLOT;
 }
 
-/* Sends Error{code, text} to k (if it can) and logs one line naming it. */
-static void reject(fed_coord *c, client *k, uint32_t code, const char *fmt, ...) FED_PRINTF(4, 5);
-static void reject(fed_coord *c, client *k, uint32_t code, const char *fmt, ...) {
+/* Sends Error{code, text} about k's update u (its round and attempt; NULL: the one of the
+ * open attempt) to k, if it can, and logs one line naming it. */
+static void reject(fed_coord *c, client *k, const fed_msg_update *u, uint32_t code, const char *fmt,
+                   ...) FED_PRINTF(5, 6);
+static void reject(fed_coord *c, client *k, const fed_msg_update *u, uint32_t code, const char *fmt,
+                   ...) {
     char text[512];
     va_list ap;
     va_start(ap, fmt);
@@ -652,12 +655,15 @@ static void reject(fed_coord *c, client *k, uint32_t code, const char *fmt, ...)
     va_end(ap);
     FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": update from %s rejected: %s", current_round(c), k->cn,
             text);
-    snprintf(k->why, sizeof k->why, "update rejected: %.180s", text);
+    if (k->status == ST_REJECTED) /* counted out of the attempt: its reason */
+        snprintf(k->why, sizeof k->why, "update rejected: %.180s", text);
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ERROR;
     m.u.error.code = code;
     m.u.error.text = text;
+    m.u.error.round = u ? u->round : current_round(c);
+    m.u.error.attempt = u ? u->attempt : c->attempt;
     if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)
         FED_LOG(FED_LOG_DEBUG, "error to %s not sent: %s", k->cn, fed_server_errmsg(c->srv));
     c->rejected_total++;
@@ -668,7 +674,7 @@ static void reject_round(fed_coord *c, client *k, uint32_t code, const char *wha
     drop_update(c, k);
     k->status = ST_REJECTED;
     c->cur.rejected++;
-    reject(c, k, code, "%s", what);
+    reject(c, k, NULL, code, "%s", what);
 }
 
 static uint32_t code_of(fed_err err) {
@@ -710,6 +716,7 @@ static fed_err send_round_start(fed_coord *c, client *k, bool force) {
             ? (char *)(uintptr_t)fed_meta_get(c->cfg.model_meta, "fedtune.standardize")
             : NULL;
     rs->transfer_id = with_model ? c->version : 0;
+    rs->attempt = c->attempt;
     if (c->sa) {
         const fed_sa_params *p = &c->sa_params;
         rs->has_secagg = true;
@@ -796,20 +803,27 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     uint64_t r = current_round(c);
     bool open = c->state == FED_COORD_COLLECTING;
     if (!open || u->round != r) {
-        reject(c, k, ERR_INVALID, "round %" PRIu64 " is not open (%s %" PRIu64 ")", u->round,
+        reject(c, k, u, ERR_INVALID, "round %" PRIu64 " is not open (%s %" PRIu64 ")", u->round,
                open ? "open round" : "next round", r);
         return;
     }
     if (k->status == ST_IDLE) {
-        reject(c, k, ERR_INVALID, "not sampled for round %" PRIu64, r);
+        reject(c, k, u, ERR_INVALID, "not sampled for round %" PRIu64, r);
+        return;
+    }
+    if (u->attempt != c->attempt) { /* answers an attempt that is over: it changes nothing */
+        reject(c, k, u, ERR_INVALID,
+               "attempt %" PRIu64 " of round %" PRIu64 " is over (attempt %" PRIu64 " is open)",
+               u->attempt, r, c->attempt);
         return;
     }
     if (k->status == ST_OUT) {
-        reject(c, k, ERR_INVALID, "out of round %" PRIu64 "'s secure aggregation", r);
+        reject(c, k, u, ERR_INVALID, "out of round %" PRIu64 "'s secure aggregation", r);
         return;
     }
     if (k->status != ST_WAITING) {
-        reject(c, k, ERR_INVALID, "a second update for round %" PRIu64, r);
+        reject(c, k, u, ERR_INVALID, "a second update for round %" PRIu64 " attempt %" PRIu64, r,
+               c->attempt);
         return;
     }
     char why[256];
@@ -896,6 +910,7 @@ static void sa_exclude(fed_coord *c, client *k, const char *why) {
     m.u.error.code = ERR_INVALID;
     m.u.error.text = (char *)(uintptr_t)why;
     m.u.error.round = current_round(c);
+    m.u.error.attempt = c->attempt;
     if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)
         FED_LOG(FED_LOG_DEBUG, "error to %s not sent: %s", k->cn, fed_server_errmsg(c->srv));
 }
@@ -959,10 +974,14 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
                     c->version);
             k->held = 0;
             if (send_round_start(c, k, true) != FED_OK) k->status = ST_GONE;
-        } else if (m->u.error.round == current_round(c) && k->status == ST_WAITING &&
+        } else if (m->u.error.round == current_round(c) && m->u.error.attempt == c->attempt &&
+                   (k->status == ST_WAITING || k->status == ST_PENDING ||
+                    k->status == ST_RECEIVING) &&
                    c->state == FED_COORD_COLLECTING) {
-            /* The site's round failed (its data, its training): it has answered, so the
-             * round need not wait for it (nor, with ordered uploads, the sites after it). */
+            /* The site's round failed (its data, its training) or it cancelled its upload:
+             * it has answered, so the round need not wait for it (nor, with ordered
+             * uploads, the sites after it). */
+            drop_update(c, k);
             k->status = ST_FAILED;
             c->cur.failed++;
             snprintf(k->why, sizeof k->why, "%s", m->u.error.text);
@@ -1039,7 +1058,7 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
             if (err) {
                 k->status = ST_REJECTED;
                 c->cur.rejected++;
-                reject(c, k, code_of(err), "%s", fed_errmsg());
+                reject(c, k, NULL, code_of(err), "%s", fed_errmsg());
             } else {
                 k->status = ST_ACCEPTED;
                 c->cur.returned++;
@@ -1058,7 +1077,7 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
             k->slot = FED_AGG_NO_SLOT;
             k->status = ST_REJECTED;
             c->cur.rejected++;
-            reject(c, k, ERR_DIGEST, "delta: %s", ev->reason);
+            reject(c, k, NULL, ERR_DIGEST, "delta: %s", ev->reason);
         }
         break;
     case FED_NET_NONE:

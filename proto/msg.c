@@ -373,6 +373,7 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     p->model_version = r->model_version;
     p->transfer_id = r->transfer_id;
     p->deadline_ms = r->deadline_ms;
+    p->attempt = r->attempt;
 
     const fed_msg_train_config *tc = &r->config;
     fedtune__train_config__init(&w->config);
@@ -448,6 +449,7 @@ static fed_err build_update(wire *w, const fed_msg_update *u) {
     p->examples = u->examples;
     p->encoding = (Fedtune__Encoding)u->encoding;
     p->transfer_id = u->transfer_id;
+    p->attempt = u->attempt;
     p->total_bytes = u->total_bytes;
     p->sha256 = bin(u->sha256, FED_SHA256_LEN);
     w->env.update = p;
@@ -549,6 +551,7 @@ static fed_err wire_build(wire *w, const fed_msg *m) {
         p->code = (Fedtune__ErrorCode)m->u.error.code;
         p->text = str(m->u.error.text);
         p->round = m->u.error.round;
+        p->attempt = m->u.error.attempt;
         w->env.error = p;
         break;
     }
@@ -722,6 +725,7 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         r->model_version = p->model_version;
         r->transfer_id = p->transfer_id;
         r->deadline_ms = p->deadline_ms;
+        r->attempt = p->attempt;
         const Fedtune__TrainConfig *pc = p->config;
         if (pc) {
             r->config.epochs = pc->epochs;
@@ -783,6 +787,7 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         u->examples = p->examples;
         u->encoding = (fed_encoding)p->encoding;
         u->transfer_id = p->transfer_id;
+        u->attempt = p->attempt;
         u->total_bytes = p->total_bytes;
         copy_bin(u->sha256, &p->sha256, FED_SHA256_LEN);
         if (p->n_metrics) {
@@ -804,6 +809,7 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
     case FED_MSG_ERROR:
         m->u.error.code = (uint32_t)e->error->code; /* a known value, so >= 0 */
         m->u.error.round = e->error->round;
+        m->u.error.attempt = e->error->attempt;
         return dup(&m->u.error.text, e->error->text);
     case FED_MSG_HEARTBEAT:
         m->u.heartbeat_ms = e->heartbeat->time_ms;

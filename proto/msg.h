@@ -115,7 +115,8 @@ typedef struct fed_msg_round_start {
     fed_msg_train_config config;
     fed_msg_manifest manifest;
     uint64_t transfer_id, deadline_ms;
-    bool has_secagg; /* the round is securely aggregated with these parameters */
+    uint64_t attempt; /* 1-based attempt of the round; Update and Error echo it */
+    bool has_secagg;  /* the round is securely aggregated with these parameters */
     fed_msg_secagg_params secagg;
 } fed_msg_round_start;
 
@@ -136,6 +137,7 @@ typedef struct fed_msg_update {
     fed_encoding encoding;
     uint64_t transfer_id, total_bytes;
     uint8_t sha256[FED_SHA256_LEN];
+    uint64_t attempt; /* RoundStart.attempt it answers */
 } fed_msg_update;
 
 typedef struct fed_msg_credit {
@@ -147,7 +149,8 @@ typedef struct fed_msg_credit {
 typedef struct fed_msg_error {
     uint32_t code; /* fedtune.ErrorCode */
     char *text;
-    uint64_t round; /* a site's failed round (0: not about a round) */
+    uint64_t round;   /* a site's failed round (0: not about a round) */
+    uint64_t attempt; /* with round: the attempt it is about */
 } fed_msg_error;
 
 /* SecAgg: one privacy/secagg.h message (1..max_envelope bytes, owned by a decoded

@@ -289,6 +289,7 @@ static fed_err send_round_epochs(coord *c, uint64_t round, uint64_t version, uin
     rs->manifest = *mf;
     rs->transfer_id = xfer;
     rs->deadline_ms = 60000;
+    rs->attempt = round + 2; /* any attempt: the site echoes it */
     return fed_server_send(c->srv, c->peer, &m);
 }
 
@@ -358,7 +359,9 @@ static void check_update(const coord *c, uint64_t round, uint64_t version, const
     CHECK_SIZE(c->up.model_version, version);
     CHECK_SIZE(c->up.examples, d->train->n);
     CHECK_INT(c->up.encoding, FED_ENCODING_DELTA_F32);
-    CHECK_SIZE(c->up.transfer_id, round);
+    /* One upload id per attempt (round << 16 | attempt): ids are never reused. */
+    CHECK_SIZE(c->up.attempt, round + 2);
+    CHECK_SIZE(c->up.transfer_id, round << 16 | (round + 2));
     size_t nt = fed_model_num_trainable(global);
     CHECK_SIZE(c->up.total_bytes, 4 * nt);
     CHECK_SIZE(c->nmetrics, 5);

@@ -40,7 +40,9 @@ typedef enum mode {
     VANISH,
     SILENT,
     FORGET,
-    FAIL /* its local training fails: answers with an Error for the round */
+    FAIL,         /* its local training fails: answers with an Error for the round */
+    LATE_ATTEMPT, /* answers attempt 1 only once attempt 2 started, then attempt 2 */
+    CANCEL        /* announces its update, then cancels the upload and says so */
 } mode;
 
 /* One scripted client. */
@@ -56,6 +58,7 @@ typedef struct sc {
     size_t model_len;                /* floats */
     float *dbuf;                     /* its delta, kept until sent */
     uint64_t round, version, ntrain; /* of the last RoundStart */
+    uint64_t attempt;                /* of the last RoundStart */
     bool have_model, want_send, sent;
     int errors; /* Error messages received */
     uint32_t last_code;
@@ -94,21 +97,33 @@ static void send_update(sc *s) {
     fed_msg_update *u = &m.u.update;
     u->round = s->mode == BAD_STALE ? s->round - 1 : s->round;
     u->model_version = s->version;
+    u->attempt = s->attempt;
     u->examples = s->examples;
     fed_msg_metric met[2] = {{(char *)"global_loss", 1.0 + (double)s->delta},
                              {(char *)"global_accuracy", 0.5}};
     u->metrics = met;
     u->num_metrics = 2;
     u->encoding = FED_ENCODING_DELTA_F32;
-    u->transfer_id = s->round;
+    u->transfer_id = s->round << 16 | s->attempt; /* one per attempt, as sites do */
     u->total_bytes = (uint64_t)n * 4 - (s->mode == BAD_SIZE ? 4 : 0);
     fed_sha256(s->dbuf, n * 4, u->sha256);
     if (s->mode == BAD_DIGEST) u->sha256[0] ^= 1;
     if (fed_client_send(s->cli, &m) != FED_OK)
         fprintf(stderr, "update: %s\n", fed_client_errmsg(s->cli));
     if (s->mode == GOOD || s->mode == BAD_NAN || s->mode == BAD_DIGEST)
-        if (fed_client_send_transfer(s->cli, s->round, s->dbuf, n * 4) != FED_OK)
+        if (fed_client_send_transfer(s->cli, u->transfer_id, s->dbuf, n * 4) != FED_OK)
             fprintf(stderr, "delta: %s\n", fed_client_errmsg(s->cli));
+    if (s->mode == CANCEL) { /* the site gives its upload up and tells the coordinator */
+        fed_msg e;
+        memset(&e, 0, sizeof e);
+        e.type = FED_MSG_ERROR;
+        e.u.error.code = 2;
+        e.u.error.text = (char *)"upload cancelled: stopping";
+        e.u.error.round = s->round;
+        e.u.error.attempt = s->attempt;
+        if (fed_client_send(s->cli, &e) != FED_OK)
+            fprintf(stderr, "error: %s\n", fed_client_errmsg(s->cli));
+    }
     s->sent = true;
     s->want_send = false;
 }
@@ -117,7 +132,13 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
     if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_ROUND_START) {
         const fed_msg_round_start *rs = &ev->msg->u.round_start;
         s->round_starts++;
+        if (s->mode == LATE_ATTEMPT && s->round_starts == 2) {
+            /* Attempt 1's update, trained too late: it comes after attempt 2 started. */
+            s->mode = GOOD;
+            send_update(s);
+        }
         s->round = rs->round;
+        s->attempt = rs->attempt;
         s->version = rs->model_version;
         s->sent = false;
         s->ntrain = 0;
@@ -162,7 +183,7 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
     } else if (ev->type == FED_NET_TRANSFER_DONE) {
         s->transfers++;
         s->have_model = true;
-        s->want_send = s->mode != SILENT;
+        s->want_send = s->mode != SILENT && s->mode != LATE_ATTEMPT;
         s->ready_at = now_ms() + s->late_ms;
         if (s->mode == SILENT) s->mode = FORGET;
     } else if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_BYE) {
@@ -203,6 +224,7 @@ static fed_err step(void) {
             e.u.error.code = 5;
             e.u.error.text = (char *)"local training: non-finite value";
             e.u.error.round = s->round;
+            e.u.error.attempt = s->attempt;
             if (fed_client_send(s->cli, &e) != FED_OK)
                 fprintf(stderr, "error: %s\n", fed_client_errmsg(s->cli));
             s->want_send = false;
@@ -941,6 +963,73 @@ TEST(crash_leftovers_swept) {
     fed_model_destroy(&m0);
 }
 
+/* An update answers one attempt: one that comes after its attempt failed is refused as
+ * over, and leaves the site free to answer the open attempt. */
+TEST(updates_match_their_attempt) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    cfg.deadline_ms = 400; /* attempt 1 ends without site-3 */
+    cfg.retry_backoff_ms = 20;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(3, fed_coord_endpoint(coord));
+    clients[2].mode = LATE_ATTEMPT;
+    snapshot(prev);
+    log_clear();
+    CHECK(until_round(1));
+    bool all[4] = {true, true, true, false};
+    check_round(prev, fed_coord_model(coord), all);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.attempts, 2);
+    CHECK_SIZE(st.returned, 3);
+    CHECK_SIZE(st.rejected, 0);
+    CHECK_INT(clients[2].errors, 1);
+    CHECK_STR(clients[2].last_text, "attempt 1 of round 1 is over (attempt 2 is open)");
+    CHECK_INT(log_count("attempt 1: deadline passed with 2 of 3 updates accepted",
+                        "1x \"no update before the deadline\" (site-3)"),
+              1);
+    CHECK_INT(log_count("a second update", NULL), 0);
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+/* A site that cancels its upload says so: it counts as failed at once, and the round
+ * does not wait for the rest of that upload until its deadline. */
+TEST(cancelled_upload_is_failed) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 1;
+    cfg.min_fit = 2;
+    cfg.deadline_ms = 600000; /* far beyond until_round's 10 s */
+    cfg.wait_after_min_ms = -1;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(3, fed_coord_endpoint(coord));
+    clients[1].mode = CANCEL;
+    snapshot(prev);
+    log_clear();
+    CHECK(until_round(1));
+    bool counted[4] = {true, false, true, false};
+    check_round(prev, fed_coord_model(coord), counted);
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    CHECK_SIZE(st.returned, 2);
+    CHECK_SIZE(st.failed, 1);
+    CHECK_INT(log_count("site-2 failed: upload cancelled: stopping", NULL), 1);
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
 /* A training configuration every site would refuse stops the coordinator at start-up. */
 TEST(config_sites_refuse_is_refused) {
     fed_model *m0 = make_model();
@@ -1236,6 +1325,8 @@ int main(void) {
     RUN(secagg_bad_participants);
     RUN(failed_client_does_not_stall);
     RUN(config_sites_refuse_is_refused);
+    RUN(updates_match_their_attempt);
+    RUN(cancelled_upload_is_failed);
     RUN(crash_leftovers_swept);
     RUN(failing_rounds_back_off_and_stop);
     RUN(example_counts_bounded);

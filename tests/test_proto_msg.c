@@ -155,6 +155,7 @@ static fed_msg sample_round_start(void) {
     r->manifest.input_transform = "{\"dim\":8,\"mean\":[0],\"std\":[1]}";
     r->transfer_id = 99;
     r->deadline_ms = 60000;
+    r->attempt = 4;
     return m;
 }
 
@@ -180,6 +181,7 @@ static fed_msg sample_update(void) {
     u->transfer_id = 100;
     u->total_bytes = 4096;
     for (int i = 0; i < FED_SHA256_LEN; i++) u->sha256[i] = (uint8_t)(3 * i + 1);
+    u->attempt = 4;
     return m;
 }
 
@@ -308,6 +310,7 @@ TEST(round_trip_round_start) {
     CHECK_SIZE(r->model_version, 7);
     CHECK_SIZE(r->transfer_id, 99);
     CHECK_SIZE(r->deadline_ms, 60000);
+    CHECK_SIZE(r->attempt, 4);
     CHECK_SIZE(r->config.epochs, 2);
     CHECK_SIZE(r->config.batch, 32);
     CHECK_STR(r->config.optimizer, "adamw");
@@ -359,6 +362,7 @@ TEST(round_trip_update) {
     CHECK_INT(u->encoding, FED_ENCODING_DELTA_F32);
     CHECK_SIZE(u->transfer_id, 100);
     CHECK_SIZE(u->total_bytes, 4096);
+    CHECK_SIZE(u->attempt, 4);
     CHECK_MEM(u->sha256, m.u.update.sha256, FED_SHA256_LEN);
     fed_msg_free(&d);
 }
@@ -449,6 +453,25 @@ TEST(exact_bytes) {
     CHECK_SIZE(d.u.credit.transfer_id, 42);
     CHECK_SIZE(d.u.credit.chunks, 8);
     CHECK_SIZE(d.u.credit.offset, 1048576);
+    fed_msg_free(&d);
+
+    /* Envelope{version:1, seq:2, error (field 16, LEN: 82 01, 10 bytes){code:3 (08 03),
+     * text:"x" (12 01 78), round:9 (18 09), attempt:300 (20 ac 02)}} */
+    static const uint8_t er[] = {0x08, 0x01, 0x10, 0x02, 0x82, 0x01, 0x0a, 0x08, 0x03,
+                                 0x12, 0x01, 0x78, 0x18, 0x09, 0x20, 0xac, 0x02};
+    fed_msg e = {.seq = 2, .type = FED_MSG_ERROR};
+    e.u.error.code = 3;
+    e.u.error.text = "x";
+    e.u.error.round = 9;
+    e.u.error.attempt = 300;
+    buf = NULL;
+    CHECK_OK(fed_msg_encode(&e, &buf, &len));
+    CHECK_SIZE(len, sizeof er);
+    if (buf && len == sizeof er) CHECK_MEM(buf, er, sizeof er);
+    fed_free(buf);
+    CHECK_OK(fed_msg_decode(&d, er, sizeof er, NULL));
+    CHECK_SIZE(d.u.error.round, 9);
+    CHECK_SIZE(d.u.error.attempt, 300);
     fed_msg_free(&d);
 
     /* An unknown field inside a known body (a newer peer) is skipped. */
