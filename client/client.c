@@ -36,6 +36,7 @@ enum {
     CODE_UNSUPPORTED = 8,
     CODE_DIGEST = 10,
     CODE_PROTO = 11,
+    CODE_TIMEOUT = 14,
     CODE_BUSY = 101,
 };
 
@@ -84,6 +85,7 @@ typedef enum train_result {
     TR_FAIL_MSG,  /* the coordinator's message is at fault: fail_round_err */
     TR_FAIL_DATA, /* the local data or training: fail_round_local(what) */
     TR_NONFINITE, /* the update is not finite */
+    TR_DEADLINE,  /* the deadline came before a single step: skip the round */
 } train_result;
 
 /* A model a round trains: the site's own, or a simulator worker's (fed_site_trainer). */
@@ -141,7 +143,13 @@ struct fed_site {
     /* the round in progress */
     round_state state;       /* where the round is */
     fed_msg_round_start *rs; /* its RoundStart (owned copy), NULL when idle */
-    double t_round;          /* when it started */
+    double t_round;          /* when it started (its RoundStart arrived) */
+    double t_rx;             /* when its model transfer was asked for */
+    double rx_s_per_byte;    /* how long the last model transfer took per byte (0: none
+                                yet): the estimate of the upload's time */
+    size_t steps;            /* optimizer steps of the round's training */
+    size_t examples;         /* examples it stepped over, at most the split's (the weight) */
+    bool out_of_time;        /* training stopped at the deadline */
     double train_loss, train_acc, global_loss, global_acc; /* for the round's log line */
 
     /* secure aggregation of the round in progress (privacy/secagg.h) */
@@ -256,6 +264,8 @@ static uint32_t wire_code(fed_err e) {
         return CODE_DIGEST;
     case FED_EPROTO:
         return CODE_PROTO;
+    case FED_ETIMEOUT:
+        return CODE_TIMEOUT;
     default:
         return CODE_BUSY; /* out of memory, I/O: the site cannot do it now */
     }
@@ -930,6 +940,23 @@ done:
     return err;
 }
 
+/* The least time kept for sending an update before the round's deadline. */
+#define UPLOAD_MARGIN_MIN_S 0.1
+
+/* When training must stop for the update to reach the coordinator before the round's
+ * deadline: deadline_ms after the RoundStart arrived, less a margin for the upload of
+ * nfloats (twice the last model transfer's time for that many bytes, at least a tenth
+ * of the deadline and UPLOAD_MARGIN_MIN_S). 0: the round gives no deadline. */
+static double train_deadline(const fed_site *s, size_t nfloats) {
+    const fed_msg_round_start *rs = s->rs;
+    if (!rs->deadline_ms) return 0;
+    double window = (double)rs->deadline_ms / 1000.0;
+    double margin = 2.0 * s->rx_s_per_byte * 4.0 * (double)nfloats;
+    if (margin < 0.1 * window) margin = 0.1 * window;
+    if (margin < UPLOAD_MARGIN_MIN_S) margin = UPLOAD_MARGIN_MIN_S;
+    return s->t_round + window - margin;
+}
+
 /* Evaluates the global model, trains and computes the delta into s->delta (host order):
  * everything of a round but the messages, so that a simulator's worker thread may run
  * it while the site's own thread only pumps the channel. Touches the round's RoundStart,
@@ -977,6 +1004,7 @@ static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, 
     fc.on_step = on_step;
     fc.on_epoch = on_epoch;
     fc.user = s;
+    fc.stop_at = train_deadline(s, fed_model_num_trainable(m));
     s->last_pump = now_s();
     memset(&s->last_epoch, 0, sizeof s->last_epoch);
     fed_fit_result fr;
@@ -986,6 +1014,21 @@ static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, 
         *what = "local training";
         return TR_FAIL_DATA;
     }
+    s->steps = fr.steps;
+    s->out_of_time = fr.out_of_time;
+    s->examples = fr.examples < s->train->n ? fr.examples : s->train->n;
+    if (fr.out_of_time && fr.steps == 0) {
+        *err = fed_errorf(FED_ETIMEOUT,
+                          "deadline: no training step fitted in the %.3g s the round allows "
+                          "(less the upload's margin)",
+                          (double)rs->deadline_ms / 1000.0);
+        return TR_DEADLINE;
+    }
+    if (fr.out_of_time)
+        FED_LOG(s->info,
+                "site: round %" PRIu64 ": training stopped at the deadline after %zu steps "
+                "(%zu examples); sending what it has",
+                rs->round, fr.steps, s->examples);
     s->train_loss = fr.final_train_loss;
     s->train_acc = s->last_epoch.train_acc;
 
@@ -1023,20 +1066,22 @@ static train_result train_round(fed_site *s, fed_site_trainer *t, fed_err *err, 
  * `bytes` (len bytes, encoded as enc) as transfer `round`, then the transfer. */
 static fed_err send_update(fed_site *s, fed_encoding enc, const void *bytes, uint64_t len) {
     const fed_msg_round_start *rs = s->rs;
-    fed_msg_metric metrics[5] = {
+    fed_msg_metric metrics[7] = {
         {"train_loss", s->train_loss},
         {"train_accuracy", s->train_acc},
         {"global_loss", s->global_loss},
         {"global_accuracy", s->global_acc},
         {"eval_examples", (double)(s->test ? s->test->n : 0)},
+        {"steps", (double)s->steps},
+        {"out_of_time", s->out_of_time ? 1.0 : 0.0},
     };
     fed_msg msg = {.type = FED_MSG_UPDATE};
     fed_msg_update *u = &msg.u.update;
     u->round = rs->round;
     u->model_version = rs->model_version;
-    u->examples = s->train->n;
+    u->examples = s->examples;
     u->metrics = metrics;
-    u->num_metrics = 5;
+    u->num_metrics = 7;
     u->encoding = enc;
     u->transfer_id = upload_id(rs);
     u->total_bytes = len;
@@ -1261,6 +1306,9 @@ static void conclude_round(fed_site *s, train_result r, fed_err err, const char 
     case TR_NONFINITE:
         fail_round(s, CODE_RANGE, "local training: the update is not finite");
         return;
+    case TR_DEADLINE:
+        fail_round_err(s, err); /* skips the round: the detail says why */
+        return;
     }
 }
 
@@ -1287,6 +1335,8 @@ static void have_model(fed_site *s) {
         s->rx = t;
         s->rx_cap = c;
         s->global_n = (size_t)(s->rs->manifest.total_bytes / 4u);
+        if (s->global_n)
+            s->rx_s_per_byte = (now_s() - s->t_rx) / (double)s->rs->manifest.total_bytes;
         swap_le(s->global, s->global_n);
         s->global_version = s->rs->model_version;
         memcpy(s->global_sha, s->rs->manifest.sha256, FED_SHA256_LEN);
@@ -1315,7 +1365,7 @@ static void on_round_start(fed_site *s, site_ev *ev) {
     }
     s->rs = ev->rs;
     ev->rs = NULL;
-    s->t_round = now_s();
+    s->t_round = s->t_rx = now_s();
     s->stats.last_round = s->rs->round;
     const fed_msg_round_start *rs = s->rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,

@@ -876,6 +876,11 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->tloss = metric(u, "train_loss");
     k->gacc = metric(u, "global_accuracy");
     k->geval = metric(u, "eval_examples");
+    if (metric(u, "out_of_time") == 1.0) /* the site's training was cut to fit the deadline */
+        FED_LOG(FED_LOG_INFO,
+                "round %" PRIu64 ": %s stopped training at the deadline after %.0f steps and sent "
+                "what it had (%" PRIu64 " examples)",
+                r, k->cn, metric(u, "steps"), u->examples);
     k->status = ST_PENDING;
     if (!c->cfg.ordered_uploads) start_receive(c, k); /* else collect() takes them in order */
 }

@@ -155,6 +155,11 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
                 stop = true;
                 break;
             }
+            if (c->stop_at > 0 && now_s() >= c->stop_at) {
+                r->out_of_time = true;
+                stop = true;
+                break;
+            }
             size_t nb = n - s < batch ? n - s : batch;
             fed_data_gather(train, order + s, nb, bx, by);
             if (augment) fed_augment_batch(bx, nb, &train->shape, &c->augment, &aug_rng, scratch);
@@ -163,6 +168,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
             lr = fed_schedule_lr(&sched, r->steps);
             if ((err = fed_train_step(m, o, arena, &b, &c->loss, lr, &drop_rng, &st))) goto done;
             r->steps++;
+            r->examples += nb;
             if (!isfinite(st.loss)) {
                 err = fed_errorf(FED_ENONFINITE,
                                  "epoch %zu, step %zu: the training loss is not finite (lower "

@@ -52,6 +52,9 @@ typedef struct fed_fit_config {
     uint64_t seed;          /* order, dropout and augmentation */
     size_t eval_batch;      /* batch for validation passes (0: 256) */
     size_t max_steps;       /* stop after this many steps in all (0 = no limit) */
+    double stop_at;         /* CLOCK_MONOTONIC seconds after which no step starts (0: no
+                               limit): a federated round's deadline. The epoch in progress
+                               ends there (its stats cover the steps done) */
     /* Called after every epoch (may be NULL). Returning false stops training. */
     bool (*on_epoch)(void *user, const fed_epoch_stats *s);
     /* Called after every step with steps done and planned in this epoch (may be NULL). */
@@ -74,6 +77,8 @@ typedef struct fed_fit_result {
     size_t best_epoch;       /* epoch with the lowest validation loss (0: no validation) */
     double best_val_loss;    /* its loss (NaN: no validation) */
     bool stopped_early;      /* patience ran out */
+    bool out_of_time;        /* stop_at came before the planned steps were done */
+    size_t examples;         /* training examples stepped over in all (with repeats) */
     double final_train_loss; /* train loss of the last epoch */
     double seconds;          /* wall time of the whole fit */
 } fed_fit_result;

@@ -93,6 +93,7 @@ typedef struct coord {
     /* the last Error */
     uint32_t err_code;
     char err_text[256];
+    uint64_t err_round, err_attempt;
 } coord;
 
 static double metric(const coord *c, const char *name) {
@@ -144,6 +145,8 @@ static void coord_event(coord *c, const fed_net_event *ev) {
             c->updates++;
         } else if (m->type == FED_MSG_ERROR) {
             c->err_code = m->u.error.code;
+            c->err_round = m->u.error.round;
+            c->err_attempt = m->u.error.attempt;
             snprintf(c->err_text, sizeof c->err_text, "%s", m->u.error.text);
             c->errors++;
         } else if (m->type == FED_MSG_BYE) {
@@ -278,6 +281,9 @@ static fed_msg_train_config train_config(void) {
     return tc;
 }
 
+/* RoundStart.deadline_ms of the rounds the scripted coordinator sends. */
+static uint64_t round_deadline_ms = 60000;
+
 static fed_err send_round_epochs(coord *c, uint64_t round, uint64_t version, uint64_t xfer,
                                  const fed_msg_manifest *mf, uint32_t epochs) {
     fed_msg m = {.type = FED_MSG_ROUND_START};
@@ -288,7 +294,7 @@ static fed_err send_round_epochs(coord *c, uint64_t round, uint64_t version, uin
     if (epochs) rs->config.epochs = epochs;
     rs->manifest = *mf;
     rs->transfer_id = xfer;
-    rs->deadline_ms = 60000;
+    rs->deadline_ms = round_deadline_ms;
     rs->attempt = round + 2; /* any attempt: the site echoes it */
     return fed_server_send(c->srv, c->peer, &m);
 }
@@ -364,7 +370,9 @@ static void check_update(const coord *c, uint64_t round, uint64_t version, const
     CHECK_SIZE(c->up.transfer_id, round << 16 | (round + 2));
     size_t nt = fed_model_num_trainable(global);
     CHECK_SIZE(c->up.total_bytes, 4 * nt);
-    CHECK_SIZE(c->nmetrics, 5);
+    CHECK_SIZE(c->nmetrics, 7);
+    CHECK_NEAR(metric(c, "steps"), 2.0 * (double)((d->train->n + 15) / 16), 0.0);
+    CHECK_NEAR(metric(c, "out_of_time"), 0.0, 0.0);
     CHECK(isfinite(metric(c, "train_loss")) && metric(c, "train_loss") > 0.0);
     CHECK(metric(c, "train_accuracy") >= 0.0 && metric(c, "train_accuracy") <= 1.0);
     CHECK(isfinite(metric(c, "global_loss")) && metric(c, "global_loss") > 0.0);
@@ -966,6 +974,69 @@ TEST(interrupted_training) {
     fed_net_context_destroy(&zctx);
 }
 
+/* RoundStart.deadline_ms bounds the site's training: with too little time for one step
+ * (the upload's margin is at least 0.1 s) the site skips the round with an Error that
+ * says so; with a training far longer than the deadline it stops at the deadline less
+ * the margin and sends what it has, flagged out_of_time, weighted by the examples it
+ * went over. */
+TEST(deadline_bounds_training) {
+    coord c;
+    memset(&c, 0, sizeof c);
+    gmodel g;
+    data d;
+    CHECK(data_load(&d));
+    CHECK(gmodel_make(&g, MLP4, 11));
+    void *zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    CHECK_OK(fed_server_new(&c.srv, zctx, &sc));
+    fed_site *site = NULL;
+    fed_site_config cfg = site_config(c.srv ? fed_server_endpoint(c.srv) : "");
+    cfg.max_epochs = 0;
+    cfg.max_batch = 0;
+    CHECK_OK(fed_site_new(&site, &cfg));
+    if (c.srv && site && g.m && d.train) {
+        site_thread st = {.site = site};
+        CHECK_INT(pthread_create(&st.th, NULL, site_main, &st), 0);
+        CHECK(coord_wait(&c, &c.joined, 1, 5000));
+        round_deadline_ms = 50; /* less than the 0.1 s margin */
+        CHECK_OK(send_round_epochs(&c, 1, 1, 1, &g.mf, 5));
+        CHECK_OK(fed_server_send_transfer(c.srv, c.peer, 1, fed_model_params_const(g.m),
+                                          g.mf.total_bytes));
+        CHECK(coord_wait(&c, &c.errors, 1, 5000));
+        CHECK_INT(c.err_code, 14); /* ERR_TIMEOUT */
+        CHECK_STR(c.err_text, "deadline: no training step fitted in the 0.05 s the round "
+                              "allows (less the upload's margin)");
+        CHECK_SIZE(c.err_round, 1);
+        CHECK_SIZE(c.err_attempt, 3);
+        CHECK_INT(c.updates, 0);
+        round_deadline_ms = 1500;
+        CHECK_OK(send_round_epochs(&c, 2, 1, 0, &g.mf, 1000000));
+        CHECK(coord_wait(&c, &c.done, 1, 10000));
+        CHECK_SIZE(c.up.round, 2);
+        CHECK_NEAR(metric(&c, "out_of_time"), 1.0, 0.0);
+        CHECK(metric(&c, "steps") >= 1.0);
+        CHECK(c.up.examples >= 1 && c.up.examples <= d.train->n);
+        /* The weight is what it went over: all of it after a whole epoch. */
+        double steps = metric(&c, "steps"), per_epoch = (double)((d.train->n + 31) / 32);
+        if (steps >= per_epoch) CHECK_SIZE(c.up.examples, d.train->n);
+        CHECK(coord_wait_log(&c, "round 2: training stopped at the deadline", "sending", 5000));
+        round_deadline_ms = 60000;
+        st.stop = 1;
+        pthread_join(st.th, NULL);
+        CHECK_OK(st.result);
+        fed_site_stats ss;
+        fed_site_stats_get(site, &ss);
+        CHECK_SIZE(ss.rounds_failed, 1);
+        CHECK_SIZE(ss.rounds_done, 1);
+    }
+    fed_site_destroy(&site);
+    gmodel_free(&g);
+    data_free(&d);
+    fed_free(c.delta);
+    fed_server_destroy(&c.srv);
+    fed_net_context_destroy(&zctx);
+}
+
 /* A site started before its coordinator joins once the coordinator is up. */
 TEST(late_coordinator) {
     coord c;
@@ -1102,6 +1173,7 @@ int main(void) {
     RUN(stop_says_bye);
     RUN(interrupted_training);
     RUN(late_coordinator);
+    RUN(deadline_bounds_training);
     certs_remove();
     return test_report();
 }

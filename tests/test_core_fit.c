@@ -206,6 +206,48 @@ TEST(learns_and_is_deterministic) {
     fed_data_destroy(&va);
 }
 
+/* stop_at: no step starts after it. The config is read at every step, so on_step moves
+ * it into the past after the third step. */
+static fed_fit_config *stop_cfg;
+static void stop_after_three(void *user, size_t done, size_t total) {
+    (void)user;
+    (void)total;
+    if (done == 3) stop_cfg->stop_at = 1.0; /* monotonic second 1: long past */
+}
+
+TEST(stop_at_deadline) {
+    fed_dataset *tr = spirals(200, 4, false, 1); /* batch 32: 7 steps an epoch, the last 8 */
+    fed_model *m = model_from(mlp3, 7);
+    uint64_t before = fnv1a(fed_model_params_const(m), fed_model_num_params(m) * sizeof(float));
+    fed_fit_config c = fed_fit_defaults();
+    c.epochs = 5;
+    c.stop_at = 1.0; /* already past: not one step */
+    fed_fit_result r;
+    CHECK_OK(fed_fit(m, tr, NULL, &c, &r));
+    CHECK_SIZE(r.steps, 0);
+    CHECK_SIZE(r.examples, 0);
+    CHECK_SIZE(r.epochs_run, 0);
+    CHECK(r.out_of_time);
+    CHECK(fnv1a(fed_model_params_const(m), fed_model_num_params(m) * sizeof(float)) == before);
+    c.stop_at = 0.0;
+    c.on_step = stop_after_three;
+    stop_cfg = &c;
+    CHECK_OK(fed_fit(m, tr, NULL, &c, &r));
+    CHECK_SIZE(r.steps, 3);
+    CHECK_SIZE(r.examples, 3 * 32);
+    CHECK_SIZE(r.epochs_run, 1); /* the epoch in progress counts, over its 3 steps */
+    CHECK(r.out_of_time);
+    CHECK(isfinite(r.final_train_loss));
+    c.stop_at = 0.0;
+    c.on_step = NULL;
+    CHECK_OK(fed_fit(m, tr, NULL, &c, &r));
+    CHECK_SIZE(r.steps, 5 * 7);
+    CHECK_SIZE(r.examples, 5 * 200);
+    CHECK(!r.out_of_time);
+    fed_model_destroy(&m);
+    fed_data_destroy(&tr);
+}
+
 TEST(frozen_backbone_untouched) {
     fed_model *m = model_from(mlp3, 11);
     fed_dataset *tr = spirals(400, 4, false, 3);
@@ -421,6 +463,7 @@ int main(void) {
     RUN(evaluate_hand_computed);
     RUN(early_stopping_restores_best);
     RUN(learns_and_is_deterministic);
+    RUN(stop_at_deadline);
     RUN(frozen_backbone_untouched);
     RUN(pretrain_then_finetune_is_faster);
     RUN(new_head_clone_dropout);
