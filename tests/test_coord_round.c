@@ -57,6 +57,8 @@ typedef struct sc {
     float *model;                    /* received global weights */
     size_t model_len;                /* floats */
     float *dbuf;                     /* its delta, kept until sent */
+    bool distinct;                   /* delta[i] = delta x pattern(client, i), not delta */
+    size_t index;                    /* its place in clients[] */
     uint64_t round, version, ntrain; /* of the last RoundStart */
     uint64_t attempt;                /* of the last RoundStart */
     bool have_model, want_send, sent;
@@ -75,13 +77,24 @@ static int nclients;
 static fed_coord *coord;
 static void *zctx; /* the clients' ZeroMQ context */
 
-static fed_model *make_model(void) {
+static fed_model *make_model_of(const char *spec) {
     fed_arch *a = NULL;
     fed_model *m = NULL;
-    if (fed_arch_parse(&a, MLP) || fed_model_new(&m, a)) abort();
+    if (fed_arch_parse(&a, spec) || fed_model_new(&m, a)) abort();
     fed_arch_destroy(&a);
     fed_model_init(m, 3);
     return m;
+}
+
+static fed_model *make_model(void) {
+    return make_model_of(MLP);
+}
+
+/* A distinct value in [-1, 1] for each coordinate i of an update (and each client k), so
+ * that a chunk put at the wrong offset or coordinates permuted show. */
+static double pattern(size_t k, size_t i) {
+    uint64_t h = (uint64_t)(i + 1) * 2654435761u + (uint64_t)k * 40503u;
+    return (double)((h >> 7) % 2001) / 1000.0 - 1.0;
 }
 
 static void send_update(sc *s) {
@@ -89,7 +102,8 @@ static void send_update(sc *s) {
     fed_free(s->dbuf);
     s->dbuf = fed_mallocarray(n, sizeof(float));
     if (!s->dbuf) abort();
-    for (size_t i = 0; i < n; i++) s->dbuf[i] = s->delta;
+    for (size_t i = 0; i < n; i++)
+        s->dbuf[i] = s->distinct ? (float)((double)s->delta * pattern(s->index, i)) : s->delta;
     if (s->mode == BAD_NAN) s->dbuf[n / 2] = NAN;
     fed_msg m;
     memset(&m, 0, sizeof m);
@@ -236,14 +250,18 @@ static fed_err step(void) {
     return err;
 }
 
+static size_t client_chunk; /* the scripted clients' chunk size (0: the default) */
+
 static void start_clients(int n, const char *endpoint) {
     nclients = n;
     for (int i = 0; i < n; i++) {
         char name[16];
         snprintf(name, sizeof name, "site-%d", i + 1);
         fed_client_config cc = client_config(endpoint, "ca", name);
+        if (client_chunk) cc.net.chunk_size = client_chunk;
         memset(&clients[i], 0, sizeof clients[i]);
         clients[i].delta = 0.01f * (float)(i + 1);
+        clients[i].index = (size_t)i;
         clients[i].examples = (uint64_t)(10 * (i + 1));
         if (fed_client_new(&clients[i].cli, zctx, &cc) != FED_OK)
             fprintf(stderr, "client: %s\n", fed_errmsg());
@@ -963,6 +981,72 @@ TEST(crash_leftovers_swept) {
     fed_model_destroy(&m0);
 }
 
+/* Updates of several chunks with a distinct value at every coordinate, over a model whose
+ * trainable tensors are not one contiguous run: the model must move by exactly the
+ * weighted mean at every coordinate (a chunk at a wrong offset, or a trainable range
+ * mapped to the wrong place, would show), with several slots receiving at once. */
+TEST(multi_chunk_distinct_deltas) {
+    /* 300*512 + 512 + 512*64 + 64 = 186 944 floats; 0.bias frozen in the middle: 186 432
+     * trainable floats, 745 728 bytes, three 256 KiB chunks. */
+    fed_model *m0 = make_model_of("{\"input\":[300],\"layers\":[{\"type\":\"linear\",\"out\":"
+                                  "512},{\"type\":\"relu\"},{\"type\":\"linear\",\"out\":64}]}");
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 2;
+    cfg.slots = 2;
+    cfg.server.net.chunk_size = FED_NET_CHUNK_MIN;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    client_chunk = FED_NET_CHUNK_MIN;
+    start_clients(3, fed_coord_endpoint(coord));
+    client_chunk = 0;
+    for (int i = 0; i < 3; i++) {
+        clients[i].distinct = true;
+        clients[i].examples = (uint64_t)(7 + 13 * i);
+    }
+    for (uint64_t r = 1; r <= 2; r++) {
+        snapshot(prev);
+        CHECK(until_round(r));
+        fed_coord_round_stats st = fed_coord_last_round(coord);
+        CHECK_SIZE(st.returned, 3);
+        CHECK_SIZE(clients[0].ntrain, 186432);
+        CHECK(clients[0].ntrain * 4 > 2 * FED_NET_CHUNK_MIN); /* three chunks at least */
+        const fed_model *m = fed_coord_model(coord);
+        const float *w = fed_model_params_const(m);
+        double W = 0;
+        for (int k = 0; k < 3; k++) W += (double)clients[k].examples;
+        size_t bad = 0, frozen_moved = 0, j = 0;
+        double worst = 0;
+        for (size_t t = 0; t < fed_model_num_tensors(m); t++) {
+            const fed_tensor *tt = fed_model_tensor(m, t);
+            for (size_t x = tt->offset; x < tt->offset + tt->numel; x++) {
+                if (!tt->trainable) {
+                    frozen_moved += w[x] != prev[x];
+                    continue;
+                }
+                double want = prev[x];
+                for (int k = 0; k < 3; k++)
+                    want += (double)clients[k].examples *
+                            (double)(float)((double)clients[k].delta * pattern((size_t)k, j)) / W;
+                double diff = fabs((double)w[x] - want);
+                if (diff > worst) worst = diff;
+                bad += diff > 1e-6;
+                j++;
+            }
+        }
+        if (bad) fprintf(stderr, "  %zu coordinates off, worst %.3g\n", bad, worst);
+        CHECK_SIZE(bad, 0);
+        CHECK_SIZE(frozen_moved, 0);
+        CHECK_SIZE(j, 186432);
+    }
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
 /* An update answers one attempt: one that comes after its attempt failed is refused as
  * over, and leaves the site free to answer the open attempt. */
 TEST(updates_match_their_attempt) {
@@ -1326,6 +1410,7 @@ int main(void) {
     RUN(failed_client_does_not_stall);
     RUN(config_sites_refuse_is_refused);
     RUN(updates_match_their_attempt);
+    RUN(multi_chunk_distinct_deltas);
     RUN(cancelled_upload_is_failed);
     RUN(crash_leftovers_swept);
     RUN(failing_rounds_back_off_and_stop);
