@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# What an operator meets when a federation goes wrong, with real processes over TLS on
+# 127.0.0.1 (certificates from certs/fedtune-certs, sites on tests/data/blobs.csv):
+#   - a training configuration every site refuses stops the coordinator at start-up
+#     (exit 2), on the command line and in a config file, and the same ranges hold for
+#     train and sim;
+#   - sites whose data cannot fit the model: the coordinator backs off between attempts,
+#     logs one line per attempt with the sites' reason, and after --max-failed-attempts
+#     stops with exit 1 and that reason; the sites are told and exit;
+#   - an example count above --max-examples-per-site: refused, same stop;
+#   - --ordered-uploads: two daemon runs give the same final model bytes;
+#   - a coordinator restarted after its last round's checkpoint exports the model and
+#     tells the waiting sites the federation is over; crash leftovers are swept;
+#   - a short --deadline-ms with long local training: the sites stop at the deadline and
+#     send what they have, and the coordinator says so.
+# Usage: fed_ops.sh <path to fedtune> <source dir>
+set -u
+FEDTUNE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+SRC=$(cd "$2" && pwd)
+CERTS=$SRC/certs/fedtune-certs
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
+cd "$tmp" || exit 1
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
+
+port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+[ -n "$PY" ] || { echo "no python3 to pick a free port" >&2; exit 1; }
+
+"$CERTS" init-ca ca >/dev/null 2>&1 && "$CERTS" coordinator ca localhost --ip 127.0.0.1 >/dev/null 2>&1
+for s in a b c; do "$CERTS" site ca "site-$s" >/dev/null 2>&1; done
+ok "certificates made" test -f ca/sites/site-c/site-c.crt
+head -1 "$SRC/tests/data/blobs.csv" >header
+for i in 0 1 2; do
+  { cat header; tail -n +2 "$SRC/tests/data/blobs.csv" | awk -v i=$i 'int((NR-1)/3)%3==i'; } >site$i.csv
+done
+ARCH='{"input":[4],"layers":[{"type":"linear","out":16},{"type":"relu"},{"type":"linear","out":3}]}'
+"$FEDTUNE" init --arch "$ARCH" --seed 3 --out init.st >/dev/null
+"$FEDTUNE" init --arch fedavg-2nn --seed 3 --out m784.st >/dev/null
+ok "models made" test -s init.st -a -s m784.st
+
+TLS=(--ca ca/ca.crt --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key
+  --crl ca/crl.pem)
+coordinator() { # <port> [flags...]
+  local p=$1
+  shift
+  timeout 120 "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$p" "${TLS[@]}" \
+    --min-clients 3 --min-fit 3 --epochs 2 --lr 0.01 "$@"
+}
+client() { # <port> <site letter> <data index> [flags...]
+  local p=$1 l=$2 i=$3
+  shift 3
+  timeout 120 "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$p" --server-name localhost \
+    --ca ca/ca.crt --cert "ca/sites/site-$l/site-$l.crt" --key "ca/sites/site-$l/site-$l.key" \
+    --data "site$i.csv" --classes blue,green,red --reconnect-initial 0.2 --reconnect-max 1 "$@"
+}
+# Starts the three sites in the background (pids in spids).
+sites() { # <port> <log prefix> [client flags...]
+  local p=$1 pre=$2
+  shift 2
+  spids=()
+  local i=0
+  for l in a b c; do
+    client "$p" "$l" "$i" "$@" >"$pre-$l.log" 2>&1 &
+    spids+=($!)
+    pids+=($!)
+    i=$((i + 1))
+  done
+}
+sha() { sha256sum "$1" | cut -c1-64; }
+
+# ---- configurations every site refuses: refused at start-up -----------------------------
+expect 2 "fedtune coordinator: --lr: 0 is outside (0, 10]" -- \
+  "$FEDTUNE" coordinator --listen tcp://127.0.0.1:1 "${TLS[@]}" --model init.st --lr 0
+printf '[coordinator]\nmodel = init.st\nlr = 0\n' >lr0.ini
+expect 2 "lr0.ini:3: lr: 0 is outside (0, 10]" -- \
+  "$FEDTUNE" coordinator --config lr0.ini --listen tcp://127.0.0.1:1 "${TLS[@]}"
+expect 2 "--batch: 65537 is outside [1, 65536]" -- \
+  "$FEDTUNE" coordinator --listen tcp://127.0.0.1:1 "${TLS[@]}" --model init.st --batch 65537
+expect 2 "--momentum: 1 is outside [0, 0.9999]" -- \
+  "$FEDTUNE" coordinator --listen tcp://127.0.0.1:1 "${TLS[@]}" --model init.st --momentum 1
+expect 2 "fedtune sim: --lr: 0 is outside (0, 10]" -- "$FEDTUNE" sim --lr 0
+expect 2 "fedtune train: --lr: 0 is outside (0, 10]" -- \
+  "$FEDTUNE" train --model init.st --data site0.csv --out x.st --lr 0
+expect 2 "--max-examples-per-site: 0 is outside" -- \
+  "$FEDTUNE" coordinator --listen tcp://127.0.0.1:1 "${TLS[@]}" --model init.st \
+  --max-examples-per-site 0
+ok "nothing written on refusal" test ! -e x.st
+
+# ---- sites that cannot train the model: backoff, one line per attempt, then exit 1 ------
+P=$(port)
+coordinator "$P" --model m784.st --rounds 3 --retry-backoff-ms 100 --retry-backoff-max-ms 300 \
+  --max-failed-attempts 4 --out never.st >fit.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+sites "$P" fit
+wait "$cpid"
+rc=$?
+ok "the coordinator stops with exit 1 (got $rc)" test "$rc" -eq 1
+want="round 1 failed 4 attempts in a row for the same reason: evaluating the global model: the local data (4 features, 3 classes) do not fit the model (784 inputs, 10 outputs)"
+ok "its last line gives the sites' reason: $(tail -1 fit.log)" grep -qF "fedtune coordinator: $want" fit.log
+ok "one line per failed attempt (3 retries)" test "$(grep -c 'retrying in' fit.log)" -eq 3
+ok "the waits double and are capped" grep -q "attempt 1: .*retrying in 0.1 s" fit.log
+ok "  ... 0.2 s" grep -q "attempt 2: .*retrying in 0.2 s" fit.log
+ok "  ... 0.3 s" grep -q "attempt 3: .*retrying in 0.3 s" fit.log
+ok "each names the sites: $(grep -m1 'retrying in' fit.log | cut -c1-220)" \
+  grep -q '3 of 3 sampled gave no update: 3x "evaluating the global model: the local data (4 features, 3 classes) do not fit the model (784 inputs, 10 outputs)" (site-a, site-b, site-c)' fit.log
+ok "the coordinator log stays short ($(wc -l <fit.log) lines)" test "$(wc -l <fit.log)" -lt 40
+ok "no model exported" test ! -e never.st
+for l in a b c; do
+  wait "${spids[0]}"
+  rc=$?
+  spids=("${spids[@]:1}")
+  ok "site $l exits 0 once told (got $rc)" test "$rc" -eq 0
+  ok "site $l heard why" grep -q "federation stopped: round 1 failed 4 attempts" "fit-$l.log"
+done
+
+# ---- an example count above the coordinator's bound: refused, and the same stop ---------
+P=$(port)
+coordinator "$P" --model init.st --rounds 2 --max-examples-per-site 10 --retry-backoff-ms 50 \
+  --max-failed-attempts 2 >ex.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+sites "$P" ex
+wait "$cpid"
+rc=$?
+ok "the coordinator stops with exit 1 (got $rc)" test "$rc" -eq 1
+ok "the reason is the bound: $(tail -1 ex.log)" \
+  grep -q "round 1 failed 2 attempts in a row for the same reason: update rejected: examples 42: above max-examples-per-site 10" ex.log
+ok "the sites' Hello counts are above it: warned" test "$(grep -c 'announces [0-9]* training examples, above max-examples-per-site 10' ex.log)" -eq 3
+for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
+
+# ---- --ordered-uploads: the same bytes twice ---------------------------------------------
+for run in 1 2; do
+  P=$(port)
+  coordinator "$P" --model init.st --rounds 3 --ordered-uploads --seed 9 --out "ord$run.st" \
+    >"ord$run.log" 2>&1 &
+  cpid=$!
+  pids+=("$cpid")
+  sites "$P" "ord$run"
+  wait "$cpid"
+  rc=$?
+  ok "ordered run $run exits 0 (got $rc)" test "$rc" -eq 0
+  for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
+done
+ok "ordered runs wrote their models" test -s ord1.st -a -s ord2.st
+ok "two ordered runs give the same bytes" test "$(sha ord1.st)" = "$(sha ord2.st)"
+ok "three rounds each" test "$(grep -c 'round [0-9]/3: clients 3 sampled, 3 returned' ord2.log)" -eq 3
+
+# ---- a restart after the last round's checkpoint finishes from it -----------------------
+P=$(port)
+coordinator "$P" --model init.st --rounds 2 --checkpoint-dir ck --out first.st >r1.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+sites "$P" r1
+wait "$cpid"
+rc=$?
+ok "first run exits 0 (got $rc)" test "$rc" -eq 0
+for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
+# As if killed between the last checkpoint and the export, after a crash mid-write too.
+printf 'half' >ck/round-000002.safetensors.tmp.Xy12Zq
+printf 'half' >ck/round-000003.strategy.safetensors.tmp.abcdef
+printf 'mine' >ck/notes.tmp.abcdef
+P=$(port)
+sites "$P" r2 # the sites wait for the coordinator
+sleep 0.5
+coordinator "$P" --model init.st --rounds 2 --checkpoint-dir ck --out final.st --linger-ms 30000 \
+  >r2.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+wait "$cpid"
+rc=$?
+ok "restarted coordinator exits 0 (got $rc)" test "$rc" -eq 0
+ok "it exported the last round's model" test -s final.st
+ok "the same model as the first run's export" cmp -s <(tail -c 524 first.st) <(tail -c 524 final.st)
+ok "no round ran again" test "$(grep -c 'round [0-9]/2: clients' r2.log)" -eq 0
+ok "crash leftovers swept: $(grep -m1 'temporary files' r2.log)" \
+  grep -q "ck: removed 2 temporary files (8 bytes) of an interrupted checkpoint write" r2.log
+ok "only the coordinator's own pattern" test -e ck/notes.tmp.abcdef -a ! -e ck/round-000002.safetensors.tmp.Xy12Zq
+for l in a b c; do
+  wait "${spids[0]}"
+  rc=$?
+  spids=("${spids[@]:1}")
+  ok "waiting site $l told the federation is over, exits 0 (got $rc)" test "$rc" -eq 0
+  ok "site $l saw the goodbye" grep -q "all rounds done" "r2-$l.log"
+done
+
+# ---- a deadline shorter than the local training ------------------------------------------
+P=$(port)
+coordinator "$P" --model init.st --rounds 1 --epochs 1000000 --deadline-ms 2000 --out dl.st \
+  >dl.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+sites "$P" dl
+wait "$cpid"
+rc=$?
+ok "the deadline run exits 0 (got $rc)" test "$rc" -eq 0
+ok "the coordinator says which sites stopped at the deadline" \
+  test "$(grep -c 'stopped training at the deadline after [0-9]* steps and sent what it had' dl.log)" -eq 3
+ok "the round used all three updates" grep -q "round 1/1: clients 3 sampled, 3 returned" dl.log
+ok "site a says so too" grep -q "training stopped at the deadline after" dl-a.log
+for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
+
+report
