@@ -288,42 +288,63 @@ static fed_err std_new(fed_standardizer **out, size_t dim, size_t len) {
     return FED_OK;
 }
 
-fed_err fed_std_fit(fed_standardizer **out, const fed_dataset *d) {
-    *out = NULL;
+size_t fed_std_groups(const fed_shape *shape, size_t dim) {
+    return shape->ndim == 3 ? shape->d[0] : dim;
+}
+
+fed_err fed_std_moments(const fed_dataset *d, size_t len, double *mean, double *var) {
     if (d->n == 0) return fed_errorf(FED_EINVAL, "standardizer: cannot fit on an empty set");
-    /* Per channel for images: feature j belongs to channel j / (H * W). */
-    size_t len = d->shape.ndim == 3 ? d->shape.d[0] : d->dim;
     if (len == 0 || d->dim % len != 0)
-        return fed_errorf(FED_ESHAPE, "standardizer: %zu features in %zu channels", d->dim, len);
+        return fed_errorf(FED_ESHAPE, "standardizer: %zu features in %zu groups", d->dim, len);
     size_t per = d->dim / len;
-    fed_standardizer *s = NULL;
-    fed_err err = std_new(&s, d->dim, len);
-    if (err) return err;
-    double *acc = fed_calloc(2 * len, sizeof *acc);
-    if (!acc) {
-        fed_std_destroy(&s);
-        return FED_ENOMEM;
-    }
-    double *mean = acc, *var = acc + len;
-    /* Two passes in double: the mean, then squared deviations (population std). */
+    for (size_t g = 0; g < len; g++) mean[g] = var[g] = 0.0;
+    /* Two passes in double: the mean, then squared deviations (population variance). */
     for (size_t i = 0; i < d->n; i++)
         for (size_t j = 0; j < d->dim; j++) mean[j / per] += (double)d->x[i * d->dim + j];
     double count = (double)d->n * (double)per;
-    for (size_t c = 0; c < len; c++) mean[c] /= count;
+    for (size_t g = 0; g < len; g++) mean[g] /= count;
     for (size_t i = 0; i < d->n; i++) {
         for (size_t j = 0; j < d->dim; j++) {
             double e = (double)d->x[i * d->dim + j] - mean[j / per];
             var[j / per] += e * e;
         }
     }
-    for (size_t c = 0; c < len; c++) {
-        double sd = sqrt(var[c] / count);
-        s->mean[c] = (float)mean[c];
-        s->std[c] = sd < 1e-12 || !isfinite(sd) ? 1.0f : (float)sd;
+    for (size_t g = 0; g < len; g++) var[g] /= count;
+    return FED_OK;
+}
+
+fed_err fed_std_from_moments(fed_standardizer **out, size_t dim, size_t len, const double *mean,
+                             const double *var) {
+    *out = NULL;
+    if (len == 0 || dim % len != 0)
+        return fed_errorf(FED_EINVAL, "standardizer: %zu features in %zu groups", dim, len);
+    for (size_t g = 0; g < len; g++)
+        if (!isfinite(mean[g]) || !(var[g] >= 0.0 && isfinite(var[g])))
+            return fed_errorf(FED_EINVAL, "standardizer: group %zu: mean %g, variance %g", g,
+                              mean[g], var[g]);
+    fed_standardizer *s = NULL;
+    fed_err err = std_new(&s, dim, len);
+    if (err) return err;
+    for (size_t g = 0; g < len; g++) {
+        double sd = sqrt(var[g]);
+        s->mean[g] = (float)mean[g];
+        s->std[g] = sd < 1e-12 ? 1.0f : (float)sd;
     }
-    fed_free(acc);
     *out = s;
     return FED_OK;
+}
+
+fed_err fed_std_fit(fed_standardizer **out, const fed_dataset *d) {
+    *out = NULL;
+    if (d->n == 0) return fed_errorf(FED_EINVAL, "standardizer: cannot fit on an empty set");
+    /* Per channel for images: feature j belongs to channel j / (H * W). */
+    size_t len = fed_std_groups(&d->shape, d->dim);
+    double *acc = fed_calloc(2 * (len ? len : 1), sizeof *acc);
+    if (!acc) return FED_ENOMEM;
+    fed_err err = fed_std_moments(d, len, acc, acc + len);
+    if (!err) err = fed_std_from_moments(out, d->dim, len, acc, acc + len);
+    fed_free(acc);
+    return err;
 }
 
 fed_err fed_std_apply(const fed_standardizer *s, fed_dataset *d) {

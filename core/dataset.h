@@ -170,6 +170,19 @@ typedef struct fed_standardizer {
 
 /* Per feature for tables (shape ndim 1), per channel for images (ndim 3). */
 fed_err fed_std_fit(fed_standardizer **out, const fed_dataset *d) FED_MUST_USE;
+/* The entries (groups) of a standardizer for inputs of this shape and dim features:
+ * channels for images (ndim 3), else features. */
+size_t fed_std_groups(const fed_shape *shape, size_t dim);
+/* Population mean and variance of d's features in len groups (group g holds features
+ * [g * dim / len, (g + 1) * dim / len)), accumulated in double in two passes: what
+ * fed_std_fit fits, and what a federation's sites send to fit one standardizer for all
+ * (moments of several sets combine exactly: Chan et al.). FED_EINVAL for an empty set,
+ * FED_ESHAPE when len does not divide d->dim. */
+fed_err fed_std_moments(const fed_dataset *d, size_t len, double *mean, double *var) FED_MUST_USE;
+/* The standardizer of given moments (std = sqrt(var); below 1e-12: 1). FED_EINVAL for a
+ * len that does not divide dim, a non-finite mean or a negative or non-finite var. */
+fed_err fed_std_from_moments(fed_standardizer **out, size_t dim, size_t len, const double *mean,
+                             const double *var) FED_MUST_USE;
 /* FED_ESHAPE when d->dim differs from s->dim. */
 fed_err fed_std_apply(const fed_standardizer *s, fed_dataset *d) FED_MUST_USE;
 void fed_std_destroy(fed_standardizer **s);

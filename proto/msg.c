@@ -374,6 +374,7 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     p->transfer_id = r->transfer_id;
     p->deadline_ms = r->deadline_ms;
     p->attempt = r->attempt;
+    p->stats = r->stats;
 
     const fed_msg_train_config *tc = &r->config;
     fedtune__train_config__init(&w->config);
@@ -726,6 +727,7 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         r->transfer_id = p->transfer_id;
         r->deadline_ms = p->deadline_ms;
         r->attempt = p->attempt;
+        r->stats = p->stats != 0;
         const Fedtune__TrainConfig *pc = p->config;
         if (pc) {
             r->config.epochs = pc->epochs;

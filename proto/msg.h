@@ -59,6 +59,7 @@ typedef enum fed_dtype { FED_DTYPE_F32 = 0, FED_DTYPE_F16 = 1, FED_DTYPE_BF16 = 
 typedef enum fed_encoding {
     FED_ENCODING_DELTA_F32 = 0,
     FED_ENCODING_SECAGG_MASKED = 1,
+    FED_ENCODING_MOMENTS_F32 = 2,
 } fed_encoding;
 
 #define FED_MSG_SEED_LEN 32 /* SecAggParams.graph_seed */
@@ -116,6 +117,7 @@ typedef struct fed_msg_round_start {
     fed_msg_manifest manifest;
     uint64_t transfer_id, deadline_ms;
     uint64_t attempt; /* 1-based attempt of the round; Update and Error echo it */
+    bool stats;       /* the statistics round (round 0): moments, no training */
     bool has_secagg;  /* the round is securely aggregated with these parameters */
     fed_msg_secagg_params secagg;
 } fed_msg_round_start;

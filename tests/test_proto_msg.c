@@ -156,6 +156,7 @@ static fed_msg sample_round_start(void) {
     r->transfer_id = 99;
     r->deadline_ms = 60000;
     r->attempt = 4;
+    r->stats = true;
     return m;
 }
 
@@ -311,6 +312,7 @@ TEST(round_trip_round_start) {
     CHECK_SIZE(r->transfer_id, 99);
     CHECK_SIZE(r->deadline_ms, 60000);
     CHECK_SIZE(r->attempt, 4);
+    CHECK(r->stats);
     CHECK_SIZE(r->config.epochs, 2);
     CHECK_SIZE(r->config.batch, 32);
     CHECK_STR(r->config.optimizer, "adamw");
@@ -860,10 +862,10 @@ TEST(decode_other_bodies) {
 
     uint8_t sha[32] = {0};
     b = (pbw){0};
-    w_uint(&b, 5, 2);
+    w_uint(&b, 5, 3);
     w_bytes(&b, 8, sha, 32);
     e = w_envelope(1, 1, F_UPDATE, &b);
-    EXPECT_PROTO_W(e, NULL, "update.encoding: unknown value 2");
+    EXPECT_PROTO_W(e, NULL, "update.encoding: unknown value 3");
 
     b = (pbw){0};
     for (int i = 0; i < 2; i++) {
@@ -982,6 +984,9 @@ TEST(round_trip_secagg) {
     fed_msg u = sample_update();
     u.u.update.encoding = FED_ENCODING_SECAGG_MASKED;
     if (round_trip(&u, &d)) CHECK_INT(d.u.update.encoding, FED_ENCODING_SECAGG_MASKED);
+    fed_msg_free(&d);
+    u.u.update.encoding = FED_ENCODING_MOMENTS_F32;
+    if (round_trip(&u, &d)) CHECK_INT(d.u.update.encoding, FED_ENCODING_MOMENTS_F32);
     fed_msg_free(&d);
 }
 
@@ -1166,8 +1171,8 @@ TEST(encode_refuses) {
     EXPECT_EINVAL(&m, "error.code: unknown value 2147483648");
 
     m = sample_update();
-    m.u.update.encoding = (fed_encoding)2;
-    EXPECT_EINVAL(&m, "update.encoding: unknown value 2");
+    m.u.update.encoding = (fed_encoding)3;
+    EXPECT_EINVAL(&m, "update.encoding: unknown value 3");
     fed_msg_metric nan_metric = {"loss", (double)NAN};
     m = sample_update();
     m.u.update.metrics = &nan_metric;
