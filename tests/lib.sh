@@ -1,5 +1,6 @@
 # Shared by the shell tests (source it): counters, a temporary directory, the python
 # used for checks, and the assertion helpers. Each script ends with `report`.
+# tests/lib_selftest.sh checks these helpers with failing children.
 # shellcheck shell=bash
 
 # A sanitizer report must not pass for an expected "exit 1".
@@ -37,12 +38,65 @@ expect() {
   fi
 }
 
-# ok <description> <condition command...>
+# ok <description> <condition command...>. Not for exit statuses: the arguments are
+# expanded before the condition runs, so in `ok "$(tail f)" test $? -eq 0` the $? is the
+# tail's. Use ok_status / wait_status.
 ok() {
   local what=$1
   shift
   if "$@"; then pass=$((pass + 1)); else
     echo "FAIL: $what" >&2
+    fail=$((fail + 1))
+  fi
+}
+
+# ok_status <description> <exit status> <expected status> [<log file>]: the status was
+# captured by the caller on the line after the command (`cmd; rc=$?`). A failure shows
+# the status and the log's last lines; a status that is not a number fails.
+ok_status() {
+  local what=$1 rc=$2 want=$3 log=${4:-}
+  if [[ "$rc" =~ ^[0-9]+$ ]] && [ "$rc" = "$want" ]; then
+    pass=$((pass + 1))
+    return 0
+  fi
+  echo "FAIL: $what: exit status ${rc:-(none)}, expected $want" >&2
+  if [ -n "$log" ] && [ -f "$log" ]; then tail -n 5 "$log" | sed 's/^/  | /' >&2; fi
+  fail=$((fail + 1))
+  return 1
+}
+
+# wait_status <description> <pid> <expected status> [<log file>]: waits for a background
+# child of this shell and checks its exit status as ok_status does (127: not a child).
+wait_status() {
+  local rc
+  wait "$2"
+  rc=$?
+  ok_status "$1" "$rc" "$3" "${4:-}"
+}
+
+# run_status <description> <expected status> <output file> -- command...: runs the
+# command with stdout and stderr into the file (removed first, so that what the checks
+# after it read is this run's) and checks its exit status as ok_status does.
+run_status() {
+  local what=$1 want=$2 out=$3 rc
+  shift 4
+  rm -f "$out"
+  "$@" >"$out" 2>&1
+  rc=$?
+  ok_status "$what" "$rc" "$want" "$out"
+}
+
+# ok_same <description> <got> <want> / ok_differ <description> <a> <b>: string
+# comparisons where an empty side fails (two missing values are not "the same").
+ok_same() {
+  if [ -n "$2" ] && [ "$2" = "$3" ]; then pass=$((pass + 1)); else
+    echo "FAIL: $1: got \"$2\", expected \"$3\" (neither may be empty)" >&2
+    fail=$((fail + 1))
+  fi
+}
+ok_differ() {
+  if [ -n "$2" ] && [ -n "$3" ] && [ "$2" != "$3" ]; then pass=$((pass + 1)); else
+    echo "FAIL: $1: \"$2\" and \"$3\" should differ (neither may be empty)" >&2
     fail=$((fail + 1))
   fi
 }
