@@ -1,5 +1,7 @@
 # Shared by the shell tests (source it): counters, a temporary directory, the python
-# used for checks, and the assertion helpers. Each script ends with `report`.
+# used for checks, the assertion helpers and a lint. Each script ends with `report`.
+# Loading it lints the calling script (lint_status below): a test that reads `$?` after
+# a command substitution on the same line counts a failure before it runs anything.
 # tests/lib_selftest.sh checks these helpers with failing children.
 # shellcheck shell=bash
 
@@ -100,6 +102,74 @@ ok_differ() {
     fail=$((fail + 1))
   fi
 }
+
+# lint_status <file>...: prints "file:line: why" for every line that reads an exit
+# status that is not the one its author meant, and returns 1 if there is any:
+#   - a $? after a command substitution, $(...) or `...`, on the same line (lines ending
+#     in a backslash are joined): it is the substitution's status, so
+#     `ok "... $(tail -3 x.log)" test $? -eq 0` passes whatever the child did;
+#   - a $? among the arguments of ok or check (use ok_status / wait_status / run_status).
+# Comment lines and trailing comments are skipped; a $? inside a substitution
+# (`rc=$(cmd; echo $?)`) or inside single quotes is fine. Deliberately strict: it also
+# flags the rare line where such a $? happens to be right (`out=$(cmd) || rc=$?`): split
+# it. A heuristic, not a shell parser: a `case` pattern's lone ")" inside a substitution
+# confuses it. tests/shell_lint.sh runs it over every shell script of the tree.
+lint_status() {
+  awk '
+    function scan(s,    n, i, c, depth, sq, bt, seen, dq, par, found) {
+      n = length(s); depth = 0; sq = 0; bt = 0; seen = 0; found = 0; dq[0] = 0
+      for (i = 1; i <= n; i++) {
+        c = substr(s, i, 1)
+        if (sq) { if (c == "\047") sq = 0; continue }
+        if (c == "\\") { i++; continue }
+        if (c == "\"") { dq[depth] = !dq[depth]; continue }
+        if (c == "\047" && !dq[depth]) { sq = 1; continue }
+        if (c == "#" && depth == 0 && !dq[0] && (i == 1 || substr(s, i - 1, 1) ~ /[ \t;]/)) break
+        if (c == "`") { bt = !bt; if (!bt && depth == 0) seen = 1; continue }
+        if (c == "$" && substr(s, i + 1, 1) == "(") { depth++; dq[depth] = 0; par[depth] = 0; i++; continue }
+        if (c == "(" && depth > 0 && !dq[depth]) { par[depth]++; continue }
+        if (c == ")" && depth > 0 && !dq[depth]) {
+          if (par[depth] > 0) par[depth]--; else { depth--; if (depth == 0) seen = 1 }
+          continue
+        }
+        if (c == "$" && substr(s, i + 1, 1) == "?" && depth == 0 && !bt) {
+          if (seen) return 2
+          found = 1
+        }
+      }
+      return found
+    }
+    function check(s,    r, use) {
+      r = scan(s)
+      use = "capture the status first (cmd; rc=$?) and use ok_status / wait_status / run_status"
+      if (r == 2) {
+        printf "%s:%d: $? read after a command substitution on the same line is the " \
+          "substitution\047s status: %s\n", FILENAME, start, use
+        bad = 1
+      } else if (r == 1 && s ~ /^[ \t]*(ok|check)[ \t]/) {
+        printf "%s:%d: $? passed to ok/check: %s\n", FILENAME, start, use
+        bad = 1
+      }
+    }
+    FNR == 1 { buf = "" }
+    {
+      if (buf == "") {
+        start = FNR
+        if ($0 ~ /^[ \t]*#/) next
+      }
+      if ($0 ~ /\\$/) { buf = buf substr($0, 1, length($0) - 1) " "; next }
+      check(buf $0)
+      buf = ""
+    }
+    END { exit bad }
+  ' "$@"
+}
+
+# The script that sourced this file must pass the lint (see above).
+if [ -f "${BASH_SOURCE[1]:-}" ] && ! lint_out=$(lint_status "${BASH_SOURCE[1]}"); then
+  printf 'FAIL: lint: %s\n' "$lint_out" | sed '2,$s/^/FAIL: lint: /' >&2
+  fail=$((fail + 1))
+fi
 
 # Prints the totals and exits non-zero on any failure.
 report() {

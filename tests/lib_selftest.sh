@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Self-test of tests/lib.sh, the library every shell test trusts: small child scripts
 # source it, exercise one helper (a child process that exits 1, a wrong exit code, a
-# missing substring, an empty hash, a stale output file) and end with `report`; this
-# script checks each child's exit status, its totals line and its FAIL message. It does
-# not source the library itself, so a broken helper cannot vouch for itself.
+# missing substring, an empty hash, a stale output file, the unfixable `$?` pattern) and
+# end with `report`; this script checks each child's exit status, its totals line and
+# its FAIL message. It does not source the library itself, so a broken helper cannot
+# vouch for itself. Also checks that lint_status names file:line for planted bad lines
+# (single, continued and backtick forms) and leaves the correct idioms alone.
 # Usage: lib_selftest.sh <source dir>
 set -u
 LIB=$(cd "$1" && pwd)/tests/lib.sh
@@ -11,6 +13,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 passed=0
 failed=0
+# The lint scans this file too: every "$" of a planted line is written as ${D}.
+D='$'
 
 bad() {
   echo "FAIL: $*" >&2
@@ -82,6 +86,43 @@ child same 'ok_same "two empty hashes" "" ""' 'ok_same "different" a b' 'ok_same
   'ok_differ "empty vs a" "" a' 'ok_differ "equal" a a' 'ok_differ "different" a b'
 verdict same 1 "2 passed, 4 failed" 'FAIL: two empty hashes: got "", expected "" (neither may be empty)' \
   'FAIL: empty vs a: "" and "a" should differ'
+
+# ---- the pattern this library exists to stop ------------------------------------------------
+# On its own the bad line passes although `false` just failed (its $? is the
+# substitution's); sourcing the library lints the script and counts that as a failure.
+child planted "false" "ok \"a child that failed: ${D}(echo log)\" test ${D}? -eq 0"
+verdict planted 1 "1 passed, 1 failed" "FAIL: lint: $work/planted.sh:4: ${D}? read after a command substitution"
+
+# ---- lint_status on its own -----------------------------------------------------------------
+cat >"$work/lint.sh" <<EOF
+ok "fine" test -s x
+rc=${D}(cmd; echo ${D}?)
+out=${D}(cmd)
+rc=${D}?
+ok "dated \`date\`" test ${D}? -eq 0
+ok "x: ${D}(tail -3 x.log)" \\
+  test ${D}? -eq 0
+# ok "${D}(tail x.log)" test ${D}? -eq 0
+echo '${D}(x) ${D}?'
+ok "a site exits 0" test ${D}? -eq 0
+out=${D}(cmd) || rc=${D}?  # a comment: ${D}(x) ${D}?
+x=${D}((1 + 2))
+ok_status "right after the command" ${D}? 0
+EOF
+out=$(bash -c ". \"$LIB\"; lint_status \"$work/lint.sh\"" 2>&1)
+rc=$?
+lines=$(printf '%s\n' "$out" | sed -n "s|^$work/lint.sh:\([0-9]*\): .*|\1|p" | tr '\n' ' ')
+if [ "$rc" = 1 ] && [ "$lines" = "5 6 10 11 " ]; then passed=$((passed + 1)); else
+  bad "lint_status: exit $rc, flagged lines \"$lines\", expected 1 and \"5 6 10 11 \": $out"
+fi
+[[ "$out" == *"lint.sh:10: ${D}? passed to ok/check"* ]] && passed=$((passed + 1)) ||
+  bad "lint_status: line 10 not named as \$? passed to ok: $out"
+head -4 "$work/lint.sh" >"$work/clean.sh"
+out=$(bash -c ". \"$LIB\"; lint_status \"$work/clean.sh\"" 2>&1)
+rc=$?
+if [ "$rc" = 0 ] && [ -z "$out" ]; then passed=$((passed + 1)); else
+  bad "lint_status on correct idioms: exit $rc: $out"
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
