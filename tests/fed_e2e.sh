@@ -8,8 +8,11 @@
 # it returns, that central evaluation stops a FedAdam run at the target accuracy, that
 # SIGHUP reopens the metrics file and SIGTERM stops a FedYogi coordinator cleanly while
 # the sites wait to rejoin its restart, that secure aggregation (keys signed with the
-# sites' certificates) runs between processes, and that a revoked site cannot join. KEEP=1
-# keeps the work folder.
+# sites' certificates) runs between processes, and that a revoked site cannot join. The
+# first run's FedAvg is recomputed twice outside the coordinator: bit for bit by
+# tests/tools/fedavg_replay (the coordinator's own aggregation code, in the recorded fold
+# order) and independently by tests/tools/fedavg_check.py (numpy, float32 error bound).
+# KEEP=1 keeps the work folder.
 # Usage: fed_e2e.sh <path to fedtune> <source dir> [<path to tests/tools/fedavg_replay>]
 set -u
 FEDTUNE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -58,8 +61,10 @@ exported() { # <model> <round>: the model was exported after that round
 mkdir -p u-a u-b u-c u-d
 
 # ---- 4 rounds with three sites ----------------------------------------------------------
+# Every round's checkpoint is kept (--keep-checkpoints 4) for fedavg_check.py; the restart
+# below prunes with the default of 3.
 P=$(port)
-coordinator "$P" 4 >coord.log 2>&1 &
+coordinator "$P" 4 --keep-checkpoints 4 >coord.log 2>&1 &
 cpid=$!
 pids+=("$cpid")
 client "$P" a 0 >a.log 2>&1 &
@@ -75,7 +80,7 @@ wait_status "site b exits 0 after the last round" "$site_b" 0 b.log
 wait_status "site c exits 0 after the last round" "$site_c" 0 c.log
 ok "4 rounds logged" test "$(grep -c 'round [0-9]/4: clients 3 sampled, 3 returned, 0 rejected' coord.log)" -eq 4
 ok "final model written after round 4" exported final.st 4
-ok "checkpoints kept (3)" test "$(ls ckpt/round-*[0-9].safetensors | wc -l)" -eq 3
+ok "checkpoints kept (4)" test "$(ls ckpt/round-*[0-9].safetensors | wc -l)" -eq 4
 ok "metrics: 4 lines" test "$(wc -l <coord.jsonl)" -eq 4
 first=$(sed -n 's/.*round 1\/4:.*federated loss [0-9.]* acc \([0-9.]*\).*/\1/p' coord.log)
 last=$(sed -n 's/.*round 4\/4:.*federated loss [0-9.]* acc \([0-9.]*\).*/\1/p' coord.log)
@@ -91,6 +96,20 @@ if [ -n "$REPLAY" ]; then
   expect 0 "4 rounds replayed; all 131 parameters identical" -- \
     "$REPLAY" init.st coord.jsonl final.st site-a=u-a site-b=u-b site-c=u-c
 fi
+# The same, independently: numpy checks every round's checkpoint (and the export) against
+# old + weighted mean of the deltas, within float32 rounding. The check must refuse a
+# round aggregated as a plain mean, and an export one value of which is 64 ulps off.
+ok "$PY has numpy (Debian python3-numpy: scripts/setup --deps --test)" "$PY" -c 'import numpy'
+CHECK=("$PY" "$SRC/tests/tools/fedavg_check.py")
+FORGE=("$PY" "$SRC/tests/tools/fedavg_forge.py")
+SITES=(site-a=u-a site-b=u-b site-c=u-c)
+expect 0 "fedavg_check: 4 rounds verified" -- "${CHECK[@]}" init.st coord.jsonl ckpt final.st "${SITES[@]}"
+rm -rf ck-bad && cp -r ckpt ck-bad && cp final.st bad.st
+expect 0 "" -- "${FORGE[@]}" unweighted ck-bad/round-000002.safetensors ck-bad/round-000001.safetensors 2 u-a u-b u-c
+expect 1 "fedavg_check: round 2: ck-bad/round-000002.safetensors: " -- \
+  "${CHECK[@]}" init.st coord.jsonl ck-bad final.st "${SITES[@]}"
+expect 0 "" -- "${FORGE[@]}" nudge bad.st 64
+expect 1 "fedavg_check: round 4: bad.st: " -- "${CHECK[@]}" init.st coord.jsonl ckpt bad.st "${SITES[@]}"
 
 # ---- a restarted coordinator resumes from its newest checkpoint --------------------------
 # It writes final.st again: the first run's copy goes first.
@@ -106,6 +125,8 @@ wait_status "restarted coordinator exits 0" "$cpid" 0 coord2.log
 ok "resumed at round 5: $(head -3 coord2.log)" grep -q "round 5 of 5" coord2.log
 ok "only round 5 ran" test "$(grep -c 'round [0-9]/5: clients' coord2.log)" -eq 1
 ok "the restart exported round 5" exported final.st 5
+ok_same "checkpoints pruned to the newest 3" "$(cd ckpt && echo round-*[0-9].safetensors)" \
+  "round-000003.safetensors round-000004.safetensors round-000005.safetensors"
 
 # ---- a pre-trained model's input standardisation is shared with every site --------------
 "$FEDTUNE" pretrain --arch '{"input":[4],"layers":[{"type":"linear","out":16},{"type":"relu"},{"type":"linear","out":3}]}' \
