@@ -28,6 +28,8 @@ SIM=("$FEDTUNE" sim --data "$tmp/train.csv" --test-data "$tmp/test.csv" --arch "
   --clients 12 --partition iid --fraction 0.5 --rounds 4 --epochs 2 --batch 10 --lr 0.1
   --workers 2 --seed 3)
 
+# The final hash a run printed (empty if none): compared with ok_same / ok_differ, which
+# fail on an empty side, so that two runs that printed nothing are not "the same".
 hash_of() { sed -n 's/^final model sha256 \([0-9a-f]\{64\}\)$/\1/p' "$1"; }
 
 expect 0 "final model sha256" -- "${SIM[@]}" --out "$tmp/a.safetensors" --csv "$tmp/a.csv" \
@@ -37,7 +39,7 @@ expect 0 "final model sha256" -- "${SIM[@]}" --out "$tmp/a.safetensors" --csv "$
 ha=$(hash_of "$tmp/a.out")
 hb=$(hash_of "$tmp/b.out")
 ok "a hash is printed" test -n "$ha"
-ok "same seed, same final bytes ($ha vs $hb)" test "$ha" = "$hb"
+ok_same "same seed, same final bytes" "$hb" "$ha"
 ok "every round has its line" test "$(grep -c '^round ' "$tmp/a.out")" -eq 4
 ok "the partition is described" grep -q "^partition: 12 clients: examples per client" "$tmp/a.out"
 ok "the summary line" grep -q "^summary: 4 rounds in " "$tmp/a.out"
@@ -47,10 +49,10 @@ import hashlib, struct, sys
 b = open(sys.argv[1], "rb").read()
 n = struct.unpack("<Q", b[:8])[0]
 print(hashlib.sha256(b[8 + n:]).hexdigest())' "$tmp/a.safetensors")
-  ok "the printed hash is that of the --out model's parameters" test "$hf" = "$ha"
+  ok_same "the printed hash is that of the --out model's parameters" "$hf" "$ha"
 fi
 "${SIM[@]}" --seed 4 >"$tmp/c.out" 2>&1
-ok "another seed, other bytes" test "$(hash_of "$tmp/c.out")" != "$ha"
+ok_differ "another seed, other bytes" "$(hash_of "$tmp/c.out")" "$ha"
 
 # CSV: a header, the initial model as round 0, one row per round; JSON lines per round.
 ok "csv has header + round 0 + 4 rounds" test "$(wc -l <"$tmp/a.csv")" -eq 6
@@ -68,28 +70,28 @@ expect 0 "target accuracy 0.8500 first reached in round" -- "${SIM[@]}" --rounds
   --target-accuracy 0.85
 "${SIM[@]}" --rounds 60 --target-accuracy 0.85 >"$tmp/t.out" 2>&1
 r=$(sed -n 's/^target accuracy 0.8500 first reached in round \([0-9]*\)$/\1/p' "$tmp/t.out")
-ok "stopped at the target's round ($r)" test "$(grep -c '^round ' "$tmp/t.out")" -eq "${r:-0}"
+ok_same "stopped at the target's round" "$(grep -c '^round ' "$tmp/t.out")" "$r"
 
 # Dropouts: rounds still complete and the run repeats.
 "${SIM[@]}" --dropout 0.3 >"$tmp/d1.out" 2>&1
 "${SIM[@]}" --dropout 0.3 >"$tmp/d2.out" 2>&1
 ok "dropout runs complete" grep -q "^summary: 4 rounds" "$tmp/d1.out"
-ok "dropout runs repeat" test "$(hash_of "$tmp/d1.out")" = "$(hash_of "$tmp/d2.out")"
+ok_same "dropout runs repeat" "$(hash_of "$tmp/d2.out")" "$(hash_of "$tmp/d1.out")"
 ok "dropouts counted" grep -Eq "[1-9][0-9]* dropouts" "$tmp/d1.out"
 
 # Full TLS in-process: the same bytes as plaintext inproc.
 "${SIM[@]}" --clients 4 --tls >"$tmp/tls.out" 2>&1
 "${SIM[@]}" --clients 4 >"$tmp/plain.out" 2>&1
 ok "--tls runs" grep -q "^sim: .* TLS;" "$tmp/tls.out"
-ok "--tls gives the plaintext bytes" test "$(hash_of "$tmp/tls.out")" = "$(hash_of "$tmp/plain.out")"
+ok_same "--tls gives the plaintext bytes" "$(hash_of "$tmp/tls.out")" "$(hash_of "$tmp/plain.out")"
 
 # Differential privacy: epsilon on every round line, the same bytes again (seeded noise),
 # and --target-epsilon stops before a round would spend more.
 "${SIM[@]}" --dp-clip 1 --dp-noise 1.1 >"$tmp/dp1.out" 2>&1
 "${SIM[@]}" --dp-clip 1 --dp-noise 1.1 >"$tmp/dp2.out" 2>&1
 ok "DP rounds report epsilon" test "$(grep -c '^round .*, epsilon [0-9.]*$' "$tmp/dp1.out")" -eq 4
-ok "DP runs repeat" test "$(hash_of "$tmp/dp1.out")" = "$(hash_of "$tmp/dp2.out")"
-ok "DP noise changes the model" test "$(hash_of "$tmp/dp1.out")" != "$ha"
+ok_same "DP runs repeat" "$(hash_of "$tmp/dp2.out")" "$(hash_of "$tmp/dp1.out")"
+ok_differ "DP noise changes the model" "$(hash_of "$tmp/dp1.out")" "$ha"
 "${SIM[@]}" --rounds 100 --dp-clip 1 --dp-noise 1.1 --target-epsilon 8 >"$tmp/dp3.out" 2>&1
 n=$(grep -c '^round ' "$tmp/dp3.out")
 last=$(grep '^round ' "$tmp/dp3.out" | tail -1 | sed 's/.*epsilon //')
@@ -105,7 +107,7 @@ h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
 d = json.loads(h["__metadata__"]["fedtune.dp"])
 print("%.4g %g %g %d" % (d["epsilon"], d["clip"], d["noise_multiplier"], d["rounds"]))' "$tmp/dp.safetensors")
   last=$(grep '^round ' "$tmp/dp4.out" | tail -1 | sed 's/.*epsilon //')
-  ok "the model's fedtune.dp metadata ($e) matches the last round ($last)" test "$e" = "$last 1 1.1 4"
+  ok_same "the model's fedtune.dp metadata matches the last round" "$e" "$last 1 1.1 4"
 fi
 
 # Secure aggregation: the rounds complete and learn like plain FedAvg (IID sites of equal
@@ -120,8 +122,9 @@ ok "secagg learns like plain FedAvg ($accs vs $accp)" awk -v a="$accs" -v b="$ac
   'BEGIN { d = a - b; exit !(d < 0.02 && d > -0.02 && a > 0.5) }'
 "${SIM[@]}" --secagg --dp-clip 1 --dp-noise 1.1 >"$tmp/sadp.out" 2>&1
 ok "secagg + DP runs complete" grep -q "^summary: 4 rounds" "$tmp/sadp.out"
-ok "secagg + DP spends the central epsilon" test "$(grep '^round   4/4' "$tmp/sadp.out" | \
-  sed 's/.*epsilon //')" = "$(grep '^round   4/4' "$tmp/dp1.out" | sed 's/.*epsilon //')"
+ok_same "secagg + DP spends the central epsilon" \
+  "$(grep '^round   4/4' "$tmp/sadp.out" | sed -n 's/.*epsilon //p')" \
+  "$(grep '^round   4/4' "$tmp/dp1.out" | sed -n 's/.*epsilon //p')"
 "${SIM[@]}" --clients 4 --secagg --tls >"$tmp/satls.out" 2>&1
 ok "secagg over TLS completes: $(tail -1 "$tmp/satls.out")" grep -q "^summary: 4 rounds" "$tmp/satls.out"
 expect 2 "secagg needs min-fit >= 2" -- "${SIM[@]}" --secagg --min-fit 1

@@ -116,8 +116,7 @@ has "info t.st" "$info" 'fedtune.training = {"command":"train","data":"'
 has "info t.st" "$info" '"train_examples":105,"epochs_run":6'
 
 # ---- eval --------------------------------------------------------------------------------
-"$FEDTUNE" eval --model t.st --data "$BLOBS" --json >eval.json 2>&1
-check "eval --json exits 0" -- test $? -eq 0
+run_status "eval --json exits 0" 0 eval.json -- "$FEDTUNE" eval --model t.st --data "$BLOBS" --json
 py "eval --json: accuracy >= 0.85, 3 classes, confusion sums to 150" -- -c '
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -8,8 +8,11 @@
 # it returns, that central evaluation stops a FedAdam run at the target accuracy, that
 # SIGHUP reopens the metrics file and SIGTERM stops a FedYogi coordinator cleanly while
 # the sites wait to rejoin its restart, that secure aggregation (keys signed with the
-# sites' certificates) runs between processes, and that a revoked site cannot join. KEEP=1
-# keeps the work folder.
+# sites' certificates) runs between processes, and that a revoked site cannot join. The
+# first run's FedAvg is recomputed twice outside the coordinator: bit for bit by
+# tests/tools/fedavg_replay (the coordinator's own aggregation code, in the recorded fold
+# order) and independently by tests/tools/fedavg_check.py (numpy, float32 error bound).
+# KEEP=1 keeps the work folder.
 # Usage: fed_e2e.sh <path to fedtune> <source dir> [<path to tests/tools/fedavg_replay>]
 set -u
 FEDTUNE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -52,27 +55,32 @@ client() { # <port> <site letter> <data index>
     --data "site$3.csv" --classes blue,green,red --reconnect-initial 0.2 --reconnect-max 1 \
     --save-updates "u-$2"
 }
+exported() { # <model> <round>: the model was exported after that round
+  "$FEDTUNE" info "$1" 2>&1 | grep -q "fedtune.round = $2\$"
+}
 mkdir -p u-a u-b u-c u-d
 
 # ---- 4 rounds with three sites ----------------------------------------------------------
+# Every round's checkpoint is kept (--keep-checkpoints 4) for fedavg_check.py; the restart
+# below prunes with the default of 3.
 P=$(port)
-coordinator "$P" 4 >coord.log 2>&1 &
+coordinator "$P" 4 --keep-checkpoints 4 >coord.log 2>&1 &
 cpid=$!
 pids+=("$cpid")
 client "$P" a 0 >a.log 2>&1 &
-pids+=($!)
+site_a=$!
 client "$P" b 1 >b.log 2>&1 &
-pids+=($!)
+site_b=$!
 client "$P" c 2 >c.log 2>&1 &
-pids+=($!)
-wait "$cpid"
-ok "coordinator exits 0: $(tail -3 coord.log)" test $? -eq 0
-for s in a b c; do
-  wait "${pids[-1]}" 2>/dev/null
-done
+site_c=$!
+pids+=("$site_a" "$site_b" "$site_c")
+wait_status "coordinator exits 0" "$cpid" 0 coord.log
+wait_status "site a exits 0 after the last round" "$site_a" 0 a.log
+wait_status "site b exits 0 after the last round" "$site_b" 0 b.log
+wait_status "site c exits 0 after the last round" "$site_c" 0 c.log
 ok "4 rounds logged" test "$(grep -c 'round [0-9]/4: clients 3 sampled, 3 returned, 0 rejected' coord.log)" -eq 4
-ok "final model written" test -s final.st
-ok "checkpoints kept (3)" test "$(ls ckpt/round-*[0-9].safetensors | wc -l)" -eq 3
+ok "final model written after round 4" exported final.st 4
+ok "checkpoints kept (4)" test "$(ls ckpt/round-*[0-9].safetensors | wc -l)" -eq 4
 ok "metrics: 4 lines" test "$(wc -l <coord.jsonl)" -eq 4
 first=$(sed -n 's/.*round 1\/4:.*federated loss [0-9.]* acc \([0-9.]*\).*/\1/p' coord.log)
 last=$(sed -n 's/.*round 4\/4:.*federated loss [0-9.]* acc \([0-9.]*\).*/\1/p' coord.log)
@@ -88,8 +96,24 @@ if [ -n "$REPLAY" ]; then
   expect 0 "4 rounds replayed; all 131 parameters identical" -- \
     "$REPLAY" init.st coord.jsonl final.st site-a=u-a site-b=u-b site-c=u-c
 fi
+# The same, independently: numpy checks every round's checkpoint (and the export) against
+# old + weighted mean of the deltas, within float32 rounding. The check must refuse a
+# round aggregated as a plain mean, and an export one value of which is 64 ulps off.
+ok "$PY has numpy (Debian python3-numpy: scripts/setup --deps --test)" "$PY" -c 'import numpy'
+CHECK=("$PY" "$SRC/tests/tools/fedavg_check.py")
+FORGE=("$PY" "$SRC/tests/tools/fedavg_forge.py")
+SITES=(site-a=u-a site-b=u-b site-c=u-c)
+expect 0 "fedavg_check: 4 rounds verified" -- "${CHECK[@]}" init.st coord.jsonl ckpt final.st "${SITES[@]}"
+rm -rf ck-bad && cp -r ckpt ck-bad && cp final.st bad.st
+expect 0 "" -- "${FORGE[@]}" unweighted ck-bad/round-000002.safetensors ck-bad/round-000001.safetensors 2 u-a u-b u-c
+expect 1 "fedavg_check: round 2: ck-bad/round-000002.safetensors: " -- \
+  "${CHECK[@]}" init.st coord.jsonl ck-bad final.st "${SITES[@]}"
+expect 0 "" -- "${FORGE[@]}" nudge bad.st 64
+expect 1 "fedavg_check: round 4: bad.st: " -- "${CHECK[@]}" init.st coord.jsonl ckpt bad.st "${SITES[@]}"
 
 # ---- a restarted coordinator resumes from its newest checkpoint --------------------------
+# It writes final.st again: the first run's copy goes first.
+rm -f final.st
 P=$(port)
 coordinator "$P" 5 >coord2.log 2>&1 &
 cpid=$!
@@ -97,10 +121,12 @@ pids+=("$cpid")
 client "$P" a 0 >a2.log 2>&1 &
 client "$P" b 1 >b2.log 2>&1 &
 client "$P" c 2 >c2.log 2>&1 &
-wait "$cpid"
-ok "restarted coordinator exits 0: $(tail -3 coord2.log)" test $? -eq 0
+wait_status "restarted coordinator exits 0" "$cpid" 0 coord2.log
 ok "resumed at round 5: $(head -3 coord2.log)" grep -q "round 5 of 5" coord2.log
 ok "only round 5 ran" test "$(grep -c 'round [0-9]/5: clients' coord2.log)" -eq 1
+ok "the restart exported round 5" exported final.st 5
+ok_same "checkpoints pruned to the newest 3" "$(cd ckpt && echo round-*[0-9].safetensors)" \
+  "round-000003.safetensors round-000004.safetensors round-000005.safetensors"
 
 # ---- a pre-trained model's input standardisation is shared with every site --------------
 "$FEDTUNE" pretrain --arch '{"input":[4],"layers":[{"type":"linear","out":16},{"type":"relu"},{"type":"linear","out":3}]}' \
@@ -116,8 +142,7 @@ pids+=("$cpid")
 client "$P" a 0 >p-a.log 2>&1 &
 client "$P" b 1 >p-b.log 2>&1 &
 client "$P" c 2 >p-c.log 2>&1 &
-wait "$cpid"
-ok "federation from the pre-trained model exits 0: $(tail -2 p-coord.log)" test $? -eq 0
+wait_status "federation from the pre-trained model exits 0" "$cpid" 0 p-coord.log
 ok "sites use the model's transform: $(grep -h standardis p-a.log | tail -1)" \
   grep -q "using the model's input standardisation (4 features)" p-a.log
 ok "exported model keeps classes and transform" \
@@ -140,8 +165,7 @@ pids+=("$cpid")
 client "$P" a 0 >t-a.log 2>&1 &
 client "$P" b 1 >t-b.log 2>&1 &
 client "$P" c 2 >t-c.log 2>&1 &
-wait "$cpid"
-ok "FedAdam run exits 0: $(tail -2 t.log)" test $? -eq 0
+wait_status "FedAdam run exits 0" "$cpid" 0 t.log
 ok "stopped on the target: $(grep stopping t.log)" grep -q "stopping after [0-9]* rounds: target accuracy reached" t.log
 accs=$(sed 's/.*"central_accuracy":\([0-9.e-]*\).*/\1/' t.jsonl | tr '\n' ' ')
 ok "central accuracy reaches 0.95 first in the last of $(wc -l <t.jsonl) rounds: $accs" \
@@ -151,8 +175,7 @@ ok "the round line shows central metrics" grep -q "central loss [0-9.]* acc [0-9
 last=$(echo "$accs" | awk '{printf "%.4f", $NF}')
 evacc=$("$FEDTUNE" eval --model t.st --data "$SRC/tests/data/blobs.csv" --json |
   sed 's/.*"accuracy":\([0-9.e-]*\).*/\1/' | awk '{printf "%.4f", $1}')
-ok "fedtune eval of the export agrees with the last central accuracy ($evacc vs $last)" \
-  test "$evacc" = "$last"
+ok_same "fedtune eval of the export agrees with the last central accuracy" "$evacc" "$last"
 ok "exported model records the strategy" grep -q "fedtune.strategy = fedadam" <("$FEDTUNE" info t.st)
 for s in a b c; do
   ok "site $s exits when the target ends the federation" \
@@ -174,14 +197,14 @@ for i in range(3):
 EOF
 "$FEDTUNE" init --arch '{"input":[4],"layers":[{"type":"linear","out":128},{"type":"relu"},{"type":"linear","out":128},{"type":"relu"},{"type":"linear","out":3}]}' \
   --seed 3 --out big.st >/dev/null
-bigcoord() { # <port> <log> [extra flags...]
+bigcoord() { # <port> <log> [extra flags...]: the final model goes to the log's name.st
   local p=$1 log=$2
   shift 2
   # exec: the background job's pid is the coordinator's own, for kill -9.
   exec "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$p" --ca ca/ca.crt \
     --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key --crl ca/crl.pem \
-    --model big.st --rounds 5 --min-clients 3 --epochs 20 --lr 0.003 --out final2.st "$@" \
-    >"$log" 2>&1
+    --model big.st --rounds 5 --min-clients 3 --epochs 20 --lr 0.003 --out "${log%.log}.st" \
+    "$@" >"$log" 2>&1
 }
 bigclient() { # <port> <site letter> <data index>
   exec "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$1" --server-name localhost \
@@ -213,11 +236,10 @@ done_rounds=$(find ck2 -name 'round-*[0-9].safetensors' | sed 's/.*round-0*\([0-
 bigcoord "$P" k2.log --min-fit 3 --checkpoint-dir ck2 &
 cpid=$!
 pids+=("$cpid")
-wait "$cpid"
-ok "restarted coordinator finishes: $(tail -2 k2.log)" test $? -eq 0
+wait_status "restarted coordinator finishes" "$cpid" 0 k2.log
 ok "resumed from round $done_rounds: $(grep resumed k2.log)" grep -q "resumed from round $done_rounds " k2.log
 ok "round 5 completed after the restart" grep -q "round 5/5: clients 3 sampled, 3 returned" k2.log
-ok "final model written" test -s final2.st
+ok "final model written after round 5" exported k2.st 5
 
 # ---- FedYogi daemon: SIGHUP reopens the metrics file (log rotation); SIGTERM stops the
 # process cleanly, the sites keep reconnecting, and the restart resumes with the server
@@ -238,8 +260,7 @@ kill -HUP "$cpid"
 ok "SIGHUP reopens the metrics file" wait_for 10 grep -q "metrics file reopened" y1.log
 ok "round 3 checkpointed" wait_for 60 test -f ck5/round-000003.safetensors
 kill -TERM "$cpid"
-wait "$cpid"
-ok "SIGTERM: the coordinator exits 0: $(tail -1 y1.log)" test $? -eq 0
+wait_status "SIGTERM: the coordinator exits 0" "$cpid" 0 y1.log
 ok "SIGTERM is a clean stop" grep -q "stopping after [0-9]* rounds: stop requested" y1.log
 ydone=$(find ck5 -name 'round-*[0-9].safetensors' | sed 's/.*round-0*\([0-9]*\)\.safetensors/\1/' | sort -n | tail -1)
 ok "a metrics line per round across the rotation ($ydone rounds)" \
@@ -250,14 +271,13 @@ ok "sites still running" kill -0 "${ypids[@]}"
 bigcoord "$P" y2.log --min-fit 3 --rounds 6 --strategy fedyogi --checkpoint-dir ck5 --metrics y.jsonl &
 cpid=$!
 pids+=("$cpid")
-wait "$cpid"
-ok "restarted FedYogi coordinator finishes: $(tail -1 y2.log)" test $? -eq 0
+wait_status "restarted FedYogi coordinator finishes" "$cpid" 0 y2.log
 ok "resumed from round $ydone" grep -q "resumed from round $ydone " y2.log
 ok "with the strategy state (no fresh start)" test "$(grep -c 'starts afresh' y2.log)" -eq 0
 ok "round 6 completed by the rejoined sites" grep -q "round 6/6: clients 3 sampled, 3 returned" y2.log
+ok "final model written after round 6" exported y2.st 6
 for i in 0 1 2; do
-  wait "${ypids[$i]}"
-  ok "site $i exits 0 once the federation ends" test $? -eq 0
+  wait_status "site $i exits 0 once the federation ends" "${ypids[$i]}" 0 "y-$i.log"
 done
 
 # ---- kill -9 a site mid-round with min_fit 3: the attempt times out and is retried -------
@@ -282,10 +302,10 @@ ok "an attempt is retried: $(grep -i retrying k3.log | head -1)" \
 R=$(grep -oE "round [0-9]+ attempt 1: .*retrying" k3.log | head -1 | cut -d' ' -f2)
 bigclient "$P" c 2 >m-c2.log 2>&1 &
 pids+=($!)
-wait "$cpid"
-ok "coordinator finishes after the site returns: $(tail -2 k3.log)" test $? -eq 0
+wait_status "coordinator finishes after the site returns" "$cpid" 0 k3.log
 ok "round $R closed on a later attempt" grep -q "round $R/30: clients 3 sampled, 3 returned" k3.log
 ok "round 30 completed" grep -q "round 30/30: clients 3 sampled, 3 returned" k3.log
+ok "final model written after round 30" exported k3.st 30
 
 # ---- secure aggregation between processes: every key block is signed with the site's
 # certificate key and checked by the coordinator and by each neighbour; the coordinator
@@ -306,8 +326,7 @@ for s in a b c; do
   pids+=($!)
   i=$((i + 1))
 done
-wait "$cpid"
-ok "secagg coordinator exits 0: $(tail -2 sa.log)" test $? -eq 0
+wait_status "secagg coordinator exits 0" "$cpid" 0 sa.log
 ok "3 securely aggregated rounds" \
   test "$(grep -c 'round [0-9]/3: clients 3 sampled, 3 returned, 0 rejected, 0 failed.*secure sum of 3 (0 dropped' sa.log)" -eq 3
 ok "the sites' capabilities include secagg, no update was refused" \
@@ -331,7 +350,7 @@ timeout 5 "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$P" --server-name loc
   --data site0.csv --reconnect-initial 0.5 >d.log 2>&1
 sleep 0.5
 touch stop
-wait "$cpid"
+wait_status "the coordinator stops on its stop file" "$cpid" 0 coord3.log
 ok "revoked site refused: $(grep -i revoked coord3.log | head -1)" grep -qi "revoked" coord3.log
 ok "revoked site never joined" test "$(grep -c 'site-d joined' coord3.log)" -eq 0
 
