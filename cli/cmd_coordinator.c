@@ -34,6 +34,7 @@ typedef struct coord_cfg {
     double max_update_norm;                       /* L2 bound of a delta (0: off) */
     retry_cfg rc;                                 /* failed attempts, example counts */
     int ordered_uploads;                          /* fold updates in CN order */
+    const char *input_stats;                      /* auto | on | off */
     const char *eval_data;                        /* central evaluation set */
     data_cfg dc;                                  /* how to read it */
     size_t eval_batch;                            /* its batch */
@@ -87,6 +88,7 @@ static const opt_spec coord_opts[] = {
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
     RETRY_OPTS(F(rc), "1000"),
+    INPUT_STATS_OPT(F(input_stats), "auto"),
     {"ordered-uploads", OPT_BOOL, "false", 1, 0, NULL, F(ordered_uploads),
      "receive updates one at a time in site-name order, so that two runs with the same "
      "updates give the same model bytes (no extra memory; a round takes the sum of the "
@@ -205,6 +207,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.max_update_norm = o->max_update_norm;
     prep_retry(&o->rc, &cc);
     cc.ordered_uploads = o->ordered_uploads != 0;
+    cc.input_stats = prep_input_stats(o->input_stats, o->dp.clip);
     cc.slots = o->slots;
     cc.checkpoint_dir = o->checkpoint_dir;
     cc.keep_checkpoints = o->keep_checkpoints;

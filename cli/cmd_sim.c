@@ -44,6 +44,7 @@ typedef struct sim_cfg {
     secagg_cfg sa;                                /* secure aggregation */
     double max_update_norm;                       /* reject larger deltas (0: off) */
     retry_cfg rc;                                 /* failed attempts, example counts */
+    const char *input_stats;                      /* auto | on | off */
     size_t workers;                               /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay;  /* failures */
     int tls;                                      /* full TLS in-process */
@@ -100,6 +101,7 @@ static const opt_spec sim_opts[] = {
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
     RETRY_OPTS(F(rc), "0"),
+    INPUT_STATS_OPT(F(input_stats), "off"),
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -365,6 +367,7 @@ static fed_err run_sim(const void *cfgp) {
     if ((err = prep_strategy(&o->sc, &cc->strategy))) goto done;
     cc->max_update_norm = o->max_update_norm;
     prep_retry(&o->rc, cc);
+    cc->input_stats = prep_input_stats(o->input_stats, o->dp.clip);
     cc->dp_clip = o->dp.clip;
     cc->dp_noise = o->dp.noise;
     cc->dp_delta = o->dp.delta;

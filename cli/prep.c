@@ -222,3 +222,9 @@ void prep_retry(const retry_cfg *rc, fed_coord_config *cc) {
     cc->max_failed_attempts = rc->max_failed > UINT32_MAX ? UINT32_MAX : (uint32_t)rc->max_failed;
     cc->max_examples_per_site = (uint64_t)rc->max_examples;
 }
+
+bool prep_input_stats(const char *choice, double dp_clip) {
+    if (strcmp(choice, "on") == 0) return true;
+    if (strcmp(choice, "off") == 0) return false;
+    return dp_clip == 0; /* auto: the statistics would be released without DP noise */
+}

@@ -173,6 +173,19 @@ typedef struct retry_cfg {
 /* Copies the options into cc. */
 void prep_retry(const retry_cfg *rc, fed_coord_config *cc);
 
+/* --input-stats: auto | on | off (fed_coord_config.input_stats). */
+#define INPUT_STATS_OPT(field, def)                                                                \
+    {                                                                                              \
+        "input-stats", OPT_CHOICE, def, 1, 0, "auto|on|off", field,                                \
+            "before round 1 of a model without an input standardisation, fit one from the sites' " \
+            "summed statistics (secure sum with --secagg) and ship it to every site (auto: "       \
+            "unless "                                                                              \
+            "--dp-clip)"                                                                           \
+    }
+
+/* The input-stats choice for a run with DP clipping dp_clip. */
+bool prep_input_stats(const char *choice, double dp_clip);
+
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
  * was trained with, so string labels get the same ids. */
 fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc,

@@ -8,6 +8,7 @@
 #include "core/blas.h"
 #include "core/log.h"
 #include "core/model.h"
+#include "core/moments.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"
@@ -1081,7 +1082,7 @@ static fed_err send_update(fed_site *s, fed_encoding enc, const void *bytes, uin
     u->model_version = rs->model_version;
     u->examples = s->examples;
     u->metrics = metrics;
-    u->num_metrics = 7;
+    u->num_metrics = rs->stats ? 0 : 7; /* the statistics round trains nothing */
     u->encoding = enc;
     u->transfer_id = upload_id(rs);
     u->total_bytes = len;
@@ -1111,7 +1112,8 @@ static void send_round(fed_site *s) {
         return;
     }
     swap_le(s->delta, s->delta_n);
-    fed_err err = send_update(s, FED_ENCODING_DELTA_F32, s->delta, (uint64_t)s->delta_n * 4u);
+    fed_err err = send_update(s, rs->stats ? FED_ENCODING_MOMENTS_F32 : FED_ENCODING_DELTA_F32,
+                              s->delta, (uint64_t)s->delta_n * 4u);
     if (err) fail_round_err(s, err);
 }
 
@@ -1170,7 +1172,7 @@ static fed_err sa_start(fed_site *s) {
                        .threshold = m->threshold,
                        .clip_range = m->clip_range,
                        .quant_range = m->quant_range,
-                       .len = manifest_trainable(&rs->manifest),
+                       .len = rs->stats ? s->delta_n : manifest_trainable(&rs->manifest),
                        .round = rs->round};
     memcpy(p.graph_seed, m->graph_seed, sizeof p.graph_seed);
     fed_err err = fed_sa_params_check(&p);
@@ -1357,6 +1359,65 @@ static void have_model(fed_site *s) {
     run_round(s);
 }
 
+/* The input groups, inputs and outputs of the manifest's architecture: what the
+ * statistics round's moments are taken over (one group per channel of an image input,
+ * else per feature, as fed_std_fit does). */
+static fed_err manifest_groups(const fed_msg_manifest *mf, size_t *groups, size_t *inputs,
+                               size_t *outputs) {
+    fed_arch *a = NULL;
+    if (fed_arch_parse(&a, mf->arch) != FED_OK) return fed_errprefix(FED_EFORMAT, "manifest.arch");
+    fed_shape in = fed_arch_input_shape(a), out = fed_arch_shape_at(a, fed_arch_num_layers(a));
+    *inputs = fed_shape_numel(&in);
+    *outputs = fed_shape_numel(&out);
+    *groups = fed_std_groups(&in, *inputs);
+    fed_arch_destroy(&a);
+    return FED_OK;
+}
+
+/* The statistics round (RoundStart.stats, before round 1 of a model without an input
+ * transform): the exact moments of the raw training split in the groups of the model's
+ * input (core/moments.h) are the round's update, plain or masked when securely
+ * aggregated. No weights, no training: the coordinator fits one standardizer for the
+ * whole federation from the sum. */
+static void stats_round(fed_site *s) {
+    const fed_msg_round_start *rs = s->rs;
+    size_t groups = 0, inputs = 0, outputs = 0;
+    fed_err err = manifest_groups(&rs->manifest, &groups, &inputs, &outputs);
+    if (err) {
+        fail_round_err(s, err);
+        return;
+    }
+    const fed_dataset *raw = s->train_raw ? s->train_raw : s->train;
+    if (raw->dim != inputs) {
+        s->job_in = inputs;
+        s->job_out = outputs;
+        fed_errorf(FED_ESHAPE, "statistics: the data have %zu features, the model takes %zu",
+                   raw->dim, inputs);
+        fail_round_local(s, FED_ESHAPE, "statistics");
+        return;
+    }
+    size_t len = fed_mom_len(groups);
+    if ((err = reserve(&s->delta, &s->delta_cap, len))) {
+        fail_round_local(s, err, "statistics");
+        return;
+    }
+    if ((err = fed_mom_encode(raw, groups, s->delta))) { /* the detail stays here */
+        fail_round_local(s, err, "statistics");
+        return;
+    }
+    s->delta_n = len;
+    s->examples = raw->n;
+    s->steps = 0;
+    s->out_of_time = false;
+    FED_LOG(s->info, "site: statistics round: moments of %zu raw training examples in %zu groups",
+            raw->n, groups);
+    if (rs->has_secagg && (err = sa_start(s))) {
+        fail_round_err(s, err);
+        return;
+    }
+    send_round(s);
+}
+
 static void on_round_start(fed_site *s, site_ev *ev) {
     if (s->rs) {
         char why[64];
@@ -1370,6 +1431,10 @@ static void on_round_start(fed_site *s, site_ev *ev) {
     const fed_msg_round_start *rs = s->rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);
+    if (rs->stats) {
+        stats_round(s);
+        return;
+    }
     fed_err err;
     if (!s->external && (err = prepare_model(s, &s->own))) { /* external: when trained */
         fail_round_err(s, err);
@@ -1439,6 +1504,13 @@ static void on_transfer_sent(fed_site *s, const site_ev *ev) {
 /* The round's contribution is complete: its log line, and back to idle. */
 static void round_done(fed_site *s) {
     const fed_msg_round_start *rs = s->rs;
+    if (rs->stats) {
+        FED_LOG(s->info, "site: statistics of %zu training examples sent", s->examples);
+        s->state = ROUND_IDLE;
+        rs_free(&s->rs);
+        sa_clear(s);
+        return;
+    }
     char global[128];
     if (s->test && s->test->n)
         snprintf(global, sizeof global, "global loss %.4f acc %.1f%% on %zu local test examples",

@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/fit.h"
 #include "core/log.h"
+#include "core/moments.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"
@@ -60,6 +61,9 @@ typedef enum sa_phase {
 /* What a participant has sent in the open attempt (client.sa_got). */
 enum { GOT_KEYS = 1, GOT_SHARES = 2, GOT_UNMASK = 4 };
 
+/* Metadata key of an input transform (fed_std_to_json), in model files and checkpoints. */
+#define META_STD "fedtune.standardize"
+
 /* Longest reason a client gave no update that a failed attempt's log line quotes. */
 #define WHY_MAX 200
 
@@ -101,11 +105,19 @@ struct fed_coord {
     uint8_t sha[FED_SHA256_LEN]; /* of the global parameters */
     fed_coord_state state;
     uint64_t rounds_done, version;
-    uint64_t attempt;          /* of the open round, 1-based */
-    int64_t retry_at;          /* monotonic ms before which a failed attempt is not retried */
-    uint32_t same_fails;       /* failed attempts in a row with the main reason fail_why */
-    char fail_why[WHY_MAX];    /* the main reason of the last failed attempt */
-    char give_up[768];         /* set: the federation stops with this reason */
+    uint64_t attempt;       /* of the open round, 1-based */
+    int64_t retry_at;       /* monotonic ms before which a failed attempt is not retried */
+    uint32_t same_fails;    /* failed attempts in a row with the main reason fail_why */
+    char fail_why[WHY_MAX]; /* the main reason of the last failed attempt */
+    char give_up[768];      /* set: the federation stops with this reason */
+    /* the statistics round (round 0): the federation's input standardisation */
+    bool in_stats;             /* the open round is the statistics round */
+    char *transform;           /* the input transform the manifest carries (JSON), NULL: none */
+    bool transform_ours;       /* computed by the statistics round: checkpoints and the export
+                                  carry it */
+    size_t st_groups;          /* input groups of the model's standardizer */
+    fed_mom_sum st_sum;        /* the statistics round's running sum */
+    fed_dataset *eval_own;     /* eval_data with the transform the statistics round computed */
     bool ended_before;         /* the last round was done before this process started */
     int64_t linger_until;      /* LINGERING: monotonic ms when it ends */
     uint64_t sample_seed;      /* stream seed of the current sample */
@@ -133,7 +145,9 @@ struct fed_coord {
     sa_phase phase;
     int64_t sa_deadline; /* monotonic ms: end of a key or unmask phase */
     size_t *sa_cl;       /* participant id -> index into cl (sa_params.n) */
-    uint8_t **sa_buf;    /* (slots) receive buffers of MASKED uploads */
+    uint8_t **sa_buf;    /* (slots) receive buffers of uploads that are bytes, not deltas:
+                            MASKED uploads and the statistics round's moments */
+    size_t *sa_cap;      /* (slots) their sizes */
     bool *sa_busy;       /* (slots) */
     size_t sa_nbuf;
     float *sa_sum; /* (ntrainable) the decoded sum of the survivors' updates */
@@ -182,6 +196,7 @@ fed_coord_config fed_coord_default_config(void) {
     c.retry_backoff_max_ms = 60000;
     c.max_failed_attempts = 10;
     c.linger_ms = 60000;
+    c.input_stats = true;
     return c;
 }
 
@@ -214,6 +229,12 @@ static fed_err check_config(const fed_coord_config *c) {
         return fed_errorf(FED_EINVAL, "dp-clip %g: must be finite and >= 0", c->dp_clip);
     if (!(c->dp_noise >= 0.0 && isfinite(c->dp_noise)))
         return fed_errorf(FED_EINVAL, "dp-noise %g: must be finite and >= 0", c->dp_noise);
+    if (c->input_stats && c->dp_clip > 0 &&
+        !(c->model_meta && fed_meta_get(c->model_meta, META_STD)))
+        return fed_errorf(FED_EINVAL,
+                          "input-stats releases the federation's feature means and variances "
+                          "without differential-privacy noise: turn it off with dp-clip (or "
+                          "give the model an input standardisation)");
     if (c->dp_noise > 0 && c->dp_clip == 0)
         return fed_errorf(FED_EINVAL, "dp-noise needs dp-clip (the noise scales with it)");
     if (c->dp_clip > 0 && !(c->dp_delta > 0.0 && c->dp_delta < 1.0))
@@ -397,6 +418,44 @@ static void split_noise(const fed_coord *c, double *count_std, double *z_update)
     *z_update = z > 0 ? 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4.0 * sb * sb)) : 0.0;
 }
 
+/* ---- the statistics round's transform ---------------------------------------------- */
+
+/* Checks an input transform (JSON) against the model's input and makes it the one the
+ * manifest carries; what (a file, "the statistics round") names it in errors. */
+static fed_err set_transform(fed_coord *c, const char *json, const char *what) {
+    fed_standardizer *st = NULL;
+    fed_err err = fed_std_from_json(&st, json);
+    if (!err && st->dim != fed_model_input_size(c->model))
+        err = fed_errorf(FED_ESHAPE, "it applies to %zu features, the model takes %zu", st->dim,
+                         fed_model_input_size(c->model));
+    fed_std_destroy(&st);
+    if (err) return fed_errprefix(err, "%s: %s", what, META_STD);
+    char *copy = fed_strdup(json);
+    if (!copy) return FED_ENOMEM;
+    fed_free(c->transform);
+    c->transform = copy;
+    return FED_OK;
+}
+
+/* The central evaluation set with the transform the statistics round computed (a copy:
+ * eval_data is borrowed). */
+static fed_err standardize_eval(fed_coord *c) {
+    fed_data_destroy(&c->eval_own);
+    if (!c->cfg.eval_data) return FED_OK;
+    const fed_dataset *d = c->cfg.eval_data;
+    fed_standardizer *st = NULL;
+    size_t *idx = fed_mallocarray(d->n ? d->n : 1, sizeof *idx);
+    if (!idx) return FED_ENOMEM;
+    for (size_t i = 0; i < d->n; i++) idx[i] = i;
+    fed_err err = fed_data_subset(&c->eval_own, d, idx, d->n);
+    fed_free(idx);
+    if (!err) err = fed_std_from_json(&st, c->transform);
+    if (!err) err = fed_std_apply(st, c->eval_own);
+    fed_std_destroy(&st);
+    if (err) fed_data_destroy(&c->eval_own);
+    return err ? fed_errprefix(err, "central evaluation set") : FED_OK;
+}
+
 fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     *out = NULL;
     fed_model *taken = cfg->take_model ? (fed_model *)(uintptr_t)cfg->model : NULL;
@@ -421,6 +480,10 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
         fed_model_set_trainable(c->model, i, true);
     if ((err = apply_freeze(c->model, cfg->freeze))) goto fail;
     if ((err = build_manifest(c))) goto fail;
+    fed_shape in = fed_arch_input_shape(fed_model_arch(c->model));
+    c->st_groups = fed_std_groups(&in, fed_shape_numel(&in));
+    const char *mt = cfg->model_meta ? fed_meta_get(cfg->model_meta, META_STD) : NULL;
+    if (mt && (err = set_transform(c, mt, "the model's metadata"))) goto fail;
     if ((err = fed_strategy_new(&c->strat, &cfg->strategy, c->ntrainable))) goto fail;
     c->version = 1;
     if (cfg->dp_clip > 0 && (err = fed_dp_accountant_new(&c->acc))) goto fail;
@@ -433,6 +496,9 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
         if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v, &meta)))
             goto fail;
         if (r > 0 && c->acc) err = restore_accountant(c->acc, meta, r);
+        /* The transform an earlier statistics round computed: the rounds since used it. */
+        const char *ct = meta && !err && !c->transform ? fed_meta_get(meta, META_STD) : NULL;
+        if (ct && !(err = set_transform(c, ct, "checkpoint"))) c->transform_ours = true;
         const char *cn = meta && !err ? fed_meta_get(meta, META_DP_CLIP) : NULL;
         if (cn && cfg->dp_target_quantile > 0) {
             char *end;
@@ -454,16 +520,21 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
      * aggregator's (1 + slots) copies do not add to that peak. */
     if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
     fed_agg_set_clip(c->agg, cfg->secagg ? 0.0 : c->clip_now); /* secagg: the sites clip */
+    if (c->transform_ours && (err = standardize_eval(c))) goto fail;
+    size_t nb = cfg->slots ? cfg->slots : 1; /* byte buffers: allocated on first use */
+    c->sa_buf = fed_calloc(nb, sizeof *c->sa_buf);
+    c->sa_cap = fed_calloc(nb, sizeof *c->sa_cap);
+    c->sa_busy = fed_calloc(nb, sizeof *c->sa_busy);
+    if (!c->sa_buf || !c->sa_cap || !c->sa_busy) {
+        err = FED_ENOMEM;
+        goto fail;
+    }
+    c->sa_nbuf = nb;
     if (cfg->secagg) {
-        size_t nb = cfg->slots ? cfg->slots : 1;
-        c->sa_buf = fed_calloc(nb, sizeof *c->sa_buf);
-        c->sa_busy = fed_calloc(nb, sizeof *c->sa_busy);
-        c->sa_sum = fed_mallocarray(c->ntrainable, sizeof *c->sa_sum);
-        if (!c->sa_buf || !c->sa_busy || !c->sa_sum) {
+        if (!(c->sa_sum = fed_mallocarray(c->ntrainable, sizeof *c->sa_sum))) {
             err = FED_ENOMEM;
             goto fail;
         }
-        c->sa_nbuf = nb;
         if (!cfg->server.net.plaintext &&
             (err = fed_id_new(&c->id, cfg->server.net.tls.cert_file, NULL,
                               cfg->server.net.tls.ca_file, cfg->server.net.tls.crl_file)))
@@ -533,7 +604,11 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_id_destroy(&c->id);
     for (size_t i = 0; c->sa_buf && i < c->sa_nbuf; i++) fed_free(c->sa_buf[i]);
     fed_free(c->sa_buf);
+    fed_free(c->sa_cap);
     fed_free(c->sa_busy);
+    fed_free(c->transform);
+    fed_mom_sum_free(&c->st_sum);
+    fed_data_destroy(&c->eval_own);
     fed_free(c->sa_cl);
     fed_free(c->sa_sum);
     fed_free(c->order);
@@ -621,8 +696,22 @@ static size_t connected_count(const fed_coord *c) {
     return n;
 }
 
+/* The open round: 0 for the statistics round, then 1, 2, ... */
 static uint64_t current_round(const fed_coord *c) {
-    return c->rounds_done + 1;
+    return c->in_stats ? 0 : c->rounds_done + 1;
+}
+
+/* "round 3", or "statistics round" for round 0: how log lines and reasons name it. */
+static const char *round_name(const fed_coord *c, char buf[32]) {
+    if (c->in_stats) return "statistics round";
+    snprintf(buf, 32, "round %" PRIu64, current_round(c));
+    return buf;
+}
+
+/* Whether uploads arrive as bytes into sa_buf (masked uploads, the statistics round's
+ * moments) rather than as deltas into aggregator slots. */
+static bool bytes_upload(const fed_coord *c) {
+    return c->cfg.secagg || c->in_stats;
 }
 
 /* Cancels a transfer that may already be gone (FED_ENOTFOUND is fine). */
@@ -634,7 +723,7 @@ static void cancel(fed_coord *c, uint32_t peer, uint64_t id) {
 static void drop_update(fed_coord *c, client *k) {
     if (k->status == ST_RECEIVING) {
         cancel(c, k->peer, k->up_id);
-        if (c->cfg.secagg)
+        if (bytes_upload(c))
             c->sa_busy[k->slot] = false;
         else
             fed_agg_slot_abort(c->agg, k->slot);
@@ -697,7 +786,7 @@ static uint32_t code_of(fed_err err) {
 
 /* Sends RoundStart to k, with the weights unless it holds this version (or force). */
 static fed_err send_round_start(fed_coord *c, client *k, bool force) {
-    bool with_model = force || k->held != c->version;
+    bool with_model = !c->in_stats && (force || k->held != c->version);
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ROUND_START;
@@ -711,12 +800,10 @@ static fed_err send_round_start(fed_coord *c, client *k, bool force) {
     memcpy(rs->manifest.sha256, c->sha, FED_SHA256_LEN);
     rs->manifest.arch = c->arch_json;
     /* Borrowed for encoding only: the message is never freed. */
-    rs->manifest.input_transform =
-        c->cfg.model_meta
-            ? (char *)(uintptr_t)fed_meta_get(c->cfg.model_meta, "fedtune.standardize")
-            : NULL;
+    rs->manifest.input_transform = c->transform;
     rs->transfer_id = with_model ? c->version : 0;
     rs->attempt = c->attempt;
+    rs->stats = c->in_stats;
     if (c->sa) {
         const fed_sa_params *p = &c->sa_params;
         rs->has_secagg = true;
@@ -727,7 +814,7 @@ static fed_err send_round_start(fed_coord *c, client *k, bool force) {
                                              .clip_range = p->clip_range,
                                              .quant_range = p->quant_range};
         memcpy(rs->secagg.graph_seed, p->graph_seed, sizeof rs->secagg.graph_seed);
-        if (c->cfg.dp_clip > 0) {
+        if (c->cfg.dp_clip > 0 && !c->in_stats) {
             rs->secagg.dp_clip = c->cfg.dp_clip;
             rs->secagg.dp_noise_std = c->cfg.dp_noise * c->cfg.dp_clip / sqrt((double)p->n);
         }
@@ -756,13 +843,18 @@ static double metric(const fed_msg_update *u, const char *name) {
 /* Opens a slot for k's announced update and starts receiving it; leaves it ST_PENDING
  * when every slot is busy. */
 static void start_receive(fed_coord *c, client *k) {
-    if (c->cfg.secagg) { /* into a free byte buffer: add_masked sums it on arrival */
+    if (bytes_upload(c)) { /* into a free byte buffer: summed on arrival */
         size_t b = 0;
         while (b < c->sa_nbuf && c->sa_busy[b]) b++;
         if (b == c->sa_nbuf) return;
-        if (!c->sa_buf[b] && !(c->sa_buf[b] = fed_malloc((size_t)k->up_bytes))) {
-            reject_round(c, k, ERR_INVALID, "coordinator out of memory");
-            return;
+        if (c->sa_cap[b] < k->up_bytes) { /* the statistics round's are smaller */
+            fed_free(c->sa_buf[b]);
+            c->sa_cap[b] = 0;
+            if (!(c->sa_buf[b] = fed_malloc((size_t)k->up_bytes))) {
+                reject_round(c, k, ERR_INVALID, "coordinator out of memory");
+                return;
+            }
+            c->sa_cap[b] = (size_t)k->up_bytes;
         }
         if (fed_server_recv_transfer(c->srv, k->peer, k->up_id, c->sa_buf[b], k->up_bytes,
                                      k->up_sha) != FED_OK) {
@@ -834,6 +926,9 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     if (c->sa) {
         enc = FED_ENCODING_SECAGG_MASKED;
         want = fed_sa_msg_max(&c->sa_params, FED_SA_MSG_MASKED);
+    } else if (c->in_stats) {
+        enc = FED_ENCODING_MOMENTS_F32;
+        want = (uint64_t)fed_mom_len(c->st_groups) * sizeof(float);
     }
     if (c->sa && c->phase != SA_MASKED)
         snprintf(why, sizeof why, "a masked update before the key exchange ended");
@@ -843,12 +938,15 @@ static void on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     else if (u->encoding != enc)
         code = ERR_UNSUPPORTED,
         snprintf(why, sizeof why, "encoding %d (this round: %d, %s)", (int)u->encoding, (int)enc,
-                 c->sa ? "securely aggregated" : "plain deltas");
+                 c->sa         ? "securely aggregated"
+                 : c->in_stats ? "moments"
+                               : "plain deltas");
     else if (u->total_bytes != want)
         code = ERR_SHAPE,
         snprintf(why, sizeof why,
                  "total_bytes %" PRIu64 ", expected %" PRIu64 " (%s %zu trainable parameters)",
-                 u->total_bytes, want, c->sa ? "the masked message of" : "4 x", c->ntrainable);
+                 u->total_bytes, want, c->sa ? "the masked message of" : "4 x",
+                 c->in_stats ? fed_mom_len(c->st_groups) : c->ntrainable);
     else if (u->examples == 0)
         snprintf(why, sizeof why, "examples 0: must be > 0");
     else if (u->examples > k->hello_examples)
@@ -1006,6 +1104,24 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
     }
 }
 
+/* The statistics round: one site's moments (little-endian floats, as every upload here)
+ * into the sum, once they are well-formed limbs counting what its Update claims (the
+ * claim itself is bounded by its Hello and max_examples_per_site). */
+static fed_err add_moments(fed_coord *c, const client *k, const uint8_t *bytes) {
+    size_t n = fed_mom_len(c->st_groups);
+    float *v = fed_mallocarray(n, sizeof *v);
+    if (!v) return FED_ENOMEM;
+    memcpy(v, bytes, n * sizeof *v);
+    uint64_t count = 0;
+    fed_err err = fed_mom_count(v, &count);
+    if (!err && (double)count != k->weight)
+        err = fed_errorf(FED_ERANGE, "moments of %" PRIu64 " examples, the update claims %.0f",
+                         count, k->weight);
+    if (!err) err = fed_mom_sum_add(&c->st_sum, v);
+    fed_free(v);
+    return err;
+}
+
 static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
     if (ev->type == FED_NET_NONE) return FED_OK;
     client *k = ev->type == FED_NET_JOINED ? by_cn(c, ev->cn, ev->peer) : by_peer(c, ev->peer);
@@ -1056,6 +1172,9 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
                                                        (size_t)k->up_bytes)
                             : fed_errorf(FED_EPROTO, "no secure aggregation open");
                 c->sa_busy[k->slot] = false;
+            } else if (c->in_stats) {
+                err = add_moments(c, k, c->sa_buf[k->slot]);
+                c->sa_busy[k->slot] = false;
             } else {
                 err = fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
             }
@@ -1075,7 +1194,7 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
         break;
     case FED_NET_TRANSFER_FAILED:
         if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
-            if (c->cfg.secagg)
+            if (bytes_upload(c))
                 c->sa_busy[k->slot] = false;
             else
                 fed_agg_slot_abort(c->agg, k->slot);
@@ -1103,6 +1222,10 @@ static void end_attempt(fed_coord *c) {
     }
     fed_agg_begin_round(c->agg);
     fed_sa_server_destroy(&c->sa);
+    if (c->st_sum.limbs) { /* a new attempt of the statistics round sums afresh */
+        memset(c->st_sum.limbs, 0, c->st_sum.len * sizeof *c->st_sum.limbs);
+        c->st_sum.sites = 0;
+    }
 }
 
 static int cmp_cn(const void *a, const void *b) {
@@ -1116,7 +1239,7 @@ static fed_err sa_begin(fed_coord *c, client **ready, size_t n, size_t k) {
         return fed_errorf(FED_EINVAL, "secagg: %zu sampled clients (must be 2..%d)", k,
                           FED_SA_CLIENTS_MAX);
     fed_sa_params *p = &c->sa_params;
-    fed_sa_params_default(p, (uint32_t)k, c->ntrainable);
+    fed_sa_params_default(p, (uint32_t)k, c->in_stats ? fed_mom_len(c->st_groups) : c->ntrainable);
     if (c->cfg.secagg_degree) p->degree = c->cfg.secagg_degree;
     if (c->cfg.secagg_threshold) {
         p->threshold = c->cfg.secagg_threshold;
@@ -1125,6 +1248,10 @@ static fed_err sa_begin(fed_coord *c, client **ready, size_t n, size_t k) {
     }
     if (c->cfg.secagg_clip > 0) p->clip_range = c->cfg.secagg_clip;
     if (c->cfg.secagg_quant) p->quant_range = c->cfg.secagg_quant;
+    if (c->in_stats) { /* limbs in [0, 2^21) travel unchanged (core/moments.h) */
+        p->clip_range = FED_MOM_CLIP;
+        p->quant_range = FED_MOM_QUANT;
+    }
     p->round = current_round(c);
     fed_err err = fed_sa_params_check(p);
     if (!err) err = fed_sa_random_bytes(p->graph_seed, sizeof p->graph_seed);
@@ -1163,8 +1290,16 @@ static fed_err do_sample(fed_coord *c) {
     qsort(ready, n, sizeof *ready, cmp_cn); /* the sample depends on the seed, not on join order */
     size_t k = (size_t)ceil(c->cfg.fraction * (double)n - 1e-9);
     if (k < c->cfg.min_fit) k = c->cfg.min_fit;
-    if (k > n) k = n;
+    if (k > n || c->in_stats) k = n; /* the statistics round asks everyone */
     end_attempt(c);
+    if (c->in_stats && !c->st_sum.limbs) {
+        fed_err err = fed_mom_sum_init(&c->st_sum, c->st_groups);
+        if (err) {
+            fed_free(ready);
+            fed_free(idx);
+            return err;
+        }
+    }
     if (c->attempt == 0) {
         fed_net_stats st;
         fed_server_stats(c->srv, &st);
@@ -1200,9 +1335,9 @@ static fed_err do_sample(fed_coord *c) {
     c->cur.sampled = k;
     c->population = n;
     c->cur.returned = c->cur.rejected = c->cur.failed = 0;
-    FED_LOG(FED_LOG_INFO,
-            "round %" PRIu64 " attempt %" PRIu64 ": sampled %zu of %zu clients (seed %" PRIu64 ")",
-            current_round(c), c->attempt, k, n, c->sample_seed);
+    char name[32];
+    FED_LOG(FED_LOG_INFO, "%s attempt %" PRIu64 ": sampled %zu of %zu clients (seed %" PRIu64 ")",
+            round_name(c, name), c->attempt, k, n, c->sample_seed);
     return FED_OK;
 }
 
@@ -1293,7 +1428,7 @@ static void attempt_reasons(fed_coord *c, char *buf, size_t len, char *main, siz
  * a retry after the backoff (WAITING until retry_at) or, after max_failed_attempts in a
  * row with the same main reason, the end of the federation (give_up set). */
 static fed_coord_state attempt_failed(fed_coord *c, const char *what) {
-    char reasons[600], main[WHY_MAX];
+    char reasons[600], main[WHY_MAX], name[32];
     attempt_reasons(c, reasons, sizeof reasons, main, sizeof main);
     if (!main[0]) snprintf(main, sizeof main, "%s", what);
     if (c->same_fails > 0 && strcmp(main, c->fail_why) == 0) {
@@ -1305,19 +1440,19 @@ static fed_coord_state attempt_failed(fed_coord *c, const char *what) {
     end_attempt(c);
     uint32_t most = c->cfg.max_failed_attempts;
     if (most && c->same_fails >= most) {
-        FED_LOG(FED_LOG_WARN, "round %" PRIu64 " attempt %" PRIu64 ": %s; %s", current_round(c),
-                c->attempt, what, reasons);
+        FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s; %s", round_name(c, name), c->attempt,
+                what, reasons);
         snprintf(c->give_up, sizeof c->give_up,
-                 "round %" PRIu64 " failed %" PRIu32 " attempts in a row for the same reason: %s",
-                 current_round(c), c->same_fails, main);
+                 "%s failed %" PRIu32 " attempts in a row for the same reason: %s",
+                 round_name(c, name), c->same_fails, main);
         return FED_COORD_WAITING;
     }
     int64_t delay = c->cfg.retry_backoff_ms;
     for (uint64_t a = 1; a < c->attempt && delay < c->cfg.retry_backoff_max_ms; a++) delay *= 2;
     if (delay > c->cfg.retry_backoff_max_ms) delay = c->cfg.retry_backoff_max_ms;
     c->retry_at = now_ms() + delay;
-    FED_LOG(FED_LOG_WARN, "round %" PRIu64 " attempt %" PRIu64 ": %s; %s; retrying in %.3g s",
-            current_round(c), c->attempt, what, reasons, (double)delay / 1000.0);
+    FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s; %s; retrying in %.3g s", round_name(c, name),
+            c->attempt, what, reasons, (double)delay / 1000.0);
     return FED_COORD_WAITING;
 }
 
@@ -1367,6 +1502,20 @@ static bool sa_send_phase(fed_coord *c, sa_for_fn for_fn, cstatus want, const ch
     return true;
 }
 
+/* The statistics round's secure sum: the exact fixed-point sums of the survivors' limbs
+ * into st_sum. */
+static fed_err sa_finalize_moments(fed_coord *c, size_t *survivors) {
+    size_t n = fed_mom_len(c->st_groups);
+    float *sum = fed_mallocarray(n, sizeof *sum);
+    uint32_t *fixed = fed_mallocarray(n, sizeof *fixed);
+    fed_err err = sum && fixed ? FED_OK : FED_ENOMEM;
+    if (!err) err = fed_sa_server_finalize(c->sa, sum, fixed, n, survivors);
+    if (!err) err = fed_mom_sum_add_fixed(&c->st_sum, fixed, *survivors);
+    fed_free(sum);
+    fed_free(fixed);
+    return err;
+}
+
 /* The key exchange and unmasking phases of a securely aggregated attempt; the masked
  * uploads between them are collected like plain updates (collect_updates). */
 static fed_coord_state sa_collect(fed_coord *c) {
@@ -1395,7 +1544,9 @@ static fed_coord_state sa_collect(fed_coord *c) {
         return FED_COORD_COLLECTING;
     case SA_UNMASK: {
         size_t survivors = 0;
-        fed_err err = fed_sa_server_finalize(c->sa, c->sa_sum, NULL, c->ntrainable, &survivors);
+        fed_err err =
+            c->in_stats ? sa_finalize_moments(c, &survivors)
+                        : fed_sa_server_finalize(c->sa, c->sa_sum, NULL, c->ntrainable, &survivors);
         if (err) {
             char why[300];
             snprintf(why, sizeof why, "%s", fed_errmsg());
@@ -1463,7 +1614,7 @@ static fed_coord_state collect_updates(fed_coord *c) {
             open = true;
     }
     fed_agg_stats as = fed_agg_get_stats(c->agg);
-    if (c->cfg.secagg) as.accepted = c->cur.returned; /* summed by the protocol, not agg */
+    if (bytes_upload(c)) as.accepted = c->cur.returned; /* summed on arrival, not by agg */
     int64_t now = now_ms();
     bool enough = as.accepted >= c->cfg.min_fit;
     if (enough && !open) return FED_COORD_AGGREGATING; /* the whole sample answered */
@@ -1557,13 +1708,56 @@ static fed_err aggregate(fed_coord *c) {
     return FED_OK;
 }
 
+/* Ends the statistics round: the federation's standardizer from the summed moments
+ * becomes the manifest's input transform and the central evaluation's. Moments that do
+ * not make one (a site that lied inside a secure sum) fail the attempt. */
+static fed_coord_state finish_stats(fed_coord *c) {
+    size_t g = c->st_groups, dim = fed_model_input_size(c->model), sites = c->st_sum.sites;
+    double *mean = fed_mallocarray(2 * g, sizeof *mean);
+    uint64_t n = 0;
+    fed_standardizer *st = NULL;
+    char *json = NULL;
+    fed_err err = mean ? FED_OK : FED_ENOMEM;
+    if (!err) err = fed_mom_sum_result(&c->st_sum, dim, &n, mean, mean + g);
+    if (!err) err = fed_std_from_moments(&st, dim, g, mean, mean + g);
+    if (!err) err = fed_std_to_json(st, &json);
+    fed_free(mean);
+    if (err) {
+        fed_std_destroy(&st);
+        char what[300];
+        snprintf(what, sizeof what, "the summed statistics make no standardizer: %s", fed_errmsg());
+        return attempt_failed(c, what);
+    }
+    FED_LOG(FED_LOG_INFO,
+            "statistics round: the federation's input standardisation from %" PRIu64
+            " examples of %zu sites (%zu %s; first mean %.6g std %.6g)",
+            n, sites, g, g == dim ? "features" : "channels", (double)st->mean[0],
+            (double)st->std[0]);
+    fed_std_destroy(&st);
+    fed_free(c->transform);
+    c->transform = json;
+    c->transform_ours = true;
+    end_attempt(c);
+    c->in_stats = false;
+    c->attempt = 0;
+    c->same_fails = 0;
+    c->retry_at = 0;
+    fed_mom_sum_free(&c->st_sum);
+    if ((err = standardize_eval(c))) {
+        snprintf(c->give_up, sizeof c->give_up, "%s", fed_errmsg());
+        return FED_COORD_DONE;
+    }
+    return FED_COORD_WAITING;
+}
+
 static fed_err evaluate(fed_coord *c) {
     c->cur.central_loss = c->cur.central_acc = (double)NAN;
     if (c->cfg.eval_data) {
         fed_eval_result r;
         memset(&r, 0, sizeof r);
         fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
-        fed_err err = fed_evaluate(c->model, c->cfg.eval_data, c->cfg.eval_batch, &loss, &r);
+        const fed_dataset *d = c->eval_own ? c->eval_own : c->cfg.eval_data;
+        fed_err err = fed_evaluate(c->model, d, c->cfg.eval_batch, &loss, &r);
         if (err) {
             fed_eval_result_free(&r);
             return fed_errprefix(err, "central evaluation");
@@ -1676,8 +1870,9 @@ static fed_err checkpoint(fed_coord *c) {
     s->seconds = (double)(now_ms() - c->round_t0) / 1000.0;
     if (c->cfg.checkpoint_dir) {
         fed_meta *extra = NULL;
-        fed_err err = c->acc ? fed_meta_new(&extra) : FED_OK;
+        fed_err err = c->acc || c->transform_ours ? fed_meta_new(&extra) : FED_OK;
         if (!err && c->acc) err = accountant_meta(c->acc, c->clip_now, extra);
+        if (!err && c->transform_ours) err = fed_meta_set(extra, META_STD, c->transform);
         if (!err)
             err = fed_ckpt_write(c->cfg.checkpoint_dir, s->round, c->version, c->model, c->strat,
                                  c->cfg.seed, c->cfg.keep_checkpoints, extra);
@@ -1738,6 +1933,7 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
         for (size_t i = 0; !err && c->cfg.model_meta && i < fed_meta_count(c->cfg.model_meta); i++)
             err = fed_meta_set(meta, fed_meta_key(c->cfg.model_meta, i),
                                fed_meta_value(c->cfg.model_meta, i));
+        if (!err && c->transform_ours) err = fed_meta_set(meta, META_STD, c->transform);
         snprintf(buf, sizeof buf, "%" PRIu64, c->rounds_done);
         if (!err) err = fed_meta_set(meta, "fedtune.round", buf);
         snprintf(buf, sizeof buf, "%" PRIu64, c->version);
@@ -1859,6 +2055,7 @@ static fed_err advance(fed_coord *c) {
             if (c->rounds_done >= c->cfg.rounds) return finish(c, "all rounds done", true);
             if (connected_count(c) < c->cfg.min_clients) return FED_OK;
             if (c->retry_at && now_ms() < c->retry_at) return FED_OK; /* backing off */
+            if (c->rounds_done == 0 && c->cfg.input_stats && !c->transform) c->in_stats = true;
             if (c->cfg.target_epsilon > 0) {
                 double next = 0;
                 if ((err = next_epsilon(c, &next))) return err;
@@ -1889,6 +2086,11 @@ static fed_err advance(fed_coord *c) {
             break;
         }
         case FED_COORD_AGGREGATING:
+            if (c->in_stats) { /* round 0: the transform, then round 1 */
+                c->state = finish_stats(c);
+                if (c->give_up[0]) return give_up(c);
+                break;
+            }
             if ((err = aggregate(c))) return err;
             c->state = FED_COORD_EVALUATING;
             break;

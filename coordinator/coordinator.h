@@ -163,6 +163,15 @@ typedef struct fed_coord_config {
     const char *stop_file;      /* stop when this file exists, or NULL */
     const char *out;            /* final model export, or NULL */
     int64_t linger_ms;          /* LINGERING at most this long (60 000; 0: no lingering) */
+    /* The federation's input standardisation, when the model brings none (model_meta has
+     * no fedtune.standardize): before round 1 a statistics round (round 0, no weights, no
+     * training) asks every connected client for the exact moments of its raw training
+     * split (core/moments.h; through the secure sum with secagg); their sum gives one
+     * standardizer (per feature, or per channel for an image input) that every site then
+     * applies instead of one fitted on its own data, that the central evaluation applies
+     * to eval_data, and that checkpoints and the export carry. The statistics are
+     * released without differential-privacy noise: refused with dp_clip. */
+    bool input_stats; /* (true) */
     /* Called on the coordinator's thread after each round's checkpoint and status line
      * (the simulator prints and plots from it); NULL: none. */
     void (*on_round)(void *user, const struct fed_coord_round_stats *s);

@@ -39,6 +39,7 @@ fed_sim_config fed_sim_default_config(void) {
     c.coord = fed_coord_default_config();
     c.coord.min_fit = 1;
     c.coord.deadline_ms = 600000;
+    c.coord.input_stats = false; /* the simulator prepares the data once, for all its sites */
     c.workers = 1;
     c.seed = 1;
     return c;

@@ -90,7 +90,7 @@ ok "nothing written on refusal" test ! -e x.st
 # ---- sites that cannot train the model: backoff, one line per attempt, then exit 1 ------
 P=$(port)
 coordinator "$P" --model m784.st --rounds 3 --retry-backoff-ms 100 --retry-backoff-max-ms 300 \
-  --max-failed-attempts 4 --out never.st >fit.log 2>&1 &
+  --max-failed-attempts 4 --input-stats off --out never.st >fit.log 2>&1 &
 cpid=$!
 pids+=("$cpid")
 sites "$P" fit
@@ -115,6 +115,75 @@ for l in a b c; do
   ok "site $l heard why" grep -q "federation stopped: round 1 failed 4 attempts" "fit-$l.log"
 done
 
+# ---- the same sites when the statistics round comes first: it fails the same way --------
+P=$(port)
+coordinator "$P" --model m784.st --rounds 3 --retry-backoff-ms 50 --max-failed-attempts 2 \
+  >fit0.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+sites "$P" fit0
+wait "$cpid"
+rc=$?
+ok "the statistics round stops it with exit 1 (got $rc)" test "$rc" -eq 1
+ok "naming the sites' reason: $(tail -1 fit0.log | cut -c1-200)" grep -qF "fedtune coordinator: statistics round failed 2 attempts in a row for the same reason: statistics: the local data (4 features, 3 classes) do not fit the model (784 inputs, 10 outputs)" fit0.log
+for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
+
+# ---- the statistics round: one input standardisation for the federation -----------------
+# Sites with different scales (site b's data in other units: x 1000); no test split, so
+# the pooled training data are exactly the three files. Plain and through the secure sum.
+awk -F, 'NR==1{print;next}{printf "%.3f,%.3f,%.3f,%.3f,%s\n",$1*1000,$2*1000,$3*1000,$4*1000,$5}' \
+  site1.csv >site1k.csv
+for mode in plain secagg; do
+  extra=()
+  [ "$mode" = secagg ] && extra=(--secagg)
+  P=$(port)
+  coordinator "$P" --model init.st --rounds 1 --out "st-$mode.st" "${extra[@]}" >"st-$mode.log" 2>&1 &
+  cpid=$!
+  pids+=("$cpid")
+  spids=()
+  client "$P" a 0 --test-split 0 >"st-$mode-a.log" 2>&1 &
+  spids+=($!)
+  timeout 120 "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$P" --server-name localhost \
+    --ca ca/ca.crt --cert ca/sites/site-b/site-b.crt --key ca/sites/site-b/site-b.key \
+    --data site1k.csv --classes blue,green,red --test-split 0 >"st-$mode-b.log" 2>&1 &
+  spids+=($!)
+  client "$P" c 2 --test-split 0 >"st-$mode-c.log" 2>&1 &
+  spids+=($!)
+  pids+=("${spids[@]}")
+  wait "$cpid"
+  rc=$?
+  ok "$mode: the run with a statistics round exits 0 (got $rc)" test "$rc" -eq 0
+  for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
+  ok "$mode: the coordinator fitted it from every example" \
+    grep -q "statistics round: the federation's input standardisation from 150 examples of 3 sites (4 features" "st-$mode.log"
+  ok "$mode: every site uses it" test "$(grep -l "using the model's input standardisation (4 features)" st-$mode-?.log | wc -l)" -eq 3
+  ok "$mode: round 1 ran" grep -q "round 1/1: clients 3 sampled, 3 returned" "st-$mode.log"
+  # The exported transform is the pooled population mean and std of the three files.
+  "$PY" - "st-$mode.st" site0.csv site1k.csv site2.csv >"st-$mode.check" 2>&1 <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+t = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["fedtune.standardize"])
+rows = []
+for f in sys.argv[2:]:
+    for line in open(f).read().splitlines()[1:]:
+        rows.append([float(v) for v in line.split(",")[:4]])
+worst = 0.0
+for j in range(4):
+    col = [r[j] for r in rows]
+    m = sum(col) / len(col)
+    sd = (sum((v - m) ** 2 for v in col) / len(col)) ** 0.5
+    worst = max(worst, abs(t["mean"][j] - m) / sd, abs(t["std"][j] - sd) / sd)
+open(sys.argv[1] + ".transform", "w").write(json.dumps(t))
+print("rows", len(rows), "worst relative difference", worst)
+sys.exit(0 if len(rows) == 150 and t["dim"] == 4 and worst < 1e-6 else 1)
+PY
+  rc=$?
+  ok "$mode: the exported transform is the pooled data's ($(cat "st-$mode.check"))" test "$rc" -eq 0
+done
+ok "plain and secure sums give the same transform ($(cut -c1-60 st-plain.st.transform)...)" \
+  cmp -s st-plain.st.transform st-secagg.st.transform
+
 # ---- an example count above the coordinator's bound: refused, and the same stop ---------
 P=$(port)
 coordinator "$P" --model init.st --rounds 2 --max-examples-per-site 10 --retry-backoff-ms 50 \
@@ -126,7 +195,7 @@ wait "$cpid"
 rc=$?
 ok "the coordinator stops with exit 1 (got $rc)" test "$rc" -eq 1
 ok "the reason is the bound: $(tail -1 ex.log)" \
-  grep -q "round 1 failed 2 attempts in a row for the same reason: update rejected: examples 42: above max-examples-per-site 10" ex.log
+  grep -q "statistics round failed 2 attempts in a row for the same reason: update rejected: examples 42: above max-examples-per-site 10" ex.log
 ok "the sites' Hello counts are above it: warned" test "$(grep -c 'announces [0-9]* training examples, above max-examples-per-site 10' ex.log)" -eq 3
 for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
 

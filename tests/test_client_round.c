@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/fit.h"
 #include "core/model.h"
+#include "core/moments.h"
 #include "core/train_spec.h"
 #include "privacy/identity.h"
 #include "privacy/secagg.h"
@@ -1037,6 +1038,77 @@ TEST(deadline_bounds_training) {
     fed_net_context_destroy(&zctx);
 }
 
+/* The statistics round (RoundStart.stats, no weights): the site answers with the exact
+ * moments of its raw training split (before its own standardisation) as a MOMENTS_F32
+ * update with no metrics; a model whose inputs its data do not fit gets an Error. */
+TEST(statistics_round) {
+    coord c;
+    memset(&c, 0, sizeof c);
+    gmodel g, g5;
+    CHECK(gmodel_make(&g, MLP4, 3));
+    CHECK(gmodel_make(&g5, MLP5, 3));
+    /* The site's raw training split: the fixture split as the site splits it. */
+    fed_dataset *all = NULL, *train = NULL, *test = NULL;
+    CHECK_OK(fed_data_load(&all, csv_path, NULL));
+    CHECK_OK(fed_data_split(all, 0.0, 0.2, 5, &train, NULL, &test));
+    void *zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    CHECK_OK(fed_server_new(&c.srv, zctx, &sc));
+    fed_site *site = NULL;
+    fed_site_config cfg = site_config(c.srv ? fed_server_endpoint(c.srv) : "");
+    CHECK_OK(fed_site_new(&site, &cfg)); /* standardize on: its own split is rescaled */
+    if (c.srv && site && g.m && train) {
+        site_thread st = {.site = site};
+        CHECK_INT(pthread_create(&st.th, NULL, site_main, &st), 0);
+        CHECK(coord_wait(&c, &c.joined, 1, 5000));
+        fed_msg m = {.type = FED_MSG_ROUND_START};
+        fed_msg_round_start *rs = &m.u.round_start;
+        rs->round = 0;
+        rs->attempt = 1;
+        rs->model_version = 1;
+        rs->config = train_config();
+        rs->manifest = g.mf;
+        rs->deadline_ms = 60000;
+        rs->stats = true;
+        CHECK_OK(fed_server_send(c.srv, c.peer, &m));
+        CHECK(coord_wait(&c, &c.done, 1, 5000));
+        size_t len = fed_mom_len(4);
+        CHECK_INT(c.up.encoding, FED_ENCODING_MOMENTS_F32);
+        CHECK_SIZE(c.up.round, 0);
+        CHECK_SIZE(c.up.attempt, 1);
+        CHECK_SIZE(c.up.examples, train->n);
+        CHECK_SIZE(c.up.total_bytes, len * 4);
+        CHECK_SIZE(c.nmetrics, 0);
+        float *want = fed_mallocarray(len, sizeof(float));
+        CHECK_OK(fed_mom_encode(train, 4, want));
+        CHECK_MEM(c.delta, want, len * sizeof(float));
+        fed_free(want);
+        CHECK(coord_wait_log(&c, "statistics of", "training examples sent", 5000));
+        /* A model of 5 inputs for 4 features: refused with the shapes only. */
+        rs->manifest = g5.mf;
+        rs->attempt = 2;
+        CHECK_OK(fed_server_send(c.srv, c.peer, &m));
+        CHECK(coord_wait(&c, &c.errors, 1, 5000));
+        CHECK_INT(c.err_code, 7);
+        CHECK_STR(c.err_text, "statistics: the local data (4 features, 3 classes) do not fit "
+                              "the model (5 inputs, 3 outputs)");
+        CHECK_SIZE(c.err_round, 0);
+        CHECK_SIZE(c.err_attempt, 2);
+        st.stop = 1;
+        pthread_join(st.th, NULL);
+        CHECK_OK(st.result);
+    }
+    fed_site_destroy(&site);
+    gmodel_free(&g);
+    gmodel_free(&g5);
+    fed_data_destroy(&all);
+    fed_data_destroy(&train);
+    fed_data_destroy(&test);
+    fed_free(c.delta);
+    fed_server_destroy(&c.srv);
+    fed_net_context_destroy(&zctx);
+}
+
 /* A site started before its coordinator joins once the coordinator is up. */
 TEST(late_coordinator) {
     coord c;
@@ -1174,6 +1246,7 @@ int main(void) {
     RUN(interrupted_training);
     RUN(late_coordinator);
     RUN(deadline_bounds_training);
+    RUN(statistics_round);
     certs_remove();
     return test_report();
 }

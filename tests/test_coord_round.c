@@ -15,6 +15,8 @@
 #include "core/alloc.h"
 #include "core/arch.h"
 #include "core/fit.h"
+#include "core/moments.h"
+#include "core/rng.h"
 #include "core/train_spec.h"
 #include "privacy/dp.h"
 #include "privacy/secagg.h"
@@ -58,6 +60,8 @@ typedef struct sc {
     size_t model_len;                /* floats */
     float *dbuf;                     /* its delta, kept until sent */
     bool distinct;                   /* delta[i] = delta x pattern(client, i), not delta */
+    fed_dataset *data;               /* the statistics round: its raw training data */
+    int moments_lie;                 /* 1: claims one example more; 2: a limb is 0.5 */
     size_t index;                    /* its place in clients[] */
     uint64_t round, version, ntrain; /* of the last RoundStart */
     uint64_t attempt;                /* of the last RoundStart */
@@ -67,6 +71,7 @@ typedef struct sc {
     char last_text[256];
     char texts[1024]; /* every Error text, "; "-separated */
     int byes;         /* Bye messages received */
+    int stats_rounds; /* statistics RoundStarts received */
     bool bye_finished;
     char bye_reason[512];
     int round_starts, transfers;
@@ -95,6 +100,31 @@ static fed_model *make_model(void) {
 static double pattern(size_t k, size_t i) {
     uint64_t h = (uint64_t)(i + 1) * 2654435761u + (uint64_t)k * 40503u;
     return (double)((h >> 7) % 2001) / 1000.0 - 1.0;
+}
+
+/* The statistics round's answer: the moments of s->data as sites encode them. */
+static void send_moments(sc *s, const fed_msg_round_start *rs) {
+    fed_shape in = {.ndim = 1, .d = {6}};
+    size_t groups = fed_std_groups(&in, 6), n = fed_mom_len(groups);
+    fed_free(s->dbuf);
+    s->dbuf = fed_mallocarray(n, sizeof(float));
+    if (!s->dbuf || fed_mom_encode(s->data, groups, s->dbuf) != FED_OK) abort();
+    if (s->moments_lie == 2) s->dbuf[n - 1] = 0.5f;
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_UPDATE;
+    fed_msg_update *u = &m.u.update;
+    u->round = rs->round;
+    u->attempt = rs->attempt;
+    u->model_version = rs->model_version;
+    u->examples = s->data->n + (s->moments_lie == 1);
+    u->encoding = FED_ENCODING_MOMENTS_F32;
+    u->transfer_id = rs->attempt; /* round 0 */
+    u->total_bytes = n * 4;
+    fed_sha256(s->dbuf, n * 4, u->sha256);
+    if (fed_client_send(s->cli, &m) != FED_OK ||
+        fed_client_send_transfer(s->cli, u->transfer_id, s->dbuf, n * 4) != FED_OK)
+        fprintf(stderr, "moments: %s\n", fed_client_errmsg(s->cli));
 }
 
 static void send_update(sc *s) {
@@ -146,6 +176,11 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
     if (ev->type == FED_NET_MESSAGE && ev->msg->type == FED_MSG_ROUND_START) {
         const fed_msg_round_start *rs = &ev->msg->u.round_start;
         s->round_starts++;
+        if (rs->stats) {
+            s->stats_rounds++;
+            if (s->data) send_moments(s, rs);
+            return;
+        }
         if (s->mode == LATE_ATTEMPT && s->round_starts == 2) {
             /* Attempt 1's update, trained too late: it comes after attempt 2 started. */
             s->mode = GOOD;
@@ -273,6 +308,7 @@ static void stop_clients(void) {
         fed_client_destroy(&clients[i].cli);
         fed_free(clients[i].model);
         fed_free(clients[i].dbuf);
+        fed_data_destroy(&clients[i].data);
     }
     nclients = 0;
 }
@@ -288,6 +324,7 @@ static fed_coord_config coord_config(const fed_model *m, const char *dir) {
     c.freeze = "0.bias";
     c.checkpoint_dir = dir;
     c.seed = 42;
+    c.input_stats = false; /* the scripted clients answer the statistics round only when told */
     return c;
 }
 
@@ -1114,6 +1151,135 @@ done:
     fed_model_destroy(&m0);
 }
 
+/* n examples of 6 features, feature j ~ offset + scale x N(j, 1). */
+static fed_dataset *site_data(size_t n, double offset, double scale, uint64_t seed) {
+    fed_dataset *d = NULL;
+    if (fed_data_new(&d, n, 6, 3) != FED_OK) abort();
+    fed_rng r;
+    fed_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < 6; j++)
+            d->x[i * 6 + j] = (float)(offset + scale * ((double)j + (double)fed_rng_normal(&r)));
+        d->y[i] = (int32_t)(i % 3);
+    }
+    return d;
+}
+
+/* The statistics round before round 1 of a model without an input transform: every
+ * connected client is asked, the transform is the pooled data's (to float precision),
+ * goes into the manifest of round 1, the checkpoint, the export and the central
+ * evaluation; a resumed coordinator keeps it without asking again. Moments that count
+ * other than the Update claims, or that are not limbs, are refused. */
+TEST(statistics_round) {
+    fed_model *m0 = make_model();
+    char dir[256], out[256];
+    snprintf(dir, sizeof dir, "%s/stats", tmpdir);
+    snprintf(out, sizeof out, "%s/stats.safetensors", tmpdir);
+    fed_coord_config cfg = coord_config(m0, dir);
+    cfg.input_stats = true;
+    cfg.rounds = 1;
+    cfg.out = out;
+    cfg.retry_backoff_ms = 10;
+    fed_dataset *ev = site_data(20, 0, 1, 9);
+    cfg.eval_data = ev;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    start_clients(4, fed_coord_endpoint(coord));
+    const size_t ns[4] = {30, 5, 17, 40};
+    const double off[4] = {0.0, 1000.0, -3.0, 0.5}, scl[4] = {1.0, 50.0, 0.1, 2.0};
+    for (int i = 0; i < 4; i++)
+        clients[i].data = site_data(ns[i], off[i], scl[i], 11 + (uint64_t)i);
+    clients[1].moments_lie = 1; /* attempt 1: refused, the attempt fails (min_fit 3 of 4) */
+    clients[2].moments_lie = 2;
+    clients[0].examples = clients[1].examples = clients[2].examples = clients[3].examples = 10;
+    cfg.min_clients = 4;
+    log_clear();
+    int64_t end = now_ms() + 10000;
+    while (clients[1].stats_rounds < 1 && now_ms() < end) (void)step();
+    /* Let attempt 1 fail, then make the liars honest for attempt 2. */
+    while (log_count("statistics round attempt 1:", "retrying") == 0 && now_ms() < end)
+        (void)step();
+    CHECK_INT(
+        log_count("update from site-2 rejected", "moments of 6 examples, the update claims 7"),
+        0); /* it claims 5 + 1 = 6 with 5 examples */
+    CHECK_INT(
+        log_count("update from site-2 rejected", "moments of 5 examples, the update claims 6"), 1);
+    CHECK_INT(log_count("update from site-3 rejected", "not a limb in [0, 2^21)"), 1);
+    clients[1].moments_lie = clients[2].moments_lie = 0;
+    CHECK(until_round(1));
+    for (int i = 0; i < 4; i++) {
+        CHECK_INT(clients[i].stats_rounds, 2);
+        CHECK_INT(clients[i].round_starts, 3); /* two statistics attempts, round 1 */
+    }
+    /* The pooled data's moments, fitted here the way fed_std_fit does. */
+    fed_dataset *all = NULL;
+    CHECK_OK(fed_data_new(&all, 92, 6, 3));
+    size_t at = 0;
+    for (int i = 0; i < 4; i++) {
+        memcpy(all->x + at * 6, clients[i].data->x, ns[i] * 6 * sizeof(float));
+        at += ns[i];
+    }
+    fed_standardizer *want = NULL;
+    CHECK_OK(fed_std_fit(&want, all));
+    fed_meta *meta = NULL;
+    fed_model *exported = NULL;
+    CHECK_INT(fed_coord_get_state(coord), FED_COORD_DONE);
+    CHECK_OK(fed_model_load(&exported, out, &meta));
+    const char *json = meta ? fed_meta_get(meta, "fedtune.standardize") : NULL;
+    CHECK(json != NULL);
+    fed_standardizer *got = NULL;
+    if (json) CHECK_OK(fed_std_from_json(&got, json));
+    if (got && want) {
+        CHECK_SIZE(got->len, 6);
+        for (size_t j = 0; j < 6; j++) {
+            CHECK_NEAR(got->mean[j], want->mean[j], 1e-6 * fabs((double)want->mean[j]) + 1e-6);
+            CHECK_NEAR(got->std[j], want->std[j], 1e-6 * (double)want->std[j]);
+        }
+    }
+    CHECK_INT(log_count("update from site-", "rejected"), 2); /* only attempt 1's liars */
+    /* The central evaluation saw the standardised set: loss of the exported model on it. */
+    fed_coord_round_stats st = fed_coord_last_round(coord);
+    if (got && exported) {
+        fed_dataset *evs = NULL;
+        size_t idx[20];
+        for (size_t i = 0; i < 20; i++) idx[i] = i;
+        CHECK_OK(fed_data_subset(&evs, ev, idx, 20));
+        CHECK_OK(fed_std_apply(got, evs));
+        fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
+        fed_eval_result r;
+        memset(&r, 0, sizeof r);
+        CHECK_OK(fed_evaluate(exported, evs, 0, &loss, &r));
+        CHECK_NEAR(st.central_loss, r.loss, 1e-9);
+        fed_eval_result_free(&r);
+        fed_data_destroy(&evs);
+    }
+    fed_coord_destroy(&coord);
+    stop_clients();
+    /* Resumed (one more round): the checkpoint's transform, no statistics round. */
+    cfg.rounds = 2;
+    cfg.out = NULL;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (coord) {
+        start_clients(4, fed_coord_endpoint(coord));
+        CHECK(until_round(2));
+        for (int i = 0; i < 4; i++) CHECK_INT(clients[i].stats_rounds, 0);
+        fed_coord_destroy(&coord);
+        stop_clients();
+    }
+    /* DP would release the statistics without noise. */
+    cfg.dp_clip = 1.0;
+    CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "input-stats releases the federation's feature means");
+    fed_std_destroy(&got);
+    fed_std_destroy(&want);
+    fed_meta_destroy(&meta);
+    fed_model_destroy(&exported);
+    fed_data_destroy(&all);
+done:
+    fed_data_destroy(&ev);
+    fed_model_destroy(&m0);
+}
+
 /* A training configuration every site would refuse stops the coordinator at start-up. */
 TEST(config_sites_refuse_is_refused) {
     fed_model *m0 = make_model();
@@ -1409,6 +1575,7 @@ int main(void) {
     RUN(secagg_bad_participants);
     RUN(failed_client_does_not_stall);
     RUN(config_sites_refuse_is_refused);
+    RUN(statistics_round);
     RUN(updates_match_their_attempt);
     RUN(multi_chunk_distinct_deltas);
     RUN(cancelled_upload_is_failed);
