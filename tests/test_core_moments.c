@@ -123,8 +123,9 @@ TEST(refusals) {
     CHECK_ERR(fed_mom_sum_result(&s, 6, &n, mean, var), FED_EINVAL); /* no examples */
     v[2] = 0.25f;
     CHECK_ERR(fed_mom_count(v, &n), FED_EFORMAT);
-    CHECK_ERR(fed_mom_sum_init(&s, 0), FED_EINVAL);
     fed_mom_sum_free(&s);
+    CHECK_ERR(fed_mom_sum_init(&s, 0), FED_EINVAL);
+    CHECK(s.limbs == NULL);
     fed_data_destroy(&d);
 }
 
