@@ -403,16 +403,6 @@ static fed_err check_config(const fed_site_config *c) {
     return FED_OK;
 }
 
-/* A copy of d. */
-static fed_err clone_data(fed_dataset **out, const fed_dataset *d) {
-    size_t *idx = fed_mallocarray(d->n ? d->n : 1, sizeof *idx);
-    if (!idx) return FED_ENOMEM;
-    for (size_t i = 0; i < d->n; i++) idx[i] = i;
-    fed_err err = fed_data_subset(out, d, idx, d->n);
-    fed_free(idx);
-    return err;
-}
-
 /* When the model brings its input standardisation (manifest.input_transform), every
  * site applies that one transform to its raw data instead of a locally fitted one, so
  * all sites and the coordinator's evaluation see one input scale. */
@@ -425,8 +415,8 @@ static fed_err use_transform(fed_site *s, const char *json) {
     if (err) return fed_errprefix(err, "manifest.input_transform");
     const fed_dataset *rtr = s->train_raw ? s->train_raw : s->train;
     const fed_dataset *rte = s->train_raw ? s->test_raw : s->test;
-    if ((err = clone_data(&tr, rtr))) goto done;
-    if (rte && (err = clone_data(&te, rte))) goto done;
+    if ((err = fed_data_clone(&tr, rtr))) goto done;
+    if (rte && (err = fed_data_clone(&te, rte))) goto done;
     if ((err = fed_std_apply(st, tr)) || (te && (err = fed_std_apply(st, te)))) {
         err = fed_errprefix(err, "manifest.input_transform");
         goto done;
@@ -480,8 +470,8 @@ static fed_err prepare_data(fed_site *s, const fed_site_config *c) {
         goto done;
     }
     if (c->standardize) {
-        if ((err = clone_data(&s->train_raw, s->train))) goto done;
-        if (s->test && (err = clone_data(&s->test_raw, s->test))) goto done;
+        if ((err = fed_data_clone(&s->train_raw, s->train))) goto done;
+        if (s->test && (err = fed_data_clone(&s->test_raw, s->test))) goto done;
         if ((err = fed_std_fit(&st, s->train))) goto done;
         if ((err = fed_std_apply(st, s->train))) goto done;
         if (s->test && (err = fed_std_apply(st, s->test))) goto done;

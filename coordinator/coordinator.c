@@ -442,13 +442,8 @@ static fed_err set_transform(fed_coord *c, const char *json, const char *what) {
 static fed_err standardize_eval(fed_coord *c) {
     fed_data_destroy(&c->eval_own);
     if (!c->cfg.eval_data) return FED_OK;
-    const fed_dataset *d = c->cfg.eval_data;
     fed_standardizer *st = NULL;
-    size_t *idx = fed_mallocarray(d->n ? d->n : 1, sizeof *idx);
-    if (!idx) return FED_ENOMEM;
-    for (size_t i = 0; i < d->n; i++) idx[i] = i;
-    fed_err err = fed_data_subset(&c->eval_own, d, idx, d->n);
-    fed_free(idx);
+    fed_err err = fed_data_clone(&c->eval_own, c->cfg.eval_data);
     if (!err) err = fed_std_from_json(&st, c->transform);
     if (!err) err = fed_std_apply(st, c->eval_own);
     fed_std_destroy(&st);
@@ -572,6 +567,15 @@ fail:
     return err;
 }
 
+/* Lets the Byes sent (any) leave before the sockets close; every client counts as gone. */
+static void let_byes_leave(fed_coord *c, bool any) {
+    int64_t end = now_ms() + (any ? 100 : 0);
+    fed_net_event ev;
+    while (any && now_ms() < end)
+        if (fed_server_poll(c->srv, 10, &ev) != FED_OK) break;
+    for (size_t i = 0; i < c->ncl; i++) c->cl[i].connected = false;
+}
+
 static void say_bye(fed_coord *c, const char *reason, bool finished) {
     if (!c->srv) return;
     fed_msg m;
@@ -582,12 +586,7 @@ static void say_bye(fed_coord *c, const char *reason, bool finished) {
     bool any = false;
     for (size_t i = 0; i < c->ncl; i++)
         if (c->cl[i].connected && fed_server_send(c->srv, c->cl[i].peer, &m) == FED_OK) any = true;
-    /* Let the Byes leave before the sockets close. */
-    int64_t end = now_ms() + (any ? 100 : 0);
-    fed_net_event ev;
-    while (any && now_ms() < end)
-        if (fed_server_poll(c->srv, 10, &ev) != FED_OK) break;
-    for (size_t i = 0; i < c->ncl; i++) c->cl[i].connected = false;
+    let_byes_leave(c, any);
 }
 
 void fed_coord_destroy(fed_coord **pc) {
@@ -1912,10 +1911,8 @@ static fed_err checkpoint(fed_coord *c) {
     return FED_OK;
 }
 
-/* Stops: abandons an open round, exports the model, says Bye; finished tells the sites
- * whether the federation is over (they exit) or only this process stops (a signal: they
- * reconnect and rejoin the restarted coordinator). */
-static fed_err finish(fed_coord *c, const char *why, bool finished) {
+/* The end of the coordinator's work: the open attempt dropped, no model transfer left. */
+static void abandon(fed_coord *c) {
     end_attempt(c);
     for (size_t i = 0; i < c->ncl; i++) {
         client *k = &c->cl[i];
@@ -1923,6 +1920,13 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
         k->sending = 0;
     }
     c->state = FED_COORD_DONE;
+}
+
+/* Stops: abandons an open round, exports the model, says Bye; finished tells the sites
+ * whether the federation is over (they exit) or only this process stops (a signal: they
+ * reconnect and rejoin the restarted coordinator). */
+static fed_err finish(fed_coord *c, const char *why, bool finished) {
+    abandon(c);
     FED_LOG(FED_LOG_INFO, "stopping after %" PRIu64 " rounds: %s", c->rounds_done, why);
     fed_err err = FED_OK;
     if (c->cfg.out) {
@@ -2002,25 +2006,14 @@ static void linger(fed_coord *c) {
         told += k->told;
     }
     if (told < c->cfg.min_clients && now_ms() < c->linger_until) return;
-    /* Let the Byes leave before the sockets close. */
-    int64_t end = now_ms() + (told ? 100 : 0);
-    fed_net_event ev;
-    while (now_ms() < end)
-        if (fed_server_poll(c->srv, 10, &ev) != FED_OK) break;
-    for (size_t i = 0; i < c->ncl; i++) c->cl[i].connected = false;
+    let_byes_leave(c, told > 0);
     c->state = FED_COORD_DONE;
 }
 
 /* Ends the federation because its rounds cannot succeed: no export (the checkpoints hold
  * the last good model), the sites are told it is over, and the caller gets the reason. */
 static fed_err give_up(fed_coord *c) {
-    end_attempt(c);
-    for (size_t i = 0; i < c->ncl; i++) {
-        client *k = &c->cl[i];
-        if (k->sending) cancel(c, k->peer, k->sending);
-        k->sending = 0;
-    }
-    c->state = FED_COORD_DONE;
+    abandon(c);
     FED_LOG(FED_LOG_ERROR, "stopping after %" PRIu64 " rounds: %s", c->rounds_done, c->give_up);
     char bye[sizeof c->give_up + 32];
     snprintf(bye, sizeof bye, "federation stopped: %s", c->give_up);

@@ -177,6 +177,15 @@ void fed_data_report_free(fed_data_report *r) {
 
 /* ---- subsets and splits -------------------------------------------------------------- */
 
+fed_err fed_data_clone(fed_dataset **out, const fed_dataset *d) {
+    size_t *idx = fed_mallocarray(d->n ? d->n : 1, sizeof *idx);
+    if (!idx) return FED_ENOMEM;
+    for (size_t i = 0; i < d->n; i++) idx[i] = i;
+    fed_err err = fed_data_subset(out, d, idx, d->n);
+    fed_free(idx);
+    return err;
+}
+
 fed_err fed_data_subset(fed_dataset **out, const fed_dataset *d, const size_t *idx, size_t k) {
     *out = NULL;
     for (size_t i = 0; i < k; i++)

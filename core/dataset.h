@@ -144,6 +144,8 @@ void fed_data_report_free(fed_data_report *r);
  * FED_EINVAL for an index >= d->n. */
 fed_err fed_data_subset(fed_dataset **out, const fed_dataset *d, const size_t *idx,
                         size_t k) FED_MUST_USE;
+/* A copy of d (all its examples, in order). */
+fed_err fed_data_clone(fed_dataset **out, const fed_dataset *d) FED_MUST_USE;
 
 /* Seeded stratified split: within each class of m examples (shuffled in class order
  * with one rng seeded by seed), the first round(m * val_frac) go to *val, the next
