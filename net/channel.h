@@ -40,7 +40,8 @@
  *   - Inside TLS the plaintext is a stream of [u32 little-endian length][fed_msg
  *     envelope], and a FED_MSG_CHUNK envelope is followed by its `length` raw bytes.
  *     Every frame carries whole TLS records holding whole messages, so a frame that ends
- *     inside a record or a message is an error ("truncated"), detected at once.
+ *     inside a record or a message is an error ("truncated"), detected at once, during
+ *     the handshake too (not left to the handshake timeout).
  *   - Bulk bytes (models, deltas) move as transfers: the sender registers (transfer id,
  *     pointer, length) and the receiver registers a buffer of the announced length with
  *     the SHA-256 it expects (both announced by an application message such as

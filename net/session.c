@@ -798,7 +798,13 @@ fed_err fed__sess_input(fed__sess *s, const uint8_t *data, size_t len) {
     fed__tls_input(s->tls, data, len);
     if (s->state == FED__HANDSHAKE) {
         e = fed__tls_handshake(s->tls);
-        if (e == FED_EAGAIN) return fed__sess_flush(s);
+        if (e == FED_EAGAIN) {
+            /* Waiting for the peer's next flight is fine; waiting for the rest of a record
+             * is not: every frame carries whole records, during the handshake too. */
+            if (fed__tls_has_leftover(s->tls))
+                return fed_errorf(FED_EPROTO, "frame ends inside a TLS record (truncated record)");
+            return fed__sess_flush(s);
+        }
         if (e != FED_OK) return fail_flush(s, e);
         snprintf(s->cn, sizeof s->cn, "%s", fed__tls_peer_cn(s->tls));
         s->state = FED__ADMIT;

@@ -1,7 +1,8 @@
 /* Tests of bad peers: raw random bytes on a plain DEALER, a valid handshake followed by
  * garbage, an oversized frame, an oversized message, a truncated chunk, chunks out of
- * range or out of order, a transfer whose SHA-256 does not match. Each time exactly that
- * peer is dropped with one warn line naming it and the reason, while another client's
+ * range or out of order, a transfer whose SHA-256 does not match, a truncated record
+ * after the handshake and during it. Each time exactly that peer is dropped at once with
+ * one warn line naming it and the reason (never by a timeout), while another client's
  * 8 MiB upload completes with the right digest. Real sockets, real TLS. */
 #include "tests/test_net_common.h"
 
@@ -25,6 +26,7 @@ typedef enum scenario {
     DIGEST_MISMATCH,
     TRUNCATED_RECORD,
     STALLED_HANDSHAKE,
+    TRUNCATED_HANDSHAKE,
 } scenario;
 
 typedef struct bad {
@@ -58,7 +60,7 @@ static bool bad_registered(world *w) {
 /* The good upload is in, and the bad peer is out (dropped by the coordinator). */
 static bool settled(world *w) {
     bad *b = w->user;
-    bool raw = b->sc == RANDOM_DEALER || b->sc == STALLED_HANDSHAKE;
+    bool raw = b->sc == RANDOM_DEALER || b->sc == STALLED_HANDSHAKE || b->sc == TRUNCATED_HANDSHAKE;
     bool out =
         raw ? log_count("coordinator: dropped", NULL) >= 1 : w->c[BAD].left >= 1 && w->s.left >= 1;
     return w->s.done >= 1 && w->c[GOOD].sent >= 1 && out;
@@ -131,6 +133,18 @@ static void run(scenario sc, const char *label, const char *who, const char *why
         if (raw) CHECK_OK(fed__sock_send_bytes(raw, NULL, 0, open, sizeof open));
         break;
     }
+    case TRUNCATED_HANDSHAKE: {
+        /* An OPEN frame whose first record, a handshake record announcing 1000 bytes,
+         * holds only 500: it cannot be completed by any later frame. */
+        fed__sock_opts o = {0, -1, 1000};
+        uint8_t rid[] = {'t', 'r', 'u', 'n', 'c'};
+        uint8_t open[24 + 505] = {'F', 'E', 'D', 'N', 1, 1, 0, 0, 5, 5, 5, 5};
+        uint8_t rec[5] = {22, 3, 1, 1000 >> 8, 1000 & 255};
+        memcpy(open + 24, rec, sizeof rec);
+        CHECK_OK(fed__sock_dealer(&raw, w.zctx, ep, rid, sizeof rid, &o));
+        if (raw) CHECK_OK(fed__sock_send_bytes(raw, NULL, 0, open, sizeof open));
+        break;
+    }
     case TRUNCATED_RECORD: {
         /* An application-data record header announcing 1000 bytes, and only 500 of them. */
         uint8_t rec[505] = {23, 3, 3, 1000 >> 8, 1000 & 255};
@@ -183,7 +197,7 @@ static void run(scenario sc, const char *label, const char *who, const char *why
     CHECK_INT(w.s.done, 1);
     CHECK_MEM(b.good_recv, b.good_data, b.good_len);
     /* The bad one is out, and exactly one line says who and why. */
-    bool raw_peer = sc == RANDOM_DEALER || sc == STALLED_HANDSHAKE;
+    bool raw_peer = sc == RANDOM_DEALER || sc == STALLED_HANDSHAKE || sc == TRUNCATED_HANDSHAKE;
     if (!raw_peer) {
         CHECK(!fed_client_ready(w.cli[BAD]));
         CHECK_INT(w.s.left, 1);
@@ -248,6 +262,12 @@ TEST(truncated_record) {
     run(TRUNCATED_RECORD, "truncated record", "site-3", "truncated record");
 }
 
+TEST(truncated_handshake) {
+    /* At once, not after the 300 ms handshake timeout. */
+    run(TRUNCATED_HANDSHAKE, "truncated handshake", "routing id 7472756e63",
+        "frame ends inside a TLS record (truncated record)");
+}
+
 TEST(stalled_handshake) {
     run(STALLED_HANDSHAKE, "stalled handshake", "routing id 7374616c6c",
         "not admitted within 300 ms");
@@ -270,6 +290,7 @@ int main(void) {
     RUN(digest_mismatch);
     RUN(truncated_record);
     RUN(stalled_handshake);
+    RUN(truncated_handshake);
     certs_remove();
     return test_report();
 }
