@@ -64,6 +64,7 @@ typedef struct site_ev {
     uint32_t code;      /* ERROR: code */
     uint64_t err_round; /* ERROR: the round and attempt it is about (0: none) */
     uint64_t err_attempt;
+    bool permanent;      /* LEFT: a refusal that reconnecting cannot change */
     char text[TEXT_MAX]; /* LEFT/FAILED reason, ERROR text, BYE reason, JOINED peer CN */
 } site_ev;
 
@@ -329,6 +330,7 @@ static fed_err ev_take(site_ev *out, const fed_net_event *ev) {
     out->type = ev->type;
     out->transfer_id = ev->transfer_id;
     out->err = ev->err;
+    out->permanent = ev->permanent;
     if (ev->reason) snprintf(out->text, sizeof out->text, "%s", ev->reason);
     if (ev->type == FED_NET_JOINED) snprintf(out->text, sizeof out->text, "%s", ev->cn);
     if (ev->type != FED_NET_MESSAGE || !ev->msg) return FED_OK;
@@ -500,6 +502,16 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     *out = NULL;
     fed_err err = check_config(cfg);
     if (err) return err;
+    /* What would make every connection attempt fail is refused now, before the data are
+     * loaded, not retried with backoff forever. */
+    if (fed_net_check_endpoint(cfg->coordinator, false))
+        return fed_errprefix(FED_EINVAL, "coordinator");
+    fed_net_file which;
+    if (!cfg->net.plaintext && fed_net_check_tls(&cfg->net.tls, false, &which)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", fed_errmsg());
+        return fed_errorf(FED_EINVAL, "%s %s", fed_net_file_name(which), why);
+    }
     fed_site *s = fed_calloc(1, sizeof *s);
     if (!s) return FED_ENOMEM;
     const char *tls[4] = {cfg->net.tls.ca_file, cfg->net.tls.cert_file, cfg->net.tls.key_file,
@@ -1644,6 +1656,13 @@ fed_err fed_site_step(fed_site *s, int timeout_ms, bool *done) {
     site_ev ev;
     fed_err err = next_event(s, timeout_ms, &ev);
     if (err) return site_err(s, err);
+    if (ev.type == FED_NET_LEFT && ev.permanent) {
+        /* The coordinator refused our certificate (or we its): the same again next time. */
+        disconnect(s);
+        err = fed_errorf(ev.err ? ev.err : FED_EAUTH, "%s; not retrying", ev.text);
+        ev_free(&ev);
+        return site_err(s, err);
+    }
     on_event(s, &ev, done);
     ev_free(&ev);
     return FED_OK;

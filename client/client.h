@@ -63,7 +63,10 @@
  * (FED_NET_LEFT) the round in progress is dropped (the coordinator cancels its side: ROUNDS.md
  * "Leaving") and the site connects afresh after a delay that starts at
  * backoff_initial_ms, doubles with every failed attempt up to backoff_max_ms, and is
- * shortened by a random share of up to backoff_jitter; a welcome resets it. A new
+ * shortened by a random share of up to backoff_jitter; a welcome resets it. A refusal that
+ * retrying cannot change (FED_NET_LEFT with permanent: the coordinator's TLS alert says
+ * this site's certificate is revoked, unknown, expired or unsuitable, or the coordinator's
+ * certificate fails this site's checks) ends fed_site_run with that error instead. A new
  * fed_client is made for every connection, so no transfer state of an old session
  * survives (the coordinator sends the model again after any reconnect).
  *
@@ -151,8 +154,10 @@ typedef struct fed_site_stats {
 typedef struct fed_site fed_site;
 
 /* Checks cfg, loads and splits the data, fits the standardizer. No connection is made
- * yet. FED_EINVAL for a bad config (field named) or data with no training example; the
- * loader's FED_EIO / FED_EFORMAT / FED_ERANGE (naming file:line:column) for the data. */
+ * yet. FED_EINVAL for a bad config (field named), a malformed coordinator endpoint or TLS
+ * files that fail fed_net_check_tls (checked before the data are read), or data with no
+ * training example; the loader's FED_EIO / FED_EFORMAT / FED_ERANGE (naming
+ * file:line:column) for the data. */
 fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) FED_MUST_USE;
 /* NULL-safe; sets *s to NULL. Closes the connection if fed_site_run left one. */
 void fed_site_destroy(fed_site **s);
@@ -162,8 +167,10 @@ void fed_site_destroy(fed_site **s);
  * is a lost connection: reconnect with backoff). On stop the site says
  * Bye{"site stopping"} if connected.
  * Returns FED_OK in both cases (stats.bye tells which). Errors are for the site as a
- * whole: unreadable or mismatched TLS files (FED_ETLS), a bad endpoint (FED_EINVAL),
- * FED_ENOMEM; lost connections and failed rounds are not errors. May be called again. */
+ * whole: a refusal retrying cannot change (FED_EAUTH, FED_ETLS: "the coordinator refused
+ * this site's certificate: revoked (TLS alert 44); not retrying"), bad TLS files or
+ * endpoint (FED_EINVAL), FED_ENOMEM; lost connections and failed rounds are not errors.
+ * May be called again. */
 fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) FED_MUST_USE;
 
 /* One step of the connection loop fed_site_run repeats: connects when it is time

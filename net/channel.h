@@ -55,6 +55,15 @@
  *   - Transfers survive a reconnect: when the same identity (CN) comes back with a new
  *     TLS session, the receiver's first Credit carries the offset to resume from.
  *
+ *   - A client's LEFT says whether retrying can help (fed_net_event.permanent): not when
+ *     the coordinator refused its certificate with a fatal TLS alert (revoked, unknown CA,
+ *     expired, unsupported purpose, ...; in TLS 1.3 the alert arrives after the client's
+ *     handshake is done, and is read then) or when the coordinator's certificate failed
+ *     the client's own checks; yes for timeouts and a busy coordinator.
+ *   - Before anything starts, the constructors check the endpoint (fed_net_check_endpoint)
+ *     and the TLS files (fed_net_check_tls): what could never work is FED_EINVAL at once,
+ *     not a retry loop or a coordinator nobody can join.
+ *
  * Failures are contained: garbage, non-TLS bytes, truncated records, failed handshakes,
  * oversized frames or messages, chunks out of range, digest mismatches and protocol
  * violations end THAT peer's session only, with exactly one warn-level log line (core/
@@ -117,6 +126,41 @@ typedef struct fed_net_config {
 
 fed_net_config fed_net_default_config(void);
 
+/* The PEM files of fed_net_tls, to say which one a check found wrong. */
+typedef enum fed_net_file {
+    FED_NET_FILE_NONE = 0,
+    FED_NET_FILE_CA,   /* ca_file */
+    FED_NET_FILE_CERT, /* cert_file */
+    FED_NET_FILE_KEY,  /* key_file */
+    FED_NET_FILE_CRL,  /* crl_file */
+} fed_net_file;
+
+/* Checks one side's TLS files as fed_server_new (coordinator) and fed_client_new do before
+ * anything else, so that what would make every handshake fail is refused at start-up:
+ * every file given is a readable regular file holding what it should (PEM certificates,
+ * at least one a CA valid now; this side's certificate; an unencrypted PEM private key;
+ * PEM CRLs); the certificate is valid now (not expired, not before its start), made for
+ * this side (extended key usage serverAuth for the coordinator, clientAuth for a site,
+ * whose subject must also carry one printable CN: its identity) and matches the key;
+ * each CRL is signed by a CA of the CA file and neither expired (past its next update)
+ * nor dated in the future. FED_EINVAL with the detail "PATH: what is wrong" (e.g.
+ * "/tmp: is a directory, not a PEM certificate") and *which (may be NULL) naming the file;
+ * no option or field name, the caller adds its own ("--ca", or fed_net_file_name). */
+fed_err fed_net_check_tls(const fed_net_tls *tls, bool coordinator,
+                          fed_net_file *which) FED_MUST_USE;
+/* The library's words for a file in messages: "CA file", "certificate", "key", "CRL". */
+const char *fed_net_file_name(fed_net_file f);
+
+/* Checks an endpoint's syntax before anything starts (fed_server_new and fed_client_new
+ * do, and so refuse a bad one with FED_EINVAL instead of retrying it forever). The only
+ * forms: "tcp://HOST:PORT" with HOST a DNS name, an IPv4 address or a bracketed IPv6
+ * address ("[::1]") and PORT 1..65535, and "inproc://NAME" with NAME 1..255 printable
+ * characters. bind (the coordinator's --listen) also allows HOST "*" (every interface) or
+ * an interface name, and PORT 0 or "*" (a free port, see fed_server_endpoint).
+ * FED_EINVAL with the detail "ENDPOINT: what is wrong" ("localhost:7443: no transport:
+ * write tcp://localhost:7443"); the caller names its option or field. */
+fed_err fed_net_check_endpoint(const char *endpoint, bool bind) FED_MUST_USE;
+
 /* The coordinator's side. */
 typedef struct fed_server_config {
     const char *endpoint;  /* "tcp://0.0.0.0:7443", "tcp://127.0.0.1:0" (a free port), ... */
@@ -168,6 +212,13 @@ typedef struct fed_net_event {
     uint64_t transfer_id; /* TRANSFER_*: which transfer */
     fed_err err;          /* LEFT, TRANSFER_FAILED: why, as a code; FED_OK otherwise */
     const char *reason;   /* LEFT, TRANSFER_FAILED: why, one line; "" otherwise */
+    bool permanent;       /* LEFT: reconnecting cannot help, the same configuration meets the
+                             same refusal: a certificate refused by either side (the peer's
+                             fatal alert: revoked, unknown CA, expired, unsupported purpose,
+                             access denied, ...; or this side's verification: wrong name,
+                             unknown CA) or a TLS handshake with nothing in common. False for
+                             network trouble (lost connections, timeouts, a restarting peer),
+                             which a later attempt may overcome. */
 } fed_net_event;
 
 /* "none", "joined", "message", ... */
@@ -203,10 +254,12 @@ void fed_net_context_destroy(void **ctx);
 
 typedef struct fed_server fed_server;
 
-/* Loads the certificates, binds cfg->endpoint on zmq_ctx (borrowed; must outlive the
- * server). FED_EINVAL for a bad config (plaintext on an endpoint not inproc:// too),
- * FED_ETLS for unreadable or mismatched TLS files (detail names the file), FED_EIO when
- * the endpoint cannot be bound. */
+/* Checks and loads the certificates, binds cfg->endpoint on zmq_ctx (borrowed; must
+ * outlive the server). FED_EINVAL for a bad config: a malformed endpoint ("endpoint
+ * tcp://x:99999: port 99999 is outside 0..65535 ..."), plaintext on an endpoint not
+ * inproc://, TLS files that fail fed_net_check_tls ("certificate PATH: a site
+ * certificate ..."); FED_ETLS if OpenSSL still cannot load them; FED_EIO when the
+ * endpoint cannot be bound (a port in use, an address not of this machine). */
 fed_err fed_server_new(fed_server **out, void *zmq_ctx, const fed_server_config *cfg) FED_MUST_USE;
 /* Closes every session (peers see CLOSE) and the socket. NULL-safe; sets *s to NULL. */
 void fed_server_destroy(fed_server **s);
@@ -253,15 +306,16 @@ const char *fed_server_errmsg(const fed_server *s);
 
 typedef struct fed_client fed_client;
 
-/* Loads the certificates, connects to cfg->endpoint on zmq_ctx (borrowed) and starts
- * the handshake; FED_NET_JOINED (or FED_NET_LEFT with the reason) follows from poll.
- * cfg->hello is copied. Errors as fed_server_new; plaintext without a valid identity is
- * FED_EINVAL. */
+/* Checks and loads the certificates, connects to cfg->endpoint on zmq_ctx (borrowed)
+ * and starts the handshake; FED_NET_JOINED (or FED_NET_LEFT with the reason) follows
+ * from poll. cfg->hello is copied. Errors as fed_server_new (the endpoint must name a
+ * host and a port 1..65535); plaintext without a valid identity is FED_EINVAL. */
 fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config *cfg) FED_MUST_USE;
 /* Says CLOSE to the coordinator and closes the socket. NULL-safe; sets *c to NULL. */
 void fed_client_destroy(fed_client **c);
 
-/* As fed_server_poll. After FED_NET_LEFT nothing more happens until fed_client_reconnect. */
+/* As fed_server_poll. After FED_NET_LEFT nothing more happens until fed_client_reconnect;
+ * a permanent LEFT will meet the same refusal again. */
 fed_err fed_client_poll(fed_client *c, int timeout_ms, fed_net_event *ev) FED_MUST_USE;
 /* True between FED_NET_JOINED and FED_NET_LEFT. */
 bool fed_client_ready(const fed_client *c);
@@ -296,6 +350,10 @@ fed_err fed__client_send_frame(fed_client *c, const void *data, size_t len) FED_
 /* Closes the socket without a word (no CLOSE, linger 0), as a crashed client would; the
  * client stays unusable until fed_client_reconnect. */
 void fed__client_vanish(fed_client *c);
+/* Skips fed_net_check_tls in the constructors (on) so that tests can present what a
+ * foreign peer could (an expired certificate, one made for the other side) and see the
+ * other side refuse it. Process-wide; off again with false. */
+void fed__net_skip_checks(bool on);
 /* Sends a Chunk message of transfer id at offset declaring `declared` payload bytes but
  * carrying the len bytes at data, credit or not. */
 fed_err fed__client_send_chunk(fed_client *c, uint64_t id, uint64_t offset, const void *data,

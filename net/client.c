@@ -4,7 +4,10 @@
  * which outlive sessions so a reconnect resumes them.
  *
  * Frames for another session id than the current one are stale (sent to a session we
- * already left) and are ignored; a CLOSE for the current one ends it. */
+ * already left) and are ignored; a CLOSE for the current one ends it.
+ *
+ * A session the coordinator refused with a fatal TLS alert, or whose certificate this
+ * side refused, ends with a permanent LEFT (channel.h). */
 #include "net/session.h"
 
 #include "core/alloc.h"
@@ -37,8 +40,9 @@ static fed_err cli_err(fed_client *c, fed_err e) {
 }
 
 /* Ends the current session: one log line (warn for failures), CLOSE to the coordinator
- * unless it closed, a LEFT event. */
-static void end_session(fed_client *c, fed_err err, const char *reason, bool warn, bool tell_peer) {
+ * unless it closed, a LEFT event (permanent: see channel.h). */
+static void end_session(fed_client *c, fed_err err, const char *reason, bool warn, bool tell_peer,
+                        bool permanent) {
     fed__sess *x = c->sess;
     if (!x) return;
     const char *who = x->cn[0] ? x->cn : c->server_name;
@@ -47,7 +51,8 @@ static void end_session(fed_client *c, fed_err err, const char *reason, bool war
     else
         FED_LOG(FED_LOG_INFO, "client: coordinator %s: %s", who, reason);
     if (tell_peer) fed__send_close(&c->net, NULL, 0, x->sid);
-    fed__net_event(&c->net, FED_NET_LEFT, 0, x->cn, NULL, 0, err, reason);
+    fed_net_event *ev = fed__net_event(&c->net, FED_NET_LEFT, 0, x->cn, NULL, 0, err, reason);
+    if (ev) ev->permanent = permanent;
     c->ready = false;
     x->state = FED__DEAD;
     c->sess = NULL;
@@ -59,7 +64,8 @@ static void drop(fed_client *c, fed_err err) {
     snprintf(why, sizeof why, "%s", fed_errdetail(err));
     if (err == FED_ECLOSED && strcmp(why, "host unreachable") == 0)
         snprintf(why, sizeof why, "unreachable");
-    end_session(c, err, why, true, true);
+    bool permanent = c->sess && fed__tls_refused(c->sess->tls);
+    end_session(c, err, why, true, true, permanent);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -126,7 +132,7 @@ static void cli_on_frame(void *owner, const fed__frame *f) {
     }
     if (memcmp(sid, x->sid, FED_SESSION_ID_LEN) != 0) return; /* stale */
     if (type == FED__FRAME_CLOSE) {
-        end_session(c, FED_ECLOSED, "the coordinator closed the session", true, false);
+        end_session(c, FED_ECLOSED, "the coordinator closed the session", true, false, false);
         return;
     }
     if (type == FED__FRAME_OPEN) {
@@ -225,6 +231,8 @@ fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config 
                                                                         : NULL;
     if (!cfg || !cfg->endpoint || !server_name)
         return fed_errorf(FED_EINVAL, "client: endpoint and server name are required");
+    if (fed_net_check_endpoint(cfg->endpoint, false) != FED_OK)
+        return fed__name_error(FED_EINVAL, "endpoint");
     fed_client *c = fed_calloc(1, sizeof *c);
     if (!c) return FED_ENOMEM;
     fed_err e;

@@ -428,6 +428,8 @@ fed_err fed_server_new(fed_server **out, void *zmq_ctx, const fed_server_config 
     if (!cfg || !cfg->endpoint) return fed_errorf(FED_EINVAL, "coordinator: no endpoint");
     if (cfg->max_peers < 1 || cfg->max_handshakes < 1)
         return fed_errorf(FED_EINVAL, "coordinator: max_peers and max_handshakes must be >= 1");
+    if (fed_net_check_endpoint(cfg->endpoint, true) != FED_OK)
+        return fed__name_error(FED_EINVAL, "endpoint");
     fed_server *s = fed_calloc(1, sizeof *s);
     if (!s) return FED_ENOMEM;
     fed_err e;

@@ -132,14 +132,14 @@ void fed__net_free(fed__net *n) {
     n->discard = NULL;
 }
 
-void fed__net_event(fed__net *n, fed_net_event_type type, uint32_t peer, const char *cn,
-                    fed_msg *msg, uint64_t transfer_id, fed_err err, const char *reason) {
+fed_net_event *fed__net_event(fed__net *n, fed_net_event_type type, uint32_t peer, const char *cn,
+                              fed_msg *msg, uint64_t transfer_id, fed_err err, const char *reason) {
     fed__ev *ev = fed_calloc(1, sizeof *ev);
     if (!ev) {
         FED_LOG(FED_LOG_ERROR, "%s: out of memory: lost a %s event", n->side,
                 fed_net_event_name(type));
         if (msg) fed_msg_free(msg);
-        return;
+        return NULL;
     }
     snprintf(ev->cn, sizeof ev->cn, "%s", cn ? cn : "");
     snprintf(ev->reason, sizeof ev->reason, "%s", reason ? reason : "");
@@ -157,6 +157,7 @@ void fed__net_event(fed__net *n, fed_net_event_type type, uint32_t peer, const c
     else
         n->evq_head = ev;
     n->evq_tail = ev;
+    return &ev->pub;
 }
 
 bool fed__net_pop(fed__net *n, fed_net_event *out) {

@@ -173,9 +173,10 @@ fed_err fed__net_security(fed__net *n, const char *endpoint, const char *identit
 void fed__net_free(fed__net *n);
 fed_err fed__config_check(const fed_net_config *cfg) FED_MUST_USE;
 
-/* Appends an event; strings are copied, msg (may be NULL) is moved into the event. */
-void fed__net_event(fed__net *n, fed_net_event_type type, uint32_t peer, const char *cn,
-                    fed_msg *msg, uint64_t transfer_id, fed_err err, const char *reason);
+/* Appends an event; strings are copied, msg (may be NULL) is moved into the event.
+ * Returns the queued event for fields not given here (permanent), NULL if memory ran out. */
+fed_net_event *fed__net_event(fed__net *n, fed_net_event_type type, uint32_t peer, const char *cn,
+                              fed_msg *msg, uint64_t transfer_id, fed_err err, const char *reason);
 /* Frees the event returned last and pops the next one into *ev; false when none. */
 bool fed__net_pop(fed__net *n, fed_net_event *ev);
 void fed__net_stats(fed__net *n, fed_net_stats *st);

@@ -7,9 +7,15 @@
  * configured CA file only; purpose (extended key usage) sslclient on the coordinator and
  * sslserver on clients; the coordinator's name or IP address checked by clients; CRL
  * checking of the peer's certificate when a CRL file is configured; no session tickets,
- * no session cache, no renegotiation. The single custom BIO both reads the frame being
- * processed (without copying it first) and writes to the owner's sink; when the frame is
- * used up a read asks to be retried, which OpenSSL reports as "want read".
+ * no session cache, no renegotiation. Before a context is made, fed_net_check_tls reads
+ * the files itself and refuses, with words, what would make every handshake fail later:
+ * a missing or unreadable file, a folder, a file of another kind, an expired or
+ * not-yet-valid certificate or CA, a certificate made for the other side, a key that does
+ * not match, a CRL that expired or that another CA signed. A fatal alert from the peer is
+ * noted as it arrives (the info callback), so a refusal reads as the peer's verdict in
+ * words ("revoked") and is marked as one retrying cannot change. The single custom BIO both reads
+ * the frame being processed (without copying it first) and writes to the owner's sink; when the
+ * frame is used up a read asks to be retried, which OpenSSL reports as "want read".
  *
  * Plaintext sessions (the fed__tls_ctx_new_plain context) keep the same interface so
  * nothing above this file changes: the handshake is the identity claim and its answer
@@ -28,9 +34,12 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 /* The plaintext handshake: "FEDP", version 1, name length, name (channel.h). */
 #define PLAIN_HDR     6
@@ -57,10 +66,16 @@ struct fed__tls {
     size_t in_len;                     /* its length */
     char peer_cn[FED_NET_CN_MAX + 1];  /* verified CN, after the handshake */
     char shown_cn[FED_NET_CN_MAX + 1]; /* CN of the presented leaf, verified or not */
-    char coord[FED_NET_CN_MAX + 1];    /* plaintext client: the coordinator's name */
+    char coord[256];                   /* client: the coordinator's name (or IP address) */
     int plain_step;                    /* plaintext: PLAIN_START, _CLAIMED (client), _DONE */
     bool started;                      /* TLS: the handshake has seen input */
+    bool alert;                        /* the peer sent a fatal alert ... */
+    uint8_t alert_desc;                /* ... with this description (RFC 8446 6.2) */
+    bool refused;                      /* failed for a reason a retry cannot change */
 };
+
+/* Testing hook: fed__net_skip_checks (channel.h). */
+static bool skip_checks;
 
 struct fed__sha256 {
     EVP_MD_CTX *md; /* running digest */
@@ -152,13 +167,87 @@ static fed_err ossl_fail(fed_err code, const char *what) {
     return e;
 }
 
+/* A fatal alert the peer sent, in words ("revoked"); *cert: it is about our certificate;
+ * *permanent: the same configuration will meet the same refusal, so retrying is useless.
+ * Everything else (decode errors, internal errors, ...) may be a transient accident. */
+static const char *alert_words(int desc, bool *cert, bool *permanent) {
+    *cert = true;
+    *permanent = true;
+    switch (desc) {
+    case 42:
+        return "bad certificate (not valid yet, or malformed)";
+    case 43:
+        return "unsupported certificate (not made for this use: extended key usage)";
+    case 44:
+        return "revoked";
+    case 45:
+        return "expired";
+    case 46:
+        return "certificate unknown";
+    case 48:
+        return "unknown CA (not issued by the CA it trusts)";
+    case 49:
+        return "access denied";
+    case 116:
+        return "certificate required (none was sent)";
+    }
+    *cert = false;
+    switch (desc) {
+    case 40:
+        return "handshake failure (no cipher, group or signature algorithm in common)";
+    case 70:
+        return "protocol version (TLS 1.3 is not spoken there)";
+    case 71:
+        return "insufficient security";
+    }
+    *permanent = false;
+    return SSL_alert_desc_string_long((2 << 8) | desc);
+}
+
+/* Notes the first fatal alert the peer sends, so a failure can say what it meant. */
+static void info_cb(const SSL *ssl, int where, int ret) {
+    /* SSL_CB_READ_ALERT and SSL_CB_WRITE_ALERT share the SSL_CB_ALERT bit: test both. */
+    if (!(where & SSL_CB_ALERT) || !(where & SSL_CB_READ)) return;
+    int desc = ret & 0xff;
+    if (desc == 0 || desc == 90) return; /* close_notify, user_canceled: not refusals */
+    fed__tls *t = SSL_get_app_data(ssl);
+    if (t && !t->alert) {
+        t->alert = true;
+        t->alert_desc = (uint8_t)desc;
+    }
+}
+
 /* The failure of a handshake or read: a refused certificate, the peer's alert, or a
- * protocol error, as one line. */
+ * protocol error, as one line; refusals also set t->refused. */
 static fed_err session_fail(fed__tls *t) {
+    bool server = t->ctx->server;
     long v = SSL_get_verify_result(t->ssl);
     if (v != X509_V_OK) {
         ERR_clear_error();
-        return fed_errorf(FED_EAUTH, "certificate refused: %s", X509_verify_cert_error_string(v));
+        t->refused = true;
+        if (server)
+            return fed_errorf(FED_EAUTH, "certificate refused: %s",
+                              X509_verify_cert_error_string(v));
+        bool name = v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH;
+        return fed_errorf(FED_EAUTH, "the coordinator's certificate%s%s is refused: %s%s%s%s",
+                          t->shown_cn[0] ? " with CN " : "", t->shown_cn,
+                          X509_verify_cert_error_string(v), name ? " (it is not issued for " : "",
+                          name ? t->coord : "", name ? ")" : "");
+    }
+    if (t->alert) {
+        ERR_clear_error();
+        bool cert, permanent;
+        const char *words = alert_words(t->alert_desc, &cert, &permanent);
+        t->refused = permanent;
+        if (cert)
+            return fed_errorf(FED_EAUTH, "%s: %s (TLS alert %d)",
+                              server ? "the peer refused the coordinator's certificate"
+                                     : "the coordinator refused this site's certificate",
+                              words, t->alert_desc);
+        return fed_errorf(FED_ETLS, "%s: %s (TLS alert %d)",
+                          server ? "the peer ended the TLS session"
+                                 : "the coordinator refused the TLS session",
+                          words, t->alert_desc);
     }
     char buf[256];
     const char *r = ossl_reason(buf, sizeof buf);
@@ -225,6 +314,336 @@ static fed_err load_crl(SSL_CTX *ctx, const char *path) {
     return FED_OK;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Start-up checks of the files (fed_net_check_tls)                                     */
+
+#define PEM_FILE_MAX (16u << 20) /* larger than any certificate bundle or CRL we expect */
+
+void fed__net_skip_checks(bool on) {
+    skip_checks = on;
+}
+
+fed_err fed__name_error(fed_err err, const char *what) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", fed_errdetail(err));
+    return fed_errorf(err, "%s %s", what, why);
+}
+
+const char *fed_net_file_name(fed_net_file f) {
+    switch (f) {
+    case FED_NET_FILE_CA:
+        return "CA file";
+    case FED_NET_FILE_CERT:
+        return "certificate";
+    case FED_NET_FILE_KEY:
+        return "key";
+    case FED_NET_FILE_CRL:
+        return "CRL";
+    case FED_NET_FILE_NONE:
+        break;
+    }
+    return "file";
+}
+
+/* The first occurrence of needle in text[0..len) (text may hold NUL bytes). */
+static const char *find(const char *text, size_t len, const char *needle) {
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
+        if (memcmp(text + i, needle, n) == 0) return text + i;
+    return NULL;
+}
+
+/* What a file holds instead of what was wanted, for messages: " (it holds a PRIVATE KEY)",
+ * or " (no -----BEGIN line: not PEM)". */
+static void pem_hint(const char *text, size_t len, char *out, size_t size) {
+    const char *b = find(text, len, "-----BEGIN ");
+    if (!b) {
+        snprintf(out, size, " (no -----BEGIN line: not PEM)");
+        return;
+    }
+    b += 11;
+    const char *e = find(b, len - (size_t)(b - text), "-----");
+    int n = e && e - b < 40 ? (int)(e - b) : 0;
+    if (n)
+        snprintf(out, size, " (it holds a %.*s)", n, b);
+    else
+        out[0] = '\0';
+}
+
+/* Reads the whole of a PEM file into *out (NUL-terminated, fed_free it); FED_EINVAL with
+ * "PATH: what is wrong" when it cannot be what (say "a PEM certificate"). */
+static fed_err read_pem(const char *path, const char *what, char **out, size_t *len) {
+    *out = NULL;
+    *len = 0;
+    struct stat st;
+    if (stat(path, &st) != 0) return fed_errorf(FED_EINVAL, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return fed_errorf(FED_EINVAL, "%s: is a directory, not %s", path, what);
+    if (!S_ISREG(st.st_mode))
+        return fed_errorf(FED_EINVAL, "%s: not a regular file, so not %s", path, what);
+    if (st.st_size == 0) return fed_errorf(FED_EINVAL, "%s: is empty, not %s", path, what);
+    if ((unsigned long long)st.st_size > PEM_FILE_MAX)
+        return fed_errorf(FED_EINVAL, "%s: %lld bytes, too large for %s", path,
+                          (long long)st.st_size, what);
+    FILE *f = fopen(path, "rb");
+    if (!f) return fed_errorf(FED_EINVAL, "%s: %s", path, strerror(errno));
+    size_t size = (size_t)st.st_size;
+    char *buf = fed_malloc(size + 1);
+    if (!buf) {
+        fclose(f);
+        return FED_ENOMEM;
+    }
+    size_t n = fread(buf, 1, size, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n == 0) {
+        fed_free(buf);
+        return fed_errorf(FED_EINVAL, "%s: cannot read: %s", path,
+                          bad ? strerror(errno) : "no bytes");
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return FED_OK;
+}
+
+/* "2021-01-01 00:00:00 UTC". */
+static void fmt_time(const ASN1_TIME *t, char out[32]) {
+    struct tm tm;
+    if (!t || !ASN1_TIME_to_tm(t, &tm) || !strftime(out, 32, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        snprintf(out, 32, "an unreadable date");
+}
+
+/* 0 when x is valid now; else what is wrong ("expired on ...") in why. */
+static int validity(const X509 *x, char *why, size_t size) {
+    char d[32];
+    const ASN1_TIME *nb = X509_get0_notBefore(x), *na = X509_get0_notAfter(x);
+    if (X509_cmp_current_time(nb) > 0) {
+        fmt_time(nb, d);
+        snprintf(why, size, "not valid before %s", d);
+        return 1;
+    }
+    if (X509_cmp_current_time(na) < 0) {
+        fmt_time(na, d);
+        snprintf(why, size, "expired on %s", d);
+        return -1;
+    }
+    return 0;
+}
+
+/* The CA file: PEM certificates, at least one of them a CA valid now. */
+static fed_err check_ca(const char *path, STACK_OF(X509) * *cas) {
+    char *text = NULL, why[96] = "", hint[96];
+    size_t len;
+    fed_err e = read_pem(path, "a PEM CA certificate", &text, &len);
+    if (e != FED_OK) return e;
+    BIO *b = BIO_new_mem_buf(text, (int)len);
+    *cas = sk_X509_new_null();
+    if (!b || !*cas) {
+        e = FED_ENOMEM;
+        goto done;
+    }
+    for (X509 *x; (x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL)) != NULL;)
+        if (!sk_X509_push(*cas, x)) {
+            X509_free(x);
+            e = FED_ENOMEM;
+            goto done;
+        }
+    if (sk_X509_num(*cas) == 0) {
+        pem_hint(text, len, hint, sizeof hint);
+        e = fed_errorf(FED_EINVAL, "%s: not a PEM CA certificate%s", path, hint);
+        goto done;
+    }
+    int cas_seen = 0;
+    for (int i = 0; i < sk_X509_num(*cas); i++) {
+        X509 *x = sk_X509_value(*cas, i);
+        if (X509_check_ca(x) == 0) continue;
+        cas_seen++;
+        if (validity(x, why, sizeof why) == 0) goto done; /* one good CA is enough */
+    }
+    if (cas_seen == 0)
+        e = fed_errorf(FED_EINVAL,
+                       "%s: holds no CA certificate (a site's or the coordinator's certificate?)",
+                       path);
+    else
+        e = fed_errorf(FED_EINVAL, "%s: the CA certificate %s", path, why);
+done:
+    BIO_free(b);
+    fed_free(text);
+    return e;
+}
+
+/* This side's certificate (the first of the file): valid now, made for this side. */
+static fed_err check_cert(const char *path, bool server, X509 **out) {
+    char *text = NULL, why[96], hint[96];
+    size_t len;
+    fed_err e = read_pem(path, "a PEM certificate", &text, &len);
+    if (e != FED_OK) return e;
+    BIO *b = BIO_new_mem_buf(text, (int)len);
+    X509 *x = b ? PEM_read_bio_X509_AUX(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (!x) {
+        pem_hint(text, len, hint, sizeof hint);
+        e = fed_errorf(FED_EINVAL, "%s: not a PEM certificate%s", path, hint);
+        goto done;
+    }
+    *out = x;
+    if (validity(x, why, sizeof why) != 0) {
+        e = fed_errorf(FED_EINVAL, "%s: %s", path, why);
+        goto done;
+    }
+    if (X509_check_purpose(x, server ? X509_PURPOSE_SSL_SERVER : X509_PURPOSE_SSL_CLIENT, 0) != 1) {
+        uint32_t xku = X509_get_extended_key_usage(x);
+        bool srv = (xku & XKU_SSL_SERVER) != 0, cli = (xku & XKU_SSL_CLIENT) != 0;
+        if (server && cli && !srv)
+            e = fed_errorf(FED_EINVAL,
+                           "%s: a site certificate (extended key usage clientAuth only), not "
+                           "the coordinator's (serverAuth; fedtune-certs coordinator makes one)",
+                           path);
+        else if (!server && srv && !cli)
+            e = fed_errorf(FED_EINVAL,
+                           "%s: the coordinator's certificate (extended key usage serverAuth "
+                           "only), not a site's (clientAuth; fedtune-certs site makes one)",
+                           path);
+        else
+            e = fed_errorf(FED_EINVAL,
+                           "%s: not made for a TLS %s (its key usage or extended key usage lacks "
+                           "%s)",
+                           path, server ? "server" : "client",
+                           server ? "serverAuth" : "clientAuth");
+        goto done;
+    }
+    char cn[FED_NET_CN_MAX + 1];
+    if (!server && !cert_cn(x, cn))
+        e = fed_errorf(FED_EINVAL,
+                       "%s: its subject has no single CN of 1..%d printable characters (a site's "
+                       "identity)",
+                       path, FED_NET_CN_MAX);
+done:
+    fed_free(text);
+    return e;
+}
+
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0;
+}
+
+/* The private key: PEM, unencrypted, the certificate's. */
+static fed_err check_key(const char *path, const char *cert_path, X509 *cert) {
+    char *text = NULL, hint[96];
+    size_t len;
+    fed_err e = read_pem(path, "a PEM private key", &text, &len);
+    if (e != FED_OK) return e;
+    if (find(text, len, "-----BEGIN ENCRYPTED PRIVATE KEY") || find(text, len, "ENCRYPTED\n")) {
+        e = fed_errorf(FED_EINVAL,
+                       "%s: an encrypted private key: fedtune cannot ask for its passphrase (keep "
+                       "it unencrypted, mode 0600)",
+                       path);
+        goto done;
+    }
+    BIO *b = BIO_new_mem_buf(text, (int)len);
+    EVP_PKEY *key = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(b);
+    if (!key) {
+        pem_hint(text, len, hint, sizeof hint);
+        e = fed_errorf(FED_EINVAL, "%s: not a PEM private key%s", path, hint);
+        goto done;
+    }
+    if (X509_check_private_key(cert, key) != 1)
+        e = fed_errorf(FED_EINVAL, "%s: does not match the certificate %s", path, cert_path);
+    EVP_PKEY_free(key);
+done:
+    fed_free(text);
+    return e;
+}
+
+/* The CRLs: PEM, in force now, each signed by a CA of the CA file (else every peer
+ * would be refused as "unable to get certificate CRL"). */
+static fed_err check_crl(const char *path, const char *ca_path, STACK_OF(X509) * cas) {
+    char *text = NULL, hint[96], d[32];
+    size_t len;
+    fed_err e = read_pem(path, "a PEM CRL", &text, &len);
+    if (e != FED_OK) return e;
+    BIO *b = BIO_new_mem_buf(text, (int)len);
+    if (!b) {
+        fed_free(text);
+        return FED_ENOMEM;
+    }
+    int n = 0;
+    for (X509_CRL *crl; e == FED_OK && (crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)); n++) {
+        const ASN1_TIME *last = X509_CRL_get0_lastUpdate(crl);
+        const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+        bool signed_ok = false;
+        for (int i = 0; !signed_ok && i < sk_X509_num(cas); i++) {
+            X509 *ca = sk_X509_value(cas, i);
+            signed_ok = X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0 &&
+                        X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1;
+        }
+        if (next && X509_cmp_current_time(next) < 0) {
+            fmt_time(next, d);
+            e = fed_errorf(FED_EINVAL,
+                           "%s: expired on %s (its next update), so every peer would be refused: "
+                           "refresh it (fedtune-certs crl)",
+                           path, d);
+        } else if (last && X509_cmp_current_time(last) > 0) {
+            fmt_time(last, d);
+            e = fed_errorf(FED_EINVAL, "%s: not valid before %s", path, d);
+        } else if (!signed_ok) {
+            e = fed_errorf(FED_EINVAL, "%s: not issued by the CA in %s", path, ca_path);
+        }
+        X509_CRL_free(crl);
+    }
+    if (e == FED_OK && n == 0) {
+        pem_hint(text, len, hint, sizeof hint);
+        e = fed_errorf(FED_EINVAL, "%s: no CRL in the file: not a PEM CRL%s", path, hint);
+    }
+    BIO_free(b);
+    fed_free(text);
+    return e;
+}
+
+fed_err fed_net_check_tls(const fed_net_tls *f, bool coordinator, fed_net_file *which) {
+    STACK_OF(X509) *cas = NULL;
+    X509 *cert = NULL;
+    fed_net_file w = FED_NET_FILE_CA;
+    fed_err e = FED_OK;
+    ERR_clear_error();
+    if (!f || !f->ca_file) {
+        e = fed_errorf(FED_EINVAL, "none configured");
+        goto done;
+    }
+    if ((e = check_ca(f->ca_file, &cas)) != FED_OK) goto done;
+    if (f->cert_file || f->key_file) {
+        w = f->cert_file ? FED_NET_FILE_KEY : FED_NET_FILE_CERT;
+        if (!f->cert_file || !f->key_file) {
+            e = fed_errorf(FED_EINVAL, "none configured (a certificate needs its key and a key "
+                                       "its certificate)");
+            goto done;
+        }
+        w = FED_NET_FILE_CERT;
+        if ((e = check_cert(f->cert_file, coordinator, &cert)) != FED_OK) goto done;
+        w = FED_NET_FILE_KEY;
+        if ((e = check_key(f->key_file, f->cert_file, cert)) != FED_OK) goto done;
+    } else if (coordinator) {
+        w = FED_NET_FILE_CERT;
+        e = fed_errorf(FED_EINVAL, "none configured (the coordinator needs one)");
+        goto done;
+    }
+    w = FED_NET_FILE_CRL;
+    if (f->crl_file && (e = check_crl(f->crl_file, f->ca_file, cas)) != FED_OK) goto done;
+    w = FED_NET_FILE_NONE;
+done:
+    ERR_clear_error();
+    X509_free(cert);
+    sk_X509_pop_free(cas, X509_free);
+    if (which) *which = w;
+    return e;
+}
+
 fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *f) {
     *out = NULL;
     if (!f->ca_file) return fed_errorf(FED_EINVAL, "TLS: no CA file configured");
@@ -232,6 +651,10 @@ fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *f) 
         return fed_errorf(FED_EINVAL, "TLS: a certificate needs its key and a key its certificate");
     if (server && !f->cert_file)
         return fed_errorf(FED_EINVAL, "TLS: the coordinator needs a certificate");
+    fed_net_file which;
+    /* "CA file /x/ca.crt: No such file or directory" */
+    if (!skip_checks && fed_net_check_tls(f, server, &which) != FED_OK)
+        return fed__name_error(FED_EINVAL, fed_net_file_name(which));
     ERR_clear_error();
     fed__tls_ctx *c = fed_calloc(1, sizeof *c);
     if (!c) return FED_ENOMEM;
@@ -288,6 +711,7 @@ fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *f) 
                        server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
                        verify_cb);
     SSL_CTX_set_verify_depth(ctx, 4);
+    SSL_CTX_set_info_callback(ctx, info_cb);
     *out = c;
     return FED_OK;
 fail:
@@ -392,6 +816,7 @@ fed_err fed__tls_new(fed__tls **out, fed__tls_ctx *c, const char *server_name, f
             e = fed_errorf(FED_EINVAL, "TLS: no coordinator name to check");
             goto fail;
         }
+        snprintf(t->coord, sizeof t->coord, "%s", server_name);
         unsigned char ip[16];
         int is_ip =
             inet_pton(AF_INET, server_name, ip) == 1 || inet_pton(AF_INET6, server_name, ip) == 1;
@@ -524,7 +949,7 @@ static fed_err plain_connect(fed__tls *t) {
         return fed_errorf(FED_EPROTO, "malformed plaintext answer from the coordinator: %s", hex);
     t->in += t->in_len;
     t->in_len = 0;
-    snprintf(t->peer_cn, sizeof t->peer_cn, "%s", t->coord);
+    snprintf(t->peer_cn, sizeof t->peer_cn, "%.*s", FED_NET_CN_MAX, t->coord);
     t->plain_step = PLAIN_DONE;
     return FED_OK;
 }
@@ -594,6 +1019,10 @@ fed_err fed__tls_write(fed__tls *t, const void *buf, size_t len) {
 
 bool fed__tls_has_leftover(const fed__tls *t) {
     return t->in_len > 0 || (t->ssl && SSL_has_pending(t->ssl));
+}
+
+bool fed__tls_refused(const fed__tls *t) {
+    return t->refused;
 }
 
 const char *fed__tls_peer_cn(const fed__tls *t) {

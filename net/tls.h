@@ -24,9 +24,10 @@ typedef struct fed__sha256 fed__sha256;
 /* Receives bytes OpenSSL writes; returns 0, or -1 when it cannot take them (fatal). */
 typedef int (*fed__tls_sink)(void *user, const uint8_t *data, size_t len);
 
-/* Loads CA, certificate, key and CRL; FED_ETLS naming the file on failure. server: the
- * coordinator side (requires client certificates, purpose sslclient); else a client
- * (purpose sslserver). */
+/* Checks the files (fed_net_check_tls; FED_EINVAL, "CA file PATH: what is wrong") unless
+ * a test turned that off (fed__net_skip_checks), then loads CA, certificate, key and CRL;
+ * FED_ETLS naming the file if OpenSSL still cannot. server: the coordinator side
+ * (requires client certificates, purpose sslclient); else a client (purpose sslserver). */
 fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *files) FED_MUST_USE;
 /* A context for plaintext sessions: no files, no OpenSSL. server: the coordinator side
  * (reads identity claims); else a client claiming `identity` (1..FED_NET_CN_MAX printable
@@ -47,6 +48,10 @@ void fed__tls_input(fed__tls *t, const uint8_t *data, size_t len);
  * FED_EAUTH (certificate refused) or FED_ETLS with the reason as detail; in plaintext,
  * FED_EPROTO for a malformed identity claim or answer. */
 fed_err fed__tls_handshake(fed__tls *t) FED_MUST_USE;
+/* True when the session failed for a reason retrying cannot change: this side refused
+ * the peer's certificate, or the peer sent a fatal alert refusing ours (revoked, unknown
+ * CA, expired, ...) or the handshake itself (no common parameters, version). */
+bool fed__tls_refused(const fed__tls *t);
 /* Reads up to len plaintext bytes: FED_OK with *got > 0; FED_EAGAIN when the input has
  * no more; FED_ECLOSED (close_notify), FED_EAUTH or FED_ETLS with the reason. */
 fed_err fed__tls_read(fed__tls *t, void *buf, size_t len, size_t *got) FED_MUST_USE;
@@ -65,6 +70,10 @@ const char *fed__tls_presented_cn(const fed__tls *t);
 /* Largest record bytes fed__tls_write can produce for len plaintext bytes (a bound for
  * plaintext sessions too). */
 size_t fed__tls_bound(size_t len);
+
+/* Puts what before the calling thread's last detail with a space ("endpoint" + "tcp://x:
+ * no port" -> "endpoint tcp://x: no port") and returns err. */
+fed_err fed__name_error(fed_err err, const char *what);
 
 /* SHA-256, streaming. */
 fed_err fed__sha256_new(fed__sha256 **out) FED_MUST_USE;

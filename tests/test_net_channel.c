@@ -2,8 +2,13 @@
  * several clients at once over inproc:// and tcp://127.0.0.1, message round trips in
  * both directions, and every refusal (another CA, expired, not yet valid, revoked, a
  * site certificate acting as the coordinator, a wrong coordinator name, no client
- * certificate): the peer is kept out and exactly one warn line names it and the reason.
- * Real sockets, real TLS, certificates made by certs/fedtune-certs in a temporary folder. */
+ * certificate): the peer is kept out, exactly one warn line names it and the reason, and
+ * the client's LEFT says in words what the refusal meant and that retrying cannot help
+ * (while a busy coordinator or a lost connection are worth another try). Certificates a
+ * constructor would refuse at start-up (expired, made for the other side) are presented
+ * with fed__net_skip_checks, as a foreign peer could. Also: the start-up checks of the
+ * TLS files and endpoints. Real sockets, real TLS, certificates made by certs/fedtune-certs
+ * in a temporary folder. */
 #include "tests/test_net_common.h"
 
 #include "core/alloc.h"
@@ -166,17 +171,21 @@ static bool client_left(world *w) {
 
 /* Runs one client against a coordinator until the client's session ends; checks that
  * the peer was kept out, that `side` ("coordinator" or "client") logged exactly one
- * warn line containing `who` and `why`, and returns nothing. */
-static void refusal(const char *label, fed_server_config sc, fed_client_config cc, const char *side,
-                    const char *who, const char *why) {
+ * warn line containing `who` and `why`, and that the client's LEFT is permanent with
+ * `words` in its reason. skip: make the objects without the start-up checks. */
+static void refusal_(const char *label, fed_server_config sc, fed_client_config cc,
+                     const char *side, const char *who, const char *why, const char *words,
+                     bool skip) {
     log_clear();
     world w = {0};
     w.zctx = fed_net_context_new();
+    fed__net_skip_checks(skip);
     CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
     if (!w.srv) goto done;
     cc.endpoint = fed_server_endpoint(w.srv);
     w.ncli = 1;
     CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    fed__net_skip_checks(false);
     if (!w.cli[0]) goto done;
     bool left = world_until(&w, client_left, 10000);
     if (!left) fprintf(stderr, "%s: the client never left\n", label);
@@ -199,29 +208,46 @@ static void refusal(const char *label, fed_server_config sc, fed_client_config c
     CHECK_INT(lines, 1);
     CHECK_INT(match, 1);
     CHECK_INT(named, 1);
+    /* The client was told why, in words, and that another try meets the same refusal. */
+    if (!strstr(w.c[0].left_reason, words))
+        fprintf(stderr, "%s: client's reason \"%s\" lacks \"%s\"\n", label, w.c[0].left_reason,
+                words);
+    CHECK_CONTAINS(w.c[0].left_reason, words);
+    CHECK(w.c[0].left_permanent);
+    CHECK_INT(w.c[0].left_err, FED_EAUTH);
 done:
+    fed__net_skip_checks(false);
     world_free(&w);
+}
+
+static void refusal(const char *label, fed_server_config sc, fed_client_config cc, const char *side,
+                    const char *who, const char *why, const char *words) {
+    refusal_(label, sc, cc, side, who, why, words, false);
 }
 
 TEST(refuse_other_ca) {
     refusal("other CA", server_config("tcp://127.0.0.1:0"), client_config(NULL, "ca2", "intruder"),
-            "coordinator", "intruder", "unable to get local issuer certificate");
+            "coordinator", "intruder", "unable to get local issuer certificate",
+            "the coordinator refused this site's certificate: unknown CA");
 }
 
 TEST(refuse_expired) {
-    refusal("expired", server_config("tcp://127.0.0.1:0"), client_config(NULL, "ca", "expired"),
-            "coordinator", "expired", "certificate has expired");
+    refusal_("expired", server_config("tcp://127.0.0.1:0"), client_config(NULL, "ca", "expired"),
+             "coordinator", "expired", "certificate has expired",
+             "the coordinator refused this site's certificate: expired", true);
 }
 
 TEST(refuse_not_yet_valid) {
-    refusal("not yet valid", server_config("inproc://fednet-test-future"),
-            client_config(NULL, "ca", "future"), "coordinator", "future",
-            "certificate is not yet valid");
+    refusal_("not yet valid", server_config("inproc://fednet-test-future"),
+             client_config(NULL, "ca", "future"), "coordinator", "future",
+             "certificate is not yet valid",
+             "the coordinator refused this site's certificate: bad certificate", true);
 }
 
 TEST(refuse_revoked) {
     refusal("revoked", server_config("tcp://127.0.0.1:0"), client_config(NULL, "ca", "revoked"),
-            "coordinator", "revoked", "certificate revoked");
+            "coordinator", "revoked", "certificate revoked",
+            "the coordinator refused this site's certificate: revoked (TLS alert 44)");
 }
 
 TEST(accept_revoked_without_crl) {
@@ -244,8 +270,9 @@ TEST(refuse_coordinator_cert_as_client) {
     fed_client_config cc = client_config(NULL, "ca", "site-1");
     cc.net.tls.cert_file = cpath("ca/coordinator/localhost.crt");
     cc.net.tls.key_file = cpath("ca/coordinator/localhost.key");
-    refusal("coordinator cert as client", server_config("tcp://127.0.0.1:0"), cc, "coordinator",
-            "certificate CN localhost", "unsuitable certificate purpose");
+    refusal_("coordinator cert as client", server_config("tcp://127.0.0.1:0"), cc, "coordinator",
+             "certificate CN localhost", "unsuitable certificate purpose",
+             "the coordinator refused this site's certificate: unsupported certificate", true);
 }
 
 TEST(refuse_site_cert_as_coordinator) {
@@ -254,18 +281,31 @@ TEST(refuse_site_cert_as_coordinator) {
     sc.net.tls.key_file = cpath("ca/sites/site-6/site-6.key");
     fed_client_config cc = client_config(NULL, "ca", "site-1");
     cc.server_name = "site-6"; /* even with the right name: the purpose is wrong */
-    refusal("site cert as coordinator", sc, cc, "client", "site-6",
-            "unsuitable certificate purpose");
+    refusal_("site cert as coordinator", sc, cc, "client", "site-6",
+             "unsuitable certificate purpose",
+             "the coordinator's certificate with CN site-6 is refused: unsuitable certificate "
+             "purpose",
+             true);
 }
 
 TEST(refuse_name_mismatch) {
     fed_client_config cc = client_config(NULL, "ca", "site-1");
     cc.server_name = "fed.example.org";
     refusal("name mismatch", server_config("tcp://127.0.0.1:0"), cc, "client", "fed.example.org",
-            "hostname mismatch");
+            "hostname mismatch", "the coordinator's certificate with CN localhost is refused");
     cc.server_name = "10.1.2.3";
     refusal("IP mismatch", server_config("tcp://127.0.0.1:0"), cc, "client", "10.1.2.3",
-            "IP address mismatch");
+            "IP address mismatch", "is refused: IP address mismatch");
+}
+
+TEST(refuse_unknown_coordinator_ca) {
+    /* The site trusts another CA only: the coordinator's certificate is unknown to it. */
+    fed_client_config cc = client_config(NULL, "ca2", "intruder");
+    cc.net.tls.ca_file = cpath("ca2/ca.crt");
+    refusal("unknown coordinator CA", server_config("tcp://127.0.0.1:0"), cc, "client", "localhost",
+            "self-signed certificate in certificate chain",
+            "the coordinator's certificate with CN localhost is refused: self-signed "
+            "certificate in certificate chain");
 }
 
 TEST(accept_ip_name) {
@@ -287,7 +327,8 @@ TEST(refuse_no_client_cert) {
     cc.net.tls.cert_file = NULL;
     cc.net.tls.key_file = NULL;
     refusal("no client certificate", server_config("tcp://127.0.0.1:0"), cc, "coordinator",
-            "routing id", "peer did not return a certificate");
+            "routing id", "peer did not return a certificate",
+            "the coordinator refused this site's certificate: certificate required");
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -345,6 +386,7 @@ TEST(max_peers) {
     CHECK_INT(w.s.joined, 1);
     CHECK_INT(w.c[1].joined, 0);
     CHECK_CONTAINS(w.c[1].left_reason, "refused");
+    CHECK(!w.c[1].left_permanent); /* busy now, maybe not later */
     CHECK_INT(log_count("coordinator: dropped", NULL), 1);
     CHECK_INT(log_count("coordinator: dropped peer site-2", "1 peers connected, the limit"), 1);
     CHECK(fed_client_ready(w.cli[0]));
@@ -450,28 +492,60 @@ TEST(vanished_peer) {
 TEST(config_errors) {
     void *zctx = fed_net_context_new();
     fed_server *s = NULL;
+    /* The TLS files: refused before anything starts, naming the file (more in
+     * test_net_checks.c). */
     fed_server_config sc = server_config("inproc://fednet-test-cfg");
     sc.net.tls.key_file = cpath("ca/sites/site-1/site-1.key");
-    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_ETLS);
-    CHECK_CONTAINS(fed_errmsg(), "site-1.key");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "key ");
+    CHECK_CONTAINS(fed_errmsg(), "site-1.key: does not match the certificate");
     sc = server_config("inproc://fednet-test-cfg");
     sc.net.tls.ca_file = cpath("nope/ca.crt");
-    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_ETLS);
-    CHECK_CONTAINS(fed_errmsg(), "nope/ca.crt");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "CA file ");
+    CHECK_CONTAINS(fed_errmsg(), "nope/ca.crt: No such file or directory");
     sc = server_config("inproc://fednet-test-cfg");
     sc.net.tls.crl_file = cpath("ca/ca.crt");
-    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_ETLS);
-    CHECK_CONTAINS(fed_errmsg(), "no CRL");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "no CRL in the file");
     sc = server_config("inproc://fednet-test-cfg");
     sc.net.chunk_size = 1000;
     CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EINVAL);
+    /* A malformed endpoint is a bad configuration; one that cannot be bound is not. */
     sc = server_config("tcp://256.1.1.1:1");
-    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EIO);
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "endpoint tcp://256.1.1.1:1: the host is not a valid IPv4 address");
+    sc = server_config("tcp://127.0.0.1:99999");
+    CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EINVAL);
+    CHECK_STR(fed_errmsg(),
+              "endpoint tcp://127.0.0.1:99999: port 99999 is outside 0..65535 (0: a free port)");
     CHECK(s == NULL);
+    fed_server *first = NULL;
+    sc = server_config("tcp://127.0.0.1:0");
+    CHECK_OK(fed_server_new(&first, zctx, &sc));
+    if (first) {
+        sc.endpoint = fed_server_endpoint(first); /* that port is taken */
+        CHECK_ERR(fed_server_new(&s, zctx, &sc), FED_EIO);
+        CHECK_CONTAINS(fed_errmsg(), "cannot bind");
+    }
+    fed_server_destroy(&first);
     fed_client *c = NULL;
     fed_client_config cc = client_config("inproc://x", "ca", "site-1");
     cc.server_name = NULL;
     CHECK_ERR(fed_client_new(&c, zctx, &cc), FED_EINVAL);
+    cc = client_config("localhost:7443", "ca", "site-1");
+    CHECK_ERR(fed_client_new(&c, zctx, &cc), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "endpoint localhost:7443: no transport: write tcp://localhost:7443");
+    cc = client_config("tcp://127.0.0.1:0", "ca", "site-1");
+    CHECK_ERR(fed_client_new(&c, zctx, &cc), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "endpoint tcp://127.0.0.1:0: port 0 is outside 1..65535");
+    cc = client_config("tcp://127.0.0.1:7443", "ca", "site-1");
+    cc.net.tls.cert_file = cpath("ca/coordinator/localhost.crt");
+    cc.net.tls.key_file = cpath("ca/coordinator/localhost.key");
+    CHECK_ERR(fed_client_new(&c, zctx, &cc), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "certificate ");
+    CHECK_CONTAINS(fed_errmsg(), "localhost.crt: the coordinator's certificate (extended key "
+                                 "usage serverAuth only), not a site's");
     CHECK(c == NULL);
     fed_net_context_destroy(&zctx);
 }
@@ -533,6 +607,7 @@ int main(void) {
     RUN(refuse_coordinator_cert_as_client);
     RUN(refuse_site_cert_as_coordinator);
     RUN(refuse_name_mismatch);
+    RUN(refuse_unknown_coordinator_ca);
     RUN(accept_ip_name);
     RUN(refuse_no_client_cert);
     RUN(same_identity_replaces);

@@ -139,6 +139,7 @@ static inline fed_client_config client_config(const char *endpoint, const char *
 typedef struct seen {
     int joined, left, messages, done, sent, failed;
     fed_err left_err;
+    bool left_permanent; /* the last LEFT said retrying cannot help */
     char left_reason[256];
     char cn[FED_NET_CN_MAX + 1]; /* from the last JOINED */
     uint32_t peer;               /* server side: handle of the last JOINED */
@@ -170,6 +171,7 @@ static inline void record(seen *s, const fed_net_event *ev) {
     case FED_NET_LEFT:
         s->left++;
         s->left_err = ev->err;
+        s->left_permanent = ev->permanent;
         snprintf(s->left_reason, sizeof s->left_reason, "%s", ev->reason);
         break;
     case FED_NET_MESSAGE:
