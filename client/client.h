@@ -63,7 +63,9 @@
  * (FED_NET_LEFT) the round in progress is dropped (the coordinator cancels its side: ROUNDS.md
  * "Leaving") and the site connects afresh after a delay that starts at
  * backoff_initial_ms, doubles with every failed attempt up to backoff_max_ms, and is
- * shortened by a random share of up to backoff_jitter; a welcome resets it. A refusal that
+ * shortened by a random share of up to backoff_jitter; a welcome resets it. A lost
+ * connection (a coordinator killed or restarting) ends the session at once (the channel
+ * watches it), so the delay starts then, not at the next keepalive. A refusal that
  * retrying cannot change (FED_NET_LEFT with permanent: the coordinator's TLS alert says
  * this site's certificate is revoked, unknown, expired or unsuitable, or the coordinator's
  * certificate fails this site's checks) ends fed_site_run with that error instead. A new

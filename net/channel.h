@@ -55,11 +55,22 @@
  *   - Transfers survive a reconnect: when the same identity (CN) comes back with a new
  *     TLS session, the receiver's first Credit carries the offset to resume from.
  *
+ *   - On tcp:// both sides watch their ZeroMQ connection(s) through a socket monitor
+ *     (sock.h). A client whose connection goes away ends its session at once (LEFT,
+ *     "lost the connection"), since libzmq would otherwise reconnect underneath it,
+ *     perhaps to a restarted coordinator that knows nothing of the session, and the
+ *     client would learn only at its next keepalive. The coordinator ends the session of
+ *     a peer whose connection ended (a crash, or libzmq cutting a frame over its
+ *     ZMQ_MAXMSGSIZE limit of twice the largest legitimate frame; libzmq does not say
+ *     which, so the log line names both), once what the connection delivered before is
+ *     read and unless the peer opens a new session on its routing id within a second
+ *     (a reconnect, which replaces the old session quietly). inproc:// has no
+ *     connections to watch: a vanished peer is found when a Heartbeat to it fails.
  *   - A client's LEFT says whether retrying can help (fed_net_event.permanent): not when
  *     the coordinator refused its certificate with a fatal TLS alert (revoked, unknown CA,
  *     expired, unsupported purpose, ...; in TLS 1.3 the alert arrives after the client's
  *     handshake is done, and is read then) or when the coordinator's certificate failed
- *     the client's own checks; yes for timeouts and a busy coordinator.
+ *     the client's own checks; yes for lost connections, timeouts and a busy coordinator.
  *   - Before anything starts, the constructors check the endpoint (fed_net_check_endpoint)
  *     and the TLS files (fed_net_check_tls): what could never work is FED_EINVAL at once,
  *     not a retry loop or a coordinator nobody can join.
@@ -350,6 +361,9 @@ fed_err fed__client_send_frame(fed_client *c, const void *data, size_t len) FED_
 /* Closes the socket without a word (no CLOSE, linger 0), as a crashed client would; the
  * client stays unusable until fed_client_reconnect. */
 void fed__client_vanish(fed_client *c);
+/* Destroys s without a word to its peers (no CLOSE, linger 0), as a killed coordinator
+ * process would go; NULL-safe, sets *s to NULL. */
+void fed__server_vanish(fed_server **s);
 /* Skips fed_net_check_tls in the constructors (on) so that tests can present what a
  * foreign peer could (an expired certificate, one made for the other side) and see the
  * other side refuse it. Process-wide; off again with false. */

@@ -6,8 +6,14 @@
  * Frames for another session id than the current one are stale (sent to a session we
  * already left) and are ignored; a CLOSE for the current one ends it.
  *
- * A session the coordinator refused with a fatal TLS alert, or whose certificate this
- * side refused, ends with a permanent LEFT (channel.h). */
+ * On tcp:// the DEALER's monitor says when its connection goes away. libzmq would
+ * reconnect underneath the session on its own, to a coordinator process that knows
+ * nothing of it (a restart), or after frames were lost, and the client would learn only
+ * at its next keepalive; so a lost connection ends the session at once, as soon as what
+ * arrived before it has been read. A session that is never welcomed says whether a
+ * connection was ever made, so "refused or unreachable" reads differently from a silent
+ * coordinator. A session the coordinator refused with a fatal TLS alert, or whose
+ * certificate this side refused, ends with a permanent LEFT (channel.h). */
 #include "net/session.h"
 
 #include "core/alloc.h"
@@ -30,6 +36,8 @@ struct fed_client {
     fed__sess *sess;             /* current session, or NULL */
     fed__xfers xfers;            /* transfers with the coordinator */
     bool ready;                  /* welcomed */
+    bool linked;                 /* tcp://: its connection came up since the socket opened */
+    bool lost;                   /* tcp://: it went away; the session ends once drained */
     size_t chunk_cfg;            /* configured chunk size */
     char errmsg[512];            /* last error of a call */
 };
@@ -161,9 +169,25 @@ static void cli_timers(void *owner, int64_t now) {
     if (!x) return;
     const fed_net_config *cf = &c->net.cfg;
     fed_err e = FED_OK;
+    if (c->lost) {
+        if (!c->net.drained) return; /* read what came before the end first */
+        c->lost = false;
+        char why[256];
+        snprintf(why, sizeof why,
+                 "lost the connection: the coordinator went away, or ZeroMQ cut it for a frame "
+                 "over %lld bytes",
+                 (long long)c->net.zmq_limit);
+        end_session(c, FED_ECLOSED, why, true, false, false);
+        return;
+    }
     if (x->state != FED__READY) {
-        if (now - x->t_start > cf->handshake_timeout_ms)
+        if (now - x->t_start > cf->handshake_timeout_ms && c->linked)
             e = fed_errorf(FED_ETIMEOUT, "not welcomed within %d ms", cf->handshake_timeout_ms);
+        else if (now - x->t_start > cf->handshake_timeout_ms)
+            e = fed_errorf(FED_ETIMEOUT,
+                           "not welcomed within %d ms: no connection to %s (refused, "
+                           "unreachable or not resolved; ZeroMQ kept trying)",
+                           cf->handshake_timeout_ms, c->endpoint);
     } else if (cf->idle_timeout_ms && now - x->t_last_in > cf->idle_timeout_ms) {
         e = fed_errorf(FED_ETIMEOUT, "silent for %d ms", cf->idle_timeout_ms);
     } else if (cf->keepalive_ms && now - x->t_last_out >= cf->keepalive_ms) {
@@ -173,6 +197,20 @@ static void cli_timers(void *owner, int64_t now) {
         if (e == FED_OK) e = fed__sess_flush(x);
     }
     if (e != FED_OK) drop(c, e);
+}
+
+/* The DEALER's monitor (tcp:// only). */
+static void cli_on_conn(void *owner, fed__conn_event ev, int fd) {
+    fed_client *c = owner;
+    (void)fd;
+    if (ev == FED__CONN_CONNECTED) {
+        c->linked = true;
+    } else if (ev == FED__CONN_DISCONNECTED) {
+        if (c->sess) {
+            c->lost = true;
+            c->net.next_timer = 0; /* act in this poll, once the frames are read */
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -194,6 +232,7 @@ static fed_err start_session(fed_client *c) {
 }
 
 static fed_err connect_socket(fed_client *c) {
+    c->linked = c->lost = false;
     return fed__sock_dealer(&c->net.sock, c->zctx, c->endpoint, c->rid, sizeof c->rid, &c->sopts);
 }
 
@@ -243,6 +282,7 @@ fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config 
     c->net.on_frame = cli_on_frame;
     c->net.pump = cli_pump;
     c->net.timers = cli_timers;
+    c->net.on_conn = cli_on_conn;
     c->zctx = zmq_ctx;
     c->endpoint = fed_strdup(cfg->endpoint);
     c->server_name = fed_strdup(server_name);
@@ -257,6 +297,7 @@ fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config 
     if ((e = fed__random(c->rid, sizeof c->rid)) != FED_OK) goto fail;
     c->rid[0] = 'c'; /* routing ids must not start with a zero byte */
     c->sopts = (fed__sock_opts){cfg->net.zmq_heartbeat_ms, (int64_t)(2 * c->net.max_frame), 1000};
+    c->net.zmq_limit = c->sopts.max_msgsize;
     if ((e = connect_socket(c)) != FED_OK) goto fail;
     if ((e = start_session(c)) != FED_OK) goto fail;
     *out = c;

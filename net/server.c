@@ -15,8 +15,17 @@
  *
  * Frame sizes have two limits. Up to twice the largest legitimate frame (ZMQ_MAXMSGSIZE)
  * libzmq delivers the frame and we drop the peer with a log line naming it; beyond that
- * libzmq itself closes the connection before we see anything (the session then ends as
- * its next frame fails to decrypt, or by the idle timeout). */
+ * libzmq itself closes the connection before we see anything. On tcp:// the ROUTER's
+ * monitor reports that end: each session remembers the connection its OPEN frame came on
+ * (descriptor, and which of the connections that ever had that descriptor: accepts are
+ * counted per descriptor, as descriptors are reused), and when that connection ends
+ * while the session lives, the session is dropped with a warn line naming the peer.
+ * Not at once: every frame the connection delivered before is read first (a peer that
+ * leaves properly has said CLOSE by then), and the peer gets GONE_GRACE_MS to come back
+ * with a new session on its routing id, which replaces the old one quietly as always
+ * (fed_client_reconnect; with ZMQ_ROUTER_HANDOVER libzmq may discard the CLOSE the old
+ * connection still carried). libzmq does not say why a connection ended, so the line
+ * names both causes: the peer went away, or it sent a frame over the limit. */
 #include "net/session.h"
 
 #include "core/alloc.h"
@@ -28,6 +37,8 @@
 
 /* Routing ids that sent garbage, ignored quietly until they send an OPEN frame. */
 #define BAN_SLOTS 64
+/* How long a session outlives its connection, waiting for its peer to reconnect. */
+#define GONE_GRACE_MS 1000
 
 /* An admitted identity: a certificate CN. Kept for the server's lifetime. */
 typedef struct peer {
@@ -57,6 +68,8 @@ struct fed_server {
     size_t handshakes;        /* sessions not READY */
     ban bans[BAN_SLOTS];      /* garbage senders */
     unsigned nbans;           /* next slot to write */
+    uint32_t *fd_gen;         /* tcp://: connections accepted so far on each descriptor */
+    size_t fd_gen_n;          /* descriptors the table covers */
     char errmsg[512];         /* last error of a call */
 };
 
@@ -310,8 +323,40 @@ static void garbage(fed_server *s, fed__sess *x, const uint8_t *rid, size_t rid_
     FED_LOG(FED_LOG_WARN, "coordinator: dropped peer routing id %s: %s", hex, why);
 }
 
+/* Which connection on descriptor fd is the current one (0 for none seen). */
+static uint32_t fd_gen_of(const fed_server *s, int fd) {
+    return fd >= 0 && (size_t)fd < s->fd_gen_n ? s->fd_gen[fd] : 0;
+}
+
+/* The ROUTER's monitor (tcp:// only): counts accepts per descriptor and marks the
+ * sessions whose connection ended; srv_timers drops them after their grace. */
+static void srv_on_conn(void *owner, fed__conn_event ev, int fd) {
+    fed_server *s = owner;
+    if (fd < 0 || fd >= (1 << 20)) return;
+    if (ev == FED__CONN_ACCEPTED) {
+        if ((size_t)fd >= s->fd_gen_n) {
+            size_t n = (size_t)fd + 64;
+            uint32_t *g = fed_realloc(s->fd_gen, n * sizeof *g);
+            if (!g) return; /* such a session is then found by its timeouts */
+            memset(g + s->fd_gen_n, 0, (n - s->fd_gen_n) * sizeof *g);
+            s->fd_gen = g;
+            s->fd_gen_n = n;
+        }
+        s->fd_gen[fd]++;
+    } else if (ev == FED__CONN_DISCONNECTED) {
+        uint32_t gen = fd_gen_of(s, fd);
+        for (fed__sess *x = s->sessions; x; x = x->next)
+            if (x->fd == fd && x->fd_gen == gen && gen != 0 && !x->gone_at)
+                x->gone_at = fed__now_ms();
+    }
+}
+
 static void open_session(fed_server *s, const fed__frame *f, const uint8_t *sid) {
     ban_lift(s, f->rid, f->rid_len);
+    /* The accept of this frame's connection is reported before the frame: count it now,
+     * so the session is tied to the right connection on a reused descriptor. */
+    if (fed__net_conn_events(&s->net) != FED_OK) { /* then by its timeouts */
+    }
     if (s->handshakes >= s->max_handshakes) {
         char hex[40];
         fed__hex(f->rid, f->rid_len, hex);
@@ -329,6 +374,8 @@ static void open_session(fed_server *s, const fed__frame *f, const uint8_t *sid)
         return;
     }
     s->handshakes++;
+    x->fd = f->fd;
+    x->fd_gen = fd_gen_of(s, f->fd);
     e = fed__sess_input(x, f->data + FED__HDR_LEN, f->len - FED__HDR_LEN);
     if (e != FED_OK) drop(s, x, e);
 }
@@ -405,6 +452,18 @@ static void srv_timers(void *owner, int64_t now) {
     for (fed__sess *x = s->sessions, *nx; x; x = nx) {
         nx = x->next;
         fed_err e = FED_OK;
+        if (x->gone_at) {
+            /* Nothing to send on a closed connection; read what came before its end and
+             * give the peer its grace to reconnect first. */
+            if (!s->net.drained || now - x->gone_at < GONE_GRACE_MS) continue;
+            char why[256];
+            snprintf(why, sizeof why,
+                     "its connection ended: the peer went away, or ZeroMQ cut it for a frame "
+                     "over %lld bytes (ZMQ_MAXMSGSIZE)",
+                     (long long)s->net.zmq_limit);
+            end_session(s, x, FED_ECLOSED, why, WARN, false);
+            continue;
+        }
         if (x->state != FED__READY) {
             if (now - x->t_start > c->handshake_timeout_ms)
                 e = fed_errorf(FED_ETIMEOUT, "not admitted within %d ms", c->handshake_timeout_ms);
@@ -441,6 +500,7 @@ fed_err fed_server_new(fed_server **out, void *zmq_ctx, const fed_server_config 
     s->net.on_frame = srv_on_frame;
     s->net.pump = srv_pump;
     s->net.timers = srv_timers;
+    s->net.on_conn = srv_on_conn;
     snprintf(s->software, sizeof s->software, "%s", cfg->software ? cfg->software : "");
     s->max_peers = cfg->max_peers;
     s->max_handshakes = cfg->max_handshakes;
@@ -453,6 +513,7 @@ fed_err fed_server_new(fed_server **out, void *zmq_ctx, const fed_server_config 
     if ((e = fed__net_init(&s->net, &cfg->net)) != FED_OK) goto fail;
     if ((e = fed__net_security(&s->net, cfg->endpoint, NULL)) != FED_OK) goto fail;
     fed__sock_opts o = {cfg->net.zmq_heartbeat_ms, (int64_t)(2 * s->net.max_frame), 1000};
+    s->net.zmq_limit = o.max_msgsize;
     if ((e = fed__sock_router(&s->net.sock, zmq_ctx, cfg->endpoint, &o)) != FED_OK) goto fail;
     *out = s;
     return FED_OK;
@@ -476,6 +537,7 @@ void fed_server_destroy(fed_server **sp) {
     }
     fed_free(s->peers);
     fed_free(s->buckets);
+    fed_free(s->fd_gen);
     fed__sock_destroy(&s->net.sock, 100); /* let the CLOSE frames out */
     fed__net_free(&s->net);
     fed_free(s);
@@ -576,4 +638,13 @@ void fed_server_stats(const fed_server *s, fed_net_stats *st) {
 
 const char *fed_server_errmsg(const fed_server *s) {
     return s->errmsg;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Testing hooks                                                                        */
+
+void fed__server_vanish(fed_server **sp) {
+    if (!*sp) return;
+    fed__sock_destroy(&(*sp)->net.sock, 0); /* no socket: destroy sends no CLOSE */
+    fed_server_destroy(sp);
 }

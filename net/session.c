@@ -841,6 +841,7 @@ fed_err fed__sess_new(fed__sess **out, fed__net *n, const uint8_t *rid, size_t r
     fed__sess *s = fed_calloc(1, sizeof *s);
     if (!s) return FED_ENOMEM;
     s->net = n;
+    s->fd = -1;
     if (rid_len > FED__RID_MAX) rid_len = FED__RID_MAX;
     if (rid_len) memcpy(s->rid, rid, rid_len);
     s->rid_len = rid_len;
@@ -878,6 +879,18 @@ void fed__sess_free(fed__sess **sp) {
 /* ------------------------------------------------------------------------------------ */
 /* The poll loop of both sides                                                          */
 
+fed_err fed__net_conn_events(fed__net *n) {
+    for (int i = 0; n->sock && i < 256; i++) {
+        fed__conn_event ce;
+        int fd;
+        fed_err e = fed__sock_event(n->sock, &ce, &fd);
+        if (e == FED_EAGAIN) return FED_OK;
+        if (e != FED_OK) return e;
+        if (n->on_conn) n->on_conn(n->owner, ce, fd);
+    }
+    return FED_OK;
+}
+
 fed_err fed__net_poll(fed__net *n, int timeout_ms, fed_net_event *ev) {
     memset(ev, 0, sizeof *ev);
     ev->cn = "";
@@ -893,10 +906,19 @@ fed_err fed__net_poll(fed__net *n, int timeout_ms, fed_net_event *ev) {
             }
             return FED_OK;
         }
+        /* Connection events before frames: whatever a connection delivered before it
+         * ended is read below, before the owner acts on its end (in its timers, once
+         * drained). */
+        fed_err ce = fed__net_conn_events(n);
+        if (ce != FED_OK) return ce;
+        n->drained = false;
         for (int i = 0; i < 256; i++) {
             fed__frame f;
             fed_err e = fed__sock_recv(n->sock, &f);
-            if (e == FED_EAGAIN) break;
+            if (e == FED_EAGAIN) {
+                n->drained = true;
+                break;
+            }
             if (e != FED_OK) return e;
             n->stats.frames_received++;
             n->stats.bytes_received += f.len;

@@ -99,17 +99,18 @@ typedef fed_err (*fed__on_handshake)(void *owner, fed__sess *s);
 
 /* What one fed_server or fed_client holds for all its sessions. */
 struct fed__net {
-    bool server;                                        /* coordinator side */
-    void *owner;                                        /* the fed_server or fed_client */
-    fed__on_msg on_msg;                                 /* owner's message handler */
-    fed__on_handshake on_handshake;                     /* owner's end-of-handshake handler */
-    void (*on_frame)(void *owner, const fed__frame *f); /* owner's frame dispatcher */
-    void (*pump)(void *owner);                          /* owner: send what credit allows */
-    void (*timers)(void *owner, int64_t now);           /* owner: timeouts, keepalives */
-    int64_t next_timer;                                 /* when timers run next */
-    fed__sock *sock;                                    /* ROUTER or DEALER */
-    fed__tls_ctx *tls;                                  /* certificates and policy, or plain */
-    fed__pool *pool;                                    /* chunk frame buffers */
+    bool server;                                              /* coordinator side */
+    void *owner;                                              /* the fed_server or fed_client */
+    fed__on_msg on_msg;                                       /* owner's message handler */
+    fed__on_handshake on_handshake;                           /* owner's end-of-handshake handler */
+    void (*on_frame)(void *owner, const fed__frame *f);       /* owner's frame dispatcher */
+    void (*pump)(void *owner);                                /* owner: send what credit allows */
+    void (*timers)(void *owner, int64_t now);                 /* owner: timeouts, keepalives */
+    void (*on_conn)(void *owner, fed__conn_event ev, int fd); /* owner: a connection event */
+    int64_t next_timer;                                       /* when timers run next */
+    fed__sock *sock;                                          /* ROUTER or DEALER */
+    fed__tls_ctx *tls;            /* certificates and policy, or plain */
+    fed__pool *pool;              /* chunk frame buffers */
     fed_net_config cfg;           /* copy of the configuration (strings borrowed) */
     size_t chunk_size;            /* bytes per chunk this side sends */
     size_t max_frame;             /* largest frame accepted from a peer */
@@ -123,6 +124,9 @@ struct fed__net {
     fed_net_stats stats;          /* counters */
     const char *side;             /* "coordinator" or "client" for log lines */
     bool blocked;                 /* a frame waits for room: retry soon */
+    bool drained;                 /* the last receive loop emptied the socket: whatever a lost
+                                     connection delivered before its end has been handled */
+    int64_t zmq_limit;            /* ZMQ_MAXMSGSIZE: libzmq cuts a connection sending more */
 };
 
 /* One TLS session with one peer. */
@@ -138,6 +142,10 @@ struct fed__sess {
     fed__xfers *xfers;               /* transfers with this peer (NULL until admitted) */
     uint32_t peer;                   /* server: the identity's handle */
     bool opened;                     /* client: the OPEN frame went out */
+    int fd;                          /* server, tcp://: descriptor of the connection that
+                                        opened the session (-1: unknown, inproc://) */
+    uint32_t fd_gen;                 /* which connection on fd it was (server.c) */
+    int64_t gone_at;                 /* server: when that connection ended (0: it did not) */
     /* output */
     fed__buf *cur;             /* frame being built, or NULL */
     fed__buf *q_head, *q_tail; /* frames waiting for room in ZeroMQ */
@@ -177,6 +185,8 @@ fed_err fed__config_check(const fed_net_config *cfg) FED_MUST_USE;
  * Returns the queued event for fields not given here (permanent), NULL if memory ran out. */
 fed_net_event *fed__net_event(fed__net *n, fed_net_event_type type, uint32_t peer, const char *cn,
                               fed_msg *msg, uint64_t transfer_id, fed_err err, const char *reason);
+/* Reads the socket monitor's pending connection events and hands them to n->on_conn. */
+fed_err fed__net_conn_events(fed__net *n) FED_MUST_USE;
 /* Frees the event returned last and pops the next one into *ev; false when none. */
 bool fed__net_pop(fed__net *n, fed_net_event *ev);
 void fed__net_stats(fed__net *n, fed_net_stats *st);

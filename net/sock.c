@@ -4,12 +4,14 @@
 #include "core/alloc.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <zmq.h>
 
 struct fed__sock {
     void *z;                   /* the ZeroMQ socket */
+    void *mon;                 /* PAIR reading z's monitor (tcp:// only), or NULL */
     bool router;               /* ROUTER (coordinator) or DEALER (client) */
     zmq_msg_t msg;             /* the last received frame, closed at the next recv */
     bool have_msg;             /* msg holds a frame */
@@ -40,6 +42,24 @@ static fed_err apply_opts(fed__sock *s, const fed__sock_opts *o) {
             setopt_int(s->z, ZMQ_HEARTBEAT_TTL, t) != 0)
             return zerr("setsockopt heartbeat");
     }
+    return FED_OK;
+}
+
+/* Watches z's connections (see sock.h): libzmq publishes the events on an inproc PAIR
+ * it binds; ours connects to it before z binds or connects, so no event is emitted
+ * before a reader exists (libzmq's I/O thread would block on it). */
+static fed_err monitor_start(fed__sock *s, void *zctx, int events) {
+    static atomic_ulong seq;
+    char name[96];
+    snprintf(name, sizeof name, "inproc://fednet-monitor-%lu-%p",
+             (unsigned long)atomic_fetch_add(&seq, 1), s->z);
+    if (zmq_socket_monitor(s->z, name, events) != 0) return zerr("socket_monitor");
+    s->mon = zmq_socket(zctx, ZMQ_PAIR);
+    /* No high-water mark: the monitor's sender is libzmq's I/O thread, which blocks
+     * when the pipe is full; events are few and we drain them at every poll. */
+    if (!s->mon || setopt_int(s->mon, ZMQ_RCVHWM, 0) != 0 ||
+        setopt_int(s->mon, ZMQ_LINGER, 0) != 0 || zmq_connect(s->mon, name) != 0)
+        return zerr("monitor");
     return FED_OK;
 }
 
@@ -75,6 +95,9 @@ fed_err fed__sock_router(fed__sock **out, void *zctx, const char *endpoint,
         e = zerr("setsockopt router");
         goto fail;
     }
+    if (strncmp(endpoint, "tcp://", 6) == 0 &&
+        (e = monitor_start(s, zctx, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED)) != FED_OK)
+        goto fail;
     if (zmq_bind(s->z, endpoint) != 0) {
         e = fed_errorf(FED_EIO, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto fail;
@@ -98,6 +121,11 @@ fed_err fed__sock_dealer(fed__sock **out, void *zctx, const char *endpoint, cons
         e = zerr("setsockopt routing id");
         goto fail;
     }
+    if (strncmp(endpoint, "tcp://", 6) == 0 &&
+        (e = monitor_start(
+             s, zctx, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED)) !=
+            FED_OK)
+        goto fail;
     if (zmq_connect(s->z, endpoint) != 0) {
         e = fed_errorf(FED_EIO, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto fail;
@@ -115,6 +143,11 @@ void fed__sock_destroy(fed__sock **sp, int linger_ms) {
     if (!s) return;
     *sp = NULL;
     if (s->have_msg) zmq_msg_close(&s->msg);
+    if (s->mon) {
+        /* Stop the events before the socket closes, then close our end. */
+        zmq_socket_monitor(s->z, NULL, 0);
+        zmq_close(s->mon);
+    }
     if (s->z) {
         setopt_int(s->z, ZMQ_LINGER, linger_ms);
         zmq_close(s->z);
@@ -206,6 +239,8 @@ fed_err fed__sock_recv(fed__sock *s, fed__frame *f) {
     s->have_msg = true;
     f->data = zmq_msg_data(&s->msg);
     f->len = zmq_msg_size(&s->msg);
+    /* ZMQ_SRCFD is deprecated but the only way to tie a frame to a connection. */
+    f->fd = s->mon ? zmq_msg_get(&s->msg, ZMQ_SRCFD) : -1;
     if (zmq_msg_more(&s->msg)) {
         f->multipart = true;
         drain_more(s, &s->msg);
@@ -213,16 +248,60 @@ fed_err fed__sock_recv(fed__sock *s, fed__frame *f) {
     return FED_OK;
 }
 
+fed_err fed__sock_event(fed__sock *s, fed__conn_event *ev, int *fd) {
+    *ev = FED__CONN_NONE;
+    *fd = -1;
+    for (;;) {
+        if (!s->mon) return FED_EAGAIN;
+        /* Two frames: event (u16) and value (u32), then the endpoint, which we skip. */
+        uint8_t head[6];
+        int n = zmq_recv(s->mon, head, sizeof head, ZMQ_DONTWAIT);
+        if (n < 0) return zerr("monitor recv");
+        int more = 0;
+        size_t ml = sizeof more;
+        while (zmq_getsockopt(s->mon, ZMQ_RCVMORE, &more, &ml) == 0 && more) {
+            char skip[8];
+            if (zmq_recv(s->mon, skip, sizeof skip, ZMQ_DONTWAIT) < 0) break;
+        }
+        if (n != (int)sizeof head) continue;
+        uint16_t type;
+        uint32_t value;
+        memcpy(&type, head, sizeof type);
+        memcpy(&value, head + sizeof type, sizeof value);
+        switch (type) {
+        case ZMQ_EVENT_CONNECTED:
+            *ev = FED__CONN_CONNECTED;
+            break;
+        case ZMQ_EVENT_CONNECT_RETRIED:
+            *ev = FED__CONN_RETRIED;
+            return FED_OK; /* the value is an interval, not a descriptor */
+        case ZMQ_EVENT_ACCEPTED:
+            *ev = FED__CONN_ACCEPTED;
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            *ev = FED__CONN_DISCONNECTED;
+            break;
+        default:
+            continue; /* MONITOR_STOPPED and the like */
+        }
+        *fd = (int)value;
+        return FED_OK;
+    }
+}
+
 fed_err fed__sock_wait(fed__sock *s, int fd, int timeout_ms, bool *in, bool *fd_ready) {
-    zmq_pollitem_t items[2] = {{s->z, 0, ZMQ_POLLIN, 0}, {NULL, fd, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {{s->z, 0, ZMQ_POLLIN, 0}, {s->mon, 0, ZMQ_POLLIN, 0}, {0}};
+    int n = s->mon ? 2 : 1;
+    int fdi = n;
+    if (fd >= 0) items[n++] = (zmq_pollitem_t){NULL, fd, ZMQ_POLLIN, 0};
     *in = *fd_ready = false;
-    int rc = zmq_poll(items, fd >= 0 ? 2 : 1, timeout_ms);
+    int rc = zmq_poll(items, n, timeout_ms);
     if (rc < 0) {
         if (zmq_errno() == EINTR) return FED_OK;
         return zerr("poll");
     }
-    *in = (items[0].revents & ZMQ_POLLIN) != 0;
-    *fd_ready = fd >= 0 && (items[1].revents & ZMQ_POLLIN) != 0;
+    *in = (items[0].revents & ZMQ_POLLIN) != 0 || (s->mon && (items[1].revents & ZMQ_POLLIN));
+    *fd_ready = fd >= 0 && (items[fdi].revents & ZMQ_POLLIN) != 0;
     return FED_OK;
 }
 

@@ -4,8 +4,17 @@
  * and waiting for input together with one extra file descriptor. Options set here:
  * ZMQ_ROUTER_MANDATORY (a send to a vanished peer fails with FED_ECLOSED instead of
  * disappearing), ZMQ_ROUTER_HANDOVER (a reconnect with the same routing id takes over),
- * heartbeats, ZMQ_MAXMSGSIZE, high-water marks and linger. No TLS and no framing here:
- * see session.h. */
+ * heartbeats, ZMQ_MAXMSGSIZE, high-water marks and linger.
+ *
+ * On tcp:// a socket also watches its own connections through a ZeroMQ socket monitor
+ * (an inproc PAIR it reads itself), because libzmq connects, reconnects and drops
+ * connections underneath its sockets without a word: a DEALER reports its connection
+ * coming up (CONNECTED) or going away (DISCONNECTED: the peer closed it or vanished, or
+ * libzmq cut it, e.g. for a frame over ZMQ_MAXMSGSIZE); a ROUTER reports each accepted
+ * connection and its end by file descriptor, and every received frame says which
+ * descriptor it came from (fed__frame.fd). The monitor's pipe has no high-water mark, so
+ * libzmq's I/O thread never blocks on a slow reader; inproc:// sockets have no monitor
+ * (nothing to watch). No TLS and no framing here: see session.h. */
 #ifndef FED_NET_SOCK_H
 #define FED_NET_SOCK_H
 
@@ -34,7 +43,17 @@ typedef struct fed__frame {
     const uint8_t *data; /* the frame */
     size_t len;
     bool multipart; /* the message had more frames than one (the extra were discarded) */
+    int fd;         /* tcp://: descriptor of the connection it came on; -1 otherwise */
 } fed__frame;
+
+/* What the monitor of a tcp:// socket reports (fed__sock_event). */
+typedef enum fed__conn_event {
+    FED__CONN_NONE = 0,     /* nothing (more) to report */
+    FED__CONN_CONNECTED,    /* DEALER: the connection to the peer is up (again) */
+    FED__CONN_RETRIED,      /* DEALER: a connection attempt failed; libzmq retries */
+    FED__CONN_ACCEPTED,     /* ROUTER: a connection came in on descriptor fd */
+    FED__CONN_DISCONNECTED, /* the connection on descriptor fd ended */
+} fed__conn_event;
 
 fed_err fed__sock_router(fed__sock **out, void *zctx, const char *endpoint,
                          const fed__sock_opts *o) FED_MUST_USE;
@@ -57,8 +76,11 @@ fed_err fed__sock_send_bytes(fed__sock *s, const uint8_t *rid, size_t rid_len, c
                              size_t len) FED_MUST_USE;
 /* Receives one message without waiting: FED_OK, FED_EAGAIN when there is none. */
 fed_err fed__sock_recv(fed__sock *s, fed__frame *f) FED_MUST_USE;
-/* Waits up to timeout_ms (-1 forever) until a message can be received or fd (if >= 0)
- * is readable; *in / *fd_ready say which. */
+/* The next event of the socket's monitor without waiting: FED_OK with *ev (and *fd, the
+ * connection's descriptor, or -1), or FED_EAGAIN when there is none (always on inproc://). */
+fed_err fed__sock_event(fed__sock *s, fed__conn_event *ev, int *fd) FED_MUST_USE;
+/* Waits up to timeout_ms (-1 forever) until a message can be received, the monitor has
+ * an event, or fd (if >= 0) is readable; *in (message or event) / *fd_ready say which. */
 fed_err fed__sock_wait(fed__sock *s, int fd, int timeout_ms, bool *in, bool *fd_ready) FED_MUST_USE;
 
 void *fed__zmq_ctx_new(void);

@@ -1,9 +1,11 @@
 /* Tests of bad peers: raw random bytes on a plain DEALER, a valid handshake followed by
- * garbage, an oversized frame, an oversized message, a truncated chunk, chunks out of
- * range or out of order, a transfer whose SHA-256 does not match, a truncated record
- * after the handshake and during it. Each time exactly that peer is dropped at once with
- * one warn line naming it and the reason (never by a timeout), while another client's
- * 8 MiB upload completes with the right digest. Real sockets, real TLS. */
+ * garbage, an oversized frame, a frame over ZeroMQ's own limit (which libzmq drops with
+ * the connection, seen through the socket monitor), an oversized message, a truncated
+ * chunk, chunks out of range or out of order, a transfer whose SHA-256 does not match, a
+ * truncated record after the handshake and during it. Each time exactly that peer is
+ * dropped at once with one warn line naming it and the reason (never by a timeout),
+ * while another client's 8 MiB upload completes with the right digest. Real sockets,
+ * real TLS. */
 #include "tests/test_net_common.h"
 
 #include "core/alloc.h"
@@ -27,6 +29,7 @@ typedef enum scenario {
     TRUNCATED_RECORD,
     STALLED_HANDSHAKE,
     TRUNCATED_HANDSHAKE,
+    HUGE_FRAME,
 } scenario;
 
 typedef struct bad {
@@ -143,6 +146,14 @@ static void run(scenario sc, const char *label, const char *who, const char *why
         memcpy(open + 24, rec, sizeof rec);
         CHECK_OK(fed__sock_dealer(&raw, w.zctx, ep, rid, sizeof rid, &o));
         if (raw) CHECK_OK(fed__sock_send_bytes(raw, NULL, 0, open, sizeof open));
+        break;
+    }
+    case HUGE_FRAME: {
+        /* Beyond ZMQ_MAXMSGSIZE (twice the largest frame): libzmq itself cuts it off. */
+        size_t n = 3 * MB;
+        uint8_t *big = fed_calloc(1, n);
+        CHECK_OK(fed__client_send_frame(w.cli[BAD], big, n));
+        fed_free(big);
         break;
     }
     case TRUNCATED_RECORD: {
@@ -268,6 +279,11 @@ TEST(truncated_handshake) {
         "frame ends inside a TLS record (truncated record)");
 }
 
+TEST(huge_frame) {
+    run(HUGE_FRAME, "frame over the ZeroMQ limit", "site-3",
+        "its connection ended: the peer went away, or ZeroMQ cut it for a frame over");
+}
+
 TEST(stalled_handshake) {
     run(STALLED_HANDSHAKE, "stalled handshake", "routing id 7374616c6c",
         "not admitted within 300 ms");
@@ -291,6 +307,7 @@ int main(void) {
     RUN(truncated_record);
     RUN(stalled_handshake);
     RUN(truncated_handshake);
+    RUN(huge_frame);
     certs_remove();
     return test_report();
 }

@@ -7,8 +7,9 @@
  * (while a busy coordinator or a lost connection are worth another try). Certificates a
  * constructor would refuse at start-up (expired, made for the other side) are presented
  * with fed__net_skip_checks, as a foreign peer could. Also: the start-up checks of the
- * TLS files and endpoints. Real sockets, real TLS, certificates made by certs/fedtune-certs
- * in a temporary folder. */
+ * TLS files and endpoints, and a coordinator that vanishes and comes back on the same
+ * endpoint, which an idle client notices at once. Real sockets, real TLS, certificates
+ * made by certs/fedtune-certs in a temporary folder. */
 #include "tests/test_net_common.h"
 
 #include "core/alloc.h"
@@ -460,12 +461,15 @@ static bool rejoined(world *w) {
     return w->s.joined >= 2 && w->c[0].joined >= 2;
 }
 
-TEST(vanished_peer) {
+/* A client disappears without a word (no CLOSE, as a crash would): on tcp:// the
+ * coordinator learns at once from its socket monitor that the connection ended; on
+ * inproc:// (no monitor) the next keepalive finds nobody (ZMQ_ROUTER_MANDATORY). */
+static void vanished(const char *endpoint, const char *why) {
     log_clear();
     world w = {0};
     w.zctx = fed_net_context_new();
-    fed_server_config sc = server_config("tcp://127.0.0.1:0");
-    sc.net.keepalive_ms = 20;
+    fed_server_config sc = server_config(endpoint);
+    sc.net.keepalive_ms = strncmp(endpoint, "tcp://", 6) == 0 ? 60000 : 20;
     sc.net.idle_timeout_ms = 0;
     CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
     fed_client_config cc = client_config(fed_server_endpoint(w.srv), "ca", "site-4");
@@ -473,16 +477,80 @@ TEST(vanished_peer) {
     CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
     CHECK(world_until(&w, one_joined, 10000));
     uint32_t peer = w.s.peer;
-    /* The client disappears without a word; the next keepalive finds nobody. */
     fed__client_vanish(w.cli[0]);
     CHECK(world_until(&w, server_left, 10000));
-    CHECK_CONTAINS(w.s.left_reason, "unreachable");
+    CHECK_CONTAINS(w.s.left_reason, why);
     CHECK(!fed_server_peer_connected(w.srv, peer));
-    CHECK_INT(log_count("coordinator: dropped peer site-4", "unreachable"), 1);
+    CHECK_INT(log_count("coordinator: dropped peer site-4", why), 1);
     /* It comes back under the same handle. */
     CHECK_OK(fed_client_reconnect(w.cli[0]));
     CHECK(world_until(&w, rejoined, 10000));
     CHECK_INT(w.s.peer, peer);
+    world_run(&w, 50);
+    CHECK_INT(w.s.left, 1); /* the new session is not taken for the old connection */
+    world_free(&w);
+}
+
+TEST(vanished_peer_tcp) {
+    /* The keepalive is a minute away: only the monitor can be this quick. */
+    vanished("tcp://127.0.0.1:0", "its connection ended: the peer went away");
+}
+
+TEST(vanished_peer_inproc) {
+    vanished("inproc://fednet-test-vanish", "unreachable");
+}
+
+static bool welcomed_again(world *w) {
+    return w->c[0].joined >= 2 && w->s.joined >= 1;
+}
+
+TEST(coordinator_restart) {
+    /* An idle client whose coordinator is killed (no CLOSE, no Bye) and started again on
+     * the same endpoint: libzmq reconnects underneath; the client must not wait for its
+     * next keepalive (30 s here) to learn that its session is gone. */
+    log_clear();
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    sc.net.keepalive_ms = 30000;
+    sc.net.idle_timeout_ms = 0;
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    if (!w.srv) goto done;
+    char ep[128];
+    snprintf(ep, sizeof ep, "%s", fed_server_endpoint(w.srv));
+    fed_client_config cc = client_config(ep, "ca", "site-5");
+    cc.net.keepalive_ms = 30000;
+    cc.net.idle_timeout_ms = 0;
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    int64_t t0 = now_ms();
+    fed__server_vanish(&w.srv);
+    /* libzmq closes the old listener asynchronously: a few tries, backing off. */
+    sc.endpoint = ep;
+    for (int i = 0, ms = 5; i < 12 && !w.srv; i++, ms *= 2)
+        if (fed_server_new(&w.srv, w.zctx, &sc) != FED_OK) {
+            struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    CHECK(w.srv != NULL);
+    if (!w.srv) goto done;
+    memset(&w.s, 0, sizeof w.s);
+    /* The client ends the stale session by itself, as a lost connection (retry-worthy). */
+    CHECK(world_until(&w, client_left, 15000));
+    CHECK_INT(w.c[0].joined, 1);
+    CHECK_CONTAINS(w.c[0].left_reason, "lost the connection: the coordinator went away");
+    CHECK_INT(w.c[0].left_err, FED_ECLOSED);
+    CHECK(!w.c[0].left_permanent);
+    CHECK_INT(log_count("client: dropped coordinator localhost", "lost the connection"), 1);
+    /* A new session is welcomed by the new coordinator, long before any keepalive. */
+    CHECK_OK(fed_client_reconnect(w.cli[0]));
+    CHECK(world_until(&w, welcomed_again, 10000));
+    CHECK(now_ms() - t0 < 30000);
+    CHECK_STR(w.s.cn, "site-5");
+    CHECK_INT(w.s.left, 0);
+    CHECK_INT(log_count("coordinator: dropped", NULL), 0); /* nothing stale reached it */
+done:
     world_free(&w);
 }
 
@@ -614,7 +682,9 @@ int main(void) {
     RUN(max_peers);
     RUN(max_handshakes);
     RUN(keepalive_and_idle);
-    RUN(vanished_peer);
+    RUN(vanished_peer_tcp);
+    RUN(vanished_peer_inproc);
+    RUN(coordinator_restart);
     RUN(config_errors);
     RUN(alloc_failures_constructors);
     RUN(alloc_failures_admission);
