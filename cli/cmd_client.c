@@ -1,9 +1,13 @@
 /* `fedtune client`: a site of the federation. Reads the kit's client.ini (section
  * [client]) and flags of the same names, turns them into a fed_site_config, and runs the
  * site (client/client.h) until the coordinator says Bye (exit 0) or SIGINT/SIGTERM asks
- * it to stop (it says Bye, exit 0). Logs go to stderr through the handler fedtune.c
- * installs. File names are used as given: relative ones are relative to the current
- * folder, so run it from the kit folder as the kit's README says. */
+ * it to stop (it says Bye, exit 0). Before anything starts, the endpoint and the TLS
+ * files are checked (net/channel.h) and a mistake is a usage error naming the option,
+ * the value and what is wrong (exit 2), never a retry loop; a coordinator that refuses
+ * this site's certificate ends the run with exit 1 and its reason. Logs go to stderr
+ * through the handler fedtune.c installs. File names are used as given: relative ones
+ * are relative to the current folder, so run it from the kit folder as the kit's README
+ * says. */
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "client/client.h"
@@ -43,7 +47,7 @@ typedef struct client_cfg {
 #define F(field) offsetof(client_cfg, field)
 static const opt_spec client_opts[] = {
     {"coordinator", OPT_STRING, NULL, 1, 0, NULL, F(coordinator),
-     "the coordinator's address (ZeroMQ endpoint): tcp://HOST:PORT"},
+     "the coordinator's address (ZeroMQ endpoint): tcp://HOST:PORT, PORT 1..65535"},
     {"server-name", OPT_STRING, NULL, 1, 0, NULL, F(server_name),
      "the name the coordinator's certificate must carry (checked at every connection)"},
     {"ca", OPT_STRING, NULL, 1, 0, NULL, F(ca),
@@ -134,6 +138,21 @@ static fed_err split_list(const char *list, char ***names, size_t *n) {
     return FED_OK;
 }
 
+/* The channel's start-up checks of the endpoint and TLS files, their detail prefixed
+ * with the option at fault: "--cert /tmp: is a directory, not a PEM certificate". */
+static fed_err check_net(const char *endpoint, const fed_net_tls *tls) {
+    static const char *const opt[] = {"", "--ca", "--cert", "--key", "--crl"};
+    const char *name = "--coordinator";
+    fed_net_file which = FED_NET_FILE_NONE;
+    if (fed_net_check_endpoint(endpoint, false) == FED_OK) {
+        if (fed_net_check_tls(tls, false, &which) == FED_OK) return FED_OK;
+        name = opt[which];
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", fed_errmsg());
+    return fed_errorf(FED_EINVAL, "%s %s", name, why);
+}
+
 static fed_err run_client(const void *cfg) {
     const client_cfg *c = cfg;
     fed_err err;
@@ -154,6 +173,7 @@ static fed_err run_client(const void *cfg) {
     sc.net.tls.cert_file = c->cert;
     sc.net.tls.key_file = c->key;
     sc.net.tls.crl_file = c->crl;
+    if ((err = check_net(c->coordinator, &sc.net.tls))) return err;
     sc.data = c->data;
     sc.data_opts.format = strcmp(c->format, "csv") == 0       ? FED_FORMAT_CSV
                           : strcmp(c->format, "sklearn") == 0 ? FED_FORMAT_SKLEARN

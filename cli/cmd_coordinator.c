@@ -2,7 +2,10 @@
  * coordinator.h) in the foreground. This file only maps options (flags or the
  * [coordinator] section of --config) onto fed_coord_config, loads the initial model and
  * the optional evaluation set the way `fedtune eval` does, and installs the signal
- * handlers: SIGINT/SIGTERM stop cleanly, SIGHUP reopens the metrics file. */
+ * handlers: SIGINT/SIGTERM stop cleanly, SIGHUP reopens the metrics file. Before any of
+ * that, --listen and the TLS files are checked (net/channel.h): a malformed endpoint, a
+ * missing or wrong file, an expired certificate or a site's certificate is a usage error
+ * naming the option (exit 2), not a coordinator nobody can reach. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* sigaction */
 #endif
@@ -52,7 +55,8 @@ typedef struct coord_cfg {
 #define F(field) offsetof(coord_cfg, field)
 static const opt_spec coord_opts[] = {
     {"listen", OPT_STRING, "tcp://0.0.0.0:7443", 1, 0, NULL, F(listen),
-     "endpoint to bind (tcp://HOST:PORT or inproc://NAME)"},
+     "endpoint to bind: tcp://HOST:PORT (HOST an address, an interface or *; PORT 1..65535, "
+     "or 0 for a free one, logged)"},
     {"ca", OPT_STRING, NULL, 1, 0, NULL, F(ca), "federation CA certificate (PEM)"},
     {"cert", OPT_STRING, NULL, 1, 0, NULL, F(cert), "coordinator certificate (PEM)"},
     {"key", OPT_STRING, NULL, 1, 0, NULL, F(key), "coordinator private key (PEM)"},
@@ -147,11 +151,29 @@ static void install(int sig, void (*fn)(int)) {
     sigaction(sig, &sa, NULL);
 }
 
+/* The channel's start-up checks of --listen and the TLS files, their detail prefixed
+ * with the option at fault: "--cert site.crt: a site certificate (...)". */
+static fed_err check_net(const coord_cfg *o) {
+    static const char *const opt[] = {"", "--ca", "--cert", "--key", "--crl"};
+    fed_net_tls tls = {o->ca, o->cert, o->key, o->crl};
+    const char *name = "--listen";
+    fed_net_file which = FED_NET_FILE_NONE;
+    if (fed_net_check_endpoint(o->listen, true) == FED_OK) {
+        if (fed_net_check_tls(&tls, true, &which) == FED_OK) return FED_OK;
+        name = opt[which];
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", fed_errmsg());
+    return fed_errorf(FED_EINVAL, "%s %s", name, why);
+}
+
 static fed_err run_coordinator(const void *cfg) {
     const coord_cfg *o = cfg;
     if (!o->model) return fed_errorf(FED_EINVAL, "--model is required");
     if (!o->ca || !o->cert || !o->key)
         return fed_errorf(FED_EINVAL, "--ca, --cert and --key are required");
+    fed_err net_err = check_net(o);
+    if (net_err) return net_err;
     fed_model *m = NULL;
     fed_meta *meta = NULL;
     fed_dataset *d = NULL;
