@@ -1087,8 +1087,8 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
             k->status = ST_FAILED;
             c->cur.failed++;
             snprintf(k->why, sizeof k->why, "%s", m->u.error.text);
-            FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s failed: %s", current_round(c), k->cn,
-                    m->u.error.text);
+            char name[32];
+            FED_LOG(FED_LOG_WARN, "%s: %s failed: %s", round_name(c, name), k->cn, m->u.error.text);
         } else {
             FED_LOG(FED_LOG_WARN, "%s reports error %u: %s", k->cn, m->u.error.code,
                     m->u.error.text);
