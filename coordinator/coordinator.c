@@ -1107,18 +1107,13 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
  * into the sum, once they are well-formed limbs counting what its Update claims (the
  * claim itself is bounded by its Hello and max_examples_per_site). */
 static fed_err add_moments(fed_coord *c, const client *k, const uint8_t *bytes) {
-    size_t n = fed_mom_len(c->st_groups);
-    float *v = fed_mallocarray(n, sizeof *v);
-    if (!v) return FED_ENOMEM;
-    memcpy(v, bytes, n * sizeof *v);
+    const float *v = (const float *)(const void *)bytes; /* a malloc'd buffer: aligned */
     uint64_t count = 0;
     fed_err err = fed_mom_count(v, &count);
     if (!err && (double)count != k->weight)
         err = fed_errorf(FED_ERANGE, "moments of %" PRIu64 " examples, the update claims %.0f",
                          count, k->weight);
-    if (!err) err = fed_mom_sum_add(&c->st_sum, v);
-    fed_free(v);
-    return err;
+    return err ? err : fed_mom_sum_add(&c->st_sum, v);
 }
 
 static fed_err on_event(fed_coord *c, const fed_net_event *ev) {

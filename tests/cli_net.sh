@@ -21,10 +21,7 @@ CERTS=$SRC/certs/fedtune-certs
 # shellcheck source=tests/lib.sh
 . "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
-pids=()
-trap 'kill -9 "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
 
-port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 [ -n "$PY" ] || { echo "SKIP: no python3 to pick a free port"; exit 77; }
 wait_for() { # <seconds> <command...>: polls every 0.05 s
   local end=$((SECONDS + $1))

@@ -22,11 +22,7 @@ CERTS=$SRC/certs/fedtune-certs
 # shellcheck source=tests/lib.sh
 . "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
 
-# A free TCP port on 127.0.0.1.
-port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 [ -n "$PY" ] || { echo "SKIP: no python3 to pick a free port"; exit 77; }
 
 "$CERTS" init-ca ca >/dev/null 2>&1 && "$CERTS" coordinator ca localhost --ip 127.0.0.1 >/dev/null 2>&1

@@ -21,10 +21,7 @@ CERTS=$SRC/certs/fedtune-certs
 # shellcheck source=tests/lib.sh
 . "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
 
-port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 [ -n "$PY" ] || { echo "no python3 to pick a free port" >&2; exit 1; }
 
 "$CERTS" init-ca ca >/dev/null 2>&1 && "$CERTS" coordinator ca localhost --ip 127.0.0.1 >/dev/null 2>&1
@@ -67,6 +64,24 @@ sites() { # <port> <log prefix> [client flags...]
     i=$((i + 1))
   done
 }
+# Runs a coordinator (flags...) and the three sites until every one exited: logs NAME.log
+# and NAME-{a,b,c}.log; rc is the coordinator's exit status, site_rc[0..2] the sites'.
+federation() { # <name> [coordinator flags...]
+  local name=$1 p c s
+  shift
+  p=$(port)
+  coordinator "$p" "$@" >"$name.log" 2>&1 &
+  c=$!
+  pids+=("$c")
+  sites "$p" "$name"
+  wait "$c"
+  rc=$?
+  site_rc=()
+  for s in "${spids[@]}"; do
+    wait "$s"
+    site_rc+=("$?")
+  done
+}
 sha() { sha256sum "$1" | cut -c1-64; }
 
 # ---- configurations every site refuses: refused at start-up -----------------------------
@@ -88,14 +103,8 @@ expect 2 "--max-examples-per-site: 0 is outside" -- \
 ok "nothing written on refusal" test ! -e x.st
 
 # ---- sites that cannot train the model: backoff, one line per attempt, then exit 1 ------
-P=$(port)
-coordinator "$P" --model m784.st --rounds 3 --retry-backoff-ms 100 --retry-backoff-max-ms 300 \
-  --max-failed-attempts 4 --input-stats off --out never.st >fit.log 2>&1 &
-cpid=$!
-pids+=("$cpid")
-sites "$P" fit
-wait "$cpid"
-rc=$?
+federation fit --model m784.st --rounds 3 --retry-backoff-ms 100 --retry-backoff-max-ms 300 \
+  --max-failed-attempts 4 --input-stats off --out never.st
 ok "the coordinator stops with exit 1 (got $rc)" test "$rc" -eq 1
 want="round 1 failed 4 attempts in a row for the same reason: evaluating the global model: the local data (4 features, 3 classes) do not fit the model (784 inputs, 10 outputs)"
 ok "its last line gives the sites' reason: $(tail -1 fit.log)" grep -qF "fedtune coordinator: $want" fit.log
@@ -107,23 +116,15 @@ ok "each names the sites: $(grep -m1 'retrying in' fit.log | cut -c1-220)" \
   grep -q '3 of 3 sampled gave no update: 3x "evaluating the global model: the local data (4 features, 3 classes) do not fit the model (784 inputs, 10 outputs)" (site-a, site-b, site-c)' fit.log
 ok "the coordinator log stays short ($(wc -l <fit.log) lines)" test "$(wc -l <fit.log)" -lt 40
 ok "no model exported" test ! -e never.st
+i=0
 for l in a b c; do
-  wait "${spids[0]}"
-  rc=$?
-  spids=("${spids[@]:1}")
-  ok "site $l exits 0 once told (got $rc)" test "$rc" -eq 0
+  ok "site $l exits 0 once told (got ${site_rc[$i]})" test "${site_rc[$i]}" -eq 0
   ok "site $l heard why" grep -q "federation stopped: round 1 failed 4 attempts" "fit-$l.log"
+  i=$((i + 1))
 done
 
 # ---- the same sites when the statistics round comes first: it fails the same way --------
-P=$(port)
-coordinator "$P" --model m784.st --rounds 3 --retry-backoff-ms 50 --max-failed-attempts 2 \
-  >fit0.log 2>&1 &
-cpid=$!
-pids+=("$cpid")
-sites "$P" fit0
-wait "$cpid"
-rc=$?
+federation fit0 --model m784.st --rounds 3 --retry-backoff-ms 50 --max-failed-attempts 2
 ok "the statistics round stops it with exit 1 (got $rc)" test "$rc" -eq 1
 ok "naming the sites' reason: $(tail -1 fit0.log | cut -c1-200)" grep -qF "fedtune coordinator: statistics round failed 2 attempts in a row for the same reason: statistics: the local data (4 features, 3 classes) do not fit the model (784 inputs, 10 outputs)" fit0.log
 for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
@@ -185,47 +186,25 @@ ok "plain and secure sums give the same transform ($(cut -c1-60 st-plain.st.tran
   cmp -s st-plain.st.transform st-secagg.st.transform
 
 # ---- an example count above the coordinator's bound: refused, and the same stop ---------
-P=$(port)
-coordinator "$P" --model init.st --rounds 2 --max-examples-per-site 10 --retry-backoff-ms 50 \
-  --max-failed-attempts 2 >ex.log 2>&1 &
-cpid=$!
-pids+=("$cpid")
-sites "$P" ex
-wait "$cpid"
-rc=$?
+federation ex --model init.st --rounds 2 --max-examples-per-site 10 --retry-backoff-ms 50 \
+  --max-failed-attempts 2
 ok "the coordinator stops with exit 1 (got $rc)" test "$rc" -eq 1
 ok "the reason is the bound: $(tail -1 ex.log)" \
   grep -q "statistics round failed 2 attempts in a row for the same reason: update rejected: examples 42: above max-examples-per-site 10" ex.log
 ok "the sites' Hello counts are above it: warned" test "$(grep -c 'announces [0-9]* training examples, above max-examples-per-site 10' ex.log)" -eq 3
-for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
 
 # ---- --ordered-uploads: the same bytes twice ---------------------------------------------
 for run in 1 2; do
-  P=$(port)
-  coordinator "$P" --model init.st --rounds 3 --ordered-uploads --seed 9 --out "ord$run.st" \
-    >"ord$run.log" 2>&1 &
-  cpid=$!
-  pids+=("$cpid")
-  sites "$P" "ord$run"
-  wait "$cpid"
-  rc=$?
+  federation "ord$run" --model init.st --rounds 3 --ordered-uploads --seed 9 --out "ord$run.st"
   ok "ordered run $run exits 0 (got $rc)" test "$rc" -eq 0
-  for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
 done
 ok "ordered runs wrote their models" test -s ord1.st -a -s ord2.st
 ok "two ordered runs give the same bytes" test "$(sha ord1.st)" = "$(sha ord2.st)"
 ok "three rounds each" test "$(grep -c 'round [0-9]/3: clients 3 sampled, 3 returned' ord2.log)" -eq 3
 
 # ---- a restart after the last round's checkpoint finishes from it -----------------------
-P=$(port)
-coordinator "$P" --model init.st --rounds 2 --checkpoint-dir ck --out first.st >r1.log 2>&1 &
-cpid=$!
-pids+=("$cpid")
-sites "$P" r1
-wait "$cpid"
-rc=$?
+federation r1 --model init.st --rounds 2 --checkpoint-dir ck --out first.st
 ok "first run exits 0 (got $rc)" test "$rc" -eq 0
-for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
 # As if killed between the last checkpoint and the export, after a crash mid-write too.
 printf 'half' >ck/round-000002.safetensors.tmp.Xy12Zq
 printf 'half' >ck/round-000003.strategy.safetensors.tmp.abcdef
@@ -255,19 +234,11 @@ for l in a b c; do
 done
 
 # ---- a deadline shorter than the local training ------------------------------------------
-P=$(port)
-coordinator "$P" --model init.st --rounds 1 --epochs 1000000 --deadline-ms 2000 --out dl.st \
-  >dl.log 2>&1 &
-cpid=$!
-pids+=("$cpid")
-sites "$P" dl
-wait "$cpid"
-rc=$?
+federation dl --model init.st --rounds 1 --epochs 1000000 --deadline-ms 2000 --out dl.st
 ok "the deadline run exits 0 (got $rc)" test "$rc" -eq 0
 ok "the coordinator says which sites stopped at the deadline" \
   test "$(grep -c 'stopped training at the deadline after [0-9]* steps and sent what it had' dl.log)" -eq 3
 ok "the round used all three updates" grep -q "round 1/1: clients 3 sampled, 3 returned" dl.log
 ok "site a says so too" grep -q "training stopped at the deadline after" dl-a.log
-for l in a b c; do wait "${spids[0]}"; spids=("${spids[@]:1}"); done
 
 report

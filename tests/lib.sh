@@ -11,13 +11,19 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}exitcode=86"
 pass=0
 fail=0
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# Background processes a test starts (add their pids): killed at exit. KEEP=1 keeps the
+# work folder for a look afterwards.
+pids=()
+trap 'kill -9 "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
 
 # Debian's python3 (with numpy and torch when installed), else any python3, else none.
 PY="" # shellcheck disable=SC2034  # used by the scripts that source this file
 if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; elif command -v python3 >/dev/null; then
   PY=$(command -v python3)
 fi
+
+# A free TCP port on 127.0.0.1 (needs $PY).
+port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # expect <exit code> <substring of stderr+stdout or ""> -- command...
 expect() {
