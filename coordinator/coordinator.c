@@ -87,7 +87,8 @@ typedef struct client {
     double tloss;              /* train_loss of its update (NaN: absent) */
     uint32_t sa_id;            /* secure aggregation: participant id in the open attempt */
     unsigned sa_got;           /* GOT_* of the open attempt */
-    bool told;                 /* LINGERING: it was told the federation is over */
+    bool told;                 /* sent a Bye by this process (LINGERING: the federation is
+                                  over); the process waits for it to close its session */
 } client;
 
 struct fed_coord {
@@ -196,6 +197,7 @@ fed_coord_config fed_coord_default_config(void) {
     c.retry_backoff_max_ms = 60000;
     c.max_failed_attempts = 10;
     c.linger_ms = 60000;
+    c.bye_wait_ms = 3000;
     c.input_stats = true;
     return c;
 }
@@ -567,12 +569,42 @@ fail:
     return err;
 }
 
-/* Lets the Byes sent (any) leave before the sockets close; every client counts as gone. */
-static void let_byes_leave(fed_coord *c, bool any) {
-    int64_t end = now_ms() + (any ? 100 : 0);
+static fed_err on_event(fed_coord *c, const fed_net_event *ev);
+
+/* Sends bye to every connected site not told yet; returns how many were told (those that
+ * left since included). */
+static size_t tell_bye(fed_coord *c, const fed_msg *bye, bool log) {
+    size_t told = 0;
+    for (size_t i = 0; i < c->ncl; i++) {
+        client *k = &c->cl[i];
+        if (k->connected && !k->told && fed_server_send(c->srv, k->peer, bye) == FED_OK) {
+            k->told = true;
+            if (log) FED_LOG(FED_LOG_INFO, "%s told the federation is over", k->cn);
+        }
+        told += k->told;
+    }
+    return told;
+}
+
+static bool bye_unconfirmed(const fed_coord *c) {
+    for (size_t i = 0; i < c->ncl; i++)
+        if (c->cl[i].told && c->cl[i].connected) return true;
+    return false;
+}
+
+/* After Byes: waits up to bye_wait_ms until every site told has closed its session, so
+ * the socket is not closed under a Bye still queued (a site that misses a final Bye
+ * reconnects until its own limit). A site joining meanwhile hears bye too; other
+ * messages are dropped. Then no site counts as connected. */
+static void let_byes_leave(fed_coord *c, const fed_msg *bye) {
+    int64_t end = now_ms() + c->cfg.bye_wait_ms;
     fed_net_event ev;
-    while (any && now_ms() < end)
-        if (fed_server_poll(c->srv, 10, &ev) != FED_OK) break;
+    while (bye_unconfirmed(c) && now_ms() < end) {
+        if (fed_server_poll(c->srv, 20, &ev) != FED_OK) break;
+        if (ev.type != FED_NET_JOINED && ev.type != FED_NET_LEFT) continue;
+        (void)on_event(c, &ev);
+        tell_bye(c, bye, bye->u.bye.finished);
+    }
     for (size_t i = 0; i < c->ncl; i++) c->cl[i].connected = false;
 }
 
@@ -583,10 +615,8 @@ static void say_bye(fed_coord *c, const char *reason, bool finished) {
     m.type = FED_MSG_BYE;
     m.u.bye.reason = (char *)reason;
     m.u.bye.finished = finished;
-    bool any = false;
-    for (size_t i = 0; i < c->ncl; i++)
-        if (c->cl[i].connected && fed_server_send(c->srv, c->cl[i].peer, &m) == FED_OK) any = true;
-    let_byes_leave(c, any);
+    tell_bye(c, &m, false);
+    let_byes_leave(c, &m);
 }
 
 void fed_coord_destroy(fed_coord **pc) {
@@ -1124,7 +1154,8 @@ static fed_err on_event(fed_coord *c, const fed_net_event *ev) {
     case FED_NET_JOINED:
         k->peer = ev->peer;
         k->connected = true;
-        k->held = 0; /* a new session: send the model again */
+        k->told = false; /* a new session has heard nothing yet */
+        k->held = 0;     /* nor holds the model: send it again */
         k->hello_examples = ev->msg ? ev->msg->u.hello.train_examples : 0;
         FED_LOG(FED_LOG_INFO, "%s joined (%zu connected, %" PRIu64 " training examples)", k->cn,
                 connected_count(c), k->hello_examples);
@@ -1986,22 +2017,14 @@ static fed_err finish(fed_coord *c, const char *why, bool finished) {
 /* LINGERING: every site that (re)joins hears Bye{finished}; done when min_clients were
  * told or the time is up. */
 static void linger(fed_coord *c) {
-    size_t told = 0;
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_BYE;
     m.u.bye.reason = (char *)"all rounds done";
     m.u.bye.finished = true;
-    for (size_t i = 0; i < c->ncl; i++) {
-        client *k = &c->cl[i];
-        if (k->connected && !k->told && fed_server_send(c->srv, k->peer, &m) == FED_OK) {
-            k->told = true;
-            FED_LOG(FED_LOG_INFO, "%s told the federation is over", k->cn);
-        }
-        told += k->told;
-    }
+    size_t told = tell_bye(c, &m, true);
     if (told < c->cfg.min_clients && now_ms() < c->linger_until) return;
-    let_byes_leave(c, told > 0);
+    let_byes_leave(c, &m);
     c->state = FED_COORD_DONE;
 }
 

@@ -163,6 +163,10 @@ typedef struct fed_coord_config {
     const char *stop_file;      /* stop when this file exists, or NULL */
     const char *out;            /* final model export, or NULL */
     int64_t linger_ms;          /* LINGERING at most this long (60 000; 0: no lingering) */
+    int64_t bye_wait_ms;        /* after its Byes, at most this long for the sites told to
+                                   close their sessions, so that no Bye is cut off by the
+                                   socket closing (3000; 100 in sim, whose sites close only
+                                   once the coordinator has ended) */
     /* The federation's input standardisation, when the model brings none (model_meta has
      * no fedtune.standardize): before round 1 a statistics round (round 0, no weights, no
      * training) asks every connected client for the exact moments of its raw training

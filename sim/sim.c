@@ -37,6 +37,7 @@ fed_sim_config fed_sim_default_config(void) {
     memset(&c, 0, sizeof c);
     c.part = fed_part_default_config();
     c.coord = fed_coord_default_config();
+    c.coord.bye_wait_ms = 100; /* its sites close when the coordinator has ended */
     c.coord.min_fit = 1;
     c.coord.deadline_ms = 600000;
     c.coord.input_stats = false; /* the simulator prepares the data once, for all its sites */

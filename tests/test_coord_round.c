@@ -315,6 +315,7 @@ static void stop_clients(void) {
 
 static fed_coord_config coord_config(const fed_model *m, const char *dir) {
     fed_coord_config c = fed_coord_default_config();
+    c.bye_wait_ms = 100; /* these clients are polled between the coordinator's steps */
     c.server = server_config("tcp://127.0.0.1:0");
     c.model = m;
     c.rounds = 3;
