@@ -1,0 +1,223 @@
+/* What the coordinator's files share (redis's server.h for aof.c, rdb.c...): the
+ * coordinator object, the registry's client record, and the functions one file calls
+ * in another, named fed__coord_*. Not a public header: only coordinator's .c files and the
+ * tests that look inside include it. */
+#ifndef FED_COORDINATOR_INTERNAL_H
+#define FED_COORDINATOR_INTERNAL_H
+
+#include "coordinator/coordinator.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/fit.h"
+#include "core/log.h"
+#include "core/moments.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "core/train_spec.h"
+#include "privacy/dp.h"
+#include "privacy/identity.h"
+#include "privacy/secagg.h"
+#include "privacy/secagg_crypto.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* fedtune.ErrorCode values (proto/fedtune.proto). */
+enum {
+    ERR_INVALID = 2,
+    ERR_FORMAT = 3,
+    ERR_RANGE = 5,
+    ERR_SHAPE = 7,
+    ERR_UNSUPPORTED = 8,
+    ERR_DIGEST = 10,
+};
+
+/* Where a sampled client stands in the open round. */
+typedef enum cstatus {
+    ST_IDLE = 0,  /* not sampled */
+    ST_WAITING,   /* sampled, no update yet */
+    ST_PENDING,   /* update announced, waiting for a free aggregator slot */
+    ST_RECEIVING, /* delta arriving into its slot */
+    ST_ACCEPTED,  /* committed */
+    ST_REJECTED,  /* refused; nothing more this round */
+    ST_FAILED,    /* its round failed at the site (it sent Error); nothing more this round */
+    ST_GONE,      /* left mid-round */
+    ST_OUT,       /* secure aggregation: out of the round's protocol (keys or shares missing
+                     or refused, or too late); nothing more this round */
+} cstatus;
+
+/* Secure aggregation: the phase of the open attempt (privacy/secagg.h). */
+typedef enum sa_phase {
+    SA_KEYS = 0, /* collecting ADVERTISE */
+    SA_SHARES,   /* collecting SHARES */
+    SA_MASKED,   /* collecting masked updates (as Update transfers) */
+    SA_UNMASK,   /* collecting UNMASK_REPLY */
+} sa_phase;
+
+/* What a participant has sent in the open attempt (client.sa_got). */
+enum { GOT_KEYS = 1, GOT_SHARES = 2, GOT_UNMASK = 4 };
+
+/* Metadata key of an input transform (fed_std_to_json), in model files and checkpoints. */
+#define META_STD "fedtune.standardize"
+
+#define META_DP_STEPS "fedtune.dp_steps"
+#define META_DP_RDP   "fedtune.dp_rdp"
+#define META_DP_CLIP  "fedtune.dp_clip_now"
+
+/* Longest reason a client gave no update that a failed attempt's log line quotes. */
+#define WHY_MAX 200
+
+/* One client of the registry, keyed by CN. */
+typedef struct client {
+    char cn[FED_NET_CN_MAX + 1]; /* certificate CN */
+    uint32_t peer;               /* server handle */
+    bool connected;              /* has an admitted session */
+    uint64_t held;               /* model version we know it holds (0: none) */
+    uint64_t sending;            /* id of the model transfer in flight to it (0: none) */
+    cstatus status;              /* in the open round */
+    fed_agg_slot slot;           /* its update's slot while ST_RECEIVING */
+    uint64_t up_id, up_bytes;    /* announced update transfer */
+    uint8_t up_sha[FED_SHA256_LEN];
+    double weight;             /* examples of the update (1 with DP or secagg) */
+    uint64_t hello_examples;   /* training examples its Hello announced: an update may
+                                  claim no more */
+    char why[WHY_MAX];         /* why it gave no update in the open attempt ("": none) */
+    size_t commit_seq;         /* 1-based order in which its update was folded (0: not) */
+    double gloss, gacc, geval; /* global_loss, global_accuracy, eval_examples (NaN: absent) */
+    double tloss;              /* train_loss of its update (NaN: absent) */
+    uint32_t sa_id;            /* secure aggregation: participant id in the open attempt */
+    unsigned sa_got;           /* GOT_* of the open attempt */
+    bool told;                 /* sent a Bye by this process (LINGERING: the federation is
+                                  over); the process waits for it to close its session */
+} client;
+
+struct fed_coord {
+    fed_coord_config cfg;    /* as given (strings borrowed) */
+    void *zctx;              /* ZeroMQ context */
+    bool own_ctx;            /* zctx is ours to destroy */
+    fed_server *srv;         /* the channel */
+    fed_model *model;        /* the global model */
+    char *arch_json;         /* canonical architecture */
+    fed_msg_tensor *tensors; /* (ntensors) the manifest */
+    size_t ntensors;
+    size_t ntrainable; /* floats of the trainable tensors */
+    fed_agg *agg;      /* (ntrainable) */
+    fed_strategy *strat;
+    uint8_t sha[FED_SHA256_LEN]; /* of the global parameters */
+    fed_coord_state state;
+    uint64_t rounds_done, version;
+    uint64_t attempt;       /* of the open round, 1-based */
+    int64_t retry_at;       /* monotonic ms before which a failed attempt is not retried */
+    uint32_t same_fails;    /* failed attempts in a row with the main reason fail_why */
+    char fail_why[WHY_MAX]; /* the main reason of the last failed attempt */
+    char give_up[768];      /* set: the federation stops with this reason */
+    /* the statistics round (round 0): the federation's input standardisation */
+    bool in_stats;             /* the open round is the statistics round */
+    char *transform;           /* the input transform the manifest carries (JSON), NULL: none */
+    bool transform_ours;       /* computed by the statistics round: checkpoints and the export
+                                  carry it */
+    size_t st_groups;          /* input groups of the model's standardizer */
+    fed_mom_sum st_sum;        /* the statistics round's running sum */
+    fed_dataset *eval_own;     /* eval_data with the transform the statistics round computed */
+    bool ended_before;         /* the last round was done before this process started */
+    int64_t linger_until;      /* LINGERING: monotonic ms when it ends */
+    uint64_t sample_seed;      /* stream seed of the current sample */
+    int64_t deadline;          /* monotonic ms */
+    int64_t min_fit_at;        /* monotonic ms when min_fit updates were in (0: not yet) */
+    int64_t round_t0;          /* monotonic ms of the round's first sample */
+    uint64_t rx0, tx0;         /* server byte counters at the round's start */
+    uint64_t last_rx, last_tx; /* at the last progress check */
+    int64_t next_stop_check;
+    client *cl;
+    size_t ncl, capcl;
+    FILE *metrics;
+    volatile sig_atomic_t stop_req, reopen_req;
+    fed_coord_round_stats cur, last;
+    uint64_t rejected_total;
+    size_t *order;          /* ordered_uploads: the sample's indices into cl, in CN order */
+    size_t population;      /* clients connected when the round's sample was drawn */
+    fed_dp_accountant *acc; /* DP: the privacy spent (NULL without DP) */
+    double clip_now;        /* DP: the clipping bound of the next round (adaptive) */
+    size_t norder, caporder;
+    /* secure aggregation (cfg.secagg) */
+    fed_id *id;        /* the CA that signs the clients' certificates (NULL: plaintext) */
+    fed_sa_server *sa; /* the open attempt's protocol, NULL between attempts */
+    fed_sa_params sa_params;
+    sa_phase phase;
+    int64_t sa_deadline; /* monotonic ms: end of a key or unmask phase */
+    size_t *sa_cl;       /* participant id -> index into cl (sa_params.n) */
+    uint8_t **sa_buf;    /* (slots) receive buffers of uploads that are bytes, not deltas:
+                            MASKED uploads and the statistics round's moments */
+    size_t *sa_cap;      /* (slots) their sizes */
+    bool *sa_busy;       /* (slots) */
+    size_t sa_nbuf;
+    float *sa_sum; /* (ntrainable) the decoded sum of the survivors' updates */
+    size_t sa_survivors;
+};
+
+/* ---- coordinator.c ------------------------------------------------------- */
+void fed__coord_update_sha(fed_coord *c);
+fed_err fed__coord_open_metrics(fed_coord *c);
+fed_err fed__coord_finish(fed_coord *c, const char *why, bool finished);
+fed_err fed__coord_give_up(fed_coord *c);
+
+/* ---- registry.c ---------------------------------------------------------- */
+size_t fed__coord_connected_count(const fed_coord *c);
+uint64_t fed__coord_current_round(const fed_coord *c);
+const char *fed__coord_round_name(const fed_coord *c, char buf[32]);
+bool fed__coord_bytes_upload(const fed_coord *c);
+void fed__coord_cancel(fed_coord *c, uint32_t peer, uint64_t id);
+void fed__coord_drop_update(fed_coord *c, client *k);
+void fed__coord_reject(fed_coord *c, client *k, const fed_msg_update *u, uint32_t code,
+                       const char *fmt, ...) FED_PRINTF(5, 6);
+void fed__coord_reject_round(fed_coord *c, client *k, uint32_t code, const char *what);
+uint32_t fed__coord_code_of(fed_err err);
+fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force);
+double fed__coord_metric(const fed_msg_update *u, const char *name);
+fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev);
+
+/* ---- collect.c ----------------------------------------------------------- */
+void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u);
+void fed__coord_end_attempt(fed_coord *c);
+fed_err fed__coord_do_sample(fed_coord *c);
+void fed__coord_do_broadcast(fed_coord *c);
+fed_coord_state fed__coord_attempt_failed(fed_coord *c, const char *what);
+fed_coord_state fed__coord_collect(fed_coord *c);
+fed_coord_state fed__coord_collect_updates(fed_coord *c);
+
+/* ---- secagg_round.c ------------------------------------------------------ */
+void fed__coord_on_secagg(fed_coord *c, client *k, const fed_msg_secagg *m);
+fed_err fed__coord_sa_begin(fed_coord *c, client **ready, size_t n, size_t k);
+fed_coord_state fed__coord_sa_collect(fed_coord *c);
+fed_coord_state fed__coord_sa_begin_unmask(fed_coord *c);
+
+/* ---- stats_round.c ------------------------------------------------------- */
+fed_err fed__coord_set_transform(fed_coord *c, const char *json, const char *what);
+fed_err fed__coord_standardize_eval(fed_coord *c);
+fed_err fed__coord_add_moments(fed_coord *c, const client *k, const uint8_t *bytes);
+fed_coord_state fed__coord_finish_stats(fed_coord *c);
+
+/* ---- pipeline.c ---------------------------------------------------------- */
+fed_err fed__coord_aggregate(fed_coord *c);
+
+/* ---- dp_round.c ---------------------------------------------------------- */
+fed_err fed__coord_spent(const fed_coord *c, double *eps);
+fed_err fed__coord_accountant_meta(const fed_dp_accountant *acc, double clip_now, fed_meta *meta);
+fed_err fed__coord_restore_accountant(fed_dp_accountant *acc, const fed_meta *meta, uint64_t round);
+fed_err fed__coord_add_noise(fed_coord *c, float *v, size_t n, double std, uint64_t what);
+void fed__coord_split_noise(const fed_coord *c, double *count_std, double *z_update);
+fed_err fed__coord_next_epsilon(const fed_coord *c, double *eps);
+
+/* ---- report.c ------------------------------------------------------------ */
+fed_err fed__coord_evaluate(fed_coord *c);
+fed_err fed__coord_checkpoint(fed_coord *c);
+
+#endif

@@ -1,0 +1,303 @@
+/* The registry of sites, keyed by certificate CN, and the handling of what they send:
+ * network events (joined, left, transfers), messages (Update, Error, SecAgg, Bye), the
+ * RoundStart and model each sampled site is sent, and refusals (Error back to the site,
+ * one log line). What an Update is checked against lives in collect.c. */
+#include "coordinator/internal.h"
+
+static client *by_peer(fed_coord *c, uint32_t peer) {
+    for (size_t i = 0; i < c->ncl; i++)
+        if (c->cl[i].peer == peer) return &c->cl[i];
+    return NULL;
+}
+
+static client *by_cn(fed_coord *c, const char *cn, uint32_t peer) {
+    for (size_t i = 0; i < c->ncl; i++)
+        if (strcmp(c->cl[i].cn, cn) == 0) return &c->cl[i];
+    if (c->ncl == c->capcl) {
+        size_t cap = c->capcl ? 2 * c->capcl : 16;
+        client *p = fed_realloc(c->cl, cap * sizeof *p);
+        if (!p) return NULL;
+        c->cl = p;
+        c->capcl = cap;
+    }
+    client *k = &c->cl[c->ncl++];
+    memset(k, 0, sizeof *k);
+    snprintf(k->cn, sizeof k->cn, "%s", cn);
+    k->peer = peer;
+    return k;
+}
+
+size_t fed__coord_connected_count(const fed_coord *c) {
+    size_t n = 0;
+    for (size_t i = 0; i < c->ncl; i++) n += c->cl[i].connected;
+    return n;
+}
+
+/* The open round: 0 for the statistics round, then 1, 2, ... */
+uint64_t fed__coord_current_round(const fed_coord *c) {
+    return c->in_stats ? 0 : c->rounds_done + 1;
+}
+
+/* "round 3", or "statistics round" for round 0: how log lines and reasons name it. */
+const char *fed__coord_round_name(const fed_coord *c, char buf[32]) {
+    if (c->in_stats) return "statistics round";
+    snprintf(buf, 32, "round %" PRIu64, fed__coord_current_round(c));
+    return buf;
+}
+
+/* Whether uploads arrive as bytes into sa_buf (masked uploads, the statistics round's
+ * moments) rather than as deltas into aggregator slots. */
+bool fed__coord_bytes_upload(const fed_coord *c) {
+    return c->cfg.secagg || c->in_stats;
+}
+
+/* Cancels a transfer that may already be gone (FED_ENOTFOUND is fine). */
+void fed__coord_cancel(fed_coord *c, uint32_t peer, uint64_t id) {
+    if (fed_server_cancel_transfer(c->srv, peer, id) != FED_OK) fed_errclear();
+}
+
+/* Forgets k's update in flight: cancels the transfer, aborts the slot. */
+void fed__coord_drop_update(fed_coord *c, client *k) {
+    if (k->status == ST_RECEIVING) {
+        fed__coord_cancel(c, k->peer, k->up_id);
+        if (fed__coord_bytes_upload(c))
+            c->sa_busy[k->slot] = false;
+        else
+            fed_agg_slot_abort(c->agg, k->slot);
+    }
+    k->slot = FED_AGG_NO_SLOT;
+}
+
+void fed__coord_reject(fed_coord *c, client *k, const fed_msg_update *u, uint32_t code,
+                       const char *fmt, ...) {
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": update from %s rejected: %s",
+            fed__coord_current_round(c), k->cn, text);
+    if (k->status == ST_REJECTED) /* counted out of the attempt: its reason */
+        snprintf(k->why, sizeof k->why, "update rejected: %.180s", text);
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_ERROR;
+    m.u.error.code = code;
+    m.u.error.text = text;
+    m.u.error.round = u ? u->round : fed__coord_current_round(c);
+    m.u.error.attempt = u ? u->attempt : c->attempt;
+    if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)
+        FED_LOG(FED_LOG_DEBUG, "error to %s not sent: %s", k->cn, fed_server_errmsg(c->srv));
+    c->rejected_total++;
+}
+
+/* Rejects the open-round update of k and marks it done for the round. */
+void fed__coord_reject_round(fed_coord *c, client *k, uint32_t code, const char *what) {
+    fed__coord_drop_update(c, k);
+    k->status = ST_REJECTED;
+    c->cur.rejected++;
+    fed__coord_reject(c, k, NULL, code, "%s", what);
+}
+
+uint32_t fed__coord_code_of(fed_err err) {
+    switch (err) {
+    case FED_ENONFINITE:
+    case FED_ERANGE:
+        return ERR_RANGE;
+    case FED_EFORMAT:
+        return ERR_FORMAT;
+    case FED_ESHAPE:
+        return ERR_SHAPE;
+    case FED_EDIGEST:
+        return ERR_DIGEST;
+    default:
+        return ERR_INVALID;
+    }
+}
+
+/* Sends RoundStart to k, with the weights unless it holds this version (or force). */
+fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
+    bool with_model = !c->in_stats && (force || k->held != c->version);
+    fed_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = FED_MSG_ROUND_START;
+    fed_msg_round_start *rs = &m.u.round_start;
+    rs->round = fed__coord_current_round(c);
+    rs->model_version = c->version;
+    rs->config = c->cfg.train;
+    rs->manifest.tensors = c->tensors;
+    rs->manifest.num_tensors = c->ntensors;
+    rs->manifest.total_bytes = (uint64_t)fed_model_num_params(c->model) * sizeof(float);
+    memcpy(rs->manifest.sha256, c->sha, FED_SHA256_LEN);
+    rs->manifest.arch = c->arch_json;
+    /* Borrowed for encoding only: the message is never freed. */
+    rs->manifest.input_transform = c->transform;
+    rs->transfer_id = with_model ? c->version : 0;
+    rs->attempt = c->attempt;
+    rs->stats = c->in_stats;
+    if (c->sa) {
+        const fed_sa_params *p = &c->sa_params;
+        rs->has_secagg = true;
+        rs->secagg = (fed_msg_secagg_params){.participant = k->sa_id,
+                                             .n = p->n,
+                                             .degree = p->degree,
+                                             .threshold = p->threshold,
+                                             .clip_range = p->clip_range,
+                                             .quant_range = p->quant_range};
+        memcpy(rs->secagg.graph_seed, p->graph_seed, sizeof rs->secagg.graph_seed);
+        if (c->cfg.dp_clip > 0 && !c->in_stats) {
+            rs->secagg.dp_clip = c->cfg.dp_clip;
+            rs->secagg.dp_noise_std = c->cfg.dp_noise * c->cfg.dp_clip / sqrt((double)p->n);
+        }
+    }
+    int64_t left = c->deadline - fed_now_ms();
+    rs->deadline_ms = (uint64_t)(left > 0 ? left : c->cfg.deadline_ms);
+    fed_err err = fed_server_send(c->srv, k->peer, &m);
+    if (err || !with_model) return err;
+    if (k->sending == c->version) return FED_OK; /* still on its way (across a reconnect) */
+    if (k->sending) fed__coord_cancel(c, k->peer, k->sending);
+    fed__coord_cancel(c, k->peer, c->version);
+    err = fed_server_send_transfer(c->srv, k->peer, c->version, fed_model_params_const(c->model),
+                                   rs->manifest.total_bytes);
+    if (!err) k->sending = c->version;
+    return err;
+}
+
+double fed__coord_metric(const fed_msg_update *u, const char *name) {
+    for (size_t i = 0; i < u->num_metrics; i++)
+        if (strcmp(u->metrics[i].name, name) == 0) return u->metrics[i].value;
+    return (double)NAN;
+}
+
+static void on_message(fed_coord *c, client *k, const fed_msg *m) {
+    switch (m->type) {
+    case FED_MSG_UPDATE:
+        fed__coord_on_update(c, k, &m->u.update);
+        break;
+    case FED_MSG_SECAGG:
+        fed__coord_on_secagg(c, k, &m->u.secagg);
+        break;
+    case FED_MSG_ERROR:
+        if (m->u.error.code == ERR_INVALID && strstr(m->u.error.text, "no model version") &&
+            k->status == ST_WAITING && c->state == FED_COORD_COLLECTING) {
+            FED_LOG(FED_LOG_INFO, "%s does not hold model version %" PRIu64 ": resending it", k->cn,
+                    c->version);
+            k->held = 0;
+            if (fed__coord_send_round_start(c, k, true) != FED_OK) k->status = ST_GONE;
+        } else if (m->u.error.round == fed__coord_current_round(c) &&
+                   m->u.error.attempt == c->attempt &&
+                   (k->status == ST_WAITING || k->status == ST_PENDING ||
+                    k->status == ST_RECEIVING) &&
+                   c->state == FED_COORD_COLLECTING) {
+            /* The site's round failed (its data, its training) or it cancelled its upload:
+             * it has answered, so the round need not wait for it (nor, with ordered
+             * uploads, the sites after it). */
+            fed__coord_drop_update(c, k);
+            k->status = ST_FAILED;
+            c->cur.failed++;
+            snprintf(k->why, sizeof k->why, "%s", m->u.error.text);
+            char name[32];
+            FED_LOG(FED_LOG_WARN, "%s: %s failed: %s", fed__coord_round_name(c, name), k->cn,
+                    m->u.error.text);
+        } else {
+            FED_LOG(FED_LOG_WARN, "%s reports error %u: %s", k->cn, m->u.error.code,
+                    m->u.error.text);
+        }
+        break;
+    case FED_MSG_BYE:
+        FED_LOG(FED_LOG_INFO, "%s says bye: %s", k->cn, m->u.bye.reason);
+        break;
+    default:
+        FED_LOG(FED_LOG_DEBUG, "%s sent %s: ignored", k->cn, fed_msg_type_name(m->type));
+        break;
+    }
+}
+
+fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
+    if (ev->type == FED_NET_NONE) return FED_OK;
+    client *k = ev->type == FED_NET_JOINED ? by_cn(c, ev->cn, ev->peer) : by_peer(c, ev->peer);
+    if (!k) return ev->type == FED_NET_JOINED ? FED_ENOMEM : FED_OK;
+    switch (ev->type) {
+    case FED_NET_JOINED:
+        k->peer = ev->peer;
+        k->connected = true;
+        k->told = false; /* a new session has heard nothing yet */
+        k->held = 0;     /* nor holds the model: send it again */
+        k->hello_examples = ev->msg ? ev->msg->u.hello.train_examples : 0;
+        FED_LOG(FED_LOG_INFO, "%s joined (%zu connected, %" PRIu64 " training examples)", k->cn,
+                fed__coord_connected_count(c), k->hello_examples);
+        if (k->hello_examples > c->cfg.max_examples_per_site)
+            FED_LOG(FED_LOG_WARN,
+                    "%s announces %" PRIu64
+                    " training examples, above max-examples-per-site %" PRIu64
+                    ": its updates will be refused",
+                    k->cn, k->hello_examples, c->cfg.max_examples_per_site);
+        break;
+    case FED_NET_LEFT:
+        k->connected = false;
+        if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING) {
+            fed__coord_drop_update(c, k);
+            k->status = ST_GONE;
+            snprintf(k->why, sizeof k->why, "left mid-round (%s)", ev->reason);
+            FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": %s left mid-round (%s)",
+                    fed__coord_current_round(c), k->cn, ev->reason);
+        } else {
+            FED_LOG(FED_LOG_INFO, "%s left (%s)", k->cn, ev->reason);
+        }
+        if (k->sending) fed__coord_cancel(c, k->peer, k->sending);
+        k->sending = 0;
+        break;
+    case FED_NET_MESSAGE:
+        on_message(c, k, ev->msg);
+        break;
+    case FED_NET_TRANSFER_SENT:
+        if (ev->transfer_id == k->sending) {
+            k->held = k->sending;
+            k->sending = 0;
+        }
+        break;
+    case FED_NET_TRANSFER_DONE:
+        if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
+            fed_err err;
+            if (c->cfg.secagg) { /* summed at once; the buffer is free again */
+                err = c->sa ? fed_sa_server_add_masked(c->sa, k->sa_id, c->sa_buf[k->slot],
+                                                       (size_t)k->up_bytes)
+                            : fed_errorf(FED_EPROTO, "no secure aggregation open");
+                c->sa_busy[k->slot] = false;
+            } else if (c->in_stats) {
+                err = fed__coord_add_moments(c, k, c->sa_buf[k->slot]);
+                c->sa_busy[k->slot] = false;
+            } else {
+                err = fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
+            }
+            k->slot = FED_AGG_NO_SLOT;
+            if (err) {
+                k->status = ST_REJECTED;
+                c->cur.rejected++;
+                fed__coord_reject(c, k, NULL, fed__coord_code_of(err), "%s", fed_errmsg());
+            } else {
+                k->status = ST_ACCEPTED;
+                c->cur.returned++;
+                k->commit_seq = c->cur.returned;
+                FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": update from %s accepted (weight %g)",
+                        fed__coord_current_round(c), k->cn, k->weight);
+            }
+        }
+        break;
+    case FED_NET_TRANSFER_FAILED:
+        if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
+            if (fed__coord_bytes_upload(c))
+                c->sa_busy[k->slot] = false;
+            else
+                fed_agg_slot_abort(c->agg, k->slot);
+            k->slot = FED_AGG_NO_SLOT;
+            k->status = ST_REJECTED;
+            c->cur.rejected++;
+            fed__coord_reject(c, k, NULL, ERR_DIGEST, "delta: %s", ev->reason);
+        }
+        break;
+    case FED_NET_NONE:
+        break;
+    }
+    return FED_OK;
+}
