@@ -10,18 +10,18 @@
 static void start_receive(fed_coord *c, client *k) {
     if (fed__coord_bytes_upload(c)) { /* into a free byte buffer: summed on arrival */
         size_t b = 0;
-        while (b < c->sa_nbuf && c->sa_busy[b]) b++;
-        if (b == c->sa_nbuf) return;
-        if (c->sa_cap[b] < k->up_bytes) { /* the statistics round's are smaller */
-            fed_free(c->sa_buf[b]);
-            c->sa_cap[b] = 0;
-            if (!(c->sa_buf[b] = fed_malloc((size_t)k->up_bytes))) {
+        while (b < c->raw.n && c->raw.busy[b]) b++;
+        if (b == c->raw.n) return;
+        if (c->raw.cap[b] < k->up_bytes) { /* the statistics round's are smaller */
+            fed_free(c->raw.buf[b]);
+            c->raw.cap[b] = 0;
+            if (!(c->raw.buf[b] = fed_malloc((size_t)k->up_bytes))) {
                 fed__coord_reject_round(c, k, ERR_INVALID, "coordinator out of memory");
                 return;
             }
-            c->sa_cap[b] = (size_t)k->up_bytes;
+            c->raw.cap[b] = (size_t)k->up_bytes;
         }
-        if (fed_server_recv_transfer(c->srv, k->peer, k->up_id, c->sa_buf[b], k->up_bytes,
+        if (fed_server_recv_transfer(c->srv, k->peer, k->up_id, c->raw.buf[b], k->up_bytes,
                                      k->up_sha) != FED_OK) {
             char why[300];
             snprintf(why, sizeof why, "cannot receive the masked update: %s",
@@ -29,7 +29,7 @@ static void start_receive(fed_coord *c, client *k) {
             fed__coord_reject_round(c, k, ERR_INVALID, why);
             return;
         }
-        c->sa_busy[b] = true;
+        c->raw.busy[b] = true;
         k->slot = (fed_agg_slot)b;
         k->status = ST_RECEIVING;
         return;
@@ -68,11 +68,11 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
         fed__coord_reject(c, k, u, ERR_INVALID, "not sampled for round %" PRIu64, r);
         return;
     }
-    if (u->attempt != c->attempt) { /* answers an attempt that is over: it changes nothing */
+    if (u->attempt != c->att.n) { /* answers an attempt that is over: it changes nothing */
         fed__coord_reject(c, k, u, ERR_INVALID,
                           "attempt %" PRIu64 " of round %" PRIu64 " is over (attempt %" PRIu64
                           " is open)",
-                          u->attempt, r, c->attempt);
+                          u->attempt, r, c->att.n);
         return;
     }
     if (k->status == ST_OUT) {
@@ -81,7 +81,7 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     }
     if (k->status != ST_WAITING) {
         fed__coord_reject(c, k, u, ERR_INVALID,
-                          "a second update for round %" PRIu64 " attempt %" PRIu64, r, c->attempt);
+                          "a second update for round %" PRIu64 " attempt %" PRIu64, r, c->att.n);
         return;
     }
     char why[256];
@@ -89,14 +89,14 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     why[0] = '\0';
     uint64_t want = (uint64_t)c->ntrainable * sizeof(float);
     fed_encoding enc = FED_ENCODING_DELTA_F32;
-    if (c->sa) {
+    if (c->sec.sa) {
         enc = FED_ENCODING_SECAGG_MASKED;
-        want = fed_sa_msg_max(&c->sa_params, FED_SA_MSG_MASKED);
-    } else if (c->in_stats) {
+        want = fed_sa_msg_max(&c->sec.params, FED_SA_MSG_MASKED);
+    } else if (c->stats.active) {
         enc = FED_ENCODING_MOMENTS_F32;
-        want = (uint64_t)fed_mom_len(c->st_groups) * sizeof(float);
+        want = (uint64_t)fed_mom_len(c->stats.groups) * sizeof(float);
     }
-    if (c->sa && c->phase != SA_MASKED)
+    if (c->sec.sa && c->sec.phase != SA_MASKED)
         snprintf(why, sizeof why, "a masked update before the key exchange ended");
     else if (u->model_version != c->version)
         snprintf(why, sizeof why, "model version %" PRIu64 ", current %" PRIu64, u->model_version,
@@ -104,15 +104,15 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     else if (u->encoding != enc)
         code = ERR_UNSUPPORTED,
         snprintf(why, sizeof why, "encoding %d (this round: %d, %s)", (int)u->encoding, (int)enc,
-                 c->sa         ? "securely aggregated"
-                 : c->in_stats ? "moments"
-                               : "plain deltas");
+                 c->sec.sa         ? "securely aggregated"
+                 : c->stats.active ? "moments"
+                                   : "plain deltas");
     else if (u->total_bytes != want)
         code = ERR_SHAPE,
         snprintf(why, sizeof why,
                  "total_bytes %" PRIu64 ", expected %" PRIu64 " (%s %zu trainable parameters)",
-                 u->total_bytes, want, c->sa ? "the masked message of" : "4 x",
-                 c->in_stats ? fed_mom_len(c->st_groups) : c->ntrainable);
+                 u->total_bytes, want, c->sec.sa ? "the masked message of" : "4 x",
+                 c->stats.active ? fed_mom_len(c->stats.groups) : c->ntrainable);
     else if (u->examples == 0)
         snprintf(why, sizeof why, "examples 0: must be > 0");
     else if (u->examples > k->hello_examples)
@@ -135,7 +135,7 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->up_bytes = u->total_bytes;
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
     /* DP: counts would leak; secagg: the sum is unweighted */
-    k->weight = c->cfg.dp_clip > 0 || c->sa ? 1.0 : (double)u->examples; /* <= 2^53: exact */
+    k->weight = c->cfg.dp_clip > 0 || c->sec.sa ? 1.0 : (double)u->examples; /* <= 2^53: exact */
     k->gloss = fed__coord_metric(u, "global_loss");
     k->tloss = fed__coord_metric(u, "train_loss");
     k->gacc = fed__coord_metric(u, "global_accuracy");
@@ -160,10 +160,10 @@ void fed__coord_end_attempt(fed_coord *c) {
         c->cl[i].why[0] = '\0';
     }
     fed_agg_begin_round(c->agg);
-    fed_sa_server_destroy(&c->sa);
-    if (c->st_sum.limbs) { /* a new attempt of the statistics round sums afresh */
-        memset(c->st_sum.limbs, 0, c->st_sum.len * sizeof *c->st_sum.limbs);
-        c->st_sum.sites = 0;
+    fed_sa_server_destroy(&c->sec.sa);
+    if (c->stats.sum.limbs) { /* a new attempt of the statistics round sums afresh */
+        memset(c->stats.sum.limbs, 0, c->stats.sum.len * sizeof *c->stats.sum.limbs);
+        c->stats.sum.sites = 0;
     }
 }
 
@@ -186,61 +186,62 @@ fed_err fed__coord_do_sample(fed_coord *c) {
     qsort(ready, n, sizeof *ready, cmp_cn); /* the sample depends on the seed, not on join order */
     size_t k = (size_t)ceil(c->cfg.fraction * (double)n - 1e-9);
     if (k < c->cfg.min_fit) k = c->cfg.min_fit;
-    if (k > n || c->in_stats) k = n; /* the statistics round asks everyone */
+    if (k > n || c->stats.active) k = n; /* the statistics round asks everyone */
     fed__coord_end_attempt(c);
-    if (c->in_stats && !c->st_sum.limbs) {
-        fed_err err = fed_mom_sum_init(&c->st_sum, c->st_groups);
+    if (c->stats.active && !c->stats.sum.limbs) {
+        fed_err err = fed_mom_sum_init(&c->stats.sum, c->stats.groups);
         if (err) {
             fed_free(ready);
             fed_free(idx);
             return err;
         }
     }
-    if (c->attempt == 0) {
+    if (c->att.n == 0) {
         fed_net_stats st;
         fed_server_stats(c->srv, &st);
-        c->rx0 = st.bytes_received;
-        c->tx0 = st.bytes_sent;
-        c->round_t0 = fed_now_ms();
+        c->att.rx0 = st.bytes_received;
+        c->att.tx0 = st.bytes_sent;
+        c->att.t0 = fed_now_ms();
     }
-    c->attempt++;
-    c->sample_seed =
-        fed_mix64(c->cfg.seed ^ fed_mix64(fed__coord_current_round(c) * 1000003u + c->attempt));
+    c->att.n++;
+    c->att.sample_seed =
+        fed_mix64(c->cfg.seed ^ fed_mix64(fed__coord_current_round(c) * 1000003u + c->att.n));
     fed_rng rng;
-    fed_rng_seed(&rng, c->sample_seed);
+    fed_rng_seed(&rng, c->att.sample_seed);
     for (size_t i = 0; i < n; i++) idx[i] = i;
     fed_rng_shuffle(&rng, idx, n);
     for (size_t i = 0; i < k; i++) ready[idx[i]]->status = ST_WAITING;
     /* The sample in CN order (ready is sorted): the upload order of ordered_uploads. */
-    c->norder = 0;
-    if (c->cfg.ordered_uploads && c->caporder < k) {
-        size_t *o = fed_realloc(c->order, k * sizeof *o);
+    c->att.norder = 0;
+    if (c->cfg.ordered_uploads && c->att.caporder < k) {
+        size_t *o = fed_realloc(c->att.order, k * sizeof *o);
         if (!o) {
             fed_free(ready);
             fed_free(idx);
             return FED_ENOMEM;
         }
-        c->order = o;
-        c->caporder = k;
+        c->att.order = o;
+        c->att.caporder = k;
     }
     for (size_t i = 0; c->cfg.ordered_uploads && i < n; i++)
-        if (ready[i]->status == ST_WAITING) c->order[c->norder++] = (size_t)(ready[i] - c->cl);
+        if (ready[i]->status == ST_WAITING)
+            c->att.order[c->att.norder++] = (size_t)(ready[i] - c->cl);
     fed_err err = c->cfg.secagg ? fed__coord_sa_begin(c, ready, n, k) : FED_OK;
     fed_free(ready);
     fed_free(idx);
     if (err) return err;
     c->cur.sampled = k;
-    c->population = n;
+    c->att.population = n;
     c->cur.returned = c->cur.rejected = c->cur.failed = 0;
     char name[32];
     FED_LOG(FED_LOG_INFO, "%s attempt %" PRIu64 ": sampled %zu of %zu clients (seed %" PRIu64 ")",
-            fed__coord_round_name(c, name), c->attempt, k, n, c->sample_seed);
+            fed__coord_round_name(c, name), c->att.n, k, n, c->att.sample_seed);
     return FED_OK;
 }
 
 void fed__coord_do_broadcast(fed_coord *c) {
-    c->deadline = fed_now_ms() + c->cfg.deadline_ms;
-    c->min_fit_at = 0;
+    c->att.deadline = fed_now_ms() + c->cfg.deadline_ms;
+    c->att.min_fit_at = 0;
     for (size_t i = 0; i < c->ncl; i++) {
         client *k = &c->cl[i];
         if (k->status != ST_WAITING) continue;
@@ -255,8 +256,8 @@ void fed__coord_do_broadcast(fed_coord *c) {
     }
     fed_net_stats st;
     fed_server_stats(c->srv, &st);
-    c->last_rx = st.bytes_received;
-    c->last_tx = st.bytes_sent;
+    c->att.last_rx = st.bytes_received;
+    c->att.last_tx = st.bytes_sent;
 }
 
 /* What a sampled client that gave no update said, or why it is counted out. */
@@ -326,36 +327,36 @@ fed_coord_state fed__coord_attempt_failed(fed_coord *c, const char *what) {
     char reasons[600], main[WHY_MAX], name[32];
     attempt_reasons(c, reasons, sizeof reasons, main, sizeof main);
     if (!main[0]) snprintf(main, sizeof main, "%s", what);
-    if (c->same_fails > 0 && strcmp(main, c->fail_why) == 0) {
-        c->same_fails++;
+    if (c->att.same_fails > 0 && strcmp(main, c->att.fail_why) == 0) {
+        c->att.same_fails++;
     } else {
-        c->same_fails = 1;
-        snprintf(c->fail_why, sizeof c->fail_why, "%s", main);
+        c->att.same_fails = 1;
+        snprintf(c->att.fail_why, sizeof c->att.fail_why, "%s", main);
     }
     fed__coord_end_attempt(c);
     uint32_t most = c->cfg.max_failed_attempts;
-    if (most && c->same_fails >= most) {
+    if (most && c->att.same_fails >= most) {
         FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s; %s", fed__coord_round_name(c, name),
-                c->attempt, what, reasons);
-        snprintf(c->give_up, sizeof c->give_up,
+                c->att.n, what, reasons);
+        snprintf(c->att.give_up, sizeof c->att.give_up,
                  "%s failed %" PRIu32 " attempts in a row for the same reason: %s",
-                 fed__coord_round_name(c, name), c->same_fails, main);
+                 fed__coord_round_name(c, name), c->att.same_fails, main);
         return FED_COORD_WAITING;
     }
     int64_t delay = c->cfg.retry_backoff_ms;
-    for (uint64_t a = 1; a < c->attempt && delay < c->cfg.retry_backoff_max_ms; a++) delay *= 2;
+    for (uint64_t a = 1; a < c->att.n && delay < c->cfg.retry_backoff_max_ms; a++) delay *= 2;
     if (delay > c->cfg.retry_backoff_max_ms) delay = c->cfg.retry_backoff_max_ms;
-    c->retry_at = fed_now_ms() + delay;
+    c->att.retry_at = fed_now_ms() + delay;
     FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s; %s; retrying in %.3g s",
-            fed__coord_round_name(c, name), c->attempt, what, reasons, (double)delay / 1000.0);
+            fed__coord_round_name(c, name), c->att.n, what, reasons, (double)delay / 1000.0);
     return FED_COORD_WAITING;
 }
 
 /* COLLECTING: the secure aggregation phases around the uploads, or just the uploads. */
 fed_coord_state fed__coord_collect(fed_coord *c) {
-    if (c->sa && c->phase != SA_MASKED) return fed__coord_sa_collect(c);
+    if (c->sec.sa && c->sec.phase != SA_MASKED) return fed__coord_sa_collect(c);
     fed_coord_state next = fed__coord_collect_updates(c);
-    if (next == FED_COORD_AGGREGATING && c->sa) return fed__coord_sa_begin_unmask(c);
+    if (next == FED_COORD_AGGREGATING && c->sec.sa) return fed__coord_sa_begin_unmask(c);
     return next;
 }
 
@@ -365,8 +366,8 @@ fed_coord_state fed__coord_collect_updates(fed_coord *c) {
     bool busy = false, open = false;
     if (c->cfg.ordered_uploads) {
         /* One upload at a time, in CN order: the first sampled client still expected. */
-        for (size_t j = 0; j < c->norder; j++) {
-            client *k = &c->cl[c->order[j]];
+        for (size_t j = 0; j < c->att.norder; j++) {
+            client *k = &c->cl[c->att.order[j]];
             if (k->status == ST_PENDING) start_receive(c, k);
             if (k->status == ST_WAITING || k->status == ST_PENDING || k->status == ST_RECEIVING)
                 break;
@@ -385,16 +386,17 @@ fed_coord_state fed__coord_collect_updates(fed_coord *c) {
     int64_t now = fed_now_ms();
     bool enough = as.accepted >= c->cfg.min_fit;
     if (enough && !open) return FED_COORD_AGGREGATING; /* the whole sample answered */
-    if (enough && c->min_fit_at == 0) c->min_fit_at = now;
-    if (enough && c->cfg.wait_after_min_ms >= 0 && now - c->min_fit_at >= c->cfg.wait_after_min_ms)
+    if (enough && c->att.min_fit_at == 0) c->att.min_fit_at = now;
+    if (enough && c->cfg.wait_after_min_ms >= 0 &&
+        now - c->att.min_fit_at >= c->cfg.wait_after_min_ms)
         return FED_COORD_AGGREGATING;
     fed_net_stats st;
     fed_server_stats(c->srv, &st);
-    if (busy && (st.bytes_received != c->last_rx || st.bytes_sent != c->last_tx))
-        c->deadline = now + c->cfg.deadline_ms; /* transfers progress: push the deadline back */
-    c->last_rx = st.bytes_received;
-    c->last_tx = st.bytes_sent;
-    if (now < c->deadline && open) return FED_COORD_COLLECTING;
+    if (busy && (st.bytes_received != c->att.last_rx || st.bytes_sent != c->att.last_tx))
+        c->att.deadline = now + c->cfg.deadline_ms; /* transfers progress: push the deadline back */
+    c->att.last_rx = st.bytes_received;
+    c->att.last_tx = st.bytes_sent;
+    if (now < c->att.deadline && open) return FED_COORD_COLLECTING;
     if (enough) return FED_COORD_AGGREGATING;
     char what[160];
     snprintf(what, sizeof what, "%s with %zu of %zu updates accepted (min_fit %zu)",

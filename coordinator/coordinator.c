@@ -199,13 +199,13 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     if ((err = apply_freeze(c->model, cfg->freeze))) goto fail;
     if ((err = build_manifest(c))) goto fail;
     fed_shape in = fed_arch_input_shape(fed_model_arch(c->model));
-    c->st_groups = fed_std_groups(&in, fed_shape_numel(&in));
+    c->stats.groups = fed_std_groups(&in, fed_shape_numel(&in));
     const char *mt = cfg->model_meta ? fed_meta_get(cfg->model_meta, META_STD) : NULL;
     if (mt && (err = fed__coord_set_transform(c, mt, "the model's metadata"))) goto fail;
     if ((err = fed_strategy_new(&c->strat, &cfg->strategy, c->ntrainable))) goto fail;
     c->version = 1;
-    if (cfg->dp_clip > 0 && (err = fed_dp_accountant_new(&c->acc))) goto fail;
-    c->clip_now = cfg->dp_clip;
+    if (cfg->dp_clip > 0 && (err = fed_dp_accountant_new(&c->dp.acc))) goto fail;
+    c->dp.clip_now = cfg->dp_clip;
     if (cfg->checkpoint_dir) {
         uint64_t r = 0, v = 1;
         fed_meta *meta = NULL;
@@ -213,10 +213,10 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
         if ((err = fed_ckpt_sweep(cfg->checkpoint_dir, &swept))) goto fail;
         if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v, &meta)))
             goto fail;
-        if (r > 0 && c->acc) err = fed__coord_restore_accountant(c->acc, meta, r);
+        if (r > 0 && c->dp.acc) err = fed__coord_restore_accountant(c->dp.acc, meta, r);
         /* The transform an earlier statistics round computed: the rounds since used it. */
-        const char *ct = meta && !err && !c->transform ? fed_meta_get(meta, META_STD) : NULL;
-        if (ct && !(err = fed__coord_set_transform(c, ct, "checkpoint"))) c->transform_ours = true;
+        const char *ct = meta && !err && !c->stats.transform ? fed_meta_get(meta, META_STD) : NULL;
+        if (ct && !(err = fed__coord_set_transform(c, ct, "checkpoint"))) c->stats.ours = true;
         const char *cn = meta && !err ? fed_meta_get(meta, META_DP_CLIP) : NULL;
         if (cn && cfg->dp_target_quantile > 0) {
             char *end;
@@ -225,7 +225,7 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
                 err = fed_errorf(FED_EFORMAT, "checkpoint of round %" PRIu64 ": %s malformed", r,
                                  META_DP_CLIP);
             else
-                c->clip_now = bound;
+                c->dp.clip_now = bound;
         }
         fed_meta_destroy(&meta);
         if (err) goto fail;
@@ -237,24 +237,24 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     /* After the resume, which holds a second copy of the model while it verifies one: the
      * aggregator's (1 + slots) copies do not add to that peak. */
     if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
-    fed_agg_set_clip(c->agg, cfg->secagg ? 0.0 : c->clip_now); /* secagg: the sites clip */
-    if (c->transform_ours && (err = fed__coord_standardize_eval(c))) goto fail;
+    fed_agg_set_clip(c->agg, cfg->secagg ? 0.0 : c->dp.clip_now); /* secagg: the sites clip */
+    if (c->stats.ours && (err = fed__coord_standardize_eval(c))) goto fail;
     size_t nb = cfg->slots ? cfg->slots : 1; /* byte buffers: allocated on first use */
-    c->sa_buf = fed_calloc(nb, sizeof *c->sa_buf);
-    c->sa_cap = fed_calloc(nb, sizeof *c->sa_cap);
-    c->sa_busy = fed_calloc(nb, sizeof *c->sa_busy);
-    if (!c->sa_buf || !c->sa_cap || !c->sa_busy) {
+    c->raw.buf = fed_calloc(nb, sizeof *c->raw.buf);
+    c->raw.cap = fed_calloc(nb, sizeof *c->raw.cap);
+    c->raw.busy = fed_calloc(nb, sizeof *c->raw.busy);
+    if (!c->raw.buf || !c->raw.cap || !c->raw.busy) {
         err = FED_ENOMEM;
         goto fail;
     }
-    c->sa_nbuf = nb;
+    c->raw.n = nb;
     if (cfg->secagg) {
-        if (!(c->sa_sum = fed_mallocarray(c->ntrainable, sizeof *c->sa_sum))) {
+        if (!(c->sec.sum = fed_mallocarray(c->ntrainable, sizeof *c->sec.sum))) {
             err = FED_ENOMEM;
             goto fail;
         }
         if (!cfg->server.net.plaintext &&
-            (err = fed_id_new(&c->id, cfg->server.net.tls.cert_file, NULL,
+            (err = fed_id_new(&c->sec.id, cfg->server.net.tls.cert_file, NULL,
                               cfg->server.net.tls.ca_file, cfg->server.net.tls.crl_file)))
             goto fail;
     }
@@ -277,7 +277,7 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
     c->last.central_loss = c->last.central_acc = (double)NAN;
     c->last.fed_loss = c->last.fed_acc = c->last.train_loss = (double)NAN;
     c->last.epsilon = (double)NAN;
-    if (c->acc && (err = fed__coord_spent(c, &c->last.epsilon))) goto fail;
+    if (c->dp.acc && (err = fed__coord_spent(c, &c->last.epsilon))) goto fail;
     FED_LOG(FED_LOG_INFO,
             "coordinator on %s: %zu tensors, %zu of %zu parameters trainable, %s, round %" PRIu64
             " of %" PRIu64 ", model version %" PRIu64,
@@ -347,19 +347,19 @@ void fed_coord_destroy(fed_coord **pc) {
     if (c->metrics) fclose(c->metrics);
     fed_agg_destroy(&c->agg);
     fed_strategy_destroy(&c->strat);
-    fed_dp_accountant_destroy(&c->acc);
-    fed_sa_server_destroy(&c->sa);
-    fed_id_destroy(&c->id);
-    for (size_t i = 0; c->sa_buf && i < c->sa_nbuf; i++) fed_free(c->sa_buf[i]);
-    fed_free(c->sa_buf);
-    fed_free(c->sa_cap);
-    fed_free(c->sa_busy);
-    fed_free(c->transform);
-    fed_mom_sum_free(&c->st_sum);
-    fed_data_destroy(&c->eval_own);
-    fed_free(c->sa_cl);
-    fed_free(c->sa_sum);
-    fed_free(c->order);
+    fed_dp_accountant_destroy(&c->dp.acc);
+    fed_sa_server_destroy(&c->sec.sa);
+    fed_id_destroy(&c->sec.id);
+    for (size_t i = 0; c->raw.buf && i < c->raw.n; i++) fed_free(c->raw.buf[i]);
+    fed_free(c->raw.buf);
+    fed_free(c->raw.cap);
+    fed_free(c->raw.busy);
+    fed_free(c->stats.transform);
+    fed_mom_sum_free(&c->stats.sum);
+    fed_data_destroy(&c->stats.eval_own);
+    fed_free(c->sec.cl);
+    fed_free(c->sec.sum);
+    fed_free(c->att.order);
     fed_free(c->arch_json);
     fed_free(c->tensors);
     fed_free(c->cl);
@@ -373,11 +373,11 @@ const char *fed_coord_endpoint(const fed_coord *c) {
 }
 
 void fed_coord_request_stop(fed_coord *c) {
-    c->stop_req = 1;
+    c->signals.stop = 1;
 }
 
 void fed_coord_request_reopen(fed_coord *c) {
-    c->reopen_req = 1;
+    c->signals.reopen = 1;
 }
 
 void fed_coord_server_stats(const fed_coord *c, fed_net_stats *st) {
@@ -439,14 +439,14 @@ fed_err fed__coord_finish(fed_coord *c, const char *why, bool finished) {
         for (size_t i = 0; !err && c->cfg.model_meta && i < fed_meta_count(c->cfg.model_meta); i++)
             err = fed_meta_set(meta, fed_meta_key(c->cfg.model_meta, i),
                                fed_meta_value(c->cfg.model_meta, i));
-        if (!err && c->transform_ours) err = fed_meta_set(meta, META_STD, c->transform);
+        if (!err && c->stats.ours) err = fed_meta_set(meta, META_STD, c->stats.transform);
         snprintf(buf, sizeof buf, "%" PRIu64, c->rounds_done);
         if (!err) err = fed_meta_set(meta, "fedtune.round", buf);
         snprintf(buf, sizeof buf, "%" PRIu64, c->version);
         if (!err) err = fed_meta_set(meta, "fedtune.model_version", buf);
         if (!err)
             err = fed_meta_set(meta, "fedtune.strategy", fed_strategy_name(c->cfg.strategy.kind));
-        if (!err && c->acc) {
+        if (!err && c->dp.acc) {
             char dp[256];
             double eps = 0;
             if (!(err = fed__coord_spent(c, &eps))) {
@@ -462,7 +462,7 @@ fed_err fed__coord_finish(fed_coord *c, const char *why, bool finished) {
         }
         if (!err && c->cfg.secagg) {
             char sa[256];
-            const fed_sa_params *p = &c->sa_params; /* of the last attempt */
+            const fed_sa_params *p = &c->sec.params; /* of the last attempt */
             snprintf(sa, sizeof sa,
                      "{\"protocol\":\"secagg+\",\"participants\":%u,\"degree\":%u,"
                      "\"threshold\":%u,\"clip_range\":%.17g,\"quant_range\":%u,"
@@ -508,11 +508,11 @@ static void linger(fed_coord *c) {
  * the last good model), the sites are told it is over, and the caller gets the reason. */
 fed_err fed__coord_give_up(fed_coord *c) {
     abandon(c);
-    FED_LOG(FED_LOG_ERROR, "stopping after %" PRIu64 " rounds: %s", c->rounds_done, c->give_up);
-    char bye[sizeof c->give_up + 32];
-    snprintf(bye, sizeof bye, "federation stopped: %s", c->give_up);
+    FED_LOG(FED_LOG_ERROR, "stopping after %" PRIu64 " rounds: %s", c->rounds_done, c->att.give_up);
+    char bye[sizeof c->att.give_up + 32];
+    snprintf(bye, sizeof bye, "federation stopped: %s", c->att.give_up);
     say_bye(c, bye, true);
-    return fed_errorf(FED_ECANCELED, "%s", c->give_up);
+    return fed_errorf(FED_ECANCELED, "%s", c->att.give_up);
 }
 
 /* Runs the states that need no event until one waits for the network. */
@@ -524,8 +524,9 @@ static fed_err advance(fed_coord *c) {
             if (c->rounds_done >= c->cfg.rounds)
                 return fed__coord_finish(c, "all rounds done", true);
             if (fed__coord_connected_count(c) < c->cfg.min_clients) return FED_OK;
-            if (c->retry_at && fed_now_ms() < c->retry_at) return FED_OK; /* backing off */
-            if (c->rounds_done == 0 && c->cfg.input_stats && !c->transform) c->in_stats = true;
+            if (c->att.retry_at && fed_now_ms() < c->att.retry_at) return FED_OK; /* backing off */
+            if (c->rounds_done == 0 && c->cfg.input_stats && !c->stats.transform)
+                c->stats.active = true;
             if (c->cfg.target_epsilon > 0) {
                 double next = 0;
                 if ((err = fed__coord_next_epsilon(c, &next))) return err;
@@ -549,16 +550,16 @@ static fed_err advance(fed_coord *c) {
             break;
         case FED_COORD_COLLECTING: {
             fed_coord_state next = fed__coord_collect(c);
-            if (c->give_up[0]) return fed__coord_give_up(c);
+            if (c->att.give_up[0]) return fed__coord_give_up(c);
             if (next == FED_COORD_COLLECTING) return FED_OK;
             c->state = next;
             if (next == FED_COORD_WAITING) return FED_OK;
             break;
         }
         case FED_COORD_AGGREGATING:
-            if (c->in_stats) { /* round 0: the transform, then round 1 */
+            if (c->stats.active) { /* round 0: the transform, then round 1 */
                 c->state = fed__coord_finish_stats(c);
-                if (c->give_up[0]) return fed__coord_give_up(c);
+                if (c->att.give_up[0]) return fed__coord_give_up(c);
                 break;
             }
             if ((err = fed__coord_aggregate(c))) return err;
@@ -584,17 +585,17 @@ static fed_err advance(fed_coord *c) {
 }
 
 fed_err fed_coord_step(fed_coord *c, int timeout_ms) {
-    if (c->stop_req && c->state == FED_COORD_LINGERING) c->state = FED_COORD_DONE;
+    if (c->signals.stop && c->state == FED_COORD_LINGERING) c->state = FED_COORD_DONE;
     if (c->state == FED_COORD_DONE) return FED_OK;
-    if (c->stop_req) return fed__coord_finish(c, "stop requested", false);
+    if (c->signals.stop) return fed__coord_finish(c, "stop requested", false);
     int64_t now = fed_now_ms();
     if (c->cfg.stop_file && now >= c->next_stop_check && c->state != FED_COORD_LINGERING) {
         c->next_stop_check = now + 500;
         if (access(c->cfg.stop_file, F_OK) == 0)
             return fed__coord_finish(c, "stop file present", true);
     }
-    if (c->reopen_req && c->state != FED_COORD_CHECKPOINTING) {
-        c->reopen_req = 0;
+    if (c->signals.reopen && c->state != FED_COORD_CHECKPOINTING) {
+        c->signals.reopen = 0;
         fed_err err = fed__coord_open_metrics(c);
         if (err)
             FED_LOG(FED_LOG_ERROR, "metrics: %s", fed_errmsg());

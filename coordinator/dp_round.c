@@ -10,7 +10,7 @@ fed_err fed__coord_spent(const fed_coord *c, double *eps) {
         *eps = c->rounds_done > 0 ? (double)INFINITY : 0.0;
         return FED_OK;
     }
-    return fed_dp_accountant_epsilon(c->acc, c->cfg.dp_delta, FED_DP_IMPROVED, eps, NULL);
+    return fed_dp_accountant_epsilon(c->dp.acc, c->cfg.dp_delta, FED_DP_IMPROVED, eps, NULL);
 }
 
 /* The accountant's state as checkpoint metadata: steps and the RDP vector (%.17g, so the
@@ -97,10 +97,10 @@ fed_err fed__coord_next_epsilon(const fed_coord *c, double *eps) {
     if (k < c->cfg.min_fit) k = c->cfg.min_fit;
     if (k > n) k = n;
     size_t norders;
-    const double *rdp = fed_dp_accountant_rdp(c->acc, &norders);
+    const double *rdp = fed_dp_accountant_rdp(c->dp.acc, &norders);
     fed_dp_accountant *tmp = NULL;
     fed_err err = fed_dp_accountant_new(&tmp);
-    if (!err) err = fed_dp_accountant_load(tmp, rdp, norders, fed_dp_accountant_steps(c->acc));
+    if (!err) err = fed_dp_accountant_load(tmp, rdp, norders, fed_dp_accountant_steps(c->dp.acc));
     if (!err)
         err = fed_dp_accountant_step(tmp, (double)k / (double)(n ? n : 1), c->cfg.dp_noise, 1);
     if (!err) err = fed_dp_accountant_epsilon(tmp, c->cfg.dp_delta, FED_DP_IMPROVED, eps, NULL);

@@ -99,6 +99,8 @@ typedef struct client {
                                   over); the process waits for it to close its session */
 } client;
 
+/* The coordinator. One thread, the event loop (fed_coord_step), owns every field except
+ * `signals`, which signal handlers write (any thread, async-signal-safe). */
 struct fed_coord {
     fed_coord_config cfg;    /* as given (strings borrowed) */
     void *zctx;              /* ZeroMQ context */
@@ -114,53 +116,69 @@ struct fed_coord {
     uint8_t sha[FED_SHA256_LEN]; /* of the global parameters */
     fed_coord_state state;
     uint64_t rounds_done, version;
-    uint64_t attempt;       /* of the open round, 1-based */
-    int64_t retry_at;       /* monotonic ms before which a failed attempt is not retried */
-    uint32_t same_fails;    /* failed attempts in a row with the main reason fail_why */
-    char fail_why[WHY_MAX]; /* the main reason of the last failed attempt */
-    char give_up[768];      /* set: the federation stops with this reason */
-    /* the statistics round (round 0): the federation's input standardisation */
-    bool in_stats;             /* the open round is the statistics round */
-    char *transform;           /* the input transform the manifest carries (JSON), NULL: none */
-    bool transform_ours;       /* computed by the statistics round: checkpoints and the export
-                                  carry it */
-    size_t st_groups;          /* input groups of the model's standardizer */
-    fed_mom_sum st_sum;        /* the statistics round's running sum */
-    fed_dataset *eval_own;     /* eval_data with the transform the statistics round computed */
-    bool ended_before;         /* the last round was done before this process started */
-    int64_t linger_until;      /* LINGERING: monotonic ms when it ends */
-    uint64_t sample_seed;      /* stream seed of the current sample */
-    int64_t deadline;          /* monotonic ms */
-    int64_t min_fit_at;        /* monotonic ms when min_fit updates were in (0: not yet) */
-    int64_t round_t0;          /* monotonic ms of the round's first sample */
-    uint64_t rx0, tx0;         /* server byte counters at the round's start */
-    uint64_t last_rx, last_tx; /* at the last progress check */
-    int64_t next_stop_check;
-    client *cl;
+    client *cl; /* the registry (registry.c) */
     size_t ncl, capcl;
     FILE *metrics;
-    volatile sig_atomic_t stop_req, reopen_req;
     fed_coord_round_stats cur, last;
     uint64_t rejected_total;
-    size_t *order;          /* ordered_uploads: the sample's indices into cl, in CN order */
-    size_t population;      /* clients connected when the round's sample was drawn */
-    fed_dp_accountant *acc; /* DP: the privacy spent (NULL without DP) */
-    double clip_now;        /* DP: the clipping bound of the next round (adaptive) */
-    size_t norder, caporder;
-    /* secure aggregation (cfg.secagg) */
-    fed_id *id;        /* the CA that signs the clients' certificates (NULL: plaintext) */
-    fed_sa_server *sa; /* the open attempt's protocol, NULL between attempts */
-    fed_sa_params sa_params;
-    sa_phase phase;
-    int64_t sa_deadline; /* monotonic ms: end of a key or unmask phase */
-    size_t *sa_cl;       /* participant id -> index into cl (sa_params.n) */
-    uint8_t **sa_buf;    /* (slots) receive buffers of uploads that are bytes, not deltas:
-                            MASKED uploads and the statistics round's moments */
-    size_t *sa_cap;      /* (slots) their sizes */
-    bool *sa_busy;       /* (slots) */
-    size_t sa_nbuf;
-    float *sa_sum; /* (ntrainable) the decoded sum of the survivors' updates */
-    size_t sa_survivors;
+    bool ended_before;    /* the last round was done before this process started */
+    int64_t linger_until; /* LINGERING: monotonic ms when it ends */
+    int64_t next_stop_check;
+    struct {
+        volatile sig_atomic_t stop, reopen; /* fed_coord_request_stop / _reopen */
+    } signals;
+    /* The open round's attempt (collect.c). */
+    struct {
+        uint64_t n;                /* the attempt of the open round, 1-based */
+        int64_t retry_at;          /* monotonic ms before which a failed attempt is not retried */
+        uint32_t same_fails;       /* failed attempts in a row with the main reason fail_why */
+        char fail_why[WHY_MAX];    /* the main reason of the last failed attempt */
+        char give_up[768];         /* set: the federation stops with this reason */
+        uint64_t sample_seed;      /* stream seed of the current sample */
+        int64_t deadline;          /* monotonic ms */
+        int64_t min_fit_at;        /* monotonic ms when min_fit updates were in (0: not yet) */
+        int64_t t0;                /* monotonic ms of the round's first sample */
+        uint64_t rx0, tx0;         /* server byte counters at the round's start */
+        uint64_t last_rx, last_tx; /* at the last progress check */
+        size_t *order;             /* ordered_uploads: the sample's indices into cl, in CN order */
+        size_t norder, caporder;
+        size_t population; /* clients connected when the round's sample was drawn */
+    } att;
+    /* Uploads that are bytes, not deltas (masked updates, the statistics round's
+     * moments): their receive buffers, one per slot. */
+    struct {
+        uint8_t **buf; /* (n) */
+        size_t *cap;   /* (n) their sizes */
+        bool *busy;    /* (n) */
+        size_t n;
+    } raw;
+    /* The statistics round (round 0): the federation's input standardisation
+     * (stats_round.c). */
+    struct {
+        bool active;           /* the open round is the statistics round */
+        char *transform;       /* the input transform the manifest carries (JSON), NULL: none */
+        bool ours;             /* computed by the statistics round: checkpoints and the export
+                                  carry it */
+        size_t groups;         /* input groups of the model's standardizer */
+        fed_mom_sum sum;       /* the statistics round's running sum */
+        fed_dataset *eval_own; /* eval_data with the transform the statistics round computed */
+    } stats;
+    /* Differential privacy (dp_round.c). */
+    struct {
+        fed_dp_accountant *acc; /* the privacy spent (NULL without DP) */
+        double clip_now;        /* the clipping bound of the next round (adaptive) */
+    } dp;
+    /* Secure aggregation, cfg.secagg (secagg_round.c). */
+    struct {
+        fed_id *id;        /* the CA that signs the clients' certificates (NULL: plaintext) */
+        fed_sa_server *sa; /* the open attempt's protocol, NULL between attempts */
+        fed_sa_params params;
+        sa_phase phase;
+        int64_t deadline; /* monotonic ms: end of a key or unmask phase */
+        size_t *cl;       /* participant id -> index into cl (params.n) */
+        float *sum;       /* (ntrainable) the decoded sum of the survivors' updates */
+        size_t survivors;
+    } sec;
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */

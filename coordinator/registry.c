@@ -35,12 +35,12 @@ size_t fed__coord_connected_count(const fed_coord *c) {
 
 /* The open round: 0 for the statistics round, then 1, 2, ... */
 uint64_t fed__coord_current_round(const fed_coord *c) {
-    return c->in_stats ? 0 : c->rounds_done + 1;
+    return c->stats.active ? 0 : c->rounds_done + 1;
 }
 
 /* "round 3", or "statistics round" for round 0: how log lines and reasons name it. */
 const char *fed__coord_round_name(const fed_coord *c, char buf[32]) {
-    if (c->in_stats) return "statistics round";
+    if (c->stats.active) return "statistics round";
     snprintf(buf, 32, "round %" PRIu64, fed__coord_current_round(c));
     return buf;
 }
@@ -48,7 +48,7 @@ const char *fed__coord_round_name(const fed_coord *c, char buf[32]) {
 /* Whether uploads arrive as bytes into sa_buf (masked uploads, the statistics round's
  * moments) rather than as deltas into aggregator slots. */
 bool fed__coord_bytes_upload(const fed_coord *c) {
-    return c->cfg.secagg || c->in_stats;
+    return c->cfg.secagg || c->stats.active;
 }
 
 /* Cancels a transfer that may already be gone (FED_ENOTFOUND is fine). */
@@ -61,7 +61,7 @@ void fed__coord_drop_update(fed_coord *c, client *k) {
     if (k->status == ST_RECEIVING) {
         fed__coord_cancel(c, k->peer, k->up_id);
         if (fed__coord_bytes_upload(c))
-            c->sa_busy[k->slot] = false;
+            c->raw.busy[k->slot] = false;
         else
             fed_agg_slot_abort(c->agg, k->slot);
     }
@@ -85,7 +85,7 @@ void fed__coord_reject(fed_coord *c, client *k, const fed_msg_update *u, uint32_
     m.u.error.code = code;
     m.u.error.text = text;
     m.u.error.round = u ? u->round : fed__coord_current_round(c);
-    m.u.error.attempt = u ? u->attempt : c->attempt;
+    m.u.error.attempt = u ? u->attempt : c->att.n;
     if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)
         FED_LOG(FED_LOG_DEBUG, "error to %s not sent: %s", k->cn, fed_server_errmsg(c->srv));
     c->rejected_total++;
@@ -117,7 +117,7 @@ uint32_t fed__coord_code_of(fed_err err) {
 
 /* Sends RoundStart to k, with the weights unless it holds this version (or force). */
 fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
-    bool with_model = !c->in_stats && (force || k->held != c->version);
+    bool with_model = !c->stats.active && (force || k->held != c->version);
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ROUND_START;
@@ -131,12 +131,12 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     memcpy(rs->manifest.sha256, c->sha, FED_SHA256_LEN);
     rs->manifest.arch = c->arch_json;
     /* Borrowed for encoding only: the message is never freed. */
-    rs->manifest.input_transform = c->transform;
+    rs->manifest.input_transform = c->stats.transform;
     rs->transfer_id = with_model ? c->version : 0;
-    rs->attempt = c->attempt;
-    rs->stats = c->in_stats;
-    if (c->sa) {
-        const fed_sa_params *p = &c->sa_params;
+    rs->attempt = c->att.n;
+    rs->stats = c->stats.active;
+    if (c->sec.sa) {
+        const fed_sa_params *p = &c->sec.params;
         rs->has_secagg = true;
         rs->secagg = (fed_msg_secagg_params){.participant = k->sa_id,
                                              .n = p->n,
@@ -145,12 +145,12 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
                                              .clip_range = p->clip_range,
                                              .quant_range = p->quant_range};
         memcpy(rs->secagg.graph_seed, p->graph_seed, sizeof rs->secagg.graph_seed);
-        if (c->cfg.dp_clip > 0 && !c->in_stats) {
+        if (c->cfg.dp_clip > 0 && !c->stats.active) {
             rs->secagg.dp_clip = c->cfg.dp_clip;
             rs->secagg.dp_noise_std = c->cfg.dp_noise * c->cfg.dp_clip / sqrt((double)p->n);
         }
     }
-    int64_t left = c->deadline - fed_now_ms();
+    int64_t left = c->att.deadline - fed_now_ms();
     rs->deadline_ms = (uint64_t)(left > 0 ? left : c->cfg.deadline_ms);
     fed_err err = fed_server_send(c->srv, k->peer, &m);
     if (err || !with_model) return err;
@@ -185,7 +185,7 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
             k->held = 0;
             if (fed__coord_send_round_start(c, k, true) != FED_OK) k->status = ST_GONE;
         } else if (m->u.error.round == fed__coord_current_round(c) &&
-                   m->u.error.attempt == c->attempt &&
+                   m->u.error.attempt == c->att.n &&
                    (k->status == ST_WAITING || k->status == ST_PENDING ||
                     k->status == ST_RECEIVING) &&
                    c->state == FED_COORD_COLLECTING) {
@@ -260,13 +260,13 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
         if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
             fed_err err;
             if (c->cfg.secagg) { /* summed at once; the buffer is free again */
-                err = c->sa ? fed_sa_server_add_masked(c->sa, k->sa_id, c->sa_buf[k->slot],
-                                                       (size_t)k->up_bytes)
-                            : fed_errorf(FED_EPROTO, "no secure aggregation open");
-                c->sa_busy[k->slot] = false;
-            } else if (c->in_stats) {
-                err = fed__coord_add_moments(c, k, c->sa_buf[k->slot]);
-                c->sa_busy[k->slot] = false;
+                err = c->sec.sa ? fed_sa_server_add_masked(c->sec.sa, k->sa_id, c->raw.buf[k->slot],
+                                                           (size_t)k->up_bytes)
+                                : fed_errorf(FED_EPROTO, "no secure aggregation open");
+                c->raw.busy[k->slot] = false;
+            } else if (c->stats.active) {
+                err = fed__coord_add_moments(c, k, c->raw.buf[k->slot]);
+                c->raw.busy[k->slot] = false;
             } else {
                 err = fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
             }
@@ -287,7 +287,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
     case FED_NET_TRANSFER_FAILED:
         if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
             if (fed__coord_bytes_upload(c))
-                c->sa_busy[k->slot] = false;
+                c->raw.busy[k->slot] = false;
             else
                 fed_agg_slot_abort(c->agg, k->slot);
             k->slot = FED_AGG_NO_SLOT;

@@ -9,7 +9,7 @@ fed_err fed__coord_evaluate(fed_coord *c) {
         fed_eval_result r;
         memset(&r, 0, sizeof r);
         fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
-        const fed_dataset *d = c->eval_own ? c->eval_own : c->cfg.eval_data;
+        const fed_dataset *d = c->stats.eval_own ? c->stats.eval_own : c->cfg.eval_data;
         fed_err err = fed_evaluate(c->model, d, c->cfg.eval_batch, &loss, &r);
         if (err) {
             fed_eval_result_free(&r);
@@ -48,8 +48,8 @@ static void json_num(FILE *f, const char *key, double v) {
 }
 
 static void write_metrics(fed_coord *c) {
-    if (c->reopen_req) {
-        c->reopen_req = 0;
+    if (c->signals.reopen) {
+        c->signals.reopen = 0;
         if (fed__coord_open_metrics(c) != FED_OK)
             FED_LOG(FED_LOG_ERROR, "metrics: %s", fed_errmsg());
     }
@@ -101,7 +101,7 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "seconds", s->seconds);
     if (c->cfg.secagg)
         fprintf(f, ",\"secagg_summed\":%zu,\"secagg_dropped\":%zu", s->returned, s->secagg_dropped);
-    if (c->acc) {
+    if (c->dp.acc) {
         json_num(f, "epsilon", s->epsilon);
         fprintf(f, ",\"dp_delta\":%.17g,\"dp_clipped\":%zu,\"dp_clip\":%.9g", c->cfg.dp_delta,
                 s->clipped, s->clip);
@@ -115,18 +115,18 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
     fed_coord_round_stats *s = &c->cur;
     s->round = fed__coord_current_round(c);
     s->model_version = c->version;
-    s->attempts = c->attempt;
-    s->sample_seed = c->sample_seed;
+    s->attempts = c->att.n;
+    s->sample_seed = c->att.sample_seed;
     fed_net_stats st;
     fed_server_stats(c->srv, &st);
-    s->bytes_in = st.bytes_received - c->rx0;
-    s->bytes_out = st.bytes_sent - c->tx0;
-    s->seconds = (double)(fed_now_ms() - c->round_t0) / 1000.0;
+    s->bytes_in = st.bytes_received - c->att.rx0;
+    s->bytes_out = st.bytes_sent - c->att.tx0;
+    s->seconds = (double)(fed_now_ms() - c->att.t0) / 1000.0;
     if (c->cfg.checkpoint_dir) {
         fed_meta *extra = NULL;
-        fed_err err = c->acc || c->transform_ours ? fed_meta_new(&extra) : FED_OK;
-        if (!err && c->acc) err = fed__coord_accountant_meta(c->acc, c->clip_now, extra);
-        if (!err && c->transform_ours) err = fed_meta_set(extra, META_STD, c->transform);
+        fed_err err = c->dp.acc || c->stats.ours ? fed_meta_new(&extra) : FED_OK;
+        if (!err && c->dp.acc) err = fed__coord_accountant_meta(c->dp.acc, c->dp.clip_now, extra);
+        if (!err && c->stats.ours) err = fed_meta_set(extra, META_STD, c->stats.transform);
         if (!err)
             err = fed_ckpt_write(c->cfg.checkpoint_dir, s->round, c->version, c->model, c->strat,
                                  c->cfg.seed, c->cfg.keep_checkpoints, extra);
@@ -134,10 +134,10 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
         if (err) return fed_errprefix(err, "checkpoint of round %" PRIu64, s->round);
     }
     char dp[96] = "", sa[96] = "";
-    if (c->acc && c->cfg.secagg)
+    if (c->dp.acc && c->cfg.secagg)
         snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (clipped and noised at the sites)",
                  s->epsilon, c->cfg.dp_delta);
-    else if (c->acc)
+    else if (c->dp.acc)
         snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (%zu of %zu clipped at %.4g)",
                  s->epsilon, c->cfg.dp_delta, s->clipped, s->returned, s->clip);
     if (c->cfg.secagg)
@@ -159,9 +159,9 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
     c->last = *s;
     if (c->cfg.on_round) c->cfg.on_round(c->cfg.on_round_user, s);
     c->rounds_done++;
-    c->attempt = 0;
-    c->same_fails = 0;
-    c->retry_at = 0;
+    c->att.n = 0;
+    c->att.same_fails = 0;
+    c->att.retry_at = 0;
     fed__coord_end_attempt(c);
     return FED_OK;
 }
