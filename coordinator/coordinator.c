@@ -258,6 +258,7 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
                               cfg->server.net.tls.ca_file, cfg->server.net.tls.crl_file)))
             goto fail;
     }
+    if ((err = fed__coord_pipeline_build(c))) goto fail;
     fed__coord_update_sha(c);
     if ((err = fed__coord_open_metrics(c))) goto fail;
     c->zctx = cfg->zmq_ctx;
@@ -345,6 +346,7 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_server_destroy(&c->srv);
     if (c->own_ctx) fed_net_context_destroy(&c->zctx);
     if (c->metrics) fclose(c->metrics);
+    fed_stage_destroy_all(&c->pipe);
     fed_agg_destroy(&c->agg);
     fed_strategy_destroy(&c->strat);
     fed_dp_accountant_destroy(&c->dp.acc);

@@ -65,31 +65,6 @@ fed_err fed__coord_restore_accountant(fed_dp_accountant *acc, const fed_meta *me
     return err;
 }
 
-/* Adds Gaussian noise of std to v[0..n). The key is drawn from the operating system, or
- * derived from dp_noise_seed, the round and `what` (0: the update, 1: the clip count). */
-fed_err fed__coord_add_noise(fed_coord *c, float *v, size_t n, double std, uint64_t what) {
-    uint8_t key[FED_SA_KEY_LEN];
-    fed_err err = FED_OK;
-    if (c->cfg.dp_noise_seed) {
-        uint64_t w[3] = {c->cfg.dp_noise_seed, fed__coord_current_round(c), what};
-        fed_sha256(w, what ? sizeof w : 2 * sizeof w[0], key); /* what 0: as before */
-    } else if ((err = fed_sa_random_bytes(key, sizeof key))) {
-        return err;
-    }
-    err = fed_dp_add_gaussian(v, n, std, key, fed__coord_current_round(c));
-    fed_sa_wipe(key, sizeof key);
-    return err;
-}
-
-/* Adaptive clipping: the std of the count's noise, and the update's noise multiplier
- * that leaves the round's total at dp_noise. */
-void fed__coord_split_noise(const fed_coord *c, double *count_std, double *z_update) {
-    double z = c->cfg.dp_noise, sb = c->cfg.dp_count_noise;
-    if (sb == 0 && z > 0) sb = fmax((double)c->cur.sampled / 20.0, z);
-    *count_std = sb;
-    *z_update = z > 0 ? 1.0 / sqrt(1.0 / (z * z) - 1.0 / (4.0 * sb * sb)) : 0.0;
-}
-
 /* Epsilon after one more round sampled from the clients connected now. */
 fed_err fed__coord_next_epsilon(const fed_coord *c, double *eps) {
     size_t n = fed__coord_connected_count(c);

@@ -6,6 +6,7 @@
 #define FED_COORDINATOR_INTERNAL_H
 
 #include "coordinator/coordinator.h"
+#include "coordinator/pipeline.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/fit.h"
@@ -169,7 +170,7 @@ struct fed_coord {
         double clip_now;        /* the clipping bound of the next round (adaptive) */
     } dp;
     /* Secure aggregation, cfg.secagg (secagg_round.c). */
-    struct {
+    struct coord_sec {
         fed_id *id;        /* the CA that signs the clients' certificates (NULL: plaintext) */
         fed_sa_server *sa; /* the open attempt's protocol, NULL between attempts */
         fed_sa_params params;
@@ -179,6 +180,7 @@ struct fed_coord {
         float *sum;       /* (ntrainable) the decoded sum of the survivors' updates */
         size_t survivors;
     } sec;
+    fed_stage *pipe; /* the round's close: the update pipeline's stages (pipeline.h) */
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
@@ -224,14 +226,13 @@ fed_err fed__coord_add_moments(fed_coord *c, const client *k, const uint8_t *byt
 fed_coord_state fed__coord_finish_stats(fed_coord *c);
 
 /* ---- pipeline.c ---------------------------------------------------------- */
+fed_err fed__coord_pipeline_build(fed_coord *c);
 fed_err fed__coord_aggregate(fed_coord *c);
 
 /* ---- dp_round.c ---------------------------------------------------------- */
 fed_err fed__coord_spent(const fed_coord *c, double *eps);
 fed_err fed__coord_accountant_meta(const fed_dp_accountant *acc, double clip_now, fed_meta *meta);
 fed_err fed__coord_restore_accountant(fed_dp_accountant *acc, const fed_meta *meta, uint64_t round);
-fed_err fed__coord_add_noise(fed_coord *c, float *v, size_t n, double std, uint64_t what);
-void fed__coord_split_noise(const fed_coord *c, double *count_std, double *z_update);
 fed_err fed__coord_next_epsilon(const fed_coord *c, double *eps);
 
 /* ---- report.c ------------------------------------------------------------ */

@@ -1,7 +1,68 @@
-/* The round's aggregate to the next global model: the mean of the accepted updates (or
- * the securely summed one), central DP noise and the adaptive clipping bound, and the
- * server strategy's step over the trainable tensors. */
+/* The update pipeline's chain (pipeline.h): which stages a federation's configuration
+ * puts in it, the chain operations, and the round's close that runs it: the collection
+ * ends (late uploads dropped, transfers of the old weights cancelled), the aggregate
+ * goes through the stages, and the new global model gets its version and digest. */
 #include "coordinator/internal.h"
+
+void fed_stage_append(fed_stage **chain, fed_stage *s) {
+    while (*chain) chain = &(*chain)->next;
+    s->next = NULL;
+    *chain = s;
+}
+
+fed_err fed_stage_close_round(fed_stage *chain, fed_round_agg *r) {
+    for (fed_stage *s = chain; s; s = s->next) {
+        if (!s->type->close) continue;
+        fed_err err = s->type->close(s, r);
+        if (err) return err;
+    }
+    return FED_OK;
+}
+
+void fed_stage_describe(const fed_stage *chain, char *buf, size_t len) {
+    size_t used = 0;
+    if (len) buf[0] = '\0';
+    for (const fed_stage *s = chain; s && used < len; s = s->next) {
+        int w = snprintf(buf + used, len - used, "%s%s", s == chain ? "" : " -> ", s->type->name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
+void fed_stage_destroy_all(fed_stage **chain) {
+    fed_stage *s = *chain;
+    *chain = NULL;
+    while (s) {
+        fed_stage *next = s->next;
+        if (s->type->destroy) s->type->destroy(s);
+        fed_free(s);
+        s = next;
+    }
+}
+
+/* The chain for c's configuration: one line per stage, in order. */
+fed_err fed__coord_pipeline_build(fed_coord *c) {
+    const fed_coord_config *g = &c->cfg;
+    fed_err err =
+        g->secagg ? fed_stage_secagg_new(&c->pipe, &c->sec) : fed_stage_mean_new(&c->pipe, c->agg);
+    if (!err && c->dp.acc) {
+        fed_stage_dp_config dp = {.noise = g->dp_noise,
+                                  .delta = g->dp_delta,
+                                  .target_quantile = g->dp_target_quantile,
+                                  .clip_lr = g->dp_clip_lr,
+                                  .count_noise = g->dp_count_noise,
+                                  .noise_seed = g->dp_noise_seed,
+                                  .sites_add_noise = g->secagg};
+        err = fed_stage_dp_new(&c->pipe, &dp, c->dp.acc, &c->dp.clip_now, c->agg);
+    }
+    if (!err) err = fed_stage_strategy_new(&c->pipe, c->model, c->strat);
+    if (!err) {
+        char d[256];
+        fed_stage_describe(c->pipe, d, sizeof d);
+        FED_LOG(FED_LOG_DEBUG, "update pipeline: %s", d);
+    }
+    return err;
+}
 
 fed_err fed__coord_aggregate(fed_coord *c) {
     /* The weights change: no transfer may still read them. */
@@ -14,64 +75,19 @@ fed_err fed__coord_aggregate(fed_coord *c) {
             k->status = ST_IDLE; /* late: its update will find the round closed */
         }
     }
-    float *mean = NULL;
-    fed_err err = FED_OK;
-    fed_agg_stats as;
-    double z = c->cfg.dp_noise;
-    if (c->cfg.secagg) { /* the decoded sum of the survivors: their mean, unweighted */
-        memset(&as, 0, sizeof as);
-        as.accepted = c->sec.survivors;
-        as.weight = (double)c->sec.survivors;
-        mean = c->sec.sum;
-        for (size_t i = 0; i < c->ntrainable; i++) mean[i] /= (float)c->sec.survivors;
-        /* Each of the n participants added noise of std z S / sqrt(n): the m summed carry
-         * z S sqrt(m / n), a multiplier of z sqrt(m / n) for the sum's sensitivity S. */
-        z *= sqrt((double)c->sec.survivors / (double)c->sec.params.n);
-        fed_sa_server_destroy(&c->sec.sa);
-    } else {
-        if ((err = fed_agg_result_mut(c->agg, &mean))) return err;
-        as = fed_agg_get_stats(c->agg);
-    }
-    c->cur.clipped = as.clipped;
-    c->cur.clip = c->cfg.dp_clip > 0 ? c->dp.clip_now : 0.0;
-    c->cur.epsilon = (double)NAN;
-    if (c->dp.acc && !c->cfg.secagg) {
-        double m = (double)as.accepted, z_update = c->cfg.dp_noise, count_std = 0;
-        if (c->cfg.dp_target_quantile > 0) fed__coord_split_noise(c, &count_std, &z_update);
-        if ((err = fed__coord_add_noise(c, mean, c->ntrainable, z_update * c->dp.clip_now / m, 0)))
-            return err;
-        if (c->cfg.dp_target_quantile > 0) { /* the next round's bound */
-            float count = (float)(m - (double)as.clipped);
-            if ((err = fed__coord_add_noise(c, &count, 1, count_std, 1))) return err;
-            double next = 0;
-            if ((err = fed_dp_adaptive_clip_update(c->dp.clip_now, (double)count / m,
-                                                   c->cfg.dp_target_quantile, c->cfg.dp_clip_lr,
-                                                   &next)))
-                return err;
-            c->dp.clip_now = next;
-            fed_agg_set_clip(c->agg, next);
-        }
-    }
-    if (c->dp.acc) {
-        double q = (double)c->cur.sampled / (double)(c->att.population ? c->att.population : 1);
-        if (z > 0 && (err = fed_dp_accountant_step(c->dp.acc, q, z, 1))) return err;
-        c->cur.epsilon = (double)INFINITY; /* clipping alone */
-        if (c->cfg.dp_noise > 0 &&
-            (err = fed_dp_accountant_epsilon(c->dp.acc, c->cfg.dp_delta, FED_DP_IMPROVED,
-                                             &c->cur.epsilon, NULL)))
-            return err;
-    }
-    float *w = fed_model_params(c->model);
-    size_t off = 0;
-    for (size_t i = 0; i < c->ntensors; i++) {
-        const fed_tensor *t = fed_model_tensor(c->model, i);
-        if (!t->trainable) continue;
-        fed_strategy_apply(c->strat, off, t->numel, w + t->offset, mean + off);
-        off += t->numel;
-    }
-    fed_strategy_end_round(c->strat);
+    fed_round_agg r = {.round = fed__coord_current_round(c),
+                       .n = c->ntrainable,
+                       .sampled = c->cur.sampled,
+                       .population = c->att.population,
+                       .z = c->cfg.dp_noise,
+                       .epsilon = (double)NAN};
+    fed_err err = fed_stage_close_round(c->pipe, &r);
+    if (err) return err;
+    c->cur.clipped = r.clipped;
+    c->cur.clip = r.clip;
+    c->cur.epsilon = r.epsilon;
+    c->cur.examples = r.weight;
     c->version++;
     fed__coord_update_sha(c);
-    c->cur.examples = as.weight;
     return FED_OK;
 }

@@ -1,0 +1,114 @@
+/* The coordinator's update pipeline: what a round's updates go through on their way to
+ * the next global model, as a chain of small stage objects (curl's connection filters:
+ * each stage is a type table and a next pointer).
+ *
+ *   uploads -> verify (digest: net/; layout, finite, norm: the aggregator's commit)
+ *           -> decode: "mean" (the streaming weighted mean, core/aggregate.h) or
+ *              "secagg-mean" (the unmasked sum of the survivors)
+ *           -> (a robust rule: issue 19)
+ *           -> "dp" (central Gaussian noise, the adaptive clipping bound, the accountant)
+ *           -> "strategy" (the server optimizer's step over the trainable tensors)
+ *
+ * At a round's close every stage's close() runs in chain order on one fed_round_agg,
+ * the aggregate as it stands; a stage with no close() is passed over. A stage that is
+ * not configured is not in the chain, so a plain FedAvg round runs "mean" and
+ * "strategy" and pays for nothing else.
+ *
+ * To add a stage: a file stage_<name>.c with its state struct (fed_stage first), its
+ * fed_stage_type and a constructor that appends it (fed_stage_append), declared below;
+ * then one line in fed__coord_pipeline_build (pipeline.c) says when and where it goes.
+ * Per-update hooks (a stage that must see each update, e.g. a median) come with the
+ * first stage that needs them. Stages are driven by the coordinator's event loop only. */
+#ifndef FED_COORDINATOR_PIPELINE_H
+#define FED_COORDINATOR_PIPELINE_H
+
+#include "core/aggregate.h"
+#include "core/model.h"
+#include "privacy/dp.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A round's aggregate as it passes from stage to stage. */
+typedef struct fed_round_agg {
+    uint64_t round;    /* the round being closed */
+    float *mean;       /* (n) the aggregate delta over the trainable tensors, in manifest
+                          order: set by the decode stage, changed in place by later ones */
+    size_t n;          /* floats of mean */
+    size_t accepted;   /* updates in it */
+    double weight;     /* their total weight (FedAvg: examples; DP, secagg: 1 each) */
+    size_t clipped;    /* updates the aggregator scaled down to the clipping bound */
+    size_t sampled;    /* sites sampled in the attempt */
+    size_t population; /* connected sites the sample was drawn from */
+    double z;          /* DP: the noise multiplier the aggregate carries (dp_noise; the
+                          secagg stage scales it to the survivors) */
+    double clip;       /* DP: the L2 bound applied this round (0: none) */
+    double epsilon;    /* DP: spent once this round counts (NaN without DP) */
+} fed_round_agg;
+
+typedef struct fed_stage fed_stage;
+
+/* What a kind of stage does. */
+typedef struct fed_stage_type {
+    const char *name; /* "mean", "dp", ... (logs, errors) */
+    /* At the round's close: reads and changes r. An error is fatal for the coordinator
+     * (as any failure of the round's close) and stops the chain. NULL: pass-through. */
+    fed_err (*close)(fed_stage *s, fed_round_agg *r);
+    /* Frees what the stage owns (not the stage itself). NULL: nothing. */
+    void (*destroy)(fed_stage *s);
+} fed_stage_type;
+
+/* The part of every stage the chain sees; a stage's state struct starts with it. */
+struct fed_stage {
+    const fed_stage_type *type;
+    fed_stage *next;
+};
+
+/* Appends s (a stage's fed_stage, heap-allocated with fed_malloc) at the end of *chain,
+ * which owns it from then on. */
+void fed_stage_append(fed_stage **chain, fed_stage *s);
+/* Runs every close() in chain order on r; stops at the first error. */
+fed_err fed_stage_close_round(fed_stage *chain, fed_round_agg *r) FED_MUST_USE;
+/* The names of the chain's stages joined by " -> " into buf (len bytes). */
+void fed_stage_describe(const fed_stage *chain, char *buf, size_t len);
+/* Destroys every stage; NULL-safe, sets *chain to NULL. */
+void fed_stage_destroy_all(fed_stage **chain);
+
+/* ---- the stages (one file each) ---- */
+
+/* "mean" (stage_mean.c): the aggregate is the aggregator's weighted mean of the
+ * committed updates (fed_agg_result_mut; borrowed agg). */
+fed_err fed_stage_mean_new(fed_stage **chain, fed_agg *agg) FED_MUST_USE;
+
+/* "secagg-mean" (stage_secagg.c): the aggregate is the survivors' decoded sum divided
+ * by their number; the noise multiplier becomes z sqrt(survivors / participants) (each
+ * of n participants added noise of std z S / sqrt(n)). The open protocol is destroyed.
+ * sec: the coordinator's secure-aggregation state (borrowed). */
+struct coord_sec;
+fed_err fed_stage_secagg_new(fed_stage **chain, struct coord_sec *sec) FED_MUST_USE;
+
+/* Central differential privacy's parameters (fed_coord_config's dp_*). */
+typedef struct fed_stage_dp_config {
+    double noise;           /* z: std of the noise in units of the clipping bound */
+    double delta;           /* epsilon is reported at this delta */
+    double target_quantile; /* adaptive clipping: the quantile of update norms (0: off) */
+    double clip_lr;         /* adaptive clipping: the geometric step */
+    double count_noise;     /* adaptive clipping: std of the count's noise (0: automatic) */
+    uint64_t noise_seed;    /* reproducible noise (tests, sim); 0: from the OS */
+    bool sites_add_noise;   /* secagg: the sites noised their updates; only account */
+} fed_stage_dp_config;
+
+/* "dp" (stage_dp.c): Gaussian noise of std z clip / m on the mean of m updates (unless
+ * the sites added it), the next round's adaptive bound (*clip_now, applied to agg), and
+ * one accountant step of sampling rate sampled / population and multiplier r->z.
+ * acc, clip_now and agg are borrowed: the coordinator checkpoints them. */
+fed_err fed_stage_dp_new(fed_stage **chain, const fed_stage_dp_config *cfg, fed_dp_accountant *acc,
+                         double *clip_now, fed_agg *agg) FED_MUST_USE;
+
+/* "strategy" (stage_strategy.c): the server optimizer's step, w += step(mean), over the
+ * trainable tensors of model in manifest order (model and strategy borrowed). */
+fed_err fed_stage_strategy_new(fed_stage **chain, fed_model *model,
+                               fed_strategy *strategy) FED_MUST_USE;
+
+#endif

@@ -1,0 +1,42 @@
+/* The "strategy" stage: the server optimizer (FedAvg, FedAvgM, FedAdam, FedYogi;
+ * core/aggregate.h) turns the round's aggregate into the next global weights, tensor by
+ * trainable tensor; frozen tensors are not in the aggregate and do not move. */
+#include "coordinator/pipeline.h"
+#include "core/alloc.h"
+
+typedef struct strategy_stage {
+    fed_stage base;
+    fed_model *model;       /* borrowed */
+    fed_strategy *strategy; /* borrowed */
+} strategy_stage;
+
+static fed_err strategy_close(fed_stage *s, fed_round_agg *r) {
+    strategy_stage *g = (strategy_stage *)s;
+    float *w = fed_model_params(g->model);
+    size_t off = 0, nt = fed_model_num_tensors(g->model);
+    for (size_t i = 0; i < nt; i++) {
+        const fed_tensor *t = fed_model_tensor(g->model, i);
+        if (!t->trainable) continue;
+        if (off + t->numel > r->n)
+            return fed_errorf(FED_EINVAL,
+                              "strategy: the aggregate has %zu values, the model's "
+                              "trainable tensors more",
+                              r->n);
+        fed_strategy_apply(g->strategy, off, t->numel, w + t->offset, r->mean + off);
+        off += t->numel;
+    }
+    fed_strategy_end_round(g->strategy);
+    return FED_OK;
+}
+
+static const fed_stage_type strategy_type = {"strategy", strategy_close, NULL};
+
+fed_err fed_stage_strategy_new(fed_stage **chain, fed_model *model, fed_strategy *strategy) {
+    strategy_stage *g = fed_calloc(1, sizeof *g);
+    if (!g) return FED_ENOMEM;
+    g->base.type = &strategy_type;
+    g->model = model;
+    g->strategy = strategy;
+    fed_stage_append(chain, &g->base);
+    return FED_OK;
+}
