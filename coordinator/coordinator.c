@@ -4,9 +4,9 @@
  * option parsing, data loading and signal handlers in cli/cmd_coordinator.c. */
 #include "coordinator/coordinator.h"
 #include "core/alloc.h"
-#include "core/fit.h"
+#include "training/fit.h"
 #include "core/log.h"
-#include "core/moments.h"
+#include "dataset/moments.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"

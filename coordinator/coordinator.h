@@ -36,7 +36,7 @@
 #define FED_COORDINATOR_H
 
 #include "core/aggregate.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
 #include "core/model.h"
 #include "core/safetensors.h"

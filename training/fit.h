@@ -17,7 +17,7 @@
 #define FED_FIT_H
 
 #include "core/arena.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
 #include "core/model.h"
 #include "core/optim.h"

@@ -1,6 +1,6 @@
 /* fed_fit and fed_evaluate: the epoch loop and the metrics; fed_train_spec_fit: a
  * round's training spec as a fit configuration (see fit.h). */
-#include "core/fit.h"
+#include "training/fit.h"
 #include "core/alloc.h"
 #include "core/loss.h"
 

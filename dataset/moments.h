@@ -15,7 +15,7 @@
 #ifndef FED_MOMENTS_H
 #define FED_MOMENTS_H
 
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
 
 #include <stddef.h>

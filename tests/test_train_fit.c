@@ -5,10 +5,10 @@
  * target accuracy in fewer epochs than training from scratch). */
 #include "core/alloc.h"
 #include "core/arch.h"
-#include "core/dataset.h"
-#include "core/fit.h"
+#include "dataset/dataset.h"
+#include "training/fit.h"
 #include "core/model.h"
-#include "core/synthetic.h"
+#include "dataset/synthetic.h"
 #include "tests/test.h"
 
 #include <math.h>

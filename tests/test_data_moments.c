@@ -4,8 +4,8 @@
  * secure sum's fixed-point form gives the same totals; malformed vectors and values
  * out of range are refused naming the index. */
 #include "core/alloc.h"
-#include "core/dataset.h"
-#include "core/moments.h"
+#include "dataset/dataset.h"
+#include "dataset/moments.h"
 #include "core/rng.h"
 #include "tests/test.h"
 
