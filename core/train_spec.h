@@ -4,7 +4,7 @@
  * every site would refuse never reaches a round), and the commands that take the same
  * options (`fedtune train`, `coordinator`, `sim`) use the same ranges in their option
  * tables. What does not live here: the training itself and the translation of a spec
- * into fed_fit's configuration (fed_train_spec_fit, core/fit.h), the wire encoding
+ * into fed_fit's configuration (fed_train_spec_fit, training/fit.h), the wire encoding
  * (proto/msg.h, whose fed_msg_train_config is this struct). */
 #ifndef FED_TRAIN_SPEC_H
 #define FED_TRAIN_SPEC_H

@@ -1,4 +1,4 @@
-/* The training loop and evaluation (core/fit.h), and the fine-tuning helpers of the
+/* The training loop and evaluation (training/fit.h), and the fine-tuning helpers of the
  * model (new head, clone, dropout override): metrics against hand-computed values,
  * early stopping restoring the best epoch bit for bit, frozen tensors untouched,
  * determinism, and the pre-train -> fine-tune story (a pre-trained backbone reaches the

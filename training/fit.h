@@ -12,7 +12,10 @@
  * labels or the predictions, as scikit-learn's f1_score(average="macro")).
  *
  * fed_train_spec_fit turns a federated round's training spec (core/train_spec.h) into
- * the fed_fit configuration a site trains it with. */
+ * the fed_fit configuration a site trains it with.
+ *
+ * This is the training layer: it depends on the model, the optimizer and the step of
+ * core/ and on the data sets of dataset/, and neither of those depends on it. */
 #ifndef FED_FIT_H
 #define FED_FIT_H
 
