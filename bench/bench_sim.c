@@ -17,7 +17,7 @@
 #include "client/client.h"
 #include "core/alloc.h"
 #include "core/blas.h"
-#include "core/fit.h"
+#include "training/fit.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/train_spec.h"

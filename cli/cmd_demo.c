@@ -10,9 +10,9 @@
 #include "core/blas.h"
 #include "core/model.h"
 #include "core/optim.h"
-#include "core/synthetic.h"
-#include "core/dataset.h"
-#include "core/fit.h"
+#include "dataset/synthetic.h"
+#include "dataset/dataset.h"
+#include "training/fit.h"
 #include "core/train.h"
 
 #include <stddef.h>

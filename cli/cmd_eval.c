@@ -5,7 +5,7 @@
 #include "cli/prep.h"
 #include "core/alloc.h"
 #include "core/blas.h"
-#include "core/fit.h"
+#include "training/fit.h"
 #include "core/json.h"
 
 #include <cJSON.h>

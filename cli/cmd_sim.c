@@ -5,7 +5,7 @@
 #include "cli/commands.h"
 #include "cli/prep.h"
 #include "core/blas.h"
-#include "core/fit.h"
+#include "training/fit.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "sim/sim.h"

@@ -6,7 +6,7 @@
 
 #include "cli/options.h"
 #include "core/aggregate.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "coordinator/coordinator.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"

@@ -8,7 +8,7 @@
 #include "core/blas.h"
 #include "core/log.h"
 #include "core/model.h"
-#include "core/moments.h"
+#include "dataset/moments.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"

@@ -92,9 +92,9 @@
 #ifndef FED_CLIENT_CLIENT_H
 #define FED_CLIENT_CLIENT_H
 
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
-#include "core/fit.h"
+#include "training/fit.h"
 #include "net/channel.h"
 #include "proto/msg.h"
 

@@ -36,7 +36,7 @@
 #define FED_COORDINATOR_H
 
 #include "core/aggregate.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
 #include "core/model.h"
 #include "core/safetensors.h"
@@ -170,7 +170,7 @@ typedef struct fed_coord_config {
     /* The federation's input standardisation, when the model brings none (model_meta has
      * no fedtune.standardize): before round 1 a statistics round (round 0, no weights, no
      * training) asks every connected client for the exact moments of its raw training
-     * split (core/moments.h; through the secure sum with secagg); their sum gives one
+     * split (dataset/moments.h; through the secure sum with secagg); their sum gives one
      * standardizer (per feature, or per channel for an image input) that every site then
      * applies instead of one fitted on its own data, that the central evaluation applies
      * to eval_data, and that checkpoints and the export carry. The statistics are

@@ -9,16 +9,16 @@
 #include "coordinator/pipeline.h"
 #include "core/alloc.h"
 #include "core/clock.h"
-#include "core/fit.h"
 #include "core/log.h"
-#include "core/moments.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"
+#include "dataset/moments.h"
 #include "privacy/dp.h"
 #include "privacy/identity.h"
 #include "privacy/secagg.h"
 #include "privacy/secagg_crypto.h"
+#include "training/fit.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -100,7 +100,7 @@ fed_err fed__coord_sa_begin(fed_coord *c, client **ready, size_t n, size_t k) {
     }
     if (c->cfg.secagg_clip > 0) p->clip_range = c->cfg.secagg_clip;
     if (c->cfg.secagg_quant) p->quant_range = c->cfg.secagg_quant;
-    if (c->stats.active) { /* limbs in [0, 2^21) travel unchanged (core/moments.h) */
+    if (c->stats.active) { /* limbs in [0, 2^21) travel unchanged (dataset/moments.h) */
         p->clip_range = FED_MOM_CLIP;
         p->quant_range = FED_MOM_QUANT;
     }

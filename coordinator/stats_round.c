@@ -1,5 +1,5 @@
 /* The statistics round (round 0): the federation's input standardisation from the
- * sites' exact moments (core/moments.h), summed in the clear or through the secure sum,
+ * sites' exact moments (dataset/moments.h), summed in the clear or through the secure sum,
  * and the transform it becomes in every manifest and in the central evaluation. */
 #include "coordinator/internal.h"
 

@@ -3,7 +3,8 @@
  * value outside them, the coordinator refuses to start with one (so a configuration
  * every site would refuse never reaches a round), and the commands that take the same
  * options (`fedtune train`, `coordinator`, `sim`) use the same ranges in their option
- * tables. What does not live here: the training itself (core/fit.h), the wire encoding
+ * tables. What does not live here: the training itself and the translation of a spec
+ * into fed_fit's configuration (fed_train_spec_fit, training/fit.h), the wire encoding
  * (proto/msg.h, whose fed_msg_train_config is this struct). */
 #ifndef FED_TRAIN_SPEC_H
 #define FED_TRAIN_SPEC_H
@@ -36,18 +37,5 @@ typedef struct fed_train_spec {
 /* Checks every field against the limits above. FED_EINVAL naming the field and the
  * range ("config.lr 0: must be in (0, 10]"). */
 fed_err fed_train_spec_check(const fed_train_spec *s) FED_MUST_USE;
-
-/* The fed_fit configuration of round `round` of s, exactly as a site trains it (after
- * fed_train_spec_check):
- *   optimizer: s->optimizer with PyTorch's defaults (fed_optim_defaults), then momentum
- *              (sgd only), weight_decay and clip_norm from s;
- *   schedule:  constant at s->lr;
- *   epochs:    s->epochs capped by max_epochs (0: no cap); batch likewise by max_batch;
- *   seed:      s->seed + round (wrapping); max_steps: s->max_steps;
- *   softmax cross-entropy, no label smoothing, no augmentation, no early stopping,
- *   restore_best off, no callbacks. */
-struct fed_fit_config;
-fed_err fed_train_spec_fit(const fed_train_spec *s, uint64_t round, size_t max_epochs,
-                           size_t max_batch, struct fed_fit_config *out) FED_MUST_USE;
 
 #endif

@@ -2,7 +2,7 @@
  * set, deal its examples out to N virtual clients, IID or in one of the usual non-IID
  * ways (Dirichlet label skew, the FedAvg paper's label shards, K labels per client), and
  * describe how skewed the result is. Only example indices move: the caller gathers each
- * client's rows with fed_data_subset() or fed_data_gather() (core/dataset.h).
+ * client's rows with fed_data_subset() or fed_data_gather() (dataset/dataset.h).
  *
  * Every example goes to exactly one client and each client's indices are ascending, so
  * a client's data keeps file order. A partition is a function of (labels, classes,

@@ -26,7 +26,7 @@
 #define FED_SIM_SIM_H
 
 #include "coordinator/coordinator.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
 #include "core/model.h"
 #include "sim/partition.h"

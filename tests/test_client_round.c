@@ -9,9 +9,9 @@
 
 #include "client/client.h"
 #include "core/alloc.h"
-#include "core/fit.h"
+#include "training/fit.h"
 #include "core/model.h"
-#include "core/moments.h"
+#include "dataset/moments.h"
 #include "core/train_spec.h"
 #include "privacy/identity.h"
 #include "privacy/secagg.h"

@@ -5,7 +5,7 @@
 #include "core/arena.h"
 #include "core/model.h"
 #include "core/optim.h"
-#include "core/synthetic.h"
+#include "dataset/synthetic.h"
 #include "core/train.h"
 #include "tests/test.h"
 

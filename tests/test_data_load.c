@@ -4,7 +4,7 @@
  * with the exact what:line:column prefix, fed_data_load on temporary files, and the
  * parsers under fail-the-Nth-allocation. */
 #include "core/alloc.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "tests/test.h"
 
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * determinism), the standardizer and its JSON form, order and gather, augmentation
  * (shift, flip, noise), and splits, reports and JSON under fail-the-Nth-allocation. */
 #include "core/alloc.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "tests/test.h"
 
 #include <stdint.h>

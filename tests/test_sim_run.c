@@ -7,7 +7,7 @@
  * bytes as plaintext inproc://; bad configurations are refused naming the field. */
 #include "sim/sim.h"
 #include "core/alloc.h"
-#include "core/fit.h"
+#include "training/fit.h"
 #include "core/rng.h"
 #include "net/channel.h"
 #include "privacy/secagg.h"

@@ -5,7 +5,7 @@
  * split and standardizer then accept, or fails with FED_EFORMAT / FED_ERANGE /
  * FED_EINVAL and a message. Never a crash, never a huge allocation. */
 #include "core/alloc.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * either parses into images with pixels in [0, 1] and ids below num_classes <= 256, or
  * fails with FED_EFORMAT / FED_EUNSUPPORTED / FED_ERANGE. Never a crash, never an
  * allocation that the input's size does not justify. */
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 
 #include <stdint.h>
 #include <stdlib.h>

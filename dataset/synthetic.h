@@ -1,5 +1,5 @@
 /* Built-in synthetic labeled data for demos and tests, so the core can be exercised
- * with no data files at all. Real data sets are loaded elsewhere (data loaders). */
+ * with no data files at all. Real data sets are loaded by dataset.h. */
 #ifndef FED_SYNTHETIC_H
 #define FED_SYNTHETIC_H
 

@@ -6,8 +6,10 @@
  * in [0, 2^21) unchanged with clip range 2^21 and 2^22 quantization levels, and gives
  * the exact fixed-point sum), then carries and divides once, so the federation's mean
  * and variance are those of the pooled data up to the 2^-24 rounding of each value,
- * whatever the order or grouping of the sites. What is not here: the round that asks
- * for them (coordinator/), the standardizer they make (core/dataset.h).
+ * whatever the order or grouping of the sites. It lives in the data layer because the
+ * encoding reads a data set and nothing else (summing needs less). What is not here:
+ * the round that asks for them (coordinator/), the standardizer they make
+ * (dataset/dataset.h).
  *
  * Layout of an encoded vector, FED_MOM_LIMBS limbs (least significant first) per number:
  *     count, then for each group g: positive sum, negative sum, sum of squares
@@ -15,7 +17,7 @@
 #ifndef FED_MOMENTS_H
 #define FED_MOMENTS_H
 
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
 
 #include <stddef.h>

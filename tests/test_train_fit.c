@@ -1,14 +1,14 @@
-/* The training loop and evaluation (core/fit.h), and the fine-tuning helpers of the
+/* The training loop and evaluation (training/fit.h), and the fine-tuning helpers of the
  * model (new head, clone, dropout override): metrics against hand-computed values,
  * early stopping restoring the best epoch bit for bit, frozen tensors untouched,
  * determinism, and the pre-train -> fine-tune story (a pre-trained backbone reaches the
  * target accuracy in fewer epochs than training from scratch). */
 #include "core/alloc.h"
 #include "core/arch.h"
-#include "core/dataset.h"
-#include "core/fit.h"
+#include "dataset/dataset.h"
+#include "training/fit.h"
 #include "core/model.h"
-#include "core/synthetic.h"
+#include "dataset/synthetic.h"
 #include "tests/test.h"
 
 #include <math.h>

@@ -1,5 +1,6 @@
-/* fed_fit and fed_evaluate: the epoch loop and the metrics (see fit.h). */
-#include "core/fit.h"
+/* fed_fit and fed_evaluate: the epoch loop and the metrics; fed_train_spec_fit: a
+ * round's training spec as a fit configuration (see fit.h). */
+#include "training/fit.h"
 #include "core/alloc.h"
 #include "core/loss.h"
 
@@ -311,4 +312,42 @@ fail:
     fed_arena_destroy(&arena);
     fed_eval_result_free(r);
     return err;
+}
+
+/* ---- a round's training spec as fed_fit's configuration (fed_train_spec_fit) ---------- */
+
+static const char *spec_optimizer(const fed_train_spec *s) {
+    return s->optimizer && s->optimizer[0] ? s->optimizer : "sgd";
+}
+
+fed_err fed_train_spec_fit(const fed_train_spec *s, uint64_t round, size_t max_epochs,
+                           size_t max_batch, fed_fit_config *out) {
+    fed_err err = fed_train_spec_check(s);
+    if (err) return err;
+    fed_opt_kind kind;
+    if ((err = fed_opt_parse(spec_optimizer(s), &kind))) return err; /* checked above */
+    fed_fit_config f = fed_fit_defaults();
+    f.optim = fed_optim_defaults(kind);
+    if (kind == FED_OPT_SGD) f.optim.momentum = s->momentum;
+    f.optim.weight_decay = s->weight_decay;
+    f.optim.clip_norm = s->clip_norm;
+    if ((err = fed_optim_config_check(&f.optim))) return fed_errprefix(err, "config");
+    f.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, s->lr);
+    f.epochs = s->epochs;
+    if (max_epochs && f.epochs > max_epochs) f.epochs = max_epochs;
+    f.batch = s->batch;
+    if (max_batch && f.batch > max_batch) f.batch = max_batch;
+    f.loss.kind = FED_LOSS_SOFTMAX_CE;
+    f.loss.label_smoothing = 0.0f;
+    f.patience = 0;
+    f.min_delta = 0.0;
+    f.restore_best = false;
+    memset(&f.augment, 0, sizeof f.augment);
+    f.seed = s->seed + round;
+    f.max_steps = s->max_steps > (uint64_t)SIZE_MAX ? SIZE_MAX : (size_t)s->max_steps;
+    f.on_epoch = NULL;
+    f.on_step = NULL;
+    f.user = NULL;
+    *out = f;
+    return FED_OK;
 }

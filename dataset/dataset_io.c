@@ -3,7 +3,7 @@
  * format of MNIST, and fed_data_load, which picks the parser by content. The only file
  * of fedtune that includes zlib.h for data. CSV text parsing lives in dataset_csv.c. */
 #include "core/alloc.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 
 #include <errno.h>
 #include <limits.h>

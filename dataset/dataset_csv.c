@@ -6,7 +6,7 @@
  * Reading files, gzip and IDX live in dataset_io.c; sets, splits, reports and
  * augmentation in dataset.c. */
 #include "core/alloc.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 
 #include <errno.h>
 #include <float.h>

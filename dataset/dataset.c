@@ -3,7 +3,7 @@
  * stratified splits, the standardizer and its JSON form, batch gathering and
  * augmentation. Parsing lives in dataset_csv.c (CSV, sklearn) and dataset_io.c (files,
  * gzip, IDX). */
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/alloc.h"
 #include "core/json.h"
 

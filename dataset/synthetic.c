@@ -1,5 +1,5 @@
 /* Synthetic data generators (see synthetic.h). */
-#include "core/synthetic.h"
+#include "dataset/synthetic.h"
 
 #include <math.h>
 

@@ -9,16 +9,23 @@
  *
  * fed_evaluate computes loss, accuracy, the confusion matrix, per-class precision,
  * recall and F1, and macro-F1 (the unweighted mean over classes that occur in the
- * labels or the predictions, as scikit-learn's f1_score(average="macro")). */
+ * labels or the predictions, as scikit-learn's f1_score(average="macro")).
+ *
+ * fed_train_spec_fit turns a federated round's training spec (core/train_spec.h) into
+ * the fed_fit configuration a site trains it with.
+ *
+ * This is the training layer: it depends on the model, the optimizer and the step of
+ * core/ and on the data sets of dataset/, and neither of those depends on it. */
 #ifndef FED_FIT_H
 #define FED_FIT_H
 
 #include "core/arena.h"
-#include "core/dataset.h"
+#include "dataset/dataset.h"
 #include "core/err.h"
 #include "core/model.h"
 #include "core/optim.h"
 #include "core/train.h"
+#include "core/train_spec.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -109,5 +116,17 @@ typedef struct fed_eval_result {
 fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
                      fed_eval_result *r) FED_MUST_USE;
 void fed_eval_result_free(fed_eval_result *r);
+
+/* The fed_fit configuration of round `round` of s, exactly as a site trains it (after
+ * fed_train_spec_check):
+ *   optimizer: s->optimizer with PyTorch's defaults (fed_optim_defaults), then momentum
+ *              (sgd only), weight_decay and clip_norm from s;
+ *   schedule:  constant at s->lr;
+ *   epochs:    s->epochs capped by max_epochs (0: no cap); batch likewise by max_batch;
+ *   seed:      s->seed + round (wrapping); max_steps: s->max_steps;
+ *   softmax cross-entropy, no label smoothing, no augmentation, no early stopping,
+ *   restore_best off, no callbacks. */
+fed_err fed_train_spec_fit(const fed_train_spec *s, uint64_t round, size_t max_epochs,
+                           size_t max_batch, fed_fit_config *out) FED_MUST_USE;
 
 #endif

@@ -1,6 +1,6 @@
-/* Exact fixed-point feature moments in limbs (core/moments.h). unsigned __int128 holds a
+/* Exact fixed-point feature moments in limbs (dataset/moments.h). unsigned __int128 holds a
  * total of 105 bits; GCC and Clang have it on every target this project builds for. */
-#include "core/moments.h"
+#include "dataset/moments.h"
 #include "core/alloc.h"
 
 #include <math.h>

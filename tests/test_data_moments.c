@@ -1,11 +1,11 @@
-/* core/moments.h: the federation's input statistics summed exactly in limbs. Sites with
+/* dataset/moments.h: the federation's input statistics summed exactly in limbs. Sites with
  * very different scales sum to the pooled data's mean and variance (fed_std_moments of
  * the concatenation) to 1e-9 relative, in any order and grouping bit for bit; the
  * secure sum's fixed-point form gives the same totals; malformed vectors and values
  * out of range are refused naming the index. */
 #include "core/alloc.h"
-#include "core/dataset.h"
-#include "core/moments.h"
+#include "dataset/dataset.h"
+#include "dataset/moments.h"
 #include "core/rng.h"
 #include "tests/test.h"
 
