@@ -18,7 +18,7 @@
  * not a test (ctest never runs it); it does check its own means against a double
  * reference so a broken fold cannot report a good speed. */
 #include "bench/benchlib.h"
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "core/alloc.h"
 #include "core/blas.h"
 #include "core/err.h"

@@ -9,7 +9,7 @@
  * CPU clock. A second round of each configuration has a fraction of the clients drop out
  * after SHARES, before MASKED, so the server rebuilds their mask keys from shares and
  * removes their pairwise masks (the recovery cost). The reference is plain FedAvg on the
- * coordinator: the same survivors' updates folded through core/aggregate.h as the
+ * coordinator: the same survivors' updates folded through coordinator/aggregate.h as the
  * coordinator does (fed_agg_begin_round, slot_open, slot_buffer, commit_buffer, result;
  * the buffer is filled untimed, as the transport would write it). Bytes are the lengths
  * of the protocol's messages; plain FedAvg sends the float32 delta, 4 x len bytes.
@@ -20,7 +20,7 @@
  * computation. Figures are medians of --repeats rounds; the machines are shared, so read
  * the ratios, which pair a secagg round with the plain round run right after it. */
 #include "bench/benchlib.h"
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "core/alloc.h"
 #include "core/blas.h"
 #include "core/err.h"
@@ -352,7 +352,7 @@ static void usage(FILE *f) {
                 "Secure aggregation (privacy/secagg.h) per round, in memory on one thread:\n"
                 "client and coordinator CPU seconds and bytes per client, for each number of\n"
                 "clients and neighbour degree, without and with clients dropping after SHARES,\n"
-                "against plain FedAvg aggregation (core/aggregate.h) in the same run.",
+                "against plain FedAvg aggregation (coordinator/aggregate.h) in the same run.",
                 opt_table, NUM_OPTS, &d);
 }
 
@@ -404,7 +404,7 @@ int main(int argc, char **argv) {
            load_average(), sysconf(_SC_NPROCESSORS_ONLN));
     printf("%zu values per update in [-0.1, 0.1], clip %g, quantization 2^22; medians of %zu "
            "rounds\nper configuration; thread CPU milliseconds per round; plain = FedAvg on the "
-           "coordinator\n(core/aggregate.h) of the same survivors' updates\n\n",
+           "coordinator\n(coordinator/aggregate.h) of the same survivors' updates\n\n",
            len, FED_SA_DEFAULT_CLIP, R);
     printf("%7s %6s %3s %4s | %-35s | %-35s | %7s | %15s\n", "", "", "", "",
            "client CPU ms (median over clients)", "coordinator CPU ms", "plain", "secagg / plain");

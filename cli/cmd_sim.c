@@ -389,13 +389,7 @@ static fed_err run_sim(const void *cfgp) {
     fed_blas_set_threads(1);
     double acc0 = (double)NAN, loss0 = (double)NAN;
     if (test) {
-        fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
-        fed_eval_result er;
-        memset(&er, 0, sizeof er);
-        if ((err = fed_evaluate(m, test, 0, &loss, &er))) goto done;
-        acc0 = er.accuracy;
-        loss0 = er.loss;
-        fed_eval_result_free(&er);
+        if ((err = fed_evaluate_ce(m, test, 0, &loss0, &acc0))) goto done;
     }
     if (o->csv) {
         size_t len = strlen(o->csv) + 8;

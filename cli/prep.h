@@ -5,7 +5,7 @@
 #define FED_CLI_PREP_H
 
 #include "cli/options.h"
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "dataset/dataset.h"
 #include "coordinator/coordinator.h"
 #include "core/safetensors.h"

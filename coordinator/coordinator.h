@@ -2,7 +2,7 @@
  * global model, a registry of clients keyed by certificate CN, samples clients for each
  * round (seeded), sends RoundStart and the global weights (only to clients that do not
  * hold the current version), receives each client's delta straight into an aggregator
- * slot (core/aggregate.h), applies the server strategy over the trainable tensors,
+ * slot (coordinator/aggregate.h), applies the server strategy over the trainable tensors,
  * evaluates (central and federated), checkpoints, and logs one status line per round.
  *
  * The engine is an explicit state machine driven by fed_server_poll events in one thread:
@@ -35,7 +35,7 @@
 #ifndef FED_COORDINATOR_H
 #define FED_COORDINATOR_H
 
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "dataset/dataset.h"
 #include "core/err.h"
 #include "core/model.h"

@@ -3,7 +3,7 @@
  * each stage is a type table and a next pointer).
  *
  *   uploads -> verify (digest: net/; layout, finite, norm: the aggregator's commit)
- *           -> decode: "mean" (the streaming weighted mean, core/aggregate.h) or
+ *           -> decode: "mean" (the streaming weighted mean, coordinator/aggregate.h) or
  *              "secagg-mean" (the unmasked sum of the survivors)
  *           -> (a robust rule: issue 19)
  *           -> "dp" (central Gaussian noise, the adaptive clipping bound, the accountant)
@@ -22,7 +22,7 @@
 #ifndef FED_COORDINATOR_PIPELINE_H
 #define FED_COORDINATOR_PIPELINE_H
 
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "core/model.h"
 #include "privacy/dp.h"
 

@@ -6,18 +6,12 @@
 fed_err fed__coord_evaluate(fed_coord *c) {
     c->cur.central_loss = c->cur.central_acc = (double)NAN;
     if (c->cfg.eval_data) {
-        fed_eval_result r;
-        memset(&r, 0, sizeof r);
-        fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
         const fed_dataset *d = c->stats.eval_own ? c->stats.eval_own : c->cfg.eval_data;
-        fed_err err = fed_evaluate(c->model, d, c->cfg.eval_batch, &loss, &r);
-        if (err) {
-            fed_eval_result_free(&r);
-            return fed_errprefix(err, "central evaluation");
-        }
-        c->cur.central_loss = r.loss;
-        c->cur.central_acc = r.accuracy;
-        fed_eval_result_free(&r);
+        double loss, acc;
+        fed_err err = fed_evaluate_ce(c->model, d, c->cfg.eval_batch, &loss, &acc);
+        if (err) return fed_errprefix(err, "central evaluation");
+        c->cur.central_loss = loss;
+        c->cur.central_acc = acc;
     }
     double wsum = 0, l = 0, a = 0, tw = 0, tl = 0;
     for (size_t i = 0; i < c->ncl; i++) {

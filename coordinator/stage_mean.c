@@ -1,6 +1,6 @@
 /* The "mean" stage: decodes a round's plain updates. They were verified (finite, layout,
  * norm bound) and folded one by one into the streaming aggregator as they arrived
- * (core/aggregate.h); at the close the aggregate is its weighted mean. */
+ * (coordinator/aggregate.h); at the close the aggregate is its weighted mean. */
 #include "coordinator/pipeline.h"
 #include "core/alloc.h"
 

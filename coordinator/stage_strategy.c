@@ -1,5 +1,5 @@
 /* The "strategy" stage: the server optimizer (FedAvg, FedAvgM, FedAdam, FedYogi;
- * core/aggregate.h) turns the round's aggregate into the next global weights, tensor by
+ * coordinator/aggregate.h) turns the round's aggregate into the next global weights, tensor by
  * trainable tensor; frozen tensors are not in the aggregate and do not move. */
 #include "coordinator/pipeline.h"
 #include "core/alloc.h"
@@ -12,19 +12,10 @@ typedef struct strategy_stage {
 
 static fed_err strategy_close(fed_stage *s, fed_round_agg *r) {
     strategy_stage *g = (strategy_stage *)s;
-    float *w = fed_model_params(g->model);
-    size_t off = 0, nt = fed_model_num_tensors(g->model);
-    for (size_t i = 0; i < nt; i++) {
-        const fed_tensor *t = fed_model_tensor(g->model, i);
-        if (!t->trainable) continue;
-        if (off + t->numel > r->n)
-            return fed_errorf(FED_EINVAL,
-                              "strategy: the aggregate has %zu values, the model's "
-                              "trainable tensors more",
-                              r->n);
-        fed_strategy_apply(g->strategy, off, t->numel, w + t->offset, r->mean + off);
-        off += t->numel;
-    }
+    if (r->n != fed_model_num_trainable(g->model))
+        return fed_errorf(FED_EINVAL, "strategy: an aggregate of %zu values for %zu trainable",
+                          r->n, fed_model_num_trainable(g->model));
+    fed_strategy_apply_model(g->strategy, g->model, r->mean);
     fed_strategy_end_round(g->strategy);
     return FED_OK;
 }

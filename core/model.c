@@ -283,6 +283,22 @@ size_t fed_model_num_trainable(const fed_model *m) {
     return n;
 }
 
+bool fed_model_delta(const fed_model *m, const float *local, const float *global, float *out) {
+    bool finite = true;
+    size_t k = 0, nt = fed_model_num_tensors(m);
+    for (size_t i = 0; i < nt; i++) {
+        const fed_tensor *t = fed_model_tensor(m, i);
+        if (!t->trainable) continue;
+        const float *p = local + t->offset, *g = global + t->offset;
+        for (size_t j = 0; j < t->numel; j++) {
+            float d = p[j] - g[j];
+            finite &= isfinite(d) != 0;
+            out[k++] = d;
+        }
+    }
+    return finite;
+}
+
 size_t fed_model_input_size(const fed_model *m) {
     return m->layers[0].in_numel;
 }

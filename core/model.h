@@ -66,6 +66,10 @@ float *fed_model_grads(fed_model *m);
 size_t fed_model_num_params(const fed_model *m);
 /* Elements in trainable tensors. */
 size_t fed_model_num_trainable(const fed_model *m);
+/* A site's update: out = local - global over m's trainable tensors in manifest order
+ * (fed_model_num_trainable floats), local and global flat parameter buffers of m's
+ * layout. False when a value of out is not finite (out is filled all the same). */
+bool fed_model_delta(const fed_model *m, const float *local, const float *global, float *out);
 
 /* Floats per example entering and leaving the network. */
 size_t fed_model_input_size(const fed_model *m);

@@ -348,12 +348,9 @@ static size_t expected_delta(const fed_model *global, const fed_dataset *train, 
     fed_fit_result r;
     size_t k = 0;
     if (fed_fit(loc, train, NULL, &fc, &r) == FED_OK) {
-        const float *p = fed_model_params_const(loc), *g = fed_model_params_const(global);
-        for (size_t i = 0; i < fed_model_num_tensors(global); i++) {
-            const fed_tensor *t = fed_model_tensor(global, i);
-            if (!t->trainable) continue;
-            for (size_t j = 0; j < t->numel; j++) out[k++] = p[t->offset + j] - g[t->offset + j];
-        }
+        (void)fed_model_delta(global, fed_model_params_const(loc), fed_model_params_const(global),
+                              out);
+        k = fed_model_num_trainable(global);
     }
     fed_model_destroy(&loc);
     return k;

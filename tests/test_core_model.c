@@ -429,12 +429,35 @@ TEST(constructors_under_allocation_failure) {
     fed_arch_destroy(&arch);
 }
 
+/* A site's update over the trainable tensors only, in manifest order. */
+TEST(delta_over_trainable) {
+    fed_model *m = model_from("{\"input\":[2],\"layers\":[{\"type\":\"linear\",\"out\":2},"
+                              "{\"type\":\"relu\"},{\"type\":\"linear\",\"out\":1}]}");
+    if (!m) return;
+    CHECK_OK(fed_model_set_trainable_spec(m, "0.weight,2.bias", false, NULL));
+    /* 0.weight (4) frozen, 0.bias (2) trainable, 2.weight (2) trainable, 2.bias frozen */
+    CHECK_SIZE(fed_model_num_trainable(m), 4);
+    float local[9], global[9], out[4];
+    for (int i = 0; i < 9; i++) local[i] = (float)(i * i), global[i] = (float)i;
+    CHECK(fed_model_delta(m, local, global, out));
+    const float want[4] = {12, 20, 30, 42}; /* i^2 - i at 4, 5, 6, 7 */
+    CHECK_MEM(out, want, sizeof want);
+    local[6] = INFINITY;
+    CHECK(!fed_model_delta(m, local, global, out));
+    CHECK(isinf(out[2]));
+    local[6] = 36.0f;
+    local[0] = NAN; /* frozen: not part of the update */
+    CHECK(fed_model_delta(m, local, global, out));
+    fed_model_destroy(&m);
+}
+
 int main(void) {
     RUN(presets_match_the_paper);
     RUN(canonical_json_round_trip);
     RUN(malformed_specs);
     RUN(init_is_seeded_and_scaled);
     RUN(freeze_by_glob);
+    RUN(delta_over_trainable);
     RUN(freeze_spec);
     RUN(copy_params_checks_layout);
     RUN(embedding_rejects_bad_ids);

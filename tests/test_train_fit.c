@@ -91,6 +91,10 @@ TEST(evaluate_hand_computed) {
     /* scikit-learn: f1_score([0,0,0,1,1,2,2,2], [0,0,1,1,2,2,2,0], average="macro") */
     CHECK_NEAR(r.macro_f1, 0.611111111111, 1e-9);
     fed_eval_result_free(&r);
+    double ce = 0, acc = 0; /* the coordinator's, the sites' and sim's evaluation */
+    CHECK_OK(fed_evaluate_ce(m, d, 0, &ce, &acc));
+    CHECK_NEAR(acc, 0.625, 1e-12);
+    CHECK_NEAR(ce, (5.0 * (L - 2.0) + 3.0 * L) / 8.0, 1e-6);
 
     /* A label beyond the model's outputs is refused before any kernel sees it. */
     d->num_classes = 5;

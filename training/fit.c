@@ -351,3 +351,14 @@ fed_err fed_train_spec_fit(const fed_train_spec *s, uint64_t round, size_t max_e
     *out = f;
     return FED_OK;
 }
+
+fed_err fed_evaluate_ce(fed_model *m, const fed_dataset *d, size_t batch, double *loss,
+                        double *accuracy) {
+    fed_loss_config ce = {FED_LOSS_SOFTMAX_CE, 0.0f};
+    fed_eval_result r;
+    fed_err err = fed_evaluate(m, d, batch, &ce, &r);
+    *loss = r.loss;
+    *accuracy = r.accuracy;
+    fed_eval_result_free(&r);
+    return err;
+}

@@ -116,6 +116,10 @@ typedef struct fed_eval_result {
 fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
                      fed_eval_result *r) FED_MUST_USE;
 void fed_eval_result_free(fed_eval_result *r);
+/* fed_evaluate with softmax cross-entropy, keeping only the mean loss and the accuracy:
+ * what the coordinator, the sites and sim report of a global model. */
+fed_err fed_evaluate_ce(fed_model *m, const fed_dataset *d, size_t batch, double *loss,
+                        double *accuracy) FED_MUST_USE;
 
 /* The fed_fit configuration of round `round` of s, exactly as a site trains it (after
  * fed_train_spec_check):

@@ -10,7 +10,7 @@
  * the coordinator does. The float sum depends on the order of the additions, which is
  * why the order is recorded; given it, the result must be identical to the last bit.
  * Exit 0 when FINAL's parameters equal the replay's, 1 with the first difference. */
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "core/alloc.h"
 #include "core/json.h"
 #include "core/model.h"
@@ -105,14 +105,7 @@ int main(int argc, char **argv) {
         }
         const float *mean;
         if (fed_agg_result(a, &mean)) return die("result");
-        float *w = fed_model_params(m);
-        size_t off = 0;
-        for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
-            const fed_tensor *t = fed_model_tensor(m, i);
-            if (!t->trainable) continue;
-            fed_strategy_apply(s, off, t->numel, w + t->offset, mean + off);
-            off += t->numel;
-        }
+        fed_strategy_apply_model(s, m, mean);
         fed_strategy_end_round(s);
         cJSON_Delete(j);
         rounds++;

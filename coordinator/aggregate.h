@@ -28,6 +28,7 @@
 #define FED_AGGREGATE_H
 
 #include "core/err.h"
+#include "core/model.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -201,6 +202,10 @@ void fed_strategy_step(fed_strategy *s, float *w, const float *mean);
  * once, then call fed_strategy_end_round. */
 void fed_strategy_apply(fed_strategy *s, size_t offset, size_t count, float *w, const float *mean);
 void fed_strategy_end_round(fed_strategy *s);
+/* fed_strategy_apply over each trainable tensor of m in manifest order, mean holding
+ * their values back to back (fed_model_num_trainable floats, the vector the strategy was
+ * made for); then call fed_strategy_end_round. */
+void fed_strategy_apply_model(fed_strategy *s, fed_model *m, const float *mean);
 /* Rounds stepped since creation (or as restored). */
 uint64_t fed_strategy_rounds(const fed_strategy *s);
 

@@ -1,6 +1,6 @@
 /* The streaming aggregator (update slots folded into a float sum at commit) and the
  * server strategies. Transport, digests, logging and checkpoint files live elsewhere. */
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "core/alloc.h"
 #include "core/blas.h"
 
@@ -454,6 +454,17 @@ void fed_strategy_apply(fed_strategy *s, size_t offset, size_t count, float *w, 
         adaptive_run(count, c, c->kind == FED_STRATEGY_FEDYOGI, w, s->m + offset, s->v + offset,
                      mean);
         break;
+    }
+}
+
+void fed_strategy_apply_model(fed_strategy *s, fed_model *m, const float *mean) {
+    float *w = fed_model_params(m);
+    size_t off = 0, nt = fed_model_num_tensors(m);
+    for (size_t i = 0; i < nt; i++) {
+        const fed_tensor *t = fed_model_tensor(m, i);
+        if (!t->trainable) continue;
+        fed_strategy_apply(s, off, t->numel, w + t->offset, mean + off);
+        off += t->numel;
     }
 }
 

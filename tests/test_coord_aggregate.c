@@ -3,7 +3,7 @@
  * rejected (and that a rejected update never touches the sum or the other slots), the
  * round lifecycle, strategy steps against values worked out by hand, checkpoint state
  * round trips, configuration errors and allocation failures. */
-#include "core/aggregate.h"
+#include "coordinator/aggregate.h"
 #include "core/alloc.h"
 #include "core/rng.h"
 #include "tests/test.h"
