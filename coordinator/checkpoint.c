@@ -2,6 +2,7 @@
  * (with the digests that make a torn or corrupted file detectable) and one for the
  * strategy state, written atomically, pruned to the newest few, and read back newest
  * first on start. The round engine itself lives in coordinator.c. */
+#include "coordinator/checkpoint.h"
 #include "coordinator/coordinator.h"
 #include "core/alloc.h"
 #include "core/log.h"

@@ -5,6 +5,7 @@
 #ifndef FED_COORDINATOR_INTERNAL_H
 #define FED_COORDINATOR_INTERNAL_H
 
+#include "coordinator/checkpoint.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/pipeline.h"
 #include "core/alloc.h"

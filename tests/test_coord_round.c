@@ -11,6 +11,7 @@
  * when the newest is corrupt; FedAvgM/FedAdam/FedYogi resume with their state; a client
  * that asks for a model it was believed to hold gets it again. One thread drives the coordinator
  * (fed_coord_step) and the clients in turn. */
+#include "coordinator/checkpoint.h"
 #include "coordinator/coordinator.h"
 #include "core/alloc.h"
 #include "core/arch.h"
