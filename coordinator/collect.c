@@ -16,7 +16,7 @@ static void start_receive(fed_coord *c, client *k) {
             fed_free(c->raw.buf[b]);
             c->raw.cap[b] = 0;
             if (!(c->raw.buf[b] = fed_malloc((size_t)k->up_bytes))) {
-                fed__coord_reject_round(c, k, ERR_INVALID, "coordinator out of memory");
+                fed__coord_reject_round(c, k, FED_WIRE_INVALID, "coordinator out of memory");
                 return;
             }
             c->raw.cap[b] = (size_t)k->up_bytes;
@@ -26,7 +26,7 @@ static void start_receive(fed_coord *c, client *k) {
             char why[300];
             snprintf(why, sizeof why, "cannot receive the masked update: %s",
                      fed_server_errmsg(c->srv));
-            fed__coord_reject_round(c, k, ERR_INVALID, why);
+            fed__coord_reject_round(c, k, FED_WIRE_INVALID, why);
             return;
         }
         c->raw.busy[b] = true;
@@ -38,7 +38,7 @@ static void start_receive(fed_coord *c, client *k) {
     fed_err err = fed_agg_slot_open(c->agg, &s, k->weight);
     if (err == FED_EAGAIN) return;
     if (err) {
-        fed__coord_reject_round(c, k, fed__coord_code_of(err), fed_errmsg());
+        fed__coord_reject_round(c, k, fed_wire_err_of(err), fed_errmsg());
         return;
     }
     float *buf = NULL;
@@ -49,7 +49,7 @@ static void start_receive(fed_coord *c, client *k) {
         char why[300];
         snprintf(why, sizeof why, "cannot receive the delta: %s", fed_server_errmsg(c->srv));
         fed_agg_slot_abort(c->agg, s);
-        fed__coord_reject_round(c, k, ERR_INVALID, why);
+        fed__coord_reject_round(c, k, FED_WIRE_INVALID, why);
         return;
     }
     k->slot = s;
@@ -60,32 +60,34 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     uint64_t r = fed__coord_current_round(c);
     bool open = c->state == FED_COORD_COLLECTING;
     if (!open || u->round != r) {
-        fed__coord_reject(c, k, u, ERR_INVALID, "round %" PRIu64 " is not open (%s %" PRIu64 ")",
-                          u->round, open ? "open round" : "next round", r);
+        fed__coord_reject(c, k, u, FED_WIRE_INVALID,
+                          "round %" PRIu64 " is not open (%s %" PRIu64 ")", u->round,
+                          open ? "open round" : "next round", r);
         return;
     }
     if (k->status == ST_IDLE) {
-        fed__coord_reject(c, k, u, ERR_INVALID, "not sampled for round %" PRIu64, r);
+        fed__coord_reject(c, k, u, FED_WIRE_INVALID, "not sampled for round %" PRIu64, r);
         return;
     }
     if (u->attempt != c->att.n) { /* answers an attempt that is over: it changes nothing */
-        fed__coord_reject(c, k, u, ERR_INVALID,
+        fed__coord_reject(c, k, u, FED_WIRE_INVALID,
                           "attempt %" PRIu64 " of round %" PRIu64 " is over (attempt %" PRIu64
                           " is open)",
                           u->attempt, r, c->att.n);
         return;
     }
     if (k->status == ST_OUT) {
-        fed__coord_reject(c, k, u, ERR_INVALID, "out of round %" PRIu64 "'s secure aggregation", r);
+        fed__coord_reject(c, k, u, FED_WIRE_INVALID,
+                          "out of round %" PRIu64 "'s secure aggregation", r);
         return;
     }
     if (k->status != ST_WAITING) {
-        fed__coord_reject(c, k, u, ERR_INVALID,
+        fed__coord_reject(c, k, u, FED_WIRE_INVALID,
                           "a second update for round %" PRIu64 " attempt %" PRIu64, r, c->att.n);
         return;
     }
     char why[256];
-    uint32_t code = ERR_INVALID;
+    uint32_t code = FED_WIRE_INVALID;
     why[0] = '\0';
     uint64_t want = (uint64_t)c->ntrainable * sizeof(float);
     fed_encoding enc = FED_ENCODING_DELTA_F32;
@@ -102,13 +104,13 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
         snprintf(why, sizeof why, "model version %" PRIu64 ", current %" PRIu64, u->model_version,
                  c->version);
     else if (u->encoding != enc)
-        code = ERR_UNSUPPORTED,
+        code = FED_WIRE_UNSUPPORTED,
         snprintf(why, sizeof why, "encoding %d (this round: %d, %s)", (int)u->encoding, (int)enc,
                  c->sec.sa         ? "securely aggregated"
                  : c->stats.active ? "moments"
                                    : "plain deltas");
     else if (u->total_bytes != want)
-        code = ERR_SHAPE,
+        code = FED_WIRE_SHAPE,
         snprintf(why, sizeof why,
                  "total_bytes %" PRIu64 ", expected %" PRIu64 " (%s %zu trainable parameters)",
                  u->total_bytes, want, c->sec.sa ? "the masked message of" : "4 x",
@@ -116,12 +118,12 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     else if (u->examples == 0)
         snprintf(why, sizeof why, "examples 0: must be > 0");
     else if (u->examples > k->hello_examples)
-        code = ERR_RANGE, snprintf(why, sizeof why,
-                                   "examples %" PRIu64 ": more than the %" PRIu64
-                                   " training examples its Hello announced",
-                                   u->examples, k->hello_examples);
+        code = FED_WIRE_RANGE, snprintf(why, sizeof why,
+                                        "examples %" PRIu64 ": more than the %" PRIu64
+                                        " training examples its Hello announced",
+                                        u->examples, k->hello_examples);
     else if (u->examples > c->cfg.max_examples_per_site)
-        code = ERR_RANGE,
+        code = FED_WIRE_RANGE,
         snprintf(why, sizeof why, "examples %" PRIu64 ": above max-examples-per-site %" PRIu64,
                  u->examples, c->cfg.max_examples_per_site);
     else if (u->transfer_id == 0)

@@ -32,16 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* fedtune.ErrorCode values (proto/fedtune.proto). */
-enum {
-    ERR_INVALID = 2,
-    ERR_FORMAT = 3,
-    ERR_RANGE = 5,
-    ERR_SHAPE = 7,
-    ERR_UNSUPPORTED = 8,
-    ERR_DIGEST = 10,
-};
-
 /* Where a sampled client stands in the open round. */
 typedef enum cstatus {
     ST_IDLE = 0,  /* not sampled */
@@ -200,7 +190,6 @@ void fed__coord_drop_update(fed_coord *c, client *k);
 void fed__coord_reject(fed_coord *c, client *k, const fed_msg_update *u, uint32_t code,
                        const char *fmt, ...) FED_PRINTF(5, 6);
 void fed__coord_reject_round(fed_coord *c, client *k, uint32_t code, const char *what);
-uint32_t fed__coord_code_of(fed_err err);
 fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force);
 double fed__coord_metric(const fed_msg_update *u, const char *name);
 fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev);

@@ -99,22 +99,6 @@ void fed__coord_reject_round(fed_coord *c, client *k, uint32_t code, const char 
     fed__coord_reject(c, k, NULL, code, "%s", what);
 }
 
-uint32_t fed__coord_code_of(fed_err err) {
-    switch (err) {
-    case FED_ENONFINITE:
-    case FED_ERANGE:
-        return ERR_RANGE;
-    case FED_EFORMAT:
-        return ERR_FORMAT;
-    case FED_ESHAPE:
-        return ERR_SHAPE;
-    case FED_EDIGEST:
-        return ERR_DIGEST;
-    default:
-        return ERR_INVALID;
-    }
-}
-
 /* Sends RoundStart to k, with the weights unless it holds this version (or force). */
 fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     bool with_model = !c->stats.active && (force || k->held != c->version);
@@ -178,7 +162,7 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
         fed__coord_on_secagg(c, k, &m->u.secagg);
         break;
     case FED_MSG_ERROR:
-        if (m->u.error.code == ERR_INVALID && strstr(m->u.error.text, "no model version") &&
+        if (m->u.error.code == FED_WIRE_INVALID && strstr(m->u.error.text, "no model version") &&
             k->status == ST_WAITING && c->state == FED_COORD_COLLECTING) {
             FED_LOG(FED_LOG_INFO, "%s does not hold model version %" PRIu64 ": resending it", k->cn,
                     c->version);
@@ -274,7 +258,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
             if (err) {
                 k->status = ST_REJECTED;
                 c->cur.rejected++;
-                fed__coord_reject(c, k, NULL, fed__coord_code_of(err), "%s", fed_errmsg());
+                fed__coord_reject(c, k, NULL, fed_wire_err_of(err), "%s", fed_errmsg());
             } else {
                 k->status = ST_ACCEPTED;
                 c->cur.returned++;
@@ -293,7 +277,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
             k->slot = FED_AGG_NO_SLOT;
             k->status = ST_REJECTED;
             c->cur.rejected++;
-            fed__coord_reject(c, k, NULL, ERR_DIGEST, "delta: %s", ev->reason);
+            fed__coord_reject(c, k, NULL, FED_WIRE_DIGEST, "delta: %s", ev->reason);
         }
         break;
     case FED_NET_NONE:

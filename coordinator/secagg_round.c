@@ -29,7 +29,7 @@ static void sa_exclude(fed_coord *c, client *k, const char *why) {
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ERROR;
-    m.u.error.code = ERR_INVALID;
+    m.u.error.code = FED_WIRE_INVALID;
     m.u.error.text = (char *)(uintptr_t)why;
     m.u.error.round = fed__coord_current_round(c);
     m.u.error.attempt = c->att.n;

@@ -919,3 +919,46 @@ void fed_msg_free(fed_msg *m) {
     }
     memset(m, 0, sizeof *m);
 }
+
+/* fed_wire_err is fedtune.ErrorCode. */
+_Static_assert((int)FED_WIRE_INVALID == (int)FEDTUNE__ERROR_CODE__ERR_INVALID &&
+                   (int)FED_WIRE_FORMAT == (int)FEDTUNE__ERROR_CODE__ERR_FORMAT &&
+                   (int)FED_WIRE_RANGE == (int)FEDTUNE__ERROR_CODE__ERR_RANGE &&
+                   (int)FED_WIRE_SHAPE == (int)FEDTUNE__ERROR_CODE__ERR_SHAPE &&
+                   (int)FED_WIRE_UNSUPPORTED == (int)FEDTUNE__ERROR_CODE__ERR_UNSUPPORTED &&
+                   (int)FED_WIRE_DIGEST == (int)FEDTUNE__ERROR_CODE__ERR_DIGEST &&
+                   (int)FED_WIRE_PROTO == (int)FEDTUNE__ERROR_CODE__ERR_PROTO &&
+                   (int)FED_WIRE_AUTH == (int)FEDTUNE__ERROR_CODE__ERR_AUTH &&
+                   (int)FED_WIRE_TIMEOUT == (int)FEDTUNE__ERROR_CODE__ERR_TIMEOUT &&
+                   (int)FED_WIRE_VERSION == (int)FEDTUNE__ERROR_CODE__ERR_VERSION &&
+                   (int)FED_WIRE_BUSY == (int)FEDTUNE__ERROR_CODE__ERR_BUSY &&
+                   (int)FED_WIRE_NO_MODEL == (int)FEDTUNE__ERROR_CODE__ERR_NO_MODEL,
+               "fed_wire_err and fedtune.ErrorCode disagree");
+
+fed_wire_err fed_wire_err_of(fed_err e) {
+    switch (e) {
+    case FED_EFORMAT:
+        return FED_WIRE_FORMAT;
+    case FED_ERANGE:
+    case FED_ENONFINITE:
+        return FED_WIRE_RANGE;
+    case FED_ESHAPE:
+        return FED_WIRE_SHAPE;
+    case FED_EUNSUPPORTED:
+        return FED_WIRE_UNSUPPORTED;
+    case FED_EDIGEST:
+        return FED_WIRE_DIGEST;
+    case FED_EPROTO:
+        return FED_WIRE_PROTO;
+    case FED_EAUTH:
+        return FED_WIRE_AUTH;
+    case FED_ETIMEOUT:
+        return FED_WIRE_TIMEOUT;
+    case FED_ENOMEM:
+    case FED_EIO:
+    case FED_EAGAIN:
+        return FED_WIRE_BUSY;
+    default:
+        return FED_WIRE_INVALID;
+    }
+}

@@ -148,8 +148,30 @@ typedef struct fed_msg_credit {
     uint64_t offset;
 } fed_msg_credit;
 
+/* fedtune.ErrorCode: what an Error message says went wrong, one table for both sides.
+ * The codes that mirror a fed_err have its number. */
+typedef enum fed_wire_err {
+    FED_WIRE_NONE = 0,
+    FED_WIRE_INVALID = 2,     /* not acceptable now (wrong round, attempt, state) */
+    FED_WIRE_FORMAT = 3,      /* malformed */
+    FED_WIRE_RANGE = 5,       /* a value out of range, or not finite */
+    FED_WIRE_SHAPE = 7,       /* sizes do not match the model */
+    FED_WIRE_UNSUPPORTED = 8, /* an encoding or feature this side lacks */
+    FED_WIRE_DIGEST = 10,     /* bytes do not match their SHA-256 */
+    FED_WIRE_PROTO = 11,      /* the protocol was not followed */
+    FED_WIRE_AUTH = 13,       /* not allowed */
+    FED_WIRE_TIMEOUT = 14,    /* too late (a site's deadline) */
+    FED_WIRE_VERSION = 100,   /* another protocol version */
+    FED_WIRE_BUSY = 101,      /* cannot now (memory, I/O): a later round may work */
+    FED_WIRE_NO_MODEL = 102,  /* the site lacks the model version RoundStart names */
+} fed_wire_err;
+
+/* The code an Error carries for a local error e: its fed_err number where the protocol
+ * has one, BUSY for resource trouble (memory, I/O, try again), INVALID otherwise. */
+fed_wire_err fed_wire_err_of(fed_err e);
+
 typedef struct fed_msg_error {
-    uint32_t code; /* fedtune.ErrorCode */
+    uint32_t code; /* fed_wire_err */
     char *text;
     uint64_t round;   /* a site's failed round (0: not about a round) */
     uint64_t attempt; /* with round: the attempt it is about */

@@ -1264,8 +1264,47 @@ TEST(fail_nth_allocation) {
     }
 }
 
+/* One table of protocol error codes: what each local error travels as, and the code a
+ * site uses for "send me the model" on the wire (102, 0x66). */
+TEST(wire_error_codes) {
+    CHECK_INT(fed_wire_err_of(FED_EINVAL), FED_WIRE_INVALID);
+    CHECK_INT(fed_wire_err_of(FED_ENOTFOUND), FED_WIRE_INVALID);
+    CHECK_INT(fed_wire_err_of(FED_ECANCELED), FED_WIRE_INVALID);
+    CHECK_INT(fed_wire_err_of(FED_EFORMAT), 3);
+    CHECK_INT(fed_wire_err_of(FED_ERANGE), 5);
+    CHECK_INT(fed_wire_err_of(FED_ENONFINITE), 5);
+    CHECK_INT(fed_wire_err_of(FED_ESHAPE), 7);
+    CHECK_INT(fed_wire_err_of(FED_EUNSUPPORTED), 8);
+    CHECK_INT(fed_wire_err_of(FED_EDIGEST), 10);
+    CHECK_INT(fed_wire_err_of(FED_EPROTO), 11);
+    CHECK_INT(fed_wire_err_of(FED_EAUTH), 13);
+    CHECK_INT(fed_wire_err_of(FED_ETIMEOUT), 14);
+    CHECK_INT(fed_wire_err_of(FED_ENOMEM), FED_WIRE_BUSY);
+    CHECK_INT(fed_wire_err_of(FED_EIO), 101);
+    CHECK_INT(fed_wire_err_of(FED_EAGAIN), 101);
+    fed_msg e = {.seq = 2, .type = FED_MSG_ERROR}, d;
+    e.u.error.code = FED_WIRE_NO_MODEL;
+    e.u.error.text = "";
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(fed_msg_encode(&e, &buf, &len));
+    /* Envelope{version:1, seq:2, error{code:102}} */
+    static const uint8_t want[] = {0x08, 0x01, 0x10, 0x02, 0x82, 0x01, 0x02, 0x08, 0x66};
+    CHECK_SIZE(len, sizeof want);
+    if (buf && len == sizeof want) CHECK_MEM(buf, want, sizeof want);
+    CHECK_OK(fed_msg_decode(&d, want, sizeof want, NULL));
+    CHECK_INT(d.u.error.code, FED_WIRE_NO_MODEL);
+    fed_msg_free(&d);
+    fed_free(buf);
+    /* A code the table lacks is refused by the decoder. */
+    static const uint8_t bad[] = {0x08, 0x01, 0x10, 0x02, 0x82, 0x01, 0x02, 0x08, 0x67};
+    CHECK_ERR(fed_msg_decode(&d, bad, sizeof bad, NULL), FED_EPROTO);
+    CHECK_CONTAINS(fed_errmsg(), "error.code");
+}
+
 int main(void) {
     RUN(names_and_limits);
+    RUN(wire_error_codes);
     RUN(tensor_bytes);
     RUN(round_trip_hello);
     RUN(round_trip_welcome);
