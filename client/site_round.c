@@ -1,0 +1,428 @@
+/* The round state machine of the site (client/site_internal.h): idle -> receiving (the
+ * global model) -> training -> sending (the delta) -> idle, with the secure-aggregation
+ * states shares and unmasking in between. Here: RoundStart (model checks, the model
+ * transfer or the model held, the statistics round), the model's arrival, handing the
+ * round to training (on this thread, or as a job), the Update and its upload, the
+ * coordinator's Error about it, and every way a round ends: done, dropped (cancelling
+ * its transfers, telling the coordinator), failed (Error with no detail about the local
+ * examples). What deliberately does not live here: the training itself (site_train.c,
+ * which never touches the connection), the secagg protocol messages (site_secagg.c) and
+ * the connection loop that dispatches events (client.c). Runs on the I/O thread only. */
+#include "client/site_internal.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Host floats <-> little-endian F32, in place (nothing to do on little-endian hosts). */
+static void swap_le(float *v, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        u = __builtin_bswap32(u);
+        memcpy(&v[i], &u, 4);
+    }
+#else
+    (void)v;
+    (void)n;
+#endif
+}
+
+/* Sends m; a failure to send ends the session (a LEFT event follows), so it is only
+ * logged. FED_EINVAL (a message we must not send) is returned. */
+fed_err site_send_msg(fed_site *s, const fed_msg *m) {
+    if (!s->conn.cli) return FED_OK;
+    fed_err e = fed_client_send(s->conn.cli, m);
+    if (e == FED_EINVAL) return e;
+    if (e != FED_OK)
+        FED_LOG(FED_LOG_DEBUG, "site: %s not sent: %s", fed_msg_type_name(m->type),
+                fed_client_errmsg(s->conn.cli));
+    return FED_OK;
+}
+
+/* Sends Error{code, text}; about the round in progress (its round and attempt) when
+ * about_round, else a request that is about no round. */
+void site_send_error(fed_site *s, uint32_t code, const char *text, bool about_round) {
+    fed_msg m = {.type = FED_MSG_ERROR};
+    m.u.error.code = code;
+    m.u.error.text = (char *)text;
+    if (about_round && s->round.rs) {
+        m.u.error.round = s->round.rs->round;
+        m.u.error.attempt = s->round.rs->attempt;
+    }
+    if (site_send_msg(s, &m) != FED_OK)
+        FED_LOG(FED_LOG_WARN, "site: could not send Error: %s", fed_errmsg());
+}
+
+/* The transfer id of the round's upload: one per attempt, since a channel's transfer ids
+ * must never be reused (the attempt wraps after 65 536 retries of one round). */
+static uint64_t upload_id(const fed_msg_round_start *rs) {
+    return rs->round << 16 | (rs->attempt & 0xffffu);
+}
+
+/* Cancels a transfer of ours; one that already ended is no matter. */
+static void cancel(fed_site *s, uint64_t id) {
+    if (fed_client_cancel_transfer(s->conn.cli, id) != FED_OK)
+        FED_LOG(FED_LOG_DEBUG, "site: transfer %" PRIu64 ": nothing to cancel", id);
+}
+
+/* Lean sites (simulation) keep no model between rounds: the buffers go, and the next
+ * round receives the weights again (every round brings a new version anyway). */
+static void release_buffers(fed_site *s) {
+    fed_free(s->model.global);
+    fed_free(s->model.rx);
+    fed_free(s->res.delta);
+    s->model.global = s->model.rx = s->res.delta = NULL;
+    s->model.global_cap = s->model.rx_cap = s->res.delta_cap = 0;
+    s->model.global_n = 0;
+}
+
+/* Forgets the round in progress, cancelling its transfers. */
+static void end_round(fed_site *s) {
+    if (s->conn.cli && s->round.rs) {
+        if (s->round.state == ROUND_RECEIVING && s->round.rs->transfer_id)
+            cancel(s, s->round.rs->transfer_id);
+        if (s->round.state == ROUND_SENDING) cancel(s, upload_id(s->round.rs));
+    }
+    s->round.state = ROUND_IDLE;
+    atomic_store(&s->job.state, JOB_NONE);
+    site_rs_free(&s->round.rs);
+    site_sa_clear(s);
+    if (s->cfg.lean) release_buffers(s);
+}
+
+/* Drops the round in progress. An upload the coordinator may be receiving is cancelled,
+ * and the coordinator told so (tell), so that it counts the site out of the attempt
+ * instead of waiting for the rest until its deadline. */
+static void drop_round_tell(fed_site *s, const char *why, bool tell) {
+    if (!s->round.rs) return;
+    FED_LOG(s->cfg.info, "site: round %" PRIu64 " dropped: %s", s->round.rs->round, why);
+    if (tell && s->round.state == ROUND_SENDING) {
+        char text[TEXT_MAX];
+        snprintf(text, sizeof text, "upload cancelled: %s", why);
+        site_send_error(s, CODE_INVALID, text, true);
+    }
+    s->stats.rounds_dropped++;
+    end_round(s);
+}
+
+void site_drop_round(fed_site *s, const char *why) {
+    drop_round_tell(s, why, true);
+}
+
+/* A round that cannot be done: one warn line with the local detail, Error{code, text}
+ * to the coordinator (text must hold nothing about individual examples). */
+static void fail_round(fed_site *s, uint32_t code, const char *text) {
+    uint64_t round = s->round.rs ? s->round.rs->round : 0;
+    FED_LOG(FED_LOG_WARN, "site: round %" PRIu64 " failed: %s", round, fed_errmsg());
+    site_send_error(s, code, text, true);
+    s->stats.rounds_failed++;
+    end_round(s);
+}
+
+/* fail_round for an error whose detail is about the coordinator's own message (safe to
+ * send back as it is). */
+void site_fail_round_err(fed_site *s, fed_err e) {
+    char text[TEXT_MAX];
+    snprintf(text, sizeof text, "%s", fed_errdetail(e));
+    fail_round(s, site_wire_code(e), text);
+}
+
+/* fail_round for an error raised by the local data: only the class of error and the
+ * data's shape go back. */
+static void fail_round_local(fed_site *s, fed_err e, const char *what) {
+    char text[TEXT_MAX];
+    if (e == FED_ESHAPE && s->res.job_in)
+        snprintf(text, sizeof text,
+                 "%s: the local data (%zu features, %zu classes) do not fit the model (%zu "
+                 "inputs, %zu outputs)",
+                 what, s->stats.features, s->stats.classes, s->res.job_in, s->res.job_out);
+    else
+        snprintf(text, sizeof text, "%s: %s", what, fed_strerror(e));
+    fail_round(s, site_wire_code(e), text);
+}
+
+/* Sends the round's Update (the metrics of training and of the global model) announcing
+ * `bytes` (len bytes, encoded as enc) as transfer `round`, then the transfer. */
+fed_err site_send_update(fed_site *s, fed_encoding enc, const void *bytes, uint64_t len) {
+    const fed_msg_round_start *rs = s->round.rs;
+    fed_msg_metric metrics[7] = {
+        {"train_loss", s->res.train_loss},
+        {"train_accuracy", s->res.train_acc},
+        {"global_loss", s->res.global_loss},
+        {"global_accuracy", s->res.global_acc},
+        {"eval_examples", (double)(s->data.test ? s->data.test->n : 0)},
+        {"steps", (double)s->res.steps},
+        {"out_of_time", s->res.out_of_time ? 1.0 : 0.0},
+    };
+    fed_msg msg = {.type = FED_MSG_UPDATE};
+    fed_msg_update *u = &msg.u.update;
+    u->round = rs->round;
+    u->model_version = rs->model_version;
+    u->examples = s->res.examples;
+    u->metrics = metrics;
+    u->num_metrics = rs->stats ? 0 : 7; /* the statistics round trains nothing */
+    u->encoding = enc;
+    u->transfer_id = upload_id(rs);
+    u->total_bytes = len;
+    u->attempt = rs->attempt;
+    fed_sha256(bytes, (size_t)len, u->sha256);
+    fed_err err = site_send_msg(s, &msg);
+    if (!err) err = fed_client_send_transfer(s->conn.cli, u->transfer_id, bytes, len);
+    if (!err) s->round.state = ROUND_SENDING;
+    return err;
+}
+
+/* Sends the Update and the delta of a trained round (securely aggregated: the masked
+ * update, once the neighbours' shares are here). */
+static void send_round(fed_site *s) {
+    fed_msg_round_start *rs = s->round.rs;
+    if (rs->has_secagg) {
+        if (!s->sa.client) { /* the key exchange failed while we trained: reported then */
+            site_drop_round(s, "secure aggregation failed");
+            return;
+        }
+        if (!s->sa.delivery) {
+            s->round.state = ROUND_SHARES; /* site_on_secagg sends it when DELIVERY comes */
+            return;
+        }
+        fed_err err = site_sa_send_masked(s);
+        if (err) site_fail_round_err(s, err);
+        return;
+    }
+    swap_le(s->res.delta, s->res.delta_n);
+    fed_err err = site_send_update(s, rs->stats ? FED_ENCODING_MOMENTS_F32 : FED_ENCODING_DELTA_F32,
+                                   s->res.delta, (uint64_t)s->res.delta_n * 4u);
+    if (err) site_fail_round_err(s, err);
+}
+
+/* On the site's own thread, after site_train_round: send, drop or fail the round. */
+void site_conclude_round(fed_site *s, train_result r, fed_err err, const char *what) {
+    switch (r) {
+    case TR_OK:
+        send_round(s);
+        return;
+    case TR_ABORTED:
+        site_drop_round(s, s->fit.abort_why[0] ? s->fit.abort_why : "interrupted");
+        return;
+    case TR_FAIL_MSG:
+        site_fail_round_err(s, err);
+        return;
+    case TR_FAIL_DATA:
+        fail_round_local(s, err, what);
+        return;
+    case TR_NONFINITE:
+        fail_round(s, CODE_RANGE, "local training: the update is not finite");
+        return;
+    case TR_DEADLINE:
+        site_fail_round_err(s, err); /* skips the round: the detail says why */
+        return;
+    }
+}
+
+/* Trains the round on this thread with the site's own model, then concludes it. */
+static void run_round(fed_site *s) {
+    atomic_store(&s->fit.abort, false);
+    s->fit.abort_why[0] = '\0';
+    const char *what = "";
+    fed_err err = FED_OK;
+    s->fit.in_fit = true;
+    train_result r = site_train_round(s, &s->fit.own, &err, &what);
+    s->fit.in_fit = false;
+    site_conclude_round(s, r, err, what);
+}
+
+/* The global model is in s->model.global: check nothing more, train. */
+static void have_model(fed_site *s) {
+    if (s->round.rs->transfer_id) {
+        /* The received buffer becomes the global model; the old one receives next. */
+        float *t = s->model.global;
+        size_t c = s->model.global_cap;
+        s->model.global = s->model.rx;
+        s->model.global_cap = s->model.rx_cap;
+        s->model.rx = t;
+        s->model.rx_cap = c;
+        s->model.global_n = (size_t)(s->round.rs->manifest.total_bytes / 4u);
+        if (s->model.global_n)
+            s->round.rx_s_per_byte =
+                (site_now() - s->round.t_rx) / (double)s->round.rs->manifest.total_bytes;
+        swap_le(s->model.global, s->model.global_n);
+        s->model.global_version = s->round.rs->model_version;
+        memcpy(s->model.global_sha, s->round.rs->manifest.sha256, FED_SHA256_LEN);
+        fed_free(s->model.global_arch);
+        s->model.global_arch = fed_strdup(s->round.rs->manifest.arch);
+        if (!s->model.global_arch) s->model.global_n = 0; /* cannot describe it: do not claim it */
+        FED_LOG(FED_LOG_DEBUG, "site: received model version %" PRIu64 " (%zu parameters)",
+                s->model.global_version, s->model.global_n);
+    }
+    if (s->cfg.external) { /* a worker trains it: fed_site_job_* */
+        s->round.state = ROUND_TRAINING;
+        atomic_store(&s->fit.abort, false);
+        s->fit.abort_why[0] = '\0';
+        atomic_store(&s->job.state, JOB_READY);
+        return;
+    }
+    s->round.state = ROUND_IDLE;
+    run_round(s);
+}
+
+/* The statistics round (RoundStart.stats, before round 1 of a model without an input
+ * transform): the exact moments of the raw training split in the groups of the model's
+ * input (dataset/moments.h) are the round's update, plain or masked when securely
+ * aggregated. No weights, no training: the coordinator fits one standardizer for the
+ * whole federation from the sum. */
+static void stats_round(fed_site *s) {
+    const fed_msg_round_start *rs = s->round.rs;
+    bool local = false;
+    fed_err err = site_stats_moments(s, &rs->manifest, &local);
+    if (err) {
+        if (local)
+            fail_round_local(s, err, "statistics");
+        else
+            site_fail_round_err(s, err);
+        return;
+    }
+    if (rs->has_secagg && (err = site_sa_start(s))) {
+        site_fail_round_err(s, err);
+        return;
+    }
+    send_round(s);
+}
+
+void site_on_round_start(fed_site *s, site_ev *ev) {
+    if (s->round.rs) {
+        char why[64];
+        snprintf(why, sizeof why, "round %" PRIu64 " started", ev->rs->round);
+        site_drop_round(s, why);
+    }
+    s->round.rs = ev->rs;
+    ev->rs = NULL;
+    s->round.t_round = s->round.t_rx = site_now();
+    s->stats.last_round = s->round.rs->round;
+    const fed_msg_round_start *rs = s->round.rs;
+    FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
+            rs->model_version);
+    if (rs->stats) {
+        stats_round(s);
+        return;
+    }
+    fed_err err;
+    if (!s->cfg.external &&
+        (err = site_prepare_model(s, &s->fit.own))) { /* external: when trained */
+        site_fail_round_err(s, err);
+        return;
+    }
+    if (rs->transfer_id) {
+        size_t n = (size_t)(rs->manifest.total_bytes / 4u);
+        if ((err = site_reserve(&s->model.rx, &s->model.rx_cap, n))) {
+            site_fail_round_err(s, err);
+            return;
+        }
+        err = fed_client_recv_transfer(s->conn.cli, rs->transfer_id, s->model.rx,
+                                       rs->manifest.total_bytes, rs->manifest.sha256);
+        if (!err && rs->has_secagg) err = site_sa_start(s); /* overlaps the transfer */
+        if (err) {
+            site_fail_round_err(s, err);
+            return;
+        }
+        s->round.state = ROUND_RECEIVING;
+        return;
+    }
+    if (!s->model.global_n ||
+        memcmp(s->model.global_sha, rs->manifest.sha256, FED_SHA256_LEN) != 0 ||
+        (uint64_t)s->model.global_n * 4u != rs->manifest.total_bytes ||
+        strcmp(s->model.global_arch, rs->manifest.arch) != 0) {
+        char text[64];
+        snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
+        FED_LOG(s->cfg.info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
+        site_send_error(s, CODE_INVALID, text, false); /* a request, not a failed round */
+        s->stats.rounds_failed++;
+        end_round(s);
+        return;
+    }
+    /* Keys only now: a site asking for the model again gets a second RoundStart. */
+    if (rs->has_secagg && (err = site_sa_start(s))) {
+        site_fail_round_err(s, err);
+        return;
+    }
+    have_model(s);
+}
+
+/* An Error from the coordinator. About the Update being sent: the round is abandoned
+ * (the coordinator rejected it), without telling it back. */
+void site_on_error(fed_site *s, const site_ev *ev) {
+    if (ev->err_round && (!s->round.rs || ev->err_round != s->round.rs->round ||
+                          ev->err_attempt != s->round.rs->attempt)) {
+        /* About an attempt that is over here too (an old Update, refused late). */
+        FED_LOG(FED_LOG_DEBUG,
+                "site: error about round %" PRIu64 " attempt %" PRIu64 " ignored: %s",
+                ev->err_round, ev->err_attempt, ev->text);
+        return;
+    }
+    FED_LOG(FED_LOG_WARN, "site: the coordinator reports error %" PRIu32 ": %s", ev->code,
+            ev->text);
+    if (s->round.state == ROUND_SENDING)
+        drop_round_tell(s, "the coordinator rejected the update", false);
+}
+
+void site_on_transfer_done(fed_site *s, const site_ev *ev) {
+    if (s->round.state != ROUND_RECEIVING || !s->round.rs ||
+        ev->transfer_id != s->round.rs->transfer_id) {
+        FED_LOG(FED_LOG_DEBUG, "site: transfer %" PRIu64 " arrived unasked", ev->transfer_id);
+        return;
+    }
+    have_model(s);
+}
+
+void site_on_transfer_failed(fed_site *s, const site_ev *ev) {
+    if (s->round.state != ROUND_RECEIVING || !s->round.rs ||
+        ev->transfer_id != s->round.rs->transfer_id)
+        return;
+    fed_errorf(FED_EDIGEST, "the model transfer failed: %s", ev->text);
+    s->round.state = ROUND_IDLE; /* the channel released the buffer: nothing to cancel */
+    fail_round(s, CODE_DIGEST, "the model transfer did not match manifest.sha256");
+}
+
+void site_on_transfer_sent(fed_site *s, const site_ev *ev) {
+    if (s->round.state != ROUND_SENDING || !s->round.rs ||
+        ev->transfer_id != upload_id(s->round.rs))
+        return;
+    if (s->sa.client) { /* securely aggregated: the round ends once we helped unmask the sum */
+        fed_free(s->sa.masked);
+        s->sa.masked = NULL;
+        s->round.state = ROUND_UNMASKING;
+        return;
+    }
+    site_round_done(s);
+}
+
+/* The round's contribution is complete: its log line, and back to idle. */
+void site_round_done(fed_site *s) {
+    const fed_msg_round_start *rs = s->round.rs;
+    if (rs->stats) {
+        FED_LOG(s->cfg.info, "site: statistics of %zu training examples sent", s->res.examples);
+        s->round.state = ROUND_IDLE;
+        site_rs_free(&s->round.rs);
+        site_sa_clear(s);
+        return;
+    }
+    char global[128];
+    if (s->data.test && s->data.test->n)
+        snprintf(global, sizeof global, "global loss %.4f acc %.1f%% on %zu local test examples",
+                 s->res.global_loss, 100.0 * s->res.global_acc, s->data.test->n);
+    else
+        snprintf(global, sizeof global, "no local test split");
+    FED_LOG(s->cfg.info,
+            "site: round %" PRIu64 ": %zu examples, train loss %.4f acc %.1f%%, %s, %.2f s",
+            rs->round, s->data.train->n, s->res.train_loss, 100.0 * s->res.train_acc, global,
+            site_now() - s->round.t_round);
+    s->stats.rounds_done++;
+    s->round.state = ROUND_IDLE;
+    site_rs_free(&s->round.rs);
+    site_sa_clear(s);
+    if (s->cfg.lean) release_buffers(s);
+}
