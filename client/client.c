@@ -57,32 +57,6 @@ fed_err site_reserve(float **buf, size_t *cap, size_t n) {
     return FED_OK;
 }
 
-/* The protocol's ErrorCode for a local error code. */
-uint32_t site_wire_code(fed_err e) {
-    switch (e) {
-    case FED_EINVAL:
-    case FED_ENOTFOUND:
-        return CODE_INVALID;
-    case FED_EFORMAT:
-        return CODE_FORMAT;
-    case FED_ERANGE:
-    case FED_ENONFINITE:
-        return CODE_RANGE;
-    case FED_ESHAPE:
-        return CODE_SHAPE;
-    case FED_EUNSUPPORTED:
-        return CODE_UNSUPPORTED;
-    case FED_EDIGEST:
-        return CODE_DIGEST;
-    case FED_EPROTO:
-        return CODE_PROTO;
-    case FED_ETIMEOUT:
-        return CODE_TIMEOUT;
-    default:
-        return CODE_BUSY; /* out of memory, I/O: the site cannot do it now */
-    }
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* Configuration and construction                                                       */
 

@@ -33,7 +33,7 @@
  *      across rounds, reallocated only when the model grows), checked against
  *      manifest.sha256 by the channel, then become the held global model (version,
  *      SHA-256, flat buffer). transfer_id == 0: the held model is used if its SHA-256
- *      equals manifest.sha256, else the answer is Error{ERR_INVALID, "no model version N"}.
+ *      equals manifest.sha256, else the answer is Error{ERR_NO_MODEL, "no model version N"}.
  *   3. The trainable flags come from the manifest; the global model is evaluated on the
  *      local test split (fed_evaluate), then trained with fed_fit using
  *      fed_train_spec_fit (core/train_spec.h: seed config.seed + round, no validation, no

@@ -35,19 +35,6 @@
 
 #include <stdatomic.h>
 
-/* fedtune.ErrorCode values (proto/fedtune.proto). */
-enum {
-    CODE_INVALID = 2,
-    CODE_FORMAT = 3,
-    CODE_RANGE = 5,
-    CODE_SHAPE = 7,
-    CODE_UNSUPPORTED = 8,
-    CODE_DIGEST = 10,
-    CODE_PROTO = 11,
-    CODE_TIMEOUT = 14,
-    CODE_BUSY = 101,
-};
-
 #define POLL_MS      100 /* longest wait between looks at the stop flag */
 #define PUMP_S       0.1 /* during training, poll the channel this often */
 #define QUEUE_MAX    32  /* events queued while training */
@@ -252,7 +239,6 @@ struct fed_site {
 double site_now(void);                /* monotonic seconds */
 bool site_stopped(const fed_site *s); /* the caller's stop flag is set */
 fed_err site_reserve(float **buf, size_t *cap, size_t n) FED_MUST_USE; /* >= n floats */
-uint32_t site_wire_code(fed_err e); /* the protocol's ErrorCode for a local error */
 
 /* site_data.c */
 fed_err site_prepare_data(fed_site *s, const fed_site_config *c) FED_MUST_USE;

@@ -104,7 +104,7 @@ static void drop_round_tell(fed_site *s, const char *why, bool tell) {
     if (tell && s->round.state == ROUND_SENDING) {
         char text[TEXT_MAX];
         snprintf(text, sizeof text, "upload cancelled: %s", why);
-        site_send_error(s, CODE_INVALID, text, true);
+        site_send_error(s, FED_WIRE_INVALID, text, true);
     }
     s->stats.rounds_dropped++;
     end_round(s);
@@ -129,7 +129,7 @@ static void fail_round(fed_site *s, uint32_t code, const char *text) {
 void site_fail_round_err(fed_site *s, fed_err e) {
     char text[TEXT_MAX];
     snprintf(text, sizeof text, "%s", fed_errdetail(e));
-    fail_round(s, site_wire_code(e), text);
+    fail_round(s, fed_wire_err_of(e), text);
 }
 
 /* fail_round for an error raised by the local data: only the class of error and the
@@ -143,7 +143,7 @@ static void fail_round_local(fed_site *s, fed_err e, const char *what) {
                  what, s->stats.features, s->stats.classes, s->res.job_in, s->res.job_out);
     else
         snprintf(text, sizeof text, "%s: %s", what, fed_strerror(e));
-    fail_round(s, site_wire_code(e), text);
+    fail_round(s, fed_wire_err_of(e), text);
 }
 
 /* Sends the round's Update (the metrics of training and of the global model) announcing
@@ -216,7 +216,7 @@ void site_conclude_round(fed_site *s, train_result r, fed_err err, const char *w
         fail_round_local(s, err, what);
         return;
     case TR_NONFINITE:
-        fail_round(s, CODE_RANGE, "local training: the update is not finite");
+        fail_round(s, FED_WIRE_RANGE, "local training: the update is not finite");
         return;
     case TR_DEADLINE:
         site_fail_round_err(s, err); /* skips the round: the detail says why */
@@ -339,7 +339,7 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
         char text[64];
         snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
         FED_LOG(s->cfg.info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
-        site_send_error(s, CODE_INVALID, text, false); /* a request, not a failed round */
+        site_send_error(s, FED_WIRE_NO_MODEL, text, false); /* a request, not a failed round */
         s->stats.rounds_failed++;
         end_round(s);
         return;
@@ -384,7 +384,7 @@ void site_on_transfer_failed(fed_site *s, const site_ev *ev) {
         return;
     fed_errorf(FED_EDIGEST, "the model transfer failed: %s", ev->text);
     s->round.state = ROUND_IDLE; /* the channel released the buffer: nothing to cancel */
-    fail_round(s, CODE_DIGEST, "the model transfer did not match manifest.sha256");
+    fail_round(s, FED_WIRE_DIGEST, "the model transfer did not match manifest.sha256");
 }
 
 void site_on_transfer_sent(fed_site *s, const site_ev *ev) {

@@ -186,7 +186,7 @@ void site_on_secagg(fed_site *s, uint64_t round, const uint8_t *msg, size_t len)
         fed_sa_client_destroy(&s->sa.client);
         char text[TEXT_MAX];
         snprintf(text, sizeof text, "%s", fed_errdetail(err));
-        site_send_error(s, site_wire_code(err), text, true);
+        site_send_error(s, fed_wire_err_of(err), text, true);
         s->stats.rounds_failed++;
         site_interrupt(s, "secure aggregation failed");
         return;

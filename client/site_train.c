@@ -169,26 +169,6 @@ static double train_deadline(const fed_site *s, size_t nfloats) {
     return s->round.t_round + window - margin;
 }
 
-/* delta = local - global over the trainable tensors of m, in tensor (manifest) order:
- * the update a site sends. delta holds fed_model_num_trainable(m) floats, global
- * fed_model_num_params(m) in m's layout. Returns whether every element is finite (all
- * are written either way). */
-static bool trainable_delta(float *delta, const fed_model *m, const float *global) {
-    const float *p = fed_model_params_const(m);
-    size_t k = 0;
-    bool finite = true;
-    for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
-        const fed_tensor *t = fed_model_tensor(m, i);
-        if (!t->trainable) continue;
-        for (size_t j = 0; j < t->numel; j++) {
-            float d = p[t->offset + j] - global[t->offset + j];
-            if (!isfinite(d)) finite = false;
-            delta[k++] = d;
-        }
-    }
-    return finite;
-}
-
 /* Evaluates the global model, trains and computes the delta into s->res.delta (host order):
  * everything of a round but the messages, so that a simulator's worker thread may run
  * it while the site's own thread only pumps the channel. Touches the round's RoundStart,
@@ -209,16 +189,10 @@ train_result site_train_round(fed_site *s, fed_site_trainer *t, fed_err *err, co
     }
 
     /* Federated evaluation of the global model, on the local test split. */
-    fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
     s->res.global_loss = s->res.global_acc = 0.0;
     size_t neval = s->data.test ? s->data.test->n : 0;
     if (neval) {
-        fed_eval_result er;
-        memset(&er, 0, sizeof er);
-        *err = fed_evaluate(m, s->data.test, 0, &loss, &er);
-        s->res.global_loss = er.loss;
-        s->res.global_acc = er.accuracy;
-        fed_eval_result_free(&er);
+        *err = fed_evaluate_ce(m, s->data.test, 0, &s->res.global_loss, &s->res.global_acc);
         if (*err) {
             *what = "evaluating the global model";
             return TR_FAIL_DATA;
@@ -271,7 +245,7 @@ train_result site_train_round(fed_site *s, fed_site_trainer *t, fed_err *err, co
         *what = "delta";
         return TR_FAIL_DATA;
     }
-    bool finite = trainable_delta(s->res.delta, m, s->model.global);
+    bool finite = fed_model_delta(m, fed_model_params_const(m), s->model.global, s->res.delta);
     s->res.delta_n = nd;
     if (!finite) {
         *err = fed_errorf(FED_ENONFINITE, "the local update is not finite");

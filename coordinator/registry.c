@@ -162,8 +162,8 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
         fed__coord_on_secagg(c, k, &m->u.secagg);
         break;
     case FED_MSG_ERROR:
-        if (m->u.error.code == FED_WIRE_INVALID && strstr(m->u.error.text, "no model version") &&
-            k->status == ST_WAITING && c->state == FED_COORD_COLLECTING) {
+        if (m->u.error.code == FED_WIRE_NO_MODEL && k->status == ST_WAITING &&
+            c->state == FED_COORD_COLLECTING) {
             FED_LOG(FED_LOG_INFO, "%s does not hold model version %" PRIu64 ": resending it", k->cn,
                     c->version);
             k->held = 0;

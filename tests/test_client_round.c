@@ -481,7 +481,7 @@ TEST(rounds) {
     other.sha256[0] ^= 1;
     CHECK_OK(send_round(&c, 3, 9, 0, &other));
     CHECK(coord_wait(&c, &c.errors, 1, 5000));
-    CHECK_INT(c.err_code, 2);
+    CHECK_INT(c.err_code, FED_WIRE_NO_MODEL);
     CHECK_STR(c.err_text, "no model version 9");
 
     /* Round 4: the manifest's shapes do not match its architecture. */
@@ -839,6 +839,7 @@ TEST(external_training) {
     /* Lean: the weights were not kept. */
     CHECK_OK(send_round(&c, 2, 1, 0, &g.mf));
     CHECK(coord_wait(&c, &c.errors, 1, 5000));
+    CHECK_INT(c.err_code, 102); /* ERR_NO_MODEL */
     CHECK_STR(c.err_text, "no model version 1");
 
     /* A manifest that does not fit: the worker's error reaches the coordinator. */

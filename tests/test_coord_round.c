@@ -208,7 +208,7 @@ static void on_client_event(sc *s, const fed_net_event *ev) {
             fed_msg e;
             memset(&e, 0, sizeof e);
             e.type = FED_MSG_ERROR;
-            e.u.error.code = 2; /* INVALID */
+            e.u.error.code = FED_WIRE_NO_MODEL;
             e.u.error.text = text;
             if (fed_client_send(s->cli, &e) != FED_OK)
                 fprintf(stderr, "error: %s\n", fed_client_errmsg(s->cli));
