@@ -95,7 +95,7 @@ static fed_err load_raw(fed_dataset **out, const char *path, const data_cfg *dc,
     const char **names = NULL;
     fed_err err = FED_OK;
     if (classes) {
-        fed__json_hooks();
+        fed_json_hooks();
         arr = cJSON_Parse(classes);
         int n = arr ? cJSON_GetArraySize(arr) : 0;
         if (!cJSON_IsArray(arr) || n < 1) {
@@ -141,7 +141,7 @@ fed_err prep_apply_meta_std(const fed_meta *meta, fed_dataset *d) {
 fed_err prep_classes_json(const fed_dataset *d, char **json) {
     *json = NULL;
     if (!d->class_names) return FED_OK;
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *arr = cJSON_CreateArray();
     if (!arr) return FED_ENOMEM;
     for (size_t i = 0; i < d->num_classes; i++) {

@@ -22,6 +22,7 @@
  * (wire form in channel.h), both parsed strictly, each required to be the whole of its
  * frame; afterwards read and write pass bytes through. Nothing is authenticated: the
  * channel refuses plaintext on anything but inproc:// endpoints. */
+#include "net/net_internal.h"
 #include "net/tls.h"
 
 #include "core/alloc.h"
@@ -74,7 +75,7 @@ struct fed__tls {
     bool refused;                      /* failed for a reason a retry cannot change */
 };
 
-/* Testing hook: fed__net_skip_checks (channel.h). */
+/* Testing hook: fed__net_skip_checks (net_internal.h). */
 static bool skip_checks;
 
 struct fed__sha256 {

@@ -4,7 +4,7 @@
  * round lifecycle, strategy steps against values worked out by hand, checkpoint state
  * round trips, configuration errors and allocation failures. */
 #include "core/aggregate.h"
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/rng.h"
 #include "tests/test.h"
 

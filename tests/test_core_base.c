@@ -1,6 +1,6 @@
 /* Tests of the foundations: error table, allocation wrappers and their failure hook,
  * the seeded RNG and its streams, the arena, and the log handler. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/arena.h"
 #include "core/err.h"
 #include "core/log.h"

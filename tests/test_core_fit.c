@@ -3,7 +3,7 @@
  * early stopping restoring the best epoch bit for bit, frozen tensors untouched,
  * determinism, and the pre-train -> fine-tune story (a pre-trained backbone reaches the
  * target accuracy in fewer epochs than training from scratch). */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/arch.h"
 #include "core/dataset.h"
 #include "core/fit.h"

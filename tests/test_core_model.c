@@ -1,7 +1,7 @@
 /* Tests of architectures and models: spec parsing and its errors (malformed input),
  * shapes, tensor table, canonical JSON, seeded initialisation, freezing, and
  * constructors under fail-the-Nth-allocation. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/arch.h"
 #include "core/arena.h"
 #include "core/model.h"

@@ -2,7 +2,7 @@
  * of malformed file (code AND message), loading weights into models by name with its
  * errors, self-describing model files, atomic writes under I/O failure, and
  * fail-the-Nth-allocation over the parser, the writer and fed_model_load. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/arch.h"
 #include "core/model.h"
 #include "core/safetensors.h"

@@ -3,7 +3,7 @@
  * sklearn flavour, IDX built in memory (plain and gzip), malformed input of every kind
  * with the exact what:line:column prefix, fed_data_load on temporary files, and the
  * parsers under fail-the-Nth-allocation. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/dataset.h"
 #include "tests/test.h"
 

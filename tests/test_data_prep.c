@@ -2,7 +2,7 @@
  * a brute-force count), subsets, stratified seeded splits (exact counts per class,
  * determinism), the standardizer and its JSON form, order and gather, augmentation
  * (shift, flip, noise), and splits, reports and JSON under fail-the-Nth-allocation. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/dataset.h"
 #include "tests/test.h"
 

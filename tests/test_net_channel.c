@@ -12,7 +12,7 @@
  * made by certs/fedtune-certs in a temporary folder. */
 #include "tests/test_net_common.h"
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "net/sock.h"
 
 #include <inttypes.h>

@@ -5,9 +5,10 @@
 #ifndef FED_TEST_NET_COMMON_H
 #define FED_TEST_NET_COMMON_H
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/log.h"
 #include "net/channel.h"
+#include "net/net_internal.h"
 #include "tests/test.h"
 #include "tests/test_certdir.h"
 

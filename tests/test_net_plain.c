@@ -8,7 +8,7 @@
  * sockets; certificates (for the TLS side of the mismatches) made by certs/fedtune-certs. */
 #include "tests/test_net_common.h"
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "net/sock.h"
 
 #include <inttypes.h>

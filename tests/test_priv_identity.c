@@ -11,7 +11,7 @@
 #include "privacy/identity.h"
 #include "tests/test.h"
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "privacy/secagg.h"
 #include "tests/test_certdir.h"
 

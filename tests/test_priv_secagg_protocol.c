@@ -7,7 +7,7 @@
  * and allocation failures. */
 #include "privacy/secagg.h"
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "tests/test.h"
 
 #include <stdbool.h>

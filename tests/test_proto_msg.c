@@ -4,7 +4,7 @@
  * the field; encoding refuses what decoding would; decode and encode survive
  * fail-the-Nth-allocation without leaks. Malformed envelopes are written with a tiny
  * protobuf writer below, since fed_msg_encode refuses to produce them. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "proto/msg.h"
 #include "tests/test.h"
 

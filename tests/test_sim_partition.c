@@ -6,7 +6,7 @@
  * statistics and the one-line description on a partition worked out by hand, 10,000
  * clients at once, and allocation failures. */
 #include "sim/partition.h"
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/rng.h"
 #include "tests/test.h"
 
