@@ -1,5 +1,5 @@
 /* Internal to core/ and the tests: the allocation path's fault-injection hook (alloc.h).
- * Tests drive it to fail the Nth allocation; no library or program outside core/
+ * tests/test.h drives it (FOR_EACH_ALLOC_FAILURE); no library or program outside core/
  * includes this header (checked by tests/internal_names.sh). */
 #ifndef FED_ALLOC_INTERNAL_H
 #define FED_ALLOC_INTERNAL_H

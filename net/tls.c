@@ -653,9 +653,11 @@ fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *f) 
     if (server && !f->cert_file)
         return fed_errorf(FED_EINVAL, "TLS: the coordinator needs a certificate");
     fed_net_file which;
-    /* "CA file /x/ca.crt: No such file or directory" */
-    if (!skip_checks && fed_net_check_tls(f, server, &which) != FED_OK)
-        return fed__name_error(FED_EINVAL, fed_net_file_name(which));
+    /* "CA file /x/ca.crt: No such file or directory"; running out of memory while
+     * reading a file says nothing about the file: FED_ENOMEM as it came. */
+    fed_err ce = skip_checks ? FED_OK : fed_net_check_tls(f, server, &which);
+    if (ce == FED_ENOMEM) return ce;
+    if (ce != FED_OK) return fed__name_error(FED_EINVAL, fed_net_file_name(which));
     ERR_clear_error();
     fed__tls_ctx *c = fed_calloc(1, sizeof *c);
     if (!c) return FED_ENOMEM;

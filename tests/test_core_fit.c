@@ -433,26 +433,13 @@ TEST(alloc_failures) {
     fed_fit_config c = fed_fit_defaults();
     c.epochs = 2;
     c.patience = 1;
-    for (size_t nth = 1;; nth++) {
+    FOR_EACH_ALLOC_FAILURE(f) {
         fed_fit_result r;
-        fed_alloc_fail_at(nth);
-        fed_err err = fed_fit(m, tr, va, &c, &r);
-        fed_alloc_fail_at(0);
-        if (err == FED_OK) break;
-        CHECK_ERR(err, FED_ENOMEM);
-        if (err != FED_ENOMEM || nth > 100) break;
+        ALLOC_TRY(f, fed_fit(m, tr, va, &c, &r));
     }
-    for (size_t nth = 1;; nth++) {
+    FOR_EACH_ALLOC_FAILURE(f) {
         fed_eval_result e;
-        fed_alloc_fail_at(nth);
-        fed_err err = fed_evaluate(m, va, 0, &c.loss, &e);
-        fed_alloc_fail_at(0);
-        if (err == FED_OK) {
-            fed_eval_result_free(&e);
-            break;
-        }
-        CHECK_ERR(err, FED_ENOMEM);
-        if (err != FED_ENOMEM || nth > 100) break;
+        if (ALLOC_TRY(f, fed_evaluate(m, va, 0, &c.loss, &e)) == FED_OK) fed_eval_result_free(&e);
     }
     fed_data_destroy(&tr);
     fed_data_destroy(&va);
