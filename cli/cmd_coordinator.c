@@ -19,40 +19,27 @@
 #include <string.h>
 
 typedef struct coord_cfg {
-    const char *listen, *ca, *cert, *key, *crl;   /* endpoint and TLS files */
-    const char *model, *arch;                     /* initial model (and its architecture) */
-    int allow_extra;                              /* ignore tensors the architecture lacks */
-    size_t rounds, min_clients, min_fit, slots;   /* round engine */
-    double fraction;                              /* clients sampled per round */
-    size_t deadline_ms;                           /* round deadline */
-    long wait_after_min_ms;                       /* wait for the sample after min_fit */
-    size_t epochs, batch, max_steps;              /* client training */
-    const char *optimizer;                        /* sgd|adam|adamw */
-    double lr, momentum, weight_decay, clip_norm; /* client optimizer */
-    size_t train_seed;                            /* client seed (+ round) */
-    const char *freeze;                           /* frozen tensor globs */
-    strategy_cfg sc;                              /* server strategy */
-    dp_cfg dp;                                    /* differential privacy */
-    secagg_cfg sa;                                /* secure aggregation */
-    double max_update_norm;                       /* L2 bound of a delta (0: off) */
-    retry_cfg rc;                                 /* failed attempts, example counts */
-    int ordered_uploads;                          /* fold updates in CN order */
-    const char *input_stats;                      /* auto | on | off */
-    const char *eval_data;                        /* central evaluation set */
-    data_cfg dc;                                  /* how to read it */
-    size_t eval_batch;                            /* its batch */
-    const char *checkpoint_dir;                   /* checkpoints, resumed from on start */
-    size_t keep_checkpoints;                      /* rounds kept */
-    const char *metrics;                          /* JSON lines file */
-    size_t seed;                                  /* sampling seed */
-    double target_accuracy;                       /* stop at this central accuracy */
-    const char *stop_file;                        /* stop when it exists */
-    const char *out;                              /* final model */
-    size_t linger_ms;                             /* after a restart past the end */
-    size_t threads;                               /* OpenBLAS threads */
+    const char *listen, *ca, *cert, *key, *crl; /* endpoint and TLS files */
+    const char *model, *arch;                   /* initial model (and its architecture) */
+    int allow_extra;                            /* ignore tensors the architecture lacks */
+    coord_shared_cfg sh;                        /* what `sim` maps the same way */
+    size_t min_clients, min_fit, slots;         /* round engine */
+    long wait_after_min_ms;                     /* wait for the sample after min_fit */
+    size_t train_seed;                          /* client seed (+ round) */
+    int ordered_uploads;                        /* fold updates in CN order */
+    const char *eval_data;                      /* central evaluation set */
+    data_cfg dc;                                /* how to read it */
+    size_t eval_batch;                          /* its batch */
+    const char *checkpoint_dir;                 /* checkpoints, resumed from on start */
+    size_t keep_checkpoints;                    /* rounds kept */
+    size_t seed;                                /* sampling seed */
+    const char *stop_file;                      /* stop when it exists */
+    size_t linger_ms;                           /* after a restart past the end */
+    size_t threads;                             /* OpenBLAS threads */
 } coord_cfg;
 
 #define F(field) offsetof(coord_cfg, field)
+#define S(field) COORD_SHARED_AT(coord_cfg, sh, field)
 static const opt_spec coord_opts[] = {
     {"listen", OPT_STRING, "tcp://0.0.0.0:7443", 1, 0, NULL, F(listen),
      "endpoint to bind: tcp://HOST:PORT (HOST an address, an interface or *; PORT 1..65535, "
@@ -66,8 +53,8 @@ static const opt_spec coord_opts[] = {
      "architecture of a weights-only --model (preset, JSON or @FILE)"},
     {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),
      "ignore tensors of --model that the architecture lacks"},
-    {"rounds", OPT_SIZE, "10", 1, 1e9, NULL, F(rounds), "rounds to run in all"},
-    {"fraction", OPT_FLOAT, "1", 1e-6, 1, NULL, F(fraction),
+    {"rounds", OPT_SIZE, "10", 1, 1e9, NULL, S(rounds), "rounds to run in all"},
+    {"fraction", OPT_FLOAT, "1", 1e-6, 1, NULL, S(fraction),
      "fraction of connected clients sampled per round"},
     {"min-clients", OPT_SIZE, "2", 1, 1e6, NULL, F(min_clients),
      "connected clients needed to start a round"},
@@ -76,23 +63,23 @@ static const opt_spec coord_opts[] = {
     {"wait-after-min-ms", OPT_INT, "10000", -1, 1e9, NULL, F(wait_after_min_ms),
      "once min-fit updates are in, how long to wait for the rest of the sample (-1: until "
      "the deadline); a round closes at once when the whole sample answered"},
-    {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms),
+    {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, S(deadline_ms),
      "round deadline in ms, pushed back while transfers progress"},
-    TRAINING_OPTS(F, "1", "32", "adam", "0.001"),
+    TRAINING_OPTS(S, "1", "32", "adam", "0.001"),
     {"train-seed", OPT_SIZE, "1", 0, 1e18, NULL, F(train_seed),
      "client: training seed (a client uses seed + round)"},
-    {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, F(max_steps),
+    {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, S(max_steps),
      "client: most optimizer steps per round (0: no limit)"},
-    {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
+    {"freeze", OPT_LIST, NULL, 1, 0, NULL, S(freeze),
      "tensors kept frozen (globs such as 2.weight or *.bias, or a layer index: 0); only the "
      "others travel"},
-    STRATEGY_OPTS(F(sc)),
-    DP_OPTS(F(dp)),
-    SECAGG_OPTS(F(sa)),
-    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
+    STRATEGY_OPTS(S(sc)),
+    DP_OPTS(S(dp)),
+    SECAGG_OPTS(S(sa)),
+    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, S(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
-    RETRY_OPTS(F(rc), "1000"),
-    INPUT_STATS_OPT(F(input_stats), "auto"),
+    RETRY_OPTS(S(rc), "1000"),
+    INPUT_STATS_OPT(S(input_stats), "auto"),
     {"ordered-uploads", OPT_BOOL, "false", 1, 0, NULL, F(ordered_uploads),
      "receive updates one at a time in site-name order, so that two runs with the same "
      "updates give the same model bytes (no extra memory; a round takes the sum of the "
@@ -108,19 +95,20 @@ static const opt_spec coord_opts[] = {
      "folder of per-round checkpoints; the newest valid one is resumed on start"},
     {"keep-checkpoints", OPT_SIZE, "3", 1, 1e6, NULL, F(keep_checkpoints),
      "rounds of checkpoints kept"},
-    {"metrics", OPT_STRING, NULL, 1, 0, NULL, F(metrics),
+    {"metrics", OPT_STRING, NULL, 1, 0, NULL, S(metrics),
      "JSON-lines file of per-round metrics (reopened on SIGHUP)"},
     {"seed", OPT_SIZE, "1", 0, 1e18, NULL, F(seed), "client sampling seed"},
-    {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, F(target_accuracy),
+    {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, S(target_accuracy),
      "stop when the central accuracy reaches this (0: off)"},
     {"stop-file", OPT_STRING, NULL, 1, 0, NULL, F(stop_file), "stop cleanly when this file exists"},
-    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "write the final model here"},
+    {"out", OPT_STRING, NULL, 1, 0, NULL, S(out), "write the final model here"},
     {"linger-ms", OPT_SIZE, "60000", 0, 86400000, NULL, F(linger_ms),
      "restarted after the last round: once the model is exported, how long to stay up "
      "telling reconnecting sites that the federation is over"},
     {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads (central evaluation)"},
     {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
 };
+#undef S
 #undef F
 
 static const opt_table coord_table = {
@@ -201,43 +189,17 @@ static fed_err run_coordinator(const void *cfg) {
     cc.eval_data = d;
     cc.model_meta = meta;
     cc.eval_batch = o->eval_batch;
-    cc.rounds = o->rounds;
-    cc.fraction = o->fraction;
+    if ((err = prep_coord_shared(&o->sh, &cc))) goto done;
     cc.min_clients = o->min_clients;
     cc.min_fit = o->min_fit;
-    cc.deadline_ms = (int64_t)o->deadline_ms;
     cc.wait_after_min_ms = (int64_t)o->wait_after_min_ms;
-    cc.train.epochs = (uint32_t)o->epochs;
-    cc.train.batch = (uint32_t)o->batch;
-    cc.train.optimizer = (char *)o->optimizer;
-    cc.train.lr = (float)o->lr;
-    cc.train.momentum = (float)o->momentum;
-    cc.train.weight_decay = (float)o->weight_decay;
-    cc.train.clip_norm = (float)o->clip_norm;
     cc.train.seed = o->train_seed;
-    cc.train.max_steps = o->max_steps;
-    cc.freeze = o->freeze;
-    if ((err = prep_strategy(&o->sc, &cc.strategy))) goto done;
-    cc.dp_clip = o->dp.clip;
-    cc.dp_noise = o->dp.noise;
-    cc.dp_delta = o->dp.delta;
-    cc.target_epsilon = o->dp.target_epsilon;
-    cc.dp_target_quantile = o->dp.target_quantile;
-    cc.dp_clip_lr = o->dp.clip_lr;
-    cc.dp_count_noise = o->dp.count_noise;
-    prep_secagg(&o->sa, &cc);
-    cc.max_update_norm = o->max_update_norm;
-    prep_retry(&o->rc, &cc);
     cc.ordered_uploads = o->ordered_uploads != 0;
-    cc.input_stats = prep_input_stats(o->input_stats, o->dp.clip);
     cc.slots = o->slots;
     cc.checkpoint_dir = o->checkpoint_dir;
     cc.keep_checkpoints = o->keep_checkpoints;
-    cc.metrics_file = o->metrics;
     cc.seed = o->seed;
-    cc.target_accuracy = o->target_accuracy;
     cc.stop_file = o->stop_file;
-    cc.out = o->out;
     cc.linger_ms = (int64_t)o->linger_ms;
     m = NULL; /* the coordinator takes it over, whatever fed_coord_new returns */
     if ((err = fed_coord_new(&c, &cc))) goto done;

@@ -53,7 +53,7 @@ static const char *class_name(const fed_dataset *d, size_t k, char *buf, size_t 
 }
 
 static fed_err print_json(const eval_cfg *c, const fed_dataset *d, const fed_eval_result *r) {
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *o = cJSON_CreateObject();
     cJSON *classes = cJSON_CreateArray(), *conf = cJSON_CreateArray();
     bool ok = o && classes && conf;

@@ -18,43 +18,33 @@
 #include <unistd.h>
 
 typedef struct sim_cfg {
-    const char *data, *test_data;                 /* pooled training data, central test set */
-    const char *test_labels;                      /* IDX labels of test_data */
-    data_cfg dc;                                  /* how to read both */
-    const char *model, *arch;                     /* initial model, or a fresh --arch */
-    int allow_extra;                              /* ignore tensors the architecture lacks */
-    size_t init_seed;                             /* fresh model initialisation */
-    const char *pretrain_data;                    /* public data for central pre-training */
-    size_t pretrain_epochs;                       /* its epochs */
-    double pretrain_lr;                           /* its Adam learning rate */
-    size_t new_head;                              /* replace the head (classes; 0: keep) */
-    const char *freeze;                           /* frozen tensor globs */
-    size_t clients;                               /* virtual sites */
-    const char *partition;                        /* iid | dirichlet | shards | labels */
-    double alpha;                                 /* dirichlet */
-    size_t min_size, shards, labels;              /* dirichlet minimum, K per client */
-    double client_test_split;                     /* federated evaluation share */
-    size_t rounds, min_fit, deadline_ms;          /* round engine */
-    double fraction;                              /* sites sampled per round */
-    size_t epochs, batch, max_steps;              /* local training */
-    const char *optimizer;                        /* sgd|adam|adamw */
-    double lr, momentum, weight_decay, clip_norm; /* local optimizer */
-    strategy_cfg sc;                              /* server strategy */
-    dp_cfg dp;                                    /* differential privacy */
-    secagg_cfg sa;                                /* secure aggregation */
-    double max_update_norm;                       /* reject larger deltas (0: off) */
-    retry_cfg rc;                                 /* failed attempts, example counts */
-    const char *input_stats;                      /* auto | on | off */
-    size_t workers;                               /* training threads (0: cores) */
-    double dropout, stragglers, straggler_delay;  /* failures */
-    int tls;                                      /* full TLS in-process */
-    size_t seed;                                  /* everything random */
-    double target_accuracy;                       /* stop at this test accuracy */
-    const char *metrics, *csv, *plot, *out;       /* outputs */
-    int verbose;                                  /* the coordinator's log lines too */
+    const char *data, *test_data;                /* pooled training data, central test set */
+    const char *test_labels;                     /* IDX labels of test_data */
+    data_cfg dc;                                 /* how to read both */
+    const char *model, *arch;                    /* initial model, or a fresh --arch */
+    int allow_extra;                             /* ignore tensors the architecture lacks */
+    size_t init_seed;                            /* fresh model initialisation */
+    const char *pretrain_data;                   /* public data for central pre-training */
+    size_t pretrain_epochs;                      /* its epochs */
+    double pretrain_lr;                          /* its Adam learning rate */
+    size_t new_head;                             /* replace the head (classes; 0: keep) */
+    size_t clients;                              /* virtual sites */
+    const char *partition;                       /* iid | dirichlet | shards | labels */
+    double alpha;                                /* dirichlet */
+    size_t min_size, shards, labels;             /* dirichlet minimum, K per client */
+    double client_test_split;                    /* federated evaluation share */
+    coord_shared_cfg sh;                         /* what `coordinator` maps the same way */
+    size_t min_fit;                              /* 0: 1, with --secagg 2 */
+    size_t workers;                              /* training threads (0: cores) */
+    double dropout, stragglers, straggler_delay; /* failures */
+    int tls;                                     /* full TLS in-process */
+    size_t seed;                                 /* everything random */
+    const char *csv, *plot;                      /* outputs besides sh's metrics and out */
+    int verbose;                                 /* the coordinator's log lines too */
 } sim_cfg;
 
 #define F(field) offsetof(sim_cfg, field)
+#define S(field) COORD_SHARED_AT(sim_cfg, sh, field)
 static const opt_spec sim_opts[] = {
     {"data", OPT_STRING, NULL, 1, 0, NULL, F(data), "labeled data the sites share out"},
     {"test-data", OPT_STRING, NULL, 1, 0, NULL, F(test_data),
@@ -77,7 +67,7 @@ static const opt_spec sim_opts[] = {
      "learning rate of that pre-training"},
     {"new-head", OPT_SIZE, "0", 0, 65536, NULL, F(new_head),
      "replace the model's head by a fresh one with this many classes (0: keep)"},
-    {"freeze", OPT_LIST, NULL, 1, 0, NULL, F(freeze),
+    {"freeze", OPT_LIST, NULL, 1, 0, NULL, S(freeze),
      "tensors kept frozen (globs such as 2.weight or *.bias, or a layer index: 0)"},
     {"clients", OPT_SIZE, "100", 1, 1e6, NULL, F(clients), "virtual sites"},
     {"partition", OPT_CHOICE, "dirichlet", 1, 0, "iid|dirichlet|shards|labels", F(partition),
@@ -88,20 +78,20 @@ static const opt_spec sim_opts[] = {
     {"labels-per-client", OPT_SIZE, "2", 1, 65536, NULL, F(labels), "labels: K per site"},
     {"client-test-split", OPT_FLOAT, "0", 0, 0.9, NULL, F(client_test_split),
      "share of each site's data kept for federated evaluation"},
-    {"rounds", OPT_SIZE, "200", 1, 1e9, NULL, F(rounds), "rounds"},
-    {"fraction", OPT_FLOAT, "0.1", 1e-9, 1, NULL, F(fraction), "share of sites sampled per round"},
+    {"rounds", OPT_SIZE, "200", 1, 1e9, NULL, S(rounds), "rounds"},
+    {"fraction", OPT_FLOAT, "0.1", 1e-9, 1, NULL, S(fraction), "share of sites sampled per round"},
     {"min-fit", OPT_SIZE, "0", 0, 1e6, NULL, F(min_fit),
      "accepted updates a round needs (0: 1, with --secagg 2)"},
-    {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, F(deadline_ms), "round deadline in ms"},
-    TRAINING_OPTS(F, "1", "10", "sgd", "0.05"),
-    {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, F(max_steps), "most local steps (0: no limit)"},
-    STRATEGY_OPTS(F(sc)),
-    DP_OPTS(F(dp)),
-    SECAGG_OPTS(F(sa)),
-    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, F(max_update_norm),
+    {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, S(deadline_ms), "round deadline in ms"},
+    TRAINING_OPTS(S, "1", "10", "sgd", "0.05"),
+    {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, S(max_steps), "most local steps (0: no limit)"},
+    STRATEGY_OPTS(S(sc)),
+    DP_OPTS(S(dp)),
+    SECAGG_OPTS(S(sa)),
+    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, S(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
-    RETRY_OPTS(F(rc), "0"),
-    INPUT_STATS_OPT(F(input_stats), "off"),
+    RETRY_OPTS(S(rc), "0"),
+    INPUT_STATS_OPT(S(input_stats), "off"),
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -113,16 +103,17 @@ static const opt_spec sim_opts[] = {
      "full TLS between the sites and the coordinator (certificates in a temp folder)"},
     {"seed", OPT_SIZE, "1", 0, 1e18, NULL, F(seed),
      "partition, sampling, failures and training seeds"},
-    {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, F(target_accuracy),
+    {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, S(target_accuracy),
      "stop at the first round whose test accuracy reaches this (0: off)"},
-    {"metrics", OPT_STRING, NULL, 1, 0, NULL, F(metrics), "JSON-lines metrics per round"},
+    {"metrics", OPT_STRING, NULL, 1, 0, NULL, S(metrics), "JSON-lines metrics per round"},
     {"csv", OPT_STRING, NULL, 1, 0, NULL, F(csv), "CSV metrics per round"},
     {"plot", OPT_STRING, NULL, 1, 0, NULL, F(plot),
      "PNG of accuracy and loss per round (gnuplot, Debian package gnuplot-nox)"},
-    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "write the final model here"},
+    {"out", OPT_STRING, NULL, 1, 0, NULL, S(out), "write the final model here"},
     {"verbose", OPT_BOOL, "false", 1, 0, NULL, F(verbose), "also log the coordinator's lines"},
     {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
 };
+#undef S
 #undef F
 
 static const opt_table sim_table = {
@@ -350,40 +341,14 @@ static fed_err run_sim(const void *cfgp) {
     cc->model = m;
     cc->model_meta = meta;
     cc->eval_data = test;
-    cc->rounds = o->rounds;
-    cc->fraction = o->fraction;
-    cc->min_fit = o->min_fit ? o->min_fit : o->sa.on ? 2 : 1;
-    cc->deadline_ms = (int64_t)o->deadline_ms;
-    cc->train.epochs = (uint32_t)o->epochs;
-    cc->train.batch = (uint32_t)o->batch;
-    cc->train.optimizer = (char *)o->optimizer;
-    cc->train.lr = (float)o->lr;
-    cc->train.momentum = (float)o->momentum;
-    cc->train.weight_decay = (float)o->weight_decay;
-    cc->train.clip_norm = (float)o->clip_norm;
+    if ((err = prep_coord_shared(&o->sh, cc))) goto done;
+    cc->min_fit = o->min_fit ? o->min_fit : o->sh.sa.on ? 2 : 1;
     cc->train.seed = o->seed;
-    cc->train.max_steps = o->max_steps;
-    cc->freeze = o->freeze;
-    if ((err = prep_strategy(&o->sc, &cc->strategy))) goto done;
-    cc->max_update_norm = o->max_update_norm;
-    prep_retry(&o->rc, cc);
-    cc->input_stats = prep_input_stats(o->input_stats, o->dp.clip);
-    cc->dp_clip = o->dp.clip;
-    cc->dp_noise = o->dp.noise;
-    cc->dp_delta = o->dp.delta;
-    cc->target_epsilon = o->dp.target_epsilon;
-    cc->dp_target_quantile = o->dp.target_quantile;
-    cc->dp_clip_lr = o->dp.clip_lr;
-    cc->dp_count_noise = o->dp.count_noise;
-    prep_secagg(&o->sa, cc);
     cc->dp_noise_seed = fed_mix64((uint64_t)o->seed ^ 0x6470u); /* reproducible noise */
-    cc->metrics_file = o->metrics;
-    cc->target_accuracy = o->target_accuracy;
-    cc->out = o->out;
     cc->on_round = on_round;
     cc->on_round_user = &so;
-    so.rounds = o->rounds;
-    so.target = o->target_accuracy;
+    so.rounds = o->sh.rounds;
+    so.target = o->sh.target_accuracy;
 
     /* Every worker trains with one BLAS thread: the workers are the parallelism. */
     fed_blas_set_threads(1);
@@ -433,13 +398,13 @@ static fed_err run_sim(const void *cfgp) {
            "accuracy %s, %.1f MB moved, %" PRIu64 " dropouts, %" PRIu64 " stragglers\n",
            res.rounds, res.seconds, res.setup_seconds, num(b1, acc0), num(b2, res.last.central_acc),
            (double)so.bytes / 1e6, res.dropped, res.straggled);
-    if (o->target_accuracy > 0) {
+    if (o->sh.target_accuracy > 0) {
         if (so.first_target)
-            printf("target accuracy %.4f first reached in round %" PRIu64 "\n", o->target_accuracy,
-                   so.first_target);
+            printf("target accuracy %.4f first reached in round %" PRIu64 "\n",
+                   o->sh.target_accuracy, so.first_target);
         else
-            printf("target accuracy %.4f not reached in %" PRIu64 " rounds\n", o->target_accuracy,
-                   res.rounds);
+            printf("target accuracy %.4f not reached in %" PRIu64 " rounds\n",
+                   o->sh.target_accuracy, res.rounds);
     }
     printf("final model sha256 %s\n", hex);
     if (o->plot && (err = plot(o->csv, o->plot))) goto done;

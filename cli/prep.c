@@ -95,7 +95,7 @@ static fed_err load_raw(fed_dataset **out, const char *path, const data_cfg *dc,
     const char **names = NULL;
     fed_err err = FED_OK;
     if (classes) {
-        fed__json_hooks();
+        fed_json_hooks();
         arr = cJSON_Parse(classes);
         int n = arr ? cJSON_GetArraySize(arr) : 0;
         if (!cJSON_IsArray(arr) || n < 1) {
@@ -141,7 +141,7 @@ fed_err prep_apply_meta_std(const fed_meta *meta, fed_dataset *d) {
 fed_err prep_classes_json(const fed_dataset *d, char **json) {
     *json = NULL;
     if (!d->class_names) return FED_OK;
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *arr = cJSON_CreateArray();
     if (!arr) return FED_ENOMEM;
     for (size_t i = 0; i < d->num_classes; i++) {
@@ -207,7 +207,8 @@ fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) {
     return FED_OK;
 }
 
-void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc) {
+/* Copies the options into cc's secagg* fields. */
+static void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc) {
     cc->secagg = sc->on != 0;
     cc->secagg_degree = (uint32_t)sc->degree;
     cc->secagg_threshold = (uint32_t)sc->threshold;
@@ -216,15 +217,49 @@ void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc) {
     cc->secagg_phase_ms = sc->phase_ms;
 }
 
-void prep_retry(const retry_cfg *rc, fed_coord_config *cc) {
+/* Copies the options into cc's retry_*, max_failed_attempts and max_examples_per_site. */
+static void prep_retry(const retry_cfg *rc, fed_coord_config *cc) {
     cc->retry_backoff_ms = (int64_t)rc->backoff_ms;
     cc->retry_backoff_max_ms = (int64_t)rc->backoff_max_ms;
     cc->max_failed_attempts = rc->max_failed > UINT32_MAX ? UINT32_MAX : (uint32_t)rc->max_failed;
     cc->max_examples_per_site = (uint64_t)rc->max_examples;
 }
 
-bool prep_input_stats(const char *choice, double dp_clip) {
+/* The input-stats choice for a run with DP clipping dp_clip. */
+static bool prep_input_stats(const char *choice, double dp_clip) {
     if (strcmp(choice, "on") == 0) return true;
     if (strcmp(choice, "off") == 0) return false;
     return dp_clip == 0; /* auto: the statistics would be released without DP noise */
+}
+
+fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
+    cc->rounds = s->rounds;
+    cc->fraction = s->fraction;
+    cc->deadline_ms = (int64_t)s->deadline_ms;
+    cc->train.epochs = (uint32_t)s->epochs;
+    cc->train.batch = (uint32_t)s->batch;
+    cc->train.optimizer = (char *)s->optimizer;
+    cc->train.lr = (float)s->lr;
+    cc->train.momentum = (float)s->momentum;
+    cc->train.weight_decay = (float)s->weight_decay;
+    cc->train.clip_norm = (float)s->clip_norm;
+    cc->train.max_steps = s->max_steps;
+    cc->freeze = s->freeze;
+    fed_err err = prep_strategy(&s->sc, &cc->strategy);
+    if (err) return err;
+    cc->dp_clip = s->dp.clip;
+    cc->dp_noise = s->dp.noise;
+    cc->dp_delta = s->dp.delta;
+    cc->target_epsilon = s->dp.target_epsilon;
+    cc->dp_target_quantile = s->dp.target_quantile;
+    cc->dp_clip_lr = s->dp.clip_lr;
+    cc->dp_count_noise = s->dp.count_noise;
+    prep_secagg(&s->sa, cc);
+    cc->max_update_norm = s->max_update_norm;
+    prep_retry(&s->rc, cc);
+    cc->input_stats = prep_input_stats(s->input_stats, s->dp.clip);
+    cc->metrics_file = s->metrics;
+    cc->target_accuracy = s->target_accuracy;
+    cc->out = s->out;
+    return FED_OK;
 }

@@ -144,9 +144,6 @@ typedef struct secagg_cfg {
      "secagg: longest wait of each key-exchange phase, milliseconds"}
 /* clang-format on */
 
-/* Copies the options into cc's secagg* fields. */
-void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc);
-
 /* How rounds treat failed attempts and example counts (fed_coord_config's retry_*,
  * max_failed_attempts and max_examples_per_site), shared by coordinator and sim. */
 typedef struct retry_cfg {
@@ -170,9 +167,6 @@ typedef struct retry_cfg {
      "site's Hello announced"}
 /* clang-format on */
 
-/* Copies the options into cc. */
-void prep_retry(const retry_cfg *rc, fed_coord_config *cc);
-
 /* --input-stats: auto | on | off (fed_coord_config.input_stats). */
 #define INPUT_STATS_OPT(field, def)                                                                \
     {                                                                                              \
@@ -183,8 +177,39 @@ void prep_retry(const retry_cfg *rc, fed_coord_config *cc);
             "--dp-clip)"                                                                           \
     }
 
-/* The input-stats choice for a run with DP clipping dp_clip. */
-bool prep_input_stats(const char *choice, double dp_clip);
+/* What `coordinator` and `sim` both map onto fed_coord_config, and map the same way.
+ * Each command's config embeds one; its option entries stay in the command's own table
+ * (its order, its defaults, its --help), pointing into the embedded struct with
+ * COORD_SHARED_AT. What the two map differently (the training seed, min-fit, the
+ * sampling seed) each command sets itself. */
+typedef struct coord_shared_cfg {
+    size_t rounds, deadline_ms;                   /* round engine */
+    double fraction;                              /* share of sites sampled per round */
+    size_t epochs, batch, max_steps;              /* site training */
+    const char *optimizer;                        /* sgd|adam|adamw */
+    double lr, momentum, weight_decay, clip_norm; /* site optimizer */
+    const char *freeze;                           /* frozen tensor globs */
+    strategy_cfg sc;                              /* server strategy */
+    dp_cfg dp;                                    /* differential privacy */
+    secagg_cfg sa;                                /* secure aggregation */
+    double max_update_norm;                       /* reject larger deltas (0: off) */
+    retry_cfg rc;                                 /* failed attempts, example counts */
+    const char *input_stats;                      /* auto | on | off */
+    const char *metrics;                          /* JSON-lines metrics file */
+    double target_accuracy;                       /* stop at this central accuracy */
+    const char *out;                              /* final model */
+} coord_shared_cfg;
+
+/* Offset of field of the coord_shared_cfg at member `member` of config type `type`, for
+ * option tables (a function-like F for TRAINING_OPTS is written with it). */
+#define COORD_SHARED_AT(type, member, field)                                                       \
+    (offsetof(type, member) + offsetof(coord_shared_cfg, field))
+
+/* Copies the shared options into cc: rounds, fraction, deadline, the training
+ * configuration but its seed, freeze, strategy, DP, secagg, max-update-norm, retries,
+ * input statistics, metrics, target accuracy and out. FED_EINVAL for an unknown
+ * strategy. */
+fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) FED_MUST_USE;
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
  * was trained with, so string labels get the same ids. */

@@ -1,5 +1,5 @@
-/* The site's internals, shared by the files of client/ and by nothing else (the public
- * API is client/client.h): struct fed_site with its fields grouped by the thread that owns
+/* Internal to client/: the site's internals, shared by the files of client/ and nothing else (the
+ * public API is client/client.h): struct fed_site with its fields grouped by the thread that owns
  * them, the owned event copies, and the site_* functions one file of client/ defines and
  * another calls. Which file holds what:
  *   client.c       object lifetime (new/destroy), the connection loop (connect, backoff,

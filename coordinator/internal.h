@@ -1,7 +1,7 @@
-/* What the coordinator's files share (redis's server.h for aof.c, rdb.c...): the
- * coordinator object, the registry's client record, and the functions one file calls
- * in another, named fed__coord_*. Not a public header: only coordinator's .c files and the
- * tests that look inside include it. */
+/* Internal to coordinator/: what the coordinator's files share (redis's server.h for
+ * aof.c, rdb.c...): the coordinator object, the registry's client record, and the
+ * functions one file calls in another, named fed__coord_*. Only coordinator's .c files
+ * and the tests that look inside include it. */
 #ifndef FED_COORDINATOR_INTERNAL_H
 #define FED_COORDINATOR_INTERNAL_H
 

@@ -16,7 +16,7 @@
  *
  * To add a stage: a file stage_<name>.c with its state struct (fed_stage first), its
  * fed_stage_type and a constructor that appends it (fed_stage_append), declared below;
- * then one line in fed__coord_pipeline_build (pipeline.c) says when and where it goes.
+ * then one line in the chain builder of pipeline.c says when and where it goes.
  * Per-update hooks (a stage that must see each update, e.g. a median) come with the
  * first stage that needs them. Stages are driven by the coordinator's event loop only. */
 #ifndef FED_COORDINATOR_PIPELINE_H

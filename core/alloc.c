@@ -1,6 +1,6 @@
 /* Allocation wrappers and the fail-the-Nth-allocation hook. The hook costs one relaxed
  * atomic increment per allocation, which is noise next to malloc itself. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/err.h"
 
 #include <stdatomic.h>

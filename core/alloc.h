@@ -1,6 +1,6 @@
 /* The one allocation path of fedtune, with overflow-checked sizes and a test hook that
- * makes the Nth allocation fail, so constructors can be proven leak-free and crash-free
- * under memory exhaustion (as curl and sqlite do).
+ * makes the Nth allocation fail (core/alloc_internal.h, for tests only), so constructors
+ * can be proven leak-free and crash-free under memory exhaustion (as curl and sqlite do).
  *
  * Every allocation in fedtune libraries goes through these functions; memory from any of
  * them is released with fed_free(). A failed allocation returns NULL and records a
@@ -31,11 +31,5 @@ void fed_free(void *ptr);
 bool fed_mul_ok(size_t a, size_t b, size_t *out);
 /* a+b into *out; false (and *out untouched) if it overflows size_t. */
 bool fed_add_ok(size_t a, size_t b, size_t *out);
-
-/* Test hook: the nth allocation from now fails (1 = the very next one); 0 disables.
- * Counts across all threads. */
-void fed_alloc_fail_at(long nth);
-/* Allocations attempted since the last fed_alloc_fail_at() call. */
-long fed_alloc_count(void);
 
 #endif

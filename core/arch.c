@@ -388,11 +388,10 @@ fail:
 
 static fed_err parse_json(fed_arch **out, const char *text) {
     fed_err err = FED_EFORMAT;
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *root = cJSON_Parse(text);
     if (!root) {
-        if (fed__json_oom())
-            return fed_errorf(FED_ENOMEM, "out of memory parsing the architecture");
+        if (fed_json_oom()) return fed_errorf(FED_ENOMEM, "out of memory parsing the architecture");
         const char *e = cJSON_GetErrorPtr();
         size_t off = e && e >= text ? (size_t)(e - text) : 0;
         return fed_errorf(FED_EFORMAT, "architecture: invalid JSON near offset %zu", off);
@@ -607,7 +606,7 @@ fed_err fed_arch_to_json(const fed_arch *a, char **json) {
     *json = NULL;
     fed_err err = FED_ENOMEM;
     char *text = NULL;
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *root = cJSON_CreateObject();
     cJSON *input = root ? cJSON_AddArrayToObject(root, "input") : NULL;
     cJSON *layers = input ? cJSON_AddArrayToObject(root, "layers") : NULL;

@@ -19,11 +19,11 @@ static void install(void) {
     cJSON_InitHooks(&hooks);
 }
 
-void fed__json_hooks(void) {
+void fed_json_hooks(void) {
     pthread_once(&hooks_once, install);
     json_oom = false;
 }
 
-bool fed__json_oom(void) {
+bool fed_json_oom(void) {
     return json_oom;
 }

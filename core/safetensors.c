@@ -531,10 +531,10 @@ static fed_err parse_file(fed_st_file *f) {
     memcpy(text, h, (size_t)hlen);
     text[hlen] = '\0';
     const char *end = NULL;
-    fed__json_hooks();
+    fed_json_hooks();
     root = cJSON_ParseWithOpts(text, &end, 0);
     if (!root) {
-        if (fed__json_oom()) {
+        if (fed_json_oom()) {
             err = fed_errorf(FED_ENOMEM, "%s: out of memory parsing the header", w);
         } else {
             size_t at = end && end >= text && end <= text + hlen ? (size_t)(end - text) : 0;
@@ -1049,10 +1049,10 @@ fed_err fed_model_load_weights(fed_model *m, const fed_st_file *f, unsigned flag
 
 /* Applies FED_META_FROZEN (a JSON array of tensor names) to m. */
 static fed_err apply_frozen(fed_model *m, const char *json, const char *w) {
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *root = cJSON_Parse(json);
     if (!root) {
-        if (fed__json_oom()) return fed_errorf(FED_ENOMEM, "%s: out of memory", w);
+        if (fed_json_oom()) return fed_errorf(FED_ENOMEM, "%s: out of memory", w);
         return fed_errorf(FED_EFORMAT, "%s: %s is not valid JSON", w, FED_META_FROZEN);
     }
     fed_err err = FED_OK;

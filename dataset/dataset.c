@@ -403,7 +403,7 @@ fed_err fed_std_to_json(const fed_standardizer *s, char **json) {
     *json = NULL;
     fed_err err = FED_ENOMEM;
     char *text = NULL;
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *root = cJSON_CreateObject();
     if (!root || !cJSON_AddNumberToObject(root, "dim", (double)s->dim) ||
         !add_floats(root, "mean", s->mean, s->len) || !add_floats(root, "std", s->std, s->len))
@@ -434,10 +434,10 @@ fed_err fed_std_from_json(fed_standardizer **out, const char *json) {
     *out = NULL;
     fed_err err = FED_EFORMAT;
     fed_standardizer *s = NULL;
-    fed__json_hooks();
+    fed_json_hooks();
     cJSON *root = cJSON_Parse(json);
     if (!root) {
-        if (fed__json_oom()) return fed_errorf(FED_ENOMEM, "out of memory reading JSON");
+        if (fed_json_oom()) return fed_errorf(FED_ENOMEM, "out of memory reading JSON");
         return fed_errorf(FED_EFORMAT, "standardizer: invalid JSON");
     }
     if (!cJSON_IsObject(root)) {

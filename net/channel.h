@@ -351,26 +351,4 @@ const char *fed_client_errmsg(const fed_client *c);
 /* SHA-256 of len bytes (OpenSSL EVP), e.g. for the digest a RoundStart announces. */
 void fed_sha256(const void *data, size_t len, uint8_t out[FED_SHA256_LEN]);
 
-/* ------------------------------------------------------------------------------------ */
-/* Testing hooks: misbehave on purpose. Not for production code.                        */
-
-/* Writes len arbitrary plaintext bytes into the client's TLS session as one frame. */
-fed_err fed__client_send_plain(fed_client *c, const void *data, size_t len) FED_MUST_USE;
-/* Sends one DATA frame of the current session whose body is len raw bytes (not TLS). */
-fed_err fed__client_send_frame(fed_client *c, const void *data, size_t len) FED_MUST_USE;
-/* Closes the socket without a word (no CLOSE, linger 0), as a crashed client would; the
- * client stays unusable until fed_client_reconnect. */
-void fed__client_vanish(fed_client *c);
-/* Destroys s without a word to its peers (no CLOSE, linger 0), as a killed coordinator
- * process would go; NULL-safe, sets *s to NULL. */
-void fed__server_vanish(fed_server **s);
-/* Skips fed_net_check_tls in the constructors (on) so that tests can present what a
- * foreign peer could (an expired certificate, one made for the other side) and see the
- * other side refuse it. Process-wide; off again with false. */
-void fed__net_skip_checks(bool on);
-/* Sends a Chunk message of transfer id at offset declaring `declared` payload bytes but
- * carrying the len bytes at data, credit or not. */
-fed_err fed__client_send_chunk(fed_client *c, uint64_t id, uint64_t offset, const void *data,
-                               uint32_t len, uint32_t declared) FED_MUST_USE;
-
 #endif

@@ -14,6 +14,7 @@
  * connection was ever made, so "refused or unreachable" reads differently from a silent
  * coordinator. A session the coordinator refused with a fatal TLS alert, or whose
  * certificate this side refused, ends with a permanent LEFT (channel.h). */
+#include "net/net_internal.h"
 #include "net/session.h"
 
 #include "core/alloc.h"

@@ -6,7 +6,7 @@
  * pool's owner thread. When the pool is exhausted the owner waits on fed__pool_fd, which
  * becomes readable as soon as a buffer comes back. Memory is allocated once per buffer
  * and reused; a closed pool is freed when its last buffer returns. No ZeroMQ or OpenSSL
- * here. */
+ * here. Internal to net/. */
 #ifndef FED_NET_POOL_H
 #define FED_NET_POOL_H
 

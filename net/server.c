@@ -26,6 +26,7 @@
  * (fed_client_reconnect; with ZMQ_ROUTER_HANDOVER libzmq may discard the CLOSE the old
  * connection still carried). libzmq does not say why a connection ended, so the line
  * names both causes: the peer went away, or it sent a frame over the limit. */
+#include "net/net_internal.h"
 #include "net/session.h"
 
 #include "core/alloc.h"

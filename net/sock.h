@@ -14,7 +14,7 @@
  * connection and its end by file descriptor, and every received frame says which
  * descriptor it came from (fed__frame.fd). The monitor's pipe has no high-water mark, so
  * libzmq's I/O thread never blocks on a slow reader; inproc:// sockets have no monitor
- * (nothing to watch). No TLS and no framing here: see session.h. */
+ * (nothing to watch). No TLS and no framing here: see session.h. Internal to net/. */
 #ifndef FED_NET_SOCK_H
 #define FED_NET_SOCK_H
 

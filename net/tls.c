@@ -22,6 +22,7 @@
  * (wire form in channel.h), both parsed strictly, each required to be the whole of its
  * frame; afterwards read and write pass bytes through. Nothing is authenticated: the
  * channel refuses plaintext on anything but inproc:// endpoints. */
+#include "net/net_internal.h"
 #include "net/tls.h"
 
 #include "core/alloc.h"
@@ -74,7 +75,7 @@ struct fed__tls {
     bool refused;                      /* failed for a reason a retry cannot change */
 };
 
-/* Testing hook: fed__net_skip_checks (channel.h). */
+/* Testing hook: fed__net_skip_checks (net_internal.h). */
 static bool skip_checks;
 
 struct fed__sha256 {
@@ -652,9 +653,11 @@ fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *f) 
     if (server && !f->cert_file)
         return fed_errorf(FED_EINVAL, "TLS: the coordinator needs a certificate");
     fed_net_file which;
-    /* "CA file /x/ca.crt: No such file or directory" */
-    if (!skip_checks && fed_net_check_tls(f, server, &which) != FED_OK)
-        return fed__name_error(FED_EINVAL, fed_net_file_name(which));
+    /* "CA file /x/ca.crt: No such file or directory"; running out of memory while
+     * reading a file says nothing about the file: FED_ENOMEM as it came. */
+    fed_err ce = skip_checks ? FED_OK : fed_net_check_tls(f, server, &which);
+    if (ce == FED_ENOMEM) return ce;
+    if (ce != FED_OK) return fed__name_error(FED_EINVAL, fed_net_file_name(which));
     ERR_clear_error();
     fed__tls_ctx *c = fed_calloc(1, sizeof *c);
     if (!c) return FED_ENOMEM;

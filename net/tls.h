@@ -6,7 +6,7 @@
  * A context made by fed__tls_ctx_new_plain gives plaintext sessions instead, for
  * inproc:// simulation only: the same calls, the identity claim (channel.h) as the
  * handshake, and bytes passed through unchanged. Also SHA-256 and random bytes. Knows
- * nothing of ZeroMQ or of frames. */
+ * nothing of ZeroMQ or of frames. Internal to net/. */
 #ifndef FED_NET_TLS_H
 #define FED_NET_TLS_H
 

@@ -1,5 +1,10 @@
 /* The simulator (sim/sim.h): the coordinator on a thread, every virtual site stepped by
- * the calling thread, training on a pool of workers. */
+ * the calling thread, training on a pool of workers. With TLS, the certificates go into
+ * a temporary folder, made by running certs/fedtune-certs (posix_spawn with an argument
+ * vector: no shell) and removed with nftw when the run ends. */
+#ifndef _XOPEN_SOURCE
+#define _XOPEN_SOURCE 700 /* nftw */
+#endif
 #include "sim/sim.h"
 
 #include "client/client.h"
@@ -9,9 +14,14 @@
 #include "net/channel.h"
 
 #include <inttypes.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,9 +144,30 @@ static void site_name(char out[32], size_t i, int width) {
 
 /* ---- certificates for --tls ------------------------------------------------------------ */
 
-static fed_err run_cmd(const char *cmd) {
-    int rc = system(cmd);
-    if (rc != 0) return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%d)", cmd, rc);
+extern char **environ;
+
+/* Runs script with argv (argv[0] is script), its output thrown away, and waits for it.
+ * The detail of a failure quotes the command and its wait status, as system()'s was. */
+static fed_err run_script(const char *script, char *const argv[]) {
+    char shown[8192] = "";
+    size_t used = 0;
+    for (size_t i = 0; argv[i] && used < sizeof shown; i++)
+        used +=
+            (size_t)snprintf(shown + used, sizeof shown - used, "%s'%s'", i ? " " : "", argv[i]);
+    posix_spawn_file_actions_t fa;
+    if (posix_spawn_file_actions_init(&fa) != 0) return FED_ENOMEM;
+    pid_t pid = -1;
+    int rc = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+    if (rc == 0) rc = posix_spawn(&pid, script, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%s)", shown, strerror(rc));
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%s)", shown, strerror(errno));
+    if (status != 0) return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%d)", shown, status);
     return FED_OK;
 }
 
@@ -145,18 +176,34 @@ static fed_err make_certs(const char *script, const char *dir, size_t n, int wid
     if (!script || access(script, X_OK) != 0)
         return fed_errorf(FED_EINVAL, "tls: the certificate script %s is not executable",
                           script ? script : "(none)");
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "'%s' init-ca '%s/ca' >/dev/null 2>&1 && '%s' coordinator '%s/ca' %s >/dev/null 2>&1",
-             script, dir, script, dir, SERVER_NAME);
-    fed_err err = run_cmd(cmd);
+    char ca[4096];
+    snprintf(ca, sizeof ca, "%s/ca", dir);
+    char *argv[4] = {(char *)script, "init-ca", ca, NULL};
+    fed_err err = run_script(script, argv);
+    if (!err) {
+        char *cargv[5] = {(char *)script, "coordinator", ca, SERVER_NAME, NULL};
+        err = run_script(script, cargv);
+    }
     for (size_t i = 0; !err && i < n; i++) {
         char name[32];
         site_name(name, i, width);
-        snprintf(cmd, sizeof cmd, "'%s' site '%s/ca' %s >/dev/null 2>&1", script, dir, name);
-        err = run_cmd(cmd);
+        char *sargv[5] = {(char *)script, "site", ca, name, NULL};
+        err = run_script(script, sargv);
     }
     return err;
+}
+
+/* nftw callback: removes what it is given (a folder after its contents, FTW_DEPTH). */
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) != 0 ? -1 : 0;
+}
+
+/* Removes the folder dir and everything below it, links not followed (rm -rf). */
+static int remove_tree(const char *dir) {
+    return nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- the simulation ------------------------------------------------------------------- */
@@ -515,9 +562,7 @@ done:
     fed_free(idx);
     fed_partition_destroy(&part);
     if (certdir[0]) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", certdir);
-        if (system(cmd) != 0) FED_LOG(FED_LOG_WARN, "sim: could not remove %s", certdir);
+        if (remove_tree(certdir) != 0) FED_LOG(FED_LOG_WARN, "sim: could not remove %s", certdir);
     }
     if (err && detail[0]) fed_errorf(err, "%s", detail);
     return err;

@@ -2,7 +2,7 @@
  * of malformed file (code AND message), loading weights into models by name with its
  * errors, self-describing model files, atomic writes under I/O failure, and
  * fail-the-Nth-allocation over the parser, the writer and fed_model_load. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/arch.h"
 #include "core/model.h"
 #include "core/safetensors.h"
@@ -727,22 +727,15 @@ TEST(under_allocation_failure) {
         make_file("{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\"}," T("x", "F32", "[2]", 0, 8) "," T(
                       "y", "F16", "[2,2]", 8, 16) "," T("z", "BF16", "[]", 16, 18) "}",
                   18);
-    long nth;
-    int failures = 0;
-    for (nth = 1; nth < 1000; nth++) {
+    FOR_EACH_ALLOC_FAILURE(a) {
         fed_st_file *f = NULL;
-        fed_alloc_fail_at(nth);
-        fed_err e = fed_st_parse(&f, h.bytes, h.len, "m.safetensors");
-        fed_alloc_fail_at(0);
-        if (e == FED_OK) {
+        ALLOC_TRY(a, fed_st_parse(&f, h.bytes, h.len, "m.safetensors"));
+        if (a.failed)
+            CHECK(f == NULL);
+        else
             CHECK_SIZE(fed_st_count(f), 3);
-            fed_st_close(&f);
-            break;
-        }
-        failures += e == FED_ENOMEM && f == NULL;
+        fed_st_close(&f);
     }
-    CHECK(nth > 10);
-    CHECK_INT(failures, nth - 1);
 
     fed_model *m = model_from(cnn_spec);
     char path[128];
@@ -751,36 +744,25 @@ TEST(under_allocation_failure) {
     fed_model_init(m, 5);
     fed_model_set_trainable_glob(m, "4.*", false);
     int entries = dir_entries();
-    failures = 0;
-    for (nth = 1; nth < 1000; nth++) {
-        fed_alloc_fail_at(nth);
-        fed_err e = fed_model_save(m, path, NULL);
-        fed_alloc_fail_at(0);
-        if (e == FED_OK) break;
-        failures += e == FED_ENOMEM && dir_entries() == entries;
+    FOR_EACH_ALLOC_FAILURE(a) {
+        ALLOC_TRY(a, fed_model_save(m, path, NULL));
+        if (a.failed) CHECK_INT(dir_entries(), entries); /* nothing half-written */
     }
-    CHECK(nth > 5);
-    CHECK_INT(failures, nth - 1);
 
-    failures = 0;
-    for (nth = 1; nth < 1000; nth++) {
+    FOR_EACH_ALLOC_FAILURE(a) {
         fed_model *back = NULL;
         fed_meta *meta = NULL;
-        fed_alloc_fail_at(nth);
-        fed_err e = fed_model_load(&back, path, &meta);
-        fed_alloc_fail_at(0);
-        if (e == FED_OK) {
+        ALLOC_TRY(a, fed_model_load(&back, path, &meta));
+        if (a.failed) {
+            CHECK(back == NULL && meta == NULL);
+        } else if (back) {
             CHECK_MEM(fed_model_params(back), fed_model_params(m),
                       fed_model_num_params(m) * sizeof(float));
             CHECK(!fed_model_find(back, "4.bias")->trainable);
-            fed_model_destroy(&back);
-            fed_meta_destroy(&meta);
-            break;
         }
-        failures += e == FED_ENOMEM && back == NULL && meta == NULL;
+        fed_model_destroy(&back);
+        fed_meta_destroy(&meta);
     }
-    CHECK(nth > 20);
-    CHECK_INT(failures, nth - 1);
     unlink(path);
     fed_model_destroy(&m);
 }

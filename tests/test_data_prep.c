@@ -2,7 +2,7 @@
  * a brute-force count), subsets, stratified seeded splits (exact counts per class,
  * determinism), the standardizer and its JSON form, order and gather, augmentation
  * (shift, flip, noise), and splits, reports and JSON under fail-the-Nth-allocation. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "dataset/dataset.h"
 #include "tests/test.h"
 
@@ -513,6 +513,12 @@ TEST(augment_flip_and_noise) {
     CHECK_NEAR(sd, 0.5, 4 * 0.5 / sqrt(2.0 * N));
 }
 
+/* fed_std_to_json then fed_std_from_json, as one call for the allocation harness. */
+static fed_err std_round_trip(const fed_standardizer *s, char **json, fed_standardizer **s2) {
+    fed_err e = fed_std_to_json(s, json);
+    return e ? e : fed_std_from_json(s2, *json);
+}
+
 TEST(prep_under_allocation_failure) {
     int32_t y[30];
     for (int i = 0; i < 30; i++) y[i] = i % 3;
@@ -521,62 +527,43 @@ TEST(prep_under_allocation_failure) {
     d->class_names = fed_calloc(3, sizeof(char *));
     for (int c = 0; d->class_names && c < 3; c++) d->class_names[c] = fed_strdup("cls");
     fed_dataset *tr = NULL, *va = NULL, *te = NULL;
-    int failures = 0;
-    for (long nth = 1; nth < 200; nth++) {
-        fed_alloc_fail_at(nth);
-        fed_err e = fed_data_split(d, 0.2, 0.1, 9, &tr, &va, &te);
-        fed_alloc_fail_at(0);
-        if (e == FED_OK) {
-            CHECK(tr && va && te && tr->n == 21 && va->n == 6 && te->n == 3);
-            break;
+    FOR_EACH_ALLOC_FAILURE(f) {
+        ALLOC_TRY(f, fed_data_split(d, 0.2, 0.1, 9, &tr, &va, &te));
+        if (f.failed) {
+            CHECK(tr == NULL && va == NULL && te == NULL);
+            continue;
         }
-        CHECK_ERR(e, FED_ENOMEM);
-        CHECK(tr == NULL && va == NULL && te == NULL);
-        failures++;
+        CHECK(tr && va && te && tr->n == 21 && va->n == 6 && te->n == 3);
     }
-    CHECK(failures >= 10);
     fed_data_destroy(&tr);
     fed_data_destroy(&va);
     fed_data_destroy(&te);
 
-    failures = 0;
-    for (long nth = 1; nth < 50; nth++) {
+    FOR_EACH_ALLOC_FAILURE(f) {
         fed_data_report r;
-        fed_alloc_fail_at(nth);
-        fed_err e = fed_data_report_new(&r, d);
-        fed_alloc_fail_at(0);
-        if (e == FED_OK) {
+        if (ALLOC_TRY(f, fed_data_report_new(&r, d)) == FED_OK) {
             CHECK(r.class_counts && r.class_counts[2] == 10);
             fed_data_report_free(&r);
-            break;
+        } else {
+            CHECK(r.class_counts == NULL);
         }
-        CHECK_ERR(e, FED_ENOMEM);
-        CHECK(r.class_counts == NULL);
-        failures++;
     }
-    CHECK(failures >= 5);
 
     fed_standardizer *s = NULL;
     CHECK_OK(fed_std_fit(&s, d));
-    failures = 0;
-    for (long nth = 1; s && nth < 200; nth++) {
-        char *json = NULL;
-        fed_standardizer *s2 = NULL;
-        fed_alloc_fail_at(nth);
-        fed_err e = fed_std_to_json(s, &json);
-        if (e == FED_OK) e = fed_std_from_json(&s2, json);
-        fed_alloc_fail_at(0);
-        fed_free(json);
-        if (e == FED_OK) {
-            CHECK(s2 && s2->mean[1] == s->mean[1]);
+    if (s) {
+        FOR_EACH_ALLOC_FAILURE(f) {
+            char *json = NULL;
+            fed_standardizer *s2 = NULL;
+            fed_err e = ALLOC_TRY(f, std_round_trip(s, &json, &s2));
+            fed_free(json);
+            if (e == FED_OK)
+                CHECK(s2 && s2->mean[1] == s->mean[1]);
+            else
+                CHECK(s2 == NULL);
             fed_std_destroy(&s2);
-            break;
         }
-        CHECK_ERR(e, FED_ENOMEM);
-        CHECK(s2 == NULL);
-        failures++;
     }
-    CHECK(failures >= 5);
     fed_std_destroy(&s);
     fed_data_destroy(&d);
 }

@@ -78,53 +78,55 @@ static void send_update(world *w, int i, uint64_t id, size_t len, const uint8_t 
     CHECK_OK(fed_client_send(w->cli[i], &m));
 }
 
-static void run(scenario sc, const char *label, const char *who, const char *why) {
-    log_clear();
-    bad b = {0};
-    b.sc = sc;
-    b.good_len = 8 * MB + 3;
-    b.good_data = fed_malloc(b.good_len);
-    b.good_recv = fed_calloc(1, b.good_len);
-    fill_pattern(b.good_data, b.good_len, 7);
-    fed_sha256(b.good_data, b.good_len, b.good_sha);
-    b.bad_len = 1 * MB;
-    b.bad_data = fed_malloc(b.bad_len);
-    b.bad_recv = fed_calloc(1, b.bad_len);
-    fill_pattern(b.bad_data, b.bad_len, 9);
-    world w = {0};
-    w.user = &b;
-    w.on_srv = bad_srv;
-    w.zctx = fed_net_context_new();
+/* The coordinator (tcp, small limits), the good client and the bad one, both joined,
+ * and the good client's 8 MB upload under way. */
+static void start(world *w, bad *b, scenario sc) {
+    b->sc = sc;
+    b->good_len = 8 * MB + 3;
+    b->good_data = fed_malloc(b->good_len);
+    b->good_recv = fed_calloc(1, b->good_len);
+    fill_pattern(b->good_data, b->good_len, 7);
+    fed_sha256(b->good_data, b->good_len, b->good_sha);
+    b->bad_len = 1 * MB;
+    b->bad_data = fed_malloc(b->bad_len);
+    b->bad_recv = fed_calloc(1, b->bad_len);
+    fill_pattern(b->bad_data, b->bad_len, 9);
+    w->user = b;
+    w->on_srv = bad_srv;
+    w->zctx = fed_net_context_new();
     fed_server_config sc_ = server_config("tcp://127.0.0.1:0");
     sc_.net.limits.max_envelope = 64 * 1024;
     sc_.net.limits.max_chunk = 1 * MB;
     sc_.net.handshake_timeout_ms = 300;
-    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc_));
-    const char *ep = fed_server_endpoint(w.srv);
+    CHECK_OK(fed_server_new(&w->srv, w->zctx, &sc_));
+    const char *ep = fed_server_endpoint(w->srv);
     fed_client_config cg = client_config(ep, "ca", "site-1");
     fed_client_config cb = client_config(ep, "ca", "site-3");
-    w.ncli = 2;
-    CHECK_OK(fed_client_new(&w.cli[GOOD], w.zctx, &cg));
-    CHECK_OK(fed_client_new(&w.cli[BAD], w.zctx, &cb));
-    CHECK(world_until(&w, both_joined, 10000));
+    w->ncli = 2;
+    CHECK_OK(fed_client_new(&w->cli[GOOD], w->zctx, &cg));
+    CHECK_OK(fed_client_new(&w->cli[BAD], w->zctx, &cb));
+    CHECK(world_until(w, both_joined, 10000));
 
     /* The good client starts its upload. */
-    CHECK_OK(fed_client_send_transfer(w.cli[GOOD], 10, b.good_data, b.good_len));
-    send_update(&w, GOOD, 10, b.good_len, b.good_sha);
-    world_step(&w, 1);
+    CHECK_OK(fed_client_send_transfer(w->cli[GOOD], 10, b->good_data, b->good_len));
+    send_update(w, GOOD, 10, b->good_len, b->good_sha);
+    world_step(w, 1);
+}
 
+/* The bad peer's misbehaviour: a raw DEALER (kept in *raw) or the bad client's hooks. */
+static void misbehave(world *w, bad *b, scenario sc, fed__sock **raw) {
+    const char *ep = fed_server_endpoint(w->srv);
     uint8_t junk[4096];
     fill_pattern(junk, sizeof junk, 99);
     uint8_t sha[32];
-    fed_sha256(b.bad_data, b.bad_len, sha);
-    fed__sock *raw = NULL;
+    fed_sha256(b->bad_data, b->bad_len, sha);
     switch (sc) {
     case RANDOM_DEALER: {
         fed__sock_opts o = {0, -1, 1000};
         uint8_t rid[] = {'r', 'a', 'w', 1, 2, 3};
-        CHECK_OK(fed__sock_dealer(&raw, w.zctx, ep, rid, sizeof rid, &o));
-        for (int k = 0; raw && k < 3; k++)
-            CHECK_OK(fed__sock_send_bytes(raw, NULL, 0, junk + 100 * k, 1000));
+        CHECK_OK(fed__sock_dealer(raw, w->zctx, ep, rid, sizeof rid, &o));
+        for (int k = 0; *raw && k < 3; k++)
+            CHECK_OK(fed__sock_send_bytes(*raw, NULL, 0, junk + 100 * k, 1000));
         break;
     }
     case STALLED_HANDSHAKE: {
@@ -132,8 +134,8 @@ static void run(scenario sc, const char *label, const char *who, const char *why
         fed__sock_opts o = {0, -1, 1000};
         uint8_t rid[] = {'s', 't', 'a', 'l', 'l'};
         uint8_t open[24] = {'F', 'E', 'D', 'N', 1, 1, 0, 0, 7, 7, 7, 7};
-        CHECK_OK(fed__sock_dealer(&raw, w.zctx, ep, rid, sizeof rid, &o));
-        if (raw) CHECK_OK(fed__sock_send_bytes(raw, NULL, 0, open, sizeof open));
+        CHECK_OK(fed__sock_dealer(raw, w->zctx, ep, rid, sizeof rid, &o));
+        if (*raw) CHECK_OK(fed__sock_send_bytes(*raw, NULL, 0, open, sizeof open));
         break;
     }
     case TRUNCATED_HANDSHAKE: {
@@ -144,37 +146,37 @@ static void run(scenario sc, const char *label, const char *who, const char *why
         uint8_t open[24 + 505] = {'F', 'E', 'D', 'N', 1, 1, 0, 0, 5, 5, 5, 5};
         uint8_t rec[5] = {22, 3, 1, 1000 >> 8, 1000 & 255};
         memcpy(open + 24, rec, sizeof rec);
-        CHECK_OK(fed__sock_dealer(&raw, w.zctx, ep, rid, sizeof rid, &o));
-        if (raw) CHECK_OK(fed__sock_send_bytes(raw, NULL, 0, open, sizeof open));
+        CHECK_OK(fed__sock_dealer(raw, w->zctx, ep, rid, sizeof rid, &o));
+        if (*raw) CHECK_OK(fed__sock_send_bytes(*raw, NULL, 0, open, sizeof open));
         break;
     }
     case HUGE_FRAME: {
         /* Beyond ZMQ_MAXMSGSIZE (twice the largest frame): libzmq itself cuts it off. */
         size_t n = 3 * MB;
         uint8_t *big = fed_calloc(1, n);
-        CHECK_OK(fed__client_send_frame(w.cli[BAD], big, n));
+        CHECK_OK(fed__client_send_frame(w->cli[BAD], big, n));
         fed_free(big);
         break;
     }
     case TRUNCATED_RECORD: {
         /* An application-data record header announcing 1000 bytes, and only 500 of them. */
         uint8_t rec[505] = {23, 3, 3, 1000 >> 8, 1000 & 255};
-        CHECK_OK(fed__client_send_frame(w.cli[BAD], rec, sizeof rec));
+        CHECK_OK(fed__client_send_frame(w->cli[BAD], rec, sizeof rec));
         break;
     }
     case GARBAGE_AFTER_HANDSHAKE:
-        CHECK_OK(fed__client_send_frame(w.cli[BAD], junk, 2000));
+        CHECK_OK(fed__client_send_frame(w->cli[BAD], junk, 2000));
         break;
     case OVERSIZED_FRAME: {
         size_t n = 3 * MB / 2;
         uint8_t *big = fed_calloc(1, n);
-        CHECK_OK(fed__client_send_frame(w.cli[BAD], big, n));
+        CHECK_OK(fed__client_send_frame(w->cli[BAD], big, n));
         fed_free(big);
         break;
     }
     case OVERSIZED_MESSAGE: {
         uint8_t len[4] = {0, 0, 16, 0}; /* 1 MiB envelope announced */
-        CHECK_OK(fed__client_send_plain(w.cli[BAD], len, sizeof len));
+        CHECK_OK(fed__client_send_plain(w->cli[BAD], len, sizeof len));
         break;
     }
     case TRUNCATED_CHUNK:
@@ -183,20 +185,29 @@ static void run(scenario sc, const char *label, const char *who, const char *why
     case DIGEST_MISMATCH:
         if (sc == DIGEST_MISMATCH) {
             uint8_t wrong[32] = {0};
-            CHECK_OK(fed_client_send_transfer(w.cli[BAD], 20, b.bad_data, b.bad_len));
-            send_update(&w, BAD, 20, b.bad_len, wrong);
+            CHECK_OK(fed_client_send_transfer(w->cli[BAD], 20, b->bad_data, b->bad_len));
+            send_update(w, BAD, 20, b->bad_len, wrong);
             break;
         }
-        send_update(&w, BAD, 20, b.bad_len, sha);
-        CHECK(world_until(&w, bad_registered, 10000));
+        send_update(w, BAD, 20, b->bad_len, sha);
+        CHECK(world_until(w, bad_registered, 10000));
         if (sc == TRUNCATED_CHUNK)
-            CHECK_OK(fed__client_send_chunk(w.cli[BAD], 20, 0, junk, 1000, 4000));
+            CHECK_OK(fed__client_send_chunk(w->cli[BAD], 20, 0, junk, 1000, 4000));
         else if (sc == CHUNK_OUT_OF_RANGE)
-            CHECK_OK(fed__client_send_chunk(w.cli[BAD], 20, b.bad_len - 10, junk, 100, 100));
+            CHECK_OK(fed__client_send_chunk(w->cli[BAD], 20, b->bad_len - 10, junk, 100, 100));
         else
-            CHECK_OK(fed__client_send_chunk(w.cli[BAD], 20, 4096, junk, 100, 100));
+            CHECK_OK(fed__client_send_chunk(w->cli[BAD], 20, 4096, junk, 100, 100));
         break;
     }
+}
+
+static void run(scenario sc, const char *label, const char *who, const char *why) {
+    log_clear();
+    bad b = {0};
+    world w = {0};
+    start(&w, &b, sc);
+    fed__sock *raw = NULL;
+    misbehave(&w, &b, sc, &raw);
 
     bool ok = world_until(&w, settled, 20000);
     if (!ok) fprintf(stderr, "%s: did not settle\n", label);

@@ -12,7 +12,7 @@
  * made by certs/fedtune-certs in a temporary folder. */
 #include "tests/test_net_common.h"
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "net/sock.h"
 
 #include <inttypes.h>
@@ -622,30 +622,9 @@ TEST(config_errors) {
 /* Allocation failures                                                                  */
 
 TEST(alloc_failures_constructors) {
-    void *zctx = fed_net_context_new();
-    int server_ok = 0, client_ok = 0;
-    for (long n = 1; n < 200 && !(server_ok && client_ok); n++) {
-        fed_server *s = NULL;
-        fed_server_config sc = server_config("inproc://fednet-test-alloc");
-        fed_alloc_fail_at(n);
-        fed_err e = fed_server_new(&s, zctx, &sc);
-        bool hit = fed_alloc_count() >= n;
-        fed_alloc_fail_at(0);
-        CHECK(e == FED_OK ? s != NULL : s == NULL);
-        if (e == FED_OK && !hit) server_ok = 1;
-        fed_client *c = NULL;
-        fed_client_config cc = client_config("inproc://fednet-test-alloc", "ca", "site-1");
-        fed_alloc_fail_at(n);
-        e = fed_client_new(&c, zctx, &cc);
-        hit = fed_alloc_count() >= n;
-        fed_alloc_fail_at(0);
-        CHECK(e == FED_OK ? c != NULL : c == NULL);
-        if (e == FED_OK && !hit) client_ok = 1;
-        fed_client_destroy(&c);
-        fed_server_destroy(&s);
-    }
-    CHECK(server_ok && client_ok);
-    fed_net_context_destroy(&zctx);
+    fed_server_config sc = server_config("inproc://fednet-test-alloc");
+    fed_client_config cc = client_config("inproc://fednet-test-alloc", "ca", "site-1");
+    constructors_under_alloc_failures(&sc, &cc);
 }
 
 TEST(alloc_failures_admission) {

@@ -5,9 +5,10 @@
 #ifndef FED_TEST_NET_COMMON_H
 #define FED_TEST_NET_COMMON_H
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/log.h"
 #include "net/channel.h"
+#include "net/net_internal.h"
 #include "tests/test.h"
 #include "tests/test_certdir.h"
 
@@ -262,7 +263,8 @@ static inline bool first_joined(world *w) {
  * with no allocation failing; false if it never did (or the objects could not be made). */
 static inline bool joins_despite_alloc_failures(const fed_server_config *sc,
                                                 const fed_client_config *cc) {
-    for (long n = 1; n < 400; n++) {
+    bool joined = false;
+    FOR_EACH_ALLOC_FAILURE(f) {
         world w = {0};
         w.zctx = fed_net_context_new();
         w.ncli = 1;
@@ -271,14 +273,31 @@ static inline bool joins_despite_alloc_failures(const fed_server_config *sc,
             world_free(&w);
             return false;
         }
-        fed_alloc_fail_at(n);
-        bool joined = world_until(&w, first_joined, 200);
-        bool hit = fed_alloc_count() >= n;
-        fed_alloc_fail_at(0);
+        ALLOC_TRY_ANY(f, joined = world_until(&w, first_joined, 200));
         world_free(&w);
-        if (joined && !hit) return true;
     }
-    return false;
+    return joined; /* in the run where no allocation failed */
+}
+
+/* fed_server_new, then fed_client_new (connecting to the server made), under
+ * FOR_EACH_ALLOC_FAILURE: every failed run FED_ENOMEM with no object, nothing leaked. */
+static inline void constructors_under_alloc_failures(const fed_server_config *sc,
+                                                     const fed_client_config *cc) {
+    void *zctx = fed_net_context_new();
+    fed_server *s = NULL; /* the one made with no allocation failing, kept */
+    FOR_EACH_ALLOC_FAILURE(f) {
+        ALLOC_TRY(f, fed_server_new(&s, zctx, sc));
+        CHECK(f.failed ? s == NULL : s != NULL);
+    }
+    /* The clients connect to that server, as in a federation. */
+    FOR_EACH_ALLOC_FAILURE(f) {
+        fed_client *c = NULL;
+        ALLOC_TRY(f, fed_client_new(&c, zctx, cc));
+        CHECK(f.failed ? c == NULL : c != NULL);
+        fed_client_destroy(&c);
+    }
+    fed_server_destroy(&s);
+    fed_net_context_destroy(&zctx);
 }
 
 /* Fills buf with a deterministic pattern. */

@@ -8,7 +8,7 @@
  * sockets; certificates (for the TLS side of the mismatches) made by certs/fedtune-certs. */
 #include "tests/test_net_common.h"
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "net/sock.h"
 
 #include <inttypes.h>
@@ -723,30 +723,9 @@ done:
 TEST(alloc_failures) {
     /* The nth allocation fails in the constructors, then in the plaintext handshake and
      * admission: nothing crashes or leaks, and with enough n everyone joins. */
-    void *zctx = fed_net_context_new();
-    int server_ok = 0, client_ok = 0;
-    for (long n = 1; n < 200 && !(server_ok && client_ok); n++) {
-        fed_server *s = NULL;
-        fed_server_config sc = plain_server_config("inproc://fednet-plain-alloc");
-        fed_alloc_fail_at(n);
-        fed_err e = fed_server_new(&s, zctx, &sc);
-        bool hit = fed_alloc_count() >= n;
-        fed_alloc_fail_at(0);
-        CHECK(e == FED_OK ? s != NULL : s == NULL);
-        if (e == FED_OK && !hit) server_ok = 1;
-        fed_client *c = NULL;
-        fed_client_config cc = plain_client_config("inproc://fednet-plain-alloc", "sim-1");
-        fed_alloc_fail_at(n);
-        e = fed_client_new(&c, zctx, &cc);
-        hit = fed_alloc_count() >= n;
-        fed_alloc_fail_at(0);
-        CHECK(e == FED_OK ? c != NULL : c == NULL);
-        if (e == FED_OK && !hit) client_ok = 1;
-        fed_client_destroy(&c);
-        fed_server_destroy(&s);
-    }
-    CHECK(server_ok && client_ok);
-    fed_net_context_destroy(&zctx);
+    fed_server_config sc = plain_server_config("inproc://fednet-plain-alloc");
+    fed_client_config cc = plain_client_config("inproc://fednet-plain-alloc", "sim-1");
+    constructors_under_alloc_failures(&sc, &cc);
     fed_server_config sc2 = plain_server_config("inproc://fednet-plain-alloc2");
     fed_client_config cc2 = plain_client_config("inproc://fednet-plain-alloc2", "sim-2");
     CHECK(joins_despite_alloc_failures(&sc2, &cc2));

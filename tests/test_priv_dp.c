@@ -2,7 +2,7 @@
  * sum, the published DP-SGD epsilons, both (epsilon, delta) conversions against an
  * independent high-precision computation, the accountant's composition and checkpoint vector,
  * budget planning, clipping, adaptive clipping, and every malformed argument. */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "privacy/dp.h"
 #include "tests/test.h"
 

@@ -7,7 +7,7 @@
 #include "privacy/secagg_crypto.h"
 #include "tests/test.h"
 
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 
 #include <float.h>
 #include <stdint.h>

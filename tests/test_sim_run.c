@@ -4,7 +4,9 @@
  * model and the model learns; with dropouts every round still completes and the new
  * global model is FedAvg over exactly the sites that returned; stragglers later than the
  * deadline are left out while the rounds go on; the full TLS channel gives the same
- * bytes as plaintext inproc://; bad configurations are refused naming the field. */
+ * bytes as plaintext inproc://, and its temporary certificate folder is gone after the
+ * run, a good one or one whose certificate script failed; bad configurations are
+ * refused naming the field. */
 #include "sim/sim.h"
 #include "core/alloc.h"
 #include "training/fit.h"
@@ -13,10 +15,15 @@
 #include "privacy/secagg.h"
 #include "tests/test.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define DIM     8
 #define CLASSES 4
@@ -257,6 +264,69 @@ TEST(tls_same_bytes_as_inproc) {
     CHECK(tls.bytes > plain.bytes);
 }
 
+/* A certificate script in dir that logs the folder fed_sim_run gives it (the init-ca
+ * argument, "<folder>/ca") to dir/log and then runs the real one; fail_site makes its
+ * "site" step exit 3 instead. Its path goes to script. */
+static bool wrap_certs(const char *dir, bool fail_site, char script[512]) {
+    snprintf(script, 512, "%s/certs", dir);
+    FILE *f = fopen(script, "w");
+    if (!f) return false;
+    fprintf(f,
+            "#!/bin/sh\n"
+            "[ \"$1\" = init-ca ] && printf '%%s\\n' \"$2\" >>'%s/log'\n"
+            "%s"
+            "exec '%s' \"$@\"\n",
+            dir, fail_site ? "[ \"$1\" = site ] && exit 3\n" : "", FED_CERTS_SCRIPT);
+    return fclose(f) == 0 && chmod(script, 0755) == 0;
+}
+
+/* The certificate folder the wrapper in dir logged, without its "/ca" ("" if none). */
+static void logged_certdir(const char *dir, char out[512]) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/log", dir);
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    if (!fgets(out, 512, f)) out[0] = '\0';
+    fclose(f);
+    size_t len = strlen(out);
+    if (len >= 4 && strcmp(out + len - 4, "/ca\n") == 0) out[len - 4] = '\0';
+}
+
+/* --tls makes its certificates in a temporary folder and removes all of it at the end,
+ * after a completed run and after a failed certificate step alike. */
+TEST(tls_cert_folder_removed) {
+    char dir[] = "/tmp/fedsim-test-XXXXXX", script[512], certs[512], log[600];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(log, sizeof log, "%s/log", dir);
+    fed_sim_config cfg = base_config();
+    cfg.part.clients = 3;
+    cfg.coord.rounds = 1;
+    cfg.tls = true;
+    cfg.certs_script = script;
+    fed_sim_result res;
+    for (int fail = 0; fail < 2; fail++) {
+        CHECK(wrap_certs(dir, fail == 1, script));
+        if (fail) {
+            CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EIO);
+            CHECK_CONTAINS(fed_errmsg(), "certificates: ");
+            CHECK_CONTAINS(fed_errmsg(), "' 'site' '");
+            CHECK_CONTAINS(fed_errmsg(), "' 'site-000'\" failed (768)"); /* exit 3 */
+        } else {
+            CHECK_OK(run(&cfg, &res, NULL));
+            CHECK(res.rounds == 1);
+        }
+        logged_certdir(dir, certs);
+        CHECK_INT(strncmp(certs, "/tmp/fedsim-certs-", 18), 0);
+        errno = 0;
+        CHECK_INT(access(certs, F_OK), -1);
+        CHECK_INT(errno, ENOENT);
+        CHECK_INT(remove(log), 0);
+    }
+    CHECK_INT(remove(script), 0);
+    CHECK_INT(rmdir(dir), 0);
+}
+
 /* Secure aggregation: the model moves by the unweighted mean of exactly the survivors'
  * deltas, up to one rounding step of the fixed point (2 x clip / quant), though 40% of
  * the sites vanish after sharing their keys (their masks are removed from the sum). */
@@ -380,6 +450,7 @@ int main(void) {
     RUN(dropout_is_fedavg_of_returners);
     RUN(stragglers_miss_the_deadline);
     RUN(tls_same_bytes_as_inproc);
+    RUN(tls_cert_folder_removed);
     RUN(secagg_is_the_mean_of_survivors);
     RUN(bad_configs);
     fed_model_destroy(&m0);

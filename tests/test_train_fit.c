@@ -3,7 +3,7 @@
  * early stopping restoring the best epoch bit for bit, frozen tensors untouched,
  * determinism, and the pre-train -> fine-tune story (a pre-trained backbone reaches the
  * target accuracy in fewer epochs than training from scratch). */
-#include "core/alloc.h"
+#include "core/alloc_internal.h"
 #include "core/arch.h"
 #include "dataset/dataset.h"
 #include "training/fit.h"
@@ -437,26 +437,13 @@ TEST(alloc_failures) {
     fed_fit_config c = fed_fit_defaults();
     c.epochs = 2;
     c.patience = 1;
-    for (size_t nth = 1;; nth++) {
+    FOR_EACH_ALLOC_FAILURE(f) {
         fed_fit_result r;
-        fed_alloc_fail_at(nth);
-        fed_err err = fed_fit(m, tr, va, &c, &r);
-        fed_alloc_fail_at(0);
-        if (err == FED_OK) break;
-        CHECK_ERR(err, FED_ENOMEM);
-        if (err != FED_ENOMEM || nth > 100) break;
+        ALLOC_TRY(f, fed_fit(m, tr, va, &c, &r));
     }
-    for (size_t nth = 1;; nth++) {
+    FOR_EACH_ALLOC_FAILURE(f) {
         fed_eval_result e;
-        fed_alloc_fail_at(nth);
-        fed_err err = fed_evaluate(m, va, 0, &c.loss, &e);
-        fed_alloc_fail_at(0);
-        if (err == FED_OK) {
-            fed_eval_result_free(&e);
-            break;
-        }
-        CHECK_ERR(err, FED_ENOMEM);
-        if (err != FED_ENOMEM || nth > 100) break;
+        if (ALLOC_TRY(f, fed_evaluate(m, va, 0, &c.loss, &e)) == FED_OK) fed_eval_result_free(&e);
     }
     fed_data_destroy(&tr);
     fed_data_destroy(&va);

@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "fedavg_replay: cannot open %s\n", argv[2]);
         return 1;
     }
-    fed__json_hooks();
+    fed_json_hooks();
     char line[1 << 16];
     size_t rounds = 0;
     while (fgets(line, sizeof line, mf)) {
