@@ -184,8 +184,6 @@ static fed_err run_coordinator(const void *cfg) {
     cc.server.net.tls.cert_file = o->cert;
     cc.server.net.tls.key_file = o->key;
     cc.server.net.tls.crl_file = o->crl;
-    cc.model = m;
-    cc.take_model = true;
     cc.eval_data = d;
     cc.model_meta = meta;
     cc.eval_batch = o->eval_batch;
@@ -201,8 +199,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.seed = o->seed;
     cc.stop_file = o->stop_file;
     cc.linger_ms = (int64_t)o->linger_ms;
-    m = NULL; /* the coordinator takes it over, whatever fed_coord_new returns */
-    if ((err = fed_coord_new(&c, &cc))) goto done;
+    if ((err = fed_coord_new_taking(&c, &cc, &m))) goto done; /* m is NULL now */
     running = c;
     install(SIGINT, on_stop);
     install(SIGTERM, on_stop);

@@ -50,7 +50,6 @@ fed_coord_config fed_coord_default_config(void) {
 }
 
 static fed_err check_config(const fed_coord_config *c) {
-    if (!c->model) return fed_errorf(FED_EINVAL, "coordinator: no initial model");
     if (c->rounds < 1) return fed_errorf(FED_EINVAL, "rounds %" PRIu64 ": must be >= 1", c->rounds);
     if (!(c->fraction > 0.0 && c->fraction <= 1.0))
         return fed_errorf(FED_EINVAL, "fraction %g: must be in (0, 1]", c->fraction);
@@ -174,10 +173,11 @@ fed_err fed__coord_open_metrics(fed_coord *c) {
     return FED_OK;
 }
 
-fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
+/* fed_coord_new with the model copied from cfg->model (taken NULL) or taken over. */
+static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model *taken) {
     *out = NULL;
-    fed_model *taken = cfg->take_model ? (fed_model *)(uintptr_t)cfg->model : NULL;
-    fed_err err = check_config(cfg);
+    fed_err err = taken || cfg->model ? check_config(cfg)
+                                      : fed_errorf(FED_EINVAL, "coordinator: no initial model");
     if (err) {
         fed_model_destroy(&taken);
         return err;
@@ -289,6 +289,20 @@ fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
 fail:
     fed_coord_destroy(&c);
     return err;
+}
+
+fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) {
+    return coord_new(out, cfg, NULL);
+}
+
+fed_err fed_coord_new_taking(fed_coord **out, const fed_coord_config *cfg, fed_model **model) {
+    fed_model *taken = *model;
+    *model = NULL;
+    if (!taken) {
+        *out = NULL;
+        return fed_errorf(FED_EINVAL, "coordinator: no initial model");
+    }
+    return coord_new(out, cfg, taken);
 }
 
 /* Sends bye to every connected site not told yet; returns how many were told (those that

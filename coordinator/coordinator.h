@@ -68,10 +68,8 @@ struct fed_coord_round_stats;
 typedef struct fed_coord_config {
     fed_server_config server;       /* listen endpoint, TLS files, limits */
     void *zmq_ctx;                  /* a shared ZeroMQ context (inproc), or NULL: own one */
-    const fed_model *model;         /* the initial global model (borrowed; copied) */
-    bool take_model;                /* instead of copying it, fed_coord_new takes the model
-                                       over and frees it itself, whatever it returns: one
-                                       copy fewer of a big model at start-up */
+    const fed_model *model;         /* the initial global model (borrowed; fed_coord_new
+                                       copies it, fed_coord_new_taking ignores it) */
     const fed_meta *model_meta;     /* its file's metadata (borrowed, may be NULL): its input
                                        standardisation goes to every site in the manifest,
                                        and its pairs (classes, transform...) into the export */
@@ -217,6 +215,11 @@ typedef struct fed_coord fed_coord;
  * valid checkpoint of checkpoint_dir, opens the metrics file and binds the server.
  * FED_EINVAL naming the field, FED_EIO for files, server errors as fed_server_new. */
 fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) FED_MUST_USE;
+/* fed_coord_new taking the initial model over instead of copying cfg->model (ignored):
+ * one copy fewer of a big model at start-up. *model is the coordinator's, and set to
+ * NULL, whatever this returns (FED_EINVAL for a NULL *model). */
+fed_err fed_coord_new_taking(fed_coord **out, const fed_coord_config *cfg,
+                             fed_model **model) FED_MUST_USE;
 /* Says Bye to connected clients and closes everything. NULL-safe; sets *c to NULL. */
 void fed_coord_destroy(fed_coord **c);
 

@@ -352,7 +352,6 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
     cc.ordered_uploads = true;
     cc.wait_after_min_ms = -1; /* a round is its whole sample (or the deadline) */
     cc.seed = cfg->seed;
-    cc.take_model = false;
     if ((err = fed_coord_new(&ct.c, &cc))) goto done;
 
     /* The sites: their slice of the data and a connection each. */

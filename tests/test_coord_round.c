@@ -1531,26 +1531,28 @@ TEST(server_optimizers_resume_with_state) {
     check_strategy_resume(FED_STRATEGY_FEDYOGI, "fedyogi");
 }
 
-/* take_model: the coordinator adopts the caller's model instead of copying it (one copy
+/* fed_coord_new_taking: the coordinator adopts the caller's model instead of copying it (one copy
  * fewer of a big model at start-up) and frees it on every path, errors included (the
  * sanitizer build's leak check sees a leak or a double free). */
 TEST(take_model) {
     fed_model *m0 = make_model();
     fed_model *m1 = NULL;
     CHECK_INT(fed_model_clone(&m1, m0), FED_OK);
-    fed_coord_config cfg = coord_config(m1, NULL);
-    cfg.take_model = true;
+    fed_coord_config cfg = coord_config(NULL, NULL);
     cfg.rounds = 0; /* invalid: m1 is freed by the failed call */
-    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_INT(fed_coord_new_taking(&coord, &cfg, &m1), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "rounds 0");
     CHECK(coord == NULL);
-    m1 = NULL;
+    CHECK(m1 == NULL);
+    CHECK_INT(fed_coord_new_taking(&coord, &cfg, &m1), FED_EINVAL); /* NULL: nothing to take */
+    CHECK_CONTAINS(fed_errmsg(), "no initial model");
     CHECK_INT(fed_model_clone(&m1, m0), FED_OK);
-    cfg = coord_config(m1, NULL);
-    cfg.take_model = true;
-    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    fed_model *keep = m1;
+    cfg = coord_config(NULL, NULL);
+    CHECK_INT(fed_coord_new_taking(&coord, &cfg, &m1), FED_OK);
+    CHECK(m1 == NULL);
     if (coord) {
-        CHECK(fed_coord_model(coord) == m1); /* adopted, not copied */
+        CHECK(fed_coord_model(coord) == keep); /* adopted, not copied */
         CHECK_MEM(fed_model_params_const(fed_coord_model(coord)), fed_model_params_const(m0),
                   fed_model_num_params(m0) * sizeof(float));
         fed_coord_destroy(&coord);
