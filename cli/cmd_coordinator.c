@@ -194,8 +194,8 @@ static fed_err run_coordinator(const void *cfg) {
     cc.train.seed = o->train_seed;
     cc.ordered_uploads = o->ordered_uploads != 0;
     cc.slots = o->slots;
-    cc.checkpoint_dir = o->checkpoint_dir;
-    cc.keep_checkpoints = o->keep_checkpoints;
+    cc.ckpt.dir = o->checkpoint_dir;
+    cc.ckpt.keep = o->keep_checkpoints;
     cc.seed = o->seed;
     cc.stop_file = o->stop_file;
     cc.linger_ms = (int64_t)o->linger_ms;

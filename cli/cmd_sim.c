@@ -344,7 +344,7 @@ static fed_err run_sim(const void *cfgp) {
     if ((err = prep_coord_shared(&o->sh, cc))) goto done;
     cc->min_fit = o->min_fit ? o->min_fit : o->sh.sa.on ? 2 : 1;
     cc->train.seed = o->seed;
-    cc->dp_noise_seed = fed_mix64((uint64_t)o->seed ^ 0x6470u); /* reproducible noise */
+    cc->dp.noise_seed = fed_mix64((uint64_t)o->seed ^ 0x6470u); /* reproducible noise */
     cc->on_round = on_round;
     cc->on_round_user = &so;
     so.rounds = o->sh.rounds;

@@ -207,21 +207,22 @@ fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) {
     return FED_OK;
 }
 
-/* Copies the options into cc's secagg* fields. */
+/* Copies the options into cc->secagg. */
 static void prep_secagg(const secagg_cfg *sc, fed_coord_config *cc) {
-    cc->secagg = sc->on != 0;
-    cc->secagg_degree = (uint32_t)sc->degree;
-    cc->secagg_threshold = (uint32_t)sc->threshold;
-    cc->secagg_clip = sc->clip;
-    cc->secagg_quant = (uint32_t)sc->quant;
-    cc->secagg_phase_ms = sc->phase_ms;
+    cc->secagg.on = sc->on != 0;
+    cc->secagg.degree = (uint32_t)sc->degree;
+    cc->secagg.threshold = (uint32_t)sc->threshold;
+    cc->secagg.clip = sc->clip;
+    cc->secagg.quant = (uint32_t)sc->quant;
+    cc->secagg.phase_ms = sc->phase_ms;
 }
 
-/* Copies the options into cc's retry_*, max_failed_attempts and max_examples_per_site. */
+/* Copies the options into cc->retry and cc->max_examples_per_site. */
 static void prep_retry(const retry_cfg *rc, fed_coord_config *cc) {
-    cc->retry_backoff_ms = (int64_t)rc->backoff_ms;
-    cc->retry_backoff_max_ms = (int64_t)rc->backoff_max_ms;
-    cc->max_failed_attempts = rc->max_failed > UINT32_MAX ? UINT32_MAX : (uint32_t)rc->max_failed;
+    cc->retry.backoff_ms = (int64_t)rc->backoff_ms;
+    cc->retry.backoff_max_ms = (int64_t)rc->backoff_max_ms;
+    cc->retry.max_failed_attempts =
+        rc->max_failed > UINT32_MAX ? UINT32_MAX : (uint32_t)rc->max_failed;
     cc->max_examples_per_site = (uint64_t)rc->max_examples;
 }
 
@@ -247,13 +248,13 @@ fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
     cc->freeze = s->freeze;
     fed_err err = prep_strategy(&s->sc, &cc->strategy);
     if (err) return err;
-    cc->dp_clip = s->dp.clip;
-    cc->dp_noise = s->dp.noise;
-    cc->dp_delta = s->dp.delta;
-    cc->target_epsilon = s->dp.target_epsilon;
-    cc->dp_target_quantile = s->dp.target_quantile;
-    cc->dp_clip_lr = s->dp.clip_lr;
-    cc->dp_count_noise = s->dp.count_noise;
+    cc->dp.clip = s->dp.clip;
+    cc->dp.noise = s->dp.noise;
+    cc->dp.delta = s->dp.delta;
+    cc->dp.target_epsilon = s->dp.target_epsilon;
+    cc->dp.target_quantile = s->dp.target_quantile;
+    cc->dp.clip_lr = s->dp.clip_lr;
+    cc->dp.count_noise = s->dp.count_noise;
     prep_secagg(&s->sa, cc);
     cc->max_update_norm = s->max_update_norm;
     prep_retry(&s->rc, cc);

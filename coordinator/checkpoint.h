@@ -31,7 +31,7 @@ fed_err fed_ckpt_resume(const char *dir, fed_model *m, fed_strategy *s, uint64_t
  * names of its own pattern, round-NNNNNN[.strategy].safetensors.tmp.XXXXXX; one warn
  * line), *removed of them. A missing dir is no error. fed_coord_new calls it before
  * resuming, so repeated crashes cannot fill the disk: the folder needs room for
- * keep_checkpoints + 1 rounds of files (the newest is written before the oldest goes). */
+ * ckpt.keep + 1 rounds of files (the newest is written before the oldest goes). */
 fed_err fed_ckpt_sweep(const char *dir, size_t *removed) FED_MUST_USE;
 /* The path of round r's model file in dir (buf of len bytes). */
 void fed_ckpt_path(char *buf, size_t len, const char *dir, uint64_t round);

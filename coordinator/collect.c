@@ -137,7 +137,7 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->up_bytes = u->total_bytes;
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
     /* DP: counts would leak; secagg: the sum is unweighted */
-    k->weight = c->cfg.dp_clip > 0 || c->sec.sa ? 1.0 : (double)u->examples; /* <= 2^53: exact */
+    k->weight = c->cfg.dp.clip > 0 || c->sec.sa ? 1.0 : (double)u->examples; /* <= 2^53: exact */
     k->gloss = fed__coord_metric(u, "global_loss");
     k->tloss = fed__coord_metric(u, "train_loss");
     k->gacc = fed__coord_metric(u, "global_accuracy");
@@ -228,7 +228,7 @@ fed_err fed__coord_do_sample(fed_coord *c) {
     for (size_t i = 0; c->cfg.ordered_uploads && i < n; i++)
         if (ready[i]->status == ST_WAITING)
             c->att.order[c->att.norder++] = (size_t)(ready[i] - c->cl);
-    fed_err err = c->cfg.secagg ? fed__coord_sa_begin(c, ready, n, k) : FED_OK;
+    fed_err err = c->cfg.secagg.on ? fed__coord_sa_begin(c, ready, n, k) : FED_OK;
     fed_free(ready);
     fed_free(idx);
     if (err) return err;
@@ -336,7 +336,7 @@ fed_coord_state fed__coord_attempt_failed(fed_coord *c, const char *what) {
         snprintf(c->att.fail_why, sizeof c->att.fail_why, "%s", main);
     }
     fed__coord_end_attempt(c);
-    uint32_t most = c->cfg.max_failed_attempts;
+    uint32_t most = c->cfg.retry.max_failed_attempts;
     if (most && c->att.same_fails >= most) {
         FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s; %s", fed__coord_round_name(c, name),
                 c->att.n, what, reasons);
@@ -345,9 +345,9 @@ fed_coord_state fed__coord_attempt_failed(fed_coord *c, const char *what) {
                  fed__coord_round_name(c, name), c->att.same_fails, main);
         return FED_COORD_WAITING;
     }
-    int64_t delay = c->cfg.retry_backoff_ms;
-    for (uint64_t a = 1; a < c->att.n && delay < c->cfg.retry_backoff_max_ms; a++) delay *= 2;
-    if (delay > c->cfg.retry_backoff_max_ms) delay = c->cfg.retry_backoff_max_ms;
+    int64_t delay = c->cfg.retry.backoff_ms;
+    for (uint64_t a = 1; a < c->att.n && delay < c->cfg.retry.backoff_max_ms; a++) delay *= 2;
+    if (delay > c->cfg.retry.backoff_max_ms) delay = c->cfg.retry.backoff_max_ms;
     c->att.retry_at = fed_now_ms() + delay;
     FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s; %s; retrying in %.3g s",
             fed__coord_round_name(c, name), c->att.n, what, reasons, (double)delay / 1000.0);

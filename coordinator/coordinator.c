@@ -27,9 +27,9 @@ fed_coord_config fed_coord_default_config(void) {
     c.min_fit = 2;
     c.deadline_ms = 600000;
     c.wait_after_min_ms = 10000;
-    c.dp_delta = 1e-5;
-    c.secagg_phase_ms = 30000;
-    c.dp_clip_lr = 0.2;
+    c.dp.delta = 1e-5;
+    c.secagg.phase_ms = 30000;
+    c.dp.clip_lr = 0.2;
     c.train.epochs = 1;
     c.train.batch = 32;
     c.train.optimizer = "adam";
@@ -37,12 +37,12 @@ fed_coord_config fed_coord_default_config(void) {
     c.train.seed = 1;
     c.strategy = fed_strategy_defaults(FED_STRATEGY_FEDAVG);
     c.slots = 1;
-    c.keep_checkpoints = 3;
+    c.ckpt.keep = 3;
     c.seed = 1;
     c.max_examples_per_site = 1000000000;
-    c.retry_backoff_ms = 1000;
-    c.retry_backoff_max_ms = 60000;
-    c.max_failed_attempts = 10;
+    c.retry.backoff_ms = 1000;
+    c.retry.backoff_max_ms = 60000;
+    c.retry.max_failed_attempts = 10;
     c.linger_ms = 60000;
     c.bye_wait_ms = 3000;
     c.input_stats = true;
@@ -64,70 +64,70 @@ static fed_err check_config(const fed_coord_config *c) {
     if (c->max_examples_per_site < 1 || (double)c->max_examples_per_site > FED_AGG_WEIGHT_MAX)
         return fed_errorf(FED_EINVAL, "max-examples-per-site %" PRIu64 ": must be in [1, 2^53]",
                           c->max_examples_per_site);
-    if (c->retry_backoff_ms < 0 || c->retry_backoff_max_ms < c->retry_backoff_ms)
+    if (c->retry.backoff_ms < 0 || c->retry.backoff_max_ms < c->retry.backoff_ms)
         return fed_errorf(
             FED_EINVAL, "retry backoff: need 0 <= initial (%" PRId64 " ms) <= max (%" PRId64 " ms)",
-            c->retry_backoff_ms, c->retry_backoff_max_ms);
+            c->retry.backoff_ms, c->retry.backoff_max_ms);
     if (!(c->max_update_norm >= 0.0))
         return fed_errorf(FED_EINVAL, "max-update-norm %g: must be >= 0", c->max_update_norm);
-    if (c->keep_checkpoints < 1) return fed_errorf(FED_EINVAL, "keep-checkpoints: must be >= 1");
+    if (c->ckpt.keep < 1) return fed_errorf(FED_EINVAL, "keep-checkpoints: must be >= 1");
     if (!(c->target_accuracy >= 0.0 && c->target_accuracy <= 1.0))
         return fed_errorf(FED_EINVAL, "target-accuracy %g: must be in [0, 1]", c->target_accuracy);
-    if (!(c->dp_clip >= 0.0 && isfinite(c->dp_clip)))
-        return fed_errorf(FED_EINVAL, "dp-clip %g: must be finite and >= 0", c->dp_clip);
-    if (!(c->dp_noise >= 0.0 && isfinite(c->dp_noise)))
-        return fed_errorf(FED_EINVAL, "dp-noise %g: must be finite and >= 0", c->dp_noise);
-    if (c->input_stats && c->dp_clip > 0 &&
+    if (!(c->dp.clip >= 0.0 && isfinite(c->dp.clip)))
+        return fed_errorf(FED_EINVAL, "dp-clip %g: must be finite and >= 0", c->dp.clip);
+    if (!(c->dp.noise >= 0.0 && isfinite(c->dp.noise)))
+        return fed_errorf(FED_EINVAL, "dp-noise %g: must be finite and >= 0", c->dp.noise);
+    if (c->input_stats && c->dp.clip > 0 &&
         !(c->model_meta && fed_meta_get(c->model_meta, META_STD)))
         return fed_errorf(FED_EINVAL,
                           "input-stats releases the federation's feature means and variances "
                           "without differential-privacy noise: turn it off with dp-clip (or "
                           "give the model an input standardisation)");
-    if (c->dp_noise > 0 && c->dp_clip == 0)
+    if (c->dp.noise > 0 && c->dp.clip == 0)
         return fed_errorf(FED_EINVAL, "dp-noise needs dp-clip (the noise scales with it)");
-    if (c->dp_clip > 0 && !(c->dp_delta > 0.0 && c->dp_delta < 1.0))
-        return fed_errorf(FED_EINVAL, "dp-delta %g: must be in (0, 1)", c->dp_delta);
-    if (!(c->target_epsilon >= 0.0 && isfinite(c->target_epsilon)))
+    if (c->dp.clip > 0 && !(c->dp.delta > 0.0 && c->dp.delta < 1.0))
+        return fed_errorf(FED_EINVAL, "dp-delta %g: must be in (0, 1)", c->dp.delta);
+    if (!(c->dp.target_epsilon >= 0.0 && isfinite(c->dp.target_epsilon)))
         return fed_errorf(FED_EINVAL, "target-epsilon %g: must be finite and >= 0",
-                          c->target_epsilon);
-    if (!(c->dp_target_quantile >= 0.0 && c->dp_target_quantile < 1.0))
+                          c->dp.target_epsilon);
+    if (!(c->dp.target_quantile >= 0.0 && c->dp.target_quantile < 1.0))
         return fed_errorf(FED_EINVAL, "dp-target-quantile %g: must be in [0, 1)",
-                          c->dp_target_quantile);
-    if (c->dp_target_quantile > 0 && c->dp_clip == 0)
+                          c->dp.target_quantile);
+    if (c->dp.target_quantile > 0 && c->dp.clip == 0)
         return fed_errorf(FED_EINVAL, "dp-target-quantile needs dp-clip (the initial bound)");
-    if (c->dp_target_quantile > 0 && c->secagg)
+    if (c->dp.target_quantile > 0 && c->secagg.on)
         return fed_errorf(FED_EINVAL, "dp-target-quantile does not combine with secagg yet (the "
                                       "count of clipped updates would need its own secure sum)");
-    if (!(c->dp_clip_lr >= 0.0 && isfinite(c->dp_clip_lr)))
-        return fed_errorf(FED_EINVAL, "dp-clip-lr %g: must be finite and >= 0", c->dp_clip_lr);
-    if (!(c->dp_count_noise >= 0.0 && isfinite(c->dp_count_noise)))
+    if (!(c->dp.clip_lr >= 0.0 && isfinite(c->dp.clip_lr)))
+        return fed_errorf(FED_EINVAL, "dp-clip-lr %g: must be finite and >= 0", c->dp.clip_lr);
+    if (!(c->dp.count_noise >= 0.0 && isfinite(c->dp.count_noise)))
         return fed_errorf(FED_EINVAL, "dp-count-noise %g: must be finite and >= 0",
-                          c->dp_count_noise);
-    if (c->dp_target_quantile > 0 && c->dp_noise > 0 && c->dp_count_noise > 0 &&
-        !(2.0 * c->dp_count_noise > c->dp_noise))
+                          c->dp.count_noise);
+    if (c->dp.target_quantile > 0 && c->dp.noise > 0 && c->dp.count_noise > 0 &&
+        !(2.0 * c->dp.count_noise > c->dp.noise))
         return fed_errorf(FED_EINVAL,
                           "dp-count-noise %g: must exceed dp-noise / 2 = %g (the count's noise "
                           "is paid from the same budget)",
-                          c->dp_count_noise, c->dp_noise / 2.0);
-    if (c->target_epsilon > 0 && !(c->dp_clip > 0 && c->dp_noise > 0))
+                          c->dp.count_noise, c->dp.noise / 2.0);
+    if (c->dp.target_epsilon > 0 && !(c->dp.clip > 0 && c->dp.noise > 0))
         return fed_errorf(FED_EINVAL, "target-epsilon needs dp-clip and dp-noise > 0");
     /* What every site would refuse must not start a federation: the sites check the
      * round's TrainConfig with this very function. */
     fed_err err = fed_train_spec_check(&c->train);
     if (err) return fed_errprefix(err, "client training (every site would refuse it)");
-    if (c->secagg) {
+    if (c->secagg.on) {
         if (c->min_fit < 2)
             return fed_errorf(FED_EINVAL, "secagg needs min-fit >= 2 (the sum of one update is "
                                           "that update)");
         if (c->max_update_norm > 0)
             return fed_errorf(FED_EINVAL, "max-update-norm cannot apply with secagg: the "
                                           "coordinator never sees a single update");
-        if (!(c->secagg_clip >= 0.0 && isfinite(c->secagg_clip)))
+        if (!(c->secagg.clip >= 0.0 && isfinite(c->secagg.clip)))
             return fed_errorf(FED_EINVAL, "secagg-clip %g: must be finite and >= 0",
-                              c->secagg_clip);
-        if (c->secagg_phase_ms < 1)
+                              c->secagg.clip);
+        if (c->secagg.phase_ms < 1)
             return fed_errorf(FED_EINVAL, "secagg-phase-ms %" PRId64 ": must be >= 1",
-                              c->secagg_phase_ms);
+                              c->secagg.phase_ms);
     }
     return fed_strategy_config_check(&c->strategy);
 }
@@ -204,21 +204,20 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
     if (mt && (err = fed__coord_set_transform(c, mt, "the model's metadata"))) goto fail;
     if ((err = fed_strategy_new(&c->strat, &cfg->strategy, c->ntrainable))) goto fail;
     c->version = 1;
-    if (cfg->dp_clip > 0 && (err = fed_dp_accountant_new(&c->dp.acc))) goto fail;
-    c->dp.clip_now = cfg->dp_clip;
-    if (cfg->checkpoint_dir) {
+    if (cfg->dp.clip > 0 && (err = fed_dp_accountant_new(&c->dp.acc))) goto fail;
+    c->dp.clip_now = cfg->dp.clip;
+    if (cfg->ckpt.dir) {
         uint64_t r = 0, v = 1;
         fed_meta *meta = NULL;
         size_t swept = 0;
-        if ((err = fed_ckpt_sweep(cfg->checkpoint_dir, &swept))) goto fail;
-        if ((err = fed_ckpt_resume(cfg->checkpoint_dir, c->model, c->strat, &r, &v, &meta)))
-            goto fail;
+        if ((err = fed_ckpt_sweep(cfg->ckpt.dir, &swept))) goto fail;
+        if ((err = fed_ckpt_resume(cfg->ckpt.dir, c->model, c->strat, &r, &v, &meta))) goto fail;
         if (r > 0 && c->dp.acc) err = fed__coord_restore_accountant(c->dp.acc, meta, r);
         /* The transform an earlier statistics round computed: the rounds since used it. */
         const char *ct = meta && !err && !c->stats.transform ? fed_meta_get(meta, META_STD) : NULL;
         if (ct && !(err = fed__coord_set_transform(c, ct, "checkpoint"))) c->stats.ours = true;
         const char *cn = meta && !err ? fed_meta_get(meta, META_DP_CLIP) : NULL;
-        if (cn && cfg->dp_target_quantile > 0) {
+        if (cn && cfg->dp.target_quantile > 0) {
             char *end;
             double bound = strtod(cn, &end);
             if (*end || !(bound > 0 && isfinite(bound)))
@@ -237,7 +236,7 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
     /* After the resume, which holds a second copy of the model while it verifies one: the
      * aggregator's (1 + slots) copies do not add to that peak. */
     if ((err = fed_agg_new(&c->agg, c->ntrainable, cfg->slots))) goto fail;
-    fed_agg_set_clip(c->agg, cfg->secagg ? 0.0 : c->dp.clip_now); /* secagg: the sites clip */
+    fed_agg_set_clip(c->agg, cfg->secagg.on ? 0.0 : c->dp.clip_now); /* secagg: the sites clip */
     if (c->stats.ours && (err = fed__coord_standardize_eval(c))) goto fail;
     size_t nb = cfg->slots ? cfg->slots : 1; /* byte buffers: allocated on first use */
     c->raw.buf = fed_calloc(nb, sizeof *c->raw.buf);
@@ -248,7 +247,7 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
         goto fail;
     }
     c->raw.n = nb;
-    if (cfg->secagg) {
+    if (cfg->secagg.on) {
         if (!(c->sec.sum = fed_mallocarray(c->ntrainable, sizeof *c->sec.sum))) {
             err = FED_ENOMEM;
             goto fail;
@@ -472,11 +471,11 @@ fed_err fed__coord_finish(fed_coord *c, const char *why, bool finished) {
                          "{\"clip\":%.17g,\"noise_multiplier\":%.17g,\"delta\":%.17g,"
                          "\"epsilon\":%s,\"rounds\":%" PRIu64 ",\"accountant\":\"rdp, "
                          "sampled gaussian, improved conversion\"}",
-                         c->cfg.dp_clip, c->cfg.dp_noise, c->cfg.dp_delta, e, c->rounds_done);
+                         c->cfg.dp.clip, c->cfg.dp.noise, c->cfg.dp.delta, e, c->rounds_done);
                 err = fed_meta_set(meta, "fedtune.dp", dp);
             }
         }
-        if (!err && c->cfg.secagg) {
+        if (!err && c->cfg.secagg.on) {
             char sa[256];
             const fed_sa_params *p = &c->sec.params; /* of the last attempt */
             snprintf(sa, sizeof sa,
@@ -543,14 +542,14 @@ static fed_err advance(fed_coord *c) {
             if (c->att.retry_at && fed_now_ms() < c->att.retry_at) return FED_OK; /* backing off */
             if (c->rounds_done == 0 && c->cfg.input_stats && !c->stats.transform)
                 c->stats.active = true;
-            if (c->cfg.target_epsilon > 0) {
+            if (c->cfg.dp.target_epsilon > 0) {
                 double next = 0;
                 if ((err = fed__coord_next_epsilon(c, &next))) return err;
-                if (next > c->cfg.target_epsilon) {
+                if (next > c->cfg.dp.target_epsilon) {
                     char why[160];
                     snprintf(why, sizeof why,
                              "privacy budget: another round would spend epsilon %.4g > %.4g", next,
-                             c->cfg.target_epsilon);
+                             c->cfg.dp.target_epsilon);
                     return fed__coord_finish(c, why, true);
                 }
             }

@@ -21,12 +21,12 @@
  * fed_coord_step does one poll and the work it enables, so a test can drive the coordinator and
  * scripted clients from one thread; fed_coord_run loops until a stop condition.
  *
- * Checkpoints (when checkpoint_dir is set): after every round
+ * Checkpoints (when ckpt.dir is set): after every round
  * <dir>/round-NNNNNN.safetensors (the global model, metadata fedtune.round,
  * fedtune.model_version, fedtune.strategy, fedtune.sampling_seed, fedtune.sha256 of the
  * flat parameter bytes) and, for strategies with state, <dir>/round-NNNNNN.strategy
  * .safetensors (its buffers, digest in the model file), both written atomically and the
- * directory fsynced; the last keep_checkpoints rounds are kept. fed_coord_new resumes
+ * directory fsynced; the last ckpt.keep rounds are kept. fed_coord_new resumes
  * from the newest checkpoint whose digests verify, falling back to older ones (logged).
  *
  * What is not here: option parsing, data loading (the caller hands over the initial
@@ -65,6 +65,73 @@ const char *fed_coord_state_name(fed_coord_state s);
 
 struct fed_coord_round_stats;
 
+/* A failed attempt (fewer than min_fit updates, or a secure aggregation that cannot
+ * finish) is retried after backoff_ms, doubling with every failed attempt of the round up
+ * to backoff_max_ms; one warn line per attempt gives the reasons the sampled clients gave.
+ * When max_failed_attempts attempts in a row fail for the same main reason, the
+ * federation stops: the sites are told (Bye{finished}) and fed_coord_step fails with
+ * FED_ECANCELED and that reason (0: never stop). */
+typedef struct fed_coord_retry_config {
+    int64_t backoff_ms;           /* >= 0 (1 000) */
+    int64_t backoff_max_ms;       /* >= backoff_ms (60 000) */
+    uint32_t max_failed_attempts; /* (10) */
+} fed_coord_retry_config;
+
+/* Differential privacy (DP-FedAvg with fixed clipping and central Gaussian noise,
+ * privacy/dp.h), on when clip > 0: every update is clipped to L2 norm clip and weighs 1
+ * (example counts would leak), noise N(0, (noise * clip / m)^2) is added to each
+ * coordinate of the mean of the m accepted updates, and an RDP accountant (sampling rate
+ * q = sampled / connected, the IMPROVED conversion) reports epsilon at delta after every
+ * round. The guarantee is per client (user-level), against whoever sees the models after
+ * the coordinator: the coordinator itself sees the updates.
+ * Adaptive clipping (Andrew et al. 2021), on when target_quantile > 0: the bound starts at
+ * clip and after each round moves geometrically toward the target_quantile quantile of
+ * the update norms, bound *= exp(-clip_lr x (b - quantile)), b the share of updates that
+ * were within it, counted with Gaussian noise of std count_noise (0: max(sampled / 20,
+ * noise)). The privacy of the count is paid from the same noise multiplier: the update
+ * noise rises to (noise^-2 - (2 count_noise)^-2)^-1/2, and epsilon is unchanged. Not with
+ * secagg (the count would need its own secure sum). */
+typedef struct fed_coord_dp_config {
+    double clip;            /* L2 bound of an update (0: no DP) */
+    double noise;           /* noise multiplier z >= 0 (0: clipping only, epsilon infinite) */
+    double delta;           /* in (0, 1) */
+    double target_epsilon;  /* stop before a round would spend more (0: off) */
+    double target_quantile; /* in (0, 1); 0: fixed clipping */
+    double clip_lr;         /* >= 0 (0.2) */
+    double count_noise;     /* >= 0 */
+    uint64_t noise_seed;    /* 0: a fresh key from the operating system every round; else
+                               noise reproducible from it (simulation) */
+} fed_coord_dp_config;
+
+/* Secure aggregation (privacy/secagg.h: SecAgg with the SecAgg+ neighbour graph), on when
+ * `on`: the sampled clients get participant ids in CN order and exchange fresh keys
+ * through the coordinator, signed with their certificates' keys and checked on both sides
+ * (plaintext simulation: unsigned); each then uploads its delta clipped to [-clip, clip]
+ * per coordinate, quantized to quant levels and masked. The coordinator holds only the
+ * running sum of the masked uploads and decodes the sum once the survivors have helped
+ * remove the masks (also those of clients that dropped after sharing their keys). Every
+ * update weighs 1: the new model is the mean of the survivors' deltas. Each phase of the
+ * key exchange waits at most phase_ms (the training overlaps it); a round whose secure
+ * aggregation cannot finish (fewer than threshold survivors) is retried like one short of
+ * min_fit. With dp.clip the clients clip their deltas to that L2 norm and each adds
+ * Gaussian noise of std dp.noise * dp.clip / sqrt(sampled), so that the sum carries the
+ * noise central DP would add (the accountant books the noise of the survivors actually
+ * summed). Needs min_fit >= 2; max_update_norm cannot apply. */
+typedef struct fed_coord_secagg_config {
+    bool on;
+    uint32_t degree;    /* neighbours per client (0: min(sampled - 1, 30)) */
+    uint32_t threshold; /* shares that rebuild a secret (0: the smallest valid) */
+    double clip;        /* per-coordinate clip range (0: 8) */
+    uint32_t quant;     /* quantization levels (0: 2^22); sampled x this < 2^32 */
+    int64_t phase_ms;   /* longest wait of each key-exchange phase (30 000) */
+} fed_coord_secagg_config;
+
+/* Checkpoints: see the top of this file and coordinator/checkpoint.h. */
+typedef struct fed_coord_ckpt_config {
+    const char *dir; /* created if missing; NULL: no checkpoints */
+    size_t keep;     /* rounds of checkpoints kept, >= 1 */
+} fed_coord_ckpt_config;
+
 typedef struct fed_coord_config {
     fed_server_config server;       /* listen endpoint, TLS files, limits */
     void *zmq_ctx;                  /* a shared ZeroMQ context (inproc), or NULL: own one */
@@ -97,74 +164,20 @@ typedef struct fed_coord_config {
                                        run (no extra memory: uploads wait at the sites, so
                                        a round takes about the sum of the uploads' times
                                        instead of the longest) */
-    /* A failed attempt (fewer than min_fit updates, or a secure aggregation that cannot
-     * finish) is retried after retry_backoff_ms, doubling with every failed attempt of
-     * the round up to retry_backoff_max_ms; one warn line per attempt gives the reasons
-     * the sampled clients gave. When max_failed_attempts attempts in a row fail for the
-     * same main reason, the federation stops: the sites are told (Bye{finished}) and
-     * fed_coord_step fails with FED_ECANCELED and that reason (0: never stop). */
-    int64_t retry_backoff_ms;     /* >= 0 (1 000) */
-    int64_t retry_backoff_max_ms; /* >= retry_backoff_ms (60 000) */
-    uint32_t max_failed_attempts; /* (10) */
-    /* Differential privacy (DP-FedAvg with fixed clipping and central Gaussian noise,
-     * privacy/dp.h), on when dp_clip > 0: every update is clipped to L2 norm dp_clip and
-     * weighs 1 (example counts would leak), noise N(0, (dp_noise * dp_clip / m)^2) is
-     * added to each coordinate of the mean of the m accepted updates, and an RDP
-     * accountant (sampling rate q = sampled / connected, the IMPROVED conversion)
-     * reports epsilon at dp_delta after every round. The guarantee is per client
-     * (user-level), against whoever sees the models after the coordinator: the
-     * coordinator itself sees the updates. */
-    double dp_clip;        /* L2 bound of an update (0: no DP) */
-    double dp_noise;       /* noise multiplier z >= 0 (0: clipping only, epsilon
-                              infinite) */
-    double dp_delta;       /* in (0, 1) */
-    double target_epsilon; /* stop before a round would spend more (0: off) */
-    /* Adaptive clipping (Andrew et al. 2021), on when dp_target_quantile > 0: the bound
-     * starts at dp_clip and after each round moves geometrically toward the
-     * dp_target_quantile quantile of the update norms, bound *= exp(-dp_clip_lr x (b -
-     * quantile)), b the share of updates that were within it, counted with Gaussian
-     * noise of std dp_count_noise (0: max(sampled / 20, dp_noise)). The privacy of the
-     * count is paid from the same noise multiplier: the update noise rises to
-     * (dp_noise^-2 - (2 dp_count_noise)^-2)^-1/2, and epsilon is unchanged. Not with
-     * secagg (the count would need its own secure sum). */
-    double dp_target_quantile; /* in (0, 1); 0: fixed clipping */
-    double dp_clip_lr;         /* >= 0 (0.2) */
-    double dp_count_noise;     /* >= 0 */
-    uint64_t dp_noise_seed;    /* 0: a fresh key from the operating system every round;
-                                  else noise reproducible from it (simulation) */
-    /* Secure aggregation (privacy/secagg.h: SecAgg with the SecAgg+ neighbour graph), on
-     * when secagg: the sampled clients get participant ids in CN order and exchange
-     * fresh keys through the coordinator, signed with their certificates' keys and
-     * checked on both sides (plaintext simulation: unsigned); each then uploads its
-     * delta clipped to [-secagg_clip, secagg_clip] per coordinate, quantized to
-     * secagg_quant levels and masked. The coordinator holds only the running sum of the
-     * masked uploads and decodes the sum once the survivors have helped remove the masks
-     * (also those of clients that dropped after sharing their keys). Every update weighs
-     * 1: the new model is the mean of the survivors' deltas. Each phase of the key
-     * exchange waits at most secagg_phase_ms (the training overlaps it); a round whose
-     * secure aggregation cannot finish (fewer than threshold survivors) is retried like
-     * one short of min_fit. With dp_clip the clients clip their deltas to that L2 norm
-     * and each adds Gaussian noise of std dp_noise * dp_clip / sqrt(sampled), so that the
-     * sum carries the noise central DP would add (the accountant books the noise of the
-     * survivors actually summed). Needs min_fit >= 2; max_update_norm cannot apply. */
-    bool secagg;
-    uint32_t secagg_degree;     /* neighbours per client (0: min(sampled - 1, 30)) */
-    uint32_t secagg_threshold;  /* shares that rebuild a secret (0: the smallest valid) */
-    double secagg_clip;         /* per-coordinate clip range (0: 8) */
-    uint32_t secagg_quant;      /* quantization levels (0: 2^22); sampled x this < 2^32 */
-    int64_t secagg_phase_ms;    /* longest wait of each key-exchange phase (30 000) */
-    const char *checkpoint_dir; /* created if missing; NULL: no checkpoints */
-    size_t keep_checkpoints;    /* rounds of checkpoints kept, >= 1 */
-    const char *metrics_file;   /* JSON lines appended per round, or NULL */
-    uint64_t seed;              /* sampling seed */
-    double target_accuracy;     /* stop when central accuracy reaches it (0: off) */
-    const char *stop_file;      /* stop when this file exists, or NULL */
-    const char *out;            /* final model export, or NULL */
-    int64_t linger_ms;          /* LINGERING at most this long (60 000; 0: no lingering) */
-    int64_t bye_wait_ms;        /* after its Byes, at most this long for the sites told to
-                                   close their sessions, so that no Bye is cut off by the
-                                   socket closing (3000; 100 in sim, whose sites close only
-                                   once the coordinator has ended) */
+    fed_coord_retry_config retry;   /* failed attempts: backoff and giving up */
+    fed_coord_dp_config dp;         /* differential privacy (off: dp.clip 0) */
+    fed_coord_secagg_config secagg; /* secure aggregation (off: secagg.on false) */
+    fed_coord_ckpt_config ckpt;     /* checkpoints (off: ckpt.dir NULL) */
+    const char *metrics_file;       /* JSON lines appended per round, or NULL */
+    uint64_t seed;                  /* sampling seed */
+    double target_accuracy;         /* stop when central accuracy reaches it (0: off) */
+    const char *stop_file;          /* stop when this file exists, or NULL */
+    const char *out;                /* final model export, or NULL */
+    int64_t linger_ms;              /* LINGERING at most this long (60 000; 0: no lingering) */
+    int64_t bye_wait_ms;            /* after its Byes, at most this long for the sites told to
+                                       close their sessions, so that no Bye is cut off by the
+                                       socket closing (3000; 100 in sim, whose sites close only
+                                       once the coordinator has ended) */
     /* The federation's input standardisation, when the model brings none (model_meta has
      * no fedtune.standardize): before round 1 a statistics round (round 0, no weights, no
      * training) asks every connected client for the exact moments of its raw training
@@ -172,7 +185,7 @@ typedef struct fed_coord_config {
      * standardizer (per feature, or per channel for an image input) that every site then
      * applies instead of one fitted on its own data, that the central evaluation applies
      * to eval_data, and that checkpoints and the export carry. The statistics are
-     * released without differential-privacy noise: refused with dp_clip. */
+     * released without differential-privacy noise: refused with dp.clip. */
     bool input_stats; /* (true) */
     /* Called on the coordinator's thread after each round's checkpoint and status line
      * (the simulator prints and plots from it); NULL: none. */
@@ -201,7 +214,7 @@ typedef struct fed_coord_round_stats {
     double train_loss;                  /* example-weighted train_loss of the updates; NaN */
     double epsilon;                     /* DP spent so far at dp_delta; NaN without DP */
     double clip;                        /* DP: the L2 bound applied this round */
-    size_t clipped;                     /* DP: updates scaled down to dp_clip (secagg: the
+    size_t clipped;                     /* DP: updates scaled down to dp.clip (secagg: the
                                            sites clip, the coordinator cannot count) */
     size_t secagg_dropped;              /* secagg: participants whose masks were removed
                                            without their update (dropped after sharing) */
@@ -212,7 +225,7 @@ typedef struct fed_coord_round_stats {
 typedef struct fed_coord fed_coord;
 
 /* Checks cfg, copies the model and applies the freeze globs, resumes from the newest
- * valid checkpoint of checkpoint_dir, opens the metrics file and binds the server.
+ * valid checkpoint of ckpt.dir, opens the metrics file and binds the server.
  * FED_EINVAL naming the field, FED_EIO for files, server errors as fed_server_new. */
 fed_err fed_coord_new(fed_coord **out, const fed_coord_config *cfg) FED_MUST_USE;
 /* fed_coord_new taking the initial model over instead of copying cfg->model (ignored):

@@ -6,11 +6,11 @@
 
 /* Epsilon spent at dp_delta (infinite with noise 0: clipping alone guarantees nothing). */
 fed_err fed__coord_spent(const fed_coord *c, double *eps) {
-    if (c->cfg.dp_noise == 0) {
+    if (c->cfg.dp.noise == 0) {
         *eps = c->rounds_done > 0 ? (double)INFINITY : 0.0;
         return FED_OK;
     }
-    return fed_dp_accountant_epsilon(c->dp.acc, c->cfg.dp_delta, FED_DP_IMPROVED, eps, NULL);
+    return fed_dp_accountant_epsilon(c->dp.acc, c->cfg.dp.delta, FED_DP_IMPROVED, eps, NULL);
 }
 
 /* The accountant's state as checkpoint metadata: steps and the RDP vector (%.17g, so the
@@ -77,8 +77,8 @@ fed_err fed__coord_next_epsilon(const fed_coord *c, double *eps) {
     fed_err err = fed_dp_accountant_new(&tmp);
     if (!err) err = fed_dp_accountant_load(tmp, rdp, norders, fed_dp_accountant_steps(c->dp.acc));
     if (!err)
-        err = fed_dp_accountant_step(tmp, (double)k / (double)(n ? n : 1), c->cfg.dp_noise, 1);
-    if (!err) err = fed_dp_accountant_epsilon(tmp, c->cfg.dp_delta, FED_DP_IMPROVED, eps, NULL);
+        err = fed_dp_accountant_step(tmp, (double)k / (double)(n ? n : 1), c->cfg.dp.noise, 1);
+    if (!err) err = fed_dp_accountant_epsilon(tmp, c->cfg.dp.delta, FED_DP_IMPROVED, eps, NULL);
     fed_dp_accountant_destroy(&tmp);
     return err;
 }

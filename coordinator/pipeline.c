@@ -43,16 +43,16 @@ void fed_stage_destroy_all(fed_stage **chain) {
 /* The chain for c's configuration: one line per stage, in order. */
 fed_err fed__coord_pipeline_build(fed_coord *c) {
     const fed_coord_config *g = &c->cfg;
-    fed_err err =
-        g->secagg ? fed_stage_secagg_new(&c->pipe, &c->sec) : fed_stage_mean_new(&c->pipe, c->agg);
+    fed_err err = g->secagg.on ? fed_stage_secagg_new(&c->pipe, &c->sec)
+                               : fed_stage_mean_new(&c->pipe, c->agg);
     if (!err && c->dp.acc) {
-        fed_stage_dp_config dp = {.noise = g->dp_noise,
-                                  .delta = g->dp_delta,
-                                  .target_quantile = g->dp_target_quantile,
-                                  .clip_lr = g->dp_clip_lr,
-                                  .count_noise = g->dp_count_noise,
-                                  .noise_seed = g->dp_noise_seed,
-                                  .sites_add_noise = g->secagg};
+        fed_stage_dp_config dp = {.noise = g->dp.noise,
+                                  .delta = g->dp.delta,
+                                  .target_quantile = g->dp.target_quantile,
+                                  .clip_lr = g->dp.clip_lr,
+                                  .count_noise = g->dp.count_noise,
+                                  .noise_seed = g->dp.noise_seed,
+                                  .sites_add_noise = g->secagg.on};
         err = fed_stage_dp_new(&c->pipe, &dp, c->dp.acc, &c->dp.clip_now, c->agg);
     }
     if (!err) err = fed_stage_strategy_new(&c->pipe, c->model, c->strat);
@@ -79,7 +79,7 @@ fed_err fed__coord_aggregate(fed_coord *c) {
                        .n = c->ntrainable,
                        .sampled = c->cur.sampled,
                        .population = c->att.population,
-                       .z = c->cfg.dp_noise,
+                       .z = c->cfg.dp.noise,
                        .epsilon = (double)NAN};
     fed_err err = fed_stage_close_round(c->pipe, &r);
     if (err) return err;

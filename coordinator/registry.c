@@ -48,7 +48,7 @@ const char *fed__coord_round_name(const fed_coord *c, char buf[32]) {
 /* Whether uploads arrive as bytes into sa_buf (masked uploads, the statistics round's
  * moments) rather than as deltas into aggregator slots. */
 bool fed__coord_bytes_upload(const fed_coord *c) {
-    return c->cfg.secagg || c->stats.active;
+    return c->cfg.secagg.on || c->stats.active;
 }
 
 /* Cancels a transfer that may already be gone (FED_ENOTFOUND is fine). */
@@ -129,9 +129,9 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
                                              .clip_range = p->clip_range,
                                              .quant_range = p->quant_range};
         memcpy(rs->secagg.graph_seed, p->graph_seed, sizeof rs->secagg.graph_seed);
-        if (c->cfg.dp_clip > 0 && !c->stats.active) {
-            rs->secagg.dp_clip = c->cfg.dp_clip;
-            rs->secagg.dp_noise_std = c->cfg.dp_noise * c->cfg.dp_clip / sqrt((double)p->n);
+        if (c->cfg.dp.clip > 0 && !c->stats.active) {
+            rs->secagg.dp_clip = c->cfg.dp.clip;
+            rs->secagg.dp_noise_std = c->cfg.dp.noise * c->cfg.dp.clip / sqrt((double)p->n);
         }
     }
     int64_t left = c->att.deadline - fed_now_ms();
@@ -243,7 +243,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
     case FED_NET_TRANSFER_DONE:
         if (k->status == ST_RECEIVING && ev->transfer_id == k->up_id) {
             fed_err err;
-            if (c->cfg.secagg) { /* summed at once; the buffer is free again */
+            if (c->cfg.secagg.on) { /* summed at once; the buffer is free again */
                 err = c->sec.sa ? fed_sa_server_add_masked(c->sec.sa, k->sa_id, c->raw.buf[k->slot],
                                                            (size_t)k->up_bytes)
                                 : fed_errorf(FED_EPROTO, "no secure aggregation open");

@@ -93,11 +93,11 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "federated_accuracy", s->fed_acc);
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
     json_num(f, "seconds", s->seconds);
-    if (c->cfg.secagg)
+    if (c->cfg.secagg.on)
         fprintf(f, ",\"secagg_summed\":%zu,\"secagg_dropped\":%zu", s->returned, s->secagg_dropped);
     if (c->dp.acc) {
         json_num(f, "epsilon", s->epsilon);
-        fprintf(f, ",\"dp_delta\":%.17g,\"dp_clipped\":%zu,\"dp_clip\":%.9g", c->cfg.dp_delta,
+        fprintf(f, ",\"dp_delta\":%.17g,\"dp_clipped\":%zu,\"dp_clip\":%.9g", c->cfg.dp.delta,
                 s->clipped, s->clip);
     }
     fputs("}\n", f);
@@ -116,25 +116,25 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
     s->bytes_in = st.bytes_received - c->att.rx0;
     s->bytes_out = st.bytes_sent - c->att.tx0;
     s->seconds = (double)(fed_now_ms() - c->att.t0) / 1000.0;
-    if (c->cfg.checkpoint_dir) {
+    if (c->cfg.ckpt.dir) {
         fed_meta *extra = NULL;
         fed_err err = c->dp.acc || c->stats.ours ? fed_meta_new(&extra) : FED_OK;
         if (!err && c->dp.acc) err = fed__coord_accountant_meta(c->dp.acc, c->dp.clip_now, extra);
         if (!err && c->stats.ours) err = fed_meta_set(extra, META_STD, c->stats.transform);
         if (!err)
-            err = fed_ckpt_write(c->cfg.checkpoint_dir, s->round, c->version, c->model, c->strat,
-                                 c->cfg.seed, c->cfg.keep_checkpoints, extra);
+            err = fed_ckpt_write(c->cfg.ckpt.dir, s->round, c->version, c->model, c->strat,
+                                 c->cfg.seed, c->cfg.ckpt.keep, extra);
         fed_meta_destroy(&extra);
         if (err) return fed_errprefix(err, "checkpoint of round %" PRIu64, s->round);
     }
     char dp[96] = "", sa[96] = "";
-    if (c->dp.acc && c->cfg.secagg)
+    if (c->dp.acc && c->cfg.secagg.on)
         snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (clipped and noised at the sites)",
-                 s->epsilon, c->cfg.dp_delta);
+                 s->epsilon, c->cfg.dp.delta);
     else if (c->dp.acc)
         snprintf(dp, sizeof dp, "; DP epsilon %.4g at delta %g (%zu of %zu clipped at %.4g)",
-                 s->epsilon, c->cfg.dp_delta, s->clipped, s->returned, s->clip);
-    if (c->cfg.secagg)
+                 s->epsilon, c->cfg.dp.delta, s->clipped, s->returned, s->clip);
+    if (c->cfg.secagg.on)
         snprintf(sa, sizeof sa, "; secure sum of %zu (%zu dropped after sharing keys)", s->returned,
                  s->secagg_dropped);
     char central[64] = "central -";

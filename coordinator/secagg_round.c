@@ -92,14 +92,14 @@ fed_err fed__coord_sa_begin(fed_coord *c, client **ready, size_t n, size_t k) {
     fed_sa_params *p = &c->sec.params;
     fed_sa_params_default(p, (uint32_t)k,
                           c->stats.active ? fed_mom_len(c->stats.groups) : c->ntrainable);
-    if (c->cfg.secagg_degree) p->degree = c->cfg.secagg_degree;
-    if (c->cfg.secagg_threshold) {
-        p->threshold = c->cfg.secagg_threshold;
-    } else if (c->cfg.secagg_degree) { /* the smallest valid threshold of that degree */
+    if (c->cfg.secagg.degree) p->degree = c->cfg.secagg.degree;
+    if (c->cfg.secagg.threshold) {
+        p->threshold = c->cfg.secagg.threshold;
+    } else if (c->cfg.secagg.degree) { /* the smallest valid threshold of that degree */
         p->threshold = (fed_sa_degree(p) + 1) / 2 + 1;
     }
-    if (c->cfg.secagg_clip > 0) p->clip_range = c->cfg.secagg_clip;
-    if (c->cfg.secagg_quant) p->quant_range = c->cfg.secagg_quant;
+    if (c->cfg.secagg.clip > 0) p->clip_range = c->cfg.secagg.clip;
+    if (c->cfg.secagg.quant) p->quant_range = c->cfg.secagg.quant;
     if (c->stats.active) { /* limbs in [0, 2^21) travel unchanged (dataset/moments.h) */
         p->clip_range = FED_MOM_CLIP;
         p->quant_range = FED_MOM_QUANT;
@@ -121,7 +121,7 @@ fed_err fed__coord_sa_begin(fed_coord *c, client **ready, size_t n, size_t k) {
     fed_sa_server_destroy(&c->sec.sa);
     if ((err = fed_sa_server_new(&c->sec.sa, p))) return err;
     c->sec.phase = SA_KEYS;
-    c->sec.deadline = fed_now_ms() + c->cfg.secagg_phase_ms;
+    c->sec.deadline = fed_now_ms() + c->cfg.secagg.phase_ms;
     c->sec.survivors = 0;
     c->cur.secagg_dropped = 0;
     return FED_OK;
@@ -207,7 +207,7 @@ fed_coord_state fed__coord_sa_collect(fed_coord *c) {
     case SA_KEYS:
         if (!sa_send_phase(c, fed_sa_server_keys_for, ST_WAITING, "keys", &next)) return next;
         c->sec.phase = SA_SHARES;
-        c->sec.deadline = now + c->cfg.secagg_phase_ms;
+        c->sec.deadline = now + c->cfg.secagg.phase_ms;
         return FED_COORD_COLLECTING;
     case SA_SHARES:
         if (!sa_send_phase(c, fed_sa_server_shares_for, ST_WAITING, "shares", &next)) return next;
@@ -248,7 +248,7 @@ fed_coord_state fed__coord_sa_begin_unmask(fed_coord *c) {
     }
     fed_coord_state next = FED_COORD_COLLECTING;
     c->sec.phase = SA_UNMASK;
-    c->sec.deadline = fed_now_ms() + c->cfg.secagg_phase_ms;
+    c->sec.deadline = fed_now_ms() + c->cfg.secagg.phase_ms;
     if (!sa_send_phase(c, fed_sa_server_unmask_for, ST_ACCEPTED, "masked update", &next))
         return next;
     return fed__coord_sa_collect(c); /* closes at once if nobody is left to ask */

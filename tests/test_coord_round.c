@@ -324,7 +324,7 @@ static fed_coord_config coord_config(const fed_model *m, const char *dir) {
     c.min_fit = 3;
     c.deadline_ms = 10000;
     c.freeze = "0.bias";
-    c.checkpoint_dir = dir;
+    c.ckpt.dir = dir;
     c.seed = 42;
     c.input_stats = false; /* the scripted clients answer the statistics round only when told */
     return c;
@@ -627,7 +627,7 @@ TEST(dp_clipping_uniform_weights) {
     size_t ntrain = fed_model_num_params(m0) - 16; /* 0.bias is frozen */
     /* Deltas 0.01, 0.02, 0.03 per float: the bound lets the first two through and
      * scales the third to 0.02 per float. */
-    cfg.dp_clip = 0.02 * sqrt((double)ntrain) * (1 + 1e-9);
+    cfg.dp.clip = 0.02 * sqrt((double)ntrain) * (1 + 1e-9);
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     size_t np = fed_model_num_params(m0);
@@ -669,8 +669,8 @@ TEST(dp_adaptive_clipping) {
     cfg.rounds = 2;
     size_t ntrain = fed_model_num_params(m0) - 16; /* 0.bias is frozen */
     double s0 = 0.02 * sqrt((double)ntrain) * 1.01;
-    cfg.dp_clip = s0;
-    cfg.dp_target_quantile = 0.5;
+    cfg.dp.clip = s0;
+    cfg.dp.target_quantile = 0.5;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     start_clients(3, fed_coord_endpoint(coord));
@@ -698,16 +698,16 @@ TEST(dp_adaptive_clipping) {
     stop_clients();
     /* Bad settings are refused, naming the option. */
     cfg = coord_config(m0, NULL);
-    cfg.dp_target_quantile = 0.5;
+    cfg.dp.target_quantile = 0.5;
     CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "dp-target-quantile needs dp-clip");
-    cfg.dp_clip = 1;
-    cfg.dp_noise = 2;
-    cfg.dp_count_noise = 0.5;
+    cfg.dp.clip = 1;
+    cfg.dp.noise = 2;
+    cfg.dp.count_noise = 0.5;
     CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "dp-count-noise 0.5: must exceed dp-noise / 2 = 1");
-    cfg.dp_count_noise = 0;
-    cfg.secagg = true;
+    cfg.dp.count_noise = 0;
+    cfg.secagg.on = true;
     CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "dp-target-quantile does not combine with secagg");
 done:
@@ -724,8 +724,8 @@ TEST(secagg_bad_participants) {
     fed_model *m0 = make_model();
     fed_coord_config cfg = coord_config(m0, NULL);
     cfg.rounds = 1;
-    cfg.secagg = true;
-    cfg.secagg_phase_ms = 1500; /* site-3's plain delta must arrive inside the key phase */
+    cfg.secagg.on = true;
+    cfg.secagg.phase_ms = 1500; /* site-3's plain delta must arrive inside the key phase */
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     start_clients(3, fed_coord_endpoint(coord));
@@ -769,9 +769,9 @@ TEST(dp_noise_accountant_budget) {
     snprintf(dir, sizeof dir, "%s/dpckpt", tmpdir);
     fed_coord_config cfg = coord_config(m0, dir);
     cfg.rounds = 2;
-    cfg.dp_clip = 3.0;
-    cfg.dp_noise = 1.5;
-    cfg.dp_noise_seed = 77;
+    cfg.dp.clip = 3.0;
+    cfg.dp.noise = 1.5;
+    cfg.dp.noise_seed = 77;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     size_t np = fed_model_num_params(m0);
@@ -808,7 +808,7 @@ TEST(dp_noise_accountant_budget) {
     /* The same run again from scratch: the same noise, the same bytes. */
     char dir2[256];
     snprintf(dir2, sizeof dir2, "%s/dpckpt2", tmpdir);
-    cfg.checkpoint_dir = dir2;
+    cfg.ckpt.dir = dir2;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto out;
     start_clients(3, fed_coord_endpoint(coord));
@@ -822,12 +822,12 @@ TEST(dp_noise_accountant_budget) {
 
     /* Resume the first run for up to 5 rounds with a budget between eps(3) and eps(4):
      * the accountant comes back from the checkpoint, round 3 runs, round 4 does not. */
-    cfg.checkpoint_dir = dir;
+    cfg.ckpt.dir = dir;
     cfg.rounds = 5;
-    cfg.target_epsilon = 0.5 * (e3 + (e3 + (e3 - e2)));
+    cfg.dp.target_epsilon = 0.5 * (e3 + (e3 + (e3 - e2)));
     double e4 = 0;
     CHECK_OK(fed_dp_epsilon(1.0, 1.5, 4, 1e-5, FED_DP_IMPROVED, &e4, NULL));
-    CHECK(cfg.target_epsilon > e3 && cfg.target_epsilon < e4);
+    CHECK(cfg.dp.target_epsilon > e3 && cfg.dp.target_epsilon < e4);
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto out;
     CHECK_NEAR(fed_coord_last_round(coord).epsilon, e2, 1e-12);
@@ -843,8 +843,8 @@ TEST(dp_noise_accountant_budget) {
     stop_clients();
 
     /* A checkpoint written without DP cannot be continued with it. */
-    cfg.dp_clip = cfg.dp_noise = cfg.target_epsilon = 0;
-    cfg.checkpoint_dir = dir2;
+    cfg.dp.clip = cfg.dp.noise = cfg.dp.target_epsilon = 0;
+    cfg.ckpt.dir = dir2;
     snprintf(dir2, sizeof dir2, "%s/plainckpt", tmpdir);
     cfg.rounds = 1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
@@ -853,7 +853,7 @@ TEST(dp_noise_accountant_budget) {
     CHECK(until_round(1));
     fed_coord_destroy(&coord);
     stop_clients();
-    cfg.dp_clip = 1.0;
+    cfg.dp.clip = 1.0;
     cfg.rounds = 2;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "without dp-clip");
@@ -875,8 +875,8 @@ TEST(dp_noise_accountant_budget) {
         CHECK_OK(fed_model_clone(&fm, m0));
         if (fm) fed_model_set_trainable_glob(fm, "0.bias", false);
         if (st && extra && fm) CHECK_OK(fed_ckpt_write(sub, 1, 2, fm, st, 42, 3, extra));
-        cfg.checkpoint_dir = sub;
-        cfg.dp_clip = 1.0;
+        cfg.ckpt.dir = sub;
+        cfg.dp.clip = 1.0;
         CHECK(fed_coord_new(&coord, &cfg) != FED_OK);
         CHECK(coord == NULL);
         CHECK_CONTAINS(fed_errmsg(), "dp_rdp");
@@ -885,21 +885,21 @@ TEST(dp_noise_accountant_budget) {
         fed_strategy_destroy(&st);
     }
     /* Bad DP settings name the field. */
-    cfg.checkpoint_dir = NULL;
-    cfg.dp_clip = -1;
+    cfg.ckpt.dir = NULL;
+    cfg.dp.clip = -1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "dp-clip");
-    cfg.dp_clip = 0;
-    cfg.dp_noise = 1;
+    cfg.dp.clip = 0;
+    cfg.dp.noise = 1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "dp-noise needs dp-clip");
-    cfg.dp_clip = 1;
-    cfg.dp_delta = 1;
+    cfg.dp.clip = 1;
+    cfg.dp.delta = 1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "dp-delta");
-    cfg.dp_delta = 1e-5;
-    cfg.dp_noise = 0;
-    cfg.target_epsilon = 1;
+    cfg.dp.delta = 1e-5;
+    cfg.dp.noise = 0;
+    cfg.dp.target_epsilon = 1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "target-epsilon needs");
 out:
@@ -1093,7 +1093,7 @@ TEST(updates_match_their_attempt) {
     fed_coord_config cfg = coord_config(m0, NULL);
     cfg.rounds = 1;
     cfg.deadline_ms = 400; /* attempt 1 ends without site-3 */
-    cfg.retry_backoff_ms = 20;
+    cfg.retry.backoff_ms = 20;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     size_t np = fed_model_num_params(m0);
@@ -1181,7 +1181,7 @@ TEST(statistics_round) {
     cfg.input_stats = true;
     cfg.rounds = 1;
     cfg.out = out;
-    cfg.retry_backoff_ms = 10;
+    cfg.retry.backoff_ms = 10;
     fed_dataset *ev = site_data(20, 0, 1, 9);
     cfg.eval_data = ev;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
@@ -1269,7 +1269,7 @@ TEST(statistics_round) {
         stop_clients();
     }
     /* DP would release the statistics without noise. */
-    cfg.dp_clip = 1.0;
+    cfg.dp.clip = 1.0;
     CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "input-stats releases the federation's feature means");
     fed_std_destroy(&got);
@@ -1328,8 +1328,8 @@ TEST(config_sites_refuse_is_refused) {
     CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "max-examples-per-site 0");
     cfg.max_examples_per_site = 1000;
-    cfg.retry_backoff_ms = 500;
-    cfg.retry_backoff_max_ms = 100;
+    cfg.retry.backoff_ms = 500;
+    cfg.retry.backoff_max_ms = 100;
     CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "retry backoff");
     fed_model_destroy(&m0);
@@ -1342,9 +1342,9 @@ TEST(failing_rounds_back_off_and_stop) {
     fed_model *m0 = make_model();
     fed_coord_config cfg = coord_config(m0, NULL);
     cfg.rounds = 2;
-    cfg.retry_backoff_ms = 50;
-    cfg.retry_backoff_max_ms = 120;
-    cfg.max_failed_attempts = 4;
+    cfg.retry.backoff_ms = 50;
+    cfg.retry.backoff_max_ms = 120;
+    cfg.retry.max_failed_attempts = 4;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     uint8_t h0[FED_SHA256_LEN], h1[FED_SHA256_LEN];

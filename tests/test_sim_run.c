@@ -335,7 +335,7 @@ TEST(secagg_is_the_mean_of_survivors) {
     cfg.coord.rounds = 1;
     cfg.coord.fraction = 1.0;
     cfg.coord.min_fit = 2;
-    cfg.coord.secagg = true;
+    cfg.coord.secagg.on = true;
     cfg.dropout = 0.4;
     /* Training starts 0.3 s late, when the keys and shares have long been exchanged: the
      * sites that vanish after training do so after sharing. */
@@ -386,9 +386,9 @@ TEST(secagg_is_the_mean_of_survivors) {
     cfg.part.clients = 6;
     cfg.coord.rounds = 2;
     cfg.coord.min_fit = 2;
-    cfg.coord.secagg = true;
-    cfg.coord.dp_clip = 1.0;
-    cfg.coord.dp_noise = 0.3;
+    cfg.coord.secagg.on = true;
+    cfg.coord.dp.clip = 1.0;
+    cfg.coord.dp.noise = 0.3;
     cfg.tls = true;
     CHECK_OK(run(&cfg, &res, NULL));
     CHECK(res.rounds == 2);
@@ -396,18 +396,18 @@ TEST(secagg_is_the_mean_of_survivors) {
     CHECK(isfinite(res.last.epsilon) && res.last.epsilon > 0);
     /* The same with central DP spends the same epsilon: the sum carries the same noise. */
     fed_sim_result central;
-    cfg.coord.secagg = false;
+    cfg.coord.secagg.on = false;
     CHECK_OK(run(&cfg, &central, NULL));
     CHECK_NEAR(res.last.epsilon, central.last.epsilon, 1e-9);
 
     /* An impossible threshold is a clear error at the first round. */
     cfg = base_config();
     cfg.coord.min_fit = 2;
-    cfg.coord.secagg = true;
-    cfg.coord.secagg_threshold = 9; /* of 6 sampled */
+    cfg.coord.secagg.on = true;
+    cfg.coord.secagg.threshold = 9; /* of 6 sampled */
     CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "threshold");
-    cfg.coord.secagg_threshold = 0;
+    cfg.coord.secagg.threshold = 0;
     cfg.coord.min_fit = 1;
     CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "secagg needs min-fit >= 2");
