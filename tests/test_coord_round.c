@@ -380,11 +380,16 @@ static void snapshot(float *dst) {
     memcpy(dst, fed_model_params_const(m), fed_model_num_params(m) * sizeof(float));
 }
 
-TEST(fedavg_rounds_and_resume) {
+/* fedavg_rounds, then the three cases after it, share one checkpoint folder: they run in
+ * this order, each starting from what the one before left. */
+static char fed_dir[256];                     /* the checkpoint folder */
+static uint8_t fed_hashes[4][FED_SHA256_LEN]; /* model digest after rounds 1..3 */
+static const bool fed_all[4] = {true, true, true, false};
+
+TEST(fedavg_rounds) {
     fed_model *m0 = make_model();
-    char dir[256];
-    snprintf(dir, sizeof dir, "%s/ckpt", tmpdir);
-    fed_coord_config cfg = coord_config(m0, dir);
+    snprintf(fed_dir, sizeof fed_dir, "%s/ckpt", tmpdir);
+    fed_coord_config cfg = coord_config(m0, fed_dir);
     char metrics[256];
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", tmpdir);
     cfg.metrics_file = metrics;
@@ -392,20 +397,18 @@ TEST(fedavg_rounds_and_resume) {
     if (!coord) goto done;
     size_t np = fed_model_num_params(m0);
     float *prev = fed_mallocarray(np, sizeof(float));
-    uint8_t hashes[4][FED_SHA256_LEN];
     start_clients(3, fed_coord_endpoint(coord));
-    bool all[4] = {true, true, true, false};
     for (uint64_t r = 1; r <= 3; r++) {
         snapshot(prev);
         CHECK(until_round(r));
         CHECK_INT(fed_coord_model_version(coord), r + 1);
-        check_round(prev, fed_coord_model(coord), all);
+        check_round(prev, fed_coord_model(coord), fed_all);
         fed_coord_round_stats st = fed_coord_last_round(coord);
         CHECK_SIZE(st.returned, 3);
         CHECK_SIZE(st.rejected, 0);
         CHECK_NEAR(st.examples, 60, 0);
         CHECK_NEAR(st.fed_loss, 1.0 + (10 * 0.01 + 20 * 0.02 + 30 * 0.03) / 60.0, 1e-6);
-        fed_coord_model_sha256(coord, hashes[r]);
+        fed_coord_model_sha256(coord, fed_hashes[r]);
     }
     /* Round 1 sent the model to everyone; later rounds again (a new version each time). */
     for (int i = 0; i < 3; i++) CHECK_INT(clients[i].transfers, 3);
@@ -425,10 +428,18 @@ TEST(fedavg_rounds_and_resume) {
     }
     if (f) fclose(f);
     CHECK_INT(lines, 3);
+    fed_free(prev);
+done:
+    fed_model_destroy(&m0);
+}
 
-    /* Resume: a new object on the same folder is at round 3 with the same model; with
-     * every round done it finishes (export, Bye to the sites that come back) from there. */
-    cfg.rounds = 3;
+/* After fedavg_rounds. Resume: a new object on the same folder is at round 3 with the
+ * same model; with every round done it finishes (export, Bye to the sites that come back)
+ * from there. */
+TEST(fedavg_resume_past_the_end_lingers) {
+    fed_model *m0 = make_model();
+    size_t np = fed_model_num_params(m0);
+    fed_coord_config cfg = coord_config(m0, fed_dir);
     char out[256];
     snprintf(out, sizeof out, "%s/final.safetensors", tmpdir);
     cfg.out = out;
@@ -438,7 +449,7 @@ TEST(fedavg_rounds_and_resume) {
     if (coord) {
         uint8_t h[FED_SHA256_LEN];
         fed_coord_model_sha256(coord, h);
-        CHECK_MEM(h, hashes[3], FED_SHA256_LEN);
+        CHECK_MEM(h, fed_hashes[3], FED_SHA256_LEN);
         CHECK_INT(fed_coord_rounds_done(coord), 3);
         CHECK_INT(fed_coord_model_version(coord), 4);
         CHECK_INT(fed_coord_get_state(coord), FED_COORD_WAITING);
@@ -466,10 +477,17 @@ TEST(fedavg_rounds_and_resume) {
         stop_clients();
     }
     cfg.out = NULL;
+    fed_model_destroy(&m0);
+}
 
-    /* Corrupt the newest checkpoint's data: the previous one is used, and logged. */
+/* After fedavg_resume_past_the_end_lingers. Corrupt the newest checkpoint's data: the
+ * previous one is used, and logged; then only the newest three are kept. */
+TEST(fedavg_corrupt_checkpoint_falls_back) {
+    fed_model *m0 = make_model();
+    float *prev = fed_mallocarray(fed_model_num_params(m0), sizeof(float));
+    fed_coord_config cfg = coord_config(m0, fed_dir);
     char path[512];
-    fed_ckpt_path(path, sizeof path, dir, 3);
+    fed_ckpt_path(path, sizeof path, fed_dir, 3);
     FILE *g = fopen(path, "r+b");
     CHECK(g != NULL);
     if (g) {
@@ -484,7 +502,7 @@ TEST(fedavg_rounds_and_resume) {
     if (coord) {
         uint8_t h[FED_SHA256_LEN];
         fed_coord_model_sha256(coord, h);
-        CHECK_MEM(h, hashes[2], FED_SHA256_LEN);
+        CHECK_MEM(h, fed_hashes[2], FED_SHA256_LEN);
         CHECK_INT(fed_coord_rounds_done(coord), 2);
         CHECK_INT(fed_coord_model_version(coord), 3);
         CHECK_INT(log_count("round-000003", "not usable"), 1);
@@ -492,18 +510,17 @@ TEST(fedavg_rounds_and_resume) {
         start_clients(3, fed_coord_endpoint(coord));
         snapshot(prev);
         CHECK(until_round(3));
-        check_round(prev, fed_coord_model(coord), all);
+        check_round(prev, fed_coord_model(coord), fed_all);
         fed_coord_destroy(&coord);
         stop_clients();
     }
     /* Only the newest three are kept. */
     struct stat sb;
-    fed_ckpt_path(path, sizeof path, dir, 1);
+    fed_ckpt_path(path, sizeof path, fed_dir, 1);
     CHECK(stat(path, &sb) == 0);
-    fed_ckpt_path(path, sizeof path, dir, 3);
+    fed_ckpt_path(path, sizeof path, fed_dir, 3);
     CHECK(stat(path, &sb) == 0);
     fed_free(prev);
-done:
     fed_model_destroy(&m0);
 }
 
@@ -763,15 +780,22 @@ done:
  * seed gives the same bytes; epsilon follows the accountant round by round (q = 1 with
  * every client sampled), survives a resume, and target_epsilon stops before a round
  * would spend more. */
-TEST(dp_noise_accountant_budget) {
-    fed_model *m0 = make_model();
-    char dir[256];
-    snprintf(dir, sizeof dir, "%s/dpckpt", tmpdir);
+/* The DP runs' configuration: 2 rounds, clip 3, z 1.5, seeded noise, checkpoints in dir
+ * (NULL: none). */
+static fed_coord_config dp_config(const fed_model *m0, const char *dir) {
     fed_coord_config cfg = coord_config(m0, dir);
     cfg.rounds = 2;
     cfg.dp.clip = 3.0;
     cfg.dp.noise = 1.5;
     cfg.dp.noise_seed = 77;
+    return cfg;
+}
+
+TEST(dp_noise_accountant_budget) {
+    fed_model *m0 = make_model();
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/dpckpt", tmpdir);
+    fed_coord_config cfg = dp_config(m0, dir);
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
     if (!coord) goto done;
     size_t np = fed_model_num_params(m0);
@@ -842,13 +866,22 @@ TEST(dp_noise_accountant_budget) {
     fed_coord_destroy(&coord);
     stop_clients();
 
-    /* A checkpoint written without DP cannot be continued with it. */
-    cfg.dp.clip = cfg.dp.noise = cfg.dp.target_epsilon = 0;
-    cfg.ckpt.dir = dir2;
+out:
+    fed_free(prev);
+done:
+    fed_model_destroy(&m0);
+}
+
+/* A checkpoint written without DP cannot be continued with it. */
+TEST(dp_refuses_a_checkpoint_without_dp) {
+    fed_model *m0 = make_model();
+    char dir2[256];
     snprintf(dir2, sizeof dir2, "%s/plainckpt", tmpdir);
+    fed_coord_config cfg = dp_config(m0, dir2);
+    cfg.dp.clip = cfg.dp.noise = cfg.dp.target_epsilon = 0;
     cfg.rounds = 1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
-    if (!coord) goto out;
+    if (!coord) goto done;
     start_clients(3, fed_coord_endpoint(coord));
     CHECK(until_round(1));
     fed_coord_destroy(&coord);
@@ -857,7 +890,14 @@ TEST(dp_noise_accountant_budget) {
     cfg.rounds = 2;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "without dp-clip");
-    /* A DP checkpoint whose accountant state is malformed is refused, naming it. */
+done:
+    fed_model_destroy(&m0);
+}
+
+/* A DP checkpoint whose accountant state is malformed is refused, naming it. */
+TEST(dp_refuses_a_malformed_accountant) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = dp_config(m0, NULL);
     char dir3[256];
     snprintf(dir3, sizeof dir3, "%s/badrdp", tmpdir);
     static const char *const bad_rdp[] = {"1,2,x", "1,2", "", "-1"};
@@ -884,8 +924,13 @@ TEST(dp_noise_accountant_budget) {
         fed_meta_destroy(&extra);
         fed_strategy_destroy(&st);
     }
-    /* Bad DP settings name the field. */
-    cfg.ckpt.dir = NULL;
+    fed_model_destroy(&m0);
+}
+
+/* Bad DP settings name the field. */
+TEST(dp_bad_settings_named) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = dp_config(m0, NULL);
     cfg.dp.clip = -1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "dp-clip");
@@ -902,9 +947,6 @@ TEST(dp_noise_accountant_budget) {
     cfg.dp.target_epsilon = 1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "target-epsilon needs");
-out:
-    fed_free(prev);
-done:
     fed_model_destroy(&m0);
 }
 
@@ -1570,11 +1612,16 @@ int main(void) {
     if (!mkdtemp(tmpdir)) return 1;
     zctx = fed_net_context_new();
     if (!zctx) return 1;
-    RUN(fedavg_rounds_and_resume);
+    RUN(fedavg_rounds); /* these three in this order: */
+    RUN(fedavg_resume_past_the_end_lingers);
+    RUN(fedavg_corrupt_checkpoint_falls_back);
     RUN(bad_updates_rejected);
     RUN(round_waits_for_sample);
     RUN(dp_clipping_uniform_weights);
     RUN(dp_noise_accountant_budget);
+    RUN(dp_refuses_a_checkpoint_without_dp);
+    RUN(dp_refuses_a_malformed_accountant);
+    RUN(dp_bad_settings_named);
     RUN(dp_adaptive_clipping);
     RUN(secagg_bad_participants);
     RUN(failed_client_does_not_stall);
