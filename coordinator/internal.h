@@ -215,6 +215,19 @@ fed_err fed__coord_standardize_eval(fed_coord *c);
 fed_err fed__coord_add_moments(fed_coord *c, const client *k, const uint8_t *bytes);
 fed_coord_state fed__coord_finish_stats(fed_coord *c);
 
+/* The stages in chain order, one registration line each: X(name) is stage_<name>.c,
+ * whose fed__coord_stage_<name>(chain, c) appends the stage when c's configuration wants
+ * it (and does nothing otherwise). */
+#define FED_COORD_STAGES(X)                                                                        \
+    X(mean)                                                                                        \
+    X(secagg)                                                                                      \
+    X(dp)                                                                                          \
+    X(strategy)
+
+#define DECLARE(name) fed_err fed__coord_stage_##name(fed_stage **chain, fed_coord *c);
+FED_COORD_STAGES(DECLARE)
+#undef DECLARE
+
 /* ---- pipeline.c ---------------------------------------------------------- */
 fed_err fed__coord_pipeline_build(fed_coord *c);
 fed_err fed__coord_aggregate(fed_coord *c);

@@ -40,22 +40,14 @@ void fed_stage_destroy_all(fed_stage **chain) {
     }
 }
 
-/* The chain for c's configuration: one line per stage, in order. */
+/* The chain for c's configuration: every stage of FED_COORD_STAGES (internal.h) that
+ * the configuration wants, in that order. */
 fed_err fed__coord_pipeline_build(fed_coord *c) {
-    const fed_coord_config *g = &c->cfg;
-    fed_err err = g->secagg.on ? fed_stage_secagg_new(&c->pipe, &c->sec)
-                               : fed_stage_mean_new(&c->pipe, c->agg);
-    if (!err && c->dp.acc) {
-        fed_stage_dp_config dp = {.noise = g->dp.noise,
-                                  .delta = g->dp.delta,
-                                  .target_quantile = g->dp.target_quantile,
-                                  .clip_lr = g->dp.clip_lr,
-                                  .count_noise = g->dp.count_noise,
-                                  .noise_seed = g->dp.noise_seed,
-                                  .sites_add_noise = g->secagg.on};
-        err = fed_stage_dp_new(&c->pipe, &dp, c->dp.acc, &c->dp.clip_now, c->agg);
-    }
-    if (!err) err = fed_stage_strategy_new(&c->pipe, c->model, c->strat);
+    fed_err err = FED_OK;
+#define APPEND(name)                                                                               \
+    if (!err) err = fed__coord_stage_##name(&c->pipe, c);
+    FED_COORD_STAGES(APPEND)
+#undef APPEND
     if (!err) {
         char d[256];
         fed_stage_describe(c->pipe, d, sizeof d);

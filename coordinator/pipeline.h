@@ -15,10 +15,12 @@
  * "strategy" and pays for nothing else.
  *
  * To add a stage: a file stage_<name>.c with its state struct (fed_stage first), its
- * fed_stage_type and a constructor that appends it (fed_stage_append), declared below;
- * then one line in the chain builder of pipeline.c says when and where it goes.
- * Per-update hooks (a stage that must see each update, e.g. a median) come with the
- * first stage that needs them. Stages are driven by the coordinator's event loop only. */
+ * fed_stage_type, a constructor that appends it (fed_stage_append; declare it below for
+ * the tests) and fed__coord_stage_<name>(chain, c), which calls the constructor when c's
+ * configuration wants the stage; then one line X(<name>) in the list of stages in internal.h
+ * (FED_COORD_STAGES) puts it in the chain, at its place. Per-update hooks (a stage that must see
+ * each update, e.g. a median) come with the first stage that needs them. Stages are driven by the
+ * coordinator's event loop only. */
 #ifndef FED_COORDINATOR_PIPELINE_H
 #define FED_COORDINATOR_PIPELINE_H
 

@@ -5,12 +5,7 @@
  * target quantile of update norms from a noised count of unclipped updates, and the
  * accountant takes one step. With secure aggregation the sites added the noise: the
  * stage only accounts. The accounting maths is privacy/dp.c. */
-#include "coordinator/pipeline.h"
-#include "core/alloc.h"
-#include "net/channel.h" /* fed_sha256 */
-#include "privacy/secagg_crypto.h"
-
-#include <math.h>
+#include "coordinator/internal.h"
 
 typedef struct dp_stage {
     fed_stage base;
@@ -91,4 +86,18 @@ fed_err fed_stage_dp_new(fed_stage **chain, const fed_stage_dp_config *cfg, fed_
     d->agg = agg;
     fed_stage_append(chain, &d->base);
     return FED_OK;
+}
+
+/* With DP (dp.clip > 0: the accountant exists). */
+fed_err fed__coord_stage_dp(fed_stage **chain, fed_coord *c) {
+    if (!c->dp.acc) return FED_OK;
+    const fed_coord_dp_config *g = &c->cfg.dp;
+    fed_stage_dp_config dp = {.noise = g->noise,
+                              .delta = g->delta,
+                              .target_quantile = g->target_quantile,
+                              .clip_lr = g->clip_lr,
+                              .count_noise = g->count_noise,
+                              .noise_seed = g->noise_seed,
+                              .sites_add_noise = c->cfg.secagg.on};
+    return fed_stage_dp_new(chain, &dp, c->dp.acc, &c->dp.clip_now, c->agg);
 }

@@ -1,8 +1,7 @@
 /* The "mean" stage: decodes a round's plain updates. They were verified (finite, layout,
  * norm bound) and folded one by one into the streaming aggregator as they arrived
  * (coordinator/aggregate.h); at the close the aggregate is its weighted mean. */
-#include "coordinator/pipeline.h"
-#include "core/alloc.h"
+#include "coordinator/internal.h"
 
 typedef struct mean_stage {
     fed_stage base;
@@ -30,4 +29,9 @@ fed_err fed_stage_mean_new(fed_stage **chain, fed_agg *agg) {
     m->agg = agg;
     fed_stage_append(chain, &m->base);
     return FED_OK;
+}
+
+/* Plain rounds decode with it; secure aggregation with secagg-mean. */
+fed_err fed__coord_stage_mean(fed_stage **chain, fed_coord *c) {
+    return c->cfg.secagg.on ? FED_OK : fed_stage_mean_new(chain, c->agg);
 }

@@ -33,3 +33,7 @@ fed_err fed_stage_secagg_new(fed_stage **chain, struct coord_sec *sec) {
     fed_stage_append(chain, &m->base);
     return FED_OK;
 }
+
+fed_err fed__coord_stage_secagg(fed_stage **chain, fed_coord *c) {
+    return c->cfg.secagg.on ? fed_stage_secagg_new(chain, &c->sec) : FED_OK;
+}

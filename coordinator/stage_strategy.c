@@ -1,8 +1,7 @@
 /* The "strategy" stage: the server optimizer (FedAvg, FedAvgM, FedAdam, FedYogi;
  * coordinator/aggregate.h) turns the round's aggregate into the next global weights, tensor by
  * trainable tensor; frozen tensors are not in the aggregate and do not move. */
-#include "coordinator/pipeline.h"
-#include "core/alloc.h"
+#include "coordinator/internal.h"
 
 typedef struct strategy_stage {
     fed_stage base;
@@ -30,4 +29,9 @@ fed_err fed_stage_strategy_new(fed_stage **chain, fed_model *model, fed_strategy
     g->strategy = strategy;
     fed_stage_append(chain, &g->base);
     return FED_OK;
+}
+
+/* Always: the last stage. */
+fed_err fed__coord_stage_strategy(fed_stage **chain, fed_coord *c) {
+    return fed_stage_strategy_new(chain, c->model, c->strat);
 }

@@ -271,11 +271,46 @@ TEST(strategy_stage) {
     fed_model_destroy(&m);
 }
 
+/* The chains fed_coord_new builds from the configuration (FED_COORD_STAGES). */
+static void chain_of(fed_coord_config *cfg, const char *want) {
+    fed_coord *c = NULL;
+    CHECK_OK(fed_coord_new(&c, cfg));
+    if (!c) return;
+    char d[128];
+    fed_stage_describe(c->pipe, d, sizeof d);
+    CHECK_STR(d, want);
+    fed_coord_destroy(&c);
+}
+
+TEST(chains_from_the_configuration) {
+    fed_arch *a = NULL;
+    fed_model *m = NULL;
+    CHECK_OK(fed_arch_parse(&a, "{\"input\":[2],\"layers\":[{\"type\":\"linear\",\"out\":2}]}"));
+    CHECK_OK(fed_model_new(&m, a));
+    fed_arch_destroy(&a);
+    if (!m) return;
+    fed_coord_config cfg = fed_coord_default_config();
+    cfg.server.endpoint = "inproc://pipeline-chains";
+    cfg.server.net.plaintext = true;
+    cfg.model = m;
+    cfg.input_stats = false;
+    chain_of(&cfg, "mean -> strategy"); /* plain FedAvg: nothing else */
+    cfg.dp.clip = 1.0;
+    cfg.dp.noise = 1.0;
+    chain_of(&cfg, "mean -> dp -> strategy");
+    cfg.secagg.on = true;
+    chain_of(&cfg, "secagg-mean -> dp -> strategy");
+    cfg.dp.clip = cfg.dp.noise = 0;
+    chain_of(&cfg, "secagg-mean -> strategy");
+    fed_model_destroy(&m);
+}
+
 int main(void) {
     RUN(chain_order_pass_through_errors);
     RUN(mean_stage);
     RUN(secagg_stage);
     RUN(dp_stage);
     RUN(strategy_stage);
+    RUN(chains_from_the_configuration);
     return test_report();
 }
