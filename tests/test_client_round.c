@@ -432,146 +432,165 @@ static fed_site_config site_config(const char *endpoint) {
 /* ------------------------------------------------------------------------------------ */
 /* Tests                                                                                */
 
-TEST(rounds) {
+/* One site's life against a scripted coordinator, as named cases run in this order over
+ * one fixture (L): the Hello, three rounds, two bad models, two lost connections, the
+ * two kinds of Bye; the counters at the end add up the whole life. */
+static struct {
     coord c;
-    memset(&c, 0, sizeof c);
     data d;
     gmodel g, g5;
-    memset(&g5, 0, sizeof g5);
-    CHECK(data_load(&d));
-    CHECK(gmodel_make(&g, MLP4, 7));
-    void *zctx = fed_net_context_new();
+    void *zctx;
+    fed_site *site;
+    site_thread st;
+    bool running; /* the site's thread runs: every case after the first needs it */
+} L;
+
+TEST(site_life_hello) {
+    CHECK(data_load(&L.d));
+    CHECK(gmodel_make(&L.g, MLP4, 7));
+    L.zctx = fed_net_context_new();
     fed_server_config sc = server_config("tcp://127.0.0.1:0");
-    CHECK_OK(fed_server_new(&c.srv, zctx, &sc));
-    fed_site *site = NULL;
-    fed_site_config cfg = site_config(c.srv ? fed_server_endpoint(c.srv) : "");
-    CHECK_OK(fed_site_new(&site, &cfg));
-    if (!c.srv || !site || !d.train || !g.m) goto done;
-    site_thread st = {.site = site};
-    CHECK_INT(pthread_create(&st.th, NULL, site_main, &st), 0);
+    CHECK_OK(fed_server_new(&L.c.srv, L.zctx, &sc));
+    fed_site_config cfg = site_config(L.c.srv ? fed_server_endpoint(L.c.srv) : "");
+    CHECK_OK(fed_site_new(&L.site, &cfg));
+    if (!L.c.srv || !L.site || !L.d.train || !L.g.m) return;
+    L.st.site = L.site;
+    CHECK_INT(pthread_create(&L.st.th, NULL, site_main, &L.st), 0);
+    L.running = true;
 
     /* Hello: software, capabilities, the split's counts. */
-    CHECK(coord_wait(&c, &c.joined, 1, 5000));
-    CHECK(strncmp(c.software, "fedtune ", 8) == 0);
-    CHECK(c.cap_delta && c.cap_eval);
-    CHECK_SIZE(c.hello_train, d.train->n);
-    CHECK_SIZE(c.hello_eval, d.test->n);
-    CHECK_SIZE(d.train->n + d.test->n, 150);
+    CHECK(coord_wait(&L.c, &L.c.joined, 1, 5000));
+    CHECK(strncmp(L.c.software, "fedtune ", 8) == 0);
+    CHECK(L.c.cap_delta && L.c.cap_eval);
+    CHECK_SIZE(L.c.hello_train, L.d.train->n);
+    CHECK_SIZE(L.c.hello_eval, L.d.test->n);
+    CHECK_SIZE(L.d.train->n + L.d.test->n, 150);
+}
 
+TEST(site_life_three_rounds) {
+    if (!L.running) return;
     /* Round 1: the model follows as transfer 1. */
-    CHECK_OK(send_round(&c, 1, 1, 1, &g.mf));
-    CHECK_OK(
-        fed_server_send_transfer(c.srv, c.peer, 1, fed_model_params_const(g.m), g.mf.total_bytes));
-    CHECK(coord_wait(&c, &c.done, 1, 10000));
-    CHECK_INT(c.updates, 1);
-    CHECK_INT(c.sent, 1);
-    check_update(&c, 1, 1, g.m, &d);
-    CHECK(coord_wait_log(&c, "round 1:", "train loss", 5000));
+    CHECK_OK(send_round(&L.c, 1, 1, 1, &L.g.mf));
+    CHECK_OK(fed_server_send_transfer(L.c.srv, L.c.peer, 1, fed_model_params_const(L.g.m),
+                                      L.g.mf.total_bytes));
+    CHECK(coord_wait(&L.c, &L.c.done, 1, 10000));
+    CHECK_INT(L.c.updates, 1);
+    CHECK_INT(L.c.sent, 1);
+    check_update(&L.c, 1, 1, L.g.m, &L.d);
+    CHECK(coord_wait_log(&L.c, "round 1:", "train loss", 5000));
     CHECK_INT(cap_count("round 1:", "local caps: epochs 5 -> 2, batch 32 -> 16"), 1);
 
     /* Round 2: transfer 0, the site holds version 1. */
-    CHECK_OK(send_round(&c, 2, 1, 0, &g.mf));
-    CHECK(coord_wait(&c, &c.done, 2, 10000));
-    CHECK_INT(c.updates, 2);
-    check_update(&c, 2, 1, g.m, &d);
-    CHECK(coord_wait_log(&c, "round 2:", "train loss", 5000));
+    CHECK_OK(send_round(&L.c, 2, 1, 0, &L.g.mf));
+    CHECK(coord_wait(&L.c, &L.c.done, 2, 10000));
+    CHECK_INT(L.c.updates, 2);
+    check_update(&L.c, 2, 1, L.g.m, &L.d);
+    CHECK(coord_wait_log(&L.c, "round 2:", "train loss", 5000));
 
     /* Round 3: transfer 0 for a model it does not hold. */
-    fed_msg_manifest other = g.mf;
+    fed_msg_manifest other = L.g.mf;
     other.sha256[0] ^= 1;
-    CHECK_OK(send_round(&c, 3, 9, 0, &other));
-    CHECK(coord_wait(&c, &c.errors, 1, 5000));
-    CHECK_INT(c.err_code, FED_WIRE_NO_MODEL);
-    CHECK_STR(c.err_text, "no model version 9");
+    CHECK_OK(send_round(&L.c, 3, 9, 0, &other));
+    CHECK(coord_wait(&L.c, &L.c.errors, 1, 5000));
+    CHECK_INT(L.c.err_code, FED_WIRE_NO_MODEL);
+    CHECK_STR(L.c.err_text, "no model version 9");
+}
 
+TEST(site_life_bad_models) {
+    if (!L.running) return;
     /* Round 4: the manifest's shapes do not match its architecture. */
-    fed_msg_manifest bad = g.mf;
-    CHECK(gmodel_make(&g5, MLP5, 8));
-    if (!g5.m) goto stop;
-    bad.arch = g5.arch;
-    CHECK_OK(send_round(&c, 4, 4, 4, &bad));
-    CHECK_OK(
-        fed_server_send_transfer(c.srv, c.peer, 4, fed_model_params_const(g.m), g.mf.total_bytes));
-    CHECK(coord_wait(&c, &c.errors, 2, 5000));
-    CHECK_INT(c.err_code, 7);
-    CHECK_CONTAINS(c.err_text, "0.weight");
-    CHECK_CONTAINS(c.err_text, "(8, 4)");
-    CHECK_OK(fed_server_cancel_transfer(c.srv, c.peer, 4));
+    fed_msg_manifest bad = L.g.mf;
+    CHECK(gmodel_make(&L.g5, MLP5, 8));
+    if (!L.g5.m) return;
+    bad.arch = L.g5.arch;
+    CHECK_OK(send_round(&L.c, 4, 4, 4, &bad));
+    CHECK_OK(fed_server_send_transfer(L.c.srv, L.c.peer, 4, fed_model_params_const(L.g.m),
+                                      L.g.mf.total_bytes));
+    CHECK(coord_wait(&L.c, &L.c.errors, 2, 5000));
+    CHECK_INT(L.c.err_code, 7);
+    CHECK_CONTAINS(L.c.err_text, "0.weight");
+    CHECK_CONTAINS(L.c.err_text, "(8, 4)");
+    CHECK_OK(fed_server_cancel_transfer(L.c.srv, L.c.peer, 4));
 
     /* Round 5: a valid model whose input the local data do not fit. */
-    CHECK_OK(send_round(&c, 5, 5, 5, &g5.mf));
-    CHECK_OK(fed_server_send_transfer(c.srv, c.peer, 5, fed_model_params_const(g5.m),
-                                      g5.mf.total_bytes));
-    CHECK(coord_wait(&c, &c.errors, 3, 5000));
-    CHECK_INT(c.err_code, 7);
-    CHECK_CONTAINS(c.err_text, "4 features");
-    CHECK_CONTAINS(c.err_text, "5 inputs");
-    CHECK_INT(c.updates, 2);
+    CHECK_OK(send_round(&L.c, 5, 5, 5, &L.g5.mf));
+    CHECK_OK(fed_server_send_transfer(L.c.srv, L.c.peer, 5, fed_model_params_const(L.g5.m),
+                                      L.g5.mf.total_bytes));
+    CHECK(coord_wait(&L.c, &L.c.errors, 3, 5000));
+    CHECK_INT(L.c.err_code, 7);
+    CHECK_CONTAINS(L.c.err_text, "4 features");
+    CHECK_CONTAINS(L.c.err_text, "5 inputs");
+    CHECK_INT(L.c.updates, 2);
+}
 
+TEST(site_life_lost_connections) {
+    if (!L.running) return;
     /* The coordinator drops the site: it reconnects, the next round works. */
-    CHECK_OK(fed_server_drop(c.srv, c.peer, "test drop"));
-    CHECK(coord_wait(&c, &c.left, 1, 5000));
-    CHECK(coord_wait(&c, &c.joined, 2, 10000));
-    float *p = fed_model_params(g.m);
-    for (size_t i = 0; i < fed_model_num_params(g.m); i++) p[i] *= 0.9f;
-    gmodel_manifest(&g);
-    CHECK_OK(send_round(&c, 6, 6, 6, &g.mf));
-    CHECK_OK(
-        fed_server_send_transfer(c.srv, c.peer, 6, fed_model_params_const(g.m), g.mf.total_bytes));
-    CHECK(coord_wait(&c, &c.done, 3, 10000));
-    CHECK_INT(c.updates, 3);
-    check_update(&c, 6, 6, g.m, &d);
-    CHECK(coord_wait_log(&c, "round 6:", "train loss", 5000));
+    CHECK_OK(fed_server_drop(L.c.srv, L.c.peer, "test drop"));
+    CHECK(coord_wait(&L.c, &L.c.left, 1, 5000));
+    CHECK(coord_wait(&L.c, &L.c.joined, 2, 10000));
+    float *p = fed_model_params(L.g.m);
+    for (size_t i = 0; i < fed_model_num_params(L.g.m); i++) p[i] *= 0.9f;
+    gmodel_manifest(&L.g);
+    CHECK_OK(send_round(&L.c, 6, 6, 6, &L.g.mf));
+    CHECK_OK(fed_server_send_transfer(L.c.srv, L.c.peer, 6, fed_model_params_const(L.g.m),
+                                      L.g.mf.total_bytes));
+    CHECK(coord_wait(&L.c, &L.c.done, 3, 10000));
+    CHECK_INT(L.c.updates, 3);
+    check_update(&L.c, 6, 6, L.g.m, &L.d);
+    CHECK(coord_wait_log(&L.c, "round 6:", "train loss", 5000));
 
     /* Round 7: the model's bytes do not match manifest.sha256: the channel ends the
      * session, the site reconnects. */
-    float *wrong = fed_calloc(fed_model_num_params(g.m), sizeof(float));
-    if (!wrong) goto stop;
-    CHECK_OK(send_round(&c, 7, 7, 7, &g.mf));
-    CHECK_OK(fed_server_send_transfer(c.srv, c.peer, 7, wrong, g.mf.total_bytes));
-    CHECK(coord_wait(&c, &c.left, 2, 5000));
-    CHECK(coord_wait(&c, &c.joined, 3, 10000));
-    CHECK_OK(fed_server_cancel_transfer(c.srv, c.peer, 7));
+    float *wrong = fed_calloc(fed_model_num_params(L.g.m), sizeof(float));
+    if (!wrong) return;
+    CHECK_OK(send_round(&L.c, 7, 7, 7, &L.g.mf));
+    CHECK_OK(fed_server_send_transfer(L.c.srv, L.c.peer, 7, wrong, L.g.mf.total_bytes));
+    CHECK(coord_wait(&L.c, &L.c.left, 2, 5000));
+    CHECK(coord_wait(&L.c, &L.c.joined, 3, 10000));
+    CHECK_OK(fed_server_cancel_transfer(L.c.srv, L.c.peer, 7));
     fed_free(wrong);
-    CHECK_INT(c.updates, 3);
+    CHECK_INT(L.c.updates, 3);
+}
 
-stop:;
-    /* A Bye without finished (a coordinator restarting) is a lost connection: the site
-     * closes the session and connects again. */
-    fed_msg bye = {.type = FED_MSG_BYE};
-    bye.u.bye.reason = "coordinator restarting";
-    int left = c.left, joined = c.joined;
-    CHECK_OK(fed_server_send(c.srv, c.peer, &bye));
-    CHECK(coord_wait(&c, &c.left, left + 1, 5000));
-    CHECK(coord_wait(&c, &c.joined, joined + 1, 10000));
-    CHECK_INT(cap_count("the coordinator is going away (coordinator restarting)", NULL), 1);
-    /* Bye{finished} ends fed_site_run with FED_OK; the site closes the session. */
-    bye.u.bye.reason = "federation finished";
-    bye.u.bye.finished = true;
-    left = c.left;
-    CHECK_OK(fed_server_send(c.srv, c.peer, &bye));
-    CHECK(coord_wait(&c, &c.left, left + 1, 5000));
-    pthread_join(st.th, NULL);
-    CHECK_OK(st.result);
-    fed_site_stats ss;
-    fed_site_stats_get(site, &ss);
-    CHECK(ss.bye);
-    CHECK_SIZE(ss.rounds_done, 3);
-    CHECK_SIZE(ss.rounds_failed, 4);
-    CHECK_SIZE(ss.connects, 4); /* 3 + the reconnection after the first Bye */
-    CHECK_SIZE(ss.model_version, 6);
-    CHECK_SIZE(ss.last_round, 7);
-    /* Aggregates only: no cell of the data file in any log line. */
-    CHECK_INT(cap_count("0.672", NULL), 0);
-    CHECK_INT(cap_count("red", NULL), 0);
-done:
-    fed_site_destroy(&site);
-    gmodel_free(&g);
-    gmodel_free(&g5);
-    data_free(&d);
-    fed_free(c.delta);
-    fed_server_destroy(&c.srv);
-    fed_net_context_destroy(&zctx);
+TEST(site_life_byes_and_totals) {
+    if (L.running) {
+        /* A Bye without finished (a coordinator restarting) is a lost connection: the site
+         * closes the session and connects again. */
+        fed_msg bye = {.type = FED_MSG_BYE};
+        bye.u.bye.reason = "coordinator restarting";
+        int left = L.c.left, joined = L.c.joined;
+        CHECK_OK(fed_server_send(L.c.srv, L.c.peer, &bye));
+        CHECK(coord_wait(&L.c, &L.c.left, left + 1, 5000));
+        CHECK(coord_wait(&L.c, &L.c.joined, joined + 1, 10000));
+        CHECK_INT(cap_count("the coordinator is going away (coordinator restarting)", NULL), 1);
+        /* Bye{finished} ends fed_site_run with FED_OK; the site closes the session. */
+        bye.u.bye.reason = "federation finished";
+        bye.u.bye.finished = true;
+        left = L.c.left;
+        CHECK_OK(fed_server_send(L.c.srv, L.c.peer, &bye));
+        CHECK(coord_wait(&L.c, &L.c.left, left + 1, 5000));
+        pthread_join(L.st.th, NULL);
+        CHECK_OK(L.st.result);
+        fed_site_stats ss;
+        fed_site_stats_get(L.site, &ss);
+        CHECK(ss.bye);
+        CHECK_SIZE(ss.rounds_done, 3);
+        CHECK_SIZE(ss.rounds_failed, 4);
+        CHECK_SIZE(ss.connects, 4); /* 3 + the reconnection after the first Bye */
+        CHECK_SIZE(ss.model_version, 6);
+        CHECK_SIZE(ss.last_round, 7);
+        /* Aggregates only: no cell of the data file in any log line. */
+        CHECK_INT(cap_count("0.672", NULL), 0);
+        CHECK_INT(cap_count("red", NULL), 0);
+    }
+    fed_site_destroy(&L.site);
+    gmodel_free(&L.g);
+    gmodel_free(&L.g5);
+    data_free(&L.d);
+    fed_free(L.c.delta);
+    fed_server_destroy(&L.c.srv);
+    fed_net_context_destroy(&L.zctx);
 }
 
 /* ---- secure aggregation, the site's side ----------------------------------------------- */
@@ -1237,7 +1256,11 @@ int main(void) {
     }
     RUN(fit_config_mapping);
     RUN(config_errors);
-    RUN(rounds);
+    RUN(site_life_hello); /* these five in this order: */
+    RUN(site_life_three_rounds);
+    RUN(site_life_bad_models);
+    RUN(site_life_lost_connections);
+    RUN(site_life_byes_and_totals);
     RUN(secagg_round);
     RUN(external_training);
     RUN(stop_says_bye);
