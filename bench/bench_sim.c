@@ -236,7 +236,7 @@ int main(int argc, char **argv) {
     memset(&tc, 0, sizeof tc);
     tc.epochs = (uint32_t)o.epochs;
     tc.batch = (uint32_t)o.batch;
-    tc.optimizer = (char *)"sgd";
+    tc.optimizer = "sgd";
     tc.lr = 0.05f;
     tc.seed = seed;
     if (fed_train_spec_fit(&tc, 1, 0, 0, &pl.fit)) die("fit config");

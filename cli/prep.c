@@ -239,7 +239,7 @@ fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
     cc->deadline_ms = (int64_t)s->deadline_ms;
     cc->train.epochs = (uint32_t)s->epochs;
     cc->train.batch = (uint32_t)s->batch;
-    cc->train.optimizer = (char *)s->optimizer;
+    cc->train.optimizer = s->optimizer;
     cc->train.lr = (float)s->lr;
     cc->train.momentum = (float)s->momentum;
     cc->train.weight_decay = (float)s->weight_decay;

@@ -216,7 +216,7 @@ static fed_err connect_now(fed_site *s) {
     cc.server_name = s->cfg.server_name;
     cc.net = s->cfg.net;
     cc.identity = s->cfg.identity;
-    char *caps[3] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG};
+    const char *caps[3] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG};
     cc.hello.software = s->cfg.software;
     cc.hello.capabilities = caps;
     cc.hello.num_capabilities = 3;

@@ -49,7 +49,7 @@ fed_err site_send_msg(fed_site *s, const fed_msg *m) {
 void site_send_error(fed_site *s, uint32_t code, const char *text, bool about_round) {
     fed_msg m = {.type = FED_MSG_ERROR};
     m.u.error.code = code;
-    m.u.error.text = (char *)text;
+    m.u.error.text = text;
     if (about_round && s->round.rs) {
         m.u.error.round = s->round.rs->round;
         m.u.error.attempt = s->round.rs->attempt;

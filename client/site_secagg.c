@@ -27,7 +27,7 @@ static size_t manifest_trainable(const fed_msg_manifest *mf) {
 static fed_err sa_send(fed_site *s, const uint8_t *msg, size_t len) {
     fed_msg m = {.type = FED_MSG_SECAGG};
     m.u.secagg.round = s->round.rs->round;
-    m.u.secagg.msg = (uint8_t *)(uintptr_t)msg; /* only read by the encoder */
+    m.u.secagg.msg = msg;
     m.u.secagg.len = len;
     return site_send_msg(s, &m);
 }

@@ -15,52 +15,38 @@
 #include "core/log.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------ */
 /* Owned copies of RoundStart and events                                                */
 
-void site_rs_free(fed_msg_round_start **p) {
-    fed_msg_round_start *r = *p;
-    if (!r) return;
-    *p = NULL;
-    fed_free(r->config.optimizer);
-    fed_free(r->manifest.arch);
-    fed_free(r->manifest.input_transform);
-    for (size_t i = 0; i < r->manifest.num_tensors; i++) fed_free(r->manifest.tensors[i].name);
-    fed_free(r->manifest.tensors);
-    fed_free(r);
+/* A RoundStart is kept as a whole owned message (fed_msg_copy, one fed_malloc'd fed_msg)
+ * of which the site holds the round_start; this finds the message back from it. */
+static fed_msg *rs_owner(fed_msg_round_start *rs) {
+    return (fed_msg *)(void *)((char *)rs - offsetof(fed_msg, u.round_start));
 }
 
-static fed_err rs_copy(fed_msg_round_start **out, const fed_msg_round_start *src) {
+void site_rs_free(fed_msg_round_start **p) {
+    if (!*p) return;
+    fed_msg *m = rs_owner(*p);
+    *p = NULL;
+    fed_msg_free(m);
+    fed_free(m);
+}
+
+static fed_err rs_copy(fed_msg_round_start **out, const fed_msg *src) {
     *out = NULL;
-    fed_msg_round_start *r = fed_calloc(1, sizeof *r);
-    if (!r) return FED_ENOMEM;
-    *r = *src;
-    r->config.optimizer = fed_strdup(src->config.optimizer ? src->config.optimizer : "");
-    r->manifest.arch = fed_strdup(src->manifest.arch ? src->manifest.arch : "");
-    r->manifest.input_transform =
-        fed_strdup(src->manifest.input_transform ? src->manifest.input_transform : "");
-    r->manifest.tensors = NULL;
-    r->manifest.num_tensors = 0;
-    if (!r->config.optimizer || !r->manifest.arch || !r->manifest.input_transform) goto fail;
-    if (src->manifest.num_tensors) {
-        r->manifest.tensors = fed_calloc(src->manifest.num_tensors, sizeof *r->manifest.tensors);
-        if (!r->manifest.tensors) goto fail;
-        for (size_t i = 0; i < src->manifest.num_tensors; i++) {
-            fed_msg_tensor *t = &r->manifest.tensors[i];
-            *t = src->manifest.tensors[i];
-            t->name = fed_strdup(t->name ? t->name : "");
-            if (!t->name) goto fail;
-            r->manifest.num_tensors++;
-        }
+    fed_msg *m = fed_malloc(sizeof *m);
+    if (!m) return FED_ENOMEM;
+    fed_err err = fed_msg_copy(m, src);
+    if (err) {
+        fed_free(m);
+        return err;
     }
-    *out = r;
+    *out = &m->u.round_start;
     return FED_OK;
-fail:
-    site_rs_free(&r);
-    return FED_ENOMEM;
 }
 
 void site_ev_free(site_ev *e) {
@@ -83,7 +69,7 @@ static fed_err ev_take(site_ev *out, const fed_net_event *ev) {
     out->msg = m->type;
     switch (m->type) {
     case FED_MSG_ROUND_START:
-        return rs_copy(&out->rs, &m->u.round_start);
+        return rs_copy(&out->rs, m);
     case FED_MSG_ERROR:
         out->code = m->u.error.code;
         out->err_round = m->u.error.round;

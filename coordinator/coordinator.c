@@ -148,7 +148,7 @@ static fed_err build_manifest(fed_coord *c) {
     for (size_t i = 0; i < n; i++) {
         const fed_tensor *t = fed_model_tensor(c->model, i);
         fed_msg_tensor *mt = &c->tensors[i];
-        mt->name = (char *)t->name;
+        mt->name = t->name;
         mt->ndim = t->ndim;
         for (int d = 0; d < t->ndim; d++) mt->shape[d] = t->shape[d];
         mt->dtype = FED_DTYPE_F32;
@@ -346,7 +346,7 @@ static void say_bye(fed_coord *c, const char *reason, bool finished) {
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_BYE;
-    m.u.bye.reason = (char *)reason;
+    m.u.bye.reason = reason;
     m.u.bye.finished = finished;
     tell_bye(c, &m, false);
     let_byes_leave(c, &m);
@@ -511,7 +511,7 @@ static void linger(fed_coord *c) {
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_BYE;
-    m.u.bye.reason = (char *)"all rounds done";
+    m.u.bye.reason = "all rounds done";
     m.u.bye.finished = true;
     size_t told = tell_bye(c, &m, true);
     if (told < c->cfg.min_clients && fed_now_ms() < c->linger_until) return;

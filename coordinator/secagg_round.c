@@ -30,7 +30,7 @@ static void sa_exclude(fed_coord *c, client *k, const char *why) {
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ERROR;
     m.u.error.code = FED_WIRE_INVALID;
-    m.u.error.text = (char *)(uintptr_t)why;
+    m.u.error.text = why;
     m.u.error.round = fed__coord_current_round(c);
     m.u.error.attempt = c->att.n;
     if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)

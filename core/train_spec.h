@@ -25,7 +25,7 @@
 
 typedef struct fed_train_spec {
     uint32_t epochs, batch; /* local epochs and batch size */
-    char *optimizer;        /* "sgd", "adam" or "adamw" ("" or NULL: "sgd") */
+    const char *optimizer;  /* "sgd", "adam" or "adamw" ("" or NULL: "sgd"); borrowed */
     float lr;               /* constant learning rate */
     float momentum;         /* SGD only (ignored by adam/adamw) */
     float weight_decay;     /* L2 (sgd, adam) or decoupled (adamw) */

@@ -31,7 +31,7 @@ struct fed_client {
     void *zctx;                  /* borrowed ZeroMQ context */
     char *endpoint;              /* the coordinator's address */
     char *server_name;           /* name its certificate must carry (plaintext: its name) */
-    fed_msg_hello hello;         /* deep copy of what Hello says */
+    fed_msg hello;               /* the Hello to send: an owned copy (fed_msg_copy) */
     fed__sock_opts sopts;        /* socket options, for reconnects */
     uint8_t rid[CLIENT_RID_LEN]; /* our routing id, the same across reconnects */
     fed__sess *sess;             /* current session, or NULL */
@@ -83,7 +83,7 @@ static void drop(fed_client *c, fed_err err) {
 static fed_err cli_on_handshake(void *owner, fed__sess *x) {
     fed_client *c = owner;
     fed_msg m = {.type = FED_MSG_HELLO};
-    m.u.hello = c->hello;
+    m.u.hello = c->hello.u.hello;
     memcpy(m.u.hello.session_id, x->sid, FED_SESSION_ID_LEN);
     return fed__sess_send(x, &m);
 }
@@ -237,31 +237,6 @@ static fed_err connect_socket(fed_client *c) {
     return fed__sock_dealer(&c->net.sock, c->zctx, c->endpoint, c->rid, sizeof c->rid, &c->sopts);
 }
 
-static void hello_free(fed_msg_hello *h) {
-    fed_free(h->software);
-    for (size_t i = 0; i < h->num_capabilities; i++) fed_free(h->capabilities[i]);
-    fed_free(h->capabilities);
-    memset(h, 0, sizeof *h);
-}
-
-static fed_err hello_copy(fed_msg_hello *dst, const fed_msg_hello *src) {
-    *dst = *src;
-    dst->software = NULL;
-    dst->capabilities = NULL;
-    dst->num_capabilities = 0;
-    dst->software = fed_strdup(src->software ? src->software : "");
-    if (!dst->software) return FED_ENOMEM;
-    if (src->num_capabilities) {
-        dst->capabilities = fed_calloc(src->num_capabilities, sizeof *dst->capabilities);
-        if (!dst->capabilities) return FED_ENOMEM;
-        for (size_t i = 0; i < src->num_capabilities; i++, dst->num_capabilities++) {
-            dst->capabilities[i] = fed_strdup(src->capabilities[i] ? src->capabilities[i] : "");
-            if (!dst->capabilities[i]) return FED_ENOMEM;
-        }
-    }
-    return FED_OK;
-}
-
 fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config *cfg) {
     *out = NULL;
     /* A plaintext client names the coordinator "coordinator" unless told otherwise. */
@@ -291,7 +266,8 @@ fed_err fed_client_new(fed_client **out, void *zmq_ctx, const fed_client_config 
         e = FED_ENOMEM;
         goto fail;
     }
-    if ((e = hello_copy(&c->hello, &cfg->hello)) != FED_OK) goto fail;
+    fed_msg hello = {.type = FED_MSG_HELLO, .u.hello = cfg->hello};
+    if ((e = fed_msg_copy(&c->hello, &hello)) != FED_OK) goto fail;
     if ((e = fed__net_init(&c->net, &cfg->net)) != FED_OK) goto fail;
     c->chunk_cfg = c->net.chunk_size;
     if ((e = fed__net_security(&c->net, cfg->endpoint, cfg->identity)) != FED_OK) goto fail;
@@ -319,7 +295,7 @@ void fed_client_destroy(fed_client **cp) {
     fed__xfers_clear(&c->xfers);
     fed__sock_destroy(&c->net.sock, 100); /* let the CLOSE frame out */
     fed__net_free(&c->net);
-    hello_free(&c->hello);
+    fed_msg_free(&c->hello);
     fed_free(c->endpoint);
     fed_free(c->server_name);
     fed_free(c);

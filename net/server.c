@@ -245,7 +245,7 @@ static fed_err srv_on_handshake(void *owner, fed__sess *x) {
 static fed_err refuse(fed__sess *x, uint32_t code, const char *text) {
     fed_msg m = {.type = FED_MSG_ERROR};
     m.u.error.code = code;
-    m.u.error.text = (char *)text;
+    m.u.error.text = text;
     if (fed__sess_send(x, &m) == FED_OK && fed__sess_flush(x) != FED_OK) {
         /* best effort: the session ends anyway */
     }

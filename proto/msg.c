@@ -9,8 +9,11 @@
  * fail-the-Nth-allocation hook reaches protobuf-c) and refuses to hand out more than a
  * budget derived from the input length and the limits: protobuf-c sizes its arrays from
  * element counts before we can look at them, and a 2-byte empty entry costs it ~200
- * bytes. Encoding points protobuf-c structs at the caller's data; only the per-tensor
- * and per-metric structs (and their pointer arrays) are allocated. */
+ * bytes. A checked envelope is then seen as a borrowed fed_msg (view_of, the mirror of
+ * wire_build) of which the decoded message is a fed_msg_copy: one block, measured then
+ * carved, holds every string and array it owns, so fed_msg_free is one fed_free.
+ * Encoding points protobuf-c structs at the caller's data; only the per-tensor and
+ * per-metric structs (and their pointer arrays) are allocated. */
 #include "proto/msg.h"
 
 #include "core/alloc.h"
@@ -344,9 +347,16 @@ typedef struct wire {
     void *elems; /* fed_malloc'd: n structs, then n pointers to them */
 } wire;
 
-/* protobuf-c's structs are not const-correct; packing only reads through these. */
+/* protobuf-c's structs are not const-correct; packing only reads through them, so
+ * dropping the const of the fed_msg's borrowed data (here, and a tensor's shape below) is
+ * safe. */
 static char *str(const char *s) {
-    return s ? (char *)s : (char *)"";
+    static char empty[1];
+    return s ? (char *)s : empty;
+}
+
+static char **strs(const char *const *s) {
+    return (char **)s;
 }
 
 static ProtobufCBinaryData bin(const uint8_t *data, size_t len) {
@@ -500,7 +510,7 @@ static fed_err wire_build(wire *w, const fed_msg *m) {
         fedtune__hello__init(p);
         p->software = str(h->software);
         p->n_capabilities = h->num_capabilities;
-        p->capabilities = h->capabilities;
+        p->capabilities = strs(h->capabilities);
         p->train_examples = h->train_examples;
         p->eval_examples = h->eval_examples;
         p->session_id = bin(h->session_id, FED_SESSION_ID_LEN);
@@ -681,43 +691,37 @@ static size_t unpack_budget(size_t len, const fed_msg_limits *lim) {
     return sat_add(b, sat_mul(lim->max_list, per_list));
 }
 
-static fed_err dup(char **dst, const char *s) {
-    *dst = fed_strdup(s ? s : "");
-    return *dst ? FED_OK : FED_ENOMEM;
-}
-
 static void copy_bin(uint8_t *dst, const ProtobufCBinaryData *b, size_t len) {
     memcpy(dst, b->data, len); /* len checked by check_envelope */
 }
 
-/* Owned copies of a checked envelope's strings and arrays into m (already typed); only
- * FED_ENOMEM, after which m holds what was copied so far (fed_msg_free releases it). */
-static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
+/* A checked envelope seen as a borrowed fed_msg (already typed): its strings and the
+ * SecAgg payload point into e, its tensor and metric lists into *tmp (fed_malloc'd, the
+ * caller frees it); fed_msg_copy then makes the decoded message its owned copy. Only
+ * FED_ENOMEM. The mirror of wire_build. */
+static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
+    *tmp = NULL;
     switch (m->type) {
     case FED_MSG_HELLO: {
         const Fedtune__Hello *p = e->hello;
         fed_msg_hello *h = &m->u.hello;
+        h->software = p->software;
+        h->capabilities = (const char *const *)p->capabilities;
+        h->num_capabilities = p->n_capabilities;
         h->train_examples = p->train_examples;
         h->eval_examples = p->eval_examples;
         copy_bin(h->session_id, &p->session_id, FED_SESSION_ID_LEN);
-        TRY(dup(&h->software, p->software));
-        if (p->n_capabilities) {
-            h->capabilities = fed_calloc(p->n_capabilities, sizeof *h->capabilities);
-            if (!h->capabilities) return FED_ENOMEM;
-            h->num_capabilities = p->n_capabilities;
-            for (size_t i = 0; i < p->n_capabilities; i++)
-                TRY(dup(&h->capabilities[i], p->capabilities[i]));
-        }
         return FED_OK;
     }
     case FED_MSG_WELCOME: {
         const Fedtune__Welcome *p = e->welcome;
         fed_msg_welcome *w = &m->u.welcome;
+        w->client_id = p->client_id;
         copy_bin(w->session_id, &p->session_id, FED_SESSION_ID_LEN);
         w->max_chunk = p->max_chunk;
         w->credits = p->credits;
-        TRY(dup(&w->client_id, p->client_id));
-        return dup(&w->coordinator, p->coordinator);
+        w->coordinator = p->coordinator;
+        return FED_OK;
     }
     case FED_MSG_ROUND_START: {
         const Fedtune__RoundStart *p = e->round_start;
@@ -728,10 +732,11 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         r->deadline_ms = p->deadline_ms;
         r->attempt = p->attempt;
         r->stats = p->stats != 0;
-        const Fedtune__TrainConfig *pc = p->config;
+        const Fedtune__TrainConfig *pc = p->config; /* absent: all defaults, optimizer "" */
         if (pc) {
             r->config.epochs = pc->epochs;
             r->config.batch = pc->batch;
+            r->config.optimizer = pc->optimizer;
             r->config.lr = pc->lr;
             r->config.momentum = pc->momentum;
             r->config.weight_decay = pc->weight_decay;
@@ -739,26 +744,25 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
             r->config.seed = pc->seed;
             r->config.max_steps = pc->max_steps;
         }
-        TRY(dup(&r->config.optimizer, pc ? pc->optimizer : ""));
         const Fedtune__Manifest *pm = p->manifest; /* present: its digest was checked */
         fed_msg_manifest *mf = &r->manifest;
         mf->total_bytes = pm->total_bytes;
         copy_bin(mf->sha256, &pm->sha256, FED_SHA256_LEN);
-        TRY(dup(&mf->arch, pm->arch));
-        TRY(dup(&mf->input_transform, pm->input_transform));
+        mf->arch = pm->arch;
+        mf->input_transform = pm->input_transform;
         if (pm->n_tensors) {
-            mf->tensors = fed_calloc(pm->n_tensors, sizeof *mf->tensors);
-            if (!mf->tensors) return FED_ENOMEM;
+            fed_msg_tensor *t = *tmp = fed_calloc(pm->n_tensors, sizeof *t);
+            if (!t) return FED_ENOMEM;
+            for (size_t i = 0; i < pm->n_tensors; i++) {
+                const Fedtune__TensorInfo *pt = pm->tensors[i];
+                t[i].name = pt->name;
+                t[i].ndim = (int)pt->n_shape;
+                if (pt->n_shape) memcpy(t[i].shape, pt->shape, pt->n_shape * sizeof *pt->shape);
+                t[i].dtype = (fed_dtype)pt->dtype;
+                t[i].trainable = pt->trainable != 0;
+            }
+            mf->tensors = t;
             mf->num_tensors = pm->n_tensors;
-        }
-        for (size_t i = 0; i < pm->n_tensors; i++) {
-            const Fedtune__TensorInfo *pt = pm->tensors[i];
-            fed_msg_tensor *t = &mf->tensors[i];
-            t->ndim = (int)pt->n_shape;
-            if (pt->n_shape) memcpy(t->shape, pt->shape, pt->n_shape * sizeof *pt->shape);
-            t->dtype = (fed_dtype)pt->dtype;
-            t->trainable = pt->trainable != 0;
-            TRY(dup(&t->name, pt->name));
         }
         if (p->secagg) {
             const Fedtune__SecAggParams *ps = p->secagg;
@@ -793,13 +797,14 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         u->total_bytes = p->total_bytes;
         copy_bin(u->sha256, &p->sha256, FED_SHA256_LEN);
         if (p->n_metrics) {
-            u->metrics = fed_calloc(p->n_metrics, sizeof *u->metrics);
-            if (!u->metrics) return FED_ENOMEM;
+            fed_msg_metric *mt = *tmp = fed_calloc(p->n_metrics, sizeof *mt);
+            if (!mt) return FED_ENOMEM;
+            for (size_t i = 0; i < p->n_metrics; i++) {
+                mt[i].name = p->metrics[i]->name;
+                mt[i].value = p->metrics[i]->value;
+            }
+            u->metrics = mt;
             u->num_metrics = p->n_metrics;
-        }
-        for (size_t i = 0; i < p->n_metrics; i++) {
-            u->metrics[i].value = p->metrics[i]->value;
-            TRY(dup(&u->metrics[i].name, p->metrics[i]->name));
         }
         return FED_OK;
     }
@@ -810,26 +815,26 @@ static fed_err convert(fed_msg *m, const Fedtune__Envelope *e) {
         return FED_OK;
     case FED_MSG_ERROR:
         m->u.error.code = (uint32_t)e->error->code; /* a known value, so >= 0 */
+        m->u.error.text = e->error->text;
         m->u.error.round = e->error->round;
         m->u.error.attempt = e->error->attempt;
-        return dup(&m->u.error.text, e->error->text);
+        return FED_OK;
     case FED_MSG_HEARTBEAT:
         m->u.heartbeat_ms = e->heartbeat->time_ms;
         return FED_OK;
     case FED_MSG_BYE:
+        m->u.bye.reason = e->bye->reason;
         m->u.bye.finished = e->bye->finished != 0;
-        return dup(&m->u.bye.reason, e->bye->reason);
+        return FED_OK;
     case FED_MSG_SECAGG:
         m->u.secagg.round = e->secagg->round;
-        m->u.secagg.msg = fed_malloc(e->secagg->msg.len);
-        if (!m->u.secagg.msg) return FED_ENOMEM;
-        memcpy(m->u.secagg.msg, e->secagg->msg.data, e->secagg->msg.len);
+        m->u.secagg.msg = e->secagg->msg.data;
         m->u.secagg.len = e->secagg->msg.len;
         return FED_OK;
     case FED_MSG_NONE:
         break;
     }
-    return fed_errorf(FED_EINTERNAL, "msg: convert of type %d", (int)m->type);
+    return fed_errorf(FED_EINTERNAL, "msg: view of type %d", (int)m->type);
 }
 
 fed_err fed_msg_decode(fed_msg *out, const uint8_t *buf, size_t len, const fed_msg_limits *limits) {
@@ -860,63 +865,170 @@ fed_err fed_msg_decode(fed_msg *out, const uint8_t *buf, size_t len, const fed_m
         if (e->version != FED_PROTOCOL_VERSION) out->version = e->version;
         goto done;
     }
-    out->version = e->version;
-    out->seq = e->seq;
-    out->type = type_of(e->body_case);
-    err = convert(out, e);
-    if (err != FED_OK) fed_msg_free(out);
+    fed_msg view = {.version = e->version, .seq = e->seq, .type = type_of(e->body_case)};
+    void *tmp = NULL;
+    err = view_of(&view, e, &tmp);
+    if (err == FED_OK) err = fed_msg_copy(out, &view);
+    fed_free(tmp);
 done:
     protobuf_c_message_free_unpacked(&e->base, &alloc);
     return err;
 }
 
-static void free_strings(char **s, size_t n) {
-    for (size_t i = 0; i < n; i++) fed_free(s[i]);
+/* ---- owned copies ------------------------------------------------------------------------ */
+
+/* Carves an owned message's strings and arrays out of its one block, in two passes over
+ * the same code: measuring (base NULL: only adds up sizes, returns NULL) and filling. */
+typedef struct carver {
+    char *base;
+    size_t used;
+    bool over; /* the sizes overflow size_t */
+} carver;
+
+/* size bytes aligned to align (a power of two up to the block's alignment). */
+static void *carve(carver *c, size_t size, size_t align) {
+    size_t at = (c->used + align - 1) & ~(align - 1);
+    if (c->over || at < c->used || size > SIZE_MAX - at) {
+        c->over = true;
+        return NULL;
+    }
+    c->used = at + size;
+    return c->base ? c->base + at : NULL;
 }
 
-void fed_msg_free(fed_msg *m) {
-    if (!m) return;
-    switch (m->type) {
-    case FED_MSG_HELLO:
-        fed_free(m->u.hello.software);
-        if (m->u.hello.capabilities)
-            free_strings(m->u.hello.capabilities, m->u.hello.num_capabilities);
-        fed_free(m->u.hello.capabilities);
-        break;
-    case FED_MSG_WELCOME:
-        fed_free(m->u.welcome.client_id);
-        fed_free(m->u.welcome.coordinator);
-        break;
-    case FED_MSG_ROUND_START: {
-        fed_msg_round_start *r = &m->u.round_start;
-        fed_free(r->config.optimizer);
-        fed_free(r->manifest.arch);
-        fed_free(r->manifest.input_transform);
-        for (size_t i = 0; r->manifest.tensors && i < r->manifest.num_tensors; i++)
-            fed_free(r->manifest.tensors[i].name);
-        fed_free(r->manifest.tensors);
-        break;
+static void *carve_array(carver *c, size_t n, size_t size, size_t align) {
+    if (n > SIZE_MAX / size) {
+        c->over = true;
+        return NULL;
     }
-    case FED_MSG_UPDATE:
-        for (size_t i = 0; m->u.update.metrics && i < m->u.update.num_metrics; i++)
-            fed_free(m->u.update.metrics[i].name);
-        fed_free(m->u.update.metrics);
-        break;
+    return carve(c, n * size, align);
+}
+
+/* An owned copy of s ("" for NULL); NULL while measuring. */
+static const char *carve_str(carver *c, const char *s) {
+    if (!s) s = "";
+    size_t n = strlen(s) + 1;
+    char *p = carve(c, n, 1);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+#define CARVE_ARRAY(c, n, type) ((type *)carve_array((c), (n), sizeof(type), _Alignof(type)))
+
+/* Points d's strings and arrays (d is a struct copy of s) at owned copies carved from c;
+ * while measuring, d's pointers become NULL and only c->used matters. s's lists were
+ * checked to be non-NULL when they have entries. */
+static void carve_body(carver *c, fed_msg *d, const fed_msg *s) {
+    switch (s->type) {
+    case FED_MSG_HELLO: {
+        const fed_msg_hello *h = &s->u.hello;
+        const char **caps = CARVE_ARRAY(c, h->num_capabilities, const char *);
+        for (size_t i = 0; i < h->num_capabilities; i++) {
+            const char *cap = carve_str(c, h->capabilities[i]);
+            if (caps) caps[i] = cap;
+        }
+        d->u.hello.capabilities = h->num_capabilities ? caps : NULL;
+        d->u.hello.software = carve_str(c, h->software);
+        return;
+    }
+    case FED_MSG_WELCOME:
+        d->u.welcome.client_id = carve_str(c, s->u.welcome.client_id);
+        d->u.welcome.coordinator = carve_str(c, s->u.welcome.coordinator);
+        return;
+    case FED_MSG_ROUND_START: {
+        const fed_msg_round_start *r = &s->u.round_start;
+        size_t n = r->manifest.num_tensors;
+        fed_msg_tensor *t = CARVE_ARRAY(c, n, fed_msg_tensor);
+        for (size_t i = 0; i < n; i++) {
+            const char *name = carve_str(c, r->manifest.tensors[i].name);
+            if (t) {
+                t[i] = r->manifest.tensors[i];
+                t[i].name = name;
+            }
+        }
+        fed_msg_round_start *dr = &d->u.round_start;
+        dr->manifest.tensors = n ? t : NULL;
+        dr->manifest.arch = carve_str(c, r->manifest.arch);
+        dr->manifest.input_transform = carve_str(c, r->manifest.input_transform);
+        dr->config.optimizer = carve_str(c, r->config.optimizer);
+        return;
+    }
+    case FED_MSG_UPDATE: {
+        const fed_msg_update *u = &s->u.update;
+        fed_msg_metric *mt = CARVE_ARRAY(c, u->num_metrics, fed_msg_metric);
+        for (size_t i = 0; i < u->num_metrics; i++) {
+            const char *name = carve_str(c, u->metrics[i].name);
+            if (mt) {
+                mt[i].name = name;
+                mt[i].value = u->metrics[i].value;
+            }
+        }
+        d->u.update.metrics = u->num_metrics ? mt : NULL;
+        return;
+    }
     case FED_MSG_ERROR:
-        fed_free(m->u.error.text);
-        break;
+        d->u.error.text = carve_str(c, s->u.error.text);
+        return;
     case FED_MSG_BYE:
-        fed_free(m->u.bye.reason);
-        break;
-    case FED_MSG_SECAGG:
-        fed_free(m->u.secagg.msg);
-        break;
+        d->u.bye.reason = carve_str(c, s->u.bye.reason);
+        return;
+    case FED_MSG_SECAGG: {
+        uint8_t *p = CARVE_ARRAY(c, s->u.secagg.len, uint8_t);
+        if (p) memcpy(p, s->u.secagg.msg, s->u.secagg.len);
+        d->u.secagg.msg = p;
+        return;
+    }
     case FED_MSG_CHUNK:
     case FED_MSG_CREDIT:
     case FED_MSG_HEARTBEAT:
     case FED_MSG_NONE:
-        break;
+        return; /* nothing pointed to */
     }
+}
+
+/* The lists of a message that must not be NULL with entries (what carve_body reads). */
+static fed_err check_lists(const fed_msg *m) {
+    const char *what = NULL, *unit = "entries";
+    size_t n = 0;
+    if (m->type == FED_MSG_HELLO && m->u.hello.num_capabilities && !m->u.hello.capabilities)
+        what = "hello.capabilities", n = m->u.hello.num_capabilities;
+    else if (m->type == FED_MSG_ROUND_START && m->u.round_start.manifest.num_tensors &&
+             !m->u.round_start.manifest.tensors)
+        what = "round_start.manifest.tensors", n = m->u.round_start.manifest.num_tensors;
+    else if (m->type == FED_MSG_UPDATE && m->u.update.num_metrics && !m->u.update.metrics)
+        what = "update.metrics", n = m->u.update.num_metrics;
+    else if (m->type == FED_MSG_SECAGG && m->u.secagg.len && !m->u.secagg.msg)
+        what = "secagg.msg", n = m->u.secagg.len, unit = "bytes";
+    if (what) return fed_errorf(FED_EINVAL, "%s: NULL with %zu %s", what, n, unit);
+    return FED_OK;
+}
+
+fed_err fed_msg_copy(fed_msg *dst, const fed_msg *src) {
+    const fed_msg s = *src; /* dst may be src */
+    memset(dst, 0, sizeof *dst);
+    fed_err err = check_lists(&s);
+    if (err) return err;
+    fed_msg d = s;
+    carver c = {NULL, 0, false};
+    carve_body(&c, &d, &s);
+    if (c.over)
+        return fed_errorf(FED_ENOMEM, "msg: copy of a %s: size overflows",
+                          fed_msg_type_name(s.type));
+    /* Filling runs even with nothing to carve, so that no pointer of s (an empty list's)
+     * is left in the copy. */
+    size_t size = c.used;
+    c = (carver){size ? fed_malloc(size) : NULL, 0, false};
+    if (size && !c.base) return FED_ENOMEM;
+    d = s;
+    carve_body(&c, &d, &s);
+    d.arena = c.base;
+    *dst = d;
+    return FED_OK;
+}
+
+void fed_msg_free(fed_msg *m) {
+    if (!m) return;
+    fed_free(m->arena);
     memset(m, 0, sizeof *m);
 }
 

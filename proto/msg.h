@@ -7,9 +7,21 @@
  * [3].shape: 9 dimensions, limit 8"). Encoding runs the same checks against the default
  * limits (FED_EINVAL, same text), so we never send what a peer would reject.
  *
- * Strings and arrays in a decoded message are owned by it (fed_msg_free); its strings
- * are never NULL. A message built by hand for encoding may point anywhere (NULL strings
- * encode as ""). Protobuf strings are read up to their first NUL byte. */
+ * Ownership. A fed_msg either borrows everything it points to or owns it, and its
+ * `arena` says which; the pointer fields are const either way, because the library only
+ * ever reads through them.
+ *   - A message you build to send borrows (arena NULL): point its strings and arrays at
+ *     your own memory, which must stay valid and unchanged until the call you pass the
+ *     message to (fed_msg_encode, fed_msg_pack, net/'s send calls) returns. The library
+ *     never frees, changes or keeps them; fed_msg_free on a built message frees nothing.
+ *     NULL strings encode as "".
+ *   - A message from fed_msg_decode or fed_msg_copy owns: its strings and arrays live in
+ *     one block of memory (its arena), which fed_msg_free releases, and nothing else. They
+ *     stay valid until then whatever becomes of the bytes it was decoded from; its strings
+ *     are never NULL. A struct copy shares the arena: call fed_msg_free on exactly one of
+ *     the copies, and use none of them afterwards. To keep a message you were lent (a
+ *     net/ event's lives until the next poll), fed_msg_copy it.
+ * Protobuf strings are read up to their first NUL byte. */
 #ifndef FED_PROTO_MSG_H
 #define FED_PROTO_MSG_H
 
@@ -65,22 +77,22 @@ typedef enum fed_encoding {
 #define FED_MSG_SEED_LEN 32 /* SecAggParams.graph_seed */
 
 typedef struct fed_msg_hello {
-    char *software;
-    char **capabilities;
+    const char *software;
+    const char *const *capabilities;
     size_t num_capabilities;
     uint64_t train_examples, eval_examples;
     uint8_t session_id[FED_SESSION_ID_LEN]; /* exactly 16 bytes on the wire */
 } fed_msg_hello;
 
 typedef struct fed_msg_welcome {
-    char *client_id;
+    const char *client_id;
     uint8_t session_id[FED_SESSION_ID_LEN];
     uint32_t max_chunk, credits;
-    char *coordinator;
+    const char *coordinator;
 } fed_msg_welcome;
 
 typedef struct fed_msg_tensor {
-    char *name;
+    const char *name;
     int ndim; /* 0..FED_MSG_MAX_DIMS */
     uint64_t shape[FED_MSG_MAX_DIMS];
     fed_dtype dtype;
@@ -88,12 +100,12 @@ typedef struct fed_msg_tensor {
 } fed_msg_tensor;
 
 typedef struct fed_msg_manifest {
-    fed_msg_tensor *tensors;
+    const fed_msg_tensor *tensors;
     size_t num_tensors;
     uint64_t total_bytes; /* checked on decode: equals the sum of the tensors' bytes */
     uint8_t sha256[FED_SHA256_LEN];
-    char *arch;
-    char *input_transform; /* the model's standardiser JSON ("" or NULL: none) */
+    const char *arch;
+    const char *input_transform; /* the model's standardiser JSON ("" or NULL: none) */
 } fed_msg_manifest;
 
 /* TrainConfig: the round's training configuration, whose limits core/train_spec.h
@@ -128,13 +140,13 @@ typedef struct fed_msg_chunk {
 } fed_msg_chunk;
 
 typedef struct fed_msg_metric {
-    char *name;
+    const char *name;
     double value;
 } fed_msg_metric;
 
 typedef struct fed_msg_update {
     uint64_t round, model_version, examples;
-    fed_msg_metric *metrics;
+    const fed_msg_metric *metrics;
     size_t num_metrics;
     fed_encoding encoding;
     uint64_t transfer_id, total_bytes;
@@ -172,23 +184,22 @@ fed_wire_err fed_wire_err_of(fed_err e);
 
 typedef struct fed_msg_error {
     uint32_t code; /* fed_wire_err */
-    char *text;
+    const char *text;
     uint64_t round;   /* a site's failed round (0: not about a round) */
     uint64_t attempt; /* with round: the attempt it is about */
 } fed_msg_error;
 
-/* SecAgg: one privacy/secagg.h message (1..max_envelope bytes, owned by a decoded
- * message). */
+/* SecAgg: one privacy/secagg.h message (1..max_envelope bytes). */
 typedef struct fed_msg_secagg {
     uint64_t round;
-    uint8_t *msg;
+    const uint8_t *msg;
     size_t len;
 } fed_msg_secagg;
 
 /* Bye: why the sender leaves; finished says the federation is over (a site exits)
  * rather than this coordinator process going away (a site reconnects). */
 typedef struct fed_msg_bye {
-    char *reason;
+    const char *reason;
     bool finished;
 } fed_msg_bye;
 
@@ -208,6 +219,9 @@ typedef struct fed_msg {
         fed_msg_bye bye;
         fed_msg_secagg secagg;
     } u;
+    /* The one block holding every string and array of a decoded or copied message, which
+     * fed_msg_free releases; NULL in a built message (it borrows). Never set by hand. */
+    void *arena;
 } fed_msg;
 
 /* Bytes fed_msg_pack will write for m; 0 when m would not pack (the reason is in
@@ -221,7 +235,8 @@ size_t fed_msg_pack(const fed_msg *m, uint8_t *buf, fed_err *err);
  * fed_msg_pack. */
 fed_err fed_msg_encode(const fed_msg *m, uint8_t **buf, size_t *len) FED_MUST_USE;
 
-/* Decodes len bytes into *out (zeroed first); limits NULL means the defaults. FED_EPROTO
+/* Decodes len bytes into *out (zeroed first), which then owns its strings and arrays
+ * (nothing points into buf); limits NULL means the defaults. FED_EPROTO
  * with a detail naming the field for anything malformed, over a limit, or of an unknown
  * version; FED_ENOMEM. On error *out holds nothing to free; on a version mismatch only
  * out->version is set (the peer's), so the caller can answer Error{ERR_VERSION}.
@@ -229,7 +244,13 @@ fed_err fed_msg_encode(const fed_msg *m, uint8_t **buf, size_t *len) FED_MUST_US
  * small envelope of many empty entries cannot make it allocate gigabytes. */
 fed_err fed_msg_decode(fed_msg *out, const uint8_t *buf, size_t len,
                        const fed_msg_limits *limits) FED_MUST_USE;
-/* Frees what a decode allocated; zeroes m. NULL-safe. Never for a hand-built message. */
+/* Copies src into *dst, which then owns copies of every string and array src points to
+ * (dst may be src: a borrowed message becomes an owned one). NULL strings become "".
+ * FED_EINVAL for an array that is NULL with entries, FED_ENOMEM; on error *dst is zeroed.
+ * Checks nothing else: what may be sent is fed_msg_encode's to say. */
+fed_err fed_msg_copy(fed_msg *dst, const fed_msg *src) FED_MUST_USE;
+/* Releases what m owns (the arena of a decoded or copied message; nothing for a built
+ * one) and zeroes m. NULL-safe; harmless twice. */
 void fed_msg_free(fed_msg *m);
 
 /* Bytes of one tensor of the manifest (numel x dtype size; 1 element when ndim is 0);

@@ -144,8 +144,7 @@ static void send_update(sc *s) {
     u->model_version = s->version;
     u->attempt = s->attempt;
     u->examples = s->examples;
-    fed_msg_metric met[2] = {{(char *)"global_loss", 1.0 + (double)s->delta},
-                             {(char *)"global_accuracy", 0.5}};
+    fed_msg_metric met[2] = {{"global_loss", 1.0 + (double)s->delta}, {"global_accuracy", 0.5}};
     u->metrics = met;
     u->num_metrics = 2;
     u->encoding = FED_ENCODING_DELTA_F32;
@@ -163,7 +162,7 @@ static void send_update(sc *s) {
         memset(&e, 0, sizeof e);
         e.type = FED_MSG_ERROR;
         e.u.error.code = 2;
-        e.u.error.text = (char *)"upload cancelled: stopping";
+        e.u.error.text = "upload cancelled: stopping";
         e.u.error.round = s->round;
         e.u.error.attempt = s->attempt;
         if (fed_client_send(s->cli, &e) != FED_OK)
@@ -272,7 +271,7 @@ static fed_err step(void) {
             memset(&e, 0, sizeof e);
             e.type = FED_MSG_ERROR;
             e.u.error.code = 5;
-            e.u.error.text = (char *)"local training: non-finite value";
+            e.u.error.text = "local training: non-finite value";
             e.u.error.round = s->round;
             e.u.error.attempt = s->attempt;
             if (fed_client_send(s->cli, &e) != FED_OK)
@@ -1356,7 +1355,7 @@ TEST(config_sites_refuse_is_refused) {
         cfg.train.clip_norm = cases[i].clip;
         cfg.train.epochs = cases[i].epochs;
         cfg.train.batch = cases[i].batch;
-        cfg.train.optimizer = (char *)cases[i].opt;
+        cfg.train.optimizer = cases[i].opt;
         CHECK_ERR(fed_coord_new(&coord, &cfg), FED_EINVAL);
         CHECK_CONTAINS(fed_errmsg(), cases[i].msg);
         CHECK_CONTAINS(fed_errmsg(), "every site would refuse it");

@@ -45,7 +45,7 @@ static void round_trip(const char *endpoint) {
     const char *ep = fed_server_endpoint(w.srv);
     CHECK(strncmp(ep, endpoint, 6) == 0);
     w.ncli = 4;
-    char *caps[] = {"delta-f32", "eval"};
+    const char *caps[] = {"delta-f32", "eval"};
     for (int i = 0; i < w.ncli; i++) {
         char name[16];
         snprintf(name, sizeof name, "site-%d", i + 1);
@@ -150,7 +150,7 @@ TEST(hello_welcome) {
     fed_server_config sc = server_config("inproc://fednet-test-hello");
     CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
     fed_client_config cc = client_config("inproc://fednet-test-hello", "ca", "site-5");
-    char *caps[] = {"secagg"};
+    const char *caps[] = {"secagg"};
     cc.hello.capabilities = caps;
     cc.hello.num_capabilities = 1;
     cc.hello.train_examples = 1234;
