@@ -21,6 +21,7 @@
 #include "net/session.h"
 
 #include "core/alloc.h"
+#include "core/endian.h"
 #include "core/log.h"
 
 #include <inttypes.h>
@@ -400,7 +401,7 @@ static fed_err write_msg(fed__sess *s, const fed_msg *m, const uint8_t *payload,
     if (fed_msg_pack(&copy, n->envbuf + 4, &e) != envlen)
         return e != FED_OK ? e : fed_errorf(FED_EINTERNAL, "envelope size changed");
     uint32_t l = (uint32_t)envlen;
-    for (int i = 0; i < 4; i++) n->envbuf[i] = (uint8_t)(l >> (8 * i));
+    fed_store_le32(n->envbuf, l);
     size_t need = fed__tls_bound(envlen + 4) + (plen ? fed__tls_bound(plen) : 0);
     if ((e = frame_begin(s, need, chunk)) != FED_OK) return e;
     s->seq_out++;
@@ -740,8 +741,7 @@ static fed_err read_loop(fed__sess *s) {
             s->lenhave += got;
             if (s->lenhave < 4) continue;
             s->lenhave = 0;
-            s->msglen = (uint32_t)s->lenbuf[0] | (uint32_t)s->lenbuf[1] << 8 |
-                        (uint32_t)s->lenbuf[2] << 16 | (uint32_t)s->lenbuf[3] << 24;
+            s->msglen = fed_load_le32(s->lenbuf);
             /* Before admission only Hello, Welcome or Error may come: keep them small. */
             size_t limit = n->cfg.limits.max_envelope;
             if (s->state != FED__READY && limit > FED__ADMIT_MSG_MAX) limit = FED__ADMIT_MSG_MAX;

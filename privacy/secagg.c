@@ -6,6 +6,7 @@
 #include "privacy/secagg.h"
 
 #include "core/alloc.h"
+#include "core/endian.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -34,24 +35,6 @@ static const char *const msg_names[] = {"?",        "ADVERTISE", "NEIGHBOURS",  
 
 /* ---- Little helpers ----------------------------------------------------------------- */
 
-static uint32_t get_le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p) {
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
-static uint8_t *put_le32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-    return p + 4;
-}
-
-static uint8_t *put_le64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-    return p + 8;
-}
-
 static uint8_t *put_bytes(uint8_t *p, const void *src, size_t n) {
     if (n > 0) memcpy(p, src, n);
     return p + n;
@@ -63,7 +46,7 @@ static uint8_t *put_header(uint8_t *p, int type, uint32_t client, uint64_t round
     p[1] = VERSION;
     p[2] = 0;
     p[3] = 0;
-    return put_le64(put_le32(p + 4, client), round);
+    return fed_store_le64(fed_store_le32(p + 4, client), round);
 }
 
 /* Index of id in the ascending row[0..k), or -1. */
@@ -134,7 +117,7 @@ static fed_err rd_bytes(reader *r, const char *field, size_t idx, const uint8_t 
 static fed_err rd_u32(reader *r, const char *field, size_t idx, uint32_t *v) {
     const uint8_t *p = take(r, 4);
     if (p == NULL) return truncated(r, field, idx);
-    *v = get_le32(p);
+    *v = fed_load_le32(p);
     return FED_OK;
 }
 
@@ -167,12 +150,12 @@ static fed_err rd_header(reader *r, uint64_t round) {
                           (unsigned)h[1], VERSION);
     if (h[2] != 0 || h[3] != 0)
         return fed_errorf(FED_EFORMAT, "client %u: %s.reserved: not zero", who, name);
-    if (get_le32(h + 4) != r->client)
+    if (fed_load_le32(h + 4) != r->client)
         return fed_errorf(FED_EPROTO, "client %u: %s.client: names client %u", who, name,
-                          (unsigned)get_le32(h + 4));
-    if (get_le64(h + 8) != round)
+                          (unsigned)fed_load_le32(h + 4));
+    if (fed_load_le64(h + 8) != round)
         return fed_errorf(FED_EPROTO, "client %u: %s.round: %llu, this round is %llu", who, name,
-                          (unsigned long long)get_le64(h + 8), (unsigned long long)round);
+                          (unsigned long long)fed_load_le64(h + 8), (unsigned long long)round);
     return FED_OK;
 }
 
@@ -232,7 +215,7 @@ static fed_err ring_order(uint32_t *order, const fed_sa_params *p) {
     fed_err err = fed_sa_keystream(ks, (size_t)n * 8, p->graph_seed, (const uint8_t *)graph_label);
     for (uint32_t i = 0; i < n; i++) order[i] = i;
     for (uint32_t i = n - 1; err == FED_OK && i > 0; i--) {
-        uint32_t j = (uint32_t)(get_le64(ks + 8 * (size_t)i) % ((uint64_t)i + 1));
+        uint32_t j = (uint32_t)(fed_load_le64(ks + 8 * (size_t)i) % ((uint64_t)i + 1));
         uint32_t tmp = order[i];
         order[i] = order[j];
         order[j] = tmp;
@@ -289,7 +272,7 @@ size_t fed_sa_msg_max(const fed_sa_params *p, int type) {
 void fed_sa_signed_block(uint8_t out[FED_SA_SIGNED_LEN], uint64_t round, uint32_t id,
                          const uint8_t keys[FED_SA_KEYS_LEN]) {
     uint8_t *w = put_bytes(out, signed_label, sizeof signed_label - 1);
-    put_bytes(put_le32(put_le64(w, round), id), keys, FED_SA_KEYS_LEN);
+    put_bytes(fed_store_le32(fed_store_le64(w, round), id), keys, FED_SA_KEYS_LEN);
 }
 
 /* Runs verify on client id's key block; FED_EAUTH with the callback's detail on refusal. */
@@ -414,7 +397,7 @@ fed_err fed_sa_client_advertise(fed_sa_client *c, const uint8_t *sig, size_t sig
     uint8_t *w = put_header(m, FED_SA_MSG_ADVERTISE, c->id, c->p.round);
     w = put_bytes(w, c->c.pub, FED_SA_KEY_LEN);
     w = put_bytes(w, c->s.pub, FED_SA_KEY_LEN);
-    put_bytes(put_le32(w, (uint32_t)sig_len), sig, sig_len);
+    put_bytes(fed_store_le32(w, (uint32_t)sig_len), sig, sig_len);
     c->state = C_ADVERTISED;
     *out = m;
     *out_len = n;
@@ -508,12 +491,12 @@ fed_err fed_sa_client_share(fed_sa_client *c, const uint8_t *msg, size_t len,
         err = FED_ENOMEM;
         goto fail;
     }
-    uint8_t *w = put_le32(put_header(m, FED_SA_MSG_SHARES, c->id, c->p.round), count);
+    uint8_t *w = fed_store_le32(put_header(m, FED_SA_MSG_SHARES, c->id, c->p.round), count);
     for (uint32_t i = 0; err == FED_OK && i < count; i++) {
         uint32_t j = idx[i], v = c->nb[j];
         fed_sa_share_encode(plain, &sh[i + 1]);
         fed_sa_share_encode(plain + FED_SA_SHARE_BYTES, &sh[k + 1 + i + 1]);
-        w = put_le32(w, v);
+        w = fed_store_le32(w, v);
         err = fed_sa_seal(w, FED_SA_ENVELOPE_LEN, c->share_key + (size_t)j * FED_SA_KEY_LEN, c->id,
                           v, c->p.round, plain, sizeof plain);
         w += FED_SA_ENVELOPE_LEN;
@@ -633,8 +616,8 @@ fed_err fed_sa_client_mask(fed_sa_client *c, const uint8_t *msg, size_t len, con
         if (err != FED_OK) err = fed_errprefix(err, "client %u: mask with %u", c->id, v);
     }
     if (err != FED_OK) goto fail;
-    uint8_t *w = put_le32(put_header(m, FED_SA_MSG_MASKED, c->id, c->p.round), (uint32_t)n);
-    for (size_t i = 0; i < n; i++) w = put_le32(w, y[i]);
+    uint8_t *w = fed_store_le32(put_header(m, FED_SA_MSG_MASKED, c->id, c->p.round), (uint32_t)n);
+    for (size_t i = 0; i < n; i++) w = fed_store_le32(w, y[i]);
     c->state = C_MASKED;
     *out = m;
     *out_len = bytes;
@@ -705,14 +688,14 @@ fed_err fed_sa_client_unmask(fed_sa_client *c, const uint8_t *msg, size_t len, u
         err = FED_ENOMEM;
         goto fail;
     }
-    uint8_t *w = put_le32(put_header(m, FED_SA_MSG_UNMASK_REPLY, c->id, c->p.round), count);
-    w = put_le32(put_le32(w, c->id), KIND_SEED);
+    uint8_t *w = fed_store_le32(put_header(m, FED_SA_MSG_UNMASK_REPLY, c->id, c->p.round), count);
+    w = fed_store_le32(fed_store_le32(w, c->id), KIND_SEED);
     fed_sa_share_encode(wire, &c->own[0]);
     w = put_bytes(w, wire, sizeof wire);
     for (uint32_t i = 0; i < n_alive + n_dropped; i++) {
         bool alive = i < n_alive;
         long j = find(c->nb, k, ids[i]);
-        w = put_le32(put_le32(w, ids[i]), alive ? KIND_SEED : KIND_KEY);
+        w = fed_store_le32(fed_store_le32(w, ids[i]), alive ? KIND_SEED : KIND_KEY);
         fed_sa_share_encode(wire, &c->held[2 * j + (alive ? 0 : 1)]);
         w = put_bytes(w, wire, sizeof wire);
     }
@@ -980,12 +963,12 @@ fed_err fed_sa_server_keys_for(fed_sa_server *s, uint32_t id, uint8_t **out, siz
     }
     uint8_t *m = fed_malloc(n);
     if (m == NULL) return FED_ENOMEM;
-    uint8_t *w = put_le32(put_header(m, FED_SA_MSG_NEIGHBOURS, id, s->p.round), count);
+    uint8_t *w = fed_store_le32(put_header(m, FED_SA_MSG_NEIGHBOURS, id, s->p.round), count);
     for (uint32_t j = 0; j < s->k; j++) {
         uint32_t v = row[j];
         if (s->level[v] < 1) continue;
-        w = put_bytes(put_le32(w, v), s->keys + (size_t)v * FED_SA_KEYS_LEN, FED_SA_KEYS_LEN);
-        w = put_bytes(put_le32(w, s->sig_len[v]), s->sig[v], s->sig_len[v]);
+        w = put_bytes(fed_store_le32(w, v), s->keys + (size_t)v * FED_SA_KEYS_LEN, FED_SA_KEYS_LEN);
+        w = put_bytes(fed_store_le32(w, s->sig_len[v]), s->sig[v], s->sig_len[v]);
     }
     *out = m;
     *out_len = n;
@@ -1038,12 +1021,12 @@ fed_err fed_sa_server_shares_for(fed_sa_server *s, uint32_t id, uint8_t **out, s
     size_t n = FED_SA_HEADER_LEN + 4 + (size_t)count * ENV_ENTRY;
     uint8_t *m = fed_malloc(n);
     if (m == NULL) return FED_ENOMEM;
-    uint8_t *w = put_le32(put_header(m, FED_SA_MSG_DELIVERY, id, s->p.round), count);
+    uint8_t *w = fed_store_le32(put_header(m, FED_SA_MSG_DELIVERY, id, s->p.round), count);
     for (uint32_t j = 0; j < s->k; j++) {
         uint32_t v = row[j];
         if (s->level[v] < 2) continue;
         long slot = find(row_of(s, v), s->k, id); /* v's envelope to id */
-        w = put_le32(w, v);
+        w = fed_store_le32(w, v);
         w = put_bytes(w, s->env + ((size_t)v * s->k + (size_t)slot) * FED_SA_ENVELOPE_LEN,
                       FED_SA_ENVELOPE_LEN);
     }
@@ -1066,7 +1049,7 @@ fed_err fed_sa_server_add_masked(fed_sa_server *s, uint32_t id, const uint8_t *m
     if (err == FED_OK) err = rd_bytes(&r, "y", NO_INDEX, &y, 4 * (size_t)n);
     if (err == FED_OK) err = rd_end(&r);
     if (err != FED_OK) return err;
-    for (size_t i = 0; i < n; i++) s->sum[i] += get_le32(y + 4 * i);
+    for (size_t i = 0; i < n; i++) s->sum[i] += fed_load_le32(y + 4 * i);
     s->level[id] = 3;
     return FED_OK;
 }
@@ -1082,11 +1065,11 @@ fed_err fed_sa_server_unmask_for(fed_sa_server *s, uint32_t id, uint8_t **out, s
     uint8_t *m = fed_malloc(n);
     if (m == NULL) return FED_ENOMEM;
     uint8_t *w = put_header(m, FED_SA_MSG_UNMASK_REQUEST, id, s->p.round);
-    w = put_le32(put_le32(w, alive), shared - alive);
+    w = fed_store_le32(fed_store_le32(w, alive), shared - alive);
     for (uint32_t j = 0; j < s->k; j++)
-        if (s->level[row[j]] >= 3) w = put_le32(w, row[j]);
+        if (s->level[row[j]] >= 3) w = fed_store_le32(w, row[j]);
     for (uint32_t j = 0; j < s->k; j++)
-        if (s->level[row[j]] == 2) w = put_le32(w, row[j]);
+        if (s->level[row[j]] == 2) w = fed_store_le32(w, row[j]);
     *out = m;
     *out_len = n;
     return FED_OK;
