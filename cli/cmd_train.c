@@ -11,6 +11,7 @@
 #include "cli/prep.h"
 #include "core/alloc.h"
 #include "core/blas.h"
+#include "core/clock.h"
 #include "training/fit.h"
 #include "core/json.h"
 #include "core/model.h"
@@ -357,7 +358,7 @@ done:
 static void on_step(void *user, size_t done, size_t total) {
     session *s = user;
     if (!s->progress) return;
-    double t = prep_now();
+    double t = fed_now_s();
     if (done < total && t - s->last_draw < 0.1) return;
     s->last_draw = t;
     char bar[41];

@@ -9,6 +9,7 @@
 
 #include "client/client.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "net/channel.h"
@@ -30,12 +31,6 @@
 #include <unistd.h>
 
 #define SERVER_NAME "fedsim-coordinator"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
@@ -277,7 +272,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
     if (final) *final = NULL;
     fed_err err = check(cfg);
     if (err) return err;
-    double t0 = now_s();
+    double t0 = fed_now_s();
     const size_t n = cfg->partition ? cfg->partition->clients : cfg->part.clients;
     int width = 1;
     for (size_t k = n > 0 ? n - 1 : 0; k >= 10; k /= 10) width++;
@@ -424,8 +419,8 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         goto done;
     }
     coord_started = true;
-    res->setup_seconds = now_s() - t0;
-    double t1 = now_s();
+    res->setup_seconds = fed_now_s() - t0;
+    double t1 = fed_now_s();
 
     /* The sites' machines. */
     size_t remaining = n;
@@ -461,7 +456,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
             if (v->waiting) {
                 bool fin = false; /* slow to train, not deaf: its channel keeps going */
                 if ((err = fed_site_step(v->s, 0, &fin))) goto done;
-                if (now_s() < v->start_at) continue;
+                if (fed_now_s() < v->start_at) continue;
                 v->waiting = false;
                 v->running = true;
                 pool_push(&q, v->s);
@@ -486,7 +481,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
                 if (cfg->stragglers > 0 && draw(cfg->seed, i, r, 2) < cfg->stragglers) {
                     res->straggled++;
                     v->waiting = true;
-                    v->start_at = now_s() + cfg->straggler_delay_s;
+                    v->start_at = fed_now_s() + cfg->straggler_delay_s;
                 } else {
                     v->running = true;
                     pool_push(&q, v->s);
@@ -509,12 +504,12 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
                     remaining--;
                 }
             }
-            if (coord_end == 0.0) coord_end = now_s();
-            if (now_s() - coord_end > 0.2) break;
+            if (coord_end == 0.0) coord_end = fed_now_s();
+            if (fed_now_s() - coord_end > 0.2) break;
         }
         if (!busy) sleep_us(200);
     }
-    res->seconds = now_s() - t1;
+    res->seconds = fed_now_s() - t1;
 
 done:
     if (coord_started) {
