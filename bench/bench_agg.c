@@ -173,15 +173,15 @@ static fed_err serve_round(fed_agg *agg, const feeder *f, size_t clients, round_
             if (up[u].slot == FED_AGG_NO_SLOT) continue;
             size_t len = f->n - up[u].done < f->chunk ? f->n - up[u].done : f->chunk;
             const float *src = chunk_of(f, up[u].client, up[u].done / f->chunk);
-            double t0 = bench_now();
+            double t0 = fed_now_s();
             err = fed_agg_slot_write(agg, up[u].slot, up[u].done, src, len);
-            double t1 = bench_now();
+            double t1 = fed_now_s();
             t->write += t1 - t0;
             if (err) return err;
             up[u].done += len;
             if (up[u].done == f->n) {
                 err = fed_agg_slot_commit(agg, up[u].slot, 0.0);
-                t->commit += bench_now() - t1;
+                t->commit += fed_now_s() - t1;
                 if (err) return err;
                 up[u].slot = FED_AGG_NO_SLOT;
                 finished++;
@@ -328,14 +328,14 @@ static int throughput_part(size_t n, size_t chunk, size_t clients, size_t slots,
     const float *mean = NULL;
     bool ok = true;
     for (size_t rep = 0; rep < R && ok; rep++) {
-        double t0 = bench_now();
+        double t0 = fed_now_s();
         triad(n, a, b, c, 0.5f + (float)rep);
-        tri[rep] = bench_now() - t0;
+        tri[rep] = fed_now_s() - t0;
         fed_agg_begin_round(agg);
         t = (round_times){0};
-        t0 = bench_now();
+        t0 = fed_now_s();
         if ((err = serve_round(agg, &f, clients, &t))) return fail_with("round", err);
-        upd[rep] = (bench_now() - t0) / (double)clients;
+        upd[rep] = (fed_now_s() - t0) / (double)clients;
         wr[rep] = t.write / (double)clients;
         cm[rep] = t.commit / (double)clients;
         rat[rep] = tri[rep] / upd[rep];
@@ -346,13 +346,13 @@ static int throughput_part(size_t n, size_t chunk, size_t clients, size_t slots,
         if ((err = fed_agg_result(agg, &mean))) return fail_with("result", err);
         ok = mean_ok(&f, mean, clients);
     }
-    double t0 = bench_now();
+    double t0 = fed_now_s();
     fed_agg_begin_round(agg);
-    double t_begin = bench_now() - t0;
+    double t_begin = fed_now_s() - t0;
     if ((err = serve_round(agg, &f, clients, &t))) return fail_with("round", err);
-    t0 = bench_now();
+    t0 = fed_now_s();
     if ((err = fed_agg_result(agg, &mean))) return fail_with("result", err);
-    double t_result = bench_now() - t0;
+    double t_result = fed_now_s() - t0;
     double mt = bench_median(tri, R), mu = bench_median(upd, R);
     printf("%6s %10.2f %9.1f %11.2f %11.2f %11.2f %11.1f %7.2f  %s\n", "median", 1e3 * mt,
            12.0 * (double)n / mt / 1e9, 1e3 * mu, 1e3 * bench_median(wr, R),

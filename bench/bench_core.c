@@ -127,19 +127,19 @@ static fed_err gemm_rate(size_t n, const options *o, double *gflops) {
     }
     const double flop = 2.0 * (double)n * (double)n * (double)n;
     /* Warm-up: thread pool start, page faults on C, OpenBLAS buffers. */
-    double t0 = bench_now();
+    double t0 = fed_now_s();
     do {
         fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-    } while (bench_now() - t0 < 0.5 * o->seconds);
+    } while (fed_now_s() - t0 < 0.5 * o->seconds);
     double rates[MAX_REPEATS];
     size_t R = (size_t)o->repeats;
     for (size_t rep = 0; rep < R; rep++) {
         size_t calls = 0;
-        double start = bench_now(), el;
+        double start = fed_now_s(), el;
         do {
             fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
             calls++;
-        } while ((el = bench_now() - start) < o->seconds);
+        } while ((el = fed_now_s() - start) < o->seconds);
         rates[rep] = flop * (double)calls / el / 1e9;
     }
     *gflops = summarize(rates, R).median;
@@ -225,19 +225,19 @@ static fed_err time_train_step(const char *spec, size_t batch, const options *o,
     if (err) return err;
     res->flops = fed_model_train_flops(t.m);
     /* Warm-up: the arena settles into one block, pages are touched, caches filled. */
-    double t0 = bench_now();
+    double t0 = fed_now_s();
     do {
         if ((err = trainer_step(&t))) goto fail;
-    } while (t.k < 3 || bench_now() - t0 < 0.5 * o->seconds);
+    } while (t.k < 3 || fed_now_s() - t0 < 0.5 * o->seconds);
 
     double us[MAX_REPEATS];
     size_t R = (size_t)o->repeats;
     for (size_t rep = 0; rep < R; rep++) {
         size_t k0 = t.k;
-        double start = bench_now(), el;
+        double start = fed_now_s(), el;
         do {
             if ((err = trainer_step(&t))) goto fail;
-        } while ((el = bench_now() - start) < o->seconds);
+        } while ((el = fed_now_s() - start) < o->seconds);
         us[rep] = el * 1e6 / (double)((t.k - k0) * batch);
     }
     res->us_per_example = summarize(us, R);

@@ -24,6 +24,7 @@
  *
  * Certificates are made with certs/fedtune-certs in a temporary folder. */
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "net/channel.h"
 
@@ -45,12 +46,6 @@ static int opt_runs = 3;
 static int opt_clients = 8;
 static const char *opt_only = ""; /* "tls", "plain" or "broadcast": run only that part */
 static char certdir[128];
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what) {
     fprintf(stderr, "bench_net: %s: %s\n", what, fed_errmsg());
@@ -109,7 +104,7 @@ static double aes_gcm_mbs(void) {
     static uint8_t in[16384], out[16384 + 16];
     uint8_t key[16] = {1}, iv[12] = {2}, tag[16];
     EVP_EncryptInit_ex(ctx, EVP_aes_128_gcm(), NULL, key, iv);
-    double t0 = now_s(), t;
+    double t0 = fed_now_s(), t;
     size_t bytes = 0;
     do {
         for (int k = 0; k < 256; k++) {
@@ -121,7 +116,7 @@ static double aes_gcm_mbs(void) {
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag);
             bytes += sizeof in;
         }
-        t = now_s() - t0;
+        t = fed_now_s() - t0;
     } while (t < 1.0);
     EVP_CIPHER_CTX_free(ctx);
     return (double)bytes / MB / t;
@@ -293,7 +288,7 @@ static void coordinator_process(int fd, int go, int res, int n, int runs) {
     for (int r = 0; r < runs; r++) {
         uint64_t id = (uint64_t)r + 1;
         fed_msg m = round_start(id, sha);
-        double t0 = now_s();
+        double t0 = fed_now_s();
         for (int i = 0; i < n; i++) {
             if (fed_server_send(s, peers[i], &m) != FED_OK) die("send");
             if (fed_server_send_transfer(s, peers[i], id, model, opt_bytes) != FED_OK)
@@ -307,7 +302,7 @@ static void coordinator_process(int fd, int go, int res, int n, int runs) {
                 _exit(1);
             }
         }
-        secs[r] = now_s() - t0;
+        secs[r] = fed_now_s() - t0;
     }
     result out = {0};
     out.coord_cpu = cpu_seconds() - cpu0;
@@ -425,7 +420,7 @@ static void plain_coordinator(int fd, int go, int res, int n, int runs) {
     put(go, "g", 1);
     double secs[16], cpu0 = cpu_seconds();
     for (int r = 0; r < runs; r++) {
-        double t0 = now_s();
+        double t0 = fed_now_s();
         for (size_t off = 0; off < opt_bytes; off += plain_chunk) {
             size_t l = opt_bytes - off < plain_chunk ? opt_bytes - off : plain_chunk;
             zmq_send(rt, rid, (size_t)rl, ZMQ_SNDMORE);
@@ -433,7 +428,7 @@ static void plain_coordinator(int fd, int go, int res, int n, int runs) {
         }
         zmq_recv(rt, rid, sizeof rid, 0);
         zmq_recv(rt, tmp, sizeof tmp, 0);
-        secs[r] = now_s() - t0;
+        secs[r] = fed_now_s() - t0;
     }
     result out = {0};
     out.coord_cpu = cpu_seconds() - cpu0;

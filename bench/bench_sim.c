@@ -142,7 +142,7 @@ static double run_plain(plain *pl, const fed_model *m0, size_t rounds, size_t wo
     pthread_t th[256];
     fed_rng rng;
     fed_rng_seed(&rng, seed);
-    double t0 = bench_now();
+    double t0 = fed_now_s();
     for (size_t r = 0; r < rounds; r++) {
         for (size_t i = 0; i < pl->nsites; i++) perm[i] = i;
         fed_rng_shuffle(&rng, perm, pl->nsites);
@@ -156,7 +156,7 @@ static double run_plain(plain *pl, const fed_model *m0, size_t rounds, size_t wo
         float *w = fed_model_params(g);
         for (size_t j = 0; j < np; j++) w[j] += (float)(pl->sum[j] / pl->weight);
     }
-    double s = (bench_now() - t0) / (double)rounds;
+    double s = (fed_now_s() - t0) / (double)rounds;
     if (pl->failed) die("plain training");
     fed_free(perm);
     fed_free(pl->pick);

@@ -4,6 +4,8 @@
 #ifndef FED_BENCHLIB_H
 #define FED_BENCHLIB_H
 
+#include "core/clock.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -34,9 +36,6 @@ void bench_usage(FILE *f, const char *prog, const char *summary, const bench_opt
 /* Parses argv[1..argc) into o (already holding the defaults). On a bad argument prints
  * "PROG: ..." on stderr and returns false. */
 bool bench_parse(const char *prog, const bench_opt *t, size_t n, void *o, int argc, char **argv);
-
-/* Monotonic seconds. */
-double bench_now(void);
 
 /* Median of v[0..n) (sorts v); n >= 1. */
 double bench_median(double *v, size_t n);

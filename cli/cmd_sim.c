@@ -260,6 +260,87 @@ static fed_err pretrain(fed_model *m, const sim_cfg *o) {
     return err;
 }
 
+/* The model the federation starts from: loaded (--model) or made (--arch), pre-trained
+ * (--pretrain-data) and given a new head (--new-head) as asked. */
+static fed_err start_model(const sim_cfg *o, fed_model **m, fed_meta **meta, fed_arch **arch) {
+    fed_err err;
+    if (o->model) {
+        if ((err = prep_load_model(m, meta, o->model, o->arch, o->allow_extra != 0))) return err;
+    } else {
+        if ((err = cli_read_arch(arch, o->arch))) return err;
+        if ((err = fed_model_new(m, *arch))) return err;
+        fed_model_init(*m, o->init_seed);
+    }
+    if (o->pretrain_data) {
+        fed_blas_set_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
+        if ((err = pretrain(*m, o))) return err;
+    }
+    if (o->new_head) {
+        fed_model *h = NULL;
+        if ((err = fed_model_new_head(&h, *m, o->new_head, o->init_seed))) return err;
+        fed_model_destroy(m);
+        *m = h;
+    }
+    return FED_OK;
+}
+
+/* The sites' shares of train as the options ask (pc: the partition's settings, kept in
+ * the simulator's configuration), and a one-line description of them into desc. */
+static fed_err make_partition(const sim_cfg *o, const fed_dataset *train, fed_part_config *pc,
+                              fed_partition **part, char *desc, size_t desc_len) {
+    pc->clients = o->clients;
+    pc->kind = strcmp(o->partition, "dirichlet") == 0 ? FED_PART_DIRICHLET
+               : strcmp(o->partition, "shards") == 0  ? FED_PART_SHARDS
+               : strcmp(o->partition, "labels") == 0  ? FED_PART_LABELS
+                                                      : FED_PART_IID;
+    pc->alpha = o->alpha;
+    pc->min_size = o->min_size;
+    pc->shards_per_client = o->shards;
+    pc->labels_per_client = o->labels;
+    pc->seed = o->seed;
+    fed_err err;
+    if ((err = fed_partition_make(part, train->y, train->n, train->num_classes, pc))) return err;
+    fed_part_stats ps;
+    if ((err = fed_partition_stats(*part, train->y, train->num_classes, &ps))) return err;
+    fed_partition_describe(&ps, (*part)->clients, desc, desc_len);
+    return FED_OK;
+}
+
+/* The per-round CSV, written to path.tmp (renamed at the end), with its header and the
+ * initial model's row. */
+static fed_err open_csv(sim_out *so, const char *path, double loss0, double acc0) {
+    size_t len = strlen(path) + 8;
+    if (!(so->csv_tmp = malloc(len))) return FED_ENOMEM;
+    snprintf(so->csv_tmp, len, "%s.tmp", path);
+    if (!(so->csv = fopen(so->csv_tmp, "w")))
+        return fed_errorf(FED_EIO, "%s: cannot write", so->csv_tmp);
+    fprintf(so->csv,
+            "round,sampled,returned,train_loss,test_loss,test_accuracy,bytes,seconds\n"
+            "0,0,0,nan,%.6g,%.6g,0,0\n",
+            loss0, acc0); /* the initial model */
+    return FED_OK;
+}
+
+/* The closing lines: the summary, the target accuracy (when one was set), the hash. */
+static void print_summary(const sim_cfg *o, const sim_out *so, const fed_sim_result *res,
+                          double acc0) {
+    char b1[32], b2[32], hex[65];
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", res->sha256[i]);
+    printf("summary: %" PRIu64 " rounds in %.1f s (+%.1f s set-up), start accuracy %s, final "
+           "accuracy %s, %.1f MB moved, %" PRIu64 " dropouts, %" PRIu64 " stragglers\n",
+           res->rounds, res->seconds, res->setup_seconds, num(b1, acc0),
+           num(b2, res->last.central_acc), (double)so->bytes / 1e6, res->dropped, res->straggled);
+    if (o->sh.target_accuracy > 0) {
+        if (so->first_target)
+            printf("target accuracy %.4f first reached in round %" PRIu64 "\n",
+                   o->sh.target_accuracy, so->first_target);
+        else
+            printf("target accuracy %.4f not reached in %" PRIu64 " rounds\n",
+                   o->sh.target_accuracy, res->rounds);
+    }
+    printf("final model sha256 %s\n", hex);
+}
+
 static fed_err run_sim(const void *cfgp) {
     sim_cfg oc = *(const sim_cfg *)cfgp;
     sim_cfg *o = &oc;
@@ -282,23 +363,7 @@ static fed_err run_sim(const void *cfgp) {
     sim_out so;
     memset(&so, 0, sizeof so);
 
-    if (o->model) {
-        if ((err = prep_load_model(&m, &meta, o->model, o->arch, o->allow_extra != 0))) goto done;
-    } else {
-        if ((err = cli_read_arch(&arch, o->arch))) goto done;
-        if ((err = fed_model_new(&m, arch))) goto done;
-        fed_model_init(m, o->init_seed);
-    }
-    if (o->pretrain_data) {
-        fed_blas_set_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
-        if ((err = pretrain(m, o))) goto done;
-    }
-    if (o->new_head) {
-        fed_model *h = NULL;
-        if ((err = fed_model_new_head(&h, m, o->new_head, o->init_seed))) goto done;
-        fed_model_destroy(&m);
-        m = h;
-    }
+    if ((err = start_model(o, &m, &meta, &arch))) goto done;
     const char *classes = meta ? fed_meta_get(meta, META_CLASSES) : NULL;
     if ((err = prep_load(&train, o->data, &o->dc, classes))) goto done;
     if ((err = prep_apply_meta_std(meta, train))) goto done;
@@ -311,22 +376,8 @@ static fed_err run_sim(const void *cfgp) {
 
     fed_sim_config sc = fed_sim_default_config();
     sc.train = train;
-    sc.part.clients = o->clients;
-    sc.part.kind = strcmp(o->partition, "dirichlet") == 0 ? FED_PART_DIRICHLET
-                   : strcmp(o->partition, "shards") == 0  ? FED_PART_SHARDS
-                   : strcmp(o->partition, "labels") == 0  ? FED_PART_LABELS
-                                                          : FED_PART_IID;
-    sc.part.alpha = o->alpha;
-    sc.part.min_size = o->min_size;
-    sc.part.shards_per_client = o->shards;
-    sc.part.labels_per_client = o->labels;
-    sc.part.seed = o->seed;
-    if ((err = fed_partition_make(&part, train->y, train->n, train->num_classes, &sc.part)))
-        goto done;
-    fed_part_stats ps;
-    if ((err = fed_partition_stats(part, train->y, train->num_classes, &ps))) goto done;
     char pdesc[512];
-    fed_partition_describe(&ps, part->clients, pdesc, sizeof pdesc);
+    if ((err = make_partition(o, train, &sc.part, &part, pdesc, sizeof pdesc))) goto done;
     sc.partition = part;
     sc.client_test_split = o->client_test_split;
     sc.workers = o->workers ? o->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
@@ -356,24 +407,9 @@ static fed_err run_sim(const void *cfgp) {
     if (test) {
         if ((err = fed_evaluate_ce(m, test, 0, &loss0, &acc0))) goto done;
     }
-    if (o->csv) {
-        size_t len = strlen(o->csv) + 8;
-        if (!(so.csv_tmp = malloc(len))) {
-            err = FED_ENOMEM;
-            goto done;
-        }
-        snprintf(so.csv_tmp, len, "%s.tmp", o->csv);
-        if (!(so.csv = fopen(so.csv_tmp, "w"))) {
-            err = fed_errorf(FED_EIO, "%s: cannot write", so.csv_tmp);
-            goto done;
-        }
-        fprintf(so.csv,
-                "round,sampled,returned,train_loss,test_loss,test_accuracy,bytes,seconds\n"
-                "0,0,0,nan,%.6g,%.6g,0,0\n",
-                loss0, acc0); /* the initial model */
-    }
+    if (o->csv && (err = open_csv(&so, o->csv, loss0, acc0))) goto done;
     if (!o->verbose) fed_log_set_level(FED_LOG_ERROR); /* dropouts are expected: no warn lines */
-    char b1[32], b2[32];
+    char b1[32];
     printf("sim: %zu examples (%zu classes) shared out to %zu sites (%s), %zu workers, %s; test "
            "set %zu examples, start accuracy %s\n",
            train->n, train->num_classes, o->clients, o->partition, sc.workers,
@@ -392,21 +428,7 @@ static fed_err run_sim(const void *cfgp) {
             goto done;
         }
     }
-    char hex[65];
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", res.sha256[i]);
-    printf("summary: %" PRIu64 " rounds in %.1f s (+%.1f s set-up), start accuracy %s, final "
-           "accuracy %s, %.1f MB moved, %" PRIu64 " dropouts, %" PRIu64 " stragglers\n",
-           res.rounds, res.seconds, res.setup_seconds, num(b1, acc0), num(b2, res.last.central_acc),
-           (double)so.bytes / 1e6, res.dropped, res.straggled);
-    if (o->sh.target_accuracy > 0) {
-        if (so.first_target)
-            printf("target accuracy %.4f first reached in round %" PRIu64 "\n",
-                   o->sh.target_accuracy, so.first_target);
-        else
-            printf("target accuracy %.4f not reached in %" PRIu64 " rounds\n",
-                   o->sh.target_accuracy, res.rounds);
-    }
-    printf("final model sha256 %s\n", hex);
+    print_summary(o, &so, &res, acc0);
     if (o->plot && (err = plot(o->csv, o->plot))) goto done;
     if (o->plot) printf("plot written to %s\n", o->plot);
 done:

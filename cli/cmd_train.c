@@ -11,6 +11,7 @@
 #include "cli/prep.h"
 #include "core/alloc.h"
 #include "core/blas.h"
+#include "core/clock.h"
 #include "training/fit.h"
 #include "core/json.h"
 #include "core/model.h"
@@ -357,7 +358,7 @@ done:
 static void on_step(void *user, size_t done, size_t total) {
     session *s = user;
     if (!s->progress) return;
-    double t = prep_now();
+    double t = fed_now_s();
     if (done < total && t - s->last_draw < 0.1) return;
     s->last_draw = t;
     char bar[41];
@@ -525,6 +526,82 @@ typedef struct trial {
     double seconds;
 } trial;
 
+/* The trials' settings: the grid in order (learning rates fastest), or ntrials random
+ * draws (log-uniform learning rate between the extremes of lrs) from the seed's own
+ * stream. */
+static void plan_trials(trial *trials, size_t ntrials, bool grid, uint64_t seed, const double *lrs,
+                        size_t nl, const double *bs, size_t nb, const double *eps, size_t ne) {
+    /* Draws of the random search come from their own stream of the seed. */
+    fed_rng pick = fed_rng_stream(seed, 77);
+    double lmin = lrs[0], lmax = lrs[0];
+    for (size_t i = 1; i < nl; i++) {
+        lmin = fmin(lmin, lrs[i]);
+        lmax = fmax(lmax, lrs[i]);
+    }
+    for (size_t t = 0; t < ntrials; t++) {
+        trial *tr = &trials[t];
+        if (grid) {
+            tr->lr = lrs[t % nl];
+            tr->batch = (size_t)bs[(t / nl) % nb];
+            tr->epochs = (size_t)eps[t / (nl * nb)];
+        } else {
+            double u = (double)fed_rng_uniform(&pick);
+            tr->lr = nl > 1 ? exp(log(lmin) + u * (log(lmax) - log(lmin))) : lrs[0];
+            tr->batch = (size_t)bs[fed_rng_below(&pick, nb)];
+            tr->epochs = (size_t)eps[fed_rng_below(&pick, ne)];
+        }
+    }
+}
+
+/* Trial t of ntrials: trains a copy of the session's model (*work, the caller's to free)
+ * with tr's settings, records its validation loss and accuracy in tr, and its metrics
+ * line. Every trial starts from the same weights and trainable flags. */
+static fed_err run_trial(const train_cfg *c, session *s, trial *tr, size_t t, size_t ntrials,
+                         fed_model **work) {
+    fed_err err;
+    if ((err = fed_model_clone(work, s->m))) return err;
+    fed_fit_config f = s->fit;
+    f.schedule.lr = (float)tr->lr;
+    f.batch = tr->batch;
+    f.epochs = tr->epochs;
+    f.schedule.total = 0;
+    f.schedule.step_size = 0;
+    fill_step_size(c, s, &f);
+    s->trial = t + 1;
+    printf("trial %zu/%zu: lr %.3g batch %zu epochs %zu\n", t + 1, ntrials, tr->lr, tr->batch,
+           tr->epochs);
+    fed_fit_result r;
+    if ((err = fed_fit(*work, s->train, s->val, &f, &r))) return err;
+    fed_eval_result v;
+    if ((err = fed_evaluate(*work, s->val, 0, &f.loss, &v))) return err;
+    tr->val_loss = v.loss;
+    tr->val_acc = v.accuracy;
+    tr->best_epoch = r.best_epoch;
+    tr->seconds = r.seconds;
+    fed_eval_result_free(&v);
+    if (s->metrics) {
+        fprintf(s->metrics,
+                "{\"command\":\"tune\",\"trial\":%zu,\"lr\":%.9g,\"batch\":%zu,\"epochs\":%zu,"
+                "\"val_loss\":%.9g,\"val_acc\":%.9g,\"best_epoch\":%zu,\"seconds\":%.3f}\n",
+                t + 1, tr->lr, tr->batch, tr->epochs, tr->val_loss, tr->val_acc, tr->best_epoch,
+                tr->seconds);
+        fflush(s->metrics);
+    }
+    return FED_OK;
+}
+
+/* The table of every trial, the winner marked. */
+static void print_trials(const trial *trials, size_t ntrials, size_t winner) {
+    printf("\n%5s %10s %6s %6s %10s %8s %6s\n", "trial", "lr", "batch", "epochs", "val loss",
+           "val acc", "best");
+    for (size_t t = 0; t < ntrials; t++) {
+        const trial *tr = &trials[t];
+        printf("%5zu %10.3g %6zu %6zu %10.4f %7.2f%% %6zu%s\n", t + 1, tr->lr, tr->batch,
+               tr->epochs, tr->val_loss, 100.0 * tr->val_acc, tr->best_epoch,
+               t == winner ? "  <- best" : "");
+    }
+}
+
 static fed_err run_tune(const train_cfg *c) {
     session s;
     memset(&s, 0, sizeof s);
@@ -563,26 +640,7 @@ static fed_err run_tune(const train_cfg *c) {
         err = FED_ENOMEM;
         goto done;
     }
-    /* Draws of the random search come from their own stream of the seed. */
-    fed_rng pick = fed_rng_stream((uint64_t)c->seed, 77);
-    double lmin = lrs[0], lmax = lrs[0];
-    for (size_t i = 1; i < nl; i++) {
-        lmin = fmin(lmin, lrs[i]);
-        lmax = fmax(lmax, lrs[i]);
-    }
-    for (size_t t = 0; t < ntrials; t++) {
-        trial *tr = &trials[t];
-        if (grid) {
-            tr->lr = lrs[t % nl];
-            tr->batch = (size_t)bs[(t / nl) % nb];
-            tr->epochs = (size_t)eps[t / (nl * nb)];
-        } else {
-            double u = (double)fed_rng_uniform(&pick);
-            tr->lr = nl > 1 ? exp(log(lmin) + u * (log(lmax) - log(lmin))) : lrs[0];
-            tr->batch = (size_t)bs[fed_rng_below(&pick, nb)];
-            tr->epochs = (size_t)eps[fed_rng_below(&pick, ne)];
-        }
-    }
+    plan_trials(trials, ntrials, grid, (uint64_t)c->seed, lrs, nl, bs, nb, eps, ne);
     printf("tune: %zu trials (%s search), selecting by validation %s\n", ntrials, c->search,
            c->select);
 
@@ -591,35 +649,7 @@ static fed_err run_tune(const train_cfg *c) {
     for (size_t t = 0; t < ntrials; t++) {
         trial *tr = &trials[t];
         fed_model_destroy(&work);
-        /* Every trial starts from the same weights and trainable flags. */
-        if ((err = fed_model_clone(&work, s.m))) goto done;
-        fed_fit_config f = s.fit;
-        f.schedule.lr = (float)tr->lr;
-        f.batch = tr->batch;
-        f.epochs = tr->epochs;
-        f.schedule.total = 0;
-        f.schedule.step_size = 0;
-        fill_step_size(c, &s, &f);
-        s.trial = t + 1;
-        printf("trial %zu/%zu: lr %.3g batch %zu epochs %zu\n", t + 1, ntrials, tr->lr, tr->batch,
-               tr->epochs);
-        fed_fit_result r;
-        if ((err = fed_fit(work, s.train, s.val, &f, &r))) goto done;
-        fed_eval_result v;
-        if ((err = fed_evaluate(work, s.val, 0, &f.loss, &v))) goto done;
-        tr->val_loss = v.loss;
-        tr->val_acc = v.accuracy;
-        tr->best_epoch = r.best_epoch;
-        tr->seconds = r.seconds;
-        fed_eval_result_free(&v);
-        if (s.metrics) {
-            fprintf(s.metrics,
-                    "{\"command\":\"tune\",\"trial\":%zu,\"lr\":%.9g,\"batch\":%zu,\"epochs\":%zu,"
-                    "\"val_loss\":%.9g,\"val_acc\":%.9g,\"best_epoch\":%zu,\"seconds\":%.3f}\n",
-                    t + 1, tr->lr, tr->batch, tr->epochs, tr->val_loss, tr->val_acc, tr->best_epoch,
-                    tr->seconds);
-            fflush(s.metrics);
-        }
+        if ((err = run_trial(c, &s, tr, t, ntrials, &work))) goto done;
         bool better =
             by_acc ? tr->val_acc > trials[winner].val_acc : tr->val_loss < trials[winner].val_loss;
         if (t == 0 || better) {
@@ -629,14 +659,7 @@ static fed_err run_tune(const train_cfg *c) {
             work = NULL;
         }
     }
-    printf("\n%5s %10s %6s %6s %10s %8s %6s\n", "trial", "lr", "batch", "epochs", "val loss",
-           "val acc", "best");
-    for (size_t t = 0; t < ntrials; t++) {
-        const trial *tr = &trials[t];
-        printf("%5zu %10.3g %6zu %6zu %10.4f %7.2f%% %6zu%s\n", t + 1, tr->lr, tr->batch,
-               tr->epochs, tr->val_loss, 100.0 * tr->val_acc, tr->best_epoch,
-               t == winner ? "  <- best" : "");
-    }
+    print_trials(trials, ntrials, winner);
     const trial *w = &trials[winner];
     printf("tune: best trial %zu: lr %.3g batch %zu epochs %zu (val loss %.4f, acc %.2f%%)\n",
            winner + 1, w->lr, w->batch, w->epochs, w->val_loss, 100.0 * w->val_acc);

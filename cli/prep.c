@@ -8,12 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-double prep_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static fed_data_format parse_format(const char *s) {
     if (strcmp(s, "csv") == 0) return FED_FORMAT_CSV;
     if (strcmp(s, "sklearn") == 0) return FED_FORMAT_SKLEARN;

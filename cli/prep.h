@@ -230,7 +230,4 @@ fed_err prep_apply_meta_std(const fed_meta *meta, fed_dataset *d) FED_MUST_USE;
 /* Class names of d as a JSON array (NULL in *json when d has integer labels). */
 fed_err prep_classes_json(const fed_dataset *d, char **json) FED_MUST_USE;
 
-/* Monotonic seconds. */
-double prep_now(void);
-
 #endif

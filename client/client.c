@@ -26,12 +26,6 @@
 /* ------------------------------------------------------------------------------------ */
 /* Small helpers                                                                        */
 
-double site_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -258,7 +252,7 @@ static void on_event(fed_site *s, site_ev *ev, bool *done) {
         FED_LOG(s->cfg.info, "site: connection to %s ended (%s); reconnecting in %.1f s",
                 s->cfg.endpoint, ev->text[0] ? ev->text : fed_strerror(ev->err),
                 (double)ms / 1000.0);
-        s->conn.next_connect = site_now() + (double)ms / 1000.0;
+        s->conn.next_connect = fed_now_s() + (double)ms / 1000.0;
         break;
     }
     case FED_NET_MESSAGE:
@@ -275,7 +269,7 @@ static void on_event(fed_site *s, site_ev *ev, bool *done) {
             int ms = backoff_ms(s, s->conn.attempt++);
             FED_LOG(s->cfg.info, "site: the coordinator is going away (%s); reconnecting in %.1f s",
                     ev->text[0] ? ev->text : "no reason", (double)ms / 1000.0);
-            s->conn.next_connect = site_now() + (double)ms / 1000.0;
+            s->conn.next_connect = fed_now_s() + (double)ms / 1000.0;
         } else if (ev->msg == FED_MSG_SECAGG) {
             site_on_secagg(s, ev->sa_round, ev->sa, ev->sa_len);
         } else if (ev->msg == FED_MSG_ERROR) {
@@ -305,7 +299,7 @@ fed_err fed_site_step(fed_site *s, int timeout_ms, bool *done) {
         return FED_OK;
     }
     if (!s->conn.cli) {
-        double wait = s->conn.next_connect - site_now();
+        double wait = s->conn.next_connect - fed_now_s();
         if (wait > 0.0) {
             int ms = (int)(wait * 1000.0) + 1;
             if (timeout_ms > 0) sleep_ms(ms < timeout_ms ? ms : timeout_ms);
@@ -316,7 +310,7 @@ fed_err fed_site_step(fed_site *s, int timeout_ms, bool *done) {
             int ms = backoff_ms(s, s->conn.attempt++);
             FED_LOG(FED_LOG_WARN, "site: cannot connect to %s: %s; retrying in %.1f s",
                     s->cfg.endpoint, fed_errmsg(), (double)ms / 1000.0);
-            s->conn.next_connect = site_now() + (double)ms / 1000.0;
+            s->conn.next_connect = fed_now_s() + (double)ms / 1000.0;
             return FED_OK;
         }
         if (err) return site_err(s, err);

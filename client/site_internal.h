@@ -27,6 +27,7 @@
 
 #include "client/client.h"
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/model.h"
 #include "core/rng.h"
@@ -236,7 +237,6 @@ struct fed_site {
 /* Shared between the files of client/ (each defined in the file named)                 */
 
 /* client.c */
-double site_now(void);                /* monotonic seconds */
 bool site_stopped(const fed_site *s); /* the caller's stop flag is set */
 fed_err site_reserve(float **buf, size_t *cap, size_t n) FED_MUST_USE; /* >= n floats */
 

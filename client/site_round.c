@@ -249,7 +249,7 @@ static void have_model(fed_site *s) {
         s->model.global_n = (size_t)(s->round.rs->manifest.total_bytes / 4u);
         if (s->model.global_n)
             s->round.rx_s_per_byte =
-                (site_now() - s->round.t_rx) / (double)s->round.rs->manifest.total_bytes;
+                (fed_now_s() - s->round.t_rx) / (double)s->round.rs->manifest.total_bytes;
         swap_le(s->model.global, s->model.global_n);
         s->model.global_version = s->round.rs->model_version;
         memcpy(s->model.global_sha, s->round.rs->manifest.sha256, FED_SHA256_LEN);
@@ -301,7 +301,7 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
     }
     s->round.rs = ev->rs;
     ev->rs = NULL;
-    s->round.t_round = s->round.t_rx = site_now();
+    s->round.t_round = s->round.t_rx = fed_now_s();
     s->stats.last_round = s->round.rs->round;
     const fed_msg_round_start *rs = s->round.rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
@@ -419,7 +419,7 @@ void site_round_done(fed_site *s) {
     FED_LOG(s->cfg.info,
             "site: round %" PRIu64 ": %zu examples, train loss %.4f acc %.1f%%, %s, %.2f s",
             rs->round, s->data.train->n, s->res.train_loss, 100.0 * s->res.train_acc, global,
-            site_now() - s->round.t_round);
+            fed_now_s() - s->round.t_round);
     s->stats.rounds_done++;
     s->round.state = ROUND_IDLE;
     site_rs_free(&s->round.rs);

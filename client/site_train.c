@@ -41,7 +41,7 @@ static void on_step(void *user, size_t done, size_t total) {
     if (s->cfg.external) return; /* the I/O thread pumps; the worker only reads abort */
     if (site_stopped(s)) site_interrupt(s, "stopping");
     if (atomic_load(&s->fit.abort)) return;
-    double t = site_now();
+    double t = fed_now_s();
     if (t - s->res.last_pump < PUMP_S) return;
     s->res.last_pump = t;
     site_pump(s);
@@ -212,7 +212,7 @@ train_result site_train_round(fed_site *s, fed_site_trainer *t, fed_err *err, co
     fc.on_epoch = on_epoch;
     fc.user = s;
     fc.stop_at = train_deadline(s, fed_model_num_trainable(m));
-    s->res.last_pump = site_now();
+    s->res.last_pump = fed_now_s();
     memset(&s->res.last_epoch, 0, sizeof s->res.last_epoch);
     fed_fit_result fr;
     *err = fed_fit(m, s->data.train, NULL, &fc, &fr);

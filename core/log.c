@@ -4,6 +4,8 @@
  * mutex, since the simulator logs from several threads. */
 #include "core/log.h"
 
+#include "core/clock.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,12 +25,6 @@ static char rep_line[LINE_MAX_LEN]; /* the last line passed on */
 static fed_log_level rep_level;
 static long long rep_at;       /* monotonic ms when it was passed on */
 static unsigned long rep_held; /* identical lines held back since */
-
-static long long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void fed_log_set_handler(fed_log_fn fn, void *user, fed_log_level max_level) {
     log_fn = fn;
@@ -76,7 +72,7 @@ void fed_log_write(fed_log_level level, const char *fmt, ...) {
     va_end(ap);
     pthread_mutex_lock(&rep_mu);
     if (rep_window > 0) {
-        long long now = now_ms();
+        long long now = fed_now_ms();
         if (level == rep_level && strcmp(line, rep_line) == 0 && now - rep_at < rep_window) {
             rep_held++;
             pthread_mutex_unlock(&rep_mu);

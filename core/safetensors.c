@@ -5,6 +5,7 @@
  * architecture means and how parameters are laid out is arch.c's and model.c's job. */
 #include "core/safetensors.h"
 #include "core/alloc.h"
+#include "core/endian.h"
 #include "core/json.h"
 #include "core/utf8.h"
 
@@ -36,16 +37,6 @@ static const char *const other_dtypes[] = {
 
 const char *fed_st_dtype_name(fed_st_dtype d) {
     return (unsigned)d < sizeof dtypes / sizeof dtypes[0] ? dtypes[d].name : "?";
-}
-
-static uint64_t load_le64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
-static void store_le64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static float float_from_bits(uint32_t u) {
@@ -237,16 +228,14 @@ void fed_st_copy_f32(const fed_st_file *f, const fed_st_tensor *t, float *dst) {
     size_t n = (size_t)t->numel;
     switch (t->dtype) {
     case FED_ST_F32:
-        for (size_t i = 0; i < n; i++, p += 4)
-            dst[i] = float_from_bits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                                     (uint32_t)p[3] << 24);
+        for (size_t i = 0; i < n; i++, p += 4) dst[i] = float_from_bits(fed_load_le32(p));
         break;
     case FED_ST_F16:
-        for (size_t i = 0; i < n; i++, p += 2) dst[i] = half_to_float((uint16_t)(p[0] | p[1] << 8));
+        for (size_t i = 0; i < n; i++, p += 2) dst[i] = half_to_float(fed_load_le16(p));
         break;
     case FED_ST_BF16:
         for (size_t i = 0; i < n; i++, p += 2)
-            dst[i] = float_from_bits((uint32_t)p[0] << 16 | (uint32_t)p[1] << 24);
+            dst[i] = float_from_bits((uint32_t)fed_load_le16(p) << 16);
         break;
     }
 }
@@ -503,7 +492,7 @@ static fed_err parse_file(fed_st_file *f) {
                           "%s: %zu bytes, too short for a safetensors file (the header length "
                           "alone takes 8)",
                           w, f->len);
-    uint64_t hlen = load_le64(f->buf);
+    uint64_t hlen = fed_load_le64(f->buf);
     if (hlen > FED_ST_MAX_HEADER)
         return fed_errorf(FED_EFORMAT,
                           "%s: header length %" PRIu64 " exceeds the limit of %" PRIu64 " bytes", w,
@@ -828,7 +817,7 @@ static fed_err build_header(strbuf *b, const char *what, const fed_st_entry *t, 
     sb_puts(b, "}");
     while (!b->oom && b->len % 8) sb_puts(b, " "); /* data starts 8-byte aligned */
     if (b->oom) return fed_errorf(FED_ENOMEM, "%s: out of memory writing the header", what);
-    store_le64((unsigned char *)b->p, b->len - 8);
+    fed_store_le64((uint8_t *)b->p, b->len - 8);
     return FED_OK;
 }
 
@@ -837,10 +826,7 @@ static void floats_to_le(unsigned char *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &src[i], sizeof u);
-        dst[4 * i] = (unsigned char)u;
-        dst[4 * i + 1] = (unsigned char)(u >> 8);
-        dst[4 * i + 2] = (unsigned char)(u >> 16);
-        dst[4 * i + 3] = (unsigned char)(u >> 24);
+        fed_store_le32(dst + 4 * i, u);
     }
 }
 

@@ -27,6 +27,7 @@
  * connection still carried). libzmq does not say why a connection ended, so the line
  * names both causes: the peer went away, or it sent a frame over the limit. */
 #include "net/net_internal.h"
+#include "core/clock.h"
 #include "net/session.h"
 
 #include "core/alloc.h"
@@ -348,7 +349,7 @@ static void srv_on_conn(void *owner, fed__conn_event ev, int fd) {
         uint32_t gen = fd_gen_of(s, fd);
         for (fed__sess *x = s->sessions; x; x = x->next)
             if (x->fd == fd && x->fd_gen == gen && gen != 0 && !x->gone_at)
-                x->gone_at = fed__now_ms();
+                x->gone_at = fed_now_ms();
     }
 }
 

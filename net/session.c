@@ -21,6 +21,8 @@
 #include "net/session.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
+#include "core/endian.h"
 #include "core/log.h"
 
 #include <inttypes.h>
@@ -33,12 +35,6 @@
 #define CHUNK_ENV_MAX 128
 
 static const uint8_t magic[4] = {'F', 'E', 'D', 'N'};
-
-int64_t fed__now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void fed__hex(const uint8_t *data, size_t len, char *out) {
     static const char digits[] = "0123456789abcdef";
@@ -400,13 +396,13 @@ static fed_err write_msg(fed__sess *s, const fed_msg *m, const uint8_t *payload,
     if (fed_msg_pack(&copy, n->envbuf + 4, &e) != envlen)
         return e != FED_OK ? e : fed_errorf(FED_EINTERNAL, "envelope size changed");
     uint32_t l = (uint32_t)envlen;
-    for (int i = 0; i < 4; i++) n->envbuf[i] = (uint8_t)(l >> (8 * i));
+    fed_store_le32(n->envbuf, l);
     size_t need = fed__tls_bound(envlen + 4) + (plen ? fed__tls_bound(plen) : 0);
     if ((e = frame_begin(s, need, chunk)) != FED_OK) return e;
     s->seq_out++;
     if ((e = fed__tls_write(s->tls, n->envbuf, envlen + 4)) != FED_OK) return e;
     if (plen && (e = fed__tls_write(s->tls, payload, plen)) != FED_OK) return e;
-    s->t_last_out = fed__now_ms();
+    s->t_last_out = fed_now_ms();
     return FED_OK;
 }
 
@@ -740,8 +736,7 @@ static fed_err read_loop(fed__sess *s) {
             s->lenhave += got;
             if (s->lenhave < 4) continue;
             s->lenhave = 0;
-            s->msglen = (uint32_t)s->lenbuf[0] | (uint32_t)s->lenbuf[1] << 8 |
-                        (uint32_t)s->lenbuf[2] << 16 | (uint32_t)s->lenbuf[3] << 24;
+            s->msglen = fed_load_le32(s->lenbuf);
             /* Before admission only Hello, Welcome or Error may come: keep them small. */
             size_t limit = n->cfg.limits.max_envelope;
             if (s->state != FED__READY && limit > FED__ADMIT_MSG_MAX) limit = FED__ADMIT_MSG_MAX;
@@ -795,7 +790,7 @@ static fed_err fail_flush(fed__sess *s, fed_err err) {
 fed_err fed__sess_input(fed__sess *s, const uint8_t *data, size_t len) {
     fed__net *n = s->net;
     fed_err e;
-    s->t_last_in = fed__now_ms();
+    s->t_last_in = fed_now_ms();
     fed__tls_input(s->tls, data, len);
     if (s->state == FED__HANDSHAKE) {
         e = fed__tls_handshake(s->tls);
@@ -846,7 +841,7 @@ fed_err fed__sess_new(fed__sess **out, fed__net *n, const uint8_t *rid, size_t r
     if (rid_len) memcpy(s->rid, rid, rid_len);
     s->rid_len = rid_len;
     memcpy(s->sid, sid, FED_SESSION_ID_LEN);
-    s->t_start = s->t_last_in = s->t_last_out = fed__now_ms();
+    s->t_start = s->t_last_in = s->t_last_out = fed_now_ms();
     fed_err e = fed__tls_new(&s->tls, n->tls, server_name, tls_sink, s);
     if (e != FED_OK) {
         fed_free(s);
@@ -895,7 +890,7 @@ fed_err fed__net_poll(fed__net *n, int timeout_ms, fed_net_event *ev) {
     memset(ev, 0, sizeof *ev);
     ev->cn = "";
     ev->reason = "";
-    int64_t now = fed__now_ms();
+    int64_t now = fed_now_ms();
     int64_t end = timeout_ms < 0 ? INT64_MAX : now + timeout_ms;
     for (;;) {
         if (fed__net_pop(n, ev)) return FED_OK;
@@ -926,7 +921,7 @@ fed_err fed__net_poll(fed__net *n, int timeout_ms, fed_net_event *ev) {
         }
         n->blocked = false;
         n->pump(n->owner);
-        now = fed__now_ms();
+        now = fed_now_ms();
         if (now >= n->next_timer) {
             n->timers(n->owner, now);
             n->next_timer = now + 20;

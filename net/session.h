@@ -161,14 +161,11 @@ struct fed__sess {
     uint64_t poff;            /* payload offset within the transfer */
     uint32_t plen, pleft;     /* payload length and bytes still to read */
     uint64_t seq_out, seq_in; /* message counters */
-    /* time, in ms of CLOCK_MONOTONIC */
+    /* time, in ms of fed_now_ms() */
     int64_t t_start, t_last_in, t_last_out;
     fed__sess *next, *prev; /* owner's list of sessions */
     fed__sess *hnext;       /* server: routing-id hash chain */
 };
-
-/* Milliseconds of CLOCK_MONOTONIC. */
-int64_t fed__now_ms(void);
 
 /* Sets up what net holds from cfg (pool, buffers, chunk size, frame limit); the owner
  * sets sock and tls. */

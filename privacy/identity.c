@@ -7,6 +7,7 @@
 #include "privacy/identity.h"
 
 #include "core/alloc.h"
+#include "core/endian.h"
 
 #include <errno.h>
 #include <openssl/bio.h>
@@ -297,8 +298,7 @@ fed_err fed_id_sign(const fed_id *id, const uint8_t *data, size_t len, uint8_t *
     } else if (sig_len == 0 || sig_len > id->sig_max) {
         err = fed_errorf(FED_EINTERNAL, "signing: a signature of %zu bytes", sig_len);
     } else {
-        out[0] = (uint8_t)(id->der_len & 0xff);
-        out[1] = (uint8_t)(id->der_len >> 8);
+        fed_store_le16(out, (uint16_t)id->der_len);
         memcpy(out + 2, id->der, id->der_len);
         *out_len = 2 + id->der_len + sig_len;
     }
@@ -317,7 +317,7 @@ static fed_err parse_blob(const uint8_t *blob, size_t blob_len, X509 **cert, con
     if (blob_len < 2)
         return fed_errorf(FED_EFORMAT, "signed blob: truncated at %zu bytes, before cert_len",
                           blob_len);
-    size_t cert_len = (size_t)blob[0] | (size_t)blob[1] << 8;
+    size_t cert_len = fed_load_le16(blob);
     if (cert_len == 0) return fed_errorf(FED_EFORMAT, "signed blob: cert_len is 0");
     if (cert_len > blob_len - 2)
         return fed_errorf(FED_EFORMAT, "signed blob: cert_len %zu beyond the %zu bytes after it",

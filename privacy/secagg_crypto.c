@@ -7,6 +7,7 @@
 #include "privacy/secagg_crypto.h"
 
 #include "core/alloc.h"
+#include "core/endian.h"
 
 #include <limits.h>
 #include <math.h>
@@ -37,22 +38,6 @@ _Static_assert(FED_SA_SECRET_LEN == 4 * FED_SA_SHARE_WORDS, "one 32-bit word per
 _Static_assert(FED_SA_SEAL_OVERHEAD == NONCE_LEN + TAG_LEN, "seal overhead");
 
 /* ---- Little helpers ----------------------------------------------------------------- */
-
-static uint32_t get_le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p) {
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
-static void put_le32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* Records OpenSSL's reason for the failure of `what` and empties its error queue. */
 static fed_err ossl_fail(const char *what) {
@@ -162,12 +147,12 @@ static size_t agree_info(uint8_t info[INFO_MAX], const fed_sa_context *ctx,
     info[at++] = (uint8_t)plen;
     memcpy(info + at, ctx->purpose, plen);
     at += plen;
-    put_le64(info + at, ctx->round);
+    fed_store_le64(info + at, ctx->round);
     at += 8;
-    put_le32(info + at, me_first ? ctx->self_id : ctx->peer_id);
+    fed_store_le32(info + at, me_first ? ctx->self_id : ctx->peer_id);
     memcpy(info + at + 4, me_first ? my_pub : peer_public, FED_SA_KEY_LEN);
     at += 4 + FED_SA_KEY_LEN;
-    put_le32(info + at, me_first ? ctx->peer_id : ctx->self_id);
+    fed_store_le32(info + at, me_first ? ctx->peer_id : ctx->self_id);
     memcpy(info + at + 4, me_first ? peer_public : my_pub, FED_SA_KEY_LEN);
     return at + 4 + FED_SA_KEY_LEN;
 }
@@ -251,9 +236,9 @@ fed_err fed_sa_keystream(uint8_t *out, size_t len, const uint8_t key[FED_SA_KEY_
 /* v[i] += sign * (word i of ks) for i < m. */
 static void add_words(uint32_t *v, const uint8_t *ks, size_t m, int sign) {
     if (sign > 0) {
-        for (size_t i = 0; i < m; i++) v[i] += get_le32(ks + 4 * i);
+        for (size_t i = 0; i < m; i++) v[i] += fed_load_le32(ks + 4 * i);
     } else {
-        for (size_t i = 0; i < m; i++) v[i] -= get_le32(ks + 4 * i);
+        for (size_t i = 0; i < m; i++) v[i] -= fed_load_le32(ks + 4 * i);
     }
 }
 
@@ -319,7 +304,7 @@ fed_err fed_sa_quantize(uint32_t *out, const float *x, size_t n, double clip_ran
                 break;
             }
             out[i + j] = quantize_one((double)x[i + j], clip_range, scale, quant_range,
-                                      get_le32(buf + 4 * j));
+                                      fed_load_le32(buf + 4 * j));
         }
     }
     OPENSSL_cleanse(key, sizeof key);
@@ -447,7 +432,7 @@ fed_err fed_sa_shamir_split(fed_sa_share *shares, const uint8_t secret[FED_SA_SE
     if (coef == NULL) return FED_ENOMEM;
     for (size_t i = 0; i < n; i++) shares[i].x = xs != NULL ? xs[i] : (uint32_t)(i + 1);
     for (size_t j = 0; err == FED_OK && j < FED_SA_SHARE_WORDS; j++) {
-        coef[0] = get_le32(secret + 4 * j);
+        coef[0] = fed_load_le32(secret + 4 * j);
         err = f_random(coef + 1, t - 1);
         for (size_t i = 0; err == FED_OK && i < n; i++)
             shares[i].y[j] = horner(coef, t, shares[i].x);
@@ -541,7 +526,7 @@ static fed_err rebuild(uint8_t secret[FED_SA_SECRET_LEN], const fed_sa_share *sh
                               "the %zu shares rebuild no valid secret: too few for "
                               "the real threshold, or one altered",
                               t);
-        put_le32(secret + 4 * j, (uint32_t)s);
+        fed_store_le32(secret + 4 * j, (uint32_t)s);
     }
     return FED_OK;
 }
@@ -558,15 +543,15 @@ fed_err fed_sa_shamir_combine(uint8_t secret[FED_SA_SECRET_LEN], const fed_sa_sh
 }
 
 void fed_sa_share_encode(uint8_t out[FED_SA_SHARE_BYTES], const fed_sa_share *share) {
-    put_le32(out, share->x);
-    for (size_t j = 0; j < FED_SA_SHARE_WORDS; j++) put_le64(out + 4 + 8 * j, share->y[j]);
+    fed_store_le32(out, share->x);
+    for (size_t j = 0; j < FED_SA_SHARE_WORDS; j++) fed_store_le64(out + 4 + 8 * j, share->y[j]);
 }
 
 fed_err fed_sa_share_decode(fed_sa_share *share, const uint8_t in[FED_SA_SHARE_BYTES]) {
-    share->x = get_le32(in);
+    share->x = fed_load_le32(in);
     if (share->x == 0) return fed_errorf(FED_EFORMAT, "share x: 0");
     for (size_t j = 0; j < FED_SA_SHARE_WORDS; j++) {
-        share->y[j] = get_le64(in + 4 + 8 * j);
+        share->y[j] = fed_load_le64(in + 4 + 8 * j);
         if (share->y[j] >= P) return fed_errorf(FED_EFORMAT, "share y[%zu]: not below p", j);
     }
     return FED_OK;
@@ -579,9 +564,9 @@ fed_err fed_sa_share_decode(fed_sa_share *share, const uint8_t in[FED_SA_SHARE_B
 static void seal_ad(uint8_t ad[AD_LEN], uint32_t sender, uint32_t recipient, uint64_t round) {
     size_t at = sizeof seal_label - 1;
     memcpy(ad, seal_label, at);
-    put_le32(ad + at, sender);
-    put_le32(ad + at + 4, recipient);
-    put_le64(ad + at + 8, round);
+    fed_store_le32(ad + at, sender);
+    fed_store_le32(ad + at + 4, recipient);
+    fed_store_le64(ad + at + 8, round);
 }
 
 /* An AES-256-GCM context for enc (1) or dec (0) with its nonce and associated data fed. */

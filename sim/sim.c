@@ -9,6 +9,7 @@
 
 #include "client/client.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "net/channel.h"
@@ -30,12 +31,6 @@
 #include <unistd.h>
 
 #define SERVER_NAME "fedsim-coordinator"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
@@ -272,93 +267,55 @@ typedef struct vsite {
     uint64_t tries; /* jobs of that round before the last (a retried round) */
 } vsite;
 
-fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result *res) {
-    memset(res, 0, sizeof *res);
-    if (final) *final = NULL;
-    fed_err err = check(cfg);
-    if (err) return err;
-    double t0 = now_s();
-    const size_t n = cfg->partition ? cfg->partition->clients : cfg->part.clients;
-    int width = 1;
-    for (size_t k = n > 0 ? n - 1 : 0; k >= 10; k /= 10) width++;
-    if (width < 3) width = 3;
+/* One run of fed_sim_run, shared by its steps: set up, sites stepped, torn down. */
+typedef struct sim_run {
+    const fed_sim_config *cfg;
+    fed_sim_result *res;
+    size_t n;                /* sites */
+    int width;               /* digits of a site's number in its name */
+    const fed_partition *pp; /* the partition used: cfg's or part */
+    fed_partition *part;     /* the one made here when cfg has none */
+    vsite *vs;               /* (n) the virtual sites */
+    pool q;                  /* the training workers */
+    coord_thread ct;         /* the coordinator and its thread */
+    bool coord_started;      /* ct.th runs */
+    bool mu_init;            /* q.mu and q.cv are initialised */
+    void *zctx;              /* the ZeroMQ context everyone shares */
+    char certdir[64];        /* the temporary certificate folder ("" without TLS) */
+    char endpoint[96];       /* the coordinator's inproc endpoint */
+    char ca[128];            /* the federation's CA certificate under certdir */
+    fed_net_config net;      /* the channel settings of the coordinator and the sites */
+} sim_run;
 
-    fed_partition *part = NULL;
-    vsite *vs = NULL;
-    pool q;
-    memset(&q, 0, sizeof q);
-    coord_thread ct;
-    memset(&ct, 0, sizeof ct);
-    bool coord_started = false, mu_init = false;
-    void *zctx = NULL;
-    char certdir[64] = "", endpoint[96];
-    size_t *idx = NULL;
-
-    const fed_partition *pp = cfg->partition;
-    if (!pp) {
-        fed_part_config pc = cfg->part;
-        pc.seed = cfg->seed;
-        if ((err = fed_partition_make(&part, cfg->train->y, cfg->train->n, cfg->train->num_classes,
-                                      &pc)))
-            goto done;
-        pp = part;
-    }
-
+/* The endpoint, the certificates (with TLS), the descriptors and the ZeroMQ context. */
+static fed_err open_context(sim_run *r) {
     static atomic_uint counter;
-    snprintf(endpoint, sizeof endpoint, "inproc://fedsim-%ld-%u", (long)getpid(),
+    snprintf(r->endpoint, sizeof r->endpoint, "inproc://fedsim-%ld-%u", (long)getpid(),
              atomic_fetch_add(&counter, 1));
-    if (cfg->tls) {
-        snprintf(certdir, sizeof certdir, "/tmp/fedsim-certs-XXXXXX");
-        if (!mkdtemp(certdir)) {
-            certdir[0] = '\0';
-            err = fed_errorf(FED_EIO, "tls: cannot make a temporary folder");
-            goto done;
+    fed_err err;
+    if (r->cfg->tls) {
+        snprintf(r->certdir, sizeof r->certdir, "/tmp/fedsim-certs-XXXXXX");
+        if (!mkdtemp(r->certdir)) {
+            r->certdir[0] = '\0';
+            return fed_errorf(FED_EIO, "tls: cannot make a temporary folder");
         }
-        if ((err = make_certs(cfg->certs_script, certdir, n, width))) goto done;
+        if ((err = make_certs(r->cfg->certs_script, r->certdir, r->n, r->width))) return err;
     }
-    if ((err = reserve_fds(n))) goto done;
-    if (!(zctx = fed_net_context_new())) {
-        err = FED_ENOMEM;
-        goto done;
-    }
-    if ((err = fed_net_context_set_max_sockets(zctx, n + 64))) goto done;
+    if ((err = reserve_fds(r->n))) return err;
+    if (!(r->zctx = fed_net_context_new())) return FED_ENOMEM;
+    return fed_net_context_set_max_sockets(r->zctx, r->n + 64);
+}
 
-    /* The coordinator. */
-    char ca[128], ccert[160], ckey[160];
-    snprintf(ca, sizeof ca, "%s/ca/ca.crt", certdir);
-    snprintf(ccert, sizeof ccert, "%s/ca/coordinator/%s.crt", certdir, SERVER_NAME);
-    snprintf(ckey, sizeof ckey, "%s/ca/coordinator/%s.key", certdir, SERVER_NAME);
-    fed_coord_config cc = cfg->coord;
-    cc.server = fed_server_default_config();
-    cc.server.endpoint = endpoint;
-    cc.server.software = "fedtune sim";
-    cc.server.max_peers = n + 16;
-    cc.server.max_handshakes = n + 16;
-    fed_net_config net = fed_net_default_config();
-    net.plaintext = !cfg->tls;
-    net.keepalive_ms = 0; /* one process: nothing to keep alive, nothing can go silent */
-    net.idle_timeout_ms = 0;
-    net.zmq_heartbeat_ms = 0;
-    net.handshake_timeout_ms = 600000;
-    if (cfg->tls) {
-        net.tls.ca_file = ca;
-        net.tls.cert_file = ccert;
-        net.tls.key_file = ckey;
-    }
-    cc.server.net = net;
-    cc.zmq_ctx = zctx;
-    cc.min_clients = n;
-    if (cc.min_fit > n) cc.min_fit = n;
-    cc.ordered_uploads = true;
-    cc.wait_after_min_ms = -1; /* a round is its whole sample (or the deadline) */
-    cc.seed = cfg->seed;
-    if ((err = fed_coord_new(&ct.c, &cc))) goto done;
-
-    /* The sites: their slice of the data and a connection each. */
-    size_t most = 1;
+/* The sites: their slice of the data and a connection each. */
+static fed_err make_sites(sim_run *r) {
+    const fed_sim_config *cfg = r->cfg;
+    const fed_partition *pp = r->pp;
+    const size_t n = r->n;
+    size_t most = 1, *idx = NULL;
+    fed_err err = FED_OK;
     for (size_t i = 0; i < n; i++)
         if (pp->offsets[i + 1] - pp->offsets[i] > most) most = pp->offsets[i + 1] - pp->offsets[i];
-    if (!(vs = fed_calloc(n, sizeof *vs)) || !(idx = fed_mallocarray(most, sizeof *idx))) {
+    if (!(r->vs = fed_calloc(n, sizeof *r->vs)) || !(idx = fed_mallocarray(most, sizeof *idx))) {
         err = FED_ENOMEM;
         goto done;
     }
@@ -368,21 +325,21 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         fed_dataset *sub = NULL;
         if ((err = fed_data_subset(&sub, cfg->train, idx, b - a))) goto done;
         char name[32], scert[192], skey[192];
-        site_name(name, i, width);
-        snprintf(scert, sizeof scert, "%s/ca/sites/%s/%s.crt", certdir, name, name);
-        snprintf(skey, sizeof skey, "%s/ca/sites/%s/%s.key", certdir, name, name);
+        site_name(name, i, r->width);
+        snprintf(scert, sizeof scert, "%s/ca/sites/%s/%s.crt", r->certdir, name, name);
+        snprintf(skey, sizeof skey, "%s/ca/sites/%s/%s.key", r->certdir, name, name);
         fed_site_config sc = fed_site_default_config();
-        sc.coordinator = endpoint;
+        sc.coordinator = r->endpoint;
         sc.server_name = SERVER_NAME;
-        sc.net = net;
+        sc.net = r->net;
         if (cfg->tls) {
-            sc.net.tls.ca_file = ca;
+            sc.net.tls.ca_file = r->ca;
             sc.net.tls.cert_file = scert;
             sc.net.tls.key_file = skey;
         } else {
             sc.identity = name;
         }
-        sc.zmq_ctx = zctx;
+        sc.zmq_ctx = r->zctx;
         sc.dataset = sub;
         sc.test_split = cfg->client_test_split;
         sc.seed = cfg->seed + i;
@@ -393,176 +350,253 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         sc.backoff_initial_ms = 10;
         sc.backoff_max_ms = 100;
         sc.software = "fedtune sim";
-        err = fed_site_new(&vs[i].s, &sc);
+        err = fed_site_new(&r->vs[i].s, &sc);
         fed_data_destroy(&sub);
         if (err) {
             err = fed_errprefix(err, "%s", name);
             goto done;
         }
     }
+done:
+    fed_free(idx);
+    return err;
+}
 
-    /* The pool. */
-    if (pthread_mutex_init(&q.mu, NULL) != 0 || pthread_cond_init(&q.cv, NULL) != 0) {
-        err = fed_errorf(FED_EINTERNAL, "sim: cannot make the pool's lock");
-        goto done;
-    }
-    mu_init = true;
-    q.cap = n;
-    if (!(q.queue = fed_calloc(n, sizeof *q.queue)) ||
-        !(q.th = fed_calloc(cfg->workers, sizeof *q.th))) {
-        err = FED_ENOMEM;
-        goto done;
-    }
-    for (; q.nth < cfg->workers; q.nth++)
-        if (pthread_create(&q.th[q.nth], NULL, worker_main, &q) != 0) {
-            err = fed_errorf(FED_EINTERNAL, "sim: cannot start worker %zu", q.nth);
-            goto done;
+/* The pool's workers and the coordinator's thread. */
+static fed_err start_threads(sim_run *r) {
+    pool *q = &r->q;
+    if (pthread_mutex_init(&q->mu, NULL) != 0 || pthread_cond_init(&q->cv, NULL) != 0)
+        return fed_errorf(FED_EINTERNAL, "sim: cannot make the pool's lock");
+    r->mu_init = true;
+    q->cap = r->n;
+    if (!(q->queue = fed_calloc(r->n, sizeof *q->queue)) ||
+        !(q->th = fed_calloc(r->cfg->workers, sizeof *q->th)))
+        return FED_ENOMEM;
+    for (; q->nth < r->cfg->workers; q->nth++)
+        if (pthread_create(&q->th[q->nth], NULL, worker_main, q) != 0)
+            return fed_errorf(FED_EINTERNAL, "sim: cannot start worker %zu", q->nth);
+    if (pthread_create(&r->ct.th, NULL, coord_main, &r->ct) != 0)
+        return fed_errorf(FED_EINTERNAL, "sim: cannot start the coordinator's thread");
+    r->coord_started = true;
+    return FED_OK;
+}
+
+/* Steps site i once: its channel, a finished job (handed on, or the site vanishes), a
+ * straggler's delayed start, a new job (drawn to drop out or straggle). *busy is set when
+ * a job moved; *remaining drops when the site is done. */
+static fed_err step_site(sim_run *r, size_t i, bool *busy, size_t *remaining) {
+    const fed_sim_config *cfg = r->cfg;
+    vsite *v = &r->vs[i];
+    fed_err err;
+    if (v->done) return FED_OK;
+    if (v->running) {
+        if (!fed_site_job_done(v->s)) {
+            bool fin = false;
+            return fed_site_step(v->s, 0, &fin);
         }
-    if (pthread_create(&ct.th, NULL, coord_main, &ct) != 0) {
-        err = fed_errorf(FED_EINTERNAL, "sim: cannot start the coordinator's thread");
-        goto done;
+        v->running = false;
+        *busy = true;
+        const float *d;
+        size_t nd;
+        uint64_t ex;
+        if (cfg->on_update && fed_site_job_update(v->s, &d, &nd, &ex))
+            cfg->on_update(cfg->on_update_user, i, fed_site_job_round(v->s), d, nd, ex, v->drop);
+        if (v->drop) {
+            r->res->dropped++;
+            FED_LOG(FED_LOG_DEBUG, "sim: site %zu vanishes in round %" PRIu64, i,
+                    fed_site_job_round(v->s));
+            if ((err = fed_site_disconnect(v->s))) return err;
+        } else {
+            fed_site_job_finish(v->s);
+        }
     }
-    coord_started = true;
-    res->setup_seconds = now_s() - t0;
-    double t1 = now_s();
+    if (v->waiting) {
+        bool fin = false; /* slow to train, not deaf: its channel keeps going */
+        if ((err = fed_site_step(v->s, 0, &fin))) return err;
+        if (fed_now_s() < v->start_at) return FED_OK;
+        v->waiting = false;
+        v->running = true;
+        pool_push(&r->q, v->s);
+        return FED_OK;
+    }
+    bool fin = false;
+    if ((err = fed_site_step(v->s, 0, &fin))) return err;
+    if (fin) {
+        v->done = true;
+        (*remaining)--;
+        return FED_OK;
+    }
+    if (fed_site_job_ready(v->s)) {
+        *busy = true;
+        uint64_t rd = fed_site_job_round(v->s);
+        fed_site_job_claim(v->s);
+        /* A retried round draws afresh (tries 0 keeps the first draw). */
+        v->tries = rd == v->round ? v->tries + 1 : 0;
+        v->round = rd;
+        v->drop = cfg->dropout > 0 && draw(cfg->seed, i, rd, 1 + 16 * v->tries) < cfg->dropout;
+        if (cfg->stragglers > 0 && draw(cfg->seed, i, rd, 2) < cfg->stragglers) {
+            r->res->straggled++;
+            v->waiting = true;
+            v->start_at = fed_now_s() + cfg->straggler_delay_s;
+        } else {
+            v->running = true;
+            pool_push(&r->q, v->s);
+        }
+    }
+    return FED_OK;
+}
 
-    /* The sites' machines. */
+/* The sites' machines, stepped until every site is done or the coordinator has ended. */
+static fed_err run_sites(sim_run *r) {
+    const size_t n = r->n;
     size_t remaining = n;
     double coord_end = 0.0;
+    fed_err err;
     while (remaining > 0) {
         bool busy = false;
-        for (size_t i = 0; i < n; i++) {
-            vsite *v = &vs[i];
-            if (v->done) continue;
-            if (v->running) {
-                if (!fed_site_job_done(v->s)) {
-                    bool fin = false;
-                    if ((err = fed_site_step(v->s, 0, &fin))) goto done;
-                    continue;
-                }
-                v->running = false;
-                busy = true;
-                const float *d;
-                size_t nd;
-                uint64_t ex;
-                if (cfg->on_update && fed_site_job_update(v->s, &d, &nd, &ex))
-                    cfg->on_update(cfg->on_update_user, i, fed_site_job_round(v->s), d, nd, ex,
-                                   v->drop);
-                if (v->drop) {
-                    res->dropped++;
-                    FED_LOG(FED_LOG_DEBUG, "sim: site %zu vanishes in round %" PRIu64, i,
-                            fed_site_job_round(v->s));
-                    if ((err = fed_site_disconnect(v->s))) goto done;
-                } else {
-                    fed_site_job_finish(v->s);
-                }
-            }
-            if (v->waiting) {
-                bool fin = false; /* slow to train, not deaf: its channel keeps going */
-                if ((err = fed_site_step(v->s, 0, &fin))) goto done;
-                if (now_s() < v->start_at) continue;
-                v->waiting = false;
-                v->running = true;
-                pool_push(&q, v->s);
-                continue;
-            }
-            bool fin = false;
-            if ((err = fed_site_step(v->s, 0, &fin))) goto done;
-            if (fin) {
-                v->done = true;
-                remaining--;
-                continue;
-            }
-            if (fed_site_job_ready(v->s)) {
-                busy = true;
-                uint64_t r = fed_site_job_round(v->s);
-                fed_site_job_claim(v->s);
-                /* A retried round draws afresh (tries 0 keeps the first draw). */
-                v->tries = r == v->round ? v->tries + 1 : 0;
-                v->round = r;
-                v->drop =
-                    cfg->dropout > 0 && draw(cfg->seed, i, r, 1 + 16 * v->tries) < cfg->dropout;
-                if (cfg->stragglers > 0 && draw(cfg->seed, i, r, 2) < cfg->stragglers) {
-                    res->straggled++;
-                    v->waiting = true;
-                    v->start_at = now_s() + cfg->straggler_delay_s;
-                } else {
-                    v->running = true;
-                    pool_push(&q, v->s);
-                }
-            }
-        }
-        if (q.err) {
-            err = fed_errorf(q.err, "sim: a worker could not start");
-            goto done;
-        }
-        if (atomic_load(&ct.done)) {
-            if (ct.err) break;
+        for (size_t i = 0; i < n; i++)
+            if ((err = step_site(r, i, &busy, &remaining))) return err;
+        if (r->q.err) return fed_errorf(r->q.err, "sim: a worker could not start");
+        if (atomic_load(&r->ct.done)) {
+            if (r->ct.err) break;
             /* The final Byes are on their way to the connected sites (inproc: within
              * microseconds); a site between sessions (a dropout reconnecting) gets none
              * and is not waited for, nor one whose session began after the end. */
             for (size_t i = 0; i < n; i++) {
-                vsite *v = &vs[i];
+                vsite *v = &r->vs[i];
                 if (!v->done && !v->running && !v->waiting && !fed_site_connected(v->s)) {
                     v->done = true;
                     remaining--;
                 }
             }
-            if (coord_end == 0.0) coord_end = now_s();
-            if (now_s() - coord_end > 0.2) break;
+            if (coord_end == 0.0) coord_end = fed_now_s();
+            if (fed_now_s() - coord_end > 0.2) break;
         }
         if (!busy) sleep_us(200);
     }
-    res->seconds = now_s() - t1;
+    return FED_OK;
+}
 
-done:
-    if (coord_started) {
-        atomic_store(&ct.stop, true);
-        pthread_join(ct.th, NULL);
-        /* A coordinator that failed is the cause of whatever the sites then saw. */
-        if (ct.err) err = fed_errorf(ct.err, "coordinator: %s", ct.errmsg);
+/* Stops the threads, takes the results, frees everything; returns err, or the
+ * coordinator's failure, which is the cause of whatever the sites then saw. */
+static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
+    fed_sim_result *res = r->res;
+    pool *q = &r->q;
+    if (r->coord_started) {
+        atomic_store(&r->ct.stop, true);
+        pthread_join(r->ct.th, NULL);
+        if (r->ct.err) err = fed_errorf(r->ct.err, "coordinator: %s", r->ct.errmsg);
     }
-    if (mu_init) {
-        pthread_mutex_lock(&q.mu);
-        q.quit = true;
-        pthread_cond_broadcast(&q.cv);
-        pthread_mutex_unlock(&q.mu);
+    if (r->mu_init) {
+        pthread_mutex_lock(&q->mu);
+        q->quit = true;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
     }
     /* A worker may still be training a site whose job is abandoned: wait for them all
      * before the sites go. */
-    for (size_t i = 0; i < q.nth; i++) pthread_join(q.th[i], NULL);
+    for (size_t i = 0; i < q->nth; i++) pthread_join(q->th[i], NULL);
     /* Tearing down records details of its own (a Bye to a site already gone): keep the
      * error's. */
     char detail[512] = "";
     if (err) snprintf(detail, sizeof detail, "%s", fed_errdetail(err));
-    if (ct.c) {
-        res->rounds = fed_coord_rounds_done(ct.c);
-        res->last = fed_coord_last_round(ct.c);
-        fed_coord_model_sha256(ct.c, res->sha256);
+    if (r->ct.c) {
+        res->rounds = fed_coord_rounds_done(r->ct.c);
+        res->last = fed_coord_last_round(r->ct.c);
+        fed_coord_model_sha256(r->ct.c, res->sha256);
         fed_net_stats st;
-        fed_coord_server_stats(ct.c, &st);
+        fed_coord_server_stats(r->ct.c, &st);
         res->bytes = st.bytes_received + st.bytes_sent;
-        if (!err && final) err = fed_model_clone(final, fed_coord_model(ct.c));
+        if (!err && final) err = fed_model_clone(final, fed_coord_model(r->ct.c));
     }
-    if (vs)
-        for (size_t i = 0; i < n; i++) {
-            if (vs[i].running && !fed_site_job_done(vs[i].s)) continue; /* cannot happen */
-            fed_site_destroy(&vs[i].s);
+    if (r->vs)
+        for (size_t i = 0; i < r->n; i++) {
+            if (r->vs[i].running && !fed_site_job_done(r->vs[i].s)) continue; /* cannot happen */
+            fed_site_destroy(&r->vs[i].s);
         }
-    fed_coord_destroy(&ct.c);
-    fed_net_context_destroy(&zctx);
-    if (mu_init) {
-        pthread_mutex_destroy(&q.mu);
-        pthread_cond_destroy(&q.cv);
+    fed_coord_destroy(&r->ct.c);
+    fed_net_context_destroy(&r->zctx);
+    if (r->mu_init) {
+        pthread_mutex_destroy(&q->mu);
+        pthread_cond_destroy(&q->cv);
     }
-    fed_free(q.queue);
-    fed_free(q.th);
-    fed_free(vs);
-    fed_free(idx);
-    fed_partition_destroy(&part);
-    if (certdir[0]) {
-        if (remove_tree(certdir) != 0) FED_LOG(FED_LOG_WARN, "sim: could not remove %s", certdir);
+    fed_free(q->queue);
+    fed_free(q->th);
+    fed_free(r->vs);
+    fed_partition_destroy(&r->part);
+    if (r->certdir[0]) {
+        if (remove_tree(r->certdir) != 0)
+            FED_LOG(FED_LOG_WARN, "sim: could not remove %s", r->certdir);
     }
     if (err && detail[0]) fed_errorf(err, "%s", detail);
     return err;
+}
+
+fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result *res) {
+    memset(res, 0, sizeof *res);
+    if (final) *final = NULL;
+    fed_err err = check(cfg);
+    if (err) return err;
+    double t0 = fed_now_s();
+    sim_run run;
+    memset(&run, 0, sizeof run);
+    sim_run *r = &run;
+    r->cfg = cfg;
+    r->res = res;
+    const size_t n = r->n = cfg->partition ? cfg->partition->clients : cfg->part.clients;
+    r->width = 1;
+    for (size_t k = n > 0 ? n - 1 : 0; k >= 10; k /= 10) r->width++;
+    if (r->width < 3) r->width = 3;
+
+    r->pp = cfg->partition;
+    if (!r->pp) {
+        fed_part_config pc = cfg->part;
+        pc.seed = cfg->seed;
+        if ((err = fed_partition_make(&r->part, cfg->train->y, cfg->train->n,
+                                      cfg->train->num_classes, &pc)))
+            goto done;
+        r->pp = r->part;
+    }
+    if ((err = open_context(r))) goto done;
+
+    /* The coordinator. */
+    char ccert[160], ckey[160];
+    snprintf(r->ca, sizeof r->ca, "%s/ca/ca.crt", r->certdir);
+    snprintf(ccert, sizeof ccert, "%s/ca/coordinator/%s.crt", r->certdir, SERVER_NAME);
+    snprintf(ckey, sizeof ckey, "%s/ca/coordinator/%s.key", r->certdir, SERVER_NAME);
+    fed_coord_config cc = cfg->coord;
+    cc.server = fed_server_default_config();
+    cc.server.endpoint = r->endpoint;
+    cc.server.software = "fedtune sim";
+    cc.server.max_peers = n + 16;
+    cc.server.max_handshakes = n + 16;
+    fed_net_config net = fed_net_default_config();
+    net.plaintext = !cfg->tls;
+    net.keepalive_ms = 0; /* one process: nothing to keep alive, nothing can go silent */
+    net.idle_timeout_ms = 0;
+    net.zmq_heartbeat_ms = 0;
+    net.handshake_timeout_ms = 600000;
+    if (cfg->tls) {
+        net.tls.ca_file = r->ca;
+        net.tls.cert_file = ccert;
+        net.tls.key_file = ckey;
+    }
+    r->net = net;
+    cc.server.net = net;
+    cc.zmq_ctx = r->zctx;
+    cc.min_clients = n;
+    if (cc.min_fit > n) cc.min_fit = n;
+    cc.ordered_uploads = true;
+    cc.wait_after_min_ms = -1; /* a round is its whole sample (or the deadline) */
+    cc.seed = cfg->seed;
+    if ((err = fed_coord_new(&r->ct.c, &cc))) goto done;
+
+    if ((err = make_sites(r))) goto done;
+    if ((err = start_threads(r))) goto done;
+    res->setup_seconds = fed_now_s() - t0;
+    double t1 = fed_now_s();
+    if ((err = run_sites(r))) goto done;
+    res->seconds = fed_now_s() - t1;
+done:
+    return close_run(r, err, final);
 }

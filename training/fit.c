@@ -2,6 +2,7 @@
  * round's training spec as a fit configuration (see fit.h). */
 #include "training/fit.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/loss.h"
 
 #include <math.h>
@@ -12,12 +13,6 @@
 
 /* Streams of the fit seed, one per use, so adding augmentation does not change the order. */
 enum { STREAM_ORDER = 1, STREAM_DROPOUT = 2, STREAM_AUGMENT = 3 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 fed_schedule fed_fit_schedule(fed_sched_kind kind, float lr) {
     fed_schedule s = fed_schedule_constant(lr);
@@ -99,7 +94,7 @@ static fed_err val_pass(fed_model *m, fed_arena *a, const fed_dataset *d, size_t
 
 fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
                 const fed_fit_config *c, fed_fit_result *r) {
-    const double t_fit = now_s();
+    const double t_fit = fed_now_s();
     memset(r, 0, sizeof *r);
     r->best_val_loss = (double)NAN;
     r->final_train_loss = (double)NAN;
@@ -148,7 +143,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
 
     for (size_t e = 1; e <= c->epochs && !stop; e++) {
         fed_data_order(order, n, &order_rng);
-        double t0 = now_s(), loss_sum = 0.0;
+        double t0 = fed_now_s(), loss_sum = 0.0;
         size_t correct = 0, seen = 0;
         float lr = 0.0f;
         for (size_t s = 0, k = 0; s < n; s += batch, k++) {
@@ -156,7 +151,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
                 stop = true;
                 break;
             }
-            if (c->stop_at > 0 && now_s() >= c->stop_at) {
+            if (c->stop_at > 0 && fed_now_s() >= c->stop_at) {
                 r->out_of_time = true;
                 stop = true;
                 break;
@@ -187,7 +182,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
         memset(&es, 0, sizeof es);
         es.epoch = e;
         es.epochs = c->epochs;
-        es.seconds = now_s() - t0;
+        es.seconds = fed_now_s() - t0;
         es.train_loss = loss_sum / (double)seen;
         es.train_acc = (double)correct / (double)seen;
         es.examples_per_s = (double)seen / (es.seconds > 0.0 ? es.seconds : 1e-9);
@@ -216,7 +211,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
 done:
     if (best && r->best_epoch)
         memcpy(fed_model_params(m), best, fed_model_num_params(m) * sizeof *best);
-    r->seconds = now_s() - t_fit;
+    r->seconds = fed_now_s() - t_fit;
     fed_free(best);
     fed_free(scratch);
     fed_free(by);
