@@ -170,6 +170,7 @@ void fed_site_destroy(fed_site **sp) {
     fed_client_destroy(&s->conn.cli);
     if (s->conn.own_zctx) fed_net_context_destroy(&s->conn.zctx);
     site_rs_free(&s->round.rs);
+    site_stage_destroy_all(&s->round.pipe);
     site_trainer_clear(&s->fit.own);
     fed_free(s->model.global_arch);
     fed_free(s->model.global);

@@ -11,6 +11,8 @@
  *   site_train.c   a round's local work (model check, evaluation, fed_fit, the delta, the
  *                  audit copy): the part that may run on a worker thread;
  *   site_secagg.c  the site's side of secure aggregation and the masked Update;
+ *   site_pipeline.c, stage_*.c  the update pipeline (site_pipeline.h): delta, clip,
+ *                  noise, mask;
  *   site_worker.c  threading: events queued while training, pump, interrupt, and the
  *                  external-training jobs (fed_site_job_*).
  *
@@ -26,6 +28,7 @@
 #define FED_CLIENT_SITE_INTERNAL_H
 
 #include "client/client.h"
+#include "client/site_pipeline.h"
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -147,11 +150,12 @@ typedef struct site_model {
 } site_model;
 
 /* The round in progress. The I/O thread's: it alone writes these; while a job runs the
- * worker reads rs, t_round and rx_s_per_byte (the deadline), and the I/O thread only
- * queues the events that would change them. */
+ * worker reads rs, t_round and rx_s_per_byte (the deadline) and runs pipe's stages of
+ * SITE_STAGE_TRAINED, and the I/O thread only queues the events that would change them. */
 typedef struct site_round {
     round_state state;       /* where the round is */
     fed_msg_round_start *rs; /* its RoundStart (owned copy), NULL when idle */
+    site_stage *pipe;        /* its update pipeline (site_pipeline.h), built from rs */
     double t_round;          /* when it started (its RoundStart arrived) */
     double t_rx;             /* when its model transfer was asked for */
     double rx_s_per_byte;    /* how long the last model transfer took per byte (0: none

@@ -81,6 +81,13 @@ static void release_buffers(fed_site *s) {
     s->model.global_n = 0;
 }
 
+/* Frees what the round held: its RoundStart, its pipeline, its secure aggregation. */
+static void forget_round(fed_site *s) {
+    site_rs_free(&s->round.rs);
+    site_stage_destroy_all(&s->round.pipe);
+    site_sa_clear(s);
+}
+
 /* Forgets the round in progress, cancelling its transfers. */
 static void end_round(fed_site *s) {
     if (s->conn.cli && s->round.rs) {
@@ -90,8 +97,7 @@ static void end_round(fed_site *s) {
     }
     s->round.state = ROUND_IDLE;
     atomic_store(&s->job.state, JOB_NONE);
-    site_rs_free(&s->round.rs);
-    site_sa_clear(s);
+    forget_round(s);
     if (s->cfg.lean) release_buffers(s);
 }
 
@@ -306,11 +312,15 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
     const fed_msg_round_start *rs = s->round.rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);
+    fed_err err = site_pipe_build(&s->round.pipe, rs, &s->sa);
+    if (err) {
+        site_fail_round_err(s, err);
+        return;
+    }
     if (rs->stats) {
         stats_round(s);
         return;
     }
-    fed_err err;
     if (!s->cfg.external &&
         (err = site_prepare_model(s, &s->fit.own))) { /* external: when trained */
         site_fail_round_err(s, err);
@@ -406,8 +416,7 @@ void site_round_done(fed_site *s) {
     if (rs->stats) {
         FED_LOG(s->cfg.info, "site: statistics of %zu training examples sent", s->res.examples);
         s->round.state = ROUND_IDLE;
-        site_rs_free(&s->round.rs);
-        site_sa_clear(s);
+        forget_round(s);
         return;
     }
     char global[128];
@@ -422,7 +431,6 @@ void site_round_done(fed_site *s) {
             fed_now_s() - s->round.t_round);
     s->stats.rounds_done++;
     s->round.state = ROUND_IDLE;
-    site_rs_free(&s->round.rs);
-    site_sa_clear(s);
+    forget_round(s);
     if (s->cfg.lean) release_buffers(s);
 }

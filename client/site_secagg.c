@@ -2,15 +2,15 @@
  * RoundStart with secagg: fresh keys signed with the site's certificate key advertised at
  * once, the neighbours' key blocks checked against the federation's CA, shares sent as
  * soon as the neighbours are known (also while training: pump hands these messages over
- * at once), then the delta clipped (and noised, with DP), masked and sent as the round's
- * MASKED Update, and the unmasking answered. The coordinator learns only the sum. What
- * deliberately does not live here: the primitives (privacy/), the round's plain path and
- * its end (site_round.c). I/O thread only. */
+ * at once), then the delta clipped (and noised, with DP) and masked by the round's
+ * pipeline (site_pipeline.h) and sent as the round's MASKED Update, and the unmasking
+ * answered. The coordinator learns only the sum. What deliberately does not live here:
+ * the primitives (privacy/), the stages that encode the update (stage_*.c), the round's
+ * plain path and its end (site_round.c). I/O thread only. */
 #include "client/site_internal.h"
 
 #include "core/alloc.h"
 #include "core/log.h"
-#include "privacy/dp.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -96,27 +96,17 @@ fed_err site_sa_start(fed_site *s) {
     return err;
 }
 
-/* The delta is ready and the neighbours' shares are here: clip (and noise) it for
- * differential privacy, mask it, and send the MASKED message as the round's Update. */
+/* The delta is ready and the neighbours' shares are here: the stages of the round's
+ * pipeline that run when sending (clip and noise for differential privacy, "mask") make
+ * the MASKED message, sent as the round's Update. */
 fed_err site_sa_send_masked(fed_site *s) {
-    const fed_msg_round_start *rs = s->round.rs;
-    fed_err err = FED_OK;
-    if (rs->secagg.dp_clip > 0 &&
-        (err = fed_dp_clip(s->res.delta, s->res.delta_n, rs->secagg.dp_clip, NULL, NULL)))
-        return err;
-    if (rs->secagg.dp_noise_std > 0) {
-        uint8_t key[32];
-        if (!(err = fed_sa_random_bytes(key, sizeof key)))
-            err = fed_dp_add_gaussian(s->res.delta, s->res.delta_n, rs->secagg.dp_noise_std, key,
-                                      rs->round);
-        fed_sa_wipe(key, sizeof key);
-        if (err) return err;
-    }
     fed_free(s->sa.masked);
     s->sa.masked = NULL;
-    err = fed_sa_client_mask(s->sa.client, s->sa.delivery, s->sa.delivery_len, s->res.delta,
-                             s->res.delta_n, NULL, &s->sa.masked, &s->sa.masked_len);
-    fed_sa_wipe(s->res.delta, s->res.delta_n * sizeof(float)); /* only the masked form stays */
+    s->sa.masked_len = 0;
+    site_update u = {.round = s->round.rs->round, .v = s->res.delta, .n = s->res.delta_n};
+    fed_err err = site_stage_run(s->round.pipe, SITE_STAGE_SENT, &u);
+    s->sa.masked = u.wire;
+    s->sa.masked_len = u.wire_len;
     if (err) return err;
     return site_send_update(s, FED_ENCODING_SECAGG_MASKED, s->sa.masked, s->sa.masked_len);
 }

@@ -239,17 +239,19 @@ train_result site_train_round(fed_site *s, fed_site_trainer *t, fed_err *err, co
     s->res.train_loss = fr.final_train_loss;
     s->res.train_acc = s->res.last_epoch.train_acc;
 
-    /* delta = local - global over the trainable tensors, in manifest order. */
+    /* The update: the stages of the round's pipeline that run after training ("delta":
+     * local - global over the trainable tensors, in manifest order). */
     size_t nd = fed_model_num_trainable(m);
     if ((*err = site_reserve(&s->res.delta, &s->res.delta_cap, nd))) {
         *what = "delta";
         return TR_FAIL_DATA;
     }
-    bool finite = fed_model_delta(m, fed_model_params_const(m), s->model.global, s->res.delta);
     s->res.delta_n = nd;
-    if (!finite) {
-        *err = fed_errorf(FED_ENONFINITE, "the local update is not finite");
-        return TR_NONFINITE;
+    site_update u = {
+        .round = rs->round, .v = s->res.delta, .n = nd, .model = m, .global = s->model.global};
+    if ((*err = site_stage_run(s->round.pipe, SITE_STAGE_TRAINED, &u))) {
+        *what = "update";
+        return *err == FED_ENONFINITE ? TR_NONFINITE : TR_FAIL_DATA;
     }
     if (s->cfg.save_updates && (*err = save_update(s, m, rs, s->res.delta))) {
         *what = "saving the update";

@@ -1,0 +1,57 @@
+/* The site's update pipeline (site_pipeline.h): the chain operations and which stages a
+ * round's RoundStart puts in its chain. */
+#include "client/site_pipeline.h"
+
+#include "core/alloc.h"
+
+#include <stdio.h>
+
+void site_stage_append(site_stage **chain, site_stage *s) {
+    while (*chain) chain = &(*chain)->next;
+    s->next = NULL;
+    *chain = s;
+}
+
+fed_err site_stage_run(const site_stage *chain, site_stage_when when, site_update *u) {
+    for (const site_stage *s = chain; s; s = s->next) {
+        if (s->type->when != when || !s->type->apply) continue;
+        fed_err err = s->type->apply((site_stage *)(uintptr_t)s, u);
+        if (err) return err;
+    }
+    return FED_OK;
+}
+
+void site_stage_describe(const site_stage *chain, char *buf, size_t len) {
+    size_t used = 0;
+    if (len) buf[0] = '\0';
+    for (const site_stage *s = chain; s && used < len; s = s->next) {
+        int w = snprintf(buf + used, len - used, "%s%s", s == chain ? "" : " -> ", s->type->name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
+void site_stage_destroy_all(site_stage **chain) {
+    site_stage *s = *chain;
+    *chain = NULL;
+    while (s) {
+        site_stage *next = s->next;
+        if (s->type->destroy) s->type->destroy(s);
+        fed_free(s);
+        s = next;
+    }
+}
+
+/* The sites' differential privacy and the masking come with secure aggregation only: a
+ * plainly aggregated round is clipped and noised by the coordinator. */
+fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struct site_secagg *sa) {
+    const bool sec = rs->has_secagg;
+    fed_err err = FED_OK;
+    if (!rs->stats) err = site_stage_delta_new(chain);
+    if (!err && sec && rs->secagg.dp_clip > 0) err = site_stage_clip_new(chain, rs->secagg.dp_clip);
+    if (!err && sec && rs->secagg.dp_noise_std > 0)
+        err = site_stage_noise_new(chain, rs->secagg.dp_noise_std, NULL);
+    if (!err && sec) err = site_stage_mask_new(chain, sa, NULL);
+    if (err) site_stage_destroy_all(chain);
+    return err;
+}

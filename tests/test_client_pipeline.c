@@ -1,0 +1,351 @@
+/* The site's update pipeline (client/site_pipeline.h): the chain (the two moments a
+ * stage runs at, order, pass-through, errors, names, destruction), the chain a
+ * RoundStart builds, and each stage on its own with real values: "delta" against the
+ * model's trainable ranges, "clip" to the exact scaled floats, "noise" against the
+ * Gaussian stream of its key, "mask" through a whole secure-aggregation round in memory
+ * (privacy/secagg.h) whose unmasked sum gives back the vector. */
+#include "client/site_internal.h"
+#include "client/site_pipeline.h"
+#include "tests/test.h"
+
+#include "core/alloc.h"
+#include "core/arch.h"
+#include "privacy/dp.h"
+#include "privacy/secagg_crypto.h"
+
+#include <math.h>
+
+/* ---- scripted stages: each appends its digit to v[0] -------------------------------- */
+
+typedef struct digit_stage {
+    site_stage base;
+    int digit;   /* appended to v[0]: the value spells the order of the calls */
+    fed_err ret; /* what apply() returns */
+} digit_stage;
+
+static int destroyed; /* destroy() calls */
+
+static fed_err digit_apply(site_stage *s, site_update *u) {
+    const digit_stage *d = (const digit_stage *)s;
+    u->v[0] = u->v[0] * 10.0f + (float)d->digit;
+    return d->ret;
+}
+
+static void digit_destroy(site_stage *s) {
+    (void)s;
+    destroyed++;
+}
+
+static const site_stage_type after_training = {"trained", SITE_STAGE_TRAINED, digit_apply,
+                                               digit_destroy};
+static const site_stage_type when_sent = {"sent", SITE_STAGE_SENT, digit_apply, digit_destroy};
+static const site_stage_type pass_type = {"pass", SITE_STAGE_SENT, NULL, NULL};
+
+static void add(site_stage **chain, const site_stage_type *type, int dig, fed_err ret) {
+    digit_stage *d = fed_calloc(1, sizeof *d);
+    *d = (digit_stage){.base.type = type, .digit = dig, .ret = ret};
+    site_stage_append(chain, &d->base);
+}
+
+TEST(chain_order_moments_pass_through_errors) {
+    site_stage *chain = NULL;
+    add(&chain, &after_training, 1, FED_OK);
+    add(&chain, &when_sent, 2, FED_OK);
+    add(&chain, &pass_type, 9, FED_OK); /* no apply(): passed over */
+    add(&chain, &when_sent, 3, FED_OK);
+    float v = 0;
+    site_update u = {.v = &v, .n = 1};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_TRAINED, &u));
+    CHECK_NEAR(v, 1, 0); /* only the stage that runs after training */
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+    CHECK_NEAR(v, 123, 0); /* then the others, in order */
+    char d[64];
+    site_stage_describe(chain, d, sizeof d);
+    CHECK_STR(d, "trained -> sent -> pass -> sent");
+    site_stage_describe(chain, d, 12); /* cut, still a string */
+    CHECK_STR(d, "trained -> ");
+    destroyed = 0;
+    site_stage_destroy_all(&chain);
+    CHECK(chain == NULL);
+    CHECK_INT(destroyed, 3);        /* the pass-through stage has no destroy() */
+    site_stage_destroy_all(&chain); /* NULL-safe */
+    CHECK_OK(site_stage_run(NULL, SITE_STAGE_SENT, &u)); /* an empty chain: nothing */
+    CHECK_NEAR(v, 123, 0);
+
+    /* An error stops the chain. */
+    add(&chain, &when_sent, 4, FED_ERANGE);
+    add(&chain, &when_sent, 5, FED_OK);
+    CHECK_ERR(site_stage_run(chain, SITE_STAGE_SENT, &u), FED_ERANGE);
+    CHECK_NEAR(v, 1234, 0);
+    destroyed = 0;
+    site_stage_destroy_all(&chain);
+    CHECK_INT(destroyed, 2);
+}
+
+/* ---- the chain of a RoundStart -------------------------------------------------------- */
+
+static void check_built(const fed_msg_round_start *rs, const char *want) {
+    site_secagg sa = {0};
+    site_stage *chain = NULL;
+    char d[128];
+    CHECK_OK(site_pipe_build(&chain, rs, &sa));
+    site_stage_describe(chain, d, sizeof d);
+    CHECK_STR(d, want);
+    /* "delta" runs after training, every other stage when the update is sent. */
+    for (const site_stage *s = chain; s; s = s->next)
+        CHECK_INT(s->type->when,
+                  strcmp(s->type->name, "delta") == 0 ? SITE_STAGE_TRAINED : SITE_STAGE_SENT);
+    site_stage_destroy_all(&chain);
+}
+
+TEST(chain_of_a_round_start) {
+    fed_msg_round_start rs = {.round = 4};
+    check_built(&rs, "delta"); /* a plain round pays for nothing else */
+    rs.secagg.dp_clip = 1.0;   /* the sites' DP comes with secure aggregation only */
+    rs.secagg.dp_noise_std = 0.5;
+    check_built(&rs, "delta");
+    rs.stats = true;
+    check_built(&rs, ""); /* the statistics round: the moments are the update */
+    rs.has_secagg = true;
+    check_built(&rs, "clip -> noise -> mask");
+    rs.stats = false;
+    check_built(&rs, "delta -> clip -> noise -> mask");
+    rs.secagg.dp_noise_std = 0;
+    check_built(&rs, "delta -> clip -> mask");
+    rs.secagg.dp_clip = 0;
+    rs.secagg.dp_noise_std = 0.5;
+    check_built(&rs, "delta -> noise -> mask");
+    rs.secagg.dp_noise_std = 0;
+    check_built(&rs, "delta -> mask");
+
+    /* Out of memory at any of the four stages: an error and an empty chain. */
+    rs.secagg.dp_clip = 1.0;
+    rs.secagg.dp_noise_std = 0.5;
+    site_secagg sa = {0};
+    site_stage *chain = NULL;
+    FOR_EACH_ALLOC_FAILURE(f) {
+        fed_err err = ALLOC_TRY(f, site_pipe_build(&chain, &rs, &sa));
+        if (err == FED_OK) {
+            site_stage_destroy_all(&chain); /* the last run: nothing failed */
+            continue;
+        }
+        CHECK(chain == NULL);
+    }
+}
+
+/* ---- delta --------------------------------------------------------------------------- */
+
+/* 2 -> 2 -> 1, the first layer frozen: 6 of the 9 weights, 3 trainable (NULL: failed). */
+static fed_model *half_frozen(void) {
+    static const char spec[] = "{\"input\":[2],\"layers\":[{\"type\":\"linear\",\"out\":2},"
+                               "{\"type\":\"relu\"},{\"type\":\"linear\",\"out\":1}]}";
+    fed_arch *a = NULL;
+    fed_model *m = NULL;
+    if (fed_arch_parse(&a, spec) == FED_OK && fed_model_new(&m, a) == FED_OK) {
+        fed_model_init(m, 3);
+        if (fed_model_set_trainable_spec(m, "0", false, NULL) != FED_OK) fed_model_destroy(&m);
+    }
+    fed_arch_destroy(&a);
+    return m;
+}
+
+TEST(delta_stage) {
+    fed_model *m = half_frozen();
+    CHECK(m != NULL);
+    if (!m) return;
+    CHECK_SIZE(fed_model_num_trainable(m), 3);
+    float global[9], *w = fed_model_params(m);
+    memcpy(global, w, sizeof global);
+    for (size_t i = 0; i < 9; i++) w[i] += 0.25f * (float)(i + 1); /* "training" */
+    site_stage *chain = NULL;
+    CHECK_OK(site_stage_delta_new(&chain));
+    float v[3] = {-7, -7, -7};
+    site_update u = {.round = 2, .v = v, .n = 3, .model = m, .global = global};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u)); /* not its moment */
+    CHECK_NEAR(v[0], -7, 0);
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_TRAINED, &u));
+    for (size_t i = 0; i < 3; i++) CHECK_NEAR(v[i], (double)(w[6 + i] - global[6 + i]), 0);
+    CHECK_NEAR(v[2], 2.25, 1e-6); /* only the trainable tensors, in order */
+    w[7] = INFINITY;
+    CHECK_ERR(site_stage_run(chain, SITE_STAGE_TRAINED, &u), FED_ENONFINITE);
+    CHECK_CONTAINS(fed_errmsg(), "the local update is not finite");
+    site_stage_destroy_all(&chain);
+    fed_model_destroy(&m);
+}
+
+/* ---- clip ---------------------------------------------------------------------------- */
+
+static double norm(const float *v, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)v[i] * (double)v[i];
+    return sqrt(s);
+}
+
+TEST(clip_stage) {
+    site_stage *chain = NULL;
+    CHECK_OK(site_stage_clip_new(&chain, 1.0));
+    float v[3] = {3, 4, 0};
+    site_update u = {.v = v, .n = 3};
+    CHECK_NEAR(norm(v, 3), 5, 0);
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+    /* scaled by 1/5, shrunk by 2^-22 so that float rounding stays within the bound */
+    const double f = 1.0 / 5.0 * (1.0 - 0x1p-22);
+    CHECK_NEAR(v[0], (double)(float)(3.0 * f), 0);
+    CHECK_NEAR(v[1], (double)(float)(4.0 * f), 0);
+    CHECK_NEAR(v[2], 0, 0);
+    CHECK(norm(v, 3) <= 1.0);
+    CHECK_NEAR(norm(v, 3), 1.0, 1e-6);
+    /* Within the bound: not touched. */
+    float in[2] = {0.3f, 0.4f}, copy[2] = {0.3f, 0.4f};
+    u = (site_update){.v = in, .n = 2};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+    CHECK_MEM(in, copy, sizeof in);
+    in[1] = NAN;
+    CHECK_ERR(site_stage_run(chain, SITE_STAGE_SENT, &u), FED_ENONFINITE);
+    site_stage_destroy_all(&chain);
+}
+
+/* ---- noise --------------------------------------------------------------------------- */
+
+#define NN 4096
+
+TEST(noise_stage) {
+    uint8_t key[32];
+    for (int i = 0; i < 32; i++) key[i] = (uint8_t)(7 * i + 1);
+    static float v[NN], want[NN], other[NN];
+    for (size_t i = 0; i < NN; i++) v[i] = want[i] = (float)i / NN;
+    site_stage *chain = NULL;
+    CHECK_OK(site_stage_noise_new(&chain, 0.5, key));
+    site_update u = {.round = 9, .v = v, .n = NN};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+    CHECK_OK(fed_dp_add_gaussian(want, NN, 0.5, key, 9)); /* the round's stream of the key */
+    CHECK_MEM(v, want, sizeof v);
+    site_stage_destroy_all(&chain);
+
+    /* Production: a fresh key for every update, noise of the std asked for. */
+    CHECK_OK(site_stage_noise_new(&chain, 0.5, NULL));
+    memset(v, 0, sizeof v);
+    memset(other, 0, sizeof other);
+    u = (site_update){.round = 9, .v = v, .n = NN};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+    u.v = other;
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+    CHECK(memcmp(v, other, sizeof v) != 0);
+    CHECK_NEAR(norm(v, NN) / sqrt((double)NN), 0.5, 0.05); /* 0.5 +- 9 standard errors */
+    CHECK_NEAR(norm(other, NN) / sqrt((double)NN), 0.5, 0.05);
+    site_stage_destroy_all(&chain);
+}
+
+/* ---- mask ---------------------------------------------------------------------------- */
+
+#define ML 6
+
+/* Two participants of a round in memory, up to their DELIVERY messages. */
+static void secagg_to_delivery(const fed_sa_params *p, fed_sa_server *srv, fed_sa_client *c[2],
+                               uint8_t *delivery[2], size_t delivery_len[2]) {
+    uint8_t *m = NULL, *r = NULL;
+    size_t ml = 0, rl = 0;
+    for (uint32_t u = 0; u < 2; u++) {
+        CHECK_OK(fed_sa_client_new(&c[u], p, u));
+        CHECK_OK(fed_sa_client_advertise(c[u], NULL, 0, &m, &ml));
+        CHECK_OK(fed_sa_server_add_keys(srv, u, m, ml, NULL, NULL));
+        fed_free(m);
+    }
+    for (uint32_t u = 0; u < 2; u++) {
+        CHECK_OK(fed_sa_server_keys_for(srv, u, &m, &ml));
+        CHECK_OK(fed_sa_client_share(c[u], m, ml, NULL, NULL, &r, &rl));
+        CHECK_OK(fed_sa_server_add_shares(srv, u, r, rl));
+        fed_free(m);
+        fed_free(r);
+    }
+    for (uint32_t u = 0; u < 2; u++)
+        CHECK_OK(fed_sa_server_shares_for(srv, u, &delivery[u], &delivery_len[u]));
+}
+
+TEST(mask_stage_and_unmask_recover_the_vector) {
+    fed_sa_params p;
+    fed_sa_params_default(&p, 2, ML);
+    p.degree = 1;
+    p.threshold = 2;
+    p.round = 5;
+    fed_sa_server *srv = NULL;
+    fed_sa_client *c[2] = {NULL, NULL};
+    uint8_t *delivery[2] = {NULL, NULL}, k0[32], k1[32];
+    size_t delivery_len[2] = {0, 0};
+    CHECK_OK(fed_sa_server_new(&srv, &p));
+    if (!srv) return;
+    secagg_to_delivery(&p, srv, c, delivery, delivery_len);
+    for (int i = 0; i < 32; i++) k0[i] = (uint8_t)i, k1[i] = (uint8_t)(100 + i);
+
+    /* Site 0 through its pipeline: clip to norm 1, then mask (the chain's order). */
+    float x0[ML] = {0.6f, -0.8f, 0, 0, 0, 0}, x1[ML] = {0.25f, 0.5f, -0.125f, 0.1f, 0, -0.3f};
+    float v[ML];
+    for (size_t i = 0; i < ML; i++) v[i] = 2.0f * x0[i]; /* norm 2, clipped to ~1 */
+    site_secagg sa = {.client = c[0], .delivery = delivery[0], .delivery_len = delivery_len[0]};
+    site_stage *chain = NULL;
+    CHECK_OK(site_stage_clip_new(&chain, 1.0));
+    CHECK_OK(site_stage_mask_new(&chain, &sa, k0));
+    float clipped[ML];
+    memcpy(clipped, v, sizeof v);
+    CHECK_OK(fed_dp_clip(clipped, ML, 1.0, NULL, NULL));
+    site_update u = {.round = p.round, .v = v, .n = ML};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+    CHECK(u.wire != NULL);
+    CHECK(u.wire_len > 0 && u.wire[0] == FED_SA_MSG_MASKED);
+    static const float zero[ML];
+    CHECK_MEM(v, zero, sizeof v); /* only the masked form stays */
+
+    /* Site 1 masks directly; the coordinator sums, unmasks, decodes. */
+    uint8_t *m = NULL, *r = NULL;
+    size_t ml = 0, rl = 0;
+    CHECK_OK(fed_sa_client_mask(c[1], delivery[1], delivery_len[1], x1, ML, k1, &m, &ml));
+    CHECK_OK(fed_sa_server_add_masked(srv, 0, u.wire, u.wire_len));
+    CHECK_OK(fed_sa_server_add_masked(srv, 1, m, ml));
+    fed_free(m);
+    for (uint32_t k = 0; k < 2; k++) {
+        CHECK_OK(fed_sa_server_unmask_for(srv, k, &m, &ml));
+        CHECK_OK(fed_sa_client_unmask(c[k], m, ml, &r, &rl));
+        CHECK_OK(fed_sa_server_add_unmask(srv, k, r, rl));
+        fed_free(m);
+        fed_free(r);
+    }
+    float sum[ML];
+    uint32_t fixed[ML], q0[ML], q1[ML];
+    size_t survivors = 0;
+    CHECK_OK(fed_sa_server_finalize(srv, sum, fixed, ML, &survivors));
+    CHECK_SIZE(survivors, 2);
+    /* Exactly the sum of the two quantized inputs, site 0's clipped first. */
+    CHECK_OK(fed_sa_quantize(q0, clipped, ML, p.clip_range, p.quant_range, k0));
+    CHECK_OK(fed_sa_quantize(q1, x1, ML, p.clip_range, p.quant_range, k1));
+    for (size_t i = 0; i < ML; i++) CHECK_INT((long long)fixed[i], (long long)(q0[i] + q1[i]));
+    double step = 2.0 * p.clip_range / p.quant_range;
+    for (size_t i = 0; i < ML; i++)
+        CHECK_NEAR(sum[i], (double)clipped[i] + (double)x1[i], 2 * step + 1e-6);
+    CHECK_NEAR(clipped[0], 0.6, 1e-6);
+
+    /* Without the DELIVERY (or after the round): the protocol's error, v wiped all the
+     * same. */
+    fed_free(u.wire);
+    u.wire = NULL;
+    for (size_t i = 0; i < ML; i++) v[i] = x1[i];
+    CHECK(site_stage_run(chain, SITE_STAGE_SENT, &u) != FED_OK);
+    CHECK(u.wire == NULL);
+    CHECK_MEM(v, zero, sizeof v);
+
+    site_stage_destroy_all(&chain);
+    for (int k = 0; k < 2; k++) {
+        fed_sa_client_destroy(&c[k]);
+        fed_free(delivery[k]);
+    }
+    fed_sa_server_destroy(&srv);
+}
+
+int main(void) {
+    RUN(chain_order_moments_pass_through_errors);
+    RUN(chain_of_a_round_start);
+    RUN(delta_stage);
+    RUN(clip_stage);
+    RUN(noise_stage);
+    RUN(mask_stage_and_unmask_recover_the_vector);
+    return test_report();
+}
