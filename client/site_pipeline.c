@@ -3,14 +3,11 @@
 #include "client/site_pipeline.h"
 
 #include "core/alloc.h"
+#include "core/chain.h"
 
 #include <stdio.h>
 
-void site_stage_append(site_stage **chain, site_stage *s) {
-    while (*chain) chain = &(*chain)->next;
-    s->next = NULL;
-    *chain = s;
-}
+FED_CHAIN_FUNCTIONS(site_stage)
 
 fed_err site_stage_run(const site_stage *chain, site_stage_when when, site_update *u) {
     for (const site_stage *s = chain; s; s = s->next) {
@@ -19,27 +16,6 @@ fed_err site_stage_run(const site_stage *chain, site_stage_when when, site_updat
         if (err) return err;
     }
     return FED_OK;
-}
-
-void site_stage_describe(const site_stage *chain, char *buf, size_t len) {
-    size_t used = 0;
-    if (len) buf[0] = '\0';
-    for (const site_stage *s = chain; s && used < len; s = s->next) {
-        int w = snprintf(buf + used, len - used, "%s%s", s == chain ? "" : " -> ", s->type->name);
-        if (w < 0) break;
-        used += (size_t)w;
-    }
-}
-
-void site_stage_destroy_all(site_stage **chain) {
-    site_stage *s = *chain;
-    *chain = NULL;
-    while (s) {
-        site_stage *next = s->next;
-        if (s->type->destroy) s->type->destroy(s);
-        fed_free(s);
-        s = next;
-    }
 }
 
 /* The sites' differential privacy and the masking come with secure aggregation only: a

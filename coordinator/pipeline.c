@@ -3,12 +3,9 @@
  * ends (late uploads dropped, transfers of the old weights cancelled), the aggregate
  * goes through the stages, and the new global model gets its version and digest. */
 #include "coordinator/internal.h"
+#include "core/chain.h"
 
-void fed_stage_append(fed_stage **chain, fed_stage *s) {
-    while (*chain) chain = &(*chain)->next;
-    s->next = NULL;
-    *chain = s;
-}
+FED_CHAIN_FUNCTIONS(fed_stage)
 
 fed_err fed_stage_close_round(fed_stage *chain, fed_round_agg *r) {
     for (fed_stage *s = chain; s; s = s->next) {
@@ -17,27 +14,6 @@ fed_err fed_stage_close_round(fed_stage *chain, fed_round_agg *r) {
         if (err) return err;
     }
     return FED_OK;
-}
-
-void fed_stage_describe(const fed_stage *chain, char *buf, size_t len) {
-    size_t used = 0;
-    if (len) buf[0] = '\0';
-    for (const fed_stage *s = chain; s && used < len; s = s->next) {
-        int w = snprintf(buf + used, len - used, "%s%s", s == chain ? "" : " -> ", s->type->name);
-        if (w < 0) break;
-        used += (size_t)w;
-    }
-}
-
-void fed_stage_destroy_all(fed_stage **chain) {
-    fed_stage *s = *chain;
-    *chain = NULL;
-    while (s) {
-        fed_stage *next = s->next;
-        if (s->type->destroy) s->type->destroy(s);
-        fed_free(s);
-        s = next;
-    }
 }
 
 /* The chain for c's configuration: every stage of FED_COORD_STAGES (internal.h) that
