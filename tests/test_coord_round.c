@@ -1225,6 +1225,7 @@ TEST(statistics_round) {
     cfg.rounds = 1;
     cfg.out = out;
     cfg.retry.backoff_ms = 10;
+    cfg.min_clients = 4; /* every attempt samples all four (min_fit 3) */
     fed_dataset *ev = site_data(20, 0, 1, 9);
     cfg.eval_data = ev;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
@@ -1237,7 +1238,6 @@ TEST(statistics_round) {
     clients[1].moments_lie = 1; /* attempt 1: refused, the attempt fails (min_fit 3 of 4) */
     clients[2].moments_lie = 2;
     clients[0].examples = clients[1].examples = clients[2].examples = clients[3].examples = 10;
-    cfg.min_clients = 4;
     log_clear();
     int64_t end = now_ms() + 10000;
     while (clients[1].stats_rounds < 1 && now_ms() < end) (void)step();
