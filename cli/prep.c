@@ -242,13 +242,7 @@ fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
     cc->freeze = s->freeze;
     fed_err err = prep_strategy(&s->sc, &cc->strategy);
     if (err) return err;
-    cc->dp.clip = s->dp.clip;
-    cc->dp.noise = s->dp.noise;
-    cc->dp.delta = s->dp.delta;
-    cc->dp.target_epsilon = s->dp.target_epsilon;
-    cc->dp.target_quantile = s->dp.target_quantile;
-    cc->dp.clip_lr = s->dp.clip_lr;
-    cc->dp.count_noise = s->dp.count_noise;
+    cc->dp = s->dp;
     prep_secagg(&s->sa, cc);
     cc->max_update_norm = s->max_update_norm;
     prep_retry(&s->rc, cc);

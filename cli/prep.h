@@ -91,10 +91,9 @@ typedef struct strategy_cfg {
 /* The strategy configuration the options describe. FED_EINVAL for an unknown kind. */
 fed_err prep_strategy(const strategy_cfg *sc, fed_strategy_config *out) FED_MUST_USE;
 
-/* Differential privacy as options (fed_coord_config's dp_* fields). */
-typedef struct dp_cfg {
-    double clip, noise, delta, target_epsilon, target_quantile, clip_lr, count_noise;
-} dp_cfg;
+/* Differential privacy as options: straight into fed_coord_config.dp (noise_seed is no
+ * option: 0, or sim's seed-derived one). */
+typedef fed_coord_dp_config dp_cfg;
 
 /* clang-format off */
 #define DP_OPTS(base)                                                                      \

@@ -25,6 +25,7 @@
 #define FED_COORDINATOR_PIPELINE_H
 
 #include "coordinator/aggregate.h"
+#include "coordinator/coordinator.h"
 #include "core/model.h"
 #include "privacy/dp.h"
 
@@ -90,23 +91,13 @@ fed_err fed_stage_mean_new(fed_stage **chain, fed_agg *agg) FED_MUST_USE;
 struct coord_sec;
 fed_err fed_stage_secagg_new(fed_stage **chain, struct coord_sec *sec) FED_MUST_USE;
 
-/* Central differential privacy's parameters (fed_coord_config's dp_*). */
-typedef struct fed_stage_dp_config {
-    double noise;           /* z: std of the noise in units of the clipping bound */
-    double delta;           /* epsilon is reported at this delta */
-    double target_quantile; /* adaptive clipping: the quantile of update norms (0: off) */
-    double clip_lr;         /* adaptive clipping: the geometric step */
-    double count_noise;     /* adaptive clipping: std of the count's noise (0: automatic) */
-    uint64_t noise_seed;    /* reproducible noise (tests, sim); 0: from the OS */
-    bool sites_add_noise;   /* secagg: the sites noised their updates; only account */
-} fed_stage_dp_config;
-
-/* "dp" (stage_dp.c): Gaussian noise of std z clip / m on the mean of m updates (unless
- * the sites added it), the next round's adaptive bound (*clip_now, applied to agg), and
- * one accountant step of sampling rate sampled / population and multiplier r->z.
- * acc, clip_now and agg are borrowed: the coordinator checkpoints them. */
-fed_err fed_stage_dp_new(fed_stage **chain, const fed_stage_dp_config *cfg, fed_dp_accountant *acc,
-                         double *clip_now, fed_agg *agg) FED_MUST_USE;
+/* "dp" (stage_dp.c): Gaussian noise of std cfg->noise x clip / m on the mean of m updates
+ * (unless sites_add_noise: with secagg the sites added it), the next round's adaptive
+ * bound (*clip_now, applied to agg), and one accountant step of sampling rate sampled /
+ * population and multiplier r->z. cfg is copied; acc, clip_now and agg are borrowed: the
+ * coordinator checkpoints them. */
+fed_err fed_stage_dp_new(fed_stage **chain, const fed_coord_dp_config *cfg, bool sites_add_noise,
+                         fed_dp_accountant *acc, double *clip_now, fed_agg *agg) FED_MUST_USE;
 
 /* "strategy" (stage_strategy.c): the server optimizer's step, w += step(mean), over the
  * trainable tensors of model in manifest order (model and strategy borrowed). */

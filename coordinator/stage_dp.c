@@ -9,10 +9,11 @@
 
 typedef struct dp_stage {
     fed_stage base;
-    fed_stage_dp_config cfg;
-    fed_dp_accountant *acc; /* borrowed */
-    double *clip_now;       /* borrowed: the bound of the next round */
-    fed_agg *agg;           /* borrowed: clips with *clip_now */
+    fed_coord_dp_config cfg; /* clip: the bound of round 1; *clip_now: of this round */
+    bool sites_add_noise;    /* secagg: the sites noised their updates; only account */
+    fed_dp_accountant *acc;  /* borrowed */
+    double *clip_now;        /* borrowed: the bound of the next round */
+    fed_agg *agg;            /* borrowed: clips with *clip_now */
 } dp_stage;
 
 /* Gaussian noise of std `std` on v[0..n); what (0: the update, 1: the count) picks an
@@ -62,7 +63,7 @@ static fed_err perturb(dp_stage *d, fed_round_agg *r) {
 static fed_err dp_close(fed_stage *s, fed_round_agg *r) {
     dp_stage *d = (dp_stage *)s;
     r->clip = *d->clip_now;
-    fed_err err = d->cfg.sites_add_noise ? FED_OK : perturb(d, r);
+    fed_err err = d->sites_add_noise ? FED_OK : perturb(d, r);
     if (err) return err;
     double q = (double)r->sampled / (double)(r->population ? r->population : 1);
     if (r->z > 0 && (err = fed_dp_accountant_step(d->acc, q, r->z, 1))) return err;
@@ -75,12 +76,13 @@ static fed_err dp_close(fed_stage *s, fed_round_agg *r) {
 
 static const fed_stage_type dp_type = {"dp", dp_close, NULL};
 
-fed_err fed_stage_dp_new(fed_stage **chain, const fed_stage_dp_config *cfg, fed_dp_accountant *acc,
-                         double *clip_now, fed_agg *agg) {
+fed_err fed_stage_dp_new(fed_stage **chain, const fed_coord_dp_config *cfg, bool sites_add_noise,
+                         fed_dp_accountant *acc, double *clip_now, fed_agg *agg) {
     dp_stage *d = fed_calloc(1, sizeof *d);
     if (!d) return FED_ENOMEM;
     d->base.type = &dp_type;
     d->cfg = *cfg;
+    d->sites_add_noise = sites_add_noise;
     d->acc = acc;
     d->clip_now = clip_now;
     d->agg = agg;
@@ -91,13 +93,6 @@ fed_err fed_stage_dp_new(fed_stage **chain, const fed_stage_dp_config *cfg, fed_
 /* With DP (dp.clip > 0: the accountant exists). */
 fed_err fed__coord_stage_dp(fed_stage **chain, fed_coord *c) {
     if (!c->dp.acc) return FED_OK;
-    const fed_coord_dp_config *g = &c->cfg.dp;
-    fed_stage_dp_config dp = {.noise = g->noise,
-                              .delta = g->delta,
-                              .target_quantile = g->target_quantile,
-                              .clip_lr = g->clip_lr,
-                              .count_noise = g->count_noise,
-                              .noise_seed = g->noise_seed,
-                              .sites_add_noise = c->cfg.secagg.on};
-    return fed_stage_dp_new(chain, &dp, c->dp.acc, &c->dp.clip_now, c->agg);
+    return fed_stage_dp_new(chain, &c->cfg.dp, c->cfg.secagg.on, c->dp.acc, &c->dp.clip_now,
+                            c->agg);
 }

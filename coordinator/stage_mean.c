@@ -13,7 +13,6 @@ static fed_err mean_close(fed_stage *s, fed_round_agg *r) {
     fed_err err = fed_agg_result_mut(m->agg, &r->mean);
     if (err) return err;
     fed_agg_stats as = fed_agg_get_stats(m->agg);
-    r->n = fed_agg_size(m->agg);
     r->accepted = as.accepted;
     r->weight = as.weight;
     r->clipped = as.clipped;

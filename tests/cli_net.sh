@@ -23,14 +23,6 @@ CERTS=$SRC/certs/fedtune-certs
 cd "$tmp" || exit 1
 
 [ -n "$PY" ] || { echo "SKIP: no python3 to pick a free port"; exit 77; }
-wait_for() { # <seconds> <command...>: polls every 0.05 s
-  local end=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.05
-  done
-}
 at_least() { # <n> <text> <file>: the file has n lines or more with the text
   [ "$(grep -c -- "$2" "$3" 2>/dev/null)" -ge "$1" ] 2>/dev/null
 }

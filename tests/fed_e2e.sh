@@ -207,14 +207,6 @@ bigclient() { # <port> <site letter> <data index>
     --ca ca/ca.crt --cert "ca/sites/site-$2/site-$2.crt" --key "ca/sites/site-$2/site-$2.key" \
     --data "big$3.csv" --classes blue,green,red --reconnect-initial 0.2 --reconnect-max 0.5
 }
-wait_for() { # <seconds> <command...>: polls every 0.05 s
-  local end=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.05
-  done
-}
 P=$(port)
 bigcoord "$P" k1.log --min-fit 3 --checkpoint-dir ck2 &
 cpid=$!

@@ -22,6 +22,15 @@ if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; elif command -v python3 >/
   PY=$(command -v python3)
 fi
 
+# Runs command... until it succeeds, every 0.05 s, for at most <seconds>; 1 if it never did.
+wait_for() { # <seconds> <command...>
+  local end=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ $SECONDS -lt $end ] || return 1
+    sleep 0.05
+  done
+}
 # A free TCP port on 127.0.0.1 (needs $PY).
 port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

@@ -146,10 +146,11 @@ TEST(secagg_stage) {
 
 #define NDP 200000
 
-static fed_err dp_round(const fed_stage_dp_config *cfg, fed_dp_accountant *acc, double *clip,
-                        fed_agg *agg, float *mean, fed_round_agg *r) {
+static fed_err dp_round(const fed_coord_dp_config *cfg, bool sites_add_noise,
+                        fed_dp_accountant *acc, double *clip, fed_agg *agg, float *mean,
+                        fed_round_agg *r) {
     fed_stage *chain = NULL;
-    fed_err err = fed_stage_dp_new(&chain, cfg, acc, clip, agg);
+    fed_err err = fed_stage_dp_new(&chain, cfg, sites_add_noise, acc, clip, agg);
     for (size_t i = 0; i < NDP; i++) mean[i] = 0.25f;
     r->mean = mean;
     if (!err) err = fed_stage_close_round(chain, r);
@@ -166,7 +167,7 @@ TEST(dp_stage) {
     CHECK_OK(fed_dp_accountant_new(&acc2));
     CHECK_OK(fed_agg_new(&agg, 4, 1));
     if (!m1 || !m2 || !acc || !ref || !acc2 || !agg) goto done;
-    fed_stage_dp_config cfg = {.noise = 1.1, .delta = 1e-5, .clip_lr = 0.2, .noise_seed = 9};
+    fed_coord_dp_config cfg = {.noise = 1.1, .delta = 1e-5, .clip_lr = 0.2, .noise_seed = 9};
     double clip = 0.5;
     fed_round_agg r = {.round = 3,
                        .n = NDP,
@@ -175,7 +176,7 @@ TEST(dp_stage) {
                        .population = 100,
                        .z = 1.1,
                        .epsilon = (double)NAN};
-    CHECK_OK(dp_round(&cfg, acc, &clip, agg, m1, &r));
+    CHECK_OK(dp_round(&cfg, false, acc, &clip, agg, m1, &r));
     /* Noise of std z clip / m = 1.1 x 0.5 / 10 around the mean. */
     double s = 0, ss = 0;
     for (size_t i = 0; i < NDP; i++) s += (double)m1[i], ss += (double)m1[i] * (double)m1[i];
@@ -193,20 +194,18 @@ TEST(dp_stage) {
     CHECK_INT(fed_dp_accountant_steps(acc), 1);
     /* The same seed and round: the same noise. */
     fed_round_agg r2 = r;
-    CHECK_OK(dp_round(&cfg, acc2, &clip, agg, m2, &r2));
+    CHECK_OK(dp_round(&cfg, false, acc2, &clip, agg, m2, &r2));
     CHECK_MEM(m1, m2, NDP * sizeof(float));
     /* With secagg the sites added it: no noise here, the same accounting. */
-    cfg.sites_add_noise = true;
     fed_dp_accountant_destroy(&acc2);
     CHECK_OK(fed_dp_accountant_new(&acc2));
     r2 = r;
-    CHECK_OK(dp_round(&cfg, acc2, &clip, agg, m2, &r2));
+    CHECK_OK(dp_round(&cfg, true, acc2, &clip, agg, m2, &r2));
     CHECK_NEAR(m2[0], 0.25, 0);
     CHECK_NEAR(m2[NDP - 1], 0.25, 0);
     CHECK_NEAR(r2.epsilon, want, 0);
     /* Adaptive clipping: 4 of 10 updates clipped, no noise on the update and the count's
      * tiny: the bound moves as fed_dp_adaptive_clip_update says for 6 / 10 unclipped. */
-    cfg.sites_add_noise = false;
     cfg.noise = 0;
     cfg.target_quantile = 0.5;
     cfg.count_noise = 1e-9;
@@ -215,15 +214,15 @@ TEST(dp_stage) {
     r2.clipped = 4;
     double next = 0;
     CHECK_OK(fed_dp_adaptive_clip_update(0.5, 0.6, 0.5, 0.2, &next));
-    CHECK_OK(dp_round(&cfg, acc2, &clip, agg, m2, &r2));
+    CHECK_OK(dp_round(&cfg, false, acc2, &clip, agg, m2, &r2));
     CHECK_NEAR(clip, next, 1e-9);
     CHECK(clip < 0.5);           /* more than half unclipped: the bound shrinks */
     CHECK_NEAR(r2.clip, 0.5, 0); /* this round's bound, reported */
     /* z 0: clipping alone, nothing to account, epsilon infinite. */
-    fed_stage_dp_config none = {.delta = 1e-5, .noise_seed = 9};
+    fed_coord_dp_config none = {.delta = 1e-5, .noise_seed = 9};
     r2 = r;
     r2.z = 0;
-    CHECK_OK(dp_round(&none, acc2, &clip, agg, m2, &r2));
+    CHECK_OK(dp_round(&none, false, acc2, &clip, agg, m2, &r2));
     CHECK(isinf(r2.epsilon));
     CHECK_NEAR(m2[7], 0.25, 0);
 done:
