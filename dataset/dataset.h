@@ -120,6 +120,15 @@ fed_err fed_data_load_idx(fed_dataset **out, const char *images, const char *lab
 fed_err fed_data_parse_idx(fed_dataset **out, const void *images, size_t ilen, const void *labels,
                            size_t llen, const char *what) FED_MUST_USE;
 
+/* Inflates gzip data src[0..n) (one or more members; what names it in errors) into a new
+ * buffer *out of *outn bytes, followed by a NUL byte that *outn does not count; the
+ * caller frees it with fed_free. The sizes the stream claims are never trusted: the
+ * buffer grows as data comes and more than 4 GiB is FED_ERANGE. FED_EFORMAT for data
+ * that is not gzip, corrupt or truncated, or followed by anything but another member.
+ * The one gzip reader of fedtune (the model importer's npm tarballs use it too). */
+fed_err fed_data_gunzip(const void *src, size_t n, const char *what, unsigned char **out,
+                        size_t *outn) FED_MUST_USE;
+
 /* ---- cleaning report ----------------------------------------------------------------- */
 
 typedef struct fed_data_report {

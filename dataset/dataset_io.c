@@ -113,6 +113,16 @@ done:
     return err;
 }
 
+fed_err fed_data_gunzip(const void *src, size_t n, const char *what, unsigned char **out,
+                        size_t *outn) {
+    if (!is_gzip(src, n)) {
+        *out = NULL;
+        *outn = 0;
+        return fed_errorf(FED_EFORMAT, "%s: not gzip data", what);
+    }
+    return gunzip(src, n, what, out, outn);
+}
+
 /* The bytes of path, inflated when they are gzip. */
 static fed_err read_file(const char *path, unsigned char **out, size_t *outn) {
     *out = NULL;

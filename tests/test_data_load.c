@@ -629,6 +629,27 @@ TEST(idx_malformed) {
 
 /* ---- files --------------------------------------------------------------------------- */
 
+/* fed_data_gunzip: the public face of the gzip reader (the model importer's tarballs). */
+TEST(gunzip_public) {
+    const char text[] = "package/dist/model.json";
+    size_t gn = 0, n = 99;
+    unsigned char *gz = gzip_of(text, sizeof text - 1, &gn), *out = NULL;
+    CHECK(gz != NULL);
+    if (!gz) return;
+    CHECK_OK(fed_data_gunzip(gz, gn, "t.tgz", &out, &n));
+    CHECK_SIZE(n, sizeof text - 1);
+    CHECK(out && memcmp(out, text, n) == 0 && out[n] == '\0');
+    fed_free(out);
+    CHECK_ERR(fed_data_gunzip(text, sizeof text - 1, "t.tgz", &out, &n), FED_EFORMAT);
+    CHECK_CONTAINS(fed_errmsg(), "t.tgz: not gzip data");
+    CHECK(out == NULL && n == 0);
+    CHECK_ERR(fed_data_gunzip(gz, gn - 5, "t.tgz", &out, &n), FED_EFORMAT);
+    CHECK_CONTAINS(fed_errmsg(), "t.tgz: truncated gzip data");
+    CHECK(out == NULL);
+    CHECK_ERR(fed_data_gunzip(gz, 1, "t.tgz", &out, &n), FED_EFORMAT);
+    free(gz);
+}
+
 static bool write_file(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return false;
@@ -786,6 +807,7 @@ int main(void) {
     RUN(idx_multi_member_gzip);
     RUN(idx_gzip_grows);
     RUN(idx_malformed);
+    RUN(gunzip_public);
     RUN(load_files);
     RUN(parsers_under_allocation_failure);
     return test_report();
