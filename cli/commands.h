@@ -29,6 +29,8 @@ int cmd_data(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 int cmd_client(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 /* Parses --arch: a preset, JSON text, or @FILE holding JSON. */
 struct fed_arch;

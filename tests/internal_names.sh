@@ -13,7 +13,7 @@ SRC=$(cd "$1" && pwd)
 # shellcheck source=tests/lib.sh
 . "$SRC/tests/lib.sh"
 
-DIRS=(core net proto privacy client coordinator sim cli)
+DIRS=(core net proto privacy models client coordinator sim cli)
 USERS=(coordinator client sim cli)
 HOOKS='fed__[a-z_]*[ (]|fed_alloc_fail_at|fed_alloc_count'
 # The internal prefix of each user module's own shared functions.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The layering below the network, as the #include lines show it (docs/DESIGN.md,
 # Layers): core/ includes only core/ headers; dataset/ only core/ and dataset/;
-# training/ only core/, dataset/ and training/. A header included across the line would
+# training/ only core/, dataset/ and training/; models/ (the importers) only core/,
+# dataset/ and models/. A header included across the line would
 # let the numerics depend on the data layer, or the data layer on training; a failure
 # names the file and line. The checker itself is tried first on a tree that breaks the
 # rule, so that it cannot pass by matching nothing.
@@ -34,7 +35,7 @@ ok_same "the checker finds an include across the line" "$got" \
 
 cd "$SRC" || exit 1
 shopt -s nullglob
-for dir in core dataset training; do
+for dir in core dataset training models; do
   files=("$dir"/*.c "$dir"/*.h)
   ok "$dir/ has sources (${#files[@]})" test "${#files[@]}" -ge 2
 done
@@ -44,4 +45,6 @@ bad=$(violations dataset core dataset)
 ok "dataset/ includes only core/ and dataset/ headers: $bad" test -z "$bad"
 bad=$(violations training core dataset training)
 ok "training/ includes only core/, dataset/ and training/ headers: $bad" test -z "$bad"
+bad=$(violations models core dataset models)
+ok "models/ includes only core/, dataset/ and models/ headers: $bad" test -z "$bad"
 report

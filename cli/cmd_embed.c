@@ -1,0 +1,393 @@
+/* `fedtune embed`: sentence embeddings from a model that carries its tokenizer (an
+ * imported Universal Sentence Encoder lite, `fedtune import`). The input has one JSON
+ * string per line; the output one JSON array of the model's outputs (%.9g) per line, or
+ * with --ids {"ids": [token ids], "vec": [...]}, the form tests/tools/use_ref.js prints.
+ *
+ * Each text becomes the model's input row: its token ids, truncated to the input length,
+ * then -1 (padding) to the end; rows go through fed_model_forward in eval mode in
+ * batches. An empty text is an error naming its line (the reference embedder throws on
+ * one; fedtune refuses it clearly instead), as is a line that is not one JSON string of
+ * valid UTF-8 without NUL characters. --out is written through a temporary file and a
+ * rename: a failed run leaves no partial file. */
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "cli/prep.h"
+#include "core/alloc.h"
+#include "core/arena.h"
+#include "core/blas.h"
+#include "core/utf8.h"
+#include "models/use_lite.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct embed_cfg {
+    const char *model; /* model file with fedtune.tokenizer */
+    const char *input; /* one JSON string per line */
+    const char *out;   /* output file (default: stdout) */
+    size_t batch;      /* sentences per forward pass */
+    int ids;           /* print {"ids", "vec"} objects */
+    size_t threads;    /* OpenBLAS threads */
+} embed_cfg;
+
+#define F(field) offsetof(embed_cfg, field)
+static const opt_spec embed_opts[] = {
+    {"model", OPT_STRING, NULL, 1, 0, NULL, F(model),
+     "model file with a tokenizer (.safetensors from fedtune import)"},
+    {"input", OPT_STRING, NULL, 1, 0, NULL, F(input), "sentences: one JSON string per line"},
+    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "output file (default: standard output)"},
+    {"batch", OPT_SIZE, "64", 1, 4096, NULL, F(batch), "sentences per forward pass"},
+    {"ids", OPT_BOOL, "false", 1, 0, NULL, F(ids),
+     "print {\"ids\": [...], \"vec\": [...]} per line (the token ids too)"},
+    {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads"},
+    {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
+};
+#undef F
+
+static const opt_table embed_table = {
+    "embed",
+    "Embed sentences (one JSON string per line) with a model that carries its tokenizer; one "
+    "JSON array per line out.",
+    embed_opts, "model"};
+
+/* Longest input line accepted. */
+#define LINE_MAX_BYTES ((size_t)1 << 20)
+
+/* ---- the tokenizer (dataset/tokenizer.h) ------------------------------------------------ */
+
+typedef struct embed_tok embed_tok;
+
+/* The model's tokenizer from its fedtune.tokenizer JSON. */
+static fed_err tok_open(embed_tok **out, const char *json) {
+    (void)json;
+    *out = NULL;
+    return fed_errorf(
+        FED_EUNSUPPORTED,
+        "this build has no tokenizer for fedtune.tokenizer yet (dataset/tokenizer.h)");
+}
+
+/* ids of text (NUL-terminated UTF-8); *n gets the full count, of which at most cap are
+ * stored. */
+static fed_err tok_encode(embed_tok *t, const char *text, int32_t *ids, size_t cap, size_t *n) {
+    (void)t, (void)text, (void)ids, (void)cap;
+    *n = 0;
+    return FED_EUNSUPPORTED;
+}
+
+static void tok_close(embed_tok **t) {
+    *t = NULL;
+}
+
+/* ---- input lines ------------------------------------------------------------------------ */
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static bool hex4(const char *s, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(s[i]);
+        if (h < 0) return false;
+        v = v * 16 + (unsigned)h;
+    }
+    *out = v;
+    return true;
+}
+
+static size_t put_utf8(char *dst, unsigned cp) {
+    if (cp < 0x80) {
+        dst[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        dst[0] = (char)(0xc0 | cp >> 6);
+        dst[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        dst[0] = (char)(0xe0 | cp >> 12);
+        dst[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        dst[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    dst[0] = (char)(0xf0 | cp >> 18);
+    dst[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    dst[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    dst[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Decodes the line s (valid UTF-8, NUL-terminated) holding one JSON string, with white
+ * space around it, into dst (at least strlen(s) + 1 bytes). NULL when fine, else why. */
+static const char *json_string(const char *s, char *dst) {
+    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
+    if (*s++ != '"') return "not a JSON string";
+    size_t k = 0;
+    for (;;) {
+        unsigned char c = (unsigned char)*s++;
+        if (c == '"') break;
+        if (c == '\0') return "the JSON string does not end";
+        if (c < 0x20) return "a control character inside the JSON string";
+        if (c != '\\') {
+            dst[k++] = (char)c;
+            continue;
+        }
+        unsigned cp = 0, lo = 0;
+        switch (*s++) {
+        case '"':
+            dst[k++] = '"';
+            break;
+        case '\\':
+            dst[k++] = '\\';
+            break;
+        case '/':
+            dst[k++] = '/';
+            break;
+        case 'b':
+            dst[k++] = '\b';
+            break;
+        case 'f':
+            dst[k++] = '\f';
+            break;
+        case 'n':
+            dst[k++] = '\n';
+            break;
+        case 'r':
+            dst[k++] = '\r';
+            break;
+        case 't':
+            dst[k++] = '\t';
+            break;
+        case 'u':
+            if (!hex4(s, &cp)) return "a bad \\u escape";
+            s += 4;
+            if (cp >= 0xdc00 && cp <= 0xdfff) return "a lone low surrogate";
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                if (s[0] != '\\' || s[1] != 'u' || !hex4(s + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
+                    return "a high surrogate without its low half";
+                s += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            }
+            if (cp == 0) return "a NUL character (\\u0000) in the text";
+            k += put_utf8(dst + k, cp);
+            break;
+        default:
+            return "a bad escape";
+        }
+    }
+    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
+    if (*s) return "more after the JSON string";
+    dst[k] = '\0';
+    return NULL;
+}
+
+/* ---- output ----------------------------------------------------------------------------- */
+
+typedef struct sink {
+    FILE *f;        /* where lines go */
+    char *tmp;      /* --out's temporary file (NULL: stdout) */
+    const char *to; /* --out */
+} sink;
+
+static fed_err sink_open(sink *o, const char *path) {
+    memset(o, 0, sizeof *o);
+    if (!path) {
+        o->f = stdout;
+        return FED_OK;
+    }
+    size_t n = strlen(path) + 16;
+    if (!(o->tmp = fed_malloc(n))) return FED_ENOMEM;
+    snprintf(o->tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(o->tmp);
+    if (fd < 0 || !(o->f = fdopen(fd, "w"))) {
+        fed_err err = fed_errorf(FED_EIO, "--out: cannot create %s: %s", o->tmp, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(o->tmp);
+        }
+        fed_free(o->tmp);
+        o->tmp = NULL;
+        return err;
+    }
+    o->to = path;
+    return FED_OK;
+}
+
+/* Finishes the output: on success renames the temporary file over --out, on failure
+ * removes it. */
+static fed_err sink_close(sink *o, fed_err err) {
+    if (!o->tmp) {
+        if (!err && fflush(stdout) != 0) err = fed_errorf(FED_EIO, "standard output: write error");
+        return err;
+    }
+    bool bad = ferror(o->f) || fflush(o->f) != 0 || fsync(fileno(o->f)) != 0;
+    bad = fclose(o->f) != 0 || bad;
+    if (!err && bad)
+        err = fed_errorf(FED_EIO, "--out: cannot write %s: %s", o->tmp, strerror(errno));
+    if (!err && rename(o->tmp, o->to) != 0)
+        err = fed_errorf(FED_EIO, "--out: cannot rename %s to %s: %s", o->tmp, o->to,
+                         strerror(errno));
+    if (err) unlink(o->tmp);
+    fed_free(o->tmp);
+    return err;
+}
+
+static void print_row(FILE *f, const int32_t *ids, size_t nids, const float *v, size_t dim) {
+    if (ids) {
+        fputs("{\"ids\":[", f);
+        for (size_t i = 0; i < nids; i++) fprintf(f, i ? ",%d" : "%d", (int)ids[i]);
+        fputs("],\"vec\":", f);
+    }
+    fputc('[', f);
+    for (size_t i = 0; i < dim; i++) fprintf(f, i ? ",%.9g" : "%.9g", (double)v[i]);
+    fputs(ids ? "]}\n" : "]\n", f);
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+/* What a run holds. */
+typedef struct embed_run {
+    const embed_cfg *c;
+    fed_model *m;     /* the model */
+    embed_tok *tok;   /* its tokenizer */
+    fed_arena *arena; /* forward scratch */
+    size_t len;       /* tokens per input row */
+    float *x;         /* (batch, len) inputs */
+    int32_t *ids;     /* (batch, len) token ids as tokenized (truncated) */
+    size_t *nids;     /* (batch) ids per row, truncated */
+    char *text;       /* a decoded line */
+} embed_run;
+
+static bool grow_text(embed_run *r, size_t n) {
+    char *t = fed_realloc(r->text, n);
+    if (t) r->text = t;
+    return t != NULL;
+}
+
+/* Runs the rows gathered so far and prints them. */
+static fed_err flush_batch(embed_run *r, size_t rows, FILE *f) {
+    if (!rows) return FED_OK;
+    const float *y = NULL;
+    fed_arena_reset(r->arena);
+    fed_err err = fed_model_forward(r->m, r->arena, r->x, rows, FED_MODE_EVAL, NULL, &y);
+    if (err) return err;
+    size_t dim = fed_model_output_size(r->m);
+    for (size_t i = 0; i < rows; i++)
+        print_row(f, r->c->ids ? r->ids + i * r->len : NULL, r->nids[i], y + i * dim, dim);
+    return FED_OK;
+}
+
+/* Reads, tokenizes and embeds every line of the input. */
+static fed_err embed_lines(embed_run *r, FILE *in, FILE *out) {
+    const embed_cfg *c = r->c;
+    char *line = NULL;
+    size_t cap = 0, rows = 0, lineno = 0;
+    fed_err err = FED_OK;
+    ssize_t got;
+    while (!err && (got = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        size_t n = (size_t)got;
+        if (n && line[n - 1] == '\n') line[--n] = '\0';
+        const char *why = NULL;
+        if (n > LINE_MAX_BYTES)
+            why = "longer than 1 MiB";
+        else if (memchr(line, 0, n))
+            why = "a NUL byte";
+        else if (fed_utf8_bad_at(line, n) != n)
+            why = "not valid UTF-8";
+        else if (!grow_text(r, n + 1))
+            err = FED_ENOMEM;
+        else
+            why = json_string(line, r->text);
+        if (err) break;
+        if (!why && !r->text[0]) why = "empty text (fedtune embeds no empty sentence)";
+        if (why) {
+            err = fed_errorf(FED_EFORMAT, "%s:%zu: %s", c->input, lineno, why);
+            break;
+        }
+        size_t total = 0;
+        err = tok_encode(r->tok, r->text, r->ids + rows * r->len, r->len, &total);
+        if (err) {
+            err = fed_errprefix(err, "%s:%zu", c->input, lineno);
+            break;
+        }
+        size_t k = total < r->len ? total : r->len;
+        r->nids[rows] = k;
+        float *row = r->x + rows * r->len;
+        for (size_t i = 0; i < r->len; i++)
+            row[i] = i < k ? (float)r->ids[rows * r->len + i] : FED_USE_LITE_PAD;
+        if (++rows == c->batch) {
+            err = flush_batch(r, rows, out);
+            rows = 0;
+        }
+    }
+    if (!err && ferror(in)) err = fed_errorf(FED_EIO, "%s: read error", c->input);
+    if (!err && lineno == 0) err = fed_errorf(FED_EFORMAT, "%s: no sentences", c->input);
+    if (!err) err = flush_batch(r, rows, out);
+    free(line);
+    return err;
+}
+
+static fed_err run_embed(const void *cfg) {
+    const embed_cfg *c = cfg;
+    if (!c->model) return fed_errorf(FED_EINVAL, "--model is required");
+    if (!c->input) return fed_errorf(FED_EINVAL, "--input is required");
+    fed_blas_set_threads((int)c->threads);
+    embed_run r = {.c = c};
+    fed_meta *meta = NULL;
+    FILE *in = NULL;
+    sink out = {0};
+    bool opened = false;
+    fed_err err = prep_load_model(&r.m, &meta, c->model, NULL, false);
+    if (err) goto done;
+    const char *tj = fed_meta_get(meta, FED_META_TOKENIZER);
+    if (!tj) {
+        err = fed_errorf(FED_EFORMAT,
+                         "%s: no %s in its metadata (a model from fedtune import "
+                         "has one)",
+                         c->model, FED_META_TOKENIZER);
+        goto done;
+    }
+    if ((err = tok_open(&r.tok, tj))) {
+        err = fed_errprefix(err, "%s: %s", c->model, FED_META_TOKENIZER);
+        goto done;
+    }
+    r.len = fed_model_input_size(r.m);
+    size_t cells = 0;
+    err = FED_ENOMEM;
+    if (!fed_mul_ok(c->batch, r.len, &cells) || !(r.x = fed_mallocarray(cells, sizeof *r.x)) ||
+        !(r.ids = fed_mallocarray(cells, sizeof *r.ids)) ||
+        !(r.nids = fed_calloc(c->batch, sizeof *r.nids)) || (err = fed_arena_new(&r.arena, 0)))
+        goto done;
+    if (!(in = fopen(c->input, "r"))) {
+        err = fed_errorf(FED_EIO, "--input: cannot open %s: %s", c->input, strerror(errno));
+        goto done;
+    }
+    if ((err = sink_open(&out, c->out))) goto done;
+    opened = true;
+    err = embed_lines(&r, in, out.f);
+done:
+    if (opened) err = sink_close(&out, err);
+    if (in) fclose(in);
+    fed_free(r.text);
+    fed_free(r.x);
+    fed_free(r.ids);
+    fed_free(r.nids);
+    fed_arena_destroy(&r.arena);
+    tok_close(&r.tok);
+    fed_meta_destroy(&meta);
+    fed_model_destroy(&r.m);
+    return err;
+}
+
+int cmd_embed(int argc, char **argv) {
+    embed_cfg c;
+    return cli_run(&embed_table, &c, sizeof c, argc, argv, run_embed);
+}
