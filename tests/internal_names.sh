@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Internal things stay internal (the libuv uv__ / internal.h pattern): an internal header
 # is one whose opening comment says "Internal to" (net/net_internal.h, net/sock.h,
-# core/alloc_internal.h, ...); every other header under core/ net/ proto/ privacy/
+# core/alloc_internal.h, ...); every other header under core/ net/ proto/ privacy/ models/
 # client/ coordinator/ sim/ cli/ is public. No public header declares a fed__ name or a
 # test hook, or includes an internal header; no file of coordinator/ client/ sim/ cli/
 # includes another module's internal header or calls another module's fed__ function or
