@@ -37,7 +37,18 @@ static const struct {
     {FED_LAYER_DROPOUT, "dropout"},
     {FED_LAYER_LAYERNORM, "layernorm"},
     {FED_LAYER_EMBEDDING, "embedding"},
+    {FED_LAYER_POSITIONS, "positions"},
+    {FED_LAYER_ATTENTION, "attention"},
+    {FED_LAYER_RESIDUAL, "residual"},
+    {FED_LAYER_RESIDUAL_END, "residual-end"},
+    {FED_LAYER_MEANPOOL, "meanpool"},
+    {FED_LAYER_L2NORM, "l2norm"},
 };
+
+/* Most layers of an architecture once residual blocks are unrolled, and how deep
+ * blocks nest: bounds on what a spec may make the parser build. */
+#define MAX_LAYERS 4096
+#define MAX_DEPTH  8
 
 static const char *const init_names[] = {"kaiming", "xavier", "torch", "normal"};
 
@@ -82,12 +93,12 @@ size_t fed_shape_numel(const fed_shape *s) {
 
 /* Where an error is: "layer 3 (conv2d)" or "input". */
 typedef struct where {
-    char text[64];
+    char text[128];
 } where;
 
-static where at_layer(size_t i, const char *type) {
+static where at_layer(const char *path, const char *type) {
     where w;
-    snprintf(w.text, sizeof w.text, "layer %zu (%s)", i, type);
+    snprintf(w.text, sizeof w.text, "layer %s (%s)", path, type);
     return w;
 }
 
@@ -164,26 +175,51 @@ static fed_err check_keys(const cJSON *obj, const where *w, const char *const *a
     return FED_OK;
 }
 
-static fed_err parse_layer(const cJSON *obj, size_t idx, fed_layer_spec *ls) {
-    where w = at_layer(idx, "?");
+/* The layer's "name" (or its path) into ls->name. */
+static fed_err get_name(const cJSON *obj, const where *w, const char *path, fed_layer_spec *ls) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "name");
+    const char *name = path;
+    if (v) {
+        name = cJSON_IsString(v) ? v->valuestring : "";
+        size_t n = strlen(name);
+        if (n == 0 || n >= FED_LAYER_NAME_MAX ||
+            strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != n)
+            return fed_errorf(FED_EFORMAT,
+                              "%s: field \"name\": must be 1 to %d characters of [A-Za-z0-9_.-]",
+                              w->text, FED_LAYER_NAME_MAX - 1);
+    }
+    size_t n = strlen(name);
+    if (n >= FED_LAYER_NAME_MAX)
+        return fed_errorf(FED_EFORMAT, "%s: name \"%s\" is longer than %d characters", w->text,
+                          name, FED_LAYER_NAME_MAX - 1);
+    memcpy(ls->name, name, n + 1);
+    return FED_OK;
+}
+
+static fed_err parse_layer(const cJSON *obj, const char *path, fed_layer_spec *ls) {
+    where w = at_layer(path, "?");
     if (!cJSON_IsObject(obj)) return fed_errorf(FED_EFORMAT, "%s: must be an object", w.text);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "type");
     if (!cJSON_IsString(t))
         return fed_errorf(FED_EFORMAT, "%s: missing string field \"type\"", w.text);
     size_t nk = sizeof kind_names / sizeof kind_names[0], ki;
     for (ki = 0; ki < nk; ki++)
-        if (strcmp(t->valuestring, kind_names[ki].name) == 0) break;
+        if (kind_names[ki].kind != FED_LAYER_RESIDUAL_END &&
+            strcmp(t->valuestring, kind_names[ki].name) == 0)
+            break;
     if (ki == nk)
-        return fed_errorf(FED_EFORMAT, "layer %zu: unknown type \"%.40s\"", idx, t->valuestring);
+        return fed_errorf(FED_EFORMAT, "layer %s: unknown type \"%.40s\"", path, t->valuestring);
     memset(ls, 0, sizeof *ls);
     ls->kind = kind_names[ki].kind;
-    w = at_layer(idx, kind_names[ki].name);
+    w = at_layer(path, kind_names[ki].name);
+    fed_err nerr = get_name(obj, &w, path, ls);
+    if (nerr) return nerr;
 
     fed_err err = FED_OK;
     const size_t MAXD = FED_MAX_DIM_SIZE;
     switch (ls->kind) {
     case FED_LAYER_LINEAR: {
-        static const char *const keys[] = {"out", "bias", "init", NULL};
+        static const char *const keys[] = {"out", "bias", "init", "name", NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_size(obj, &w, "out", 1, MAXD, true, 0, &ls->out)) ||
             (err = get_bool(obj, &w, "bias", true, &ls->bias)) ||
@@ -192,7 +228,8 @@ static fed_err parse_layer(const cJSON *obj, size_t idx, fed_layer_spec *ls) {
         break;
     }
     case FED_LAYER_CONV2D: {
-        static const char *const keys[] = {"out", "k", "stride", "pad", "bias", "init", NULL};
+        static const char *const keys[] = {"out",  "k",    "stride", "pad",
+                                           "bias", "init", "name",   NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_size(obj, &w, "out", 1, MAXD, true, 0, &ls->out)) ||
             (err = get_size(obj, &w, "k", 1, 64, true, 0, &ls->k)) ||
@@ -205,7 +242,7 @@ static fed_err parse_layer(const cJSON *obj, size_t idx, fed_layer_spec *ls) {
     }
     case FED_LAYER_MAXPOOL2D:
     case FED_LAYER_AVGPOOL2D: {
-        static const char *const keys[] = {"k", "stride", NULL};
+        static const char *const keys[] = {"k", "stride", "name", NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_size(obj, &w, "k", 1, 64, true, 0, &ls->k)) ||
             (err = get_size(obj, &w, "stride", 1, 64, false, ls->k, &ls->stride)))
@@ -213,35 +250,81 @@ static fed_err parse_layer(const cJSON *obj, size_t idx, fed_layer_spec *ls) {
         break;
     }
     case FED_LAYER_DROPOUT: {
-        static const char *const keys[] = {"p", NULL};
+        static const char *const keys[] = {"p", "name", NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_float(obj, &w, "p", 0.0, 1.0, true, 0.5f, &ls->p)))
             return err;
         break;
     }
     case FED_LAYER_LAYERNORM: {
-        static const char *const keys[] = {"eps", NULL};
+        static const char *const keys[] = {"eps", "name", NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_float(obj, &w, "eps", 1e-12, 1.0, false, 1e-5f, &ls->eps)))
             return err;
         break;
     }
     case FED_LAYER_EMBEDDING: {
-        static const char *const keys[] = {"vocab", "dim", "init", NULL};
+        static const char *const keys[] = {"vocab", "dim", "init", "pad", "name", NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_size(obj, &w, "vocab", 1, (size_t)1 << 24, true, 0, &ls->vocab)) ||
             (err = get_size(obj, &w, "dim", 1, MAXD, true, 0, &ls->dim)) ||
-            (err = get_init(obj, &w, FED_INIT_NORMAL, &ls->init)))
+            (err = get_init(obj, &w, FED_INIT_NORMAL, &ls->init)) ||
+            (err = get_bool(obj, &w, "pad", false, &ls->padded)))
             return err;
         break;
     }
+    case FED_LAYER_POSITIONS: {
+        static const char *const keys[] = {"kind", "name", NULL};
+        if ((err = check_keys(obj, &w, keys))) return err;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "kind");
+        if (!v || (cJSON_IsString(v) && strcmp(v->valuestring, "sinusoidal") == 0)) {
+            ls->pos = FED_POS_SINUSOIDAL;
+        } else if (cJSON_IsString(v) && strcmp(v->valuestring, "learned") == 0) {
+            ls->pos = FED_POS_LEARNED;
+            ls->init = FED_INIT_NORMAL;
+        } else {
+            return fed_errorf(FED_EFORMAT,
+                              "%s: field \"kind\": must be \"sinusoidal\" or \"learned\"", w.text);
+        }
+        break;
+    }
+    case FED_LAYER_ATTENTION: {
+        static const char *const keys[] = {"heads", "out", "causal", "bias", "init", "name", NULL};
+        if ((err = check_keys(obj, &w, keys)) ||
+            (err = get_size(obj, &w, "heads", 1, 4096, true, 0, &ls->heads)) ||
+            (err = get_size(obj, &w, "out", 0, MAXD, false, 0, &ls->out)) ||
+            (err = get_bool(obj, &w, "causal", false, &ls->causal)) ||
+            (err = get_bool(obj, &w, "bias", true, &ls->bias)) ||
+            (err = get_init(obj, &w, FED_INIT_XAVIER, &ls->init)))
+            return err;
+        break;
+    }
+    case FED_LAYER_RESIDUAL: {
+        static const char *const keys[] = {"layers", "proj", "init", "name", NULL};
+        if ((err = check_keys(obj, &w, keys)) ||
+            (err = get_bool(obj, &w, "proj", false, &ls->proj)) ||
+            (err = get_init(obj, &w, FED_INIT_XAVIER, &ls->init)))
+            return err;
+        ls->bias = true;
+        break;
+    }
+    case FED_LAYER_L2NORM: {
+        static const char *const keys[] = {"eps", "name", NULL};
+        if ((err = check_keys(obj, &w, keys)) ||
+            (err = get_float(obj, &w, "eps", 1e-30, 1.0, false, 1e-12f, &ls->eps)))
+            return err;
+        break;
+    }
+    case FED_LAYER_RESIDUAL_END:
+        break;
     case FED_LAYER_GLOBALAVGPOOL:
     case FED_LAYER_FLATTEN:
     case FED_LAYER_RELU:
     case FED_LAYER_GELU:
     case FED_LAYER_TANH:
-    case FED_LAYER_SIGMOID: {
-        static const char *const keys[] = {NULL};
+    case FED_LAYER_SIGMOID:
+    case FED_LAYER_MEANPOOL: {
+        static const char *const keys[] = {"name", NULL};
         if ((err = check_keys(obj, &w, keys))) return err;
         break;
     }
@@ -271,11 +354,13 @@ static fed_err parse_shape(const cJSON *arr, const char *what, fed_shape *s) {
     return FED_OK;
 }
 
-/* Output shape of layer ls for input in, or an error naming the layer. */
-static fed_err infer_shape(const fed_layer_spec *ls, size_t idx, const fed_shape *in,
+/* Output shape of layer i for input in (the residual end also sees its block's input
+ * skip), or an error naming the layer. */
+static fed_err infer_shape(fed_layer_spec *ls, const fed_shape *in, const fed_shape *skip,
                            fed_shape *out) {
-    where w = at_layer(idx, fed_layer_kind_name(ls->kind));
+    where w = at_layer(ls->name, fed_layer_kind_name(ls->kind));
     *out = *in;
+    size_t last = in->d[in->ndim - 1];
     switch (ls->kind) {
     case FED_LAYER_LINEAR:
         out->d[in->ndim - 1] = ls->out;
@@ -316,12 +401,49 @@ static fed_err infer_shape(const fed_layer_spec *ls, size_t idx, const fed_shape
         out->ndim = 2;
         out->d[1] = ls->dim;
         break;
+    case FED_LAYER_POSITIONS:
+    case FED_LAYER_ATTENTION:
+    case FED_LAYER_MEANPOOL:
+        if (in->ndim != 2)
+            return fed_errorf(FED_ESHAPE, "%s: needs a (T, D) sequence, got %d dimension(s)",
+                              w.text, in->ndim);
+        if (ls->kind == FED_LAYER_POSITIONS && ls->pos == FED_POS_SINUSOIDAL &&
+            (last % 2 || last < 4))
+            return fed_errorf(FED_ESHAPE,
+                              "%s: a sinusoidal signal needs an even width >= 4, got %zu", w.text,
+                              last);
+        if (ls->kind == FED_LAYER_ATTENTION) {
+            if (last % ls->heads)
+                return fed_errorf(FED_ESHAPE, "%s: %zu heads do not divide the width %zu", w.text,
+                                  ls->heads, last);
+            if (ls->out == 0) ls->out = last;
+            out->d[1] = ls->out;
+        }
+        if (ls->kind == FED_LAYER_MEANPOOL) {
+            out->ndim = 1;
+            out->d[0] = last;
+            out->d[1] = 0;
+        }
+        break;
+    case FED_LAYER_RESIDUAL_END:
+        if (skip->ndim != in->ndim || (!ls->proj && last != skip->d[skip->ndim - 1]))
+            return fed_errorf(FED_ESHAPE,
+                              "%s: the block maps width %zu to %zu; add \"proj\": true for a "
+                              "linear skip path",
+                              w.text, skip->d[skip->ndim - 1], last);
+        for (int i = 0; i + 1 < in->ndim; i++)
+            if (in->d[i] != skip->d[i])
+                return fed_errorf(FED_ESHAPE, "%s: the block changes dimension %d (%zu -> %zu)",
+                                  w.text, i, skip->d[i], in->d[i]);
+        break;
+    case FED_LAYER_RESIDUAL:
     case FED_LAYER_LAYERNORM:
     case FED_LAYER_RELU:
     case FED_LAYER_GELU:
     case FED_LAYER_TANH:
     case FED_LAYER_SIGMOID:
     case FED_LAYER_DROPOUT:
+    case FED_LAYER_L2NORM:
         break;
     }
     size_t prod = 1;
@@ -334,8 +456,15 @@ static fed_err infer_shape(const fed_layer_spec *ls, size_t idx, const fed_shape
     return FED_OK;
 }
 
-/* Parameters layer ls owns given its input shape; SIZE_MAX if the count overflows. */
-static size_t layer_params(const fed_layer_spec *ls, const fed_shape *in) {
+/* a*b + c, or SIZE_MAX on overflow. */
+static size_t muladd(size_t a, size_t b, size_t c) {
+    size_t p;
+    return fed_mul_ok(a, b, &p) && p <= SIZE_MAX - c ? p + c : SIZE_MAX;
+}
+
+/* Parameters layer ls owns given its input shape (and its block's input, for a residual
+ * end); SIZE_MAX if the count overflows. */
+static size_t layer_params(const fed_layer_spec *ls, const fed_shape *in, const fed_shape *skip) {
     size_t last = in->d[in->ndim - 1], w = 0, n;
     switch (ls->kind) {
     case FED_LAYER_LINEAR:
@@ -348,37 +477,126 @@ static size_t layer_params(const fed_layer_spec *ls, const fed_shape *in) {
         return 2 * last;
     case FED_LAYER_EMBEDDING:
         return fed_mul_ok(ls->vocab, ls->dim, &n) ? n : SIZE_MAX;
+    case FED_LAYER_POSITIONS:
+        return ls->pos == FED_POS_LEARNED ? muladd(in->d[0], last, 0) : 0;
+    case FED_LAYER_ATTENTION: {
+        size_t qkv = muladd(3 * last, last, ls->bias ? 3 * last : 0);
+        size_t o = muladd(ls->out, last, ls->bias ? ls->out : 0);
+        return qkv == SIZE_MAX || o == SIZE_MAX || qkv > SIZE_MAX - o ? SIZE_MAX : qkv + o;
+    }
+    case FED_LAYER_RESIDUAL_END:
+        return ls->proj ? muladd(last, skip->d[skip->ndim - 1], last) : 0;
     default:
         return 0;
     }
 }
 
+/* Shape after layer i and its parameter count into a; the sequence checks need the
+ * layers before i, so derive runs in order. */
+static fed_err derive(fed_arch *a, size_t i, bool *seq) {
+    fed_layer_spec *ls = &a->layers[i];
+    where w = at_layer(ls->name, fed_layer_kind_name(ls->kind));
+    fed_layer_kind k = ls->kind;
+    if (*seq &&
+        (k == FED_LAYER_CONV2D || k == FED_LAYER_MAXPOOL2D || k == FED_LAYER_AVGPOOL2D ||
+         k == FED_LAYER_GLOBALAVGPOOL || k == FED_LAYER_FLATTEN || k == FED_LAYER_EMBEDDING))
+        return fed_errorf(FED_ESHAPE,
+                          "%s: cannot take a padded token sequence; pool it first (meanpool)",
+                          w.text);
+    if (k == FED_LAYER_EMBEDDING && ls->padded) *seq = true;
+    if (k == FED_LAYER_MEANPOOL) *seq = false;
+    const fed_shape *skip = k == FED_LAYER_RESIDUAL_END ? &a->shapes[ls->pair] : NULL;
+    fed_err err = infer_shape(ls, &a->shapes[i], skip, &a->shapes[i + 1]);
+    if (err) return err;
+    size_t np = layer_params(ls, &a->shapes[i], skip);
+    if (np > FED_MAX_PARAMS || a->nparams + np > FED_MAX_PARAMS)
+        return fed_errorf(FED_ERANGE, "%s: too many parameters (limit %zu in all)", w.text,
+                          FED_MAX_PARAMS);
+    a->nparams += np;
+    return FED_OK;
+}
+
+/* Appends ls to a->layers, growing it. */
+static fed_err push_layer(fed_arch *a, size_t *cap, const fed_layer_spec *ls) {
+    if (a->nlayers == MAX_LAYERS)
+        return fed_errorf(FED_ERANGE, "layer %s: more than %d layers in all", ls->name, MAX_LAYERS);
+    if (a->nlayers == *cap) {
+        size_t ncap = *cap ? 2 * *cap : 16;
+        fed_layer_spec *n = fed_realloc(a->layers, ncap * sizeof *n);
+        if (!n) return FED_ENOMEM;
+        a->layers = n;
+        *cap = ncap;
+    }
+    a->layers[a->nlayers++] = *ls;
+    return FED_OK;
+}
+
+/* Parses the layers of arr from index first on (prefix: the enclosing block's name, or
+ * NULL at the top), unrolling residual blocks into residual, children, residual end. */
+static fed_err parse_list(fed_arch *a, size_t *cap, const cJSON *arr, size_t first,
+                          const char *prefix, int depth) {
+    size_t j = 0;
+    for (const cJSON *it = arr->child; it; it = it->next, j++) {
+        if (j < first) continue;
+        char path[FED_LAYER_NAME_MAX + 24];
+        if (prefix)
+            snprintf(path, sizeof path, "%s.%zu", prefix, j - first);
+        else
+            snprintf(path, sizeof path, "%zu", j - first);
+        fed_layer_spec ls;
+        fed_err err = parse_layer(it, path, &ls);
+        if (err) return err;
+        if (ls.kind != FED_LAYER_RESIDUAL) {
+            if ((err = push_layer(a, cap, &ls))) return err;
+            continue;
+        }
+        const cJSON *kids = cJSON_GetObjectItemCaseSensitive(it, "layers");
+        if (!cJSON_IsArray(kids) || cJSON_GetArraySize(kids) < 1)
+            return fed_errorf(FED_EFORMAT,
+                              "layer %s (residual): field \"layers\" must be a non-empty array",
+                              path);
+        if (depth == MAX_DEPTH)
+            return fed_errorf(FED_EFORMAT, "layer %s (residual): blocks nest deeper than %d", path,
+                              MAX_DEPTH);
+        size_t open = a->nlayers;
+        if ((err = push_layer(a, cap, &ls)) ||
+            (err = parse_list(a, cap, kids, 0, ls.name, depth + 1)))
+            return err;
+        ls.kind = FED_LAYER_RESIDUAL_END;
+        ls.pair = open;
+        a->layers[open].pair = a->nlayers;
+        if ((err = push_layer(a, cap, &ls))) return err;
+    }
+    return FED_OK;
+}
+
+/* Tensor names derive from layer names, so two layers may not share one. */
+static fed_err check_names(const fed_arch *a) {
+    for (size_t i = 0; i < a->nlayers; i++) {
+        if (a->layers[i].kind == FED_LAYER_RESIDUAL_END) continue;
+        for (size_t j = i + 1; j < a->nlayers; j++)
+            if (a->layers[j].kind != FED_LAYER_RESIDUAL_END &&
+                strcmp(a->layers[i].name, a->layers[j].name) == 0)
+                return fed_errorf(FED_EFORMAT, "layer name \"%s\" is used twice",
+                                  a->layers[i].name);
+    }
+    return FED_OK;
+}
+
 static fed_err build(fed_arch **out, const fed_shape *input, const cJSON *layers, size_t first) {
-    size_t total = (size_t)cJSON_GetArraySize(layers);
-    size_t n = total - first;
     fed_err err = FED_ENOMEM;
+    size_t cap = 0;
     fed_arch *a = fed_calloc(1, sizeof *a);
     if (!a) goto fail;
-    a->layers = fed_calloc(n ? n : 1, sizeof *a->layers);
-    a->shapes = fed_calloc(n + 1, sizeof *a->shapes);
-    if (!a->layers || !a->shapes) goto fail;
     a->input = *input;
-    a->nlayers = n;
+    if ((err = parse_list(a, &cap, layers, first, NULL, 0)) || (err = check_names(a))) goto fail;
+    err = FED_ENOMEM;
+    a->shapes = fed_calloc(a->nlayers + 1, sizeof *a->shapes);
+    if (!a->shapes) goto fail;
     a->shapes[0] = *input;
-    size_t i = 0;
-    for (const cJSON *it = layers->child; it; it = it->next, i++) {
-        if (i < first) continue;
-        size_t li = i - first;
-        if ((err = parse_layer(it, li, &a->layers[li]))) goto fail;
-        if ((err = infer_shape(&a->layers[li], li, &a->shapes[li], &a->shapes[li + 1]))) goto fail;
-        size_t np = layer_params(&a->layers[li], &a->shapes[li]);
-        if (np > FED_MAX_PARAMS || a->nparams + np > FED_MAX_PARAMS) {
-            err = fed_errorf(FED_ERANGE, "layer %zu (%s): too many parameters (limit %zu in all)",
-                             li, fed_layer_kind_name(a->layers[li].kind), FED_MAX_PARAMS);
-            goto fail;
-        }
-        a->nparams += np;
-    }
+    bool seq = false;
+    for (size_t i = 0; i < a->nlayers; i++)
+        if ((err = derive(a, i, &seq))) goto fail;
     *out = a;
     return FED_OK;
 fail:
@@ -452,12 +670,14 @@ fed_err fed_arch_parse(fed_arch **out, const char *spec) {
         "architecture: \"%.40s\" is neither JSON nor a preset (fedavg-2nn, fedavg-cnn)", spec);
 }
 
-fed_err fed_arch_clone(fed_arch **out, const fed_arch *src) {
+/* A copy of a with room for `extra` more layers. */
+static fed_err clone_grow(fed_arch **out, const fed_arch *src, size_t extra) {
     *out = NULL;
     fed_arch *a = fed_calloc(1, sizeof *a);
     if (!a) return FED_ENOMEM;
-    a->layers = fed_mallocarray(src->nlayers ? src->nlayers : 1, sizeof *a->layers);
-    a->shapes = fed_mallocarray(src->nlayers + 1, sizeof *a->shapes);
+    size_t n = src->nlayers + extra;
+    a->layers = fed_mallocarray(n ? n : 1, sizeof *a->layers);
+    a->shapes = fed_mallocarray(n + 1, sizeof *a->shapes);
     if (!a->layers || !a->shapes) {
         fed_arch_destroy(&a);
         return FED_ENOMEM;
@@ -471,8 +691,17 @@ fed_err fed_arch_clone(fed_arch **out, const fed_arch *src) {
     return FED_OK;
 }
 
-fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes, size_t *head) {
-    *out = NULL;
+fed_err fed_arch_clone(fed_arch **out, const fed_arch *src) {
+    return clone_grow(out, src, 0);
+}
+
+/* The layer index of the head fed_arch_new_head replaces, or nlayers when it appends
+ * one (a sentence encoder); FED_EINVAL when there is none. */
+static fed_err find_head(const fed_arch *a, size_t *head) {
+    if (a->layers[a->nlayers - 1].kind == FED_LAYER_L2NORM) {
+        *head = a->nlayers;
+        return FED_OK;
+    }
     size_t h = a->nlayers;
     for (size_t i = a->nlayers; i-- > 0;) {
         if (a->layers[i].kind == FED_LAYER_LINEAR) {
@@ -489,21 +718,37 @@ fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes, siz
                               "new head: layer %zu (%s) follows the last linear layer %zu", i,
                               fed_layer_kind_name(k), h);
     }
+    *head = h;
+    return FED_OK;
+}
+
+fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes, size_t *head) {
+    *out = NULL;
+    size_t h = 0;
+    fed_err err = find_head(a, &h);
+    if (err) return err;
     if (classes < 1 || classes > FED_MAX_PARAMS)
         return fed_errorf(FED_EINVAL, "new head: %zu classes", classes);
     fed_arch *b;
-    fed_err err = fed_arch_clone(&b, a);
-    if (err) return err;
+    if ((err = clone_grow(&b, a, h == a->nlayers))) return err;
+    if (h == b->nlayers) {
+        fed_layer_spec *ls = &b->layers[b->nlayers++];
+        memset(ls, 0, sizeof *ls);
+        ls->kind = FED_LAYER_LINEAR;
+        ls->bias = true;
+        ls->init = FED_INIT_KAIMING;
+        snprintf(ls->name, sizeof ls->name, "head");
+        if ((err = check_names(b))) {
+            fed_arch_destroy(&b);
+            return err;
+        }
+    }
     b->layers[h].out = classes;
     b->nparams = 0;
-    for (size_t i = 0; i < b->nlayers; i++) {
-        if ((err = infer_shape(&b->layers[i], i, &b->shapes[i], &b->shapes[i + 1]))) break;
-        size_t np = layer_params(&b->layers[i], &b->shapes[i]);
-        if (np > FED_MAX_PARAMS || b->nparams + np > FED_MAX_PARAMS) {
+    bool seq = false;
+    for (size_t i = 0; i < b->nlayers && !err; i++) {
+        if ((err = derive(b, i, &seq)) == FED_ERANGE)
             err = fed_errorf(FED_ERANGE, "new head: %zu classes make too many parameters", classes);
-            break;
-        }
-        b->nparams += np;
     }
     if (err) {
         fed_arch_destroy(&b);
@@ -590,7 +835,23 @@ static bool layer_to_json(cJSON *o, const fed_layer_spec *ls) {
         return add_num(o, "eps", float_for_json(ls->eps));
     case FED_LAYER_EMBEDDING:
         return add_num(o, "vocab", (double)ls->vocab) && add_num(o, "dim", (double)ls->dim) &&
+               cJSON_AddStringToObject(o, "init", init_names[ls->init]) &&
+               (!ls->padded || cJSON_AddBoolToObject(o, "pad", true));
+    case FED_LAYER_POSITIONS:
+        return cJSON_AddStringToObject(o, "kind",
+                                       ls->pos == FED_POS_LEARNED ? "learned" : "sinusoidal");
+    case FED_LAYER_ATTENTION:
+        return add_num(o, "heads", (double)ls->heads) && add_num(o, "out", (double)ls->out) &&
+               cJSON_AddBoolToObject(o, "causal", ls->causal) &&
+               cJSON_AddBoolToObject(o, "bias", ls->bias) &&
                cJSON_AddStringToObject(o, "init", init_names[ls->init]);
+    case FED_LAYER_RESIDUAL:
+        return cJSON_AddBoolToObject(o, "proj", ls->proj) &&
+               cJSON_AddStringToObject(o, "init", init_names[ls->init]);
+    case FED_LAYER_L2NORM:
+        return add_num(o, "eps", float_for_json(ls->eps));
+    case FED_LAYER_RESIDUAL_END:
+    case FED_LAYER_MEANPOOL:
     case FED_LAYER_GLOBALAVGPOOL:
     case FED_LAYER_FLATTEN:
     case FED_LAYER_RELU:
@@ -600,6 +861,38 @@ static bool layer_to_json(cJSON *o, const fed_layer_spec *ls) {
         return true;
     }
     return false;
+}
+
+/* Writes layers [from, to) into arr, a residual block as one object with its "layers";
+ * "name" only where it is not the default path. Returns the index reached (to on
+ * success, less when cJSON could not allocate). */
+static size_t write_list(cJSON *arr, const fed_arch *a, size_t from, size_t to,
+                         const char *prefix) {
+    size_t i = from;
+    for (size_t j = 0; i < to; j++) {
+        const fed_layer_spec *ls = &a->layers[i];
+        char path[FED_LAYER_NAME_MAX + 24];
+        if (prefix)
+            snprintf(path, sizeof path, "%s.%zu", prefix, j);
+        else
+            snprintf(path, sizeof path, "%zu", j);
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            return i;
+        }
+        if (!layer_to_json(o, ls) ||
+            (strcmp(ls->name, path) != 0 && !cJSON_AddStringToObject(o, "name", ls->name)))
+            return i;
+        if (ls->kind != FED_LAYER_RESIDUAL) {
+            i++;
+            continue;
+        }
+        cJSON *kids = cJSON_AddArrayToObject(o, "layers");
+        if (!kids || write_list(kids, a, i + 1, ls->pair, ls->name) != ls->pair) return i;
+        i = ls->pair + 1;
+    }
+    return i;
 }
 
 fed_err fed_arch_to_json(const fed_arch *a, char **json) {
@@ -618,14 +911,7 @@ fed_err fed_arch_to_json(const fed_arch *a, char **json) {
             goto fail;
         }
     }
-    for (size_t i = 0; i < a->nlayers; i++) {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(layers, o)) {
-            cJSON_Delete(o);
-            goto fail;
-        }
-        if (!layer_to_json(o, &a->layers[i])) goto fail;
-    }
+    if (write_list(layers, a, 0, a->nlayers, NULL) != a->nlayers) goto fail;
     text = cJSON_PrintUnformatted(root);
     if (!text) goto fail;
     *json = fed_strdup(text);

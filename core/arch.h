@@ -21,7 +21,32 @@
  *   relu, gelu, tanh, sigmoid                        same shape
  *   dropout     p [0.5]                              same shape
  *   layernorm   eps [1e-5]                           same shape, normalises the last dim
- *   embedding   vocab, dim, init [normal]            (T) of token ids -> (T, dim)
+ *   embedding   vocab, dim, init [normal], pad [false]
+ *                                                    (T) of token ids -> (T, dim)
+ * Transformer layers (a "sequence" is a (T, D) shape):
+ *   positions   kind ["sinusoidal"] or "learned"     adds a position signal, same shape
+ *   attention   heads, out [D], causal [false], bias [true], init [xavier]
+ *                                                    (T, D) -> (T, out): multi-head
+ *                                                    self-attention, tensors qkv.* (3D, D)
+ *                                                    and out.* (out, D)
+ *   residual    layers [...], proj [false], init [xavier]
+ *                                                    x -> layers(x) + x, or + proj(x) (a
+ *                                                    linear map, tensors proj.*) when the
+ *                                                    branch changes the width
+ *   meanpool                                         (T, D) -> (D): mean over the valid
+ *                                                    positions
+ *   l2norm      eps [1e-12]                          x / sqrt(max(sum x^2, eps))
+ * With "pad": true an embedding takes padded token sequences: ids are followed by -1
+ * up to T (at least one id per example), attention ignores the padded positions and
+ * meanpool averages over the others; each batch runs at the length of its longest
+ * sequence. Layers between such an embedding and meanpool must be sequence layers
+ * (no flatten, convolution or pooling).
+ *
+ * Every layer may carry "name": its tensors are called "<name>.weight" etc. The default
+ * name is the layer's position, as PyTorch names nn.Sequential children: "3" at the top,
+ * "2.1" for the second layer inside residual "2". Names are unique, at most
+ * FED_LAYER_NAME_MAX - 1 characters of [A-Za-z0-9_.-].
+ *
  * init is one of "kaiming" (He uniform, bias 0), "xavier" (Glorot uniform, bias 0),
  * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias) or, for
  * embeddings, "normal" (N(0, 1), as PyTorch). */
@@ -56,7 +81,21 @@ typedef enum fed_layer_kind {
     FED_LAYER_DROPOUT,
     FED_LAYER_LAYERNORM,
     FED_LAYER_EMBEDDING,
+    FED_LAYER_POSITIONS,
+    FED_LAYER_ATTENTION,
+    FED_LAYER_RESIDUAL,     /* opens a residual block: passes x through, keeps it */
+    FED_LAYER_RESIDUAL_END, /* closes it (internal, never in a spec): adds x or proj(x) */
+    FED_LAYER_MEANPOOL,
+    FED_LAYER_L2NORM,
 } fed_layer_kind;
+
+/* Longest layer name, including the terminating NUL. */
+#define FED_LAYER_NAME_MAX 40
+
+typedef enum fed_pos_kind {
+    FED_POS_SINUSOIDAL, /* tensor2tensor's timing signal: sin | cos halves, no tensor */
+    FED_POS_LEARNED,    /* a (T, D) tensor "weight" */
+} fed_pos_kind;
 
 typedef enum fed_init {
     FED_INIT_KAIMING,
@@ -73,17 +112,24 @@ typedef struct fed_shape {
 
 /* One layer as the spec gives it; fields a kind does not use are zero. */
 typedef struct fed_layer_spec {
-    fed_layer_kind kind; /* what the layer computes */
-    size_t out;          /* linear: output features; conv2d: output channels */
-    size_t k;            /* conv2d, pools: window size (k x k) */
-    size_t stride;       /* conv2d, pools: window step */
-    size_t pad;          /* conv2d: zero padding on each side */
-    bool bias;           /* linear, conv2d: has a bias tensor */
-    fed_init init;       /* linear, conv2d, embedding: weight initialisation */
-    float p;             /* dropout: probability of zeroing an element */
-    float eps;           /* layernorm: added to the variance */
-    size_t vocab;        /* embedding: number of rows (token ids 0..vocab-1) */
-    size_t dim;          /* embedding: row width */
+    fed_layer_kind kind;           /* what the layer computes */
+    size_t out;                    /* linear: output features; conv2d: output channels */
+    size_t k;                      /* conv2d, pools: window size (k x k) */
+    size_t stride;                 /* conv2d, pools: window step */
+    size_t pad;                    /* conv2d: zero padding on each side */
+    bool bias;                     /* linear, conv2d: has a bias tensor */
+    fed_init init;                 /* linear, conv2d, embedding: weight initialisation */
+    float p;                       /* dropout: probability of zeroing an element */
+    float eps;                     /* layernorm: added to the variance */
+    size_t vocab;                  /* embedding: number of rows (token ids 0..vocab-1) */
+    size_t dim;                    /* embedding: row width */
+    bool padded;                   /* embedding: -1 pads sequences (variable length) */
+    size_t heads;                  /* attention: number of heads (divides D) */
+    bool causal;                   /* attention: position t sees positions <= t only */
+    fed_pos_kind pos;              /* positions: which signal */
+    bool proj;                     /* residual: the skip path is a linear map */
+    size_t pair;                   /* residual: index of its end; residual end: of its residual */
+    char name[FED_LAYER_NAME_MAX]; /* tensor name prefix */
 } fed_layer_spec;
 
 typedef struct fed_arch fed_arch;
@@ -99,8 +145,9 @@ void fed_arch_destroy(fed_arch **a);
 /* A copy of a whose last linear layer has `classes` outputs (the "new head" of
  * fine-tuning); shapes and parameter counts are re-derived. FED_EINVAL when a has no
  * linear layer or a layer after it has parameters or changes the feature count
- * (only activations, dropout and flatten may follow the head). *head receives the
- * head's layer index. */
+ * (only activations, dropout and flatten may follow the head). A sentence encoder,
+ * whose last layer is l2norm, keeps all its layers and gets a new linear layer "head"
+ * appended. *head receives the head's layer index. */
 fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes,
                           size_t *head) FED_MUST_USE;
 /* Sets the probability of every dropout layer to p in [0, 1); returns how many there

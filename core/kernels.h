@@ -151,4 +151,45 @@ void fed_embedding_backward(float *dtable,      /* (V, D), accumulated */
                             const int32_t *ids, /* (N) */
                             size_t N, size_t D);
 
+/* ---- sequences: attention, pooling, positions ------------------------------------------ */
+
+/* Scaled dot-product attention over H heads on packed projections: qkv holds, per
+ * position, q | k | v (each D wide, head h in columns h*D/H ..). Position i of example n
+ * attends to key positions j < len[n] (all T when len is NULL), and j <= i when causal.
+ * att is the heads' outputs side by side, prob the softmax weights (zero where masked).
+ * Queries at positions >= len[n] still attend to the valid keys; their outputs are
+ * defined but meaningless. Scores are q.k / sqrt(D/H), softmax row by row in one fused,
+ * max-subtracted pass. */
+void fed_sdpa_forward(float *att,         /* (N, T, D) */
+                      float *prob,        /* (N, H, T, T) saved */
+                      const float *qkv,   /* (N, T, 3D) */
+                      const int32_t *len, /* (N) or NULL */
+                      size_t N, size_t T, size_t D, size_t H, int causal);
+void fed_sdpa_backward(float *dqkv,       /* (N, T, 3D), overwritten */
+                       float *dprob,      /* scratch (T, T) */
+                       const float *datt, /* (N, T, D) */
+                       const float *qkv,  /* (N, T, 3D) */
+                       const float *prob, /* (N, H, T, T) */
+                       size_t N, size_t T, size_t D, size_t H);
+/* The same with textbook loops, for the tests. */
+void fed_sdpa_forward_ref(float *att, float *prob, const float *qkv, const int32_t *len, size_t N,
+                          size_t T, size_t D, size_t H, int causal);
+
+/* Mean over the first len[n] positions (all T when len is NULL): (N, T, D) -> (N, D). */
+void fed_meanpool_forward(float *out, const float *inp, const int32_t *len, size_t N, size_t T,
+                          size_t D);
+/* dinp (N, T, D), overwritten: dout / len at valid positions, 0 at padded ones. */
+void fed_meanpool_backward(float *dinp, const float *dout, const int32_t *len, size_t N, size_t T,
+                           size_t D);
+
+/* out = x / sqrt(max(sum x^2, eps)) per row of D. */
+void fed_l2norm_forward(float *out, const float *inp, size_t N, size_t D, float eps);
+void fed_l2norm_backward(float *dinp, const float *dout, const float *inp, const float *out,
+                         size_t N, size_t D, float eps);
+
+/* tensor2tensor's timing signal (min timescale 1, max 1e4) as TF computes it in float32:
+ * row t is sin(t * inv_i) for i < D/2, then cos(t * inv_i), inv_i = exp(-i * ln(1e4) /
+ * (D/2 - 1)). D is even and >= 4. */
+void fed_sinusoid_table(float *table /* (T, D) */, size_t T, size_t D);
+
 #endif

@@ -2,6 +2,7 @@
  * layer-by-layer forward and backward passes that call the kernels. Parsing specs is
  * arch.c's job; reading and writing model files is not here either. */
 #include "core/model.h"
+#include "core/model_internal.h"
 #include "core/alloc.h"
 #include "core/kernels.h"
 #include "core/rng.h"
@@ -12,43 +13,13 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Runtime view of one layer: its spec, shapes, tensors and the tape of the last
- * forward pass. */
-typedef struct layer_rt {
-    fed_layer_spec spec; /* copy of the architecture's layer */
-    fed_shape in, out;   /* per-example shapes */
-    size_t in_numel;     /* floats per example entering */
-    size_t out_numel;    /* floats per example leaving */
-    size_t rows;         /* linear, layernorm: rows per example (in_numel / last dim) */
-    long w, b;           /* tensor indices of weight and bias, -1 if none */
-    fed_conv_geom geom;  /* conv2d geometry */
-    /* tape of the last forward, in the caller's arena */
-    const float *x; /* (N, in_numel) input */
-    float *y;       /* (N, out_numel) output (may alias x for pass-through layers) */
-    float *s1, *s2; /* dropout mask (N, in_numel); layernorm mean, rstd (N*rows) */
-    int32_t *idx;   /* maxpool argmax (N, out_numel); embedding ids (N, in_numel) */
-} layer_rt;
-
-struct fed_model {
-    fed_arch *arch;      /* owned copy */
-    size_t nlayers;      /* entries in layers */
-    layer_rt *layers;    /* (nlayers) */
-    size_t ntensors;     /* entries in tensors */
-    fed_tensor *tensors; /* (ntensors) */
-    size_t nparams;      /* floats in params and grads */
-    float *params;       /* (nparams) */
-    float *grads;        /* (nparams) */
-    size_t batch;        /* N of the last forward */
-    bool tape;           /* last forward ran in train mode and can be back-propagated */
-};
-
 /* ---- construction ----------------------------------------------------------------- */
 
 /* Appends tensor "<layer>.<suffix>" of the given shape; returns its index. */
 static long add_tensor(fed_model *m, size_t layer, const char *suffix, int ndim,
                        const size_t *shape) {
     fed_tensor *t = &m->tensors[m->ntensors];
-    snprintf(t->name, sizeof t->name, "%zu.%s", layer, suffix);
+    snprintf(t->name, sizeof t->name, "%s.%s", m->layers[layer].spec.name, suffix);
     t->ndim = ndim;
     t->numel = 1;
     for (int i = 0; i < ndim; i++) {
@@ -69,7 +40,7 @@ static void plan_tensors(fed_model *m) {
         const fed_layer_spec *s = &L->spec;
         size_t last = L->in.d[L->in.ndim - 1];
         size_t shape[4] = {0};
-        L->w = L->b = -1;
+        L->w = L->b = L->w2 = L->b2 = -1;
         L->rows = L->in_numel / last;
         switch (s->kind) {
         case FED_LAYER_LINEAR:
@@ -97,6 +68,28 @@ static void plan_tensors(fed_model *m) {
             shape[1] = s->dim;
             L->w = add_tensor(m, l, "weight", 2, shape);
             break;
+        case FED_LAYER_POSITIONS:
+            if (s->pos != FED_POS_LEARNED) break;
+            shape[0] = L->in.d[0];
+            shape[1] = last;
+            L->w = add_tensor(m, l, "weight", 2, shape);
+            break;
+        case FED_LAYER_ATTENTION:
+            shape[0] = 3 * last;
+            shape[1] = last;
+            L->w = add_tensor(m, l, "qkv.weight", 2, shape);
+            if (s->bias) L->b = add_tensor(m, l, "qkv.bias", 1, shape);
+            shape[0] = s->out;
+            L->w2 = add_tensor(m, l, "out.weight", 2, shape);
+            if (s->bias) L->b2 = add_tensor(m, l, "out.bias", 1, shape);
+            break;
+        case FED_LAYER_RESIDUAL_END:
+            if (!s->proj) break;
+            shape[0] = L->out.d[L->out.ndim - 1];
+            shape[1] = m->layers[s->pair].in.d[L->out.ndim - 1];
+            L->w2 = add_tensor(m, l, "proj.weight", 2, shape);
+            L->b2 = add_tensor(m, l, "proj.bias", 1, shape);
+            break;
         default:
             break;
         }
@@ -111,8 +104,9 @@ fed_err fed_model_new(fed_model **out, const fed_arch *arch) {
     if ((err = fed_arch_clone(&m->arch, arch))) goto fail;
     err = FED_ENOMEM;
     m->nlayers = fed_arch_num_layers(arch);
+    bool seq = false;
     m->layers = fed_calloc(m->nlayers, sizeof *m->layers);
-    m->tensors = fed_calloc(2 * m->nlayers, sizeof *m->tensors); /* at most two per layer */
+    m->tensors = fed_calloc(4 * m->nlayers, sizeof *m->tensors); /* at most four per layer */
     if (!m->layers || !m->tensors) goto fail;
     for (size_t l = 0; l < m->nlayers; l++) {
         layer_rt *L = &m->layers[l];
@@ -121,7 +115,17 @@ fed_err fed_model_new(fed_model **out, const fed_arch *arch) {
         L->out = fed_arch_shape_at(arch, l + 1);
         L->in_numel = fed_shape_numel(&L->in);
         L->out_numel = fed_shape_numel(&L->out);
+        L->in_eff = L->in_numel;
+        L->out_eff = L->out_numel;
+        L->seq_in = seq;
+        if (L->spec.kind == FED_LAYER_EMBEDDING && L->spec.padded) {
+            seq = true;
+            m->T = L->in.d[0];
+        }
+        if (L->spec.kind == FED_LAYER_MEANPOOL) seq = false;
+        L->seq_out = seq;
     }
+    m->Tb = m->T;
     plan_tensors(m);
     m->params = fed_aligned_alloc(m->nparams, sizeof(float));
     /* calloc: a large zeroed buffer comes as untouched pages, so a model that never
@@ -129,6 +133,7 @@ fed_err fed_model_new(fed_model **out, const fed_arch *arch) {
     m->grads = fed_calloc(m->nparams ? m->nparams : 1, sizeof(float));
     if (!m->params || !m->grads) goto fail;
     memset(m->params, 0, m->nparams * sizeof(float));
+    if ((err = fed__model_seq_tables(m))) goto fail;
     *out = m;
     return FED_OK;
 fail:
@@ -143,6 +148,7 @@ void fed_model_destroy(fed_model **m) {
     fed_free((*m)->tensors);
     fed_free((*m)->params);
     fed_free((*m)->grads);
+    fed_free((*m)->tables);
     fed_free(*m);
     *m = NULL;
 }
@@ -205,13 +211,18 @@ void fed_model_init(fed_model *m, uint64_t seed) {
         const layer_rt *L = &m->layers[t->layer];
         float *p = m->params + t->offset;
         fed_rng r = fed_rng_stream(seed, ti);
-        const fed_tensor *w = &m->tensors[L->w];
+        bool second = (long)ti == L->w2 || (long)ti == L->b2;
+        const fed_tensor *w = &m->tensors[second ? L->w2 : L->w];
         /* PyTorch's convention: fan_in = dim 1 x receptive field, fan_out = dim 0 x it. */
         size_t receptive = w->ndim == 4 ? w->shape[2] * w->shape[3] : 1;
         size_t fan_in = (w->ndim >= 2 ? w->shape[1] : w->shape[0]) * receptive;
         size_t fan_out = w->shape[0] * receptive;
-        bool is_bias = (long)ti == L->b;
+        bool is_bias = (long)ti == L->b || (long)ti == L->b2;
 
+        if (L->spec.kind == FED_LAYER_POSITIONS) { /* learned: N(0, 0.02^2), as GPT-2 */
+            for (size_t i = 0; i < t->numel; i++) p[i] = 0.02f * fed_rng_normal(&r);
+            continue;
+        }
         if (L->spec.kind == FED_LAYER_LAYERNORM) {
             for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : 1.0f;
             continue;
@@ -441,16 +452,6 @@ double fed_model_train_flops(const fed_model *m) {
 
 /* ---- forward ---------------------------------------------------------------------- */
 
-static const float *tensor_ptr(const fed_model *m, long ti) {
-    return ti < 0 ? NULL : m->params + m->tensors[ti].offset;
-}
-
-/* The gradient slot of tensor ti, or NULL when it has none or is frozen. */
-static float *grad_ptr(fed_model *m, long ti) {
-    if (ti < 0 || !m->tensors[ti].trainable) return NULL;
-    return m->grads + m->tensors[ti].offset;
-}
-
 /* Token ids arrive as floats; each must be an integer in [0, vocab). */
 static fed_err embedding_ids(int32_t *ids, const float *x, size_t n, size_t T, size_t vocab,
                              size_t layer) {
@@ -466,16 +467,11 @@ static fed_err embedding_ids(int32_t *ids, const float *x, size_t n, size_t T, s
     return FED_OK;
 }
 
-#define ALLOC_OR_FAIL(ptr, expr)                                                                   \
-    do {                                                                                           \
-        if (!((ptr) = (expr))) return FED_ENOMEM;                                                  \
-    } while (0)
-
 static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, size_t N,
                              fed_mode mode, fed_rng *rng) {
     const fed_layer_spec *s = &L->spec;
     const float *x = L->x;
-    size_t nin = N * L->in_numel, nout = N * L->out_numel;
+    size_t nin = N * L->in_eff, nout = N * L->out_eff;
     L->s1 = L->s2 = NULL;
     L->idx = NULL;
     /* Layers that do not change the data pass their input through without a copy. */
@@ -485,11 +481,11 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
         return FED_OK;
     }
     ALLOC_OR_FAIL(L->y, fed_arena_floats(a, nout));
-    const float *w = tensor_ptr(m, L->w), *b = tensor_ptr(m, L->b);
+    const float *w = fed__model_tensor(m, L->w), *b = fed__model_tensor(m, L->b);
     size_t last = L->in.d[L->in.ndim - 1];
     switch (s->kind) {
     case FED_LAYER_LINEAR:
-        fed_linear_forward(L->y, x, w, b, N * L->rows, last, s->out);
+        fed_linear_forward(L->y, x, w, b, N * L->rows_eff, last, s->out);
         break;
     case FED_LAYER_CONV2D: {
         float *col;
@@ -526,9 +522,9 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
         fed_dropout_forward(L->y, L->s1, x, nin, s->p, rng);
         break;
     case FED_LAYER_LAYERNORM:
-        ALLOC_OR_FAIL(L->s1, fed_arena_floats(a, N * L->rows));
-        ALLOC_OR_FAIL(L->s2, fed_arena_floats(a, N * L->rows));
-        fed_layernorm_forward(L->y, L->s1, L->s2, x, w, b, N * L->rows, last, s->eps);
+        ALLOC_OR_FAIL(L->s1, fed_arena_floats(a, N * L->rows_eff));
+        ALLOC_OR_FAIL(L->s2, fed_arena_floats(a, N * L->rows_eff));
+        fed_layernorm_forward(L->y, L->s1, L->s2, x, w, b, N * L->rows_eff, last, s->eps);
         break;
     case FED_LAYER_EMBEDDING: {
         ALLOC_OR_FAIL(L->idx, fed_arena_alloc(a, nin, sizeof(int32_t)));
@@ -539,8 +535,34 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
     }
     case FED_LAYER_FLATTEN:
         break;
+    default: /* sequence layers: model_seq.c */
+        break;
     }
     return FED_OK;
+}
+
+/* Layers model_seq.c runs. */
+static bool is_seq_layer(const layer_rt *L) {
+    switch (L->spec.kind) {
+    case FED_LAYER_EMBEDDING:
+        return L->spec.padded;
+    case FED_LAYER_POSITIONS:
+    case FED_LAYER_ATTENTION:
+    case FED_LAYER_RESIDUAL:
+    case FED_LAYER_RESIDUAL_END:
+    case FED_LAYER_MEANPOOL:
+    case FED_LAYER_L2NORM:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Per-example sizes at the current batch length m->Tb. */
+static void set_eff(const fed_model *m, layer_rt *L) {
+    L->in_eff = L->seq_in ? L->in_numel / m->T * m->Tb : L->in_numel;
+    L->out_eff = L->seq_out ? L->out_numel / m->T * m->Tb : L->out_numel;
+    L->rows_eff = L->seq_in ? L->rows / m->T * m->Tb : L->rows;
 }
 
 fed_err fed_model_forward(fed_model *m, fed_arena *a, const float *x, size_t N, fed_mode mode,
@@ -548,12 +570,16 @@ fed_err fed_model_forward(fed_model *m, fed_arena *a, const float *x, size_t N, 
     *out = NULL;
     m->tape = false;
     m->batch = N;
+    m->Tb = m->T;
+    m->len = NULL;
     if (N == 0) return fed_errorf(FED_EINVAL, "forward: empty batch");
     const float *cur = x;
     for (size_t l = 0; l < m->nlayers; l++) {
         layer_rt *L = &m->layers[l];
         L->x = cur;
-        fed_err err = layer_forward(m, L, l, a, N, mode, rng);
+        set_eff(m, L);
+        fed_err err = is_seq_layer(L) ? fed__model_seq_forward(m, L, l, a, N)
+                                      : layer_forward(m, L, l, a, N, mode, rng);
         if (err) return err;
         cur = L->y;
     }
@@ -569,7 +595,7 @@ fed_err fed_model_forward(fed_model *m, fed_arena *a, const float *x, size_t N, 
 static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N, const float *dy,
                               bool need_dx, float **dx_out) {
     const fed_layer_spec *s = &L->spec;
-    size_t nin = N * L->in_numel;
+    size_t nin = N * L->in_eff;
     float *dx = NULL;
     *dx_out = NULL;
     if (s->kind == FED_LAYER_FLATTEN || (s->kind == FED_LAYER_DROPOUT && !L->s1)) {
@@ -577,12 +603,12 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
         return FED_OK;
     }
     if (need_dx && s->kind != FED_LAYER_EMBEDDING) ALLOC_OR_FAIL(dx, fed_arena_floats(a, nin));
-    const float *w = tensor_ptr(m, L->w);
-    float *dw = grad_ptr(m, L->w), *db = grad_ptr(m, L->b);
+    const float *w = fed__model_tensor(m, L->w);
+    float *dw = fed__model_grad(m, L->w), *db = fed__model_grad(m, L->b);
     size_t last = L->in.d[L->in.ndim - 1];
     switch (s->kind) {
     case FED_LAYER_LINEAR:
-        fed_linear_backward(dx, dw, db, dy, L->x, w, N * L->rows, last, s->out);
+        fed_linear_backward(dx, dw, db, dy, L->x, w, N * L->rows_eff, last, s->out);
         break;
     case FED_LAYER_CONV2D: {
         if (!dx && !dw && !db) break;
@@ -597,7 +623,7 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
     case FED_LAYER_LAYERNORM:
         if (!dx && !dw && !db) break;
         if (!dx) ALLOC_OR_FAIL(dx, fed_arena_floats(a, nin)); /* the kernel always writes dx */
-        fed_layernorm_backward(dx, dw, db, dy, L->x, L->s1, L->s2, w, N * L->rows, last);
+        fed_layernorm_backward(dx, dw, db, dy, L->x, L->s1, L->s2, w, N * L->rows_eff, last);
         if (!need_dx) dx = NULL;
         break;
     default:
@@ -648,7 +674,10 @@ fed_err fed_model_backward(fed_model *m, fed_arena *a, const float *dout) {
     const float *dy = dout;
     for (size_t l = m->nlayers; l-- > lowest;) {
         float *dx;
-        fed_err err = layer_backward(m, &m->layers[l], a, m->batch, dy, l > lowest, &dx);
+        layer_rt *L = &m->layers[l];
+        fed_err err = is_seq_layer(L)
+                          ? fed__model_seq_backward(m, L, a, m->batch, dy, l > lowest, &dx)
+                          : layer_backward(m, L, a, m->batch, dy, l > lowest, &dx);
         if (err) return err;
         dy = dx;
         if (!dy) break; /* an embedding: token ids have no gradient */

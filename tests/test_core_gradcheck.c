@@ -815,6 +815,52 @@ TEST(embedding_model_gradients) {
     fed_model_destroy(&m);
 }
 
+TEST(transformer_gradients) {
+    /* Padded sequences of lengths 3, 5 and 1 (T = 5): a padded embedding, sinusoidal
+     * positions, a pre-norm attention block whose skip path is a projection (8 -> 6), a
+     * feed-forward block, a causal attention block without biases, masked mean pooling,
+     * then a head. Batch 1 runs at length 3, batch 3 at 5. */
+    const float ids[15] = {1, 3, 8, -1, -1, 2, 2, 5, 7, 0, 4, -1, -1, -1, -1};
+    fed_model *m = model_from(
+        "{\"input\":[5],\"layers\":["
+        "{\"type\":\"embedding\",\"vocab\":9,\"dim\":8,\"pad\":true},"
+        "{\"type\":\"positions\"},"
+        "{\"type\":\"residual\",\"proj\":true,\"layers\":[{\"type\":\"layernorm\"},"
+        "{\"type\":\"attention\",\"heads\":2,\"out\":6}]},"
+        "{\"type\":\"residual\",\"layers\":[{\"type\":\"layernorm\"},"
+        "{\"type\":\"linear\",\"out\":10},{\"type\":\"gelu\"},{\"type\":\"linear\",\"out\":6}]},"
+        "{\"type\":\"residual\",\"name\":\"causal\",\"layers\":[{\"type\":\"attention\","
+        "\"heads\":3,\"causal\":true,\"bias\":false}]},"
+        "{\"type\":\"meanpool\"},{\"type\":\"linear\",\"out\":4},{\"type\":\"tanh\"},"
+        "{\"type\":\"linear\",\"out\":3}]}",
+        9);
+    if (m) {
+        CHECK(fed_model_find(m, "2.proj.weight") && fed_model_find(m, "2.1.qkv.weight"));
+        CHECK(fed_model_find(m, "causal.0.out.weight") && !fed_model_find(m, "causal.0.out.bias"));
+    }
+    check_model_batches("transformer", m, FED_LOSS_SOFTMAX_CE, 0.0f, ids);
+    /* Only the upper blocks trainable: backward stops inside the stack. */
+    if (m) {
+        CHECK_SIZE(fed_model_set_trainable_glob(m, "*", false), fed_model_num_tensors(m));
+        CHECK(fed_model_set_trainable_glob(m, "causal.*", true) == 2);
+        CHECK(fed_model_set_trainable_glob(m, "8.*", true) == 2);
+    }
+    check_model_batches("transformer-top", m, FED_LOSS_SOFTMAX_CE, 0.0f, ids);
+    fed_model_destroy(&m);
+    /* Learned positions, post-norm blocks, l2norm, unpadded (T, D) input from an
+     * ordinary embedding: every position is valid. */
+    const float full[12] = {0, 1, 2, 3, 3, 2, 1, 0, 1, 1, 2, 2};
+    m = model_from("{\"input\":[4],\"layers\":["
+                   "{\"type\":\"embedding\",\"vocab\":4,\"dim\":6},"
+                   "{\"type\":\"positions\",\"kind\":\"learned\"},"
+                   "{\"type\":\"residual\",\"layers\":[{\"type\":\"attention\",\"heads\":2}]},"
+                   "{\"type\":\"layernorm\"},{\"type\":\"meanpool\"},"
+                   "{\"type\":\"l2norm\"},{\"type\":\"linear\",\"out\":2}]}",
+                   10);
+    check_model_batches("transformer-learned", m, FED_LOSS_SOFTMAX_CE, 0.0f, full);
+    fed_model_destroy(&m);
+}
+
 TEST(frozen_tensors_keep_their_gradient) {
     const char *spec = "{\"input\":[4],\"layers\":[{\"type\":\"linear\",\"out\":6},"
                        "{\"type\":\"layernorm\"},{\"type\":\"gelu\"},"
@@ -863,6 +909,7 @@ int main(void) {
     RUN(mlp_gradients);
     RUN(cnn_gradients);
     RUN(embedding_model_gradients);
+    RUN(transformer_gradients);
     RUN(frozen_tensors_keep_their_gradient);
     fprintf(stderr, "worst relative error of any finite-difference check: %.3g\n", worst_seen_);
     return test_report();

@@ -1,0 +1,283 @@
+/* Transformer layers beyond their gradients (test_core_gradcheck covers those): specs
+ * with nested residual blocks and their errors, the canonical JSON, tensor names, the
+ * USE-lite architecture's table, attention against its textbook reference, padding
+ * that changes nothing, bad token ids, and a new head on a sentence encoder. */
+#include "core/arch.h"
+#include "core/arena.h"
+#include "core/blas.h"
+#include "core/kernels.h"
+#include "core/model.h"
+#include "core/rng.h"
+#include "test.h"
+
+#include <stdlib.h>
+
+static void bad_spec(const char *spec, fed_err code, const char *msg_part) {
+    fed_arch *a = NULL;
+    fed_errclear();
+    CHECK_ERR(fed_arch_parse(&a, spec), code);
+    CHECK(a == NULL);
+    CHECK_CONTAINS(fed_errmsg(), msg_part);
+    fed_arch_destroy(&a);
+}
+
+#define EMB "{\"type\":\"embedding\",\"vocab\":9,\"dim\":8,\"pad\":true}"
+
+TEST(malformed_specs) {
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"residual\"}]}", FED_EFORMAT,
+             "layer 1 (residual): field \"layers\" must be a non-empty array");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"residual\",\"layers\":[]}]}",
+             FED_EFORMAT, "non-empty array");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"residual\",\"layers\":[{\"type\":"
+             "\"linear\",\"out\":4}]}]}",
+             FED_ESHAPE, "layer 1 (residual-end): the block maps width 8 to 4; add \"proj\"");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"residual\",\"layers\":[{\"type\":"
+             "\"relu\"},{\"type\":\"lineer\"}]}]}",
+             FED_EFORMAT, "layer 1.1: unknown type \"lineer\"");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"flatten\"}]}", FED_ESHAPE,
+             "layer 1 (flatten): cannot take a padded token sequence; pool it first");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"attention\",\"heads\":3}]}",
+             FED_ESHAPE, "layer 1 (attention): 3 heads do not divide the width 8");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"attention\"}]}", FED_EFORMAT,
+             "layer 1 (attention): missing field \"heads\"");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"attention\",\"heads\":2,"
+             "\"causal\":1}]}",
+             FED_EFORMAT, "field \"causal\": must be true or false");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"positions\",\"kind\":\"rope\"}]}",
+             FED_EFORMAT, "field \"kind\": must be \"sinusoidal\" or \"learned\"");
+    bad_spec("{\"input\":[5],\"layers\":[{\"type\":\"linear\",\"out\":2,\"name\":\"a b\"}]}",
+             FED_EFORMAT, "field \"name\": must be 1 to 39 characters of [A-Za-z0-9_.-]");
+    bad_spec("{\"input\":[5],\"layers\":[{\"type\":\"linear\",\"out\":2,\"name\":\"1\"},"
+             "{\"type\":\"linear\",\"out\":2}]}",
+             FED_EFORMAT, "layer name \"1\" is used twice");
+    bad_spec("{\"input\":[5],\"layers\":[{\"type\":\"meanpool\"}]}", FED_ESHAPE,
+             "layer 0 (meanpool): needs a (T, D) sequence, got 1 dimension(s)");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"l2norm\",\"eps\":0}]}", FED_EFORMAT,
+             "field \"eps\"");
+    bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"residual\",\"layers\":[{\"type\":"
+             "\"relu\"}],\"skip\":1}]}",
+             FED_EFORMAT, "layer 1 (residual): unknown field \"skip\"");
+    /* Nine nested blocks are one too many. */
+    char deep[2048] = "{\"input\":[5],\"layers\":[" EMB;
+    for (int i = 0; i < 9; i++)
+        strcat(deep, ",{\"type\":\"residual\",\"layers\":[{\"type\":\"relu\"}");
+    for (int i = 0; i < 9; i++) strcat(deep, "]}");
+    strcat(deep, "]}");
+    bad_spec(deep, FED_EFORMAT, "blocks nest deeper than 8");
+}
+
+static fed_arch *arch_of(const char *spec) {
+    fed_arch *a = NULL;
+    CHECK_OK(fed_arch_parse(&a, spec));
+    return a;
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = calloc(1, 1 << 16);
+    size_t n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+    (void)n;
+    fclose(f);
+    return buf;
+}
+
+TEST(use_lite_architecture) {
+    char *spec = read_text(FED_TEST_DATA "/use_lite_arch.json");
+    CHECK(spec != NULL);
+    if (!spec) return;
+    fed_arch *a = arch_of(spec);
+    free(spec);
+    if (!a) return;
+    /* Every float of the TF.js model but the 128 inverse timescales, which the
+     * positions layer computes. */
+    CHECK_SIZE(fed_arch_num_params(a), 6975744);
+    fed_shape out = fed_arch_shape_at(a, fed_arch_num_layers(a));
+    CHECK_INT(out.ndim, 1);
+    CHECK_SIZE(out.d[0], 512);
+    fed_model *m = NULL;
+    CHECK_OK(fed_model_new(&m, a));
+    if (m) {
+        static const struct {
+            const char *name;
+            size_t d0, d1;
+        } want[] = {{"embed.weight", 8002, 256},          {"l0.attn.proj.weight", 512, 256},
+                    {"l0.attn.norm.weight", 256, 0},      {"l0.attn.mha.qkv.weight", 768, 256},
+                    {"l0.attn.mha.out.weight", 512, 256}, {"l0.ffn.fc1.weight", 1536, 512},
+                    {"l0.ffn.fc2.weight", 512, 1536},     {"l1.attn.mha.qkv.weight", 1536, 512},
+                    {"l1.attn.mha.out.bias", 512, 0},     {"pool.dense.weight", 512, 512}};
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+            const fed_tensor *t = fed_model_find(m, want[i].name);
+            CHECK(t != NULL);
+            if (!t) continue;
+            CHECK_SIZE(t->shape[0], want[i].d0);
+            if (want[i].d1) CHECK_SIZE(t->shape[1], want[i].d1);
+        }
+        CHECK_SIZE(fed_model_num_tensors(m), 29);
+        CHECK_SIZE(fed_model_input_size(m), 128);
+        CHECK_SIZE(fed_model_output_size(m), 512);
+    }
+    /* The canonical JSON names only what is not the default and reads back the same. */
+    char *j1 = NULL, *j2 = NULL;
+    CHECK_OK(fed_arch_to_json(a, &j1));
+    fed_arch *b = j1 ? arch_of(j1) : NULL;
+    if (b) CHECK_OK(fed_arch_to_json(b, &j2));
+    if (j1 && j2) CHECK_STR(j1, j2);
+    if (j1)
+        CHECK_CONTAINS(j1, "\"type\":\"residual\",\"proj\":true,\"init\":\"xavier\",\"name\":"
+                           "\"l0.attn\",\"layers\":[{\"type\":\"layernorm\"");
+    /* A sentence encoder gets its head appended, after the l2norm. */
+    fed_model *h = NULL;
+    if (m) CHECK_OK(fed_model_new_head(&h, m, 2, 5));
+    if (h) {
+        const fed_tensor *t = fed_model_find(h, "head.weight");
+        CHECK(t && t->shape[0] == 2 && t->shape[1] == 512);
+        CHECK_SIZE(fed_model_output_size(h), 2);
+        CHECK_SIZE(fed_model_num_params(h), 6975744 + 2 * 512 + 2);
+    }
+    fed_model_destroy(&h);
+    fed_free(j1);
+    fed_free(j2);
+    fed_arch_destroy(&b);
+    fed_model_destroy(&m);
+    fed_arch_destroy(&a);
+}
+
+TEST(attention_matches_reference) {
+    fed_rng r;
+    fed_rng_seed(&r, 3);
+    const size_t N = 3, T = 7, D = 12, H = 3;
+    const int32_t len[3] = {7, 4, 1};
+    float *qkv = malloc(N * T * 3 * D * sizeof(float));
+    float *a1 = malloc(N * T * D * sizeof(float)), *a2 = malloc(N * T * D * sizeof(float));
+    float *p1 = malloc(N * H * T * T * sizeof(float)), *p2 = malloc(N * H * T * T * sizeof(float));
+    if (!qkv || !a1 || !a2 || !p1 || !p2) abort();
+    for (size_t i = 0; i < N * T * 3 * D; i++) qkv[i] = 4.0f * fed_rng_uniform(&r) - 2.0f;
+    for (int causal = 0; causal <= 1; causal++) {
+        for (int masked = 0; masked <= 1; masked++) {
+            const int32_t *l = masked ? len : NULL;
+            fed_sdpa_forward(a1, p1, qkv, l, N, T, D, H, causal);
+            fed_sdpa_forward_ref(a2, p2, qkv, l, N, T, D, H, causal);
+            double worst = 0.0;
+            for (size_t i = 0; i < N * T * D; i++) worst = fmax(worst, fabs(a1[i] - a2[i]));
+            for (size_t i = 0; i < N * H * T * T; i++) worst = fmax(worst, fabs(p1[i] - p2[i]));
+            CHECK(worst < 2e-6);
+            /* Masked keys get exactly zero weight; every row sums to one. */
+            size_t zero_ok = 0, rows_ok = 0;
+            for (size_t n = 0; n < N; n++)
+                for (size_t h = 0; h < H; h++)
+                    for (size_t i = 0; i < T; i++) {
+                        const float *p = p1 + ((n * H + h) * T + i) * T;
+                        size_t valid = masked ? (size_t)len[n] : T;
+                        if (causal && i + 1 < valid) valid = i + 1;
+                        double sum = 0.0;
+                        bool zeros = true;
+                        for (size_t j = 0; j < T; j++) {
+                            sum += (double)p[j];
+                            if (j >= valid) zeros &= p[j] == 0.0f;
+                        }
+                        zero_ok += zeros;
+                        rows_ok += fabs(sum - 1.0) < 1e-5;
+                    }
+            CHECK_SIZE(zero_ok, N * H * T);
+            CHECK_SIZE(rows_ok, N * H * T);
+        }
+    }
+    /* Huge scores do not overflow: the softmax subtracts the row maximum. */
+    for (size_t i = 0; i < N * T * 3 * D; i++) qkv[i] *= 400.0f;
+    fed_sdpa_forward(a1, p1, qkv, len, N, T, D, H, 0);
+    bool finite = true;
+    for (size_t i = 0; i < N * T * D; i++) finite &= isfinite(a1[i]) != 0;
+    CHECK(finite);
+    free(qkv);
+    free(a1);
+    free(a2);
+    free(p1);
+    free(p2);
+}
+
+/* A small encoder for the padding tests. */
+#define ENCODER                                                                                    \
+    "{\"input\":[6],\"layers\":[" EMB ",{\"type\":\"positions\"},"                                 \
+    "{\"type\":\"residual\",\"layers\":[{\"type\":\"layernorm\"},{\"type\":\"attention\","         \
+    "\"heads\":2}]},{\"type\":\"residual\",\"layers\":[{\"type\":\"layernorm\"},"                  \
+    "{\"type\":\"linear\",\"out\":16},{\"type\":\"relu\"},{\"type\":\"linear\",\"out\":8}]},"      \
+    "{\"type\":\"meanpool\"},{\"type\":\"linear\",\"out\":8},{\"type\":\"tanh\"},"                 \
+    "{\"type\":\"l2norm\"}]}"
+
+static fed_model *encoder(void) {
+    fed_arch *a = arch_of(ENCODER);
+    fed_model *m = NULL;
+    if (a) CHECK_OK(fed_model_new(&m, a));
+    fed_arch_destroy(&a);
+    if (m) fed_model_init(m, 17);
+    return m;
+}
+
+TEST(padding_changes_nothing) {
+    fed_model *m = encoder();
+    fed_arena *a = NULL;
+    CHECK_OK(fed_arena_new(&a, 0));
+    if (!m || !a) goto done;
+    /* Sentence s alone (runs at length 2), then in a batch whose other sentence fills T. */
+    const float alone[6] = {3, 5, -1, -1, -1, -1};
+    const float batch[12] = {1, 2, 3, 4, 5, 6, 3, 5, -1, -1, -1, -1};
+    const float *y1, *y2;
+    float v1[8];
+    CHECK_OK(fed_model_forward(m, a, alone, 1, FED_MODE_EVAL, NULL, &y1));
+    memcpy(v1, y1, sizeof v1);
+    fed_arena_reset(a);
+    CHECK_OK(fed_model_forward(m, a, batch, 2, FED_MODE_EVAL, NULL, &y2));
+    double worst = 0.0, norm = 0.0;
+    for (int i = 0; i < 8; i++) {
+        worst = fmax(worst, fabs(v1[i] - y2[8 + i]));
+        norm += (double)v1[i] * (double)v1[i];
+    }
+    CHECK(worst < 1e-6);
+    CHECK_NEAR(norm, 1.0, 1e-5); /* l2norm */
+    /* Different sentences give different vectors. */
+    double diff = 0.0;
+    for (int i = 0; i < 8; i++) diff += fabs(y2[i] - y2[8 + i]);
+    CHECK(diff > 1e-2);
+done:
+    fed_arena_destroy(&a);
+    fed_model_destroy(&m);
+}
+
+static void bad_ids(fed_model *m, fed_arena *a, const float *x, const char *msg) {
+    const float *y;
+    fed_errclear();
+    fed_arena_reset(a);
+    CHECK_ERR(fed_model_forward(m, a, x, 1, FED_MODE_EVAL, NULL, &y), FED_ERANGE);
+    CHECK_CONTAINS(fed_errmsg(), msg);
+}
+
+TEST(bad_token_ids) {
+    fed_model *m = encoder();
+    fed_arena *a = NULL;
+    CHECK_OK(fed_arena_new(&a, 0));
+    if (!m || !a) goto done;
+    const float empty[6] = {-1, -1, -1, -1, -1, -1};
+    const float gap[6] = {1, -1, 2, -1, -1, -1};
+    const float big[6] = {1, 9, -1, -1, -1, -1};
+    const float frac[6] = {1.5f, -1, -1, -1, -1, -1};
+    const float neg[6] = {1, -2, -1, -1, -1, -1};
+    bad_ids(m, a, empty, "layer 0 (embedding): example 0 is empty (padding only)");
+    bad_ids(m, a, gap, "example 0: token id at position 2 follows padding");
+    bad_ids(m, a, big, "example 0 position 1: token id 9 is not an integer in [0, 9)");
+    bad_ids(m, a, frac, "token id 1.5 is not an integer");
+    bad_ids(m, a, neg, "token id -2 is not an integer");
+done:
+    fed_arena_destroy(&a);
+    fed_model_destroy(&m);
+}
+
+int main(void) {
+    fed_blas_set_threads(1);
+    RUN(malformed_specs);
+    RUN(use_lite_architecture);
+    RUN(attention_matches_reference);
+    RUN(padding_changes_nothing);
+    RUN(bad_token_ids);
+    return test_report();
+}
