@@ -31,6 +31,19 @@ static bool is_gzip(const unsigned char *b, size_t n) {
     return n >= 2 && b[0] == 0x1f && b[1] == 0x8b;
 }
 
+static fed_err gunzip(const unsigned char *src, size_t n, const char *what, unsigned char **out,
+                      size_t *outn);
+
+fed_err fed_data_gunzip(const void *src, size_t n, const char *what, unsigned char **out,
+                        size_t *outn) {
+    if (!is_gzip(src, n)) {
+        *out = NULL;
+        *outn = 0;
+        return fed_errorf(FED_EFORMAT, "%s: not gzip data", what);
+    }
+    return gunzip(src, n, what, out, outn);
+}
+
 /* Inflates the gzip data src[0..n) (one or more members) into a new buffer *out of *outn
  * bytes (plus a NUL byte after them, not counted). */
 static fed_err gunzip(const unsigned char *src, size_t n, const char *what, unsigned char **out,
@@ -111,16 +124,6 @@ done:
     inflateEnd(&zs);
     fed_free(buf);
     return err;
-}
-
-fed_err fed_data_gunzip(const void *src, size_t n, const char *what, unsigned char **out,
-                        size_t *outn) {
-    if (!is_gzip(src, n)) {
-        *out = NULL;
-        *outn = 0;
-        return fed_errorf(FED_EFORMAT, "%s: not gzip data", what);
-    }
-    return gunzip(src, n, what, out, outn);
 }
 
 /* The bytes of path, inflated when they are gzip. */
