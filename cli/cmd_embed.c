@@ -5,7 +5,9 @@
  *
  * Each text becomes the model's input row: its token ids, truncated to the input length,
  * then -1 (padding) to the end; rows go through fed_model_forward in eval mode in
- * batches. An empty text is an error naming its line (the reference embedder throws on
+ * batches, up to EMBED_CHUNK sentences at a time sorted by length so that a batch (which
+ * runs at its longest sentence) holds sentences of similar length; the output keeps the
+ * input order. An empty text is an error naming its line (the reference embedder throws on
  * one; fedtune refuses it clearly instead), as is a line that is not one JSON string of
  * valid UTF-8 without NUL characters. --out is written through a temporary file and a
  * rename: a failed run leaves no partial file. */
@@ -41,7 +43,7 @@ static const opt_spec embed_opts[] = {
     {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "output file (default: standard output)"},
     {"batch", OPT_SIZE, "64", 1, 4096, NULL, F(batch), "sentences per forward pass"},
     {"ids", OPT_BOOL, "false", 1, 0, NULL, F(ids),
-     "print {\"ids\": [...], \"vec\": [...]} per line (the token ids too)"},
+     "print {\"ids\": [the token ids the model reads], \"vec\": [...]} per line"},
     {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads"},
     {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
 };
@@ -252,6 +254,9 @@ static void print_row(FILE *f, const int32_t *ids, size_t nids, const float *v, 
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
+/* Sentences read before they are sorted by length into batches. */
+#define EMBED_CHUNK 1024
+
 /* What a run holds. */
 typedef struct embed_run {
     const embed_cfg *c;
@@ -259,9 +264,12 @@ typedef struct embed_run {
     embed_tok *tok;   /* its tokenizer */
     fed_arena *arena; /* forward scratch */
     size_t len;       /* tokens per input row */
-    float *x;         /* (batch, len) inputs */
-    int32_t *ids;     /* (batch, len) token ids as tokenized (truncated) */
-    size_t *nids;     /* (batch) ids per row, truncated */
+    size_t dim;       /* floats per output row */
+    float *x;         /* (batch, len) inputs of one forward pass */
+    int32_t *ids;     /* (EMBED_CHUNK, len) token ids as the model reads them (truncated) */
+    size_t *nids;     /* (EMBED_CHUNK) ids per sentence */
+    size_t *order;    /* (EMBED_CHUNK) sentence indices, shortest first */
+    float *y;         /* (EMBED_CHUNK, dim) the embeddings, input order */
     char *text;       /* a decoded line */
 } embed_run;
 
@@ -271,17 +279,52 @@ static bool grow_text(embed_run *r, size_t n) {
     return t != NULL;
 }
 
-/* Runs the rows gathered so far and prints them. */
-static fed_err flush_batch(embed_run *r, size_t rows, FILE *f) {
-    if (!rows) return FED_OK;
-    const float *y = NULL;
-    fed_arena_reset(r->arena);
-    fed_err err = fed_model_forward(r->m, r->arena, r->x, rows, FED_MODE_EVAL, NULL, &y);
-    if (err) return err;
-    size_t dim = fed_model_output_size(r->m);
+static _Thread_local const size_t *sort_nids;
+
+static int by_length(const void *a, const void *b) {
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    if (sort_nids[i] != sort_nids[j]) return sort_nids[i] < sort_nids[j] ? -1 : 1;
+    return i < j ? -1 : (i > j);
+}
+
+/* Embeds the rows sentences read so far and prints them in input order. A batch runs at
+ * the length of its longest sentence, so sentences of similar length go together. */
+static fed_err run_chunk(embed_run *r, size_t rows, FILE *f) {
+    for (size_t i = 0; i < rows; i++) r->order[i] = i;
+    sort_nids = r->nids;
+    qsort(r->order, rows, sizeof *r->order, by_length);
+    for (size_t b = 0; b < rows; b += r->c->batch) {
+        size_t nb = rows - b < r->c->batch ? rows - b : r->c->batch;
+        for (size_t i = 0; i < nb; i++) {
+            size_t s = r->order[b + i];
+            for (size_t t = 0; t < r->len; t++)
+                r->x[i * r->len + t] =
+                    t < r->nids[s] ? (float)r->ids[s * r->len + t] : FED_USE_LITE_PAD;
+        }
+        const float *y = NULL;
+        fed_arena_reset(r->arena);
+        fed_err err = fed_model_forward(r->m, r->arena, r->x, nb, FED_MODE_EVAL, NULL, &y);
+        if (err) return err;
+        for (size_t i = 0; i < nb; i++)
+            memcpy(r->y + r->order[b + i] * r->dim, y + i * r->dim, r->dim * sizeof *y);
+    }
     for (size_t i = 0; i < rows; i++)
-        print_row(f, r->c->ids ? r->ids + i * r->len : NULL, r->nids[i], y + i * dim, dim);
+        print_row(f, r->c->ids ? r->ids + i * r->len : NULL, r->nids[i], r->y + i * r->dim, r->dim);
     return FED_OK;
+}
+
+/* Checks and decodes one input line into r->text; NULL when fine, else why not. */
+static const char *decode_line(embed_run *r, char *line, size_t n, fed_err *err) {
+    if (n > LINE_MAX_BYTES) return "longer than 1 MiB";
+    if (memchr(line, 0, n)) return "a NUL byte";
+    if (fed_utf8_bad_at(line, n) != n) return "not valid UTF-8";
+    if (!grow_text(r, n + 1)) {
+        *err = FED_ENOMEM;
+        return NULL;
+    }
+    const char *why = json_string(line, r->text);
+    if (!why && !r->text[0]) why = "empty text (fedtune embeds no empty sentence)";
+    return why;
 }
 
 /* Reads, tokenizes and embeds every line of the input. */
@@ -295,19 +338,8 @@ static fed_err embed_lines(embed_run *r, FILE *in, FILE *out) {
         lineno++;
         size_t n = (size_t)got;
         if (n && line[n - 1] == '\n') line[--n] = '\0';
-        const char *why = NULL;
-        if (n > LINE_MAX_BYTES)
-            why = "longer than 1 MiB";
-        else if (memchr(line, 0, n))
-            why = "a NUL byte";
-        else if (fed_utf8_bad_at(line, n) != n)
-            why = "not valid UTF-8";
-        else if (!grow_text(r, n + 1))
-            err = FED_ENOMEM;
-        else
-            why = json_string(line, r->text);
+        const char *why = decode_line(r, line, n, &err);
         if (err) break;
-        if (!why && !r->text[0]) why = "empty text (fedtune embeds no empty sentence)";
         if (why) {
             err = fed_errorf(FED_EFORMAT, "%s:%zu: %s", c->input, lineno, why);
             break;
@@ -318,19 +350,19 @@ static fed_err embed_lines(embed_run *r, FILE *in, FILE *out) {
             err = fed_errprefix(err, "%s:%zu", c->input, lineno);
             break;
         }
-        size_t k = total < r->len ? total : r->len;
-        r->nids[rows] = k;
-        float *row = r->x + rows * r->len;
-        for (size_t i = 0; i < r->len; i++)
-            row[i] = i < k ? (float)r->ids[rows * r->len + i] : FED_USE_LITE_PAD;
-        if (++rows == c->batch) {
-            err = flush_batch(r, rows, out);
+        if (total == 0) {
+            err = fed_errorf(FED_EFORMAT, "%s:%zu: the text has no tokens", c->input, lineno);
+            break;
+        }
+        r->nids[rows] = total < r->len ? total : r->len;
+        if (++rows == EMBED_CHUNK) {
+            err = run_chunk(r, rows, out);
             rows = 0;
         }
     }
     if (!err && ferror(in)) err = fed_errorf(FED_EIO, "%s: read error", c->input);
     if (!err && lineno == 0) err = fed_errorf(FED_EFORMAT, "%s: no sentences", c->input);
-    if (!err) err = flush_batch(r, rows, out);
+    if (!err && rows) err = run_chunk(r, rows, out);
     free(line);
     return err;
 }
@@ -360,11 +392,15 @@ static fed_err run_embed(const void *cfg) {
         goto done;
     }
     r.len = fed_model_input_size(r.m);
-    size_t cells = 0;
+    r.dim = fed_model_output_size(r.m);
+    size_t cells = 0, ids = 0, outs = 0;
     err = FED_ENOMEM;
-    if (!fed_mul_ok(c->batch, r.len, &cells) || !(r.x = fed_mallocarray(cells, sizeof *r.x)) ||
-        !(r.ids = fed_mallocarray(cells, sizeof *r.ids)) ||
-        !(r.nids = fed_calloc(c->batch, sizeof *r.nids)) || (err = fed_arena_new(&r.arena, 0)))
+    if (!fed_mul_ok(c->batch, r.len, &cells) || !fed_mul_ok(EMBED_CHUNK, r.len, &ids) ||
+        !fed_mul_ok(EMBED_CHUNK, r.dim, &outs) || !(r.x = fed_mallocarray(cells, sizeof *r.x)) ||
+        !(r.ids = fed_mallocarray(ids, sizeof *r.ids)) ||
+        !(r.nids = fed_calloc(EMBED_CHUNK, sizeof *r.nids)) ||
+        !(r.order = fed_calloc(EMBED_CHUNK, sizeof *r.order)) ||
+        !(r.y = fed_mallocarray(outs, sizeof *r.y)) || (err = fed_arena_new(&r.arena, 0)))
         goto done;
     if (!(in = fopen(c->input, "r"))) {
         err = fed_errorf(FED_EIO, "--input: cannot open %s: %s", c->input, strerror(errno));
@@ -380,6 +416,8 @@ done:
     fed_free(r.x);
     fed_free(r.ids);
     fed_free(r.nids);
+    fed_free(r.order);
+    fed_free(r.y);
     fed_arena_destroy(&r.arena);
     tok_close(&r.tok);
     fed_meta_destroy(&meta);
