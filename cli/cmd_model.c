@@ -1,5 +1,6 @@
-/* `fedtune init` (a fresh model file from an architecture) and `fedtune info` (what a
- * model file holds: architecture, tensors, parameter counts, metadata). */
+/* `fedtune init` (a fresh model file from an architecture), `fedtune info` (what a
+ * model file holds: architecture, tensors, parameter counts, metadata) and `fedtune
+ * merge` (LoRA adapters folded into their weights). */
 #include "cli/commands.h"
 #include "cli/prep.h"
 #include "core/alloc.h"
@@ -160,11 +161,25 @@ static fed_err run_info(const void *cfg) {
             printf(" p %g", (double)l->p);
             break;
         case FED_LAYER_EMBEDDING:
-            printf(" vocab %zu dim %zu", l->vocab, l->dim);
+            printf(" vocab %zu dim %zu%s", l->vocab, l->dim, l->padded ? " padded" : "");
+            break;
+        case FED_LAYER_ATTENTION:
+            printf(" heads %zu out %zu%s", l->heads, l->out, l->causal ? " causal" : "");
+            break;
+        case FED_LAYER_POSITIONS:
+            printf(" %s", l->pos == FED_POS_LEARNED ? "learned" : "sinusoidal");
+            break;
+        case FED_LAYER_RESIDUAL:
+            printf(" %s", l->proj ? "proj" : "identity");
             break;
         default:
             break;
         }
+        if (l->lora_rank && l->kind != FED_LAYER_RESIDUAL)
+            printf(" lora r%zu alpha %g", l->lora_rank, (double)l->lora_alpha);
+        char idx[24];
+        snprintf(idx, sizeof idx, "%zu", i);
+        if (strcmp(l->name, idx) != 0) printf(" [%s]", l->name);
         printf("  -> ");
         print_shape(&o);
         printf("\n");
@@ -201,4 +216,51 @@ static fed_err run_info(const void *cfg) {
 int cmd_info(int argc, char **argv) {
     info_cfg c;
     return cli_run(&info_table, &c, sizeof c, argc, argv, run_info);
+}
+
+/* ---- merge ----------------------------------------------------------------------------- */
+
+typedef struct merge_cfg {
+    const char *model; /* model file with adapters */
+    const char *out;   /* model file to write */
+} merge_cfg;
+
+#define F(field) offsetof(merge_cfg, field)
+static const opt_spec merge_opts[] = {
+    {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "model file with LoRA adapters"},
+    {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "model file to write, adapters merged"},
+    {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
+};
+#undef F
+
+static const opt_table merge_table = {
+    "merge",
+    "Fold the LoRA adapters of a model into its weights (W += alpha/rank * B A): the same "
+    "function without adapters, as plain tensors any tool can load.",
+    merge_opts, NULL};
+
+static fed_err run_merge(const void *cfg) {
+    const merge_cfg *c = cfg;
+    if (!c->model) return fed_errorf(FED_EINVAL, "--model is required");
+    if (!c->out) return fed_errorf(FED_EINVAL, "--out is required");
+    fed_model *m = NULL, *g = NULL;
+    fed_meta *meta = NULL;
+    fed_err err = prep_load_model(&m, &meta, c->model, NULL, false);
+    if (err) return err;
+    size_t adapters = fed_arch_num_lora(fed_model_arch(m));
+    if (!adapters) err = fed_errorf(FED_EINVAL, "%s has no LoRA adapters to merge", c->model);
+    if (!err) err = fed_model_merge_lora(&g, m);
+    if (!err) err = fed_model_save(g, c->out, meta);
+    if (!err)
+        printf("merge: %zu adapters folded; wrote %s (%zu parameters, %zu before)\n", adapters,
+               c->out, fed_model_num_params(g), fed_model_num_params(m));
+    fed_model_destroy(&g);
+    fed_model_destroy(&m);
+    fed_meta_destroy(&meta);
+    return err;
+}
+
+int cmd_merge(int argc, char **argv) {
+    merge_cfg c;
+    return cli_run(&merge_table, &c, sizeof c, argc, argv, run_merge);
 }

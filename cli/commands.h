@@ -21,6 +21,7 @@ int cli_run(const struct opt_table *t, void *cfg, size_t size, int argc, char **
 int cmd_demo(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_tune(int argc, char **argv);

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "evaluate a model: loss, accuracy, macro-F1, per-class, confusion"},
     {"tune", cmd_tune, "search learning rate, batch size and epochs on the validation split"},
     {"info", cmd_info, "show a model file: architecture, tensors, counts, metadata"},
+    {"merge", cmd_merge, "fold a model's LoRA adapters into its weights"},
     {"import", cmd_import,
      "convert a published pre-trained model (USE-lite, TF.js) to a model file"},
     {"embed", cmd_embed, "embed sentences (JSON lines) with a model that carries its tokenizer"},

@@ -7,6 +7,7 @@
 #include "core/kernels.h"
 
 #include <cJSON.h>
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,8 @@ static const struct {
  * blocks nest: bounds on what a spec may make the parser build. */
 #define MAX_LAYERS 4096
 #define MAX_DEPTH  8
+/* Longest tensor name: FED_TENSOR_NAME_MAX of core/model.h. */
+#define FED_TENSOR_NAME_MAX_ARCH 64
 
 static const char *const init_names[] = {"kaiming", "xavier", "torch", "normal"};
 
@@ -196,6 +199,60 @@ static fed_err get_name(const cJSON *obj, const where *w, const char *path, fed_
     return FED_OK;
 }
 
+/* The weights a kind takes adapters on, as "on" names them. */
+static const struct {
+    fed_layer_kind kind;
+    const char *on;
+    unsigned bit;
+    const char *suffix; /* of the weight tensor */
+} lora_weights[] = {
+    {FED_LAYER_LINEAR, "weight", FED_LORA_MAIN, "weight"},
+    {FED_LAYER_ATTENTION, "qkv", FED_LORA_MAIN, "qkv.weight"},
+    {FED_LAYER_ATTENTION, "out", FED_LORA_SECOND, "out.weight"},
+    {FED_LAYER_RESIDUAL_END, "proj", FED_LORA_SECOND, "proj.weight"},
+};
+
+/* A kind as lora_weights lists it: a residual block's adapters belong to its end. */
+static fed_layer_kind lora_kind(fed_layer_kind k) {
+    return k == FED_LAYER_RESIDUAL ? FED_LAYER_RESIDUAL_END : k;
+}
+
+/* The optional "lora" object of a linear, attention or residual layer. */
+static fed_err get_lora(const cJSON *obj, const where *w, fed_layer_spec *ls) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "lora");
+    if (!v) return FED_OK;
+    where lw;
+    snprintf(lw.text, sizeof lw.text, "%.100s: field \"lora\"", w->text);
+    const char *at = lw.text;
+    if (!cJSON_IsObject(v)) return fed_errorf(FED_EFORMAT, "%s: must be an object", at);
+    static const char *const keys[] = {"rank", "alpha", "on", NULL};
+    fed_err err;
+    if ((err = check_keys(v, &lw, keys)) ||
+        (err = get_size(v, &lw, "rank", 1, FED_LORA_MAX_RANK, true, 0, &ls->lora_rank)) ||
+        (err = get_float(v, &lw, "alpha", 1e-6, 1e6, false, (float)ls->lora_rank, &ls->lora_alpha)))
+        return err;
+    fed_layer_kind k = lora_kind(ls->kind);
+    const cJSON *on = cJSON_GetObjectItemCaseSensitive(v, "on");
+    for (size_t i = 0; i < sizeof lora_weights / sizeof lora_weights[0]; i++)
+        if (lora_weights[i].kind == k && !on) ls->lora_on |= lora_weights[i].bit;
+    if (!on) return FED_OK;
+    if (!cJSON_IsArray(on) || cJSON_GetArraySize(on) < 1)
+        return fed_errorf(FED_EFORMAT, "%s: field \"on\": must be a non-empty array", at);
+    for (const cJSON *it = on->child; it; it = it->next) {
+        size_t i, n = sizeof lora_weights / sizeof lora_weights[0];
+        for (i = 0; i < n; i++)
+            if (lora_weights[i].kind == k && cJSON_IsString(it) &&
+                strcmp(it->valuestring, lora_weights[i].on) == 0)
+                break;
+        if (i == n)
+            return fed_errorf(FED_EFORMAT,
+                              "%s: field \"on\": \"%.40s\" is not a weight of this layer", at,
+                              cJSON_IsString(it) ? it->valuestring : "?");
+        ls->lora_on |= lora_weights[i].bit;
+    }
+    return FED_OK;
+}
+
 static fed_err parse_layer(const cJSON *obj, const char *path, fed_layer_spec *ls) {
     where w = at_layer(path, "?");
     if (!cJSON_IsObject(obj)) return fed_errorf(FED_EFORMAT, "%s: must be an object", w.text);
@@ -219,11 +276,11 @@ static fed_err parse_layer(const cJSON *obj, const char *path, fed_layer_spec *l
     const size_t MAXD = FED_MAX_DIM_SIZE;
     switch (ls->kind) {
     case FED_LAYER_LINEAR: {
-        static const char *const keys[] = {"out", "bias", "init", "name", NULL};
+        static const char *const keys[] = {"out", "bias", "init", "name", "lora", NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_size(obj, &w, "out", 1, MAXD, true, 0, &ls->out)) ||
             (err = get_bool(obj, &w, "bias", true, &ls->bias)) ||
-            (err = get_init(obj, &w, FED_INIT_KAIMING, &ls->init)))
+            (err = get_init(obj, &w, FED_INIT_KAIMING, &ls->init)) || (err = get_lora(obj, &w, ls)))
             return err;
         break;
     }
@@ -289,22 +346,26 @@ static fed_err parse_layer(const cJSON *obj, const char *path, fed_layer_spec *l
         break;
     }
     case FED_LAYER_ATTENTION: {
-        static const char *const keys[] = {"heads", "out", "causal", "bias", "init", "name", NULL};
+        static const char *const keys[] = {"heads", "out",  "causal", "bias",
+                                           "init",  "name", "lora",   NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_size(obj, &w, "heads", 1, 4096, true, 0, &ls->heads)) ||
             (err = get_size(obj, &w, "out", 0, MAXD, false, 0, &ls->out)) ||
             (err = get_bool(obj, &w, "causal", false, &ls->causal)) ||
             (err = get_bool(obj, &w, "bias", true, &ls->bias)) ||
-            (err = get_init(obj, &w, FED_INIT_XAVIER, &ls->init)))
+            (err = get_init(obj, &w, FED_INIT_XAVIER, &ls->init)) || (err = get_lora(obj, &w, ls)))
             return err;
         break;
     }
     case FED_LAYER_RESIDUAL: {
-        static const char *const keys[] = {"layers", "proj", "init", "name", NULL};
+        static const char *const keys[] = {"layers", "proj", "init", "name", "lora", NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_bool(obj, &w, "proj", false, &ls->proj)) ||
-            (err = get_init(obj, &w, FED_INIT_XAVIER, &ls->init)))
+            (err = get_init(obj, &w, FED_INIT_XAVIER, &ls->init)) || (err = get_lora(obj, &w, ls)))
             return err;
+        if (ls->lora_rank && !ls->proj)
+            return fed_errorf(FED_EFORMAT, "%s: field \"lora\": the block has no projection",
+                              w.text);
         ls->bias = true;
         break;
     }
@@ -491,6 +552,20 @@ static size_t layer_params(const fed_layer_spec *ls, const fed_shape *in, const 
     }
 }
 
+/* Parameters of the layer's adapters: r * (in + out) per adapted weight. */
+static size_t lora_params(const fed_layer_spec *ls, const fed_shape *in, const fed_shape *skip) {
+    if (!ls->lora_rank || ls->kind == FED_LAYER_RESIDUAL) return 0;
+    size_t last = in->d[in->ndim - 1], r = ls->lora_rank, n = 0;
+    if (ls->kind == FED_LAYER_LINEAR) n = muladd(r, last + ls->out, 0);
+    if (ls->kind == FED_LAYER_ATTENTION)
+        n = muladd(r,
+                   (ls->lora_on & FED_LORA_MAIN ? 4 * last : 0) +
+                       (ls->lora_on & FED_LORA_SECOND ? last + ls->out : 0),
+                   0);
+    if (ls->kind == FED_LAYER_RESIDUAL_END) n = muladd(r, skip->d[skip->ndim - 1] + last, 0);
+    return n;
+}
+
 /* Shape after layer i and its parameter count into a; the sequence checks need the
  * layers before i, so derive runs in order. */
 static fed_err derive(fed_arch *a, size_t i, bool *seq) {
@@ -509,6 +584,8 @@ static fed_err derive(fed_arch *a, size_t i, bool *seq) {
     fed_err err = infer_shape(ls, &a->shapes[i], skip, &a->shapes[i + 1]);
     if (err) return err;
     size_t np = layer_params(ls, &a->shapes[i], skip);
+    size_t nl = lora_params(ls, &a->shapes[i], skip);
+    np = np == SIZE_MAX || nl == SIZE_MAX || np > SIZE_MAX - nl ? SIZE_MAX : np + nl;
     if (np > FED_MAX_PARAMS || a->nparams + np > FED_MAX_PARAMS)
         return fed_errorf(FED_ERANGE, "%s: too many parameters (limit %zu in all)", w.text,
                           FED_MAX_PARAMS);
@@ -759,6 +836,138 @@ fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes, siz
     return FED_OK;
 }
 
+/* Re-derives every shape and the parameter count of a. */
+static fed_err rederive(fed_arch *a) {
+    a->nparams = 0;
+    bool seq = false;
+    for (size_t i = 0; i < a->nlayers; i++) {
+        fed_err err = derive(a, i, &seq);
+        if (err) return err;
+    }
+    return FED_OK;
+}
+
+/* True when glob list `targets` (NULL or "": everything) matches name. */
+static bool targets_match(const char *targets, const char *name) {
+    if (!targets || !*targets) return true;
+    const char *p = targets;
+    while (p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char pat[256];
+        while (n && *p == ' ') p++, n--;
+        while (n && p[n - 1] == ' ') n--;
+        if (n && n < sizeof pat) {
+            memcpy(pat, p, n);
+            pat[n] = '\0';
+            if (fnmatch(pat, name, 0) == 0) return true;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    return false;
+}
+
+fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float alpha,
+                          const char *targets, size_t skip, size_t *matched) {
+    *out = NULL;
+    if (matched) *matched = 0;
+    if (rank < 1 || rank > FED_LORA_MAX_RANK || !(alpha > 0.0f) || !isfinite(alpha))
+        return fed_errorf(FED_EINVAL, "LoRA: rank must be in [1, %d] and alpha positive (%zu, %g)",
+                          FED_LORA_MAX_RANK, rank, (double)alpha);
+    /* Every pattern must match a weight that takes adapters. */
+    for (const char *p = targets && *targets ? targets : NULL; p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char pat[256];
+        while (n && *p == ' ') p++, n--;
+        while (n && p[n - 1] == ' ') n--;
+        if (n == 0 || n >= sizeof pat)
+            return fed_errorf(FED_EINVAL, "LoRA: empty or overlong pattern in \"%s\"", targets);
+        memcpy(pat, p, n);
+        pat[n] = '\0';
+        bool hit = false;
+        for (size_t i = 0; i < a->nlayers && !hit; i++)
+            for (size_t j = 0; j < sizeof lora_weights / sizeof lora_weights[0]; j++) {
+                const fed_layer_spec *ls = &a->layers[i];
+                char name[FED_TENSOR_NAME_MAX_ARCH];
+                if (lora_weights[j].kind != ls->kind || i == skip ||
+                    (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj))
+                    continue;
+                snprintf(name, sizeof name, "%s.%s", ls->name, lora_weights[j].suffix);
+                hit |= fnmatch(pat, name, 0) == 0;
+            }
+        if (!hit)
+            return fed_errorf(FED_EINVAL,
+                              "LoRA: \"%s\" matches no weight that takes adapters (linear, "
+                              "attention qkv/out, residual proj; see fedtune info)",
+                              pat);
+        p = comma ? comma + 1 : NULL;
+    }
+    fed_arch *b;
+    fed_err err = fed_arch_clone(&b, a);
+    if (err) return err;
+    size_t hits = 0;
+    for (size_t i = 0; i < b->nlayers; i++) {
+        fed_layer_spec *ls = &b->layers[i];
+        for (size_t j = 0; j < sizeof lora_weights / sizeof lora_weights[0]; j++) {
+            char name[FED_TENSOR_NAME_MAX_ARCH];
+            if (lora_weights[j].kind != ls->kind || i == skip ||
+                (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj))
+                continue;
+            snprintf(name, sizeof name, "%s.%s", ls->name, lora_weights[j].suffix);
+            if (!targets_match(targets, name)) continue;
+            if (ls->lora_on & lora_weights[j].bit) {
+                fed_arch_destroy(&b);
+                return fed_errorf(FED_EINVAL, "LoRA: %s has adapters already", name);
+            }
+            if (ls->lora_rank && (ls->lora_rank != rank || ls->lora_alpha != alpha)) {
+                fed_arch_destroy(&b);
+                return fed_errorf(FED_EINVAL, "LoRA: layer %s has adapters of another rank",
+                                  ls->name);
+            }
+            ls->lora_rank = rank;
+            ls->lora_alpha = alpha;
+            ls->lora_on |= lora_weights[j].bit;
+            if (ls->kind == FED_LAYER_RESIDUAL_END) { /* the block's JSON shows them */
+                fed_layer_spec *open = &b->layers[ls->pair];
+                open->lora_rank = rank;
+                open->lora_alpha = alpha;
+                open->lora_on = ls->lora_on;
+            }
+            hits++;
+        }
+    }
+    if ((err = rederive(b))) {
+        fed_arch_destroy(&b);
+        return err;
+    }
+    if (matched) *matched = hits;
+    *out = b;
+    return FED_OK;
+}
+
+fed_err fed_arch_drop_lora(fed_arch **out, const fed_arch *a) {
+    fed_err err = fed_arch_clone(out, a);
+    if (err) return err;
+    for (size_t i = 0; i < (*out)->nlayers; i++) {
+        (*out)->layers[i].lora_rank = 0;
+        (*out)->layers[i].lora_alpha = 0.0f;
+        (*out)->layers[i].lora_on = 0;
+    }
+    if ((err = rederive(*out))) fed_arch_destroy(out);
+    return err;
+}
+
+size_t fed_arch_num_lora(const fed_arch *a) {
+    size_t n = 0;
+    for (size_t i = 0; i < a->nlayers; i++) {
+        const fed_layer_spec *ls = &a->layers[i];
+        if (ls->kind == FED_LAYER_RESIDUAL || !ls->lora_rank) continue;
+        n += (ls->lora_on & FED_LORA_MAIN ? 1 : 0) + (ls->lora_on & FED_LORA_SECOND ? 1 : 0);
+    }
+    return n;
+}
+
 size_t fed_arch_set_dropout(fed_arch *a, float p) {
     size_t n = 0;
     for (size_t i = 0; i < a->nlayers; i++) {
@@ -863,6 +1072,25 @@ static bool layer_to_json(cJSON *o, const fed_layer_spec *ls) {
     return false;
 }
 
+/* "lora": {"rank", "alpha", "on"} of ls. */
+static bool lora_to_json(cJSON *o, const fed_layer_spec *ls) {
+    cJSON *l = cJSON_AddObjectToObject(o, "lora");
+    cJSON *on = l && add_num(l, "rank", (double)ls->lora_rank) &&
+                        add_num(l, "alpha", float_for_json(ls->lora_alpha))
+                    ? cJSON_AddArrayToObject(l, "on")
+                    : NULL;
+    if (!on) return false;
+    for (size_t i = 0; i < sizeof lora_weights / sizeof lora_weights[0]; i++) {
+        if (lora_weights[i].kind != ls->kind || !(ls->lora_on & lora_weights[i].bit)) continue;
+        cJSON *sv = cJSON_CreateString(lora_weights[i].on);
+        if (!sv || !cJSON_AddItemToArray(on, sv)) {
+            cJSON_Delete(sv);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Writes layers [from, to) into arr, a residual block as one object with its "layers";
  * "name" only where it is not the default path. Returns the index reached (to on
  * success, less when cJSON could not allocate). */
@@ -881,7 +1109,8 @@ static size_t write_list(cJSON *arr, const fed_arch *a, size_t from, size_t to,
             cJSON_Delete(o);
             return i;
         }
-        if (!layer_to_json(o, ls) ||
+        const fed_layer_spec *lo = ls->kind == FED_LAYER_RESIDUAL ? &a->layers[ls->pair] : ls;
+        if (!layer_to_json(o, ls) || (lo->lora_rank && !lora_to_json(o, lo)) ||
             (strcmp(ls->name, path) != 0 && !cJSON_AddStringToObject(o, "name", ls->name)))
             return i;
         if (ls->kind != FED_LAYER_RESIDUAL) {

@@ -47,6 +47,10 @@
  * "2.1" for the second layer inside residual "2". Names are unique, at most
  * FED_LAYER_NAME_MAX - 1 characters of [A-Za-z0-9_.-].
  *
+ * A layer whose weights carry LoRA adapters has "lora": {"rank": r, "alpha": a, "on":
+ * [...]} (on: "weight" for linear; "qkv" and/or "out" for attention; "proj" for a
+ * residual block); fed_arch_add_lora writes it.
+ *
  * init is one of "kaiming" (He uniform, bias 0), "xavier" (Glorot uniform, bias 0),
  * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias) or, for
  * embeddings, "normal" (N(0, 1), as PyTorch). */
@@ -130,7 +134,18 @@ typedef struct fed_layer_spec {
     bool proj;                     /* residual: the skip path is a linear map */
     size_t pair;                   /* residual: index of its end; residual end: of its residual */
     char name[FED_LAYER_NAME_MAX]; /* tensor name prefix */
+    size_t lora_rank;              /* LoRA adapters' rank r (0: none) */
+    float lora_alpha;              /* their scale is alpha / r */
+    unsigned lora_on;              /* which weights have them: FED_LORA_MAIN, FED_LORA_SECOND */
 } fed_layer_spec;
+
+/* The weights of a layer that take LoRA adapters: the main one (linear "weight",
+ * attention "qkv.weight") and the second (attention "out.weight", a residual block's
+ * "proj.weight", which its end layer owns). */
+#define FED_LORA_MAIN   1u
+#define FED_LORA_SECOND 2u
+/* Largest adapter rank accepted. */
+#define FED_LORA_MAX_RANK 1024
 
 typedef struct fed_arch fed_arch;
 
@@ -150,6 +165,21 @@ void fed_arch_destroy(fed_arch **a);
  * appended. *head receives the head's layer index. */
 fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes,
                           size_t *head) FED_MUST_USE;
+/* LoRA (Hu et al. 2021): a copy of a where every weight whose tensor name matches a
+ * glob of `targets` (comma-separated, trimmed; NULL or "" means every weight that takes
+ * adapters) gets a low-rank update (alpha / rank) B A, with tensors "<w>.lora_A"
+ * (rank, in) and "<w>.lora_B" (out, rank) next to weight "<w>.weight". Weights of layer
+ * `skip` (SIZE_MAX: none) are left alone (a new head trains whole). Only linear-type
+ * weights take adapters (linear, attention, a residual projection). FED_EINVAL when a
+ * glob matches no such weight, a matched weight has adapters already, rank is outside
+ * [1, FED_LORA_MAX_RANK] or alpha is not positive. *matched (may be NULL): weights. */
+fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float alpha,
+                          const char *targets, size_t skip, size_t *matched) FED_MUST_USE;
+/* A copy of a without any adapter. */
+fed_err fed_arch_drop_lora(fed_arch **out, const fed_arch *a) FED_MUST_USE;
+/* Weights of a with adapters. */
+size_t fed_arch_num_lora(const fed_arch *a);
+
 /* Sets the probability of every dropout layer to p in [0, 1); returns how many there
  * are. */
 size_t fed_arch_set_dropout(fed_arch *a, float p);

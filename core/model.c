@@ -4,6 +4,7 @@
 #include "core/model.h"
 #include "core/model_internal.h"
 #include "core/alloc.h"
+#include "core/blas.h"
 #include "core/kernels.h"
 #include "core/rng.h"
 
@@ -19,7 +20,7 @@
 static long add_tensor(fed_model *m, size_t layer, const char *suffix, int ndim,
                        const size_t *shape) {
     fed_tensor *t = &m->tensors[m->ntensors];
-    snprintf(t->name, sizeof t->name, "%s.%s", m->layers[layer].spec.name, suffix);
+    snprintf(t->name, sizeof t->name, "%.39s.%.23s", m->layers[layer].spec.name, suffix);
     t->ndim = ndim;
     t->numel = 1;
     for (int i = 0; i < ndim; i++) {
@@ -33,6 +34,22 @@ static long add_tensor(fed_model *m, size_t layer, const char *suffix, int ndim,
     return (long)m->ntensors++;
 }
 
+/* Adds the LoRA tensors of weight k of layer l (in -> out) when it has adapters. */
+static void add_lora(fed_model *m, size_t l, int k, const char *prefix, size_t in, size_t out) {
+    layer_rt *L = &m->layers[l];
+    unsigned bit = k == 0 ? FED_LORA_MAIN : FED_LORA_SECOND;
+    if (!L->spec.lora_rank || !(L->spec.lora_on & bit)) return;
+    char suffix[32];
+    size_t shape[2] = {L->spec.lora_rank, in};
+    snprintf(suffix, sizeof suffix, "%slora_A", prefix);
+    L->la[k] = add_tensor(m, l, suffix, 2, shape);
+    shape[0] = out;
+    shape[1] = L->spec.lora_rank;
+    snprintf(suffix, sizeof suffix, "%slora_B", prefix);
+    L->lb[k] = add_tensor(m, l, suffix, 2, shape);
+    L->lscale = L->spec.lora_alpha / (float)L->spec.lora_rank;
+}
+
 /* Fills the tensor table. The architecture already bounded every count. */
 static void plan_tensors(fed_model *m) {
     for (size_t l = 0; l < m->nlayers; l++) {
@@ -41,6 +58,7 @@ static void plan_tensors(fed_model *m) {
         size_t last = L->in.d[L->in.ndim - 1];
         size_t shape[4] = {0};
         L->w = L->b = L->w2 = L->b2 = -1;
+        L->la[0] = L->la[1] = L->lb[0] = L->lb[1] = -1;
         L->rows = L->in_numel / last;
         switch (s->kind) {
         case FED_LAYER_LINEAR:
@@ -48,6 +66,7 @@ static void plan_tensors(fed_model *m) {
             shape[1] = last;
             L->w = add_tensor(m, l, "weight", 2, shape);
             if (s->bias) L->b = add_tensor(m, l, "bias", 1, shape);
+            add_lora(m, l, 0, "", last, s->out);
             break;
         case FED_LAYER_CONV2D:
             shape[0] = s->out;
@@ -82,6 +101,8 @@ static void plan_tensors(fed_model *m) {
             shape[0] = s->out;
             L->w2 = add_tensor(m, l, "out.weight", 2, shape);
             if (s->bias) L->b2 = add_tensor(m, l, "out.bias", 1, shape);
+            add_lora(m, l, 0, "qkv.", last, 3 * last);
+            add_lora(m, l, 1, "out.", last, s->out);
             break;
         case FED_LAYER_RESIDUAL_END:
             if (!s->proj) break;
@@ -89,6 +110,7 @@ static void plan_tensors(fed_model *m) {
             shape[1] = m->layers[s->pair].in.d[L->out.ndim - 1];
             L->w2 = add_tensor(m, l, "proj.weight", 2, shape);
             L->b2 = add_tensor(m, l, "proj.bias", 1, shape);
+            add_lora(m, l, 1, "proj.", shape[1], shape[0]);
             break;
         default:
             break;
@@ -106,7 +128,7 @@ fed_err fed_model_new(fed_model **out, const fed_arch *arch) {
     m->nlayers = fed_arch_num_layers(arch);
     bool seq = false;
     m->layers = fed_calloc(m->nlayers, sizeof *m->layers);
-    m->tensors = fed_calloc(4 * m->nlayers, sizeof *m->tensors); /* at most four per layer */
+    m->tensors = fed_calloc(8 * m->nlayers, sizeof *m->tensors); /* at most eight per layer */
     if (!m->layers || !m->tensors) goto fail;
     for (size_t l = 0; l < m->nlayers; l++) {
         layer_rt *L = &m->layers[l];
@@ -205,6 +227,68 @@ fed_err fed_model_new_head(fed_model **out, const fed_model *m, size_t classes, 
     return FED_OK;
 }
 
+/* Copies every tensor of src that n has (same name and size), with its flag. */
+static void copy_by_name(fed_model *n, const fed_model *src) {
+    for (size_t i = 0; i < n->ntensors; i++) {
+        fed_tensor *t = &n->tensors[i];
+        const fed_tensor *st = fed_model_find(src, t->name);
+        if (!st || st->numel != t->numel) continue;
+        memcpy(n->params + t->offset, src->params + st->offset, t->numel * sizeof(float));
+        t->trainable = st->trainable;
+    }
+}
+
+fed_err fed_model_add_lora(fed_model **out, const fed_model *m, size_t rank, float alpha,
+                           const char *targets, size_t skip, uint64_t seed, size_t *matched) {
+    *out = NULL;
+    fed_arch *arch = NULL;
+    fed_err err = fed_arch_add_lora(&arch, m->arch, rank, alpha, targets, skip, matched);
+    if (err) return err;
+    fed_model *n = NULL;
+    err = fed_model_new(&n, arch);
+    fed_arch_destroy(&arch);
+    if (err) return err;
+    fed_model_init(n, fed_mix64(seed ^ 0x6c6f7261ull)); /* "lora" */
+    copy_by_name(n, m);
+    for (size_t i = 0; i < n->ntensors; i++) {
+        fed_tensor *t = &n->tensors[i];
+        const layer_rt *L = &n->layers[t->layer];
+        bool adapter = (long)i == L->la[0] || (long)i == L->la[1] || (long)i == L->lb[0] ||
+                       (long)i == L->lb[1];
+        if (t->layer != skip) t->trainable = adapter;
+    }
+    *out = n;
+    return FED_OK;
+}
+
+fed_err fed_model_merge_lora(fed_model **out, const fed_model *m) {
+    *out = NULL;
+    fed_arch *arch = NULL;
+    fed_err err = fed_arch_drop_lora(&arch, m->arch);
+    if (err) return err;
+    fed_model *n = NULL;
+    err = fed_model_new(&n, arch);
+    fed_arch_destroy(&arch);
+    if (err) return err;
+    copy_by_name(n, m);
+    for (size_t l = 0; l < m->nlayers; l++) {
+        const layer_rt *L = &m->layers[l];
+        for (int k = 0; k < 2; k++) {
+            if (L->la[k] < 0) continue;
+            const fed_tensor *w = &m->tensors[k ? L->w2 : L->w];
+            const fed_tensor *A = &m->tensors[L->la[k]], *B = &m->tensors[L->lb[k]];
+            const fed_tensor *nw = fed_model_find(n, w->name);
+            if (!nw) continue; /* cannot happen: the base weights keep their names */
+            /* W (out, in) += scale * B (out, r) A (r, in) */
+            fed_gemm(false, false, w->shape[0], w->shape[1], A->shape[0], L->lscale,
+                     m->params + B->offset, B->shape[1], m->params + A->offset, A->shape[1], 1.0f,
+                     n->params + nw->offset, w->shape[1]);
+        }
+    }
+    *out = n;
+    return FED_OK;
+}
+
 void fed_model_init(fed_model *m, uint64_t seed) {
     for (size_t ti = 0; ti < m->ntensors; ti++) {
         fed_tensor *t = &m->tensors[ti];
@@ -213,6 +297,14 @@ void fed_model_init(fed_model *m, uint64_t seed) {
         fed_rng r = fed_rng_stream(seed, ti);
         bool second = (long)ti == L->w2 || (long)ti == L->b2;
         const fed_tensor *w = &m->tensors[second ? L->w2 : L->w];
+        if ((long)ti == L->la[0] || (long)ti == L->la[1]) { /* PEFT: kaiming(a=sqrt(5)) */
+            fill_uniform(p, t->numel, 1.0f / sqrtf((float)t->shape[1]), &r);
+            continue;
+        }
+        if ((long)ti == L->lb[0] || (long)ti == L->lb[1]) { /* B = 0: the update starts at 0 */
+            memset(p, 0, t->numel * sizeof(float));
+            continue;
+        }
         /* PyTorch's convention: fan_in = dim 1 x receptive field, fan_out = dim 0 x it. */
         size_t receptive = w->ndim == 4 ? w->shape[2] * w->shape[3] : 1;
         size_t fan_in = (w->ndim >= 2 ? w->shape[1] : w->shape[0]) * receptive;
@@ -467,6 +559,42 @@ static fed_err embedding_ids(int32_t *ids, const float *x, size_t n, size_t T, s
     return FED_OK;
 }
 
+fed_err fed__model_lin_forward(fed_model *m, layer_rt *L, int k, fed_arena *a, float *y,
+                               const float *x, size_t rows, size_t C, size_t O) {
+    fed_linear_forward(y, x, fed__model_tensor(m, k ? L->w2 : L->w),
+                       fed__model_tensor(m, k ? L->b2 : L->b), rows, C, O);
+    L->lt[k] = NULL;
+    if (L->la[k] < 0) return FED_OK;
+    size_t r = L->spec.lora_rank;
+    ALLOC_OR_FAIL(L->lt[k], fed_arena_floats(a, rows * r));
+    /* t = x A^T (rows, r); y += scale * t B^T */
+    fed_gemm(false, true, rows, r, C, 1.0f, x, C, fed__model_tensor(m, L->la[k]), C, 0.0f, L->lt[k],
+             r);
+    fed_gemm(false, true, rows, O, r, L->lscale, L->lt[k], r, fed__model_tensor(m, L->lb[k]), r,
+             1.0f, y, O);
+    return FED_OK;
+}
+
+fed_err fed__model_lin_backward(fed_model *m, layer_rt *L, int k, fed_arena *a, float *dx,
+                                const float *dy, const float *x, size_t rows, size_t C, size_t O) {
+    long w = k ? L->w2 : L->w, b = k ? L->b2 : L->b;
+    fed_linear_backward(dx, fed__model_grad(m, w), fed__model_grad(m, b), dy, x,
+                        fed__model_tensor(m, w), rows, C, O);
+    if (L->la[k] < 0) return FED_OK;
+    size_t r = L->spec.lora_rank;
+    float *dA = fed__model_grad(m, L->la[k]), *dB = fed__model_grad(m, L->lb[k]);
+    const float *A = fed__model_tensor(m, L->la[k]), *B = fed__model_tensor(m, L->lb[k]);
+    /* dB += scale * dy^T t; dt = scale * dy B; dA += dt^T x; dx += dt A */
+    if (dB) fed_gemm(true, false, O, r, rows, L->lscale, dy, O, L->lt[k], r, 1.0f, dB, r);
+    if (!dA && !dx) return FED_OK;
+    float *dt;
+    ALLOC_OR_FAIL(dt, fed_arena_floats(a, rows * r));
+    fed_gemm(false, false, rows, r, O, L->lscale, dy, O, B, r, 0.0f, dt, r);
+    if (dA) fed_gemm(true, false, r, C, rows, 1.0f, dt, r, x, C, 1.0f, dA, C);
+    if (dx) fed_gemm(false, false, rows, C, r, 1.0f, dt, r, A, C, 1.0f, dx, C);
+    return FED_OK;
+}
+
 static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, size_t N,
                              fed_mode mode, fed_rng *rng) {
     const fed_layer_spec *s = &L->spec;
@@ -485,7 +613,9 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
     size_t last = L->in.d[L->in.ndim - 1];
     switch (s->kind) {
     case FED_LAYER_LINEAR:
-        fed_linear_forward(L->y, x, w, b, N * L->rows_eff, last, s->out);
+        (void)w;
+        (void)b;
+        return fed__model_lin_forward(m, L, 0, a, L->y, x, N * L->rows_eff, last, s->out);
         break;
     case FED_LAYER_CONV2D: {
         float *col;
@@ -608,7 +738,10 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
     size_t last = L->in.d[L->in.ndim - 1];
     switch (s->kind) {
     case FED_LAYER_LINEAR:
-        fed_linear_backward(dx, dw, db, dy, L->x, w, N * L->rows_eff, last, s->out);
+        (void)dw;
+        (void)db;
+        if (fed__model_lin_backward(m, L, 0, a, dx, dy, L->x, N * L->rows_eff, last, s->out))
+            return FED_ENOMEM;
         break;
     case FED_LAYER_CONV2D: {
         if (!dx && !dw && !db) break;

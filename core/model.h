@@ -104,6 +104,19 @@ size_t fed_model_set_dropout(fed_model *m, float p);
 fed_err fed_model_new_head(fed_model **out, const fed_model *m, size_t classes,
                            uint64_t seed) FED_MUST_USE;
 
+/* LoRA fine-tuning: a copy of m with adapters on the weights fed_arch_add_lora selects
+ * (rank, alpha, targets, skip as there). Every tensor of m is copied; then the base
+ * tensors are frozen and the adapters trainable, except the tensors of layer `skip`,
+ * which keep their flag (a new head trains whole). A is drawn from seed as PEFT does
+ * (uniform in +-1/sqrt(in)), B is zero, so the copy computes exactly what m does. */
+fed_err fed_model_add_lora(fed_model **out, const fed_model *m, size_t rank, float alpha,
+                           const char *targets, size_t skip, uint64_t seed,
+                           size_t *matched) FED_MUST_USE;
+/* Folds every adapter into its weight, W += (alpha / rank) B A, and returns the model
+ * without adapters (trainable flags of the other tensors kept). A model with none is
+ * copied as it is. */
+fed_err fed_model_merge_lora(fed_model **out, const fed_model *m) FED_MUST_USE;
+
 /* Copies all parameters of src into m; FED_ESHAPE unless the layouts are identical. */
 fed_err fed_model_copy_params(fed_model *m, const fed_model *src) FED_MUST_USE;
 

@@ -20,6 +20,8 @@ typedef struct layer_rt {
     size_t rows;         /* linear, layernorm: rows per example (in_numel / last dim) */
     long w, b;           /* tensor indices of weight and bias, -1 if none (attention: qkv) */
     long w2, b2;         /* attention: out.weight, out.bias; residual end: proj.* */
+    long la[2], lb[2];   /* LoRA A and B of the main (w) and second (w2) weight, or -1 */
+    float lscale;        /* LoRA alpha / rank */
     bool seq_in;         /* the input is a padded sequence: runs at the batch's length */
     bool seq_out;        /* the output is one */
     size_t in_eff;       /* in_numel, out_numel and rows at the last forward's length */
@@ -36,6 +38,7 @@ typedef struct layer_rt {
     float *prob;        /* attention: softmax weights (N, H, Tb, Tb) */
     float *dskip;       /* residual: gradient of the skip path, left by its end */
     const float *table; /* positions (sinusoidal): (T, D), owned by the model */
+    float *lt[2];       /* LoRA: x A^T of the main and second weight (rows, r) */
 } layer_rt;
 
 struct fed_model {
@@ -69,6 +72,14 @@ static inline float *fed__model_grad(fed_model *m, long ti) {
     if (ti < 0 || !m->tensors[ti].trainable) return NULL;
     return m->grads + m->tensors[ti].offset;
 }
+
+/* y = x W^T + b for weight k of L (0: w and b, 1: w2 and b2), plus its LoRA update
+ * scale * (x A^T) B^T when it has adapters (x A^T is kept for backward). */
+fed_err fed__model_lin_forward(fed_model *m, layer_rt *L, int k, fed_arena *a, float *y,
+                               const float *x, size_t rows, size_t C, size_t O);
+/* Its backward: dx (may be NULL) overwritten, gradients of trainable tensors accumulated. */
+fed_err fed__model_lin_backward(fed_model *m, layer_rt *L, int k, fed_arena *a, float *dx,
+                                const float *dy, const float *x, size_t rows, size_t C, size_t O);
 
 /* Forward and backward of the sequence layers (model_seq.c): padded embedding,
  * positions, attention, residual and its end, meanpool, l2norm. */

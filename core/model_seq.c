@@ -99,12 +99,10 @@ static fed_err attention_forward(fed_model *m, layer_rt *L, fed_arena *a, size_t
     ALLOC_OR_FAIL(L->att, fed_arena_floats(a, rows * D));
     ALLOC_OR_FAIL(L->prob, fed_arena_floats(a, N * H * T * T));
     ALLOC_OR_FAIL(L->y, fed_arena_floats(a, rows * O));
-    fed_linear_forward(L->qkv, L->x, fed__model_tensor(m, L->w), fed__model_tensor(m, L->b), rows,
-                       D, 3 * D);
+    fed_err err = fed__model_lin_forward(m, L, 0, a, L->qkv, L->x, rows, D, 3 * D);
+    if (err) return err;
     fed_sdpa_forward(L->att, L->prob, L->qkv, seq_lens(m, L), N, T, D, H, L->spec.causal);
-    fed_linear_forward(L->y, L->att, fed__model_tensor(m, L->w2), fed__model_tensor(m, L->b2), rows,
-                       D, O);
-    return FED_OK;
+    return fed__model_lin_forward(m, L, 1, a, L->y, L->att, rows, D, O);
 }
 
 static fed_err attention_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
@@ -114,12 +112,10 @@ static fed_err attention_backward(fed_model *m, layer_rt *L, fed_arena *a, size_
     ALLOC_OR_FAIL(datt, fed_arena_floats(a, rows * D));
     ALLOC_OR_FAIL(dqkv, fed_arena_floats(a, rows * 3 * D));
     ALLOC_OR_FAIL(dprob, fed_arena_floats(a, T * T));
-    fed_linear_backward(datt, fed__model_grad(m, L->w2), fed__model_grad(m, L->b2), dy, L->att,
-                        fed__model_tensor(m, L->w2), rows, D, O);
+    fed_err err = fed__model_lin_backward(m, L, 1, a, datt, dy, L->att, rows, D, O);
+    if (err) return err;
     fed_sdpa_backward(dqkv, dprob, datt, L->qkv, L->prob, N, T, D, H);
-    fed_linear_backward(dx, fed__model_grad(m, L->w), fed__model_grad(m, L->b), dqkv, L->x,
-                        fed__model_tensor(m, L->w), rows, D, 3 * D);
-    return FED_OK;
+    return fed__model_lin_backward(m, L, 0, a, dx, dqkv, L->x, rows, D, 3 * D);
 }
 
 /* y = branch + skip, or branch + proj(skip). */
@@ -129,8 +125,8 @@ static fed_err residual_end_forward(fed_model *m, layer_rt *L, fed_arena *a, siz
     ALLOC_OR_FAIL(L->y, fed_arena_floats(a, n));
     if (L->spec.proj) {
         size_t Ds = open->in.d[open->in.ndim - 1], O = L->out.d[L->out.ndim - 1];
-        fed_linear_forward(L->y, open->x, fed__model_tensor(m, L->w2), fed__model_tensor(m, L->b2),
-                           n / O, Ds, O);
+        fed_err err = fed__model_lin_forward(m, L, 1, a, L->y, open->x, n / O, Ds, O);
+        if (err) return err;
         for (size_t i = 0; i < n; i++) L->y[i] += L->x[i];
     } else {
         for (size_t i = 0; i < n; i++) L->y[i] = L->x[i] + open->x[i];
@@ -151,9 +147,7 @@ static fed_err residual_end_backward(fed_model *m, layer_rt *L, fed_arena *a, si
     size_t Ds = open->in.d[open->in.ndim - 1], O = L->out.d[L->out.ndim - 1];
     size_t rows = N * L->out_eff / O;
     if (need_dx) ALLOC_OR_FAIL(open->dskip, fed_arena_floats(a, rows * Ds));
-    fed_linear_backward(open->dskip, fed__model_grad(m, L->w2), fed__model_grad(m, L->b2), dy,
-                        open->x, fed__model_tensor(m, L->w2), rows, Ds, O);
-    return FED_OK;
+    return fed__model_lin_backward(m, L, 1, a, open->dskip, dy, open->x, rows, Ds, O);
 }
 
 fed_err fed__model_seq_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, size_t N) {

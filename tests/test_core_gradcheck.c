@@ -861,6 +861,32 @@ TEST(transformer_gradients) {
     fed_model_destroy(&m);
 }
 
+TEST(lora_gradients) {
+    /* Adapters on a linear layer, both attention weights and a residual projection,
+     * jittered so that B is not zero; first everything trains, then only the adapters. */
+    const float ids[15] = {1, 3, 8, -1, -1, 2, 2, 5, 7, 0, 4, -1, -1, -1, -1};
+    fed_model *m = model_from(
+        "{\"input\":[5],\"layers\":["
+        "{\"type\":\"embedding\",\"vocab\":9,\"dim\":8,\"pad\":true},"
+        "{\"type\":\"residual\",\"proj\":true,\"lora\":{\"rank\":2,\"alpha\":3},"
+        "\"layers\":[{\"type\":\"layernorm\"},{\"type\":\"attention\",\"heads\":2,\"out\":6,"
+        "\"lora\":{\"rank\":3,\"alpha\":6,\"on\":[\"qkv\",\"out\"]}}]},"
+        "{\"type\":\"meanpool\"},{\"type\":\"linear\",\"out\":4,\"lora\":{\"rank\":2}},"
+        "{\"type\":\"tanh\"},{\"type\":\"linear\",\"out\":3}]}",
+        11);
+    if (m) {
+        CHECK(fed_model_find(m, "1.proj.lora_A") && fed_model_find(m, "1.1.qkv.lora_B"));
+        CHECK(fed_model_find(m, "1.1.out.lora_A") && fed_model_find(m, "3.lora_B"));
+    }
+    check_model_batches("lora-all", m, FED_LOSS_SOFTMAX_CE, 0.0f, ids);
+    if (m) {
+        fed_model_set_trainable_glob(m, "*", false);
+        CHECK_SIZE(fed_model_set_trainable_glob(m, "*lora_?", true), 8);
+    }
+    check_model_batches("lora-adapters", m, FED_LOSS_SOFTMAX_CE, 0.0f, ids);
+    fed_model_destroy(&m);
+}
+
 TEST(frozen_tensors_keep_their_gradient) {
     const char *spec = "{\"input\":[4],\"layers\":[{\"type\":\"linear\",\"out\":6},"
                        "{\"type\":\"layernorm\"},{\"type\":\"gelu\"},"
@@ -910,6 +936,7 @@ int main(void) {
     RUN(cnn_gradients);
     RUN(embedding_model_gradients);
     RUN(transformer_gradients);
+    RUN(lora_gradients);
     RUN(frozen_tensors_keep_their_gradient);
     fprintf(stderr, "worst relative error of any finite-difference check: %.3g\n", worst_seen_);
     return test_report();

@@ -272,6 +272,93 @@ done:
     fed_model_destroy(&m);
 }
 
+/* Output of m on two padded sentences into y (2 x K). */
+static void encode2(fed_model *m, float *y) {
+    const float x[12] = {1, 2, 3, 4, 5, 6, 3, 5, -1, -1, -1, -1};
+    fed_arena *a = NULL;
+    const float *out = NULL;
+    CHECK_OK(fed_arena_new(&a, 0));
+    if (a) CHECK_OK(fed_model_forward(m, a, x, 2, FED_MODE_EVAL, NULL, &out));
+    size_t K = fed_model_output_size(m);
+    for (size_t i = 0; i < 2 * K; i++) y[i] = out ? out[i] : NAN;
+    fed_arena_destroy(&a);
+}
+
+TEST(lora_add_and_merge) {
+    fed_model *m = encoder(), *l = NULL, *g = NULL;
+    if (!m) return;
+    size_t matched = 0;
+    /* Attention only: qkv and out of the one attention layer. */
+    CHECK_OK(
+        fed_model_add_lora(&l, m, 4, 8.0f, "*.qkv.weight, *.out.weight", SIZE_MAX, 3, &matched));
+    CHECK_SIZE(matched, 2);
+    if (!l) goto done;
+    /* B = 0: the same function as before, bit for bit. */
+    float y0[16], y1[16], y2[16];
+    encode2(m, y0);
+    encode2(l, y1);
+    CHECK_MEM(y0, y1, sizeof y0);
+    /* Only the adapters train: 4 * (8 + 24) + 4 * (8 + 8). */
+    CHECK_SIZE(fed_model_num_trainable(l), 4 * 32 + 4 * 16);
+    CHECK_SIZE(fed_model_num_params(l), fed_model_num_params(m) + 4 * 32 + 4 * 16);
+    const fed_tensor *A = fed_model_find(l, "2.1.qkv.lora_A"),
+                     *B = fed_model_find(l, "2.1.qkv.lora_B");
+    CHECK(A && A->trainable && A->shape[0] == 4 && A->shape[1] == 8);
+    CHECK(B && B->trainable && B->shape[0] == 24 && B->shape[1] == 4);
+    CHECK(!fed_model_find(l, "2.1.qkv.weight")->trainable);
+    /* Some training later: B is not zero. The merged model computes the same. */
+    float *p = fed_model_params(l);
+    fed_rng r;
+    fed_rng_seed(&r, 8);
+    for (size_t i = 0; i < fed_model_num_tensors(l); i++) {
+        const fed_tensor *t = fed_model_tensor(l, i);
+        if (strstr(t->name, "lora_B"))
+            for (size_t j = 0; j < t->numel; j++) p[t->offset + j] = fed_rng_normal(&r) * 0.3f;
+    }
+    encode2(l, y1);
+    CHECK_OK(fed_model_merge_lora(&g, l));
+    if (g) {
+        encode2(g, y2);
+        double worst = 0.0, moved = 0.0;
+        for (int i = 0; i < 16; i++) {
+            worst = fmax(worst, fabs((double)y1[i] - (double)y2[i]));
+            moved = fmax(moved, fabs((double)y1[i] - (double)y0[i]));
+        }
+        CHECK(worst < 1e-6);
+        CHECK(moved > 1e-3);
+        CHECK_SIZE(fed_model_num_params(g), fed_model_num_params(m));
+        CHECK(fed_model_find(g, "2.1.qkv.lora_A") == NULL);
+        CHECK_SIZE(fed_arch_num_lora(fed_model_arch(g)), 0);
+    }
+    /* The adapters survive the canonical JSON. */
+    char *j = NULL;
+    CHECK_OK(fed_arch_to_json(fed_model_arch(l), &j));
+    if (j) CHECK_CONTAINS(j, "\"lora\":{\"rank\":4,\"alpha\":8,\"on\":[\"qkv\",\"out\"]}");
+    fed_arch *back = j ? arch_of(j) : NULL;
+    if (back) CHECK_SIZE(fed_arch_num_params(back), fed_model_num_params(l));
+    fed_arch_destroy(&back);
+    fed_free(j);
+    /* Errors: a glob that matches no weight, twice the same adapters, a bad rank. */
+    fed_model *bad = NULL;
+    fed_errclear();
+    CHECK_ERR(fed_model_add_lora(&bad, m, 4, 8.0f, "*.qkv.wieght", SIZE_MAX, 3, NULL), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "\"*.qkv.wieght\" matches no weight that takes adapters");
+    CHECK_ERR(fed_model_add_lora(&bad, l, 4, 8.0f, "*.qkv.weight", SIZE_MAX, 3, NULL), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "2.1.qkv.weight has adapters already");
+    CHECK_ERR(fed_model_add_lora(&bad, m, 0, 8.0f, NULL, SIZE_MAX, 3, NULL), FED_EINVAL);
+    CHECK(bad == NULL);
+    /* Everything (NULL) but the pooled dense "5" (flat index 13: blocks unroll into
+     * their layers and an end): 2 attention weights, 2 FFN linears. */
+    fed_model_destroy(&l);
+    CHECK_OK(fed_model_add_lora(&l, m, 2, 2.0f, NULL, 13, 3, &matched));
+    CHECK_SIZE(matched, 4);
+    if (l) CHECK(fed_model_find(l, "5.lora_A") == NULL && fed_model_find(l, "5.weight")->trainable);
+done:
+    fed_model_destroy(&g);
+    fed_model_destroy(&l);
+    fed_model_destroy(&m);
+}
+
 int main(void) {
     fed_blas_set_threads(1);
     RUN(malformed_specs);
@@ -279,5 +366,6 @@ int main(void) {
     RUN(attention_matches_reference);
     RUN(padding_changes_nothing);
     RUN(bad_token_ids);
+    RUN(lora_add_and_merge);
     return test_report();
 }
