@@ -94,15 +94,20 @@ static bool is_file(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static fed_err open_tarball(fed_pkg *p) {
-    fed_err err = read_whole(p->path, &p->raw, &p->raw_len);
-    if (err) return err;
+/* p->raw holds the tarball: inflate and list it. */
+static fed_err index_tarball(fed_pkg *p) {
     size_t n = 0;
+    fed_err err;
     if (p->raw_len >= 2 && p->raw[0] == 0x1f && p->raw[1] == 0x8b) {
         if ((err = fed_data_gunzip(p->raw, p->raw_len, p->path, &p->tar, &n))) return err;
         return fed_tar_parse(&p->index, p->tar, n, p->path);
     }
     return fed_tar_parse(&p->index, p->raw, p->raw_len, p->path);
+}
+
+static fed_err open_tarball(fed_pkg *p) {
+    fed_err err = read_whole(p->path, &p->raw, &p->raw_len);
+    return err ? err : index_tarball(p);
 }
 
 static fed_err open_folder(fed_pkg *p) {
@@ -143,6 +148,24 @@ fed_err fed_pkg_open(fed_pkg **out, const char *path) {
         err = open_folder(p);
     } else {
         err = open_tarball(p);
+    }
+    if (err) {
+        fed_pkg_destroy(&p);
+        return err;
+    }
+    *out = p;
+    return FED_OK;
+}
+
+fed_err fed_pkg_from_memory(fed_pkg **out, const void *buf, size_t len, const char *what) {
+    *out = NULL;
+    fed_pkg *p = fed_calloc(1, sizeof *p);
+    if (!p) return FED_ENOMEM;
+    fed_err err = FED_ENOMEM;
+    if ((p->path = fed_strdup(what)) && (p->raw = fed_malloc(len ? len : 1))) {
+        if (len) memcpy(p->raw, buf, len);
+        p->raw_len = len;
+        err = index_tarball(p);
     }
     if (err) {
         fed_pkg_destroy(&p);

@@ -25,6 +25,10 @@ typedef struct fed_pkg fed_pkg;
  * path when it cannot be read, FED_ENOTFOUND when a folder holds no model.json, the tar
  * and gzip readers' errors for a bad tarball. */
 fed_err fed_pkg_open(fed_pkg **out, const char *path) FED_MUST_USE;
+/* A tarball already in memory (gzip or plain tar, buf[0..len) copied); what names it in
+ * messages as a path would. */
+fed_err fed_pkg_from_memory(fed_pkg **out, const void *buf, size_t len,
+                            const char *what) FED_MUST_USE;
 /* NULL-safe; sets *p to NULL. */
 void fed_pkg_destroy(fed_pkg **p);
 

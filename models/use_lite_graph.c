@@ -141,7 +141,7 @@ static fed_err const_float(const fed_tfjs *g, bool *used, const char *name, doub
                            double rel) {
     const fed_tfjs_weight *w = konst(g, used, name, FED_TFJS_F32, 1);
     if (!w) return bad(g, name, "must be a float32 scalar");
-    double v = fed_tfjs_f32(w, 0);
+    double v = (double)fed_tfjs_f32(w, 0);
     if (!(fabs(v - want) <= rel * fabs(want)))
         return bad(g, name, "is %.9g, the converter assumes %.9g", v, want);
     return FED_OK;
@@ -154,7 +154,7 @@ static fed_err timescales(const fed_tfjs *g, bool *used) {
     if (!w || w->ndim != 2 || w->shape[0] != 1)
         return bad(g, name, "must be a float32 constant of shape [1, 128]");
     for (size_t i = 0; i < 128; i++) {
-        double want = exp(-(double)i * log(1e4) / 127.0), v = fed_tfjs_f32(w, i);
+        double want = exp(-(double)i * log(1e4) / 127.0), v = (double)fed_tfjs_f32(w, i);
         if (!(fabs(v - want) <= 1e-6 * want))
             return bad(g, name, "inverse timescale %zu is %.9g, exp(-%zu ln(1e4) / 127) is %.9g", i,
                        v, i, want);

@@ -439,8 +439,31 @@ TEST(pkg_tarballs) {
         fed_tfjs_destroy(&g);
         fed_pkg_destroy(&p);
     }
-    /* Broken tarballs: truncated gzip, gzip of garbage, a tar cut short. */
+    /* The same from memory. */
     fed_pkg *p = NULL;
+    CHECK_OK(fed_pkg_from_memory(&p, gz, gn, "mem.tgz"));
+    if (p) {
+        const uint8_t *d = NULL;
+        size_t n = 0;
+        CHECK_OK(fed_pkg_read(p, "dist/group1-shard1of2", &d, &n));
+        CHECK(n == 10 && d && memcmp(d, w, 10) == 0);
+        CHECK_ERR(fed_pkg_read(p, "dist/x", &d, &n), FED_ENOTFOUND);
+        CHECK_CONTAINS(fed_errmsg(), "mem.tgz: no package/dist/x in the tarball");
+        CHECK(fed_pkg_tarball(p, &n) != NULL && n == gn);
+    }
+    fed_pkg_destroy(&p);
+    CHECK_ERR(fed_pkg_from_memory(&p, gz, 0, "empty.tgz"), FED_EFORMAT);
+    CHECK_CONTAINS(fed_errmsg(), "empty.tgz: no end-of-archive blocks after 0 bytes");
+    FOR_EACH_ALLOC_FAILURE(f) {
+        fed_pkg *q = NULL;
+        ALLOC_TRY(f, fed_pkg_from_memory(&q, gz, gn, "mem.tgz"));
+        if (f.failed)
+            CHECK(q == NULL);
+        else
+            CHECK(q != NULL);
+        fed_pkg_destroy(&q);
+    }
+    /* Broken tarballs: truncated gzip, gzip of garbage, a tar cut short. */
     write_file("cut.tgz", gz, gn - 20);
     CHECK_ERR(fed_pkg_open(&p, tmp("cut.tgz")), FED_EFORMAT);
     CHECK_CONTAINS(fed_errmsg(), "cut.tgz: truncated gzip data");
