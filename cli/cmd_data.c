@@ -16,12 +16,17 @@
 typedef struct data_info_cfg {
     const char *data; /* labeled data file */
     data_cfg dc;      /* how to read it */
+    size_t max_len;   /* text data: sequence length T */
 } data_info_cfg;
 
 #define F(field) offsetof(data_info_cfg, field)
 static const opt_spec data_info_opts[] = {
-    {"data", OPT_STRING, NULL, 1, 0, NULL, F(data), "labeled data (CSV, sklearn CSV, IDX)"},
+    {"data", OPT_STRING, NULL, 1, 0, NULL, F(data),
+     "labeled data (CSV, sklearn CSV, IDX; text: JSON lines, CSV with a text column)"},
     DATA_OPTS(F(dc)),
+    TEXT_OPTS(F(dc)),
+    {"max-len", OPT_SIZE, "128", 1, 1048576, NULL, F(max_len),
+     "text data: token ids per example (longer texts are truncated)"},
     {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
 };
 #undef F
@@ -32,13 +37,57 @@ static const opt_table data_info_table = {
     "constant features.",
     data_info_opts, "data"};
 
+/* The text lines of the report: texts, ids, unknown ids, truncation. */
+static void print_text_stats(const fed_dataset *d, const fed_text_stats *st, size_t T) {
+    printf("texts %zu, dropped (empty text) %zu; %zu token ids per example, padded with -1\n",
+           st->rows, st->dropped_empty, T);
+    printf("tokens %zu (%.2f per text, longest %zu), unknown %zu (%.2f%%), truncated to %zu: %zu "
+           "texts\n",
+           st->tokens, d->n ? (double)st->tokens / (double)d->n : 0.0, st->longest, st->unknown,
+           st->tokens ? 100.0 * (double)st->unknown / (double)st->tokens : 0.0, T, st->truncated);
+}
+
+/* The length histogram of text data. */
+static void print_lengths(const fed_dataset *d, const fed_text_stats *st) {
+    printf("\n\n%-20s %8s %7s\n", "length (token ids)", "texts", "share");
+    for (size_t k = 0; k < FED_TEXT_HIST_BUCKETS; k++) {
+        char range[32];
+        if (k + 1 == FED_TEXT_HIST_BUCKETS)
+            snprintf(range, sizeof range, "> %zu", (size_t)4 << k);
+        else
+            snprintf(range, sizeof range, "%zu-%zu", k ? ((size_t)4 << k) + 1 : 1, (size_t)8 << k);
+        printf("%-20s %8zu %6.2f%%\n", range, st->hist[k],
+               d->n ? 100.0 * (double)st->hist[k] / (double)d->n : 0.0);
+    }
+}
+
+/* The classes with their counts; for text data with their ids, the mapping train and
+ * eval must share. */
+static void print_classes(const fed_dataset *d, const fed_data_report *r, bool ids) {
+    if (ids)
+        printf("\n%-6s %-20s %8s %7s\n", "id", "class", "count", "share");
+    else
+        printf("\n%-20s %8s %7s\n", "class", "count", "share");
+    for (size_t k = 0; k < d->num_classes; k++) {
+        char buf[32];
+        const char *name = d->class_names ? d->class_names[k] : buf;
+        if (!d->class_names) snprintf(buf, sizeof buf, "%zu", k);
+        if (ids) printf("%-6zu ", k);
+        printf("%-20.20s %8zu %6.2f%%\n", name, r->class_counts[k],
+               d->n ? 100.0 * (double)r->class_counts[k] / (double)d->n : 0.0);
+    }
+}
+
 static fed_err run_info(const void *cfg) {
     const data_info_cfg *c = cfg;
     if (!c->data) return fed_errorf(FED_EINVAL, "a data file is required (fedtune data info FILE)");
     fed_dataset *d = NULL;
     fed_data_report r;
     memset(&r, 0, sizeof r);
-    fed_err err = prep_load(&d, c->data, &c->dc, NULL);
+    prep_text pt;
+    fed_err err = prep_text_open(&pt, &c->dc, NULL, NULL);
+    pt.len = c->max_len;
+    if (!err) err = prep_load_data(&d, c->data, &c->dc, NULL, &pt);
     if (!err) err = fed_data_report_new(&r, d);
     if (err) goto done;
     printf("data %s\n", c->data);
@@ -46,22 +95,24 @@ static fed_err run_info(const void *cfg) {
     if (d->shape.ndim == 3)
         printf(" (images %zu x %zu x %zu)", d->shape.d[0], d->shape.d[1], d->shape.d[2]);
     printf(", classes %zu\n", d->num_classes);
-    printf("rows read %zu, dropped (missing values) %zu, cells imputed %zu\n", d->stats.rows_read,
-           d->stats.rows_dropped, d->stats.cells_imputed);
+    if (pt.loaded) {
+        print_text_stats(d, &pt.stats, c->max_len);
+    } else {
+        printf("rows read %zu, dropped (missing values) %zu, cells imputed %zu\n",
+               d->stats.rows_read, d->stats.rows_dropped, d->stats.cells_imputed);
+    }
     printf("duplicate rows %zu, conflicting rows (same features, other label) %zu\n", r.duplicates,
            r.conflicts);
-    printf("constant features %zu\n", r.constant_features);
+    if (!pt.loaded) printf("constant features %zu\n", r.constant_features);
     printf("class imbalance (largest / smallest class) %.2f", r.imbalance);
     if (r.empty_classes) printf(", %zu classes without examples", r.empty_classes);
-    printf("\n\n%-20s %8s %7s\n", "class", "count", "share");
-    for (size_t k = 0; k < d->num_classes; k++) {
-        char buf[32];
-        const char *name = d->class_names ? d->class_names[k] : buf;
-        if (!d->class_names) snprintf(buf, sizeof buf, "%zu", k);
-        printf("%-20.20s %8zu %6.2f%%\n", name, r.class_counts[k],
-               d->n ? 100.0 * (double)r.class_counts[k] / (double)d->n : 0.0);
-    }
+    if (pt.loaded)
+        print_lengths(d, &pt.stats);
+    else
+        printf("\n");
+    print_classes(d, &r, pt.loaded);
 done:
+    prep_text_close(&pt);
     fed_data_report_free(&r);
     fed_data_destroy(&d);
     return err;
