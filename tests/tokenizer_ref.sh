@@ -2,11 +2,12 @@
 # fedtune's tokenizer against the reference, USE-lite's own JavaScript tokenizer (npm
 # @energetic-ai/embeddings 0.2.0, run by tests/tools/use_tokenize.js under node), on
 # every sentence of tests/data/sentences.jsonl with USE-lite's vocab.json: the ids of
-# `fedtune data tokenize` must equal the reference's, line by line. Also the same with
-# the vocabulary in fedtune's object form (null scores written as 0), and the empty text.
-# Needs node and the data sets use-lite and use-lite-ref (scripts/fetch-data --only
-# use-lite,use-lite-ref): without them the test is skipped (exit 77), and under CI=true
-# it fails instead.
+# `fedtune data tokenize` must equal the reference's, line by line. The same again with
+# the vocabulary in fedtune's object form (null scores written as 0), on the 3 000
+# sentences of the sentiment set, and for the empty text. Needs node and the data sets
+# use-lite, use-lite-ref and sentiment (scripts/fetch-data --only
+# use-lite,use-lite-ref,sentiment): without them the test is skipped (exit 77), and
+# under CI=true it fails instead.
 # Usage: tokenizer_ref.sh <path to fedtune> <source dir>
 #   data: $FEDTUNE_DATA or <src>/data; the reference's node_modules: $FEDTUNE_USE_REF or
 #   <data>/use-lite-ref/node_modules
@@ -33,6 +34,9 @@ command -v node >/dev/null || skip "node not found (scripts/setup --test install
 [ -f "$REF/@energetic-ai/embeddings/dist/index.js" ] ||
   skip "$REF/@energetic-ai/embeddings not found: run scripts/fetch-data --only use-lite-ref"
 [ -f "$VOCAB" ] || skip "$VOCAB not found: run scripts/fetch-data --only use-lite"
+SENTIMENT=$DATA/sentiment/all.jsonl
+[ -f "$SENTIMENT" ] || skip "$SENTIMENT not found: run scripts/fetch-data --only sentiment"
+SENTIMENT=$(cd "$(dirname "$SENTIMENT")" && pwd)/all.jsonl
 VOCAB=$(cd "$(dirname "$VOCAB")" && pwd)/vocab.json
 REF=$(cd "$REF" && pwd)
 # shellcheck source=tests/lib.sh
@@ -73,6 +77,19 @@ process.stdout.write(JSON.stringify({type: "unigram", reserved: 6, unk: 0,
 run_status "fedtune data tokenize with the object form" 0 o.txt -- \
   "$FEDTUNE" data tokenize --tokenizer object.json --input "$SENTENCES"
 compare "object form" ref.txt o.txt "$SENTENCES"
+
+# The sentiment set's 3 000 texts, as JSON strings.
+node -e '
+const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter((l) => l);
+process.stdout.write(lines.map((l) => JSON.stringify(JSON.parse(l).text)).join("\n") + "\n");' \
+  "$SENTIMENT" >sentiment.txt
+ok "the sentiment texts: 3000" test "$(wc -l <sentiment.txt)" -eq 3000
+node "$SRC/tests/tools/use_tokenize.js" "$REF" "$VOCAB" sentiment.txt >sref.txt 2>sref.err
+rc=$?
+ok_status "the reference tokenizes the sentiment texts" "$rc" 0 sref.err
+run_status "fedtune data tokenize on the sentiment texts" 0 s.txt -- \
+  "$FEDTUNE" data tokenize --tokenizer "$VOCAB" --input sentiment.txt
+compare "sentiment" sref.txt s.txt sentiment.txt
 
 # The empty text: no ids from either (the reference's model would throw on it; what an
 # empty text means is the caller's business).
