@@ -633,18 +633,21 @@ fed_err fed_text_sniff(const char *path, bool *is_text) {
         *is_text = true;
         return FED_OK;
     }
+    /* What cannot be read is no text: the loader that follows says why. */
     FILE *f = fopen(path, "rb");
-    if (!f) return fed_errorf(FED_EIO, "%s: cannot open", path);
+    if (!f) return FED_OK;
     char head[SNIFF_BYTES];
     size_t n = fread(head, 1, sizeof head, f);
     bool failed = ferror(f) != 0;
     fclose(f);
-    if (failed) return fed_errorf(FED_EIO, "%s: read error", path);
+    if (failed) return FED_OK;
     unsigned char *whole = NULL;
     const char *s = head;
     if (n >= 2 && (unsigned char)head[0] == 0x1f && (unsigned char)head[1] == 0x8b) {
         fed_err err = fed__data_read_file(path, &whole, &n); /* gzip: inflate it all */
-        if (err) return err;
+        if (err == FED_ENOMEM) return err;
+        fed_errclear();
+        if (err) return FED_OK;
         s = (const char *)whole;
         if (n > SNIFF_BYTES) n = SNIFF_BYTES;
     }

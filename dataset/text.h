@@ -84,9 +84,10 @@ fed_err fed_data_parse_text(fed_dataset **out, const char *text, size_t len, con
                             const fed_tokenizer *tok, size_t T, const fed_text_options *o,
                             fed_text_stats *stats) FED_MUST_USE;
 
-/* Whether path holds text data: a name ending in .jsonl or .ndjson (also .gz), or a
- * CSV file whose first non-blank line is a header with a "text" column. Reads at most
- * the file's first line. FED_EIO when it cannot be read. */
+/* Whether path holds text data: a name ending in .jsonl or .ndjson (also .gz), a first
+ * byte '{' (after white space), or a first non-blank line that is a CSV header with a
+ * "text" column. Reads at most 64 KiB (a gzip file is inflated whole). A file that cannot
+ * be read is no text (whoever loads it next reports why); only FED_ENOMEM fails. */
 fed_err fed_text_sniff(const char *path, bool *is_text) FED_MUST_USE;
 
 /* Decodes s[0..n), which must hold one JSON string (spaces around it allowed), into a
