@@ -32,6 +32,7 @@ static const opt_spec eval_opts[] = {
      "ignore tensors of --model that the architecture lacks"},
     {"data", OPT_STRING, NULL, 1, 0, NULL, F(data), "labeled data (CSV, sklearn CSV, IDX)"},
     DATA_OPTS(F(dc)),
+    TEXT_OPTS(F(dc)),
     {"batch", OPT_SIZE, "256", 1, 65536, NULL, F(batch), "examples per forward pass"},
     {"json", OPT_BOOL, "false", 1, 0, NULL, F(json), "print the report as one JSON object"},
     {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads"},
@@ -157,22 +158,41 @@ static fed_err run_eval(const void *cfg) {
     fed_dataset *d = NULL;
     fed_eval_result r;
     memset(&r, 0, sizeof r);
+    prep_text pt;
+    memset(&pt, 0, sizeof pt);
     fed_err err = prep_load_model(&m, &meta, c->model, c->arch, c->allow_extra != 0);
     if (err) goto done;
     const char *classes = fed_meta_get(meta, META_CLASSES);
-    if ((err = prep_load(&d, c->data, &c->dc, classes))) goto done;
-    if ((err = prep_apply_meta_std(meta, d))) {
+    if ((err = prep_text_open(&pt, &c->dc, meta, m))) goto done;
+    if ((err = prep_load_data(&d, c->data, &c->dc, classes, &pt))) goto done;
+    if (pt.loaded && fed_meta_get(meta, META_STANDARDIZE)) {
+        err = fed_errorf(FED_EINVAL,
+                         "%s is text data, but %s standardises its inputs (%s): token ids must "
+                         "reach it unchanged",
+                         c->data, c->model, META_STANDARDIZE);
+        goto done;
+    }
+    if (!pt.loaded && (err = prep_apply_meta_std(meta, d))) {
         err = fed_errprefix(err, "%s: metadata %s", c->model, META_STANDARDIZE);
         goto done;
     }
     fed_blas_set_threads((int)c->threads);
     fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
     if ((err = fed_evaluate(m, d, c->batch, &loss, &r))) goto done;
-    if (c->json)
+    if (c->json) {
         err = print_json(c, d, &r);
-    else
+    } else {
+        if (pt.loaded)
+            printf("eval: text, %zu texts (%zu empty dropped), %zu token ids per example, %.2f%% "
+                   "unknown, %zu truncated\n",
+                   pt.stats.rows, pt.stats.dropped_empty, pt.len,
+                   pt.stats.tokens ? 100.0 * (double)pt.stats.unknown / (double)pt.stats.tokens
+                                   : 0.0,
+                   pt.stats.truncated);
         print_text(c, d, &r);
+    }
 done:
+    prep_text_close(&pt);
     fed_eval_result_free(&r);
     fed_data_destroy(&d);
     fed_meta_destroy(&meta);

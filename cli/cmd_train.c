@@ -100,6 +100,7 @@ typedef struct train_cfg {
     {"train-examples", OPT_SIZE, "0", 0, 1e12, NULL, F(train_examples),                         \
      "train on a stratified sample of at most N examples of the training part (0: all)"},       \
     DATA_OPTS(F(dc)),                                                                           \
+    TEXT_OPTS(F(dc)),                                                                           \
     {"standardize", OPT_CHOICE, "auto", 1, 0, "auto|off", F(standardize),                       \
      "auto: the model's input transform, else one fitted on the training part"},                \
     TRAINING_OPTS(F, "10", "32", "adam", "0.001"),                                              \
@@ -197,6 +198,8 @@ typedef struct session {
     double last_draw;    /* time of the last progress update */
     size_t trial;        /* tune: current trial (1-based), 0 in train */
     const char *command; /* "train", "pretrain", "tune" */
+    prep_text text;      /* the tokenizer and length of text data */
+    bool is_text;        /* --data is text: token ids, never standardised */
 } session;
 
 static void session_free(session *s) {
@@ -205,6 +208,7 @@ static void session_free(session *s) {
     fed_data_destroy(&s->train);
     fed_data_destroy(&s->val);
     fed_data_destroy(&s->test);
+    prep_text_close(&s->text);
     if (s->metrics) fclose(s->metrics);
     s->metrics = NULL;
 }
@@ -323,13 +327,39 @@ static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
     return FED_OK;
 }
 
+/* Text data: token ids are neither standardised nor augmented; the tokenizer given with
+ * --tokenizer goes into the model's metadata. */
+static fed_err text_checks(const train_cfg *c, session *s) {
+    if (fed_meta_get(s->meta, META_STANDARDIZE))
+        return fed_errorf(FED_EINVAL,
+                          "%s is text data, but the model standardises its inputs (%s): token ids "
+                          "must reach it unchanged",
+                          c->data, META_STANDARDIZE);
+    if (c->noise > 0 || c->shift || c->hflip)
+        return fed_errorf(FED_EINVAL, "--noise, --shift and --hflip do not apply to text data");
+    const fed_text_stats *st = &s->text.stats;
+    printf("%s: text, %zu texts (%zu empty dropped), %zu token ids per example; %zu tokens, "
+           "%.2f%% unknown, %zu texts truncated\n",
+           s->command, st->rows, st->dropped_empty, s->text.len, st->tokens,
+           st->tokens ? 100.0 * (double)st->unknown / (double)st->tokens : 0.0, st->truncated);
+    if (!s->text.from_option) return FED_OK;
+    char *js = NULL;
+    fed_err err = fed_tokenizer_to_json(s->text.tok, &js);
+    if (!err) err = fed_meta_set(s->meta, META_TOKENIZER, js);
+    fed_free(js);
+    return err;
+}
+
 /* Loads --data (and --val-data, --test-data), splits, standardises. */
 static fed_err load_data(const train_cfg *c, session *s) {
     const char *classes = fed_meta_get(s->meta, META_CLASSES);
     fed_dataset *all = NULL;
-    fed_err err = prep_load(&all, c->data, &c->dc, classes);
-    if (err) return err;
     char *names = NULL;
+    fed_err err = prep_text_open(&s->text, &c->dc, s->meta, s->m);
+    if (!err) err = prep_load_data(&all, c->data, &c->dc, classes, &s->text);
+    if (err) return err;
+    s->is_text = s->text.loaded;
+    if (s->is_text && (err = text_checks(c, s))) goto done;
     if ((err = prep_classes_json(all, &names))) goto done;
     double vf = c->val_data ? 0.0 : c->val_split, tf = c->test_data ? 0.0 : c->test_split;
     if (vf + tf >= 0.95) {
@@ -349,12 +379,15 @@ static fed_err load_data(const train_cfg *c, session *s) {
         s->train = small;
     }
     if (c->val_data) {
-        if ((err = prep_load(&s->val, c->val_data, &c->dc, names ? names : classes))) goto done;
+        err = prep_load_data(&s->val, c->val_data, &c->dc, names ? names : classes, &s->text);
+        if (err) goto done;
     }
     if (c->test_data) {
-        if ((err = prep_load(&s->test, c->test_data, &c->dc, names ? names : classes))) goto done;
+        err = prep_load_data(&s->test, c->test_data, &c->dc, names ? names : classes, &s->text);
+        if (err) goto done;
     }
     if (names && (err = fed_meta_set(s->meta, META_CLASSES, names))) goto done;
+    if (s->is_text) goto done; /* token ids: no standardisation */
 
     /* Standardisation: the model's own transform, else fitted on the training part;
      * never for token ids (a model that starts with an embedding). */

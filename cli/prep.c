@@ -1,6 +1,7 @@
 /* Loading data files the way a model expects them (see prep.h). */
 #include "cli/prep.h"
 #include "cli/commands.h"
+#include "core/model.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -65,6 +66,88 @@ fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc, const
     return err;
 }
 
+/* Class names known before a file is read: --classes and the model's (which must agree). */
+typedef struct known {
+    cJSON *arr;         /* the model's parsed META_CLASSES, or NULL */
+    char *copy;         /* --classes split in place, or NULL */
+    const char **names; /* (n) borrowed from arr or copy, or NULL */
+    size_t n;           /* entries of names */
+} known;
+
+static void known_free(known *k) {
+    cJSON_Delete(k->arr);
+    fed_free(k->copy);
+    fed_free(k->names);
+    memset(k, 0, sizeof *k);
+}
+
+/* The model's names (JSON array) into k. */
+static fed_err model_classes(known *k, const char *classes) {
+    fed_json_hooks();
+    k->arr = cJSON_Parse(classes);
+    int n = k->arr ? cJSON_GetArraySize(k->arr) : 0;
+    if (!cJSON_IsArray(k->arr) || n < 1)
+        return fed_errorf(FED_EFORMAT, "model metadata %s: not a JSON array of names",
+                          META_CLASSES);
+    if (!(k->names = fed_mallocarray((size_t)n, sizeof *k->names))) return FED_ENOMEM;
+    for (const cJSON *it = k->arr->child; it; it = it->next, k->n++) {
+        if (!cJSON_IsString(it))
+            return fed_errorf(FED_EFORMAT, "model metadata %s: entry %zu is not a string",
+                              META_CLASSES, k->n);
+        k->names[k->n] = it->valuestring;
+    }
+    return FED_OK;
+}
+
+/* --classes into k, checked against the model's names (model, JSON) when k has them. */
+static fed_err option_classes(known *k, const char *list, const char *model) {
+    size_t n = 1;
+    for (const char *p = list; *p; p++) n += *p == ',';
+    char *copy = fed_strdup(list);
+    const char **names = fed_mallocarray(n, sizeof *names);
+    if (!copy || !names) {
+        fed_free(copy);
+        fed_free(names);
+        return FED_ENOMEM;
+    }
+    size_t i = 0;
+    for (char *p = copy;; p++) {
+        names[i++] = p;
+        p = strchr(p, ',');
+        if (!p) break;
+        *p = '\0';
+    }
+    fed_err err = FED_OK;
+    for (size_t a = 0; a < n && !err; a++) {
+        if (!*names[a]) err = fed_errorf(FED_EINVAL, "--classes %s: an empty class name", list);
+        for (size_t b = 0; b < a && !err; b++)
+            if (strcmp(names[a], names[b]) == 0)
+                err = fed_errorf(FED_EINVAL, "--classes %s: \"%s\" twice", list, names[a]);
+    }
+    bool same = k->names && k->n == n;
+    for (size_t a = 0; same && a < n; a++) same = strcmp(k->names[a], names[a]) == 0;
+    if (!err && k->names && !same)
+        err = fed_errorf(FED_EINVAL, "--classes %s: the model's classes are %.200s", list, model);
+    if (err) {
+        fed_free(copy);
+        fed_free(names);
+        return err;
+    }
+    known_free(k);
+    k->copy = copy;
+    k->names = names;
+    k->n = n;
+    return FED_OK;
+}
+
+static fed_err known_classes(known *k, const data_cfg *dc, const char *classes) {
+    memset(k, 0, sizeof *k);
+    fed_err err = classes ? model_classes(k, classes) : FED_OK;
+    if (!err && dc->classes) err = option_classes(k, dc->classes, classes);
+    if (err) known_free(k);
+    return err;
+}
+
 static fed_err load_raw(fed_dataset **out, const char *path, const data_cfg *dc,
                         const char *classes) {
     *out = NULL;
@@ -83,41 +166,82 @@ static fed_err load_raw(fed_dataset **out, const char *path, const data_cfg *dc,
     o.missing = !dc->missing || strcmp(dc->missing, "error") == 0 ? FED_MISSING_ERROR
                 : strcmp(dc->missing, "drop") == 0                ? FED_MISSING_DROP
                                                                   : FED_MISSING_MEAN;
-
-    /* The model's class names, borrowed from a parsed JSON array. */
-    cJSON *arr = NULL;
-    const char **names = NULL;
-    fed_err err = FED_OK;
-    if (classes) {
-        fed_json_hooks();
-        arr = cJSON_Parse(classes);
-        int n = arr ? cJSON_GetArraySize(arr) : 0;
-        if (!cJSON_IsArray(arr) || n < 1) {
-            err = fed_errorf(FED_EFORMAT, "model metadata %s: not a JSON array of names",
-                             META_CLASSES);
-            goto done;
-        }
-        names = fed_mallocarray((size_t)n, sizeof *names);
-        if (!names) {
-            err = FED_ENOMEM;
-            goto done;
-        }
-        size_t i = 0;
-        for (const cJSON *it = arr->child; it; it = it->next, i++) {
-            if (!cJSON_IsString(it)) {
-                err = fed_errorf(FED_EFORMAT, "model metadata %s: entry %zu is not a string",
-                                 META_CLASSES, i);
-                goto done;
-            }
-            names[i] = it->valuestring;
-        }
-        o.classes = names;
-        o.num_classes = (size_t)n;
-    }
+    known k;
+    fed_err err = known_classes(&k, dc, classes);
+    if (err) return err;
+    o.classes = k.names;
+    o.num_classes = k.n;
     err = fed_data_load(out, path, &o);
-done:
-    fed_free(names);
-    cJSON_Delete(arr);
+    known_free(&k);
+    return err;
+}
+
+/* ---- text data ------------------------------------------------------------------------ */
+
+fed_err prep_text_open(prep_text *pt, const data_cfg *dc, const fed_meta *meta,
+                       const fed_model *m) {
+    memset(pt, 0, sizeof *pt);
+    const char *js = meta ? fed_meta_get(meta, META_TOKENIZER) : NULL;
+    fed_err err = FED_OK;
+    if (dc->tokenizer) {
+        err = fed_tokenizer_load(&pt->tok, dc->tokenizer);
+        if (err) return fed_errprefix(err, "--tokenizer");
+        pt->from_option = true;
+    } else if (js) {
+        err = fed_tokenizer_parse(&pt->tok, js, strlen(js), "model metadata " META_TOKENIZER);
+        if (err) return err;
+    }
+    if (m) {
+        fed_shape in = fed_arch_input_shape(fed_model_arch(m));
+        pt->len = in.ndim == 1 ? in.d[0] : 0; /* 0: no text model; checked when text comes */
+    }
+    return FED_OK;
+}
+
+void prep_text_close(prep_text *pt) {
+    fed_tokenizer_destroy(&pt->tok);
+}
+
+static fed_err load_text(fed_dataset **out, const char *path, const data_cfg *dc,
+                         const char *classes, prep_text *pt) {
+    if (!pt->tok)
+        return fed_errorf(FED_EINVAL,
+                          "%s is text data (JSON lines, or CSV with a \"text\" column): give "
+                          "--tokenizer VOCAB, or a model whose metadata has %s",
+                          path, META_TOKENIZER);
+    if (pt->len == 0 || pt->len > FED_TEXT_MAX_LEN)
+        return fed_errorf(FED_EINVAL,
+                          "%s is text data, but the model's input is not one sequence of token "
+                          "ids (its input shape must be [T])",
+                          path);
+    known k;
+    fed_err err = known_classes(&k, dc, classes);
+    if (err) return err;
+    fed_text_options o = {FED_TEXT_AUTO, dc->drop_empty != 0, k.names, k.n};
+    err = fed_data_load_text(out, path, pt->tok, pt->len, &o, &pt->stats);
+    known_free(&k);
+    return err;
+}
+
+fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, const char *classes,
+                       prep_text *pt) {
+    *out = NULL;
+    pt->loaded = false;
+    bool text = false;
+    fed_err err = dc->labels ? FED_OK : fed_text_sniff(path, &text);
+    if (err) return err;
+    if (text) {
+        err = load_text(out, path, dc, classes, pt);
+        pt->loaded = !err;
+    } else if (dc->tokenizer) {
+        err = fed_errorf(FED_EINVAL,
+                         "--tokenizer: %s is not text data (JSON lines, or CSV with a \"text\" "
+                         "column)",
+                         path);
+    } else {
+        err = load_raw(out, path, dc, classes);
+    }
+    if (!err && dc->only && (err = keep_classes(out, dc->only, path))) fed_data_destroy(out);
     return err;
 }
 

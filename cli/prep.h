@@ -7,6 +7,8 @@
 #include "cli/options.h"
 #include "coordinator/aggregate.h"
 #include "dataset/dataset.h"
+#include "dataset/text.h"
+#include "dataset/tokenizer.h"
 #include "coordinator/coordinator.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"
@@ -15,6 +17,7 @@
 #define META_STANDARDIZE "fedtune.standardize" /* fed_std_to_json of the input transform */
 #define META_CLASSES     "fedtune.classes"     /* JSON array of class names, id order */
 #define META_TRAINING    "fedtune.training"    /* JSON summary of the run that made it */
+#define META_TOKENIZER   "fedtune.tokenizer"   /* fed_tokenizer_to_json: the model reads text */
 
 /* How a data file is read. */
 typedef struct data_cfg {
@@ -24,6 +27,10 @@ typedef struct data_cfg {
     const char *missing; /* error | drop | mean */
     const char *labels;  /* IDX labels file (default: derived from the images file name) */
     const char *only;    /* keep only examples of these classes (ids or names), or NULL */
+    /* Text data and class names: TEXT_OPTS (train, pretrain, tune, eval, data info). */
+    const char *tokenizer; /* vocabulary file, over the model's fedtune.tokenizer */
+    int drop_empty;        /* drop empty texts (counted) instead of failing */
+    const char *classes;   /* class names in id order, comma-separated, or NULL */
 } data_cfg;
 
 /* Option-table entries for a data_cfg at offset `base` of a command's config. */
@@ -42,6 +49,19 @@ typedef struct data_cfg {
      "IDX labels file (default: the images file with images-idx3 -> labels-idx1)"},        \
     {"only-classes", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, only),        \
      "keep only examples of these classes: ids or names, comma-separated (ids unchanged)"}
+/* clang-format on */
+
+/* Option-table entries for the text fields of a data_cfg at offset `base`. */
+/* clang-format off */
+#define TEXT_OPTS(base)                                                                    \
+    {"tokenizer", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, tokenizer),    \
+     "text data (JSON lines, or CSV with text and label columns): the vocabulary, USE-lite's " \
+     "vocab.json or fedtune's JSON form (default: the model's " META_TOKENIZER ")"},       \
+    {"drop-empty", OPT_BOOL, "false", 1, 0, NULL, (base) + offsetof(data_cfg, drop_empty), \
+     "text data: drop rows whose text is empty (counted) instead of failing"},             \
+    {"classes", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, classes),          \
+     "class names in id order, comma-separated (default: the model's, else the labels "   \
+     "sorted; integer labels are ids)"}
 /* clang-format on */
 
 /* The training options that `train`, `coordinator` and `sim` share, with the ranges every
@@ -211,9 +231,32 @@ typedef struct coord_shared_cfg {
 fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) FED_MUST_USE;
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
- * was trained with, so string labels get the same ids. */
+ * was trained with, so string labels get the same ids. Numeric data only: commands that
+ * take text use prep_load_data. */
 fed_err prep_load(fed_dataset **out, const char *path, const data_cfg *dc,
                   const char *classes) FED_MUST_USE;
+
+/* What reading text data takes besides the options: the tokenizer and the sequence
+ * length, and what the last text file gave. */
+typedef struct prep_text {
+    fed_tokenizer *tok;   /* from --tokenizer, else the model's META_TOKENIZER; NULL: none */
+    bool from_option;     /* tok came from --tokenizer (a trained model should carry it) */
+    size_t len;           /* T: the model's input length (its input must be one-dimensional) */
+    bool loaded;          /* the last prep_load_data read text */
+    fed_text_stats stats; /* and what it saw */
+} prep_text;
+
+/* Fills *pt: the tokenizer of --tokenizer or of meta (either may be absent) and len, the
+ * model's input length (m may be NULL: then len is the caller's). */
+fed_err prep_text_open(prep_text *pt, const data_cfg *dc, const fed_meta *meta,
+                       const fed_model *m) FED_MUST_USE;
+void prep_text_close(prep_text *pt);
+
+/* prep_load, and text: a file fed_text_sniff calls text (.jsonl, or CSV whose header has
+ * a "text" column) is tokenized with pt (an error without a tokenizer, and --tokenizer
+ * with data that is not text is one too). --classes, if given, must agree with classes. */
+fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, const char *classes,
+                       prep_text *pt) FED_MUST_USE;
 
 /* Loads a model file. Without arch the file must be self-describing (fedtune.arch in
  * its metadata); with arch (preset, JSON or @FILE) the architecture comes from the

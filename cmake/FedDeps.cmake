@@ -37,3 +37,13 @@ endif()
 
 find_library(FED_LIBM m)
 find_package(Threads REQUIRED)
+
+# libunistring (NFKC for the tokenizer, dataset/tokenizer.c): no pkg-config file on Debian.
+find_path(FED_UNISTRING_INCLUDE uninorm.h)
+find_library(FED_UNISTRING_LIB unistring)
+if(NOT FED_UNISTRING_INCLUDE OR NOT FED_UNISTRING_LIB)
+  message(FATAL_ERROR "fedtune: libunistring not found; install the Debian package libunistring-dev (or run scripts/setup)")
+endif()
+add_library(Fed::Unistring UNKNOWN IMPORTED)
+set_target_properties(Fed::Unistring PROPERTIES IMPORTED_LOCATION "${FED_UNISTRING_LIB}"
+  INTERFACE_INCLUDE_DIRECTORIES "${FED_UNISTRING_INCLUDE}")

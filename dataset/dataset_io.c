@@ -1,10 +1,14 @@
 /* Data files: reading a whole file, gzip inflation from memory (never trusting the sizes
  * a gzip stream claims: the buffer grows and stops at FED_DATA_MAX_INFLATE), the IDX
- * format of MNIST, and fed_data_load, which picks the parser by content. The only file
- * of fedtune that includes zlib.h for data. CSV text parsing lives in dataset_csv.c. */
+ * format of MNIST, fed_data_load, which picks the parser by content, and the strict
+ * JSON reading the tokenizer and the text loader share. The only file of fedtune that
+ * includes zlib.h for data. CSV text parsing lives in dataset_csv.c. */
 #include "core/alloc.h"
+#include "core/json.h"
+#include "dataset/data_internal.h"
 #include "dataset/dataset.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -126,8 +130,7 @@ done:
     return err;
 }
 
-/* The bytes of path, inflated when they are gzip. */
-static fed_err read_file(const char *path, unsigned char **out, size_t *outn) {
+fed_err fed__data_read_file(const char *path, unsigned char **out, size_t *outn) {
     *out = NULL;
     *outn = 0;
     fed_err err = FED_OK;
@@ -167,6 +170,7 @@ static fed_err read_file(const char *path, unsigned char **out, size_t *outn) {
         err = fed_errorf(FED_EIO, "%s: read error: %s", path, strerror(errno));
         goto done;
     }
+    buf[n] = '\0'; /* n < cap: the last read found room and returned nothing */
     if (is_gzip(buf, n)) {
         unsigned char *raw = NULL;
         size_t rn = 0;
@@ -319,8 +323,8 @@ fed_err fed_data_load_idx(fed_dataset **out, const char *images, const char *lab
     *out = NULL;
     unsigned char *ib = NULL, *lb = NULL;
     size_t il = 0, ll = 0;
-    fed_err err = read_file(images, &ib, &il);
-    if (!err) err = read_file(labels, &lb, &ll);
+    fed_err err = fed__data_read_file(images, &ib, &il);
+    if (!err) err = fed__data_read_file(labels, &lb, &ll);
     if (!err) err = parse_idx_named(out, ib, il, images, lb, ll, labels);
     fed_free(ib);
     fed_free(lb);
@@ -360,12 +364,12 @@ fed_err fed_data_load(fed_dataset **out, const char *path, const fed_csv_options
     unsigned char *buf = NULL, *lb = NULL;
     char *lpath = NULL;
     size_t n = 0, ll = 0;
-    fed_err err = read_file(path, &buf, &n);
+    fed_err err = fed__data_read_file(path, &buf, &n);
     if (err) return err;
     bool is_idx = o->format == FED_FORMAT_IDX ||
                   (o->format == FED_FORMAT_AUTO && n >= 4 && buf[0] == 0 && buf[1] == 0);
     if (is_idx) {
-        if (!(err = labels_path(path, &lpath)) && !(err = read_file(lpath, &lb, &ll)))
+        if (!(err = labels_path(path, &lpath)) && !(err = fed__data_read_file(lpath, &lb, &ll)))
             err = parse_idx_named(out, buf, n, path, lb, ll, lpath);
     } else {
         err = fed_data_parse_csv(out, (const char *)buf, n, path, o);
@@ -374,4 +378,29 @@ fed_err fed_data_load(fed_dataset **out, const char *path, const fed_csv_options
     fed_free(lb);
     fed_free(lpath);
     return err;
+}
+
+/* ---- JSON ------------------------------------------------------------------------------ */
+
+size_t fed__data_json_nul(const char *s, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && n - i >= 6 && memcmp(s + i + 2, "0000", 4) == 0) return i;
+        i++; /* the escaped character */
+    }
+    return n;
+}
+
+cJSON *fed__data_json_parse(const char *s, size_t n) {
+    fed_json_hooks();
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, false);
+    if (!v) return NULL;
+    for (size_t i = (size_t)(end - s); i < n; i++) {
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') {
+            cJSON_Delete(v);
+            return NULL;
+        }
+    }
+    return v;
 }

@@ -61,6 +61,9 @@ ok "setup --list names the build packages" grep -qx "libopenblas-dev" <<<"$base"
 ok "setup --list without --test has no torch" test "$(grep -c 'python3-torch' <<<"$base")" -eq 0
 ok "setup --list --test adds python3-torch" grep -qx "python3-torch" <<<"$with"
 ok "setup --list --test adds python3-numpy" grep -qx "python3-numpy" <<<"$with"
+ok "setup --list --test adds nodejs" grep -qx "nodejs" <<<"$with"
+ok "setup --list --test adds npm" grep -qx "npm" <<<"$with"
+ok "setup --list names libunistring-dev (the tokenizer's NFKC)" grep -qx "libunistring-dev" <<<"$base"
 expect 2 "setup: unknown option --tests" -- "$SRC/scripts/setup" --tests
 ok "scripts/test installs the test packages" grep -qx 'scripts/setup --deps --test' "$SRC/scripts/test"
 ok "scripts/run's setup has no --test" test "$(grep -c 'setup.*--test' "$SRC/scripts/run")" -eq 0

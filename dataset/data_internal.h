@@ -1,0 +1,28 @@
+/* Internal to dataset/: what one file of the data layer calls in another. Reading a
+ * whole file (gzip inflated) lives in dataset_io.c, beside the other file formats; the
+ * JSON readers of tokenizer.c and text.c share the check for an escaped NUL, which cJSON
+ * would silently turn into the end of the string. */
+#ifndef FED_DATA_INTERNAL_H
+#define FED_DATA_INTERNAL_H
+
+#include "core/err.h"
+
+#include <stddef.h>
+
+/* The bytes of path, inflated when they are gzip (FED_ERANGE beyond 4 GiB inflated), in
+ * a new buffer *out of *outn bytes (a NUL byte follows them, not counted). FED_EIO names
+ * the path. */
+fed_err fed__data_read_file(const char *path, unsigned char **out, size_t *outn) FED_MUST_USE;
+
+/* Offset of the first "\u0000" escape in the JSON text s[0..n) (every backslash of
+ * valid JSON starts an escape, so counting them from the start is exact), or n when
+ * there is none. */
+size_t fed__data_json_nul(const char *s, size_t n);
+
+/* Parses s[0..n) as one JSON value followed by nothing but white space (cJSON alone
+ * stops after the value and ignores the rest). NULL when it is not JSON or memory ran
+ * out: fed_json_oom() tells which. Raw control characters inside strings pass, as cJSON
+ * lets them. */
+struct cJSON *fed__data_json_parse(const char *s, size_t n);
+
+#endif
