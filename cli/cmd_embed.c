@@ -18,6 +18,7 @@
 #include "core/arena.h"
 #include "core/blas.h"
 #include "core/utf8.h"
+#include "dataset/tokenizer.h"
 #include "models/use_lite.h"
 
 #include <errno.h>
@@ -57,31 +58,6 @@ static const opt_table embed_table = {
 
 /* Longest input line accepted. */
 #define LINE_MAX_BYTES ((size_t)1 << 20)
-
-/* ---- the tokenizer (dataset/tokenizer.h) ------------------------------------------------ */
-
-typedef struct embed_tok embed_tok;
-
-/* The model's tokenizer from its fedtune.tokenizer JSON. */
-static fed_err tok_open(embed_tok **out, const char *json) {
-    (void)json;
-    *out = NULL;
-    return fed_errorf(
-        FED_EUNSUPPORTED,
-        "this build has no tokenizer for fedtune.tokenizer yet (dataset/tokenizer.h)");
-}
-
-/* ids of text (NUL-terminated UTF-8); *n gets the full count, of which at most cap are
- * stored. */
-static fed_err tok_encode(embed_tok *t, const char *text, int32_t *ids, size_t cap, size_t *n) {
-    (void)t, (void)text, (void)ids, (void)cap;
-    *n = 0;
-    return FED_EUNSUPPORTED;
-}
-
-static void tok_close(embed_tok **t) {
-    *t = NULL;
-}
 
 /* ---- input lines ------------------------------------------------------------------------ */
 
@@ -260,17 +236,17 @@ static void print_row(FILE *f, const int32_t *ids, size_t nids, const float *v, 
 /* What a run holds. */
 typedef struct embed_run {
     const embed_cfg *c;
-    fed_model *m;     /* the model */
-    embed_tok *tok;   /* its tokenizer */
-    fed_arena *arena; /* forward scratch */
-    size_t len;       /* tokens per input row */
-    size_t dim;       /* floats per output row */
-    float *x;         /* (batch, len) inputs of one forward pass */
-    int32_t *ids;     /* (EMBED_CHUNK, len) token ids as the model reads them (truncated) */
-    size_t *nids;     /* (EMBED_CHUNK) ids per sentence */
-    size_t *order;    /* (EMBED_CHUNK) sentence indices, shortest first */
-    float *y;         /* (EMBED_CHUNK, dim) the embeddings, input order */
-    char *text;       /* a decoded line */
+    fed_model *m;       /* the model */
+    fed_tokenizer *tok; /* its tokenizer (dataset/tokenizer.h) */
+    fed_arena *arena;   /* forward scratch */
+    size_t len;         /* tokens per input row */
+    size_t dim;         /* floats per output row */
+    float *x;           /* (batch, len) inputs of one forward pass */
+    int32_t *ids;       /* (EMBED_CHUNK, len) token ids as the model reads them (truncated) */
+    size_t *nids;       /* (EMBED_CHUNK) ids per sentence */
+    size_t *order;      /* (EMBED_CHUNK) sentence indices, shortest first */
+    float *y;           /* (EMBED_CHUNK, dim) the embeddings, input order */
+    char *text;         /* a decoded line */
 } embed_run;
 
 static bool grow_text(embed_run *r, size_t n) {
@@ -345,7 +321,8 @@ static fed_err embed_lines(embed_run *r, FILE *in, FILE *out) {
             break;
         }
         size_t total = 0;
-        err = tok_encode(r->tok, r->text, r->ids + rows * r->len, r->len, &total);
+        err = fed_tokenizer_encode(r->tok, r->text, strlen(r->text), r->ids + rows * r->len, r->len,
+                                   &total);
         if (err) {
             err = fed_errprefix(err, "%s:%zu", c->input, lineno);
             break;
@@ -382,13 +359,12 @@ static fed_err run_embed(const void *cfg) {
     const char *tj = fed_meta_get(meta, FED_META_TOKENIZER);
     if (!tj) {
         err = fed_errorf(FED_EFORMAT,
-                         "%s: no %s in its metadata (a model from fedtune import "
-                         "has one)",
+                         "%s: no %s in its metadata (a model from fedtune import has one)",
                          c->model, FED_META_TOKENIZER);
         goto done;
     }
-    if ((err = tok_open(&r.tok, tj))) {
-        err = fed_errprefix(err, "%s: %s", c->model, FED_META_TOKENIZER);
+    if ((err = fed_tokenizer_parse(&r.tok, tj, strlen(tj), FED_META_TOKENIZER))) {
+        err = fed_errprefix(err, "%s", c->model);
         goto done;
     }
     r.len = fed_model_input_size(r.m);
@@ -419,7 +395,7 @@ done:
     fed_free(r.order);
     fed_free(r.y);
     fed_arena_destroy(&r.arena);
-    tok_close(&r.tok);
+    fed_tokenizer_destroy(&r.tok);
     fed_meta_destroy(&meta);
     fed_model_destroy(&r.m);
     return err;

@@ -171,6 +171,9 @@ expect 1 "bad5.jsonl:1: a high surrogate without its low half" -- \
 expect 1 "none.jsonl: no sentences" -- "$FEDTUNE" embed dist.safetensors --input none.jsonl
 expect 1 "--input: cannot open nowhere.jsonl" -- "$FEDTUNE" embed dist.safetensors --input nowhere.jsonl
 expect 2 "--input is required" -- "$FEDTUNE" embed dist.safetensors
+"$FEDTUNE" init --arch fedavg-2nn --out plain.safetensors >/dev/null 2>&1
+expect 1 "plain.safetensors: no fedtune.tokenizer in its metadata (a model from fedtune import" -- \
+  "$FEDTUNE" embed plain.safetensors --input twenty.jsonl
 printf '"\\ud83d\\ude00 \\u00e9t\\u00e9"\n' >escapes.jsonl
 printf '"😀 été"\n' >raw.jsonl
 "$FEDTUNE" embed dist.safetensors --input escapes.jsonl --ids >escapes.out 2>&1
