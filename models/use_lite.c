@@ -7,6 +7,7 @@
 #include "core/arch.h"
 #include "core/json.h"
 #include "core/utf8.h"
+#include "dataset/tokenizer.h"
 #include "models/tfjs.h"
 #include "models/use_lite_internal.h"
 
@@ -282,10 +283,17 @@ static fed_err metadata(fed_use_lite *u, fed_pkg *pkg, const fed_tfjs *g, fed_di
     memcpy(tok, head, sizeof head - 1);
     memcpy(tok + sizeof head - 1, vocab, vlen);
     memcpy(tok + sizeof head - 1 + vlen, "}", 2);
-    if (!(err = fed_meta_new(&u->meta)) &&
+    /* The tokenizer that will read it must accept it as written. */
+    fed_tokenizer *t = NULL;
+    char what[1100];
+    fed_pkg_file_path(pkg, VOCAB_JSON, what, 1024);
+    strcat(what, " as fedtune.tokenizer");
+    if (!(err = fed_tokenizer_parse(&t, tok, strlen(tok), what)) &&
+        !(err = fed_meta_new(&u->meta)) &&
         !(err = fed_meta_set(u->meta, FED_META_TOKENIZER, tok)) &&
         !(err = source_json(pkg, g, vocab, vlen, sha256, &src)))
         err = fed_meta_set(u->meta, FED_META_SOURCE, src);
+    fed_tokenizer_destroy(&t);
     fed_free(tok);
     cJSON_free(src);
     return err;

@@ -18,7 +18,8 @@
  *   - every weight fedtune needs: present, float32, of its exact shape; and no float32
  *     weight of the file left unused (a graph with more in it is not USE-lite);
  *   - vocab.json: UTF-8 JSON, an array of [piece, score] pairs (score a number or null),
- *     no more pieces than embedding rows.
+ *     no more pieces than embedding rows; and fedtune.tokenizer as written is accepted
+ *     by dataset/tokenizer.h's parser.
  *
  * One fact of the graph the architecture does not show: the encoder adds the embeddings
  * twice (Layer_0/add = Encode/Scatter/ScatterNd + AddTimingSignal/Scatter/ScatterNd, and

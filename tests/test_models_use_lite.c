@@ -637,6 +637,13 @@ TEST(broken_vocab_and_tarball) {
     replace("vocab.json", big, n);
     bad_copy(FED_EFORMAT, "vocab.json: 8003 pieces, the model has 8002 embedding rows", __LINE__);
     free(big);
+    /* Well-formed for the importer's own check, refused by the tokenizer that reads it. */
+    static const char nul[] = "[[\"\\ufffd\",0],[\"<s>\",0],[\"</s>\",0],[\"x\",0],[\"y\",0],"
+                              "[\"z\",0],[\"a\\u0000b\",-1]]";
+    replace("vocab.json", nul, sizeof nul - 1);
+    bad_copy(FED_EFORMAT,
+             "vocab.json as fedtune.tokenizer: byte 109: \\u0000 is not allowed in a piece",
+             __LINE__);
     replace("vocab.json", "[[\"a\xff\",0]]", 10);
     bad_copy(FED_EFORMAT, "vocab.json: byte 4 is not valid UTF-8", __LINE__);
     replace("vocab.json", "[[\"a\",0],", 9);
