@@ -59,7 +59,7 @@ void fed_sdpa_forward_ref(float *att, float *prob, const float *qkv, const int32
             for (size_t i = 0; i < T; i++) {
                 size_t valid = row_valid(len, n, T, i, causal);
                 float *s = P + i * T;
-                double mx = -INFINITY, sum = 0.0;
+                double mx = -(double)INFINITY, sum = 0.0;
                 for (size_t j = 0; j < valid; j++) {
                     double d = 0.0;
                     for (size_t c = 0; c < hd; c++)
