@@ -16,6 +16,9 @@
  *          position t: with only the head trainable ("use-head") and with everything
  *          trainable ("use-all"). tokens/s counts real tokens, not padding.
  *
+ * The sgemm row is the reference of the same run: cblas_sgemm on 1024 x 1024 matrices with
+ * the same thread count; %peak is the block's GFLOP/s over it.
+ *
  * bench/bench_transformer.py is the PyTorch twin (same shapes, same weights, same
  * lengths and ids); bench/bench_transformer.sh runs both and prints the ratios.
  * --save DIR writes the initial weights (DIR/block.safetensors, DIR/use.safetensors)
@@ -51,6 +54,8 @@
 #define USE_T         128
 #define USE_VOCAB     8002
 #define USE_CLASSES   2
+/* Size of the square sgemm reference. */
+#define SGEMM_N 1024
 /* Distinct batches cycled through by the block case. */
 #define BLOCK_BATCHES 4
 /* Most lengths read from --lengths, and how many of them (the first) are used: every
@@ -78,7 +83,7 @@ typedef struct options {
     double repeats;      /* timed repeats per configuration; the median is reported */
     double batch;        /* only this batch size (0: 16 and 64) */
     double threads;      /* only this OpenBLAS thread count (0: 1 and 2) */
-    const char *cases;   /* "block", "use-head", "use-all", comma-separated, or "all" */
+    const char *cases;   /* "sgemm", "block", "use-head", "use-all", comma-separated, or "all" */
     const char *lengths; /* sentence lengths file for the USE-lite cases */
     const char *arch;    /* the USE-lite architecture file */
     const char *save;    /* write the initial weights into this folder and exit */
@@ -97,7 +102,7 @@ static const bench_opt opt_table[] = {
     {"--threads", BENCH_INTEGER, offsetof(options, threads), 0, 64, "T",
      "only this OpenBLAS thread count (default 0: 1 and 2)"},
     {"--cases", BENCH_STRING, offsetof(options, cases), 0, 0, "LIST",
-     "block, use-head, use-all (comma-separated) or all [all]"},
+     "sgemm, block, use-head, use-all (comma-separated) or all [all]"},
     {"--lengths", BENCH_STRING, offsetof(options, lengths), 0, 0, "FILE",
      "sentence lengths for the USE-lite cases, one a line [synthetic, mean ~15]"},
     {"--arch", BENCH_STRING, offsetof(options, arch), 0, 0, "FILE",
@@ -345,6 +350,9 @@ static double load_average(void) {
     return l;
 }
 
+/* This run's sgemm GFLOP/s for the current thread count, 0 when not measured. */
+static double sgemm_peak;
+
 static void print_row(const options *o, const char *name, size_t batch, int threads,
                       const result *r, double mean_len) {
     double spread = 100.0 * (r->max - r->min) / r->median;
@@ -354,11 +362,14 @@ static void print_row(const options *o, const char *name, size_t batch, int thre
                "\"mean_len\":%.2f,\"loss\":%.6g}\n",
                name, batch, threads, r->median, r->ms_per_step, spread, mean_len, r->loss);
     } else {
-        char gf[16] = "-";
-        if (strcmp(name, "block") == 0)
-            snprintf(gf, sizeof gf, "%.1f", r->median * block_flops_per_token() / 1e9);
-        printf("%-9s %5zu %7d %10.2f %11.0f %8s %6.0f%%%s\n", name, batch, threads, r->ms_per_step,
-               r->median, gf, spread, isfinite(r->loss) ? "" : "  (loss not finite!)");
+        char gf[16] = "-", pct[16] = "-";
+        double g = r->median * block_flops_per_token() / 1e9;
+        if (strcmp(name, "block") == 0) snprintf(gf, sizeof gf, "%.1f", g);
+        if (strcmp(name, "block") == 0 && sgemm_peak > 0.0)
+            snprintf(pct, sizeof pct, "%.0f%%", 100.0 * g / sgemm_peak);
+        printf("%-9s %5zu %7d %10.2f %11.0f %8s %6s %6.0f%%%s\n", name, batch, threads,
+               r->ms_per_step, r->median, gf, pct, spread,
+               isfinite(r->loss) ? "" : "  (loss not finite!)");
     }
     fflush(stdout);
 }
@@ -432,11 +443,22 @@ int main(int argc, char **argv) {
         printf("one step = fed_train_step (forward + loss + backward + SGD); median of %d "
                "repeats of >= %.2f s;\nload average (1 min) at start: %.2f on %ld CPUs\n\n",
                (int)o.repeats, o.seconds, load_average(), sysconf(_SC_NPROCESSORS_ONLN));
-        printf("%-9s %5s %7s %10s %11s %8s %7s\n", "case", "batch", "threads", "ms/step",
-               "tokens/s", "GFLOP/s", "spread");
+        printf("%-9s %5s %7s %10s %11s %8s %6s %7s\n", "case", "batch", "threads", "ms/step",
+               "tokens/s", "GFLOP/s", "%peak", "spread");
     }
     for (size_t ti = 0; ti < nt && !err; ti++) {
         fed_blas_set_threads(threads[ti]);
+        sgemm_peak = 0.0;
+        if (wants(&o, "sgemm") &&
+            !(err = bench_sgemm_gflops(SGEMM_N, o.seconds, (size_t)o.repeats, &sgemm_peak))) {
+            if (o.json)
+                printf("{\"framework\":\"sgemm\",\"case\":\"sgemm\",\"n\":%d,\"threads\":%d,"
+                       "\"gflops\":%.1f}\n",
+                       SGEMM_N, threads[ti], sgemm_peak);
+            else
+                printf("%-9s %5s %7d %10s %11s %8.1f %6s %7s\n", "sgemm", "-", threads[ti], "-",
+                       "-", sgemm_peak, "ref", "-");
+        }
         for (size_t ci = 0; ci < 3 && !err; ci++) {
             if (!wants(&o, cases[ci])) continue;
             for (size_t bi = 0; bi < nb && !err; bi++)

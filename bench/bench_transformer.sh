@@ -15,6 +15,8 @@
 # two pools for T (torch.set_num_threads/OMP_NUM_THREADS and OPENBLAS_NUM_THREADS: 1/1
 # for T=1; 2/1, 1/2 and 2/2 for T=2) and with both attention implementations
 # (nn.MultiheadAttention, explicit); the best is compared and every try is printed.
+# fedtune runs before and after PyTorch and its better run counts, so a neighbour's burst
+# on a shared machine does not decide a row.
 #
 # Usage: bench/bench_transformer.sh [--cases "block use-head use-all"] [--batches "16 64"]
 #                                   [--threads "1 2"] [--seconds S] [--repeats R]
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --repeats) repeats=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --quick) seconds=0.2; repeats=2; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench_transformer.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,10 +92,17 @@ field() { "$py" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])
 
 rows=()
 for t in $threads; do
+  g=$("$bench" --json --cases sgemm --threads "$t" --seconds "$seconds" --repeats "$repeats")
+  echo "$g"
+  rows+=("$(printf '%-9s %5s %7s %12s %12s %7s   %s GFLOP/s (the machine'"'"'s reference in this run)' \
+    sgemm - "$t" - - - "$(field "$g" gflops)")")
   for c in $cases; do
     for b in $batches; do
-      f=$("$bench" --json --cases "$c" --batch "$b" --threads "$t" --seconds "$seconds" \
-        --repeats "$repeats" --lengths "$tmp/lengths")
+      fed_run() {
+        "$bench" --json --cases "$c" --batch "$b" --threads "$t" --seconds "$seconds" \
+          --repeats "$repeats" --lengths "$tmp/lengths"
+      }
+      f=$(fed_run)
       echo "$f"
       best=0 best_line=""
       while read -r intra omp blas; do
@@ -106,7 +115,12 @@ for t in $threads; do
           if awk -v a="$r" -v b="$best" 'BEGIN {exit !(a > b)}'; then best=$r best_line=$p; fi
         done
       done < <(torch_settings "$t")
+      # fedtune again after PyTorch, its best run counts: neighbours come and go.
+      f2=$(fed_run)
+      echo "$f2"
       fr=$(field "$f" tokens_per_s)
+      fr2=$(field "$f2" tokens_per_s)
+      if awk -v a="$fr2" -v b="$fr" 'BEGIN {exit !(a > b)}'; then fr=$fr2; fi
       setting=$("$py" -c 'import json,sys; j=json.loads(sys.argv[1])
 print("set_num_threads %d, OMP %d, OPENBLAS %d, %s" % (j["intra"], j["omp"], j["blas"], j["attention"]))' "$best_line")
       rows+=("$(printf '%-9s %5s %7s %12.0f %12.0f %7.2f   %s' "$c" "$b" "$t" "$fr" "$best" \
