@@ -109,48 +109,6 @@ static summary summarize(double *v, size_t n) {
     return s;
 }
 
-/* ---- sgemm peak -------------------------------------------------------------------- */
-
-/* Median GFLOP/s of C = A @ B on square n x n matrices, in *gflops. */
-static fed_err gemm_rate(size_t n, const options *o, double *gflops) {
-    fed_err err = FED_ENOMEM;
-    float *A = fed_aligned_alloc(n * n, sizeof(float));
-    float *B = fed_aligned_alloc(n * n, sizeof(float));
-    float *C = fed_aligned_alloc(n * n, sizeof(float));
-    if (!A || !B || !C) goto fail;
-    fed_rng r;
-    fed_rng_seed(&r, SEED);
-    for (size_t i = 0; i < n * n; i++) {
-        A[i] = fed_rng_uniform(&r) - 0.5f;
-        B[i] = fed_rng_uniform(&r) - 0.5f;
-        C[i] = 0.0f;
-    }
-    const double flop = 2.0 * (double)n * (double)n * (double)n;
-    /* Warm-up: thread pool start, page faults on C, OpenBLAS buffers. */
-    double t0 = fed_now_s();
-    do {
-        fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-    } while (fed_now_s() - t0 < 0.5 * o->seconds);
-    double rates[MAX_REPEATS];
-    size_t R = (size_t)o->repeats;
-    for (size_t rep = 0; rep < R; rep++) {
-        size_t calls = 0;
-        double start = fed_now_s(), el;
-        do {
-            fed_gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
-            calls++;
-        } while ((el = fed_now_s() - start) < o->seconds);
-        rates[rep] = flop * (double)calls / el / 1e9;
-    }
-    *gflops = summarize(rates, R).median;
-    err = FED_OK;
-fail:
-    fed_free(A);
-    fed_free(B);
-    fed_free(C);
-    return err;
-}
-
 /* ---- training step ------------------------------------------------------------------ */
 
 /* Everything one configuration trains with. */
@@ -320,7 +278,7 @@ int main(int argc, char **argv) {
         for (size_t gi = 0; gi < ngemm; gi++) {
             size_t n = default_gemm_sizes[gi];
             double g;
-            fed_err err = gemm_rate(n, &o, &g);
+            fed_err err = bench_sgemm_gflops(n, o.seconds, (size_t)o.repeats, &g);
             if (err) return fail_with("sgemm", err);
             char label[32];
             snprintf(label, sizeof label, "sgemm n=%zu", n);

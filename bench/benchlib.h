@@ -1,10 +1,12 @@
 /* What the benchmark programs share: a table-driven option parser (every option is a
  * flag, a number, an integer or a string; defaults, ranges and --help come from one
- * table), a monotonic clock and a median. Benchmarks print; this only helps them. */
+ * table), a monotonic clock, a median and the sgemm reference. Benchmarks print; this
+ * only helps them. */
 #ifndef FED_BENCHLIB_H
 #define FED_BENCHLIB_H
 
 #include "core/clock.h"
+#include "core/err.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,5 +41,11 @@ bool bench_parse(const char *prog, const bench_opt *t, size_t n, void *o, int ar
 
 /* Median of v[0..n) (sorts v); n >= 1. */
 double bench_median(double *v, size_t n);
+
+/* This machine's sgemm speed in the current OpenBLAS thread setting: the median GFLOP/s
+ * (2 n^3 / t) of C = A @ B on square n x n matrices over `repeats` timed runs of at least
+ * `seconds` each, after a warm-up; into *gflops. FED_ENOMEM if the matrices cannot be
+ * allocated. The reference row the training benchmarks print their %peak against. */
+fed_err bench_sgemm_gflops(size_t n, double seconds, size_t repeats, double *gflops) FED_MUST_USE;
 
 #endif

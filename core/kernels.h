@@ -153,34 +153,54 @@ void fed_embedding_backward(float *dtable,      /* (V, D), accumulated */
 
 /* ---- sequences: attention, pooling, positions ------------------------------------------ */
 
-/* Scaled dot-product attention over H heads on packed projections: qkv holds, per
- * position, q | k | v (each D wide, head h in columns h*D/H ..). Position i of example n
- * attends to key positions j < len[n] (all T when len is NULL), and j <= i when causal.
- * att is the heads' outputs side by side, prob the softmax weights (zero where masked).
- * Queries at positions >= len[n] still attend to the valid keys; their outputs are
- * defined but meaningless. Scores are q.k / sqrt(D/H), softmax row by row in one fused,
- * max-subtracted pass. */
-void fed_sdpa_forward(float *att,         /* (N, T, D) */
-                      float *prob,        /* (N, H, T, T) saved */
-                      const float *qkv,   /* (N, T, 3D) */
-                      const int32_t *len, /* (N) or NULL */
-                      size_t N, size_t T, size_t D, size_t H, int causal);
-void fed_sdpa_backward(float *dqkv,       /* (N, T, 3D), overwritten */
-                       float *dprob,      /* scratch (T, T) */
-                       const float *datt, /* (N, T, D) */
-                       const float *qkv,  /* (N, T, 3D) */
-                       const float *prob, /* (N, H, T, T) */
-                       size_t N, size_t T, size_t D, size_t H);
-/* The same with textbook loops, for the tests. */
-void fed_sdpa_forward_ref(float *att, float *prob, const float *qkv, const int32_t *len, size_t N,
-                          size_t T, size_t D, size_t H, int causal);
+/* Where the sequences of a batch lie in a buffer of rows (one row per position):
+ * example n holds rows off[n] .. off[n] + len[n] - 1. The sequences may be packed back to
+ * back (off[n] = len[0] + ... + len[n-1]: no row is spent on padding) or padded to a
+ * stride; NULL arrays mean the plain layout off[n] = n * T, len[n] = T. Rows that belong
+ * to no example are neither read nor written by the kernels below. */
+typedef struct fed_seqs {
+    const size_t *off;  /* (N) first row of each example, or NULL: n * T */
+    const int32_t *len; /* (N) rows of each example, each in [1, T], or NULL: all T */
+    size_t N;           /* examples */
+    size_t T;           /* the stride when off is NULL, and at least every len[n] */
+} fed_seqs;
 
-/* Mean over the first len[n] positions (all T when len is NULL): (N, T, D) -> (N, D). */
-void fed_meanpool_forward(float *out, const float *inp, const int32_t *len, size_t N, size_t T,
-                          size_t D);
-/* dinp (N, T, D), overwritten: dout / len at valid positions, 0 at padded ones. */
-void fed_meanpool_backward(float *dinp, const float *dout, const int32_t *len, size_t N, size_t T,
-                           size_t D);
+/* First row and number of rows of example n. */
+static inline size_t fed_seqs_first(const fed_seqs *s, size_t n) {
+    return s->off ? s->off[n] : n * s->T;
+}
+static inline size_t fed_seqs_len(const fed_seqs *s, size_t n) {
+    return s->len ? (size_t)s->len[n] : s->T;
+}
+
+/* Scaled dot-product attention over H heads on packed projections: qkv holds, per
+ * position, q | k | v (each D wide, head h in columns h*D/H ..). Each example attends
+ * within its own rows only: position i to positions j < len[n], and j <= i when causal.
+ * att is the heads' outputs side by side; prob the softmax weights, example after
+ * example and head after head a (len[n], len[n]) block (zero where causally masked):
+ * fed_sdpa_prob_size floats. Scores are q.k / sqrt(D/H), softmax row by row in one
+ * fused, max-subtracted pass. */
+void fed_sdpa_forward(float *att,          /* (rows, D) */
+                      float *prob,         /* (fed_sdpa_prob_size) saved */
+                      const float *qkv,    /* (rows, 3D) */
+                      const fed_seqs *seq, /* where the examples lie */
+                      size_t D, size_t H, int causal);
+void fed_sdpa_backward(float *dqkv,       /* (rows, 3D), overwritten */
+                       float *dprob,      /* scratch (T, T) */
+                       const float *datt, /* (rows, D) */
+                       const float *qkv,  /* (rows, 3D) */
+                       const float *prob, /* (fed_sdpa_prob_size) */
+                       const fed_seqs *seq, size_t D, size_t H);
+/* Floats of prob: H * sum of len[n]^2. */
+size_t fed_sdpa_prob_size(const fed_seqs *seq, size_t H);
+/* The forward with textbook loops in double, for the tests. */
+void fed_sdpa_forward_ref(float *att, float *prob, const float *qkv, const fed_seqs *seq, size_t D,
+                          size_t H, int causal);
+
+/* Mean over each example's rows: (rows, D) -> (N, D). */
+void fed_meanpool_forward(float *out, const float *inp, const fed_seqs *seq, size_t D);
+/* dinp (rows, D): dout / len[n] on every row of example n. */
+void fed_meanpool_backward(float *dinp, const float *dout, const fed_seqs *seq, size_t D);
 
 /* out = x / sqrt(max(sum x^2, eps)) per row of D. */
 void fed_l2norm_forward(float *out, const float *inp, size_t N, size_t D, float eps);

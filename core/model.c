@@ -410,15 +410,24 @@ size_t fed_model_output_size(const fed_model *m) {
     return m->layers[m->nlayers - 1].out_numel;
 }
 
+/* Sets tensor i's flag. Freezing a tensor zeroes its gradient: backward never writes a
+ * frozen tensor's gradient and fed_model_zero_grad skips it, so it stays zero. */
+static void set_flag(fed_model *m, size_t i, bool trainable) {
+    fed_tensor *t = &m->tensors[i];
+    if (t->trainable && !trainable && m->grads)
+        memset(m->grads + t->offset, 0, t->numel * sizeof(float));
+    t->trainable = trainable;
+}
+
 void fed_model_set_trainable(fed_model *m, size_t i, bool trainable) {
-    if (i < m->ntensors) m->tensors[i].trainable = trainable;
+    if (i < m->ntensors) set_flag(m, i, trainable);
 }
 
 size_t fed_model_set_trainable_glob(fed_model *m, const char *glob, bool trainable) {
     size_t n = 0;
     for (size_t i = 0; i < m->ntensors; i++) {
         if (fnmatch(glob, m->tensors[i].name, 0) == 0) {
-            m->tensors[i].trainable = trainable;
+            set_flag(m, i, trainable);
             n++;
         }
     }
@@ -479,7 +488,7 @@ fed_err fed_model_set_trainable_spec(fed_model *m, const char *spec, bool traina
         for (const char *pos = spec; pos;) {
             if (spec_next(spec, &pos, buf, &len)) break; /* cannot fail: checked above */
             if (fnmatch(buf, m->tensors[i].name, 0) == 0) {
-                m->tensors[i].trainable = trainable;
+                set_flag(m, i, trainable);
                 n++;
                 break;
             }
@@ -504,7 +513,10 @@ fed_err fed_model_copy_params(fed_model *m, const fed_model *src) {
 }
 
 void fed_model_zero_grad(fed_model *m) {
-    if (m->grads) memset(m->grads, 0, m->nparams * sizeof(float));
+    for (size_t i = 0; m->grads && i < m->ntensors; i++) {
+        const fed_tensor *t = &m->tensors[i];
+        if (t->trainable) memset(m->grads + t->offset, 0, t->numel * sizeof(float));
+    }
 }
 
 void fed_model_drop_grads(fed_model *m) {

@@ -75,7 +75,7 @@ bool fed_model_delta(const fed_model *m, const float *local, const float *global
 size_t fed_model_input_size(const fed_model *m);
 size_t fed_model_output_size(const fed_model *m);
 
-/* Marks tensor i trainable or frozen. */
+/* Marks tensor i trainable or frozen (freezing zeroes its gradient). */
 void fed_model_set_trainable(fed_model *m, size_t i, bool trainable);
 /* Sets the flag of every tensor whose name matches the shell glob (fnmatch), e.g.
  * "0.*" for all of layer 0 or "*.bias"; returns how many matched. */
@@ -130,7 +130,9 @@ fed_err fed_model_forward(fed_model *m, fed_arena *a, const float *x, size_t N, 
  * not reset in between), ACCUMULATING into the gradients of trainable tensors. Layers
  * with nothing trainable at or below them are skipped entirely. */
 fed_err fed_model_backward(fed_model *m, fed_arena *a, const float *dout) FED_MUST_USE;
-/* Zeroes the gradient buffer. */
+/* Zeroes the gradient buffer. Only the trainable tensors' part costs anything: a frozen
+ * tensor's gradient is always zero (freezing zeroes it, backward never writes it), which
+ * makes this cheap for a large frozen model with a small trainable head or adapters. */
 void fed_model_zero_grad(fed_model *m);
 /* Frees the gradient buffer of a model that will never train again (the coordinator's
  * global model, a model only evaluated): half its memory. Backward, optimizers and

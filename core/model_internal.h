@@ -53,8 +53,11 @@ struct fed_model {
     size_t batch;        /* N of the last forward */
     bool tape;           /* last forward ran in train mode and can be back-propagated */
     size_t T;            /* sequence length of a padded input (0: no padded embedding) */
-    size_t Tb;           /* the last forward's longest sequence (T when not padded) */
+    size_t Tb;           /* rows per example of the last forward's sequence buffers (T when
+                            not padded; see model_seq.c) */
     int32_t *len;        /* the last forward's lengths (N), in its arena; NULL: all T */
+    size_t *off;         /* the last forward's first row of each example (N), in its arena */
+    size_t Tmax;         /* the last forward's longest sequence */
     float *tables;       /* sinusoidal signals of the positions layers */
 };
 

@@ -1,10 +1,15 @@
 /* The sequence layers of a model: the padded embedding (token ids followed by -1),
  * positions, multi-head self-attention, residual blocks, masked mean pooling and L2
- * normalisation. A padded batch runs at the length of its longest sequence (m->Tb), so
- * a batch of short sentences costs what short sentences cost; m->len tells attention
- * and pooling where each sequence ends. Padded positions carry values, never weight:
- * no valid position attends to them and pooling skips them, so the outputs and
- * gradients of valid positions are exactly those of the unpadded sequence. */
+ * normalisation. Padding costs nothing: when a meanpool closes the sequence (only pooled
+ * vectors leave the network) the sentences of a batch are packed back to back, sentence
+ * n at rows m->off[n] .. m->off[n] + m->len[n] - 1, so the position-wise layers (linear,
+ * layer norm, activations, residual sums) run on the batch's real tokens alone; for them
+ * a batch is N examples of m->Tb = ceil(tokens / N) rows, and the last few rows belong to
+ * no sentence. Attention and pooling visit each sentence's own rows (fed_seqs). A network
+ * whose output is the sequence itself keeps every example at rows n*T .. n*T + T - 1, so
+ * its output has the (N, T, ...) shape callers expect. Rows of no sentence carry zeros or
+ * values, never weight: the outputs and gradients of every sentence are exactly those of
+ * the sentence alone. */
 #include "core/alloc.h"
 #include "core/model_internal.h"
 
@@ -31,12 +36,21 @@ fed_err fed__model_seq_tables(fed_model *m) {
     return FED_OK;
 }
 
+/* Does a meanpool close the sequence that layer l opens? */
+static bool pooled_after(const fed_model *m, size_t l) {
+    for (size_t i = l + 1; i < m->nlayers; i++)
+        if (m->layers[i].spec.kind == FED_LAYER_MEANPOOL) return true;
+    return false;
+}
+
 /* Reads padded token ids: each row of x (N, T) holds len >= 1 integer ids in [0, vocab)
- * then -1 up to T. Sets m->len, m->Tb and the layer's (N, Tb) ids (-1 where padded). */
+ * then -1 up to T. Sets m->len, m->off, m->Tmax and m->Tb (the layout above) and the
+ * layer's ids per row (-1 for rows of no sentence). */
 static fed_err padded_ids(fed_model *m, layer_rt *L, size_t l, fed_arena *a, size_t N) {
-    size_t T = m->T, vocab = L->spec.vocab, Tb = 1;
+    size_t T = m->T, vocab = L->spec.vocab, Tmax = 1, tokens = 0;
     const float *x = L->x;
     ALLOC_OR_FAIL(m->len, fed_arena_alloc(a, N, sizeof(int32_t)));
+    ALLOC_OR_FAIL(m->off, fed_arena_alloc(a, N, sizeof(size_t)));
     for (size_t n = 0; n < N; n++) {
         size_t len = 0;
         for (size_t t = 0; t < T; t++) {
@@ -58,13 +72,21 @@ static fed_err padded_ids(fed_model *m, layer_rt *L, size_t l, fed_arena *a, siz
             return fed_errorf(FED_ERANGE,
                               "layer %zu (embedding): example %zu is empty (padding only)", l, n);
         m->len[n] = (int32_t)len;
-        if (len > Tb) Tb = len;
+        if (len > Tmax) Tmax = len;
     }
-    m->Tb = Tb;
-    ALLOC_OR_FAIL(L->idx, fed_arena_alloc(a, N * Tb, sizeof(int32_t)));
+    bool packed = pooled_after(m, l);
+    for (size_t n = 0; n < N; n++) {
+        m->off[n] = packed ? tokens : n * T;
+        tokens += (size_t)m->len[n];
+    }
+    m->Tmax = Tmax;
+    m->Tb = packed ? (tokens + N - 1) / N : T;
+    size_t rows = N * m->Tb;
+    ALLOC_OR_FAIL(L->idx, fed_arena_alloc(a, rows, sizeof(int32_t)));
+    for (size_t r = 0; r < rows; r++) L->idx[r] = -1;
     for (size_t n = 0; n < N; n++)
-        for (size_t t = 0; t < Tb; t++)
-            L->idx[n * Tb + t] = t < (size_t)m->len[n] ? (int32_t)x[n * T + t] : -1;
+        for (size_t t = 0; t < (size_t)m->len[n]; t++)
+            L->idx[m->off[n] + t] = (int32_t)x[n * T + t];
     return FED_OK;
 }
 
@@ -84,38 +106,55 @@ static fed_err embedding_forward(fed_model *m, layer_rt *L, size_t l, fed_arena 
     return FED_OK;
 }
 
-/* Positions of the layer's input sequences and their lengths (NULL: all valid). */
-static size_t seq_len(const fed_model *m, const layer_rt *L) {
+/* Rows per example of the layer's sequence buffers. */
+static size_t seq_rows(const fed_model *m, const layer_rt *L) {
     return L->seq_in ? m->Tb : L->in.d[0];
 }
 
-static const int32_t *seq_lens(const fed_model *m, const layer_rt *L) {
-    return L->seq_in ? m->len : NULL;
+/* Where the examples of the layer's input lie: as padded_ids laid them out after a padded
+ * embedding, otherwise the plain (N, T) layout. */
+static fed_seqs seqs_of(const fed_model *m, const layer_rt *L, size_t N) {
+    if (L->seq_in) return (fed_seqs){m->off, m->len, N, m->Tmax};
+    return (fed_seqs){NULL, NULL, N, L->in.d[0]};
 }
 
 static fed_err attention_forward(fed_model *m, layer_rt *L, fed_arena *a, size_t N) {
-    size_t T = seq_len(m, L), D = L->in.d[1], H = L->spec.heads, O = L->spec.out, rows = N * T;
+    size_t D = L->in.d[1], H = L->spec.heads, O = L->spec.out, rows = N * seq_rows(m, L);
+    fed_seqs sq = seqs_of(m, L, N);
     ALLOC_OR_FAIL(L->qkv, fed_arena_floats(a, rows * 3 * D));
     ALLOC_OR_FAIL(L->att, fed_arena_floats(a, rows * D));
-    ALLOC_OR_FAIL(L->prob, fed_arena_floats(a, N * H * T * T));
+    ALLOC_OR_FAIL(L->prob, fed_arena_floats(a, fed_sdpa_prob_size(&sq, H)));
     ALLOC_OR_FAIL(L->y, fed_arena_floats(a, rows * O));
     fed_err err = fed__model_lin_forward(m, L, 0, a, L->qkv, L->x, rows, D, 3 * D);
     if (err) return err;
-    fed_sdpa_forward(L->att, L->prob, L->qkv, seq_lens(m, L), N, T, D, H, L->spec.causal);
+    if (L->seq_in) memset(L->att, 0, rows * D * sizeof(float)); /* rows of no sentence */
+    fed_sdpa_forward(L->att, L->prob, L->qkv, &sq, D, H, L->spec.causal);
     return fed__model_lin_forward(m, L, 1, a, L->y, L->att, rows, D, O);
 }
 
 static fed_err attention_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
                                   const float *dy, float *dx) {
-    size_t T = seq_len(m, L), D = L->in.d[1], H = L->spec.heads, O = L->spec.out, rows = N * T;
+    size_t D = L->in.d[1], H = L->spec.heads, O = L->spec.out, rows = N * seq_rows(m, L);
+    fed_seqs sq = seqs_of(m, L, N);
     float *datt, *dqkv, *dprob;
     ALLOC_OR_FAIL(datt, fed_arena_floats(a, rows * D));
     ALLOC_OR_FAIL(dqkv, fed_arena_floats(a, rows * 3 * D));
-    ALLOC_OR_FAIL(dprob, fed_arena_floats(a, T * T));
+    ALLOC_OR_FAIL(dprob, fed_arena_floats(a, sq.T * sq.T));
     fed_err err = fed__model_lin_backward(m, L, 1, a, datt, dy, L->att, rows, D, O);
     if (err) return err;
-    fed_sdpa_backward(dqkv, dprob, datt, L->qkv, L->prob, N, T, D, H);
+    if (L->seq_in) memset(dqkv, 0, rows * 3 * D * sizeof(float));
+    fed_sdpa_backward(dqkv, dprob, datt, L->qkv, L->prob, &sq, D, H);
     return fed__model_lin_backward(m, L, 0, a, dx, dqkv, L->x, rows, D, 3 * D);
+}
+
+/* y = x + the position signal p (T, D), each example's row t getting p's row t. */
+static void add_positions(float *y, const float *x, const float *p, const fed_seqs *sq, size_t D,
+                          size_t nin) {
+    memcpy(y, x, nin * sizeof(float));
+    for (size_t n = 0; n < sq->N; n++) {
+        float *row = y + fed_seqs_first(sq, n) * D;
+        for (size_t i = 0; i < fed_seqs_len(sq, n) * D; i++) row[i] += p[i];
+    }
 }
 
 /* y = branch + skip, or branch + proj(skip). */
@@ -157,11 +196,10 @@ fed_err fed__model_seq_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a
     case FED_LAYER_EMBEDDING:
         return embedding_forward(m, L, l, a, N);
     case FED_LAYER_POSITIONS: {
-        size_t T = seq_len(m, L), D = L->in.d[1];
         const float *p = s->pos == FED_POS_LEARNED ? fed__model_tensor(m, L->w) : L->table;
+        fed_seqs sq = seqs_of(m, L, N);
         ALLOC_OR_FAIL(L->y, fed_arena_floats(a, nin));
-        for (size_t n = 0; n < N; n++)
-            for (size_t i = 0; i < T * D; i++) L->y[n * T * D + i] = L->x[n * T * D + i] + p[i];
+        add_positions(L->y, L->x, p, &sq, L->in.d[1], nin);
         return FED_OK;
     }
     case FED_LAYER_ATTENTION:
@@ -171,10 +209,12 @@ fed_err fed__model_seq_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a
         return FED_OK;
     case FED_LAYER_RESIDUAL_END:
         return residual_end_forward(m, L, a, N);
-    case FED_LAYER_MEANPOOL:
+    case FED_LAYER_MEANPOOL: {
+        fed_seqs sq = seqs_of(m, L, N);
         ALLOC_OR_FAIL(L->y, fed_arena_floats(a, N * L->out_eff));
-        fed_meanpool_forward(L->y, L->x, seq_lens(m, L), N, seq_len(m, L), L->in.d[1]);
+        fed_meanpool_forward(L->y, L->x, &sq, L->in.d[1]);
         return FED_OK;
+    }
     case FED_LAYER_L2NORM: {
         size_t D = L->in.d[L->in.ndim - 1];
         ALLOC_OR_FAIL(L->y, fed_arena_floats(a, nin));
@@ -207,10 +247,12 @@ fed_err fed__model_seq_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t 
     }
     case FED_LAYER_POSITIONS: {
         float *dw = s->pos == FED_POS_LEARNED ? fed__model_grad(m, L->w) : NULL;
-        size_t TD = seq_len(m, L) * L->in.d[1];
-        if (dw)
-            for (size_t n = 0; n < N; n++)
-                for (size_t i = 0; i < TD; i++) dw[i] += dy[n * TD + i];
+        fed_seqs sq = seqs_of(m, L, N);
+        size_t D = L->in.d[1];
+        for (size_t n = 0; dw && n < N; n++) {
+            const float *row = dy + fed_seqs_first(&sq, n) * D;
+            for (size_t i = 0; i < fed_seqs_len(&sq, n) * D; i++) dw[i] += row[i];
+        }
         *dx_out = need_dx ? (float *)dy : NULL;
         return FED_OK;
     }
@@ -227,12 +269,15 @@ fed_err fed__model_seq_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t 
     case FED_LAYER_RESIDUAL_END:
         *dx_out = need_dx ? (float *)dy : NULL;
         return residual_end_backward(m, L, a, N, dy, need_dx);
-    case FED_LAYER_MEANPOOL:
+    case FED_LAYER_MEANPOOL: {
         if (!need_dx) return FED_OK;
+        fed_seqs sq = seqs_of(m, L, N);
         ALLOC_OR_FAIL(dx, fed_arena_floats(a, nin));
-        fed_meanpool_backward(dx, dy, seq_lens(m, L), N, seq_len(m, L), L->in.d[1]);
+        if (L->seq_in) memset(dx, 0, nin * sizeof(float)); /* rows of no sentence */
+        fed_meanpool_backward(dx, dy, &sq, L->in.d[1]);
         *dx_out = dx;
         return FED_OK;
+    }
     case FED_LAYER_L2NORM: {
         if (!need_dx) return FED_OK;
         size_t D = L->in.d[L->in.ndim - 1];

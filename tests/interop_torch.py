@@ -1,16 +1,15 @@
 """PyTorch <-> fedtune through safetensors files, both directions.
 
 Direction 1: torch.nn.Sequential models (an MLP and two CNNs covering every layer kind
-fedtune shares with PyTorch) are written as safetensors by the small writer below, with
+fedtune shares with PyTorch) are written as safetensors (safetensors_io.py), with
 the matching fedtune architecture in __metadata__["fedtune.arch"]; st_forward runs them
 on fixed inputs and its outputs must match torch's within 1e-5. F16 and BF16 copies of
 the MLP must match torch computing with the same rounded weights.
 
-Direction 2: st_forward --save writes fedtune-initialised models; they are read by the
-reader below, loaded into the same Sequential with load_state_dict(strict=True), and
+Direction 2: st_forward --save writes fedtune-initialised models; they are read back,
+loaded into the same Sequential with load_state_dict(strict=True), and
 both sides must again agree within 1e-5.
 
-There is no safetensors package in Debian, hence the ~60 lines of struct + json here.
 Usage: interop_torch.py PATH/TO/st_forward
 """
 import json
@@ -22,6 +21,8 @@ import tempfile
 
 import torch
 from torch import nn
+
+from safetensors_io import read_safetensors, write_safetensors
 
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
@@ -40,62 +41,6 @@ def check(ok, what):
     else:
         failed += 1
         print("FAIL " + what)
-
-
-# ---- a minimal safetensors writer and reader -------------------------------------------
-
-DTYPE_SIZE = {"F32": 4, "F16": 2, "BF16": 2}
-
-
-def tensor_bytes(t, dtype):
-    """Little-endian bytes of t converted to dtype, whatever the host order."""
-    flat = t.detach().contiguous().reshape(-1)
-    if dtype == "F32":
-        return struct.pack("<%df" % flat.numel(), *flat.float().tolist())
-    torch_dtype = torch.float16 if dtype == "F16" else torch.bfloat16
-    bits = flat.to(torch_dtype).view(torch.int16).tolist()
-    return struct.pack("<%dh" % len(bits), *bits)
-
-
-def write_safetensors(path, tensors, metadata=None, dtype="F32"):
-    """tensors: list of (name, torch tensor), written in that order."""
-    header, blobs, at = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name, t in tensors:
-        b = tensor_bytes(t, dtype)
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [at, at + len(b)]}
-        blobs.append(b)
-        at += len(b)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
-def read_safetensors(path):
-    """Returns (dict name -> float32 tensor, metadata, header length), checking the layout
-    rules of the reference implementation."""
-    with open(path, "rb") as f:
-        buf = f.read()
-    (n,) = struct.unpack("<Q", buf[:8])
-    header = json.loads(buf[8 : 8 + n].decode())
-    data = buf[8 + n :]
-    metadata = header.pop("__metadata__", {})
-    out, at = {}, 0
-    for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"]):
-        b, end = e["data_offsets"]
-        assert b == at, "hole or overlap at " + name
-        numel = 1
-        for d in e["shape"]:
-            numel *= d
-        assert end - b == numel * DTYPE_SIZE[e["dtype"]], "size of " + name
-        assert e["dtype"] == "F32", "fedtune writes F32"
-        vals = struct.unpack("<%df" % numel, data[b:end])
-        out[name] = torch.tensor(vals, dtype=torch.float32).reshape(e["shape"])
-        at = end
-    assert at == len(data), "trailing bytes"
-    return out, metadata, n
 
 
 # ---- models: the torch module and the fedtune architecture that corresponds -------------

@@ -7,4 +7,6 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
     echo "SKIP: python3-torch not installed (apt-get install python3-torch)"
     exit 77
 fi
-OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 exec "$PY" "$(dirname "$0")/interop_torch.py" "$1"
+# No __pycache__ in the source tree for the shared safetensors_io.py.
+PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+    exec "$PY" "$(dirname "$0")/interop_torch.py" "$1"

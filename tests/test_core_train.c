@@ -177,6 +177,42 @@ TEST(frozen_layers_unchanged_bit_for_bit) {
     fed_model_destroy(&m);
 }
 
+/* zero_grad only pays for the trainable tensors, yet the whole gradient buffer reads
+ * zero: a tensor frozen after it had a gradient gets that gradient cleared. */
+TEST(zero_grad_after_freezing) {
+    const char *spec = "{\"input\":[3],\"layers\":[{\"type\":\"linear\",\"out\":4},"
+                       "{\"type\":\"tanh\"},{\"type\":\"linear\",\"out\":2}]}";
+    fed_model *m = model_from(spec, 5);
+    fed_arena *a = NULL;
+    fed_optim *o = NULL;
+    CHECK_OK(fed_arena_new(&a, 0));
+    fed_optim_config cfg = fed_optim_defaults(FED_OPT_SGD);
+    if (m) CHECK_OK(fed_optim_new(&o, m, &cfg));
+    if (!m || !a || !o) goto done;
+    const float x[6] = {0.5f, -1.0f, 2.0f, 1.5f, 0.25f, -0.75f};
+    const int32_t y[2] = {1, 0};
+    fed_batch b = {x, y, NULL, 2};
+    fed_step_stats st;
+    CHECK_OK(fed_train_step(m, o, a, &b, &CE, 0.1f, NULL, &st));
+    size_t np = fed_model_num_params(m), nonzero = 0, n0 = 4 * 3 + 4;
+    const float *g = fed_model_grads(m);
+    for (size_t i = 0; i < n0; i++) nonzero += g[i] != 0.0f;
+    CHECK(nonzero > 0); /* layer 0 had a gradient... */
+    CHECK_SIZE(fed_model_set_trainable_glob(m, "0.*", false), 2);
+    nonzero = 0;
+    for (size_t i = 0; i < n0; i++) nonzero += g[i] != 0.0f;
+    CHECK_SIZE(nonzero, 0); /* ...which freezing cleared */
+    CHECK_OK(fed_train_step(m, o, a, &b, &CE, 0.1f, NULL, &st));
+    fed_model_zero_grad(m);
+    nonzero = 0;
+    for (size_t i = 0; i < np; i++) nonzero += g[i] != 0.0f;
+    CHECK_SIZE(nonzero, 0);
+done:
+    fed_optim_destroy(&o);
+    fed_arena_destroy(&a);
+    fed_model_destroy(&m);
+}
+
 TEST(bce_and_mse_train) {
     /* BCE: two independent labels, t0 = x0 > 0, t1 = x1 > 0. */
     enum { N = 200 };
@@ -262,6 +298,7 @@ int main(void) {
     RUN(xor_is_learned_deterministically);
     RUN(spirals_reach_99_percent);
     RUN(frozen_layers_unchanged_bit_for_bit);
+    RUN(zero_grad_after_freezing);
     RUN(bce_and_mse_train);
     RUN(dropout_needs_rng_in_training);
     return test_report();

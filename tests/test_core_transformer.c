@@ -1,7 +1,8 @@
 /* Transformer layers beyond their gradients (test_core_gradcheck covers those): specs
  * with nested residual blocks and their errors, the canonical JSON, tensor names, the
- * USE-lite architecture's table, attention against its textbook reference, padding
- * that changes nothing, bad token ids, and a new head on a sentence encoder. */
+ * USE-lite architecture's table, attention against its textbook reference in padded and
+ * packed layouts, padding that changes nothing, a sequence output's shape, bad token ids,
+ * and a new head on a sentence encoder. */
 #include "core/arch.h"
 #include "core/arena.h"
 #include "core/blas.h"
@@ -143,57 +144,86 @@ TEST(use_lite_architecture) {
     fed_arch_destroy(&a);
 }
 
+/* The kernel against its textbook reference in three layouts of the same sentences: the
+ * plain (N, T) one, padded to the stride T, and packed back to back. */
 TEST(attention_matches_reference) {
     fed_rng r;
     fed_rng_seed(&r, 3);
-    const size_t N = 3, T = 7, D = 12, H = 3;
-    const int32_t len[3] = {7, 4, 1};
-    float *qkv = malloc(N * T * 3 * D * sizeof(float));
-    float *a1 = malloc(N * T * D * sizeof(float)), *a2 = malloc(N * T * D * sizeof(float));
+    enum { N = 3, T = 7, D = 12, H = 3 };
+    const int32_t len[N] = {7, 4, 1};
+    const size_t packed_off[N] = {0, 7, 11};
+    float *qkv = malloc(N * T * 3 * D * sizeof(float)),
+          *packed = malloc(N * T * 3 * D * sizeof(float));
+    float *a1 = calloc(N * T * D, sizeof(float)), *a2 = calloc(N * T * D, sizeof(float));
+    float *a3 = calloc(N * T * D, sizeof(float));
     float *p1 = malloc(N * H * T * T * sizeof(float)), *p2 = malloc(N * H * T * T * sizeof(float));
-    if (!qkv || !a1 || !a2 || !p1 || !p2) abort();
+    float *p3 = malloc(N * H * T * T * sizeof(float));
+    if (!qkv || !packed || !a1 || !a2 || !a3 || !p1 || !p2 || !p3) abort();
     for (size_t i = 0; i < N * T * 3 * D; i++) qkv[i] = 4.0f * fed_rng_uniform(&r) - 2.0f;
+    for (size_t n = 0; n < N; n++)
+        memcpy(packed + packed_off[n] * 3 * D, qkv + n * T * 3 * D,
+               (size_t)len[n] * 3 * D * sizeof(float));
+    const fed_seqs plain = {NULL, NULL, N, T}, padded = {NULL, len, N, T};
+    const fed_seqs pack = {packed_off, len, N, T};
+    CHECK_SIZE(fed_sdpa_prob_size(&plain, H), N * H * T * T);
+    CHECK_SIZE(fed_sdpa_prob_size(&pack, H), H * (49 + 16 + 1));
     for (int causal = 0; causal <= 1; causal++) {
         for (int masked = 0; masked <= 1; masked++) {
-            const int32_t *l = masked ? len : NULL;
-            fed_sdpa_forward(a1, p1, qkv, l, N, T, D, H, causal);
-            fed_sdpa_forward_ref(a2, p2, qkv, l, N, T, D, H, causal);
+            const fed_seqs *sq = masked ? &padded : &plain;
+            memset(a1, 0, N * T * D * sizeof(float)); /* padded rows stay untouched */
+            memset(a2, 0, N * T * D * sizeof(float));
+            fed_sdpa_forward(a1, p1, qkv, sq, D, H, causal);
+            fed_sdpa_forward_ref(a2, p2, qkv, sq, D, H, causal);
             double worst = 0.0;
             for (size_t i = 0; i < N * T * D; i++) worst = fmax(worst, fabs(a1[i] - a2[i]));
-            for (size_t i = 0; i < N * H * T * T; i++) worst = fmax(worst, fabs(p1[i] - p2[i]));
+            for (size_t i = 0; i < fed_sdpa_prob_size(sq, H); i++)
+                worst = fmax(worst, fabs(p1[i] - p2[i]));
             CHECK(worst < 2e-6);
-            /* Masked keys get exactly zero weight; every row sums to one. */
-            size_t zero_ok = 0, rows_ok = 0;
-            for (size_t n = 0; n < N; n++)
-                for (size_t h = 0; h < H; h++)
-                    for (size_t i = 0; i < T; i++) {
-                        const float *p = p1 + ((n * H + h) * T + i) * T;
-                        size_t valid = masked ? (size_t)len[n] : T;
-                        if (causal && i + 1 < valid) valid = i + 1;
+            /* Causally masked keys get exactly zero weight; every row sums to one. */
+            size_t zero_ok = 0, rows_ok = 0, rows = 0;
+            const float *P = p1;
+            for (size_t n = 0; n < N; n++) {
+                size_t L = masked ? (size_t)len[n] : T;
+                for (size_t h = 0; h < H; h++, P += L * L)
+                    for (size_t i = 0; i < L; i++, rows++) {
                         double sum = 0.0;
                         bool zeros = true;
-                        for (size_t j = 0; j < T; j++) {
-                            sum += (double)p[j];
-                            if (j >= valid) zeros &= p[j] == 0.0f;
+                        for (size_t j = 0; j < L; j++) {
+                            sum += (double)P[i * L + j];
+                            if (causal && j > i) zeros &= P[i * L + j] == 0.0f;
                         }
                         zero_ok += zeros;
                         rows_ok += fabs(sum - 1.0) < 1e-5;
                     }
-            CHECK_SIZE(zero_ok, N * H * T);
-            CHECK_SIZE(rows_ok, N * H * T);
+            }
+            CHECK_SIZE(zero_ok, rows);
+            CHECK_SIZE(rows_ok, rows);
+            if (!masked) continue;
+            /* Packed back to back, each sentence gets the same outputs and weights. */
+            fed_sdpa_forward(a3, p3, packed, &pack, D, H, causal);
+            worst = 0.0;
+            for (size_t n = 0; n < N; n++)
+                for (size_t i = 0; i < (size_t)len[n] * D; i++)
+                    worst = fmax(worst, fabs(a3[packed_off[n] * D + i] - a1[n * T * D + i]));
+            for (size_t i = 0; i < fed_sdpa_prob_size(&pack, H); i++)
+                worst = fmax(worst, fabs(p3[i] - p1[i]));
+            CHECK(worst == 0.0);
         }
     }
     /* Huge scores do not overflow: the softmax subtracts the row maximum. */
     for (size_t i = 0; i < N * T * 3 * D; i++) qkv[i] *= 400.0f;
-    fed_sdpa_forward(a1, p1, qkv, len, N, T, D, H, 0);
+    fed_sdpa_forward(a1, p1, qkv, &padded, D, H, 0);
     bool finite = true;
     for (size_t i = 0; i < N * T * D; i++) finite &= isfinite(a1[i]) != 0;
     CHECK(finite);
     free(qkv);
+    free(packed);
     free(a1);
     free(a2);
+    free(a3);
     free(p1);
     free(p2);
+    free(p3);
 }
 
 /* A small encoder for the padding tests. */
@@ -219,9 +249,10 @@ TEST(padding_changes_nothing) {
     fed_arena *a = NULL;
     CHECK_OK(fed_arena_new(&a, 0));
     if (!m || !a) goto done;
-    /* Sentence s alone (runs at length 2), then in a batch whose other sentence fills T. */
-    const float alone[6] = {3, 5, -1, -1, -1, -1};
-    const float batch[12] = {1, 2, 3, 4, 5, 6, 3, 5, -1, -1, -1, -1};
+    /* Sentence s alone (3 rows), then in a batch whose other sentence fills T (packed,
+     * the 9 tokens take 5 rows per example: one row belongs to no sentence). */
+    const float alone[6] = {3, 5, 7, -1, -1, -1};
+    const float batch[12] = {1, 2, 3, 4, 5, 6, 3, 5, 7, -1, -1, -1};
     const float *y1, *y2;
     float v1[8];
     CHECK_OK(fed_model_forward(m, a, alone, 1, FED_MODE_EVAL, NULL, &y1));
@@ -242,6 +273,43 @@ TEST(padding_changes_nothing) {
 done:
     fed_arena_destroy(&a);
     fed_model_destroy(&m);
+}
+
+/* A network whose output is the sequence itself (no meanpool) returns (N, T, out) for
+ * every batch, whatever its longest sentence: each sentence's rows are those it has
+ * alone, and a second sentence starts at row T. */
+TEST(sequence_output_keeps_its_shape) {
+    fed_arch *arch = arch_of("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"positions\"},"
+                             "{\"type\":\"attention\",\"heads\":2,\"causal\":true},"
+                             "{\"type\":\"linear\",\"out\":3}]}");
+    fed_model *m = NULL;
+    fed_arena *a = NULL;
+    if (arch) CHECK_OK(fed_model_new(&m, arch));
+    CHECK_OK(fed_arena_new(&a, 0));
+    if (!m || !a) goto done;
+    fed_model_init(m, 23);
+    CHECK_SIZE(fed_model_output_size(m), 15);
+    const float first[5] = {1, 2, -1, -1, -1}, second[5] = {3, 4, 5, -1, -1};
+    const float batch[10] = {1, 2, -1, -1, -1, 3, 4, 5, -1, -1};
+    float alone[2][15];
+    const float *y;
+    for (int i = 0; i < 2; i++) {
+        fed_arena_reset(a);
+        CHECK_OK(fed_model_forward(m, a, i ? second : first, 1, FED_MODE_EVAL, NULL, &y));
+        memcpy(alone[i], y, sizeof alone[i]);
+    }
+    fed_arena_reset(a);
+    CHECK_OK(fed_model_forward(m, a, batch, 2, FED_MODE_EVAL, NULL, &y));
+    double worst = 0.0;
+    for (int t = 0; t < 2 * 3; t++) worst = fmax(worst, fabs(y[t] - alone[0][t]));
+    for (int t = 0; t < 3 * 3; t++) worst = fmax(worst, fabs(y[15 + t] - alone[1][t]));
+    CHECK(worst < 1e-6);
+    /* The second sentence is not where the first one's padding is. */
+    CHECK(fabs(y[6] - alone[1][0]) > 1e-3);
+done:
+    fed_arena_destroy(&a);
+    fed_model_destroy(&m);
+    fed_arch_destroy(&arch);
 }
 
 static void bad_ids(fed_model *m, fed_arena *a, const float *x, const char *msg) {
@@ -365,6 +433,7 @@ int main(void) {
     RUN(use_lite_architecture);
     RUN(attention_matches_reference);
     RUN(padding_changes_nothing);
+    RUN(sequence_output_keeps_its_shape);
     RUN(bad_token_ids);
     RUN(lora_add_and_merge);
     return test_report();
