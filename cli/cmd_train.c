@@ -58,7 +58,6 @@ typedef struct train_cfg {
     const char *freeze;       /* tensor or layer globs to freeze */
     const char *unfreeze;     /* globs to make trainable again (after --freeze) */
     size_t new_head;          /* replace the last linear layer by one with N outputs */
-    size_t bucket;            /* padded sequences: length-sorted windows of N batches */
     size_t lora_rank;         /* LoRA adapters' rank, 0 = off */
     double lora_alpha;        /* their alpha (scale alpha / rank); 0 = the rank */
     const char *lora_targets; /* globs of the weights that get adapters */
@@ -132,9 +131,6 @@ typedef struct train_cfg {
     {"new-head", OPT_SIZE, "0", 0, 1000000, NULL, F(new_head),                                  \
      "replace the last linear layer by a fresh one with N outputs (a sentence encoder gets " \
      "one appended); 0 = keep"},                                                               \
-    {"bucket", OPT_SIZE, "50", 0, 1000000, NULL, F(bucket),                                     \
-     "padded token sequences: sort windows of N batches by length, then shuffle the batches " \
-     "(each batch runs at its longest text); 0 = plain shuffle"},                              \
     {"lora-rank", OPT_SIZE, "0", 0, 1024, NULL, F(lora_rank),                                   \
      "LoRA: add rank-R adapters and train only them (and a new head); 0 = off"},                \
     {"lora-alpha", OPT_FLOAT, "0", 0, 1e6, NULL, F(lora_alpha),                                 \
@@ -261,7 +257,6 @@ static fed_err fit_config(const train_cfg *c, fed_fit_config *f) {
     f->augment.shift = c->shift;
     f->augment.hflip = c->hflip != 0;
     f->seed = (uint64_t)c->seed;
-    f->bucket = c->bucket;
     return FED_OK;
 }
 

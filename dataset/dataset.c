@@ -488,61 +488,6 @@ void fed_data_order(size_t *order, size_t n, fed_rng *rng) {
     if (rng) fed_rng_shuffle(rng, order, n);
 }
 
-size_t fed_data_seq_len(const fed_dataset *d, size_t i) {
-    const float *row = d->x + i * d->dim;
-    size_t t = 0;
-    while (t < d->dim && row[t] != -1.0f) t++;
-    return t;
-}
-
-/* One row of a length sort: its length, its place before sorting, the row. */
-typedef struct keyed {
-    size_t len, pos, idx;
-} keyed;
-
-static int by_len(const void *a, const void *b) {
-    const keyed *x = a, *y = b;
-    if (x->len != y->len) return x->len < y->len ? -1 : 1;
-    return x->pos < y->pos ? -1 : x->pos > y->pos;
-}
-
-fed_err fed_data_bucket_order(size_t *order, size_t n, size_t batch, size_t window,
-                              const fed_dataset *d, fed_rng *rng) {
-    if (n < 2 || batch == 0 || window == 0) return FED_OK;
-    keyed *k = fed_mallocarray(n, sizeof *k);
-    if (!k) return FED_ENOMEM;
-    for (size_t i = 0; i < n; i++) k[i] = (keyed){fed_data_seq_len(d, order[i]), i, order[i]};
-    size_t w = window > SIZE_MAX / batch ? n : window * batch;
-    for (size_t s = 0; s < n; s += w) qsort(k + s, n - s < w ? n - s : w, sizeof *k, by_len);
-    for (size_t b = n / batch; b > 1; b--) { /* Fisher-Yates over whole batches */
-        size_t j = fed_rng_below(rng, b);
-        for (size_t i = 0; i < batch; i++) {
-            keyed t = k[(b - 1) * batch + i];
-            k[(b - 1) * batch + i] = k[j * batch + i];
-            k[j * batch + i] = t;
-        }
-    }
-    for (size_t i = 0; i < n; i++) order[i] = k[i].idx;
-    fed_free(k);
-    return FED_OK;
-}
-
-fed_err fed_data_length_order(size_t **order, const fed_dataset *d) {
-    *order = fed_mallocarray(d->n ? d->n : 1, sizeof **order);
-    keyed *k = fed_mallocarray(d->n ? d->n : 1, sizeof *k);
-    if (!*order || !k) {
-        fed_free(*order);
-        fed_free(k);
-        *order = NULL;
-        return FED_ENOMEM;
-    }
-    for (size_t i = 0; i < d->n; i++) k[i] = (keyed){fed_data_seq_len(d, i), i, i};
-    qsort(k, d->n, sizeof *k, by_len);
-    for (size_t i = 0; i < d->n; i++) (*order)[i] = k[i].idx;
-    fed_free(k);
-    return FED_OK;
-}
-
 void fed_data_gather(const fed_dataset *d, const size_t *idx, size_t k, float *x, int32_t *y) {
     for (size_t i = 0; i < k; i++) {
         assert(idx[i] < d->n);

@@ -207,19 +207,6 @@ fed_err fed_std_from_json(fed_standardizer **out, const char *json) FED_MUST_USE
 
 /* order[i] = i, then a Fisher-Yates shuffle when rng is not NULL. */
 void fed_data_order(size_t *order, size_t n, fed_rng *rng);
-/* Padded token sequences (rows of token ids then -1; dataset/text.h): the ids before
- * the padding of row i. */
-size_t fed_data_seq_len(const fed_dataset *d, size_t i);
-/* Length bucketing of a shuffled order of padded sequences: each window of `window`
- * batches is sorted by sequence length (ties keep the shuffled order), then the whole
- * batches are shuffled with rng (a short last batch stays last), so a batch holds
- * sentences of about one length and runs at about their length. Still a permutation
- * of order. FED_ENOMEM (order untouched) if scratch memory is short. */
-fed_err fed_data_bucket_order(size_t *order, size_t n, size_t batch, size_t window,
-                              const fed_dataset *d, fed_rng *rng) FED_MUST_USE;
-/* A permutation of d's rows sorted by sequence length (ties by row): evaluation batches
- * of similar lengths. The caller frees *order. */
-fed_err fed_data_length_order(size_t **order, const fed_dataset *d) FED_MUST_USE;
 /* Copies rows idx[0..k) to x (k, dim) and y (k). */
 void fed_data_gather(const fed_dataset *d, const size_t *idx, size_t k, float *x, int32_t *y);
 

@@ -403,65 +403,6 @@ TEST(order_and_gather) {
     fed_data_destroy(&d);
 }
 
-TEST(length_buckets) {
-    /* 203 padded sequences of T = 12 (ids then -1), lengths 1..12 in a fixed pattern. */
-    const size_t n = 203, T = 12, batch = 8;
-    fed_dataset *d = NULL;
-    CHECK_OK(fed_data_new(&d, n, T, 2));
-    if (!d) return;
-    for (size_t i = 0; i < n; i++) {
-        size_t len = 1 + (i * 7) % T;
-        for (size_t t = 0; t < T; t++) d->x[i * T + t] = t < len ? (float)(t % 5) : -1.0f;
-        d->y[i] = (int32_t)(i % 2);
-    }
-    CHECK_SIZE(fed_data_seq_len(d, 0), 1);
-    CHECK_SIZE(fed_data_seq_len(d, 1), 8);
-    size_t order[203];
-    fed_rng r;
-    fed_rng_seed(&r, 5);
-    fed_data_order(order, n, &r);
-    CHECK_OK(fed_data_bucket_order(order, n, batch, 25, d, &r));
-    /* Still a permutation; each full batch spans at most 2 neighbouring lengths (200
-     * sorted examples in the window, about 17 of each length), where a shuffled batch
-     * spans most of the 12. */
-    int seen[203] = {0};
-    size_t worst = 0;
-    for (size_t i = 0; i < n; i++) seen[order[i]]++;
-    size_t ok = 0;
-    for (size_t i = 0; i < n; i++) ok += seen[i] == 1;
-    CHECK_SIZE(ok, n);
-    for (size_t b = 0; b + batch <= n; b += batch) {
-        size_t lo = T, hi = 0;
-        for (size_t i = b; i < b + batch; i++) {
-            size_t len = fed_data_seq_len(d, order[i]);
-            lo = len < lo ? len : lo;
-            hi = len > hi ? len : hi;
-        }
-        worst = hi - lo > worst ? hi - lo : worst;
-    }
-    CHECK(worst <= 1);
-    /* The batches themselves are shuffled: lengths do not rise batch after batch. */
-    size_t rises = 0;
-    for (size_t b = batch; b + batch <= n; b += batch)
-        rises += fed_data_seq_len(d, order[b]) >= fed_data_seq_len(d, order[b - batch]);
-    CHECK(rises < n / batch - 3);
-    /* The evaluation order: sorted by length, ties by row. */
-    size_t *lo = NULL;
-    CHECK_OK(fed_data_length_order(&lo, d));
-    if (lo) {
-        size_t sorted = 0;
-        for (size_t i = 1; i < n; i++) {
-            size_t a = fed_data_seq_len(d, lo[i - 1]), b = fed_data_seq_len(d, lo[i]);
-            sorted += a < b || (a == b && lo[i - 1] < lo[i]);
-        }
-        CHECK_SIZE(sorted, n - 1);
-        CHECK_SIZE(lo[0], 0); /* length 1: rows 0, 12, 24, ... */
-        CHECK_SIZE(lo[1], 12);
-    }
-    fed_free(lo);
-    fed_data_destroy(&d);
-}
-
 TEST(augment_shift) {
     fed_augment a = {0};
     CHECK(fed_augment_is_identity(&a));
@@ -636,7 +577,6 @@ int main(void) {
     RUN(standardizer_numbers_and_json);
     RUN(standardizer_per_channel);
     RUN(order_and_gather);
-    RUN(length_buckets);
     RUN(augment_shift);
     RUN(augment_flip_and_noise);
     RUN(prep_under_allocation_failure);

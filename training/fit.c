@@ -6,7 +6,6 @@
 #include "core/loss.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -34,7 +33,6 @@ fed_fit_config fed_fit_defaults(void) {
     c.loss.kind = FED_LOSS_SOFTMAX_CE;
     c.restore_best = true;
     c.seed = 1;
-    c.bucket = 50;
     return c;
 }
 
@@ -75,70 +73,20 @@ static fed_err check_config(const fed_fit_config *c, const fed_dataset *train,
     return fed_optim_config_check(&c->optim);
 }
 
-/* Whether m reads padded token sequences (its first layer is a padded embedding). */
-static bool takes_padded(const fed_model *m) {
-    const fed_layer_spec *l = fed_arch_layer(fed_model_arch(m), 0);
-    return l && l->kind == FED_LAYER_EMBEDDING && l->padded;
-}
-
-/* Evaluation order of d for m: by sequence length when m reads padded token sequences
- * (a batch runs at its longest text, so sorted batches run at about their own length);
- * NULL (rows as stored) otherwise, or when memory is short: the order changes nothing
- * but the time. The caller frees it. */
-static size_t *eval_order(const fed_model *m, const fed_dataset *d) {
-    size_t *ord = NULL;
-    if (!takes_padded(m) || d->n < 2) return NULL;
-    if (fed_data_length_order(&ord, d)) fed_errclear();
-    return ord;
-}
-
-/* Rows s .. s+nb of d in order ord (NULL: as stored): a view, or copies in xb and yb. */
-static void rows_of(const fed_dataset *d, const size_t *ord, size_t s, size_t nb, float *xb,
-                    int32_t *yb, const float **x, const int32_t **y) {
-    if (!ord) {
-        *x = d->x + s * d->dim;
-        *y = d->y + s;
-        return;
-    }
-    fed_data_gather(d, ord + s, nb, xb, yb);
-    *x = xb;
-    *y = yb;
-}
-
 /* Mean loss and accuracy of m on d (rows are contiguous, so batches are views). */
 static fed_err val_pass(fed_model *m, fed_arena *a, const fed_dataset *d, size_t batch,
                         const fed_loss_config *loss, double *mean_loss, double *acc) {
     double total = 0.0;
     size_t correct = 0;
-    size_t *ord = eval_order(m, d);
-    float *xb = ord ? fed_aligned_alloc(batch * d->dim, sizeof(float)) : NULL;
-    int32_t *yb = ord ? fed_mallocarray(batch, sizeof *yb) : NULL;
-    if (ord && (!xb || !yb)) {
-        fed_free(ord);
-        fed_free(xb);
-        fed_free(yb);
-        return FED_ENOMEM;
-    }
     for (size_t s = 0; s < d->n; s += batch) {
         size_t nb = d->n - s < batch ? d->n - s : batch;
-        const float *x;
-        const int32_t *y;
-        rows_of(d, ord, s, nb, xb, yb, &x, &y);
-        fed_batch b = {x, y, NULL, nb};
+        fed_batch b = {d->x + s * d->dim, d->y + s, NULL, nb};
         fed_step_stats st;
         fed_err err = fed_eval_batch(m, a, &b, loss, &st);
-        if (err) {
-            fed_free(ord);
-            fed_free(xb);
-            fed_free(yb);
-            return err;
-        }
+        if (err) return err;
         total += st.loss * (double)nb;
         correct += st.correct;
     }
-    fed_free(ord);
-    fed_free(xb);
-    fed_free(yb);
     *mean_loss = total / (double)d->n;
     *acc = (double)correct / (double)d->n;
     return FED_OK;
@@ -178,7 +126,6 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
     float *scratch = fed_mallocarray(dim, sizeof(float));
     float *best = NULL;
     err = FED_ENOMEM;
-    const bool bucket = c->bucket && takes_padded(m) && n > batch;
     if (!order || !bx || !by || !scratch) goto done;
     if (validate && c->restore_best) {
         best = fed_mallocarray(fed_model_num_params(m), sizeof(float));
@@ -196,8 +143,6 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
 
     for (size_t e = 1; e <= c->epochs && !stop; e++) {
         fed_data_order(order, n, &order_rng);
-        if (bucket && (err = fed_data_bucket_order(order, n, batch, c->bucket, train, &order_rng)))
-            goto done;
         double t0 = fed_now_s(), loss_sum = 0.0;
         size_t correct = 0, seen = 0;
         float lr = 0.0f;
@@ -307,32 +252,25 @@ fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed
     r->f1 = fed_calloc(K, sizeof *r->f1);
     r->support = fed_calloc(K, sizeof *r->support);
     fed_arena *arena = NULL;
-    size_t *ord = eval_order(m, d);
-    size_t bmax = batch < d->n ? batch : d->n;
-    float *xb = ord ? fed_aligned_alloc(bmax * d->dim, sizeof(float)) : NULL;
-    int32_t *yb = ord ? fed_mallocarray(bmax, sizeof *yb) : NULL;
     err = FED_ENOMEM;
     if (!r->confusion || !r->precision || !r->recall || !r->f1 || !r->support) goto fail;
-    if (ord && (!xb || !yb)) goto fail;
     if ((err = fed_arena_new(&arena, 0))) goto fail;
 
     double total = 0.0;
     size_t correct = 0;
     for (size_t s = 0; s < d->n; s += batch) {
         size_t nb = d->n - s < batch ? d->n - s : batch;
-        const float *x;
-        const int32_t *y;
-        rows_of(d, ord, s, nb, xb, yb, &x, &y);
+        const int32_t *y = d->y + s;
         for (size_t i = 0; i < nb; i++) {
             if (y[i] < 0 || (size_t)y[i] >= K) {
-                err = fed_errorf(FED_ERANGE, "example %zu: label %d outside [0, %zu)",
-                                 ord ? ord[s + i] : s + i, (int)y[i], K);
+                err = fed_errorf(FED_ERANGE, "example %zu: label %d outside [0, %zu)", s + i,
+                                 (int)y[i], K);
                 goto fail;
             }
         }
         fed_arena_reset(arena);
         const float *out;
-        err = fed_model_forward(m, arena, x, nb, FED_MODE_EVAL, NULL, &out);
+        err = fed_model_forward(m, arena, d->x + s * d->dim, nb, FED_MODE_EVAL, NULL, &out);
         if (err) goto fail;
         total += fed_softmax_ce(NULL, out, y, nb, K, smoothing) * (double)nb;
         for (size_t i = 0; i < nb; i++) {
@@ -364,15 +302,9 @@ fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed
     }
     r->macro_f1 = present ? f1_sum / (double)present : 0.0;
     fed_arena_destroy(&arena);
-    fed_free(ord);
-    fed_free(xb);
-    fed_free(yb);
     return FED_OK;
 fail:
     fed_arena_destroy(&arena);
-    fed_free(ord);
-    fed_free(xb);
-    fed_free(yb);
     fed_eval_result_free(r);
     return err;
 }

@@ -58,10 +58,6 @@ typedef struct fed_fit_config {
     fed_augment augment;    /* applied to training batches only */
     uint64_t seed;          /* order, dropout and augmentation */
     size_t eval_batch;      /* batch for validation passes (0: 256) */
-    size_t bucket;          /* padded token sequences: sort each window of this many
-                               batches by length, then shuffle the batches, so a batch
-                               runs at about its sentences' length (0: off; only for
-                               models whose first layer is a padded embedding) */
     size_t max_steps;       /* stop after this many steps in all (0 = no limit) */
     double stop_at;         /* CLOCK_MONOTONIC seconds after which no step starts (0: no
                                limit): a federated round's deadline. The epoch in progress
@@ -79,7 +75,7 @@ typedef struct fed_fit_config {
 fed_schedule fed_fit_schedule(fed_sched_kind kind, float lr);
 
 /* Defaults: 10 epochs, batch 32, Adam at lr 1e-3 constant, softmax CE, no early
- * stopping, restore_best on, seed 1, length buckets of 50 batches. */
+ * stopping, restore_best on, seed 1. */
 fed_fit_config fed_fit_defaults(void);
 
 typedef struct fed_fit_result {
