@@ -38,9 +38,10 @@
  *   l2norm      eps [1e-12]                          x / sqrt(max(sum x^2, eps))
  * With "pad": true an embedding takes padded token sequences: ids are followed by -1
  * up to T (at least one id per example), attention ignores the padded positions and
- * meanpool averages over the others; each batch runs at the length of its longest
- * sequence. Layers between such an embedding and meanpool must be sequence layers
- * (no flatten, convolution or pooling).
+ * meanpool averages over the others; when a meanpool closes the sequence, padding costs
+ * no computation (the sentences of a batch are packed back to back, core/model_seq.c).
+ * Layers between such an embedding and meanpool must be sequence layers (no flatten,
+ * convolution or pooling).
  *
  * Every layer may carry "name": its tensors are called "<name>.weight" etc. The default
  * name is the layer's position, as PyTorch names nn.Sequential children: "3" at the top,

@@ -185,7 +185,7 @@ void fed_sdpa_forward(float *att,          /* (rows, D) */
                       const float *qkv,    /* (rows, 3D) */
                       const fed_seqs *seq, /* where the examples lie */
                       size_t D, size_t H, int causal);
-void fed_sdpa_backward(float *dqkv,       /* (rows, 3D), overwritten */
+void fed_sdpa_backward(float *dqkv,       /* (rows, 3D): the examples' rows overwritten */
                        float *dprob,      /* scratch (T, T) */
                        const float *datt, /* (rows, D) */
                        const float *qkv,  /* (rows, 3D) */
