@@ -22,6 +22,19 @@ if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; elif command -v python3 >/
   PY=$(command -v python3)
 fi
 
+# skip <reason>: a missing prerequisite (a tool, a data set) skips the test (exit 77), or
+# fails it under CI=true, where every test must run (scripts/test's rule).
+skip() {
+  case ${CI:-} in
+  true | True | TRUE | 1)
+    echo "FAIL: $* (CI=true: this test must run)"
+    exit 1
+    ;;
+  esac
+  echo "SKIP: $*"
+  exit 77
+}
+
 # Runs command... until it succeeds, every 0.05 s, for at most <seconds>; 1 if it never did.
 wait_for() { # <seconds> <command...>
   local end=$((SECONDS + $1))

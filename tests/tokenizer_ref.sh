@@ -19,17 +19,8 @@ REF=${FEDTUNE_USE_REF:-$DATA/use-lite-ref/node_modules}
 VOCAB=$DATA/use-lite/dist/vocab.json
 SENTENCES=$SRC/tests/data/sentences.jsonl
 
-# Missing prerequisites skip the test, or fail it under CI=true (scripts/test's rule).
-skip() {
-  case ${CI:-} in
-  true | True | TRUE | 1)
-    echo "FAIL: $* (CI=true: this test must run)"
-    exit 1
-    ;;
-  esac
-  echo "SKIP: $*"
-  exit 77
-}
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
 command -v node >/dev/null || skip "node not found (scripts/setup --test installs nodejs)"
 [ -f "$REF/@energetic-ai/embeddings/dist/index.js" ] ||
   skip "$REF/@energetic-ai/embeddings not found: run scripts/fetch-data --only use-lite-ref"
@@ -39,8 +30,6 @@ SENTIMENT=$DATA/sentiment/all.jsonl
 SENTIMENT=$(cd "$(dirname "$SENTIMENT")" && pwd)/all.jsonl
 VOCAB=$(cd "$(dirname "$VOCAB")" && pwd)/vocab.json
 REF=$(cd "$REF" && pwd)
-# shellcheck source=tests/lib.sh
-. "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
 
 # compare <label> <reference ids file> <fedtune ids file> <texts file>: equal line by

