@@ -137,7 +137,7 @@ typedef struct train_cfg {
      "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)"},             \
     {"lora-targets", OPT_LIST, NULL, 1, 0, NULL, F(lora_targets),                               \
      "weights that get adapters, as tensor-name globs (\"*.qkv.weight\"); default: every " \
-     "linear, attention and projection weight but the new head"},                             \
+     "linear, 1x1 conv2d, attention and projection weight but the new head"},                             \
     {"noise", OPT_FLOAT, "0", 0, 100, NULL, F(noise), "augment: Gaussian noise std"},           \
     {"shift", OPT_SIZE, "0", 0, 64, NULL, F(shift), "augment images: random shift, pixels"},    \
     {"hflip", OPT_BOOL, "false", 1, 0, NULL, F(hflip), "augment images: random horizontal flip"}, \

@@ -207,10 +207,16 @@ static const struct {
     const char *suffix; /* of the weight tensor */
 } lora_weights[] = {
     {FED_LAYER_LINEAR, "weight", FED_LORA_MAIN, "weight"},
+    {FED_LAYER_CONV2D, "weight", FED_LORA_MAIN, "weight"},
     {FED_LAYER_ATTENTION, "qkv", FED_LORA_MAIN, "qkv.weight"},
     {FED_LAYER_ATTENTION, "out", FED_LORA_SECOND, "out.weight"},
     {FED_LAYER_RESIDUAL_END, "proj", FED_LORA_SECOND, "proj.weight"},
 };
+
+/* A convolution takes adapters when it is a 1x1 one: a linear map at every pixel. */
+static bool conv_takes_lora(const fed_layer_spec *ls) {
+    return ls->k == 1 && ls->stride == 1 && ls->pad == 0;
+}
 
 /* A kind as lora_weights lists it: a residual block's adapters belong to its end. */
 static fed_layer_kind lora_kind(fed_layer_kind k) {
@@ -285,16 +291,21 @@ static fed_err parse_layer(const cJSON *obj, const char *path, fed_layer_spec *l
         break;
     }
     case FED_LAYER_CONV2D: {
-        static const char *const keys[] = {"out",  "k",    "stride", "pad",
-                                           "bias", "init", "name",   NULL};
+        static const char *const keys[] = {"out",  "k",    "stride", "pad", "bias",
+                                           "init", "name", "lora",   NULL};
         if ((err = check_keys(obj, &w, keys)) ||
             (err = get_size(obj, &w, "out", 1, MAXD, true, 0, &ls->out)) ||
             (err = get_size(obj, &w, "k", 1, 64, true, 0, &ls->k)) ||
             (err = get_size(obj, &w, "stride", 1, 64, false, 1, &ls->stride)) ||
             (err = get_size(obj, &w, "pad", 0, 64, false, 0, &ls->pad)) ||
             (err = get_bool(obj, &w, "bias", true, &ls->bias)) ||
-            (err = get_init(obj, &w, FED_INIT_KAIMING, &ls->init)))
+            (err = get_init(obj, &w, FED_INIT_KAIMING, &ls->init)) || (err = get_lora(obj, &w, ls)))
             return err;
+        if (ls->lora_rank && !conv_takes_lora(ls))
+            return fed_errorf(FED_EFORMAT,
+                              "%s: field \"lora\": adapters need a 1x1 convolution (k 1, "
+                              "stride 1, pad 0)",
+                              w.text);
         break;
     }
     case FED_LAYER_MAXPOOL2D:
@@ -557,6 +568,7 @@ static size_t lora_params(const fed_layer_spec *ls, const fed_shape *in, const f
     if (!ls->lora_rank || ls->kind == FED_LAYER_RESIDUAL) return 0;
     size_t last = in->d[in->ndim - 1], r = ls->lora_rank, n = 0;
     if (ls->kind == FED_LAYER_LINEAR) n = muladd(r, last + ls->out, 0);
+    if (ls->kind == FED_LAYER_CONV2D) n = muladd(r, in->d[0] + ls->out, 0);
     if (ls->kind == FED_LAYER_ATTENTION)
         n = muladd(r,
                    (ls->lora_on & FED_LORA_MAIN ? 4 * last : 0) +
@@ -891,7 +903,8 @@ fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float 
                 const fed_layer_spec *ls = &a->layers[i];
                 char name[FED_TENSOR_NAME_MAX_ARCH];
                 if (lora_weights[j].kind != ls->kind || i == skip ||
-                    (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj))
+                    (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj) ||
+                    (ls->kind == FED_LAYER_CONV2D && !conv_takes_lora(ls)))
                     continue;
                 snprintf(name, sizeof name, "%s.%s", ls->name, lora_weights[j].suffix);
                 hit |= fnmatch(pat, name, 0) == 0;
@@ -899,7 +912,7 @@ fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float 
         if (!hit)
             return fed_errorf(FED_EINVAL,
                               "LoRA: \"%s\" matches no weight that takes adapters (linear, "
-                              "attention qkv/out, residual proj; see fedtune info)",
+                              "1x1 conv2d, attention qkv/out, residual proj; see fedtune info)",
                               pat);
         p = comma ? comma + 1 : NULL;
     }
@@ -912,7 +925,8 @@ fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float 
         for (size_t j = 0; j < sizeof lora_weights / sizeof lora_weights[0]; j++) {
             char name[FED_TENSOR_NAME_MAX_ARCH];
             if (lora_weights[j].kind != ls->kind || i == skip ||
-                (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj))
+                (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj) ||
+                (ls->kind == FED_LAYER_CONV2D && !conv_takes_lora(ls)))
                 continue;
             snprintf(name, sizeof name, "%s.%s", ls->name, lora_weights[j].suffix);
             if (!targets_match(targets, name)) continue;

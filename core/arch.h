@@ -49,8 +49,8 @@
  * FED_LAYER_NAME_MAX - 1 characters of [A-Za-z0-9_.-].
  *
  * A layer whose weights carry LoRA adapters has "lora": {"rank": r, "alpha": a, "on":
- * [...]} (on: "weight" for linear; "qkv" and/or "out" for attention; "proj" for a
- * residual block); fed_arch_add_lora writes it.
+ * [...]} (on: "weight" for linear and a 1x1 conv2d; "qkv" and/or "out" for
+ * attention; "proj" for a residual block); fed_arch_add_lora writes it.
  *
  * init is one of "kaiming" (He uniform, bias 0), "xavier" (Glorot uniform, bias 0),
  * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias) or, for
@@ -171,7 +171,7 @@ fed_err fed_arch_new_head(fed_arch **out, const fed_arch *a, size_t classes,
  * adapters) gets a low-rank update (alpha / rank) B A, with tensors "<w>.lora_A"
  * (rank, in) and "<w>.lora_B" (out, rank) next to weight "<w>.weight". Weights of layer
  * `skip` (SIZE_MAX: none) are left alone (a new head trains whole). Only linear-type
- * weights take adapters (linear, attention, a residual projection). FED_EINVAL when a
+ * weights take adapters (linear, a 1x1 conv2d, attention, a residual projection). FED_EINVAL when a
  * glob matches no such weight, a matched weight has adapters already, rank is outside
  * [1, FED_LORA_MAX_RANK] or alpha is not positive. *matched (may be NULL): weights. */
 fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float alpha,

@@ -76,6 +76,7 @@ static void plan_tensors(fed_model *m) {
             if (s->bias) L->b = add_tensor(m, l, "bias", 1, shape);
             fed_conv_geom_init(&L->geom, L->in.d[0], L->in.d[1], L->in.d[2], s->out, s->k,
                                s->stride, s->pad);
+            add_lora(m, l, 0, "", L->in.d[0], s->out); /* 1x1 only (arch.c) */
             break;
         case FED_LAYER_LAYERNORM:
             shape[0] = last;
@@ -607,6 +608,41 @@ fed_err fed__model_lin_backward(fed_model *m, layer_rt *L, int k, fed_arena *a, 
     return FED_OK;
 }
 
+/* LoRA on a 1x1 convolution: per example, (OC, HW) += scale * B (OC, r) @ (A (r, C) @ x
+ * (C, HW)), the linear case with the pixels as rows, in NCHW order. */
+static fed_err conv_lora_forward(fed_model *m, layer_rt *L, fed_arena *a, size_t N) {
+    L->lt[0] = NULL;
+    if (L->la[0] < 0) return FED_OK;
+    size_t r = L->spec.lora_rank, C = L->geom.C, OC = L->geom.OC, HW = L->geom.H * L->geom.W;
+    const float *A = fed__model_tensor(m, L->la[0]), *B = fed__model_tensor(m, L->lb[0]);
+    ALLOC_OR_FAIL(L->lt[0], fed_arena_floats(a, N * r * HW));
+    for (size_t n = 0; n < N; n++) {
+        float *t = L->lt[0] + n * r * HW;
+        fed_gemm(false, false, r, HW, C, 1.0f, A, C, L->x + n * C * HW, HW, 0.0f, t, HW);
+        fed_gemm(false, false, OC, HW, r, L->lscale, B, r, t, HW, 1.0f, L->y + n * OC * HW, HW);
+    }
+    return FED_OK;
+}
+
+/* Its backward: dB += scale dy t^T; dt = scale B^T dy; dA += dt x^T; dx += A^T dt. */
+static fed_err conv_lora_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N, float *dx,
+                                  const float *dy) {
+    if (L->la[0] < 0) return FED_OK;
+    size_t r = L->spec.lora_rank, C = L->geom.C, OC = L->geom.OC, HW = L->geom.H * L->geom.W;
+    const float *A = fed__model_tensor(m, L->la[0]), *B = fed__model_tensor(m, L->lb[0]);
+    float *dA = fed__model_grad(m, L->la[0]), *dB = fed__model_grad(m, L->lb[0]), *dt;
+    ALLOC_OR_FAIL(dt, fed_arena_floats(a, r * HW));
+    for (size_t n = 0; n < N; n++) {
+        const float *g = dy + n * OC * HW, *t = L->lt[0] + n * r * HW, *x = L->x + n * C * HW;
+        if (dB) fed_gemm(false, true, OC, r, HW, L->lscale, g, HW, t, HW, 1.0f, dB, r);
+        if (!dA && !dx) continue;
+        fed_gemm(true, false, r, HW, OC, L->lscale, B, r, g, HW, 0.0f, dt, HW);
+        if (dA) fed_gemm(false, true, r, C, HW, 1.0f, dt, HW, x, HW, 1.0f, dA, C);
+        if (dx) fed_gemm(true, false, C, HW, r, 1.0f, A, C, dt, HW, 1.0f, dx + n * C * HW, HW);
+    }
+    return FED_OK;
+}
+
 static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, size_t N,
                              fed_mode mode, fed_rng *rng) {
     const fed_layer_spec *s = &L->spec;
@@ -633,7 +669,7 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
         float *col;
         ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_col_size(&L->geom)));
         fed_conv2d_forward(L->y, col, x, w, b, N, &L->geom);
-        break;
+        return conv_lora_forward(m, L, a, N);
     }
     case FED_LAYER_MAXPOOL2D:
         ALLOC_OR_FAIL(L->idx, fed_arena_alloc(a, nout, sizeof(int32_t)));
@@ -756,10 +792,11 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
             return FED_ENOMEM;
         break;
     case FED_LAYER_CONV2D: {
-        if (!dx && !dw && !db) break;
+        if (!dx && !dw && !db && L->la[0] < 0) break;
         float *col;
         ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_col_size(&L->geom)));
-        fed_conv2d_backward(dx, dw, db, col, dy, L->x, w, N, &L->geom);
+        if (dx || dw || db) fed_conv2d_backward(dx, dw, db, col, dy, L->x, w, N, &L->geom);
+        if (conv_lora_backward(m, L, a, N, dx, dy)) return FED_ENOMEM;
         break;
     }
     case FED_LAYER_EMBEDDING:

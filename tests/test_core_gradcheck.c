@@ -885,6 +885,20 @@ TEST(lora_gradients) {
     }
     check_model_batches("lora-adapters", m, FED_LOSS_SOFTMAX_CE, 0.0f, ids);
     fed_model_destroy(&m);
+    /* A 1x1 convolution with adapters between two plain ones. */
+    m = model_from("{\"input\":[2,5,4],\"layers\":[{\"type\":\"conv2d\",\"out\":3,\"k\":3,"
+                   "\"pad\":1},{\"type\":\"tanh\"},{\"type\":\"conv2d\",\"out\":4,\"k\":1,"
+                   "\"lora\":{\"rank\":2,\"alpha\":4}},{\"type\":\"relu\"},{\"type\":\"flatten\"},"
+                   "{\"type\":\"linear\",\"out\":3}]}",
+                   12);
+    if (m) CHECK(fed_model_find(m, "2.lora_A") && fed_model_find(m, "2.lora_B"));
+    check_model_batches("lora-conv1x1", m, FED_LOSS_SOFTMAX_CE, 0.0f, NULL);
+    if (m) {
+        fed_model_set_trainable_glob(m, "*", false);
+        CHECK_SIZE(fed_model_set_trainable_glob(m, "2.lora_?", true), 2);
+    }
+    check_model_batches("lora-conv1x1-adapters", m, FED_LOSS_SOFTMAX_CE, 0.0f, NULL);
+    fed_model_destroy(&m);
 }
 
 TEST(frozen_tensors_keep_their_gradient) {

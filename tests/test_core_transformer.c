@@ -51,6 +51,17 @@ TEST(malformed_specs) {
     bad_spec("{\"input\":[5],\"layers\":[{\"type\":\"linear\",\"out\":2,\"name\":\"1\"},"
              "{\"type\":\"linear\",\"out\":2}]}",
              FED_EFORMAT, "layer name \"1\" is used twice");
+    bad_spec("{\"input\":[1,4,4],\"layers\":[{\"type\":\"conv2d\",\"out\":2,\"k\":3,"
+             "\"lora\":{\"rank\":2}}]}",
+             FED_EFORMAT,
+             "layer 0 (conv2d): field \"lora\": adapters need a 1x1 convolution (k 1, stride 1, "
+             "pad 0)");
+    bad_spec("{\"input\":[5],\"layers\":[{\"type\":\"linear\",\"out\":2,\"lora\":{\"rank\":0}}]}",
+             FED_EFORMAT,
+             "layer 0 (linear): field \"lora\": field \"rank\": must be an integer in [1, 1024]");
+    bad_spec("{\"input\":[5],\"layers\":[{\"type\":\"linear\",\"out\":2,\"lora\":{\"rank\":2,"
+             "\"on\":[\"qkv\"]}}]}",
+             FED_EFORMAT, "field \"on\": \"qkv\" is not a weight of this layer");
     bad_spec("{\"input\":[5],\"layers\":[{\"type\":\"meanpool\"}]}", FED_ESHAPE,
              "layer 0 (meanpool): needs a (T, D) sequence, got 1 dimension(s)");
     bad_spec("{\"input\":[5],\"layers\":[" EMB ",{\"type\":\"l2norm\",\"eps\":0}]}", FED_EFORMAT,
@@ -427,6 +438,53 @@ done:
     fed_model_destroy(&m);
 }
 
+TEST(lora_on_a_1x1_convolution) {
+    fed_arch *a = arch_of("{\"input\":[3,4,4],\"layers\":[{\"type\":\"conv2d\",\"out\":5,"
+                          "\"k\":1},{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":2,\"k\":3},"
+                          "{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":2}]}");
+    fed_model *m = NULL, *l = NULL, *g = NULL;
+    if (a) CHECK_OK(fed_model_new(&m, a));
+    fed_arch_destroy(&a);
+    if (!m) return;
+    fed_model_init(m, 4);
+    size_t matched = 0;
+    /* Everything: the 1x1 convolution and the linear head, not the 3x3 convolution. */
+    CHECK_OK(fed_model_add_lora(&l, m, 2, 4.0f, NULL, SIZE_MAX, 9, &matched));
+    CHECK_SIZE(matched, 2);
+    fed_errclear();
+    CHECK_ERR(fed_model_add_lora(&g, m, 2, 4.0f, "2.weight", SIZE_MAX, 9, NULL), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "\"2.weight\" matches no weight that takes adapters");
+    if (!l) goto done;
+    const fed_tensor *A = fed_model_find(l, "0.lora_A");
+    CHECK(A && A->shape[0] == 2 && A->shape[1] == 3);
+    float *p = fed_model_params(l);
+    fed_rng r;
+    fed_rng_seed(&r, 2);
+    const fed_tensor *B = fed_model_find(l, "0.lora_B");
+    for (size_t j = 0; B && j < B->numel; j++) p[B->offset + j] = 0.5f * fed_rng_normal(&r);
+    CHECK_OK(fed_model_merge_lora(&g, l));
+    fed_arena *ar = NULL;
+    CHECK_OK(fed_arena_new(&ar, 0));
+    float x[2 * 48], y1[4];
+    for (size_t i = 0; i < 96; i++) x[i] = fed_rng_normal(&r);
+    const float *out = NULL;
+    if (g && ar) {
+        CHECK_OK(fed_model_forward(l, ar, x, 2, FED_MODE_EVAL, NULL, &out));
+        if (out) memcpy(y1, out, sizeof y1);
+        fed_arena_reset(ar);
+        CHECK_OK(fed_model_forward(g, ar, x, 2, FED_MODE_EVAL, NULL, &out));
+        double worst = 0.0;
+        for (int i = 0; out && i < 4; i++)
+            worst = fmax(worst, fabs((double)y1[i] - (double)out[i]));
+        CHECK(out && worst < 1e-5);
+    }
+    fed_arena_destroy(&ar);
+done:
+    fed_model_destroy(&g);
+    fed_model_destroy(&l);
+    fed_model_destroy(&m);
+}
+
 int main(void) {
     fed_blas_set_threads(1);
     RUN(malformed_specs);
@@ -436,5 +494,6 @@ int main(void) {
     RUN(sequence_output_keeps_its_shape);
     RUN(bad_token_ids);
     RUN(lora_add_and_merge);
+    RUN(lora_on_a_1x1_convolution);
     return test_report();
 }
