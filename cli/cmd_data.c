@@ -6,6 +6,7 @@
 #include "cli/prep.h"
 #include "core/alloc.h"
 #include "dataset/text.h"
+#include "dataset/bpe.h"
 #include "dataset/tokenizer.h"
 
 #include <errno.h>
@@ -122,6 +123,8 @@ done:
 
 typedef struct data_tokenize_cfg {
     const char *tokenizer; /* vocabulary file */
+    const char *bpe;       /* folder of GPT-2's encoder.json and vocab.bpe */
+    int roundtrip;         /* check decode(encode(text)) == text (--bpe only) */
     const char *input;     /* texts, one a line; "-": standard input */
     int plain;             /* lines are raw text, not JSON strings */
 } data_tokenize_cfg;
@@ -130,6 +133,10 @@ typedef struct data_tokenize_cfg {
 static const opt_spec data_tokenize_opts[] = {
     {"tokenizer", OPT_STRING, NULL, 1, 0, NULL, T(tokenizer),
      "vocabulary: USE-lite's vocab.json or fedtune's {\"type\":\"unigram\",...} JSON"},
+    {"bpe", OPT_STRING, NULL, 1, 0, NULL, T(bpe),
+     "instead of --tokenizer: GPT-2's byte-level BPE, a folder with encoder.json and vocab.bpe"},
+    {"roundtrip", OPT_BOOL, "false", 1, 0, NULL, T(roundtrip),
+     "with --bpe: check that decoding each line's ids gives its text back byte for byte"},
     {"input", OPT_STRING, NULL, 1, 0, NULL, T(input),
      "texts, one JSON string a line (\"-\": standard input)"},
     {"plain", OPT_BOOL, "false", 1, 0, NULL, T(plain),
@@ -141,22 +148,55 @@ static const opt_spec data_tokenize_opts[] = {
 static const opt_table data_tokenize_table = {
     "data tokenize",
     "Print the token ids of each line of a file as a JSON array, one line each (as USE-lite's "
-    "JavaScript tokenizer gives them).",
+    "JavaScript tokenizer gives them, or GPT-2's BPE as the npm package gpt-3-encoder does).",
     data_tokenize_opts, "input"};
 
+/* One of the two tokenizers. */
+typedef struct any_tok {
+    fed_tokenizer *unigram; /* --tokenizer */
+    fed_bpe *bpe;           /* --bpe */
+    bool roundtrip;         /* --roundtrip */
+} any_tok;
+
+static fed_err encode_any(const any_tok *t, const char *text, size_t len, int32_t *ids, size_t cap,
+                          size_t *n) {
+    if (t->bpe) return fed_bpe_encode(t->bpe, text, len, ids, cap, n);
+    return fed_tokenizer_encode(t->unigram, text, len, ids, cap, n);
+}
+
+/* decode(ids) == text[0..len), byte for byte. */
+static fed_err check_roundtrip(const fed_bpe *b, const int32_t *ids, size_t n, const char *text,
+                               size_t len) {
+    char *back = NULL;
+    size_t blen = 0;
+    fed_err err = fed_bpe_decode(b, ids, n, &back, &blen);
+    if (err) return err;
+    if (blen != len || memcmp(back, text, len) != 0) {
+        size_t at = 0;
+        while (at < len && at < blen && back[at] == text[at]) at++;
+        err = fed_errorf(FED_EFORMAT,
+                         "decoding the ids gives %zu bytes, not the %zu of the text "
+                         "(first difference at byte %zu)",
+                         blen, len, at);
+    }
+    fed_free(back);
+    return err;
+}
+
 /* Prints the ids of text[0..len) as one JSON array line; *ids grows as needed. */
-static fed_err print_ids(const fed_tokenizer *tok, const char *text, size_t len, int32_t **ids,
+static fed_err print_ids(const any_tok *tok, const char *text, size_t len, int32_t **ids,
                          size_t *cap) {
     size_t n = 0;
-    fed_err err = fed_tokenizer_encode(tok, text, len, *ids, *cap, &n);
+    fed_err err = encode_any(tok, text, len, *ids, *cap, &n);
     if (!err && n > *cap) {
         int32_t *bigger = fed_mallocarray(n, sizeof *bigger);
         if (!bigger) return FED_ENOMEM;
         fed_free(*ids);
         *ids = bigger;
         *cap = n;
-        err = fed_tokenizer_encode(tok, text, len, *ids, *cap, &n);
+        err = encode_any(tok, text, len, *ids, *cap, &n);
     }
+    if (!err && tok->roundtrip) err = check_roundtrip(tok->bpe, *ids, n, text, len);
     if (err) return err;
     putchar('[');
     for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)(*ids)[i]);
@@ -165,18 +205,40 @@ static fed_err print_ids(const fed_tokenizer *tok, const char *text, size_t len,
     return FED_OK;
 }
 
+/* The tokenizer of --tokenizer or --bpe (exactly one of them). */
+static fed_err load_any(any_tok *t, const data_tokenize_cfg *c) {
+    if (!c->tokenizer == !c->bpe)
+        return fed_errorf(FED_EINVAL, "one of --tokenizer and --bpe is required");
+    if (c->roundtrip && !c->bpe) return fed_errorf(FED_EINVAL, "--roundtrip needs --bpe");
+    t->roundtrip = c->roundtrip;
+    if (c->tokenizer) return fed_tokenizer_load(&t->unigram, c->tokenizer);
+    char enc[4096], merges[4096];
+    int a = snprintf(enc, sizeof enc, "%s/encoder.json", c->bpe);
+    int b = snprintf(merges, sizeof merges, "%s/vocab.bpe", c->bpe);
+    if (a < 0 || b < 0 || (size_t)a >= sizeof enc || (size_t)b >= sizeof merges)
+        return fed_errorf(FED_EINVAL, "--bpe: path too long");
+    return fed_bpe_load(&t->bpe, enc, merges);
+}
+
+static void destroy_any(any_tok *t) {
+    fed_tokenizer_destroy(&t->unigram);
+    fed_bpe_destroy(&t->bpe);
+}
+
 static fed_err run_tokenize(const void *cfg) {
     const data_tokenize_cfg *c = cfg;
-    if (!c->tokenizer) return fed_errorf(FED_EINVAL, "--tokenizer is required");
     if (!c->input) return fed_errorf(FED_EINVAL, "--input is required (\"-\": standard input)");
-    fed_tokenizer *tok = NULL;
-    fed_err err = fed_tokenizer_load(&tok, c->tokenizer);
-    if (err) return err;
+    any_tok tok = {NULL, NULL, false};
+    fed_err err = load_any(&tok, c);
+    if (err) {
+        destroy_any(&tok);
+        return err;
+    }
     bool std_in = strcmp(c->input, "-") == 0;
     FILE *f = std_in ? stdin : fopen(c->input, "rb");
     if (!f) {
         err = fed_errorf(FED_EIO, "%s: cannot open: %s", c->input, strerror(errno));
-        fed_tokenizer_destroy(&tok);
+        destroy_any(&tok);
         return err;
     }
     char *line = NULL, *text = NULL;
@@ -194,7 +256,7 @@ static fed_err run_tokenize(const void *cfg) {
             if ((err = fed_text_json_string(&text, &len, line, len))) break;
             p = text;
         }
-        if ((err = print_ids(tok, p, len, &ids, &cap))) break;
+        if ((err = print_ids(&tok, p, len, &ids, &cap))) break;
     }
     if (err) {
         err = fed_errprefix(err, "%s:%zu", c->input, lineno);
@@ -207,16 +269,18 @@ static fed_err run_tokenize(const void *cfg) {
     fed_free(text);
     fed_free(ids);
     if (!std_in) fclose(f);
-    fed_tokenizer_destroy(&tok);
+    destroy_any(&tok);
     return err;
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
 
 int cmd_data(int argc, char **argv) {
-    static const char usage[] = "usage: fedtune data info [options] FILE\n"
-                                "       fedtune data tokenize --tokenizer VOCAB [--plain] FILE\n"
-                                "(fedtune data info --help, fedtune data tokenize --help)\n";
+    static const char usage[] =
+        "usage: fedtune data info [options] FILE\n"
+        "       fedtune data tokenize --tokenizer VOCAB [--plain] FILE\n"
+        "       fedtune data tokenize --bpe DIR [--roundtrip] [--plain] FILE\n"
+        "(fedtune data info --help, fedtune data tokenize --help)\n";
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         fputs(usage, argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
