@@ -63,7 +63,7 @@ expect 1 "fedtune data tokenize: few.json: 1 entries, none past the 6 reserved o
 printf '[["\\ufffd",0],["<s>",0],["</s>",0],["r3",0],["r4",0],["r5",0],["a","x"]]' >badscore.json
 expect 1 "fedtune data tokenize: badscore.json: entry 6: score must be a finite number or null" -- \
   "$FEDTUNE" data tokenize --tokenizer badscore.json --input t.jsonl
-expect 2 "fedtune data tokenize: --tokenizer is required" -- "$FEDTUNE" data tokenize --input t.jsonl
+expect 2 "fedtune data tokenize: one of --tokenizer and --bpe is required" -- "$FEDTUNE" data tokenize --input t.jsonl
 expect 2 "fedtune data tokenize: --input is required" -- "$FEDTUNE" data tokenize --tokenizer vocab.json
 expect 0 "--plain" -- "$FEDTUNE" data tokenize --help
 expect 0 "fedtune data tokenize --tokenizer VOCAB" -- "$FEDTUNE" data --help
