@@ -36,3 +36,22 @@ size_t fed_utf8_bad_at(const char *str, size_t n) {
     }
     return n;
 }
+
+size_t fed_utf8_decode(const unsigned char *s, uint32_t *cp) {
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    if (s[0] < 0xe0) {
+        *cp = (uint32_t)(s[0] & 0x1f) << 6 | (uint32_t)(s[1] & 0x3f);
+        return 2;
+    }
+    if (s[0] < 0xf0) {
+        *cp =
+            (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (uint32_t)(s[2] & 0x3f);
+        return 3;
+    }
+    *cp = (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
+          (uint32_t)(s[2] & 0x3f) << 6 | (uint32_t)(s[3] & 0x3f);
+    return 4;
+}

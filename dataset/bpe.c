@@ -57,26 +57,6 @@ static void byte_table(uint32_t ch[256], int16_t byte[TABLE_CHARS]) {
     }
 }
 
-/* Decodes the code point at s (valid UTF-8) and returns its length in bytes. */
-static size_t decode(const unsigned char *s, uint32_t *cp) {
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] < 0xe0) {
-        *cp = (uint32_t)(s[0] & 0x1f) << 6 | (uint32_t)(s[1] & 0x3f);
-        return 2;
-    }
-    if (s[0] < 0xf0) {
-        *cp =
-            (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (uint32_t)(s[2] & 0x3f);
-        return 3;
-    }
-    *cp = (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
-          (uint32_t)(s[2] & 0x3f) << 6 | (uint32_t)(s[3] & 0x3f);
-    return 4;
-}
-
 /* ---- hash maps --------------------------------------------------------------------------- */
 
 static uint64_t hash_bytes(const char *s, size_t n) {
@@ -165,7 +145,7 @@ static fed_err add_symbol(fed_bpe *b, const cJSON *it, size_t entry, size_t *poo
     size_t chars = 0;
     for (size_t k = 0; k < len; chars++) {
         uint32_t cp;
-        k += decode((const unsigned char *)s + k, &cp);
+        k += fed_utf8_decode((const unsigned char *)s + k, &cp);
         if (cp >= TABLE_CHARS || byte[cp] < 0)
             return fed_errorf(FED_EFORMAT,
                               "%s: entry %zu: U+%04X is not a character of the byte table", what,
@@ -223,7 +203,7 @@ static fed_err read_encoder(fed_bpe *b, const cJSON *root, const char *what) {
         char *o = b->bytes + b->boff[id];
         for (size_t k = 0; s[k];) {
             uint32_t cp;
-            k += decode(s + k, &cp);
+            k += fed_utf8_decode(s + k, &cp);
             *o++ = (char)byte[cp];
         }
     }
@@ -430,7 +410,7 @@ static int class_of(uint32_t cp) {
 /* The class of the character at s[p] (p < n) and its length in *len. */
 static int class_at(const unsigned char *s, size_t p, size_t *len) {
     uint32_t cp;
-    *len = decode(s + p, &cp);
+    *len = fed_utf8_decode(s + p, &cp);
     return class_of(cp);
 }
 

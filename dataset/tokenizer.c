@@ -1,7 +1,7 @@
 /* The unigram tokenizer (see tokenizer.h): the vocabulary and its JSON forms, the trie of
  * code points, and encoding (NFKC, the Viterbi pass and the backtracking walk of the
- * reference). The only file of fedtune that includes libunistring. Data sets of token
- * ids live in text.c. */
+ * reference). libunistring's NFKC is used here (bpe.c uses its character classes). Data
+ * sets of token ids live in text.c. */
 #include "dataset/tokenizer.h"
 #include "core/alloc.h"
 #include "core/json.h"
@@ -49,26 +49,6 @@ struct fed_tokenizer {
 
 /* ---- code points ----------------------------------------------------------------------- */
 
-/* Decodes the code point at s (valid UTF-8) and returns its length in bytes. */
-static size_t decode(const unsigned char *s, uint32_t *cp) {
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] < 0xe0) {
-        *cp = (uint32_t)(s[0] & 0x1f) << 6 | (uint32_t)(s[1] & 0x3f);
-        return 2;
-    }
-    if (s[0] < 0xf0) {
-        *cp =
-            (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (uint32_t)(s[2] & 0x3f);
-        return 3;
-    }
-    *cp = (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
-          (uint32_t)(s[2] & 0x3f) << 6 | (uint32_t)(s[3] & 0x3f);
-    return 4;
-}
-
 /* ---- the trie: nodes and an open-addressing table of edges ------------------------------ */
 
 static uint64_t edge_key(size_t parent, uint32_t cp) {
@@ -108,7 +88,7 @@ static fed_err build_trie(fed_tokenizer *t, size_t edges) {
         size_t at = 0, depth = 0;
         for (size_t k = 0; p[k]; depth++) {
             uint32_t cp;
-            k += decode(p + k, &cp);
+            k += fed_utf8_decode(p + k, &cp);
             size_t next = child(t, at, cp);
             if (!next) {
                 uint64_t key = edge_key(at, cp);
@@ -201,7 +181,7 @@ static void lengths(const char *s, size_t n, size_t *u16, size_t *cps) {
     *u16 = *cps = 0;
     for (size_t k = 0; k < n;) {
         uint32_t cp;
-        k += decode((const unsigned char *)s + k, &cp);
+        k += fed_utf8_decode((const unsigned char *)s + k, &cp);
         *u16 += cp > 0xffff ? 2 : 1;
         (*cps)++;
     }
@@ -417,7 +397,7 @@ static fed_err symbols(const char *text, size_t len, uint32_t **cps, size_t *n) 
     out[k++] = SEPARATOR;
     for (size_t i = 0; i < nlen;) {
         uint32_t cp;
-        i += decode(norm + i, &cp);
+        i += fed_utf8_decode(norm + i, &cp);
         out[k++] = cp == 0x20 ? SEPARATOR : cp;
     }
     *cps = out;

@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "core/utf8.h"
 #include "tests/test.h"
 
 #include <stdint.h>
@@ -323,8 +324,30 @@ TEST(log_repeats_held_back) {
     fed_log_set_handler(NULL, NULL, FED_LOG_INFO);
 }
 
+TEST(utf8_decode_and_validate) {
+    /* One code point of each length: A, e-acute, the euro sign, an emoji. */
+    const char *s = "A\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    const uint32_t want[] = {0x41, 0xe9, 0x20ac, 0x1f600};
+    const size_t lens[] = {1, 2, 3, 4};
+    size_t k = 0;
+    for (int i = 0; i < 4; i++) {
+        uint32_t cp = 0;
+        size_t n = fed_utf8_decode((const unsigned char *)s + k, &cp);
+        CHECK_SIZE(n, lens[i]);
+        CHECK_SIZE(cp, want[i]);
+        k += n;
+    }
+    CHECK_SIZE(k, strlen(s));
+    CHECK_SIZE(fed_utf8_bad_at(s, strlen(s)), strlen(s));
+    /* An overlong slash, a surrogate and a truncated sequence are invalid. */
+    CHECK_SIZE(fed_utf8_bad_at("ab\xc0\xaf", 4), 2);
+    CHECK_SIZE(fed_utf8_bad_at("\xed\xa0\x80", 3), 0);
+    CHECK_SIZE(fed_utf8_bad_at("x\xe2\x82", 3), 1);
+}
+
 int main(void) {
     RUN(error_table);
+    RUN(utf8_decode_and_validate);
     RUN(alloc_overflow);
     RUN(alloc_fail_hook);
     RUN(alloc_harness_catches_ignored_failure);
