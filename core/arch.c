@@ -859,25 +859,47 @@ static fed_err rederive(fed_arch *a) {
     return FED_OK;
 }
 
+/* Longest LoRA target pattern, NUL included. */
+#define PATTERN_MAX 256
+
+/* The comma-separated pattern of a list that starts at *pos, trimmed of spaces, into
+ * pat; *pos moves past its comma (NULL after the last). False when it is empty or too
+ * long. */
+static bool next_pattern(const char **pos, char pat[PATTERN_MAX]) {
+    const char *p = *pos, *comma = strchr(p, ',');
+    size_t n = comma ? (size_t)(comma - p) : strlen(p);
+    *pos = comma ? comma + 1 : NULL;
+    while (n && *p == ' ') p++, n--;
+    while (n && p[n - 1] == ' ') n--;
+    if (n == 0 || n >= PATTERN_MAX) return false;
+    memcpy(pat, p, n);
+    pat[n] = '\0';
+    return true;
+}
+
 /* True when glob list `targets` (NULL or "": everything) matches name. */
 static bool targets_match(const char *targets, const char *name) {
     if (!targets || !*targets) return true;
-    const char *p = targets;
-    while (p) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        char pat[256];
-        while (n && *p == ' ') p++, n--;
-        while (n && p[n - 1] == ' ') n--;
-        if (n && n < sizeof pat) {
-            memcpy(pat, p, n);
-            pat[n] = '\0';
-            if (fnmatch(pat, name, 0) == 0) return true;
-        }
-        p = comma ? comma + 1 : NULL;
-    }
+    char pat[PATTERN_MAX];
+    for (const char *pos = targets; pos;)
+        if (next_pattern(&pos, pat) && fnmatch(pat, name, 0) == 0) return true;
     return false;
 }
+
+/* Whether weight j of lora_weights is a weight of layer i that may take adapters (not
+ * of layer skip); its tensor name into name. */
+static bool lora_candidate(const fed_arch *a, size_t i, size_t j, size_t skip,
+                           char name[FED_TENSOR_NAME_MAX_ARCH]) {
+    const fed_layer_spec *ls = &a->layers[i];
+    if (lora_weights[j].kind != ls->kind || i == skip ||
+        (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj) ||
+        (ls->kind == FED_LAYER_CONV2D && !conv_takes_lora(ls)))
+        return false;
+    snprintf(name, FED_TENSOR_NAME_MAX_ARCH, "%s.%s", ls->name, lora_weights[j].suffix);
+    return true;
+}
+
+#define NUM_LORA_WEIGHTS (sizeof lora_weights / sizeof lora_weights[0])
 
 fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float alpha,
                           const char *targets, size_t skip, size_t *matched) {
@@ -887,34 +909,19 @@ fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float 
         return fed_errorf(FED_EINVAL, "LoRA: rank must be in [1, %d] and alpha positive (%zu, %g)",
                           FED_LORA_MAX_RANK, rank, (double)alpha);
     /* Every pattern must match a weight that takes adapters. */
-    for (const char *p = targets && *targets ? targets : NULL; p;) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        char pat[256];
-        while (n && *p == ' ') p++, n--;
-        while (n && p[n - 1] == ' ') n--;
-        if (n == 0 || n >= sizeof pat)
+    char pat[PATTERN_MAX], name[FED_TENSOR_NAME_MAX_ARCH];
+    for (const char *pos = targets && *targets ? targets : NULL; pos;) {
+        if (!next_pattern(&pos, pat))
             return fed_errorf(FED_EINVAL, "LoRA: empty or overlong pattern in \"%s\"", targets);
-        memcpy(pat, p, n);
-        pat[n] = '\0';
         bool hit = false;
         for (size_t i = 0; i < a->nlayers && !hit; i++)
-            for (size_t j = 0; j < sizeof lora_weights / sizeof lora_weights[0]; j++) {
-                const fed_layer_spec *ls = &a->layers[i];
-                char name[FED_TENSOR_NAME_MAX_ARCH];
-                if (lora_weights[j].kind != ls->kind || i == skip ||
-                    (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj) ||
-                    (ls->kind == FED_LAYER_CONV2D && !conv_takes_lora(ls)))
-                    continue;
-                snprintf(name, sizeof name, "%s.%s", ls->name, lora_weights[j].suffix);
-                hit |= fnmatch(pat, name, 0) == 0;
-            }
+            for (size_t j = 0; j < NUM_LORA_WEIGHTS; j++)
+                hit |= lora_candidate(a, i, j, skip, name) && fnmatch(pat, name, 0) == 0;
         if (!hit)
             return fed_errorf(FED_EINVAL,
                               "LoRA: \"%s\" matches no weight that takes adapters (linear, "
                               "1x1 conv2d, attention qkv/out, residual proj; see fedtune info)",
                               pat);
-        p = comma ? comma + 1 : NULL;
     }
     fed_arch *b;
     fed_err err = fed_arch_clone(&b, a);
@@ -922,14 +929,8 @@ fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float 
     size_t hits = 0;
     for (size_t i = 0; i < b->nlayers; i++) {
         fed_layer_spec *ls = &b->layers[i];
-        for (size_t j = 0; j < sizeof lora_weights / sizeof lora_weights[0]; j++) {
-            char name[FED_TENSOR_NAME_MAX_ARCH];
-            if (lora_weights[j].kind != ls->kind || i == skip ||
-                (ls->kind == FED_LAYER_RESIDUAL_END && !ls->proj) ||
-                (ls->kind == FED_LAYER_CONV2D && !conv_takes_lora(ls)))
-                continue;
-            snprintf(name, sizeof name, "%s.%s", ls->name, lora_weights[j].suffix);
-            if (!targets_match(targets, name)) continue;
+        for (size_t j = 0; j < NUM_LORA_WEIGHTS; j++) {
+            if (!lora_candidate(b, i, j, skip, name) || !targets_match(targets, name)) continue;
             if (ls->lora_on & lora_weights[j].bit) {
                 fed_arch_destroy(&b);
                 return fed_errorf(FED_EINVAL, "LoRA: %s has adapters already", name);

@@ -228,6 +228,63 @@ fed_err fed_model_new_head(fed_model **out, const fed_model *m, size_t classes, 
     return FED_OK;
 }
 
+/* Tensor ti's initial values: stream ti of seed, so a tensor's bits do not depend on
+ * which other tensors are initialised. */
+static void init_tensor(fed_model *m, size_t ti, uint64_t seed) {
+    fed_tensor *t = &m->tensors[ti];
+    const layer_rt *L = &m->layers[t->layer];
+    float *p = m->params + t->offset;
+    fed_rng r = fed_rng_stream(seed, ti);
+    bool second = (long)ti == L->w2 || (long)ti == L->b2;
+    const fed_tensor *w = &m->tensors[second ? L->w2 : L->w];
+    if ((long)ti == L->la[0] || (long)ti == L->la[1]) { /* PEFT: kaiming(a=sqrt(5)) */
+        fill_uniform(p, t->numel, 1.0f / sqrtf((float)t->shape[1]), &r);
+        return;
+    }
+    if ((long)ti == L->lb[0] || (long)ti == L->lb[1]) { /* B = 0: the update starts at 0 */
+        memset(p, 0, t->numel * sizeof(float));
+        return;
+    }
+    /* PyTorch's convention: fan_in = dim 1 x receptive field, fan_out = dim 0 x it. */
+    size_t receptive = w->ndim == 4 ? w->shape[2] * w->shape[3] : 1;
+    size_t fan_in = (w->ndim >= 2 ? w->shape[1] : w->shape[0]) * receptive;
+    size_t fan_out = w->shape[0] * receptive;
+    bool is_bias = (long)ti == L->b || (long)ti == L->b2;
+
+    if (L->spec.kind == FED_LAYER_POSITIONS) { /* learned: N(0, 0.02^2), as GPT-2 */
+        for (size_t i = 0; i < t->numel; i++) p[i] = 0.02f * fed_rng_normal(&r);
+        return;
+    }
+    if (L->spec.kind == FED_LAYER_LAYERNORM) {
+        for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : 1.0f;
+        return;
+    }
+    switch (L->spec.init) {
+    case FED_INIT_KAIMING:
+        if (is_bias)
+            memset(p, 0, t->numel * sizeof(float));
+        else
+            fill_uniform(p, t->numel, sqrtf(6.0f / (float)fan_in), &r);
+        break;
+    case FED_INIT_XAVIER:
+        if (is_bias)
+            memset(p, 0, t->numel * sizeof(float));
+        else
+            fill_uniform(p, t->numel, sqrtf(6.0f / (float)(fan_in + fan_out)), &r);
+        break;
+    case FED_INIT_TORCH:
+        fill_uniform(p, t->numel, 1.0f / sqrtf((float)fan_in), &r);
+        break;
+    case FED_INIT_NORMAL:
+        for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : fed_rng_normal(&r);
+        break;
+    }
+}
+
+void fed_model_init(fed_model *m, uint64_t seed) {
+    for (size_t ti = 0; ti < m->ntensors; ti++) init_tensor(m, ti, seed);
+}
+
 /* Copies every tensor of src that n has (same name and size), with its flag. */
 static void copy_by_name(fed_model *n, const fed_model *src) {
     for (size_t i = 0; i < n->ntensors; i++) {
@@ -249,13 +306,13 @@ fed_err fed_model_add_lora(fed_model **out, const fed_model *m, size_t rank, flo
     err = fed_model_new(&n, arch);
     fed_arch_destroy(&arch);
     if (err) return err;
-    fed_model_init(n, fed_mix64(seed ^ 0x6c6f7261ull)); /* "lora" */
     copy_by_name(n, m);
     for (size_t i = 0; i < n->ntensors; i++) {
         fed_tensor *t = &n->tensors[i];
         const layer_rt *L = &n->layers[t->layer];
         bool adapter = (long)i == L->la[0] || (long)i == L->la[1] || (long)i == L->lb[0] ||
                        (long)i == L->lb[1];
+        if (adapter) init_tensor(n, i, fed_mix64(seed ^ 0x6c6f7261ull)); /* "lora" */
         if (t->layer != skip) t->trainable = adapter;
     }
     *out = n;
@@ -288,59 +345,6 @@ fed_err fed_model_merge_lora(fed_model **out, const fed_model *m) {
     }
     *out = n;
     return FED_OK;
-}
-
-void fed_model_init(fed_model *m, uint64_t seed) {
-    for (size_t ti = 0; ti < m->ntensors; ti++) {
-        fed_tensor *t = &m->tensors[ti];
-        const layer_rt *L = &m->layers[t->layer];
-        float *p = m->params + t->offset;
-        fed_rng r = fed_rng_stream(seed, ti);
-        bool second = (long)ti == L->w2 || (long)ti == L->b2;
-        const fed_tensor *w = &m->tensors[second ? L->w2 : L->w];
-        if ((long)ti == L->la[0] || (long)ti == L->la[1]) { /* PEFT: kaiming(a=sqrt(5)) */
-            fill_uniform(p, t->numel, 1.0f / sqrtf((float)t->shape[1]), &r);
-            continue;
-        }
-        if ((long)ti == L->lb[0] || (long)ti == L->lb[1]) { /* B = 0: the update starts at 0 */
-            memset(p, 0, t->numel * sizeof(float));
-            continue;
-        }
-        /* PyTorch's convention: fan_in = dim 1 x receptive field, fan_out = dim 0 x it. */
-        size_t receptive = w->ndim == 4 ? w->shape[2] * w->shape[3] : 1;
-        size_t fan_in = (w->ndim >= 2 ? w->shape[1] : w->shape[0]) * receptive;
-        size_t fan_out = w->shape[0] * receptive;
-        bool is_bias = (long)ti == L->b || (long)ti == L->b2;
-
-        if (L->spec.kind == FED_LAYER_POSITIONS) { /* learned: N(0, 0.02^2), as GPT-2 */
-            for (size_t i = 0; i < t->numel; i++) p[i] = 0.02f * fed_rng_normal(&r);
-            continue;
-        }
-        if (L->spec.kind == FED_LAYER_LAYERNORM) {
-            for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : 1.0f;
-            continue;
-        }
-        switch (L->spec.init) {
-        case FED_INIT_KAIMING:
-            if (is_bias)
-                memset(p, 0, t->numel * sizeof(float));
-            else
-                fill_uniform(p, t->numel, sqrtf(6.0f / (float)fan_in), &r);
-            break;
-        case FED_INIT_XAVIER:
-            if (is_bias)
-                memset(p, 0, t->numel * sizeof(float));
-            else
-                fill_uniform(p, t->numel, sqrtf(6.0f / (float)(fan_in + fan_out)), &r);
-            break;
-        case FED_INIT_TORCH:
-            fill_uniform(p, t->numel, 1.0f / sqrtf((float)fan_in), &r);
-            break;
-        case FED_INIT_NORMAL:
-            for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : fed_rng_normal(&r);
-            break;
-        }
-    }
 }
 
 /* ---- accessors -------------------------------------------------------------------- */
