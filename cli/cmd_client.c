@@ -39,6 +39,7 @@ typedef struct client_cfg {
     size_t max_epochs;        /* local cap on epochs, 0 = none */
     size_t max_batch;         /* local cap on the batch, 0 = none */
     const char *save_updates; /* audit folder for every update sent */
+    const char *base_cache;   /* folder of the frozen bases received */
     double reconnect_initial; /* seconds */
     double reconnect_max;     /* seconds */
     double reconnect_jitter;  /* share of a delay cut off at random */
@@ -82,6 +83,10 @@ static const opt_spec client_opts[] = {
      "local cap on the batch size a round asks for (low-memory sites); 0 = none"},
     {"save-updates", OPT_STRING, NULL, 1, 0, NULL, F(save_updates),
      "keep a copy of every update this site sends (round-N.safetensors) in this folder"},
+    {"base-cache", OPT_STRING, NULL, 1, 0, NULL, F(base_cache),
+     "keep the frozen part of the model (the pre-trained base under adapters or a new head) in "
+     "this folder, so that after it arrived once, even across restarts, only trainable tensors "
+     "are sent (default: in memory, for this process)"},
     {"reconnect-initial", OPT_FLOAT, "1", 0.01, 3600, NULL, F(reconnect_initial),
      "seconds before the first reconnect attempt; doubles after each failure"},
     {"reconnect-max", OPT_FLOAT, "60", 0.01, 86400, NULL, F(reconnect_max),
@@ -202,12 +207,23 @@ static fed_err run_client(const void *cfg) {
     sc.backoff_max_ms = (int)(c->reconnect_max * 1000.0 + 0.5);
     sc.backoff_jitter = c->reconnect_jitter;
 
+    fed_base_cache *bases = NULL; /* checked before the data are read */
+    if ((err = fed_base_cache_new(&bases, c->base_cache))) {
+        fed_free(classes);
+        char why[512];
+        snprintf(why, sizeof why, "%s", fed_errmsg());
+        return fed_errorf(FED_EINVAL, "--base-cache %s", why);
+    }
+    sc.base_cache = bases;
     fed_site *site = NULL;
     err = fed_site_new(&site, &sc);
     fed_free(classes);
     if (err == FED_EIO && strncmp(c->data, "/path/to/your/", 14) == 0)
-        return fed_errprefix(err, "edit \"data =\" in client.ini to point at this site's data");
-    if (err) return err;
+        err = fed_errprefix(err, "edit \"data =\" in client.ini to point at this site's data");
+    if (err) {
+        fed_base_cache_destroy(&bases);
+        return err;
+    }
 
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
@@ -227,11 +243,14 @@ static fed_err run_client(const void *cfg) {
         fed_site_stats_get(site, &st);
         FED_LOG(FED_LOG_INFO,
                 "client: %s after %" PRIu64 " rounds (%" PRIu64 " failed, %" PRIu64
-                " dropped); model version %" PRIu64,
+                " dropped); model version %" PRIu64 "; models received: %" PRIu64 " full, %" PRIu64
+                " trainable-only, %" PRIu64 " bytes",
                 st.bye ? "the coordinator ended the federation" : "stopped", st.rounds_done,
-                st.rounds_failed, st.rounds_dropped, st.model_version);
+                st.rounds_failed, st.rounds_dropped, st.model_version, st.models_full,
+                st.models_trainable, st.model_bytes);
     }
     fed_site_destroy(&site);
+    fed_base_cache_destroy(&bases);
     return err;
 }
 

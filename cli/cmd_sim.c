@@ -148,6 +148,8 @@ static void on_round(void *user, const fed_coord_round_stats *s) {
            s->round, o->rounds, s->sampled, s->returned, num(b1, s->train_loss),
            num(b2, s->central_loss), num(b3, s->central_acc),
            (double)(s->bytes_in + s->bytes_out) / 1e6, s->seconds);
+    if (s->models_trainable) /* a frozen base: who got it, who the trainable part only */
+        printf(", models %zu full + %zu trainable-only", s->models_full, s->models_trainable);
     if (!isnan(s->epsilon)) printf(", epsilon %.4g", s->epsilon);
     printf("\n");
     fflush(stdout);

@@ -142,6 +142,15 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     fed_rng_seed(&s->conn.jitter,
                  (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s);
     if ((err = site_prepare_data(s, cfg))) goto fail;
+    if (cfg->base_cache) {
+        s->bases = cfg->base_cache;
+    } else {
+        if ((err = fed_base_cache_new(&s->bases, cfg->base_dir))) {
+            err = fed_errprefix(err, "base_dir");
+            goto fail;
+        }
+        s->own_bases = true;
+    }
     if (!s->cfg.net.plaintext &&
         (err = fed_id_new(&s->sa.id, s->cfg.tls[1], s->cfg.tls[2], s->cfg.tls[0], s->cfg.tls[3])))
         goto fail;
@@ -171,6 +180,8 @@ void fed_site_destroy(fed_site **sp) {
     if (s->conn.own_zctx) fed_net_context_destroy(&s->conn.zctx);
     site_rs_free(&s->round.rs);
     site_stage_destroy_all(&s->round.pipe);
+    if (s->bases) site_base_release(s->bases, &s->round.base);
+    if (s->own_bases) fed_base_cache_destroy(&s->bases);
     site_trainer_clear(&s->fit.own);
     fed_free(s->model.global_arch);
     fed_free(s->model.global);
@@ -211,10 +222,12 @@ static fed_err connect_now(fed_site *s) {
     cc.server_name = s->cfg.server_name;
     cc.net = s->cfg.net;
     cc.identity = s->cfg.identity;
-    const char *caps[3] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG};
+    const char *caps[4] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG,
+                           FED_SITE_CAP_BASE};
     cc.hello.software = s->cfg.software;
     cc.hello.capabilities = caps;
-    cc.hello.num_capabilities = 3;
+    cc.hello.num_capabilities = 4;
+    cc.hello.num_bases = site_base_list(s->bases, cc.hello.bases, FED_MSG_MAX_BASES);
     cc.hello.train_examples = s->stats.train_examples;
     cc.hello.eval_examples = s->stats.eval_examples;
     return fed_client_new(&s->conn.cli, s->conn.zctx, &cc);

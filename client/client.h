@@ -107,6 +107,22 @@
 #define FED_SITE_CAP_DELTA  "delta-f32"
 #define FED_SITE_CAP_EVAL   "eval"
 #define FED_SITE_CAP_SECAGG "secagg"
+#define FED_SITE_CAP_BASE   FED_CAP_BASE_CACHE /* "base-cache": see fed_base_cache */
+
+/* A store of frozen bases: the tensors of a model that no round changes (a pre-trained
+ * network under LoRA adapters or a new head), kept by their SHA-256 (the manifest's
+ * base_sha256). A site announces the bases it holds in its Hello; a coordinator then sends
+ * it only the trainable tensors, round after round, and the site adds the base. With a
+ * folder, bases are also files there (<sha256 hex>.base, raw little-endian float32,
+ * written atomically and checked against their name when read), so a restarted site
+ * downloads its base no more; without, they live in memory for the process's life. One
+ * store may serve many sites (a simulation): it is thread-safe. */
+typedef struct fed_base_cache fed_base_cache;
+/* dir NULL or "": memory only; otherwise the folder, made if missing (one level).
+ * FED_EIO "<dir>: <why>". */
+fed_err fed_base_cache_new(fed_base_cache **out, const char *dir) FED_MUST_USE;
+/* NULL-safe; sets *c to NULL. No site may use it any more. */
+void fed_base_cache_destroy(fed_base_cache **c);
 
 /* What a site is made from. fed_site_default_config() fills every field; strings are
  * copied by fed_site_new (the caller may free them afterwards). */
@@ -134,23 +150,30 @@ typedef struct fed_site_config {
     bool external_training;     /* rounds are trained by fed_site_job_run (false) */
     bool keep_model;            /* keep the global model between rounds (true) */
     const char *identity;       /* with net.plaintext (inproc:// only): the name claimed */
+    fed_base_cache *base_cache; /* the store of frozen bases to use (borrowed, outlives the
+                                   site; shared by a simulation's sites), or NULL: the site
+                                   makes its own, in base_dir */
+    const char *base_dir;       /* folder of that own store (NULL: memory only) */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);
 
 /* What a site did so far; for tests, status lines and the simulator. */
 typedef struct fed_site_stats {
-    size_t train_examples;   /* local training split */
-    size_t eval_examples;    /* local test split */
-    size_t features;         /* per example */
-    size_t classes;          /* in the local data */
-    uint64_t connects;       /* sessions the coordinator welcomed */
-    uint64_t rounds_done;    /* Updates whose delta the coordinator confirmed */
-    uint64_t rounds_failed;  /* RoundStarts answered with Error */
-    uint64_t rounds_dropped; /* rounds abandoned: session lost, new round, Update rejected */
-    uint64_t last_round;     /* round of the last RoundStart (0: none yet) */
-    uint64_t model_version;  /* version of the global model held (0: none) */
-    bool bye;                /* the last fed_site_run ended on the coordinator's Bye */
+    size_t train_examples;     /* local training split */
+    size_t eval_examples;      /* local test split */
+    size_t features;           /* per example */
+    size_t classes;            /* in the local data */
+    uint64_t connects;         /* sessions the coordinator welcomed */
+    uint64_t rounds_done;      /* Updates whose delta the coordinator confirmed */
+    uint64_t rounds_failed;    /* RoundStarts answered with Error */
+    uint64_t rounds_dropped;   /* rounds abandoned: session lost, new round, Update rejected */
+    uint64_t last_round;       /* round of the last RoundStart (0: none yet) */
+    uint64_t model_version;    /* version of the global model held (0: none) */
+    uint64_t models_full;      /* model transfers received with every tensor */
+    uint64_t models_trainable; /* ... with the trainable tensors only (the base was held) */
+    uint64_t model_bytes;      /* payload bytes of those transfers */
+    bool bye;                  /* the last fed_site_run ended on the coordinator's Bye */
 } fed_site_stats;
 
 typedef struct fed_site fed_site;

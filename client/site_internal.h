@@ -135,6 +135,9 @@ typedef struct site_data {
     char *transform; /* the model's input transform now applied (NULL: local or none) */
 } site_data;
 
+/* A frozen base in the store (base_cache.c), counted while a round uses it. */
+typedef struct site_base site_base;
+
 /* The global model held: weights in host order. Written by the I/O thread only (when a
  * transfer completes, when a lean site releases it), never while a job runs; the worker
  * reads `global` while its job runs. */
@@ -160,6 +163,7 @@ typedef struct site_round {
     double t_rx;             /* when its model transfer was asked for */
     double rx_s_per_byte;    /* how long the last model transfer took per byte (0: none
                                 yet): the estimate of the upload's time */
+    site_base *base;         /* rs->trainable_only: the base the trainable part completes */
 } site_round;
 
 /* What the round's training produced. Written by the thread that trains (the worker
@@ -223,18 +227,20 @@ typedef struct site_secagg {
 } site_secagg;
 
 struct fed_site {
-    site_settings cfg;    /* any thread, read-only */
-    site_conn conn;       /* I/O thread */
-    site_data data;       /* the training thread (the worker while a job runs) */
-    site_model model;     /* I/O thread writes; the worker reads while its job runs */
-    site_round round;     /* I/O thread writes; the worker reads while its job runs */
-    site_result res;      /* the training thread; I/O thread once JOB_DONE */
-    site_fit fit;         /* I/O thread; abort is atomic, read by the worker */
-    site_queue q;         /* I/O thread */
-    site_job job;         /* hand-over through job.state (atomic) */
-    site_secagg sa;       /* I/O thread */
-    fed_site_stats stats; /* counters; I/O thread */
-    char errmsg[512];     /* last error of a call; I/O thread */
+    site_settings cfg;     /* any thread, read-only */
+    site_conn conn;        /* I/O thread */
+    site_data data;        /* the training thread (the worker while a job runs) */
+    site_model model;      /* I/O thread writes; the worker reads while its job runs */
+    site_round round;      /* I/O thread writes; the worker reads while its job runs */
+    site_result res;       /* the training thread; I/O thread once JOB_DONE */
+    site_fit fit;          /* I/O thread; abort is atomic, read by the worker */
+    site_queue q;          /* I/O thread */
+    site_job job;          /* hand-over through job.state (atomic) */
+    site_secagg sa;        /* I/O thread */
+    fed_site_stats stats;  /* counters; I/O thread */
+    fed_base_cache *bases; /* frozen bases (the I/O thread uses it; it has its own lock) */
+    bool own_bases;        /* made by this site */
+    char errmsg[512];      /* last error of a call; I/O thread */
 };
 
 /* ------------------------------------------------------------------------------------ */
@@ -243,6 +249,18 @@ struct fed_site {
 /* client.c */
 bool site_stopped(const fed_site *s); /* the caller's stop flag is set */
 fed_err site_reserve(float **buf, size_t *cap, size_t n) FED_MUST_USE; /* >= n floats */
+
+/* base_cache.c: bases by SHA-256. get: the base of n floats with that digest, from memory
+ * or the folder (*out NULL when absent); put: takes data (fed_malloc'd, n floats, freed
+ * whatever happens) as the base with that digest, which the caller has checked; both
+ * count a use, which release ends. list: up to max digests held (memory, then files). */
+fed_err site_base_get(fed_base_cache *c, const uint8_t sha[FED_SHA256_LEN], size_t n,
+                      site_base **out) FED_MUST_USE;
+fed_err site_base_put(fed_base_cache *c, const uint8_t sha[FED_SHA256_LEN], float *data, size_t n,
+                      site_base **out) FED_MUST_USE;
+void site_base_release(fed_base_cache *c, site_base **b);
+const float *site_base_data(const site_base *b);
+size_t site_base_list(fed_base_cache *c, uint8_t (*out)[FED_SHA256_LEN], size_t max);
 
 /* site_data.c */
 fed_err site_prepare_data(fed_site *s, const fed_site_config *c) FED_MUST_USE;

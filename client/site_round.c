@@ -83,6 +83,7 @@ static void release_buffers(fed_site *s) {
 
 /* Frees what the round held: its RoundStart, its pipeline, its secure aggregation. */
 static void forget_round(fed_site *s) {
+    site_base_release(s->bases, &s->round.base);
     site_rs_free(&s->round.rs);
     site_stage_destroy_all(&s->round.pipe);
     site_sa_clear(s);
@@ -242,21 +243,76 @@ static void run_round(fed_site *s) {
     site_conclude_round(s, r, err, what);
 }
 
+/* A full model transfer arrived: the received buffer becomes the global model (the old one
+ * receives next), and its frozen base goes to the store, checked against the manifest,
+ * unless the store has it already. */
+static fed_err take_full(fed_site *s) {
+    const fed_msg_manifest *mf = &s->round.rs->manifest;
+    float *t = s->model.global;
+    size_t c = s->model.global_cap;
+    s->model.global = s->model.rx;
+    s->model.global_cap = s->model.rx_cap;
+    s->model.rx = t;
+    s->model.rx_cap = c;
+    s->model.global_n = (size_t)(mf->total_bytes / 4u);
+    swap_le(s->model.global, s->model.global_n);
+    if (!mf->has_base) return FED_OK;
+    size_t n = fed_manifest_part_floats(mf, false);
+    site_base *b = NULL;
+    fed_err err = site_base_get(s->bases, mf->base_sha256, n, &b);
+    if (err || b) {
+        site_base_release(s->bases, &b);
+        return err;
+    }
+    float *part = fed_mallocarray(n, sizeof *part);
+    if (!part) return FED_ENOMEM;
+    fed_manifest_gather(mf, false, s->model.global, part);
+    uint8_t sha[FED_SHA256_LEN];
+    fed_sha256(part, n * sizeof *part, sha);
+    if (memcmp(sha, mf->base_sha256, FED_SHA256_LEN) != 0) {
+        fed_free(part);
+        return fed_errorf(FED_EDIGEST, "manifest.base_sha256 does not match the model's frozen "
+                                       "tensors");
+    }
+    err = site_base_put(s->bases, sha, part, n, &b);
+    site_base_release(s->bases, &b);
+    return err;
+}
+
+/* A trainable-only transfer arrived: the global model is the base the round holds with
+ * the received trainable tensors. */
+static fed_err take_part(fed_site *s) {
+    const fed_msg_manifest *mf = &s->round.rs->manifest;
+    size_t n = (size_t)(mf->total_bytes / 4u);
+    fed_err err = site_reserve(&s->model.global, &s->model.global_cap, n);
+    if (err) return err;
+    swap_le(s->model.rx, fed_manifest_part_floats(mf, true));
+    fed_manifest_scatter(mf, false, site_base_data(s->round.base), s->model.global);
+    fed_manifest_scatter(mf, true, s->model.rx, s->model.global);
+    s->model.global_n = n;
+    return FED_OK;
+}
+
 /* The global model is in s->model.global: check nothing more, train. */
 static void have_model(fed_site *s) {
     if (s->round.rs->transfer_id) {
-        /* The received buffer becomes the global model; the old one receives next. */
-        float *t = s->model.global;
-        size_t c = s->model.global_cap;
-        s->model.global = s->model.rx;
-        s->model.global_cap = s->model.rx_cap;
-        s->model.rx = t;
-        s->model.rx_cap = c;
-        s->model.global_n = (size_t)(s->round.rs->manifest.total_bytes / 4u);
-        if (s->model.global_n)
-            s->round.rx_s_per_byte =
-                (fed_now_s() - s->round.t_rx) / (double)s->round.rs->manifest.total_bytes;
-        swap_le(s->model.global, s->model.global_n);
+        const fed_msg_round_start *rs = s->round.rs;
+        fed_err err = rs->trainable_only ? take_part(s) : take_full(s);
+        if (err) {
+            s->model.global_n = 0;       /* holds no model it can vouch for */
+            s->round.state = ROUND_IDLE; /* the transfer is over: nothing to cancel */
+            site_fail_round_err(s, err);
+            return;
+        }
+        uint64_t bytes = rs->trainable_only
+                             ? (uint64_t)fed_manifest_part_floats(&rs->manifest, true) * 4u
+                             : rs->manifest.total_bytes;
+        if (bytes) s->round.rx_s_per_byte = (fed_now_s() - s->round.t_rx) / (double)bytes;
+        s->stats.model_bytes += bytes;
+        if (rs->trainable_only)
+            s->stats.models_trainable++;
+        else
+            s->stats.models_full++;
         s->model.global_version = s->round.rs->model_version;
         memcpy(s->model.global_sha, s->round.rs->manifest.sha256, FED_SHA256_LEN);
         fed_free(s->model.global_arch);
@@ -299,6 +355,18 @@ static void stats_round(fed_site *s) {
     send_round(s);
 }
 
+/* The round needs what this site does not hold (what: "no model", "no frozen base"): ask
+ * the coordinator for everything, which answers with a second RoundStart. */
+static void ask_model(fed_site *s, const char *what) {
+    const fed_msg_round_start *rs = s->round.rs;
+    char text[64];
+    snprintf(text, sizeof text, "%s version %" PRIu64, what, rs->model_version);
+    FED_LOG(s->cfg.info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
+    site_send_error(s, FED_WIRE_NO_MODEL, text, false); /* a request, not a failed round */
+    s->stats.rounds_failed++;
+    end_round(s);
+}
+
 void site_on_round_start(fed_site *s, site_ev *ev) {
     if (s->round.rs) {
         char why[64];
@@ -326,14 +394,28 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
         site_fail_round_err(s, err);
         return;
     }
+    if (rs->transfer_id && rs->trainable_only) {
+        err = site_base_get(s->bases, rs->manifest.base_sha256,
+                            fed_manifest_part_floats(&rs->manifest, false), &s->round.base);
+        if (err) {
+            site_fail_round_err(s, err);
+            return;
+        }
+        if (!s->round.base) {
+            ask_model(s, "no frozen base");
+            return;
+        }
+    }
     if (rs->transfer_id) {
-        size_t n = (size_t)(rs->manifest.total_bytes / 4u);
+        size_t n = rs->trainable_only ? fed_manifest_part_floats(&rs->manifest, true)
+                                      : (size_t)(rs->manifest.total_bytes / 4u);
         if ((err = site_reserve(&s->model.rx, &s->model.rx_cap, n))) {
             site_fail_round_err(s, err);
             return;
         }
-        err = fed_client_recv_transfer(s->conn.cli, rs->transfer_id, s->model.rx,
-                                       rs->manifest.total_bytes, rs->manifest.sha256);
+        err = fed_client_recv_transfer(s->conn.cli, rs->transfer_id, s->model.rx, (uint64_t)n * 4u,
+                                       rs->trainable_only ? rs->manifest.trainable_sha256
+                                                          : rs->manifest.sha256);
         if (!err && rs->has_secagg) err = site_sa_start(s); /* overlaps the transfer */
         if (err) {
             site_fail_round_err(s, err);
@@ -346,12 +428,7 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
         memcmp(s->model.global_sha, rs->manifest.sha256, FED_SHA256_LEN) != 0 ||
         (uint64_t)s->model.global_n * 4u != rs->manifest.total_bytes ||
         strcmp(s->model.global_arch, rs->manifest.arch) != 0) {
-        char text[64];
-        snprintf(text, sizeof text, "no model version %" PRIu64, rs->model_version);
-        FED_LOG(s->cfg.info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
-        site_send_error(s, FED_WIRE_NO_MODEL, text, false); /* a request, not a failed round */
-        s->stats.rounds_failed++;
-        end_round(s);
+        ask_model(s, "no model");
         return;
     }
     /* Keys only now: a site asking for the model again gets a second RoundStart. */

@@ -133,6 +133,7 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
         return;
     }
     k->held = c->version;
+    k->base_held = true; /* it trained this version: it holds the base */
     k->up_id = u->transfer_id;
     k->up_bytes = u->total_bytes;
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
@@ -204,6 +205,8 @@ fed_err fed__coord_do_sample(fed_coord *c) {
         c->att.rx0 = st.bytes_received;
         c->att.tx0 = st.bytes_sent;
         c->att.t0 = fed_now_ms();
+        c->cur.models_full = c->cur.models_trainable = 0;
+        c->cur.model_bytes = 0;
     }
     c->att.n++;
     c->att.sample_seed =

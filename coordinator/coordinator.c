@@ -159,9 +159,25 @@ static fed_err build_manifest(fed_coord *c) {
     return fed_arch_to_json(fed_model_arch(c->model), &c->arch_json);
 }
 
-void fed__coord_update_sha(fed_coord *c) {
-    fed_sha256(fed_model_params_const(c->model), fed_model_num_params(c->model) * sizeof(float),
-               c->sha);
+fed_err fed__coord_update_sha(fed_coord *c) {
+    const float *w = fed_model_params_const(c->model);
+    fed_sha256(w, fed_model_num_params(c->model) * sizeof(float), c->sha);
+    c->base.n = fed_model_num_params(c->model) - c->ntrainable;
+    if (!c->base.n) return FED_OK;
+    fed_msg_manifest mf = {.tensors = c->tensors, .num_tensors = c->ntensors};
+    if (!c->base.hashed) { /* the base never changes: hashed once */
+        float *b = fed_mallocarray(c->base.n, sizeof *b);
+        if (!b) return FED_ENOMEM;
+        fed_manifest_gather(&mf, false, w, b);
+        fed_sha256(b, c->base.n * sizeof *b, c->base.sha);
+        fed_free(b);
+        c->base.hashed = true;
+    }
+    if (!c->base.train && !(c->base.train = fed_mallocarray(c->ntrainable, sizeof(float))))
+        return FED_ENOMEM;
+    fed_manifest_gather(&mf, true, w, c->base.train);
+    fed_sha256(c->base.train, c->ntrainable * sizeof(float), c->base.train_sha);
+    return FED_OK;
 }
 
 fed_err fed__coord_open_metrics(fed_coord *c) {
@@ -258,7 +274,7 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
             goto fail;
     }
     if ((err = fed__coord_pipeline_build(c))) goto fail;
-    fed__coord_update_sha(c);
+    if ((err = fed__coord_update_sha(c))) goto fail;
     if ((err = fed__coord_open_metrics(c))) goto fail;
     c->zctx = cfg->zmq_ctx;
     if (!c->zctx) {
@@ -377,6 +393,7 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_free(c->att.order);
     fed_free(c->arch_json);
     fed_free(c->tensors);
+    fed_free(c->base.train);
     fed_free(c->cl);
     fed_model_destroy(&c->model);
     fed_free(c);

@@ -219,6 +219,10 @@ typedef struct fed_coord_round_stats {
     size_t secagg_dropped;              /* secagg: participants whose masks were removed
                                            without their update (dropped after sharing) */
     uint64_t bytes_in, bytes_out;       /* fed_server_stats during the round */
+    size_t models_full;                 /* model transfers of every tensor started */
+    size_t models_trainable;            /* ... of the trainable tensors only (the site
+                                           held the frozen base) */
+    uint64_t model_bytes;               /* their payload bytes */
     double seconds;                     /* round wall time */
 } fed_coord_round_stats;
 

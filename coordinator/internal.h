@@ -64,6 +64,10 @@ enum { GOT_KEYS = 1, GOT_SHARES = 2, GOT_UNMASK = 4 };
 #define META_DP_RDP   "fedtune.dp_rdp"
 #define META_DP_CLIP  "fedtune.dp_clip_now"
 
+/* Transfer ids of model broadcasts: the model version, with this bit when the transfer
+ * holds the trainable tensors only (RoundStart.trainable_only). */
+#define TRANSFER_TRAINABLE ((uint64_t)1 << 62)
+
 /* Longest reason a client gave no update that a failed attempt's log line quotes. */
 #define WHY_MAX 200
 
@@ -74,6 +78,9 @@ typedef struct client {
     bool connected;              /* has an admitted session */
     uint64_t held;               /* model version we know it holds (0: none) */
     uint64_t sending;            /* id of the model transfer in flight to it (0: none) */
+    bool base_cache;             /* its Hello offers the capability FED_SITE_CAP_BASE */
+    bool base_held;              /* it holds the frozen base (c->base.sha): model transfers
+                                    to it carry the trainable tensors only */
     cstatus status;              /* in the open round */
     fed_agg_slot slot;           /* its update's slot while ST_RECEIVING */
     uint64_t up_id, up_bytes;    /* announced update transfer */
@@ -106,6 +113,16 @@ struct fed_coord {
     fed_agg *agg;      /* (ntrainable) */
     fed_strategy *strat;
     uint8_t sha[FED_SHA256_LEN]; /* of the global parameters */
+    /* The frozen base (the tensors no round changes) and the trainable part of the
+     * buffer (fed_manifest_gather): a site that holds the base is sent the trainable part
+     * only. */
+    struct {
+        size_t n;                          /* floats of the base (0: everything trains) */
+        bool hashed;                       /* sha is set */
+        uint8_t sha[FED_SHA256_LEN];       /* of the base, computed once */
+        float *train;                      /* (ntrainable) this version's trainable part */
+        uint8_t train_sha[FED_SHA256_LEN]; /* of train */
+    } base;
     fed_coord_state state;
     uint64_t rounds_done, version;
     client *cl; /* the registry (registry.c) */
@@ -175,7 +192,9 @@ struct fed_coord {
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
-void fed__coord_update_sha(fed_coord *c);
+/* After the global weights change: their digest, the trainable part a site holding the
+ * base is sent, its digest, and once the base's digest. Only FED_ENOMEM. */
+fed_err fed__coord_update_sha(fed_coord *c);
 fed_err fed__coord_open_metrics(fed_coord *c);
 fed_err fed__coord_finish(fed_coord *c, const char *why, bool finished);
 fed_err fed__coord_give_up(fed_coord *c);

@@ -56,6 +56,5 @@ fed_err fed__coord_aggregate(fed_coord *c) {
     c->cur.epsilon = r.epsilon;
     c->cur.examples = r.weight;
     c->version++;
-    fed__coord_update_sha(c);
-    return FED_OK;
+    return fed__coord_update_sha(c);
 }

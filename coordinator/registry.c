@@ -99,9 +99,11 @@ void fed__coord_reject_round(fed_coord *c, client *k, uint32_t code, const char 
     fed__coord_reject(c, k, NULL, code, "%s", what);
 }
 
-/* Sends RoundStart to k, with the weights unless it holds this version (or force). */
+/* Sends RoundStart to k, with the weights unless it holds this version (or force): the
+ * trainable tensors only when it holds the base, else all of them. */
 fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     bool with_model = !c->stats.active && (force || k->held != c->version);
+    bool part = with_model && c->base.n && k->base_cache && k->base_held;
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ROUND_START;
@@ -116,7 +118,14 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     rs->manifest.arch = c->arch_json;
     /* Borrowed for encoding only: the message is never freed. */
     rs->manifest.input_transform = c->stats.transform;
-    rs->transfer_id = with_model ? c->version : 0;
+    if (c->base.n) {
+        rs->manifest.has_base = true;
+        memcpy(rs->manifest.base_sha256, c->base.sha, FED_SHA256_LEN);
+        memcpy(rs->manifest.trainable_sha256, c->base.train_sha, FED_SHA256_LEN);
+    }
+    uint64_t id = c->version | (part ? TRANSFER_TRAINABLE : 0);
+    rs->transfer_id = with_model ? id : 0;
+    rs->trainable_only = part;
     rs->attempt = c->att.n;
     rs->stats = c->stats.active;
     if (c->sec.sa) {
@@ -138,13 +147,20 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     rs->deadline_ms = (uint64_t)(left > 0 ? left : c->cfg.deadline_ms);
     fed_err err = fed_server_send(c->srv, k->peer, &m);
     if (err || !with_model) return err;
-    if (k->sending == c->version) return FED_OK; /* still on its way (across a reconnect) */
+    if (k->sending == id) return FED_OK; /* still on its way (across a reconnect) */
     if (k->sending) fed__coord_cancel(c, k->peer, k->sending);
-    fed__coord_cancel(c, k->peer, c->version);
-    err = fed_server_send_transfer(c->srv, k->peer, c->version, fed_model_params_const(c->model),
-                                   rs->manifest.total_bytes);
-    if (!err) k->sending = c->version;
-    return err;
+    fed__coord_cancel(c, k->peer, id);
+    uint64_t bytes = part ? (uint64_t)c->ntrainable * sizeof(float) : rs->manifest.total_bytes;
+    err = fed_server_send_transfer(c->srv, k->peer, id,
+                                   part ? c->base.train : fed_model_params_const(c->model), bytes);
+    if (err) return err;
+    k->sending = id;
+    c->cur.model_bytes += bytes;
+    if (part)
+        c->cur.models_trainable++;
+    else
+        c->cur.models_full++;
+    return FED_OK;
 }
 
 double fed__coord_metric(const fed_msg_update *u, const char *name) {
@@ -167,6 +183,7 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
             FED_LOG(FED_LOG_INFO, "%s does not hold model version %" PRIu64 ": resending it", k->cn,
                     c->version);
             k->held = 0;
+            k->base_held = false; /* nor, maybe, the base: send everything */
             if (fed__coord_send_round_start(c, k, true) != FED_OK) k->status = ST_GONE;
         } else if (m->u.error.round == fed__coord_current_round(c) &&
                    m->u.error.attempt == c->att.n &&
@@ -197,6 +214,16 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
     }
 }
 
+/* What a Hello says of the frozen base: whether the site takes trainable-only transfers,
+ * and whether it holds our base already (from an earlier session, or its cache). */
+static void hello_base(const fed_coord *c, client *k, const fed_msg_hello *h) {
+    k->base_cache = k->base_held = false;
+    for (size_t i = 0; h && i < h->num_capabilities; i++)
+        if (strcmp(h->capabilities[i], FED_CAP_BASE_CACHE) == 0) k->base_cache = true;
+    for (size_t i = 0; h && k->base_cache && c->base.hashed && i < h->num_bases; i++)
+        if (memcmp(h->bases[i], c->base.sha, FED_SHA256_LEN) == 0) k->base_held = true;
+}
+
 fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
     if (ev->type == FED_NET_NONE) return FED_OK;
     client *k = ev->type == FED_NET_JOINED ? by_cn(c, ev->cn, ev->peer) : by_peer(c, ev->peer);
@@ -208,6 +235,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
         k->told = false; /* a new session has heard nothing yet */
         k->held = 0;     /* nor holds the model: send it again */
         k->hello_examples = ev->msg ? ev->msg->u.hello.train_examples : 0;
+        hello_base(c, k, ev->msg ? &ev->msg->u.hello : NULL);
         FED_LOG(FED_LOG_INFO, "%s joined (%zu connected, %" PRIu64 " training examples)", k->cn,
                 fed__coord_connected_count(c), k->hello_examples);
         if (k->hello_examples > c->cfg.max_examples_per_site)
@@ -236,7 +264,8 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
         break;
     case FED_NET_TRANSFER_SENT:
         if (ev->transfer_id == k->sending) {
-            k->held = k->sending;
+            k->held = k->sending & ~TRANSFER_TRAINABLE;
+            k->base_held = true; /* it had it, or has it now */
             k->sending = 0;
         }
         break;

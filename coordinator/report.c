@@ -92,6 +92,8 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "federated_loss", s->fed_loss);
     json_num(f, "federated_accuracy", s->fed_acc);
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
+    fprintf(f, ",\"models_full\":%zu,\"models_trainable_only\":%zu,\"model_bytes\":%" PRIu64,
+            s->models_full, s->models_trainable, s->model_bytes);
     json_num(f, "seconds", s->seconds);
     if (c->cfg.secagg.on)
         fprintf(f, ",\"secagg_summed\":%zu,\"secagg_dropped\":%zu", s->returned, s->secagg_dropped);
@@ -137,6 +139,11 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
     if (c->cfg.secagg.on)
         snprintf(sa, sizeof sa, "; secure sum of %zu (%zu dropped after sharing keys)", s->returned,
                  s->secagg_dropped);
+    char models[128] = "";
+    if (s->models_full || s->models_trainable)
+        snprintf(models, sizeof models,
+                 " (models: %zu full, %zu trainable-only, %" PRIu64 " bytes)", s->models_full,
+                 s->models_trainable, s->model_bytes);
     char central[64] = "central -";
     if (!isnan(s->central_loss))
         snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
@@ -145,10 +152,10 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
             "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected, "
             "%zu failed; "
             "%.0f examples; train loss %.4f; %s; federated loss %.4f acc %.4f; "
-            "bytes in %" PRIu64 " out %" PRIu64 "; %.2f s%s%s",
+            "bytes in %" PRIu64 " out %" PRIu64 "%s; %.2f s%s%s",
             s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->failed, s->examples,
-            s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, s->seconds,
-            sa, dp);
+            s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, models,
+            s->seconds, sa, dp);
     write_metrics(c);
     c->last = *s;
     if (c->cfg.on_round) c->cfg.on_round(c->cfg.on_round_user, s);

@@ -154,7 +154,16 @@ static fed_err check_hello(const checker *c, const Fedtune__Hello *h) {
         snprintf(path, sizeof path, "hello.capabilities[%zu]", i);
         TRY(check_string(c, h->capabilities[i], path));
     }
-    return check_bytes(c, &h->session_id, FED_SESSION_ID_LEN, "hello.session_id");
+    TRY(check_bytes(c, &h->session_id, FED_SESSION_ID_LEN, "hello.session_id"));
+    if (h->n_bases > FED_MSG_MAX_BASES)
+        return fed_errorf(c->code, "hello.bases: %zu entries, limit %d", h->n_bases,
+                          FED_MSG_MAX_BASES);
+    if (h->n_bases && !h->bases) return fed_errorf(c->code, "hello.bases: NULL");
+    for (size_t i = 0; i < h->n_bases; i++) {
+        snprintf(path, sizeof path, "hello.bases[%zu]", i);
+        TRY(check_bytes(c, &h->bases[i], FED_SHA256_LEN, path));
+    }
+    return FED_OK;
 }
 
 static fed_err check_welcome(const checker *c, const Fedtune__Welcome *w) {
@@ -218,7 +227,20 @@ static fed_err check_manifest(const checker *c, const Fedtune__Manifest *m) {
                           (unsigned long long)m->total_bytes, (unsigned long long)sum);
     TRY(check_bytes(c, &m->sha256, FED_SHA256_LEN, "round_start.manifest.sha256"));
     TRY(check_string(c, m->arch, "round_start.manifest.arch"));
-    return check_string(c, m->input_transform, "round_start.manifest.input_transform");
+    TRY(check_string(c, m->input_transform, "round_start.manifest.input_transform"));
+    /* The base is the frozen tensors: its digests (both or neither; a coordinator that
+     * does not send trainable-only transfers may leave them out) need one frozen tensor
+     * and one trainable, or there would be no base or nothing to train. */
+    if (!m->base_sha256.len && !m->trainable_sha256.len) return FED_OK;
+    TRY(check_bytes(c, &m->base_sha256, FED_SHA256_LEN, "round_start.manifest.base_sha256"));
+    TRY(check_bytes(c, &m->trainable_sha256, FED_SHA256_LEN,
+                    "round_start.manifest.trainable_sha256"));
+    size_t frozen = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) frozen += !m->tensors[i]->trainable;
+    if (!frozen || frozen == m->n_tensors)
+        return fed_errorf(c->code, "round_start.manifest.base_sha256: %s",
+                          frozen ? "every tensor is frozen" : "no tensor is frozen");
+    return FED_OK;
 }
 
 static fed_err check_chunk(const checker *c, const Fedtune__ChunkHeader *h) {
@@ -290,8 +312,13 @@ static fed_err check_envelope(const Fedtune__Envelope *e, const fed_msg_limits *
         break;
     case FEDTUNE__ENVELOPE__BODY_ROUND_START:
         if (e->round_start) {
-            TRY(check_config(&c, e->round_start->config));
-            TRY(check_manifest(&c, e->round_start->manifest));
+            const Fedtune__RoundStart *r = e->round_start;
+            TRY(check_config(&c, r->config));
+            TRY(check_manifest(&c, r->manifest));
+            if (r->trainable_only && (!r->transfer_id || !r->manifest->base_sha256.len))
+                return fed_errorf(code, "round_start.trainable_only: %s",
+                                  r->transfer_id ? "the manifest has no frozen base"
+                                                 : "no transfer (transfer_id 0)");
             if (e->round_start->secagg) return check_secagg_params(&c, e->round_start->secagg);
             return FED_OK;
         }
@@ -344,6 +371,7 @@ typedef struct wire {
     Fedtune__TrainConfig config;
     Fedtune__SecAggParams secagg_params;
     Fedtune__Manifest manifest;
+    ProtobufCBinaryData bases[FED_MSG_MAX_BASES]; /* Hello.bases */
     void *elems; /* fed_malloc'd: n structs, then n pointers to them */
 } wire;
 
@@ -385,6 +413,7 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     p->deadline_ms = r->deadline_ms;
     p->attempt = r->attempt;
     p->stats = r->stats;
+    p->trainable_only = r->trainable_only;
 
     const fed_msg_train_config *tc = &r->config;
     fedtune__train_config__init(&w->config);
@@ -406,6 +435,10 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     pm->sha256 = bin(m->sha256, FED_SHA256_LEN);
     pm->arch = str(m->arch);
     pm->input_transform = str(m->input_transform);
+    if (m->has_base) {
+        pm->base_sha256 = bin(m->base_sha256, FED_SHA256_LEN);
+        pm->trainable_sha256 = bin(m->trainable_sha256, FED_SHA256_LEN);
+    }
     p->manifest = pm;
     if (m->num_tensors > fed_msg_default_limits().max_tensors)
         return fed_errorf(FED_EINVAL, "round_start.manifest.tensors: %zu entries, limit %zu",
@@ -514,6 +547,12 @@ static fed_err wire_build(wire *w, const fed_msg *m) {
         p->train_examples = h->train_examples;
         p->eval_examples = h->eval_examples;
         p->session_id = bin(h->session_id, FED_SESSION_ID_LEN);
+        if (h->num_bases > FED_MSG_MAX_BASES)
+            return fed_errorf(FED_EINVAL, "hello.bases: %zu entries, limit %d", h->num_bases,
+                              FED_MSG_MAX_BASES);
+        for (size_t i = 0; i < h->num_bases; i++) w->bases[i] = bin(h->bases[i], FED_SHA256_LEN);
+        p->n_bases = h->num_bases;
+        p->bases = h->num_bases ? w->bases : NULL;
         w->env.hello = p;
         break;
     }
@@ -711,6 +750,8 @@ static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
         h->train_examples = p->train_examples;
         h->eval_examples = p->eval_examples;
         copy_bin(h->session_id, &p->session_id, FED_SESSION_ID_LEN);
+        h->num_bases = p->n_bases; /* checked: at most FED_MSG_MAX_BASES of 32 bytes */
+        for (size_t i = 0; i < p->n_bases; i++) copy_bin(h->bases[i], &p->bases[i], FED_SHA256_LEN);
         return FED_OK;
     }
     case FED_MSG_WELCOME: {
@@ -732,6 +773,7 @@ static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
         r->deadline_ms = p->deadline_ms;
         r->attempt = p->attempt;
         r->stats = p->stats != 0;
+        r->trainable_only = p->trainable_only != 0;
         const Fedtune__TrainConfig *pc = p->config; /* absent: all defaults, optimizer "" */
         if (pc) {
             r->config.epochs = pc->epochs;
@@ -750,6 +792,11 @@ static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
         copy_bin(mf->sha256, &pm->sha256, FED_SHA256_LEN);
         mf->arch = pm->arch;
         mf->input_transform = pm->input_transform;
+        mf->has_base = pm->base_sha256.len != 0; /* checked: 0 or 32, with trainable_sha256 */
+        if (mf->has_base) {
+            copy_bin(mf->base_sha256, &pm->base_sha256, FED_SHA256_LEN);
+            copy_bin(mf->trainable_sha256, &pm->trainable_sha256, FED_SHA256_LEN);
+        }
         if (pm->n_tensors) {
             fed_msg_tensor *t = *tmp = fed_calloc(pm->n_tensors, sizeof *t);
             if (!t) return FED_ENOMEM;
@@ -1072,5 +1119,44 @@ fed_wire_err fed_wire_err_of(fed_err e) {
         return FED_WIRE_BUSY;
     default:
         return FED_WIRE_INVALID;
+    }
+}
+
+/* ---- the parts of a manifest's buffer ------------------------------------------------ */
+
+static size_t tensor_floats(const fed_msg_tensor *t) {
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d]; /* bounded by total_bytes */
+    return n;
+}
+
+size_t fed_manifest_part_floats(const fed_msg_manifest *m, bool trainable) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->num_tensors; i++)
+        if (m->tensors[i].trainable == trainable) n += tensor_floats(&m->tensors[i]);
+    return n;
+}
+
+void fed_manifest_gather(const fed_msg_manifest *m, bool trainable, const float *full,
+                         float *part) {
+    for (size_t i = 0; i < m->num_tensors; i++) {
+        size_t n = tensor_floats(&m->tensors[i]);
+        if (m->tensors[i].trainable == trainable) {
+            memcpy(part, full, n * sizeof *part);
+            part += n;
+        }
+        full += n;
+    }
+}
+
+void fed_manifest_scatter(const fed_msg_manifest *m, bool trainable, const float *part,
+                          float *full) {
+    for (size_t i = 0; i < m->num_tensors; i++) {
+        size_t n = tensor_floats(&m->tensors[i]);
+        if (m->tensors[i].trainable == trainable) {
+            memcpy(full, part, n * sizeof *part);
+            part += n;
+        }
+        full += n;
     }
 }

@@ -36,6 +36,10 @@
 #define FED_SHA256_LEN       32
 #define FED_SESSION_ID_LEN   16
 #define FED_MSG_MAX_DIMS     8
+#define FED_MSG_MAX_BASES    8 /* Hello.bases */
+/* Hello.capabilities of a site that keeps the frozen base of a model (Hello.bases) and
+ * takes RoundStart.trainable_only transfers. */
+#define FED_CAP_BASE_CACHE "base-cache"
 
 typedef enum fed_msg_type {
     FED_MSG_NONE = 0,
@@ -81,7 +85,9 @@ typedef struct fed_msg_hello {
     const char *const *capabilities;
     size_t num_capabilities;
     uint64_t train_examples, eval_examples;
-    uint8_t session_id[FED_SESSION_ID_LEN]; /* exactly 16 bytes on the wire */
+    uint8_t session_id[FED_SESSION_ID_LEN];           /* exactly 16 bytes on the wire */
+    uint8_t bases[FED_MSG_MAX_BASES][FED_SHA256_LEN]; /* frozen bases the site holds */
+    size_t num_bases;                                 /* 0..FED_MSG_MAX_BASES */
 } fed_msg_hello;
 
 typedef struct fed_msg_welcome {
@@ -106,6 +112,9 @@ typedef struct fed_msg_manifest {
     uint8_t sha256[FED_SHA256_LEN];
     const char *arch;
     const char *input_transform; /* the model's standardiser JSON ("" or NULL: none) */
+    bool has_base;               /* some tensors are frozen: the two digests below are set */
+    uint8_t base_sha256[FED_SHA256_LEN];      /* of the frozen tensors back to back */
+    uint8_t trainable_sha256[FED_SHA256_LEN]; /* of the trainable tensors back to back */
 } fed_msg_manifest;
 
 /* TrainConfig: the round's training configuration, whose limits core/train_spec.h
@@ -128,9 +137,11 @@ typedef struct fed_msg_round_start {
     fed_msg_train_config config;
     fed_msg_manifest manifest;
     uint64_t transfer_id, deadline_ms;
-    uint64_t attempt; /* 1-based attempt of the round; Update and Error echo it */
-    bool stats;       /* the statistics round (round 0): moments, no training */
-    bool has_secagg;  /* the round is securely aggregated with these parameters */
+    uint64_t attempt;    /* 1-based attempt of the round; Update and Error echo it */
+    bool stats;          /* the statistics round (round 0): moments, no training */
+    bool trainable_only; /* the transfer holds the trainable tensors only (needs has_base,
+                            a transfer_id and a non-empty base and trainable part) */
+    bool has_secagg;     /* the round is securely aggregated with these parameters */
     fed_msg_secagg_params secagg;
 } fed_msg_round_start;
 
@@ -256,5 +267,20 @@ void fed_msg_free(fed_msg *m);
 /* Bytes of one tensor of the manifest (numel x dtype size; 1 element when ndim is 0);
  * false on overflow, an unknown dtype or ndim outside 0..FED_MSG_MAX_DIMS. */
 bool fed_msg_tensor_bytes(const fed_msg_tensor *t, uint64_t *bytes);
+
+/* ---- the parts of a manifest's buffer -------------------------------------------------
+ * A model's flat buffer (float32 tensors back to back in manifest order) splits into its
+ * frozen part, the base, which no round changes, and its trainable part, which every
+ * round's update and, once a site holds the base, every model transfer carry: each part
+ * is its tensors back to back in manifest order. The manifest must be all float32
+ * (what a coordinator sends). */
+
+/* Floats of the trainable (or frozen) tensors of m. */
+size_t fed_manifest_part_floats(const fed_msg_manifest *m, bool trainable);
+/* part (fed_manifest_part_floats(m, trainable)) = those tensors of full, back to back. */
+void fed_manifest_gather(const fed_msg_manifest *m, bool trainable, const float *full, float *part);
+/* The inverse: writes the trainable (or frozen) tensors of full from part. */
+void fed_manifest_scatter(const fed_msg_manifest *m, bool trainable, const float *part,
+                          float *full);
 
 #endif

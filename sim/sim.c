@@ -281,6 +281,7 @@ typedef struct sim_run {
     bool coord_started;      /* ct.th runs */
     bool mu_init;            /* q.mu and q.cv are initialised */
     void *zctx;              /* the ZeroMQ context everyone shares */
+    fed_base_cache *bases;   /* the frozen bases the sites hold, in memory once for all */
     char certdir[64];        /* the temporary certificate folder ("" without TLS) */
     char endpoint[96];       /* the coordinator's inproc endpoint */
     char ca[128];            /* the federation's CA certificate under certdir */
@@ -302,6 +303,7 @@ static fed_err open_context(sim_run *r) {
         if ((err = make_certs(r->cfg->certs_script, r->certdir, r->n, r->width))) return err;
     }
     if ((err = reserve_fds(r->n))) return err;
+    if ((err = fed_base_cache_new(&r->bases, NULL))) return err;
     if (!(r->zctx = fed_net_context_new())) return FED_ENOMEM;
     return fed_net_context_set_max_sockets(r->zctx, r->n + 64);
 }
@@ -350,6 +352,7 @@ static fed_err make_sites(sim_run *r) {
         sc.backoff_initial_ms = 10;
         sc.backoff_max_ms = 100;
         sc.software = "fedtune sim";
+        sc.base_cache = r->bases;
         err = fed_site_new(&r->vs[i].s, &sc);
         fed_data_destroy(&sub);
         if (err) {
@@ -516,6 +519,7 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
         }
     fed_coord_destroy(&r->ct.c);
     fed_net_context_destroy(&r->zctx);
+    fed_base_cache_destroy(&r->bases);
     if (r->mu_init) {
         pthread_mutex_destroy(&q->mu);
         pthread_cond_destroy(&q->cv);

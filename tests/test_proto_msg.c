@@ -1249,6 +1249,87 @@ TEST(fail_nth_allocation) {
  * the bytes it came from (overwritten and freed here, so ASan would see any read of
  * them) and stay valid, untouched by other messages' lives, until fed_msg_free, which
  * releases the arena and zeroes the message. */
+/* The frozen base: Hello.bases, the manifest's two digests and trainable_only round trip;
+ * what would make a site add the wrong base is refused on both sides; the manifest's
+ * parts gather and scatter the tensors with a given flag back to back. */
+TEST(base_fields) {
+    fed_msg m = sample_hello(), d;
+    m.u.hello.num_bases = 2;
+    memset(m.u.hello.bases[0], 0xab, FED_SHA256_LEN);
+    memset(m.u.hello.bases[1], 0x01, FED_SHA256_LEN);
+    if (round_trip(&m, &d)) {
+        CHECK_SIZE(d.u.hello.num_bases, 2);
+        CHECK_MEM(d.u.hello.bases[0], m.u.hello.bases[0], FED_SHA256_LEN);
+        CHECK_MEM(d.u.hello.bases[1], m.u.hello.bases[1], FED_SHA256_LEN);
+        fed_msg_free(&d);
+    }
+    m.u.hello.num_bases = FED_MSG_MAX_BASES + 1;
+    EXPECT_EINVAL(&m, "hello.bases: 9 entries, limit 8");
+
+    uint8_t id[40] = {0};
+    pbw h = {0};
+    w_bytes(&h, 5, id, 16);
+    w_bytes(&h, 6, id, 31);
+    pbw e = w_envelope(1, 1, F_HELLO, &h);
+    EXPECT_PROTO_W(e, NULL, "hello.bases[0]: 31 bytes (must be 32)");
+    h = (pbw){0};
+    w_bytes(&h, 5, id, 16);
+    for (int i = 0; i < 9; i++) w_bytes(&h, 6, id, 32);
+    e = w_envelope(1, 1, F_HELLO, &h);
+    EXPECT_PROTO_W(e, NULL, "hello.bases: 9 entries, limit 8");
+
+    m = sample_round_start(); /* tensors 0 and 2 trainable, 1 and 3 frozen */
+    fed_msg_round_start *r = &m.u.round_start;
+    r->manifest.has_base = true;
+    memset(r->manifest.base_sha256, 0x5a, FED_SHA256_LEN);
+    memset(r->manifest.trainable_sha256, 0xa5, FED_SHA256_LEN);
+    r->trainable_only = true;
+    if (round_trip(&m, &d)) {
+        CHECK(d.u.round_start.manifest.has_base);
+        CHECK(d.u.round_start.trainable_only);
+        CHECK_MEM(d.u.round_start.manifest.base_sha256, r->manifest.base_sha256, FED_SHA256_LEN);
+        CHECK_MEM(d.u.round_start.manifest.trainable_sha256, r->manifest.trainable_sha256,
+                  FED_SHA256_LEN);
+        fed_msg_free(&d);
+    }
+    r->transfer_id = 0;
+    EXPECT_EINVAL(&m, "round_start.trainable_only: no transfer (transfer_id 0)");
+    r->transfer_id = 99;
+    r->manifest.has_base = false;
+    EXPECT_EINVAL(&m, "round_start.trainable_only: the manifest has no frozen base");
+    r->trainable_only = false;
+    if (round_trip(&m, &d)) { /* no base, no trainable_only: an older coordinator's */
+        CHECK(!d.u.round_start.manifest.has_base);
+        CHECK(!d.u.round_start.trainable_only);
+        fed_msg_free(&d);
+    }
+    r->manifest.has_base = true;
+    for (int i = 0; i < 4; i++) sample_tensors[i].trainable = true;
+    EXPECT_EINVAL(&m, "round_start.manifest.base_sha256: no tensor is frozen");
+    for (int i = 0; i < 4; i++) sample_tensors[i].trainable = false;
+    EXPECT_EINVAL(&m, "round_start.manifest.base_sha256: every tensor is frozen");
+
+    /* Parts: three float tensors, the middle one frozen. */
+    fed_msg_tensor t[3] = {{.name = "a", .ndim = 1, .shape = {2}, .trainable = true},
+                           {.name = "b", .ndim = 2, .shape = {1, 3}},
+                           {.name = "c", .ndim = 0, .trainable = true}};
+    fed_msg_manifest mf = {.tensors = t, .num_tensors = 3};
+    CHECK_SIZE(fed_manifest_part_floats(&mf, true), 3);
+    CHECK_SIZE(fed_manifest_part_floats(&mf, false), 3);
+    const float full[6] = {1, 2, 3, 4, 5, 6};
+    float tr[3], fr[3], back[6] = {0};
+    fed_manifest_gather(&mf, true, full, tr);
+    fed_manifest_gather(&mf, false, full, fr);
+    CHECK_NEAR(tr[0], 1, 0);
+    CHECK_NEAR(tr[1], 2, 0);
+    CHECK_NEAR(tr[2], 6, 0);
+    CHECK_NEAR(fr[0], 3, 0);
+    CHECK_NEAR(fr[2], 5, 0);
+    fed_manifest_scatter(&mf, false, fr, back);
+    fed_manifest_scatter(&mf, true, tr, back);
+    CHECK_MEM(back, full, sizeof full);
+}
+
 TEST(decoded_owns_until_free) {
     fed_msg m = sample_round_start(), d;
     uint8_t *buf = NULL;
@@ -1425,6 +1506,7 @@ int main(void) {
     RUN(tensor_bytes);
     RUN(round_trip_hello);
     RUN(round_trip_welcome);
+    RUN(base_fields);
     RUN(round_trip_round_start);
     RUN(round_trip_chunk);
     RUN(round_trip_update);
