@@ -68,6 +68,8 @@ bad badutf8 'rdb: variable emma (blob at 0): byte 42 of the serialisation: strin
 bad badref 'rdb: variable emma (blob at 0): byte 44 of the serialisation: reference 9 to nothing (0 known)'
 bad bzip2 'rdx: compression [2] is not zlib (TRUE or 1)'
 bad noindex 'rdx: not a named list'
+bad deep 'rdb: variable emma (blob at 0): byte 1631 of the serialisation: nested deeper than 200'
+bad deepattrs 'rdb: variable emma (blob at 0): byte 3810 of the serialisation: nested deeper than 200'
 bad outside 'rdb: variable persuasion: blob at 94, 87 bytes, lies outside the 178-byte file'
 expect 1 'rdata-text: forge/xdr-not.rds: byte 0: format' -- "${RT[@]}" --dump forge/xdr-not.rds
 expect 1 'rdata-text: forge/badgzip.rds: byte 0: gzip: Compressed file ended' -- "${RT[@]}" --dump forge/badgzip.rds
@@ -192,6 +194,7 @@ broken 'b/sotu/1849_zachary_taylor_w.txt: one speech of one sentence: no test pa
 broken 'b/sotu/1790_george_washington_n.txt: empty' truncate -s 0 b/sotu/1790_george_washington_n.txt
 broken 'b/sentiment/yelp.jsonl:3: bad JSON' sed_b '3s/}$//' sentiment/yelp.jsonl
 broken 'b/sentiment/amazon.jsonl:4: "label" is not 0 or 1' sed_b '4s/"label":0/"label":2/' sentiment/amazon.jsonl
+broken 'b/sentiment/yelp.jsonl:5: "label" is not 0 or 1' sed_b '5s/"label":1/"label":1.0/' sentiment/yelp.jsonl
 broken 'b/sentiment/imdb.jsonl:2: no non-empty "text" string' sed_b '2s/"text":"[^"]*"/"text":" "/' sentiment/imdb.jsonl
 one_zero() { awk '!/"label":0/ || !seen++' "$FIX/sentiment/imdb.jsonl" >b/sentiment/imdb.jsonl; }
 broken 'b/sentiment/imdb.jsonl: label 0 has 1 row: too few to split' one_zero

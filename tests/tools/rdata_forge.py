@@ -117,6 +117,12 @@ def main(out):
     lazyload(out, "badref", [("emma", strsxp(["a"], attrs=i32(2 | 1 << 10 | 0) + i32(255 | 9 << 8)
                                                 + strsxp(["b"]) + i32(254)))])
     lazyload(out, "bzip2", books[:1], compressed=intsxp([2]))
+    # Lists in lists, deeper than the reader's limit of 200; and attributes in attributes.
+    lazyload(out, "deep", [("emma", (flags(19) + i32(1)) * 300 + strsxp(["x"]))])
+    nested = strsxp(["x"])
+    for _ in range(300):
+        nested = strsxp(["x"], attrs=pairlist([("names", nested)], []))
+    lazyload(out, "deepattrs", [("emma", nested)])
     lazyload(out, "noindex", books[:1], rdx_body=strsxp(["variables"]))
     # The .rdb shorter than the .rdx says: drop its last bytes after writing.
     lazyload(out, "outside", books)
