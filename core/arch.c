@@ -54,7 +54,7 @@ static const struct {
 /* Longest tensor name: FED_TENSOR_NAME_MAX of core/model.h. */
 #define FED_TENSOR_NAME_MAX_ARCH 64
 
-static const char *const init_names[] = {"kaiming", "xavier", "torch", "normal"};
+static const char *const init_names[] = {"kaiming", "xavier", "torch", "normal", "gpt2"};
 
 static const struct {
     const char *name;
@@ -165,7 +165,8 @@ static fed_err get_init(const cJSON *obj, const where *w, fed_init def, fed_init
         }
     }
     return fed_errorf(
-        FED_EFORMAT, "%s: field \"init\": must be \"kaiming\", \"xavier\", \"torch\" or \"normal\"",
+        FED_EFORMAT,
+        "%s: field \"init\": must be \"kaiming\", \"xavier\", \"torch\", \"normal\" or \"gpt2\"",
         w->text);
 }
 

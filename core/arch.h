@@ -58,8 +58,9 @@
  * attention; "proj" for a residual block); fed_arch_add_lora writes it.
  *
  * init is one of "kaiming" (He uniform, bias 0), "xavier" (Glorot uniform, bias 0),
- * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias) or, for
- * embeddings, "normal" (N(0, 1), as PyTorch). */
+ * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias), "gpt2" (N(0,
+ * 0.02^2) weights and zero biases, as GPT-2: an embedding tied to an lmhead starts with
+ * small logits) or, for embeddings, "normal" (N(0, 1), as PyTorch). */
 #ifndef FED_ARCH_H
 #define FED_ARCH_H
 
@@ -113,6 +114,7 @@ typedef enum fed_init {
     FED_INIT_XAVIER,
     FED_INIT_TORCH,
     FED_INIT_NORMAL,
+    FED_INIT_GPT2,
 } fed_init;
 
 /* Shape of one example (the batch dimension is not part of it). */

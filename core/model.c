@@ -281,6 +281,9 @@ static void init_tensor(fed_model *m, size_t ti, uint64_t seed) {
     case FED_INIT_NORMAL:
         for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : fed_rng_normal(&r);
         break;
+    case FED_INIT_GPT2:
+        for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : 0.02f * fed_rng_normal(&r);
+        break;
     }
 }
 

@@ -138,6 +138,39 @@ TEST(lmhead_spec) {
     }
 }
 
+TEST(gpt2_init) {
+    /* "gpt2": N(0, 0.02^2) weights and zero biases, on embeddings, linear and attention. */
+    fed_arch *a =
+        arch_of("{\"input\":[4],\"layers\":[{\"type\":\"embedding\",\"vocab\":50,"
+                "\"dim\":40,\"init\":\"gpt2\"},{\"type\":\"attention\",\"heads\":2,"
+                "\"init\":\"gpt2\"},{\"type\":\"linear\",\"out\":40,\"init\":\"gpt2\"}]}");
+    fed_model *m = NULL;
+    if (a) CHECK_OK(fed_model_new(&m, a));
+    fed_arch_destroy(&a);
+    if (!m) return;
+    fed_model_init(m, 9);
+    static const char *const names[] = {"0.weight", "1.qkv.weight", "1.out.weight", "2.weight"};
+    for (size_t k = 0; k < 4; k++) {
+        const fed_tensor *t = fed_model_find(m, names[k]);
+        double ss = 0.0;
+        for (size_t i = 0; t && i < t->numel; i++) {
+            double v = fed_model_params(m)[t->offset + i];
+            ss += v * v;
+        }
+        CHECK(t && fabs(sqrt(ss / (double)t->numel) - 0.02) < 0.002);
+    }
+    const fed_tensor *bias = fed_model_find(m, "2.bias");
+    CHECK(bias && fed_model_params(m)[bias->offset] == 0.0f);
+    char *j = NULL;
+    CHECK_OK(fed_arch_to_json(fed_model_arch(m), &j));
+    if (j) CHECK_CONTAINS(j, "\"dim\":40,\"init\":\"gpt2\"");
+    fed_free(j);
+    fed_model_destroy(&m);
+    bad_spec("{\"input\":[4],\"layers\":[{\"type\":\"linear\",\"out\":2,\"init\":\"gpt3\"}]}",
+             FED_EFORMAT,
+             "field \"init\": must be \"kaiming\", \"xavier\", \"torch\", \"normal\" or \"gpt2\"");
+}
+
 static fed_model *gpt(uint64_t seed) {
     fed_arch *a = arch_of(GPT);
     fed_model *m = NULL;
@@ -296,6 +329,7 @@ int main(void) {
     fed_blas_set_threads(1);
     RUN(malformed_lmhead);
     RUN(lmhead_spec);
+    RUN(gpt2_init);
     RUN(causality);
     RUN(padding_changes_nothing);
     RUN(next_token_training);
