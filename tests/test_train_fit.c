@@ -477,6 +477,26 @@ TEST(language_model) {
     CHECK_NEAR(loss, e.loss, 0.0);
     fed_eval_result_free(&e);
     fed_eval_result_free(&e5);
+    /* Allocation failures anywhere in a language model's fit and evaluation. */
+    c.epochs = 1;
+    c.on_epoch = NULL;
+    FOR_EACH_ALLOC_FAILURE(f) {
+        ALLOC_TRY(f, fed_fit(m, d, d, &c, &r));
+    }
+    FOR_EACH_ALLOC_FAILURE(f) {
+        if (ALLOC_TRY(f, fed_evaluate(m, d, 5, &c.loss, &e)) == FED_OK) fed_eval_result_free(&e);
+    }
+    /* Texts of one token predict nothing: no perplexity to report. */
+    fed_dataset *ones = NULL;
+    CHECK_OK(fed_data_new(&ones, 2, 5, 1));
+    if (ones) {
+        for (size_t i = 0; i < 10; i++) ones->x[i] = i % 5 ? -1.0f : 2.0f;
+        ones->y[0] = ones->y[1] = 0;
+        fed_errclear();
+        CHECK_ERR(fed_evaluate(m, ones, 0, &c.loss, &e), FED_EINVAL);
+        CHECK_CONTAINS(fed_errmsg(), "the evaluation set has no token to predict");
+    }
+    fed_data_destroy(&ones);
     /* Label smoothing has no meaning for a language model. */
     c.loss.label_smoothing = 0.1f;
     fed_errclear();

@@ -266,6 +266,9 @@ static fed_err evaluate_lm(fed_model *m, const fed_dataset *d, size_t batch, flo
     }
     fed_arena_destroy(&arena);
     if (err) return err;
+    if (count == 0)
+        return fed_errorf(FED_EINVAL, "the evaluation set has no token to predict (every text "
+                                      "is one token long)");
     r->n = d->n;
     r->predictions = count;
     r->loss = count ? total / (double)count : 0.0;
