@@ -832,6 +832,11 @@ fed_err fed_arch_clone(fed_arch **out, const fed_arch *src) {
 /* The layer index of the head fed_arch_new_head replaces, or nlayers when it appends
  * one (a sentence encoder); FED_EINVAL when there is none. */
 static fed_err find_head(const fed_arch *a, size_t *head) {
+    if (a->layers[a->nlayers - 1].kind == FED_LAYER_LMHEAD)
+        return fed_errorf(FED_EINVAL,
+                          "new head: the model ends in an lmhead tied to embedding "
+                          "\"%s\" (a language model has no class head to replace)",
+                          a->layers[a->nlayers - 1].tie);
     if (a->layers[a->nlayers - 1].kind == FED_LAYER_L2NORM) {
         *head = a->nlayers;
         return FED_OK;

@@ -64,7 +64,7 @@ expect 1 'layer 5 (lmhead): field "tie": no layer is named "wtx"' -- \
   "$FEDTUNE" init --arch @bad.json --out bad.safetensors
 expect 2 "label smoothing: not for a language model" -- "$FEDTUNE" train --model lm.safetensors \
   --data lm.csv --label-smoothing 0.1 --out bad.safetensors
-expect 2 "new head: layer 11 (residual-end) follows the last linear layer 10" -- \
+expect 2 "new head: the model ends in an lmhead tied to embedding \"wte\"" -- \
   "$FEDTUNE" train --model lm.safetensors --data lm.csv --new-head 3 --out bad.safetensors
 ok "nothing written by a failed run" test ! -e bad.safetensors
 report

@@ -102,11 +102,12 @@ TEST(lmhead_spec) {
     fed_arch *b = j1 ? arch_of(j1) : NULL;
     if (b) CHECK_OK(fed_arch_to_json(b, &j2));
     if (j1 && j2) CHECK_STR(j1, j2);
-    /* No new head for a language model: its last linear layer sits inside a block. */
+    /* No new head for a language model. */
     fed_arch *nh = NULL;
     fed_errclear();
     CHECK_ERR(fed_arch_new_head(&nh, a, 3, NULL), FED_EINVAL);
-    CHECK_CONTAINS(fed_errmsg(), "new head: layer");
+    CHECK_CONTAINS(fed_errmsg(), "new head: the model ends in an lmhead tied to embedding \"wte\" "
+                                 "(a language model has no class head to replace)");
     /* LoRA keeps it a language model and leaves the head alone (it has no weight). */
     fed_arch *l = NULL;
     size_t matched = 0;
