@@ -141,7 +141,7 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
     if (c->cfg.secagg.on)
         snprintf(sa, sizeof sa, "; secure sum of %zu (%zu dropped after sharing keys)", s->returned,
                  s->secagg_dropped);
-    char central[80] = "central -";
+    char central[64] = "central -";
     if (!isnan(s->central_loss))
         snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
                  s->central_acc);
