@@ -1,6 +1,7 @@
 /* `fedtune eval`: a model on a labeled data file, transformed as the model was trained
  * (its class names and standardisation from the file's metadata): loss, accuracy,
- * macro-F1, per-class precision/recall/F1 and the confusion matrix, as text or JSON. */
+ * macro-F1, per-class precision/recall/F1 and the confusion matrix, as text or JSON; of a
+ * language model, the next-token loss, perplexity and accuracy per predicted token. */
 #include "cli/commands.h"
 #include "cli/prep.h"
 #include "core/alloc.h"
@@ -9,6 +10,7 @@
 #include "core/json.h"
 
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,7 +65,12 @@ static fed_err print_json(const eval_cfg *c, const fed_dataset *d, const fed_eva
     ok = ok && cJSON_AddNumberToObject(o, "examples", (double)r->n);
     ok = ok && cJSON_AddNumberToObject(o, "loss", r->loss);
     ok = ok && cJSON_AddNumberToObject(o, "accuracy", r->accuracy);
-    ok = ok && cJSON_AddNumberToObject(o, "macro_f1", r->macro_f1);
+    if (!isnan(r->perplexity)) { /* a language model: no classes */
+        ok = ok && cJSON_AddNumberToObject(o, "tokens", (double)r->predictions);
+        ok = ok && cJSON_AddNumberToObject(o, "ppl", r->perplexity);
+    } else {
+        ok = ok && cJSON_AddNumberToObject(o, "macro_f1", r->macro_f1);
+    }
     const size_t K = r->num_classes;
     for (size_t k = 0; ok && k < K; k++) {
         char buf[32];
@@ -90,11 +97,11 @@ static fed_err print_json(const eval_cfg *c, const fed_dataset *d, const fed_eva
             if (!ok) cJSON_Delete(v);
         }
     }
-    if (ok) {
+    if (ok && isnan(r->perplexity)) {
         ok = cJSON_AddItemToObject(o, "classes", classes);
         if (ok) classes = NULL;
     }
-    if (ok) {
+    if (ok && isnan(r->perplexity)) {
         ok = cJSON_AddItemToObject(o, "confusion", conf);
         if (ok) conf = NULL;
     }
@@ -117,6 +124,13 @@ static bool present(const fed_eval_result *r, size_t k) {
 }
 
 static void print_text(const eval_cfg *c, const fed_dataset *d, const fed_eval_result *r) {
+    if (!isnan(r->perplexity)) {
+        printf("eval: %s on %s (%zu texts, %zu predicted tokens)\n", c->model, c->data, r->n,
+               r->predictions);
+        printf("loss %.4f  ppl %.2f  next-token accuracy %.2f%%\n", r->loss, r->perplexity,
+               100.0 * r->accuracy);
+        return;
+    }
     printf("eval: %s on %s (%zu examples)\n", c->model, c->data, r->n);
     printf("loss %.4f  accuracy %.2f%%  macro-F1 %.4f\n\n", r->loss, 100.0 * r->accuracy,
            r->macro_f1);
@@ -177,7 +191,7 @@ static fed_err run_eval(const void *cfg) {
         goto done;
     }
     fed_blas_set_threads((int)c->threads);
-    fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.0f};
+    fed_loss_config loss = {fed_loss_for_model(m), 0.0f};
     if ((err = fed_evaluate(m, d, c->batch, &loss, &r))) goto done;
     if (c->json) {
         err = print_json(c, d, &r);

@@ -141,7 +141,12 @@ static fed_err run_info(const void *cfg) {
     fed_shape in = fed_arch_input_shape(a);
     printf("input ");
     print_shape(&in);
-    printf(" -> output %zu\n\nlayers:\n", fed_model_output_size(m));
+    printf(" -> output %zu\n", fed_model_output_size(m));
+    if (fed_arch_is_lm(a))
+        printf("language model: %zu positions each predict the next of %zu tokens (next-token "
+               "loss)\n",
+               in.d[0], fed_arch_layer(a, fed_arch_num_layers(a) - 1)->out);
+    printf("\nlayers:\n");
     for (size_t i = 0; i < fed_arch_num_layers(a); i++) {
         const fed_layer_spec *l = fed_arch_layer(a, i);
         fed_shape o = fed_arch_shape_at(a, i + 1);
@@ -171,6 +176,9 @@ static fed_err run_info(const void *cfg) {
             break;
         case FED_LAYER_RESIDUAL:
             printf(" %s", l->proj ? "proj" : "identity");
+            break;
+        case FED_LAYER_LMHEAD:
+            printf(" tied to %s (vocab %zu)", l->tie, l->out);
             break;
         default:
             break;

@@ -130,6 +130,7 @@ typedef struct sim_out {
     double target;
     uint64_t first_target; /* first round reaching target (0: none) */
     uint64_t bytes;
+    bool lm; /* a language model: perplexity beside the test loss */
 } sim_out;
 
 /* "%.4f" of v, or "-" when it is NaN (no test set). */
@@ -141,12 +142,14 @@ static const char *num(char buf[32], double v) {
 
 static void on_round(void *user, const fed_coord_round_stats *s) {
     sim_out *o = user;
-    char b1[32], b2[32], b3[32];
+    char b1[32], b2[32], b3[32], ppl[32] = "";
     o->bytes += s->bytes_in + s->bytes_out;
+    if (o->lm && !isnan(s->central_loss))
+        snprintf(ppl, sizeof ppl, " ppl %.2f", exp(s->central_loss));
     printf("round %3" PRIu64 "/%" PRIu64 ": sampled %zu, returned %zu, train loss %s, test "
-           "loss %s acc %s, %.1f MB, %.2f s",
+           "loss %s%s acc %s, %.1f MB, %.2f s",
            s->round, o->rounds, s->sampled, s->returned, num(b1, s->train_loss),
-           num(b2, s->central_loss), num(b3, s->central_acc),
+           num(b2, s->central_loss), ppl, num(b3, s->central_acc),
            (double)(s->bytes_in + s->bytes_out) / 1e6, s->seconds);
     if (s->models_trainable) /* a frozen base: who got it, who the trainable part only */
         printf(", models %zu full + %zu trainable-only", s->models_full, s->models_trainable);
@@ -402,6 +405,7 @@ static fed_err run_sim(const void *cfgp) {
     cc->on_round_user = &so;
     so.rounds = o->sh.rounds;
     so.target = o->sh.target_accuracy;
+    so.lm = fed_loss_for_model(m) == FED_LOSS_NEXT_TOKEN;
 
     /* Every worker trains with one BLAS thread: the workers are the parallelism. */
     fed_blas_set_threads(1);

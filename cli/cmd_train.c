@@ -200,6 +200,7 @@ typedef struct session {
     const char *command; /* "train", "pretrain", "tune" */
     prep_text text;      /* the tokenizer and length of text data */
     bool is_text;        /* --data is text: token ids, never standardised */
+    bool lm;             /* a language model: losses per token, perplexity printed */
 } session;
 
 static void session_free(session *s) {
@@ -442,13 +443,15 @@ static void on_step(void *user, size_t done, size_t total) {
 
 static bool on_epoch(void *user, const fed_epoch_stats *e) {
     session *s = user;
-    char val[64] = "";
+    char val[96] = "", tppl[32] = "", vppl[32] = "";
+    if (s->lm) snprintf(tppl, sizeof tppl, " ppl %.2f", exp(e->train_loss)); /* per token */
+    if (s->lm) snprintf(vppl, sizeof vppl, " ppl %.2f", exp(e->val_loss));
     if (!isnan(e->val_loss))
-        snprintf(val, sizeof val, "  val loss %.4f acc %5.1f%%%s", e->val_loss, 100.0 * e->val_acc,
-                 e->best ? " *" : "  ");
+        snprintf(val, sizeof val, "  val loss %.4f%s acc %5.1f%%%s", e->val_loss, vppl,
+                 100.0 * e->val_acc, e->best ? " *" : "  ");
     if (s->trial) printf("  trial %zu ", s->trial);
-    printf("epoch %3zu/%-3zu train loss %.4f acc %5.1f%%%s  lr %.2e  %6.2f s  %8.0f ex/s\n",
-           e->epoch, e->epochs, e->train_loss, 100.0 * e->train_acc, val, e->lr, e->seconds,
+    printf("epoch %3zu/%-3zu train loss %.4f%s acc %5.1f%%%s  lr %.2e  %6.2f s  %8.0f ex/s\n",
+           e->epoch, e->epochs, e->train_loss, tppl, 100.0 * e->train_acc, val, e->lr, e->seconds,
            e->examples_per_s);
     fflush(stdout);
     if (s->metrics) {
@@ -456,6 +459,11 @@ static bool on_epoch(void *user, const fed_epoch_stats *e) {
                 "{\"command\":\"%s\",\"trial\":%zu,\"epoch\":%zu,\"train_loss\":%.9g,"
                 "\"train_acc\":%.9g,",
                 s->command, s->trial, e->epoch, e->train_loss, e->train_acc);
+        if (s->lm)
+            fprintf(s->metrics, "\"tokens\":%zu,\"train_ppl\":%.9g,", e->predictions,
+                    exp(e->train_loss));
+        if (s->lm && !isnan(e->val_loss))
+            fprintf(s->metrics, "\"val_ppl\":%.9g,", exp(e->val_loss));
         if (isnan(e->val_loss))
             fprintf(s->metrics, "\"val_loss\":null,\"val_acc\":null,");
         else
@@ -476,6 +484,7 @@ static fed_err session_open(const train_cfg *c, session *s, const char *command)
     if ((err = fit_config(c, &s->fit))) return err;
     if ((err = load_start_model(c, s, strcmp(command, "pretrain") == 0))) return err;
     if ((err = load_data(c, s))) return err;
+    s->lm = fed_loss_for_model(s->m) == FED_LOSS_NEXT_TOKEN;
     if (s->fit.patience && !s->val)
         return fed_errorf(FED_EINVAL,
                           "--patience needs validation data (--val-split or --val-data)");
@@ -501,8 +510,12 @@ static fed_err session_open(const train_cfg *c, session *s, const char *command)
 }
 
 static void print_eval(const char *what, const fed_eval_result *r) {
-    printf("%s: loss %.4f  accuracy %.2f%%  macro-F1 %.4f  (%zu examples)\n", what, r->loss,
-           100.0 * r->accuracy, r->macro_f1, r->n);
+    if (!isnan(r->perplexity))
+        printf("%s: loss %.4f  ppl %.2f  accuracy %.2f%%  (%zu texts, %zu tokens)\n", what, r->loss,
+               r->perplexity, 100.0 * r->accuracy, r->n, r->predictions);
+    else
+        printf("%s: loss %.4f  accuracy %.2f%%  macro-F1 %.4f  (%zu examples)\n", what, r->loss,
+               100.0 * r->accuracy, r->macro_f1, r->n);
 }
 
 /* Summary of a run for the model's metadata. */

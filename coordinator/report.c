@@ -91,6 +91,10 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "train_loss", s->train_loss);
     json_num(f, "federated_loss", s->fed_loss);
     json_num(f, "federated_accuracy", s->fed_acc);
+    if (fed_loss_for_model(c->model) == FED_LOSS_NEXT_TOKEN) { /* losses per token */
+        json_num(f, "central_ppl", exp(s->central_loss));
+        json_num(f, "federated_ppl", exp(s->fed_loss));
+    }
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
     fprintf(f, ",\"models_full\":%zu,\"models_trainable_only\":%zu,\"model_bytes\":%" PRIu64,
             s->models_full, s->models_trainable, s->model_bytes);
@@ -148,6 +152,9 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
     if (!isnan(s->central_loss))
         snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
                  s->central_acc);
+    if (!isnan(s->central_loss) && fed_loss_for_model(c->model) == FED_LOSS_NEXT_TOKEN)
+        snprintf(central, sizeof central, "central loss %.4f ppl %.2f acc %.4f", s->central_loss,
+                 exp(s->central_loss), s->central_acc);
     FED_LOG(FED_LOG_INFO,
             "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected, "
             "%zu failed; "

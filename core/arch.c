@@ -44,6 +44,7 @@ static const struct {
     {FED_LAYER_RESIDUAL_END, "residual-end"},
     {FED_LAYER_MEANPOOL, "meanpool"},
     {FED_LAYER_L2NORM, "l2norm"},
+    {FED_LAYER_LMHEAD, "lmhead"},
 };
 
 /* Most layers of an architecture once residual blocks are unrolled, and how deep
@@ -53,7 +54,7 @@ static const struct {
 /* Longest tensor name: FED_TENSOR_NAME_MAX of core/model.h. */
 #define FED_TENSOR_NAME_MAX_ARCH 64
 
-static const char *const init_names[] = {"kaiming", "xavier", "torch", "normal"};
+static const char *const init_names[] = {"kaiming", "xavier", "torch", "normal", "gpt2"};
 
 static const struct {
     const char *name;
@@ -164,7 +165,8 @@ static fed_err get_init(const cJSON *obj, const where *w, fed_init def, fed_init
         }
     }
     return fed_errorf(
-        FED_EFORMAT, "%s: field \"init\": must be \"kaiming\", \"xavier\", \"torch\" or \"normal\"",
+        FED_EFORMAT,
+        "%s: field \"init\": must be \"kaiming\", \"xavier\", \"torch\", \"normal\" or \"gpt2\"",
         w->text);
 }
 
@@ -387,6 +389,19 @@ static fed_err parse_layer(const cJSON *obj, const char *path, fed_layer_spec *l
             return err;
         break;
     }
+    case FED_LAYER_LMHEAD: {
+        static const char *const keys[] = {"tie", "name", NULL};
+        if ((err = check_keys(obj, &w, keys))) return err;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "tie");
+        size_t n = cJSON_IsString(v) ? strlen(v->valuestring) : 0;
+        if (n == 0 || n >= FED_LAYER_NAME_MAX)
+            return fed_errorf(FED_EFORMAT,
+                              "%s: field \"tie\": must be the name of an embedding layer (1 to "
+                              "%d characters)",
+                              w.text, FED_LAYER_NAME_MAX - 1);
+        memcpy(ls->tie, v->valuestring, n + 1);
+        break;
+    }
     case FED_LAYER_RESIDUAL_END:
         break;
     case FED_LAYER_GLOBALAVGPOOL:
@@ -435,6 +450,7 @@ static fed_err infer_shape(fed_layer_spec *ls, const fed_shape *in, const fed_sh
     size_t last = in->d[in->ndim - 1];
     switch (ls->kind) {
     case FED_LAYER_LINEAR:
+    case FED_LAYER_LMHEAD: /* out: the tied embedding's vocabulary (tie_to) */
         out->d[in->ndim - 1] = ls->out;
         break;
     case FED_LAYER_CONV2D:
@@ -578,6 +594,35 @@ static size_t lora_params(const fed_layer_spec *ls, const fed_shape *in, const f
     return n;
 }
 
+/* Resolves the tie of lmhead i: an embedding before it whose width is the input's; sets
+ * its tied index and its output width (the vocabulary). */
+static fed_err tie_to(fed_arch *a, size_t i, const where *w) {
+    fed_layer_spec *ls = &a->layers[i];
+    size_t j;
+    for (j = 0; j < a->nlayers; j++)
+        if (a->layers[j].kind != FED_LAYER_RESIDUAL_END && strcmp(a->layers[j].name, ls->tie) == 0)
+            break;
+    if (j == a->nlayers)
+        return fed_errorf(FED_EFORMAT, "%s: field \"tie\": no layer is named \"%s\"", w->text,
+                          ls->tie);
+    const fed_layer_spec *e = &a->layers[j];
+    if (e->kind != FED_LAYER_EMBEDDING)
+        return fed_errorf(FED_EFORMAT, "%s: field \"tie\": layer \"%s\" is %s, not an embedding",
+                          w->text, ls->tie, fed_layer_kind_name(e->kind));
+    if (j > i)
+        return fed_errorf(FED_EFORMAT, "%s: field \"tie\": embedding \"%s\" comes after the lmhead",
+                          w->text, ls->tie);
+    const fed_shape *in = &a->shapes[i];
+    if (in->d[in->ndim - 1] != e->dim)
+        return fed_errorf(FED_ESHAPE,
+                          "%s: field \"tie\": embedding \"%s\" is %zu wide, the lmhead's input "
+                          "%zu",
+                          w->text, ls->tie, e->dim, in->d[in->ndim - 1]);
+    ls->tied = j;
+    ls->out = e->vocab;
+    return FED_OK;
+}
+
 /* Shape after layer i and its parameter count into a; the sequence checks need the
  * layers before i, so derive runs in order. */
 static fed_err derive(fed_arch *a, size_t i, bool *seq) {
@@ -593,8 +638,8 @@ static fed_err derive(fed_arch *a, size_t i, bool *seq) {
     if (k == FED_LAYER_EMBEDDING && ls->padded) *seq = true;
     if (k == FED_LAYER_MEANPOOL) *seq = false;
     const fed_shape *skip = k == FED_LAYER_RESIDUAL_END ? &a->shapes[ls->pair] : NULL;
-    fed_err err = infer_shape(ls, &a->shapes[i], skip, &a->shapes[i + 1]);
-    if (err) return err;
+    fed_err err = k == FED_LAYER_LMHEAD ? tie_to(a, i, &w) : FED_OK;
+    if (err || (err = infer_shape(ls, &a->shapes[i], skip, &a->shapes[i + 1]))) return err;
     size_t np = layer_params(ls, &a->shapes[i], skip);
     size_t nl = lora_params(ls, &a->shapes[i], skip);
     np = np == SIZE_MAX || nl == SIZE_MAX || np > SIZE_MAX - nl ? SIZE_MAX : np + nl;
@@ -787,6 +832,11 @@ fed_err fed_arch_clone(fed_arch **out, const fed_arch *src) {
 /* The layer index of the head fed_arch_new_head replaces, or nlayers when it appends
  * one (a sentence encoder); FED_EINVAL when there is none. */
 static fed_err find_head(const fed_arch *a, size_t *head) {
+    if (a->layers[a->nlayers - 1].kind == FED_LAYER_LMHEAD)
+        return fed_errorf(FED_EINVAL,
+                          "new head: the model ends in an lmhead tied to embedding "
+                          "\"%s\" (a language model has no class head to replace)",
+                          a->layers[a->nlayers - 1].tie);
     if (a->layers[a->nlayers - 1].kind == FED_LAYER_L2NORM) {
         *head = a->nlayers;
         return FED_OK;
@@ -983,6 +1033,13 @@ size_t fed_arch_num_lora(const fed_arch *a) {
     return n;
 }
 
+bool fed_arch_is_lm(const fed_arch *a) {
+    const fed_layer_spec *last = &a->layers[a->nlayers - 1];
+    if (last->kind != FED_LAYER_LMHEAD || last->tied != 0) return false;
+    const fed_shape *out = &a->shapes[a->nlayers];
+    return out->ndim == 2 && out->d[0] == a->input.d[0];
+}
+
 size_t fed_arch_set_dropout(fed_arch *a, float p) {
     size_t n = 0;
     for (size_t i = 0; i < a->nlayers; i++) {
@@ -1074,6 +1131,8 @@ static bool layer_to_json(cJSON *o, const fed_layer_spec *ls) {
                cJSON_AddStringToObject(o, "init", init_names[ls->init]);
     case FED_LAYER_L2NORM:
         return add_num(o, "eps", float_for_json(ls->eps));
+    case FED_LAYER_LMHEAD:
+        return cJSON_AddStringToObject(o, "tie", ls->tie) != NULL;
     case FED_LAYER_RESIDUAL_END:
     case FED_LAYER_MEANPOOL:
     case FED_LAYER_GLOBALAVGPOOL:

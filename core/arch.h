@@ -36,6 +36,11 @@
  *   meanpool                                         (T, D) -> (D): mean over the valid
  *                                                    positions
  *   l2norm      eps [1e-12]                          x / sqrt(max(sum x^2, eps))
+ *   lmhead      tie                                  (..., D) -> (..., V): logits x E^T
+ *                                                    against the table E (V, D) of the
+ *                                                    embedding layer named by tie (an
+ *                                                    earlier layer of width D); no tensor
+ *                                                    of its own: its gradient adds into E's
  * With "pad": true an embedding takes padded token sequences: ids are followed by -1
  * up to T (at least one id per example), attention ignores the padded positions and
  * meanpool averages over the others; when a meanpool closes the sequence, padding costs
@@ -53,8 +58,9 @@
  * attention; "proj" for a residual block); fed_arch_add_lora writes it.
  *
  * init is one of "kaiming" (He uniform, bias 0), "xavier" (Glorot uniform, bias 0),
- * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias) or, for
- * embeddings, "normal" (N(0, 1), as PyTorch). */
+ * "torch" (PyTorch's default: U(+-1/sqrt(fan_in)) for weight and bias), "gpt2" (N(0,
+ * 0.02^2) weights and zero biases, as GPT-2: an embedding tied to an lmhead starts with
+ * small logits) or, for embeddings, "normal" (N(0, 1), as PyTorch). */
 #ifndef FED_ARCH_H
 #define FED_ARCH_H
 
@@ -92,6 +98,7 @@ typedef enum fed_layer_kind {
     FED_LAYER_RESIDUAL_END, /* closes it (internal, never in a spec): adds x or proj(x) */
     FED_LAYER_MEANPOOL,
     FED_LAYER_L2NORM,
+    FED_LAYER_LMHEAD, /* tied output layer: logits = x E^T of an embedding's table E */
 } fed_layer_kind;
 
 /* Longest layer name, including the terminating NUL. */
@@ -107,6 +114,7 @@ typedef enum fed_init {
     FED_INIT_XAVIER,
     FED_INIT_TORCH,
     FED_INIT_NORMAL,
+    FED_INIT_GPT2,
 } fed_init;
 
 /* Shape of one example (the batch dimension is not part of it). */
@@ -138,6 +146,8 @@ typedef struct fed_layer_spec {
     size_t lora_rank;              /* LoRA adapters' rank r (0: none) */
     float lora_alpha;              /* their scale is alpha / r */
     unsigned lora_on;              /* which weights have them: FED_LORA_MAIN, FED_LORA_SECOND */
+    char tie[FED_LAYER_NAME_MAX];  /* lmhead: name of the embedding whose table it uses */
+    size_t tied;                   /* lmhead: that embedding's layer index */
 } fed_layer_spec;
 
 /* The weights of a layer that take LoRA adapters: the main one (linear "weight",
@@ -180,6 +190,11 @@ fed_err fed_arch_add_lora(fed_arch **out, const fed_arch *a, size_t rank, float 
 fed_err fed_arch_drop_lora(fed_arch **out, const fed_arch *a) FED_MUST_USE;
 /* Weights of a with adapters. */
 size_t fed_arch_num_lora(const fed_arch *a);
+
+/* A language model: layer 0 is an embedding of token ids (T), the last layer an lmhead
+ * tied to it and no layer between pools the sequence, so the output is (T, V) logits
+ * and position t predicts input token t + 1 (core/train.h: the next-token loss). */
+bool fed_arch_is_lm(const fed_arch *a);
 
 /* Sets the probability of every dropout layer to p in [0, 1); returns how many there
  * are. */

@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <string.h>
 
 double fed_softmax_ce(float *dlogits, const float *logits, const int32_t *labels, size_t N,
                       size_t C, float smoothing) {
@@ -61,6 +62,52 @@ double fed_mse(float *dpred, const float *pred, const float *targets, size_t n) 
     return total / (double)n;
 }
 
+/* The target of position t of a row of T ids, or -1 when it predicts nothing. */
+static int32_t next_id(const float *row, size_t t, size_t T) {
+    return t + 1 < T ? (int32_t)row[t + 1] : -1;
+}
+
+double fed_next_token_ce(float *dlogits, const float *logits, const float *ids, size_t N, size_t T,
+                         size_t V, size_t *count, size_t *correct) {
+    size_t n_pred = 0, hits = 0;
+    for (size_t n = 0; n < N; n++)
+        for (size_t t = 0; t < T; t++) n_pred += next_id(ids + n * T, t, T) >= 0;
+    double total = 0.0, inv = n_pred ? 1.0 / (double)n_pred : 0.0;
+    for (size_t r = 0; r < N * T; r++) {
+        const float *z = logits + r * V;
+        float *d = dlogits ? dlogits + r * V : NULL;
+        int32_t y = next_id(ids + (r / T) * T, r % T, T);
+        if (y < 0) {
+            if (d) memset(d, 0, V * sizeof(float));
+            continue;
+        }
+        assert((size_t)y < V);
+        /* Everything read of z comes before d (which may be z) is written. */
+        size_t best = fed_argmax(z, V);
+        float mx = z[best], zy = z[y];
+        hits += (int32_t)best == y;
+        double sum = 0.0;
+        if (d) {
+            for (size_t c = 0; c < V; c++) {
+                float e = expf(z[c] - mx);
+                d[c] = e;
+                sum += (double)e;
+            }
+        } else {
+            for (size_t c = 0; c < V; c++) sum += (double)expf(z[c] - mx);
+        }
+        total += log(sum) + (double)mx - (double)zy; /* logsumexp(z) - z_y */
+        if (d) {
+            float scale = (float)(inv / sum);
+            for (size_t c = 0; c < V; c++) d[c] *= scale;
+            d[y] -= (float)inv;
+        }
+    }
+    *count = n_pred;
+    *correct = hits;
+    return total * inv;
+}
+
 size_t fed_argmax(const float *x, size_t n) {
     size_t best = 0;
     for (size_t i = 1; i < n; i++)
@@ -83,6 +130,8 @@ const char *fed_loss_name(fed_loss_kind kind) {
         return "bce";
     case FED_LOSS_MSE:
         return "mse";
+    case FED_LOSS_NEXT_TOKEN:
+        return "next-token";
     }
     return "?";
 }

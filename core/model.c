@@ -105,6 +105,9 @@ static void plan_tensors(fed_model *m) {
             add_lora(m, l, 0, "qkv.", last, 3 * last);
             add_lora(m, l, 1, "out.", last, s->out);
             break;
+        case FED_LAYER_LMHEAD: /* no tensor: the tied embedding's table, planned before */
+            L->w = m->layers[s->tied].w;
+            break;
         case FED_LAYER_RESIDUAL_END:
             if (!s->proj) break;
             shape[0] = L->out.d[L->out.ndim - 1];
@@ -277,6 +280,9 @@ static void init_tensor(fed_model *m, size_t ti, uint64_t seed) {
         break;
     case FED_INIT_NORMAL:
         for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : fed_rng_normal(&r);
+        break;
+    case FED_INIT_GPT2:
+        for (size_t i = 0; i < t->numel; i++) p[i] = is_bias ? 0.0f : 0.02f * fed_rng_normal(&r);
         break;
     }
 }
@@ -531,7 +537,7 @@ void fed_model_drop_grads(fed_model *m) {
 
 /* Multiply-add FLOPs of layer l's forward GEMM (0 for layers without one). */
 static double layer_flops(const layer_rt *L) {
-    if (L->spec.kind == FED_LAYER_LINEAR)
+    if (L->spec.kind == FED_LAYER_LINEAR || L->spec.kind == FED_LAYER_LMHEAD)
         return 2.0 * (double)L->rows * (double)L->in.d[L->in.ndim - 1] * (double)L->spec.out;
     if (L->spec.kind == FED_LAYER_CONV2D)
         return 2.0 * (double)L->geom.OC * (double)(L->geom.C * L->geom.K * L->geom.K) *
@@ -668,6 +674,8 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
         (void)w;
         (void)b;
         return fed__model_lin_forward(m, L, 0, a, L->y, x, N * L->rows_eff, last, s->out);
+    case FED_LAYER_LMHEAD: /* logits (rows, V) = x (rows, D) E^T, E (V, D) */
+        fed_linear_forward(L->y, x, w, NULL, N * L->rows_eff, last, s->out);
         break;
     case FED_LAYER_CONV2D: {
         float *col;
@@ -805,6 +813,9 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
     }
     case FED_LAYER_EMBEDDING:
         if (dw) fed_embedding_backward(dw, dy, L->idx, nin, s->dim);
+        break;
+    case FED_LAYER_LMHEAD: /* dE += dy^T x: the table's second source of gradient */
+        if (dx || dw) fed_linear_backward(dx, dw, NULL, dy, L->x, w, N * L->rows_eff, last, s->out);
         break;
     case FED_LAYER_LAYERNORM:
         if (!dx && !dw && !db) break;

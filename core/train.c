@@ -3,10 +3,21 @@
 
 #include <math.h>
 
+fed_loss_kind fed_loss_for_model(const fed_model *m) {
+    return fed_arch_is_lm(fed_model_arch(m)) ? FED_LOSS_NEXT_TOKEN : FED_LOSS_SOFTMAX_CE;
+}
+
 static fed_err check_batch(const fed_model *m, const fed_batch *b, const fed_loss_config *loss) {
     size_t C = fed_model_output_size(m);
     if (b->n == 0) return fed_errorf(FED_EINVAL, "empty batch");
-    if (loss->kind == FED_LOSS_SOFTMAX_CE) {
+    if (loss->kind == FED_LOSS_NEXT_TOKEN) {
+        /* The token ids are the forward's to check; the loss runs after it. */
+        if (!fed_arch_is_lm(fed_model_arch(m)))
+            return fed_errorf(FED_EINVAL, "the next-token loss needs a language model (an "
+                                          "embedding first, an lmhead tied to it last)");
+        if (loss->label_smoothing != 0.0f)
+            return fed_errorf(FED_EINVAL, "label smoothing: not for a language model");
+    } else if (loss->kind == FED_LOSS_SOFTMAX_CE) {
         if (!b->labels) return fed_errorf(FED_EINVAL, "cross-entropy needs integer labels");
         if (!(loss->label_smoothing >= 0.0f && loss->label_smoothing < 1.0f))
             return fed_errorf(FED_EINVAL, "label smoothing %g: must be in [0, 1)",
@@ -34,7 +45,13 @@ static void compute_loss(const fed_model *m, const fed_batch *b, const fed_loss_
                          const float *out, float *dout, fed_step_stats *st) {
     size_t C = fed_model_output_size(m);
     st->correct = 0;
+    st->count = b->n;
     switch (loss->kind) {
+    case FED_LOSS_NEXT_TOKEN: {
+        size_t T = fed_model_input_size(m);
+        st->loss = fed_next_token_ce(dout, out, b->x, b->n, T, C / T, &st->count, &st->correct);
+        break;
+    }
     case FED_LOSS_SOFTMAX_CE:
         st->loss = fed_softmax_ce(dout, out, b->labels, b->n, C, loss->label_smoothing);
         st->correct = fed_count_correct(out, b->labels, b->n, C);
@@ -56,7 +73,11 @@ fed_err fed_train_step(fed_model *m, fed_optim *o, fed_arena *a, const fed_batch
     fed_model_zero_grad(m);
     const float *out;
     if ((err = fed_model_forward(m, a, b->x, b->n, FED_MODE_TRAIN, rng, &out))) return err;
-    float *dout = fed_arena_floats(a, b->n * fed_model_output_size(m));
+    /* The next-token loss writes its gradient over the logits, which backward does not
+     * read (the lmhead needs only its input): (N, T, V) floats fewer. */
+    float *dout = loss->kind == FED_LOSS_NEXT_TOKEN
+                      ? (float *)out
+                      : fed_arena_floats(a, b->n * fed_model_output_size(m));
     if (!dout) return FED_ENOMEM;
     compute_loss(m, b, loss, out, dout, stats);
     if ((err = fed_model_backward(m, a, dout))) return err;

@@ -18,7 +18,8 @@
 /* A batch of n labeled examples, borrowed from the caller. */
 typedef struct fed_batch {
     const float *x;        /* (n, input_size) features */
-    const int32_t *labels; /* (n) class ids, for FED_LOSS_SOFTMAX_CE; else NULL */
+    const int32_t *labels; /* (n) class ids, for FED_LOSS_SOFTMAX_CE; else NULL (a language
+                              model's labels are ignored: its targets are in x) */
     const float *targets;  /* (n, output_size) targets, for BCE and MSE; else NULL */
     size_t n;              /* examples */
 } fed_batch;
@@ -30,11 +31,18 @@ typedef struct fed_loss_config {
 
 /* What one step or evaluation measured. */
 typedef struct fed_step_stats {
-    double loss;      /* mean loss over the batch */
-    size_t correct;   /* SOFTMAX_CE: arg-max hits; otherwise 0 */
+    double loss;      /* mean loss over the batch's predictions */
+    size_t count;     /* predictions the mean is over: examples, or for NEXT_TOKEN the
+                         predicted tokens (weigh means over batches by it) */
+    size_t correct;   /* SOFTMAX_CE, NEXT_TOKEN: arg-max hits; otherwise 0 */
     double grad_norm; /* train step: global gradient norm before clipping (NaN when the
                          optimizer does not clip) */
 } fed_step_stats;
+
+/* The loss m trains and evaluates with on a data set of class ids: FED_LOSS_NEXT_TOKEN
+ * for a language model (fed_arch_is_lm), FED_LOSS_SOFTMAX_CE otherwise. Every trainer and
+ * evaluator asks here, so a model trains the same way centrally and at a site. */
+fed_loss_kind fed_loss_for_model(const fed_model *m);
 
 /* Resets the arena, zeroes gradients, and performs one update with learning rate lr.
  * rng drives dropout. FED_ERANGE (message names the example) for a label outside

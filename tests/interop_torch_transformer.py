@@ -22,7 +22,12 @@ batch back to back (core/model_seq.c). Checked:
     (one of length 1, one of T) and on a batch shorter than T whose tokens do not fill
     whole rows per example once fedtune packs them; and USE-lite
     (tests/data/use_lite_arch.json plus a head, T = 128, batch 4) with every tensor
-    trainable and with only the head trainable (--freeze);
+    trainable and with only the head trainable (--freeze); and "gpt", a tiny GPT (learned
+    positions, 2 pre-norm blocks of causal attention and a GELU MLP, a final layer norm,
+    the lmhead tied to the embedding) under the next-token loss
+    F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), ignore_index=-1)
+    on padded batches, every tensor trainable, then only the blocks' MLPs (the tied table
+    frozen), outputs compared at the real tokens (padded positions carry no loss);
   - st_grad refuses malformed batches with one clear line (exit 1).
 
 Usage: interop_torch_transformer.py PATH/TO/st_grad
@@ -179,16 +184,28 @@ def run_layers(layers, x, valid, P, prefix):
             x = F.gelu(x)
         elif kind == "tanh":
             x = torch.tanh(x)
+        elif kind == "lmhead":
+            x = F.linear(x, P.t[ls["tie"] + ".weight"])
         else:
             raise ValueError("no reference for layer type " + kind)
     return x
 
 
+def is_lm(arch):
+    return arch["layers"][-1]["type"] == "lmhead"
+
+
 def reference(arch, P, x, labels, dtype):
-    """Output, loss and {name: gradient} of the mean cross-entropy, by autograd."""
+    """Output, loss and {name: gradient} of the mean cross-entropy (a language model's:
+    next-token), by autograd."""
     L = P.leaves(dtype)
     out = run_layers(arch["layers"], x.to(dtype), None, L, None)
-    loss = F.cross_entropy(out, labels)
+    if is_lm(arch):
+        V = out.shape[-1]
+        loss = F.cross_entropy(out[:, :-1].reshape(-1, V), x[:, 1:].reshape(-1).long(),
+                               ignore_index=-1)
+    else:
+        loss = F.cross_entropy(out, labels)
     loss.backward()
     return out.detach(), loss.item(), {k: v.grad for k, v in L.t.items()}
 
@@ -271,13 +288,18 @@ def compare(what, arch, P, x, labels, tmp, freeze=None):
         return
     out64, loss64, g64 = reference(arch, P, x, labels, torch.float64)
     out32, _, g32 = reference(arch, P, x, labels, torch.float32)
+    if is_lm(arch):  # (N, T, V) at the real tokens only: padding rows are nobody's
+        valid = x >= 0
+        ours["output"] = ours["output"].reshape(out64.shape)[valid]
+        out64, out32 = out64[valid], out32[valid]
     scale = max(1.0, out64.abs().max().item())
     d_out = (ours["output"].double() - out64).abs().max().item()
     d_loss = abs(ours["loss"].item() - loss64)
     check(d_out <= TOL * scale and d_loss <= TOL * max(1.0, loss64),
           "%s: output max abs diff %.2e (torch float32: %.2e), loss %.6f diff %.2e" %
           (what, d_out, (out32.double() - out64).abs().max().item(), loss64, d_loss))
-    trainable = sorted(k for k in P.t if freeze is None or k.startswith("head."))
+    trainable = sorted(k for k in P.t if freeze is None or k.startswith("head.") or
+                       (is_lm(arch) and ".m." in k))
     got = sorted(k[len("grad."):] for k in ours if k.startswith("grad."))
     check(got == trainable, "%s: gradients of exactly the %d trainable tensors (got %d)" %
           (what, len(trainable), len(got)))
@@ -305,6 +327,39 @@ def small_models(tmp):
         for lengths in ([T, 1, 4, 8, 2, 6], [3, 1, 4]):
             x, labels = batch(gen, lengths, T, 13, classes)
             compare("%s, lengths %s" % (name, lengths), arch, P, x, labels, tmp)
+
+
+def block(name):
+    return [
+        {"type": "residual", "name": name + ".a", "layers": [
+            {"type": "layernorm"}, {"type": "attention", "heads": 2, "causal": True}]},
+        {"type": "residual", "name": name + ".m", "layers": [
+            {"type": "layernorm"}, {"type": "linear", "out": 48}, {"type": "gelu"},
+            {"type": "linear", "out": 12}]},
+    ]
+
+
+GPT = {
+    "input": [9],
+    "layers": [
+        {"type": "embedding", "vocab": 13, "dim": 12, "pad": True, "name": "wte"},
+        {"type": "positions", "kind": "learned", "name": "wpe"},
+        *block("h0"), *block("h1"),
+        {"type": "layernorm", "name": "ln_f"},
+        {"type": "lmhead", "tie": "wte"},
+    ],
+}
+
+
+def gpt_model(tmp):
+    gen = torch.Generator().manual_seed(1800)
+    P = Params(gen)
+    run_layers(GPT["layers"], torch.zeros(1, 9), None, P, None)
+    for lengths in ([9, 1, 4, 8, 2, 6], [3, 1, 5]):
+        x, _ = batch(gen, lengths, 9, 13, 1)
+        labels = torch.zeros(len(lengths), dtype=torch.long)
+        compare("gpt, lengths %s" % lengths, GPT, P, x, labels, tmp)
+    compare("gpt, MLPs only", GPT, P, x, labels, tmp, freeze="wte.*,wpe.*,*.a.*,ln_f.*")
 
 
 def use_lite_model(tmp):
@@ -385,6 +440,7 @@ def malformed(tmp):
 def main():
     with tempfile.TemporaryDirectory(prefix="fedtune-interop-tf-") as tmp:
         small_models(tmp)
+        gpt_model(tmp)
         use_lite_model(tmp)
         malformed(tmp)
     print("%d passed, %d failed" % (passed, failed))

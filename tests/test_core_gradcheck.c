@@ -665,6 +665,10 @@ static double model_loss(mcase *c, float *dlogits) {
         return fed_bce_logits(dlogits, out, c->targets, c->N * K);
     case FED_LOSS_MSE:
         break;
+    case FED_LOSS_NEXT_TOKEN: {
+        size_t T = fed_model_input_size(c->m), count, correct;
+        return fed_next_token_ce(dlogits, out, c->x, c->N, T, K / T, &count, &correct);
+    }
     }
     return fed_mse(dlogits, out, c->targets, c->N * K);
 }
@@ -901,6 +905,117 @@ TEST(lora_gradients) {
     fed_model_destroy(&m);
 }
 
+/* The next-token loss on its own: logits (N, T, V) against the ids shifted by one. */
+typedef struct ntcase {
+    float *z;         /* (N, T, V) */
+    const float *ids; /* (N, T) */
+    size_t N, T, V;
+} ntcase;
+
+static double obj_next_token(void *p) {
+    ntcase *c = p;
+    size_t count, correct;
+    return fed_next_token_ce(NULL, c->z, c->ids, c->N, c->T, c->V, &count, &correct);
+}
+
+TEST(next_token_loss) {
+    /* Two sequences of T = 4 (lengths 4 and 2) over V = 3: positions 0..2 of the first
+     * and position 0 of the second predict, 4 in all; the rest carry no gradient. */
+    const float ids[8] = {0, 2, 1, 1, 2, 0, -1, -1};
+    fed_rng r;
+    fed_rng_seed(&r, 31);
+    ntcase c = {uniform(24, &r, -3, 3), ids, 2, 4, 3};
+    float *d = alloc_floats(24);
+    size_t count = 0, correct = 0;
+    double loss = fed_next_token_ce(d, c.z, ids, 2, 4, 3, &count, &correct);
+    CHECK_SIZE(count, 4);
+    CHECK_NEAR(loss, obj_next_token(&c), 0.0);
+    CHECK(grad_ok("next_token N=2 T=4 V=3", c.z, d, 24, 1, obj_next_token, &c, EPS, TOL));
+    for (int i = 9; i < 12; i++) CHECK(d[i] == 0.0f);  /* last position of sequence 0 */
+    for (int i = 15; i < 24; i++) CHECK(d[i] == 0.0f); /* sequence 1 after its first token */
+    /* In place: the gradient written over the logits is the same. */
+    float *z2 = alloc_floats(24);
+    memcpy(z2, c.z, 24 * sizeof(float));
+    size_t count2, correct2;
+    CHECK_NEAR(fed_next_token_ce(z2, z2, ids, 2, 4, 3, &count2, &correct2), loss, 0.0);
+    CHECK(memcmp(z2, d, 24 * sizeof(float)) == 0 && count2 == 4 && correct2 == correct);
+    /* Known values: logits [1 2 3] at both predicting positions of one sequence with next
+     * ids 2 then 0: (0.40760596 + 2.40760596) / 2; arg-max hits the first only. */
+    const float ids1[3] = {5, 2, 0};
+    const float z1[9] = {1, 2, 3, 1, 2, 3, 9, 9, 9};
+    float d1[9];
+    CHECK_NEAR(fed_next_token_ce(d1, z1, ids1, 1, 3, 3, &count, &correct),
+               (0.40760596 + 2.40760596) / 2.0, 1e-7);
+    CHECK_SIZE(count, 2);
+    CHECK_SIZE(correct, 1);
+    CHECK_NEAR(d1[2], (0.66524096 - 1.0) / 2.0, 1e-7);
+    CHECK_NEAR(d1[3], (0.09003057 - 1.0) / 2.0, 1e-7);
+    CHECK(d1[6] == 0.0f && d1[8] == 0.0f);
+    /* Nothing to predict (sequences of one token): loss 0, no gradient, count 0. */
+    const float one[4] = {1, -1, -1, -1};
+    CHECK_NEAR(fed_next_token_ce(d, c.z, one, 1, 4, 3, &count, &correct), 0.0, 0.0);
+    CHECK_SIZE(count, 0);
+    for (int i = 0; i < 12; i++) CHECK(d[i] == 0.0f);
+    free(z2);
+    free(d);
+    free(c.z);
+}
+
+/* A tiny GPT: padded embedding, learned positions, a pre-norm causal attention block and
+ * a GELU MLP block, a final layer norm and the lmhead tied to the embedding. */
+#define TINY_GPT                                                                                   \
+    "{\"input\":[5],\"layers\":["                                                                  \
+    "{\"type\":\"embedding\",\"vocab\":9,\"dim\":8,\"pad\":true,\"name\":\"wte\"},"                \
+    "{\"type\":\"positions\",\"kind\":\"learned\"},"                                               \
+    "{\"type\":\"residual\",\"layers\":[{\"type\":\"layernorm\"},"                                 \
+    "{\"type\":\"attention\",\"heads\":2,\"causal\":true}]},"                                      \
+    "{\"type\":\"residual\",\"layers\":[{\"type\":\"layernorm\"},"                                 \
+    "{\"type\":\"linear\",\"out\":16},{\"type\":\"gelu\"},{\"type\":\"linear\",\"out\":8}]},"      \
+    "{\"type\":\"layernorm\"},{\"type\":\"lmhead\",\"tie\":\"wte\"}]}"
+
+TEST(lmhead_gradients) {
+    /* Lengths 3, 5 and 1 (T = 5): the last predicts nothing, the first two 2 and 4. */
+    const float ids[15] = {1, 3, 8, -1, -1, 2, 2, 5, 7, 0, 4, -1, -1, -1, -1};
+    fed_model *m = model_from(TINY_GPT, 13);
+    if (m) {
+        CHECK(fed_arch_is_lm(fed_model_arch(m)));
+        CHECK_SIZE(fed_model_output_size(m), 5 * 9);
+        CHECK(!fed_model_find(m, "6.weight")); /* the head has no tensor of its own */
+    }
+    check_model_batches("gpt", m, FED_LOSS_NEXT_TOKEN, 0.0f, ids);
+    /* Only the tied table trains: its gradient comes from the head and the input. */
+    if (m) {
+        fed_model_set_trainable_glob(m, "*", false);
+        CHECK_SIZE(fed_model_set_trainable_glob(m, "wte.weight", true), 1);
+    }
+    check_model_batches("gpt-table", m, FED_LOSS_NEXT_TOKEN, 0.0f, ids);
+    /* The table frozen, the top block and the final norm trainable: the head passes the
+     * gradient down without writing the frozen table's. */
+    if (m) {
+        fed_model_set_trainable_glob(m, "*", false);
+        CHECK_SIZE(fed_model_set_trainable_glob(m, "3.*", true), 6);
+        CHECK_SIZE(fed_model_set_trainable_glob(m, "4.*", true), 2);
+    }
+    check_model_batches("gpt-top", m, FED_LOSS_NEXT_TOKEN, 0.0f, ids);
+    /* LoRA on attention and the MLP, the rest frozen (jittered so B is not zero). */
+    fed_model *lora = NULL;
+    if (m) CHECK_OK(fed_model_add_lora(&lora, m, 2, 4.0f, "*qkv*,*out*,3.*", SIZE_MAX, 3, NULL));
+    if (lora) {
+        fed_rng r;
+        fed_rng_seed(&r, 14);
+        for (size_t i = 0; i < fed_model_num_tensors(lora); i++) {
+            const fed_tensor *t = fed_model_tensor(lora, i);
+            if (!t->trainable) continue;
+            for (size_t j = 0; j < t->numel; j++)
+                fed_model_params(lora)[t->offset + j] += 0.2f * (fed_rng_uniform(&r) - 0.5f);
+        }
+        CHECK(fed_arch_is_lm(fed_model_arch(lora)));
+    }
+    check_model_batches("gpt-lora", lora, FED_LOSS_NEXT_TOKEN, 0.0f, ids);
+    fed_model_destroy(&lora);
+    fed_model_destroy(&m);
+}
+
 TEST(frozen_tensors_keep_their_gradient) {
     const char *spec = "{\"input\":[4],\"layers\":[{\"type\":\"linear\",\"out\":6},"
                        "{\"type\":\"layernorm\"},{\"type\":\"gelu\"},"
@@ -952,6 +1067,8 @@ int main(void) {
     RUN(transformer_gradients);
     RUN(lora_gradients);
     RUN(frozen_tensors_keep_their_gradient);
+    RUN(next_token_loss);
+    RUN(lmhead_gradients);
     fprintf(stderr, "worst relative error of any finite-difference check: %.3g\n", worst_seen_);
     return test_report();
 }

@@ -422,6 +422,90 @@ TEST(config_and_data_errors) {
     fed_model_destroy(&m);
 }
 
+/* Predicted tokens of every epoch, as fed_fit reports them. */
+static bool count_predictions(void *user, const fed_epoch_stats *e) {
+    ((size_t *)user)[e->epoch - 1] = e->predictions;
+    return true;
+}
+
+TEST(language_model) {
+    /* A tiny GPT on texts of the cycle 0 1 2 3 0 ... of lengths 2..5 (T 5), labels all 0:
+     * fed_fit and fed_evaluate take the next-token loss, means per predicted token. */
+    fed_model *m = model_from(
+        "{\"input\":[5],\"layers\":[{\"type\":\"embedding\",\"vocab\":6,\"dim\":8,\"pad\":true,"
+        "\"name\":\"wte\"},{\"type\":\"positions\",\"kind\":\"learned\"},"
+        "{\"type\":\"residual\",\"layers\":[{\"type\":\"layernorm\"},{\"type\":\"attention\","
+        "\"heads\":2,\"causal\":true}]},{\"type\":\"residual\",\"layers\":[{\"type\":"
+        "\"layernorm\"},{\"type\":\"linear\",\"out\":32},{\"type\":\"gelu\"},{\"type\":\"linear\","
+        "\"out\":8}]},{\"type\":\"layernorm\"},{\"type\":\"lmhead\",\"tie\":\"wte\"}]}",
+        3);
+    fed_dataset *d = NULL;
+    CHECK_OK(fed_data_new(&d, 12, 5, 1));
+    if (!d) return;
+    size_t tokens = 0;
+    for (size_t i = 0; i < 12; i++) {
+        size_t len = 2 + i % 4;
+        for (size_t t = 0; t < 5; t++) d->x[i * 5 + t] = t < len ? (float)((i + t) % 4) : -1.0f;
+        d->y[i] = 0;
+        tokens += len - 1;
+    }
+    CHECK_SIZE(tokens, 3 * (1 + 2 + 3 + 4));
+    fed_fit_config c = fed_fit_defaults();
+    c.epochs = 40;
+    c.batch = 5;
+    c.schedule = fed_fit_schedule(FED_SCHED_CONSTANT, 1e-2f);
+    c.restore_best = false;
+    size_t preds[40] = {0};
+    c.on_epoch = count_predictions;
+    c.user = preds;
+    fed_fit_result r;
+    CHECK_OK(fed_fit(m, d, d, &c, &r));
+    CHECK_SIZE(preds[0], tokens);
+    CHECK_SIZE(preds[39], tokens);
+    CHECK(r.best_val_loss < 0.2);
+    fed_eval_result e, e5;
+    CHECK_OK(fed_evaluate(m, d, 0, &c.loss, &e));
+    CHECK_OK(fed_evaluate(m, d, 5, &c.loss, &e5)); /* batches of 11, 12 and 7 tokens */
+    CHECK_SIZE(e.predictions, tokens);
+    CHECK_SIZE(e.num_classes, 0);
+    CHECK(e.confusion == NULL);
+    CHECK_NEAR(e.perplexity, exp(e.loss), 1e-12);
+    CHECK_NEAR(e5.loss, e.loss, 1e-6);
+    CHECK_NEAR(e.accuracy, 1.0, 0.0);
+    double loss = 0.0, acc = 0.0;
+    CHECK_OK(fed_evaluate_ce(m, d, 0, &loss, &acc));
+    CHECK_NEAR(loss, e.loss, 0.0);
+    fed_eval_result_free(&e);
+    fed_eval_result_free(&e5);
+    /* Allocation failures anywhere in a language model's fit and evaluation. */
+    c.epochs = 1;
+    c.on_epoch = NULL;
+    FOR_EACH_ALLOC_FAILURE(f) {
+        ALLOC_TRY(f, fed_fit(m, d, d, &c, &r));
+    }
+    FOR_EACH_ALLOC_FAILURE(f) {
+        if (ALLOC_TRY(f, fed_evaluate(m, d, 5, &c.loss, &e)) == FED_OK) fed_eval_result_free(&e);
+    }
+    /* Texts of one token predict nothing: no perplexity to report. */
+    fed_dataset *ones = NULL;
+    CHECK_OK(fed_data_new(&ones, 2, 5, 1));
+    if (ones) {
+        for (size_t i = 0; i < 10; i++) ones->x[i] = i % 5 ? -1.0f : 2.0f;
+        ones->y[0] = ones->y[1] = 0;
+        fed_errclear();
+        CHECK_ERR(fed_evaluate(m, ones, 0, &c.loss, &e), FED_EINVAL);
+        CHECK_CONTAINS(fed_errmsg(), "the evaluation set has no token to predict");
+    }
+    fed_data_destroy(&ones);
+    /* Label smoothing has no meaning for a language model. */
+    c.loss.label_smoothing = 0.1f;
+    fed_errclear();
+    CHECK_ERR(fed_fit(m, d, NULL, &c, &r), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "label smoothing: not for a language model");
+    fed_data_destroy(&d);
+    fed_model_destroy(&m);
+}
+
 TEST(errprefix) {
     CHECK_ERR(fed_errorf(FED_EFORMAT, "line 3: bad"), FED_EFORMAT);
     CHECK_ERR(fed_errprefix(FED_EFORMAT, "%s", "a.json"), FED_EFORMAT);
@@ -459,6 +543,7 @@ int main(void) {
     RUN(pretrain_then_finetune_is_faster);
     RUN(new_head_clone_dropout);
     RUN(config_and_data_errors);
+    RUN(language_model);
     RUN(errprefix);
     RUN(alloc_failures);
     return test_report();

@@ -73,23 +73,32 @@ static fed_err check_config(const fed_fit_config *c, const fed_dataset *train,
     return fed_optim_config_check(&c->optim);
 }
 
-/* Mean loss and accuracy of m on d (rows are contiguous, so batches are views). */
+/* Mean loss and accuracy of m on d (rows are contiguous, so batches are views), over
+ * its predictions: examples, or a language model's predicted tokens. */
 static fed_err val_pass(fed_model *m, fed_arena *a, const fed_dataset *d, size_t batch,
                         const fed_loss_config *loss, double *mean_loss, double *acc) {
     double total = 0.0;
-    size_t correct = 0;
+    size_t correct = 0, count = 0;
     for (size_t s = 0; s < d->n; s += batch) {
         size_t nb = d->n - s < batch ? d->n - s : batch;
         fed_batch b = {d->x + s * d->dim, d->y + s, NULL, nb};
         fed_step_stats st;
         fed_err err = fed_eval_batch(m, a, &b, loss, &st);
         if (err) return err;
-        total += st.loss * (double)nb;
+        total += st.loss * (double)st.count;
         correct += st.correct;
+        count += st.count;
     }
-    *mean_loss = total / (double)d->n;
-    *acc = (double)correct / (double)d->n;
+    *mean_loss = count ? total / (double)count : 0.0;
+    *acc = count ? (double)correct / (double)count : 0.0;
     return FED_OK;
+}
+
+/* The loss m trains with: the configuration's, of the kind the model needs. */
+static fed_loss_config loss_for(const fed_model *m, const fed_loss_config *c) {
+    fed_loss_config l = *c;
+    l.kind = fed_loss_for_model(m);
+    return l;
 }
 
 fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
@@ -127,6 +136,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
     float *best = NULL;
     err = FED_ENOMEM;
     if (!order || !bx || !by || !scratch) goto done;
+    const fed_loss_config loss = loss_for(m, &c->loss);
     if (validate && c->restore_best) {
         best = fed_mallocarray(fed_model_num_params(m), sizeof(float));
         if (!best) goto done;
@@ -144,7 +154,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
     for (size_t e = 1; e <= c->epochs && !stop; e++) {
         fed_data_order(order, n, &order_rng);
         double t0 = fed_now_s(), loss_sum = 0.0;
-        size_t correct = 0, seen = 0;
+        size_t correct = 0, seen = 0, preds = 0;
         float lr = 0.0f;
         for (size_t s = 0, k = 0; s < n; s += batch, k++) {
             if (c->max_steps && r->steps >= c->max_steps) {
@@ -162,7 +172,7 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
             fed_batch b = {bx, by, NULL, nb};
             fed_step_stats st;
             lr = fed_schedule_lr(&sched, r->steps);
-            if ((err = fed_train_step(m, o, arena, &b, &c->loss, lr, &drop_rng, &st))) goto done;
+            if ((err = fed_train_step(m, o, arena, &b, &loss, lr, &drop_rng, &st))) goto done;
             r->steps++;
             r->examples += nb;
             if (!isfinite(st.loss)) {
@@ -172,8 +182,9 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
                                  e, k + 1);
                 goto done;
             }
-            loss_sum += st.loss * (double)nb;
+            loss_sum += st.loss * (double)st.count;
             correct += st.correct;
+            preds += st.count;
             seen += nb;
             if (c->on_step) c->on_step(c->user, k + 1, steps_per_epoch);
         }
@@ -183,15 +194,16 @@ fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
         es.epoch = e;
         es.epochs = c->epochs;
         es.seconds = fed_now_s() - t0;
-        es.train_loss = loss_sum / (double)seen;
-        es.train_acc = (double)correct / (double)seen;
+        es.train_loss = preds ? loss_sum / (double)preds : 0.0;
+        es.train_acc = preds ? (double)correct / (double)preds : 0.0;
+        es.predictions = preds;
         es.examples_per_s = (double)seen / (es.seconds > 0.0 ? es.seconds : 1e-9);
         es.lr = (double)lr;
         es.val_loss = es.val_acc = (double)NAN;
         r->epochs_run = e;
         r->final_train_loss = es.train_loss;
         if (validate) {
-            if ((err = val_pass(m, arena, val, eval_batch, &c->loss, &es.val_loss, &es.val_acc)))
+            if ((err = val_pass(m, arena, val, eval_batch, &loss, &es.val_loss, &es.val_acc)))
                 goto done;
             if (r->best_epoch == 0 || es.val_loss < r->best_val_loss - c->min_delta) {
                 es.best = true;
@@ -233,18 +245,55 @@ void fed_eval_result_free(fed_eval_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* A language model's evaluation: the mean NLL per predicted token, the arg-max accuracy
+ * over them and the perplexity; no confusion matrix (V classes at each of T positions). */
+static fed_err evaluate_lm(fed_model *m, const fed_dataset *d, size_t batch, float smoothing,
+                           fed_eval_result *r) {
+    fed_arena *arena = NULL;
+    fed_err err = fed_arena_new(&arena, 0);
+    if (err) return err;
+    fed_loss_config loss = {FED_LOSS_NEXT_TOKEN, smoothing};
+    double total = 0.0;
+    size_t correct = 0, count = 0;
+    for (size_t s = 0; s < d->n && !err; s += batch) {
+        size_t nb = d->n - s < batch ? d->n - s : batch;
+        fed_batch b = {d->x + s * d->dim, NULL, NULL, nb};
+        fed_step_stats st;
+        if ((err = fed_eval_batch(m, arena, &b, &loss, &st))) break;
+        total += st.loss * (double)st.count;
+        correct += st.correct;
+        count += st.count;
+    }
+    fed_arena_destroy(&arena);
+    if (err) return err;
+    if (count == 0)
+        return fed_errorf(FED_EINVAL, "the evaluation set has no token to predict (every text "
+                                      "is one token long)");
+    r->n = d->n;
+    r->predictions = count;
+    r->loss = count ? total / (double)count : 0.0;
+    r->accuracy = count ? (double)correct / (double)count : 0.0;
+    r->perplexity = exp(r->loss);
+    return FED_OK;
+}
+
 fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
                      fed_eval_result *r) {
     memset(r, 0, sizeof *r);
+    r->perplexity = (double)NAN;
     fed_err err = check_data(m, d, "evaluation");
     if (err) return err;
     if (d->n == 0) return fed_errorf(FED_EINVAL, "the evaluation set is empty");
+    if (fed_loss_for_model(m) == FED_LOSS_NEXT_TOKEN)
+        return evaluate_lm(m, d, batch ? batch : DEFAULT_EVAL_BATCH,
+                           loss ? loss->label_smoothing : 0.0f, r);
     const float smoothing = loss ? loss->label_smoothing : 0.0f;
     if (!(smoothing >= 0.0f && smoothing < 1.0f))
         return fed_errorf(FED_EINVAL, "label smoothing %g: must be in [0, 1)", (double)smoothing);
     const size_t K = fed_model_output_size(m), KK = K * K; /* K * K <= params: no overflow */
     if (batch == 0) batch = DEFAULT_EVAL_BATCH;
     r->n = d->n;
+    r->predictions = d->n;
     r->num_classes = K;
     r->confusion = fed_calloc(KK, sizeof *r->confusion);
     r->precision = fed_calloc(K, sizeof *r->precision);
@@ -349,7 +398,7 @@ fed_err fed_train_spec_fit(const fed_train_spec *s, uint64_t round, size_t max_e
 
 fed_err fed_evaluate_ce(fed_model *m, const fed_dataset *d, size_t batch, double *loss,
                         double *accuracy) {
-    fed_loss_config ce = {FED_LOSS_SOFTMAX_CE, 0.0f};
+    fed_loss_config ce = {fed_loss_for_model(m), 0.0f};
     fed_eval_result r;
     fed_err err = fed_evaluate(m, d, batch, &ce, &r);
     *loss = r.loss;

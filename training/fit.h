@@ -35,8 +35,10 @@
 typedef struct fed_epoch_stats {
     size_t epoch;          /* 1-based */
     size_t epochs;         /* planned */
-    double train_loss;     /* mean over the epoch's steps, weighted by batch size */
-    double train_acc;      /* running accuracy over the epoch (dropout on) */
+    double train_loss;     /* mean over the epoch's predictions (examples, or a language
+                              model's predicted tokens) */
+    double train_acc;      /* running accuracy over them (dropout on) */
+    size_t predictions;    /* how many: examples, or tokens (fed_step_stats.count) */
     double val_loss;       /* after the epoch, eval mode */
     double val_acc;        /* after the epoch, eval mode */
     double lr;             /* learning rate of the epoch's last step */
@@ -50,7 +52,9 @@ typedef struct fed_fit_config {
     size_t batch;           /* >= 1; the last batch of an epoch may be smaller */
     fed_optim_config optim; /* update rule and its hyperparameters */
     fed_schedule schedule;  /* per step; total/step_size of 0 are filled from epochs */
-    fed_loss_config loss;   /* FED_LOSS_SOFTMAX_CE for data sets with class ids */
+    fed_loss_config loss;   /* FED_LOSS_SOFTMAX_CE for data sets with class ids; fed_fit
+                               trains with the kind fed_loss_for_model picks (a language
+                               model: the next-token loss, its labels ignored) */
     size_t patience;        /* early stopping after this many epochs without a better
                                validation loss; 0 = never (needs a validation set) */
     double min_delta;       /* improvement that counts, >= 0 */
@@ -98,11 +102,16 @@ typedef struct fed_fit_result {
 fed_err fed_fit(fed_model *m, const fed_dataset *train, const fed_dataset *val,
                 const fed_fit_config *c, fed_fit_result *r) FED_MUST_USE;
 
+/* Of a language model (fed_arch_is_lm) only n, predictions, loss, accuracy and perplexity
+ * are filled: its loss and accuracy are over the predicted tokens, and it has no classes
+ * (num_classes 0, the arrays NULL). */
 typedef struct fed_eval_result {
     size_t n;           /* examples */
+    size_t predictions; /* what loss and accuracy average over: n, or predicted tokens */
     size_t num_classes; /* K: the model's outputs */
     double loss;        /* mean loss */
     double accuracy;    /* fraction correct */
+    double perplexity;  /* language model: exp(loss), per token; NaN otherwise */
     double macro_f1;    /* mean F1 over classes present in labels or predictions */
     size_t *confusion;  /* (K, K): row = true class, column = predicted */
     double *precision;  /* (K) 0 where nothing was predicted as the class */
@@ -112,12 +121,14 @@ typedef struct fed_eval_result {
 } fed_eval_result;
 
 /* Evaluates m on d (eval mode, batches of `batch`, 0: 256) with softmax cross-entropy
- * (label_smoothing of loss applies to the loss value only). */
+ * (label_smoothing of loss applies to the loss value only), or a language model with the
+ * next-token loss (fed_loss_for_model; its labels ignored, smoothing refused). */
 fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
                      fed_eval_result *r) FED_MUST_USE;
 void fed_eval_result_free(fed_eval_result *r);
-/* fed_evaluate with softmax cross-entropy, keeping only the mean loss and the accuracy:
- * what the coordinator, the sites and sim report of a global model. */
+/* fed_evaluate with the model's loss (softmax cross-entropy; a language model's next-token
+ * loss, per token), keeping only the mean loss and the accuracy: what the coordinator, the
+ * sites and sim report of a global model. */
 fed_err fed_evaluate_ce(fed_model *m, const fed_dataset *d, size_t batch, double *loss,
                         double *accuracy) FED_MUST_USE;
 

@@ -8,15 +8,17 @@
  * loaded strictly by name. --freeze marks tensors frozen as `fedtune train --freeze` does.
  * BATCH holds "x" (N, input_size) (token ids as floats, -1 padding) and "labels" (N), the
  * class ids as floats. The tool zeroes the gradients, runs the model forward in train mode,
- * takes the mean softmax cross-entropy of the output against the labels and back-propagates
- * it; OUT receives "output" (N, C), "loss" (1) and "grad.<tensor>" for every trainable
- * tensor (frozen ones have none). Nothing here computes: it only drives core/. */
+ * takes the mean softmax cross-entropy of the output against the labels (a language model:
+ * the next-token loss, fed_loss_for_model; its labels must be 0) and back-propagates it; OUT
+ * receives "output" (N, C), "loss" (1) and "grad.<tensor>" for every trainable tensor (frozen ones
+ * have none). Nothing here computes: it only drives core/. */
 #include "core/alloc.h"
 #include "core/arch.h"
 #include "core/arena.h"
 #include "core/loss.h"
 #include "core/model.h"
 #include "core/safetensors.h"
+#include "core/train.h"
 #include "tests/tools/model_for.h"
 
 #include <math.h>
@@ -123,7 +125,13 @@ static fed_err run(const char *model, const char *batch, const char *out, const 
     const float *y;
     fed_model_zero_grad(m);
     if ((err = fed_model_forward(m, arena, x, n, FED_MODE_TRAIN, NULL, &y))) goto fail;
-    float loss = (float)fed_softmax_ce(dy, y, labels, n, C, 0.0f);
+    float loss;
+    if (fed_loss_for_model(m) == FED_LOSS_NEXT_TOKEN) {
+        size_t T = fed_model_input_size(m), count, correct;
+        loss = (float)fed_next_token_ce(dy, y, x, n, T, C / T, &count, &correct);
+    } else {
+        loss = (float)fed_softmax_ce(dy, y, labels, n, C, 0.0f);
+    }
     if ((err = fed_model_backward(m, arena, dy))) goto fail;
     err = write_result(out, m, y, n, loss);
 fail:
