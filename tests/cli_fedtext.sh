@@ -127,4 +127,60 @@ expect 2 "--lora-targets and --lora-alpha need --lora-rank" -- \
   "$FEDTUNE" sim --model use.st --new-head 2 --sites s/sites.tsv --lora-alpha 4
 expect 2 '--lora-aggregation: "fedit" is not one of factors|frozen-a' -- \
   "$FEDTUNE" sim --model use.st --sites s/sites.tsv --lora-aggregation fedit
+
+# ---- daemons: a coordinator and two text sites over TLS, one round -------------------------
+CERTS=$SRC/certs/fedtune-certs
+{
+  "$CERTS" init-ca ca && "$CERTS" coordinator ca localhost --ip 127.0.0.1
+  "$CERTS" site ca imdb && "$CERTS" site ca yelp
+} >/dev/null 2>&1
+ok "certificates made" test -s ca/sites/yelp/yelp.crt
+COORD=("$FEDTUNE" coordinator --ca ca/ca.crt --cert ca/coordinator/localhost.crt
+  --key ca/coordinator/localhost.key --model use.st --new-head 2 --lora-rank 4 --lora-alpha 8
+  --lora-targets '*.qkv.weight,*.out.weight')
+client() { # <site> [extra flags]
+  local site=$1
+  shift
+  timeout 120 "$FEDTUNE" client --coordinator "tcp://127.0.0.1:$P" --server-name localhost \
+    --ca ca/ca.crt --cert "ca/sites/$site/$site.crt" --key "ca/sites/$site/$site.key" \
+    --data "s/$site.train.jsonl" --tokenizer use.st --test-split 0.25 \
+    --reconnect-initial 0.2 --reconnect-max 1 "$@"
+}
+P=$(port)
+timeout 120 "${COORD[@]}" --listen "tcp://127.0.0.1:$P" --lora-aggregation frozen-a \
+  --eval-data test.jsonl --rounds 1 --min-clients 2 --min-fit 2 --epochs 1 --batch 16 \
+  --lr 0.005 --metrics net.jsonl --out net.st >coord.log 2>&1 &
+cpid=$!
+client imdb >imdb.log 2>&1 &
+site_a=$!
+client yelp >yelp.log 2>&1 &
+site_b=$!
+pids+=("$cpid" "$site_a" "$site_b")
+wait_status "site imdb exits 0" "$site_a" 0 imdb.log || kill "$cpid" 2>/dev/null
+wait_status "site yelp exits 0" "$site_b" 0 yelp.log || kill "$cpid" 2>/dev/null
+wait_status "coordinator exits 0" "$cpid" 0 coord.log
+ok "imdb: 60 texts of 128 token ids" grep -q "client: s/imdb.train.jsonl: text, 60 texts (0 empty dropped), 128 token ids each" imdb.log
+ok "imdb: no standardisation of token ids" test "$(grep -c -i standardis imdb.log)" -eq 0
+ok "coordinator: no statistics round for token ids" test "$(grep -c -i statistics coord.log)" -eq 0
+names=$("$PY" -c 'import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+print(",".join(sorted(a["cn"] + ":" + str(int(a["examples"])) for a in r["accepted"])), r["central_accuracy"] is not None)' net.jsonl)
+ok_same "net: both sites' updates, central evaluation on text" "$names" "imdb:45,yelp:45 True"
+out=$("$FEDTUNE" info net.st 2>&1)
+ok "net: trainable = B + head = 14338" grep -q "parameters 6996226, trainable 14338," <<<"$out"
+ok_same "net frozen-a: lora_A as initialised" "$("$PY" cmp.py init.st net.st .lora_A)" "4 equal"
+
+# Refusals: one line, before anything runs.
+C1=("$FEDTUNE" client --coordinator tcp://127.0.0.1:1 --server-name localhost --ca ca/ca.crt
+  --cert ca/sites/imdb/imdb.crt --key ca/sites/imdb/imdb.key)
+expect 2 "--data s/imdb.train.jsonl is text data: give --tokenizer (the federation's model file, or a vocabulary with --text-length)" -- \
+  "${C1[@]}" --data s/imdb.train.jsonl
+expect 2 "--tokenizer $DATA/use-lite/dist/vocab.json is a vocabulary: give --text-length" -- \
+  "${C1[@]}" --data s/imdb.train.jsonl --tokenizer "$DATA/use-lite/dist/vocab.json"
+expect 2 "--text-length 64: the model use.st reads 128 token ids" -- \
+  "${C1[@]}" --data s/imdb.train.jsonl --tokenizer use.st --text-length 64
+printf 'a,b,label\n1,2,0\n' >num.csv
+expect 2 "--tokenizer: num.csv is not text data" -- "${C1[@]}" --data num.csv --tokenizer use.st
+expect 2 "--input-stats on: use.st reads token ids (its first layer is an embedding), which are never standardised" -- \
+  "${COORD[@]}" --listen tcp://127.0.0.1:0 --input-stats on
 report
