@@ -51,6 +51,10 @@ for l in open(sys.argv[1]):
     print(r["round"], ",".join(sorted(a["cn"] + ":" + str(int(a["examples"])) for a in r["accepted"])))' $run.jsonl)
   ok_same "$run: the sites by name in the metrics" "$names" \
     "$(printf '1 amazon:60,imdb:60,yelp:60\n2 amazon:60,imdb:60,yelp:60')"
+  # No --client-test-split: federated evaluation can only be on the TSV's test files.
+  fed=$("$PY" -c 'import json, sys
+print(all(json.loads(l)["federated_accuracy"] is not None for l in open(sys.argv[1])))' $run.jsonl)
+  ok_same "$run: federated evaluation on the sites' test files" "$fed" "True"
 done
 # Trainable: adapters + head exactly. qkv A (4,256|512) B (768|1536,4), out A (4,256|512)
 # B (512,4) over 2 layers: A 6144, B 13312; head 2x512 + 2 = 1026.
