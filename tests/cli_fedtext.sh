@@ -174,6 +174,20 @@ out=$("$FEDTUNE" info net.st 2>&1)
 ok "net: trainable = B + head = 14338" grep -q "parameters 6996226, trainable 14338," <<<"$out"
 ok_same "net frozen-a: lora_A as initialised" "$("$PY" cmp.py init.st net.st .lora_A)" "4 equal"
 
+# A site that tokenized to another length (a vocabulary with --text-length 64, the model
+# reads 128): the round fails with both shapes named, never trains on garbage.
+P=$(port)
+timeout 120 "${COORD[@]}" --listen "tcp://127.0.0.1:$P" --rounds 1 --min-clients 1 --min-fit 1 \
+  --max-failed-attempts 1 --retry-backoff-ms 0 >coord64.log 2>&1 &
+cpid=$!
+client imdb --tokenizer "$DATA/use-lite/dist/vocab.json" --text-length 64 >imdb64.log 2>&1 &
+site_a=$!
+pids+=("$cpid" "$site_a")
+wait_status "site of length 64 exits 0 on the coordinator's goodbye" "$site_a" 0 imdb64.log ||
+  kill "$cpid" 2>/dev/null
+wait_status "coordinator stops (exit 1)" "$cpid" 1 coord64.log
+ok "the reason names both shapes" grep -q "round 1 failed 1 attempts in a row for the same reason: evaluating the global model: the local data (64 features, 2 classes) do not fit the model (128 inputs, 2 outputs)" coord64.log
+
 # Refusals: one line, before anything runs.
 C1=("$FEDTUNE" client --coordinator tcp://127.0.0.1:1 --server-name localhost --ca ca/ca.crt
   --cert ca/sites/imdb/imdb.crt --key ca/sites/imdb/imdb.key)
