@@ -118,24 +118,24 @@ typedef struct fed_site_config {
     const char *data;           /* labeled data file: CSV, sklearn CSV or IDX, maybe gzipped */
     fed_csv_options data_opts;  /* how to read it (format, header, label column, missing) */
     const fed_dataset *dataset; /* instead of data: examples in memory (copied at new) */
-    const fed_dataset *test_dataset; /* with dataset: the federated-evaluation examples
-                                       (copied at new; test_split is then unused), or NULL */
-    double test_split;               /* share held out for federated evaluation, [0, 0.9] (0.2) */
-    uint64_t seed;                   /* seed of the train/test split (1) */
-    bool standardize;                /* fit a standardizer on the local training split (true) */
-    size_t threads;                  /* OpenBLAS threads set by fed_site_run; 0: leave (1) */
-    size_t max_epochs;               /* local cap on TrainConfig.epochs; 0: none (0) */
-    size_t max_batch;                /* local cap on TrainConfig.batch; 0: none (0) */
-    const char *save_updates;        /* folder for an audit copy of every update sent (NULL: none):
-                                        round-NNNNNN.safetensors with the delta of each trainable
-                                        tensor and the round, model version and examples */
-    int backoff_initial_ms;          /* first reconnect delay, >= 1 (1 000) */
-    int backoff_max_ms;              /* largest reconnect delay, >= backoff_initial_ms (60 000) */
-    double backoff_jitter;           /* share of a delay randomly cut off, [0, 1] (0.5) */
-    const char *software;            /* Hello.software; NULL: "fedtune <version>" */
-    bool external_training;          /* rounds are trained by fed_site_job_run (false) */
-    bool keep_model;                 /* keep the global model between rounds (true) */
-    const char *identity;            /* with net.plaintext (inproc:// only): the name claimed */
+    const fed_dataset *testset; /* with dataset: the federated-evaluation examples (copied
+                                   at new; test_split is then unused), or NULL */
+    double test_split;          /* share held out for federated evaluation, [0, 0.9] (0.2) */
+    uint64_t seed;              /* seed of the train/test split (1) */
+    bool standardize;           /* fit a standardizer on the local training split (true) */
+    size_t threads;             /* OpenBLAS threads set by fed_site_run; 0: leave (1) */
+    size_t max_epochs;          /* local cap on TrainConfig.epochs; 0: none (0) */
+    size_t max_batch;           /* local cap on TrainConfig.batch; 0: none (0) */
+    const char *save_updates;   /* folder for an audit copy of every update sent (NULL: none):
+                                   round-NNNNNN.safetensors with the delta of each trainable
+                                   tensor and the round, model version and examples */
+    int backoff_initial_ms;     /* first reconnect delay, >= 1 (1 000) */
+    int backoff_max_ms;         /* largest reconnect delay, >= backoff_initial_ms (60 000) */
+    double backoff_jitter;      /* share of a delay randomly cut off, [0, 1] (0.5) */
+    const char *software;       /* Hello.software; NULL: "fedtune <version>" */
+    bool external_training;     /* rounds are trained by fed_site_job_run (false) */
+    bool keep_model;            /* keep the global model between rounds (true) */
+    const char *identity;       /* with net.plaintext (inproc:// only): the name claimed */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);

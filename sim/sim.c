@@ -348,7 +348,7 @@ static fed_err make_sites(sim_run *r) {
         }
         sc.zmq_ctx = r->zctx;
         sc.dataset = sub;
-        sc.test_dataset = cfg->site_tests ? cfg->site_tests[i] : NULL;
+        sc.testset = cfg->site_tests ? cfg->site_tests[i] : NULL;
         sc.test_split = cfg->client_test_split;
         sc.seed = cfg->seed + i;
         sc.standardize = false;
