@@ -10,6 +10,7 @@
  * says. */
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/prep.h"
 #include "client/client.h"
 #include "core/alloc.h"
 #include "core/log.h"
@@ -32,6 +33,9 @@ typedef struct client_cfg {
     const char *header;       /* auto | yes | no */
     const char *missing;      /* error | drop | mean */
     const char *classes;      /* class names in id order, comma-separated, or NULL */
+    const char *tokenizer;    /* text data: the published model file or a vocabulary */
+    size_t text_length;       /* text data: token ids per example (T) with a vocabulary */
+    int drop_empty;           /* text data: drop empty texts instead of failing */
     double test_split;        /* share held out for federated evaluation */
     long seed;                /* split seed */
     const char *standardize;  /* auto | off */
@@ -70,6 +74,15 @@ static const opt_spec client_opts[] = {
     {"classes", OPT_LIST, NULL, 1, 0, NULL, F(classes),
      "class names in id order, comma-separated, so that every site gives a name the same id "
      "(default: the names in the data, sorted; integer labels are ids)"},
+    {"tokenizer", OPT_STRING, NULL, 1, 0, NULL, F(tokenizer),
+     "text data (JSON lines, or CSV with a text column): the federation's published "
+     "pre-trained model file (.safetensors: its tokenizer and input length), or a vocabulary "
+     "(USE-lite's vocab.json or fedtune's JSON form) with --text-length"},
+    {"text-length", OPT_SIZE, "0", 0, 65536, NULL, F(text_length),
+     "text data: token ids per example, the model's input length (0: from the --tokenizer "
+     "model file); a model of another length refuses this site's data every round"},
+    {"drop-empty", OPT_BOOL, "false", 1, 0, NULL, F(drop_empty),
+     "text data: drop rows whose text is empty (counted) instead of failing"},
     {"test-split", OPT_FLOAT, "0.2", 0, 0.9, NULL, F(test_split),
      "share of the data held out to evaluate the global model each round (stratified)"},
     {"seed", OPT_INT, "1", 0, 9007199254740991.0, NULL, F(seed), "seed of the train/test split"},
@@ -158,6 +171,103 @@ static fed_err check_net(const char *endpoint, const fed_net_tls *tls) {
     return fed_errorf(FED_EINVAL, "%s %s", name, why);
 }
 
+/* A vocabulary file (JSON, maybe gzipped) rather than a model file (safetensors: an
+ * 8-byte header length first): by the first byte that is not white space. */
+static bool is_vocabulary(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false; /* the model reader says why */
+    int ch;
+    while ((ch = fgetc(f)) == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+    }
+    fclose(f);
+    return ch == '[' || ch == '{' || ch == 0x1f;
+}
+
+/* --tokenizer and the input length: from a model file (its metadata's tokenizer and its
+ * input shape [T]), or a vocabulary file and --text-length. */
+static fed_err open_tokenizer(const client_cfg *c, prep_text *pt) {
+    memset(pt, 0, sizeof *pt);
+    if (is_vocabulary(c->tokenizer)) {
+        if (!c->text_length)
+            return fed_errorf(FED_EINVAL,
+                              "--tokenizer %s is a vocabulary: give --text-length (the model's "
+                              "input length), or the model file instead",
+                              c->tokenizer);
+        pt->len = c->text_length;
+        fed_err err = fed_tokenizer_load(&pt->tok, c->tokenizer);
+        return err ? fed_errprefix(err, "--tokenizer") : FED_OK;
+    }
+    fed_st_file *f = NULL;
+    fed_arch *a = NULL;
+    fed_err err = fed_st_read(&f, c->tokenizer);
+    if (err) return fed_errprefix(err, "--tokenizer");
+    const fed_meta *meta = fed_st_meta(f);
+    const char *js = fed_meta_get(meta, META_TOKENIZER), *spec = fed_meta_get(meta, FED_META_ARCH);
+    if (!js || !spec) {
+        err = fed_errorf(FED_EINVAL, "--tokenizer %s: no %s in its metadata", c->tokenizer,
+                         js ? FED_META_ARCH : META_TOKENIZER);
+        goto done;
+    }
+    if ((err = fed_arch_parse(&a, spec))) goto done;
+    fed_shape in = fed_arch_input_shape(a);
+    pt->len = in.ndim == 1 ? in.d[0] : 0;
+    if (pt->len == 0) {
+        err = fed_errorf(FED_EINVAL, "--tokenizer %s: its input is not one sequence of token ids",
+                         c->tokenizer);
+        goto done;
+    }
+    if (c->text_length && c->text_length != pt->len) {
+        err = fed_errorf(FED_EINVAL, "--text-length %zu: the model %s reads %zu token ids",
+                         c->text_length, c->tokenizer, pt->len);
+        goto done;
+    }
+    err = fed_tokenizer_parse(&pt->tok, js, strlen(js), "--tokenizer metadata " META_TOKENIZER);
+done:
+    fed_arch_destroy(&a);
+    fed_st_close(&f);
+    return err;
+}
+
+/* Text data: tokenized here into *d (the site gets them in memory, never standardised);
+ * *d stays NULL for other data, which the site loads itself. */
+static fed_err load_text(const client_cfg *c, fed_dataset **d) {
+    *d = NULL;
+    bool text = false;
+    fed_err err = fed_text_sniff(c->data, &text);
+    if (err) return err;
+    if (!text)
+        return c->tokenizer ? fed_errorf(FED_EINVAL,
+                                         "--tokenizer: %s is not text data (JSON lines, or CSV "
+                                         "with a \"text\" column)",
+                                         c->data)
+                            : FED_OK;
+    if (!c->tokenizer)
+        return fed_errorf(FED_EINVAL,
+                          "--data %s is text data: give --tokenizer (the federation's model "
+                          "file, or a vocabulary with --text-length)",
+                          c->data);
+    prep_text pt;
+    if ((err = open_tokenizer(c, &pt))) return err;
+    data_cfg dc;
+    memset(&dc, 0, sizeof dc);
+    dc.format = c->format;
+    dc.label = c->label;
+    dc.header = c->header;
+    dc.missing = c->missing;
+    dc.drop_empty = c->drop_empty;
+    dc.classes = c->classes;
+    err = prep_load_data(d, c->data, &dc, NULL, &pt);
+    if (!err)
+        FED_LOG(FED_LOG_INFO,
+                "client: %s: text, %zu texts (%zu empty dropped), %zu token ids each, %.2f%% "
+                "unknown tokens, %zu truncated",
+                c->data, pt.stats.rows, pt.stats.dropped_empty, pt.len,
+                pt.stats.tokens ? 100.0 * (double)pt.stats.unknown / (double)pt.stats.tokens : 0.0,
+                pt.stats.truncated);
+    prep_text_close(&pt);
+    return err;
+}
+
 static fed_err run_client(const void *cfg) {
     const client_cfg *c = cfg;
     fed_err err;
@@ -179,7 +289,10 @@ static fed_err run_client(const void *cfg) {
     sc.net.tls.key_file = c->key;
     sc.net.tls.crl_file = c->crl;
     if ((err = check_net(c->coordinator, &sc.net.tls))) return err;
-    sc.data = c->data;
+    fed_dataset *text = NULL;
+    if ((err = load_text(c, &text))) return err;
+    sc.data = text ? NULL : c->data;
+    sc.dataset = text;
     sc.data_opts.format = strcmp(c->format, "csv") == 0       ? FED_FORMAT_CSV
                           : strcmp(c->format, "sklearn") == 0 ? FED_FORMAT_SKLEARN
                           : strcmp(c->format, "idx") == 0     ? FED_FORMAT_IDX
@@ -193,12 +306,15 @@ static fed_err run_client(const void *cfg) {
     sc.data_opts.label = c->label;
     char **classes = NULL;
     size_t nclasses = 0;
-    if (c->classes && (err = split_list(c->classes, &classes, &nclasses))) return err;
+    if (c->classes && (err = split_list(c->classes, &classes, &nclasses))) {
+        fed_data_destroy(&text);
+        return err;
+    }
     sc.data_opts.classes = (const char *const *)classes;
     sc.data_opts.num_classes = nclasses;
     sc.test_split = c->test_split;
     sc.seed = (uint64_t)c->seed;
-    sc.standardize = strcmp(c->standardize, "off") != 0;
+    sc.standardize = !text && strcmp(c->standardize, "off") != 0; /* token ids: never */
     sc.threads = c->threads;
     sc.max_epochs = c->max_epochs;
     sc.max_batch = c->max_batch;
@@ -218,6 +334,7 @@ static fed_err run_client(const void *cfg) {
     fed_site *site = NULL;
     err = fed_site_new(&site, &sc);
     fed_free(classes);
+    fed_data_destroy(&text);
     if (err == FED_EIO && strncmp(c->data, "/path/to/your/", 14) == 0)
         err = fed_errprefix(err, "edit \"data =\" in client.ini to point at this site's data");
     if (err) {

@@ -22,6 +22,8 @@ typedef struct coord_cfg {
     const char *listen, *ca, *cert, *key, *crl; /* endpoint and TLS files */
     const char *model, *arch;                   /* initial model (and its architecture) */
     int allow_extra;                            /* ignore tensors the architecture lacks */
+    size_t new_head;                            /* replace the head (classes; 0: keep) */
+    lora_cfg lora;                              /* LoRA adapters and their aggregation */
     coord_shared_cfg sh;                        /* what `sim` maps the same way */
     size_t min_clients, min_fit, slots;         /* round engine */
     long wait_after_min_ms;                     /* wait for the sample after min_fit */
@@ -53,6 +55,10 @@ static const opt_spec coord_opts[] = {
      "architecture of a weights-only --model (preset, JSON or @FILE)"},
     {"allow-extra", OPT_BOOL, "false", 1, 0, NULL, F(allow_extra),
      "ignore tensors of --model that the architecture lacks"},
+    {"new-head", OPT_SIZE, "0", 0, 65536, NULL, F(new_head),
+     "replace the model's head by a fresh one with this many classes, drawn from --seed (a "
+     "sentence encoder gets one appended; 0: keep)"},
+    LORA_OPTS(F(lora)),
     {"rounds", OPT_SIZE, "10", 1, 1e9, NULL, S(rounds), "rounds to run in all"},
     {"fraction", OPT_FLOAT, "1", 1e-6, 1, NULL, S(fraction),
      "fraction of connected clients sampled per round"},
@@ -88,8 +94,10 @@ static const opt_spec coord_opts[] = {
      "updates received at once (memory: (1 + slots) x trainable parameters; 2 receives "
      "many big uploads ~1.5x faster)"},
     {"eval-data", OPT_STRING, NULL, 1, 0, NULL, F(eval_data),
-     "labeled held-out data for central evaluation (optional)"},
+     "labeled held-out data for central evaluation (optional; text is tokenized by the "
+     "model's tokenizer)"},
     DATA_OPTS(F(dc)),
+    TEXT_OPTS(F(dc)),
     {"eval-batch", OPT_SIZE, "256", 1, 65536, NULL, F(eval_batch), "central evaluation batch"},
     {"checkpoint-dir", OPT_STRING, NULL, 1, 0, NULL, F(checkpoint_dir),
      "folder of per-round checkpoints; the newest valid one is resumed on start"},
@@ -155,6 +163,41 @@ static fed_err check_net(const coord_cfg *o) {
     return fed_errorf(FED_EINVAL, "%s %s", name, why);
 }
 
+/* The initial model as the options make it: loaded, a new head, LoRA adapters.
+ * *keep_frozen: the model's frozen flags (the LoRA base) go to the federation as they are. */
+static fed_err start_model(const coord_cfg *o, fed_model **m, fed_meta **meta, bool *keep_frozen) {
+    fed_err err = prep_load_model(m, meta, o->model, o->arch, o->allow_extra != 0);
+    if (err) return err;
+    if (o->new_head) {
+        fed_model *h = NULL;
+        if ((err = fed_model_new_head(&h, *m, o->new_head, (uint64_t)o->seed ^ 0x6865616475ull)))
+            return fed_errprefix(err, "--new-head");
+        fed_model_destroy(m);
+        *m = h;
+        fed_meta_unset(*meta, META_CLASSES); /* names of outputs that no longer exist */
+    }
+    return prep_lora(m, &o->lora, o->new_head != 0, (uint64_t)o->seed, keep_frozen);
+}
+
+/* --eval-data the way the model expects it: text tokenized (never standardised), numbers
+ * through the model's input transform. */
+static fed_err load_eval(const coord_cfg *o, const fed_model *m, const fed_meta *meta,
+                         fed_dataset **d) {
+    const char *classes = fed_meta_get(meta, META_CLASSES);
+    prep_text pt;
+    fed_err err = prep_text_open(&pt, &o->dc, meta, m);
+    if (!err) err = prep_load_data(d, o->eval_data, &o->dc, classes, &pt);
+    if (!err && pt.loaded && fed_meta_get(meta, META_STANDARDIZE))
+        err = fed_errorf(FED_EINVAL,
+                         "%s is text data, but the model standardises its inputs (%s): token ids "
+                         "must reach it unchanged",
+                         o->eval_data, META_STANDARDIZE);
+    else if (!err && !pt.loaded && (err = prep_apply_meta_std(meta, *d)))
+        err = fed_errprefix(err, "%s: metadata %s", o->model, META_STANDARDIZE);
+    prep_text_close(&pt);
+    return err;
+}
+
 static fed_err run_coordinator(const void *cfg) {
     const coord_cfg *o = cfg;
     if (!o->model) return fed_errorf(FED_EINVAL, "--model is required");
@@ -166,16 +209,10 @@ static fed_err run_coordinator(const void *cfg) {
     fed_meta *meta = NULL;
     fed_dataset *d = NULL;
     fed_coord *c = NULL;
-    fed_err err = prep_load_model(&m, &meta, o->model, o->arch, o->allow_extra != 0);
+    bool keep_frozen = false;
+    fed_err err = start_model(o, &m, &meta, &keep_frozen);
     if (err) goto done;
-    if (o->eval_data) {
-        const char *classes = fed_meta_get(meta, META_CLASSES);
-        if ((err = prep_load(&d, o->eval_data, &o->dc, classes))) goto done;
-        if ((err = prep_apply_meta_std(meta, d))) {
-            err = fed_errprefix(err, "%s: metadata %s", o->model, META_STANDARDIZE);
-            goto done;
-        }
-    }
+    if (o->eval_data && (err = load_eval(o, m, meta, &d))) goto done;
     fed_blas_set_threads((int)o->threads);
     fed_coord_config cc = fed_coord_default_config();
     cc.server.endpoint = o->listen;
@@ -188,6 +225,17 @@ static fed_err run_coordinator(const void *cfg) {
     cc.model_meta = meta;
     cc.eval_batch = o->eval_batch;
     if ((err = prep_coord_shared(&o->sh, &cc))) goto done;
+    cc.keep_frozen = keep_frozen;
+    if (fed_arch_layer(fed_model_arch(m), 0)->kind == FED_LAYER_EMBEDDING) {
+        if (strcmp(o->sh.input_stats, "on") == 0) {
+            err = fed_errorf(FED_EINVAL,
+                             "--input-stats on: %s reads token ids (its first layer "
+                             "is an embedding), which are never standardised",
+                             o->model);
+            goto done;
+        }
+        cc.input_stats = false;
+    }
     cc.min_clients = o->min_clients;
     cc.min_fit = o->min_fit;
     cc.wait_after_min_ms = (int64_t)o->wait_after_min_ms;

@@ -4,6 +4,8 @@
  * summary with the final model's SHA-256 (same seed, same bytes). */
 #include "cli/commands.h"
 #include "cli/prep.h"
+#include "cli/sim_sites.h"
+#include "core/alloc.h"
 #include "core/blas.h"
 #include "training/fit.h"
 #include "core/log.h"
@@ -21,6 +23,9 @@ typedef struct sim_cfg {
     const char *data, *test_data;                /* pooled training data, central test set */
     const char *test_labels;                     /* IDX labels of test_data */
     data_cfg dc;                                 /* how to read both */
+    const char *sites;                           /* TSV of sites, each with its own data */
+    size_t site_split;                           /* virtual sites per listed site */
+    lora_cfg lora;                               /* LoRA adapters and their aggregation */
     const char *model, *arch;                    /* initial model, or a fresh --arch */
     int allow_extra;                             /* ignore tensors the architecture lacks */
     size_t init_seed;                            /* fresh model initialisation */
@@ -52,6 +57,14 @@ static const opt_spec sim_opts[] = {
     {"test-labels", OPT_STRING, NULL, 1, 0, NULL, F(test_labels),
      "IDX labels of --test-data (default: derived from its file name, as for --data)"},
     DATA_OPTS(F(dc)),
+    TEXT_OPTS(F(dc)),
+    {"sites", OPT_STRING, NULL, 1, 0, NULL, F(sites),
+     "instead of --data: a TSV of sites, one a line: name<TAB>training data[<TAB>test data] "
+     "(paths relative to the TSV's folder); each line is one site with exactly that data "
+     "(the test file, when given, its federated evaluation); --clients is ignored"},
+    {"site-split", OPT_SIZE, "1", 1, 100000, NULL, F(site_split),
+     "--sites: deal each listed site's data to this many virtual sites (name-1 .. name-K) "
+     "by --partition"},
     {"model", OPT_STRING, NULL, 1, 0, NULL, F(model), "pre-trained initial model (.safetensors)"},
     {"arch", OPT_STRING, NULL, 1, 0, NULL, F(arch),
      "architecture: a fresh model (without --model), or that of a weights-only --model"},
@@ -69,6 +82,7 @@ static const opt_spec sim_opts[] = {
      "replace the model's head by a fresh one with this many classes (0: keep)"},
     {"freeze", OPT_LIST, NULL, 1, 0, NULL, S(freeze),
      "tensors kept frozen (globs such as 2.weight or *.bias, or a layer index: 0)"},
+    LORA_OPTS(F(lora)),
     {"clients", OPT_SIZE, "100", 1, 1e6, NULL, F(clients), "virtual sites"},
     {"partition", OPT_CHOICE, "dirichlet", 1, 0, "iid|dirichlet|shards|labels", F(partition),
      "how the data are shared out"},
@@ -289,10 +303,9 @@ static fed_err start_model(const sim_cfg *o, fed_model **m, fed_meta **meta, fed
     return FED_OK;
 }
 
-/* The sites' shares of train as the options ask (pc: the partition's settings, kept in
- * the simulator's configuration), and a one-line description of them into desc. */
-static fed_err make_partition(const sim_cfg *o, const fed_dataset *train, fed_part_config *pc,
-                              fed_partition **part, char *desc, size_t desc_len) {
+/* The partition's settings as the options ask (pc: kept in the simulator's
+ * configuration; --sites deals each listed site's data with them too). */
+static void set_part_config(const sim_cfg *o, fed_part_config *pc) {
     pc->clients = o->clients;
     pc->kind = strcmp(o->partition, "dirichlet") == 0 ? FED_PART_DIRICHLET
                : strcmp(o->partition, "shards") == 0  ? FED_PART_SHARDS
@@ -303,12 +316,25 @@ static fed_err make_partition(const sim_cfg *o, const fed_dataset *train, fed_pa
     pc->shards_per_client = o->shards;
     pc->labels_per_client = o->labels;
     pc->seed = o->seed;
+}
+
+/* A one-line description of how skewed the partition is. */
+static fed_err describe(const fed_partition *part, const fed_dataset *train, char *desc,
+                        size_t desc_len) {
+    fed_part_stats ps;
+    fed_err err = fed_partition_stats(part, train->y, train->num_classes, &ps);
+    if (err) return err;
+    fed_partition_describe(&ps, part->clients, desc, desc_len);
+    return FED_OK;
+}
+
+/* The sites' shares of train as the options ask, and a one-line description of them. */
+static fed_err make_partition(const sim_cfg *o, const fed_dataset *train, fed_part_config *pc,
+                              fed_partition **part, char *desc, size_t desc_len) {
+    set_part_config(o, pc);
     fed_err err;
     if ((err = fed_partition_make(part, train->y, train->n, train->num_classes, pc))) return err;
-    fed_part_stats ps;
-    if ((err = fed_partition_stats(*part, train->y, train->num_classes, &ps))) return err;
-    fed_partition_describe(&ps, (*part)->clients, desc, desc_len);
-    return FED_OK;
+    return describe(*part, train, desc, desc_len);
 }
 
 /* The per-round CSV, written to path.tmp (renamed at the end), with its header and the
@@ -346,6 +372,73 @@ static void print_summary(const sim_cfg *o, const sim_out *so, const fed_sim_res
     printf("final model sha256 %s\n", hex);
 }
 
+/* What the sites and the coordinator's test get: the pooled data (--data, or every
+ * listed site's with --sites) and the test set, read the way the model expects them. */
+typedef struct sim_data {
+    fed_dataset *train, *test; /* --data (NULL with --sites) and --test-data */
+    sim_sites ss;              /* --sites */
+    prep_text pt;              /* tokenizer and length of text data */
+    bool text;                 /* the data are token ids */
+} sim_data;
+
+static void sim_data_free(sim_data *d) {
+    fed_data_destroy(&d->train);
+    fed_data_destroy(&d->test);
+    sim_sites_free(&d->ss);
+    prep_text_close(&d->pt);
+}
+
+/* Text data: token ids reach the model unchanged, and a --tokenizer goes into the final
+ * model's metadata (*meta made if the model had none). */
+static fed_err text_checks(const sim_cfg *o, fed_meta **meta, sim_data *d) {
+    if (*meta && fed_meta_get(*meta, META_STANDARDIZE))
+        return fed_errorf(FED_EINVAL,
+                          "the data are text, but the model standardises its inputs (%s): token "
+                          "ids must reach it unchanged",
+                          META_STANDARDIZE);
+    printf("sim: text, %zu token ids per example (%s)\n", d->pt.len,
+           o->dc.tokenizer ? o->dc.tokenizer : "the model's tokenizer");
+    if (!d->pt.from_option) return FED_OK;
+    fed_err err = *meta ? FED_OK : fed_meta_new(meta);
+    char *js = NULL;
+    if (!err) err = fed_tokenizer_to_json(d->pt.tok, &js);
+    if (!err) err = fed_meta_set(*meta, META_TOKENIZER, js);
+    fed_free(js);
+    return err;
+}
+
+/* One file as the model expects it: text tokenized, numbers standardised by its
+ * transform. */
+static fed_err load_file(fed_dataset **out, const char *path, const data_cfg *dc,
+                         const char *classes, const fed_meta *meta, sim_data *d) {
+    fed_err err = prep_load_data(out, path, dc, classes, &d->pt);
+    if (err) return err;
+    if (d->pt.loaded) d->text = true;
+    return d->pt.loaded ? FED_OK : prep_apply_meta_std(meta, *out);
+}
+
+static fed_err load_sim_data(const sim_cfg *o, const fed_model *m, fed_meta **meta, sim_data *d,
+                             const fed_part_config *pc) {
+    memset(d, 0, sizeof *d);
+    const char *classes = *meta ? fed_meta_get(*meta, META_CLASSES) : NULL;
+    fed_err err = prep_text_open(&d->pt, &o->dc, *meta, m);
+    if (err) return err;
+    if (o->sites) {
+        sim_sites_read rd = {&o->dc, classes, *meta, &d->pt};
+        if ((err = sim_sites_load(&d->ss, o->sites, o->site_split, pc, &rd))) return err;
+        d->text = d->pt.loaded;
+        if (d->ss.classes) classes = d->ss.classes;
+    } else {
+        if ((err = load_file(&d->train, o->data, &o->dc, classes, *meta, d))) return err;
+    }
+    if (o->test_data) {
+        data_cfg tdc = o->dc;
+        tdc.labels = o->test_labels; /* --labels names the training images' labels */
+        if ((err = load_file(&d->test, o->test_data, &tdc, classes, *meta, d))) return err;
+    }
+    return d->text ? text_checks(o, meta, d) : FED_OK;
+}
+
 static fed_err run_sim(const void *cfgp) {
     sim_cfg oc = *(const sim_cfg *)cfgp;
     sim_cfg *o = &oc;
@@ -354,7 +447,10 @@ static fed_err run_sim(const void *cfgp) {
     if (!o->data && !o->model && !o->arch && !o->pretrain_data &&
         (err = default_scenario(o, paths)))
         return err;
-    if (!o->data) return fed_errorf(FED_EINVAL, "--data is required");
+    if (!o->data && !o->sites) return fed_errorf(FED_EINVAL, "--data or --sites is required");
+    if (o->data && o->sites)
+        return fed_errorf(FED_EINVAL, "--sites lists the sites' data: give it or --data, not both");
+    if (o->site_split > 1 && !o->sites) return fed_errorf(FED_EINVAL, "--site-split needs --sites");
     if (!o->model && !o->arch) return fed_errorf(FED_EINVAL, "--model or --arch is required");
     if (o->plot && !o->csv) return fed_errorf(FED_EINVAL, "--plot needs --csv (the data it draws)");
     if (o->plot && !have_gnuplot())
@@ -362,28 +458,32 @@ static fed_err run_sim(const void *cfgp) {
                           "--plot: gnuplot is not installed (Debian package gnuplot-nox)");
     fed_model *m = NULL, *fin = NULL;
     fed_meta *meta = NULL;
-    fed_dataset *train = NULL, *test = NULL;
+    sim_data d;
+    memset(&d, 0, sizeof d);
     fed_arch *arch = NULL;
     fed_partition *part = NULL;
     sim_out so;
     memset(&so, 0, sizeof so);
 
     if ((err = start_model(o, &m, &meta, &arch))) goto done;
-    const char *classes = meta ? fed_meta_get(meta, META_CLASSES) : NULL;
-    if ((err = prep_load(&train, o->data, &o->dc, classes))) goto done;
-    if ((err = prep_apply_meta_std(meta, train))) goto done;
-    if (o->test_data) {
-        data_cfg tdc = o->dc;
-        tdc.labels = o->test_labels; /* --labels names the training images' labels */
-        if ((err = prep_load(&test, o->test_data, &tdc, classes))) goto done;
-        if ((err = prep_apply_meta_std(meta, test))) goto done;
-    }
-
+    bool keep_frozen = false;
+    if ((err = prep_lora(&m, &o->lora, o->new_head != 0, o->init_seed, &keep_frozen))) goto done;
     fed_sim_config sc = fed_sim_default_config();
+    set_part_config(o, &sc.part);
+    if ((err = load_sim_data(o, m, &meta, &d, &sc.part))) goto done;
+    fed_dataset *train = d.train ? d.train : d.ss.train, *test = d.test;
     sc.train = train;
     char pdesc[512];
-    if ((err = make_partition(o, train, &sc.part, &part, pdesc, sizeof pdesc))) goto done;
-    sc.partition = part;
+    if (o->sites) {
+        o->clients = d.ss.n;
+        sc.site_names = (const char *const *)d.ss.names;
+        sc.site_tests = (const fed_dataset *const *)d.ss.tests;
+        sc.partition = d.ss.part;
+        if ((err = describe(d.ss.part, train, pdesc, sizeof pdesc))) goto done;
+    } else {
+        if ((err = make_partition(o, train, &sc.part, &part, pdesc, sizeof pdesc))) goto done;
+        sc.partition = part;
+    }
     sc.client_test_split = o->client_test_split;
     sc.workers = o->workers ? o->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     if (sc.workers < 1) sc.workers = 1;
@@ -396,6 +496,7 @@ static fed_err run_sim(const void *cfgp) {
     fed_coord_config *cc = &sc.coord;
     cc->model = m;
     cc->model_meta = meta;
+    cc->keep_frozen = keep_frozen;
     cc->eval_data = test;
     if ((err = prep_coord_shared(&o->sh, cc))) goto done;
     cc->min_fit = o->min_fit ? o->min_fit : o->sh.sa.on ? 2 : 1;
@@ -418,8 +519,9 @@ static fed_err run_sim(const void *cfgp) {
     char b1[32];
     printf("sim: %zu examples (%zu classes) shared out to %zu sites (%s), %zu workers, %s; test "
            "set %zu examples, start accuracy %s\n",
-           train->n, train->num_classes, o->clients, o->partition, sc.workers,
-           sc.tls ? "TLS" : "plaintext inproc", test ? test->n : (size_t)0, num(b1, acc0));
+           train->n, train->num_classes, o->clients, o->sites ? "--sites" : o->partition,
+           sc.workers, sc.tls ? "TLS" : "plaintext inproc", test ? test->n : (size_t)0,
+           num(b1, acc0));
     printf("partition: %s\n", pdesc);
     fflush(stdout);
     fed_sim_result res;
@@ -447,8 +549,7 @@ done:
     fed_model_destroy(&m);
     fed_meta_destroy(&meta);
     fed_arch_destroy(&arch);
-    fed_data_destroy(&train);
-    fed_data_destroy(&test);
+    sim_data_free(&d);
     fed_partition_destroy(&part);
     return err;
 }

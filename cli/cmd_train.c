@@ -24,50 +24,48 @@
 #include <unistd.h>
 
 typedef struct train_cfg {
-    const char *model;        /* model file to start from */
-    const char *arch;         /* architecture to start fresh, or of --model's weights */
-    int allow_extra;          /* --model may hold tensors the architecture lacks */
-    const char *data;         /* labeled training data */
-    const char *out;          /* model file to write */
-    const char *val_data;     /* separate validation file (instead of val_split) */
-    const char *test_data;    /* separate test file (instead of test_split) */
-    double val_split;         /* share of data held out for validation */
-    double test_split;        /* share of data held out for the final test */
-    size_t train_examples;    /* use at most this many training examples (0: all) */
-    data_cfg dc;              /* how to read the data files */
-    const char *standardize;  /* auto | off */
-    size_t epochs;            /* passes over the training part */
-    size_t batch;             /* examples per step */
-    const char *optimizer;    /* sgd | adam | adamw */
-    double lr;                /* base learning rate */
-    double momentum;          /* SGD momentum */
-    int nesterov;             /* SGD Nesterov momentum */
-    double beta1, beta2;      /* Adam(W) */
-    double weight_decay;      /* L2 (sgd, adam) or decoupled (adamw) */
-    int decoupled_wd;         /* decoupled decay for sgd and adam too */
-    double clip_norm;         /* global gradient-norm clip, 0 = off */
-    const char *schedule;     /* constant | step | cosine */
-    size_t warmup;            /* linear warm-up steps */
-    double min_lr;            /* cosine floor */
-    size_t step_epochs;       /* step schedule: epochs between decays (0: epochs / 3) */
-    double gamma;             /* step schedule decay */
-    double label_smoothing;   /* cross-entropy label smoothing */
-    double dropout;           /* set every dropout layer to this; -1 = keep the model's */
-    size_t patience;          /* early stopping patience in epochs, 0 = off */
-    double min_delta;         /* improvement that resets the patience */
-    const char *freeze;       /* tensor or layer globs to freeze */
-    const char *unfreeze;     /* globs to make trainable again (after --freeze) */
-    size_t new_head;          /* replace the last linear layer by one with N outputs */
-    size_t lora_rank;         /* LoRA adapters' rank, 0 = off */
-    double lora_alpha;        /* their alpha (scale alpha / rank); 0 = the rank */
-    const char *lora_targets; /* globs of the weights that get adapters */
-    double noise;             /* Gaussian noise augmentation, std */
-    size_t shift;             /* image shift augmentation, pixels */
-    int hflip;                /* image horizontal flip augmentation */
-    long seed;                /* split, initialisation, order, dropout, augmentation */
-    size_t threads;           /* OpenBLAS threads */
-    const char *metrics;      /* JSON-lines metrics file */
-    const char *progress;     /* auto | on | off */
+    const char *model;       /* model file to start from */
+    const char *arch;        /* architecture to start fresh, or of --model's weights */
+    int allow_extra;         /* --model may hold tensors the architecture lacks */
+    const char *data;        /* labeled training data */
+    const char *out;         /* model file to write */
+    const char *val_data;    /* separate validation file (instead of val_split) */
+    const char *test_data;   /* separate test file (instead of test_split) */
+    double val_split;        /* share of data held out for validation */
+    double test_split;       /* share of data held out for the final test */
+    size_t train_examples;   /* use at most this many training examples (0: all) */
+    data_cfg dc;             /* how to read the data files */
+    const char *standardize; /* auto | off */
+    size_t epochs;           /* passes over the training part */
+    size_t batch;            /* examples per step */
+    const char *optimizer;   /* sgd | adam | adamw */
+    double lr;               /* base learning rate */
+    double momentum;         /* SGD momentum */
+    int nesterov;            /* SGD Nesterov momentum */
+    double beta1, beta2;     /* Adam(W) */
+    double weight_decay;     /* L2 (sgd, adam) or decoupled (adamw) */
+    int decoupled_wd;        /* decoupled decay for sgd and adam too */
+    double clip_norm;        /* global gradient-norm clip, 0 = off */
+    const char *schedule;    /* constant | step | cosine */
+    size_t warmup;           /* linear warm-up steps */
+    double min_lr;           /* cosine floor */
+    size_t step_epochs;      /* step schedule: epochs between decays (0: epochs / 3) */
+    double gamma;            /* step schedule decay */
+    double label_smoothing;  /* cross-entropy label smoothing */
+    double dropout;          /* set every dropout layer to this; -1 = keep the model's */
+    size_t patience;         /* early stopping patience in epochs, 0 = off */
+    double min_delta;        /* improvement that resets the patience */
+    const char *freeze;      /* tensor or layer globs to freeze */
+    const char *unfreeze;    /* globs to make trainable again (after --freeze) */
+    size_t new_head;         /* replace the last linear layer by one with N outputs */
+    lora_cfg lora;           /* LoRA adapters and their aggregation (symmetry with sim) */
+    double noise;            /* Gaussian noise augmentation, std */
+    size_t shift;            /* image shift augmentation, pixels */
+    int hflip;               /* image horizontal flip augmentation */
+    long seed;               /* split, initialisation, order, dropout, augmentation */
+    size_t threads;          /* OpenBLAS threads */
+    const char *metrics;     /* JSON-lines metrics file */
+    const char *progress;    /* auto | on | off */
     /* tune only */
     const char *lrs;         /* learning rates to try */
     const char *batches;     /* batch sizes to try */
@@ -131,13 +129,7 @@ typedef struct train_cfg {
     {"new-head", OPT_SIZE, "0", 0, 1000000, NULL, F(new_head),                                  \
      "replace the last linear layer by a fresh one with N outputs (a sentence encoder gets " \
      "one appended); 0 = keep"},                                                               \
-    {"lora-rank", OPT_SIZE, "0", 0, 1024, NULL, F(lora_rank),                                   \
-     "LoRA: add rank-R adapters and train only them (and a new head); 0 = off"},                \
-    {"lora-alpha", OPT_FLOAT, "0", 0, 1e6, NULL, F(lora_alpha),                                 \
-     "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)"},             \
-    {"lora-targets", OPT_LIST, NULL, 1, 0, NULL, F(lora_targets),                               \
-     "weights that get adapters, as tensor-name globs (\"*.qkv.weight\"); default: every " \
-     "linear, 1x1 conv2d, attention and projection weight but the new head"},                             \
+    LORA_OPTS(F(lora)),                                                                         \
     {"noise", OPT_FLOAT, "0", 0, 100, NULL, F(noise), "augment: Gaussian noise std"},           \
     {"shift", OPT_SIZE, "0", 0, 64, NULL, F(shift), "augment images: random shift, pixels"},    \
     {"hflip", OPT_BOOL, "false", 1, 0, NULL, F(hflip), "augment images: random horizontal flip"}, \
@@ -268,25 +260,6 @@ static void fill_step_size(const train_cfg *c, const session *s, fed_fit_config 
     f->schedule.step_size = c->step_epochs * ((s->train->n + b - 1) / b);
 }
 
-/* --lora-rank: adapters on the selected weights; the base freezes, a new head (the last
- * linear layer after --new-head) trains whole. */
-static fed_err add_adapters(const train_cfg *c, session *s) {
-    size_t skip = SIZE_MAX, matched = 0;
-    const fed_arch *arch = fed_model_arch(s->m);
-    if (c->new_head)
-        for (size_t i = fed_arch_num_layers(arch); i-- > 0 && skip == SIZE_MAX;)
-            if (fed_arch_layer(arch, i)->kind == FED_LAYER_LINEAR) skip = i;
-    float alpha = c->lora_alpha > 0.0 ? (float)c->lora_alpha : (float)c->lora_rank;
-    fed_model *n = NULL;
-    fed_err err = fed_model_add_lora(&n, s->m, c->lora_rank, alpha, c->lora_targets, skip,
-                                     (uint64_t)c->seed ^ 0x6c6f7261ull, &matched);
-    if (err) return fed_errprefix(err, "--lora-targets");
-    fed_model_destroy(&s->m);
-    s->m = n;
-    printf("LoRA: rank %zu, alpha %g on %zu weights\n", c->lora_rank, (double)alpha, matched);
-    return FED_OK;
-}
-
 static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
     fed_err err;
     if (pretrain && c->model)
@@ -315,11 +288,7 @@ static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
         /* The old head's class names describe outputs that no longer exist. */
         fed_meta_unset(s->meta, META_CLASSES);
     }
-    if (c->lora_rank) {
-        if ((err = add_adapters(c, s))) return err;
-    } else if (c->lora_targets || c->lora_alpha > 0.0) {
-        return fed_errorf(FED_EINVAL, "--lora-targets and --lora-alpha need --lora-rank");
-    }
+    if ((err = prep_lora(&s->m, &c->lora, c->new_head != 0, (uint64_t)c->seed, NULL))) return err;
     if (c->dropout >= 0.0) fed_model_set_dropout(s->m, (float)c->dropout);
     if ((err = apply_globs(s->m, c->freeze, false, "--freeze"))) return err;
     if ((err = apply_globs(s->m, c->unfreeze, true, "--unfreeze"))) return err;

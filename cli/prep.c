@@ -6,6 +6,8 @@
 #include "core/json.h"
 
 #include <cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -374,5 +376,58 @@ fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
     cc->metrics_file = s->metrics;
     cc->target_accuracy = s->target_accuracy;
     cc->out = s->out;
+    return FED_OK;
+}
+
+/* ---- LoRA ------------------------------------------------------------------------------ */
+
+/* True when m has LoRA adapters (a tensor named *.lora_A). */
+static bool has_adapters(const fed_model *m) {
+    for (size_t i = 0; i < fed_model_num_tensors(m); i++) {
+        const char *name = fed_model_tensor(m, i)->name;
+        size_t len = strlen(name);
+        if (len > 7 && strcmp(name + len - 7, ".lora_A") == 0) return true;
+    }
+    return false;
+}
+
+fed_err prep_lora(fed_model **m, const lora_cfg *lc, bool new_head, uint64_t seed,
+                  bool *keep_frozen) {
+    if (keep_frozen) *keep_frozen = false;
+    if (!lc->rank && (lc->targets || lc->alpha > 0.0))
+        return fed_errorf(FED_EINVAL, "--lora-targets and --lora-alpha need --lora-rank");
+    if (lc->rank) {
+        size_t skip = SIZE_MAX, matched = 0;
+        const fed_arch *arch = fed_model_arch(*m);
+        if (new_head)
+            for (size_t i = fed_arch_num_layers(arch); i-- > 0 && skip == SIZE_MAX;)
+                if (fed_arch_layer(arch, i)->kind == FED_LAYER_LINEAR) skip = i;
+        float alpha = lc->alpha > 0.0 ? (float)lc->alpha : (float)lc->rank;
+        fed_model *n = NULL;
+        fed_err err = fed_model_add_lora(&n, *m, lc->rank, alpha, lc->targets, skip,
+                                         seed ^ 0x6c6f7261ull, &matched);
+        if (err) return fed_errprefix(err, "--lora-targets");
+        fed_model_destroy(m);
+        *m = n;
+        printf("LoRA: rank %zu, alpha %g on %zu weights\n", lc->rank, (double)alpha, matched);
+    }
+    if (!lc->aggregation) {
+        if (keep_frozen) *keep_frozen = lc->rank > 0;
+        return FED_OK;
+    }
+    if (!has_adapters(*m))
+        return fed_errorf(FED_EINVAL,
+                          "--lora-aggregation %s: the model has no LoRA adapters (give "
+                          "--lora-rank, or a model with *.lora_A tensors)",
+                          lc->aggregation);
+    if (keep_frozen) *keep_frozen = true;
+    if (strcmp(lc->aggregation, "frozen-a") != 0) {
+        printf("LoRA aggregation: factors (A and B averaged separately)\n");
+        return FED_OK;
+    }
+    size_t frozen = 0;
+    fed_err err = fed_model_set_trainable_spec(*m, "*.lora_A", false, &frozen);
+    if (err) return fed_errprefix(err, "--lora-aggregation frozen-a");
+    printf("LoRA aggregation: frozen-a (%zu lora_A tensors frozen, only B trains)\n", frozen);
     return FED_OK;
 }

@@ -85,6 +85,41 @@ typedef struct data_cfg {
      "clip the gradient norm (0: off)"}
 /* clang-format on */
 
+/* LoRA as options (train, sim, coordinator): adapters, their scale and targets, and how a
+ * federation averages them. */
+typedef struct lora_cfg {
+    size_t rank;             /* adapters' rank, 0 = off */
+    double alpha;            /* their alpha (scale alpha / rank); 0 = the rank */
+    const char *targets;     /* globs of the weights that get adapters, or NULL: the default */
+    const char *aggregation; /* factors | frozen-a, or NULL (not given: factors) */
+} lora_cfg;
+
+/* Option-table entries for a lora_cfg at offset `base` of a command's config. */
+/* clang-format off */
+#define LORA_OPTS(base)                                                                    \
+    {"lora-rank", OPT_SIZE, "0", 0, 1024, NULL, (base) + offsetof(lora_cfg, rank),         \
+     "LoRA: add rank-R adapters and train only them (and a new head); 0 = off"},           \
+    {"lora-alpha", OPT_FLOAT, "0", 0, 1e6, NULL, (base) + offsetof(lora_cfg, alpha),       \
+     "LoRA scale numerator: updates are scaled by alpha / rank (0: alpha = rank)"},        \
+    {"lora-targets", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(lora_cfg, targets),     \
+     "weights that get adapters, as tensor-name globs (\"*.qkv.weight\"); default: every " \
+     "linear, 1x1 conv2d, attention and projection weight but the new head"},              \
+    {"lora-aggregation", OPT_CHOICE, NULL, 1, 0, "factors|frozen-a",                       \
+     (base) + offsetof(lora_cfg, aggregation),                                             \
+     "LoRA in a federation: factors (FedIT: A and B trained and averaged separately) or "  \
+     "frozen-a (FFA-LoRA: every *.lora_A stays as initialised, only B and a new head "     \
+     "train, so the average of the products is exact) [factors]"}
+/* clang-format on */
+
+/* Applies the LoRA options to *m (replaced by the adapted copy): with rank, adapters on the
+ * targets (a new head, when new_head, stays trainable whole; A drawn from seed); with
+ * aggregation frozen-a, every *.lora_A frozen (also a model's own adapters). Prints one
+ * line saying what was done. FED_EINVAL for --lora-alpha / --lora-targets without
+ * --lora-rank, or --lora-aggregation without adapters. *keep_frozen (may be NULL) is true
+ * when the model's trainable flags must reach the federation as they are (adapters). */
+fed_err prep_lora(fed_model **m, const lora_cfg *lc, bool new_head, uint64_t seed,
+                  bool *keep_frozen) FED_MUST_USE;
+
 /* The server strategy as options: which one and its parameters. */
 typedef struct strategy_cfg {
     const char *kind;              /* fedavg | fedavgm | fedadam | fedyogi */

@@ -134,6 +134,8 @@ typedef struct fed_site_config {
     const char *data;           /* labeled data file: CSV, sklearn CSV or IDX, maybe gzipped */
     fed_csv_options data_opts;  /* how to read it (format, header, label column, missing) */
     const fed_dataset *dataset; /* instead of data: examples in memory (copied at new) */
+    const fed_dataset *testset; /* with dataset: the federated-evaluation examples (copied
+                                   at new; test_split is then unused), or NULL */
     double test_split;          /* share held out for federated evaluation, [0, 0.9] (0.2) */
     uint64_t seed;              /* seed of the train/test split (1) */
     bool standardize;           /* fit a standardizer on the local training split (true) */

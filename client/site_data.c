@@ -75,8 +75,18 @@ fed_err site_prepare_data(fed_site *s, const fed_site_config *c) {
         err = fed_data_subset(&all, c->dataset, idx, n);
     }
     if (err) goto done;
-    err = fed_data_split(all, 0.0, c->test_split, c->seed, &s->data.train, NULL,
-                         c->test_split > 0.0 ? &s->data.test : NULL);
+    if (c->dataset && c->testset) { /* the caller's own evaluation set: no split */
+        if (c->testset->dim != all->dim) {
+            err = fed_errorf(FED_EINVAL, "test data: %zu features, the training data %zu",
+                             c->testset->dim, all->dim);
+            goto done;
+        }
+        err = fed_data_clone(&s->data.train, all);
+        if (!err) err = fed_data_clone(&s->data.test, c->testset);
+    } else {
+        err = fed_data_split(all, 0.0, c->test_split, c->seed, &s->data.train, NULL,
+                             c->test_split > 0.0 ? &s->data.test : NULL);
+    }
     if (err) goto done;
     if (s->data.train->n == 0) {
         err = fed_errorf(FED_EINVAL, "%s: no training example left after the test split",

@@ -210,9 +210,12 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
     else if ((err = fed_model_clone(&c->model, cfg->model)))
         goto fail;
     fed_model_drop_grads(c->model); /* the global model is never trained here */
-    for (size_t i = 0; i < fed_model_num_tensors(c->model); i++)
+    for (size_t i = 0; i < fed_model_num_tensors(c->model) && !cfg->keep_frozen; i++)
         fed_model_set_trainable(c->model, i, true);
     if ((err = apply_freeze(c->model, cfg->freeze))) goto fail;
+    /* Token ids (a first layer that is an embedding) are never standardised. */
+    if (fed_arch_layer(fed_model_arch(c->model), 0)->kind == FED_LAYER_EMBEDDING)
+        c->cfg.input_stats = false;
     if ((err = build_manifest(c))) goto fail;
     fed_shape in = fed_arch_input_shape(fed_model_arch(c->model));
     c->stats.groups = fed_std_groups(&in, fed_shape_numel(&in));

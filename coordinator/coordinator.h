@@ -153,6 +153,9 @@ typedef struct fed_coord_config {
                                        soon as every sampled client has answered or left */
     fed_msg_train_config train;     /* sent in RoundStart; optimizer string borrowed */
     const char *freeze;             /* comma-separated globs of frozen tensors, or NULL */
+    bool keep_frozen;               /* the model's own frozen flags stay (LoRA: the base, and
+                                       lora_A with FFA-LoRA) and freeze adds to them; false:
+                                       every tensor not in freeze trains (false) */
     fed_strategy_config strategy;   /* server optimizer */
     double max_update_norm;         /* L2 bound of one delta (0: off) */
     uint64_t max_examples_per_site; /* bound of the example count an update claims (its

@@ -131,10 +131,14 @@ static void *coord_main(void *p) {
     return NULL;
 }
 
-/* "site-007": names sort in site order (ordered_uploads folds in CN order). */
-static void site_name(char out[32], size_t i, int width) {
+/* The caller's name of site i, else "site-007": names sort in site order (ordered_uploads
+ * folds in CN order). */
+static void site_name(char out[64], const char *const *names, size_t i, int width) {
     int w = width < 3 ? 3 : width > 7 ? 7 : width;
-    snprintf(out, 32, "site-%0*zu", w, i % 10000000u);
+    if (names)
+        snprintf(out, 64, "%s", names[i]);
+    else
+        snprintf(out, 64, "site-%0*zu", w, i % 10000000u);
 }
 
 /* ---- certificates for --tls ------------------------------------------------------------ */
@@ -167,7 +171,8 @@ static fed_err run_script(const char *script, char *const argv[]) {
 }
 
 /* Makes a CA, the coordinator's certificate and one per site under dir. */
-static fed_err make_certs(const char *script, const char *dir, size_t n, int width) {
+static fed_err make_certs(const char *script, const char *dir, const char *const *names, size_t n,
+                          int width) {
     if (!script || access(script, X_OK) != 0)
         return fed_errorf(FED_EINVAL, "tls: the certificate script %s is not executable",
                           script ? script : "(none)");
@@ -180,8 +185,8 @@ static fed_err make_certs(const char *script, const char *dir, size_t n, int wid
         err = run_script(script, cargv);
     }
     for (size_t i = 0; !err && i < n; i++) {
-        char name[32];
-        site_name(name, i, width);
+        char name[64];
+        site_name(name, names, i, width);
         char *sargv[5] = {(char *)script, "site", ca, name, NULL};
         err = run_script(script, sargv);
     }
@@ -300,7 +305,9 @@ static fed_err open_context(sim_run *r) {
             r->certdir[0] = '\0';
             return fed_errorf(FED_EIO, "tls: cannot make a temporary folder");
         }
-        if ((err = make_certs(r->cfg->certs_script, r->certdir, r->n, r->width))) return err;
+        if ((err =
+                 make_certs(r->cfg->certs_script, r->certdir, r->cfg->site_names, r->n, r->width)))
+            return err;
     }
     if ((err = reserve_fds(r->n))) return err;
     if ((err = fed_base_cache_new(&r->bases, NULL))) return err;
@@ -326,8 +333,8 @@ static fed_err make_sites(sim_run *r) {
         for (size_t j = a; j < b; j++) idx[j - a] = pp->index[j];
         fed_dataset *sub = NULL;
         if ((err = fed_data_subset(&sub, cfg->train, idx, b - a))) goto done;
-        char name[32], scert[192], skey[192];
-        site_name(name, i, r->width);
+        char name[64], scert[224], skey[224];
+        site_name(name, cfg->site_names, i, r->width);
         snprintf(scert, sizeof scert, "%s/ca/sites/%s/%s.crt", r->certdir, name, name);
         snprintf(skey, sizeof skey, "%s/ca/sites/%s/%s.key", r->certdir, name, name);
         fed_site_config sc = fed_site_default_config();
@@ -343,6 +350,7 @@ static fed_err make_sites(sim_run *r) {
         }
         sc.zmq_ctx = r->zctx;
         sc.dataset = sub;
+        sc.testset = cfg->site_tests ? cfg->site_tests[i] : NULL;
         sc.test_split = cfg->client_test_split;
         sc.seed = cfg->seed + i;
         sc.standardize = false;

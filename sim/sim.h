@@ -36,24 +36,29 @@
 #include <stdint.h>
 
 typedef struct fed_sim_config {
-    const fed_dataset *train;       /* pooled labeled data the partition splits (borrowed) */
-    fed_part_config part;           /* how (clients, kind, parameters; its seed is ignored) */
-    const fed_partition *partition; /* or this one, made by the caller (borrowed; its
-                                       indices into train): part is then ignored */
-    double client_test_split;       /* share of each site's data held out for federated
-                                       evaluation, [0, 0.9] (0) */
-    fed_coord_config coord;         /* the round engine: model, eval_data, rounds, fraction,
-                                       min_fit, deadline_ms, train, freeze, strategy, metrics,
-                                       target_accuracy, out, on_round... min_clients, the
-                                       server, ordered_uploads and the seed are set here */
-    size_t workers;                 /* training threads, >= 1 */
-    double dropout;                 /* P(a sampled site vanishes mid-round), [0, 1) */
-    double stragglers;              /* P(a sampled site starts late), [0, 1] */
-    double straggler_delay_s;       /* how late, >= 0 */
-    bool tls;                       /* full TLS in-process: certificates made into a temporary
-                                       folder with certs_script */
-    const char *certs_script;       /* certs/fedtune-certs (tls only) */
-    uint64_t seed;                  /* everything random */
+    const fed_dataset *train;             /* pooled labeled data the partition splits (borrowed) */
+    fed_part_config part;                 /* how (clients, kind, parameters; its seed is ignored) */
+    const fed_partition *partition;       /* or this one, made by the caller (borrowed; its
+                                             indices into train): part is then ignored */
+    double client_test_split;             /* share of each site's data held out for federated
+                                             evaluation, [0, 0.9] (0) */
+    const char *const *site_names;        /* (sites) the sites' names (certificate CN, metrics), or
+                                             NULL: site-001, ... (borrowed; names must be unique) */
+    const fed_dataset *const *site_tests; /* (sites) a site's own federated-evaluation set
+                                       instead of client_test_split of its share, or NULL
+                                       (the array or an entry; borrowed) */
+    fed_coord_config coord;               /* the round engine: model, eval_data, rounds, fraction,
+                                             min_fit, deadline_ms, train, freeze, strategy, metrics,
+                                             target_accuracy, out, on_round... min_clients, the
+                                             server, ordered_uploads and the seed are set here */
+    size_t workers;                       /* training threads, >= 1 */
+    double dropout;                       /* P(a sampled site vanishes mid-round), [0, 1) */
+    double stragglers;                    /* P(a sampled site starts late), [0, 1] */
+    double straggler_delay_s;             /* how late, >= 0 */
+    bool tls;                             /* full TLS in-process: certificates made into a temporary
+                                             folder with certs_script */
+    const char *certs_script;             /* certs/fedtune-certs (tls only) */
+    uint64_t seed;                        /* everything random */
     /* Called on the sites' thread with every update a site computed, just before it is
      * sent or, dropped true, lost with the site's vanishing connection: the site's
      * index, the round, its delta (n floats: the trainable tensors in manifest order)
