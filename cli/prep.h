@@ -8,6 +8,7 @@
 #include "coordinator/aggregate.h"
 #include "dataset/dataset.h"
 #include "dataset/text.h"
+#include "dataset/text_lm.h"
 #include "dataset/tokenizer.h"
 #include "coordinator/coordinator.h"
 #include "core/safetensors.h"
@@ -244,6 +245,8 @@ typedef struct prep_text {
     size_t len;           /* T: the model's input length (its input must be one-dimensional) */
     bool loaded;          /* the last prep_load_data read text */
     fed_text_stats stats; /* and what it saw */
+    bool lm;              /* the last load was prep_load_lm's */
+    fed_text_lm_stats lm_stats; /* and what it saw */
 } prep_text;
 
 /* Fills *pt: the tokenizer of --tokenizer or of meta (either may be absent) and len, the
@@ -257,6 +260,14 @@ void prep_text_close(prep_text *pt);
  * with data that is not text is one too). --classes, if given, must agree with classes. */
 fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, const char *classes,
                        prep_text *pt) FED_MUST_USE;
+
+/* Language-model data: the comma-separated text files of list cut into windows of
+ * pt->len ids with pt's tokenizer (text_lm.h), one data set. */
+fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) FED_MUST_USE;
+
+/* Prints what the last text load saw (command names the line) and, when the tokenizer
+ * came from --tokenizer, puts it into meta as META_TOKENIZER. */
+fed_err prep_text_report(const prep_text *pt, fed_meta *meta, const char *command) FED_MUST_USE;
 
 /* Loads a model file. Without arch the file must be self-describing (fedtune.arch in
  * its metadata); with arch (preset, JSON or @FILE) the architecture comes from the

@@ -156,6 +156,9 @@ static fed_err read_form(const cJSON *root, const char *what, const cJSON **voca
                           "%s: expected an array of [piece, score] or an object "
                           "{\"type\":\"unigram\",\"reserved\",\"unk\",\"vocab\"}",
                           what);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "unigram") != 0)
+        return fed_errorf(FED_EFORMAT, "%s: \"type\" must be \"unigram\" or \"bpe\"", what);
     static const char *const keys[] = {"type", "reserved", "unk", "vocab"};
     bool seen[4] = {false, false, false, false};
     for (const cJSON *it = root->child; it; it = it->next) {
@@ -165,9 +168,6 @@ static fed_err read_form(const cJSON *root, const char *what, const cJSON **voca
         if (seen[k]) return fed_errorf(FED_EFORMAT, "%s: \"%s\" appears twice", what, it->string);
         seen[k] = true;
     }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "unigram") != 0)
-        return fed_errorf(FED_EFORMAT, "%s: \"type\" must be \"unigram\" or \"bpe\"", what);
     *vocab = cJSON_GetObjectItemCaseSensitive(root, "vocab");
     if (!cJSON_IsArray(*vocab))
         return fed_errorf(FED_EFORMAT, "%s: \"vocab\" must be an array of [piece, score]", what);
