@@ -470,7 +470,9 @@ static fed_err session_open(const train_cfg *c, session *s, const char *command)
     memset(s, 0, sizeof *s);
     s->command = command;
     fed_err err;
-    if (!c->data == !c->text) return fed_errorf(FED_EINVAL, "give --data or --text (one of them)");
+    if (!c->data && !c->text)
+        return fed_errorf(FED_EINVAL, "--data is required (or --text for a language model)");
+    if (c->data && c->text) return fed_errorf(FED_EINVAL, "give --data or --text, not both");
     if (!c->out && strcmp(command, "tune") != 0) return fed_errorf(FED_EINVAL, "--out is required");
     if ((err = fit_config(c, &s->fit))) return err;
     if ((err = load_start_model(c, s, strcmp(command, "pretrain") == 0))) return err;

@@ -56,8 +56,9 @@ typedef struct data_cfg {
 /* clang-format off */
 #define TEXT_OPTS(base)                                                                    \
     {"tokenizer", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, tokenizer),    \
-     "text data (JSON lines, or CSV with text and label columns): the vocabulary, USE-lite's " \
-     "vocab.json or fedtune's JSON form (default: the model's " META_TOKENIZER ")"},       \
+     "text data (JSON lines, or CSV with text and label columns; --text): the tokenizer, "  \
+     "USE-lite's vocab.json or fedtune's JSON (unigram or bpe) (default: the model's "     \
+     META_TOKENIZER ")"},                                                                  \
     {"drop-empty", OPT_BOOL, "false", 1, 0, NULL, (base) + offsetof(data_cfg, drop_empty), \
      "text data: drop rows whose text is empty (counted) instead of failing"},             \
     {"classes", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, classes),          \
