@@ -9,10 +9,10 @@
  *   plain text  anything else: the whole file is one document (a UTF-8 byte-order mark
  *               at the start is skipped).
  * Each document is tokenized in full (ids only: no special symbols, nothing between
- * documents) and cut into windows of T ids, stride T: ids [0, T), [T, 2T), ...; the last
- * partial window is padded with -1.0f up to T, and a window of fewer than 2 ids (nothing
- * to predict) is dropped. One example per window, label 0, one class; the set's shape is
- * (T). Documents never share a window.
+ * documents; at most the tokenizers' 16 MiB a document) and cut into windows of T ids, stride T:
+ * ids [0, T), [T, 2T), ...; the last partial window is padded with -1.0f up to T, and a window of
+ * fewer than 2 ids (nothing to predict) is dropped. One example per window, label 0, one class; the
+ * set's shape is (T). Documents never share a window.
  *
  * Errors are FED_EFORMAT with one line naming what:line: "kjv.txt:12: invalid UTF-8 at
  * byte 4410 of the file", "sotu.jsonl:3: \"text\" must be a string"; an empty file (no
