@@ -90,8 +90,7 @@ typedef struct train_cfg {
     {"data", OPT_STRING, NULL, 1, 0, NULL, F(data),                                             \
      "labeled training data (CSV, sklearn CSV, IDX)"},                                          \
     {"text", OPT_LIST, NULL, 1, 0, NULL, F(text),                                               \
-     "instead of --data, a language model's text: files (JSON lines {\"text\"} or plain), "     \
-     "comma-separated, cut into windows of the model's T token ids"},                          \
+     "instead of --data: a language model's text files (JSON lines or plain), in T-id windows"}, \
     {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "model file to write (.safetensors)"},        \
     {"val-data", OPT_STRING, NULL, 1, 0, NULL, F(val_data),                                     \
      "validation data file (default: --val-split of --data)"},                                  \
@@ -470,9 +469,10 @@ static fed_err session_open(const train_cfg *c, session *s, const char *command)
     memset(s, 0, sizeof *s);
     s->command = command;
     fed_err err;
-    if (!c->data && !c->text)
-        return fed_errorf(FED_EINVAL, "--data is required (or --text for a language model)");
-    if (c->data && c->text) return fed_errorf(FED_EINVAL, "give --data or --text, not both");
+    if (!c->data == !c->text)
+        return fed_errorf(FED_EINVAL, "%s",
+                          c->data ? "give --data or --text, not both"
+                                  : "--data is required (or --text for an LM)");
     if (!c->out && strcmp(command, "tune") != 0) return fed_errorf(FED_EINVAL, "--out is required");
     if ((err = fit_config(c, &s->fit))) return err;
     if ((err = load_start_model(c, s, strcmp(command, "pretrain") == 0))) return err;

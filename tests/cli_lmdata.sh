@@ -113,7 +113,7 @@ expect 2 "no fedtune.tokenizer in its metadata: give --tokenizer" -- \
 expect 2 "--temperature" -- gen --temperature -1
 
 # pretrain --text: the windows it reads, the tokenizer it stores.
-expect 2 "--data is required (or --text for a language model)" -- \
+expect 2 "--data is required (or --text for an LM)" -- \
   "$FEDTUNE" pretrain --arch @linear.json --out p.safetensors
 expect 2 "give --data or --text, not both" -- \
   "$FEDTUNE" pretrain --arch @linear.json --data lab.jsonl --text abc.txt --out p.safetensors
