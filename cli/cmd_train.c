@@ -330,19 +330,6 @@ static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
     return FED_OK;
 }
 
-/* Text data: token ids are neither standardised nor augmented; the tokenizer given with
- * --tokenizer goes into the model's metadata. */
-static fed_err text_checks(const train_cfg *c, session *s) {
-    if (fed_meta_get(s->meta, META_STANDARDIZE))
-        return fed_errorf(FED_EINVAL,
-                          "%s is text data, but the model standardises its inputs (%s): token ids "
-                          "must reach it unchanged",
-                          c->data ? c->data : c->text, META_STANDARDIZE);
-    if (c->noise > 0 || c->shift || c->hflip)
-        return fed_errorf(FED_EINVAL, "--noise, --shift and --hflip do not apply to text data");
-    return prep_text_report(&s->text, s->meta, s->command);
-}
-
 /* Loads --data (and --val-data, --test-data), splits, standardises. */
 static fed_err load_data(const train_cfg *c, session *s) {
     const char *classes = fed_meta_get(s->meta, META_CLASSES);
@@ -353,7 +340,10 @@ static fed_err load_data(const train_cfg *c, session *s) {
     if (!err && !c->text) err = prep_load_data(&all, c->data, &c->dc, classes, &s->text);
     if (err) return err;
     s->is_text = s->text.loaded;
-    if (s->is_text && (err = text_checks(c, s))) goto done;
+    bool augment = c->noise > 0 || c->shift || c->hflip;
+    if (s->is_text && (err = prep_text_report(&s->text, s->meta, s->command,
+                                              c->data ? c->data : c->text, augment)))
+        goto done;
     if ((err = prep_classes_json(all, &names))) goto done;
     double vf = c->val_data ? 0.0 : c->val_split, tf = c->test_data ? 0.0 : c->test_split;
     if (vf + tf >= 0.95) {

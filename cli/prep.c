@@ -275,7 +275,15 @@ fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) {
     return err;
 }
 
-fed_err prep_text_report(const prep_text *pt, fed_meta *meta, const char *command) {
+fed_err prep_text_report(const prep_text *pt, fed_meta *meta, const char *command, const char *data,
+                         bool augment) {
+    if (fed_meta_get(meta, META_STANDARDIZE))
+        return fed_errorf(FED_EINVAL,
+                          "%s is text data, but the model standardises its inputs (%s): token ids "
+                          "must reach it unchanged",
+                          data, META_STANDARDIZE);
+    if (augment)
+        return fed_errorf(FED_EINVAL, "--noise, --shift and --hflip do not apply to text data");
     const fed_text_stats *st = &pt->stats;
     const fed_text_lm_stats *lm = &pt->lm_stats;
     if (pt->lm)

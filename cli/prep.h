@@ -266,9 +266,12 @@ fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, 
  * pt->len ids with pt's tokenizer (text_lm.h), one data set. */
 fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) FED_MUST_USE;
 
-/* Prints what the last text load saw (command names the line) and, when the tokenizer
- * came from --tokenizer, puts it into meta as META_TOKENIZER. */
-fed_err prep_text_report(const prep_text *pt, fed_meta *meta, const char *command) FED_MUST_USE;
+/* Text data (named data) just loaded: token ids are neither standardised (a model with
+ * META_STANDARDIZE in meta is refused) nor augmented (augment: an error); prints what the
+ * load saw (command names the line) and, when the tokenizer came from --tokenizer, puts
+ * it into meta as META_TOKENIZER. */
+fed_err prep_text_report(const prep_text *pt, fed_meta *meta, const char *command, const char *data,
+                         bool augment) FED_MUST_USE;
 
 /* Loads a model file. Without arch the file must be self-describing (fedtune.arch in
  * its metadata); with arch (preset, JSON or @FILE) the architecture comes from the
