@@ -132,11 +132,13 @@ typedef struct data_tokenize_cfg {
 #define T(field) offsetof(data_tokenize_cfg, field)
 static const opt_spec data_tokenize_opts[] = {
     {"tokenizer", OPT_STRING, NULL, 1, 0, NULL, T(tokenizer),
-     "vocabulary: USE-lite's vocab.json or fedtune's {\"type\":\"unigram\",...} JSON"},
+     "tokenizer: USE-lite's vocab.json or fedtune's JSON ({\"type\":\"unigram\"} or "
+     "{\"type\":\"bpe\"}, from fedtune tokenizer train)"},
     {"bpe", OPT_STRING, NULL, 1, 0, NULL, T(bpe),
      "instead of --tokenizer: GPT-2's byte-level BPE, a folder with encoder.json and vocab.bpe"},
     {"roundtrip", OPT_BOOL, "false", 1, 0, NULL, T(roundtrip),
-     "with --bpe: check that decoding each line's ids gives its text back byte for byte"},
+     "byte-level BPE only: check that decoding each line's ids gives its text back byte for "
+     "byte"},
     {"input", OPT_STRING, NULL, 1, 0, NULL, T(input),
      "texts, one JSON string a line (\"-\": standard input)"},
     {"plain", OPT_BOOL, "false", 1, 0, NULL, T(plain),
@@ -165,11 +167,12 @@ static fed_err encode_any(const any_tok *t, const char *text, size_t len, int32_
 }
 
 /* decode(ids) == text[0..len), byte for byte. */
-static fed_err check_roundtrip(const fed_bpe *b, const int32_t *ids, size_t n, const char *text,
+static fed_err check_roundtrip(const any_tok *t, const int32_t *ids, size_t n, const char *text,
                                size_t len) {
     char *back = NULL;
     size_t blen = 0;
-    fed_err err = fed_bpe_decode(b, ids, n, &back, &blen);
+    fed_err err = t->bpe ? fed_bpe_decode(t->bpe, ids, n, &back, &blen)
+                         : fed_tokenizer_decode(t->unigram, ids, n, &back, &blen);
     if (err) return err;
     if (blen != len || memcmp(back, text, len) != 0) {
         size_t at = 0;
@@ -196,7 +199,7 @@ static fed_err print_ids(const any_tok *tok, const char *text, size_t len, int32
         *cap = n;
         err = encode_any(tok, text, len, *ids, *cap, &n);
     }
-    if (!err && tok->roundtrip) err = check_roundtrip(tok->bpe, *ids, n, text, len);
+    if (!err && tok->roundtrip) err = check_roundtrip(tok, *ids, n, text, len);
     if (err) return err;
     putchar('[');
     for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)(*ids)[i]);
@@ -209,9 +212,14 @@ static fed_err print_ids(const any_tok *tok, const char *text, size_t len, int32
 static fed_err load_any(any_tok *t, const data_tokenize_cfg *c) {
     if (!c->tokenizer == !c->bpe)
         return fed_errorf(FED_EINVAL, "one of --tokenizer and --bpe is required");
-    if (c->roundtrip && !c->bpe) return fed_errorf(FED_EINVAL, "--roundtrip needs --bpe");
     t->roundtrip = c->roundtrip;
-    if (c->tokenizer) return fed_tokenizer_load(&t->unigram, c->tokenizer);
+    if (c->tokenizer) {
+        fed_err err = fed_tokenizer_load(&t->unigram, c->tokenizer);
+        if (!err && c->roundtrip && strcmp(fed_tokenizer_kind(t->unigram), "bpe") != 0)
+            err = fed_errorf(FED_EINVAL, "--roundtrip needs a byte-level BPE (--bpe, or a "
+                                         "--tokenizer of type bpe)");
+        return err;
+    }
     char enc[4096], merges[4096];
     int a = snprintf(enc, sizeof enc, "%s/encoder.json", c->bpe);
     int b = snprintf(merges, sizeof merges, "%s/vocab.bpe", c->bpe);

@@ -28,6 +28,7 @@ typedef struct train_cfg {
     const char *arch;        /* architecture to start fresh, or of --model's weights */
     int allow_extra;         /* --model may hold tensors the architecture lacks */
     const char *data;        /* labeled training data */
+    const char *text;        /* or text files for a language model (windows of ids) */
     const char *out;         /* model file to write */
     const char *val_data;    /* separate validation file (instead of val_split) */
     const char *test_data;   /* separate test file (instead of test_split) */
@@ -86,6 +87,8 @@ typedef struct train_cfg {
      "ignore tensors of --model that the architecture lacks"},                                  \
     {"data", OPT_STRING, NULL, 1, 0, NULL, F(data),                                             \
      "labeled training data (CSV, sklearn CSV, IDX)"},                                          \
+    {"text", OPT_LIST, NULL, 1, 0, NULL, F(text),                                               \
+     "instead of --data: a language model's text files (JSON lines or plain), in T-id windows"}, \
     {"out", OPT_STRING, NULL, 1, 0, NULL, F(out), "model file to write (.safetensors)"},        \
     {"val-data", OPT_STRING, NULL, 1, 0, NULL, F(val_data),                                     \
      "validation data file (default: --val-split of --data)"},                                  \
@@ -166,8 +169,8 @@ static const opt_table train_table = {
     train_opts, NULL};
 static const opt_table pretrain_table = {
     "pretrain",
-    "Train a fresh model from --arch on (public) labeled data: the first half of "
-    "\"pre-train, then fine-tune\".",
+    "Train a fresh model from --arch on (public) labeled data, or a language model on --text: "
+    "the first half of \"pre-train, then fine-tune\".",
     train_opts, NULL};
 static const opt_table tune_table = {
     "tune",
@@ -297,39 +300,23 @@ static fed_err load_start_model(const train_cfg *c, session *s, bool pretrain) {
     return FED_OK;
 }
 
-/* Text data: token ids are neither standardised nor augmented; the tokenizer given with
- * --tokenizer goes into the model's metadata. */
-static fed_err text_checks(const train_cfg *c, session *s) {
-    if (fed_meta_get(s->meta, META_STANDARDIZE))
-        return fed_errorf(FED_EINVAL,
-                          "%s is text data, but the model standardises its inputs (%s): token ids "
-                          "must reach it unchanged",
-                          c->data, META_STANDARDIZE);
-    if (c->noise > 0 || c->shift || c->hflip)
-        return fed_errorf(FED_EINVAL, "--noise, --shift and --hflip do not apply to text data");
-    const fed_text_stats *st = &s->text.stats;
-    printf("%s: text, %zu texts (%zu empty dropped), %zu token ids per example; %zu tokens, "
-           "%.2f%% unknown, %zu texts truncated\n",
-           s->command, st->rows, st->dropped_empty, s->text.len, st->tokens,
-           st->tokens ? 100.0 * (double)st->unknown / (double)st->tokens : 0.0, st->truncated);
-    if (!s->text.from_option) return FED_OK;
-    char *js = NULL;
-    fed_err err = fed_tokenizer_to_json(s->text.tok, &js);
-    if (!err) err = fed_meta_set(s->meta, META_TOKENIZER, js);
-    fed_free(js);
-    return err;
-}
-
 /* Loads --data (and --val-data, --test-data), splits, standardises. */
 static fed_err load_data(const train_cfg *c, session *s) {
     const char *classes = fed_meta_get(s->meta, META_CLASSES);
     fed_dataset *all = NULL;
     char *names = NULL;
     fed_err err = prep_text_open(&s->text, &c->dc, s->meta, s->m);
-    if (!err) err = prep_load_data(&all, c->data, &c->dc, classes, &s->text);
+    if (!err && c->text && !fed_arch_is_lm(fed_model_arch(s->m)))
+        err = fed_errorf(FED_EINVAL, "--text trains a language model: its first layer an "
+                                     "embedding, its last an lmhead tied to it");
+    if (!err && c->text) err = prep_load_lm(&all, c->text, &s->text);
+    if (!err && !c->text) err = prep_load_data(&all, c->data, &c->dc, classes, &s->text);
     if (err) return err;
     s->is_text = s->text.loaded;
-    if (s->is_text && (err = text_checks(c, s))) goto done;
+    bool augment = c->noise > 0 || c->shift || c->hflip;
+    if (s->is_text && (err = prep_text_report(&s->text, s->meta, s->command,
+                                              c->data ? c->data : c->text, augment)))
+        goto done;
     if ((err = prep_classes_json(all, &names))) goto done;
     double vf = c->val_data ? 0.0 : c->val_split, tf = c->test_data ? 0.0 : c->test_split;
     if (vf + tf >= 0.95) {
@@ -349,11 +336,15 @@ static fed_err load_data(const train_cfg *c, session *s) {
         s->train = small;
     }
     if (c->val_data) {
-        err = prep_load_data(&s->val, c->val_data, &c->dc, names ? names : classes, &s->text);
+        err = c->text
+                  ? prep_load_lm(&s->val, c->val_data, &s->text)
+                  : prep_load_data(&s->val, c->val_data, &c->dc, names ? names : classes, &s->text);
         if (err) goto done;
     }
     if (c->test_data) {
-        err = prep_load_data(&s->test, c->test_data, &c->dc, names ? names : classes, &s->text);
+        err = c->text ? prep_load_lm(&s->test, c->test_data, &s->text)
+                      : prep_load_data(&s->test, c->test_data, &c->dc, names ? names : classes,
+                                       &s->text);
         if (err) goto done;
     }
     if (names && (err = fed_meta_set(s->meta, META_CLASSES, names))) goto done;
@@ -448,7 +439,10 @@ static fed_err session_open(const train_cfg *c, session *s, const char *command)
     memset(s, 0, sizeof *s);
     s->command = command;
     fed_err err;
-    if (!c->data) return fed_errorf(FED_EINVAL, "--data is required");
+    if (!c->data == !c->text)
+        return fed_errorf(FED_EINVAL, "%s",
+                          c->data ? "give --data or --text, not both"
+                                  : "--data is required (or --text for an LM)");
     if (!c->out && strcmp(command, "tune") != 0) return fed_errorf(FED_EINVAL, "--out is required");
     if ((err = fit_config(c, &s->fit))) return err;
     if ((err = load_start_model(c, s, strcmp(command, "pretrain") == 0))) return err;
@@ -470,7 +464,7 @@ static fed_err session_open(const train_cfg *c, session *s, const char *command)
     fed_blas_set_threads((int)c->threads);
     printf("%s: %zu train / %zu val / %zu test examples of %zu features, %zu classes (%s)\n",
            command, s->train->n, s->val ? s->val->n : 0, s->test ? s->test->n : 0, s->train->dim,
-           s->train->num_classes, c->data);
+           s->train->num_classes, c->data ? c->data : c->text);
     printf("%s: model %zu parameters, %zu trainable; %s lr %g %s, batch %zu, %zu epochs\n", command,
            fed_model_num_params(s->m), fed_model_num_trainable(s->m), c->optimizer, c->lr,
            c->schedule, c->batch, c->epochs);
@@ -495,8 +489,8 @@ static fed_err training_meta(session *s, const train_cfg *c, const fed_fit_resul
                      "{\"command\":\"%s\",\"data\":\"%s\",\"train_examples\":%zu,"
                      "\"epochs_run\":%zu,\"best_epoch\":%zu,\"steps\":%zu,\"optimizer\":\"%s\","
                      "\"lr\":%.9g,\"batch\":%zu,\"seed\":%ld",
-                     s->command, c->data, s->train->n, r->epochs_run, r->best_epoch, r->steps,
-                     c->optimizer, c->lr, s->fit.batch, c->seed);
+                     s->command, c->data ? c->data : c->text, s->train->n, r->epochs_run,
+                     r->best_epoch, r->steps, c->optimizer, c->lr, s->fit.batch, c->seed);
     if (!isnan(r->best_val_loss) && n > 0 && (size_t)n < sizeof buf)
         n += snprintf(buf + n, sizeof buf - (size_t)n, ",\"best_val_loss\":%.9g", r->best_val_loss);
     if (test && n > 0 && (size_t)n < sizeof buf)

@@ -32,6 +32,8 @@ int cmd_sim(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 /* Parses --arch: a preset, JSON text, or @FILE holding JSON. */
 struct fed_arch;

@@ -17,7 +17,8 @@ typedef struct command {
 
 static const command commands[] = {
     {"init", cmd_init, "write a freshly initialised model for an architecture"},
-    {"pretrain", cmd_pretrain, "train a fresh model from --arch on (public) labeled data"},
+    {"pretrain", cmd_pretrain,
+     "train a fresh model from --arch on (public) labeled data, or a language model on --text"},
     {"train", cmd_train, "fine-tune a model on labeled data (freeze, new head, early stopping)"},
     {"eval", cmd_eval, "evaluate a model: loss, accuracy, macro-F1, per-class, confusion"},
     {"tune", cmd_tune, "search learning rate, batch size and epochs on the validation split"},
@@ -25,6 +26,8 @@ static const command commands[] = {
     {"merge", cmd_merge, "fold a model's LoRA adapters into its weights"},
     {"import", cmd_import,
      "convert a published pre-trained model (USE-lite, TF.js) to a model file"},
+    {"tokenizer", cmd_tokenizer, "tokenizer train|count|convert: learn a byte-level BPE from text"},
+    {"generate", cmd_generate, "continue a prompt with a language model (greedy or sampled)"},
     {"embed", cmd_embed, "embed sentences (JSON lines) with a model that carries its tokenizer"},
     {"data", cmd_data, "data info FILE: label counts, imbalance, duplicates, constant features"},
     {"coordinator", cmd_coordinator,

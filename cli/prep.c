@@ -247,6 +247,64 @@ fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, 
     return err;
 }
 
+fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) {
+    *out = NULL;
+    pt->loaded = pt->lm = false;
+    if (!pt->tok)
+        return fed_errorf(FED_EINVAL, "--text: give --tokenizer TOK.json, or a model whose "
+                                      "metadata has " META_TOKENIZER);
+    if (pt->len < 2)
+        return fed_errorf(FED_EINVAL, "--text: the model's input is not a window of T >= 2 token "
+                                      "ids (its input shape must be [T])");
+    size_t n = 1;
+    for (const char *p = list; *p; p++) n += *p == ',';
+    char *copy = fed_strdup(list);
+    const char **paths = fed_mallocarray(n, sizeof *paths);
+    fed_err err = FED_ENOMEM;
+    if (copy && paths) {
+        size_t k = 0;
+        for (char *p = copy, *next; p; p = next) {
+            next = strchr(p, ',');
+            if (next) *next++ = '\0';
+            if (*p) paths[k++] = p;
+        }
+        err = fed_data_load_text_lm(out, paths, k, pt->tok, pt->len, &pt->lm_stats);
+    }
+    fed_free(paths);
+    fed_free(copy);
+    pt->loaded = pt->lm = !err;
+    return err;
+}
+
+fed_err prep_text_report(const prep_text *pt, fed_meta *meta, const char *command, const char *data,
+                         bool augment) {
+    if (fed_meta_get(meta, META_STANDARDIZE))
+        return fed_errorf(FED_EINVAL,
+                          "%s is text data, but the model standardises its inputs (%s): token ids "
+                          "must reach it unchanged",
+                          data, META_STANDARDIZE);
+    if (augment)
+        return fed_errorf(FED_EINVAL, "--noise, --shift and --hflip do not apply to text data");
+    const fed_text_stats *st = &pt->stats;
+    const fed_text_lm_stats *lm = &pt->lm_stats;
+    if (pt->lm)
+        printf("%s: text, %zu files, %zu documents, %zu tokens (%s tokenizer, %zu ids): %zu "
+               "windows of %zu ids (%zu padded, %zu single ids dropped)\n",
+               command, lm->files, lm->documents, lm->tokens, fed_tokenizer_kind(pt->tok),
+               fed_tokenizer_vocab_size(pt->tok), lm->windows, pt->len, lm->padded, lm->dropped);
+    else
+        printf("%s: text, %zu texts (%zu empty dropped), %zu token ids per example; %zu tokens, "
+               "%.2f%% unknown, %zu texts truncated\n",
+               command, st->rows, st->dropped_empty, pt->len, st->tokens,
+               st->tokens ? 100.0 * (double)st->unknown / (double)st->tokens : 0.0, st->truncated);
+    if (!pt->from_option) return FED_OK;
+    char *js = NULL;
+    fed_err err = fed_tokenizer_to_json(pt->tok, &js);
+    if (!err) err = fed_meta_set(meta, META_TOKENIZER, js);
+    fed_free(js);
+    return err;
+}
+
 fed_err prep_apply_meta_std(const fed_meta *meta, fed_dataset *d) {
     const char *js = meta ? fed_meta_get(meta, META_STANDARDIZE) : NULL;
     if (!js) return FED_OK;

@@ -8,6 +8,7 @@
 #include "coordinator/aggregate.h"
 #include "dataset/dataset.h"
 #include "dataset/text.h"
+#include "dataset/text_lm.h"
 #include "dataset/tokenizer.h"
 #include "coordinator/coordinator.h"
 #include "core/safetensors.h"
@@ -55,8 +56,9 @@ typedef struct data_cfg {
 /* clang-format off */
 #define TEXT_OPTS(base)                                                                    \
     {"tokenizer", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, tokenizer),    \
-     "text data (JSON lines, or CSV with text and label columns): the vocabulary, USE-lite's " \
-     "vocab.json or fedtune's JSON form (default: the model's " META_TOKENIZER ")"},       \
+     "text data (JSON lines, or CSV with text and label columns; or text for a language model): the tokenizer, "  \
+     "USE-lite's vocab.json or fedtune's JSON (unigram or bpe) (default: the model's "     \
+     META_TOKENIZER ")"},                                                                  \
     {"drop-empty", OPT_BOOL, "false", 1, 0, NULL, (base) + offsetof(data_cfg, drop_empty), \
      "text data: drop rows whose text is empty (counted) instead of failing"},             \
     {"classes", OPT_LIST, NULL, 1, 0, NULL, (base) + offsetof(data_cfg, classes),          \
@@ -279,6 +281,8 @@ typedef struct prep_text {
     size_t len;           /* T: the model's input length (its input must be one-dimensional) */
     bool loaded;          /* the last prep_load_data read text */
     fed_text_stats stats; /* and what it saw */
+    bool lm;              /* the last load was prep_load_lm's */
+    fed_text_lm_stats lm_stats; /* and what it saw */
 } prep_text;
 
 /* Fills *pt: the tokenizer of --tokenizer or of meta (either may be absent) and len, the
@@ -292,6 +296,17 @@ void prep_text_close(prep_text *pt);
  * with data that is not text is one too). --classes, if given, must agree with classes. */
 fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, const char *classes,
                        prep_text *pt) FED_MUST_USE;
+
+/* Language-model data: the comma-separated text files of list cut into windows of
+ * pt->len ids with pt's tokenizer (text_lm.h), one data set. */
+fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) FED_MUST_USE;
+
+/* Text data (named data) just loaded: token ids are neither standardised (a model with
+ * META_STANDARDIZE in meta is refused) nor augmented (augment: an error); prints what the
+ * load saw (command names the line) and, when the tokenizer came from --tokenizer, puts
+ * it into meta as META_TOKENIZER. */
+fed_err prep_text_report(const prep_text *pt, fed_meta *meta, const char *command, const char *data,
+                         bool augment) FED_MUST_USE;
 
 /* Loads a model file. Without arch the file must be self-describing (fedtune.arch in
  * its metadata); with arch (preset, JSON or @FILE) the architecture comes from the

@@ -38,9 +38,13 @@ struct fed_bpe {
     size_t scap;          /* slots, a power of two at least twice n */
     int32_t byte_id[256]; /* the id of each byte's symbol */
     /* the merges */
-    size_t nmerges; /* lines of vocab.bpe after the first */
-    merge *mslot;   /* (mcap) pairs -> rank, open addressing */
-    size_t mcap;    /* slots, a power of two at least twice the merges and their aliases */
+    size_t nmerges;   /* lines of vocab.bpe after the first */
+    merge *mslot;     /* (mcap) pairs -> rank, open addressing */
+    size_t mcap;      /* slots, a power of two at least twice the merges and their aliases */
+    bool comma_keys;  /* the reference's "first,second" aliases are in mslot (see bpe.h) */
+    bool json;        /* read from fedtune's JSON form: messages name merges[i], not lines */
+    int32_t *mfirst;  /* (nmerges) each merge's first symbol, by rank: for fed_bpe_to_json */
+    int32_t *msecond; /* (nmerges) and its second */
 };
 
 /* ---- the byte table ---------------------------------------------------------------------- */
@@ -112,6 +116,8 @@ void fed_bpe_destroy(fed_bpe **b) {
     fed_free(p->boff);
     fed_free(p->sslot);
     fed_free(p->mslot);
+    fed_free(p->mfirst);
+    fed_free(p->msecond);
     fed_free(p);
     *b = NULL;
 }
@@ -236,10 +242,21 @@ static bool is_blank(char c) {
     return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
 }
 
-/* Reads one merge line s[0..n) of rank `rank` (file line rank + 2). */
+/* Where merge `rank` came from, for messages: "vocab.bpe:7" (file line rank + 2) or, in
+ * the JSON form, "tok.json: merges[5]". */
+static void merge_loc(const fed_bpe *b, char *loc, size_t cap, const char *what, uint32_t rank) {
+    if (b->json)
+        snprintf(loc, cap, "%s: merges[%u]", what, (unsigned)rank);
+    else
+        snprintf(loc, cap, "%s:%zu", what, (size_t)rank + 2);
+}
+
+/* Reads one merge line s[0..n) of rank `rank`. */
 static fed_err read_merge(fed_bpe *b, const char *s, size_t n, uint32_t rank, const char *what,
                           int32_t *first, int32_t *second) {
-    size_t line = (size_t)rank + 2, found = 0, at[2] = {0, 0}, len[2] = {0, 0};
+    size_t found = 0, at[2] = {0, 0}, len[2] = {0, 0};
+    char loc[512];
+    merge_loc(b, loc, sizeof loc, what, rank);
     for (size_t k = 0; k < n;) {
         while (k < n && is_blank(s[k])) k++;
         if (k == n) break;
@@ -251,27 +268,28 @@ static fed_err read_merge(fed_bpe *b, const char *s, size_t n, uint32_t rank, co
         }
         found++;
     }
-    if (found != 2)
-        return fed_errorf(FED_EFORMAT, "%s:%zu: expected 2 symbols, found %zu", what, line, found);
+    if (found != 2) return fed_errorf(FED_EFORMAT, "%s: expected 2 symbols, found %zu", loc, found);
     int32_t id[2];
     for (int i = 0; i < 2; i++) {
         id[i] = symbol_id(b, s + at[i], len[i]);
         if (id[i] < 0)
-            return fed_errorf(FED_EFORMAT, "%s:%zu: \"%.*s\" is not a symbol of the encoder", what,
-                              line, (int)(len[i] < 64 ? len[i] : 64), s + at[i]);
+            return fed_errorf(FED_EFORMAT, "%s: \"%.*s\" is not a symbol of the encoder", loc,
+                              (int)(len[i] < 64 ? len[i] : 64), s + at[i]);
     }
     char joined[2 * FED_BPE_MAX_SYMBOL];
     memcpy(joined, s + at[0], len[0]);
     memcpy(joined + len[0], s + at[1], len[1]);
     int32_t result = symbol_id(b, joined, len[0] + len[1]);
     if (result < 0)
-        return fed_errorf(FED_EFORMAT, "%s:%zu: the merge's result \"%.*s\" is not in the encoder",
-                          what, line, (int)(len[0] + len[1] < 64 ? len[0] + len[1] : 64), joined);
+        return fed_errorf(FED_EFORMAT, "%s: the merge's result \"%.*s\" is not in the encoder", loc,
+                          (int)(len[0] + len[1] < 64 ? len[0] + len[1] : 64), joined);
     const merge *dup = find_merge(b, id[0], id[1]);
     if (dup)
-        return fed_errorf(FED_EFORMAT, "%s:%zu: the pair of line %u again", what, line,
-                          (unsigned)dup->rank + 2);
+        return fed_errorf(FED_EFORMAT, "%s: the pair of %s %u again", loc,
+                          b->json ? "merges" : "line", (unsigned)dup->rank + (b->json ? 0 : 2));
     add_merge(b, id[0], id[1], rank, result);
+    b->mfirst[rank] = id[0];
+    b->msecond[rank] = id[1];
     *first = id[0];
     *second = id[1];
     return FED_OK;
@@ -280,7 +298,8 @@ static fed_err read_merge(fed_bpe *b, const char *s, size_t n, uint32_t rank, co
 /* The reference's rank key of a pair is "first,second": every other split of that string
  * at a comma into two symbols (x, y) takes the merge's rank, and makes x+y. */
 static fed_err add_aliases(fed_bpe *b, const comma_merge *m, const char *what) {
-    size_t line = (size_t)m->rank + 2;
+    char loc[512];
+    merge_loc(b, loc, sizeof loc, what, m->rank);
     size_t la = b->slen[m->first], lb = b->slen[m->second];
     char key[2 * FED_BPE_MAX_SYMBOL + 1], joined[2 * FED_BPE_MAX_SYMBOL];
     memcpy(key, b->pool + b->off[m->first], la);
@@ -293,20 +312,49 @@ static fed_err add_aliases(fed_bpe *b, const comma_merge *m, const char *what) {
         if (x < 0 || y < 0) continue;
         const merge *other = find_merge(b, x, y);
         if (other)
-            return fed_errorf(FED_EFORMAT,
-                              "%s:%zu: the reference's key \"%.*s\" is also that of line %u", what,
-                              line, (int)n, key, (unsigned)other->rank + 2);
+            return fed_errorf(FED_EFORMAT, "%s: the reference's key \"%.*s\" is also that of %s %u",
+                              loc, (int)n, key, b->json ? "merges" : "line",
+                              (unsigned)other->rank + (b->json ? 0 : 2));
         memcpy(joined, key, i);
         memcpy(joined + i, key + i + 1, n - i - 1);
         int32_t result = symbol_id(b, joined, n - 1);
         if (result < 0)
             return fed_errorf(FED_EFORMAT,
-                              "%s:%zu: the reference's key \"%.*s\" also merges \"%.*s\" and "
+                              "%s: the reference's key \"%.*s\" also merges \"%.*s\" and "
                               "\"%.*s\" into a symbol not in the encoder",
-                              what, line, (int)n, key, (int)i, key, (int)(n - i - 1), key + i + 1);
+                              loc, (int)n, key, (int)i, key, (int)(n - i - 1), key + i + 1);
         add_merge(b, x, y, m->rank, result);
     }
     return FED_OK;
+}
+
+/* Room for `count` merges (and aliases from `commas` commas): the pair table, the
+ * merges by rank and the list of merges whose symbols hold a comma (*cm). */
+static fed_err merges_begin(fed_bpe *b, size_t count, size_t commas, comma_merge **cm) {
+    b->mcap = 16;
+    while (b->mcap < 2 * (count + commas + 1)) b->mcap *= 2;
+    b->mslot = fed_calloc(b->mcap, sizeof *b->mslot);
+    b->mfirst = fed_mallocarray(count + 1, sizeof *b->mfirst);
+    b->msecond = fed_mallocarray(count + 1, sizeof *b->msecond);
+    *cm = fed_mallocarray(count + 1, sizeof **cm);
+    return b->mslot && b->mfirst && b->msecond && *cm ? FED_OK : FED_ENOMEM;
+}
+
+/* Merge `rank`, s[0..n) "first second"; remembered in cm when it holds a comma. */
+static fed_err take_merge(fed_bpe *b, const char *s, size_t n, uint32_t rank, const char *what,
+                          comma_merge *cm, size_t *ncm) {
+    int32_t first = 0, second = 0;
+    fed_err err = read_merge(b, s, n, rank, what, &first, &second);
+    if (!err && memchr(s, ',', n)) cm[(*ncm)++] = (comma_merge){first, second, rank};
+    b->nmerges = (size_t)rank + 1;
+    return err;
+}
+
+/* The aliases of the comma merges when b->comma_keys; frees cm. */
+static fed_err merges_end(fed_bpe *b, fed_err err, comma_merge *cm, size_t ncm, const char *what) {
+    for (size_t i = 0; !err && b->comma_keys && i < ncm; i++) err = add_aliases(b, &cm[i], what);
+    fed_free(cm);
+    return err;
 }
 
 /* The merges of vocab.bpe, after its first line. */
@@ -321,29 +369,36 @@ static fed_err read_merges(fed_bpe *b, const char *s, size_t n, const char *what
     }
     if (lines - 1 > UINT32_MAX / 4)
         return fed_errorf(FED_ERANGE, "%s: more than %u merges", what, UINT32_MAX / 4);
-    b->mcap = 16;
-    while (b->mcap < 2 * (lines + commas)) b->mcap *= 2;
-    b->mslot = fed_calloc(b->mcap, sizeof *b->mslot);
-    comma_merge *cm = fed_mallocarray(lines, sizeof *cm);
-    if (!b->mslot || !cm) {
-        fed_free(cm);
-        return FED_ENOMEM;
-    }
-    fed_err err = FED_OK;
+    comma_merge *cm = NULL;
     size_t ncm = 0;
+    fed_err err = merges_begin(b, lines, commas, &cm);
     const char *p = (const char *)memchr(s, '\n', n) + 1, *end = s + n;
     for (uint32_t rank = 0; !err && p < end; rank++) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
-        int32_t first = 0, second = 0;
-        err = read_merge(b, p, (size_t)(nl - p), rank, what, &first, &second);
-        if (!err && memchr(p, ',', (size_t)(nl - p)))
-            cm[ncm++] = (comma_merge){first, second, rank};
-        b->nmerges = (size_t)rank + 1;
+        err = take_merge(b, p, (size_t)(nl - p), rank, what, cm, &ncm);
         p = nl + 1;
     }
-    for (size_t i = 0; !err && i < ncm; i++) err = add_aliases(b, &cm[i], what);
-    fed_free(cm);
-    return err;
+    return merges_end(b, err, cm, ncm, what);
+}
+
+/* The "merges" array of the JSON form: strings "first second", by rank. */
+static fed_err read_merges_json(fed_bpe *b, const cJSON *arr, const char *what) {
+    size_t count = 0, commas = 0;
+    for (const cJSON *it = arr->child; it; it = it->next, count++) {
+        if (!cJSON_IsString(it))
+            return fed_errorf(FED_EFORMAT, "%s: merges[%zu] must be a string \"first second\"",
+                              what, count);
+        for (const char *c = it->valuestring; *c; c++) commas += *c == ',';
+    }
+    if (count > UINT32_MAX / 4)
+        return fed_errorf(FED_ERANGE, "%s: more than %u merges", what, UINT32_MAX / 4);
+    comma_merge *cm = NULL;
+    size_t ncm = 0;
+    fed_err err = merges_begin(b, count, commas, &cm);
+    uint32_t rank = 0;
+    for (const cJSON *it = arr->child; !err && it; it = it->next, rank++)
+        err = take_merge(b, it->valuestring, strlen(it->valuestring), rank, what, cm, &ncm);
+    return merges_end(b, err, cm, ncm, what);
 }
 
 fed_err fed_bpe_parse(fed_bpe **out, const char *enc, size_t elen, const char *enc_what,
@@ -362,6 +417,7 @@ fed_err fed_bpe_parse(fed_bpe **out, const char *enc, size_t elen, const char *e
         return fed_errorf(FED_EFORMAT, "%s: not valid JSON", enc_what);
     }
     fed_bpe *b = fed_calloc(1, sizeof *b);
+    if (b) b->comma_keys = true; /* GPT-2's own files: the reference's quirk */
     fed_err err = b ? read_encoder(b, root, enc_what) : FED_ENOMEM;
     cJSON_Delete(root);
     if (!err) err = read_merges(b, merges, mlen, merges_what);
@@ -384,6 +440,104 @@ fed_err fed_bpe_load(fed_bpe **out, const char *encoder_json, const char *vocab_
         err = fed_bpe_parse(out, (const char *)e, en, encoder_json, (const char *)m, mn, vocab_bpe);
     fed_free(e);
     fed_free(m);
+    return err;
+}
+
+/* ---- fedtune's JSON form ------------------------------------------------------------------ */
+
+fed_err fed__bpe_from_json(fed_bpe **out, const cJSON *root, const char *what) {
+    *out = NULL;
+    static const char *const keys[] = {"type", "encoder", "merges", "comma_keys"};
+    for (const cJSON *it = root->child; it; it = it->next) {
+        size_t k = 0;
+        while (k < 4 && strcmp(it->string, keys[k]) != 0) k++;
+        if (k == 4) return fed_errorf(FED_EFORMAT, "%s: unknown field \"%s\"", what, it->string);
+        if (cJSON_GetObjectItemCaseSensitive(root, keys[k]) != it)
+            return fed_errorf(FED_EFORMAT, "%s: \"%s\" appears twice", what, it->string);
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    const cJSON *enc = cJSON_GetObjectItemCaseSensitive(root, "encoder");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(root, "merges");
+    const cJSON *ck = cJSON_GetObjectItemCaseSensitive(root, "comma_keys");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "bpe") != 0)
+        return fed_errorf(FED_EFORMAT, "%s: \"type\" must be \"bpe\"", what);
+    if (!enc) return fed_errorf(FED_EFORMAT, "%s: no \"encoder\"", what);
+    if (!cJSON_IsArray(merges))
+        return fed_errorf(FED_EFORMAT, "%s: \"merges\" must be an array of \"first second\"", what);
+    if (ck && !cJSON_IsBool(ck))
+        return fed_errorf(FED_EFORMAT, "%s: \"comma_keys\" must be true or false", what);
+    char ewhat[512];
+    snprintf(ewhat, sizeof ewhat, "%s: encoder", what);
+    fed_bpe *b = fed_calloc(1, sizeof *b);
+    if (!b) return FED_ENOMEM;
+    b->json = true;
+    b->comma_keys = cJSON_IsTrue(ck);
+    fed_err err = read_encoder(b, enc, ewhat);
+    if (!err) err = read_merges_json(b, merges, what);
+    if (err) {
+        if (err == FED_ENOMEM) fed_errorf(FED_ENOMEM, "%s: out of memory", what);
+        fed_bpe_destroy(&b);
+        return err;
+    }
+    *out = b;
+    return FED_OK;
+}
+
+fed_err fed_bpe_parse_json(fed_bpe **out, const char *json, size_t len, const char *what) {
+    *out = NULL;
+    if (!what) what = "tokenizer";
+    size_t nul = fed__data_json_nul(json, len);
+    if (nul < len)
+        return fed_errorf(FED_EFORMAT, "%s: \\u0000 at byte %zu: symbols cannot hold NUL", what,
+                          nul);
+    fed_json_hooks();
+    cJSON *root = fed__data_json_parse(json, len);
+    if (!root) {
+        if (fed_json_oom()) return fed_errorf(FED_ENOMEM, "%s: out of memory reading JSON", what);
+        return fed_errorf(FED_EFORMAT, "%s: not valid JSON", what);
+    }
+    fed_err err = cJSON_IsObject(root) ? fed__bpe_from_json(out, root, what)
+                                       : fed_errorf(FED_EFORMAT,
+                                                    "%s: expected an object {\"type\":\"bpe\", "
+                                                    "\"encoder\", \"merges\"}",
+                                                    what);
+    cJSON_Delete(root);
+    return err;
+}
+
+const char *fed_bpe_symbol(const fed_bpe *b, int32_t id) {
+    if (id < 0 || (size_t)id >= b->n) return NULL;
+    return b->pool + b->off[id];
+}
+
+fed_err fed_bpe_to_json(const fed_bpe *b, char **json) {
+    *json = NULL;
+    fed_err err = FED_ENOMEM;
+    char *text = NULL, pair[2 * FED_BPE_MAX_SYMBOL + 2];
+    fed_json_hooks();
+    cJSON *root = cJSON_CreateObject(), *enc = NULL, *merges = NULL;
+    if (!root || !cJSON_AddStringToObject(root, "type", "bpe") ||
+        !(enc = cJSON_AddObjectToObject(root, "encoder")) ||
+        !(merges = cJSON_AddArrayToObject(root, "merges")) ||
+        (b->comma_keys && !cJSON_AddTrueToObject(root, "comma_keys")))
+        goto fail;
+    for (size_t i = 0; i < b->n; i++)
+        if (!cJSON_AddNumberToObject(enc, b->pool + b->off[i], (double)i)) goto fail;
+    for (size_t r = 0; r < b->nmerges; r++) {
+        snprintf(pair, sizeof pair, "%s %s", b->pool + b->off[b->mfirst[r]],
+                 b->pool + b->off[b->msecond[r]]);
+        cJSON *s = cJSON_CreateString(pair);
+        if (!s || !cJSON_AddItemToArray(merges, s)) {
+            cJSON_Delete(s);
+            goto fail;
+        }
+    }
+    if (!(text = cJSON_PrintUnformatted(root))) goto fail;
+    if ((*json = fed_strdup(text))) err = FED_OK;
+fail:
+    if (err) fed_errorf(err, "out of memory writing the BPE tokenizer as JSON");
+    cJSON_free(text);
+    cJSON_Delete(root);
     return err;
 }
 
@@ -445,6 +599,15 @@ static size_t word_end(const unsigned char *s, size_t n, size_t p) {
         e += len;
     }
     return e == n || last == p ? e : last;
+}
+
+size_t fed__bpe_word_end(const unsigned char *s, size_t n, size_t p) {
+    return word_end(s, n, p);
+}
+
+void fed__bpe_byte_chars(uint32_t ch[256]) {
+    int16_t byte[TABLE_CHARS];
+    byte_table(ch, byte);
 }
 
 /* Buffers of one encode call. */

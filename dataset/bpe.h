@@ -58,10 +58,25 @@ fed_err fed_bpe_parse(fed_bpe **out, const char *enc, size_t elen, const char *e
 fed_err fed_bpe_load(fed_bpe **out, const char *encoder_json, const char *vocab_bpe) FED_MUST_USE;
 void fed_bpe_destroy(fed_bpe **b);
 
+/* fedtune's one-file form, what `fedtune tokenizer train` writes and model files carry:
+ *     {"type":"bpe","encoder":{symbol: id, ...},"merges":["first second", ...]}
+ * encoder as encoder.json, merges as the lines of vocab.bpe (by rank, no version line),
+ * and optionally "comma_keys": true, which turns on the reference's comma aliases
+ * (GPT-2's files converted keep their exact ids; off by default: a trained tokenizer
+ * has no reason to copy the quirk). No other keys. Errors name what and the field:
+ * "tok.json: merges[5]: expected 2 symbols, found 3", "tok.json: encoder: entry 3: ...". */
+fed_err fed_bpe_parse_json(fed_bpe **out, const char *json, size_t len,
+                           const char *what) FED_MUST_USE;
+/* The form above, canonical (keys in that order, encoder in id order, no spaces), in a
+ * new fed_malloc'd *json. */
+fed_err fed_bpe_to_json(const fed_bpe *b, char **json) FED_MUST_USE;
+
 /* Symbols of the encoder: ids are in [0, vocab_size). */
 size_t fed_bpe_vocab_size(const fed_bpe *b);
 /* Merges of vocab.bpe. */
 size_t fed_bpe_merges(const fed_bpe *b);
+/* The symbol of id (NUL-terminated, byte-table characters, owned by b), or NULL. */
+const char *fed_bpe_symbol(const fed_bpe *b, int32_t id);
 
 /* UTF-8 text[0..len) -> ids. Writes the first min(total, max) ids to ids (which may be
  * NULL when max is 0) and sets *n = total. FED_EFORMAT "invalid UTF-8 at byte B",

@@ -8,6 +8,10 @@
 #include "core/err.h"
 
 #include <stddef.h>
+#include <stdint.h>
+
+struct cJSON;
+struct fed_bpe;
 
 /* The bytes of path, inflated when they are gzip (FED_ERANGE beyond 4 GiB inflated), in
  * a new buffer *out of *outn bytes (a NUL byte follows them, not counted). FED_EIO names
@@ -24,5 +28,15 @@ size_t fed__data_json_nul(const char *s, size_t n);
  * out: fed_json_oom() tells which. Raw control characters inside strings pass, as cJSON
  * lets them. */
 struct cJSON *fed__data_json_parse(const char *s, size_t n);
+
+/* The BPE tokenizer of fedtune's JSON form (bpe.h) from its parsed object root, for
+ * tokenizer.c, which reads either kind of tokenizer file. */
+fed_err fed__bpe_from_json(struct fed_bpe **out, const struct cJSON *root,
+                           const char *what) FED_MUST_USE;
+/* GPT-2's pre-tokeniser (bpe.h, step 1), for the trainer: the end of the word that starts
+ * at p < n in the valid UTF-8 s[0..n). */
+size_t fed__bpe_word_end(const unsigned char *s, size_t n, size_t p);
+/* GPT-2's byte table (bpe.h, step 2): the code point that stands for each byte. */
+void fed__bpe_byte_chars(uint32_t ch[256]);
 
 #endif

@@ -4,6 +4,7 @@
  * sets of token ids live in text.c. */
 #include "dataset/tokenizer.h"
 #include "core/alloc.h"
+#include "dataset/bpe.h"
 #include "core/json.h"
 #include "core/utf8.h"
 #include "dataset/data_internal.h"
@@ -30,6 +31,7 @@ typedef struct node {
 } node;
 
 struct fed_tokenizer {
+    fed_bpe *bpe; /* a byte-level BPE tokenizer (then nothing below is used), or NULL */
     /* the vocabulary, in id order */
     size_t n;        /* entries */
     size_t reserved; /* ids [0, reserved) are never matched */
@@ -115,6 +117,7 @@ static fed_err build_trie(fed_tokenizer *t, size_t edges) {
 void fed_tokenizer_destroy(fed_tokenizer **t) {
     if (!t || !*t) return;
     fed_tokenizer *p = *t;
+    fed_bpe_destroy(&p->bpe);
     fed_free(p->pool);
     fed_free(p->off);
     fed_free(p->score);
@@ -153,6 +156,9 @@ static fed_err read_form(const cJSON *root, const char *what, const cJSON **voca
                           "%s: expected an array of [piece, score] or an object "
                           "{\"type\":\"unigram\",\"reserved\",\"unk\",\"vocab\"}",
                           what);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "unigram") != 0)
+        return fed_errorf(FED_EFORMAT, "%s: \"type\" must be \"unigram\" or \"bpe\"", what);
     static const char *const keys[] = {"type", "reserved", "unk", "vocab"};
     bool seen[4] = {false, false, false, false};
     for (const cJSON *it = root->child; it; it = it->next) {
@@ -162,9 +168,6 @@ static fed_err read_form(const cJSON *root, const char *what, const cJSON **voca
         if (seen[k]) return fed_errorf(FED_EFORMAT, "%s: \"%s\" appears twice", what, it->string);
         seen[k] = true;
     }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "unigram") != 0)
-        return fed_errorf(FED_EFORMAT, "%s: \"type\" must be \"unigram\"", what);
     *vocab = cJSON_GetObjectItemCaseSensitive(root, "vocab");
     if (!cJSON_IsArray(*vocab))
         return fed_errorf(FED_EFORMAT, "%s: \"vocab\" must be an array of [piece, score]", what);
@@ -287,7 +290,19 @@ fed_err fed_tokenizer_parse(fed_tokenizer **out, const char *json, size_t len, c
         if (fed_json_oom()) return fed_errorf(FED_ENOMEM, "%s: out of memory reading JSON", what);
         return fed_errorf(FED_EFORMAT, "%s: invalid JSON", what);
     }
-    fed_err err = from_json(out, root, what);
+    const cJSON *type =
+        cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "type") : NULL;
+    fed_err err;
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "bpe") == 0) {
+        fed_tokenizer *t = fed_calloc(1, sizeof *t);
+        err = t ? fed__bpe_from_json(&t->bpe, root, what) : FED_ENOMEM;
+        if (err)
+            fed_tokenizer_destroy(&t);
+        else
+            *out = t;
+    } else {
+        err = from_json(out, root, what);
+    }
     cJSON_Delete(root);
     return err;
 }
@@ -314,6 +329,7 @@ static void format_double(char *buf, size_t cap, double v) {
 
 fed_err fed_tokenizer_to_json(const fed_tokenizer *t, char **json) {
     *json = NULL;
+    if (t->bpe) return fed_bpe_to_json(t->bpe, json);
     fed_err err = FED_ENOMEM;
     char *text = NULL;
     fed_json_hooks();
@@ -354,19 +370,24 @@ fail:
 
 /* ---- queries ------------------------------------------------------------------------------- */
 
+const char *fed_tokenizer_kind(const fed_tokenizer *t) {
+    return t->bpe ? "bpe" : "unigram";
+}
+
 size_t fed_tokenizer_vocab_size(const fed_tokenizer *t) {
-    return t->n;
+    return t->bpe ? fed_bpe_vocab_size(t->bpe) : t->n;
 }
 
 size_t fed_tokenizer_reserved(const fed_tokenizer *t) {
-    return t->reserved;
+    return t->bpe ? 0 : t->reserved;
 }
 
 int32_t fed_tokenizer_unk(const fed_tokenizer *t) {
-    return t->unk;
+    return t->bpe ? -1 : t->unk;
 }
 
 const char *fed_tokenizer_piece(const fed_tokenizer *t, int32_t id) {
+    if (t->bpe) return fed_bpe_symbol(t->bpe, id);
     if (id < 0 || (size_t)id >= t->n) return NULL;
     return t->pool + t->off[id];
 }
@@ -422,6 +443,7 @@ fed_err fed_tokenizer_encode(const fed_tokenizer *t, const char *text, size_t le
                              size_t max, size_t *n) {
     *n = 0;
     if (!text && len) return fed_errorf(FED_EINVAL, "no text");
+    if (t->bpe) return fed_bpe_encode(t->bpe, text, len, ids, max, n);
     if (len > FED_TOKENIZER_MAX_TEXT)
         return fed_errorf(FED_ERANGE, "text of %zu bytes; the limit is %zu", len,
                           FED_TOKENIZER_MAX_TEXT);
@@ -471,4 +493,39 @@ done:
     fed_free(words);
     fed_free(out);
     return err;
+}
+
+/* ---- decoding ------------------------------------------------------------------------------ */
+
+fed_err fed_tokenizer_decode(const fed_tokenizer *t, const int32_t *ids, size_t n, char **text,
+                             size_t *len) {
+    *text = NULL;
+    *len = 0;
+    if (t->bpe) return fed_bpe_decode(t->bpe, ids, n, text, len);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || (size_t)ids[i] >= t->n)
+            return fed_errorf(FED_EINVAL, "id %ld at %zu is not in [0, %zu)", (long)ids[i], i,
+                              t->n);
+        if ((size_t)ids[i] >= t->reserved || ids[i] == t->unk)
+            total += strlen(t->pool + t->off[ids[i]]);
+    }
+    char *o = fed_malloc(total + 1);
+    if (!o) return fed_errorf(FED_ENOMEM, "out of memory decoding %zu ids", n);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((size_t)ids[i] < t->reserved && ids[i] != t->unk) continue;
+        for (const char *p = t->pool + t->off[ids[i]]; *p;) {
+            if (memcmp(p, "\xe2\x96\x81", 3) == 0) { /* "▁": a space, none at the start */
+                if (at) o[at++] = ' ';
+                p += 3;
+            } else {
+                o[at++] = *p++;
+            }
+        }
+    }
+    o[at] = '\0';
+    *text = o;
+    *len = at;
+    return FED_OK;
 }

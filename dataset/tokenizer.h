@@ -51,10 +51,19 @@
 
 typedef struct fed_tokenizer fed_tokenizer;
 
-/* json[0..len) is either a bare vocabulary, the vocab.json of USE-lite:
+/* A fed_tokenizer is of one of two kinds: this unigram tokenizer, or a byte-level BPE one
+ * (bpe.h: GPT-2's encoder, with a vocabulary of its own learned by bpe_train.h or GPT-2's
+ * converted), so that a model file's "fedtune.tokenizer" and every --tokenizer may hold
+ * either. The kind is the JSON form's "type": "unigram" (or the bare array) or "bpe".
+ * For a BPE tokenizer there are no reserved ids and no unknown id (-1): every byte has
+ * a symbol.
+ *
+ * json[0..len) is either a bare vocabulary, the vocab.json of USE-lite:
  *     [[piece, score], ...]            (6 reserved pieces, the unknown is id 0)
  * or fedtune's own object, what fed_tokenizer_to_json writes:
  *     {"type":"unigram","reserved":R,"unk":U,"vocab":[[piece,score],...]}
+ * or the BPE object of bpe.h, {"type":"bpe","encoder":{...},"merges":[...]} (errors as
+ * fed_bpe_parse_json's).
  * with 1 <= R < entries and 0 <= U < R; no other keys. A piece is a string of valid
  * UTF-8 without U+0000, at most FED_TOKENIZER_MAX_PIECE bytes; a score a finite number
  * or null (0); the unknown piece is not empty. Errors are FED_EFORMAT naming `what` and
@@ -70,6 +79,8 @@ fed_err fed_tokenizer_load(fed_tokenizer **out, const char *path) FED_MUST_USE;
 fed_err fed_tokenizer_to_json(const fed_tokenizer *t, char **json) FED_MUST_USE;
 void fed_tokenizer_destroy(fed_tokenizer **t);
 
+/* "unigram" or "bpe". */
+const char *fed_tokenizer_kind(const fed_tokenizer *t);
 /* Entries of the vocabulary, reserved ones included: ids are in [0, vocab_size). */
 size_t fed_tokenizer_vocab_size(const fed_tokenizer *t);
 size_t fed_tokenizer_reserved(const fed_tokenizer *t);
@@ -84,5 +95,12 @@ const char *fed_tokenizer_piece(const fed_tokenizer *t, int32_t id);
  * Time O(code points x longest piece); t is only read, so threads may share it. */
 fed_err fed_tokenizer_encode(const fed_tokenizer *t, const char *text, size_t len, int32_t *ids,
                              size_t max, size_t *n) FED_MUST_USE;
+
+/* ids[0..n) -> text, in a new fed_malloc'd *text of *len bytes (a NUL follows). BPE:
+ * byte-exact (bpe.h). Unigram: the pieces joined, reserved ids but the unknown one left
+ * out, each "▁" a space except at the very start (NFKC is not undone). FED_EINVAL "id 7
+ * at 3 is not in [0, V)". */
+fed_err fed_tokenizer_decode(const fed_tokenizer *t, const int32_t *ids, size_t n, char **text,
+                             size_t *len) FED_MUST_USE;
 
 #endif

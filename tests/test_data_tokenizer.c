@@ -326,8 +326,11 @@ TEST(malformed_object_form) {
     fed_tokenizer_destroy(&t);
     CHECK_VOCAB_FAILS("{\"reserved\":1,\"unk\":0," VOCAB "}", FED_EFORMAT,
                       "vocab.json: \"type\" must be \"unigram\"");
+    /* "bpe" is the other kind (bpe.h), whose fields these are not. */
     CHECK_VOCAB_FAILS("{\"type\":\"bpe\",\"reserved\":1,\"unk\":0," VOCAB "}", FED_EFORMAT,
-                      "vocab.json: \"type\" must be \"unigram\"");
+                      "vocab.json: unknown field \"reserved\"");
+    CHECK_VOCAB_FAILS("{\"type\":\"wordpiece\",\"reserved\":1,\"unk\":0," VOCAB "}", FED_EFORMAT,
+                      "vocab.json: \"type\" must be \"unigram\" or \"bpe\"");
     CHECK_VOCAB_FAILS("{\"type\":\"unigram\",\"reserved\":1,\"unk\":0}", FED_EFORMAT,
                       "vocab.json: \"vocab\" must be an array");
     CHECK_VOCAB_FAILS("{\"type\":\"unigram\",\"unk\":0," VOCAB "}", FED_EFORMAT,
