@@ -211,6 +211,7 @@ static fed_err open_tokenizer(const client_cfg *c, prep_text *pt) {
     if ((err = fed_arch_parse(&a, spec))) goto done;
     fed_shape in = fed_arch_input_shape(a);
     pt->len = in.ndim == 1 ? in.d[0] : 0;
+    pt->lm_model = fed_arch_is_lm(a);
     if (pt->len == 0) {
         err = fed_errorf(FED_EINVAL, "--tokenizer %s: its input is not one sequence of token ids",
                          c->tokenizer);
@@ -235,19 +236,25 @@ static fed_err load_text(const client_cfg *c, fed_dataset **d) {
     bool text = false;
     fed_err err = fed_text_sniff(c->data, &text);
     if (err) return err;
-    if (!text)
+    prep_text pt;
+    memset(&pt, 0, sizeof pt);
+    if (c->tokenizer && (err = open_tokenizer(c, &pt))) {
+        prep_text_close(&pt);
+        return err;
+    }
+    if (!text && !(pt.lm_model && prep_is_plain_text(c->data))) { /* an LM: *.txt too */
+        prep_text_close(&pt);
         return c->tokenizer ? fed_errorf(FED_EINVAL,
                                          "--tokenizer: %s is not text data (JSON lines, or CSV "
                                          "with a \"text\" column)",
                                          c->data)
                             : FED_OK;
+    }
     if (!c->tokenizer)
         return fed_errorf(FED_EINVAL,
                           "--data %s is text data: give --tokenizer (the federation's model "
                           "file, or a vocabulary with --text-length)",
                           c->data);
-    prep_text pt;
-    if ((err = open_tokenizer(c, &pt))) return err;
     data_cfg dc;
     memset(&dc, 0, sizeof dc);
     dc.format = c->format;
@@ -257,7 +264,12 @@ static fed_err load_text(const client_cfg *c, fed_dataset **d) {
     dc.drop_empty = c->drop_empty;
     dc.classes = c->classes;
     err = prep_load_data(d, c->data, &dc, NULL, &pt);
-    if (!err)
+    if (!err && pt.lm)
+        FED_LOG(FED_LOG_INFO,
+                "client: %s: language-model text, %zu documents, %zu tokens: %zu windows of %zu "
+                "token ids",
+                c->data, pt.lm_stats.documents, pt.lm_stats.tokens, pt.lm_stats.windows, pt.len);
+    else if (!err)
         FED_LOG(FED_LOG_INFO,
                 "client: %s: text, %zu texts (%zu empty dropped), %zu token ids each, %.2f%% "
                 "unknown tokens, %zu truncated",

@@ -196,7 +196,10 @@ static fed_err run_eval(const void *cfg) {
     if (c->json) {
         err = print_json(c, d, &r);
     } else {
-        if (pt.loaded)
+        if (pt.lm)
+            printf("eval: text, %zu documents, %zu tokens: %zu windows of %zu token ids\n",
+                   pt.lm_stats.documents, pt.lm_stats.tokens, pt.lm_stats.windows, pt.len);
+        else if (pt.loaded)
             printf("eval: text, %zu texts (%zu empty dropped), %zu token ids per example, %.2f%% "
                    "unknown, %zu truncated\n",
                    pt.stats.rows, pt.stats.dropped_empty, pt.len,

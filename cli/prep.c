@@ -196,6 +196,7 @@ fed_err prep_text_open(prep_text *pt, const data_cfg *dc, const fed_meta *meta,
     if (m) {
         fed_shape in = fed_arch_input_shape(fed_model_arch(m));
         pt->len = in.ndim == 1 ? in.d[0] : 0; /* 0: no text model; checked when text comes */
+        pt->lm_model = fed_arch_is_lm(fed_model_arch(m));
     }
     return FED_OK;
 }
@@ -232,6 +233,8 @@ fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, 
     bool text = false;
     fed_err err = dc->labels ? FED_OK : fed_text_sniff(path, &text);
     if (err) return err;
+    if (pt->lm_model && (text || prep_is_plain_text(path)))
+        return prep_load_lm(out, path, pt); /* windows of the documents' ids */
     if (text) {
         err = load_text(out, path, dc, classes, pt);
         pt->loaded = !err;
@@ -245,6 +248,12 @@ fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, 
     }
     if (!err && dc->only && (err = keep_classes(out, dc->only, path))) fed_data_destroy(out);
     return err;
+}
+
+bool prep_is_plain_text(const char *path) {
+    size_t n = strlen(path);
+    return (n > 4 && strcmp(path + n - 4, ".txt") == 0) ||
+           (n > 7 && strcmp(path + n - 7, ".txt.gz") == 0);
 }
 
 fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) {

@@ -281,15 +281,21 @@ typedef struct prep_text {
     size_t len;           /* T: the model's input length (its input must be one-dimensional) */
     bool loaded;          /* the last prep_load_data read text */
     fed_text_stats stats; /* and what it saw */
+    bool lm_model;        /* the model is a language model (fed_arch_is_lm): prep_load_data
+                             cuts text files (JSON lines, CSV text, *.txt) into windows of
+                             ids (prep_load_lm); numeric files are ids already */
     bool lm;              /* the last load was prep_load_lm's */
     fed_text_lm_stats lm_stats; /* and what it saw */
 } prep_text;
 
-/* Fills *pt: the tokenizer of --tokenizer or of meta (either may be absent) and len, the
- * model's input length (m may be NULL: then len is the caller's). */
+/* Fills *pt: the tokenizer of --tokenizer or of meta (either may be absent), len, the
+ * model's input length, and whether it is a language model (m may be NULL: then len and
+ * lm_model are the caller's). */
 fed_err prep_text_open(prep_text *pt, const data_cfg *dc, const fed_meta *meta,
                        const fed_model *m) FED_MUST_USE;
 void prep_text_close(prep_text *pt);
+/* A name ending in .txt or .txt.gz: plain text (a language model's document). */
+bool prep_is_plain_text(const char *path);
 
 /* prep_load, and text: a file fed_text_sniff calls text (.jsonl, or CSV whose header has
  * a "text" column) is tokenized with pt (an error without a tokenizer, and --tokenizer

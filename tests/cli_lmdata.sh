@@ -149,4 +149,16 @@ run_status "and again" 0 o2.txt -- "$FEDTUNE" generate --model gpt.safetensors \
 ok "greedy twice: the same bytes" cmp -s o1.txt o2.txt
 ok_same "it continues the line it has seen" "$(cat o1.txt)" \
   "In the beginning God created the heaven and the earth."
+
+# Every data file of a language model is text cut into windows: eval, and a federation of
+# two writers (JSON lines, one record a document) fine-tuning LoRA adapters, in which the
+# frozen base crosses the wire in round 1 only.
+expect 0 "eval: text, 1 documents, 1415 tokens: 89 windows of 16 token ids" -- \
+  "$FEDTUNE" eval --model gpt.safetensors --data "$GENESIS"
+printf '{"text":"In the beginning God created the heaven and the earth."}\n' >w1.jsonl
+printf '{"text":"And God said, Let there be light: and there was light."}\n{"text":"And the evening and the morning were the first day."}\n' >w2.jsonl
+printf 'w1\tw1.jsonl\nw2\tw2.jsonl\tw1.jsonl\n' >writers.tsv
+run_status "sim: two writers, LoRA" 0 sim.out -- "$FEDTUNE" sim --model gpt.safetensors \
+  --sites writers.tsv --rounds 2 --fraction 1 --lora-rank 2 --epochs 1 --workers 2 --seed 1
+ok "round 2: adapters only" grep -q "^round   2/2: sampled 2, returned 2, .*, models 0 full + 2 trainable-only" sim.out
 report
