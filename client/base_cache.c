@@ -169,28 +169,24 @@ static fed_err store(fed_base_cache *c, const struct site_base *b) {
     return FED_OK;
 }
 
-fed_err site_base_get(fed_base_cache *c, const uint8_t sha[FED_SHA256_LEN], size_t n,
-                      site_base **out) {
-    *out = NULL;
-    pthread_mutex_lock(&c->mu);
-    fed_err err = FED_OK;
-    struct site_base *b = find(c, sha);
-    if (b && b->n != n) b = NULL; /* the same bytes as another size: cannot be */
-    if (!b && c->dir) {
-        float *d = NULL;
-        if (!(err = load(c, sha, n, &d)) && d) {
-            if (!(b = fed_calloc(1, sizeof *b))) {
-                fed_free(d);
-                err = FED_ENOMEM;
-            } else {
-                memcpy(b->sha, sha, FED_SHA256_LEN);
-                b->data = d;
-                b->n = n;
-                b->next = c->in;
-                c->in = b;
-            }
-        }
+/* A new entry holding data (taken: freed on failure), or NULL for FED_ENOMEM. Lock held. */
+static struct site_base *insert(fed_base_cache *c, const uint8_t sha[FED_SHA256_LEN], float *data,
+                                size_t n) {
+    struct site_base *b = fed_calloc(1, sizeof *b);
+    if (!b) {
+        fed_free(data);
+        return NULL;
     }
+    memcpy(b->sha, sha, FED_SHA256_LEN);
+    b->data = data;
+    b->n = n;
+    b->next = c->in;
+    c->in = b;
+    return b;
+}
+
+/* Counts a use of b (may be NULL) for *out, trims and unlocks. */
+static void hand_out(fed_base_cache *c, struct site_base *b, site_base **out) {
     if (b) {
         b->refs++;
         b->used = ++c->clock;
@@ -198,6 +194,19 @@ fed_err site_base_get(fed_base_cache *c, const uint8_t sha[FED_SHA256_LEN], size
     }
     trim(c);
     pthread_mutex_unlock(&c->mu);
+}
+
+fed_err site_base_get(fed_base_cache *c, const uint8_t sha[FED_SHA256_LEN], size_t n,
+                      site_base **out) {
+    *out = NULL;
+    pthread_mutex_lock(&c->mu);
+    fed_err err = FED_OK;
+    struct site_base *b = find(c, sha);
+    if (b && b->n != n) b = NULL; /* the same bytes as another size: cannot be */
+    float *d = NULL;
+    if (!b && c->dir && !(err = load(c, sha, n, &d)) && d && !(b = insert(c, sha, d, n)))
+        err = FED_ENOMEM;
+    hand_out(c, b, out);
     return err;
 }
 
@@ -209,27 +218,13 @@ fed_err site_base_put(fed_base_cache *c, const uint8_t sha[FED_SHA256_LEN], floa
     struct site_base *b = find(c, sha);
     if (b) {
         fed_free(data); /* another site stored it first */
-    } else if (!(b = fed_calloc(1, sizeof *b))) {
-        fed_free(data);
+    } else if (!(b = insert(c, sha, data, n))) {
         err = FED_ENOMEM;
-    } else {
-        memcpy(b->sha, sha, FED_SHA256_LEN);
-        b->data = data;
-        b->n = n;
-        b->next = c->in;
-        c->in = b;
-        if (c->dir && (err = store(c, b))) {
-            FED_LOG(FED_LOG_WARN, "%s: the base is kept in memory only", fed_errmsg());
-            err = FED_OK;
-        }
+    } else if (c->dir && (err = store(c, b))) {
+        FED_LOG(FED_LOG_WARN, "%s: the base is kept in memory only", fed_errmsg());
+        err = FED_OK;
     }
-    if (b) {
-        b->refs++;
-        b->used = ++c->clock;
-        *out = b;
-    }
-    trim(c);
-    pthread_mutex_unlock(&c->mu);
+    hand_out(c, b, out);
     return err;
 }
 
