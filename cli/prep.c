@@ -226,6 +226,26 @@ static fed_err load_text(fed_dataset **out, const char *path, const data_cfg *dc
     return err;
 }
 
+/* Windows of the documents of paths[0..k) for a language model; what names the input in
+ * the refusals ("--text", or the file). */
+static fed_err load_lm(fed_dataset **out, const char *const *paths, size_t k, prep_text *pt,
+                       const char *what) {
+    *out = NULL;
+    pt->loaded = pt->lm = false;
+    if (!pt->tok)
+        return fed_errorf(
+            FED_EINVAL,
+            "%s: give --tokenizer TOK.json, or a model whose metadata has " META_TOKENIZER, what);
+    if (pt->len < 2)
+        return fed_errorf(FED_EINVAL,
+                          "%s: the model's input is not a window of T >= 2 token ids "
+                          "(its input shape must be [T])",
+                          what);
+    fed_err err = fed_data_load_text_lm(out, paths, k, pt->tok, pt->len, &pt->lm_stats);
+    pt->loaded = pt->lm = !err;
+    return err;
+}
+
 fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, const char *classes,
                        prep_text *pt) {
     *out = NULL;
@@ -234,7 +254,7 @@ fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, 
     fed_err err = dc->labels ? FED_OK : fed_text_sniff(path, &text);
     if (err) return err;
     if (pt->lm_model && (text || prep_is_plain_text(path)))
-        return prep_load_lm(out, path, pt); /* windows of the documents' ids */
+        return load_lm(out, &path, 1, pt, path); /* windows of the documents' ids */
     if (text) {
         err = load_text(out, path, dc, classes, pt);
         pt->loaded = !err;
@@ -258,13 +278,6 @@ bool prep_is_plain_text(const char *path) {
 
 fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) {
     *out = NULL;
-    pt->loaded = pt->lm = false;
-    if (!pt->tok)
-        return fed_errorf(FED_EINVAL, "--text: give --tokenizer TOK.json, or a model whose "
-                                      "metadata has " META_TOKENIZER);
-    if (pt->len < 2)
-        return fed_errorf(FED_EINVAL, "--text: the model's input is not a window of T >= 2 token "
-                                      "ids (its input shape must be [T])");
     size_t n = 1;
     for (const char *p = list; *p; p++) n += *p == ',';
     char *copy = fed_strdup(list);
@@ -277,11 +290,10 @@ fed_err prep_load_lm(fed_dataset **out, const char *list, prep_text *pt) {
             if (next) *next++ = '\0';
             if (*p) paths[k++] = p;
         }
-        err = fed_data_load_text_lm(out, paths, k, pt->tok, pt->len, &pt->lm_stats);
+        err = load_lm(out, paths, k, pt, "--text");
     }
     fed_free(paths);
     fed_free(copy);
-    pt->loaded = pt->lm = !err;
     return err;
 }
 
