@@ -231,7 +231,7 @@ done:
 
 /* Text data: tokenized here into *d (the site gets them in memory, never standardised);
  * *d stays NULL for other data, which the site loads itself. */
-static fed_err load_text(const client_cfg *c, fed_dataset **d) {
+static fed_err load_text(const client_cfg *c, fed_dataset **d, uint8_t tok_sha[32]) {
     *d = NULL;
     bool text = false;
     fed_err err = fed_text_sniff(c->data, &text);
@@ -264,6 +264,7 @@ static fed_err load_text(const client_cfg *c, fed_dataset **d) {
     dc.drop_empty = c->drop_empty;
     dc.classes = c->classes;
     err = prep_load_data(d, c->data, &dc, NULL, &pt);
+    if (!err && (err = prep_tokenizer_sha(pt.tok, tok_sha))) fed_data_destroy(d);
     if (!err && pt.lm)
         FED_LOG(FED_LOG_INFO,
                 "client: %s: language-model text, %zu documents, %zu tokens: %zu windows of %zu "
@@ -302,9 +303,11 @@ static fed_err run_client(const void *cfg) {
     sc.net.tls.crl_file = c->crl;
     if ((err = check_net(c->coordinator, &sc.net.tls))) return err;
     fed_dataset *text = NULL;
-    if ((err = load_text(c, &text))) return err;
+    uint8_t tok_sha[32];
+    if ((err = load_text(c, &text, tok_sha))) return err;
     sc.data = text ? NULL : c->data;
     sc.dataset = text;
+    sc.tokenizer_sha256 = text ? tok_sha : NULL;
     sc.data_opts.format = strcmp(c->format, "csv") == 0       ? FED_FORMAT_CSV
                           : strcmp(c->format, "sklearn") == 0 ? FED_FORMAT_SKLEARN
                           : strcmp(c->format, "idx") == 0     ? FED_FORMAT_IDX

@@ -198,6 +198,22 @@ static fed_err load_eval(const coord_cfg *o, const fed_model *m, const fed_meta 
     return err;
 }
 
+/* A model that reads text (its first layer an embedding) with a tokenizer in its metadata:
+ * out = the digest every site's tokenizer must have (the manifest carries it), *has. */
+static fed_err model_tokenizer_sha(const coord_cfg *o, const fed_model *m, const fed_meta *meta,
+                                   uint8_t out[32], bool *has) {
+    *has = false;
+    const char *js = meta ? fed_meta_get(meta, META_TOKENIZER) : NULL;
+    if (!js || fed_arch_layer(fed_model_arch(m), 0)->kind != FED_LAYER_EMBEDDING) return FED_OK;
+    fed_tokenizer *t = NULL;
+    fed_err err = fed_tokenizer_parse(&t, js, strlen(js), "model metadata " META_TOKENIZER);
+    if (err) return fed_errprefix(err, "%s", o->model);
+    err = prep_tokenizer_sha(t, out);
+    fed_tokenizer_destroy(&t);
+    *has = !err;
+    return err;
+}
+
 static fed_err run_coordinator(const void *cfg) {
     const coord_cfg *o = cfg;
     if (!o->model) return fed_errorf(FED_EINVAL, "--model is required");
@@ -226,6 +242,7 @@ static fed_err run_coordinator(const void *cfg) {
     cc.eval_batch = o->eval_batch;
     if ((err = prep_coord_shared(&o->sh, &cc))) goto done;
     cc.keep_frozen = keep_frozen;
+    if ((err = model_tokenizer_sha(o, m, meta, cc.tokenizer_sha256, &cc.has_tokenizer))) goto done;
     if (fed_arch_layer(fed_model_arch(m), 0)->kind == FED_LAYER_EMBEDDING) {
         if (strcmp(o->sh.input_stats, "on") == 0) {
             err = fed_errorf(FED_EINVAL,

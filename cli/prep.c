@@ -4,6 +4,7 @@
 #include "core/model.h"
 #include "core/alloc.h"
 #include "core/json.h"
+#include "net/channel.h"
 
 #include <cJSON.h>
 #include <stdint.h>
@@ -268,6 +269,15 @@ fed_err prep_load_data(fed_dataset **out, const char *path, const data_cfg *dc, 
     }
     if (!err && dc->only && (err = keep_classes(out, dc->only, path))) fed_data_destroy(out);
     return err;
+}
+
+fed_err prep_tokenizer_sha(const fed_tokenizer *t, uint8_t out[32]) {
+    char *js = NULL;
+    fed_err err = fed_tokenizer_to_json(t, &js);
+    if (err) return err;
+    fed_sha256(js, strlen(js), out);
+    fed_free(js);
+    return FED_OK;
 }
 
 bool prep_is_plain_text(const char *path) {

@@ -296,6 +296,9 @@ fed_err prep_text_open(prep_text *pt, const data_cfg *dc, const fed_meta *meta,
 void prep_text_close(prep_text *pt);
 /* A name ending in .txt or .txt.gz: plain text (a language model's document). */
 bool prep_is_plain_text(const char *path);
+/* SHA-256 of t's canonical JSON (fed_tokenizer_to_json): what names a tokenizer between a
+ * coordinator and its sites (the manifest's tokenizer_sha256). Only FED_ENOMEM. */
+fed_err prep_tokenizer_sha(const fed_tokenizer *t, uint8_t out[32]) FED_MUST_USE;
 
 /* prep_load, and text: a file fed_text_sniff calls text (.jsonl, or CSV whose header has
  * a "text" column) is tokenized with pt (an error without a tokenizer, and --tokenizer

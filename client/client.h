@@ -156,6 +156,9 @@ typedef struct fed_site_config {
                                    site; shared by a simulation's sites), or NULL: the site
                                    makes its own, in base_dir */
     const char *base_dir;       /* folder of that own store (NULL: memory only) */
+    const uint8_t *tokenizer_sha256; /* the data are text tokenized by the tokenizer of this
+                                        digest (32 bytes, copied; NULL: none): a round whose
+                                        manifest names another fails, naming both */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);

@@ -105,6 +105,8 @@ typedef struct site_settings {
     char software[SOFTWARE_MAX];            /* Hello.software */
     size_t threads;                         /* OpenBLAS threads, 0: leave */
     size_t max_epochs, max_batch;           /* local caps, 0: none */
+    bool has_tok;                           /* the data were tokenized by: */
+    uint8_t tok_sha[FED_SHA256_LEN];        /* this tokenizer (its canonical JSON's digest) */
     char *save_updates;                     /* audit folder, or NULL */
     int backoff_initial_ms, backoff_max_ms; /* reconnect delays */
     double backoff_jitter;                  /* share of a delay cut at random */

@@ -389,6 +389,22 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
         stats_round(s);
         return;
     }
+    if (s->cfg.has_tok && rs->manifest.has_tokenizer &&
+        memcmp(s->cfg.tok_sha, rs->manifest.tokenizer_sha256, FED_SHA256_LEN) != 0) {
+        char ours[13], theirs[13];
+        for (int i = 0; i < 6; i++) {
+            snprintf(ours + 2 * i, 3, "%02x", s->cfg.tok_sha[i]);
+            snprintf(theirs + 2 * i, 3, "%02x", rs->manifest.tokenizer_sha256[i]);
+        }
+        fed_errorf(FED_EINVAL, "tokenizer %s...", ours);
+        char text[TEXT_MAX];
+        snprintf(text, sizeof text,
+                 "the model reads text with tokenizer %s..., the site's data were tokenized with "
+                 "%s...: give the site the federation's model file (--tokenizer MODEL)",
+                 theirs, ours);
+        fail_round(s, FED_WIRE_UNSUPPORTED, text);
+        return;
+    }
     if (!s->cfg.external &&
         (err = site_prepare_model(s, &s->fit.own))) { /* external: when trained */
         site_fail_round_err(s, err);

@@ -153,6 +153,9 @@ typedef struct fed_coord_config {
                                        soon as every sampled client has answered or left */
     fed_msg_train_config train;     /* sent in RoundStart; optimizer string borrowed */
     const char *freeze;             /* comma-separated globs of frozen tensors, or NULL */
+    bool has_tokenizer;             /* the model reads text with the tokenizer of digest: */
+    uint8_t tokenizer_sha256[32];   /* (its canonical JSON's SHA-256), which the manifest
+                                       carries so that a site tokenizing otherwise refuses */
     bool keep_frozen;               /* the model's own frozen flags stay (LoRA: the base, and
                                        lora_A with FFA-LoRA) and freeze adds to them; false:
                                        every tensor not in freeze trains (false) */

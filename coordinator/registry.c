@@ -118,6 +118,8 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     rs->manifest.arch = c->arch_json;
     /* Borrowed for encoding only: the message is never freed. */
     rs->manifest.input_transform = c->stats.transform;
+    rs->manifest.has_tokenizer = c->cfg.has_tokenizer;
+    memcpy(rs->manifest.tokenizer_sha256, c->cfg.tokenizer_sha256, FED_SHA256_LEN);
     if (c->base.n) {
         rs->manifest.has_base = true;
         memcpy(rs->manifest.base_sha256, c->base.sha, FED_SHA256_LEN);

@@ -231,6 +231,9 @@ static fed_err check_manifest(const checker *c, const Fedtune__Manifest *m) {
     /* The base is the frozen tensors: its digests (both or neither; a coordinator that
      * does not send trainable-only transfers may leave them out) need one frozen tensor
      * and one trainable, or there would be no base or nothing to train. */
+    if (m->tokenizer_sha256.len)
+        TRY(check_bytes(c, &m->tokenizer_sha256, FED_SHA256_LEN,
+                        "round_start.manifest.tokenizer_sha256"));
     if (!m->base_sha256.len && !m->trainable_sha256.len) return FED_OK;
     TRY(check_bytes(c, &m->base_sha256, FED_SHA256_LEN, "round_start.manifest.base_sha256"));
     TRY(check_bytes(c, &m->trainable_sha256, FED_SHA256_LEN,
@@ -435,6 +438,7 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     pm->sha256 = bin(m->sha256, FED_SHA256_LEN);
     pm->arch = str(m->arch);
     pm->input_transform = str(m->input_transform);
+    if (m->has_tokenizer) pm->tokenizer_sha256 = bin(m->tokenizer_sha256, FED_SHA256_LEN);
     if (m->has_base) {
         pm->base_sha256 = bin(m->base_sha256, FED_SHA256_LEN);
         pm->trainable_sha256 = bin(m->trainable_sha256, FED_SHA256_LEN);
@@ -792,6 +796,9 @@ static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
         copy_bin(mf->sha256, &pm->sha256, FED_SHA256_LEN);
         mf->arch = pm->arch;
         mf->input_transform = pm->input_transform;
+        mf->has_tokenizer = pm->tokenizer_sha256.len != 0; /* checked: 0 or 32 */
+        if (mf->has_tokenizer)
+            copy_bin(mf->tokenizer_sha256, &pm->tokenizer_sha256, FED_SHA256_LEN);
         mf->has_base = pm->base_sha256.len != 0; /* checked: 0 or 32, with trainable_sha256 */
         if (mf->has_base) {
             copy_bin(mf->base_sha256, &pm->base_sha256, FED_SHA256_LEN);

@@ -115,6 +115,8 @@ typedef struct fed_msg_manifest {
     bool has_base;               /* some tensors are frozen: the two digests below are set */
     uint8_t base_sha256[FED_SHA256_LEN];      /* of the frozen tensors back to back */
     uint8_t trainable_sha256[FED_SHA256_LEN]; /* of the trainable tensors back to back */
+    bool has_tokenizer;                       /* the model reads text with this tokenizer: */
+    uint8_t tokenizer_sha256[FED_SHA256_LEN]; /* of its canonical JSON */
 } fed_msg_manifest;
 
 /* TrainConfig: the round's training configuration, whose limits core/train_spec.h

@@ -188,6 +188,26 @@ wait_status "site of length 64 exits 0 on the coordinator's goodbye" "$site_a" 0
 wait_status "coordinator stops (exit 1)" "$cpid" 1 coord64.log
 ok "the reason names both shapes" grep -q "round 1 failed 1 attempts in a row for the same reason: evaluating the global model: the local data (64 features, 2 classes) do not fit the model (128 inputs, 2 outputs)" coord64.log
 
+# A site that tokenized with another tokenizer of the same length (a BPE learned from its
+# own texts, whose ids all fit the model's embedding): the manifest's tokenizer digest
+# differs from the site's, so the round fails naming both, before any training on ids
+# that mean other words.
+run_status "tokenizer train" 0 tt.out -- "$FEDTUNE" tokenizer train --text s/imdb.train.jsonl \
+  --vocab 600 --out other-tok.json
+P=$(port)
+timeout 120 "${COORD[@]}" --listen "tcp://127.0.0.1:$P" --rounds 1 --min-clients 1 --min-fit 1 \
+  --max-failed-attempts 1 --retry-backoff-ms 0 >coordtok.log 2>&1 &
+cpid=$!
+client imdb --tokenizer other-tok.json --text-length 128 >imdbtok.log 2>&1 &
+site_a=$!
+pids+=("$cpid" "$site_a")
+wait_status "site with another tokenizer exits 0 on the coordinator's goodbye" "$site_a" 0 imdbtok.log ||
+  kill "$cpid" 2>/dev/null
+wait_status "coordinator stops (exit 1)" "$cpid" 1 coordtok.log
+ours=$(sha256sum <other-tok.json | cut -c1-12) # the file is in the canonical form
+ok "the reason names the tokenizers" grep -q "round 1 failed 1 attempts in a row for the same reason: the model reads text with tokenizer [0-9a-f]\{12\}\.\.\., the site's data were tokenized with $ours\.\.\.: give the site the federation's model file (--tokenizer MODEL)" coordtok.log
+ok "the site did not train" test "$(grep -c 'site: round 1: ' imdbtok.log)" -eq 0
+
 # Refusals: one line, before anything runs.
 C1=("$FEDTUNE" client --coordinator tcp://127.0.0.1:1 --server-name localhost --ca ca/ca.crt
   --cert ca/sites/imdb/imdb.crt --key ca/sites/imdb/imdb.key)

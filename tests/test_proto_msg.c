@@ -656,6 +656,7 @@ typedef struct rs_knobs {
     const char *name0; /* name of tensors[0] */
     size_t extra_tensors;
     bool no_manifest;
+    size_t tokenizer_sha_len; /* Manifest.tokenizer_sha256's bytes (0: absent) */
 } rs_knobs;
 
 static rs_knobs good_knobs(void) {
@@ -701,6 +702,7 @@ static pbw round_start_wire(const rs_knobs *k) {
     w_uint(&man, 2, (uint64_t)((int64_t)total + k->total_delta));
     uint8_t sha[64] = {0};
     w_bytes(&man, 3, sha, k->sha_len);
+    if (k->tokenizer_sha_len) w_bytes(&man, 8, sha, k->tokenizer_sha_len);
     w_str(&man, 4, "{}");
     w_uint(&rs, 1, 9);
     w_sub(&rs, 3, &cfg);
@@ -1277,6 +1279,10 @@ TEST(base_fields) {
     for (int i = 0; i < 9; i++) w_bytes(&h, 6, id, 32);
     e = w_envelope(1, 1, F_HELLO, &h);
     EXPECT_PROTO_W(e, NULL, "hello.bases: 9 entries, limit 8");
+    rs_knobs k = good_knobs();
+    k.tokenizer_sha_len = 31;
+    e = round_start_wire(&k);
+    EXPECT_PROTO_W(e, NULL, "round_start.manifest.tokenizer_sha256: 31 bytes (must be 32)");
 
     m = sample_round_start(); /* tensors 0 and 2 trainable, 1 and 3 frozen */
     fed_msg_round_start *r = &m.u.round_start;
@@ -1290,6 +1296,19 @@ TEST(base_fields) {
         CHECK_MEM(d.u.round_start.manifest.base_sha256, r->manifest.base_sha256, FED_SHA256_LEN);
         CHECK_MEM(d.u.round_start.manifest.trainable_sha256, r->manifest.trainable_sha256,
                   FED_SHA256_LEN);
+        fed_msg_free(&d);
+    }
+    r->manifest.has_tokenizer = true;
+    memset(r->manifest.tokenizer_sha256, 0x3c, FED_SHA256_LEN);
+    if (round_trip(&m, &d)) {
+        CHECK(d.u.round_start.manifest.has_tokenizer);
+        CHECK_MEM(d.u.round_start.manifest.tokenizer_sha256, r->manifest.tokenizer_sha256,
+                  FED_SHA256_LEN);
+        fed_msg_free(&d);
+    }
+    r->manifest.has_tokenizer = false;
+    if (round_trip(&m, &d)) {
+        CHECK(!d.u.round_start.manifest.has_tokenizer);
         fed_msg_free(&d);
     }
     r->transfer_id = 0;
