@@ -104,7 +104,10 @@ rm -f losses.txt
 {
   echo "Perplexity on each writer's held-out speech (their last State of the Union address)."
   echo
-  echo "Pre-trained: \`fedtune ${PRE[*]}\` (tokenizer: \`fedtune tokenizer train --text"
+  pre="fedtune ${PRE[*]}"
+  pre=${pre//$ROOT\//}
+  pre=${pre//$DATA\//data\/}
+  echo "Pre-trained: \`$pre\` (tokenizer: \`fedtune tokenizer train --text"
   echo "corpus/train.jsonl --vocab 4096\`), SHA-256 $(sha256sum gpt-mini.safetensors | cut -c1-64);"
   echo "validation perplexity $(tail -1 pretrain.metrics.jsonl | grep -o '"val_ppl":[0-9.]*' | cut -d: -f2)."
   echo "Federated: $ROUNDS rounds, 20% of the 43 writers a round, 1 local epoch, LoRA r=8 (alpha 16)"
