@@ -130,6 +130,7 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     s->cfg.threads = cfg->threads;
     s->cfg.max_epochs = cfg->max_epochs;
     s->cfg.max_batch = cfg->max_batch;
+    s->cfg.attack = cfg->attack;
     if (cfg->tokenizer_sha256) {
         s->cfg.has_tok = true;
         memcpy(s->cfg.tok_sha, cfg->tokenizer_sha256, FED_SHA256_LEN);

@@ -126,6 +126,22 @@ void fed_base_cache_destroy(fed_base_cache **c);
 
 /* What a site is made from. fed_site_default_config() fills every field; strings are
  * copied by fed_site_new (the caller may free them afterwards). */
+/* A model-poisoning attack a simulated site plays on its updates (fedtune sim only: the
+ * `client` command has no way to set it). */
+typedef enum fed_attack_kind {
+    FED_ATTACK_NONE = 0,   /* an honest site */
+    FED_ATTACK_SIGN_FLIP,  /* the update sent is -delta */
+    FED_ATTACK_SCALE,      /* model replacement: param * delta */
+    FED_ATTACK_NOISE,      /* delta + N(0, param^2) on every coordinate */
+    FED_ATTACK_LABEL_FLIP, /* data poisoning, done to the data by the simulator: no stage */
+} fed_attack_kind;
+
+typedef struct fed_site_attack {
+    fed_attack_kind kind; /* FED_ATTACK_NONE: honest */
+    double param;         /* scale: the factor K (!= 0); noise: the std S (> 0) */
+    uint64_t seed;        /* noise: its key, with the round as the stream */
+} fed_site_attack;
+
 typedef struct fed_site_config {
     const char *coordinator;    /* the coordinator's endpoint: "tcp://fed.example.org:7443" */
     const char *server_name;    /* name (or IP) the coordinator's certificate must carry */
@@ -159,6 +175,8 @@ typedef struct fed_site_config {
     const uint8_t *tokenizer_sha256; /* the data are text tokenized by the tokenizer of this
                                         digest (32 bytes, copied; NULL: none): a round whose
                                         manifest names another fails, naming both */
+    fed_site_attack attack;          /* simulator only: the attack this site plays on its
+                                        updates (the "attack" stage; zero: honest) */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);

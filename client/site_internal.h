@@ -113,6 +113,7 @@ typedef struct site_settings {
     bool external;                          /* rounds are trained by fed_site_job_run */
     bool lean;                              /* free the model buffers after every round */
     fed_log_level info;                     /* level of progress lines: INFO, DEBUG when external */
+    fed_site_attack attack;                 /* simulator only: the update's attack (zero: none) */
 } site_settings;
 
 /* The connection and its loop. I/O thread only: no worker ever touches the channel. */

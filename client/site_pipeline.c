@@ -18,12 +18,18 @@ fed_err site_stage_run(const site_stage *chain, site_stage_when when, site_updat
     return FED_OK;
 }
 
-/* The sites' differential privacy and the masking come with secure aggregation only: a
- * plainly aggregated round is clipped and noised by the coordinator. */
-fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struct site_secagg *sa) {
+/* The attack (a simulated malicious site only) comes right after the delta, before any
+ * clipping: what a malicious site sends is its own choice. The sites' differential privacy and the
+ * masking come with secure aggregation only: a plainly aggregated round is clipped and noised by
+ * the coordinator. */
+fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struct site_secagg *sa,
+                        const fed_site_attack *attack) {
     const bool sec = rs->has_secagg;
     fed_err err = FED_OK;
     if (!rs->stats) err = site_stage_delta_new(chain);
+    if (!err && !rs->stats && attack && attack->kind != FED_ATTACK_NONE &&
+        attack->kind != FED_ATTACK_LABEL_FLIP)
+        err = site_stage_attack_new(chain, attack);
     if (!err && sec && rs->secagg.dp_clip > 0) err = site_stage_clip_new(chain, rs->secagg.dp_clip);
     if (!err && sec && rs->secagg.dp_noise_std > 0)
         err = site_stage_noise_new(chain, rs->secagg.dp_noise_std, NULL);

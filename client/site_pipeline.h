@@ -4,6 +4,7 @@
  *
  *   "delta" (local - global over the trainable tensors, in manifest order; not in the
  *            statistics round, whose update is the moments of the data)
+ *   -> "attack" (simulator only: a malicious site's sign flip, scaling or noise)
  *   -> "clip" (the L2 bound of the sites' differential privacy, RoundStart.secagg.dp_clip)
  *   -> "noise" (Gaussian noise of std RoundStart.secagg.dp_noise_std under a fresh key)
  *   -> (compression: issue 19)
@@ -26,6 +27,7 @@
 #ifndef FED_CLIENT_SITE_PIPELINE_H
 #define FED_CLIENT_SITE_PIPELINE_H
 
+#include "client/client.h"
 #include "core/model.h"
 #include "proto/msg.h"
 
@@ -84,8 +86,8 @@ void site_stage_destroy_all(site_stage **chain);
  * sa: the site's secure-aggregation state, which "mask" reads when it runs (borrowed). On
  * error (FED_ENOMEM) *chain is empty. */
 struct site_secagg;
-fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs,
-                        struct site_secagg *sa) FED_MUST_USE;
+fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struct site_secagg *sa,
+                        const fed_site_attack *attack) FED_MUST_USE;
 
 /* ---- the stages (one file each) ---- */
 
@@ -93,6 +95,13 @@ fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs,
  * manifest order (fed_model_delta; n must be fed_model_num_trainable). FED_ENONFINITE
  * when the result is not finite (v is written all the same). */
 fed_err site_stage_delta_new(site_stage **chain) FED_MUST_USE;
+
+/* "attack" (stage_attack.c): a simulated malicious site's model poisoning, right after
+ * "delta" (a kind of attack whose `when` is SITE_STAGE_TRAINED): sign flip v = -v, scale
+ * v = K v, noise v += N(0, S^2) under a key made from attack->seed with the round as its
+ * stream (same seed and round: same bytes). attack is copied; FED_EINVAL for a kind with
+ * no stage (none, label flip) or a parameter out of range (K = 0 or not finite, S <= 0). */
+fed_err site_stage_attack_new(site_stage **chain, const fed_site_attack *attack) FED_MUST_USE;
 
 /* "clip" (stage_clip.c): v scaled to an L2 norm of at most bound (fed_dp_clip). */
 fed_err site_stage_clip_new(site_stage **chain, double bound) FED_MUST_USE;

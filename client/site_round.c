@@ -380,7 +380,7 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
     const fed_msg_round_start *rs = s->round.rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);
-    fed_err err = site_pipe_build(&s->round.pipe, rs, &s->sa);
+    fed_err err = site_pipe_build(&s->round.pipe, rs, &s->sa, &s->cfg.attack);
     if (err) {
         site_fail_round_err(s, err);
         return;

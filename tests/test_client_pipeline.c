@@ -84,18 +84,25 @@ TEST(chain_order_moments_pass_through_errors) {
 
 /* ---- the chain of a RoundStart -------------------------------------------------------- */
 
-static void check_built(const fed_msg_round_start *rs, const char *want) {
+static void check_built_attack(const fed_msg_round_start *rs, const fed_site_attack *a,
+                               const char *want) {
     site_secagg sa = {0};
     site_stage *chain = NULL;
     char d[128];
-    CHECK_OK(site_pipe_build(&chain, rs, &sa));
+    CHECK_OK(site_pipe_build(&chain, rs, &sa, a));
     site_stage_describe(chain, d, sizeof d);
     CHECK_STR(d, want);
-    /* "delta" runs after training, every other stage when the update is sent. */
+    /* "delta" and "attack" run after training, every other stage when the update is sent. */
     for (const site_stage *s = chain; s; s = s->next)
         CHECK_INT(s->type->when,
-                  strcmp(s->type->name, "delta") == 0 ? SITE_STAGE_TRAINED : SITE_STAGE_SENT);
+                  strcmp(s->type->name, "delta") == 0 || strcmp(s->type->name, "attack") == 0
+                      ? SITE_STAGE_TRAINED
+                      : SITE_STAGE_SENT);
     site_stage_destroy_all(&chain);
+}
+
+static void check_built(const fed_msg_round_start *rs, const char *want) {
+    check_built_attack(rs, NULL, want);
 }
 
 TEST(chain_of_a_round_start) {
@@ -118,13 +125,31 @@ TEST(chain_of_a_round_start) {
     rs.secagg.dp_noise_std = 0;
     check_built(&rs, "delta -> mask");
 
+    /* A simulated malicious site: its attack right after the delta, before any clipping;
+     * label flipping is done to the data, not by a stage; none in the statistics round. */
+    fed_site_attack flip = {.kind = FED_ATTACK_SIGN_FLIP};
+    fed_site_attack labels = {.kind = FED_ATTACK_LABEL_FLIP};
+    fed_site_attack honest = {.kind = FED_ATTACK_NONE};
+    check_built_attack(&rs, &flip, "delta -> attack -> mask");
+    check_built_attack(&rs, &labels, "delta -> mask");
+    check_built_attack(&rs, &honest, "delta -> mask");
+    rs.secagg.dp_clip = 1.0;
+    check_built_attack(&rs, &flip, "delta -> attack -> clip -> mask");
+    rs.has_secagg = false;
+    rs.secagg.dp_clip = 0;
+    check_built_attack(&rs, &flip, "delta -> attack");
+    rs.stats = true;
+    check_built_attack(&rs, &flip, "");
+    rs.stats = false;
+    rs.has_secagg = true;
+
     /* Out of memory at any of the four stages: an error and an empty chain. */
     rs.secagg.dp_clip = 1.0;
     rs.secagg.dp_noise_std = 0.5;
     site_secagg sa = {0};
     site_stage *chain = NULL;
     FOR_EACH_ALLOC_FAILURE(f) {
-        fed_err err = ALLOC_TRY(f, site_pipe_build(&chain, &rs, &sa));
+        fed_err err = ALLOC_TRY(f, site_pipe_build(&chain, &rs, &sa, NULL));
         if (err == FED_OK) {
             site_stage_destroy_all(&chain); /* the last run: nothing failed */
             continue;
@@ -262,6 +287,104 @@ static void secagg_to_delivery(const fed_sa_params *p, fed_sa_server *srv, fed_s
         CHECK_OK(fed_sa_server_shares_for(srv, u, &delivery[u], &delivery_len[u]));
 }
 
+/* ---- attack (a simulated malicious site) -------------------------------------------------- */
+
+/* Runs a one-stage chain of attack a on v (n floats) for round `round`. */
+static fed_err run_attack(const fed_site_attack *a, float *v, size_t n, uint64_t round) {
+    site_stage *chain = NULL;
+    fed_err err = site_stage_attack_new(&chain, a);
+    if (err) return err;
+    site_update u = {.round = round, .v = v, .n = n};
+    err = site_stage_run(chain, SITE_STAGE_TRAINED, &u);
+    site_stage_destroy_all(&chain);
+    return err;
+}
+
+TEST(attack_stage) {
+    enum { NA = 100000 };
+    float *d = fed_mallocarray(NA, sizeof *d), *v = fed_mallocarray(NA, sizeof *v),
+          *w = fed_mallocarray(NA, sizeof *w);
+    CHECK(d && v && w);
+    for (size_t i = 0; i < NA; i++) d[i] = (float)((double)i * 0.37 - 1234.5) * 0.01f;
+
+    /* Sign flip: exactly -d. */
+    fed_site_attack a = {.kind = FED_ATTACK_SIGN_FLIP};
+    memcpy(v, d, NA * sizeof *v);
+    CHECK_OK(run_attack(&a, v, NA, 3));
+    size_t bad = 0;
+    for (size_t i = 0; i < NA; i++) bad += v[i] != -d[i];
+    CHECK_SIZE(bad, 0);
+
+    /* Scale: exactly K d (K = 10, a sample of ten sites). */
+    a = (fed_site_attack){.kind = FED_ATTACK_SCALE, .param = 10};
+    memcpy(v, d, NA * sizeof *v);
+    CHECK_OK(run_attack(&a, v, NA, 3));
+    bad = 0;
+    for (size_t i = 0; i < NA; i++) bad += v[i] != 10.0f * d[i];
+    CHECK_SIZE(bad, 0);
+
+    /* Noise of std S = 0.25 on a zero update: mean ~0 and std ~S over 10^5 coordinates;
+     * the same seed and round give the same bytes, another round or seed others. */
+    a = (fed_site_attack){.kind = FED_ATTACK_NOISE, .param = 0.25, .seed = 42};
+    memset(v, 0, NA * sizeof *v);
+    CHECK_OK(run_attack(&a, v, NA, 7));
+    double sum = 0, sq = 0;
+    for (size_t i = 0; i < NA; i++) {
+        sum += (double)v[i];
+        sq += (double)v[i] * (double)v[i];
+    }
+    double mean = sum / NA, sd = sqrt(sq / NA - mean * mean);
+    CHECK_NEAR(mean, 0.0, 0.01 * 0.25);
+    CHECK_NEAR(sd, 0.25, 0.01 * 0.25);
+    memset(w, 0, NA * sizeof *w);
+    CHECK_OK(run_attack(&a, w, NA, 7));
+    CHECK_MEM(v, w, NA * sizeof *v);
+    memset(w, 0, NA * sizeof *w);
+    CHECK_OK(run_attack(&a, w, NA, 8));
+    CHECK(memcmp(v, w, NA * sizeof *v) != 0);
+    a.seed = 43;
+    memset(w, 0, NA * sizeof *w);
+    CHECK_OK(run_attack(&a, w, NA, 7));
+    CHECK(memcmp(v, w, NA * sizeof *v) != 0);
+    /* On a real delta the noise adds: d + the same draws (summed in double, rounded once). */
+    a.seed = 42;
+    memcpy(w, d, NA * sizeof *w);
+    CHECK_OK(run_attack(&a, w, NA, 7));
+    bad = 0;
+    for (size_t i = 0; i < NA; i++)
+        bad += fabs((double)w[i] - ((double)d[i] + (double)v[i])) > 1e-6 * (fabs((double)d[i]) + 1);
+    CHECK_SIZE(bad, 0);
+
+    /* Parameters out of range and kinds with no stage are refused, nothing appended. */
+    site_stage *chain = NULL;
+    a = (fed_site_attack){.kind = FED_ATTACK_SCALE, .param = 0};
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "attack scale: K 0 must be finite and not 0");
+    a = (fed_site_attack){.kind = FED_ATTACK_NOISE, .param = -1};
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "attack noise: S -1 must be finite and > 0");
+    a = (fed_site_attack){.kind = FED_ATTACK_NOISE, .param = NAN};
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    a = (fed_site_attack){.kind = FED_ATTACK_LABEL_FLIP};
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    a = (fed_site_attack){.kind = FED_ATTACK_NONE};
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    CHECK(chain == NULL);
+    a = (fed_site_attack){.kind = FED_ATTACK_SIGN_FLIP};
+    FOR_EACH_ALLOC_FAILURE(f) {
+        fed_err err = ALLOC_TRY(f, site_stage_attack_new(&chain, &a));
+        if (err == FED_OK) {
+            site_stage_destroy_all(&chain);
+            continue;
+        }
+        CHECK_INT(err, FED_ENOMEM);
+        CHECK(chain == NULL);
+    }
+    fed_free(d);
+    fed_free(v);
+    fed_free(w);
+}
+
 TEST(mask_stage_and_unmask_recover_the_vector) {
     fed_sa_params p;
     fed_sa_params_default(&p, 2, ML);
@@ -346,6 +469,7 @@ int main(void) {
     RUN(delta_stage);
     RUN(clip_stage);
     RUN(noise_stage);
+    RUN(attack_stage);
     RUN(mask_stage_and_unmask_recover_the_vector);
     return test_report();
 }
