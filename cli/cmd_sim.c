@@ -44,6 +44,9 @@ typedef struct sim_cfg {
     double dropout, stragglers, straggler_delay; /* failures */
     int tls;                                     /* full TLS in-process */
     size_t seed;                                 /* everything random */
+    const char *malicious;                       /* share of attacking sites (text: unset
+                                                    is told from 0) */
+    const char *attack;                          /* what they do */
     const char *csv, *plot;                      /* outputs besides sh's metrics and out */
     int verbose;                                 /* the coordinator's log lines too */
 } sim_cfg;
@@ -117,6 +120,10 @@ static const opt_spec sim_opts[] = {
      "full TLS between the sites and the coordinator (certificates in a temp folder)"},
     {"seed", OPT_SIZE, "1", 0, 1e18, NULL, F(seed),
      "partition, sampling, failures and training seeds"},
+    {"malicious", OPT_STRING, NULL, 1, 0, NULL, F(malicious),
+     "share of the sites that attack, 0..0.5 (drawn from --seed; needs --attack)"},
+    {"attack", OPT_STRING, NULL, 1, 0, NULL, F(attack),
+     "the malicious sites' attack: sign-flip|scale[:K]|noise:S|label-flip"},
     {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, S(target_accuracy),
      "stop at the first round whose test accuracy reaches this (0: off)"},
     {"metrics", OPT_STRING, NULL, 1, 0, NULL, S(metrics), "JSON-lines metrics per round"},
@@ -328,6 +335,82 @@ static fed_err describe(const fed_partition *part, const fed_dataset *train, cha
     return FED_OK;
 }
 
+/* --malicious and --attack into sc (sc->seed set): the share and the attack. */
+static fed_err parse_attack(const sim_cfg *o, fed_sim_config *sc) {
+    if (!o->attack && !o->malicious) return FED_OK;
+    if (!o->attack) return fed_errorf(FED_EINVAL, "--malicious needs --attack (what they do)");
+    if (!o->malicious) return fed_errorf(FED_EINVAL, "--attack needs --malicious (how many)");
+    char *end = NULL;
+    double f = strtod(o->malicious, &end);
+    if (end == o->malicious || *end || !(f >= 0.0 && f <= 0.5))
+        return fed_errorf(FED_EINVAL, "--malicious %s: must be a share in [0, 0.5]", o->malicious);
+    sc->malicious = f;
+    const char *a = o->attack, *colon = strchr(a, ':');
+    size_t klen = colon ? (size_t)(colon - a) : strlen(a);
+    fed_site_attack *at = &sc->attack;
+    if (klen == 9 && strncmp(a, "sign-flip", 9) == 0 && !colon)
+        at->kind = FED_ATTACK_SIGN_FLIP;
+    else if (klen == 10 && strncmp(a, "label-flip", 10) == 0 && !colon)
+        at->kind = FED_ATTACK_LABEL_FLIP;
+    else if (klen == 5 && strncmp(a, "scale", 5) == 0)
+        at->kind = FED_ATTACK_SCALE;
+    else if (klen == 5 && strncmp(a, "noise", 5) == 0)
+        at->kind = FED_ATTACK_NOISE;
+    else
+        return fed_errorf(FED_EINVAL,
+                          "--attack %s: unknown (sign-flip, scale[:K], noise:S, label-flip)", a);
+    if (at->kind == FED_ATTACK_NOISE && !colon)
+        return fed_errorf(FED_EINVAL, "--attack %s: noise needs its std, noise:S", a);
+    if (colon) {
+        double v = strtod(colon + 1, &end);
+        if (end == colon + 1 || *end || !isfinite(v))
+            return fed_errorf(FED_EINVAL, "--attack %s: %s is not a number", a, colon + 1);
+        if (at->kind == FED_ATTACK_SCALE && v == 0.0)
+            return fed_errorf(FED_EINVAL, "--attack %s: K must not be 0", a);
+        if (at->kind == FED_ATTACK_NOISE && !(v > 0.0))
+            return fed_errorf(FED_EINVAL, "--attack %s: S must be > 0", a);
+        at->param = v;
+    }
+    return FED_OK;
+}
+
+/* The line naming the malicious sites, and with label flipping the label counts each of
+ * them trains on (after the flip). */
+static fed_err print_malicious(const sim_cfg *o, const fed_sim_config *sc) {
+    if (!o->attack) return FED_OK;
+    const fed_partition *p = sc->partition;
+    const size_t n = p->clients, C = sc->train->num_classes;
+    bool *bad = fed_calloc(n, sizeof *bad);
+    size_t *cnt = fed_calloc(C, sizeof *cnt);
+    if (!bad || !cnt) {
+        fed_free(bad);
+        fed_free(cnt);
+        return FED_ENOMEM;
+    }
+    size_t m = fed_sim_malicious(sc, n, bad);
+    printf("malicious: %zu of %zu sites (%s)%s", m, n, o->attack, m ? ":" : "");
+    char name[64];
+    for (size_t i = 0; i < n; i++)
+        if (bad[i]) {
+            fed_sim_site_name(name, sc, n, i);
+            printf(" %s", name);
+        }
+    printf("\n");
+    for (size_t i = 0; i < n && sc->attack.kind == FED_ATTACK_LABEL_FLIP; i++) {
+        if (!bad[i]) continue;
+        memset(cnt, 0, C * sizeof *cnt);
+        for (size_t j = p->offsets[i]; j < p->offsets[i + 1]; j++)
+            cnt[C - 1 - (size_t)sc->train->y[p->index[j]]]++;
+        fed_sim_site_name(name, sc, n, i);
+        printf("label-flip: %s trains on labels", name);
+        for (size_t c = 0; c < C; c++) printf(" %zu:%zu", c, cnt[c]);
+        printf("\n");
+    }
+    fed_free(bad);
+    fed_free(cnt);
+    return FED_OK;
+}
+
 /* The sites' shares of train as the options ask, and a one-line description of them. */
 static fed_err make_partition(const sim_cfg *o, const fed_dataset *train, fed_part_config *pc,
                               fed_partition **part, char *desc, size_t desc_len) {
@@ -493,6 +576,7 @@ static fed_err run_sim(const void *cfgp) {
     sc.tls = o->tls != 0;
     sc.certs_script = FED_CERTS_SCRIPT;
     sc.seed = o->seed;
+    if ((err = parse_attack(o, &sc))) goto done;
     fed_coord_config *cc = &sc.coord;
     cc->model = m;
     cc->model_meta = meta;
@@ -523,6 +607,7 @@ static fed_err run_sim(const void *cfgp) {
            sc.workers, sc.tls ? "TLS" : "plaintext inproc", test ? test->n : (size_t)0,
            num(b1, acc0));
     printf("partition: %s\n", pdesc);
+    if ((err = print_malicious(o, &sc))) goto done;
     fflush(stdout);
     fed_sim_result res;
     err = fed_sim_run(&sc, &fin, &res);

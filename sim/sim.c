@@ -141,6 +141,41 @@ static void site_name(char out[64], const char *const *names, size_t i, int widt
         snprintf(out, 64, "site-%0*zu", w, i % 10000000u);
 }
 
+static int name_width(size_t n) {
+    int w = 1;
+    for (size_t k = n > 0 ? n - 1 : 0; k >= 10; k /= 10) w++;
+    return w < 3 ? 3 : w;
+}
+
+void fed_sim_site_name(char out[64], const fed_sim_config *cfg, size_t n, size_t i) {
+    site_name(out, cfg->site_names, i, name_width(n));
+}
+
+/* A partial Fisher-Yates shuffle of the sites under the seed: the first m are malicious. */
+size_t fed_sim_malicious(const fed_sim_config *cfg, size_t n, bool *is_bad) {
+    for (size_t i = 0; i < n; i++) is_bad[i] = false;
+    double f = cfg->malicious;
+    if (!(f > 0.0) || n == 0) return 0;
+    size_t m = (size_t)floor(f * (double)n + 0.5);
+    if (m > n) m = n;
+    size_t *perm = fed_mallocarray(n, sizeof *perm);
+    if (!perm) { /* tiny; a fallback that stays deterministic: the first m */
+        for (size_t i = 0; i < m; i++) is_bad[i] = true;
+        return m;
+    }
+    for (size_t i = 0; i < n; i++) perm[i] = i;
+    for (size_t i = 0; i < m; i++) {
+        uint64_t h = fed_mix64(cfg->seed ^ fed_mix64(0x6d616cull + i)); /* "mal" */
+        size_t j = i + (size_t)(h % (uint64_t)(n - i));
+        size_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        is_bad[perm[i]] = true;
+    }
+    fed_free(perm);
+    return m;
+}
+
 /* ---- certificates for --tls ------------------------------------------------------------ */
 
 extern char **environ;
@@ -257,6 +292,14 @@ static fed_err check(const fed_sim_config *c) {
     if (!(c->client_test_split >= 0.0 && c->client_test_split <= 0.9))
         return fed_errorf(FED_EINVAL, "client-test-split %g: must be in [0, 0.9]",
                           c->client_test_split);
+    if (!(c->malicious >= 0.0 && c->malicious <= 0.5))
+        return fed_errorf(FED_EINVAL, "malicious %g: must be in [0, 0.5]", c->malicious);
+    if (c->malicious > 0.0 && c->attack.kind == FED_ATTACK_NONE)
+        return fed_errorf(FED_EINVAL, "malicious %g: no attack given", c->malicious);
+    if (c->attack.kind == FED_ATTACK_SCALE && !isfinite(c->attack.param))
+        return fed_errorf(FED_EINVAL, "attack scale: K %g must be finite", c->attack.param);
+    if (c->attack.kind == FED_ATTACK_NOISE && !(isfinite(c->attack.param) && c->attack.param > 0))
+        return fed_errorf(FED_EINVAL, "attack noise: S %g must be finite and > 0", c->attack.param);
     return FED_OK;
 }
 
@@ -281,6 +324,7 @@ typedef struct sim_run {
     const fed_partition *pp; /* the partition used: cfg's or part */
     fed_partition *part;     /* the one made here when cfg has none */
     vsite *vs;               /* (n) the virtual sites */
+    bool *bad;               /* (n) the malicious sites */
     pool q;                  /* the training workers */
     coord_thread ct;         /* the coordinator and its thread */
     bool coord_started;      /* ct.th runs */
@@ -324,15 +368,29 @@ static fed_err make_sites(sim_run *r) {
     fed_err err = FED_OK;
     for (size_t i = 0; i < n; i++)
         if (pp->offsets[i + 1] - pp->offsets[i] > most) most = pp->offsets[i + 1] - pp->offsets[i];
-    if (!(r->vs = fed_calloc(n, sizeof *r->vs)) || !(idx = fed_mallocarray(most, sizeof *idx))) {
+    if (!(r->vs = fed_calloc(n, sizeof *r->vs)) || !(idx = fed_mallocarray(most, sizeof *idx)) ||
+        !(r->bad = fed_calloc(n, sizeof *r->bad))) {
         err = FED_ENOMEM;
         goto done;
     }
+    fed_sim_malicious(cfg, n, r->bad);
+    /* Scaling's default K: the sites a round samples (the coordinator's rule). */
+    double sampled = ceil(cfg->coord.fraction * (double)n - 1e-9);
+    if (sampled < 1) sampled = 1;
     for (size_t i = 0; i < n; i++) {
         size_t a = pp->offsets[i], b = pp->offsets[i + 1];
         for (size_t j = a; j < b; j++) idx[j - a] = pp->index[j];
         fed_dataset *sub = NULL;
         if ((err = fed_data_subset(&sub, cfg->train, idx, b - a))) goto done;
+        fed_site_attack atk = {0};
+        if (r->bad[i]) {
+            atk = cfg->attack;
+            atk.seed = fed_mix64(cfg->seed ^ fed_mix64(0x61747461636bull + i));
+            if (atk.kind == FED_ATTACK_SCALE && atk.param == 0.0) atk.param = sampled;
+            if (atk.kind == FED_ATTACK_LABEL_FLIP) /* data poisoning: y -> C-1-y */
+                for (size_t j = 0; j < sub->n; j++)
+                    sub->y[j] = (int32_t)cfg->train->num_classes - 1 - sub->y[j];
+        }
         char name[64], scert[224], skey[224];
         site_name(name, cfg->site_names, i, r->width);
         snprintf(scert, sizeof scert, "%s/ca/sites/%s/%s.crt", r->certdir, name, name);
@@ -361,6 +419,7 @@ static fed_err make_sites(sim_run *r) {
         sc.backoff_max_ms = 100;
         sc.software = "fedtune sim";
         sc.base_cache = r->bases;
+        sc.attack = atk;
         err = fed_site_new(&r->vs[i].s, &sc);
         fed_data_destroy(&sub);
         if (err) {
@@ -535,6 +594,7 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
     fed_free(q->queue);
     fed_free(q->th);
     fed_free(r->vs);
+    fed_free(r->bad);
     fed_partition_destroy(&r->part);
     if (r->certdir[0]) {
         if (remove_tree(r->certdir) != 0)
@@ -556,9 +616,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
     r->cfg = cfg;
     r->res = res;
     const size_t n = r->n = cfg->partition ? cfg->partition->clients : cfg->part.clients;
-    r->width = 1;
-    for (size_t k = n > 0 ? n - 1 : 0; k >= 10; k /= 10) r->width++;
-    if (r->width < 3) r->width = 3;
+    r->width = name_width(n);
 
     r->pp = cfg->partition;
     if (!r->pp) {

@@ -21,10 +21,17 @@
  * trains, then drops its connection instead of sending, and reconnects for later
  * rounds); `stragglers` the probability that a sampled site starts training only after
  * `straggler_delay_s`. Both are drawn per (site, round) from the seed, so the
- * coordinator's deadline and min_fit logic is exercised reproducibly. */
+ * coordinator's deadline and min_fit logic is exercised reproducibly.
+ *
+ * Attacks: `malicious` is the share of the sites that attack (drawn once from the seed:
+ * fed_sim_malicious says which), `attack` what they do. Model poisoning (sign flip,
+ * scaling, noise) is the sites' "attack" stage (client/site_pipeline.h), data poisoning
+ * (label flip, y -> C-1-y) is done here to the malicious sites' data when they are made.
+ * The coordinator is not told who is malicious. */
 #ifndef FED_SIM_SIM_H
 #define FED_SIM_SIM_H
 
+#include "client/client.h"
 #include "coordinator/coordinator.h"
 #include "dataset/dataset.h"
 #include "core/err.h"
@@ -59,6 +66,10 @@ typedef struct fed_sim_config {
                                              folder with certs_script */
     const char *certs_script;             /* certs/fedtune-certs (tls only) */
     uint64_t seed;                        /* everything random */
+    double malicious;                     /* share of the sites that attack, [0, 0.5] (0) */
+    fed_site_attack attack;               /* what they do (with malicious > 0); its seed is
+                                             ignored (each site's derives from seed), a scale
+                                             K of 0 is the number of sites sampled a round */
     /* Called on the sites' thread with every update a site computed, just before it is
      * sent or, dropped true, lost with the site's vanishing connection: the site's
      * index, the round, its delta (n floats: the trainable tensors in manifest order)
@@ -81,6 +92,14 @@ typedef struct fed_sim_result {
     fed_coord_round_stats last;  /* of the last round */
     double setup_seconds;        /* partition, sites, connections */
 } fed_sim_result;
+
+/* The malicious sites of cfg's n sites (round(malicious n) of them, drawn from the seed
+ * alone): is_bad (n) set true for them. Returns their number. */
+size_t fed_sim_malicious(const fed_sim_config *cfg, size_t n, bool *is_bad);
+
+/* The name of site i of n: cfg->site_names[i], else "site-007" (as many digits as n - 1
+ * has, at least 3). */
+void fed_sim_site_name(char out[64], const fed_sim_config *cfg, size_t n, size_t i);
 
 /* Runs the simulation to its end (rounds or target accuracy). *final (if non-NULL)
  * receives a copy of the final global model. FED_EINVAL naming the field, data and

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# `fedtune sim --malicious F --attack KIND`: with --malicious 0 the run is the plain run
+# byte for byte; the malicious sites are drawn from --seed and named; sign flip at 0.3
+# lowers the final accuracy and changes the hash; label flip's sites train on the flipped
+# labels the sim prints (checked against the data); scale and noise change the model and
+# repeat under a seed; bad values are one clear line each.
+# Usage: cli_attack.sh <path to fedtune> <source dir>
+set -u
+FEDTUNE=$1
+SRC=$2
+# shellcheck source=tests/lib.sh
+. "$SRC/tests/lib.sh"
+
+# Three separated classes in four features, as cli_sim.sh makes them (no RNG).
+blobs() {
+  awk -v n="$1" -v off="$2" 'BEGIN {
+    print "a,b,c,d,label"
+    for (i = 0; i < n; i++) {
+      k = i % 3; t = i + off
+      printf "%.4f,%.4f,%.4f,%.4f,%d\n", 3*k + sin(t), -3*k + cos(3*t), k + sin(7*t)/2, cos(5*t), k
+    }
+  }'
+}
+blobs 600 0 >"$tmp/train.csv"
+blobs 150 1000 >"$tmp/test.csv"
+ARCH='{"input":[4],"layers":[{"type":"linear","out":8},{"type":"relu"},{"type":"linear","out":3}]}'
+SIM=("$FEDTUNE" sim --data "$tmp/train.csv" --test-data "$tmp/test.csv" --arch "$ARCH"
+  --clients 10 --partition iid --fraction 1 --rounds 4 --epochs 1 --batch 10 --lr 0.05
+  --workers 2 --seed 3)
+
+hash_of() { sed -n 's/^final model sha256 \([0-9a-f]\{64\}\)$/\1/p' "$1"; }
+acc_of() { sed -n 's/^summary: .*final accuracy \([0-9.]*\),.*/\1/p' "$1"; }
+
+"${SIM[@]}" >"$tmp/clean.out" 2>&1
+"${SIM[@]}" --malicious 0 --attack sign-flip >"$tmp/zero.out" 2>&1
+h0=$(hash_of "$tmp/clean.out")
+ok_same "--malicious 0: the plain run's bytes" "$(hash_of "$tmp/zero.out")" "$h0"
+ok "--malicious 0: none named" grep -qx "malicious: 0 of 10 sites (sign-flip)" "$tmp/zero.out"
+ok "the plain run names no malicious sites" test "$(grep -c '^malicious' "$tmp/clean.out")" -eq 0
+ok "the clean run's final accuracy" test "$(acc_of "$tmp/clean.out")" = "0.6000"
+
+# Sign flip on 3 of 10 sites: they are drawn from the seed, the same in every run.
+"${SIM[@]}" --malicious 0.3 --attack sign-flip >"$tmp/flip.out" 2>&1
+"${SIM[@]}" --malicious 0.3 --attack sign-flip >"$tmp/flip2.out" 2>&1
+ok "3 of 10 malicious, named" \
+  grep -qx "malicious: 3 of 10 sites (sign-flip): site-002 site-004 site-009" "$tmp/flip.out"
+ok_differ "sign flip: other bytes" "$(hash_of "$tmp/flip.out")" "$h0"
+ok_same "sign flip: the same seed, the same bytes" "$(hash_of "$tmp/flip2.out")" \
+  "$(hash_of "$tmp/flip.out")"
+ok "sign flip: final accuracy 0.4200 (clean 0.6000)" test "$(acc_of "$tmp/flip.out")" = "0.4200"
+"${SIM[@]}" --malicious 0.3 --attack sign-flip --seed 4 >"$tmp/flip4.out" 2>&1
+ok "another seed, other malicious sites" \
+  grep -qx "malicious: 3 of 10 sites (sign-flip): .*" "$tmp/flip4.out"
+ok "... not the same three" \
+  test "$(grep '^malicious' "$tmp/flip4.out")" != "$(grep '^malicious' "$tmp/flip.out")"
+
+# Label flip: each malicious site's counts are those of its share with y -> 2-y. The
+# partition is the same as the clean run's, so the counts are checked against the data
+# each site receives: the sum of the flipped counts is its share's size (60 each).
+"${SIM[@]}" --malicious 0.3 --attack label-flip >"$tmp/lf.out" 2>&1
+ok "label flip: the same three sites" \
+  grep -qx "malicious: 3 of 10 sites (label-flip): site-002 site-004 site-009" "$tmp/lf.out"
+ok "label flip: site-002's labels" grep -qx "label-flip: site-002 trains on labels 0:13 1:21 2:26" "$tmp/lf.out"
+ok "label flip: site-004's labels" grep -qx "label-flip: site-004 trains on labels 0:13 1:24 2:23" "$tmp/lf.out"
+ok "label flip: site-009's labels" grep -qx "label-flip: site-009 trains on labels 0:23 1:15 2:22" "$tmp/lf.out"
+ok_differ "label flip: other bytes" "$(hash_of "$tmp/lf.out")" "$h0"
+ok "label flip: final accuracy 0.3000 (clean 0.6000)" test "$(acc_of "$tmp/lf.out")" = "0.3000"
+
+# Scale (K defaults to the 10 sites sampled; K=10 given is the same run) and noise.
+"${SIM[@]}" --malicious 0.3 --attack scale >"$tmp/sc.out" 2>&1
+"${SIM[@]}" --malicious 0.3 --attack scale:10 >"$tmp/sc10.out" 2>&1
+"${SIM[@]}" --malicious 0.3 --attack scale:2 >"$tmp/sc2.out" 2>&1
+ok_differ "scale: other bytes" "$(hash_of "$tmp/sc.out")" "$h0"
+ok_same "scale: K defaults to the sites sampled (10)" "$(hash_of "$tmp/sc10.out")" \
+  "$(hash_of "$tmp/sc.out")"
+ok_differ "scale:2 is another K" "$(hash_of "$tmp/sc2.out")" "$(hash_of "$tmp/sc.out")"
+"${SIM[@]}" --malicious 0.3 --attack noise:1 >"$tmp/n1.out" 2>&1
+"${SIM[@]}" --malicious 0.3 --attack noise:1 >"$tmp/n2.out" 2>&1
+ok_differ "noise: other bytes" "$(hash_of "$tmp/n1.out")" "$h0"
+ok_same "noise: seeded, the same bytes" "$(hash_of "$tmp/n2.out")" "$(hash_of "$tmp/n1.out")"
+
+# Bad values: one line, exit 2 (a usage error), nothing run.
+expect 2 "--attack needs --malicious (how many)" -- "${SIM[@]}" --attack sign-flip
+expect 2 "--malicious needs --attack (what they do)" -- "${SIM[@]}" --malicious 0.2
+expect 2 "--malicious 0.6: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious 0.6 --attack sign-flip
+expect 2 "--malicious -0.1: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious -0.1 --attack sign-flip
+expect 2 "--malicious 1/3: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious 1/3 --attack sign-flip
+expect 2 "--attack flip: unknown (sign-flip, scale[:K], noise:S, label-flip)" -- \
+  "${SIM[@]}" --malicious 0.2 --attack flip
+expect 2 "--attack sign-flip:2: unknown" -- "${SIM[@]}" --malicious 0.2 --attack sign-flip:2
+expect 2 "--attack scale:0: K must not be 0" -- "${SIM[@]}" --malicious 0.2 --attack scale:0
+expect 2 "--attack scale:x: x is not a number" -- "${SIM[@]}" --malicious 0.2 --attack scale:x
+expect 2 "--attack scale:inf: inf is not a number" -- "${SIM[@]}" --malicious 0.2 --attack scale:inf
+expect 2 "--attack noise:-1: S must be > 0" -- "${SIM[@]}" --malicious 0.2 --attack noise:-1
+expect 2 "--attack noise:0: S must be > 0" -- "${SIM[@]}" --malicious 0.2 --attack noise:0
+expect 2 "--attack noise: noise needs its std, noise:S" -- "${SIM[@]}" --malicious 0.2 --attack noise
+for f in "$tmp"/*.out; do
+  ok "$f: no sanitizer report" test "$(grep -c -e Sanitizer -e 'runtime error:' "$f")" -eq 0
+done
+
+report
