@@ -54,15 +54,18 @@ ok "another seed, other malicious sites" \
 ok "... not the same three" \
   test "$(grep '^malicious' "$tmp/flip4.out")" != "$(grep '^malicious' "$tmp/flip.out")"
 
-# Label flip: each malicious site's counts are those of its share with y -> 2-y. The
-# partition is the same as the clean run's, so the counts are checked against the data
-# each site receives: the sum of the flipped counts is its share's size (60 each).
+# Label flip: each malicious site's counts are those of its share with y -> 2-y (the
+# values pinned here are this seed's; each site's counts sum to its share, 60).
 "${SIM[@]}" --malicious 0.3 --attack label-flip >"$tmp/lf.out" 2>&1
 ok "label flip: the same three sites" \
   grep -qx "malicious: 3 of 10 sites (label-flip): site-002 site-004 site-009" "$tmp/lf.out"
 ok "label flip: site-002's labels" grep -qx "label-flip: site-002 trains on labels 0:13 1:21 2:26" "$tmp/lf.out"
 ok "label flip: site-004's labels" grep -qx "label-flip: site-004 trains on labels 0:13 1:24 2:23" "$tmp/lf.out"
 ok "label flip: site-009's labels" grep -qx "label-flip: site-009 trains on labels 0:23 1:15 2:22" "$tmp/lf.out"
+for s in site-002 site-004 site-009; do
+  ok "label flip: $s's counts sum to its 60 examples" test "$(sed -n "s/^label-flip: $s trains on labels //p" "$tmp/lf.out" |
+    tr ' ' '\n' | awk -F: '{ t += $2 } END { print t }')" = 60
+done
 ok_differ "label flip: other bytes" "$(hash_of "$tmp/lf.out")" "$h0"
 ok "label flip: final accuracy 0.3000 (clean 0.6000)" test "$(acc_of "$tmp/lf.out")" = "0.3000"
 
