@@ -197,6 +197,13 @@ typedef struct fed_coord_config {
      * (the simulator prints and plots from it); NULL: none. */
     void (*on_round)(void *user, const struct fed_coord_round_stats *s);
     void *on_round_user;
+    /* A count the caller defines over the round's accepted updates: the metrics line gets
+     * "<tally_key>":N, N the accepted sites for which tally(tally_user, cn) is true (the
+     * simulator's "malicious_accepted": it knows who attacks, the coordinator does not).
+     * Called on the coordinator's thread; NULL: no such field. */
+    bool (*tally)(void *user, const char *cn);
+    void *tally_user;
+    const char *tally_key; /* a JSON key, no quotes or backslashes (borrowed) */
 } fed_coord_config;
 
 /* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, wait 10 s

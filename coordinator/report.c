@@ -85,6 +85,12 @@ static void write_metrics(fed_coord *c) {
     }
     fprintf(f, "],\"sampled\":%zu,\"returned\":%zu,\"rejected\":%zu,\"failed\":%zu", s->sampled,
             s->returned, s->rejected, s->failed);
+    if (c->cfg.tally && c->cfg.tally_key) {
+        size_t n = 0;
+        for (size_t i = 0; i < c->ncl; i++)
+            if (c->cl[i].status == ST_ACCEPTED && c->cfg.tally(c->cfg.tally_user, c->cl[i].cn)) n++;
+        fprintf(f, ",\"%s\":%zu", c->cfg.tally_key, n);
+    }
     json_num(f, "examples", s->examples);
     json_num(f, "central_loss", s->central_loss);
     json_num(f, "central_accuracy", s->central_acc);

@@ -325,16 +325,18 @@ typedef struct sim_run {
     fed_partition *part;     /* the one made here when cfg has none */
     vsite *vs;               /* (n) the virtual sites */
     bool *bad;               /* (n) the malicious sites */
-    pool q;                  /* the training workers */
-    coord_thread ct;         /* the coordinator and its thread */
-    bool coord_started;      /* ct.th runs */
-    bool mu_init;            /* q.mu and q.cv are initialised */
-    void *zctx;              /* the ZeroMQ context everyone shares */
-    fed_base_cache *bases;   /* the frozen bases the sites hold, in memory once for all */
-    char certdir[64];        /* the temporary certificate folder ("" without TLS) */
-    char endpoint[96];       /* the coordinator's inproc endpoint */
-    char ca[128];            /* the federation's CA certificate under certdir */
-    fed_net_config net;      /* the channel settings of the coordinator and the sites */
+    char (*bad_names)[64];   /* (nbad) their names, for the metrics' malicious_accepted */
+    size_t nbad;
+    pool q;                /* the training workers */
+    coord_thread ct;       /* the coordinator and its thread */
+    bool coord_started;    /* ct.th runs */
+    bool mu_init;          /* q.mu and q.cv are initialised */
+    void *zctx;            /* the ZeroMQ context everyone shares */
+    fed_base_cache *bases; /* the frozen bases the sites hold, in memory once for all */
+    char certdir[64];      /* the temporary certificate folder ("" without TLS) */
+    char endpoint[96];     /* the coordinator's inproc endpoint */
+    char ca[128];          /* the federation's CA certificate under certdir */
+    fed_net_config net;    /* the channel settings of the coordinator and the sites */
 } sim_run;
 
 /* The endpoint, the certificates (with TLS), the descriptors and the ZeroMQ context. */
@@ -359,6 +361,24 @@ static fed_err open_context(sim_run *r) {
     return fed_net_context_set_max_sockets(r->zctx, r->n + 64);
 }
 
+/* The coordinator's tally: is cn a malicious site? (Read-only once the sites are made.) */
+static bool is_malicious(void *user, const char *cn) {
+    const sim_run *r = user;
+    for (size_t i = 0; i < r->nbad; i++)
+        if (strcmp(r->bad_names[i], cn) == 0) return true;
+    return false;
+}
+
+/* The malicious sites (r->bad) and their names (r->bad_names). */
+static fed_err pick_malicious(sim_run *r) {
+    if (!(r->bad = fed_calloc(r->n, sizeof *r->bad))) return FED_ENOMEM;
+    r->nbad = fed_sim_malicious(r->cfg, r->n, r->bad);
+    if (r->nbad && !(r->bad_names = fed_calloc(r->nbad, sizeof *r->bad_names))) return FED_ENOMEM;
+    for (size_t i = 0, k = 0; i < r->n; i++)
+        if (r->bad[i]) site_name(r->bad_names[k++], r->cfg->site_names, i, r->width);
+    return FED_OK;
+}
+
 /* The sites: their slice of the data and a connection each. */
 static fed_err make_sites(sim_run *r) {
     const fed_sim_config *cfg = r->cfg;
@@ -368,12 +388,10 @@ static fed_err make_sites(sim_run *r) {
     fed_err err = FED_OK;
     for (size_t i = 0; i < n; i++)
         if (pp->offsets[i + 1] - pp->offsets[i] > most) most = pp->offsets[i + 1] - pp->offsets[i];
-    if (!(r->vs = fed_calloc(n, sizeof *r->vs)) || !(idx = fed_mallocarray(most, sizeof *idx)) ||
-        !(r->bad = fed_calloc(n, sizeof *r->bad))) {
+    if (!(r->vs = fed_calloc(n, sizeof *r->vs)) || !(idx = fed_mallocarray(most, sizeof *idx))) {
         err = FED_ENOMEM;
         goto done;
     }
-    fed_sim_malicious(cfg, n, r->bad);
     /* Scaling's default K: the sites a round samples (the coordinator's rule). */
     double sampled = ceil(cfg->coord.fraction * (double)n - 1e-9);
     if (sampled < 1) sampled = 1;
@@ -595,6 +613,7 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
     fed_free(q->th);
     fed_free(r->vs);
     fed_free(r->bad);
+    fed_free(r->bad_names);
     fed_partition_destroy(&r->part);
     if (r->certdir[0]) {
         if (remove_tree(r->certdir) != 0)
@@ -659,6 +678,12 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
     cc.ordered_uploads = true;
     cc.wait_after_min_ms = -1; /* a round is its whole sample (or the deadline) */
     cc.seed = cfg->seed;
+    if ((err = pick_malicious(r))) goto done;
+    if (r->nbad) {
+        cc.tally = is_malicious;
+        cc.tally_user = r;
+        cc.tally_key = "malicious_accepted";
+    }
     if ((err = fed_coord_new(&r->ct.c, &cc))) goto done;
 
     if ((err = make_sites(r))) goto done;

@@ -54,6 +54,26 @@ ok "another seed, other malicious sites" \
 ok "... not the same three" \
   test "$(grep '^malicious' "$tmp/flip4.out")" != "$(grep '^malicious' "$tmp/flip.out")"
 
+# The metrics say how many malicious updates each round accepted: with half the sites
+# sampled, the count of the printed names among the round's "accepted" sites.
+"${SIM[@]}" --malicious 0.3 --attack sign-flip --fraction 0.5 --metrics "$tmp/m.jsonl" \
+  >"$tmp/half.out" 2>&1
+bad=$(sed -n 's/^malicious: 3 of 10 sites (sign-flip): //p' "$tmp/half.out")
+ok "half sampled: the same three" test "$bad" = "site-002 site-004 site-009"
+ok "four metrics lines" test "$(wc -l <"$tmp/m.jsonl")" -eq 4
+got="" want=""
+while IFS= read -r line; do
+  got+="$(sed -n 's/.*"malicious_accepted":\([0-9]*\).*/\1/p' <<<"$line") "
+  acc=$(grep -o '"accepted":\[[^]]*\]' <<<"$line" | grep -o '"cn":"[^"]*"' | tr -d '"' | sed 's/^cn://')
+  k=0
+  for s in $bad; do grep -qx "$s" <<<"$acc" && k=$((k + 1)); done
+  want+="$k "
+done <"$tmp/m.jsonl"
+ok_same "malicious_accepted per round is the count of malicious accepted sites" "$got" "$want"
+ok "... which is 1 3 2 2 with this seed" test "$got" = "1 3 2 2 "
+"${SIM[@]}" --metrics "$tmp/m0.jsonl" >/dev/null 2>&1
+ok "no malicious_accepted without attackers" test "$(grep -c malicious "$tmp/m0.jsonl")" -eq 0
+
 # Label flip: each malicious site's counts are those of its share with y -> 2-y (the
 # values pinned here are this seed's; each site's counts sum to its share, 60).
 "${SIM[@]}" --malicious 0.3 --attack label-flip >"$tmp/lf.out" 2>&1
