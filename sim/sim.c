@@ -151,28 +151,18 @@ void fed_sim_site_name(char out[64], const fed_sim_config *cfg, size_t n, size_t
     site_name(out, cfg->site_names, i, name_width(n));
 }
 
-/* A partial Fisher-Yates shuffle of the sites under the seed: the first m are malicious. */
+/* Selection sampling (Knuth's algorithm S) under the seed: site i is taken with
+ * probability (still to take) / (sites left), so exactly m are, each set of m equally
+ * likely, with no allocation. */
 size_t fed_sim_malicious(const fed_sim_config *cfg, size_t n, bool *is_bad) {
-    for (size_t i = 0; i < n; i++) is_bad[i] = false;
     double f = cfg->malicious;
-    if (!(f > 0.0) || n == 0) return 0;
-    size_t m = (size_t)floor(f * (double)n + 0.5);
+    size_t m = f > 0.0 ? (size_t)floor(f * (double)n + 1e-9) : 0, taken = 0;
     if (m > n) m = n;
-    size_t *perm = fed_mallocarray(n, sizeof *perm);
-    if (!perm) { /* tiny; a fallback that stays deterministic: the first m */
-        for (size_t i = 0; i < m; i++) is_bad[i] = true;
-        return m;
+    for (size_t i = 0; i < n; i++) {
+        double u = draw(cfg->seed ^ 0x6d616c696369ull, i, 0, 3); /* "malici" */
+        is_bad[i] = taken < m && u * (double)(n - i) < (double)(m - taken);
+        taken += is_bad[i];
     }
-    for (size_t i = 0; i < n; i++) perm[i] = i;
-    for (size_t i = 0; i < m; i++) {
-        uint64_t h = fed_mix64(cfg->seed ^ fed_mix64(0x6d616cull + i)); /* "mal" */
-        size_t j = i + (size_t)(h % (uint64_t)(n - i));
-        size_t t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-        is_bad[perm[i]] = true;
-    }
-    fed_free(perm);
     return m;
 }
 

@@ -93,7 +93,7 @@ typedef struct fed_sim_result {
     double setup_seconds;        /* partition, sites, connections */
 } fed_sim_result;
 
-/* The malicious sites of cfg's n sites (round(malicious n) of them, drawn from the seed
+/* The malicious sites of cfg's n sites (floor(malicious n) of them, drawn from the seed
  * alone): is_bad (n) set true for them. Returns their number. */
 size_t fed_sim_malicious(const fed_sim_config *cfg, size_t n, bool *is_bad);
 

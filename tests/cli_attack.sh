@@ -43,23 +43,27 @@ ok "the clean run's final accuracy" test "$(acc_of "$tmp/clean.out")" = "0.6000"
 "${SIM[@]}" --malicious 0.3 --attack sign-flip >"$tmp/flip.out" 2>&1
 "${SIM[@]}" --malicious 0.3 --attack sign-flip >"$tmp/flip2.out" 2>&1
 ok "3 of 10 malicious, named" \
-  grep -qx "malicious: 3 of 10 sites (sign-flip): site-002 site-004 site-009" "$tmp/flip.out"
+  grep -qx "malicious: 3 of 10 sites (sign-flip): site-000 site-001 site-006" "$tmp/flip.out"
 ok_differ "sign flip: other bytes" "$(hash_of "$tmp/flip.out")" "$h0"
 ok_same "sign flip: the same seed, the same bytes" "$(hash_of "$tmp/flip2.out")" \
   "$(hash_of "$tmp/flip.out")"
-ok "sign flip: final accuracy 0.4200 (clean 0.6000)" test "$(acc_of "$tmp/flip.out")" = "0.4200"
+ok "sign flip: final accuracy 0.4733 (clean 0.6000)" test "$(acc_of "$tmp/flip.out")" = "0.4733"
 "${SIM[@]}" --malicious 0.3 --attack sign-flip --seed 4 >"$tmp/flip4.out" 2>&1
 ok "another seed, other malicious sites" \
   grep -qx "malicious: 3 of 10 sites (sign-flip): .*" "$tmp/flip4.out"
 ok "... not the same three" \
   test "$(grep '^malicious' "$tmp/flip4.out")" != "$(grep '^malicious' "$tmp/flip.out")"
 
+# A share is rounded down: half of 7 sites is 3, never a majority.
+"${SIM[@]}" --malicious 0.5 --clients 7 --attack sign-flip >"$tmp/seven.out" 2>&1
+ok "half of 7 sites: 3" grep -q "^malicious: 3 of 7 sites (sign-flip): " "$tmp/seven.out"
+
 # The metrics say how many malicious updates each round accepted: with half the sites
 # sampled, the count of the printed names among the round's "accepted" sites.
 "${SIM[@]}" --malicious 0.3 --attack sign-flip --fraction 0.5 --metrics "$tmp/m.jsonl" \
   >"$tmp/half.out" 2>&1
 bad=$(sed -n 's/^malicious: 3 of 10 sites (sign-flip): //p' "$tmp/half.out")
-ok "half sampled: the same three" test "$bad" = "site-002 site-004 site-009"
+ok "half sampled: the same three" test "$bad" = "site-000 site-001 site-006"
 ok "four metrics lines" test "$(wc -l <"$tmp/m.jsonl")" -eq 4
 got="" want=""
 while IFS= read -r line; do
@@ -70,7 +74,7 @@ while IFS= read -r line; do
   want+="$k "
 done <"$tmp/m.jsonl"
 ok_same "malicious_accepted per round is the count of malicious accepted sites" "$got" "$want"
-ok "... which is 1 3 2 2 with this seed" test "$got" = "1 3 2 2 "
+ok "... which is 1 1 2 2 with this seed" test "$got" = "1 1 2 2 "
 "${SIM[@]}" --metrics "$tmp/m0.jsonl" >/dev/null 2>&1
 ok "no malicious_accepted without attackers" test "$(grep -c malicious "$tmp/m0.jsonl")" -eq 0
 
@@ -78,16 +82,16 @@ ok "no malicious_accepted without attackers" test "$(grep -c malicious "$tmp/m0.
 # values pinned here are this seed's; each site's counts sum to its share, 60).
 "${SIM[@]}" --malicious 0.3 --attack label-flip >"$tmp/lf.out" 2>&1
 ok "label flip: the same three sites" \
-  grep -qx "malicious: 3 of 10 sites (label-flip): site-002 site-004 site-009" "$tmp/lf.out"
-ok "label flip: site-002's labels" grep -qx "label-flip: site-002 trains on labels 0:13 1:21 2:26" "$tmp/lf.out"
-ok "label flip: site-004's labels" grep -qx "label-flip: site-004 trains on labels 0:13 1:24 2:23" "$tmp/lf.out"
-ok "label flip: site-009's labels" grep -qx "label-flip: site-009 trains on labels 0:23 1:15 2:22" "$tmp/lf.out"
-for s in site-002 site-004 site-009; do
+  grep -qx "malicious: 3 of 10 sites (label-flip): site-000 site-001 site-006" "$tmp/lf.out"
+ok "label flip: site-000's labels" grep -qx "label-flip: site-000 trains on labels 0:31 1:19 2:10" "$tmp/lf.out"
+ok "label flip: site-001's labels" grep -qx "label-flip: site-001 trains on labels 0:14 1:19 2:27" "$tmp/lf.out"
+ok "label flip: site-006's labels" grep -qx "label-flip: site-006 trains on labels 0:26 1:15 2:19" "$tmp/lf.out"
+for s in site-000 site-001 site-006; do
   ok "label flip: $s's counts sum to its 60 examples" test "$(sed -n "s/^label-flip: $s trains on labels //p" "$tmp/lf.out" |
     tr ' ' '\n' | awk -F: '{ t += $2 } END { print t }')" = 60
 done
 ok_differ "label flip: other bytes" "$(hash_of "$tmp/lf.out")" "$h0"
-ok "label flip: final accuracy 0.3000 (clean 0.6000)" test "$(acc_of "$tmp/lf.out")" = "0.3000"
+ok "label flip: final accuracy 0.3533 (clean 0.6000)" test "$(acc_of "$tmp/lf.out")" = "0.3533"
 
 # Scale (K defaults to the 10 sites sampled; K=10 given is the same run) and noise.
 "${SIM[@]}" --malicious 0.3 --attack scale >"$tmp/sc.out" 2>&1
