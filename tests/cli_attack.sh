@@ -3,7 +3,8 @@
 # byte for byte; the malicious sites are drawn from --seed and named; sign flip at 0.3
 # lowers the final accuracy and changes the hash; label flip's sites train on the flipped
 # labels the sim prints (checked against the data); scale and noise change the model and
-# repeat under a seed; bad values are one clear line each.
+# repeat under a seed; secure aggregation carries the attack; bad values are one clear
+# line each.
 # Usage: cli_attack.sh <path to fedtune> <source dir>
 set -u
 FEDTUNE=$1
@@ -105,6 +106,15 @@ ok_differ "scale:2 is another K" "$(hash_of "$tmp/sc2.out")" "$(hash_of "$tmp/sc
 "${SIM[@]}" --malicious 0.3 --attack noise:1 >"$tmp/n2.out" 2>&1
 ok_differ "noise: other bytes" "$(hash_of "$tmp/n1.out")" "$h0"
 ok_same "noise: seeded, the same bytes" "$(hash_of "$tmp/n2.out")" "$(hash_of "$tmp/n1.out")"
+
+# With secure aggregation the attack runs before the masking: the sum carries it.
+"${SIM[@]}" --secagg --malicious 0.3 --attack sign-flip >"$tmp/sa.out" 2>&1
+"${SIM[@]}" --secagg >"$tmp/sa0.out" 2>&1
+ok "secagg: the three named" \
+  grep -qx "malicious: 3 of 10 sites (sign-flip): site-000 site-001 site-006" "$tmp/sa.out"
+ok_differ "secagg: sign flip changes the model" "$(hash_of "$tmp/sa.out")" "$(hash_of "$tmp/sa0.out")"
+ok "secagg: sign flip's final accuracy 0.4733 (clean 0.6000)" \
+  test "$(acc_of "$tmp/sa.out")" = "0.4733" -a "$(acc_of "$tmp/sa0.out")" = "0.6000"
 
 # Bad values: one line, exit 2 (a usage error), nothing run.
 expect 2 "--attack needs --malicious (how many)" -- "${SIM[@]}" --attack sign-flip
