@@ -2,7 +2,7 @@
 # `fedtune sim --malicious F --attack KIND`: with --malicious 0 the run is the plain run
 # byte for byte; the malicious sites are drawn from --seed and named; sign flip at 0.3
 # lowers the final accuracy and changes the hash; label flip's sites train on the flipped
-# labels the sim prints (checked against the data); scale and noise change the model and
+# labels the sim prints (each share's counts add up); scale and noise change the model and
 # repeat under a seed; secure aggregation carries the attack; bad values are one clear
 # line each.
 # Usage: cli_attack.sh <path to fedtune> <source dir>
