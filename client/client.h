@@ -124,8 +124,6 @@ fed_err fed_base_cache_new(fed_base_cache **out, const char *dir) FED_MUST_USE;
 /* NULL-safe; sets *c to NULL. No site may use it any more. */
 void fed_base_cache_destroy(fed_base_cache **c);
 
-/* What a site is made from. fed_site_default_config() fills every field; strings are
- * copied by fed_site_new (the caller may free them afterwards). */
 /* A model-poisoning attack a simulated site plays on its updates (fedtune sim only: the
  * `client` command has no way to set it). */
 typedef enum fed_attack_kind {
@@ -142,6 +140,8 @@ typedef struct fed_site_attack {
     uint64_t seed;        /* noise: its key, with the round as the stream */
 } fed_site_attack;
 
+/* What a site is made from. fed_site_default_config() fills every field; strings are
+ * copied by fed_site_new (the caller may free them afterwards). */
 typedef struct fed_site_config {
     const char *coordinator;    /* the coordinator's endpoint: "tcp://fed.example.org:7443" */
     const char *server_name;    /* name (or IP) the coordinator's certificate must carry */
