@@ -11,16 +11,7 @@ SRC=$2
 # shellcheck source=tests/lib.sh
 . "$SRC/tests/lib.sh"
 
-# Three well separated classes in four features (deterministic, no RNG).
-blobs() {
-  awk -v n="$1" -v off="$2" 'BEGIN {
-    print "a,b,c,d,label"
-    for (i = 0; i < n; i++) {
-      k = i % 3; t = i + off
-      printf "%.4f,%.4f,%.4f,%.4f,%d\n", 3*k + sin(t), -3*k + cos(3*t), k + sin(7*t)/2, cos(5*t), k
-    }
-  }'
-}
+# Three well separated classes in four features (tests/lib.sh's blobs).
 blobs 600 0 >"$tmp/train.csv"
 blobs 150 1000 >"$tmp/test.csv"
 ARCH='{"input":[4],"layers":[{"type":"linear","out":8},{"type":"relu"},{"type":"linear","out":3}]}'
@@ -28,9 +19,6 @@ SIM=("$FEDTUNE" sim --data "$tmp/train.csv" --test-data "$tmp/test.csv" --arch "
   --clients 12 --partition iid --fraction 0.5 --rounds 4 --epochs 2 --batch 10 --lr 0.1
   --workers 2 --seed 3)
 
-# The final hash a run printed (empty if none): compared with ok_same / ok_differ, which
-# fail on an empty side, so that two runs that printed nothing are not "the same".
-hash_of() { sed -n 's/^final model sha256 \([0-9a-f]\{64\}\)$/\1/p' "$1"; }
 
 expect 0 "final model sha256" -- "${SIM[@]}" --out "$tmp/a.safetensors" --csv "$tmp/a.csv" \
   --metrics "$tmp/a.jsonl"

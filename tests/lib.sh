@@ -199,6 +199,21 @@ if [ -f "${BASH_SOURCE[1]:-}" ] && ! lint_out=$(lint_status "${BASH_SOURCE[1]}")
   fail=$((fail + 1))
 fi
 
+# blobs <n> <offset>: a CSV of n examples of three well separated classes in four features
+# (deterministic, no RNG), header a,b,c,d,label: the simulator tests' scenario.
+blobs() {
+  awk -v n="$1" -v off="$2" 'BEGIN {
+    print "a,b,c,d,label"
+    for (i = 0; i < n; i++) {
+      k = i % 3; t = i + off
+      printf "%.4f,%.4f,%.4f,%.4f,%d\n", 3*k + sin(t), -3*k + cos(3*t), k + sin(7*t)/2, cos(5*t), k
+    }
+  }'
+}
+# hash_of <file>: the final model's SHA-256 a `fedtune sim` run printed (empty if none):
+# compare with ok_same / ok_differ, which fail on an empty side.
+hash_of() { sed -n 's/^final model sha256 \([0-9a-f]\{64\}\)$/\1/p' "$1"; }
+
 # Prints the totals and exits non-zero on any failure.
 report() {
   echo "$pass passed, $fail failed"
