@@ -510,22 +510,25 @@ const char *fed_bpe_symbol(const fed_bpe *b, int32_t id) {
     return b->pool + b->off[id];
 }
 
-fed_err fed_bpe_to_json(const fed_bpe *b, char **json) {
+fed_err fed__bpe_write_json(size_t n, size_t m, const int32_t *first, const int32_t *second,
+                            bool comma_keys, fed__bpe_symbol_fn sym, const void *user,
+                            const char *what, char **json) {
     *json = NULL;
     fed_err err = FED_ENOMEM;
-    char *text = NULL, pair[2 * FED_BPE_MAX_SYMBOL + 2];
+    char *text = NULL, x[FED_BPE_MAX_SYMBOL + 1], y[FED_BPE_MAX_SYMBOL + 1];
+    char pair[2 * FED_BPE_MAX_SYMBOL + 2];
     fed_json_hooks();
     cJSON *root = cJSON_CreateObject(), *enc = NULL, *merges = NULL;
     if (!root || !cJSON_AddStringToObject(root, "type", "bpe") ||
         !(enc = cJSON_AddObjectToObject(root, "encoder")) ||
         !(merges = cJSON_AddArrayToObject(root, "merges")) ||
-        (b->comma_keys && !cJSON_AddTrueToObject(root, "comma_keys")))
+        (comma_keys && !cJSON_AddTrueToObject(root, "comma_keys")))
         goto fail;
-    for (size_t i = 0; i < b->n; i++)
-        if (!cJSON_AddNumberToObject(enc, b->pool + b->off[i], (double)i)) goto fail;
-    for (size_t r = 0; r < b->nmerges; r++) {
-        snprintf(pair, sizeof pair, "%s %s", b->pool + b->off[b->mfirst[r]],
-                 b->pool + b->off[b->msecond[r]]);
+    for (size_t i = 0; i < n; i++)
+        if (!cJSON_AddNumberToObject(enc, sym(user, i, x), (double)i)) goto fail;
+    for (size_t r = 0; r < m; r++) {
+        snprintf(pair, sizeof pair, "%s %s", sym(user, (size_t)first[r], x),
+                 sym(user, (size_t)second[r], y));
         cJSON *s = cJSON_CreateString(pair);
         if (!s || !cJSON_AddItemToArray(merges, s)) {
             cJSON_Delete(s);
@@ -535,10 +538,21 @@ fed_err fed_bpe_to_json(const fed_bpe *b, char **json) {
     if (!(text = cJSON_PrintUnformatted(root))) goto fail;
     if ((*json = fed_strdup(text))) err = FED_OK;
 fail:
-    if (err) fed_errorf(err, "out of memory writing the BPE tokenizer as JSON");
+    if (err) fed_errorf(err, "out of memory writing %s", what);
     cJSON_free(text);
     cJSON_Delete(root);
     return err;
+}
+
+static const char *pool_symbol(const void *user, size_t id, char *buf) {
+    (void)buf; /* the pool holds them NUL-terminated already */
+    const fed_bpe *b = user;
+    return b->pool + b->off[id];
+}
+
+fed_err fed_bpe_to_json(const fed_bpe *b, char **json) {
+    return fed__bpe_write_json(b->n, b->nmerges, b->mfirst, b->msecond, b->comma_keys, pool_symbol,
+                               b, "the BPE tokenizer as JSON", json);
 }
 
 /* ---- encoding ---------------------------------------------------------------------------- */

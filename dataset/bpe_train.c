@@ -288,44 +288,27 @@ static void symbol_text(const learner *L, int32_t id, const uint32_t *ch, char *
     symbol_text(L, L->second[id - 256], ch, buf, at);
 }
 
+/* A learned symbol's text for fed__bpe_write_json (at most 2 FED_BPE_TRAIN_MAX_BYTES
+ * bytes of UTF-8, well inside FED_BPE_MAX_SYMBOL). */
+typedef struct symbol_src {
+    const learner *L;
+    uint32_t ch[256]; /* GPT-2's byte table */
+} symbol_src;
+
+static const char *learned_symbol(const void *user, size_t id, char *buf) {
+    const symbol_src *src = user;
+    size_t at = 0;
+    symbol_text(src->L, (int32_t)id, src->ch, buf, &at);
+    buf[at] = '\0';
+    return buf;
+}
+
 /* The JSON form of the 256 bytes and m merges. */
 static fed_err write_json(const learner *L, size_t m, char **json) {
-    uint32_t ch[256];
-    fed__bpe_byte_chars(ch);
-    char a[2 * FED_BPE_TRAIN_MAX_BYTES + 1], b[2 * FED_BPE_TRAIN_MAX_BYTES + 1];
-    char pair_text[sizeof a + sizeof b + 1];
-    fed_err err = FED_ENOMEM;
-    char *text = NULL;
-    fed_json_hooks();
-    cJSON *root = cJSON_CreateObject(), *enc = NULL, *merges = NULL;
-    if (!root || !cJSON_AddStringToObject(root, "type", "bpe") ||
-        !(enc = cJSON_AddObjectToObject(root, "encoder")) ||
-        !(merges = cJSON_AddArrayToObject(root, "merges")))
-        goto fail;
-    for (size_t id = 0; id < 256 + m; id++) {
-        size_t at = 0;
-        symbol_text(L, (int32_t)id, ch, a, &at);
-        a[at] = '\0';
-        if (!cJSON_AddNumberToObject(enc, a, (double)id)) goto fail;
-    }
-    for (size_t r = 0; r < m; r++) {
-        size_t la = 0, lb = 0;
-        symbol_text(L, L->first[r], ch, a, &la);
-        symbol_text(L, L->second[r], ch, b, &lb);
-        snprintf(pair_text, sizeof pair_text, "%.*s %.*s", (int)la, a, (int)lb, b);
-        cJSON *s = cJSON_CreateString(pair_text);
-        if (!s || !cJSON_AddItemToArray(merges, s)) {
-            cJSON_Delete(s);
-            goto fail;
-        }
-    }
-    if (!(text = cJSON_PrintUnformatted(root))) goto fail;
-    if ((*json = fed_strdup(text))) err = FED_OK;
-fail:
-    if (err) fed_errorf(err, "out of memory writing the learned tokenizer");
-    cJSON_free(text);
-    cJSON_Delete(root);
-    return err;
+    symbol_src src = {.L = L};
+    fed__bpe_byte_chars(src.ch);
+    return fed__bpe_write_json(256 + m, m, L->first, L->second, false, learned_symbol, &src,
+                               "the learned tokenizer", json);
 }
 
 /* Sets up L: every word as its byte ids, and the pair counts in P. */

@@ -7,6 +7,7 @@
 
 #include "core/err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,5 +39,14 @@ fed_err fed__bpe_from_json(struct fed_bpe **out, const struct cJSON *root,
 size_t fed__bpe_word_end(const unsigned char *s, size_t n, size_t p);
 /* GPT-2's byte table (bpe.h, step 2): the code point that stands for each byte. */
 void fed__bpe_byte_chars(uint32_t ch[256]);
+/* Writes symbol id's text into buf (FED_BPE_MAX_SYMBOL + 1 bytes), NUL-terminated, and
+ * returns it. */
+typedef const char *(*fed__bpe_symbol_fn)(const void *user, size_t id, char *buf);
+/* The one-file JSON form (bpe.h) of n symbols, whose texts sym gives in id order, and m
+ * merges, by rank the symbol ids first[r] and second[r]; "comma_keys": true when set, and
+ * FED_ENOMEM naming what. The one writer of fed_bpe_to_json and the trainer. */
+fed_err fed__bpe_write_json(size_t n, size_t m, const int32_t *first, const int32_t *second,
+                            bool comma_keys, fed__bpe_symbol_fn sym, const void *user,
+                            const char *what, char **json) FED_MUST_USE;
 
 #endif
