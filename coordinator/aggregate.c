@@ -29,20 +29,22 @@ typedef struct slot {
 } slot;
 
 struct fed_agg {
-    size_t n;        /* floats per update */
-    size_t nslots;   /* slots */
-    float *mem;      /* the one block: sum, then each slot's buffer */
-    float *sum;      /* (n) sum_k w_k d_k of accepted updates; the mean once closed */
-    slot *slots;     /* (nslots) */
-    uint64_t seq;    /* last handle sequence number given out */
-    size_t open;     /* slots in use */
-    size_t accepted; /* updates folded into the sum this round */
-    size_t rejected; /* updates refused or aborted this round */
-    double weight;   /* sum_k w_k of accepted updates */
-    double wnorm;    /* sum_k w_k ||d_k||: bounds every |sum_i| (overflow guard) */
-    double clip;     /* DP clipping bound of an update's norm (0: off) */
-    size_t clipped;  /* updates scaled down to it this round */
-    bool closed;     /* fed_agg_result was called */
+    size_t n;                  /* floats per update */
+    size_t nslots;             /* slots */
+    float *mem;                /* the one block: sum, then each slot's buffer */
+    float *sum;                /* (n) sum_k w_k d_k of accepted updates; the mean once closed */
+    slot *slots;               /* (nslots) */
+    uint64_t seq;              /* last handle sequence number given out */
+    size_t open;               /* slots in use */
+    size_t accepted;           /* updates folded into the sum this round */
+    size_t rejected;           /* updates refused or aborted this round */
+    double weight;             /* sum_k w_k of accepted updates */
+    double wnorm;              /* sum_k w_k ||d_k||: bounds every |sum_i| (overflow guard) */
+    double clip;               /* DP clipping bound of an update's norm (0: off) */
+    size_t clipped;            /* updates scaled down to it this round */
+    bool closed;               /* fed_agg_result was called */
+    fed_agg_observer observer; /* per-update hook, or NULL */
+    void *observer_user;
 };
 
 fed_err fed_agg_new(fed_agg **out, size_t n, size_t slots) {
@@ -105,6 +107,11 @@ void fed_agg_begin_round(fed_agg *a) {
 
 void fed_agg_set_clip(fed_agg *a, double clip) {
     a->clip = clip;
+}
+
+void fed_agg_set_observer(fed_agg *a, fed_agg_observer fn, void *user) {
+    a->observer = fn;
+    a->observer_user = user;
 }
 
 fed_err fed_agg_slot_open(fed_agg *a, fed_agg_slot *out, double w) {
@@ -214,6 +221,10 @@ fed_err fed_agg_slot_commit(fed_agg *a, fed_agg_slot h, double max_norm) {
         return reject(a, s,
                       fed_errorf(FED_ERANGE, "weight %g x norm %.9g would overflow the float sum",
                                  s->weight, norm));
+    if (a->observer) {
+        fed_err err = a->observer(a->observer_user, s->buf, a->n, s->weight, norm);
+        if (err) return reject(a, s, err);
+    }
     if (a->clip > 0.0 && norm > a->clip) {
         double f = a->clip / norm;
         wn *= f;

@@ -74,6 +74,14 @@ size_t fed_agg_size(const fed_agg *a);
  * finite and >= 0 (the caller validates it). */
 void fed_agg_set_clip(fed_agg *a, double clip);
 
+/* A per-update hook: called at each commit once the update passed every check, with its
+ * values d (n floats, the slot's buffer: read them, do not keep the pointer), its weight
+ * and its L2 norm (before clipping), before it is folded. An error rejects the update as
+ * a failed check does (the sum is not touched; fed_errmsg() says why). For stages that
+ * must see each update (a robust rule spills it). NULL: none (the default). */
+typedef fed_err (*fed_agg_observer)(void *user, const float *d, size_t n, double w, double norm);
+void fed_agg_set_observer(fed_agg *a, fed_agg_observer fn, void *user);
+
 /* Starts a new round: zeroes the sum and the counters; updates still open are dropped
  * (their handles become invalid) without being counted. */
 void fed_agg_begin_round(fed_agg *a);

@@ -163,6 +163,7 @@ void fed__coord_end_attempt(fed_coord *c) {
         c->cl[i].why[0] = '\0';
     }
     fed_agg_begin_round(c->agg);
+    fed_stage_begin_all(c->pipe);
     fed_sa_server_destroy(&c->sec.sa);
     if (c->stats.sum.limbs) { /* a new attempt of the statistics round sums afresh */
         memset(c->stats.sum.limbs, 0, c->stats.sum.len * sizeof *c->stats.sum.limbs);

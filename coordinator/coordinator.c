@@ -49,6 +49,55 @@ fed_coord_config fed_coord_default_config(void) {
     return c;
 }
 
+/* What a robust rule needs (coordinator.h, fed_robust_rule), checked at start-up. */
+static fed_err check_robust(const fed_coord_config *c) {
+    const fed_coord_robust_config *r = &c->robust;
+    const char *name = fed_robust_name(r->rule);
+    size_t f = r->byzantine;
+    if ((size_t)r->rule > FED_ROBUST_RFA)
+        return fed_errorf(FED_EINVAL, "aggregation %d: no such rule", (int)r->rule);
+    if (f > 0 && (r->rule == FED_ROBUST_MEAN || r->rule == FED_ROBUST_NORM))
+        return fed_errorf(FED_EINVAL,
+                          "byzantine %zu: aggregation %s does not use it (median, trimmed-mean, "
+                          "krum, multi-krum and rfa do)",
+                          f, name);
+    if (!(r->trim >= 0 && r->trim < 0.5))
+        return fed_errorf(FED_EINVAL, "trim %g: must be in [0, 0.5)", r->trim);
+    if (r->trim > 0 && r->rule != FED_ROBUST_TRIMMED_MEAN)
+        return fed_errorf(FED_EINVAL, "trim needs aggregation trimmed-mean, not %s", name);
+    if (!(r->norm_bound >= 0 && isfinite(r->norm_bound)))
+        return fed_errorf(FED_EINVAL, "norm-bound %g: must be finite and >= 0", r->norm_bound);
+    if (r->norm_bound > 0 && r->rule != FED_ROBUST_NORM)
+        return fed_errorf(FED_EINVAL, "norm-bound needs aggregation norm, not %s", name);
+    if (r->rule == FED_ROBUST_MEAN) return FED_OK;
+    if (c->secagg.on)
+        return fed_errorf(FED_EINVAL,
+                          "aggregation %s with secagg: the coordinator sees only the masked sum, "
+                          "never an update; what works is clipping at the sites before masking "
+                          "(dp-clip C with dp-noise 0), which a site running modified code can "
+                          "skip",
+                          name);
+    if (c->dp.clip > 0)
+        return fed_errorf(FED_EINVAL,
+                          "aggregation %s with dp-clip: the DP noise is calibrated to the mean "
+                          "of clipped updates, and dp-clip already bounds every update's norm; "
+                          "use aggregation mean",
+                          name);
+    size_t need = fed_robust_min_fit(r);
+    if (r->rule == FED_ROBUST_TRIMMED_MEAN && r->trim > 0 &&
+        (size_t)floor(r->trim * (double)c->min_fit) < f)
+        return fed_errorf(FED_EINVAL,
+                          "trim %g cuts %zu of min-fit %zu updates at each end, fewer than "
+                          "byzantine %zu",
+                          r->trim, (size_t)floor(r->trim * (double)c->min_fit), c->min_fit, f);
+    if (c->min_fit < need)
+        return fed_errorf(FED_EINVAL,
+                          "aggregation %s with byzantine %zu needs min-fit >= %zu (a round "
+                          "may close with min-fit updates), not %zu",
+                          name, f, need, c->min_fit);
+    return FED_OK;
+}
+
 static fed_err check_config(const fed_coord_config *c) {
     if (c->rounds < 1) return fed_errorf(FED_EINVAL, "rounds %" PRIu64 ": must be >= 1", c->rounds);
     if (!(c->fraction > 0.0 && c->fraction <= 1.0))
@@ -115,6 +164,7 @@ static fed_err check_config(const fed_coord_config *c) {
      * round's TrainConfig with this very function. */
     fed_err err = fed_train_spec_check(&c->train);
     if (err) return fed_errprefix(err, "client training (every site would refuse it)");
+    if ((err = check_robust(c))) return err; /* first: it says why secagg cannot */
     if (c->secagg.on) {
         if (c->min_fit < 2)
             return fed_errorf(FED_EINVAL, "secagg needs min-fit >= 2 (the sum of one update is "

@@ -126,6 +126,53 @@ typedef struct fed_coord_secagg_config {
     int64_t phase_ms;   /* longest wait of each key-exchange phase (30 000) */
 } fed_coord_secagg_config;
 
+/* Byzantine-robust aggregation: how the round's accepted updates become its aggregate.
+ *   MEAN          the weighted mean (FedAvg; weights: examples)
+ *   MEDIAN        the coordinate-wise median (Yin et al. 2018)
+ *   TRIMMED_MEAN  per coordinate, the mean once the trim share (else f) of the largest
+ *                 and of the smallest values are cut off
+ *   KRUM          the update with the least sum of squared distances to its m - f - 2
+ *                 nearest others (Blanchard et al. 2017); MULTI_KRUM: the mean of the
+ *                 m - f best by that score (El Mhamdi et al. 2018)
+ *   NORM          the weighted mean of the updates clipped to an L2 bound (Sun et al.
+ *                 2019): norm_bound, or 0: the round's median norm
+ *   RFA           the weighted geometric median, by smoothed Weiszfeld iterations (Pillutla
+ *                 et al. 2022)
+ * Median, trimmed mean and (multi-)Krum weigh every update 1: an example count is the
+ * site's claim. Every rule but MEAN and NORM with a bound keeps the round's updates in a
+ * spill file (coordinator/spill.h), so memory stays O(model). The coordinator's checks
+ * (finite, shape, max_update_norm, example bounds) come first either way. None applies
+ * with secure aggregation (the coordinator sees only the sum) or central DP (the noise is
+ * calibrated to the clipped mean's sensitivity): refused at start-up, as is a min_fit too
+ * small for f (Krum: m > 2f + 2; median, trimmed mean, RFA: m > 2f). */
+typedef enum fed_robust_rule {
+    FED_ROBUST_MEAN,
+    FED_ROBUST_MEDIAN,
+    FED_ROBUST_TRIMMED_MEAN,
+    FED_ROBUST_KRUM,
+    FED_ROBUST_MULTI_KRUM,
+    FED_ROBUST_NORM,
+    FED_ROBUST_RFA,
+} fed_robust_rule;
+
+typedef struct fed_coord_robust_config {
+    fed_robust_rule rule;  /* MEAN: off */
+    size_t byzantine;      /* f: bad updates a round must withstand (0) */
+    double trim;           /* TRIMMED_MEAN: share cut at each end, [0, 0.5) (0: f each end) */
+    double norm_bound;     /* NORM: the L2 bound (0: the round's median norm) */
+    const char *spill_dir; /* the spill file's folder (NULL: the checkpoint folder, else
+                              $TMPDIR or /tmp) */
+} fed_coord_robust_config;
+
+/* "mean", "median", "trimmed-mean", "krum", "multi-krum", "norm", "rfa"; and back
+ * (FED_EINVAL naming the choices for another name). */
+const char *fed_robust_name(fed_robust_rule rule);
+fed_err fed_robust_parse(const char *name, fed_robust_rule *rule) FED_MUST_USE;
+/* The least min_fit cfg's rule withstands cfg->byzantine bad updates with: 2f + 3 for
+ * Krum, 2f + 1 for median, trimmed mean and RFA (more for a trim share that cuts fewer
+ * than f), 1 for MEAN and NORM. */
+size_t fed_robust_min_fit(const fed_coord_robust_config *cfg);
+
 /* Checkpoints: see the top of this file and coordinator/checkpoint.h. */
 typedef struct fed_coord_ckpt_config {
     const char *dir; /* created if missing; NULL: no checkpoints */
@@ -173,6 +220,7 @@ typedef struct fed_coord_config {
     fed_coord_retry_config retry;   /* failed attempts: backoff and giving up */
     fed_coord_dp_config dp;         /* differential privacy (off: dp.clip 0) */
     fed_coord_secagg_config secagg; /* secure aggregation (off: secagg.on false) */
+    fed_coord_robust_config robust; /* robust aggregation (off: FED_ROBUST_MEAN) */
     fed_coord_ckpt_config ckpt;     /* checkpoints (off: ckpt.dir NULL) */
     const char *metrics_file;       /* JSON lines appended per round, or NULL */
     uint64_t seed;                  /* sampling seed */

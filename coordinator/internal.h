@@ -240,6 +240,7 @@ fed_coord_state fed__coord_finish_stats(fed_coord *c);
 #define FED_COORD_STAGES(X)                                                                        \
     X(mean)                                                                                        \
     X(secagg)                                                                                      \
+    X(robust)                                                                                      \
     X(dp)                                                                                          \
     X(strategy)
 

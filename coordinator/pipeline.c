@@ -16,6 +16,26 @@ fed_err fed_stage_close_round(fed_stage *chain, fed_round_agg *r) {
     return FED_OK;
 }
 
+fed_err fed_stage_update_all(void *chain, const float *d, size_t n, double w, double norm) {
+    for (fed_stage *s = chain; s; s = s->next) {
+        if (!s->type->update) continue;
+        fed_err err = s->type->update(s, d, n, w, norm);
+        if (err) return err;
+    }
+    return FED_OK;
+}
+
+void fed_stage_begin_all(fed_stage *chain) {
+    for (fed_stage *s = chain; s; s = s->next)
+        if (s->type->begin) s->type->begin(s);
+}
+
+bool fed_stage_wants_updates(const fed_stage *chain) {
+    for (const fed_stage *s = chain; s; s = s->next)
+        if (s->type->update) return true;
+    return false;
+}
+
 /* The chain for c's configuration: every stage of FED_COORD_STAGES (internal.h) that
  * the configuration wants, in that order. */
 fed_err fed__coord_pipeline_build(fed_coord *c) {
@@ -24,6 +44,8 @@ fed_err fed__coord_pipeline_build(fed_coord *c) {
     if (!err) err = fed__coord_stage_##name(&c->pipe, c);
     FED_COORD_STAGES(APPEND)
 #undef APPEND
+    if (!err && fed_stage_wants_updates(c->pipe)) /* the chain is whole: its head stays */
+        fed_agg_set_observer(c->agg, fed_stage_update_all, c->pipe);
     if (!err) {
         char d[256];
         fed_stage_describe(c->pipe, d, sizeof d);

@@ -5,7 +5,8 @@
  *   uploads -> verify (digest: net/; layout, finite, norm: the aggregator's commit)
  *           -> decode: "mean" (the streaming weighted mean, coordinator/aggregate.h) or
  *              "secagg-mean" (the unmasked sum of the survivors)
- *           -> (a robust rule: issue 19)
+ *           -> a robust rule: "median", "trimmed-mean", "krum", "multi-krum", "norm", "rfa"
+ *              (stage_robust.c; each update spilled to disk by its per-update hook)
  *           -> "dp" (central Gaussian noise, the adaptive clipping bound, the accountant)
  *           -> "strategy" (the server optimizer's step over the trainable tensors)
  *
@@ -18,9 +19,9 @@
  * fed_stage_type, a constructor that appends it (fed_stage_append; declare it below for
  * the tests) and fed__coord_stage_<name>(chain, c), which calls the constructor when c's
  * configuration wants the stage; then one line X(<name>) in the list of stages in internal.h
- * (FED_COORD_STAGES) puts it in the chain, at its place. Per-update hooks (a stage that must see
- * each update, e.g. a median) come with the first stage that needs them. Stages are driven by the
- * coordinator's event loop only. */
+ * (FED_COORD_STAGES) puts it in the chain, at its place. A stage that must see each update (a
+ * median) has an update() hook, which the aggregator calls at every commit, and a begin() that
+ * forgets the last attempt's updates. Stages are driven by the coordinator's event loop only. */
 #ifndef FED_COORDINATOR_PIPELINE_H
 #define FED_COORDINATOR_PIPELINE_H
 
@@ -60,6 +61,12 @@ typedef struct fed_stage_type {
     fed_err (*close)(fed_stage *s, fed_round_agg *r);
     /* Frees what the stage owns (not the stage itself). NULL: nothing. */
     void (*destroy)(fed_stage *s);
+    /* Per update: each update the aggregator accepts, once it passed every check (its
+     * values d, n floats, only for the call; its weight and L2 norm). An error rejects
+     * that update (fed_errmsg() says why). NULL: the stage needs no single update. */
+    fed_err (*update)(fed_stage *s, const float *d, size_t n, double w, double norm);
+    /* At the start of each attempt of a round, before any update. NULL: nothing. */
+    void (*begin)(fed_stage *s);
 } fed_stage_type;
 
 /* The part of every stage the chain sees; a stage's state struct starts with it. */
@@ -71,6 +78,13 @@ struct fed_stage {
 /* Appends s (a stage's fed_stage, heap-allocated with fed_malloc) at the end of *chain,
  * which owns it from then on. */
 void fed_stage_append(fed_stage **chain, fed_stage *s);
+/* Hands one accepted update to every stage with an update() (a fed_agg_observer, its user
+ * the chain); stops at the first error. */
+fed_err fed_stage_update_all(void *chain, const float *d, size_t n, double w, double norm);
+/* Runs every begin() in chain order. */
+void fed_stage_begin_all(fed_stage *chain);
+/* True when some stage has an update(): the aggregator must call fed_stage_update_all. */
+bool fed_stage_wants_updates(const fed_stage *chain);
 /* Runs every close() in chain order on r; stops at the first error. */
 fed_err fed_stage_close_round(fed_stage *chain, fed_round_agg *r) FED_MUST_USE;
 /* The names of the chain's stages joined by " -> " into buf (len bytes). */
@@ -90,6 +104,15 @@ fed_err fed_stage_mean_new(fed_stage **chain, fed_agg *agg) FED_MUST_USE;
  * sec: the coordinator's secure-aggregation state (borrowed). */
 struct coord_sec;
 fed_err fed_stage_secagg_new(fed_stage **chain, struct coord_sec *sec) FED_MUST_USE;
+
+/* A robust rule (stage_robust.c), named after it ("median", "trimmed-mean", "krum",
+ * "multi-krum", "norm", "rfa"): replaces the mean with the rule's aggregate of the round's
+ * updates, which its update() keeps in a spill file (coordinator/spill.h) in spill_dir
+ * (NULL: $TMPDIR). Updates weigh 1 each, except for "norm" and "rfa", which weigh them as
+ * the mean does (examples, bounded by max-examples-per-site). cfg is copied; n floats per
+ * update. "norm" with a fixed bound needs no stage: the aggregator clips (fed_agg_set_clip). */
+fed_err fed_stage_robust_new(fed_stage **chain, const fed_coord_robust_config *cfg, size_t n,
+                             const char *spill_dir) FED_MUST_USE;
 
 /* "dp" (stage_dp.c): Gaussian noise of std cfg->noise x clip / m on the mean of m updates
  * (unless sites_add_noise: with secagg the sites added it), the next round's adaptive

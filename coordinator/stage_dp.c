@@ -74,7 +74,7 @@ static fed_err dp_close(fed_stage *s, fed_round_agg *r) {
     return FED_OK;
 }
 
-static const fed_stage_type dp_type = {"dp", dp_close, NULL};
+static const fed_stage_type dp_type = {.name = "dp", .close = dp_close, .destroy = NULL};
 
 fed_err fed_stage_dp_new(fed_stage **chain, const fed_coord_dp_config *cfg, bool sites_add_noise,
                          fed_dp_accountant *acc, double *clip_now, fed_agg *agg) {

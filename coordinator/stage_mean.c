@@ -19,7 +19,7 @@ static fed_err mean_close(fed_stage *s, fed_round_agg *r) {
     return FED_OK;
 }
 
-static const fed_stage_type mean_type = {"mean", mean_close, NULL};
+static const fed_stage_type mean_type = {.name = "mean", .close = mean_close, .destroy = NULL};
 
 fed_err fed_stage_mean_new(fed_stage **chain, fed_agg *agg) {
     mean_stage *m = fed_calloc(1, sizeof *m);

@@ -23,7 +23,8 @@ static fed_err secagg_close(fed_stage *s, fed_round_agg *r) {
     return FED_OK;
 }
 
-static const fed_stage_type secagg_type = {"secagg-mean", secagg_close, NULL};
+static const fed_stage_type secagg_type = {
+    .name = "secagg-mean", .close = secagg_close, .destroy = NULL};
 
 fed_err fed_stage_secagg_new(fed_stage **chain, struct coord_sec *sec) {
     secagg_stage *m = fed_calloc(1, sizeof *m);

@@ -19,7 +19,8 @@ static fed_err strategy_close(fed_stage *s, fed_round_agg *r) {
     return FED_OK;
 }
 
-static const fed_stage_type strategy_type = {"strategy", strategy_close, NULL};
+static const fed_stage_type strategy_type = {
+    .name = "strategy", .close = strategy_close, .destroy = NULL};
 
 fed_err fed_stage_strategy_new(fed_stage **chain, fed_model *model, fed_strategy *strategy) {
     strategy_stage *g = fed_calloc(1, sizeof *g);

@@ -29,8 +29,8 @@ static void rec_destroy(fed_stage *s) {
     (*((rec_stage *)s)->destroyed)++;
 }
 
-static const fed_stage_type rec_type = {"rec", rec_close, rec_destroy};
-static const fed_stage_type pass_type = {"pass", NULL, NULL};
+static const fed_stage_type rec_type = {.name = "rec", .close = rec_close, .destroy = rec_destroy};
+static const fed_stage_type pass_type = {.name = "pass", .close = NULL, .destroy = NULL};
 
 static fed_stage *rec(char tag, fed_err ret, int *destroyed) {
     rec_stage *t = fed_calloc(1, sizeof *t);
