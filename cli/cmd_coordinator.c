@@ -84,6 +84,7 @@ static const opt_spec coord_opts[] = {
     SECAGG_OPTS(S(sa)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, S(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
+    ROBUST_OPTS(S(rb)),
     RETRY_OPTS(S(rc), "1000"),
     INPUT_STATS_OPT(S(input_stats), "auto"),
     {"ordered-uploads", OPT_BOOL, "false", 1, 0, NULL, F(ordered_uploads),

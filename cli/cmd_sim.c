@@ -20,27 +20,27 @@
 #include <unistd.h>
 
 typedef struct sim_cfg {
-    const char *data, *test_data;                /* pooled training data, central test set */
-    const char *test_labels;                     /* IDX labels of test_data */
-    data_cfg dc;                                 /* how to read both */
-    const char *sites;                           /* TSV of sites, each with its own data */
-    size_t site_split;                           /* virtual sites per listed site */
-    lora_cfg lora;                               /* LoRA adapters and their aggregation */
-    const char *model, *arch;                    /* initial model, or a fresh --arch */
-    int allow_extra;                             /* ignore tensors the architecture lacks */
-    size_t init_seed;                            /* fresh model initialisation */
-    const char *pretrain_data;                   /* public data for central pre-training */
-    size_t pretrain_epochs;                      /* its epochs */
-    double pretrain_lr;                          /* its Adam learning rate */
-    size_t new_head;                             /* replace the head (classes; 0: keep) */
-    size_t clients;                              /* virtual sites */
-    const char *partition;                       /* iid | dirichlet | shards | labels */
-    double alpha;                                /* dirichlet */
-    size_t min_size, shards, labels;             /* dirichlet minimum, K per client */
-    double client_test_split;                    /* federated evaluation share */
-    coord_shared_cfg sh;                         /* what `coordinator` maps the same way */
-    size_t min_fit;                              /* 0: 1, with --secagg 2 */
-    size_t workers;                              /* training threads (0: cores) */
+    const char *data, *test_data;    /* pooled training data, central test set */
+    const char *test_labels;         /* IDX labels of test_data */
+    data_cfg dc;                     /* how to read both */
+    const char *sites;               /* TSV of sites, each with its own data */
+    size_t site_split;               /* virtual sites per listed site */
+    lora_cfg lora;                   /* LoRA adapters and their aggregation */
+    const char *model, *arch;        /* initial model, or a fresh --arch */
+    int allow_extra;                 /* ignore tensors the architecture lacks */
+    size_t init_seed;                /* fresh model initialisation */
+    const char *pretrain_data;       /* public data for central pre-training */
+    size_t pretrain_epochs;          /* its epochs */
+    double pretrain_lr;              /* its Adam learning rate */
+    size_t new_head;                 /* replace the head (classes; 0: keep) */
+    size_t clients;                  /* virtual sites */
+    const char *partition;           /* iid | dirichlet | shards | labels */
+    double alpha;                    /* dirichlet */
+    size_t min_size, shards, labels; /* dirichlet minimum, K per client */
+    double client_test_split;        /* federated evaluation share */
+    coord_shared_cfg sh;             /* what `coordinator` maps the same way */
+    size_t min_fit; /* 0: 1, with --secagg 2, with a robust rule the least it defends with */
+    size_t workers; /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay; /* failures */
     int tls;                                     /* full TLS in-process */
     size_t seed;                                 /* everything random */
@@ -98,7 +98,8 @@ static const opt_spec sim_opts[] = {
     {"rounds", OPT_SIZE, "200", 1, 1e9, NULL, S(rounds), "rounds"},
     {"fraction", OPT_FLOAT, "0.1", 1e-9, 1, NULL, S(fraction), "share of sites sampled per round"},
     {"min-fit", OPT_SIZE, "0", 0, 1e6, NULL, F(min_fit),
-     "accepted updates a round needs (0: 1, with --secagg 2)"},
+     "accepted updates a round needs (0: 1, with --secagg 2, with a robust --aggregation "
+     "the least it needs for --byzantine)"},
     {"deadline-ms", OPT_SIZE, "600000", 1, 1e9, NULL, S(deadline_ms), "round deadline in ms"},
     TRAINING_OPTS(S, "1", "10", "sgd", "0.05"),
     {"max-steps", OPT_SIZE, "0", 0, 1e12, NULL, S(max_steps), "most local steps (0: no limit)"},
@@ -107,6 +108,7 @@ static const opt_spec sim_opts[] = {
     SECAGG_OPTS(S(sa)),
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, S(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
+    ROBUST_OPTS(S(rb)),
     RETRY_OPTS(S(rc), "0"),
     INPUT_STATS_OPT(S(input_stats), "off"),
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
@@ -333,6 +335,13 @@ static fed_err describe(const fed_partition *part, const fed_dataset *train, cha
     if (err) return err;
     fed_partition_describe(&ps, part->clients, desc, desc_len);
     return FED_OK;
+}
+
+/* --min-fit, or by default 1, 2 with --secagg, and the least a robust rule defends with. */
+static void set_min_fit(const sim_cfg *o, fed_coord_config *cc) {
+    cc->min_fit = o->min_fit ? o->min_fit : o->sh.sa.on ? 2 : 1;
+    if (!o->min_fit && fed_robust_min_fit(&cc->robust) > cc->min_fit)
+        cc->min_fit = fed_robust_min_fit(&cc->robust);
 }
 
 /* --malicious and --attack into sc (sc->seed set): the share and the attack. */
@@ -583,7 +592,7 @@ static fed_err run_sim(const void *cfgp) {
     cc->keep_frozen = keep_frozen;
     cc->eval_data = test;
     if ((err = prep_coord_shared(&o->sh, cc))) goto done;
-    cc->min_fit = o->min_fit ? o->min_fit : o->sh.sa.on ? 2 : 1;
+    set_min_fit(o, cc);
     cc->train.seed = o->seed;
     cc->dp.noise_seed = fed_mix64((uint64_t)o->seed ^ 0x6470u); /* reproducible noise */
     cc->on_round = on_round;
@@ -608,6 +617,9 @@ static fed_err run_sim(const void *cfgp) {
            num(b1, acc0));
     printf("partition: %s\n", pdesc);
     if ((err = print_malicious(o, &sc))) goto done;
+    if (cc->robust.rule != FED_ROBUST_MEAN)
+        printf("aggregation: %s, byzantine %zu, at least %zu updates a round\n",
+               fed_robust_name(cc->robust.rule), cc->robust.byzantine, cc->min_fit);
     fflush(stdout);
     fed_sim_result res;
     err = fed_sim_run(&sc, &fin, &res);

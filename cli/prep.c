@@ -460,6 +460,11 @@ fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
     cc->dp = s->dp;
     prep_secagg(&s->sa, cc);
     cc->max_update_norm = s->max_update_norm;
+    if ((err = fed_robust_parse(s->rb.rule, &cc->robust.rule))) return err;
+    cc->robust.byzantine = s->rb.byzantine;
+    cc->robust.trim = s->rb.trim;
+    cc->robust.norm_bound = s->rb.norm_bound;
+    cc->robust.spill_dir = s->rb.spill_dir;
     prep_retry(&s->rc, cc);
     cc->input_stats = prep_input_stats(s->input_stats, s->dp.clip);
     cc->metrics_file = s->metrics;

@@ -200,6 +200,33 @@ typedef struct secagg_cfg {
      "secagg: longest wait of each key-exchange phase, milliseconds"}
 /* clang-format on */
 
+/* Robust aggregation as options (fed_coord_config.robust). */
+typedef struct robust_cfg {
+    const char *rule; /* mean | median | trimmed-mean | krum | multi-krum | norm | rfa */
+    size_t byzantine;
+    double trim, norm_bound;
+    const char *spill_dir;
+} robust_cfg;
+
+/* clang-format off */
+#define ROBUST_OPTS(base)                                                                  \
+    {"aggregation", OPT_CHOICE, "mean", 1, 0,                                              \
+     "mean|median|trimmed-mean|krum|multi-krum|norm|rfa",                                  \
+     (base) + offsetof(robust_cfg, rule),                                                  \
+     "how updates combine: the weighted mean (FedAvg) or a Byzantine-robust rule"},        \
+    {"byzantine", OPT_SIZE, "0", 0, 1e6, NULL, (base) + offsetof(robust_cfg, byzantine),   \
+     "bad updates a round must withstand (median, trimmed-mean, rfa: min-fit > 2F; "      \
+     "krum, multi-krum: min-fit > 2F + 2)"},                                               \
+    {"trim", OPT_FLOAT, "0", 0, 0.4999, NULL, (base) + offsetof(robust_cfg, trim),         \
+     "trimmed-mean: share of the updates cut at each end, per coordinate (0: --byzantine)"}, \
+    {"norm-bound", OPT_FLOAT, "0", 0, 1e30, NULL, (base) + offsetof(robust_cfg, norm_bound), \
+     "norm: clip every update to this L2 norm before the mean (0: the round's median "    \
+     "norm)"},                                                                             \
+    {"spill-dir", OPT_STRING, NULL, 1, 0, NULL, (base) + offsetof(robust_cfg, spill_dir),  \
+     "folder of the robust rules' spill file of the round's updates (default: the "       \
+     "checkpoint folder, else $TMPDIR or /tmp)"}
+/* clang-format on */
+
 /* How rounds treat failed attempts and example counts (fed_coord_config's retry_*,
  * max_failed_attempts and max_examples_per_site), shared by coordinator and sim. */
 typedef struct retry_cfg {
@@ -249,6 +276,7 @@ typedef struct coord_shared_cfg {
     dp_cfg dp;                                    /* differential privacy */
     secagg_cfg sa;                                /* secure aggregation */
     double max_update_norm;                       /* reject larger deltas (0: off) */
+    robust_cfg rb;                                /* robust aggregation */
     retry_cfg rc;                                 /* failed attempts, example counts */
     const char *input_stats;                      /* auto | on | off */
     const char *metrics;                          /* JSON-lines metrics file */
@@ -262,9 +290,9 @@ typedef struct coord_shared_cfg {
     (offsetof(type, member) + offsetof(coord_shared_cfg, field))
 
 /* Copies the shared options into cc: rounds, fraction, deadline, the training
- * configuration but its seed, freeze, strategy, DP, secagg, max-update-norm, retries,
- * input statistics, metrics, target accuracy and out. FED_EINVAL for an unknown
- * strategy. */
+ * configuration but its seed, freeze, strategy, DP, secagg, max-update-norm, the robust
+ * rule, retries, input statistics, metrics, target accuracy and out. FED_EINVAL for an
+ * unknown strategy or rule. */
 fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) FED_MUST_USE;
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model
