@@ -132,11 +132,14 @@ typedef enum fed_attack_kind {
     FED_ATTACK_SCALE,      /* model replacement: param * delta */
     FED_ATTACK_NOISE,      /* delta + N(0, param^2) on every coordinate */
     FED_ATTACK_LABEL_FLIP, /* data poisoning, done to the data by the simulator: no stage */
+    FED_ATTACK_BACKDOOR,   /* data poisoning (sim/attack.h): triggered copies relabelled
+                              param; no stage */
 } fed_attack_kind;
 
 typedef struct fed_site_attack {
     fed_attack_kind kind; /* FED_ATTACK_NONE: honest */
-    double param;         /* scale: the factor K (!= 0); noise: the std S (> 0) */
+    double param;         /* scale: the factor K (!= 0); noise: the std S (> 0); backdoor:
+                             the target label */
     uint64_t seed;        /* noise: its key, with the round as the stream */
 } fed_site_attack;
 

@@ -8,6 +8,8 @@
 #include "sim/sim.h"
 
 #include "client/client.h"
+#include "sim/attack.h"
+#include "training/fit.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -290,6 +292,16 @@ static fed_err check(const fed_sim_config *c) {
         return fed_errorf(FED_EINVAL, "attack scale: K %g must be finite", c->attack.param);
     if (c->attack.kind == FED_ATTACK_NOISE && !(isfinite(c->attack.param) && c->attack.param > 0))
         return fed_errorf(FED_EINVAL, "attack noise: S %g must be finite and > 0", c->attack.param);
+    if (c->attack.kind == FED_ATTACK_BACKDOOR) {
+        double l = c->attack.param;
+        if (!(l >= 0 && l < (double)c->train->num_classes && l == floor(l)))
+            return fed_errorf(FED_EINVAL, "attack backdoor: label %g is not one of the %zu classes",
+                              l, c->train->num_classes);
+        if (c->coord.input_stats)
+            return fed_errorf(FED_EINVAL, "attack backdoor: its trigger is set before the "
+                                          "input_stats transform, which its test set lacks: "
+                                          "use one or the other");
+    }
     return FED_OK;
 }
 
@@ -317,16 +329,18 @@ typedef struct sim_run {
     bool *bad;               /* (n) the malicious sites */
     char (*bad_names)[64];   /* (nbad) their names, for the metrics' malicious_accepted */
     size_t nbad;
-    pool q;                /* the training workers */
-    coord_thread ct;       /* the coordinator and its thread */
-    bool coord_started;    /* ct.th runs */
-    bool mu_init;          /* q.mu and q.cv are initialised */
-    void *zctx;            /* the ZeroMQ context everyone shares */
-    fed_base_cache *bases; /* the frozen bases the sites hold, in memory once for all */
-    char certdir[64];      /* the temporary certificate folder ("" without TLS) */
-    char endpoint[96];     /* the coordinator's inproc endpoint */
-    char ca[128];          /* the federation's CA certificate under certdir */
-    fed_net_config net;    /* the channel settings of the coordinator and the sites */
+    fed_sim_trigger trigger; /* the backdoor's (attack backdoor) */
+    fed_dataset *bd_test;    /* the triggered test set of backdoor_success, or NULL */
+    pool q;                  /* the training workers */
+    coord_thread ct;         /* the coordinator and its thread */
+    bool coord_started;      /* ct.th runs */
+    bool mu_init;            /* q.mu and q.cv are initialised */
+    void *zctx;              /* the ZeroMQ context everyone shares */
+    fed_base_cache *bases;   /* the frozen bases the sites hold, in memory once for all */
+    char certdir[64];        /* the temporary certificate folder ("" without TLS) */
+    char endpoint[96];       /* the coordinator's inproc endpoint */
+    char ca[128];            /* the federation's CA certificate under certdir */
+    fed_net_config net;      /* the channel settings of the coordinator and the sites */
 } sim_run;
 
 /* The endpoint, the certificates (with TLS), the descriptors and the ZeroMQ context. */
@@ -357,6 +371,31 @@ static bool is_malicious(void *user, const char *cn) {
     for (size_t i = 0; i < r->nbad; i++)
         if (strcmp(r->bad_names[i], cn) == 0) return true;
     return false;
+}
+
+/* The coordinator's metric with a backdoor: the new model's accuracy on the triggered test
+ * set, the share of its examples classified as the target label. */
+static double backdoor_success(void *user, fed_model *m) {
+    const sim_run *r = user;
+    double loss, acc;
+    return fed_evaluate_ce(m, r->bd_test, 0, &loss, &acc) == FED_OK ? acc : (double)NAN;
+}
+
+/* The backdoor's trigger, and with a central test set its triggered copy and the
+ * coordinator's metric "backdoor_success" over it. */
+static fed_err setup_backdoor(sim_run *r, fed_coord_config *cc) {
+    const fed_sim_config *cfg = r->cfg;
+    if (cfg->attack.kind != FED_ATTACK_BACKDOOR)
+        return FED_OK; /* also with no attacker: the base rate */
+    fed_err err = fed_sim_trigger_make(&r->trigger, cfg->train);
+    if (err || !cfg->coord.eval_data) return err;
+    if ((err = fed_sim_backdoor_testset(&r->bd_test, cfg->coord.eval_data, &r->trigger,
+                                        (int32_t)cfg->attack.param)))
+        return err;
+    cc->metric = backdoor_success;
+    cc->metric_user = r;
+    cc->metric_key = "backdoor_success";
+    return FED_OK;
 }
 
 /* The malicious sites (r->bad) and their names (r->bad_names). */
@@ -398,6 +437,14 @@ static fed_err make_sites(sim_run *r) {
             if (atk.kind == FED_ATTACK_LABEL_FLIP) /* data poisoning: y -> C-1-y */
                 for (size_t j = 0; j < sub->n; j++)
                     sub->y[j] = (int32_t)cfg->train->num_classes - 1 - sub->y[j];
+            if (atk.kind == FED_ATTACK_BACKDOOR) { /* data poisoning: triggered copies */
+                fed_dataset *poisoned = NULL;
+                err = fed_sim_backdoor_poison(&poisoned, sub, &r->trigger, (int32_t)atk.param,
+                                              atk.seed);
+                fed_data_destroy(&sub);
+                if (err) goto done;
+                sub = poisoned;
+            }
         }
         char name[64], scert[224], skey[224];
         site_name(name, cfg->site_names, i, r->width);
@@ -604,6 +651,7 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
     fed_free(r->vs);
     fed_free(r->bad);
     fed_free(r->bad_names);
+    fed_data_destroy(&r->bd_test);
     fed_partition_destroy(&r->part);
     if (r->certdir[0]) {
         if (remove_tree(r->certdir) != 0)
@@ -674,6 +722,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         cc.tally_user = r;
         cc.tally_key = "malicious_accepted";
     }
+    if ((err = setup_backdoor(r, &cc))) goto done;
     if ((err = fed_coord_new(&r->ct.c, &cc))) goto done;
 
     if ((err = make_sites(r))) goto done;

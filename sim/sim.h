@@ -26,8 +26,12 @@
  * Attacks: `malicious` is the share of the sites that attack (drawn once from the seed:
  * fed_sim_malicious says which), `attack` what they do. Model poisoning (sign flip,
  * scaling, noise) is the sites' "attack" stage (client/site_pipeline.h), data poisoning
- * (label flip, y -> C-1-y) is done here to the malicious sites' data when they are made.
- * The coordinator is not told who is malicious. */
+ * (label flip, y -> C-1-y; backdoor, sim/attack.h: triggered copies relabelled) is done
+ * here to the malicious sites' data when they are made. The coordinator is not told who
+ * is malicious. With a backdoor and coord.eval_data, the coordinator's metric hook
+ * reports "backdoor_success" each round: the new model's accuracy on the triggered test
+ * examples of other labels relabelled to the target (also with malicious 0: the base
+ * rate). */
 #ifndef FED_SIM_SIM_H
 #define FED_SIM_SIM_H
 
