@@ -124,7 +124,8 @@ static const opt_spec sim_opts[] = {
     {"malicious", OPT_STRING, NULL, 1, 0, NULL, F(malicious),
      "share of the sites that attack, 0..0.5 (drawn from --seed; needs --attack)"},
     {"attack", OPT_STRING, NULL, 1, 0, NULL, F(attack),
-     "the malicious sites' attack: sign-flip|scale[:K]|noise:S|label-flip|backdoor[:LABEL]"},
+     "the malicious sites' attack: sign-flip|scale[:K]|noise:S|label-flip|backdoor[:LABEL]|"
+     "lie[:Z]"},
     {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, S(target_accuracy),
      "stop at the first round whose test accuracy reaches this (0: off)"},
     {"metrics", OPT_STRING, NULL, 1, 0, NULL, S(metrics), "JSON-lines metrics per round"},
@@ -360,10 +361,12 @@ static fed_err parse_attack(const sim_cfg *o, fed_sim_config *sc) {
         at->kind = FED_ATTACK_NOISE;
     else if (klen == 8 && strncmp(a, "backdoor", 8) == 0)
         at->kind = FED_ATTACK_BACKDOOR; /* label 0 unless given */
+    else if (klen == 3 && strncmp(a, "lie", 3) == 0)
+        at->kind = FED_ATTACK_LIE, at->param = (double)NAN; /* NaN: the paper's Z (sim.h) */
     else
         return fed_errorf(FED_EINVAL,
                           "--attack %s: unknown (sign-flip, scale[:K], noise:S, label-flip, "
-                          "backdoor[:LABEL])",
+                          "backdoor[:LABEL], lie[:Z])",
                           a);
     if (at->kind == FED_ATTACK_NOISE && !colon)
         return fed_errorf(FED_EINVAL, "--attack %s: noise needs its std, noise:S", a);
@@ -375,6 +378,8 @@ static fed_err parse_attack(const sim_cfg *o, fed_sim_config *sc) {
             return fed_errorf(FED_EINVAL, "--attack %s: K must not be 0", a);
         if (at->kind == FED_ATTACK_NOISE && !(v > 0.0))
             return fed_errorf(FED_EINVAL, "--attack %s: S must be > 0", a);
+        if (at->kind == FED_ATTACK_LIE && !(v >= 0.0))
+            return fed_errorf(FED_EINVAL, "--attack %s: Z must be >= 0", a);
         if (at->kind == FED_ATTACK_BACKDOOR &&
             !(v >= 0 && v == floor(v) && v < (double)sc->train->num_classes))
             return fed_errorf(FED_EINVAL, "--attack %s: LABEL must be a class id, 0..%zu", a,
@@ -420,6 +425,13 @@ static fed_err print_malicious(const sim_cfg *o, const fed_sim_config *sc) {
         }
     printf("\n");
     fed_err err = sc->attack.kind == FED_ATTACK_BACKDOOR ? print_trigger(sc) : FED_OK;
+    if (m && sc->attack.kind == FED_ATTACK_LIE) {
+        size_t k, f;
+        double z = fed_sim_lie_z(sc, n, m, &k, &f);
+        printf("lie: Z %.6g (%s, %zu sites a round, %zu of them malicious); mu and sigma from "
+               "%d trainings on resamples of each malicious site's own data\n",
+               z, isnan(sc->attack.param) ? "the paper's" : "given", k, f, FED_SITE_LIE_K);
+    }
     for (size_t i = 0; i < n && sc->attack.kind == FED_ATTACK_LABEL_FLIP; i++) {
         if (!bad[i]) continue;
         memset(cnt, 0, C * sizeof *cnt);

@@ -168,6 +168,21 @@ size_t fed_sim_malicious(const fed_sim_config *cfg, size_t n, bool *is_bad) {
     return m;
 }
 
+/* The sites a round samples of n (the coordinator's rule: ceil(fraction n), at least 1). */
+static size_t sampled_per_round(const fed_sim_config *cfg, size_t n) {
+    double k = ceil(cfg->coord.fraction * (double)n - 1e-9);
+    return k < 1 ? 1 : (size_t)k;
+}
+
+double fed_sim_lie_z(const fed_sim_config *cfg, size_t n, size_t nbad, size_t *sampled, size_t *f) {
+    size_t k = sampled_per_round(cfg, n);
+    size_t m = n ? (size_t)llround((double)nbad * (double)k / (double)n) : 0;
+    if (m < 1) m = 1;
+    if (sampled) *sampled = k;
+    if (f) *f = m;
+    return isnan(cfg->attack.param) ? fed_site_lie_z(k, m) : cfg->attack.param;
+}
+
 /* ---- certificates for --tls ------------------------------------------------------------ */
 
 extern char **environ;
@@ -292,6 +307,9 @@ static fed_err check(const fed_sim_config *c) {
         return fed_errorf(FED_EINVAL, "attack scale: K %g must be finite", c->attack.param);
     if (c->attack.kind == FED_ATTACK_NOISE && !(isfinite(c->attack.param) && c->attack.param > 0))
         return fed_errorf(FED_EINVAL, "attack noise: S %g must be finite and > 0", c->attack.param);
+    if (c->attack.kind == FED_ATTACK_LIE &&
+        !(isnan(c->attack.param) || (isfinite(c->attack.param) && c->attack.param >= 0)))
+        return fed_errorf(FED_EINVAL, "attack lie: Z %g must be finite and >= 0", c->attack.param);
     if (c->attack.kind == FED_ATTACK_BACKDOOR) {
         double l = c->attack.param;
         if (!(l >= 0 && l < (double)c->train->num_classes && l == floor(l)))
@@ -422,8 +440,16 @@ static fed_err make_sites(sim_run *r) {
         goto done;
     }
     /* Scaling's default K: the sites a round samples (the coordinator's rule). */
-    double sampled = ceil(cfg->coord.fraction * (double)n - 1e-9);
-    if (sampled < 1) sampled = 1;
+    const double sampled = (double)sampled_per_round(cfg, n);
+    const double z =
+        cfg->attack.kind == FED_ATTACK_LIE ? fed_sim_lie_z(cfg, n, r->nbad, NULL, NULL) : 0.0;
+    if (!isfinite(z)) {
+        err = fed_errorf(FED_EINVAL,
+                         "attack lie: the paper's Z is not defined for %g sites a round, %zu of "
+                         "%zu malicious: give Z",
+                         sampled, r->nbad, n);
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
         size_t a = pp->offsets[i], b = pp->offsets[i + 1];
         for (size_t j = a; j < b; j++) idx[j - a] = pp->index[j];
@@ -434,6 +460,7 @@ static fed_err make_sites(sim_run *r) {
             atk = cfg->attack;
             atk.seed = fed_mix64(cfg->seed ^ fed_mix64(0x61747461636bull + i));
             if (atk.kind == FED_ATTACK_SCALE && atk.param == 0.0) atk.param = sampled;
+            if (atk.kind == FED_ATTACK_LIE) atk.param = z;
             if (atk.kind == FED_ATTACK_LABEL_FLIP) /* data poisoning: y -> C-1-y */
                 for (size_t j = 0; j < sub->n; j++)
                     sub->y[j] = (int32_t)cfg->train->num_classes - 1 - sub->y[j];

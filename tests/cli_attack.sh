@@ -3,8 +3,9 @@
 # byte for byte; the malicious sites are drawn from --seed and named; sign flip at 0.3
 # lowers the final accuracy and changes the hash; label flip's sites train on the flipped
 # labels the sim prints (each share's counts add up); scale and noise change the model and
-# repeat under a seed; secure aggregation carries the attack; bad values are one clear
-# line each.
+# repeat under a seed; secure aggregation carries the attack; the backdoor's success rate
+# is 0 in the clean federation and 1 under attack, round by round; LIE's Z is the paper's
+# and a large Z lowers the accuracy; bad values are one clear line each.
 # Usage: cli_attack.sh <path to fedtune> <source dir>
 set -u
 FEDTUNE=$1
@@ -137,13 +138,40 @@ ok "no test set: four rounds" test "$(wc -l <"$tmp/bdn.jsonl")" -eq 4
 ok "no test set: no backdoor_success" test "$(grep -c backdoor_success "$tmp/bdn.jsonl")" -eq 0
 ok "no backdoor_success without a backdoor" test "$(grep -c backdoor_success "$tmp/m.jsonl")" -eq 0
 
+# LIE ("a little is enough"): each malicious site sends mu - Z sigma of 5 deltas it trains
+# on bootstrap resamples of its own share. Z by default is the paper's for the sites a
+# round samples (n) and the malicious expected among them (f = round(3 n / 10)):
+# n 10, f 3: s = 6 - 3 = 3, Phi^-1(0.7) = 0.524401; n 5, f 2: s = 1, Phi^-1(0.8) =
+# 0.841621. Against plain FedAvg that small a shift barely matters (0.6067, clean 0.6000:
+# the attack is made to slip past robust rules); a large Z lowers the accuracy.
+"${SIM[@]}" --malicious 0.3 --attack lie >"$tmp/lie.out" 2>&1
+ok "lie: the paper's Z for 10 a round, 3 malicious" grep -qx "lie: Z 0.524401 (the paper's, \
+10 sites a round, 3 of them malicious); mu and sigma from 5 trainings on resamples of each \
+malicious site's own data" "$tmp/lie.out"
+ok_differ "lie: other bytes" "$(hash_of "$tmp/lie.out")" "$h0"
+ok "lie: final accuracy 0.6067 (clean 0.6000)" test "$(acc_of "$tmp/lie.out")" = "0.6067"
+"${SIM[@]}" --malicious 0.3 --attack lie --fraction 0.5 >"$tmp/lie5.out" 2>&1
+ok "lie: the paper's Z for 5 a round, 2 malicious" \
+  grep -q "^lie: Z 0.841621 (the paper's, 5 sites a round, 2 of them malicious); " "$tmp/lie5.out"
+"${SIM[@]}" --malicious 0.3 --attack lie:30 >"$tmp/lie30.out" 2>&1
+"${SIM[@]}" --malicious 0.3 --attack lie:30 >"$tmp/lie30b.out" 2>&1
+ok "lie:30: Z given" grep -q "^lie: Z 30 (given, 10 sites a round, 3 of them malicious); " \
+  "$tmp/lie30.out"
+ok "lie:30: final accuracy 0.5667, below the clean 0.6000" test "$(acc_of "$tmp/lie30.out")" = "0.5667"
+ok "lie:30: test loss 0.8830 (clean 0.8001)" \
+  grep -q "^round   4/4: .*test loss 0.8830 acc 0.5667" "$tmp/lie30.out"
+ok "clean: test loss 0.8001" grep -q "^round   4/4: .*test loss 0.8001 acc 0.6000" "$tmp/clean.out"
+ok_same "lie: seeded, the same bytes" "$(hash_of "$tmp/lie30b.out")" "$(hash_of "$tmp/lie30.out")"
+expect 2 "attack lie: the paper's Z is not defined for 1 sites a round, 3 of 10 malicious: give Z" \
+  -- "${SIM[@]}" --malicious 0.3 --attack lie --fraction 0.1
+
 # Bad values: one line, exit 2 (a usage error), nothing run.
 expect 2 "--attack needs --malicious (how many)" -- "${SIM[@]}" --attack sign-flip
 expect 2 "--malicious needs --attack (what they do)" -- "${SIM[@]}" --malicious 0.2
 expect 2 "--malicious 0.6: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious 0.6 --attack sign-flip
 expect 2 "--malicious -0.1: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious -0.1 --attack sign-flip
 expect 2 "--malicious 1/3: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious 1/3 --attack sign-flip
-expect 2 "--attack flip: unknown (sign-flip, scale[:K], noise:S, label-flip, backdoor[:LABEL])" -- \
+expect 2 "--attack flip: unknown (sign-flip, scale[:K], noise:S, label-flip, backdoor[:LABEL], lie[:Z])" -- \
   "${SIM[@]}" --malicious 0.2 --attack flip
 expect 2 "--attack sign-flip:2: unknown" -- "${SIM[@]}" --malicious 0.2 --attack sign-flip:2
 expect 2 "--attack scale:0: K must not be 0" -- "${SIM[@]}" --malicious 0.2 --attack scale:0
@@ -160,6 +188,9 @@ expect 2 "--attack backdoor:-1: LABEL must be a class id, 0..2" -- \
   "${SIM[@]}" --malicious 0.2 --attack backdoor:-1
 expect 2 "--attack backdoor:1.5: LABEL must be a class id, 0..2" -- \
   "${SIM[@]}" --malicious 0.2 --attack backdoor:1.5
+expect 2 "--attack lie:-1: Z must be >= 0" -- "${SIM[@]}" --malicious 0.2 --attack lie:-1
+expect 2 "--attack lie:x: x is not a number" -- "${SIM[@]}" --malicious 0.2 --attack lie:x
+expect 2 "--attack lie:inf: inf is not a number" -- "${SIM[@]}" --malicious 0.2 --attack lie:inf
 expect 2 "--attack backdoor:x: x is not a number" -- "${SIM[@]}" --malicious 0.2 --attack backdoor:x
 expect 2 "attack backdoor: its trigger is set before the input_stats transform, which its test \
 set lacks: use one or the other" -- "${SIM[@]}" --malicious 0.2 --attack backdoor --input-stats on
