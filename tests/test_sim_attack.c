@@ -3,13 +3,20 @@
  * the 27 of them; on a table the last 3 features go to their column's max + range; a
  * poisoned share is the rows then triggered, relabelled copies of half of them; the
  * triggered test set drops the target label's examples; bad labels and shapes are
- * refused naming the value. */
+ * refused naming the value. Through fed_sim_run: the coordinator's metric hook is called
+ * once a round with the new global model and its value lands in the stats and the
+ * metrics line; a backdoor run fills it; bad attack settings are refused naming them. */
 #include "sim/attack.h"
 #include "core/alloc.h"
+#include "sim/sim.h"
 #include "tests/test.h"
+#include "training/fit.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* n images (c, 28, 28) with pixel i of example e = ((e * 7 + i) % 100) / 100, except one
  * pixel of the last example set to 2.5 (the data's maximum). Labels e % 3. */
@@ -145,9 +152,142 @@ TEST(poison_appends_triggered_relabelled_copies_of_half) {
     fed_data_destroy(&d);
 }
 
+/* n examples of 3 classes in 4 features: class c around (3c, -3c, c, 0). */
+static fed_dataset *table(size_t n, uint64_t seed) {
+    fed_dataset *d = NULL;
+    if (fed_data_new(&d, n, 4, 3) != FED_OK) return NULL;
+    fed_rng r;
+    fed_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) {
+        int c = (int)(i % 3);
+        d->y[i] = c;
+        const float mu[4] = {3.0f * (float)c, -3.0f * (float)c, (float)c, 0};
+        for (int j = 0; j < 4; j++) d->x[i * 4 + j] = mu[j] + fed_rng_normal(&r);
+    }
+    return d;
+}
+
+typedef struct probe {
+    size_t calls;
+    double last;
+} probe;
+
+/* The metric: the global model's first parameter. */
+static double first_param(void *user, fed_model *m) {
+    probe *p = user;
+    p->calls++;
+    return p->last = (double)fed_model_params(m)[0];
+}
+
+TEST(metric_hook_and_backdoor_through_the_simulator) {
+    fed_dataset *train = table(300, 1), *test = table(90, 2);
+    fed_arch *a = NULL;
+    fed_model *m = NULL, *fin = NULL;
+    CHECK(train && test);
+    CHECK_OK(fed_arch_parse(&a, "{\"input\":[4],\"layers\":[{\"type\":\"linear\",\"out\":3}]}"));
+    CHECK_OK(fed_model_new(&m, a));
+    fed_model_init(m, 1);
+    char path[] = "/tmp/fedtune-metric-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    fed_sim_config c = fed_sim_default_config();
+    c.train = train;
+    c.part.clients = 6;
+    c.part.kind = FED_PART_IID;
+    c.workers = 1;
+    c.coord.model = m;
+    c.coord.eval_data = test;
+    c.coord.rounds = 3;
+    c.coord.fraction = 1;
+    c.coord.train.epochs = 1;
+    c.coord.train.batch = 10;
+    c.coord.train.optimizer = "sgd";
+    c.coord.train.lr = 0.05f;
+    c.coord.metrics_file = path;
+    probe p = {0, 0};
+    c.coord.metric = first_param;
+    c.coord.metric_user = &p;
+    c.coord.metric_key = "probe";
+    fed_sim_result res;
+    CHECK_OK(fed_sim_run(&c, &fin, &res));
+    CHECK_SIZE(p.calls, 3);
+    CHECK(fin && res.last.metric == (double)fed_model_params(fin)[0]);
+    CHECK(res.last.metric == p.last);
+    FILE *f = fopen(path, "r");
+    char line[8192], want[64];
+    size_t lines = 0;
+    snprintf(want, sizeof want, "\"probe\":%.9g,", p.last);
+    while (f && fgets(line, sizeof line, f)) {
+        lines++;
+        CHECK(strstr(line, "\"probe\":") != NULL);
+        if (lines == 3) CHECK_CONTAINS(line, want);
+    }
+    if (f) fclose(f);
+    CHECK_SIZE(lines, 3);
+    fed_model_destroy(&fin);
+
+    /* A backdoor to label 2 by 2 of 6 sites: the simulator's own metric. */
+    c.coord.metric = NULL;
+    c.coord.metrics_file = NULL;
+    c.malicious = 0.34;
+    c.attack = (fed_site_attack){.kind = FED_ATTACK_BACKDOOR, .param = 2};
+    CHECK_OK(fed_sim_run(&c, &fin, &res));
+    /* ... which is the final model's accuracy on the triggered test examples of labels 0
+     * and 1 (60 of the 90), relabelled 2. */
+    fed_sim_trigger t;
+    fed_dataset *bd = NULL;
+    double loss = 0, acc = -1;
+    CHECK_OK(fed_sim_trigger_make(&t, train));
+    CHECK_OK(fed_sim_backdoor_testset(&bd, test, &t, 2));
+    CHECK_SIZE(bd->n, 60);
+    CHECK_OK(fed_evaluate_ce(fin, bd, 0, &loss, &acc));
+    CHECK(res.last.metric == acc);
+    CHECK(acc > 0.5); /* two poisoned sites of six plant it */
+    fed_data_destroy(&bd);
+    fed_model_destroy(&fin);
+    c.attack.param = 0;
+    fed_sim_result res0;
+    CHECK_OK(fed_sim_run(&c, NULL, &res0));
+    CHECK(memcmp(res.sha256, res0.sha256, 32) != 0);
+
+    /* Refusals, naming the setting. */
+    c.attack.param = 3;
+    CHECK_ERR(fed_sim_run(&c, NULL, &res), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "attack backdoor: label 3 is not one of the 3 classes");
+    c.attack.param = 0;
+    c.coord.input_stats = true;
+    CHECK_ERR(fed_sim_run(&c, NULL, &res), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "attack backdoor: its trigger is set before the input_stats");
+    c.coord.input_stats = false;
+    c.attack = (fed_site_attack){.kind = FED_ATTACK_LIE, .param = -0.5};
+    CHECK_ERR(fed_sim_run(&c, NULL, &res), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "attack lie: Z -0.5 must be finite and >= 0");
+    /* The paper's Z for 6 sites a round with f = 2: s = 4 - 2 = 2, Phi^-1(4/6) = 0.430727;
+     * with one site a round it is not defined. */
+    c.attack.param = NAN;
+    CHECK_NEAR(fed_sim_lie_z(&c, 6, 2, NULL, NULL), 0.43072729929545733, 1e-9);
+    c.coord.fraction = 0.1;
+    size_t k = 0, fm = 0;
+    CHECK(isnan(fed_sim_lie_z(&c, 6, 2, &k, &fm)));
+    CHECK_SIZE(k, 1);
+    CHECK_SIZE(fm, 1);
+    CHECK_ERR(fed_sim_run(&c, NULL, &res), FED_EINVAL);
+    CHECK_STR(fed_errmsg(),
+              "attack lie: the paper's Z is not defined for 1 sites a round, 2 of 6 malicious: "
+              "give Z");
+
+    unlink(path);
+    fed_model_destroy(&m);
+    fed_arch_destroy(&a);
+    fed_data_destroy(&train);
+    fed_data_destroy(&test);
+}
+
 int main(void) {
     RUN(trigger_on_a_28x28_image_sets_exactly_nine_pixels);
     RUN(trigger_on_a_table_sets_the_last_three_features_out_of_range);
     RUN(poison_appends_triggered_relabelled_copies_of_half);
+    RUN(metric_hook_and_backdoor_through_the_simulator);
     return test_report();
 }
