@@ -441,8 +441,9 @@ static fed_err make_sites(sim_run *r) {
     }
     /* Scaling's default K: the sites a round samples (the coordinator's rule). */
     const double sampled = (double)sampled_per_round(cfg, n);
-    const double z =
-        cfg->attack.kind == FED_ATTACK_LIE ? fed_sim_lie_z(cfg, n, r->nbad, NULL, NULL) : 0.0;
+    const double z = cfg->attack.kind == FED_ATTACK_LIE && r->nbad
+                         ? fed_sim_lie_z(cfg, n, r->nbad, NULL, NULL)
+                         : 0.0;
     if (!isfinite(z)) {
         err = fed_errorf(FED_EINVAL,
                          "attack lie: the paper's Z is not defined for %g sites a round, %zu of "

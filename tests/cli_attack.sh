@@ -164,6 +164,10 @@ ok "clean: test loss 0.8001" grep -q "^round   4/4: .*test loss 0.8001 acc 0.600
 ok_same "lie: seeded, the same bytes" "$(hash_of "$tmp/lie30b.out")" "$(hash_of "$tmp/lie30.out")"
 expect 2 "attack lie: the paper's Z is not defined for 1 sites a round, 3 of 10 malicious: give Z" \
   -- "${SIM[@]}" --malicious 0.3 --attack lie --fraction 0.1
+"${SIM[@]}" --fraction 0.1 >"$tmp/f1.out" 2>&1
+"${SIM[@]}" --fraction 0.1 --malicious 0 --attack lie >"$tmp/lie0.out" 2>&1
+ok_same "lie with no attacker: the plain run, Z not needed" "$(hash_of "$tmp/lie0.out")" \
+  "$(hash_of "$tmp/f1.out")"
 
 # Bad values: one line, exit 2 (a usage error), nothing run.
 expect 2 "--attack needs --malicious (how many)" -- "${SIM[@]}" --attack sign-flip
