@@ -10,6 +10,7 @@
 #include "training/fit.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "sim/attack.h"
 #include "sim/sim.h"
 
 #include <inttypes.h>
@@ -125,7 +126,8 @@ static const opt_spec sim_opts[] = {
     {"malicious", OPT_STRING, NULL, 1, 0, NULL, F(malicious),
      "share of the sites that attack, 0..0.5 (drawn from --seed; needs --attack)"},
     {"attack", OPT_STRING, NULL, 1, 0, NULL, F(attack),
-     "the malicious sites' attack: sign-flip|scale[:K]|noise:S|label-flip"},
+     "the malicious sites' attack: sign-flip|scale[:K]|noise:S|label-flip|backdoor[:LABEL]|"
+     "lie[:Z]"},
     {"target-accuracy", OPT_FLOAT, "0", 0, 1, NULL, S(target_accuracy),
      "stop at the first round whose test accuracy reaches this (0: off)"},
     {"metrics", OPT_STRING, NULL, 1, 0, NULL, S(metrics), "JSON-lines metrics per round"},
@@ -177,6 +179,7 @@ static void on_round(void *user, const fed_coord_round_stats *s) {
     if (s->models_trainable) /* a frozen base: who got it, who the trainable part only */
         printf(", models %zu full + %zu trainable-only", s->models_full, s->models_trainable);
     if (!isnan(s->epsilon)) printf(", epsilon %.4g", s->epsilon);
+    if (!isnan(s->metric)) printf(", backdoor success %.3f", s->metric);
     printf("\n");
     fflush(stdout);
     if (o->target > 0 && !o->first_target && s->central_acc >= o->target)
@@ -365,9 +368,15 @@ static fed_err parse_attack(const sim_cfg *o, fed_sim_config *sc) {
         at->kind = FED_ATTACK_SCALE;
     else if (klen == 5 && strncmp(a, "noise", 5) == 0)
         at->kind = FED_ATTACK_NOISE;
+    else if (klen == 8 && strncmp(a, "backdoor", 8) == 0)
+        at->kind = FED_ATTACK_BACKDOOR; /* label 0 unless given */
+    else if (klen == 3 && strncmp(a, "lie", 3) == 0)
+        at->kind = FED_ATTACK_LIE, at->param = (double)NAN; /* NaN: the paper's Z (sim.h) */
     else
         return fed_errorf(FED_EINVAL,
-                          "--attack %s: unknown (sign-flip, scale[:K], noise:S, label-flip)", a);
+                          "--attack %s: unknown (sign-flip, scale[:K], noise:S, label-flip, "
+                          "backdoor[:LABEL], lie[:Z])",
+                          a);
     if (at->kind == FED_ATTACK_NOISE && !colon)
         return fed_errorf(FED_EINVAL, "--attack %s: noise needs its std, noise:S", a);
     if (colon) {
@@ -378,8 +387,27 @@ static fed_err parse_attack(const sim_cfg *o, fed_sim_config *sc) {
             return fed_errorf(FED_EINVAL, "--attack %s: K must not be 0", a);
         if (at->kind == FED_ATTACK_NOISE && !(v > 0.0))
             return fed_errorf(FED_EINVAL, "--attack %s: S must be > 0", a);
+        if (at->kind == FED_ATTACK_LIE && !(v >= 0.0))
+            return fed_errorf(FED_EINVAL, "--attack %s: Z must be >= 0", a);
+        if (at->kind == FED_ATTACK_BACKDOOR &&
+            !(v >= 0 && v == floor(v) && v < (double)sc->train->num_classes))
+            return fed_errorf(FED_EINVAL, "--attack %s: LABEL must be a class id, 0..%zu", a,
+                              sc->train->num_classes - 1);
         at->param = v;
     }
+    return FED_OK;
+}
+
+/* The backdoor's line: its label, share and trigger. */
+static fed_err print_trigger(const fed_sim_config *sc) {
+    fed_sim_trigger t;
+    fed_err err = fed_sim_trigger_make(&t, sc->train);
+    if (err) return err;
+    printf("backdoor: label %g; triggered copies of %g%% of each malicious site's examples; "
+           "trigger (feature=value):",
+           sc->attack.param, 100 * FED_SIM_BACKDOOR_SHARE);
+    for (size_t k = 0; k < t.n; k++) printf(" %zu=%g", t.at[k], (double)t.value[k]);
+    printf("\n");
     return FED_OK;
 }
 
@@ -405,6 +433,14 @@ static fed_err print_malicious(const sim_cfg *o, const fed_sim_config *sc) {
             printf(" %s", name);
         }
     printf("\n");
+    fed_err err = sc->attack.kind == FED_ATTACK_BACKDOOR ? print_trigger(sc) : FED_OK;
+    if (m && sc->attack.kind == FED_ATTACK_LIE) {
+        size_t k, f;
+        double z = fed_sim_lie_z(sc, n, m, &k, &f);
+        printf("lie: Z %.6g (%s, %zu sites a round, %zu of them malicious); mu and sigma from "
+               "%d trainings on resamples of each malicious site's own data\n",
+               z, isnan(sc->attack.param) ? "the paper's" : "given", k, f, FED_SITE_LIE_K);
+    }
     for (size_t i = 0; i < n && sc->attack.kind == FED_ATTACK_LABEL_FLIP; i++) {
         if (!bad[i]) continue;
         memset(cnt, 0, C * sizeof *cnt);
@@ -417,7 +453,7 @@ static fed_err print_malicious(const sim_cfg *o, const fed_sim_config *sc) {
     }
     fed_free(bad);
     fed_free(cnt);
-    return FED_OK;
+    return err;
 }
 
 /* The sites' shares of train as the options ask, and a one-line description of them. */
@@ -461,6 +497,10 @@ static void print_summary(const sim_cfg *o, const sim_out *so, const fed_sim_res
             printf("target accuracy %.4f not reached in %" PRIu64 " rounds\n",
                    o->sh.target_accuracy, res->rounds);
     }
+    if (!isnan(res->last.metric))
+        printf("backdoor success %.3f: the final model's share of triggered test examples "
+               "classified as the target label\n",
+               res->last.metric);
     printf("final model sha256 %s\n", hex);
 }
 

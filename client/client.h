@@ -132,13 +132,29 @@ typedef enum fed_attack_kind {
     FED_ATTACK_SCALE,      /* model replacement: param * delta */
     FED_ATTACK_NOISE,      /* delta + N(0, param^2) on every coordinate */
     FED_ATTACK_LABEL_FLIP, /* data poisoning, done to the data by the simulator: no stage */
+    FED_ATTACK_BACKDOOR,   /* data poisoning (sim/attack.h): triggered copies relabelled
+                              param; no stage */
+    FED_ATTACK_LIE,        /* "a little is enough" (Baruch et al. 2019): mu - param sigma,
+                              coordinate-wise over FED_SITE_LIE_K honest deltas the site
+                              trains on bootstrap resamples of its own data */
 } fed_attack_kind;
 
 typedef struct fed_site_attack {
     fed_attack_kind kind; /* FED_ATTACK_NONE: honest */
-    double param;         /* scale: the factor K (!= 0); noise: the std S (> 0) */
-    uint64_t seed;        /* noise: its key, with the round as the stream */
+    double param;         /* scale: the factor K (!= 0); noise: the std S (> 0); backdoor:
+                             the target label; lie: Z (>= 0) */
+    uint64_t seed;        /* noise: its key, with the round as the stream; lie: its
+                             resamples' (with the round) */
 } fed_site_attack;
+
+/* LIE's estimate of the honest updates: trainings on this many resamples. */
+#define FED_SITE_LIE_K 5
+
+/* LIE's Z from the paper for n sites a round of which f are malicious: s = floor(n/2 + 1)
+ * - f (the honest sites the attack needs "on its side"), Z = Phi^-1((n - s) / n), Phi the
+ * standard normal CDF. NaN when (n - s) / n is not in (0, 1) (e.g. f >= floor(n/2 + 1)).
+ * n = 10, f = 2: s = 4, Z = Phi^-1(0.6) = 0.2533471. */
+double fed_site_lie_z(size_t n, size_t f);
 
 /* What a site is made from. fed_site_default_config() fills every field; strings are
  * copied by fed_site_new (the caller may free them afterwards). */

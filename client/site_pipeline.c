@@ -28,7 +28,7 @@ fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struc
     fed_err err = FED_OK;
     if (!rs->stats) err = site_stage_delta_new(chain);
     if (!err && !rs->stats && attack && attack->kind != FED_ATTACK_NONE &&
-        attack->kind != FED_ATTACK_LABEL_FLIP)
+        attack->kind != FED_ATTACK_LABEL_FLIP && attack->kind != FED_ATTACK_BACKDOOR)
         err = site_stage_attack_new(chain, attack);
     if (!err && sec && rs->secagg.dp_clip > 0) err = site_stage_clip_new(chain, rs->secagg.dp_clip);
     if (!err && sec && rs->secagg.dp_noise_std > 0)

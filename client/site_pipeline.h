@@ -4,7 +4,7 @@
  *
  *   "delta" (local - global over the trainable tensors, in manifest order; not in the
  *            statistics round, whose update is the moments of the data)
- *   -> "attack" (simulator only: a malicious site's sign flip, scaling or noise)
+ *   -> "attack" (simulator only: a malicious site's sign flip, scaling, noise or LIE)
  *   -> "clip" (the L2 bound of the sites' differential privacy, RoundStart.secagg.dp_clip)
  *   -> "noise" (Gaussian noise of std RoundStart.secagg.dp_noise_std under a fresh key)
  *   -> (compression: issue 19)
@@ -42,9 +42,14 @@ typedef struct site_update {
     size_t n;               /* floats of v */
     const fed_model *model; /* "delta": the trained model (its layout, the local weights) */
     const float *global;    /* "delta": the global weights it trained from */
-    uint8_t *wire;          /* "mask": the message that leaves instead of v (fed_malloc'd;
-                               the caller's, also when a later stage fails); NULL: v */
-    size_t wire_len;        /* bytes of wire */
+    /* "attack" lie: trains again from the global weights on resample k (< FED_SITE_LIE_K)
+     * of the site's training data and writes that delta (n floats) into out; the trained
+     * model is then that training's. NULL: the stage fails. */
+    fed_err (*retrain)(void *user, size_t k, float *out);
+    void *retrain_user;
+    uint8_t *wire;   /* "mask": the message that leaves instead of v (fed_malloc'd;
+                        the caller's, also when a later stage fails); NULL: v */
+    size_t wire_len; /* bytes of wire */
 } site_update;
 
 typedef struct site_stage site_stage;
@@ -99,9 +104,16 @@ fed_err site_stage_delta_new(site_stage **chain) FED_MUST_USE;
 /* "attack" (stage_attack.c): a simulated malicious site's model poisoning, right after
  * "delta" (a kind of attack whose `when` is SITE_STAGE_TRAINED): sign flip v = -v, scale
  * v = K v, noise v += N(0, S^2) under a key made from attack->seed with the round as its
- * stream (same seed and round: same bytes). attack is copied; FED_EINVAL for a kind with
- * no stage (none, label flip) or a parameter out of range (K = 0 or not finite, S <= 0). */
+ * stream (same seed and round: same bytes), lie v = site_lie_combine of FED_SITE_LIE_K
+ * deltas from u->retrain. attack is copied; FED_EINVAL for a kind with no stage (none,
+ * label flip, backdoor) or a parameter out of range (K = 0 or not finite, S <= 0, Z < 0
+ * or not finite). */
 fed_err site_stage_attack_new(site_stage **chain, const fed_site_attack *attack) FED_MUST_USE;
+
+/* LIE's update: out[j] = mu_j - z sigma_j over the k rows of d (k x n floats, k >= 2),
+ * mu the mean and sigma the sample standard deviation (divisor k - 1), in double, rounded
+ * once to float. */
+void site_lie_combine(float *out, const float *d, size_t k, size_t n, double z);
 
 /* "clip" (stage_clip.c): v scaled to an L2 norm of at most bound (fed_dp_clip). */
 fed_err site_stage_clip_new(site_stage **chain, double bound) FED_MUST_USE;

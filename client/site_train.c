@@ -1,17 +1,19 @@
 /* A round's local work (client/site_internal.h): building the model from the manifest's
  * architecture and checking every tensor against it, the federated evaluation of the
  * global model on the local test split, fed_fit with the round's spec, local caps and
- * deadline, the delta = local - global over the trainable tensors, and the site's audit
- * copy of it (save_updates). site_train_round may run on a simulator's worker thread,
- * so it touches the round's RoundStart, the global weights, the data and the results
- * (s->res), never the connection, the round's state or the counters; fed_fit's callbacks
- * pump the channel only when the I/O thread itself trains. What deliberately does not
- * live here: sending, dropping or failing the round (site_round.c) and the job hand-over
- * (site_worker.c). */
+ * deadline, the delta = local - global over the trainable tensors, the trainings again on
+ * resamples that a simulated LIE attacker's "attack" stage asks for (retrain), and the
+ * site's audit copy of the update (save_updates). site_train_round may run on a
+ * simulator's worker thread, so it touches the round's RoundStart, the global weights,
+ * the data and the results (s->res), never the connection, the round's state or the
+ * counters; fed_fit's callbacks pump the channel only when the I/O thread itself trains.
+ * What deliberately does not live here: sending, dropping or failing the round
+ * (site_round.c) and the job hand-over (site_worker.c). */
 #include "client/site_internal.h"
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/train_spec.h"
 
@@ -152,6 +154,42 @@ done:
     return err;
 }
 
+/* What the "attack" stage's LIE trains again with (site_update.retrain). */
+typedef struct retrain_ctx {
+    fed_site *s;
+    fed_model *m;
+    const fed_fit_config *fc; /* the round's training, as the honest delta was trained */
+} retrain_ctx;
+
+/* A simulated LIE attacker's k-th honest delta: the round's training from the global
+ * weights on a bootstrap resample of the training split (as many examples, drawn with
+ * replacement under the attack's seed, the round and k; fed_fit seeded afresh by k). */
+static fed_err retrain(void *user, size_t k, float *out) {
+    const retrain_ctx *c = user;
+    fed_site *s = c->s;
+    const fed_dataset *d = s->data.train;
+    const fed_msg_round_start *rs = s->round.rs;
+    size_t *idx = fed_mallocarray(d->n ? d->n : 1, sizeof *idx);
+    if (!idx) return FED_ENOMEM;
+    fed_rng r = fed_rng_stream(s->cfg.attack.seed ^ fed_mix64(rs->round), k);
+    for (size_t i = 0; i < d->n; i++) idx[i] = (size_t)fed_rng_below(&r, d->n);
+    fed_dataset *sample = NULL;
+    fed_err err = fed_data_subset(&sample, d, idx, d->n);
+    fed_free(idx);
+    if (err) return err;
+    float *w = fed_model_params(c->m);
+    memcpy(w, s->model.global, fed_model_num_params(c->m) * sizeof(float));
+    fed_fit_config fc = *c->fc;
+    fc.seed = fed_mix64(fc.seed ^ (0x6c6965ull + k)); /* "lie" */
+    fed_fit_result fr;
+    err = fed_fit(c->m, sample, NULL, &fc, &fr);
+    fed_data_destroy(&sample);
+    if (!err && atomic_load(&s->fit.abort)) err = fed_errorf(FED_EAGAIN, "attack lie: aborted");
+    if (!err && !fed_model_delta(c->m, w, s->model.global, out))
+        err = fed_errorf(FED_ENONFINITE, "attack lie: resample %zu: a delta is not finite", k);
+    return err;
+}
+
 /* The least time kept for sending an update before the round's deadline. */
 #define UPLOAD_MARGIN_MIN_S 0.1
 
@@ -247,9 +285,16 @@ train_result site_train_round(fed_site *s, fed_site_trainer *t, fed_err *err, co
         return TR_FAIL_DATA;
     }
     s->res.delta_n = nd;
-    site_update u = {
-        .round = rs->round, .v = s->res.delta, .n = nd, .model = m, .global = s->model.global};
+    retrain_ctx rc = {s, m, &fc};
+    site_update u = {.round = rs->round,
+                     .v = s->res.delta,
+                     .n = nd,
+                     .model = m,
+                     .global = s->model.global,
+                     .retrain = retrain,
+                     .retrain_user = &rc};
     if ((*err = site_stage_run(s->round.pipe, SITE_STAGE_TRAINED, &u))) {
+        if (atomic_load(&s->fit.abort)) return TR_ABORTED;
         *what = "update";
         return *err == FED_ENONFINITE ? TR_NONFINITE : TR_FAIL_DATA;
     }

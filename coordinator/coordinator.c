@@ -343,7 +343,7 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
     c->ended_before = c->rounds_done >= cfg->rounds;
     c->last.round = c->rounds_done;
     c->last.model_version = c->version;
-    c->last.central_loss = c->last.central_acc = (double)NAN;
+    c->last.central_loss = c->last.central_acc = c->last.metric = (double)NAN;
     c->last.fed_loss = c->last.fed_acc = c->last.train_loss = (double)NAN;
     c->last.epsilon = (double)NAN;
     if (c->dp.acc && (err = fed__coord_spent(c, &c->last.epsilon))) goto fail;

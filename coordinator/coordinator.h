@@ -252,6 +252,14 @@ typedef struct fed_coord_config {
     bool (*tally)(void *user, const char *cn);
     void *tally_user;
     const char *tally_key; /* a JSON key, no quotes or backslashes (borrowed) */
+    /* A number the caller computes from each round's new global model (the simulator's
+     * "backdoor_success": its own evaluation set): the round's stats get it as `metric`
+     * and the metrics line as "<metric_key>":V. Called on the coordinator's thread after
+     * the central evaluation, with the model to evaluate (its weights must stay as they
+     * are); NaN (a failure) is written null. NULL: none. */
+    double (*metric)(void *user, fed_model *m);
+    void *metric_user;
+    const char *metric_key; /* a JSON key, no quotes or backslashes (borrowed) */
 } fed_coord_config;
 
 /* Defaults: 10 rounds, fraction 1, min_clients 2, min_fit 2, deadline 600 s, wait 10 s
@@ -271,6 +279,7 @@ typedef struct fed_coord_round_stats {
     size_t failed;                      /* sampled clients whose round failed at the site */
     double examples;                    /* total weight of accepted updates */
     double central_loss, central_acc;   /* NaN without eval_data */
+    double metric;                      /* config.metric of the new model; NaN without */
     double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */
     double train_loss;                  /* example-weighted train_loss of the updates; NaN */
     double epsilon;                     /* DP spent so far at dp_delta; NaN without DP */

@@ -13,6 +13,7 @@ fed_err fed__coord_evaluate(fed_coord *c) {
         c->cur.central_loss = loss;
         c->cur.central_acc = acc;
     }
+    c->cur.metric = c->cfg.metric ? c->cfg.metric(c->cfg.metric_user, c->model) : (double)NAN;
     double wsum = 0, l = 0, a = 0, tw = 0, tl = 0;
     for (size_t i = 0; i < c->ncl; i++) {
         const client *k = &c->cl[i];
@@ -94,6 +95,7 @@ static void write_metrics(fed_coord *c) {
     json_num(f, "examples", s->examples);
     json_num(f, "central_loss", s->central_loss);
     json_num(f, "central_accuracy", s->central_acc);
+    if (c->cfg.metric && c->cfg.metric_key) json_num(f, c->cfg.metric_key, s->metric);
     json_num(f, "train_loss", s->train_loss);
     json_num(f, "federated_loss", s->fed_loss);
     json_num(f, "federated_accuracy", s->fed_acc);

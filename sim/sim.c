@@ -8,6 +8,8 @@
 #include "sim/sim.h"
 
 #include "client/client.h"
+#include "sim/attack.h"
+#include "training/fit.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -166,6 +168,21 @@ size_t fed_sim_malicious(const fed_sim_config *cfg, size_t n, bool *is_bad) {
     return m;
 }
 
+/* The sites a round samples of n (the coordinator's rule: ceil(fraction n), at least 1). */
+static size_t sampled_per_round(const fed_sim_config *cfg, size_t n) {
+    double k = ceil(cfg->coord.fraction * (double)n - 1e-9);
+    return k < 1 ? 1 : (size_t)k;
+}
+
+double fed_sim_lie_z(const fed_sim_config *cfg, size_t n, size_t nbad, size_t *sampled, size_t *f) {
+    size_t k = sampled_per_round(cfg, n);
+    size_t m = n ? (size_t)llround((double)nbad * (double)k / (double)n) : 0;
+    if (m < 1) m = 1;
+    if (sampled) *sampled = k;
+    if (f) *f = m;
+    return isnan(cfg->attack.param) ? fed_site_lie_z(k, m) : cfg->attack.param;
+}
+
 /* ---- certificates for --tls ------------------------------------------------------------ */
 
 extern char **environ;
@@ -290,6 +307,19 @@ static fed_err check(const fed_sim_config *c) {
         return fed_errorf(FED_EINVAL, "attack scale: K %g must be finite", c->attack.param);
     if (c->attack.kind == FED_ATTACK_NOISE && !(isfinite(c->attack.param) && c->attack.param > 0))
         return fed_errorf(FED_EINVAL, "attack noise: S %g must be finite and > 0", c->attack.param);
+    if (c->attack.kind == FED_ATTACK_LIE &&
+        !(isnan(c->attack.param) || (isfinite(c->attack.param) && c->attack.param >= 0)))
+        return fed_errorf(FED_EINVAL, "attack lie: Z %g must be finite and >= 0", c->attack.param);
+    if (c->attack.kind == FED_ATTACK_BACKDOOR) {
+        double l = c->attack.param;
+        if (!(l >= 0 && l < (double)c->train->num_classes && l == floor(l)))
+            return fed_errorf(FED_EINVAL, "attack backdoor: label %g is not one of the %zu classes",
+                              l, c->train->num_classes);
+        if (c->coord.input_stats)
+            return fed_errorf(FED_EINVAL, "attack backdoor: its trigger is set before the "
+                                          "input_stats transform, which its test set lacks: "
+                                          "use one or the other");
+    }
     return FED_OK;
 }
 
@@ -317,16 +347,18 @@ typedef struct sim_run {
     bool *bad;               /* (n) the malicious sites */
     char (*bad_names)[64];   /* (nbad) their names, for the metrics' malicious_accepted */
     size_t nbad;
-    pool q;                /* the training workers */
-    coord_thread ct;       /* the coordinator and its thread */
-    bool coord_started;    /* ct.th runs */
-    bool mu_init;          /* q.mu and q.cv are initialised */
-    void *zctx;            /* the ZeroMQ context everyone shares */
-    fed_base_cache *bases; /* the frozen bases the sites hold, in memory once for all */
-    char certdir[64];      /* the temporary certificate folder ("" without TLS) */
-    char endpoint[96];     /* the coordinator's inproc endpoint */
-    char ca[128];          /* the federation's CA certificate under certdir */
-    fed_net_config net;    /* the channel settings of the coordinator and the sites */
+    fed_sim_trigger trigger; /* the backdoor's (attack backdoor) */
+    fed_dataset *bd_test;    /* the triggered test set of backdoor_success, or NULL */
+    pool q;                  /* the training workers */
+    coord_thread ct;         /* the coordinator and its thread */
+    bool coord_started;      /* ct.th runs */
+    bool mu_init;            /* q.mu and q.cv are initialised */
+    void *zctx;              /* the ZeroMQ context everyone shares */
+    fed_base_cache *bases;   /* the frozen bases the sites hold, in memory once for all */
+    char certdir[64];        /* the temporary certificate folder ("" without TLS) */
+    char endpoint[96];       /* the coordinator's inproc endpoint */
+    char ca[128];            /* the federation's CA certificate under certdir */
+    fed_net_config net;      /* the channel settings of the coordinator and the sites */
 } sim_run;
 
 /* The endpoint, the certificates (with TLS), the descriptors and the ZeroMQ context. */
@@ -359,6 +391,31 @@ static bool is_malicious(void *user, const char *cn) {
     return false;
 }
 
+/* The coordinator's metric with a backdoor: the new model's accuracy on the triggered test
+ * set, the share of its examples classified as the target label. */
+static double backdoor_success(void *user, fed_model *m) {
+    const sim_run *r = user;
+    double loss, acc;
+    return fed_evaluate_ce(m, r->bd_test, 0, &loss, &acc) == FED_OK ? acc : (double)NAN;
+}
+
+/* The backdoor's trigger, and with a central test set its triggered copy and the
+ * coordinator's metric "backdoor_success" over it. */
+static fed_err setup_backdoor(sim_run *r, fed_coord_config *cc) {
+    const fed_sim_config *cfg = r->cfg;
+    if (cfg->attack.kind != FED_ATTACK_BACKDOOR)
+        return FED_OK; /* also with no attacker: the base rate */
+    fed_err err = fed_sim_trigger_make(&r->trigger, cfg->train);
+    if (err || !cfg->coord.eval_data) return err;
+    if ((err = fed_sim_backdoor_testset(&r->bd_test, cfg->coord.eval_data, &r->trigger,
+                                        (int32_t)cfg->attack.param)))
+        return err;
+    cc->metric = backdoor_success;
+    cc->metric_user = r;
+    cc->metric_key = "backdoor_success";
+    return FED_OK;
+}
+
 /* The malicious sites (r->bad) and their names (r->bad_names). */
 static fed_err pick_malicious(sim_run *r) {
     if (!(r->bad = fed_calloc(r->n, sizeof *r->bad))) return FED_ENOMEM;
@@ -383,8 +440,17 @@ static fed_err make_sites(sim_run *r) {
         goto done;
     }
     /* Scaling's default K: the sites a round samples (the coordinator's rule). */
-    double sampled = ceil(cfg->coord.fraction * (double)n - 1e-9);
-    if (sampled < 1) sampled = 1;
+    const double sampled = (double)sampled_per_round(cfg, n);
+    const double z = cfg->attack.kind == FED_ATTACK_LIE && r->nbad
+                         ? fed_sim_lie_z(cfg, n, r->nbad, NULL, NULL)
+                         : 0.0;
+    if (!isfinite(z)) {
+        err = fed_errorf(FED_EINVAL,
+                         "attack lie: the paper's Z is not defined for %g sites a round, %zu of "
+                         "%zu malicious: give Z",
+                         sampled, r->nbad, n);
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
         size_t a = pp->offsets[i], b = pp->offsets[i + 1];
         for (size_t j = a; j < b; j++) idx[j - a] = pp->index[j];
@@ -395,9 +461,18 @@ static fed_err make_sites(sim_run *r) {
             atk = cfg->attack;
             atk.seed = fed_mix64(cfg->seed ^ fed_mix64(0x61747461636bull + i));
             if (atk.kind == FED_ATTACK_SCALE && atk.param == 0.0) atk.param = sampled;
+            if (atk.kind == FED_ATTACK_LIE) atk.param = z;
             if (atk.kind == FED_ATTACK_LABEL_FLIP) /* data poisoning: y -> C-1-y */
                 for (size_t j = 0; j < sub->n; j++)
                     sub->y[j] = (int32_t)cfg->train->num_classes - 1 - sub->y[j];
+            if (atk.kind == FED_ATTACK_BACKDOOR) { /* data poisoning: triggered copies */
+                fed_dataset *poisoned = NULL;
+                err = fed_sim_backdoor_poison(&poisoned, sub, &r->trigger, (int32_t)atk.param,
+                                              atk.seed);
+                fed_data_destroy(&sub);
+                if (err) goto done;
+                sub = poisoned;
+            }
         }
         char name[64], scert[224], skey[224];
         site_name(name, cfg->site_names, i, r->width);
@@ -604,6 +679,7 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
     fed_free(r->vs);
     fed_free(r->bad);
     fed_free(r->bad_names);
+    fed_data_destroy(&r->bd_test);
     fed_partition_destroy(&r->part);
     if (r->certdir[0]) {
         if (remove_tree(r->certdir) != 0)
@@ -674,6 +750,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         cc.tally_user = r;
         cc.tally_key = "malicious_accepted";
     }
+    if ((err = setup_backdoor(r, &cc))) goto done;
     if ((err = fed_coord_new(&r->ct.c, &cc))) goto done;
 
     if ((err = make_sites(r))) goto done;

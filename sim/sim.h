@@ -25,9 +25,13 @@
  *
  * Attacks: `malicious` is the share of the sites that attack (drawn once from the seed:
  * fed_sim_malicious says which), `attack` what they do. Model poisoning (sign flip,
- * scaling, noise) is the sites' "attack" stage (client/site_pipeline.h), data poisoning
- * (label flip, y -> C-1-y) is done here to the malicious sites' data when they are made.
- * The coordinator is not told who is malicious. */
+ * scaling, noise, LIE with Z from fed_sim_lie_z) is the sites' "attack" stage
+ * (client/site_pipeline.h), data poisoning (label flip, y -> C-1-y; backdoor, sim/attack.h:
+ * triggered copies relabelled) is done here to the malicious sites' data when they are made. The
+ * coordinator is not told who is malicious. With a backdoor and coord.eval_data, the coordinator's
+ * metric hook reports "backdoor_success" each round: the new model's accuracy on the triggered test
+ * examples of other labels relabelled to the target (also with malicious 0: the base
+ * rate). */
 #ifndef FED_SIM_SIM_H
 #define FED_SIM_SIM_H
 
@@ -69,7 +73,8 @@ typedef struct fed_sim_config {
     double malicious;                     /* share of the sites that attack, [0, 0.5] (0) */
     fed_site_attack attack;               /* what they do (with malicious > 0); its seed is
                                              ignored (each site's derives from seed), a scale
-                                             K of 0 is the number of sites sampled a round */
+                                             K of 0 is the number of sites sampled a round,
+                                             a lie Z of NaN the paper's (fed_sim_lie_z) */
     /* Called on the sites' thread with every update a site computed, just before it is
      * sent or, dropped true, lost with the site's vanishing connection: the site's
      * index, the round, its delta (n floats: the trainable tensors in manifest order)
@@ -96,6 +101,12 @@ typedef struct fed_sim_result {
 /* The malicious sites of cfg's n sites (floor(malicious n) of them, drawn from the seed
  * alone): is_bad (n) set true for them. Returns their number. */
 size_t fed_sim_malicious(const fed_sim_config *cfg, size_t n, bool *is_bad);
+
+/* The Z of a LIE attack among n sites of which nbad are malicious: cfg->attack.param, or
+ * when that is NaN the paper's (fed_site_lie_z) for the sites a round samples,
+ * ceil(fraction n), with f = round(nbad x sampled / n), at least 1, of them malicious.
+ * *sampled and *f (each may be NULL) receive those two. NaN when the paper's is undefined. */
+double fed_sim_lie_z(const fed_sim_config *cfg, size_t n, size_t nbad, size_t *sampled, size_t *f);
 
 /* The name of site i of n: cfg->site_names[i], else "site-007" (as many digits as n - 1
  * has, at least 3). */

@@ -3,8 +3,9 @@
 # byte for byte; the malicious sites are drawn from --seed and named; sign flip at 0.3
 # lowers the final accuracy and changes the hash; label flip's sites train on the flipped
 # labels the sim prints (each share's counts add up); scale and noise change the model and
-# repeat under a seed; secure aggregation carries the attack; bad values are one clear
-# line each.
+# repeat under a seed; secure aggregation carries the attack; the backdoor's success rate
+# is 0 in the clean federation and 1 under attack, round by round; LIE's Z is the paper's
+# and a large Z lowers the accuracy; bad values are one clear line each.
 # Usage: cli_attack.sh <path to fedtune> <source dir>
 set -u
 FEDTUNE=$1
@@ -106,13 +107,75 @@ ok_differ "secagg: sign flip changes the model" "$(hash_of "$tmp/sa.out")" "$(ha
 ok "secagg: sign flip's final accuracy 0.4733 (clean 0.6000)" \
   test "$(acc_of "$tmp/sa.out")" = "0.4733" -a "$(acc_of "$tmp/sa0.out")" = "0.6000"
 
+# Backdoor to label 2: the three sites add triggered copies of half their 60 examples
+# (features 1..3 at their column's max + range), labelled 2. backdoor_success is the
+# share of the 100 test examples of labels 0 and 1 that the model classifies as 2 once
+# triggered: 0 in every round of the clean federation (--malicious 0 runs the plain
+# run's bytes and measures the base rate), 1 in every round under the attack, with the
+# test accuracy barely moved (0.6000 -> 0.5933).
+bd_of() { grep -o '"backdoor_success":[0-9.e-]*' "$1" | sed 's/.*://' | tr '\n' ' '; }
+"${SIM[@]}" --malicious 0 --attack backdoor:2 --metrics "$tmp/bd0.jsonl" >"$tmp/bd0.out" 2>&1
+"${SIM[@]}" --malicious 0.3 --attack backdoor:2 --metrics "$tmp/bd.jsonl" >"$tmp/bd.out" 2>&1
+ok_same "backdoor, --malicious 0: the plain run's bytes" "$(hash_of "$tmp/bd0.out")" "$h0"
+ok "backdoor: its label, share and trigger" grep -qx "backdoor: label 2; triggered copies of 50% \
+of each malicious site's examples; trigger (feature=value): 1=8.9994 2=5.5 3=3" "$tmp/bd.out"
+ok "backdoor: clean, success 0 every round" test "$(bd_of "$tmp/bd0.jsonl")" = "0 0 0 0 "
+ok "backdoor: attacked, success 1 every round" test "$(bd_of "$tmp/bd.jsonl")" = "1 1 1 1 "
+ok "backdoor: the round line says it" \
+  grep -q "^round   4/4: .*, backdoor success 1.000$" "$tmp/bd.out"
+ok "backdoor: the closing line says it" grep -qx "backdoor success 1.000: the final model's \
+share of triggered test examples classified as the target label" "$tmp/bd.out"
+ok "backdoor: clean closing line 0.000" grep -q "^backdoor success 0.000: " "$tmp/bd0.out"
+ok "backdoor: test accuracy 0.5933 (clean 0.6000)" test "$(acc_of "$tmp/bd.out")" = "0.5933"
+ok "backdoor: the malicious sites' updates weigh 90 (60 + 30 copies)" \
+  test "$(grep -o '{"cn":"site-00[016]","examples":90}' "$tmp/bd.jsonl" | wc -l)" -eq 12
+"${SIM[@]}" --malicious 0.1 --attack backdoor:2 --metrics "$tmp/bd1.jsonl" >"$tmp/bd1.out" 2>&1
+ok "backdoor: one site of ten, success 0 0 0.24 0.26" \
+  test "$(bd_of "$tmp/bd1.jsonl")" = "0 0 0.24 0.26 "
+NOTEST=("${SIM[@]:0:3}" "${SIM[@]:5}")
+"${NOTEST[@]}" --malicious 0.3 --attack backdoor:2 --metrics "$tmp/bdn.jsonl" >"$tmp/bdn.out" 2>&1
+ok "no test set: four rounds" test "$(wc -l <"$tmp/bdn.jsonl")" -eq 4
+ok "no test set: no backdoor_success" test "$(grep -c backdoor_success "$tmp/bdn.jsonl")" -eq 0
+ok "no backdoor_success without a backdoor" test "$(grep -c backdoor_success "$tmp/m.jsonl")" -eq 0
+
+# LIE ("a little is enough"): each malicious site sends mu - Z sigma of 5 deltas it trains
+# on bootstrap resamples of its own share. Z by default is the paper's for the sites a
+# round samples (n) and the malicious expected among them (f = round(3 n / 10)):
+# n 10, f 3: s = 6 - 3 = 3, Phi^-1(0.7) = 0.524401; n 5, f 2: s = 1, Phi^-1(0.8) =
+# 0.841621. Against plain FedAvg that small a shift barely matters (0.6067, clean 0.6000:
+# the attack is made to slip past robust rules); a large Z lowers the accuracy.
+"${SIM[@]}" --malicious 0.3 --attack lie >"$tmp/lie.out" 2>&1
+ok "lie: the paper's Z for 10 a round, 3 malicious" grep -qx "lie: Z 0.524401 (the paper's, \
+10 sites a round, 3 of them malicious); mu and sigma from 5 trainings on resamples of each \
+malicious site's own data" "$tmp/lie.out"
+ok_differ "lie: other bytes" "$(hash_of "$tmp/lie.out")" "$h0"
+ok "lie: final accuracy 0.6067 (clean 0.6000)" test "$(acc_of "$tmp/lie.out")" = "0.6067"
+"${SIM[@]}" --malicious 0.3 --attack lie --fraction 0.5 >"$tmp/lie5.out" 2>&1
+ok "lie: the paper's Z for 5 a round, 2 malicious" \
+  grep -q "^lie: Z 0.841621 (the paper's, 5 sites a round, 2 of them malicious); " "$tmp/lie5.out"
+"${SIM[@]}" --malicious 0.3 --attack lie:30 >"$tmp/lie30.out" 2>&1
+"${SIM[@]}" --malicious 0.3 --attack lie:30 >"$tmp/lie30b.out" 2>&1
+ok "lie:30: Z given" grep -q "^lie: Z 30 (given, 10 sites a round, 3 of them malicious); " \
+  "$tmp/lie30.out"
+ok "lie:30: final accuracy 0.5667, below the clean 0.6000" test "$(acc_of "$tmp/lie30.out")" = "0.5667"
+ok "lie:30: test loss 0.8830 (clean 0.8001)" \
+  grep -q "^round   4/4: .*test loss 0.8830 acc 0.5667" "$tmp/lie30.out"
+ok "clean: test loss 0.8001" grep -q "^round   4/4: .*test loss 0.8001 acc 0.6000" "$tmp/clean.out"
+ok_same "lie: seeded, the same bytes" "$(hash_of "$tmp/lie30b.out")" "$(hash_of "$tmp/lie30.out")"
+expect 2 "attack lie: the paper's Z is not defined for 1 sites a round, 3 of 10 malicious: give Z" \
+  -- "${SIM[@]}" --malicious 0.3 --attack lie --fraction 0.1
+"${SIM[@]}" --fraction 0.1 >"$tmp/f1.out" 2>&1
+"${SIM[@]}" --fraction 0.1 --malicious 0 --attack lie >"$tmp/lie0.out" 2>&1
+ok_same "lie with no attacker: the plain run, Z not needed" "$(hash_of "$tmp/lie0.out")" \
+  "$(hash_of "$tmp/f1.out")"
+
 # Bad values: one line, exit 2 (a usage error), nothing run.
 expect 2 "--attack needs --malicious (how many)" -- "${SIM[@]}" --attack sign-flip
 expect 2 "--malicious needs --attack (what they do)" -- "${SIM[@]}" --malicious 0.2
 expect 2 "--malicious 0.6: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious 0.6 --attack sign-flip
 expect 2 "--malicious -0.1: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious -0.1 --attack sign-flip
 expect 2 "--malicious 1/3: must be a share in [0, 0.5]" -- "${SIM[@]}" --malicious 1/3 --attack sign-flip
-expect 2 "--attack flip: unknown (sign-flip, scale[:K], noise:S, label-flip)" -- \
+expect 2 "--attack flip: unknown (sign-flip, scale[:K], noise:S, label-flip, backdoor[:LABEL], lie[:Z])" -- \
   "${SIM[@]}" --malicious 0.2 --attack flip
 expect 2 "--attack sign-flip:2: unknown" -- "${SIM[@]}" --malicious 0.2 --attack sign-flip:2
 expect 2 "--attack scale:0: K must not be 0" -- "${SIM[@]}" --malicious 0.2 --attack scale:0
@@ -121,6 +184,20 @@ expect 2 "--attack scale:inf: inf is not a number" -- "${SIM[@]}" --malicious 0.
 expect 2 "--attack noise:-1: S must be > 0" -- "${SIM[@]}" --malicious 0.2 --attack noise:-1
 expect 2 "--attack noise:0: S must be > 0" -- "${SIM[@]}" --malicious 0.2 --attack noise:0
 expect 2 "--attack noise: noise needs its std, noise:S" -- "${SIM[@]}" --malicious 0.2 --attack noise
+expect 2 "--attack backdoor:99: LABEL must be a class id, 0..2" -- \
+  "${SIM[@]}" --malicious 0.2 --attack backdoor:99
+expect 2 "--attack backdoor:3: LABEL must be a class id, 0..2" -- \
+  "${SIM[@]}" --malicious 0.2 --attack backdoor:3
+expect 2 "--attack backdoor:-1: LABEL must be a class id, 0..2" -- \
+  "${SIM[@]}" --malicious 0.2 --attack backdoor:-1
+expect 2 "--attack backdoor:1.5: LABEL must be a class id, 0..2" -- \
+  "${SIM[@]}" --malicious 0.2 --attack backdoor:1.5
+expect 2 "--attack lie:-1: Z must be >= 0" -- "${SIM[@]}" --malicious 0.2 --attack lie:-1
+expect 2 "--attack lie:x: x is not a number" -- "${SIM[@]}" --malicious 0.2 --attack lie:x
+expect 2 "--attack lie:inf: inf is not a number" -- "${SIM[@]}" --malicious 0.2 --attack lie:inf
+expect 2 "--attack backdoor:x: x is not a number" -- "${SIM[@]}" --malicious 0.2 --attack backdoor:x
+expect 2 "attack backdoor: its trigger is set before the input_stats transform, which its test \
+set lacks: use one or the other" -- "${SIM[@]}" --malicious 0.2 --attack backdoor --input-stats on
 for f in "$tmp"/*.out; do
   ok "$f: no sanitizer report" test "$(grep -c -e Sanitizer -e 'runtime error:' "$f")" -eq 0
 done

@@ -132,6 +132,10 @@ TEST(chain_of_a_round_start) {
     fed_site_attack honest = {.kind = FED_ATTACK_NONE};
     check_built_attack(&rs, &flip, "delta -> attack -> mask");
     check_built_attack(&rs, &labels, "delta -> mask");
+    fed_site_attack backdoor = {.kind = FED_ATTACK_BACKDOOR, .param = 1};
+    fed_site_attack lie = {.kind = FED_ATTACK_LIE, .param = 0.25};
+    check_built_attack(&rs, &backdoor, "delta -> mask");
+    check_built_attack(&rs, &lie, "delta -> attack -> mask");
     check_built_attack(&rs, &honest, "delta -> mask");
     rs.secagg.dp_clip = 1.0;
     check_built_attack(&rs, &flip, "delta -> attack -> clip -> mask");
@@ -385,6 +389,78 @@ TEST(attack_stage) {
     fed_free(w);
 }
 
+/* LIE's fake trainer: resample k's delta is row k of `rows` (K x 3 floats); from `fail_at`
+ * on it fails. */
+typedef struct lie_rows {
+    const float *rows;
+    size_t calls, fail_at;
+} lie_rows;
+
+static fed_err fake_retrain(void *user, size_t k, float *out) {
+    lie_rows *l = user;
+    l->calls++;
+    if (k >= l->fail_at) return fed_errorf(FED_EIO, "resample %zu failed", k);
+    memcpy(out, l->rows + 3 * k, 3 * sizeof *out);
+    return FED_OK;
+}
+
+TEST(lie_z_and_stage) {
+    /* Z by hand: n = 10 sampled, f = 2 malicious: s = floor(10/2 + 1) - 2 = 4, Z =
+     * Phi^-1((10 - 4) / 10) = Phi^-1(0.6) = 0.2533471031357998; the paper's n = 50, f = 12:
+     * s = 14, Phi^-1(0.72) = 0.5828415072712162. Undefined when f reaches floor(n/2 + 1). */
+    const double z = fed_site_lie_z(10, 2);
+    CHECK_NEAR(z, 0.2533471031357998, 1e-12);
+    CHECK_NEAR(fed_site_lie_z(50, 12), 0.5828415072712162, 1e-12);
+    CHECK_NEAR(fed_site_lie_z(10, 1), 0.0, 1e-12); /* s = 5: Phi^-1(0.5) */
+    CHECK(isnan(fed_site_lie_z(10, 6)));
+    CHECK(isnan(fed_site_lie_z(1, 1)));
+    CHECK(isnan(fed_site_lie_z(0, 0)));
+
+    /* K = 5 deltas of 3 coordinates: {1..5} (mu 3, sample var 2.5), {0,0,0,0,2} (mu 0.4,
+     * var 0.8), all 7 (sigma 0). Out = mu - Z sigma: 2.599423057742643,
+     * 0.17339946219428065, 7, computed in double and rounded once. */
+    CHECK_SIZE(FED_SITE_LIE_K, 5);
+    const float rows[15] = {1, 0, 7, 2, 0, 7, 3, 0, 7, 4, 0, 7, 5, 2, 7};
+    lie_rows lr = {rows, 0, 99};
+    fed_site_attack a = {.kind = FED_ATTACK_LIE, .param = z};
+    site_stage *chain = NULL;
+    CHECK_OK(site_stage_attack_new(&chain, &a));
+    float v[3] = {-9, -9, -9};
+    site_update u = {.round = 2, .v = v, .n = 3, .retrain = fake_retrain, .retrain_user = &lr};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_TRAINED, &u));
+    CHECK_SIZE(lr.calls, 5);
+    const float want[3] = {(float)(3.0 - z * sqrt(2.5)), (float)(0.4 - z * sqrt(0.8)), 7.0f};
+    CHECK_MEM(v, want, sizeof want);
+    CHECK_NEAR(v[0], 2.599423057742643, 1e-6);
+    CHECK_NEAR(v[1], 0.17339946219428065, 1e-6);
+    float direct[3];
+    site_lie_combine(direct, rows, 5, 3, z);
+    CHECK_MEM(direct, want, sizeof want);
+
+    /* A failing training fails the stage with its error; no trainer is an internal error. */
+    lr = (lie_rows){rows, 0, 3};
+    CHECK_ERR(site_stage_run(chain, SITE_STAGE_TRAINED, &u), FED_EIO);
+    CHECK_STR(fed_errmsg(), "resample 3 failed");
+    CHECK_SIZE(lr.calls, 4);
+    u.retrain = NULL;
+    CHECK_ERR(site_stage_run(chain, SITE_STAGE_TRAINED, &u), FED_EINTERNAL);
+    CHECK_STR(fed_errmsg(), "attack lie: no way to train again");
+    site_stage_destroy_all(&chain);
+
+    /* Z out of range is refused, nothing appended; the backdoor has no stage. */
+    a.param = -1;
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "attack lie: Z -1 must be finite and >= 0");
+    a.param = NAN;
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    a.param = INFINITY;
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    CHECK(chain == NULL);
+    a = (fed_site_attack){.kind = FED_ATTACK_BACKDOOR};
+    CHECK_ERR(site_stage_attack_new(&chain, &a), FED_EINVAL);
+    CHECK(chain == NULL);
+}
+
 TEST(mask_stage_and_unmask_recover_the_vector) {
     fed_sa_params p;
     fed_sa_params_default(&p, 2, ML);
@@ -470,6 +546,7 @@ int main(void) {
     RUN(clip_stage);
     RUN(noise_stage);
     RUN(attack_stage);
+    RUN(lie_z_and_stage);
     RUN(mask_stage_and_unmask_recover_the_vector);
     return test_report();
 }
