@@ -114,6 +114,8 @@ typedef struct site_settings {
     bool lean;                              /* free the model buffers after every round */
     fed_log_level info;                     /* level of progress lines: INFO, DEBUG when external */
     fed_site_attack attack;                 /* simulator only: the update's attack (zero: none) */
+    bool codec;                             /* announce FED_CAP_CODEC and compress when asked */
+    uint64_t codec_seed;                    /* stochastic rounding's seed (the site's seed) */
 } site_settings;
 
 /* The connection and its loop. I/O thread only: no worker ever touches the channel. */
@@ -185,6 +187,11 @@ typedef struct site_result {
     fed_epoch_stats last_epoch; /* of the current fit (fed_fit's on_epoch) */
     double last_pump;           /* time of the last poll while training (used only when the
                                    I/O thread trains: a worker never pumps) */
+    uint8_t *wire;              /* the compressed update being sent ("compress"), or NULL */
+    size_t wire_len;            /* its bytes */
+    float *resid;               /* error feedback: what the codec has not sent yet (resid_n
+                                   floats; I/O thread: "compress" runs when sending) */
+    size_t resid_n;
 } site_result;
 
 /* Training on the I/O thread (fed_site_run), and the way to stop any training. Everything
