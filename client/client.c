@@ -142,6 +142,13 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
         err = FED_ENOMEM;
         goto fail;
     }
+    if (cfg->state_dir) { /* the residual a previous run of this site left */
+        if (!(s->cfg.state_dir = fed_strdup(cfg->state_dir))) {
+            err = FED_ENOMEM;
+            goto fail;
+        }
+        if ((err = site_resid_load(cfg->state_dir, &s->res.resid, &s->res.resid_n))) goto fail;
+    }
     s->cfg.backoff_initial_ms = cfg->backoff_initial_ms;
     s->cfg.backoff_max_ms = cfg->backoff_max_ms;
     s->cfg.backoff_jitter = cfg->backoff_jitter;
@@ -207,6 +214,7 @@ void fed_site_destroy(fed_site **sp) {
     fed_data_destroy(&s->data.test_raw);
     fed_free(s->data.transform);
     fed_free(s->cfg.save_updates);
+    fed_free(s->cfg.state_dir);
     for (int i = 0; i < 4; i++) fed_free(s->cfg.tls[i]);
     fed_free(s->cfg.endpoint);
     fed_free(s->cfg.server_name);

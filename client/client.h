@@ -178,6 +178,9 @@ typedef struct fed_site_config {
                                         manifest names another fails, naming both */
     fed_site_attack attack;          /* simulator only: the attack this site plays on its
                                         updates (the "attack" stage; zero: honest) */
+    const char *state_dir;           /* folder of the site's state across restarts (NULL:
+                                        memory only): the error-feedback residual of the
+                                        uplink codec (residual.bin, written atomically) */
     bool no_codec;                   /* do not announce FED_SITE_CAP_CODEC: send plain f32
                                         deltas whatever RoundStart.compress asks (an old
                                         site; tests and the simulator's mixed rounds) */

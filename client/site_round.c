@@ -208,6 +208,8 @@ static void send_round(fed_site *s) {
     fed_err err = rs->stats ? FED_OK : site_stage_run(s->round.pipe, SITE_STAGE_SENT, &u);
     s->res.wire = u.wire;
     s->res.wire_len = u.wire_len;
+    if (!err && u.wire && s->cfg.state_dir) /* the residual survives a restart */
+        err = site_resid_save(s->cfg.state_dir, s->res.resid, s->res.resid_n);
     if (!err && u.wire) {
         err = site_send_update(s, u.wire_enc, u.wire, u.wire_len);
     } else if (!err) {

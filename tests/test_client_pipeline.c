@@ -15,6 +15,9 @@
 #include "privacy/secagg_crypto.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 /* ---- scripted stages: each appends its digit to v[0] -------------------------------- */
 
@@ -566,6 +569,67 @@ TEST(compress_error_feedback) {
     fed_free(resid);
 }
 
+/* The residual on disk: saved atomically, read back exactly; a missing file is none; a
+ * malformed one (every truncation, magic, n, digest, a NaN) is one error naming the file. */
+TEST(residual_file) {
+    char dir[] = "/tmp/fedtune-resid-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(false);
+        return;
+    }
+    float e[5] = {1.5f, -2, 0, 3e-7f, 1e20f}, *got = NULL;
+    size_t n = 99;
+    CHECK_OK(site_resid_load(dir, &got, &n)); /* none yet */
+    CHECK(got == NULL);
+    CHECK_SIZE(n, 0);
+    CHECK_OK(site_resid_save(dir, e, 5));
+    CHECK_OK(site_resid_load(dir, &got, &n));
+    CHECK_SIZE(n, 5);
+    if (got) CHECK_MEM(got, e, sizeof e);
+    fed_free(got);
+    e[0] = 7;
+    CHECK_OK(site_resid_save(dir, e, 3)); /* replaced whole */
+    CHECK_OK(site_resid_load(dir, &got, &n));
+    CHECK_SIZE(n, 3);
+    if (got) CHECK(got[0] == 7);
+    fed_free(got);
+    char path[128];
+    snprintf(path, sizeof path, "%s/residual.bin", dir);
+    uint8_t b[16 + 12 + 32], t[sizeof b];
+    FILE *f = fopen(path, "rb");
+    CHECK(f && fread(b, 1, sizeof b, f) == sizeof b);
+    if (f) fclose(f);
+    int wrong = 0;
+    for (size_t len = 0; len < sizeof b; len++) {
+        wrong += site_resid_parse(b, len, "r.bin", &got, &n) != FED_EFORMAT;
+        wrong += got != NULL;
+    }
+    CHECK_INT(wrong, 0);
+    CHECK_ERR(site_resid_parse(b, 10, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: 10 bytes, too short for a residual file");
+    memcpy(t, b, sizeof b);
+    t[0] = 'X';
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: not a fedtune residual file (magic)");
+    memcpy(t, b, sizeof b);
+    t[8] = 4;
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: n 4, but the file has 60 bytes");
+    memcpy(t, b, sizeof b);
+    t[15] = 0x80; /* n = 2^63 + 3: no overflow into a small length */
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    memcpy(t, b, sizeof b);
+    t[20] ^= 1;
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: digest mismatch (torn or corrupted)");
+    float nan3[3] = {0, NAN, 0};
+    CHECK_OK(site_resid_save(dir, nan3, 3));
+    CHECK_ERR(site_resid_load(dir, &got, &n), FED_EFORMAT);
+    CHECK_CONTAINS(fed_errmsg(), "residual.bin: value 1 is not finite");
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void) {
     RUN(chain_order_moments_pass_through_errors);
     RUN(chain_of_a_round_start);
@@ -576,5 +640,6 @@ int main(void) {
     RUN(mask_stage_and_unmask_recover_the_vector);
     RUN(compress_in_the_chain);
     RUN(compress_error_feedback);
+    RUN(residual_file);
     return test_report();
 }
