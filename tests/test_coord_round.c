@@ -1030,6 +1030,26 @@ TEST(dp_bad_settings_named) {
     fed_model_destroy(&m0);
 }
 
+/* compress: an unknown codec, and any codec with secagg (the masked sum must stay exact),
+ * are refused at start-up with one line. */
+TEST(compress_bad_settings_named) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.compress = "q3";
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "compress: unknown compression codec \"q3\"");
+    cfg.compress = "topk:0.01";
+    cfg.secagg.on = true;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "compress topk:0.01 with secagg: the masked sum must stay exact, and "
+                            "secagg already quantizes each update to 32-bit fixed point; drop "
+                            "compress");
+    cfg.compress = "none";
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK); /* "none" is no compression */
+    fed_coord_destroy(&coord);
+    fed_model_destroy(&m0);
+}
+
 /* A site whose round fails answers with an Error for that round: the round does not wait
  * for it, not even with ordered uploads where it is first in line (it used to stall there
  * until the deadline, throwing the others' updates away). */
@@ -1697,6 +1717,7 @@ int main(void) {
     RUN(fedavg_corrupt_checkpoint_falls_back);
     RUN(bad_updates_rejected);
     RUN(compressed_updates);
+    RUN(compress_bad_settings_named);
     RUN(round_waits_for_sample);
     RUN(dp_clipping_uniform_weights);
     RUN(dp_noise_accountant_budget);
