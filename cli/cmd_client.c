@@ -44,6 +44,7 @@ typedef struct client_cfg {
     size_t max_batch;         /* local cap on the batch, 0 = none */
     const char *save_updates; /* audit folder for every update sent */
     const char *base_cache;   /* folder of the frozen bases received */
+    const char *state_dir;    /* folder of the uplink codec's residual */
     double reconnect_initial; /* seconds */
     double reconnect_max;     /* seconds */
     double reconnect_jitter;  /* share of a delay cut off at random */
@@ -100,6 +101,9 @@ static const opt_spec client_opts[] = {
      "keep the frozen part of the model (the pre-trained base under adapters or a new head) in "
      "this folder, so that after it arrived once, even across restarts, only trainable tensors "
      "are sent (default: in memory, for this process)"},
+    {"state-dir", OPT_STRING, NULL, 1, 0, NULL, F(state_dir),
+     "keep the site's state in this folder across restarts: the error-feedback residual of "
+     "the uplink codec the coordinator's --compress asks for (default: in memory)"},
     {"reconnect-initial", OPT_FLOAT, "1", 0.01, 3600, NULL, F(reconnect_initial),
      "seconds before the first reconnect attempt; doubles after each failure"},
     {"reconnect-max", OPT_FLOAT, "60", 0.01, 86400, NULL, F(reconnect_max),
@@ -334,6 +338,7 @@ static fed_err run_client(const void *cfg) {
     sc.max_epochs = c->max_epochs;
     sc.max_batch = c->max_batch;
     sc.save_updates = c->save_updates;
+    sc.state_dir = c->state_dir;
     sc.backoff_initial_ms = (int)(c->reconnect_initial * 1000.0 + 0.5);
     sc.backoff_max_ms = (int)(c->reconnect_max * 1000.0 + 0.5);
     sc.backoff_jitter = c->reconnect_jitter;

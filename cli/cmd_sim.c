@@ -40,8 +40,9 @@ typedef struct sim_cfg {
     size_t min_size, shards, labels; /* dirichlet minimum, K per client */
     double client_test_split;        /* federated evaluation share */
     coord_shared_cfg sh;             /* what `coordinator` maps the same way */
-    size_t min_fit; /* 0: 1, with --secagg 2, with a robust rule the least it defends with */
-    size_t workers; /* training threads (0: cores) */
+    size_t min_fit;        /* 0: 1, with --secagg 2, with a robust rule the least it defends with */
+    size_t no_codec_sites; /* the first N sites lack "codec" */
+    size_t workers;        /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay; /* failures */
     int tls;                                     /* full TLS in-process */
     size_t seed;                                 /* everything random */
@@ -110,8 +111,15 @@ static const opt_spec sim_opts[] = {
     {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, S(max_update_norm),
      "reject deltas with a larger L2 norm (0: off)"},
     ROBUST_OPTS(S(rb)),
+    {"compress", OPT_STRING, "none", 1, 0, NULL, S(compress),
+     "uplink codec of the sites' updates: none, fp16, bf16, q8, q4 (stochastic, blocks of "
+     "256), topk:F (share F kept, with error feedback) or topk:F+fp16|bf16|q8|q4; sites "
+     "without the capability send f32"},
     RETRY_OPTS(S(rc), "0"),
     INPUT_STATS_OPT(S(input_stats), "off"),
+    {"no-codec-sites", OPT_SIZE, "0", 0, 1e9, NULL, F(no_codec_sites),
+     "the first N sites act as older sites without the capability \"codec\": they send plain "
+     "f32 updates whatever --compress (a mixed federation)"},
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -176,6 +184,9 @@ static void on_round(void *user, const fed_coord_round_stats *s) {
            s->round, o->rounds, s->sampled, s->returned, num(b1, s->train_loss),
            num(b2, s->central_loss), ppl, num(b3, s->central_acc),
            (double)(s->bytes_in + s->bytes_out) / 1e6, s->seconds);
+    printf(", up %" PRIu64 " B", s->update_bytes); /* update payloads accepted */
+    if (s->updates_compressed) printf(" (%zu compressed)", s->updates_compressed);
+    printf(", down %" PRIu64 " B", s->model_bytes); /* model payloads sent */
     if (s->models_trainable) /* a frozen base: who got it, who the trainable part only */
         printf(", models %zu full + %zu trainable-only", s->models_full, s->models_trainable);
     if (!isnan(s->epsilon)) printf(", epsilon %.4g", s->epsilon);
@@ -621,6 +632,7 @@ static fed_err run_sim(const void *cfgp) {
     if (sc.workers < 1) sc.workers = 1;
     sc.dropout = o->dropout;
     sc.stragglers = o->stragglers;
+    sc.no_codec_sites = o->no_codec_sites;
     sc.straggler_delay_s = o->straggler_delay;
     sc.tls = o->tls != 0;
     sc.certs_script = FED_CERTS_SCRIPT;

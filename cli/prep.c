@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "core/model.h"
 #include "core/alloc.h"
+#include "core/codec.h"
 #include "core/json.h"
 #include "net/channel.h"
 
@@ -465,6 +466,15 @@ fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
     cc->robust.trim = s->rb.trim;
     cc->robust.norm_bound = s->rb.norm_bound;
     cc->robust.spill_dir = s->rb.spill_dir;
+    fed_codec codec;
+    if ((err = fed_codec_parse(&codec, s->compress))) return fed_errprefix(err, "--compress");
+    if (fed_codec_on(&codec) && s->sa.on)
+        return fed_errorf(FED_EINVAL,
+                          "--compress %s with --secagg: the masked sum must stay exact, and "
+                          "secagg already quantizes each update to 32-bit fixed point; drop "
+                          "--compress",
+                          s->compress);
+    cc->compress = s->compress;
     prep_retry(&s->rc, cc);
     cc->input_stats = prep_input_stats(s->input_stats, s->dp.clip);
     cc->metrics_file = s->metrics;

@@ -277,6 +277,7 @@ typedef struct coord_shared_cfg {
     secagg_cfg sa;                                /* secure aggregation */
     double max_update_norm;                       /* reject larger deltas (0: off) */
     robust_cfg rb;                                /* robust aggregation */
+    const char *compress;                         /* uplink codec (core/codec.h names) */
     retry_cfg rc;                                 /* failed attempts, example counts */
     const char *input_stats;                      /* auto | on | off */
     const char *metrics;                          /* JSON-lines metrics file */
@@ -291,8 +292,8 @@ typedef struct coord_shared_cfg {
 
 /* Copies the shared options into cc: rounds, fraction, deadline, the training
  * configuration but its seed, freeze, strategy, DP, secagg, max-update-norm, the robust
- * rule, retries, input statistics, metrics, target accuracy and out. FED_EINVAL for an
- * unknown strategy or rule. */
+ * rule, compress, retries, input statistics, metrics, target accuracy and out. FED_EINVAL
+ * for an unknown strategy, rule or codec, or a codec with --secagg. */
 fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) FED_MUST_USE;
 
 /* Loads path as dc says. classes (may be NULL) is the JSON array of class names a model

@@ -12,6 +12,7 @@
 #include "core/alloc.h"
 #include "core/blas.h"
 #include "core/log.h"
+#include "core/rng.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -131,6 +132,8 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     s->cfg.max_epochs = cfg->max_epochs;
     s->cfg.max_batch = cfg->max_batch;
     s->cfg.attack = cfg->attack;
+    s->cfg.codec = !cfg->no_codec;
+    s->cfg.codec_seed = fed_mix64(cfg->seed ^ 0x636f646563ull); /* "codec" */
     if (cfg->tokenizer_sha256) {
         s->cfg.has_tok = true;
         memcpy(s->cfg.tok_sha, cfg->tokenizer_sha256, FED_SHA256_LEN);
@@ -138,6 +141,13 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     if (cfg->save_updates && !(s->cfg.save_updates = fed_strdup(cfg->save_updates))) {
         err = FED_ENOMEM;
         goto fail;
+    }
+    if (cfg->state_dir) { /* the residual a previous run of this site left */
+        if (!(s->cfg.state_dir = fed_strdup(cfg->state_dir))) {
+            err = FED_ENOMEM;
+            goto fail;
+        }
+        if ((err = site_resid_load(cfg->state_dir, &s->res.resid, &s->res.resid_n))) goto fail;
     }
     s->cfg.backoff_initial_ms = cfg->backoff_initial_ms;
     s->cfg.backoff_max_ms = cfg->backoff_max_ms;
@@ -192,6 +202,8 @@ void fed_site_destroy(fed_site **sp) {
     fed_free(s->model.global);
     fed_free(s->model.rx);
     fed_free(s->res.delta);
+    fed_free(s->res.wire);
+    fed_free(s->res.resid);
     fed_sa_client_destroy(&s->sa.client);
     fed_free(s->sa.delivery);
     fed_free(s->sa.masked);
@@ -202,6 +214,7 @@ void fed_site_destroy(fed_site **sp) {
     fed_data_destroy(&s->data.test_raw);
     fed_free(s->data.transform);
     fed_free(s->cfg.save_updates);
+    fed_free(s->cfg.state_dir);
     for (int i = 0; i < 4; i++) fed_free(s->cfg.tls[i]);
     fed_free(s->cfg.endpoint);
     fed_free(s->cfg.server_name);
@@ -227,11 +240,11 @@ static fed_err connect_now(fed_site *s) {
     cc.server_name = s->cfg.server_name;
     cc.net = s->cfg.net;
     cc.identity = s->cfg.identity;
-    const char *caps[4] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG,
-                           FED_SITE_CAP_BASE};
+    const char *caps[5] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG,
+                           FED_SITE_CAP_BASE, FED_SITE_CAP_CODEC};
     cc.hello.software = s->cfg.software;
     cc.hello.capabilities = caps;
-    cc.hello.num_capabilities = 4;
+    cc.hello.num_capabilities = s->cfg.codec ? 5 : 4;
     cc.hello.num_bases = site_base_list(s->bases, cc.hello.bases, FED_MSG_MAX_BASES);
     cc.hello.train_examples = s->stats.train_examples;
     cc.hello.eval_examples = s->stats.eval_examples;

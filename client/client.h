@@ -108,6 +108,7 @@
 #define FED_SITE_CAP_EVAL   "eval"
 #define FED_SITE_CAP_SECAGG "secagg"
 #define FED_SITE_CAP_BASE   FED_CAP_BASE_CACHE /* "base-cache": see fed_base_cache */
+#define FED_SITE_CAP_CODEC  FED_CAP_CODEC      /* "codec": RoundStart.compress (core/codec.h) */
 
 /* A store of frozen bases: the tensors of a model that no round changes (a pre-trained
  * network under LoRA adapters or a new head), kept by their SHA-256 (the manifest's
@@ -193,6 +194,12 @@ typedef struct fed_site_config {
                                         manifest names another fails, naming both */
     fed_site_attack attack;          /* simulator only: the attack this site plays on its
                                         updates (the "attack" stage; zero: honest) */
+    const char *state_dir;           /* folder of the site's state across restarts (NULL:
+                                        memory only): the error-feedback residual of the
+                                        uplink codec (residual.bin, written atomically) */
+    bool no_codec;                   /* do not announce FED_SITE_CAP_CODEC: send plain f32
+                                        deltas whatever RoundStart.compress asks (an old
+                                        site; tests and the simulator's mixed rounds) */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);

@@ -114,6 +114,9 @@ typedef struct site_settings {
     bool lean;                              /* free the model buffers after every round */
     fed_log_level info;                     /* level of progress lines: INFO, DEBUG when external */
     fed_site_attack attack;                 /* simulator only: the update's attack (zero: none) */
+    bool codec;                             /* announce FED_CAP_CODEC and compress when asked */
+    char *state_dir;                        /* the residual kept here across restarts, or NULL */
+    uint64_t codec_seed;                    /* stochastic rounding's seed (the site's seed) */
 } site_settings;
 
 /* The connection and its loop. I/O thread only: no worker ever touches the channel. */
@@ -185,6 +188,11 @@ typedef struct site_result {
     fed_epoch_stats last_epoch; /* of the current fit (fed_fit's on_epoch) */
     double last_pump;           /* time of the last poll while training (used only when the
                                    I/O thread trains: a worker never pumps) */
+    uint8_t *wire;              /* the compressed update being sent ("compress"), or NULL */
+    size_t wire_len;            /* its bytes */
+    float *resid;               /* error feedback: what the codec has not sent yet (resid_n
+                                   floats; I/O thread: "compress" runs when sending) */
+    size_t resid_n;
 } site_result;
 
 /* Training on the I/O thread (fed_site_run), and the way to stop any training. Everything
@@ -269,6 +277,13 @@ size_t site_base_list(fed_base_cache *c, uint8_t (*out)[FED_SHA256_LEN], size_t 
 fed_err site_prepare_data(fed_site *s, const fed_site_config *c) FED_MUST_USE;
 fed_err site_use_transform(fed_site *s, const char *json) FED_MUST_USE;
 fed_err site_stats_moments(fed_site *s, const fed_msg_manifest *mf, bool *local) FED_MUST_USE;
+
+/* residual.c: the error-feedback residual in <dir>/residual.bin (atomic write; strict
+ * read, FED_EFORMAT naming the file; a missing file is no residual: *n 0, *e NULL). */
+fed_err site_resid_save(const char *dir, const float *e, size_t n) FED_MUST_USE;
+fed_err site_resid_load(const char *dir, float **e, size_t *n) FED_MUST_USE;
+fed_err site_resid_parse(const uint8_t *b, size_t len, const char *path, float **e,
+                         size_t *n) FED_MUST_USE;
 
 /* site_round.c */
 fed_err site_send_msg(fed_site *s, const fed_msg *m);

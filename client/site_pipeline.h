@@ -7,7 +7,8 @@
  *   -> "attack" (simulator only: a malicious site's sign flip, scaling, noise or LIE)
  *   -> "clip" (the L2 bound of the sites' differential privacy, RoundStart.secagg.dp_clip)
  *   -> "noise" (Gaussian noise of std RoundStart.secagg.dp_noise_std under a fresh key)
- *   -> (compression: issue 19)
+ *   -> "compress" (the uplink codec of RoundStart.compress, with error feedback; sites
+ *                 with the capability "codec", never with secure aggregation)
  *   -> "mask" (secure aggregation: quantized and masked into the MASKED message)
  *
  * site_pipe_build makes a round's chain from its RoundStart when it arrives; a stage the
@@ -28,6 +29,7 @@
 #define FED_CLIENT_SITE_PIPELINE_H
 
 #include "client/client.h"
+#include "core/codec.h"
 #include "core/model.h"
 #include "proto/msg.h"
 
@@ -47,10 +49,19 @@ typedef struct site_update {
      * model is then that training's. NULL: the stage fails. */
     fed_err (*retrain)(void *user, size_t k, float *out);
     void *retrain_user;
-    uint8_t *wire;   /* "mask": the message that leaves instead of v (fed_malloc'd;
-                        the caller's, also when a later stage fails); NULL: v */
-    size_t wire_len; /* bytes of wire */
+    uint8_t *wire;         /* "mask": the message that leaves instead of v (fed_malloc'd;
+                              the caller's, also when a later stage fails); NULL: v */
+    size_t wire_len;       /* bytes of wire */
+    fed_encoding wire_enc; /* Update.encoding of wire ("compress"; "mask": unused) */
 } site_update;
+
+/* What the "compress" stage needs of its site. */
+typedef struct site_compress {
+    bool able;       /* the site announces FED_CAP_CODEC: it compresses when asked */
+    uint64_t seed;   /* the site's seed of stochastic rounding (mixed with the round) */
+    float **resid;   /* error feedback: the residual (the site's, *resid_n floats) */
+    size_t *resid_n; /* floats of *resid; a round of another size starts it at zero */
+} site_compress;
 
 typedef struct site_stage site_stage;
 
@@ -92,7 +103,7 @@ void site_stage_destroy_all(site_stage **chain);
  * error (FED_ENOMEM) *chain is empty. */
 struct site_secagg;
 fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struct site_secagg *sa,
-                        const fed_site_attack *attack) FED_MUST_USE;
+                        const fed_site_attack *attack, const site_compress *cz) FED_MUST_USE;
 
 /* ---- the stages (one file each) ---- */
 
@@ -122,6 +133,13 @@ fed_err site_stage_clip_new(site_stage **chain, double bound) FED_MUST_USE;
  * of the round under key (32 bytes, copied), or under a key drawn afresh for every
  * update when key is NULL (as sites do: nobody can predict or remove it; tests fix it). */
 fed_err site_stage_noise_new(site_stage **chain, double std, const uint8_t *key) FED_MUST_USE;
+
+/* "compress" (stage_compress.c): v + the residual encoded with codec into u->wire
+ * (u->wire_enc its Update.encoding), the residual becoming what the stream does not
+ * carry. cz is copied (its pointers borrowed). The codec's errors (FED_ERANGE: fp16
+ * cannot hold a value) fail the round. */
+fed_err site_stage_compress_new(site_stage **chain, const fed_codec *codec,
+                                const site_compress *cz) FED_MUST_USE;
 
 /* "mask" (stage_mask.c): v clipped to the protocol's range, quantized and masked with
  * sa's client and DELIVERY (fed_sa_client_mask) into u->wire, the MASKED message; v is

@@ -201,9 +201,22 @@ static void send_round(fed_site *s) {
         if (err) site_fail_round_err(s, err);
         return;
     }
-    swap_le(s->res.delta, s->res.delta_n);
-    fed_err err = site_send_update(s, rs->stats ? FED_ENCODING_MOMENTS_F32 : FED_ENCODING_DELTA_F32,
-                                   s->res.delta, (uint64_t)s->res.delta_n * 4u);
+    /* The stages that run when sending ("compress"): the stream replaces the delta. */
+    site_update u = {.round = rs->round, .v = s->res.delta, .n = s->res.delta_n};
+    fed_free(s->res.wire);
+    s->res.wire = NULL;
+    fed_err err = rs->stats ? FED_OK : site_stage_run(s->round.pipe, SITE_STAGE_SENT, &u);
+    s->res.wire = u.wire;
+    s->res.wire_len = u.wire_len;
+    if (!err && u.wire && s->cfg.state_dir) /* the residual survives a restart */
+        err = site_resid_save(s->cfg.state_dir, s->res.resid, s->res.resid_n);
+    if (!err && u.wire) {
+        err = site_send_update(s, u.wire_enc, u.wire, u.wire_len);
+    } else if (!err) {
+        swap_le(s->res.delta, s->res.delta_n);
+        err = site_send_update(s, rs->stats ? FED_ENCODING_MOMENTS_F32 : FED_ENCODING_DELTA_F32,
+                               s->res.delta, (uint64_t)s->res.delta_n * 4u);
+    }
     if (err) site_fail_round_err(s, err);
 }
 
@@ -380,7 +393,8 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
     const fed_msg_round_start *rs = s->round.rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);
-    fed_err err = site_pipe_build(&s->round.pipe, rs, &s->sa, &s->cfg.attack);
+    site_compress cz = {s->cfg.codec, s->cfg.codec_seed, &s->res.resid, &s->res.resid_n};
+    fed_err err = site_pipe_build(&s->round.pipe, rs, &s->sa, &s->cfg.attack, &cz);
     if (err) {
         site_fail_round_err(s, err);
         return;

@@ -1,13 +1,89 @@
 /* A round attempt from its sample to its close: sampling (ordered by CN for
  * reproducibility), broadcasting RoundStart, checking each announced Update against the
  * round (version, encoding, size, example bounds) and receiving it zero-copy into an
- * aggregator slot (or a byte buffer for masked uploads and moments), the collection's
- * progress and deadline, and failed attempts (grouped reasons, backoff, giving up). */
+ * aggregator slot (or a byte buffer for masked uploads and moments; a compressed update
+ * into a byte buffer, then decoded into its slot), the collection's progress and deadline,
+ * and failed attempts (grouped reasons, backoff, giving up). */
 #include "coordinator/internal.h"
+
+/* Whether k's announced update is a compressed delta (a core/codec.h stream). */
+bool fed__coord_compressed(const client *k) {
+    return k->up_enc >= FED_ENCODING_DELTA_FP16 && k->up_enc <= FED_ENCODING_DELTA_TOPK;
+}
+
+/* The encoding of c's compress codec (DELTA_F32 when off). */
+static fed_encoding codec_encoding(const fed_coord *c) {
+    if (!fed_codec_on(&c->codec)) return FED_ENCODING_DELTA_F32;
+    return (fed_encoding)(FED_ENCODING_DELTA_FP16 + (int)c->codec.id - FED_CODEC_F16);
+}
+
+/* A compressed update arrived whole in raw.buf[k->raw]: decoded into k's slot, whose
+ * commit then checks it as any delta (finite, norm bound). The stream must be of the
+ * round's codec (the size was checked against it before receiving). Frees the buffer;
+ * on error the slot is aborted and fed_errmsg says why. */
+fed_err fed__coord_decode_update(fed_coord *c, client *k) {
+    float *buf = NULL;
+    fed_codec got;
+    fed_err err = fed_agg_slot_buffer(c->agg, k->slot, &buf);
+    if (!err)
+        err = fed_codec_decode(c->raw.buf[k->raw], (size_t)k->up_bytes, buf, c->ntrainable, &got);
+    if (!err && (got.id != c->codec.id || got.values != c->codec.values))
+        err = fed_errorf(FED_EFORMAT, "codec stream of another codec than %s", c->codec_name);
+    c->raw.busy[k->raw] = false;
+    if (err) {
+        fed_agg_slot_abort(c->agg, k->slot);
+        return err;
+    }
+    return fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
+}
+
+/* A compressed update: a slot for its decoded delta and a byte buffer to receive it. */
+static void start_receive_compressed(fed_coord *c, client *k) {
+    fed_agg_slot s;
+    fed_err err = fed_agg_slot_open(c->agg, &s, k->weight);
+    if (err == FED_EAGAIN) return;
+    if (err) {
+        fed__coord_reject_round(c, k, fed_wire_err_of(err), fed_errmsg());
+        return;
+    }
+    size_t b = 0;
+    while (b < c->raw.n && c->raw.busy[b]) b++;
+    if (b == c->raw.n) { /* every buffer holds an update: wait, as for a slot */
+        fed_agg_slot_abort(c->agg, s);
+        return;
+    }
+    if (c->raw.cap[b] < k->up_bytes) {
+        fed_free(c->raw.buf[b]);
+        c->raw.cap[b] = 0;
+        if (!(c->raw.buf[b] = fed_malloc((size_t)k->up_bytes))) {
+            fed_agg_slot_abort(c->agg, s);
+            fed__coord_reject_round(c, k, FED_WIRE_INVALID, "coordinator out of memory");
+            return;
+        }
+        c->raw.cap[b] = (size_t)k->up_bytes;
+    }
+    if (fed_server_recv_transfer(c->srv, k->peer, k->up_id, c->raw.buf[b], k->up_bytes,
+                                 k->up_sha) != FED_OK) {
+        char why[300];
+        snprintf(why, sizeof why, "cannot receive the compressed delta: %s",
+                 fed_server_errmsg(c->srv));
+        fed_agg_slot_abort(c->agg, s);
+        fed__coord_reject_round(c, k, FED_WIRE_INVALID, why);
+        return;
+    }
+    c->raw.busy[b] = true;
+    k->raw = b;
+    k->slot = s;
+    k->status = ST_RECEIVING;
+}
 
 /* Opens a slot for k's announced update and starts receiving it; leaves it ST_PENDING
  * when every slot is busy. */
 static void start_receive(fed_coord *c, client *k) {
+    if (fed__coord_compressed(k)) {
+        start_receive_compressed(c, k);
+        return;
+    }
     if (fed__coord_bytes_upload(c)) { /* into a free byte buffer: summed on arrival */
         size_t b = 0;
         while (b < c->raw.n && c->raw.busy[b]) b++;
@@ -97,6 +173,9 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     } else if (c->stats.active) {
         enc = FED_ENCODING_MOMENTS_F32;
         want = (uint64_t)fed_mom_len(c->stats.groups) * sizeof(float);
+    } else if (u->encoding != enc && u->encoding == codec_encoding(c)) {
+        enc = u->encoding; /* a site that compresses; old sites send DELTA_F32 */
+        want = fed_codec_size(&c->codec, c->ntrainable);
     }
     if (c->sec.sa && c->sec.phase != SA_MASKED)
         snprintf(why, sizeof why, "a masked update before the key exchange ended");
@@ -105,15 +184,19 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
                  c->version);
     else if (u->encoding != enc)
         code = FED_WIRE_UNSUPPORTED,
-        snprintf(why, sizeof why, "encoding %d (this round: %d, %s)", (int)u->encoding, (int)enc,
+        snprintf(why, sizeof why, "encoding %d (this round: %d, %s%s)", (int)u->encoding, (int)enc,
                  c->sec.sa         ? "securely aggregated"
                  : c->stats.active ? "moments"
-                                   : "plain deltas");
+                                   : "plain deltas",
+                 !c->sec.sa && !c->stats.active && fed_codec_on(&c->codec) ? " or compressed" : "");
     else if (u->total_bytes != want)
         code = FED_WIRE_SHAPE,
         snprintf(why, sizeof why,
                  "total_bytes %" PRIu64 ", expected %" PRIu64 " (%s %zu trainable parameters)",
-                 u->total_bytes, want, c->sec.sa ? "the masked message of" : "4 x",
+                 u->total_bytes, want,
+                 c->sec.sa                                           ? "the masked message of"
+                 : enc != FED_ENCODING_DELTA_F32 && !c->stats.active ? c->codec_name
+                                                                     : "4 x",
                  c->stats.active ? fed_mom_len(c->stats.groups) : c->ntrainable);
     else if (u->examples == 0)
         snprintf(why, sizeof why, "examples 0: must be > 0");
@@ -136,6 +219,7 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
     k->base_held = true; /* it trained this version: it holds the base */
     k->up_id = u->transfer_id;
     k->up_bytes = u->total_bytes;
+    k->up_enc = enc;
     memcpy(k->up_sha, u->sha256, FED_SHA256_LEN);
     /* DP: counts would leak; secagg: the sum is unweighted */
     k->weight = c->cfg.dp.clip > 0 || c->sec.sa ? 1.0 : (double)u->examples; /* <= 2^53: exact */
@@ -239,6 +323,8 @@ fed_err fed__coord_do_sample(fed_coord *c) {
     c->cur.sampled = k;
     c->att.population = n;
     c->cur.returned = c->cur.rejected = c->cur.failed = 0;
+    c->cur.update_bytes = 0;
+    c->cur.updates_compressed = 0;
     char name[32];
     FED_LOG(FED_LOG_INFO, "%s attempt %" PRIu64 ": sampled %zu of %zu clients (seed %" PRIu64 ")",
             fed__coord_round_name(c, name), c->att.n, k, n, c->att.sample_seed);

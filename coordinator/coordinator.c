@@ -165,6 +165,14 @@ static fed_err check_config(const fed_coord_config *c) {
     fed_err err = fed_train_spec_check(&c->train);
     if (err) return fed_errprefix(err, "client training (every site would refuse it)");
     if ((err = check_robust(c))) return err; /* first: it says why secagg cannot */
+    fed_codec codec;
+    if ((err = fed_codec_parse(&codec, c->compress ? c->compress : "none")))
+        return fed_errprefix(err, "compress");
+    if (c->secagg.on && fed_codec_on(&codec))
+        return fed_errorf(FED_EINVAL,
+                          "compress %s with secagg: the masked sum must stay exact, and secagg "
+                          "already quantizes each update to 32-bit fixed point; drop compress",
+                          c->compress);
     if (c->secagg.on) {
         if (c->min_fit < 2)
             return fed_errorf(FED_EINVAL, "secagg needs min-fit >= 2 (the sum of one update is "
@@ -255,6 +263,8 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
     }
     c->cfg = *cfg;
     c->cfg.model = NULL; /* borrowed or taken: not used after this point */
+    if ((err = fed_codec_parse(&c->codec, cfg->compress ? cfg->compress : "none"))) goto fail;
+    fed_codec_name(&c->codec, c->codec_name);
     if (taken)
         c->model = taken;
     else if ((err = fed_model_clone(&c->model, cfg->model)))

@@ -221,6 +221,10 @@ typedef struct fed_coord_config {
     fed_coord_dp_config dp;         /* differential privacy (off: dp.clip 0) */
     fed_coord_secagg_config secagg; /* secure aggregation (off: secagg.on false) */
     fed_coord_robust_config robust; /* robust aggregation (off: FED_ROBUST_MEAN) */
+    const char *compress;           /* uplink codec asked of the sites (core/codec.h: "q8",
+                                       "topk:0.01+q8"...; NULL or "none": off). Sites with the
+                                       capability "codec" send it, others plain f32 deltas;
+                                       both are accepted. Refused with secagg */
     fed_coord_ckpt_config ckpt;     /* checkpoints (off: ckpt.dir NULL) */
     const char *metrics_file;       /* JSON lines appended per round, or NULL */
     uint64_t seed;                  /* sampling seed */
@@ -293,6 +297,8 @@ typedef struct fed_coord_round_stats {
     size_t models_trainable;            /* ... of the trainable tensors only (the site
                                            held the frozen base) */
     uint64_t model_bytes;               /* their payload bytes */
+    uint64_t update_bytes;              /* payload bytes of the updates accepted (uplink) */
+    size_t updates_compressed;          /* ... of them in the compress codec */
     double seconds;                     /* round wall time */
 } fed_coord_round_stats;
 

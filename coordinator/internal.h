@@ -10,6 +10,7 @@
 #include "coordinator/pipeline.h"
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/codec.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
@@ -83,6 +84,8 @@ typedef struct client {
                                     to it carry the trainable tensors only */
     cstatus status;              /* in the open round */
     fed_agg_slot slot;           /* its update's slot while ST_RECEIVING */
+    size_t raw;                  /* a compressed update: its byte buffer (raw) meanwhile */
+    fed_encoding up_enc;         /* the announced update's encoding */
     uint64_t up_id, up_bytes;    /* announced update transfer */
     uint8_t up_sha[FED_SHA256_LEN];
     double weight;             /* examples of the update (1 with DP or secagg) */
@@ -189,6 +192,8 @@ struct fed_coord {
         size_t survivors;
     } sec;
     fed_stage *pipe; /* the round's close: the update pipeline's stages (pipeline.h) */
+    fed_codec codec; /* cfg.compress: the uplink codec RoundStart asks for */
+    char codec_name[FED_CODEC_NAME]; /* its canonical name ("none": off) */
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
@@ -215,6 +220,8 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev);
 
 /* ---- collect.c ----------------------------------------------------------- */
 void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u);
+bool fed__coord_compressed(const client *k);
+fed_err fed__coord_decode_update(fed_coord *c, client *k);
 void fed__coord_end_attempt(fed_coord *c);
 fed_err fed__coord_do_sample(fed_coord *c);
 void fed__coord_do_broadcast(fed_coord *c);

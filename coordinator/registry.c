@@ -64,6 +64,7 @@ void fed__coord_drop_update(fed_coord *c, client *k) {
             c->raw.busy[k->slot] = false;
         else
             fed_agg_slot_abort(c->agg, k->slot);
+        if (fed__coord_compressed(k)) c->raw.busy[k->raw] = false;
     }
     k->slot = FED_AGG_NO_SLOT;
 }
@@ -130,6 +131,7 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     rs->trainable_only = part;
     rs->attempt = c->att.n;
     rs->stats = c->stats.active;
+    rs->compress = fed_codec_on(&c->codec) && !c->stats.active ? c->codec_name : "";
     if (c->sec.sa) {
         const fed_sa_params *p = &c->sec.params;
         rs->has_secagg = true;
@@ -282,6 +284,8 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
             } else if (c->stats.active) {
                 err = fed__coord_add_moments(c, k, c->raw.buf[k->slot]);
                 c->raw.busy[k->slot] = false;
+            } else if (fed__coord_compressed(k)) { /* decoded into its slot, then as below */
+                err = fed__coord_decode_update(c, k);
             } else {
                 err = fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
             }
@@ -293,6 +297,8 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
             } else {
                 k->status = ST_ACCEPTED;
                 c->cur.returned++;
+                c->cur.update_bytes += k->up_bytes;
+                c->cur.updates_compressed += fed__coord_compressed(k);
                 k->commit_seq = c->cur.returned;
                 FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": update from %s accepted (weight %g)",
                         fed__coord_current_round(c), k->cn, k->weight);
@@ -305,6 +311,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
                 c->raw.busy[k->slot] = false;
             else
                 fed_agg_slot_abort(c->agg, k->slot);
+            if (fed__coord_compressed(k)) c->raw.busy[k->raw] = false;
             k->slot = FED_AGG_NO_SLOT;
             k->status = ST_REJECTED;
             c->cur.rejected++;

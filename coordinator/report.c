@@ -106,6 +106,8 @@ static void write_metrics(fed_coord *c) {
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
     fprintf(f, ",\"models_full\":%zu,\"models_trainable_only\":%zu,\"model_bytes\":%" PRIu64,
             s->models_full, s->models_trainable, s->model_bytes);
+    fprintf(f, ",\"update_bytes\":%" PRIu64 ",\"updates_compressed\":%zu", s->update_bytes,
+            s->updates_compressed);
     json_num(f, "seconds", s->seconds);
     if (c->cfg.secagg.on)
         fprintf(f, ",\"secagg_summed\":%zu,\"secagg_dropped\":%zu", s->returned, s->secagg_dropped);
@@ -156,6 +158,11 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
         snprintf(models, sizeof models,
                  " (models: %zu full, %zu trainable-only, %" PRIu64 " bytes)", s->models_full,
                  s->models_trainable, s->model_bytes);
+    char ups[128] = ""; /* the uplink's payload, and how much of it the codec carried */
+    if (fed_codec_on(&c->codec))
+        snprintf(ups, sizeof ups, " (updates: %zu %s, %zu f32, %" PRIu64 " bytes)",
+                 s->updates_compressed, c->codec_name, s->returned - s->updates_compressed,
+                 s->update_bytes);
     char central[64] = "central -";
     if (!isnan(s->central_loss))
         snprintf(central, sizeof central, "central loss %.4f acc %.4f", s->central_loss,
@@ -167,9 +174,9 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
             "round %" PRIu64 "/%" PRIu64 ": clients %zu sampled, %zu returned, %zu rejected, "
             "%zu failed; "
             "%.0f examples; train loss %.4f; %s; federated loss %.4f acc %.4f; "
-            "bytes in %" PRIu64 " out %" PRIu64 "%s; %.2f s%s%s",
+            "bytes in %" PRIu64 "%s out %" PRIu64 "%s; %.2f s%s%s",
             s->round, c->cfg.rounds, s->sampled, s->returned, s->rejected, s->failed, s->examples,
-            s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, s->bytes_out, models,
+            s->train_loss, central, s->fed_loss, s->fed_acc, s->bytes_in, ups, s->bytes_out, models,
             s->seconds, sa, dp);
     write_metrics(c);
     c->last = *s;

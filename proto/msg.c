@@ -318,6 +318,7 @@ static fed_err check_envelope(const Fedtune__Envelope *e, const fed_msg_limits *
             const Fedtune__RoundStart *r = e->round_start;
             TRY(check_config(&c, r->config));
             TRY(check_manifest(&c, r->manifest));
+            TRY(check_string(&c, r->compress, "round_start.compress"));
             if (r->trainable_only && (!r->transfer_id || !r->manifest->base_sha256.len))
                 return fed_errorf(code, "round_start.trainable_only: %s",
                                   r->transfer_id ? "the manifest has no frozen base"
@@ -417,6 +418,7 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     p->attempt = r->attempt;
     p->stats = r->stats;
     p->trainable_only = r->trainable_only;
+    p->compress = str(r->compress);
 
     const fed_msg_train_config *tc = &r->config;
     fedtune__train_config__init(&w->config);
@@ -778,6 +780,7 @@ static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
         r->attempt = p->attempt;
         r->stats = p->stats != 0;
         r->trainable_only = p->trainable_only != 0;
+        r->compress = p->compress;
         const Fedtune__TrainConfig *pc = p->config; /* absent: all defaults, optimizer "" */
         if (pc) {
             r->config.epochs = pc->epochs;
@@ -1005,6 +1008,7 @@ static void carve_body(carver *c, fed_msg *d, const fed_msg *s) {
         dr->manifest.arch = carve_str(c, r->manifest.arch);
         dr->manifest.input_transform = carve_str(c, r->manifest.input_transform);
         dr->config.optimizer = carve_str(c, r->config.optimizer);
+        dr->compress = carve_str(c, r->compress);
         return;
     }
     case FED_MSG_UPDATE: {

@@ -40,6 +40,9 @@
 /* Hello.capabilities of a site that keeps the frozen base of a model (Hello.bases) and
  * takes RoundStart.trainable_only transfers. */
 #define FED_CAP_BASE_CACHE "base-cache"
+/* Hello.capabilities of a site that sends the compressed encodings RoundStart.compress
+ * asks for (core/codec.h streams). */
+#define FED_CAP_CODEC "codec"
 
 typedef enum fed_msg_type {
     FED_MSG_NONE = 0,
@@ -76,6 +79,11 @@ typedef enum fed_encoding {
     FED_ENCODING_DELTA_F32 = 0,
     FED_ENCODING_SECAGG_MASKED = 1,
     FED_ENCODING_MOMENTS_F32 = 2,
+    FED_ENCODING_DELTA_FP16 = 3, /* 3..7: a core/codec.h stream of codec (value - 2) */
+    FED_ENCODING_DELTA_BF16 = 4,
+    FED_ENCODING_DELTA_Q8 = 5,
+    FED_ENCODING_DELTA_Q4 = 6,
+    FED_ENCODING_DELTA_TOPK = 7,
 } fed_encoding;
 
 #define FED_MSG_SEED_LEN 32 /* SecAggParams.graph_seed */
@@ -145,6 +153,7 @@ typedef struct fed_msg_round_start {
                             a transfer_id and a non-empty base and trainable part) */
     bool has_secagg;     /* the round is securely aggregated with these parameters */
     fed_msg_secagg_params secagg;
+    const char *compress; /* the uplink codec asked for (core/codec.h names; "" or NULL: none) */
 } fed_msg_round_start;
 
 typedef struct fed_msg_chunk {

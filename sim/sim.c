@@ -494,6 +494,7 @@ static fed_err make_sites(sim_run *r) {
         sc.testset = cfg->site_tests ? cfg->site_tests[i] : NULL;
         sc.test_split = cfg->client_test_split;
         sc.seed = cfg->seed + i;
+        sc.no_codec = i < cfg->no_codec_sites;
         sc.standardize = false;
         sc.threads = 0;
         sc.external_training = true;

@@ -75,6 +75,8 @@ typedef struct fed_sim_config {
                                              ignored (each site's derives from seed), a scale
                                              K of 0 is the number of sites sampled a round,
                                              a lie Z of NaN the paper's (fed_sim_lie_z) */
+    size_t no_codec_sites; /* the first this many sites lack the capability "codec" (sites
+                              of an older version: plain f32 updates whatever --compress) */
     /* Called on the sites' thread with every update a site computed, just before it is
      * sent or, dropped true, lost with the site's vanishing connection: the site's
      * index, the round, its delta (n floats: the trainable tensors in manifest order)

@@ -10,10 +10,14 @@
 
 #include "core/alloc.h"
 #include "core/arch.h"
+#include "core/rng.h"
 #include "privacy/dp.h"
 #include "privacy/secagg_crypto.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 /* ---- scripted stages: each appends its digit to v[0] -------------------------------- */
 
@@ -89,7 +93,7 @@ static void check_built_attack(const fed_msg_round_start *rs, const fed_site_att
     site_secagg sa = {0};
     site_stage *chain = NULL;
     char d[128];
-    CHECK_OK(site_pipe_build(&chain, rs, &sa, a));
+    CHECK_OK(site_pipe_build(&chain, rs, &sa, a, NULL));
     site_stage_describe(chain, d, sizeof d);
     CHECK_STR(d, want);
     /* "delta" and "attack" run after training, every other stage when the update is sent. */
@@ -153,7 +157,7 @@ TEST(chain_of_a_round_start) {
     site_secagg sa = {0};
     site_stage *chain = NULL;
     FOR_EACH_ALLOC_FAILURE(f) {
-        fed_err err = ALLOC_TRY(f, site_pipe_build(&chain, &rs, &sa, NULL));
+        fed_err err = ALLOC_TRY(f, site_pipe_build(&chain, &rs, &sa, NULL, NULL));
         if (err == FED_OK) {
             site_stage_destroy_all(&chain); /* the last run: nothing failed */
             continue;
@@ -539,6 +543,169 @@ TEST(mask_stage_and_unmask_recover_the_vector) {
     fed_sa_server_destroy(&srv);
 }
 
+/* ---- compress ------------------------------------------------------------------------ */
+
+/* The chain asks for "compress" only on a plain training round of a site with the
+ * capability, for a codec it knows (an unknown name: the plain delta). */
+TEST(compress_in_the_chain) {
+    float *resid = NULL;
+    size_t rn = 0;
+    site_compress cz = {true, 7, &resid, &rn}, old = {false, 7, &resid, &rn};
+    fed_msg_round_start rs = {.round = 2, .compress = "q8"};
+    site_secagg sa = {0};
+    const struct {
+        const site_compress *cz;
+        const char *compress;
+        bool stats, secagg;
+        const char *want;
+    } cases[] = {
+        {&cz, "q8", false, false, "delta -> compress"},
+        {&cz, "topk:0.01+q8", false, false, "delta -> compress"},
+        {&cz, "none", false, false, "delta"},
+        {&cz, "", false, false, "delta"},
+        {&cz, "zstd", false, false, "delta"}, /* a newer coordinator's codec */
+        {&old, "q8", false, false, "delta"},
+        {NULL, "q8", false, false, "delta"},
+        {&cz, "q8", true, false, ""},
+        {&cz, "q8", false, true, "delta -> mask"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        site_stage *chain = NULL;
+        char d[128];
+        rs.compress = cases[i].compress;
+        rs.stats = cases[i].stats;
+        rs.has_secagg = cases[i].secagg;
+        CHECK_OK(site_pipe_build(&chain, &rs, &sa, NULL, cases[i].cz));
+        site_stage_describe(chain, d, sizeof d);
+        CHECK_STR(d, cases[i].want);
+        site_stage_destroy_all(&chain);
+    }
+}
+
+/* Error feedback: over rounds, what was sent plus the residual is the sum of the deltas
+ * (top-k 10% of 200 floats: 20 a round; the residual carries the other 180). The stream
+ * is the codec's (it decodes to what the stage subtracted), and a vector of another size
+ * starts the residual afresh. */
+TEST(compress_error_feedback) {
+    enum { N = 200, ROUNDS = 3 };
+    float *resid = NULL;
+    size_t rn = 0;
+    site_compress cz = {true, 11, &resid, &rn};
+    fed_codec codec;
+    CHECK_OK(fed_codec_parse(&codec, "topk:0.1"));
+    site_stage *chain = NULL;
+    CHECK_OK(site_stage_compress_new(&chain, &codec, &cz));
+    static double sum_delta[N], sum_sent[N];
+    static float v[N], sent[N];
+    fed_rng r;
+    fed_rng_seed(&r, 5);
+    for (uint64_t round = 1; round <= ROUNDS; round++) {
+        for (size_t i = 0; i < N; i++) {
+            v[i] = fed_rng_normal(&r);
+            sum_delta[i] += (double)v[i];
+        }
+        site_update u = {.round = round, .v = v, .n = N};
+        CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &u));
+        CHECK(u.wire != NULL);
+        CHECK_SIZE(u.wire_len, 24 + 20 * 4 + 20 * 4);
+        CHECK_INT(u.wire_enc, FED_ENCODING_DELTA_TOPK);
+        CHECK_OK(fed_codec_decode(u.wire, u.wire_len, sent, N, NULL));
+        int kept = 0;
+        for (size_t i = 0; i < N; i++) {
+            sum_sent[i] += (double)sent[i];
+            kept += sent[i] != 0;
+        }
+        CHECK_INT(kept, 20);
+        fed_free(u.wire);
+        CHECK_SIZE(rn, N);
+        double worst = 0;
+        for (size_t i = 0; i < N; i++)
+            worst = fmax(worst, fabs(sum_sent[i] + (double)resid[i] - sum_delta[i]));
+        CHECK(worst < 1e-5);
+    }
+    /* The residual is not all zero: top-k left most of it for later. */
+    int carried = 0;
+    for (size_t i = 0; i < N; i++) carried += resid[i] != 0;
+    CHECK(carried > 150);
+    site_update small = {.round = 9, .v = v, .n = 50};
+    CHECK_OK(site_stage_run(chain, SITE_STAGE_SENT, &small));
+    CHECK_SIZE(rn, 50);
+    CHECK_SIZE(small.wire_len, 24 + 5 * 8);
+    fed_free(small.wire);
+    /* A value fp16 cannot hold fails the round with the codec's line. */
+    site_stage_destroy_all(&chain);
+    CHECK_OK(fed_codec_parse(&codec, "fp16"));
+    CHECK_OK(site_stage_compress_new(&chain, &codec, &cz));
+    v[3] = 1e6f;
+    site_update big = {.round = 10, .v = v, .n = 50};
+    CHECK_ERR(site_stage_run(chain, SITE_STAGE_SENT, &big), FED_ERANGE);
+    CHECK(big.wire == NULL);
+    CHECK(resid[3] == v[3]); /* nothing sent: the residual is all of it */
+    site_stage_destroy_all(&chain);
+    fed_free(resid);
+}
+
+/* The residual on disk: saved atomically, read back exactly; a missing file is none; a
+ * malformed one (every truncation, magic, n, digest, a NaN) is one error naming the file. */
+TEST(residual_file) {
+    char dir[] = "/tmp/fedtune-resid-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(false);
+        return;
+    }
+    float e[5] = {1.5f, -2, 0, 3e-7f, 1e20f}, *got = NULL;
+    size_t n = 99;
+    CHECK_OK(site_resid_load(dir, &got, &n)); /* none yet */
+    CHECK(got == NULL);
+    CHECK_SIZE(n, 0);
+    CHECK_OK(site_resid_save(dir, e, 5));
+    CHECK_OK(site_resid_load(dir, &got, &n));
+    CHECK_SIZE(n, 5);
+    if (got) CHECK_MEM(got, e, sizeof e);
+    fed_free(got);
+    e[0] = 7;
+    CHECK_OK(site_resid_save(dir, e, 3)); /* replaced whole */
+    CHECK_OK(site_resid_load(dir, &got, &n));
+    CHECK_SIZE(n, 3);
+    if (got) CHECK(got[0] == 7);
+    fed_free(got);
+    char path[128];
+    snprintf(path, sizeof path, "%s/residual.bin", dir);
+    uint8_t b[16 + 12 + 32], t[sizeof b];
+    FILE *f = fopen(path, "rb");
+    CHECK(f && fread(b, 1, sizeof b, f) == sizeof b);
+    if (f) fclose(f);
+    int wrong = 0;
+    for (size_t len = 0; len < sizeof b; len++) {
+        wrong += site_resid_parse(b, len, "r.bin", &got, &n) != FED_EFORMAT;
+        wrong += got != NULL;
+    }
+    CHECK_INT(wrong, 0);
+    CHECK_ERR(site_resid_parse(b, 10, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: 10 bytes, too short for a residual file");
+    memcpy(t, b, sizeof b);
+    t[0] = 'X';
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: not a fedtune residual file (magic)");
+    memcpy(t, b, sizeof b);
+    t[8] = 4;
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: n 4, but the file has 60 bytes");
+    memcpy(t, b, sizeof b);
+    t[15] = 0x80; /* n = 2^63 + 3: no overflow into a small length */
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    memcpy(t, b, sizeof b);
+    t[20] ^= 1;
+    CHECK_ERR(site_resid_parse(t, sizeof t, "r.bin", &got, &n), FED_EFORMAT);
+    CHECK_STR(fed_errmsg(), "r.bin: digest mismatch (torn or corrupted)");
+    float nan3[3] = {0, NAN, 0};
+    CHECK_OK(site_resid_save(dir, nan3, 3));
+    CHECK_ERR(site_resid_load(dir, &got, &n), FED_EFORMAT);
+    CHECK_CONTAINS(fed_errmsg(), "residual.bin: value 1 is not finite");
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void) {
     RUN(chain_order_moments_pass_through_errors);
     RUN(chain_of_a_round_start);
@@ -548,5 +715,8 @@ int main(void) {
     RUN(attack_stage);
     RUN(lie_z_and_stage);
     RUN(mask_stage_and_unmask_recover_the_vector);
+    RUN(compress_in_the_chain);
+    RUN(compress_error_feedback);
+    RUN(residual_file);
     return test_report();
 }

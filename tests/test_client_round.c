@@ -77,7 +77,7 @@ typedef struct coord {
     int joined, left, updates, errors, byes, done, sent, failed;
     /* the last Hello */
     char software[64];
-    bool cap_delta, cap_eval, cap_secagg;
+    bool cap_delta, cap_eval, cap_secagg, cap_codec;
     uint64_t hello_train, hello_eval;
     /* the last Update, and its delta as received */
     fed_msg_update up;
@@ -115,6 +115,7 @@ static void coord_event(coord *c, const fed_net_event *ev) {
             if (strcmp(h->capabilities[i], "delta-f32") == 0) c->cap_delta = true;
             if (strcmp(h->capabilities[i], "eval") == 0) c->cap_eval = true;
             if (strcmp(h->capabilities[i], "secagg") == 0) c->cap_secagg = true;
+            if (strcmp(h->capabilities[i], "codec") == 0) c->cap_codec = true;
         }
         c->hello_train = h->train_examples;
         c->hello_eval = h->eval_examples;
@@ -461,7 +462,7 @@ TEST(site_life_hello) {
     /* Hello: software, capabilities, the split's counts. */
     CHECK(coord_wait(&L.c, &L.c.joined, 1, 5000));
     CHECK(strncmp(L.c.software, "fedtune ", 8) == 0);
-    CHECK(L.c.cap_delta && L.c.cap_eval);
+    CHECK(L.c.cap_delta && L.c.cap_eval && L.c.cap_codec);
     CHECK_SIZE(L.c.hello_train, L.d.train->n);
     CHECK_SIZE(L.c.hello_eval, L.d.test->n);
     CHECK_SIZE(L.d.train->n + L.d.test->n, 150);
@@ -914,6 +915,32 @@ done:
 }
 
 /* A stop request: the site says Bye and fed_site_run returns FED_OK. */
+/* --state-dir: a residual file the site cannot read stops it at start-up with one line
+ * naming the file (its own state: never silently dropped). */
+TEST(state_dir_residual_checked) {
+    char dir[] = "/tmp/fedtune-state-XXXXXX", path[96];
+    if (!mkdtemp(dir)) {
+        CHECK(false);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/residual.bin", dir);
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fputs("FEDRESv1 not a residual", f);
+        fclose(f);
+    }
+    fed_site *site = NULL;
+    fed_site_config cfg = site_config("tcp://127.0.0.1:1");
+    cfg.state_dir = dir;
+    CHECK_ERR(fed_site_new(&site, &cfg), FED_EFORMAT);
+    CHECK(site == NULL);
+    CHECK_CONTAINS(fed_errmsg(), "residual.bin: 23 bytes, too short for a residual file");
+    remove(path);
+    CHECK_OK(fed_site_new(&site, &cfg)); /* no file: nothing carried yet */
+    fed_site_destroy(&site);
+    rmdir(dir);
+}
+
 TEST(stop_says_bye) {
     coord c;
     memset(&c, 0, sizeof c);
@@ -1263,6 +1290,7 @@ int main(void) {
     RUN(site_life_byes_and_totals);
     RUN(secagg_round);
     RUN(external_training);
+    RUN(state_dir_residual_checked);
     RUN(stop_says_bye);
     RUN(interrupted_training);
     RUN(late_coordinator);

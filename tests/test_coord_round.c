@@ -17,6 +17,7 @@
 #include "core/arch.h"
 #include "training/fit.h"
 #include "dataset/moments.h"
+#include "core/codec.h"
 #include "core/rng.h"
 #include "core/train_spec.h"
 #include "privacy/dp.h"
@@ -45,7 +46,11 @@ typedef enum mode {
     FORGET,
     FAIL,         /* its local training fails: answers with an Error for the round */
     LATE_ATTEMPT, /* answers attempt 1 only once attempt 2 started, then attempt 2 */
-    CANCEL        /* announces its update, then cancels the upload and says so */
+    CANCEL,       /* announces its update, then cancels the upload and says so */
+    Q8,           /* its delta as a q8 stream (ENCODING_DELTA_Q8) */
+    Q8_BIG,       /* ... announced 4 bytes longer than the q8 stream is */
+    Q8_NAN_SCALE, /* ... whose first block's step is NaN */
+    FP16_AS_Q8    /* an fp16 stream of the q8 stream's size, announced as q8 */
 } mode;
 
 /* One scripted client. */
@@ -60,6 +65,7 @@ typedef struct sc {
     float *model;                    /* received global weights */
     size_t model_len;                /* floats */
     float *dbuf;                     /* its delta, kept until sent */
+    uint8_t *wire;                   /* Q8*: its compressed delta, kept until sent */
     bool distinct;                   /* delta[i] = delta x pattern(client, i), not delta */
     fed_dataset *data;               /* the statistics round: its raw training data */
     int moments_lie;                 /* 1: claims one example more; 2: a limb is 0.5 */
@@ -151,12 +157,33 @@ static void send_update(sc *s) {
     u->transfer_id = s->round << 16 | s->attempt; /* one per attempt, as sites do */
     u->total_bytes = (uint64_t)n * 4 - (s->mode == BAD_SIZE ? 4 : 0);
     fed_sha256(s->dbuf, n * 4, u->sha256);
+    size_t wlen = 0;
+    if (s->mode >= Q8) {
+        fed_codec q8;
+        if (fed_codec_parse(&q8, "q8")) abort();
+        wlen = fed_codec_size(&q8, n);
+        fed_free(s->wire);
+        if (!(s->wire = fed_calloc(wlen + 4, 1)) ||
+            fed_codec_encode(&q8, s->dbuf, n, 1, s->wire, wlen, NULL))
+            abort();
+        if (s->mode == Q8_NAN_SCALE) memcpy(s->wire + 24 + 4, &(float){NAN}, 4);
+        if (s->mode == FP16_AS_Q8) { /* a valid fp16 stream's header, the q8 size */
+            s->wire[0] = FED_CODEC_F16;
+            s->wire[2] = s->wire[3] = 0;
+        }
+        u->encoding = FED_ENCODING_DELTA_Q8;
+        u->total_bytes = wlen + (s->mode == Q8_BIG ? 4 : 0);
+        fed_sha256(s->wire, (size_t)u->total_bytes, u->sha256);
+    }
     if (s->mode == BAD_DIGEST) u->sha256[0] ^= 1;
     if (fed_client_send(s->cli, &m) != FED_OK)
         fprintf(stderr, "update: %s\n", fed_client_errmsg(s->cli));
     if (s->mode == GOOD || s->mode == BAD_NAN || s->mode == BAD_DIGEST)
         if (fed_client_send_transfer(s->cli, u->transfer_id, s->dbuf, n * 4) != FED_OK)
             fprintf(stderr, "delta: %s\n", fed_client_errmsg(s->cli));
+    if (s->mode >= Q8 && s->mode != Q8_BIG)
+        if (fed_client_send_transfer(s->cli, u->transfer_id, s->wire, wlen) != FED_OK)
+            fprintf(stderr, "compressed delta: %s\n", fed_client_errmsg(s->cli));
     if (s->mode == CANCEL) { /* the site gives its upload up and tells the coordinator */
         fed_msg e;
         memset(&e, 0, sizeof e);
@@ -308,6 +335,7 @@ static void stop_clients(void) {
         fed_client_destroy(&clients[i].cli);
         fed_free(clients[i].model);
         fed_free(clients[i].dbuf);
+        fed_free(clients[i].wire);
         fed_data_destroy(&clients[i].data);
     }
     nclients = 0;
@@ -559,6 +587,57 @@ TEST(bad_updates_rejected) {
             CHECK_INT(log_count("rejected", "site-4"), (int)r);
         }
     }
+    for (int i = 0; i < 3; i++) CHECK_INT(clients[i].errors, 0);
+    fed_free(prev);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+/* --compress q8: a q8 update (of a constant delta: exact) counts as a plain one, in the
+ * same round as f32 updates; one announced beyond the codec's exact size is refused
+ * before any byte is received; a NaN scale and a stream of another codec (its header's
+ * size is not the announced one) are refused by the decoder, and the model moves by the
+ * good updates only. */
+TEST(compressed_updates) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.rounds = 4;
+    cfg.min_clients = 4;
+    cfg.min_fit = 3;
+    cfg.compress = "q8";
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    size_t np = fed_model_num_params(m0);
+    float *prev = fed_mallocarray(np, sizeof(float));
+    start_clients(4, fed_coord_endpoint(coord));
+    clients[0].mode = Q8; /* clients 1 and 2: f32 */
+    clients[3].delta = 5.0f;
+    const mode modes[4] = {Q8, Q8_BIG, Q8_NAN_SCALE, FP16_AS_Q8};
+    const uint32_t codes[4] = {0, 7, 3, 3};
+    const char *texts[4] = {"", "total_bytes 183, expected 179 (q8 147 trainable parameters)",
+                            "codec stream: block 0 scale (lo 5, step nan) is not finite",
+                            "codec stream: 179 bytes, its header says 318"};
+    log_clear();
+    for (uint64_t r = 1; r <= 4; r++) {
+        bool good[4] = {true, true, true, r == 1};
+        clients[3].mode = modes[r - 1];
+        snapshot(prev);
+        CHECK(until_round(r));
+        check_round(prev, fed_coord_model(coord), good);
+        fed_coord_round_stats st = fed_coord_last_round(coord);
+        CHECK_SIZE(st.returned, r == 1 ? 4 : 3);
+        CHECK_SIZE(st.updates_compressed, r == 1 ? 2 : 1);
+        CHECK(st.update_bytes == (r == 1 ? 2 * 179 + 2 * 588 : 179 + 2 * 588));
+        if (r > 1) { /* its Error may still be on its way */
+            for (int i = 0; i < 1000 && clients[3].errors < (int)r - 1; i++)
+                if (step() != FED_OK) break;
+            CHECK_INT(clients[3].last_code, codes[r - 1]);
+            CHECK_CONTAINS(clients[3].last_text, texts[r - 1]);
+        }
+    }
+    CHECK_INT(clients[3].errors, 3);
     for (int i = 0; i < 3; i++) CHECK_INT(clients[i].errors, 0);
     fed_free(prev);
     fed_coord_destroy(&coord);
@@ -948,6 +1027,26 @@ TEST(dp_bad_settings_named) {
     cfg.dp.target_epsilon = 1;
     CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "target-epsilon needs");
+    fed_model_destroy(&m0);
+}
+
+/* compress: an unknown codec, and any codec with secagg (the masked sum must stay exact),
+ * are refused at start-up with one line. */
+TEST(compress_bad_settings_named) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.compress = "q3";
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "compress: unknown compression codec \"q3\"");
+    cfg.compress = "topk:0.01";
+    cfg.secagg.on = true;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "compress topk:0.01 with secagg: the masked sum must stay exact, and "
+                            "secagg already quantizes each update to 32-bit fixed point; drop "
+                            "compress");
+    cfg.compress = "none";
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK); /* "none" is no compression */
+    fed_coord_destroy(&coord);
     fed_model_destroy(&m0);
 }
 
@@ -1617,6 +1716,8 @@ int main(void) {
     RUN(fedavg_resume_past_the_end_lingers);
     RUN(fedavg_corrupt_checkpoint_falls_back);
     RUN(bad_updates_rejected);
+    RUN(compressed_updates);
+    RUN(compress_bad_settings_named);
     RUN(round_waits_for_sample);
     RUN(dp_clipping_uniform_weights);
     RUN(dp_noise_accountant_budget);
