@@ -37,75 +37,40 @@ fed_err fed__coord_decode_update(fed_coord *c, client *k) {
     return fed_agg_slot_commit_buffer(c->agg, k->slot, c->cfg.max_update_norm);
 }
 
-/* A compressed update: a slot for its decoded delta and a byte buffer to receive it. */
-static void start_receive_compressed(fed_coord *c, client *k) {
-    fed_agg_slot s;
-    fed_err err = fed_agg_slot_open(c->agg, &s, k->weight);
-    if (err == FED_EAGAIN) return;
-    if (err) {
-        fed__coord_reject_round(c, k, fed_wire_err_of(err), fed_errmsg());
-        return;
-    }
+/* Starts receiving k's announced upload into a free byte buffer (grown to its size) and
+ * marks the buffer busy: 0 and *out the buffer, 1 when every buffer is busy (wait, as
+ * for a slot), -1 when k's round was rejected (what names the upload in the reason). */
+static int recv_raw(fed_coord *c, client *k, const char *what, size_t *out) {
     size_t b = 0;
     while (b < c->raw.n && c->raw.busy[b]) b++;
-    if (b == c->raw.n) { /* every buffer holds an update: wait, as for a slot */
-        fed_agg_slot_abort(c->agg, s);
-        return;
-    }
-    if (c->raw.cap[b] < k->up_bytes) {
+    if (b == c->raw.n) return 1;
+    if (c->raw.cap[b] < k->up_bytes) { /* the statistics round's are smaller */
         fed_free(c->raw.buf[b]);
         c->raw.cap[b] = 0;
         if (!(c->raw.buf[b] = fed_malloc((size_t)k->up_bytes))) {
-            fed_agg_slot_abort(c->agg, s);
             fed__coord_reject_round(c, k, FED_WIRE_INVALID, "coordinator out of memory");
-            return;
+            return -1;
         }
         c->raw.cap[b] = (size_t)k->up_bytes;
     }
     if (fed_server_recv_transfer(c->srv, k->peer, k->up_id, c->raw.buf[b], k->up_bytes,
                                  k->up_sha) != FED_OK) {
         char why[300];
-        snprintf(why, sizeof why, "cannot receive the compressed delta: %s",
-                 fed_server_errmsg(c->srv));
-        fed_agg_slot_abort(c->agg, s);
+        snprintf(why, sizeof why, "cannot receive the %s: %s", what, fed_server_errmsg(c->srv));
         fed__coord_reject_round(c, k, FED_WIRE_INVALID, why);
-        return;
+        return -1;
     }
     c->raw.busy[b] = true;
-    k->raw = b;
-    k->slot = s;
-    k->status = ST_RECEIVING;
+    *out = b;
+    return 0;
 }
 
 /* Opens a slot for k's announced update and starts receiving it; leaves it ST_PENDING
- * when every slot is busy. */
+ * when every slot (or, for bytes decoded later, every byte buffer) is busy. */
 static void start_receive(fed_coord *c, client *k) {
-    if (fed__coord_compressed(k)) {
-        start_receive_compressed(c, k);
-        return;
-    }
-    if (fed__coord_bytes_upload(c)) { /* into a free byte buffer: summed on arrival */
-        size_t b = 0;
-        while (b < c->raw.n && c->raw.busy[b]) b++;
-        if (b == c->raw.n) return;
-        if (c->raw.cap[b] < k->up_bytes) { /* the statistics round's are smaller */
-            fed_free(c->raw.buf[b]);
-            c->raw.cap[b] = 0;
-            if (!(c->raw.buf[b] = fed_malloc((size_t)k->up_bytes))) {
-                fed__coord_reject_round(c, k, FED_WIRE_INVALID, "coordinator out of memory");
-                return;
-            }
-            c->raw.cap[b] = (size_t)k->up_bytes;
-        }
-        if (fed_server_recv_transfer(c->srv, k->peer, k->up_id, c->raw.buf[b], k->up_bytes,
-                                     k->up_sha) != FED_OK) {
-            char why[300];
-            snprintf(why, sizeof why, "cannot receive the masked update: %s",
-                     fed_server_errmsg(c->srv));
-            fed__coord_reject_round(c, k, FED_WIRE_INVALID, why);
-            return;
-        }
-        c->raw.busy[b] = true;
+    size_t b = 0;
+    if (fed__coord_bytes_upload(c) && !fed__coord_compressed(k)) { /* summed on arrival */
+        if (recv_raw(c, k, "masked update", &b) != 0) return;
         k->slot = (fed_agg_slot)b;
         k->status = ST_RECEIVING;
         return;
@@ -115,6 +80,17 @@ static void start_receive(fed_coord *c, client *k) {
     if (err == FED_EAGAIN) return;
     if (err) {
         fed__coord_reject_round(c, k, fed_wire_err_of(err), fed_errmsg());
+        return;
+    }
+    if (fed__coord_compressed(k)) { /* a byte buffer now, decoded into the slot later */
+        int rc = recv_raw(c, k, "compressed delta", &b);
+        if (rc != 0) {
+            fed_agg_slot_abort(c->agg, s);
+            return;
+        }
+        k->raw = b;
+        k->slot = s;
+        k->status = ST_RECEIVING;
         return;
     }
     float *buf = NULL;
