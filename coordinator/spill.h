@@ -5,7 +5,8 @@
  * The store is one file, created in a folder (the checkpoint folder, or a temporary one)
  * and unlinked at once, so nothing is left behind by a crash; it is mapped shared and
  * grows by doubling. Its disk space is reserved (posix_fallocate) before a row is written
- * into the mapping, so a full disk is an error at fed_spill_add, never a SIGBUS. Each row
+ * into the mapping, so a full disk is an error at fed_spill_add, never a SIGBUS (on a file
+ * system without fallocate, such as some network ones, that guard is absent). Each row
  * (one update) starts on a page; after a row is written and after a block is read, its
  * pages are dropped from the mapping (MADV_DONTNEED: the page cache keeps them, the
  * process's resident set does not).
