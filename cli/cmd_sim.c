@@ -42,6 +42,7 @@ typedef struct sim_cfg {
     coord_shared_cfg sh;             /* what `coordinator` maps the same way */
     size_t min_fit;        /* 0: 1, with --secagg 2, with a robust rule the least it defends with */
     size_t no_codec_sites; /* the first N sites lack "codec" */
+    int keep_models;       /* sites keep the model between rounds ("delta-down") */
     size_t workers;        /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay; /* failures */
     int tls;                                     /* full TLS in-process */
@@ -115,11 +116,18 @@ static const opt_spec sim_opts[] = {
      "uplink codec of the sites' updates: none, fp16, bf16, q8, q4 (stochastic, blocks of "
      "256), topk:F (share F kept, with error feedback) or topk:F+fp16|bf16|q8|q4; sites "
      "without the capability send f32"},
+    {"compress-down", OPT_STRING, "none", 1, 0, NULL, S(compress_down),
+     "downlink codec: none, fp16, bf16, q8 or q4; each new version is committed as the last "
+     "plus its change so encoded, and a site that keeps the last version (a client daemon, "
+     "sim --keep-models) receives the change instead of the weights"},
     RETRY_OPTS(S(rc), "0"),
     INPUT_STATS_OPT(S(input_stats), "off"),
     {"no-codec-sites", OPT_SIZE, "0", 0, 1e9, NULL, F(no_codec_sites),
      "the first N sites act as older sites without the capability \"codec\": they send plain "
      "f32 updates whatever --compress (a mixed federation)"},
+    {"keep-models", OPT_BOOL, "false", 1, 0, NULL, F(keep_models),
+     "sites keep the global model between rounds, as client daemons do (memory: a model a "
+     "site), and so take --compress-down deltas"},
     {"workers", OPT_SIZE, "0", 0, 1024, NULL, F(workers), "training threads (0: the cores)"},
     {"dropout", OPT_FLOAT, "0", 0, 0.999, NULL, F(dropout),
      "probability a sampled site vanishes mid-round"},
@@ -189,6 +197,8 @@ static void on_round(void *user, const fed_coord_round_stats *s) {
     printf(", down %" PRIu64 " B", s->model_bytes); /* model payloads sent */
     if (s->models_trainable) /* a frozen base: who got it, who the trainable part only */
         printf(", models %zu full + %zu trainable-only", s->models_full, s->models_trainable);
+    if (s->models_delta) /* --compress-down: the change from the version a site held */
+        printf(", models %zu full + %zu deltas", s->models_full, s->models_delta);
     if (!isnan(s->epsilon)) printf(", epsilon %.4g", s->epsilon);
     if (!isnan(s->metric)) printf(", backdoor success %.3f", s->metric);
     printf("\n");
@@ -349,6 +359,16 @@ static fed_err describe(const fed_partition *part, const fed_dataset *train, cha
     if (err) return err;
     fed_partition_describe(&ps, part->clients, desc, desc_len);
     return FED_OK;
+}
+
+/* How the simulated sites behave: failures, the channel, capabilities, memory. */
+static void set_sites(const sim_cfg *o, fed_sim_config *sc) {
+    sc->dropout = o->dropout;
+    sc->stragglers = o->stragglers;
+    sc->straggler_delay_s = o->straggler_delay;
+    sc->tls = o->tls != 0;
+    sc->no_codec_sites = o->no_codec_sites;
+    sc->keep_models = o->keep_models != 0;
 }
 
 /* --min-fit, or by default 1, 2 with --secagg, and the least a robust rule defends with. */
@@ -630,11 +650,7 @@ static fed_err run_sim(const void *cfgp) {
     sc.client_test_split = o->client_test_split;
     sc.workers = o->workers ? o->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     if (sc.workers < 1) sc.workers = 1;
-    sc.dropout = o->dropout;
-    sc.stragglers = o->stragglers;
-    sc.no_codec_sites = o->no_codec_sites;
-    sc.straggler_delay_s = o->straggler_delay;
-    sc.tls = o->tls != 0;
+    set_sites(o, &sc);
     sc.certs_script = FED_CERTS_SCRIPT;
     sc.seed = o->seed;
     if ((err = parse_attack(o, &sc))) goto done;

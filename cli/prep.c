@@ -475,6 +475,7 @@ fed_err prep_coord_shared(const coord_shared_cfg *s, fed_coord_config *cc) {
                           "--compress",
                           s->compress);
     cc->compress = s->compress;
+    cc->compress_down = s->compress_down;
     prep_retry(&s->rc, cc);
     cc->input_stats = prep_input_stats(s->input_stats, s->dp.clip);
     cc->metrics_file = s->metrics;

@@ -278,6 +278,7 @@ typedef struct coord_shared_cfg {
     double max_update_norm;                       /* reject larger deltas (0: off) */
     robust_cfg rb;                                /* robust aggregation */
     const char *compress;                         /* uplink codec (core/codec.h names) */
+    const char *compress_down;                    /* downlink codec (dense) */
     retry_cfg rc;                                 /* failed attempts, example counts */
     const char *input_stats;                      /* auto | on | off */
     const char *metrics;                          /* JSON-lines metrics file */

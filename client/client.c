@@ -240,11 +240,14 @@ static fed_err connect_now(fed_site *s) {
     cc.server_name = s->cfg.server_name;
     cc.net = s->cfg.net;
     cc.identity = s->cfg.identity;
-    const char *caps[5] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG,
-                           FED_SITE_CAP_BASE, FED_SITE_CAP_CODEC};
+    const char *caps[6] = {FED_SITE_CAP_DELTA, FED_SITE_CAP_EVAL, FED_SITE_CAP_SECAGG,
+                           FED_SITE_CAP_BASE};
+    size_t ncaps = 4;
+    if (s->cfg.codec) caps[ncaps++] = FED_SITE_CAP_CODEC;
+    if (!s->cfg.lean) caps[ncaps++] = FED_SITE_CAP_DELTA_DOWN; /* it keeps what it holds */
     cc.hello.software = s->cfg.software;
     cc.hello.capabilities = caps;
-    cc.hello.num_capabilities = s->cfg.codec ? 5 : 4;
+    cc.hello.num_capabilities = ncaps;
     cc.hello.num_bases = site_base_list(s->bases, cc.hello.bases, FED_MSG_MAX_BASES);
     cc.hello.train_examples = s->stats.train_examples;
     cc.hello.eval_examples = s->stats.eval_examples;

@@ -104,11 +104,12 @@
 #include <stdint.h>
 
 /* Capabilities a site announces in Hello. */
-#define FED_SITE_CAP_DELTA  "delta-f32"
-#define FED_SITE_CAP_EVAL   "eval"
-#define FED_SITE_CAP_SECAGG "secagg"
-#define FED_SITE_CAP_BASE   FED_CAP_BASE_CACHE /* "base-cache": see fed_base_cache */
-#define FED_SITE_CAP_CODEC  FED_CAP_CODEC      /* "codec": RoundStart.compress (core/codec.h) */
+#define FED_SITE_CAP_DELTA      "delta-f32"
+#define FED_SITE_CAP_EVAL       "eval"
+#define FED_SITE_CAP_SECAGG     "secagg"
+#define FED_SITE_CAP_BASE       FED_CAP_BASE_CACHE /* "base-cache": see fed_base_cache */
+#define FED_SITE_CAP_CODEC      FED_CAP_CODEC      /* "codec": RoundStart.compress (core/codec.h) */
+#define FED_SITE_CAP_DELTA_DOWN FED_CAP_DELTA_DOWN /* "delta-down": keep_model sites */
 
 /* A store of frozen bases: the tensors of a model that no round changes (a pre-trained
  * network under LoRA adapters or a new head), kept by their SHA-256 (the manifest's
@@ -218,6 +219,7 @@ typedef struct fed_site_stats {
     uint64_t model_version;    /* version of the global model held (0: none) */
     uint64_t models_full;      /* model transfers received with every tensor */
     uint64_t models_trainable; /* ... with the trainable tensors only (the base was held) */
+    uint64_t models_delta;     /* ... as the compressed change from the version held */
     uint64_t model_bytes;      /* payload bytes of those transfers */
     bool bye;                  /* the last fed_site_run ended on the coordinator's Bye */
 } fed_site_stats;

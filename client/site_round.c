@@ -11,6 +11,7 @@
 #include "client/site_internal.h"
 
 #include "core/alloc.h"
+#include "core/codec.h"
 #include "core/log.h"
 
 #include <inttypes.h>
@@ -306,23 +307,67 @@ static fed_err take_part(fed_site *s) {
     return FED_OK;
 }
 
+static void ask_model(fed_site *s, const char *what);
+
+/* A downlink delta arrived (RoundStart.delta_from): the global model is the held one with
+ * the decoded change added to its trainable tensors, as the coordinator added it; its
+ * SHA-256 must then be the manifest's. FED_EDIGEST otherwise (the caller asks for the
+ * weights), FED_EFORMAT for a stream that does not decode. */
+static fed_err take_delta(fed_site *s) {
+    const fed_msg_round_start *rs = s->round.rs;
+    const fed_msg_manifest *mf = &rs->manifest;
+    size_t n = fed_manifest_part_floats(mf, true);
+    float *part = fed_mallocarray(n, sizeof *part), *d = fed_mallocarray(n, sizeof *d);
+    fed_err err = part && d ? FED_OK : FED_ENOMEM;
+    if (!err)
+        err = fed_codec_decode((const uint8_t *)s->model.rx, (size_t)rs->delta_bytes, d, n, NULL);
+    if (!err) {
+        fed_manifest_gather(mf, true, s->model.global, part);
+        for (size_t i = 0; i < n; i++) part[i] += d[i];
+        fed_manifest_scatter(mf, true, part, s->model.global);
+        uint8_t sha[FED_SHA256_LEN];
+        swap_le(s->model.global, s->model.global_n); /* the digest is of the wire's bytes */
+        fed_sha256(s->model.global, s->model.global_n * sizeof(float), sha);
+        swap_le(s->model.global, s->model.global_n);
+        if (memcmp(sha, mf->sha256, FED_SHA256_LEN) != 0)
+            err = fed_errorf(FED_EDIGEST,
+                             "the delta from version %" PRIu64 " did not rebuild "
+                             "version %" PRIu64 " (manifest.sha256)",
+                             rs->delta_from, rs->model_version);
+    }
+    fed_free(part);
+    fed_free(d);
+    return err;
+}
+
 /* The global model is in s->model.global: check nothing more, train. */
 static void have_model(fed_site *s) {
     if (s->round.rs->transfer_id) {
         const fed_msg_round_start *rs = s->round.rs;
-        fed_err err = rs->trainable_only ? take_part(s) : take_full(s);
+        fed_err err = rs->delta_from       ? take_delta(s)
+                      : rs->trainable_only ? take_part(s)
+                                           : take_full(s);
+        if (err == FED_EDIGEST && rs->delta_from) {
+            s->model.global_n = 0;
+            s->round.state = ROUND_IDLE;
+            ask_model(s, "no model rebuilt from the delta for");
+            return;
+        }
         if (err) {
             s->model.global_n = 0;       /* holds no model it can vouch for */
             s->round.state = ROUND_IDLE; /* the transfer is over: nothing to cancel */
             site_fail_round_err(s, err);
             return;
         }
-        uint64_t bytes = rs->trainable_only
+        uint64_t bytes = rs->delta_from ? rs->delta_bytes
+                         : rs->trainable_only
                              ? (uint64_t)fed_manifest_part_floats(&rs->manifest, true) * 4u
                              : rs->manifest.total_bytes;
         if (bytes) s->round.rx_s_per_byte = (fed_now_s() - s->round.t_rx) / (double)bytes;
         s->stats.model_bytes += bytes;
-        if (rs->trainable_only)
+        if (rs->delta_from)
+            s->stats.models_delta++;
+        else if (rs->trainable_only)
             s->stats.models_trainable++;
         else
             s->stats.models_full++;
@@ -366,6 +411,13 @@ static void stats_round(fed_site *s) {
         return;
     }
     send_round(s);
+}
+
+/* Whether the site holds version v of rs's model: its weights, in the layout of rs. */
+static bool holds(const fed_site *s, const fed_msg_round_start *rs, uint64_t v) {
+    return s->model.global_n && s->model.global_version == v &&
+           (uint64_t)s->model.global_n * 4u == rs->manifest.total_bytes && s->model.global_arch &&
+           strcmp(s->model.global_arch, rs->manifest.arch) == 0;
 }
 
 /* The round needs what this site does not hold (what: "no model", "no frozen base"): ask
@@ -436,16 +488,26 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
             return;
         }
     }
+    if (rs->transfer_id && rs->delta_from && !holds(s, rs, rs->delta_from)) {
+        ask_model(s, "no held model for the delta to"); /* the coordinator sends the weights */
+        return;
+    }
+    if (rs->transfer_id && rs->delta_from && rs->delta_bytes > rs->manifest.total_bytes) {
+        fail_round(s, FED_WIRE_INVALID, "round_start.delta_bytes exceeds the model's size");
+        return;
+    }
     if (rs->transfer_id) {
-        size_t n = rs->trainable_only ? fed_manifest_part_floats(&rs->manifest, true)
-                                      : (size_t)(rs->manifest.total_bytes / 4u);
-        if ((err = site_reserve(&s->model.rx, &s->model.rx_cap, n))) {
+        uint64_t bytes = rs->delta_from       ? rs->delta_bytes
+                         : rs->trainable_only ? fed_manifest_part_floats(&rs->manifest, true) * 4u
+                                              : rs->manifest.total_bytes;
+        if ((err = site_reserve(&s->model.rx, &s->model.rx_cap, (size_t)(bytes + 3) / 4))) {
             site_fail_round_err(s, err);
             return;
         }
-        err = fed_client_recv_transfer(s->conn.cli, rs->transfer_id, s->model.rx, (uint64_t)n * 4u,
-                                       rs->trainable_only ? rs->manifest.trainable_sha256
-                                                          : rs->manifest.sha256);
+        err = fed_client_recv_transfer(s->conn.cli, rs->transfer_id, s->model.rx, bytes,
+                                       rs->delta_from       ? rs->delta_sha256
+                                       : rs->trainable_only ? rs->manifest.trainable_sha256
+                                                            : rs->manifest.sha256);
         if (!err && rs->has_secagg) err = site_sa_start(s); /* overlaps the transfer */
         if (err) {
             site_fail_round_err(s, err);
@@ -454,10 +516,8 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
         s->round.state = ROUND_RECEIVING;
         return;
     }
-    if (!s->model.global_n ||
-        memcmp(s->model.global_sha, rs->manifest.sha256, FED_SHA256_LEN) != 0 ||
-        (uint64_t)s->model.global_n * 4u != rs->manifest.total_bytes ||
-        strcmp(s->model.global_arch, rs->manifest.arch) != 0) {
+    if (!holds(s, rs, rs->model_version) ||
+        memcmp(s->model.global_sha, rs->manifest.sha256, FED_SHA256_LEN) != 0) {
         ask_model(s, "no model");
         return;
     }

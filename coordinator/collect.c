@@ -266,7 +266,7 @@ fed_err fed__coord_do_sample(fed_coord *c) {
         c->att.rx0 = st.bytes_received;
         c->att.tx0 = st.bytes_sent;
         c->att.t0 = fed_now_ms();
-        c->cur.models_full = c->cur.models_trainable = 0;
+        c->cur.models_full = c->cur.models_trainable = c->cur.models_delta = 0;
         c->cur.model_bytes = 0;
     }
     c->att.n++;

@@ -165,6 +165,14 @@ static fed_err check_config(const fed_coord_config *c) {
     fed_err err = fed_train_spec_check(&c->train);
     if (err) return fed_errprefix(err, "client training (every site would refuse it)");
     if ((err = check_robust(c))) return err; /* first: it says why secagg cannot */
+    fed_codec down;
+    if ((err = fed_codec_parse(&down, c->compress_down ? c->compress_down : "none")))
+        return fed_errprefix(err, "compress-down");
+    if (down.id == FED_CODEC_TOPK)
+        return fed_errorf(FED_EINVAL,
+                          "compress-down %s: the downlink takes a dense codec (fp16, bf16, q8, "
+                          "q4): a sparse server step would drop most of each round's change",
+                          c->compress_down);
     fed_codec codec;
     if ((err = fed_codec_parse(&codec, c->compress ? c->compress : "none")))
         return fed_errprefix(err, "compress");
@@ -247,6 +255,17 @@ fed_err fed__coord_open_metrics(fed_coord *c) {
     return FED_OK;
 }
 
+/* The uplink and downlink codecs of cfg (checked by check_config) with their names. */
+static fed_err parse_codecs(fed_coord *c, const fed_coord_config *cfg) {
+    fed_err err = fed_codec_parse(&c->codec, cfg->compress ? cfg->compress : "none");
+    if (!err)
+        err = fed_codec_parse(&c->down.codec, cfg->compress_down ? cfg->compress_down : "none");
+    if (err) return err;
+    fed_codec_name(&c->codec, c->codec_name);
+    fed_codec_name(&c->down.codec, c->down.name);
+    return FED_OK;
+}
+
 /* fed_coord_new with the model copied from cfg->model (taken NULL) or taken over. */
 static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model *taken) {
     *out = NULL;
@@ -263,8 +282,7 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
     }
     c->cfg = *cfg;
     c->cfg.model = NULL; /* borrowed or taken: not used after this point */
-    if ((err = fed_codec_parse(&c->codec, cfg->compress ? cfg->compress : "none"))) goto fail;
-    fed_codec_name(&c->codec, c->codec_name);
+    if ((err = parse_codecs(c, cfg))) goto fail;
     if (taken)
         c->model = taken;
     else if ((err = fed_model_clone(&c->model, cfg->model)))

@@ -221,6 +221,11 @@ typedef struct fed_coord_config {
     fed_coord_dp_config dp;         /* differential privacy (off: dp.clip 0) */
     fed_coord_secagg_config secagg; /* secure aggregation (off: secagg.on false) */
     fed_coord_robust_config robust; /* robust aggregation (off: FED_ROBUST_MEAN) */
+    const char *compress_down;      /* downlink codec (fp16, bf16, q8, q4; NULL or "none": off):
+                                       each version is the last plus its change encoded with
+                                       it, and a site with the capability "delta-down" that
+                                       holds the last version receives the change instead of
+                                       the weights (pipeline.h, "downlink") */
     const char *compress;           /* uplink codec asked of the sites (core/codec.h: "q8",
                                        "topk:0.01+q8"...; NULL or "none": off). Sites with the
                                        capability "codec" send it, others plain f32 deltas;
@@ -296,6 +301,8 @@ typedef struct fed_coord_round_stats {
     size_t models_full;                 /* model transfers of every tensor started */
     size_t models_trainable;            /* ... of the trainable tensors only (the site
                                            held the frozen base) */
+    size_t models_delta;                /* ... of the change from the version the site
+                                           held, compressed (--compress-down) */
     uint64_t model_bytes;               /* their payload bytes */
     uint64_t update_bytes;              /* payload bytes of the updates accepted (uplink) */
     size_t updates_compressed;          /* ... of them in the compress codec */

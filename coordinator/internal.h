@@ -68,6 +68,8 @@ enum { GOT_KEYS = 1, GOT_SHARES = 2, GOT_UNMASK = 4 };
 /* Transfer ids of model broadcasts: the model version, with this bit when the transfer
  * holds the trainable tensors only (RoundStart.trainable_only). */
 #define TRANSFER_TRAINABLE ((uint64_t)1 << 62)
+/* ... a downlink delta (fed_coord_down): the change from the held version, compressed */
+#define TRANSFER_DELTA ((uint64_t)1 << 61)
 
 /* Longest reason a client gave no update that a failed attempt's log line quotes. */
 #define WHY_MAX 200
@@ -80,6 +82,7 @@ typedef struct client {
     uint64_t held;               /* model version we know it holds (0: none) */
     uint64_t sending;            /* id of the model transfer in flight to it (0: none) */
     bool base_cache;             /* its Hello offers the capability FED_SITE_CAP_BASE */
+    bool delta_down;             /* ... FED_CAP_DELTA_DOWN: it keeps the version it holds */
     bool base_held;              /* it holds the frozen base (c->base.sha): model transfers
                                     to it carry the trainable tensors only */
     cstatus status;              /* in the open round */
@@ -194,6 +197,7 @@ struct fed_coord {
     fed_stage *pipe; /* the round's close: the update pipeline's stages (pipeline.h) */
     fed_codec codec; /* cfg.compress: the uplink codec RoundStart asks for */
     char codec_name[FED_CODEC_NAME]; /* its canonical name ("none": off) */
+    fed_coord_down down;             /* cfg.compress_down: the last version's change */
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
@@ -249,7 +253,8 @@ fed_coord_state fed__coord_finish_stats(fed_coord *c);
     X(secagg)                                                                                      \
     X(robust)                                                                                      \
     X(dp)                                                                                          \
-    X(strategy)
+    X(strategy)                                                                                    \
+    X(downlink)
 
 #define DECLARE(name) fed_err fed__coord_stage_##name(fed_stage **chain, fed_coord *c);
 FED_COORD_STAGES(DECLARE)

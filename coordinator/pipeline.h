@@ -27,7 +27,9 @@
 
 #include "coordinator/aggregate.h"
 #include "coordinator/coordinator.h"
+#include "core/codec.h"
 #include "core/model.h"
+#include "proto/msg.h"
 #include "privacy/dp.h"
 
 #include <stdbool.h>
@@ -121,6 +123,25 @@ fed_err fed_stage_robust_new(fed_stage **chain, const fed_coord_robust_config *c
  * coordinator checkpoints them. */
 fed_err fed_stage_dp_new(fed_stage **chain, const fed_coord_dp_config *cfg, bool sites_add_noise,
                          fed_dp_accountant *acc, double *clip_now, fed_agg *agg) FED_MUST_USE;
+
+/* The change of the trainable weights from one version to the next as a codec stream,
+ * published by the "downlink" stage for RoundStart (len 0: none this version). */
+typedef struct fed_coord_down {
+    fed_codec codec;             /* cfg.compress_down ("none": off) */
+    char name[FED_CODEC_NAME];   /* its canonical name */
+    const uint8_t *bytes;        /* the stream (the stage's buffer) */
+    size_t len;                  /* its bytes; 0: no stream */
+    uint64_t from, to;           /* the versions it leads from and to */
+    uint8_t sha[FED_SHA256_LEN]; /* its SHA-256 */
+} fed_coord_down;
+
+/* "downlink" (stage_downlink.c), after "strategy": commits the server's step compressed.
+ * The change of model's trainable weights since the last close is encoded with codec (a
+ * dense one: fp16, bf16, q8, q4), decoded again, and the model's trainable weights become
+ * the last ones plus the decoded change, exactly what a site holding the last version
+ * rebuilds; the stream goes to *out, from *version (borrowed) to *version + 1. */
+fed_err fed_stage_downlink_new(fed_stage **chain, fed_model *model, const fed_codec *codec,
+                               const uint64_t *version, fed_coord_down *out) FED_MUST_USE;
 
 /* "strategy" (stage_strategy.c): the server optimizer's step, w += step(mean), over the
  * trainable tensors of model in manifest order (model and strategy borrowed). */

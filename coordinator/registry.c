@@ -101,10 +101,13 @@ void fed__coord_reject_round(fed_coord *c, client *k, uint32_t code, const char 
 }
 
 /* Sends RoundStart to k, with the weights unless it holds this version (or force): the
+ * compressed change when it holds the last version and keeps it (--compress-down), the
  * trainable tensors only when it holds the base, else all of them. */
 fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     bool with_model = !c->stats.active && (force || k->held != c->version);
-    bool part = with_model && c->base.n && k->base_cache && k->base_held;
+    bool delta = with_model && !force && k->delta_down && c->down.len && c->down.to == c->version &&
+                 k->held == c->down.from;
+    bool part = with_model && !delta && c->base.n && k->base_cache && k->base_held;
     fed_msg m;
     memset(&m, 0, sizeof m);
     m.type = FED_MSG_ROUND_START;
@@ -126,9 +129,14 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
         memcpy(rs->manifest.base_sha256, c->base.sha, FED_SHA256_LEN);
         memcpy(rs->manifest.trainable_sha256, c->base.train_sha, FED_SHA256_LEN);
     }
-    uint64_t id = c->version | (part ? TRANSFER_TRAINABLE : 0);
+    uint64_t id = c->version | (part ? TRANSFER_TRAINABLE : 0) | (delta ? TRANSFER_DELTA : 0);
     rs->transfer_id = with_model ? id : 0;
     rs->trainable_only = part;
+    if (delta) {
+        rs->delta_from = c->down.from;
+        rs->delta_bytes = c->down.len;
+        memcpy(rs->delta_sha256, c->down.sha, FED_SHA256_LEN);
+    }
     rs->attempt = c->att.n;
     rs->stats = c->stats.active;
     rs->compress = fed_codec_on(&c->codec) && !c->stats.active ? c->codec_name : "";
@@ -154,13 +162,19 @@ fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force) {
     if (k->sending == id) return FED_OK; /* still on its way (across a reconnect) */
     if (k->sending) fed__coord_cancel(c, k->peer, k->sending);
     fed__coord_cancel(c, k->peer, id);
-    uint64_t bytes = part ? (uint64_t)c->ntrainable * sizeof(float) : rs->manifest.total_bytes;
-    err = fed_server_send_transfer(c->srv, k->peer, id,
-                                   part ? c->base.train : fed_model_params_const(c->model), bytes);
+    uint64_t bytes = delta  ? (uint64_t)c->down.len
+                     : part ? (uint64_t)c->ntrainable * sizeof(float)
+                            : rs->manifest.total_bytes;
+    const void *src = delta  ? (const void *)c->down.bytes
+                      : part ? (const void *)c->base.train
+                             : (const void *)fed_model_params_const(c->model);
+    err = fed_server_send_transfer(c->srv, k->peer, id, src, bytes);
     if (err) return err;
     k->sending = id;
     c->cur.model_bytes += bytes;
-    if (part)
+    if (delta)
+        c->cur.models_delta++;
+    else if (part)
         c->cur.models_trainable++;
     else
         c->cur.models_full++;
@@ -219,11 +233,14 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
 }
 
 /* What a Hello says of the frozen base: whether the site takes trainable-only transfers,
- * and whether it holds our base already (from an earlier session, or its cache). */
+ * and whether it holds our base already (from an earlier session, or its cache); and
+ * whether it keeps the version it holds for a downlink delta. */
 static void hello_base(const fed_coord *c, client *k, const fed_msg_hello *h) {
-    k->base_cache = k->base_held = false;
-    for (size_t i = 0; h && i < h->num_capabilities; i++)
+    k->base_cache = k->base_held = k->delta_down = false;
+    for (size_t i = 0; h && i < h->num_capabilities; i++) {
         if (strcmp(h->capabilities[i], FED_CAP_BASE_CACHE) == 0) k->base_cache = true;
+        if (strcmp(h->capabilities[i], FED_CAP_DELTA_DOWN) == 0) k->delta_down = true;
+    }
     for (size_t i = 0; h && k->base_cache && c->base.hashed && i < h->num_bases; i++)
         if (memcmp(h->bases[i], c->base.sha, FED_SHA256_LEN) == 0) k->base_held = true;
 }
@@ -268,7 +285,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
         break;
     case FED_NET_TRANSFER_SENT:
         if (ev->transfer_id == k->sending) {
-            k->held = k->sending & ~TRANSFER_TRAINABLE;
+            k->held = k->sending & ~(TRANSFER_TRAINABLE | TRANSFER_DELTA);
             k->base_held = true; /* it had it, or has it now */
             k->sending = 0;
         }

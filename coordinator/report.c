@@ -106,6 +106,7 @@ static void write_metrics(fed_coord *c) {
     fprintf(f, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64, s->bytes_in, s->bytes_out);
     fprintf(f, ",\"models_full\":%zu,\"models_trainable_only\":%zu,\"model_bytes\":%" PRIu64,
             s->models_full, s->models_trainable, s->model_bytes);
+    if (fed_codec_on(&c->down.codec)) fprintf(f, ",\"models_delta\":%zu", s->models_delta);
     fprintf(f, ",\"update_bytes\":%" PRIu64 ",\"updates_compressed\":%zu", s->update_bytes,
             s->updates_compressed);
     json_num(f, "seconds", s->seconds);
@@ -154,7 +155,12 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
         snprintf(sa, sizeof sa, "; secure sum of %zu (%zu dropped after sharing keys)", s->returned,
                  s->secagg_dropped);
     char models[128] = "";
-    if (s->models_full || s->models_trainable)
+    if (fed_codec_on(&c->down.codec))
+        snprintf(models, sizeof models,
+                 " (models: %zu full, %zu trainable-only, %zu %s deltas, %" PRIu64 " bytes)",
+                 s->models_full, s->models_trainable, s->models_delta, c->down.name,
+                 s->model_bytes);
+    else if (s->models_full || s->models_trainable)
         snprintf(models, sizeof models,
                  " (models: %zu full, %zu trainable-only, %" PRIu64 " bytes)", s->models_full,
                  s->models_trainable, s->model_bytes);

@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <inttypes.h>
 #include <string.h>
 
 /* ---- names, limits, sizes ------------------------------------------------------------ */
@@ -323,6 +324,18 @@ static fed_err check_envelope(const Fedtune__Envelope *e, const fed_msg_limits *
                 return fed_errorf(code, "round_start.trainable_only: %s",
                                   r->transfer_id ? "the manifest has no frozen base"
                                                  : "no transfer (transfer_id 0)");
+            if (r->delta_from) {
+                if (!r->transfer_id || r->trainable_only || r->delta_from >= r->model_version ||
+                    !r->delta_bytes)
+                    return fed_errorf(code,
+                                      "round_start.delta_from %" PRIu64 ": needs a transfer, not "
+                                      "trainable_only, a version below model_version %" PRIu64
+                                      " and delta_bytes > 0",
+                                      r->delta_from, r->model_version);
+                TRY(check_bytes(&c, &r->delta_sha256, FED_SHA256_LEN, "round_start.delta_sha256"));
+            } else if (r->delta_bytes || r->delta_sha256.len) {
+                return fed_errorf(code, "round_start.delta_bytes: set without delta_from");
+            }
             if (e->round_start->secagg) return check_secagg_params(&c, e->round_start->secagg);
             return FED_OK;
         }
@@ -419,6 +432,9 @@ static fed_err build_round_start(wire *w, const fed_msg_round_start *r) {
     p->stats = r->stats;
     p->trainable_only = r->trainable_only;
     p->compress = str(r->compress);
+    p->delta_from = r->delta_from;
+    p->delta_bytes = r->delta_bytes; /* checked with the rest: only with delta_from */
+    if (r->delta_from) p->delta_sha256 = bin(r->delta_sha256, FED_SHA256_LEN);
 
     const fed_msg_train_config *tc = &r->config;
     fedtune__train_config__init(&w->config);
@@ -781,6 +797,9 @@ static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
         r->stats = p->stats != 0;
         r->trainable_only = p->trainable_only != 0;
         r->compress = p->compress;
+        r->delta_from = p->delta_from;
+        r->delta_bytes = p->delta_bytes;
+        if (p->delta_from) copy_bin(r->delta_sha256, &p->delta_sha256, FED_SHA256_LEN);
         const Fedtune__TrainConfig *pc = p->config; /* absent: all defaults, optimizer "" */
         if (pc) {
             r->config.epochs = pc->epochs;

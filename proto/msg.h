@@ -43,6 +43,9 @@
 /* Hello.capabilities of a site that sends the compressed encodings RoundStart.compress
  * asks for (core/codec.h streams). */
 #define FED_CAP_CODEC "codec"
+/* Hello.capabilities of a site that keeps the weights of the version it last received and
+ * takes RoundStart.delta_from transfers (the change to the next version, compressed). */
+#define FED_CAP_DELTA_DOWN "delta-down"
 
 typedef enum fed_msg_type {
     FED_MSG_NONE = 0,
@@ -154,6 +157,11 @@ typedef struct fed_msg_round_start {
     bool has_secagg;     /* the round is securely aggregated with these parameters */
     fed_msg_secagg_params secagg;
     const char *compress; /* the uplink codec asked for (core/codec.h names; "" or NULL: none) */
+    uint64_t delta_from;  /* non-zero: the transfer is the codec stream of the trainable
+                             tensors' change from this version (< model_version, held by the
+                             site) to model_version; needs a transfer_id, not trainable_only */
+    uint64_t delta_bytes; /* the stream's length (> 0 with delta_from) */
+    uint8_t delta_sha256[FED_SHA256_LEN]; /* of the stream */
 } fed_msg_round_start;
 
 typedef struct fed_msg_chunk {

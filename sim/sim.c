@@ -498,7 +498,7 @@ static fed_err make_sites(sim_run *r) {
         sc.standardize = false;
         sc.threads = 0;
         sc.external_training = true;
-        sc.keep_model = false;
+        sc.keep_model = cfg->keep_models;
         sc.backoff_initial_ms = 10;
         sc.backoff_max_ms = 100;
         sc.software = "fedtune sim";

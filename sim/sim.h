@@ -75,6 +75,8 @@ typedef struct fed_sim_config {
                                              ignored (each site's derives from seed), a scale
                                              K of 0 is the number of sites sampled a round,
                                              a lie Z of NaN the paper's (fed_sim_lie_z) */
+    bool keep_models;      /* sites keep the global model between rounds, as client daemons
+                              do (a model a site), and take downlink deltas; false: lean */
     size_t no_codec_sites; /* the first this many sites lack the capability "codec" (sites
                               of an older version: plain f32 updates whatever --compress) */
     /* Called on the sites' thread with every update a site computed, just before it is

@@ -69,6 +69,32 @@ expect 2 'fedtune sim: --compress: compression codec "topk:2": fraction "2" is n
 expect 2 'fedtune sim: --compress: compression codec "topk:0.1+q2": unknown value codec "q2"' -- \
   "${SIM[@]}" --compress topk:0.1+q2
 expect 0 "--compress TEXT" -- "$FEDTUNE" coordinator --help
+
+# The downlink (--compress-down): from round 2 a site that kept version v (--keep-models)
+# gets the q8 change to v + 1 (563 bytes, as an update) instead of 2 060, and rebuilds the
+# weights exactly (a site whose rebuilt weights missed the manifest's SHA-256 would ask
+# for the whole model: a full transfer in that round). Lean sites get whole models of the
+# same versions: the same final bytes.
+down_of() { sed -n 's/^round .*, down \([0-9]*\) B.*/\1/p' "$1" | tr '\n' ' ' | sed 's/ $//'; }
+"${SIM[@]}" --keep-models --compress-down q8 --metrics "$tmp/down.jsonl" >"$tmp/down.out" 2>&1
+"${SIM[@]}" --compress-down q8 >"$tmp/down-lean.out" 2>&1
+ok "compress-down q8: 12 360 bytes down, then 6 x 563" test "$(down_of "$tmp/down.out")" = "12360 3378 3378"
+ok "compress-down q8: rounds 2 and 3 send no whole model" \
+  test "$(grep -c "models 0 full + 6 deltas$" "$tmp/down.out")" -eq 2
+ok "compress-down q8: metrics models_delta" grep -q '"model_bytes":3378,"models_delta":6' "$tmp/down.jsonl"
+ok "compress-down q8: lean sites get whole models" test "$(down_of "$tmp/down-lean.out")" = "12360 12360 12360"
+ok_same "compress-down q8: lean sites, the same versions" "$(hash_of "$tmp/down-lean.out")" \
+  "$(hash_of "$tmp/down.out")"
+ok_differ "compress-down q8: the server's step is quantized" "$(hash_of "$tmp/down.out")" \
+  "$(hash_of "$tmp/none.out")"
+ok "compress-down q8: final accuracy 0.8867" test "$(acc_of "$tmp/down.out")" = "0.8867"
+"${SIM[@]}" --keep-models --compress-down fp16 >"$tmp/down16.out" 2>&1
+ok "compress-down fp16: 6 x 1 054 bytes" test "$(down_of "$tmp/down16.out")" = "12360 6324 6324"
+"${SIM[@]}" --keep-models >"$tmp/keep.out" 2>&1
+ok_same "--keep-models alone: the plain run's bytes" "$(hash_of "$tmp/keep.out")" "$(hash_of "$tmp/none.out")"
+expect 2 "fedtune sim: compress-down topk:0.1: the downlink takes a dense codec (fp16, bf16, q8, q4): a sparse server step would drop most of each round's change" -- \
+  "${SIM[@]}" --compress-down topk:0.1
+expect 2 'fedtune sim: compress-down: unknown compression codec "q3"' -- "${SIM[@]}" --compress-down q3
 for f in "$tmp"/*.out; do
   ok "$f: no sanitizer report" test "$(grep -c -e Sanitizer -e 'runtime error:' "$f")" -eq 0
 done

@@ -40,8 +40,9 @@ coordinator() { # <port> <rounds> <metrics file>
   timeout 120 "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$1" --ca ca/ca.crt \
     --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key \
     --model init.st --freeze 0 --rounds "$2" --min-clients 2 --min-fit 2 --epochs 1 --lr 0.01 \
-    --checkpoint-dir ckpt --metrics "$3" --out final.st
+    --checkpoint-dir ckpt --metrics "$3" --out final.st "${COORD_EXTRA[@]}"
 }
+COORD_EXTRA=()
 client() { # <port> <site letter> <data index> [flags...]
   local p=$1 s=$2 d=$3
   shift 3
@@ -100,7 +101,7 @@ ok_same "the cached bytes are the frozen tensors" "$(sha256sum <"bases-a/$base.b
 ok_same "the exported model keeps the base bit for bit" "$(frozen_sha final.st)" "$base"
 ok "site b keeps no folder" test "$(find . -name '*.base' | wc -l)" -eq 1
 ok "site a's last line counts what it received" \
-  grep -q "models received: 1 full, 2 trainable-only, 932 bytes" a1.log
+  grep -q "models received: 1 full, 2 trainable-only, 0 deltas, 932 bytes" a1.log
 
 # ---- restarted: the folder's base is announced and used ----------------------------------
 federation 5 m2.jsonl 2
@@ -117,5 +118,21 @@ ok_same "round 6: a's trainable-only transfer, then both whole models" "$(counte
 ok_same "the file is written again, correct" "$(sha256sum <"bases-a/$base.base" | cut -c1-64)" "$base"
 ok_same "round 6 completed with both sites" \
   "$(grep -c 'round 6/6: clients 2 sampled, 2 returned, 0 rejected' coord3.log)" "1"
+
+# ---- the downlink compressed (--compress-down q8): resumed at version 6, round 7 sends
+# the weights as before (new processes); from round 8 each site, holding the last version,
+# gets the q8 change of the 51 trainable floats (24 + 8 + 51 = 83 bytes), rebuilds the
+# version and checks its SHA-256 (a mismatch would ask for the whole model) ---------------
+COORD_EXTRA=(--compress-down q8)
+federation 9 m4.jsonl 4
+ok_same "round 7: a trainable only, b everything" "$(counters m4.jsonl 7)" "1 1 728"
+ok "round 8: two q8 deltas of 83 bytes" grep -q '"round":8,.*"models_full":0,"models_trainable_only":0,"model_bytes":166,"models_delta":2' m4.jsonl
+ok "round 9: the same" grep -q '"round":9,.*"model_bytes":166,"models_delta":2' m4.jsonl
+ok "the round line shows it" grep -q "round 9/9: .*(models: 0 full, 0 trainable-only, 2 q8 deltas, 166 bytes)" coord4.log
+for s in a b; do
+  ok "site $s rebuilt both versions, asked for nothing" \
+    grep -q "models received: 0 full, 1 trainable-only, 2 deltas\|models received: 1 full, 0 trainable-only, 2 deltas" "$s"4.log
+  ok "site $s never asked for a model" test "$(grep -c "asking for it" "$s"4.log)" -eq 0
+done
 
 report

@@ -1251,6 +1251,40 @@ TEST(fail_nth_allocation) {
  * the bytes it came from (overwritten and freed here, so ASan would see any read of
  * them) and stay valid, untouched by other messages' lives, until fed_msg_free, which
  * releases the arena and zeroes the message. */
+/* A downlink delta (RoundStart.delta_from, delta_bytes, delta_sha256) round trips; what
+ * a site could not apply is refused. */
+TEST(delta_fields) {
+    fed_msg m = sample_round_start(), d; /* version 7, transfer 99 */
+    fed_msg_round_start *r = &m.u.round_start;
+    r->delta_from = 6;
+    r->delta_bytes = 1234;
+    memset(r->delta_sha256, 0x6d, FED_SHA256_LEN);
+    if (round_trip(&m, &d)) {
+        CHECK_INT(d.u.round_start.delta_from, 6);
+        CHECK_INT(d.u.round_start.delta_bytes, 1234);
+        CHECK_MEM(d.u.round_start.delta_sha256, r->delta_sha256, FED_SHA256_LEN);
+        fed_msg_free(&d);
+    }
+    r->delta_from = 7;
+    EXPECT_EINVAL(&m, "round_start.delta_from 7: needs a transfer, not trainable_only, a "
+                      "version below model_version 7 and delta_bytes > 0");
+    r->delta_from = 6;
+    r->delta_bytes = 0;
+    EXPECT_EINVAL(&m, "round_start.delta_from 6: needs a transfer");
+    r->delta_bytes = 1234;
+    r->transfer_id = 0;
+    EXPECT_EINVAL(&m, "round_start.delta_from 6: needs a transfer");
+    r->transfer_id = 99;
+    r->delta_from = 0;
+    EXPECT_EINVAL(&m, "round_start.delta_bytes: set without delta_from");
+    r->delta_bytes = 0;
+    if (round_trip(&m, &d)) { /* none: an older coordinator's */
+        CHECK_INT(d.u.round_start.delta_from, 0);
+        CHECK_INT(d.u.round_start.delta_bytes, 0);
+        fed_msg_free(&d);
+    }
+}
+
 /* The frozen base: Hello.bases, the manifest's two digests and trainable_only round trip;
  * what would make a site add the wrong base is refused on both sides; the manifest's
  * parts gather and scatter the tensors with a given flag back to back. */
@@ -1554,6 +1588,7 @@ int main(void) {
     RUN(round_trip_hello);
     RUN(round_trip_welcome);
     RUN(base_fields);
+    RUN(delta_fields);
     RUN(round_trip_round_start);
     RUN(round_trip_chunk);
     RUN(round_trip_update);
