@@ -251,7 +251,7 @@ static fed_err krum(robust_stage *t, float *out, uint64_t round) {
             if (c[i] == 0.0 && (best == m || score[i] < score[best])) best = i;
         c[best] = 1.0 / (double)keep;
     }
-    FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": %s kept %zu of %zu updates", round,
+    FED_LOG(FED_LOG_INFO, "round %" PRIu64 ": %s kept %zu of %zu updates", round,
             fed_robust_name(t->cfg.rule), keep, m);
     combine(t, c, out);
     return FED_OK;
@@ -350,8 +350,8 @@ static fed_err rfa(robust_stage *t, float *out, uint64_t round) {
             break;
         }
     }
-    FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": rfa: %d Weiszfeld iterations over %zu updates",
-            round, it, m);
+    FED_LOG(FED_LOG_INFO, "round %" PRIu64 ": rfa: %d Weiszfeld iterations over %zu updates", round,
+            it, m);
     return FED_OK;
 }
 
