@@ -109,17 +109,7 @@ static const opt_spec sim_opts[] = {
     STRATEGY_OPTS(S(sc)),
     DP_OPTS(S(dp)),
     SECAGG_OPTS(S(sa)),
-    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, S(max_update_norm),
-     "reject deltas with a larger L2 norm (0: off)"},
-    ROBUST_OPTS(S(rb)),
-    {"compress", OPT_STRING, "none", 1, 0, NULL, S(compress),
-     "uplink codec of the sites' updates: none, fp16, bf16, q8, q4 (stochastic, blocks of "
-     "256), topk:F (share F kept, with error feedback) or topk:F+fp16|bf16|q8|q4; sites "
-     "without the capability send f32"},
-    {"compress-down", OPT_STRING, "none", 1, 0, NULL, S(compress_down),
-     "downlink codec: none, fp16, bf16, q8 or q4; each new version is committed as the last "
-     "plus its change so encoded, and a site that keeps the last version (a client daemon, "
-     "sim --keep-models) receives the change instead of the weights"},
+    UPDATE_OPTS(S),
     RETRY_OPTS(S(rc), "0"),
     INPUT_STATS_OPT(S(input_stats), "off"),
     {"no-codec-sites", OPT_SIZE, "0", 0, 1e9, NULL, F(no_codec_sites),

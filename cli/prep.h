@@ -227,6 +227,24 @@ typedef struct robust_cfg {
      "checkpoint folder, else $TMPDIR or /tmp)"}
 /* clang-format on */
 
+/* What the coordinator does with updates, shared by coordinator and sim: the norm bound,
+ * the robust rule and the codecs both ways. S(field) is the offset of a coord_shared_cfg
+ * field in the command's config (COORD_SHARED_AT). */
+/* clang-format off */
+#define UPDATE_OPTS(S)                                                                     \
+    {"max-update-norm", OPT_FLOAT, "0", 0, 1e30, NULL, S(max_update_norm),                 \
+     "reject deltas with a larger L2 norm (0: off)"},                                      \
+    ROBUST_OPTS(S(rb)),                                                                    \
+    {"compress", OPT_STRING, "none", 1, 0, NULL, S(compress),                              \
+     "uplink codec of the sites' updates: none, fp16, bf16, q8, q4 (stochastic, blocks of " \
+     "256), topk:F (share F kept, with error feedback) or topk:F+fp16|bf16|q8|q4; sites "  \
+     "without the capability send f32"},                                                   \
+    {"compress-down", OPT_STRING, "none", 1, 0, NULL, S(compress_down),                    \
+     "downlink codec: none, fp16, bf16, q8 or q4; each new version is committed as the "   \
+     "last plus its change so encoded, and a site that keeps the last version (a client "  \
+     "daemon, sim --keep-models) receives the change instead of the weights"}
+/* clang-format on */
+
 /* How rounds treat failed attempts and example counts (fed_coord_config's retry_*,
  * max_failed_attempts and max_examples_per_site), shared by coordinator and sim. */
 typedef struct retry_cfg {
