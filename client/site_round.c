@@ -516,8 +516,10 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
         s->round.state = ROUND_RECEIVING;
         return;
     }
-    if (!holds(s, rs, rs->model_version) ||
-        memcmp(s->model.global_sha, rs->manifest.sha256, FED_SHA256_LEN) != 0) {
+    if (!s->model.global_n || /* the weights of the manifest's digest, in its layout */
+        memcmp(s->model.global_sha, rs->manifest.sha256, FED_SHA256_LEN) != 0 ||
+        (uint64_t)s->model.global_n * 4u != rs->manifest.total_bytes ||
+        strcmp(s->model.global_arch, rs->manifest.arch) != 0) {
         ask_model(s, "no model");
         return;
     }
