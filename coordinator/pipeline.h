@@ -139,9 +139,11 @@ typedef struct fed_coord_down {
  * The change of model's trainable weights since the last close is encoded with codec (a
  * dense one: fp16, bf16, q8, q4), decoded again, and the model's trainable weights become
  * the last ones plus the decoded change, exactly what a site holding the last version
- * rebuilds; the stream goes to *out, from *version (borrowed) to *version + 1. */
-fed_err fed_stage_downlink_new(fed_stage **chain, fed_model *model, const fed_codec *codec,
-                               const uint64_t *version, fed_coord_down *out) FED_MUST_USE;
+ * rebuilds; the stream goes to *out, from *version (borrowed) to *version + 1. mf names
+ * the model's tensors (its tensors array borrowed: the coordinator's manifest). */
+fed_err fed_stage_downlink_new(fed_stage **chain, fed_model *model, const fed_msg_manifest *mf,
+                               const fed_codec *codec, const uint64_t *version,
+                               fed_coord_down *out) FED_MUST_USE;
 
 /* "strategy" (stage_strategy.c): the server optimizer's step, w += step(mean), over the
  * trainable tensors of model in manifest order (model and strategy borrowed). */

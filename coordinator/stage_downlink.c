@@ -13,6 +13,7 @@
 typedef struct down_stage {
     fed_stage base;
     fed_model *model;        /* borrowed: the global model the strategy stepped */
+    fed_msg_manifest mf;     /* its tensors (borrowed): which are trainable, in order */
     fed_codec codec;         /* dense: fp16, bf16, q8, q4 */
     const uint64_t *version; /* borrowed: the version before this close */
     fed_coord_down *out;     /* borrowed: where the stream is published */
@@ -22,26 +23,12 @@ typedef struct down_stage {
     uint8_t *bytes;          /* the stream (fed_codec_size(codec, n) bytes) */
 } down_stage;
 
-/* Copies the trainable tensors of m into x (to: true) or x into them (false). */
-static void trainable(fed_model *m, float *x, bool to) {
-    float *w = fed_model_params(m);
-    size_t off = 0, nt = fed_model_num_tensors(m);
-    for (size_t i = 0; i < nt; i++) {
-        const fed_tensor *t = fed_model_tensor(m, i);
-        if (!t->trainable) continue;
-        if (to)
-            memcpy(x + off, w + t->offset, t->numel * sizeof *x);
-        else
-            memcpy(w + t->offset, x + off, t->numel * sizeof *x);
-        off += t->numel;
-    }
-}
-
 static fed_err down_close(fed_stage *s, fed_round_agg *r) {
     down_stage *d = (down_stage *)s;
     size_t len = fed_codec_size(&d->codec, d->n);
     uint64_t from = *d->version, to = from + 1;
-    trainable(d->model, d->work, true);
+    float *w = fed_model_params(d->model);
+    fed_manifest_gather(&d->mf, true, w, d->work);
     for (size_t i = 0; i < d->n; i++) d->work[i] -= d->prev[i];
     fed_err err = fed_codec_encode(&d->codec, d->work, d->n, fed_mix64(to ^ 0x646f776eu), d->bytes,
                                    len, NULL);
@@ -49,12 +36,12 @@ static fed_err down_close(fed_stage *s, fed_round_agg *r) {
     if (err) { /* a change the codec cannot hold (fp16 past 65504): this version goes whole */
         FED_LOG(FED_LOG_WARN, "round %" PRIu64 ": downlink %s: %s; sending whole models", r->round,
                 d->out->name, fed_errmsg());
-        trainable(d->model, d->prev, true);
+        fed_manifest_gather(&d->mf, true, w, d->prev);
         d->out->len = 0;
         return FED_OK;
     }
     for (size_t i = 0; i < d->n; i++) d->prev[i] += d->work[i]; /* the site's very sums */
-    trainable(d->model, d->prev, false);
+    fed_manifest_scatter(&d->mf, true, d->prev, w);
     d->out->bytes = d->bytes;
     d->out->len = len;
     d->out->from = from;
@@ -74,13 +61,15 @@ static void down_destroy(fed_stage *s) {
 static const fed_stage_type down_type = {
     .name = "downlink", .close = down_close, .destroy = down_destroy};
 
-fed_err fed_stage_downlink_new(fed_stage **chain, fed_model *model, const fed_codec *codec,
-                               const uint64_t *version, fed_coord_down *out) {
+fed_err fed_stage_downlink_new(fed_stage **chain, fed_model *model, const fed_msg_manifest *mf,
+                               const fed_codec *codec, const uint64_t *version,
+                               fed_coord_down *out) {
     if (codec->id == FED_CODEC_F32 || codec->id == FED_CODEC_TOPK)
         return fed_errorf(FED_EINVAL, "downlink: only a dense codec (fp16, bf16, q8, q4)");
     down_stage *d = fed_calloc(1, sizeof *d);
     if (!d) return FED_ENOMEM;
     d->model = model;
+    d->mf = *mf;
     d->codec = *codec;
     d->version = version;
     d->out = out;
@@ -93,7 +82,7 @@ fed_err fed_stage_downlink_new(fed_stage **chain, fed_model *model, const fed_co
         fed_free(d);
         return FED_ENOMEM;
     }
-    trainable(model, d->prev, true);
+    fed_manifest_gather(mf, true, fed_model_params(model), d->prev);
     out->len = 0;
     d->base.type = &down_type;
     fed_stage_append(chain, &d->base);
@@ -103,5 +92,6 @@ fed_err fed_stage_downlink_new(fed_stage **chain, fed_model *model, const fed_co
 /* After the strategy, when the configuration asks for a compressed downlink. */
 fed_err fed__coord_stage_downlink(fed_stage **chain, fed_coord *c) {
     if (!fed_codec_on(&c->down.codec)) return FED_OK;
-    return fed_stage_downlink_new(chain, c->model, &c->down.codec, &c->version, &c->down);
+    fed_msg_manifest mf = {.tensors = c->tensors, .num_tensors = c->ntensors};
+    return fed_stage_downlink_new(chain, c->model, &mf, &c->down.codec, &c->version, &c->down);
 }

@@ -21,7 +21,6 @@ SIM=("$FEDTUNE" sim --data "$tmp/train.csv" --test-data "$tmp/test.csv" --arch "
   --clients 10 --partition iid --fraction 1 --rounds 4 --epochs 1 --batch 10 --lr 0.05
   --workers 2 --seed 3)
 
-acc_of() { sed -n 's/^summary: .*final accuracy \([0-9.]*\),.*/\1/p' "$1"; }
 
 "${SIM[@]}" >"$tmp/clean.out" 2>&1
 "${SIM[@]}" --malicious 0 --attack sign-flip >"$tmp/zero.out" 2>&1

@@ -17,7 +17,6 @@ ARCH='{"input":[4],"layers":[{"type":"linear","out":64},{"type":"relu"},{"type":
 SIM=("$FEDTUNE" sim --data "$DATA" --test-data "$DATA" --arch "$ARCH" --clients 6
   --partition iid --fraction 1 --rounds 3 --epochs 2 --batch 10 --lr 0.1 --workers 2 --seed 3)
 
-acc_of() { sed -n 's/^summary: .*final accuracy \([0-9.]*\),.*/\1/p' "$1"; }
 # up_of <file>: the uplink bytes of every round line, space-separated.
 up_of() { sed -n 's/^round .*, up \([0-9]*\) B.*/\1/p' "$1" | tr '\n' ' ' | sed 's/ $//'; }
 

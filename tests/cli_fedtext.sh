@@ -42,7 +42,7 @@ for run in fa fi; do
   ok "$run: 180 examples of 3 sites, text of 128 token ids" \
     grep -q "^sim: 180 examples (2 classes) shared out to 3 sites (--sites)" $run.out
   ok "$run: text of 128 token ids" grep -q "^sim: text, 128 token ids per example" $run.out
-  acc=$(sed -n 's/.*final accuracy \([0-9.]*\),.*/\1/p' $run.out)
+  acc=$(acc_of $run.out)
   # Measured: 0.7167 both ways (start 0.4583) on this machine; bound with margin.
   ok "$run: final accuracy ${acc:-none} >= 0.62" awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 0.62) }'
   names=$("$PY" -c 'import json, sys

@@ -17,7 +17,6 @@ ARCH='{"input":[4],"layers":[{"type":"linear","out":8},{"type":"relu"},{"type":"
 SIM=("$FEDTUNE" sim --data "$tmp/train.csv" --test-data "$tmp/test.csv" --arch "$ARCH"
   --clients 10 --partition iid --fraction 1 --rounds 10 --epochs 1 --batch 10 --lr 0.1
   --workers 2 --seed 3)
-acc_of() { sed -n 's/^summary: .*final accuracy \([0-9.]*\),.*/\1/p' "$1"; }
 # within <a> <b> <points>: |a - b| <= points / 100
 within() { awk -v a="$1" -v b="$2" -v p="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= p / 100 + 1e-9) }'; }
 

@@ -213,6 +213,8 @@ blobs() {
 # hash_of <file>: the final model's SHA-256 a `fedtune sim` run printed (empty if none):
 # compare with ok_same / ok_differ, which fail on an empty side.
 hash_of() { sed -n 's/^final model sha256 \([0-9a-f]\{64\}\)$/\1/p' "$1"; }
+# acc_of <file>: the final accuracy of a `fedtune sim` run's summary line (empty if none).
+acc_of() { sed -n 's/^summary: .*final accuracy \([0-9.]*\),.*/\1/p' "$1"; }
 
 # Prints the totals and exits non-zero on any failure.
 report() {

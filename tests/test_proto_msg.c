@@ -657,6 +657,8 @@ typedef struct rs_knobs {
     size_t extra_tensors;
     bool no_manifest;
     size_t tokenizer_sha_len; /* Manifest.tokenizer_sha256's bytes (0: absent) */
+    uint64_t model_version, transfer_id, delta_from, delta_bytes; /* 0: absent */
+    size_t delta_sha_len; /* RoundStart.delta_sha256's bytes (0: absent) */
 } rs_knobs;
 
 static rs_knobs good_knobs(void) {
@@ -705,11 +707,16 @@ static pbw round_start_wire(const rs_knobs *k) {
     if (k->tokenizer_sha_len) w_bytes(&man, 8, sha, k->tokenizer_sha_len);
     w_str(&man, 4, "{}");
     w_uint(&rs, 1, 9);
+    if (k->model_version) w_uint(&rs, 2, k->model_version);
     w_sub(&rs, 3, &cfg);
     if (k->no_manifest)
         free(man.b);
     else
         w_sub(&rs, 4, &man);
+    if (k->transfer_id) w_uint(&rs, 5, k->transfer_id);
+    if (k->delta_from) w_uint(&rs, 12, k->delta_from);
+    if (k->delta_bytes) w_uint(&rs, 13, k->delta_bytes);
+    if (k->delta_sha_len) w_bytes(&rs, 14, sha, k->delta_sha_len);
     return w_envelope(1, 77, F_ROUND_START, &rs);
 }
 
@@ -1283,6 +1290,38 @@ TEST(delta_fields) {
         CHECK_INT(d.u.round_start.delta_bytes, 0);
         fed_msg_free(&d);
     }
+    /* The same refusals when decoding a peer's bytes. */
+    rs_knobs k = good_knobs();
+    k.model_version = 7;
+    k.transfer_id = 99;
+    k.delta_from = 6;
+    k.delta_bytes = 1234;
+    k.delta_sha_len = 32;
+    pbw e = round_start_wire(&k);
+    if (!fed_msg_decode(&d, e.b, e.n, NULL)) {
+        CHECK_INT(d.u.round_start.delta_from, 6);
+        CHECK_INT(d.u.round_start.delta_bytes, 1234);
+        fed_msg_free(&d);
+    } else {
+        CHECK(!"the baseline delta RoundStart decodes");
+    }
+    free(e.b);
+    k.delta_sha_len = 31;
+    e = round_start_wire(&k);
+    EXPECT_PROTO_W(e, NULL, "round_start.delta_sha256: 31 bytes (must be 32)");
+    k.delta_sha_len = 32;
+    k.transfer_id = 0;
+    e = round_start_wire(&k);
+    EXPECT_PROTO_W(e, NULL, "round_start.delta_from 6: needs a transfer");
+    k.transfer_id = 99;
+    k.delta_from = 9;
+    e = round_start_wire(&k);
+    EXPECT_PROTO_W(e, NULL,
+                   "round_start.delta_from 9: needs a transfer, not trainable_only, a "
+                   "version below model_version 7");
+    k.delta_from = 0;
+    e = round_start_wire(&k);
+    EXPECT_PROTO_W(e, NULL, "round_start.delta_bytes: set without delta_from");
 }
 
 /* The frozen base: Hello.bases, the manifest's two digests and trainable_only round trip;
