@@ -251,6 +251,7 @@ static fed_err connect_now(fed_site *s) {
     cc.hello.num_bases = site_base_list(s->bases, cc.hello.bases, FED_MSG_MAX_BASES);
     cc.hello.train_examples = s->stats.train_examples;
     cc.hello.eval_examples = s->stats.eval_examples;
+    s->conn.gen++;
     return fed_client_new(&s->conn.cli, s->conn.zctx, &cc);
 }
 
@@ -404,6 +405,18 @@ fed_err fed_site_disconnect(fed_site *s) {
     atomic_store(&s->job.state, JOB_NONE);
     disconnect(s);
     return FED_OK;
+}
+
+int fed_site_wake_fds(fed_site *s, int fds[2], uint64_t *conn) {
+    *conn = s->conn.gen;
+    return s->conn.cli ? fed_client_wake_fds(s->conn.cli, fds) : 0;
+}
+
+bool fed_site_busy(fed_site *s) {
+    int job = atomic_load(&s->job.state);
+    if (job == JOB_READY || job == JOB_DONE || !s->conn.cli) return true;
+    if (job != JOB_RUNNING && s->q.len) return true; /* while training the queue waits */
+    return fed_client_busy(s->conn.cli);
 }
 
 bool fed_site_connected(const fed_site *s) {

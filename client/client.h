@@ -251,6 +251,15 @@ fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) FED_MUST_USE;
  * only pumps the channel. *done becomes true on the coordinator's Bye{finished}.
  * Errors as fed_site_run. */
 fed_err fed_site_step(fed_site *s, int timeout_ms, bool *done) FED_MUST_USE;
+/* For a thread that steps many sites (the simulator): the descriptors that become
+ * readable when something may have arrived for s (fed_client_wake_fds; 0 between
+ * connections), with *conn a number that changes with every new connection, so the
+ * caller knows to watch the new ones; and whether fed_site_step could do something now
+ * (a connection to make, queued events, a finished job, output to send, input waiting).
+ * When fed_site_busy is false nothing happens until a descriptor is readable, a job
+ * ends, or a timer of the channel's configuration is due. Site thread only. */
+int fed_site_wake_fds(fed_site *s, int fds[2], uint64_t *conn);
+bool fed_site_busy(fed_site *s);
 /* Bye{"site stopping"} if connected. */
 void fed_site_say_bye(fed_site *s);
 /* Closes the connection now, dropping the round in progress (a simulated dropout); the

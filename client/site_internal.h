@@ -124,6 +124,7 @@ typedef struct site_conn {
     void *zctx;          /* ZeroMQ context */
     bool own_zctx;       /* made by us */
     fed_client *cli;     /* current connection, or NULL between connections */
+    uint64_t gen;        /* connections made so far (fed_site_wake_fds) */
     int attempt;         /* failed connection attempts in a row */
     double next_connect; /* when to connect again */
     fed_rng jitter;      /* reconnect jitter */

@@ -476,6 +476,8 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_free(c->tensors);
     fed_free(c->base.train);
     fed_free(c->cl);
+    fed_free(c->reg.by_cn);
+    fed_free(c->reg.by_peer);
     fed_model_destroy(&c->model);
     fed_free(c);
     *pc = NULL;

@@ -133,6 +133,12 @@ struct fed_coord {
     uint64_t rounds_done, version;
     client *cl; /* the registry (registry.c) */
     size_t ncl, capcl;
+    struct {
+        uint32_t *by_cn;   /* open addressing by CN hash: index into cl + 1, 0 empty */
+        size_t cn_cap;     /* its slots: a power of two, >= 2 ncl */
+        uint32_t *by_peer; /* index into cl + 1 by the network's peer handle, 0 none */
+        size_t peer_cap;   /* its slots */
+    } reg;
     FILE *metrics;
     fed_coord_round_stats cur, last;
     uint64_t rejected_total;

@@ -4,26 +4,81 @@
  * one log line). What an Update is checked against lives in collect.c. */
 #include "coordinator/internal.h"
 
-static client *by_peer(fed_coord *c, uint32_t peer) {
-    for (size_t i = 0; i < c->ncl; i++)
-        if (c->cl[i].peer == peer) return &c->cl[i];
-    return NULL;
+/* The registry is indexed twice, so an event costs O(1) at 10 000 sites: by CN (open
+ * addressing, linear probing) and by the network's peer handle (dense, from 1). */
+
+static size_t cn_hash(const char *cn) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *cn; cn++) h = (h ^ (uint8_t)*cn) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 29));
 }
 
-static client *by_cn(fed_coord *c, const char *cn, uint32_t peer) {
-    for (size_t i = 0; i < c->ncl; i++)
-        if (strcmp(c->cl[i].cn, cn) == 0) return &c->cl[i];
+static client *by_peer(fed_coord *c, uint32_t peer) {
+    if (peer >= c->reg.peer_cap || !c->reg.by_peer[peer]) return NULL;
+    return &c->cl[c->reg.by_peer[peer] - 1];
+}
+
+static void cn_insert(fed_coord *c, size_t idx) {
+    size_t mask = c->reg.cn_cap - 1, h = cn_hash(c->cl[idx].cn) & mask;
+    while (c->reg.by_cn[h]) h = (h + 1) & mask;
+    c->reg.by_cn[h] = (uint32_t)idx + 1;
+}
+
+/* Makes room for one more client: the array, and the CN index kept at most half full. */
+static fed_err reg_grow(fed_coord *c) {
     if (c->ncl == c->capcl) {
         size_t cap = c->capcl ? 2 * c->capcl : 16;
         client *p = fed_realloc(c->cl, cap * sizeof *p);
-        if (!p) return NULL;
+        if (!p) return FED_ENOMEM;
         c->cl = p;
         c->capcl = cap;
     }
-    client *k = &c->cl[c->ncl++];
-    memset(k, 0, sizeof *k);
-    snprintf(k->cn, sizeof k->cn, "%s", cn);
+    if (2 * (c->ncl + 1) > c->reg.cn_cap) {
+        size_t cap = c->reg.cn_cap ? 2 * c->reg.cn_cap : 64;
+        uint32_t *t = fed_calloc(cap, sizeof *t);
+        if (!t) return FED_ENOMEM;
+        fed_free(c->reg.by_cn);
+        c->reg.by_cn = t;
+        c->reg.cn_cap = cap;
+        for (size_t i = 0; i < c->ncl; i++) cn_insert(c, i);
+    }
+    return FED_OK;
+}
+
+/* Records that peer is client k's handle now (a handle is never reused for another CN). */
+static fed_err set_peer(fed_coord *c, client *k, uint32_t peer) {
+    if (peer >= c->reg.peer_cap) {
+        size_t cap = c->reg.peer_cap ? c->reg.peer_cap : 64;
+        while (cap <= peer) cap *= 2;
+        uint32_t *t = fed_realloc(c->reg.by_peer, cap * sizeof *t);
+        if (!t) return FED_ENOMEM;
+        memset(t + c->reg.peer_cap, 0, (cap - c->reg.peer_cap) * sizeof *t);
+        c->reg.by_peer = t;
+        c->reg.peer_cap = cap;
+    }
     k->peer = peer;
+    c->reg.by_peer[peer] = (uint32_t)(k - c->cl) + 1;
+    return FED_OK;
+}
+
+static client *by_cn(fed_coord *c, const char *cn, uint32_t peer) {
+    client *k = NULL;
+    if (c->reg.cn_cap) {
+        size_t mask = c->reg.cn_cap - 1;
+        for (size_t h = cn_hash(cn) & mask; c->reg.by_cn[h]; h = (h + 1) & mask)
+            if (strcmp(c->cl[c->reg.by_cn[h] - 1].cn, cn) == 0) {
+                k = &c->cl[c->reg.by_cn[h] - 1];
+                break;
+            }
+    }
+    if (!k) {
+        if (reg_grow(c) != FED_OK) return NULL;
+        k = &c->cl[c->ncl++];
+        memset(k, 0, sizeof *k);
+        snprintf(k->cn, sizeof k->cn, "%s", cn);
+        cn_insert(c, c->ncl - 1);
+    }
+    if (set_peer(c, k, peer) != FED_OK) return NULL;
     return k;
 }
 
@@ -251,10 +306,9 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
     if (!k) return ev->type == FED_NET_JOINED ? FED_ENOMEM : FED_OK;
     switch (ev->type) {
     case FED_NET_JOINED:
-        k->peer = ev->peer;
-        k->connected = true;
-        k->told = false; /* a new session has heard nothing yet */
-        k->held = 0;     /* nor holds the model: send it again */
+        k->connected = true; /* k->peer was set by by_cn */
+        k->told = false;     /* a new session has heard nothing yet */
+        k->held = 0;         /* nor holds the model: send it again */
         k->hello_examples = ev->msg ? ev->msg->u.hello.train_examples : 0;
         hello_base(c, k, ev->msg ? &ev->msg->u.hello : NULL);
         FED_LOG(FED_LOG_INFO, "%s joined (%zu connected, %" PRIu64 " training examples)", k->cn,

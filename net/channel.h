@@ -330,6 +330,16 @@ void fed_client_destroy(fed_client **c);
 fed_err fed_client_poll(fed_client *c, int timeout_ms, fed_net_event *ev) FED_MUST_USE;
 /* True between FED_NET_JOINED and FED_NET_LEFT. */
 bool fed_client_ready(const fed_client *c);
+/* For callers that drive many clients from one thread (the simulator): the descriptors
+ * that become readable when something may have arrived for c (ZeroMQ's ZMQ_FD; 1 or 2,
+ * stored in fds, 0 without a socket), and whether a fed_client_poll with timeout 0 could
+ * do something now (an event queued, frames or chunks to send, a frame waiting). When
+ * fed_client_busy is false, nothing happens until one of the descriptors is readable or
+ * a timer of the configuration (keepalive, idle, handshake timeout) is due. The
+ * descriptors are edge triggered: ask fed_client_busy after every poll before waiting on
+ * them. */
+int fed_client_wake_fds(fed_client *c, int fds[2]);
+bool fed_client_busy(fed_client *c);
 /* As fed_server_send, to the coordinator; FED_ECLOSED when not ready. */
 fed_err fed_client_send(fed_client *c, const fed_msg *m) FED_MUST_USE;
 /* As fed_server_send_transfer / recv_transfer / cancel_transfer, with the coordinator. */

@@ -324,6 +324,18 @@ bool fed_client_ready(const fed_client *c) {
     return c->ready;
 }
 
+int fed_client_wake_fds(fed_client *c, int fds[2]) {
+    return c->net.sock ? fed__sock_wake_fds(c->net.sock, fds) : 0;
+}
+
+bool fed_client_busy(fed_client *c) {
+    const fed__net *n = &c->net;
+    if (!n->sock || n->evq_head || n->blocked || c->lost) return true;
+    const fed__sess *x = c->sess;
+    if (x && (x->q_head || fed__sess_wants_pump(x))) return true;
+    return fed__sock_readable(n->sock);
+}
+
 static fed_err ready_sess(fed_client *c) {
     if (!c->sess || !c->ready) return fed_errorf(FED_ECLOSED, "not connected to the coordinator");
     return FED_OK;

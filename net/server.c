@@ -48,6 +48,7 @@ typedef struct peer {
     char cn[FED_NET_CN_MAX + 1]; /* certificate subject CN */
     fed__xfers xfers;            /* transfers with it, across sessions */
     fed__sess *sess;             /* its admitted session, or NULL */
+    struct peer *hnext;          /* CN hash chain */
 } peer;
 
 typedef struct ban {
@@ -64,8 +65,10 @@ struct fed_server {
     fed__sess **buckets;      /* sessions by routing id (chained through hnext) */
     size_t nbuckets;          /* power of two */
     size_t nsessions;         /* sessions in the table */
+    fed__sess *pending;       /* sessions with frames queued or a transfer to pump */
     peer **peers;             /* identities by handle - 1 */
     size_t npeers, peers_cap; /* used and allocated */
+    peer **pbuckets;          /* identities by CN (chained through hnext), peers_cap long */
     size_t admitted;          /* sessions READY */
     size_t handshakes;        /* sessions not READY */
     ban bans[BAN_SLOTS];      /* garbage senders */
@@ -141,27 +144,74 @@ static peer *peer_get(const fed_server *s, uint32_t id) {
     return id >= 1 && id <= s->npeers ? s->peers[id - 1] : NULL;
 }
 
+static size_t cn_bucket(const fed_server *s, const char *cn) {
+    return rid_hash((const uint8_t *)cn, strlen(cn)) & (s->peers_cap - 1);
+}
+
 static peer *peer_by_cn(fed_server *s, const char *cn) {
-    for (size_t i = 0; i < s->npeers; i++)
-        if (strcmp(s->peers[i]->cn, cn) == 0) return s->peers[i];
+    if (!s->pbuckets) return NULL;
+    for (peer *p = s->pbuckets[cn_bucket(s, cn)]; p; p = p->hnext)
+        if (strcmp(p->cn, cn) == 0) return p;
     return NULL;
 }
 
-static fed_err peer_new(fed_server *s, const char *cn, peer **out) {
-    if (s->npeers == s->peers_cap) {
-        size_t cap = s->peers_cap ? 2 * s->peers_cap : 16;
-        peer **p = fed_realloc(s->peers, cap * sizeof(peer *));
-        if (!p) return FED_ENOMEM;
-        s->peers = p;
-        s->peers_cap = cap;
+/* Doubles the identity table and its CN hash (as many buckets as slots: a power of two). */
+static fed_err peers_grow(fed_server *s) {
+    size_t cap = s->peers_cap ? 2 * s->peers_cap : 16;
+    peer **p = fed_realloc(s->peers, cap * sizeof(peer *));
+    if (!p) return FED_ENOMEM;
+    s->peers = p;
+    peer **b = fed_calloc(cap, sizeof(peer *));
+    if (!b) return FED_ENOMEM;
+    fed_free(s->pbuckets);
+    s->pbuckets = b;
+    s->peers_cap = cap;
+    for (size_t i = 0; i < s->npeers; i++) {
+        size_t h = cn_bucket(s, s->peers[i]->cn);
+        s->peers[i]->hnext = b[h];
+        b[h] = s->peers[i];
     }
+    return FED_OK;
+}
+
+static fed_err peer_new(fed_server *s, const char *cn, peer **out) {
+    fed_err e;
+    if (s->npeers == s->peers_cap && (e = peers_grow(s)) != FED_OK) return e;
     peer *p = fed_calloc(1, sizeof *p);
     if (!p) return FED_ENOMEM;
     p->id = (uint32_t)s->npeers + 1;
     snprintf(p->cn, sizeof p->cn, "%s", cn);
     s->peers[s->npeers++] = p;
+    size_t h = cn_bucket(s, p->cn);
+    p->hnext = s->pbuckets[h];
+    s->pbuckets[h] = p;
     *out = p;
     return FED_OK;
+}
+
+/* The pending list: sessions that may have output to move (queued frames, a transfer
+ * with credit). srv_pump walks it instead of every session, so a poll costs O(active) at
+ * 10 000 peers. A session is put on it by whatever can give it output (a frame it sent,
+ * a call of the API for its peer, a heartbeat) and taken off by srv_pump once it has
+ * none; srv_timers' sweep puts back any it finds wanting, as a safety net. */
+static void mark(fed_server *s, fed__sess *x) {
+    if (!x || x->pending) return;
+    x->pending = true;
+    x->pprev = NULL;
+    x->pnext = s->pending;
+    if (s->pending) s->pending->pprev = x;
+    s->pending = x;
+}
+
+static void unmark(fed_server *s, fed__sess *x) {
+    if (!x->pending) return;
+    x->pending = false;
+    if (x->pprev)
+        x->pprev->pnext = x->pnext;
+    else
+        s->pending = x->pnext;
+    if (x->pnext) x->pnext->pprev = x->pprev;
+    x->pnext = x->pprev = NULL;
 }
 
 static bool banned(const fed_server *s, const uint8_t *rid, size_t len) {
@@ -222,6 +272,7 @@ static void end_session(fed_server *s, fed__sess *x, fed_err err, const char *re
         s->handshakes--;
     }
     x->state = FED__DEAD;
+    unmark(s, x);
     table_remove(s, x);
     fed__sess_free(&x);
 }
@@ -379,7 +430,10 @@ static void open_session(fed_server *s, const fed__frame *f, const uint8_t *sid)
     x->fd = f->fd;
     x->fd_gen = fd_gen_of(s, f->fd);
     e = fed__sess_input(x, f->data + FED__HDR_LEN, f->len - FED__HDR_LEN);
-    if (e != FED_OK) drop(s, x, e);
+    if (e != FED_OK)
+        drop(s, x, e);
+    else
+        mark(s, x);
 }
 
 static void srv_on_frame(void *owner, const fed__frame *f) {
@@ -412,7 +466,10 @@ static void srv_on_frame(void *owner, const fed__frame *f) {
             return;
         }
         fed_err e = fed__sess_input(x, f->data + FED__HDR_LEN, f->len - FED__HDR_LEN);
-        if (e != FED_OK) drop(s, x, e);
+        if (e != FED_OK)
+            drop(s, x, e);
+        else
+            mark(s, x);
         return;
     default: /* CLOSE */
         if (same) end_session(s, x, FED_ECLOSED, "closed by the peer", INFO, false);
@@ -425,8 +482,8 @@ static void srv_on_frame(void *owner, const fed__frame *f) {
 
 static void srv_pump(void *owner) {
     fed_server *s = owner;
-    for (fed__sess *x = s->sessions, *nx; x; x = nx) {
-        nx = x->next;
+    for (fed__sess *x = s->pending, *nx; x; x = nx) {
+        nx = x->pnext;
         if (x->q_head) {
             fed_err e = fed__sess_flush(x);
             if (e != FED_OK) drop(s, x, e);
@@ -435,8 +492,8 @@ static void srv_pump(void *owner) {
     /* One chunk per transfer per round, so peers share the pool fairly. */
     for (bool progress = true; progress;) {
         progress = false;
-        for (fed__sess *x = s->sessions, *nx; x; x = nx) {
-            nx = x->next;
+        for (fed__sess *x = s->pending, *nx; x; x = nx) {
+            nx = x->pnext;
             if (!fed__sess_wants_pump(x)) continue;
             size_t sent;
             fed_err e = fed__sess_pump(x, &sent);
@@ -445,6 +502,10 @@ static void srv_pump(void *owner) {
             else if (sent)
                 progress = true;
         }
+    }
+    for (fed__sess *x = s->pending, *nx; x; x = nx) {
+        nx = x->pnext;
+        if (!x->q_head && !fed__sess_wants_pump(x)) unmark(s, x);
     }
 }
 
@@ -477,7 +538,10 @@ static void srv_timers(void *owner, int64_t now) {
             e = fed__sess_send(x, &m);
             if (e == FED_OK) e = fed__sess_flush(x);
         }
-        if (e != FED_OK) drop(s, x, e);
+        if (e != FED_OK)
+            drop(s, x, e);
+        else if (x->q_head || fed__sess_wants_pump(x))
+            mark(s, x);
     }
 }
 
@@ -538,6 +602,7 @@ void fed_server_destroy(fed_server **sp) {
         fed_free(s->peers[i]);
     }
     fed_free(s->peers);
+    fed_free(s->pbuckets);
     fed_free(s->buckets);
     fed_free(s->fd_gen);
     fed__sock_destroy(&s->net.sock, 100); /* let the CLOSE frames out */
@@ -580,6 +645,8 @@ fed_err fed_server_send(fed_server *s, uint32_t id, const fed_msg *m) {
     if (e != FED_OK) {
         srv_err(s, e);
         drop(s, x, e);
+    } else {
+        mark(s, x);
     }
     return e;
 }
@@ -588,6 +655,7 @@ fed_err fed_server_send_transfer(fed_server *s, uint32_t id, uint64_t tid, const
                                  uint64_t len) {
     peer *p = peer_get(s, id);
     if (!p) return srv_err(s, fed_errorf(FED_ENOTFOUND, "no peer %" PRIu32, id));
+    mark(s, p->sess);
     return srv_err(s, fed__xfer_send(&p->xfers, tid, data, len));
 }
 
@@ -598,13 +666,17 @@ fed_err fed_server_recv_transfer(fed_server *s, uint32_t id, uint64_t tid, void 
     fed__xfer_in *t;
     fed_err e = fed__xfer_recv(&p->xfers, tid, buf, len, sha256, &t);
     if (e != FED_OK) return srv_err(s, e);
-    if (p->sess && (e = fed__sess_grant(p->sess, t)) != FED_OK) drop(s, p->sess, e);
+    if (p->sess && (e = fed__sess_grant(p->sess, t)) != FED_OK)
+        drop(s, p->sess, e);
+    else
+        mark(s, p->sess);
     return FED_OK;
 }
 
 fed_err fed_server_cancel_transfer(fed_server *s, uint32_t id, uint64_t tid) {
     peer *p = peer_get(s, id);
     if (!p) return srv_err(s, fed_errorf(FED_ENOTFOUND, "no peer %" PRIu32, id));
+    mark(s, p->sess);
     return srv_err(s, fed__xfer_cancel(&p->xfers, tid));
 }
 
@@ -634,8 +706,8 @@ void fed_server_stats(const fed_server *s, fed_net_stats *st) {
     fed__net_stats((fed__net *)&s->net, st);
     st->sessions = s->admitted;
     st->handshakes = s->handshakes;
-    st->queued_frames = 0;
-    for (const fed__sess *x = s->sessions; x; x = x->next) st->queued_frames += x->q_len;
+    st->queued_frames = 0; /* a session with queued frames is on the pending list */
+    for (const fed__sess *x = s->pending; x; x = x->pnext) st->queued_frames += x->q_len;
 }
 
 const char *fed_server_errmsg(const fed_server *s) {

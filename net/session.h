@@ -163,8 +163,10 @@ struct fed__sess {
     uint64_t seq_out, seq_in; /* message counters */
     /* time, in ms of fed_now_ms() */
     int64_t t_start, t_last_in, t_last_out;
-    fed__sess *next, *prev; /* owner's list of sessions */
-    fed__sess *hnext;       /* server: routing-id hash chain */
+    fed__sess *next, *prev;   /* owner's list of sessions */
+    fed__sess *hnext;         /* server: routing-id hash chain */
+    fed__sess *pnext, *pprev; /* server: the list of sessions with output to move */
+    bool pending;             /* server: on that list */
 };
 
 /* Sets up what net holds from cfg (pool, buffers, chunk size, frame limit); the owner

@@ -305,6 +305,29 @@ fed_err fed__sock_wait(fed__sock *s, int fd, int timeout_ms, bool *in, bool *fd_
     return FED_OK;
 }
 
+int fed__sock_wake_fds(fed__sock *s, int fds[2]) {
+    int n = 0;
+    void *socks[2] = {s->z, s->mon};
+    for (int i = 0; i < 2; i++) {
+        if (!socks[i]) continue;
+        int fd = -1;
+        size_t len = sizeof fd;
+        if (zmq_getsockopt(socks[i], ZMQ_FD, &fd, &len) == 0 && fd >= 0) fds[n++] = fd;
+    }
+    return n;
+}
+
+bool fed__sock_readable(fed__sock *s) {
+    void *socks[2] = {s->z, s->mon};
+    for (int i = 0; i < 2; i++) {
+        if (!socks[i]) continue;
+        int ev = 0;
+        size_t len = sizeof ev;
+        if (zmq_getsockopt(socks[i], ZMQ_EVENTS, &ev, &len) != 0 || (ev & ZMQ_POLLIN)) return true;
+    }
+    return false;
+}
+
 void *fed__zmq_ctx_new(void) {
     return zmq_ctx_new();
 }

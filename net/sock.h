@@ -83,6 +83,13 @@ fed_err fed__sock_event(fed__sock *s, fed__conn_event *ev, int *fd) FED_MUST_USE
  * an event, or fd (if >= 0) is readable; *in (message or event) / *fd_ready say which. */
 fed_err fed__sock_wait(fed__sock *s, int fd, int timeout_ms, bool *in, bool *fd_ready) FED_MUST_USE;
 
+/* The descriptor that becomes readable when something may have happened on the socket
+ * or its monitor (ZMQ_FD), into fds[0..1]; returns how many (0 on failure). Edge
+ * triggered: after a receive, ask fed__sock_readable before waiting on them again. */
+int fed__sock_wake_fds(fed__sock *s, int fds[2]);
+/* True when a message or a monitor event can be received now (ZMQ_EVENTS). */
+bool fed__sock_readable(fed__sock *s);
+
 void *fed__zmq_ctx_new(void);
 /* ZMQ_MAX_SOCKETS of ctx (before its first socket); 0 or -1 as zmq_ctx_set. */
 int fed__zmq_ctx_max_sockets(void *ctx, int n);

@@ -9,6 +9,7 @@
 
 #include "client/client.h"
 #include "sim/attack.h"
+#include "sim/wake.h"
 #include "training/fit.h"
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -65,7 +66,9 @@ static double draw(uint64_t seed, size_t site, uint64_t round, uint64_t what) {
 typedef struct pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    fed_site **queue; /* ring of sites whose job was claimed */
+    size_t *queue;       /* ring of the sites whose job was claimed */
+    fed_site **sites;    /* (cap) every site, by index */
+    fed__sim_wake *wake; /* told when a job ends */
     size_t cap, head, len;
     bool quit;
     pthread_t *th;
@@ -89,19 +92,20 @@ static void *worker_main(void *p) {
             pthread_mutex_unlock(&q->mu);
             break;
         }
-        fed_site *s = q->queue[q->head];
+        size_t i = q->queue[q->head];
         q->head = (q->head + 1) % q->cap;
         q->len--;
         pthread_mutex_unlock(&q->mu);
-        fed_site_job_run(s, t);
+        fed_site_job_run(q->sites[i], t);
+        fed__sim_wake_job_done(q->wake, i);
     }
     fed_site_trainer_destroy(&t);
     return NULL;
 }
 
-static void pool_push(pool *q, fed_site *s) {
+static void pool_push(pool *q, size_t i) {
     pthread_mutex_lock(&q->mu);
-    q->queue[(q->head + q->len) % q->cap] = s; /* cap = sites: never full */
+    q->queue[(q->head + q->len) % q->cap] = i; /* cap = sites: never full */
     q->len++;
     pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
@@ -524,8 +528,12 @@ static fed_err start_threads(sim_run *r) {
     r->mu_init = true;
     q->cap = r->n;
     if (!(q->queue = fed_calloc(r->n, sizeof *q->queue)) ||
+        !(q->sites = fed_calloc(r->n, sizeof *q->sites)) ||
         !(q->th = fed_calloc(r->cfg->workers, sizeof *q->th)))
         return FED_ENOMEM;
+    for (size_t i = 0; i < r->n; i++) q->sites[i] = r->vs[i].s;
+    fed_err err = fed__sim_wake_new(&q->wake, r->n);
+    if (err) return err;
     for (; q->nth < r->cfg->workers; q->nth++)
         if (pthread_create(&q->th[q->nth], NULL, worker_main, q) != 0)
             return fed_errorf(FED_EINTERNAL, "sim: cannot start worker %zu", q->nth);
@@ -570,7 +578,7 @@ static fed_err step_site(sim_run *r, size_t i, bool *busy, size_t *remaining) {
         if (fed_now_s() < v->start_at) return FED_OK;
         v->waiting = false;
         v->running = true;
-        pool_push(&r->q, v->s);
+        pool_push(&r->q, i);
         return FED_OK;
     }
     bool fin = false;
@@ -594,39 +602,53 @@ static fed_err step_site(sim_run *r, size_t i, bool *busy, size_t *remaining) {
             v->start_at = fed_now_s() + cfg->straggler_delay_s;
         } else {
             v->running = true;
-            pool_push(&r->q, v->s);
+            pool_push(&r->q, i);
         }
     }
     return FED_OK;
 }
 
-/* The sites' machines, stepped until every site is done or the coordinator has ended. */
+/* After the coordinator ended: the final Byes are on their way to the connected sites
+ * (inproc: within microseconds); a site between sessions (a dropout reconnecting) gets
+ * none and is not waited for, nor one whose session began after the end. */
+static void settle_sites(sim_run *r, size_t *remaining) {
+    for (size_t i = 0; i < r->n; i++) {
+        vsite *v = &r->vs[i];
+        if (!v->done && !v->running && !v->waiting && !fed_site_connected(v->s)) {
+            v->done = true;
+            (*remaining)--;
+        }
+    }
+}
+
+/* The sites' machines, stepped until every site is done or the coordinator has ended:
+ * in each sweep the sites that are due (sim/wake.h), waiting for one when the last
+ * sweep moved nothing. */
 static fed_err run_sites(sim_run *r) {
-    const size_t n = r->n;
-    size_t remaining = n;
+    size_t remaining = r->n;
     double coord_end = 0.0;
+    bool busy = true;
     fed_err err;
     while (remaining > 0) {
-        bool busy = false;
-        for (size_t i = 0; i < n; i++)
+        const size_t *due;
+        size_t m = fed__sim_wake_next(r->q.wake, busy ? 0 : 20, &due);
+        busy = false;
+        for (size_t j = 0; j < m; j++) {
+            size_t i = due[j];
+            vsite *v = &r->vs[i];
+            if (v->done) continue;
             if ((err = step_site(r, i, &busy, &remaining))) return err;
+            if (!v->done)
+                fed__sim_wake_after(r->q.wake, i, v->s, v->waiting || fed_site_busy(v->s));
+        }
         if (r->q.err) return fed_errorf(r->q.err, "sim: a worker could not start");
         if (atomic_load(&r->ct.done)) {
             if (r->ct.err) break;
-            /* The final Byes are on their way to the connected sites (inproc: within
-             * microseconds); a site between sessions (a dropout reconnecting) gets none
-             * and is not waited for, nor one whose session began after the end. */
-            for (size_t i = 0; i < n; i++) {
-                vsite *v = &r->vs[i];
-                if (!v->done && !v->running && !v->waiting && !fed_site_connected(v->s)) {
-                    v->done = true;
-                    remaining--;
-                }
-            }
+            settle_sites(r, &remaining);
             if (coord_end == 0.0) coord_end = fed_now_s();
             if (fed_now_s() - coord_end > 0.2) break;
         }
-        if (!busy) sleep_us(200);
+        if (!busy && m > 0) sleep_us(200); /* due sites that could not move yet */
     }
     return FED_OK;
 }
@@ -676,6 +698,8 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
         pthread_cond_destroy(&q->cv);
     }
     fed_free(q->queue);
+    fed_free(q->sites);
+    fed__sim_wake_destroy(&q->wake);
     fed_free(q->th);
     fed_free(r->vs);
     fed_free(r->bad);

@@ -16,6 +16,7 @@
 #include "net/sock.h"
 
 #include <inttypes.h>
+#include <poll.h>
 
 static bool all_joined(world *w) {
     for (int i = 0; i < w->ncli; i++)
@@ -636,6 +637,90 @@ TEST(alloc_failures_admission) {
     log_clear();
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Waking a thread that drives many clients (the simulator)                              */
+
+/* Polls client i until it says it has nothing to do; returns the polls it took. */
+static int settle(world *w, int i) {
+    int polls = 0;
+    fed_net_event ev;
+    while (fed_client_busy(w->cli[i]) && polls < 1000) {
+        CHECK_OK(fed_client_poll(w->cli[i], 0, &ev));
+        if (ev.type != FED_NET_NONE) record(&w->c[i], &ev);
+        polls++;
+    }
+    return polls;
+}
+
+static bool fd_readable(int fd, int wait_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, wait_ms) == 1 && (p.revents & POLLIN);
+}
+
+/* An idle client's descriptors stay quiet and fed_client_busy is false; a message for it
+ * makes its descriptor readable and it busy, and not the other client's; polling it
+ * takes the message and it is quiet again. On tcp:// the monitor's descriptor is the
+ * second one. */
+static void wake_fds(const char *endpoint, int nfds) {
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config(endpoint);
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    if (!w.srv) goto done;
+    w.ncli = 2;
+    for (int i = 0; i < w.ncli; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "site-%d", i + 1);
+        fed_client_config cc = client_config(fed_server_endpoint(w.srv), "ca", name);
+        CHECK_OK(fed_client_new(&w.cli[i], w.zctx, &cc));
+        if (!w.cli[i]) goto done;
+    }
+    CHECK(world_until(&w, all_joined, 15000));
+    int fds[2][2];
+    for (int i = 0; i < w.ncli; i++) {
+        CHECK_INT(fed_client_wake_fds(w.cli[i], fds[i]), nfds);
+        CHECK(settle(&w, i) < 1000);
+        CHECK(!fed_client_busy(w.cli[i]));
+        CHECK(!fd_readable(fds[i][0], 0));
+    }
+    fed_msg m = {.type = FED_MSG_ROUND_START};
+    m.u.round_start.round = 9;
+    m.u.round_start.config.epochs = 1;
+    m.u.round_start.config.batch = 8;
+    m.u.round_start.config.optimizer = "sgd";
+    m.u.round_start.config.lr = 0.1f;
+    uint32_t peer = 0;
+    for (uint32_t p = 1; p <= 2; p++)
+        if (strcmp(fed_server_peer_cn(w.srv, p), "site-1") == 0) peer = p;
+    CHECK(peer != 0);
+    CHECK_OK(fed_server_send(w.srv, peer, &m));
+    CHECK(fd_readable(fds[0][0], 5000));
+    CHECK(fed_client_busy(w.cli[0]));
+    CHECK(!fed_client_busy(w.cli[1]));
+    CHECK(!fd_readable(fds[1][0], 0));
+    CHECK_INT(w.c[0].last_round, 0);
+    CHECK(settle(&w, 0) >= 1);
+    CHECK_INT(w.c[0].last_round, 9);
+    CHECK_INT(w.c[1].last_round, 0);
+    CHECK(!fed_client_busy(w.cli[0]));
+    CHECK(!fd_readable(fds[0][0], 0));
+    fed_net_stats st;
+    fed_server_stats(w.srv, &st);
+    CHECK_SIZE(st.queued_frames, 0);
+done:
+    world_free(&w);
+}
+
+TEST(wake_fds_inproc) {
+    log_clear();
+    wake_fds("inproc://fednet-test-wake", 1);
+}
+
+TEST(wake_fds_tcp) {
+    log_clear();
+    wake_fds("tcp://127.0.0.1:0", 2);
+}
+
 int main(void) {
     fed_log_set_handler(log_handler, NULL, FED_LOG_DEBUG);
     if (certs_make() != 0) {
@@ -645,6 +730,8 @@ int main(void) {
     }
     RUN(round_trip_inproc);
     RUN(round_trip_tcp);
+    RUN(wake_fds_inproc);
+    RUN(wake_fds_tcp);
     RUN(hello_welcome);
     RUN(refuse_other_ca);
     RUN(refuse_expired);
