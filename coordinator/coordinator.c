@@ -103,6 +103,8 @@ static fed_err check_config(const fed_coord_config *c) {
     if (!(c->fraction > 0.0 && c->fraction <= 1.0))
         return fed_errorf(FED_EINVAL, "fraction %g: must be in (0, 1]", c->fraction);
     if (c->min_clients < 1) return fed_errorf(FED_EINVAL, "min-clients 0: must be >= 1");
+    if (c->eval_threads > 1024)
+        return fed_errorf(FED_EINVAL, "eval-threads %zu: must be at most 1024", c->eval_threads);
     if (c->min_fit < 1 || c->min_fit > c->min_clients)
         return fed_errorf(FED_EINVAL, "min-fit %zu: must be in [1, min-clients %zu]", c->min_fit,
                           c->min_clients);

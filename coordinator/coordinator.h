@@ -189,6 +189,9 @@ typedef struct fed_coord_config {
                                        and its pairs (classes, transform...) into the export */
     const fed_dataset *eval_data;   /* central evaluation set, standardised (borrowed) or NULL */
     size_t eval_batch;              /* batch of central evaluation (0: 256) */
+    size_t eval_threads;            /* threads of central evaluation (0, 1: the engine's
+                                       own; more pays where BLAS runs on one thread, as
+                                       in the simulator, whose workers idle meanwhile) */
     uint64_t rounds;                /* rounds to run in all (a resumed run counts the done ones) */
     double fraction;                /* fraction of connected clients sampled, (0, 1] */
     size_t min_clients;             /* connected clients needed to start a round, >= 1 */

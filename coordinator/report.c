@@ -8,7 +8,8 @@ fed_err fed__coord_evaluate(fed_coord *c) {
     if (c->cfg.eval_data) {
         const fed_dataset *d = c->stats.eval_own ? c->stats.eval_own : c->cfg.eval_data;
         double loss, acc;
-        fed_err err = fed_evaluate_ce(c->model, d, c->cfg.eval_batch, &loss, &acc);
+        fed_err err = fed_evaluate_ce_threads(c->model, d, c->cfg.eval_batch, c->cfg.eval_threads,
+                                              &loss, &acc);
         if (err) return fed_errprefix(err, "central evaluation");
         c->cur.central_loss = loss;
         c->cur.central_acc = acc;

@@ -769,6 +769,7 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
     cc.ordered_uploads = true;
     cc.wait_after_min_ms = -1; /* a round is its whole sample (or the deadline) */
     cc.seed = cfg->seed;
+    if (cc.eval_threads == 0) cc.eval_threads = cfg->workers; /* idle while it evaluates */
     if ((err = pick_malicious(r))) goto done;
     if (r->nbad) {
         cc.tally = is_malicious;

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t fnv1a(const void *p, size_t n) {
     const unsigned char *b = p;
@@ -515,6 +516,46 @@ TEST(errprefix) {
     CHECK_STR(fed_errmsg(), "loading 7: out of memory");
 }
 
+/* Central evaluation on several threads: every thread count gives the single thread's
+ * result to the last bit (the loss summed in batch order, the same confusion matrix),
+ * the hand-computed one included; a bad label is the same error. */
+TEST(evaluate_threads_same_bits) {
+    fed_model *m = model_from(mlp3, 7);
+    fed_dataset *d = spirals(1000, 4, false, 3); /* 16 batches of 64, the last of 40 */
+    fed_loss_config loss = {FED_LOSS_SOFTMAX_CE, 0.1f};
+    fed_eval_result one, r;
+    CHECK_OK(fed_evaluate_threads(m, d, 64, &loss, 1, &one));
+    CHECK(one.accuracy > 0.0 && one.accuracy < 1.0);
+    const size_t counts[] = {0, 2, 3, 16, 100};
+    for (size_t t = 0; t < sizeof counts / sizeof *counts; t++) {
+        CHECK_OK(fed_evaluate_threads(m, d, 64, &loss, counts[t], &r));
+        CHECK(memcmp(&r.loss, &one.loss, sizeof r.loss) == 0);
+        CHECK(r.accuracy == one.accuracy);
+        CHECK(r.macro_f1 == one.macro_f1);
+        for (size_t i = 0; i < 16; i++) CHECK_SIZE(r.confusion[i], one.confusion[i]);
+        fed_eval_result_free(&r);
+    }
+    double ce1, acc1, ce3, acc3;
+    CHECK_OK(fed_evaluate_ce(m, d, 0, &ce1, &acc1));
+    CHECK_OK(fed_evaluate_ce_threads(m, d, 0, 3, &ce3, &acc3));
+    CHECK(memcmp(&ce1, &ce3, sizeof ce1) == 0);
+    CHECK(acc1 == acc3);
+    d->y[777] = 4;
+    d->num_classes = 4;
+    CHECK_ERR(fed_evaluate_threads(m, d, 64, &loss, 3, &r), FED_ERANGE);
+    CHECK_STR(fed_errmsg(), "example 777: label 4 outside [0, 4)");
+    d->y[777] = 1;
+    FOR_EACH_ALLOC_FAILURE(f) {
+        if (ALLOC_TRY(f, fed_evaluate_threads(m, d, 64, &loss, 3, &r)) == FED_OK) {
+            CHECK(memcmp(&r.loss, &one.loss, sizeof r.loss) == 0);
+            fed_eval_result_free(&r);
+        }
+    }
+    fed_eval_result_free(&one);
+    fed_data_destroy(&d);
+    fed_model_destroy(&m);
+}
+
 TEST(alloc_failures) {
     fed_model *m = model_from(mlp3, 1);
     fed_dataset *tr = spirals(64, 4, false, 1), *va = spirals(32, 4, false, 2);
@@ -536,6 +577,7 @@ TEST(alloc_failures) {
 
 int main(void) {
     RUN(evaluate_hand_computed);
+    RUN(evaluate_threads_same_bits);
     RUN(early_stopping_restores_best);
     RUN(learns_and_is_deterministic);
     RUN(stop_at_deadline);

@@ -6,6 +6,9 @@
 #include "core/loss.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -277,8 +280,109 @@ static fed_err evaluate_lm(fed_model *m, const fed_dataset *d, size_t batch, flo
     return FED_OK;
 }
 
-fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
-                     fed_eval_result *r) {
+/* ---- evaluation of a classifier on several threads --------------------------------- */
+
+/* One thread's share of an evaluation: it takes batches in turn from a shared counter
+ * and writes each batch's summed loss into its slot, so the mean is summed in batch
+ * order and is the same to the last bit whatever the number of threads. */
+typedef struct eval_part {
+    fed_model *m;            /* this thread's model: the caller's, or a copy */
+    const fed_dataset *d;    /* the evaluation set */
+    size_t batch, K, nbatch; /* batch size, classes, batches */
+    float smoothing;         /* of the loss value */
+    atomic_size_t *next;     /* shared: the next batch to take */
+    atomic_bool *stop;       /* shared: a thread failed */
+    double *loss;            /* shared (nbatch): each batch's summed loss */
+    size_t *confusion;       /* this thread's (K, K) counts */
+    fed_err err;             /* how it failed */
+    char why[512];           /* and the detail, from its own thread */
+} eval_part;
+
+static void eval_run(eval_part *p) {
+    const fed_dataset *d = p->d;
+    fed_arena *arena = NULL;
+    p->err = fed_arena_new(&arena, 0);
+    while (!p->err && !atomic_load(p->stop)) {
+        size_t b = atomic_fetch_add(p->next, 1);
+        if (b >= p->nbatch) break;
+        size_t s = b * p->batch, nb = d->n - s < p->batch ? d->n - s : p->batch;
+        const int32_t *y = d->y + s;
+        const float *out;
+        fed_arena_reset(arena);
+        p->err = fed_model_forward(p->m, arena, d->x + s * d->dim, nb, FED_MODE_EVAL, NULL, &out);
+        if (p->err) break;
+        p->loss[b] = fed_softmax_ce(NULL, out, y, nb, p->K, p->smoothing) * (double)nb;
+        for (size_t i = 0; i < nb; i++)
+            p->confusion[(size_t)y[i] * p->K + fed_argmax(out + i * p->K, p->K)]++;
+    }
+    if (p->err) {
+        snprintf(p->why, sizeof p->why, "%s", fed_errdetail(p->err));
+        atomic_store(p->stop, true);
+    }
+    fed_arena_destroy(&arena);
+}
+
+static void *eval_thread(void *arg) {
+    eval_run(arg);
+    return NULL;
+}
+
+/* Fills r->confusion (zeroed, K x K) and r->loss over d on `threads` threads; the first
+ * runs on the caller's model, the others on copies. */
+static fed_err eval_pass(fed_model *m, const fed_dataset *d, size_t batch, float smoothing,
+                         size_t threads, fed_eval_result *r) {
+    const size_t K = r->num_classes, nbatch = (d->n + batch - 1) / batch;
+    if (threads > nbatch) threads = nbatch;
+    if (threads == 0) threads = 1;
+    atomic_size_t next = 0;
+    atomic_bool stop = false;
+    eval_part *parts = fed_calloc(threads, sizeof *parts);
+    double *loss = fed_calloc(nbatch, sizeof *loss);
+    pthread_t *th = fed_calloc(threads, sizeof *th);
+    fed_err err = parts && loss && th ? FED_OK : FED_ENOMEM;
+    size_t started = 0;
+    for (size_t t = 0; !err && t < threads; t++) {
+        eval_part *p = &parts[t];
+        *p = (eval_part){.m = m, .d = d, .batch = batch, .K = K, .nbatch = nbatch};
+        p->smoothing = smoothing;
+        p->next = &next;
+        p->stop = &stop;
+        p->loss = loss;
+        p->confusion = t ? fed_calloc(K * K, sizeof *p->confusion) : r->confusion;
+        if (!p->confusion) err = FED_ENOMEM;
+        if (!err && t) err = fed_model_clone(&p->m, m);
+        if (!err && t && pthread_create(&th[t], NULL, eval_thread, p) != 0) {
+            err = fed_errorf(FED_EINTERNAL, "evaluation: cannot start thread %zu", t);
+            fed_model_destroy(&p->m);
+        }
+        if (!err) started = t + 1;
+    }
+    if (!err)
+        eval_run(&parts[0]);
+    else
+        atomic_store(&stop, true);
+    for (size_t t = 1; t < started; t++) pthread_join(th[t], NULL);
+    for (size_t t = 0; t < started; t++) {
+        eval_part *p = &parts[t];
+        if (!err && p->err) err = fed_errorf(p->err, "%s", p->why);
+        if (t == 0) continue;
+        for (size_t i = 0; i < K * K; i++) r->confusion[i] += p->confusion[i];
+        fed_free(p->confusion);
+        fed_model_destroy(&p->m);
+    }
+    if (parts && started < threads && parts[started].confusion != r->confusion)
+        fed_free(parts[started].confusion);
+    double total = 0.0;
+    for (size_t b = 0; !err && b < nbatch; b++) total += loss[b];
+    r->loss = total / (double)d->n;
+    fed_free(parts);
+    fed_free(loss);
+    fed_free(th);
+    return err;
+}
+
+fed_err fed_evaluate_threads(fed_model *m, const fed_dataset *d, size_t batch,
+                             const fed_loss_config *loss, size_t threads, fed_eval_result *r) {
     memset(r, 0, sizeof *r);
     r->perplexity = (double)NAN;
     fed_err err = check_data(m, d, "evaluation");
@@ -300,35 +404,18 @@ fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed
     r->recall = fed_calloc(K, sizeof *r->recall);
     r->f1 = fed_calloc(K, sizeof *r->f1);
     r->support = fed_calloc(K, sizeof *r->support);
-    fed_arena *arena = NULL;
     err = FED_ENOMEM;
     if (!r->confusion || !r->precision || !r->recall || !r->f1 || !r->support) goto fail;
-    if ((err = fed_arena_new(&arena, 0))) goto fail;
-
-    double total = 0.0;
-    size_t correct = 0;
-    for (size_t s = 0; s < d->n; s += batch) {
-        size_t nb = d->n - s < batch ? d->n - s : batch;
-        const int32_t *y = d->y + s;
-        for (size_t i = 0; i < nb; i++) {
-            if (y[i] < 0 || (size_t)y[i] >= K) {
-                err = fed_errorf(FED_ERANGE, "example %zu: label %d outside [0, %zu)", s + i,
-                                 (int)y[i], K);
-                goto fail;
-            }
-        }
-        fed_arena_reset(arena);
-        const float *out;
-        err = fed_model_forward(m, arena, d->x + s * d->dim, nb, FED_MODE_EVAL, NULL, &out);
-        if (err) goto fail;
-        total += fed_softmax_ce(NULL, out, y, nb, K, smoothing) * (double)nb;
-        for (size_t i = 0; i < nb; i++) {
-            size_t pred = fed_argmax(out + i * K, K), truth = (size_t)y[i];
-            r->confusion[truth * K + pred]++;
-            correct += pred == truth;
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->y[i] < 0 || (size_t)d->y[i] >= K) {
+            err = fed_errorf(FED_ERANGE, "example %zu: label %d outside [0, %zu)", i, (int)d->y[i],
+                             K);
+            goto fail;
         }
     }
-    r->loss = total / (double)d->n;
+    if ((err = eval_pass(m, d, batch, smoothing, threads, r))) goto fail;
+    size_t correct = 0;
+    for (size_t k = 0; k < K; k++) correct += r->confusion[k * K + k];
     r->accuracy = (double)correct / (double)d->n;
 
     double f1_sum = 0.0;
@@ -350,12 +437,15 @@ fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed
         }
     }
     r->macro_f1 = present ? f1_sum / (double)present : 0.0;
-    fed_arena_destroy(&arena);
     return FED_OK;
 fail:
-    fed_arena_destroy(&arena);
     fed_eval_result_free(r);
     return err;
+}
+
+fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
+                     fed_eval_result *r) {
+    return fed_evaluate_threads(m, d, batch, loss, 1, r);
 }
 
 /* ---- a round's training spec as fed_fit's configuration (fed_train_spec_fit) ---------- */
@@ -398,9 +488,14 @@ fed_err fed_train_spec_fit(const fed_train_spec *s, uint64_t round, size_t max_e
 
 fed_err fed_evaluate_ce(fed_model *m, const fed_dataset *d, size_t batch, double *loss,
                         double *accuracy) {
+    return fed_evaluate_ce_threads(m, d, batch, 1, loss, accuracy);
+}
+
+fed_err fed_evaluate_ce_threads(fed_model *m, const fed_dataset *d, size_t batch, size_t threads,
+                                double *loss, double *accuracy) {
     fed_loss_config ce = {fed_loss_for_model(m), 0.0f};
     fed_eval_result r;
-    fed_err err = fed_evaluate(m, d, batch, &ce, &r);
+    fed_err err = fed_evaluate_threads(m, d, batch, &ce, threads, &r);
     *loss = r.loss;
     *accuracy = r.accuracy;
     fed_eval_result_free(&r);

@@ -125,12 +125,23 @@ typedef struct fed_eval_result {
  * next-token loss (fed_loss_for_model; its labels ignored, smoothing refused). */
 fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed_loss_config *loss,
                      fed_eval_result *r) FED_MUST_USE;
+/* fed_evaluate on `threads` threads (0 or 1: the calling thread alone): a classifier's
+ * batches are taken in turn by the calling thread, on m, and the others, each on a copy of
+ * m; the result is the same to the last bit for any number of threads (every batch's loss
+ * is summed in batch order). A language model is evaluated on the calling thread. Use it
+ * where BLAS runs on one thread (the simulator); with threaded BLAS the GEMMs are
+ * parallel already. */
+fed_err fed_evaluate_threads(fed_model *m, const fed_dataset *d, size_t batch,
+                             const fed_loss_config *loss, size_t threads,
+                             fed_eval_result *r) FED_MUST_USE;
 void fed_eval_result_free(fed_eval_result *r);
 /* fed_evaluate with the model's loss (softmax cross-entropy; a language model's next-token
  * loss, per token), keeping only the mean loss and the accuracy: what the coordinator, the
  * sites and sim report of a global model. */
 fed_err fed_evaluate_ce(fed_model *m, const fed_dataset *d, size_t batch, double *loss,
                         double *accuracy) FED_MUST_USE;
+fed_err fed_evaluate_ce_threads(fed_model *m, const fed_dataset *d, size_t batch, size_t threads,
+                                double *loss, double *accuracy) FED_MUST_USE;
 
 /* The fed_fit configuration of round `round` of s, exactly as a site trains it (after
  * fed_train_spec_check):
