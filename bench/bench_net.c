@@ -10,7 +10,9 @@
  *      of TLS apart from the cost of the digest.
  *   4. A broadcast of the 256 MiB model to 1 and to 8 clients at once (client threads of
  *      one process, each with its own DEALER and TLS session): aggregate MB/s and the
- *      coordinator's peak RSS, which must not grow with the clients beyond the pool.
+ *      coordinator's peak RSS, which must not grow with the clients beyond the pool; and
+ *      the same broadcast over plain ZeroMQ (each frame to every receiver in turn, each
+ *      receiver copying into place), without and with the receivers checking SHA-256.
  *
  * The coordinator and the clients run in separate processes (forked), so each side has
  * its own core and the coordinator's peak RSS (VmHWM) is its own. CPU seconds per GB of
@@ -361,20 +363,23 @@ static result run_pair(void (*client)(int fd, int go, int res, int n),
 static const size_t plain_chunk = 1 << 20;
 static bool plain_sha; /* the plain receiver also checks SHA-256, as the channel does */
 
-static void plain_client(int fd, int go, int res, int n) {
-    (void)n;
-    char ep[256] = {0};
-    if (read(fd, ep, sizeof ep - 1) <= 0) _exit(1);
+typedef struct plain_arg {
+    char endpoint[256];       /* the coordinator's ROUTER */
+    pthread_barrier_t *ready; /* all receivers connected and said hello */
+} plain_arg;
+
+/* One plain receiver: `runs` times the whole buffer in frames, copied into place (and
+ * hashed with plain_sha), acknowledged with the digest. */
+static void *plain_thread(void *p) {
+    plain_arg *a = p;
     void *ctx = zmq_ctx_new();
     void *d = zmq_socket(ctx, ZMQ_DEALER);
-    zmq_connect(d, ep);
+    zmq_connect(d, a->endpoint);
     uint8_t *buf = malloc(opt_bytes), sha[32];
     memset(buf, 0, opt_bytes);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     zmq_send(d, "hi", 2, 0);
-    char b;
-    get(go, &b, 1);
-    double cpu0 = cpu_seconds();
+    pthread_barrier_wait(a->ready);
     for (int r = 0; r < opt_runs; r++) {
         size_t got = 0;
         EVP_DigestInit_ex(md, EVP_sha256(), NULL);
@@ -393,19 +398,47 @@ static void plain_client(int fd, int go, int res, int n) {
         EVP_DigestFinal_ex(md, sha, &hl);
         zmq_send(d, sha, sizeof sha, 0);
     }
-    double cpu = cpu_seconds() - cpu0;
-    put(res, &cpu, sizeof cpu);
     EVP_MD_CTX_free(md);
     free(buf);
     zmq_close(d);
     zmq_ctx_term(ctx);
+    return NULL;
+}
+
+/* The plain client process: n receivers, each a thread with its own ZeroMQ context (as
+ * each channel client has its own socket), CPU seconds from "all joined" to the end. */
+static void plain_client(int fd, int go, int res, int n) {
+    plain_arg a = {0};
+    if (read(fd, a.endpoint, sizeof a.endpoint - 1) <= 0) _exit(1);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    pthread_barrier_t ready;
+    pthread_barrier_init(&ready, NULL, (unsigned)n + 1);
+    a.ready = &ready;
+    for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, plain_thread, &a);
+    pthread_barrier_wait(&ready);
+    char b;
+    get(go, &b, 1);
+    double cpu0 = cpu_seconds();
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    double cpu = cpu_seconds() - cpu0;
+    put(res, &cpu, sizeof cpu);
+    free(th);
     _exit(0);
 }
 
+/* The plain coordinator: every frame goes to each receiver in turn (as the channel
+ * interleaves its sessions' chunks), copied into ZeroMQ as the channel's frames are
+ * written; with several receivers a small high-water mark and ROUTER_MANDATORY make a
+ * send wait for the slowest instead of queueing n copies of the model. Each run is timed
+ * until every receiver acknowledged. */
 static void plain_coordinator(int fd, int go, int res, int n, int runs) {
-    (void)n;
     void *ctx = zmq_ctx_new();
     void *rt = zmq_socket(ctx, ZMQ_ROUTER);
+    if (n > 1) {
+        int hwm = 8, on = 1;
+        zmq_setsockopt(rt, ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt(rt, ZMQ_ROUTER_MANDATORY, &on, sizeof on);
+    }
     zmq_bind(rt, "tcp://127.0.0.1:0");
     char ep[256];
     size_t len = sizeof ep;
@@ -414,25 +447,33 @@ static void plain_coordinator(int fd, int go, int res, int n, int runs) {
     close(fd);
     uint8_t *model = malloc(opt_bytes);
     fill(model, opt_bytes);
-    uint8_t rid[256], tmp[64];
-    int rl = zmq_recv(rt, rid, sizeof rid, 0);
-    zmq_recv(rt, tmp, sizeof tmp, 0);
+    uint8_t rid[64][256], tmp[64];
+    int rl[64];
+    for (int i = 0; i < n; i++) {
+        rl[i] = zmq_recv(rt, rid[i], sizeof rid[i], 0);
+        zmq_recv(rt, tmp, sizeof tmp, 0);
+    }
     put(go, "g", 1);
     double secs[16], cpu0 = cpu_seconds();
     for (int r = 0; r < runs; r++) {
         double t0 = fed_now_s();
         for (size_t off = 0; off < opt_bytes; off += plain_chunk) {
             size_t l = opt_bytes - off < plain_chunk ? opt_bytes - off : plain_chunk;
-            zmq_send(rt, rid, (size_t)rl, ZMQ_SNDMORE);
-            zmq_send(rt, model + off, l, 0);
+            for (int i = 0; i < n; i++) {
+                zmq_send(rt, rid[i], (size_t)rl[i], ZMQ_SNDMORE);
+                zmq_send(rt, model + off, l, 0);
+            }
         }
-        zmq_recv(rt, rid, sizeof rid, 0);
-        zmq_recv(rt, tmp, sizeof tmp, 0);
+        for (int i = 0; i < n; i++) {
+            uint8_t who[256];
+            zmq_recv(rt, who, sizeof who, 0);
+            zmq_recv(rt, tmp, sizeof tmp, 0);
+        }
         secs[r] = fed_now_s() - t0;
     }
     result out = {0};
     out.coord_cpu = cpu_seconds() - cpu0;
-    set_times(&out, secs, runs, (double)opt_bytes / MB);
+    set_times(&out, secs, runs, (double)opt_bytes * n / MB);
     out.rss_mib = peak_rss_mib();
     put(res, &out, sizeof out);
     free(model);
@@ -535,6 +576,18 @@ int main(int argc, char **argv) {
             printf(
                 "%-30s peak RSS %.0f MiB (model %.0f MiB; pool %zu x %.2f MiB, peak %zu in use)\n",
                 "", r.rss_mib, (double)opt_bytes / MB, r.pool_max, r.pool_buf_mib, r.pool_peak);
+            result p[2];
+            for (int h = 0; h < 2; h++) {
+                plain_sha = h == 1;
+                p[h] = run_pair(plain_client, plain_coordinator, counts[k], opt_runs);
+                snprintf(label, sizeof label, "plain%s, %d client%s", h ? " + SHA-256" : "",
+                         counts[k], counts[k] > 1 ? "s" : "");
+                print_row(label, &p[h], counts[k]);
+            }
+            printf("%-30s TLS / plain: %.2f best, %.2f median; TLS / (plain + SHA-256): %.2f, "
+                   "%.2f\n",
+                   "", r.best / p[0].best, r.median / p[0].median, r.best / p[1].best,
+                   r.median / p[1].median);
             if (k == 0)
                 one = r;
             else
