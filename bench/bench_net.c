@@ -10,12 +10,18 @@
  *      of TLS apart from the cost of the digest.
  *   4. A broadcast of the 256 MiB model to 1 and to 8 clients at once (client threads of
  *      one process, each with its own DEALER and TLS session): aggregate MB/s and the
- *      coordinator's peak RSS, which must not grow with the clients beyond the pool.
+ *      coordinator's peak RSS, which must not grow with the clients beyond the pool; and
+ *      the same broadcast over plain ZeroMQ (each frame to every receiver in turn, each
+ *      receiver copying into place), without and with the receivers checking SHA-256.
  *
  * The coordinator and the clients run in separate processes (forked), so each side has
  * its own core and the coordinator's peak RSS (VmHWM) is its own. CPU seconds per GB of
  * each side (all threads, getrusage) are printed too; on loopback the kernel charges TCP
- * work to whichever process its softirq interrupts, so read them as a rough split.
+ * work to whichever process its softirq interrupts, so read them as a rough split. The
+ * client side's CPU is also split by thread (/proc/self/task): the receiving threads, the
+ * channel's digest worker and ZeroMQ's I/O threads, with the rate the busiest kind would
+ * allow with a core per thread; on a shared machine that bound is steadier than the wall
+ * time, which depends on who else holds the cores.
  * Receive buffers are touched before timing: first-touch page faults are not what we
  * measure. This is the one program outside net/ that includes zmq.h and OpenSSL: the
  * references must not go through the code they judge. Run by hand:
@@ -28,6 +34,7 @@
 #include "core/log.h"
 #include "net/channel.h"
 
+#include <dirent.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -130,6 +137,7 @@ typedef struct result {
     double rss_mib;      /* coordinator peak RSS */
     double coord_cpu;    /* coordinator CPU seconds (all threads) during the runs */
     double client_cpu;   /* client process CPU seconds (all threads) during the runs */
+    double split[3];     /* the same by thread kind: receiving, digest worker, ZeroMQ I/O */
     size_t pool_max, pool_peak;
     double pool_buf_mib;
 } result;
@@ -141,12 +149,63 @@ static double cpu_seconds(void) {
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
+/* Thread kinds of the client process, by name: the receiving threads (and the idle main
+ * thread), the channel's digest worker ("fednet-hash", net/hasher.c) and ZeroMQ's I/O
+ * threads ("ZMQbg/IO/..."). */
+enum { KIND_RECV, KIND_HASH, KIND_ZMQ, KINDS };
+
+/* The CPU seconds of every live thread of this process, summed by kind into out. */
+static void thread_cpu(double out[KINDS]) {
+    for (int k = 0; k < KINDS; k++) out[k] = 0;
+    DIR *d = opendir("/proc/self/task");
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[300], line[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t n = fread(line, 1, sizeof line - 1, f);
+        fclose(f);
+        line[n] = '\0';
+        /* "tid (comm) state ppid ...": utime and stime are fields 14 and 15. */
+        char *open = strchr(line, '('), *close = strrchr(line, ')');
+        if (!open || !close || close < open) continue;
+        unsigned long ut = 0, st = 0;
+        if (sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+            continue;
+        *close = '\0';
+        const char *comm = open + 1;
+        int kind = strcmp(comm, "fednet-hash") == 0     ? KIND_HASH
+                   : strncmp(comm, "ZMQbg/IO/", 9) == 0 ? KIND_ZMQ
+                                                        : KIND_RECV;
+        out[kind] += (double)(ut + st) / hz;
+    }
+    if (d) closedir(d);
+}
+
 static void put(int fd, const void *p, size_t n) {
     if (write(fd, p, n) != (ssize_t)n) _exit(3);
 }
 
 static void get(int fd, void *p, size_t n) {
     if (read(fd, p, n) != (ssize_t)n) memset(p, 0, n);
+}
+
+/* The client process's side of a measurement: from "all joined" (a byte on go) to "all
+ * received" (every receiving thread at the done barrier, none ended yet), its CPU
+ * seconds, all threads and by kind, written to res; then lets the threads end. */
+static void client_cpu_report(int go, int res, pthread_barrier_t *done, pthread_barrier_t *rd) {
+    char b;
+    get(go, &b, 1);
+    double cpu0 = cpu_seconds(), k0[KINDS], k1[KINDS], out[1 + KINDS];
+    thread_cpu(k0);
+    pthread_barrier_wait(done);
+    out[0] = cpu_seconds() - cpu0;
+    thread_cpu(k1);
+    pthread_barrier_wait(rd);
+    for (int k = 0; k < KINDS; k++) out[1 + k] = k1[k] - k0[k];
+    put(res, out, sizeof out);
 }
 
 static void set_times(result *r, const double *secs, int runs, double mib) {
@@ -173,6 +232,8 @@ typedef struct client_arg {
     char endpoint[256];       /* the coordinator */
     int index;                /* site-<index+1> */
     pthread_barrier_t *ready; /* all clients allocated their buffers */
+    pthread_barrier_t *done;  /* all clients received everything (threads still alive) */
+    pthread_barrier_t *read;  /* their CPU time was read: they may end */
 } client_arg;
 
 /* A client: receives every transfer a RoundStart announces, until Bye. */
@@ -211,6 +272,8 @@ static void *client_thread(void *p) {
             done = true;
         }
     }
+    pthread_barrier_wait(a->done);
+    pthread_barrier_wait(a->read);
     fed_client_destroy(&c);
     fed_free(buf);
     fed_net_context_destroy(&zctx);
@@ -224,21 +287,21 @@ static void client_process(int fd, int go, int res, int n) {
     if (read(fd, ep, sizeof ep - 1) <= 0) _exit(1);
     client_arg *args = calloc((size_t)n, sizeof *args);
     pthread_t *th = calloc((size_t)n, sizeof *th);
-    pthread_barrier_t ready;
+    pthread_barrier_t ready, done, rd;
     pthread_barrier_init(&ready, NULL, (unsigned)n + 1);
+    pthread_barrier_init(&done, NULL, (unsigned)n + 1);
+    pthread_barrier_init(&rd, NULL, (unsigned)n + 1);
     for (int i = 0; i < n; i++) {
         snprintf(args[i].endpoint, sizeof args[i].endpoint, "%s", ep);
         args[i].index = i;
         args[i].ready = &ready;
+        args[i].done = &done;
+        args[i].read = &rd;
         pthread_create(&th[i], NULL, client_thread, &args[i]);
     }
     pthread_barrier_wait(&ready);
-    char b;
-    get(go, &b, 1); /* the coordinator saw everyone join */
-    double cpu0 = cpu_seconds();
+    client_cpu_report(go, res, &done, &rd); /* go: the coordinator saw everyone join */
     for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
-    double cpu = cpu_seconds() - cpu0;
-    put(res, &cpu, sizeof cpu);
     free(args);
     free(th);
     _exit(0);
@@ -344,7 +407,10 @@ static result run_pair(void (*client)(int fd, int go, int res, int n),
     close(sres[1]);
     result r;
     get(sres[0], &r, sizeof r);
-    get(cres[0], &r.client_cpu, sizeof r.client_cpu);
+    double cpu[1 + KINDS];
+    get(cres[0], cpu, sizeof cpu);
+    r.client_cpu = cpu[0];
+    memcpy(r.split, cpu + 1, sizeof r.split);
     close(sres[0]);
     close(cres[0]);
     int st;
@@ -361,20 +427,25 @@ static result run_pair(void (*client)(int fd, int go, int res, int n),
 static const size_t plain_chunk = 1 << 20;
 static bool plain_sha; /* the plain receiver also checks SHA-256, as the channel does */
 
-static void plain_client(int fd, int go, int res, int n) {
-    (void)n;
-    char ep[256] = {0};
-    if (read(fd, ep, sizeof ep - 1) <= 0) _exit(1);
+typedef struct plain_arg {
+    char endpoint[256];       /* the coordinator's ROUTER */
+    pthread_barrier_t *ready; /* all receivers connected and said hello */
+    pthread_barrier_t *done;  /* all receivers received everything (threads still alive) */
+    pthread_barrier_t *read;  /* their CPU time was read: they may end */
+} plain_arg;
+
+/* One plain receiver: `runs` times the whole buffer in frames, copied into place (and
+ * hashed with plain_sha), acknowledged with the digest. */
+static void *plain_thread(void *p) {
+    plain_arg *a = p;
     void *ctx = zmq_ctx_new();
     void *d = zmq_socket(ctx, ZMQ_DEALER);
-    zmq_connect(d, ep);
+    zmq_connect(d, a->endpoint);
     uint8_t *buf = malloc(opt_bytes), sha[32];
     memset(buf, 0, opt_bytes);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     zmq_send(d, "hi", 2, 0);
-    char b;
-    get(go, &b, 1);
-    double cpu0 = cpu_seconds();
+    pthread_barrier_wait(a->ready);
     for (int r = 0; r < opt_runs; r++) {
         size_t got = 0;
         EVP_DigestInit_ex(md, EVP_sha256(), NULL);
@@ -393,19 +464,49 @@ static void plain_client(int fd, int go, int res, int n) {
         EVP_DigestFinal_ex(md, sha, &hl);
         zmq_send(d, sha, sizeof sha, 0);
     }
-    double cpu = cpu_seconds() - cpu0;
-    put(res, &cpu, sizeof cpu);
+    pthread_barrier_wait(a->done);
+    pthread_barrier_wait(a->read);
     EVP_MD_CTX_free(md);
     free(buf);
     zmq_close(d);
     zmq_ctx_term(ctx);
+    return NULL;
+}
+
+/* The plain client process: n receivers, each a thread with its own ZeroMQ context (as
+ * each channel client has its own socket), CPU seconds from "all joined" to the end. */
+static void plain_client(int fd, int go, int res, int n) {
+    plain_arg a = {0};
+    if (read(fd, a.endpoint, sizeof a.endpoint - 1) <= 0) _exit(1);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    pthread_barrier_t ready, done, rd;
+    pthread_barrier_init(&ready, NULL, (unsigned)n + 1);
+    pthread_barrier_init(&done, NULL, (unsigned)n + 1);
+    pthread_barrier_init(&rd, NULL, (unsigned)n + 1);
+    a.ready = &ready;
+    a.done = &done;
+    a.read = &rd;
+    for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, plain_thread, &a);
+    pthread_barrier_wait(&ready);
+    client_cpu_report(go, res, &done, &rd);
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    free(th);
     _exit(0);
 }
 
+/* The plain coordinator: every frame goes to each receiver in turn (as the channel
+ * interleaves its sessions' chunks), copied into ZeroMQ as the channel's frames are
+ * written; with several receivers a small high-water mark and ROUTER_MANDATORY make a
+ * send wait for the slowest instead of queueing n copies of the model. Each run is timed
+ * until every receiver acknowledged. */
 static void plain_coordinator(int fd, int go, int res, int n, int runs) {
-    (void)n;
     void *ctx = zmq_ctx_new();
     void *rt = zmq_socket(ctx, ZMQ_ROUTER);
+    if (n > 1) {
+        int hwm = 8, on = 1;
+        zmq_setsockopt(rt, ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt(rt, ZMQ_ROUTER_MANDATORY, &on, sizeof on);
+    }
     zmq_bind(rt, "tcp://127.0.0.1:0");
     char ep[256];
     size_t len = sizeof ep;
@@ -414,25 +515,33 @@ static void plain_coordinator(int fd, int go, int res, int n, int runs) {
     close(fd);
     uint8_t *model = malloc(opt_bytes);
     fill(model, opt_bytes);
-    uint8_t rid[256], tmp[64];
-    int rl = zmq_recv(rt, rid, sizeof rid, 0);
-    zmq_recv(rt, tmp, sizeof tmp, 0);
+    uint8_t rid[64][256], tmp[64];
+    int rl[64];
+    for (int i = 0; i < n; i++) {
+        rl[i] = zmq_recv(rt, rid[i], sizeof rid[i], 0);
+        zmq_recv(rt, tmp, sizeof tmp, 0);
+    }
     put(go, "g", 1);
     double secs[16], cpu0 = cpu_seconds();
     for (int r = 0; r < runs; r++) {
         double t0 = fed_now_s();
         for (size_t off = 0; off < opt_bytes; off += plain_chunk) {
             size_t l = opt_bytes - off < plain_chunk ? opt_bytes - off : plain_chunk;
-            zmq_send(rt, rid, (size_t)rl, ZMQ_SNDMORE);
-            zmq_send(rt, model + off, l, 0);
+            for (int i = 0; i < n; i++) {
+                zmq_send(rt, rid[i], (size_t)rl[i], ZMQ_SNDMORE);
+                zmq_send(rt, model + off, l, 0);
+            }
         }
-        zmq_recv(rt, rid, sizeof rid, 0);
-        zmq_recv(rt, tmp, sizeof tmp, 0);
+        for (int i = 0; i < n; i++) {
+            uint8_t who[256];
+            zmq_recv(rt, who, sizeof who, 0);
+            zmq_recv(rt, tmp, sizeof tmp, 0);
+        }
         secs[r] = fed_now_s() - t0;
     }
     result out = {0};
     out.coord_cpu = cpu_seconds() - cpu0;
-    set_times(&out, secs, runs, (double)opt_bytes / MB);
+    set_times(&out, secs, runs, (double)opt_bytes * n / MB);
     out.rss_mib = peak_rss_mib();
     put(res, &out, sizeof out);
     free(model);
@@ -441,10 +550,20 @@ static void plain_coordinator(int fd, int go, int res, int n, int runs) {
     _exit(0);
 }
 
+/* One row; then the client CPU split by thread kind, and the aggregate rate the busiest
+ * kind would allow if every client thread had a core of its own (each of the n clients
+ * has one thread of each kind). */
 static void print_row(const char *label, const result *r, int n) {
     double gb = (double)opt_bytes * n * opt_runs / 1e9;
     printf("%-30s %9.0f %9.0f %12.2f %12.2f\n", label, r->best, r->median, r->coord_cpu / gb,
            r->client_cpu / gb);
+    double worst = 0;
+    for (int k = 0; k < KINDS; k++)
+        if (r->split[k] > worst) worst = r->split[k];
+    printf("%-30s client s/GB: receiving %.2f, digest worker %.2f, ZeroMQ I/O %.2f", "",
+           r->split[KIND_RECV] / gb, r->split[KIND_HASH] / gb, r->split[KIND_ZMQ] / gb);
+    if (worst > 0) printf("; a core each: %.0f MB/s", gb * 1e9 * n / worst / MB);
+    printf("\n");
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -535,6 +654,18 @@ int main(int argc, char **argv) {
             printf(
                 "%-30s peak RSS %.0f MiB (model %.0f MiB; pool %zu x %.2f MiB, peak %zu in use)\n",
                 "", r.rss_mib, (double)opt_bytes / MB, r.pool_max, r.pool_buf_mib, r.pool_peak);
+            result p[2];
+            for (int h = 0; h < 2; h++) {
+                plain_sha = h == 1;
+                p[h] = run_pair(plain_client, plain_coordinator, counts[k], opt_runs);
+                snprintf(label, sizeof label, "plain%s, %d client%s", h ? " + SHA-256" : "",
+                         counts[k], counts[k] > 1 ? "s" : "");
+                print_row(label, &p[h], counts[k]);
+            }
+            printf("%-30s TLS / plain: %.2f best, %.2f median; TLS / (plain + SHA-256): %.2f, "
+                   "%.2f\n",
+                   "", r.best / p[0].best, r.median / p[0].median, r.best / p[1].best,
+                   r.median / p[1].median);
             if (k == 0)
                 one = r;
             else

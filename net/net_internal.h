@@ -30,5 +30,10 @@ void fed__net_skip_checks(bool on);
  * carrying the len bytes at data, credit or not. */
 fed_err fed__client_send_chunk(fed_client *c, uint64_t id, uint64_t offset, const void *data,
                                uint32_t len, uint32_t declared) FED_MUST_USE;
+/* How received transfers are hashed: -1 as the channel decides (the digest worker for
+ * large tcp:// transfers on more than one CPU, session.h), 0 always inline, 1 always on
+ * the digest worker (inproc://, plaintext and small transfers too). Process-wide; read when a
+ * transfer's first chunk arrives. */
+void fed__net_hash_thread(int mode);
 
 #endif

@@ -11,7 +11,12 @@
  * Input. A frame's TLS records are decrypted and the plaintext parsed as it comes: the
  * length prefix and the envelope into small buffers, a chunk's payload straight into
  * the receiving transfer's buffer at its offset. Every frame must end on a message
- * boundary; anything else is a truncated record or message.
+ * boundary; anything else is a truncated record or message. The payload is hashed
+ * record by record right after it is decrypted, while it is in the cache, or, for a
+ * large transfer over tcp://, chunk by chunk on the digest worker (hasher.h) while the
+ * next chunks decrypt; either way the whole digest is complete and compared before the
+ * transfer is reported done, and a transfer's memory is never let go while the worker
+ * may still read it.
  *
  * Flow control. The receiver of a transfer grants `credits` chunks at its current offset;
  * after half of them arrived it grants again. The sender may send while its next offset
@@ -19,6 +24,7 @@
  * chunks are ever in flight per transfer. Chunks must arrive in order, which lets the
  * receiver hash as it goes and makes "resume from offset X" exact. */
 #include "net/session.h"
+#include "net/net_internal.h"
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -29,6 +35,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DISCARD_SIZE (64u * 1024u)
 /* Upper bound of a packed Chunk envelope (version, seq, three varints). */
@@ -96,6 +103,7 @@ fed_err fed__net_init(fed__net *n, const fed_net_config *cfg) {
 }
 
 fed_err fed__net_security(fed__net *n, const char *endpoint, const char *identity) {
+    n->inproc = strncmp(endpoint, "inproc://", 9) == 0;
     if (!n->cfg.plaintext) return fed__tls_ctx_new(&n->tls, n->server, &n->cfg.tls);
     if (strncmp(endpoint, "inproc://", 9) != 0)
         return fed_errorf(FED_EINVAL, "plaintext is only allowed on inproc:// endpoints, not %s",
@@ -119,6 +127,7 @@ void fed__net_free(fed__net *n) {
     n->evq_head = n->evq_tail = NULL;
     fed__sock_destroy(&n->sock, 0);
     fed__tls_ctx_destroy(&n->tls);
+    fed__hasher_destroy(&n->hasher); /* the owner cleared its transfers: nothing is queued */
     fed__pool_close(&n->pool);
     fed__buf_release(n->small);
     n->small = NULL;
@@ -431,6 +440,8 @@ static void remove_in(fed__xfers *x, fed__xfer_in *t) {
             *pp = t->nxt;
             break;
         }
+    /* The worker may still be reading the caller's buffer into this digest. */
+    if (t->hasher) fed__hasher_wait(t->hasher, &t->pending);
     fed__sha256_destroy(&t->sha);
     fed_free(t);
 }
@@ -468,6 +479,7 @@ static fed_err send_credit(fed__sess *s, uint64_t id, uint32_t chunks, uint64_t 
 static fed_err finish_in(fed__sess *s, fed__xfer_in *t) {
     fed__net *n = s->net;
     uint8_t got[FED_SHA256_LEN];
+    if (t->hasher) fed__hasher_wait(t->hasher, &t->pending);
     fed__sha256_final(t->sha, got);
     uint64_t id = t->id, len = t->len;
     if (memcmp(got, t->want, sizeof got) != 0) {
@@ -542,6 +554,7 @@ fed_err fed__xfer_recv(fed__xfers *x, uint64_t id, void *buf, uint64_t len,
     t->id = id;
     t->buf = buf;
     t->len = len;
+    atomic_init(&t->pending, 0);
     memcpy(t->want, sha256, FED_SHA256_LEN);
     fed__xfer_in **pp = &x->in;
     while (*pp) pp = &(*pp)->nxt;
@@ -637,6 +650,28 @@ static fed_err on_credit(fed__sess *s, const fed_msg_credit *c) {
     return FED_OK;
 }
 
+/* Testing hook: fed__net_hash_thread (net_internal.h). */
+static int hash_mode = -1;
+
+void fed__net_hash_thread(int mode) {
+    hash_mode = mode;
+}
+
+/* Chooses, at t's first chunk, who hashes it: the digest worker (started now if need be)
+ * when it pays (session.h), else the receiving thread as it decrypts. */
+static void choose_hashing(fed__net *n, fed__xfer_in *t) {
+    t->decided = true;
+    bool async = hash_mode == 1 || (hash_mode < 0 && !n->inproc && t->len >= FED__HASH_ASYNC_MIN &&
+                                    sysconf(_SC_NPROCESSORS_ONLN) > 1);
+    if (!async || n->hasher_failed) return;
+    if (!n->hasher && fed__hasher_new(&n->hasher) != FED_OK) {
+        n->hasher_failed = true;
+        FED_LOG(FED_LOG_WARN, "%s: %s; transfers are hashed inline", n->side, fed_errmsg());
+        return;
+    }
+    t->hasher = n->hasher;
+}
+
 static fed_err on_chunk(fed__sess *s, const fed_msg_chunk *c) {
     fed__xfer_in *t = find_in(s->xfers, c->transfer_id);
     if (c->length == 0)
@@ -661,6 +696,7 @@ static fed_err on_chunk(fed__sess *s, const fed_msg_chunk *c) {
     if (t->since_grant >= s->net->cfg.credits)
         return fed_errorf(FED_EPROTO, "transfer %" PRIu64 ": chunk beyond the credit granted",
                           t->id);
+    if (!t->decided) choose_hashing(s->net, t);
     return FED_OK;
 }
 
@@ -668,7 +704,8 @@ static fed_err chunk_done(fed__sess *s) {
     fed__xfer_in *t = s->pin;
     s->pin = NULL;
     if (!t) return FED_OK;
-    fed__sha256_update(t->sha, t->buf + s->poff, s->plen);
+    /* Inline, read_loop hashed the payload as it was decrypted. */
+    if (t->hasher) fed__hasher_add(t->hasher, t->sha, t->buf + s->poff, s->plen, &t->pending);
     t->received += s->plen;
     t->since_grant++;
     if (t->received == t->len) return finish_in(s, t);
@@ -770,6 +807,8 @@ static fed_err read_loop(fed__sess *s) {
             e = fed__tls_read(s->tls, dst, want, &got);
             if (e == FED_EAGAIN) return FED_OK;
             if (e != FED_OK) return e;
+            /* One record at a time: hashed while it is still in the cache. */
+            if (s->pin && !s->pin->hasher) fed__sha256_update(s->pin->sha, dst, got);
             s->pleft -= (uint32_t)got;
             if (s->pleft > 0) continue;
             s->pstate = 0;

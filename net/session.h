@@ -9,6 +9,7 @@
 #define FED_NET_SESSION_H
 
 #include "net/channel.h"
+#include "net/hasher.h"
 #include "net/pool.h"
 #include "net/sock.h"
 #include "net/tls.h"
@@ -33,6 +34,11 @@
 /* Recent transfer ids remembered: cancelled incoming ones (their stray chunks are
  * discarded quietly) and completed incoming ones (acknowledged again on resume). */
 #define FED__RECENT 16
+/* Incoming transfers of at least this many bytes over tcp:// are hashed by the digest
+ * worker (hasher.h) when more than one CPU is online; smaller ones, and everything over
+ * inproc:// (the simulator, whose thousands of sites in one process already fill the
+ * cores and must not get a thread each), inline as they are decrypted. */
+#define FED__HASH_ASYNC_MIN (4u * 1024u * 1024u)
 
 typedef struct fed__sess fed__sess;
 typedef struct fed__net fed__net;
@@ -54,10 +60,13 @@ typedef struct fed__xfer_in {
     uint64_t id;              /* transfer id */
     uint8_t *buf;             /* the caller's buffer */
     uint64_t len;             /* its size, the announced transfer size */
-    uint64_t received;        /* bytes [0, received) are in place and hashed */
+    uint64_t received;        /* bytes [0, received) are in place, hashed or queued */
     uint32_t since_grant;     /* chunks received since the last Credit */
     uint8_t want[32];         /* announced SHA-256 */
-    fed__sha256 *sha;         /* running digest of [0, received) */
+    fed__sha256 *sha;         /* running digest of [0, received) (queued updates aside) */
+    bool decided;             /* hashing mode chosen (at the first chunk received) */
+    fed__hasher *hasher;      /* the digest worker hashing it, or NULL: inline */
+    atomic_uint pending;      /* its updates queued there and not done yet */
     struct fed__xfer_in *nxt; /* list */
 } fed__xfer_in;
 
@@ -111,6 +120,9 @@ struct fed__net {
     fed__sock *sock;                                          /* ROUTER or DEALER */
     fed__tls_ctx *tls;            /* certificates and policy, or plain */
     fed__pool *pool;              /* chunk frame buffers */
+    fed__hasher *hasher;          /* digest worker, started by the first large transfer */
+    bool hasher_failed;           /* it could not be started: hash inline */
+    bool inproc;                  /* the endpoint is inproc:// (set by fed__net_security) */
     fed_net_config cfg;           /* copy of the configuration (strings borrowed) */
     size_t chunk_size;            /* bytes per chunk this side sends */
     size_t max_frame;             /* largest frame accepted from a peer */

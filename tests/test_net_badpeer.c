@@ -4,11 +4,13 @@
  * chunk, chunks out of range or out of order, a transfer whose SHA-256 does not match, a
  * truncated record after the handshake and during it. Each time exactly that peer is
  * dropped at once with one warn line naming it and the reason (never by a timeout),
- * while another client's 8 MiB upload completes with the right digest. Real sockets,
- * real TLS. */
+ * while another client's 8 MiB upload completes with the right digest. The chunk and
+ * digest cases run again with every transfer hashed on the digest worker (net/hasher.h).
+ * Real sockets, real TLS. */
 #include "tests/test_net_common.h"
 
 #include "core/alloc.h"
+#include "net/net_internal.h"
 #include "net/sock.h"
 
 #include <inttypes.h>
@@ -280,6 +282,15 @@ TEST(digest_mismatch) {
     run(DIGEST_MISMATCH, "digest mismatch", "site-3", "SHA-256");
 }
 
+TEST(chunks_and_digest_on_the_worker) {
+    fed__net_hash_thread(1);
+    run(TRUNCATED_CHUNK, "truncated chunk (worker)", "site-3", "truncated chunk");
+    run(CHUNK_OUT_OF_ORDER, "chunk out of order (worker)", "site-3",
+        "chunk at offset 4096, expected 0");
+    run(DIGEST_MISMATCH, "digest mismatch (worker)", "site-3", "SHA-256");
+    fed__net_hash_thread(-1);
+}
+
 TEST(truncated_record) {
     run(TRUNCATED_RECORD, "truncated record", "site-3", "truncated record");
 }
@@ -315,6 +326,7 @@ int main(void) {
     RUN(chunk_out_of_range);
     RUN(chunk_out_of_order);
     RUN(digest_mismatch);
+    RUN(chunks_and_digest_on_the_worker);
     RUN(truncated_record);
     RUN(stalled_handshake);
     RUN(truncated_handshake);

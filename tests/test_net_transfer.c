@@ -2,10 +2,16 @@
  * deltas back at once with their SHA-256 checked, empty and cancelled transfers, a slow
  * receiver that must not make the sender buffer more than the credit window, and a
  * client that drops its socket in the middle of a 64 MiB transfer and resumes from the
- * offset it credits. Real sockets, real TLS, no timing assertions. */
+ * offset it credits. The receivers' digests are computed inline or on the digest worker
+ * (net/hasher.h), as the channel chooses by size; the same tests run again with one
+ * way forced for every transfer, a transfer cancelled while the worker still hashes it
+ * lets its buffer go at once, and a transfer whose bytes differ from its digest in one
+ * byte of its last chunk is refused whoever hashes it. Real sockets, real TLS, no timing
+ * assertions. */
 #include "tests/test_net_common.h"
 
 #include "core/alloc.h"
+#include "net/net_internal.h"
 
 #include <inttypes.h>
 
@@ -311,6 +317,108 @@ TEST(reconnect_resume_inproc) {
     reconnect_resume("inproc://fednet-test-resume", 24 * MB);
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* The digest worker                                                                    */
+
+static bool got_bytes(world *w) {
+    fed_net_stats st;
+    fed_client_stats(w->cli[0], &st);
+    return st.bytes_received >= 3 * MB || w->c[0].done;
+}
+
+/* The client cancels a 32 MiB transfer whose chunks the worker is hashing and frees the
+ * buffer at once (ASan sees any read of it after the cancel returned); the session goes
+ * on, and the next transfer arrives whole with its digest checked. */
+TEST(cancel_while_hashing) {
+    log_clear();
+    fed__net_hash_thread(1);
+    const size_t len = 32 * MB, len2 = 2 * MB + 3;
+    uint8_t *data = fed_malloc(len), *recv = fed_calloc(1, len), sha[32];
+    uint8_t *data2 = fed_malloc(len2), *recv2 = fed_calloc(1, len2), sha2[32];
+    fill_pattern(data, len, 5);
+    fed_sha256(data, len, sha);
+    fill_pattern(data2, len2, 6);
+    fed_sha256(data2, len2, sha2);
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("inproc://fednet-test-cancel-hash");
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config("inproc://fednet-test-cancel-hash", "ca", "site-2");
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    CHECK_OK(fed_server_send_transfer(w.srv, w.s.peer, 11, data, len));
+    CHECK_OK(fed_client_recv_transfer(w.cli[0], 11, recv, len, sha));
+    CHECK(world_until(&w, got_bytes, 20000));
+    CHECK_INT(w.c[0].done, 0); /* still in the middle */
+    CHECK_OK(fed_client_cancel_transfer(w.cli[0], 11));
+    fed_free(recv);
+    CHECK_OK(fed_server_cancel_transfer(w.srv, w.s.peer, 11));
+    CHECK_OK(fed_server_send_transfer(w.srv, w.s.peer, 12, data2, len2));
+    CHECK_OK(fed_client_recv_transfer(w.cli[0], 12, recv2, len2, sha2));
+    CHECK(world_until(&w, slow_done, 20000));
+    CHECK_INT(w.c[0].last_done, 12);
+    CHECK_INT(w.c[0].failed, 0);
+    CHECK_INT(w.c[0].left, 0);
+    CHECK_MEM(recv2, data2, len2);
+    CHECK_INT(log_count("dropped", NULL), 0);
+    world_free(&w);
+    fed_free(data);
+    fed_free(data2);
+    fed_free(recv2);
+    fed__net_hash_thread(-1);
+}
+
+static bool failed_once(world *w) {
+    return w->c[0].failed >= 1 || w->c[0].done >= 1;
+}
+
+/* A 6 MiB transfer over tcp:// announced with the digest of the same bytes but one, in
+ * its last chunk: every byte arrives in place, and the transfer is still refused, with
+ * the worker (mode 1, and -1 where more than one CPU is online) and inline (0). */
+static void corrupt_byte_refused(int mode) {
+    log_clear();
+    fed__net_hash_thread(mode);
+    const size_t len = 6 * MB + 11;
+    uint8_t *data = fed_malloc(len), *recv = fed_calloc(1, len), sha[32];
+    fill_pattern(data, len, 7);
+    data[len - 10] ^= 0x40;
+    fed_sha256(data, len, sha); /* the digest of what the receiver expects */
+    data[len - 10] ^= 0x40;     /* and what is sent */
+    world w = {0};
+    w.zctx = fed_net_context_new();
+    fed_server_config sc = server_config("tcp://127.0.0.1:0");
+    CHECK_OK(fed_server_new(&w.srv, w.zctx, &sc));
+    fed_client_config cc = client_config(fed_server_endpoint(w.srv), "ca", "site-3");
+    w.ncli = 1;
+    CHECK_OK(fed_client_new(&w.cli[0], w.zctx, &cc));
+    CHECK(world_until(&w, one_joined, 10000));
+    CHECK_OK(fed_server_send_transfer(w.srv, w.s.peer, 13, data, len));
+    CHECK_OK(fed_client_recv_transfer(w.cli[0], 13, recv, len, sha));
+    CHECK(world_until(&w, failed_once, 20000));
+    CHECK_INT(w.c[0].failed, 1);
+    CHECK_INT(w.c[0].done, 0);
+    CHECK_MEM(recv, data, len); /* all there: the digest alone refused it */
+    CHECK_INT(log_count("SHA-256 of the 6291467 bytes received differs", NULL), 1);
+    if (log_count("SHA-256 of the 6291467 bytes received differs", NULL) != 1) log_dump();
+    world_free(&w);
+    fed_free(data);
+    fed_free(recv);
+    fed__net_hash_thread(-1);
+}
+
+TEST(corrupt_byte_refused_worker) {
+    corrupt_byte_refused(1);
+}
+
+TEST(corrupt_byte_refused_auto) {
+    corrupt_byte_refused(-1);
+}
+
+TEST(corrupt_byte_refused_inline) {
+    corrupt_byte_refused(0);
+}
+
 int main(void) {
     fed_log_set_handler(log_handler, NULL, FED_LOG_DEBUG);
     if (certs_make() != 0) {
@@ -324,6 +432,20 @@ int main(void) {
     RUN(slow_receiver_window);
     RUN(reconnect_resume_64mib_tcp);
     RUN(reconnect_resume_inproc);
+    RUN(cancel_while_hashing);
+    RUN(corrupt_byte_refused_worker);
+    RUN(corrupt_byte_refused_auto);
+    RUN(corrupt_byte_refused_inline);
+    /* Every transfer hashed on the worker (small ones and plaintext included), then
+     * every transfer inline (the 5 and 64 MiB tcp ones would use the worker). */
+    fed__net_hash_thread(1);
+    RUN(both_ways_inproc);
+    RUN(slow_receiver_window);
+    RUN(reconnect_resume_inproc);
+    fed__net_hash_thread(0);
+    RUN(both_ways_tcp);
+    RUN(reconnect_resume_64mib_tcp);
+    fed__net_hash_thread(-1);
     certs_remove();
     return test_report();
 }
