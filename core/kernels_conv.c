@@ -337,16 +337,24 @@ static void maxpool2x2(float *out, int32_t *argmax, const float *inp, size_t pla
         float *y = out + p * OH * OW;
         int32_t *am = argmax + p * OH * OW;
         for (size_t oh = 0; oh < OH; oh++) {
-            const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+            const float *restrict r0 = x + 2 * oh * W, *restrict r1 = r0 + W;
+            float *restrict yo = y + oh * OW;
+            int32_t *restrict ao = am + oh * OW;
+            const int32_t i0 = (int32_t)(2 * oh * W), w = (int32_t)W;
+            /* Selects, not branches: after ReLU the window maxima are unpredictable. */
             for (size_t ow = 0; ow < OW; ow++) {
-                size_t i = 2 * oh * W + 2 * ow;
-                float best = r0[2 * ow];
-                size_t bi = i;
-                if (r0[2 * ow + 1] > best) best = r0[2 * ow + 1], bi = i + 1;
-                if (r1[2 * ow] > best) best = r1[2 * ow], bi = i + W;
-                if (r1[2 * ow + 1] > best) best = r1[2 * ow + 1], bi = i + W + 1;
-                y[oh * OW + ow] = best;
-                am[oh * OW + ow] = (int32_t)bi;
+                float best = r0[2 * ow], v = r0[2 * ow + 1];
+                int32_t bi = i0 + 2 * (int32_t)ow;
+                int32_t bj = v > best ? bi + 1 : bi;
+                best = v > best ? v : best;
+                v = r1[2 * ow];
+                bj = v > best ? bi + w : bj;
+                best = v > best ? v : best;
+                v = r1[2 * ow + 1];
+                bj = v > best ? bi + w + 1 : bj;
+                best = v > best ? v : best;
+                yo[ow] = best;
+                ao[ow] = bj;
             }
         }
     }
