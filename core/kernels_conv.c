@@ -327,47 +327,10 @@ void fed_conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dou
 
 /* ---- pooling ---------------------------------------------------------------------- */
 
-/* K = S = 2, the common case, without the window loops: the same comparisons in the
- * same order as the general loop (first maximum wins, NaN never replaces). */
-static void maxpool2x2(float *out, int32_t *argmax, const float *inp, size_t planes, size_t H,
-                       size_t W) {
-    const size_t OH = H / 2, OW = W / 2;
-    for (size_t p = 0; p < planes; p++) {
-        const float *x = inp + p * H * W;
-        float *y = out + p * OH * OW;
-        int32_t *am = argmax + p * OH * OW;
-        for (size_t oh = 0; oh < OH; oh++) {
-            const float *restrict r0 = x + 2 * oh * W, *restrict r1 = r0 + W;
-            float *restrict yo = y + oh * OW;
-            int32_t *restrict ao = am + oh * OW;
-            const int32_t i0 = (int32_t)(2 * oh * W), w = (int32_t)W;
-            /* Selects, not branches: after ReLU the window maxima are unpredictable. */
-            for (size_t ow = 0; ow < OW; ow++) {
-                float best = r0[2 * ow], v = r0[2 * ow + 1];
-                int32_t bi = i0 + 2 * (int32_t)ow;
-                int32_t bj = v > best ? bi + 1 : bi;
-                best = v > best ? v : best;
-                v = r1[2 * ow];
-                bj = v > best ? bi + w : bj;
-                best = v > best ? v : best;
-                v = r1[2 * ow + 1];
-                bj = v > best ? bi + w + 1 : bj;
-                best = v > best ? v : best;
-                yo[ow] = best;
-                ao[ow] = bj;
-            }
-        }
-    }
-}
-
 void fed_maxpool2d_forward(float *out, int32_t *argmax, const float *inp, size_t N, size_t C,
                            size_t H, size_t W, size_t K, size_t S) {
     assert(K >= 1 && S >= 1 && H >= K && W >= K && H * W <= INT32_MAX);
     const size_t OH = (H - K) / S + 1, OW = (W - K) / S + 1;
-    if (K == 2 && S == 2) {
-        maxpool2x2(out, argmax, inp, N * C, H, W);
-        return;
-    }
     for (size_t p = 0; p < N * C; p++) {
         const float *x = inp + p * H * W;
         float *y = out + p * OH * OW;

@@ -715,8 +715,8 @@ TEST(maxpool_hand_computed) {
     CHECK(a2[0] == 5 && a2[1] == 8 && a2[2] == 0 && a2[3] == 8);
 }
 
-/* The K = S = 2 path against the general window loop written out here, on odd sizes
- * (the last row/column left out) and values with many ties (first maximum wins). */
+/* K = S = 2 (the FedAvg CNN's pooling) against the window loop written out here, on odd
+ * sizes (the last row/column left out) and values with many ties (first maximum wins). */
 TEST(maxpool2x2_matches_window_loop) {
     const size_t P = 3, H = 7, W = 9, OH = 3, OW = 4;
     float x[3 * 7 * 9], out[3 * 3 * 4];
