@@ -173,9 +173,19 @@ static fed_err trainer_step(trainer *t) {
 
 typedef struct step_result {
     summary us_per_example; /* microseconds per example over the repeats */
+    double cpu_us;          /* median process CPU microseconds per example */
     double flops;           /* per example: forward + backward as run */
     double last_loss;       /* loss of the last step: finite, or the figures are suspect */
 } step_result;
+
+/* CPU time of the whole process (all OpenBLAS threads): on a shared machine, time taken
+ * away by other processes does not count, so one thread's figure is steadier than the
+ * wall clock (cache and memory-bandwidth contention still show). */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0.0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static fed_err time_train_step(const char *spec, size_t batch, const options *o, step_result *res) {
     trainer t;
@@ -188,17 +198,20 @@ static fed_err time_train_step(const char *spec, size_t batch, const options *o,
         if ((err = trainer_step(&t))) goto fail;
     } while (t.k < 3 || fed_now_s() - t0 < 0.5 * o->seconds);
 
-    double us[MAX_REPEATS];
+    double us[MAX_REPEATS], cpu[MAX_REPEATS];
     size_t R = (size_t)o->repeats;
     for (size_t rep = 0; rep < R; rep++) {
         size_t k0 = t.k;
-        double start = fed_now_s(), el;
+        double start = fed_now_s(), cpu0 = cpu_seconds(), el;
         do {
             if ((err = trainer_step(&t))) goto fail;
         } while ((el = fed_now_s() - start) < o->seconds);
-        us[rep] = el * 1e6 / (double)((t.k - k0) * batch);
+        double n = (double)((t.k - k0) * batch);
+        us[rep] = el * 1e6 / n;
+        cpu[rep] = (cpu_seconds() - cpu0) * 1e6 / n;
     }
     res->us_per_example = summarize(us, R);
+    res->cpu_us = bench_median(cpu, R);
     res->last_loss = t.stats.loss;
 fail:
     trainer_destroy(&t);
@@ -268,10 +281,10 @@ int main(int argc, char **argv) {
     printf("load average (1 min) at start: %.2f on %ld CPUs\n\n", load_average(),
            sysconf(_SC_NPROCESSORS_ONLN));
 
-    printf("%-12s %5s %7s %11s %11s %9s %7s %7s\n", "model", "batch", "threads", "us/example",
-           "examples/s", "GFLOP/s", "%peak", "spread");
-    printf("%-12s %5s %7s %11s %11s %9s %7s %7s\n", "------------", "-----", "-------",
-           "----------", "----------", "-------", "-----", "------");
+    printf("%-12s %5s %7s %11s %11s %9s %7s %7s %10s\n", "model", "batch", "threads", "us/example",
+           "examples/s", "GFLOP/s", "%peak", "spread", "cpu us/ex");
+    printf("%-12s %5s %7s %11s %11s %9s %7s %7s %10s\n", "------------", "-----", "-------",
+           "----------", "----------", "-------", "-----", "------", "---------");
     for (size_t ti = 0; ti < nthreads; ti++) {
         fed_blas_set_threads(threads[ti]);
         double peak = 0.0;
@@ -288,7 +301,7 @@ int main(int argc, char **argv) {
         }
         for (size_t mi = 0; mi < nmodels; mi++) {
             for (size_t bi = 0; bi < nbatches; bi++) {
-                step_result r;
+                step_result r = {{0.0, 0.0, 0.0}, 0.0, 0.0, 0.0};
                 fed_err err = time_train_step(models[mi], batches[bi], &o, &r);
                 if (err) return fail_with(models[mi], err);
                 double us = r.us_per_example.median;
@@ -296,15 +309,17 @@ int main(int argc, char **argv) {
                 double spread = 100.0 * (r.us_per_example.max - r.us_per_example.min) / us;
                 char pct[16] = "-";
                 if (peak > 0.0) snprintf(pct, sizeof pct, "%.1f%%", 100.0 * gflops / peak);
-                printf("%-12.12s %5zu %7d %11.1f %11.0f %9.2f %7s %6.0f%%%s\n", models[mi],
-                       batches[bi], fed_blas_threads(), us, 1e6 / us, gflops, pct, spread,
+                printf("%-12.12s %5zu %7d %11.1f %11.0f %9.2f %7s %6.0f%% %10.1f%s\n", models[mi],
+                       batches[bi], fed_blas_threads(), us, 1e6 / us, gflops, pct, spread, r.cpu_us,
                        isfinite(r.last_loss) ? "" : "  (loss not finite!)");
                 fflush(stdout);
             }
         }
     }
     printf("\nsgemm rows: GFLOP/s = 2 n^3 / t; %%peak = GFLOP/s over the best sgemm row with\n"
-           "the same thread count; spread = (slowest - fastest repeat) / median.\n"
+           "the same thread count; spread = (slowest - fastest repeat) / median;\n"
+           "cpu us/ex = median process CPU time per example (all threads; with 1 thread\n"
+           "the figure a busy machine disturbs least).\n"
            "load average (1 min) at end: %.2f (this run itself adds up to the thread count)\n",
            load_average());
     return 0;

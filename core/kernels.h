@@ -63,6 +63,22 @@ void fed_im2col(float *col, const float *img, const fed_conv_geom *g);
 /* img (C, H, W) += col scattered back: the adjoint of fed_im2col. */
 void fed_col2im(float *img, const float *col, const fed_conv_geom *g);
 
+/* The grouped forms run G examples at a time as one GEMM per group: columns
+ * (C*K*K, G*OH*OW), output (OC, G*OH*OW) scattered to NCHW with the bias, and in
+ * backward dy gathered the same way (db summed in that pass), dw one GEMM over the
+ * group, dinp one GEMM and then col2im per example. scratch holds
+ * fed_conv_scratch_size(g, G) floats; G = 1 is the per-example loop (scratch = one
+ * column buffer). fed_conv_group picks G for a batch of N (whole batch when the
+ * buffers fit in 1 MB, else even groups). Results equal the G = 1 path up to the
+ * order of float sums. */
+size_t fed_conv_group(const fed_conv_geom *g, size_t N);
+size_t fed_conv_scratch_size(const fed_conv_geom *g, size_t G);
+void fed_conv2d_forward_grouped(float *out, float *scratch, const float *inp, const float *w,
+                                const float *b, size_t N, size_t G, const fed_conv_geom *g);
+void fed_conv2d_backward_grouped(float *dinp, float *dw, float *db, float *scratch,
+                                 const float *dout, const float *inp, const float *w, size_t N,
+                                 size_t G, const fed_conv_geom *g);
+
 void fed_conv2d_forward(float *out,       /* (N, OC, OH, OW) */
                         float *col,       /* scratch (C*K*K, OH*OW) */
                         const float *inp, /* (N, C, H, W) */

@@ -679,8 +679,9 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
         break;
     case FED_LAYER_CONV2D: {
         float *col;
-        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_col_size(&L->geom)));
-        fed_conv2d_forward(L->y, col, x, w, b, N, &L->geom);
+        size_t G = fed_conv_group(&L->geom, N);
+        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_scratch_size(&L->geom, G)));
+        fed_conv2d_forward_grouped(L->y, col, x, w, b, N, G, &L->geom);
         return conv_lora_forward(m, L, a, N);
     }
     case FED_LAYER_MAXPOOL2D:
@@ -806,8 +807,10 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
     case FED_LAYER_CONV2D: {
         if (!dx && !dw && !db && L->la[0] < 0) break;
         float *col;
-        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_col_size(&L->geom)));
-        if (dx || dw || db) fed_conv2d_backward(dx, dw, db, col, dy, L->x, w, N, &L->geom);
+        size_t G = fed_conv_group(&L->geom, N);
+        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_scratch_size(&L->geom, G)));
+        if (dx || dw || db)
+            fed_conv2d_backward_grouped(dx, dw, db, col, dy, L->x, w, N, G, &L->geom);
         if (conv_lora_backward(m, L, a, N, dx, dy)) return FED_ENOMEM;
         break;
     }

@@ -332,12 +332,27 @@ typedef struct conv_case {
 /* Many geometries: ones everywhere, K = 1, stride 2 and 3 (stride > K skips pixels),
  * padding 1 and 2 (padding >= K gives all-zero windows), H != W, odd sizes, K == H. */
 static const conv_case conv_cases[] = {
-    {1, 1, 3, 3, 1, 1, 1, 0}, {1, 1, 5, 5, 1, 3, 1, 1},   {2, 3, 7, 5, 4, 3, 2, 1},
-    {1, 2, 6, 9, 3, 2, 2, 2}, {3, 1, 8, 8, 1, 5, 1, 2},   {2, 4, 5, 7, 2, 1, 1, 0},
-    {1, 3, 4, 4, 5, 4, 1, 0}, {2, 2, 9, 6, 3, 3, 3, 1},   {1, 1, 1, 1, 2, 1, 1, 2},
-    {1, 2, 3, 5, 2, 3, 2, 2}, {2, 3, 11, 13, 2, 5, 2, 1}, {1, 1, 2, 7, 1, 2, 1, 0},
-    {1, 2, 9, 9, 2, 2, 3, 0}, {1, 1, 6, 4, 1, 3, 2, 0},   {3, 5, 4, 3, 1, 1, 2, 1},
+    {1, 1, 3, 3, 1, 1, 1, 0},
+    {1, 1, 5, 5, 1, 3, 1, 1},
+    {2, 3, 7, 5, 4, 3, 2, 1},
+    {1, 2, 6, 9, 3, 2, 2, 2},
+    {3, 1, 8, 8, 1, 5, 1, 2},
+    {2, 4, 5, 7, 2, 1, 1, 0},
+    {1, 3, 4, 4, 5, 4, 1, 0},
+    {2, 2, 9, 6, 3, 3, 3, 1},
+    {1, 1, 1, 1, 2, 1, 1, 2},
+    {1, 2, 3, 5, 2, 3, 2, 2},
+    {2, 3, 11, 13, 2, 5, 2, 1},
+    {1, 1, 2, 7, 1, 2, 1, 0},
+    {1, 2, 9, 9, 2, 2, 3, 0},
+    {1, 1, 6, 4, 1, 3, 2, 0},
+    {3, 5, 4, 3, 1, 1, 2, 1},
     {1, 1, 1, 6, 3, 1, 1, 0},
+    /* stride 1 with OW == W (the contiguous im2col path), one with H, W < pad */
+    {2, 3, 6, 5, 2, 3, 1, 1},
+    {2, 2, 1, 1, 2, 5, 1, 2},
+    {1, 1, 2, 3, 2, 5, 1, 2},
+    {3, 2, 7, 4, 3, 5, 1, 2},
 };
 #define NCONV (sizeof conv_cases / sizeof conv_cases[0])
 
@@ -427,6 +442,79 @@ TEST(conv2d_matches_reference) {
         free(b);
         free(dout);
     }
+}
+
+/* The grouped path (G examples per GEMM, last group short) against the naive reference
+ * at every group size from 1 to past N, scratch prefilled with NaN. */
+TEST(conv2d_grouped_matches_reference) {
+    fed_rng r;
+    fed_rng_seed(&r, 9);
+    for (size_t t = 0; t < NCONV; t++) {
+        const conv_case *c = &conv_cases[t];
+        fed_conv_geom g;
+        CHECK(conv_geom(&g, c));
+        const size_t N = 5, nin = N * c->C * c->H * c->W, nout = N * c->OC * g.OH * g.OW;
+        const size_t nw = c->OC * c->C * c->K * c->K;
+        float *x = random_floats(nin, &r), *w = random_floats(nw, &r);
+        float *b = random_floats(c->OC, &r), *dout = random_floats(nout, &r);
+        float *ref = filled(nout, NAN), *dxr = filled(nin, NAN);
+        float *dwr = filled(nw, 0.0f), *dbr = filled(c->OC, 0.0f);
+        fed_conv2d_forward_ref(ref, x, w, b, N, &g);
+        fed_conv2d_backward_ref(dxr, dwr, dbr, dout, x, w, N, &g);
+        for (size_t G = 1; G <= N + 1; G++) {
+            char what[96];
+            float *scratch = filled(fed_conv_scratch_size(&g, G), NAN);
+            float *out = filled(nout, NAN), *dx = filled(nin, NAN);
+            float *dw = filled(nw, 0.0f), *db = filled(c->OC, 0.0f);
+            fed_conv2d_forward_grouped(out, scratch, x, w, b, N, G, &g);
+            snprintf(what, sizeof what, "grouped fwd case %zu G=%zu", t, G);
+            CHECK(close_all(what, out, ref, nout, REL_TOL));
+            fed_conv2d_backward_grouped(dx, dw, db, scratch, dout, x, w, N, G, &g);
+            snprintf(what, sizeof what, "grouped dinp/dw/db case %zu G=%zu", t, G);
+            CHECK(close_all(what, dx, dxr, nin, REL_TOL));
+            CHECK(close_all(what, dw, dwr, nw, REL_TOL));
+            CHECK(close_all(what, db, dbr, c->OC, REL_TOL));
+            /* db alone, and dinp alone (no db): the gather still feeds the GEMM. */
+            float *db1 = filled(c->OC, 0.0f), *dx1 = filled(nin, NAN);
+            fed_conv2d_backward_grouped(NULL, NULL, db1, scratch, dout, x, w, N, G, &g);
+            fed_conv2d_backward_grouped(dx1, NULL, NULL, scratch, dout, x, w, N, G, &g);
+            CHECK(close_all(what, db1, dbr, c->OC, REL_TOL));
+            CHECK(close_all(what, dx1, dxr, nin, REL_TOL));
+            free(db1);
+            free(dx1);
+            free(scratch);
+            free(out);
+            free(dx);
+            free(dw);
+            free(db);
+        }
+        free(x);
+        free(w);
+        free(b);
+        free(dout);
+        free(ref);
+        free(dxr);
+        free(dwr);
+        free(dbr);
+    }
+}
+
+TEST(conv_group_sizes) {
+    /* The FedAvg CNN: conv1 (1x28x28 -> 32, K=5, pad 2) holds (25 + 32) * 784 = 44 688
+     * floats per example, so 5 fit in 2^18; 64 examples run as 13 groups of 5 (the
+     * last of 4). conv2 (32x14x14 -> 64) needs (800 + 64) * 196 = 169 344: one. */
+    fed_conv_geom g1, g2;
+    CHECK(fed_conv_geom_init(&g1, 1, 28, 28, 32, 5, 1, 2));
+    CHECK(fed_conv_geom_init(&g2, 32, 14, 14, 64, 5, 1, 2));
+    CHECK_SIZE(fed_conv_group(&g1, 64), 5);
+    CHECK_SIZE(fed_conv_group(&g1, 10), 5);
+    CHECK_SIZE(fed_conv_group(&g1, 4), 4);
+    CHECK_SIZE(fed_conv_group(&g1, 1), 1);
+    CHECK_SIZE(fed_conv_group(&g1, 0), 1);
+    CHECK_SIZE(fed_conv_group(&g2, 64), 1);
+    CHECK_SIZE(fed_conv_scratch_size(&g1, 1), 25 * 784);
+    CHECK_SIZE(fed_conv_scratch_size(&g1, 5), (25 + 32) * 784 * 5);
+    CHECK_SIZE(fed_conv_scratch_size(&g2, 1), 800 * 196);
 }
 
 TEST(conv2d_gradients_sum_over_micro_batches) {
@@ -627,6 +715,32 @@ TEST(maxpool_hand_computed) {
     CHECK(a2[0] == 5 && a2[1] == 8 && a2[2] == 0 && a2[3] == 8);
 }
 
+/* K = S = 2 (the FedAvg CNN's pooling) against the window loop written out here, on odd
+ * sizes (the last row/column left out) and values with many ties (first maximum wins). */
+TEST(maxpool2x2_matches_window_loop) {
+    const size_t P = 3, H = 7, W = 9, OH = 3, OW = 4;
+    float x[3 * 7 * 9], out[3 * 3 * 4];
+    int32_t am[3 * 3 * 4];
+    for (size_t i = 0; i < P * H * W; i++) x[i] = (float)(((i * 2654435761u) >> 13) % 3) - 1.0f;
+    fed_maxpool2d_forward(out, am, x, 1, P, H, W, 2, 2);
+    int bad = 0;
+    for (size_t p = 0; p < P; p++) {
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                size_t best = 2 * oh * W + 2 * ow;
+                for (size_t kh = 0; kh < 2; kh++)
+                    for (size_t kw = 0; kw < 2; kw++) {
+                        size_t i = (2 * oh + kh) * W + 2 * ow + kw;
+                        if (x[p * H * W + i] > x[p * H * W + best]) best = i;
+                    }
+                size_t o = (p * OH + oh) * OW + ow;
+                if (am[o] != (int32_t)best || out[o] != x[p * H * W + best]) bad++;
+            }
+        }
+    }
+    CHECK_INT(bad, 0);
+}
+
 TEST(avgpool_hand_computed) {
     float out[9], dx[16];
     fed_avgpool2d_forward(out, plane4, 1, 1, 4, 4, 2, 2);
@@ -683,11 +797,14 @@ int main(void) {
     RUN(linear_gradients_sum_over_micro_batches);
     RUN(linear_hand_computed);
     RUN(conv2d_matches_reference);
+    RUN(conv2d_grouped_matches_reference);
+    RUN(conv_group_sizes);
     RUN(conv2d_gradients_sum_over_micro_batches);
     RUN(conv2d_hand_computed);
     RUN(conv_geom_init);
     RUN(im2col_col2im_adjoint);
     RUN(maxpool_hand_computed);
+    RUN(maxpool2x2_matches_window_loop);
     RUN(avgpool_hand_computed);
     RUN(globalavgpool_hand_computed);
     return test_report();
