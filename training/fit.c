@@ -73,22 +73,36 @@ static fed_err check_config(const fed_fit_config *c, const fed_dataset *train,
     return fed_optim_config_check(&c->optim);
 }
 
+/* Rows s .. s + nb of d as one block: a view of d->x, or converted into *buf (allocated
+ * for batch rows on first use) for a byte set. NULL when memory ran out. */
+static const float *rows_at(const fed_dataset *d, size_t s, size_t nb, size_t batch, float **buf) {
+    if (d->x) return d->x + s * d->dim;
+    size_t most = batch < d->n ? batch : d->n;
+    if (!*buf && !(*buf = fed_mallocarray(most * d->dim, sizeof(float)))) return NULL;
+    for (size_t i = 0; i < nb; i++) fed_data_row(d, s + i, *buf + i * d->dim);
+    return *buf;
+}
+
 /* Mean loss and accuracy of m on d (rows are contiguous, so batches are views), over
  * its predictions: examples, or a language model's predicted tokens. */
 static fed_err val_pass(fed_model *m, fed_arena *a, const fed_dataset *d, size_t batch,
                         const fed_loss_config *loss, double *mean_loss, double *acc) {
     double total = 0.0;
     size_t correct = 0, count = 0;
-    for (size_t s = 0; s < d->n; s += batch) {
+    float *buf = NULL;
+    fed_err err = FED_OK;
+    for (size_t s = 0; s < d->n && !err; s += batch) {
         size_t nb = d->n - s < batch ? d->n - s : batch;
-        fed_batch b = {d->x + s * d->dim, d->y + s, NULL, nb};
+        fed_batch b = {rows_at(d, s, nb, batch, &buf), d->y + s, NULL, nb};
         fed_step_stats st;
-        fed_err err = fed_eval_batch(m, a, &b, loss, &st);
-        if (err) return err;
+        if (!b.x) err = FED_ENOMEM;
+        if (err || (err = fed_eval_batch(m, a, &b, loss, &st))) break;
         total += st.loss * (double)st.count;
         correct += st.correct;
         count += st.count;
     }
+    fed_free(buf);
+    if (err) return err;
     *mean_loss = count ? total / (double)count : 0.0;
     *acc = count ? (double)correct / (double)count : 0.0;
     return FED_OK;
@@ -253,18 +267,21 @@ static fed_err evaluate_lm(fed_model *m, const fed_dataset *d, size_t batch, flo
     fed_err err = fed_arena_new(&arena, 0);
     if (err) return err;
     fed_loss_config loss = {FED_LOSS_NEXT_TOKEN, smoothing};
+    float *buf = NULL; /* a batch of a byte set's rows */
     double total = 0.0;
     size_t correct = 0, count = 0;
     for (size_t s = 0; s < d->n && !err; s += batch) {
         size_t nb = d->n - s < batch ? d->n - s : batch;
-        fed_batch b = {d->x + s * d->dim, NULL, NULL, nb};
+        fed_batch b = {rows_at(d, s, nb, batch, &buf), NULL, NULL, nb};
         fed_step_stats st;
-        if ((err = fed_eval_batch(m, arena, &b, &loss, &st))) break;
+        if (!b.x) err = FED_ENOMEM;
+        if (err || (err = fed_eval_batch(m, arena, &b, &loss, &st))) break;
         total += st.loss * (double)st.count;
         correct += st.correct;
         count += st.count;
     }
     fed_arena_destroy(&arena);
+    fed_free(buf);
     if (err) return err;
     if (count == 0)
         return fed_errorf(FED_EINVAL, "the evaluation set has no token to predict (every text "
@@ -301,6 +318,7 @@ fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed
     r->f1 = fed_calloc(K, sizeof *r->f1);
     r->support = fed_calloc(K, sizeof *r->support);
     fed_arena *arena = NULL;
+    float *buf = NULL; /* a batch of a byte set's rows */
     err = FED_ENOMEM;
     if (!r->confusion || !r->precision || !r->recall || !r->f1 || !r->support) goto fail;
     if ((err = fed_arena_new(&arena, 0))) goto fail;
@@ -318,8 +336,8 @@ fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed
             }
         }
         fed_arena_reset(arena);
-        const float *out;
-        err = fed_model_forward(m, arena, d->x + s * d->dim, nb, FED_MODE_EVAL, NULL, &out);
+        const float *out, *x = rows_at(d, s, nb, batch, &buf);
+        err = x ? fed_model_forward(m, arena, x, nb, FED_MODE_EVAL, NULL, &out) : FED_ENOMEM;
         if (err) goto fail;
         total += fed_softmax_ce(NULL, out, y, nb, K, smoothing) * (double)nb;
         for (size_t i = 0; i < nb; i++) {
@@ -351,8 +369,10 @@ fed_err fed_evaluate(fed_model *m, const fed_dataset *d, size_t batch, const fed
     }
     r->macro_f1 = present ? f1_sum / (double)present : 0.0;
     fed_arena_destroy(&arena);
+    fed_free(buf);
     return FED_OK;
 fail:
+    fed_free(buf);
     fed_arena_destroy(&arena);
     fed_eval_result_free(r);
     return err;
