@@ -4,7 +4,8 @@
 # sampled per round, --epochs local passes of plain SGD in batches of --batch at --lr,
 # the global model evaluated on the 10 000 test images after every round), the same
 # initial weights (`fedtune init --seed 1`), run until the test accuracy reaches --target
-# or for --rounds rounds. Each side draws its split and sampling from its own seeded RNG.
+# (0: off) or for --rounds rounds. Each side draws its split and sampling from its own
+# seeded RNG.
 # Prints per side: wall seconds of the whole process, seconds of the rounds (to target),
 # rounds, seconds per round, final accuracy, peak RSS (the child's ru_maxrss), and the
 # ratios fedtune/PyTorch. PyTorch runs once per --threads value (its OpenBLAS and OpenMP
@@ -13,7 +14,8 @@
 # Usage: bench/bench_sim_torch.sh [--model 2nn|cnn] [--clients N] [--fraction X]
 #          [--epochs N] [--batch N] [--lr X] [--target X] [--rounds N]
 #          [--threads "1 2"] [--skip-torch]
-# Needs: scripts/fetch-data --only mnist, a release build (scripts/setup), python3-torch.
+# Needs: scripts/fetch-data --only mnist, a release build (scripts/setup; $FEDTUNE another
+# binary), python3-torch.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,13 +33,13 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --skip-torch) skip_torch=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench_sim_torch: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case $model in 2nn|cnn) ;; *) echo "bench_sim_torch: --model 2nn or cnn" >&2; exit 2 ;; esac
 
-fedtune=$here/build/release/bin/fedtune
+fedtune=${FEDTUNE:-$here/build/release/bin/fedtune}
 data=${FEDTUNE_DATA:-$here/data}
 mnist=$data/mnist
 py=/usr/bin/python3

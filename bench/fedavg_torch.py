@@ -60,7 +60,8 @@ def main():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--target", type=float, default=0.97, help="test accuracy to stop at")
+    p.add_argument("--target", type=float, default=0.97,
+                   help="test accuracy to stop at (0: run --rounds rounds)")
     p.add_argument("--rounds", type=int, default=200, help="most rounds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
@@ -136,7 +137,7 @@ def main():
         acc = evaluate()
         rounds = r
         print(f"round {r}: test accuracy {acc:.4f}", file=sys.stderr)
-        if acc >= a.target:
+        if a.target > 0 and acc >= a.target:
             reached = True
             break
     secs = time.perf_counter() - t0
