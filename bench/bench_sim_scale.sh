@@ -30,17 +30,25 @@ if [ "$quick" = 1 ]; then ROUNDS=2 SIZES=(100 1000); fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# peak RSS (MB) and wall seconds of a command; its stdout to $tmp/out
+# peak RSS (MB) and wall seconds of a command; its stdout to $tmp/out (GNU time may be
+# missing: Python's getrusage of the one child instead)
 measure() {
-  /usr/bin/time -f "%M %e" -o "$tmp/time" "$@" >"$tmp/out" 2>"$tmp/err" || {
-    cat "$tmp/err" >&2
-    return 1
-  }
-  read -r kb secs <"$tmp/time"
-  echo "$((kb / 1024)) $secs"
+  python3 - "$tmp" "$@" <<'EOF' || return 1
+import resource, subprocess, sys, time
+tmp = sys.argv[1]
+t = time.perf_counter()
+with open(tmp + "/out", "w") as o, open(tmp + "/err", "w") as e:
+    rc = subprocess.call(sys.argv[2:], stdout=o, stderr=e)
+if rc != 0:
+    sys.stderr.write(open(tmp + "/err").read())
+    sys.exit(1)
+kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print("%d %.2f" % (kb // 1024, time.perf_counter() - t))
+EOF
 }
 
-echo "bench_sim_scale: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $ROUNDS rounds, 2NN on $DATA"
+echo "bench_sim_scale: $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
+  "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, $ROUNDS rounds, 2NN on $DATA"
 read -r ref_mb ref_s < <(measure "$FEDTUNE" train --arch fedavg-2nn --data "$DATA" --epochs 1 \
   --batch 10 --optimizer sgd --lr 0.05 --val-split 0 --test-split 0 --threads 1 --out "$tmp/m.safetensors")
 printf '\n| run | sites | per round | set-up s | s/round | peak RSS MB |\n'

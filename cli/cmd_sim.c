@@ -582,10 +582,13 @@ static fed_err load_sim_data(const sim_cfg *o, const fed_model *m, fed_meta **me
         d->text = d->pt.loaded;
         if (d->ss.classes) classes = d->ss.classes;
     } else {
-        if ((err = load_file(&d->train, o->data, &o->dc, classes, *meta, d))) return err;
+        data_cfg bdc = o->dc;
+        bdc.keep_bytes = true; /* IDX images stay bytes, converted per batch */
+        if ((err = load_file(&d->train, o->data, &bdc, classes, *meta, d))) return err;
     }
     if (o->test_data) {
         data_cfg tdc = o->dc;
+        tdc.keep_bytes = true;
         tdc.labels = o->test_labels; /* --labels names the training images' labels */
         if ((err = load_file(&d->test, o->test_data, &tdc, classes, *meta, d))) return err;
     }

@@ -175,6 +175,7 @@ static fed_err load_raw(fed_dataset **out, const char *path, const data_cfg *dc,
     if (err) return err;
     o.classes = k.names;
     o.num_classes = k.n;
+    o.keep_bytes = dc->keep_bytes;
     err = fed_data_load(out, path, &o);
     known_free(&k);
     return err;

@@ -32,6 +32,7 @@ typedef struct data_cfg {
     const char *tokenizer; /* vocabulary file, over the model's fedtune.tokenizer */
     int drop_empty;        /* drop empty texts (counted) instead of failing */
     const char *classes;   /* class names in id order, comma-separated, or NULL */
+    bool keep_bytes;       /* not an option: IDX images as a byte set (dataset.h) */
 } data_cfg;
 
 /* Option-table entries for a data_cfg at offset `base` of a command's config. */

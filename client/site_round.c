@@ -225,6 +225,13 @@ static void send_round(fed_site *s) {
 void site_conclude_round(fed_site *s, train_result r, fed_err err, const char *what) {
     switch (r) {
     case TR_OK:
+        if (s->cfg.lean) { /* the delta is made: the weights are not needed again */
+            fed_free(s->model.global);
+            fed_free(s->model.rx);
+            s->model.global = s->model.rx = NULL;
+            s->model.global_cap = s->model.rx_cap = 0;
+            s->model.global_n = 0;
+        }
         send_round(s);
         return;
     case TR_ABORTED:

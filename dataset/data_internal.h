@@ -13,6 +13,24 @@
 
 struct cJSON;
 struct fed_bpe;
+struct fed_dataset;
+struct fed_standardizer;
+
+/* Byte sets (dataset_bytes.c). A new byte set of n rows of dim bytes copied from src
+ * (labels zero, shape (dim), the loader's table b / 255.0f). */
+fed_err fed__bytes_new(struct fed_dataset **out, const uint8_t *src, size_t n, size_t dim,
+                       size_t num_classes) FED_MUST_USE;
+/* Frees d's rows and table and drops its reference to the store. */
+void fed__bytes_release(struct fed_dataset *d);
+/* s (x NULL) takes rows idx[0..k) of the byte set d, its table and a reference to its
+ * store. */
+fed_err fed__bytes_share(struct fed_dataset *s, const struct fed_dataset *d, const size_t *idx,
+                         size_t k) FED_MUST_USE;
+/* fed_data_gather's features for a byte set. */
+void fed__bytes_gather(const struct fed_dataset *d, const size_t *idx, size_t k, float *x);
+/* fed_std_apply on a byte set: the table composed with s (or floats when the groups do
+ * not nest). */
+fed_err fed__bytes_std(const struct fed_standardizer *s, struct fed_dataset *d) FED_MUST_USE;
 
 /* The bytes of path, inflated when they are gzip (FED_ERANGE beyond 4 GiB inflated), in
  * a new buffer *out of *outn bytes (a NUL byte follows them, not counted). FED_EIO names

@@ -5,6 +5,7 @@
  * gzip, IDX). */
 #include "dataset/dataset.h"
 #include "core/alloc.h"
+#include "dataset/data_internal.h"
 #include "core/json.h"
 
 #include <assert.h>
@@ -16,7 +17,9 @@
 
 /* ---- sets ---------------------------------------------------------------------------- */
 
-fed_err fed_data_new(fed_dataset **out, size_t n, size_t dim, size_t num_classes) {
+/* A set of n examples, with a zeroed float matrix when dense (else x stays NULL, for a
+ * byte set's subset). */
+static fed_err data_alloc(fed_dataset **out, size_t n, size_t dim, size_t num_classes, bool dense) {
     *out = NULL;
     if (dim == 0 || num_classes == 0 || num_classes > FED_DATA_MAX_CLASSES)
         return fed_errorf(FED_EINVAL, "data set: %zu features, %zu classes", dim, num_classes);
@@ -24,13 +27,13 @@ fed_err fed_data_new(fed_dataset **out, size_t n, size_t dim, size_t num_classes
     if (!fed_mul_ok(n, dim, &cells)) return fed_errorf(FED_ENOMEM, "data set: too large");
     fed_dataset *d = fed_calloc(1, sizeof *d);
     if (!d) return FED_ENOMEM;
-    d->x = fed_aligned_alloc(cells, sizeof(float));
+    d->x = dense ? fed_aligned_alloc(cells, sizeof(float)) : NULL;
     d->y = fed_calloc(n, sizeof(int32_t));
-    if (!d->x || !d->y) {
+    if ((dense && !d->x) || !d->y) {
         fed_data_destroy(&d);
         return FED_ENOMEM;
     }
-    memset(d->x, 0, cells * sizeof(float));
+    if (dense) memset(d->x, 0, cells * sizeof(float));
     d->n = n;
     d->dim = dim;
     d->shape.ndim = 1;
@@ -40,6 +43,10 @@ fed_err fed_data_new(fed_dataset **out, size_t n, size_t dim, size_t num_classes
     return FED_OK;
 }
 
+fed_err fed_data_new(fed_dataset **out, size_t n, size_t dim, size_t num_classes) {
+    return data_alloc(out, n, dim, num_classes, true);
+}
+
 void fed_data_destroy(fed_dataset **d) {
     if (!d || !*d) return;
     fed_dataset *p = *d;
@@ -47,6 +54,7 @@ void fed_data_destroy(fed_dataset **d) {
         for (size_t i = 0; i < p->num_classes; i++) fed_free(p->class_names[i]);
     fed_free(p->class_names);
     fed_free(p->x);
+    fed__bytes_release(p);
     fed_free(p->y);
     fed_free(p);
     *d = NULL;
@@ -99,8 +107,7 @@ static bool rowset_seen(rowset *s, const fed_dataset *d, size_t i, uint64_t h, b
     }
 }
 
-fed_err fed_data_report_new(fed_data_report *r, const fed_dataset *d) {
-    memset(r, 0, sizeof *r);
+static fed_err report_dense(fed_data_report *r, const fed_dataset *d) {
     fed_err err = FED_ENOMEM;
     rowset a = {NULL, NULL, 0}, b = {NULL, NULL, 0};
     bool *varies = NULL;
@@ -169,6 +176,16 @@ fail:
     return err;
 }
 
+fed_err fed_data_report_new(fed_data_report *r, const fed_dataset *d) {
+    memset(r, 0, sizeof *r);
+    const fed_dataset *v = NULL;
+    fed_dataset *tmp = NULL;
+    fed_err err = fed_data_floats(d, &v, &tmp);
+    if (!err) err = report_dense(r, v);
+    fed_data_destroy(&tmp);
+    return err;
+}
+
 void fed_data_report_free(fed_data_report *r) {
     if (!r) return;
     fed_free(r->class_counts);
@@ -192,8 +209,12 @@ fed_err fed_data_subset(fed_dataset **out, const fed_dataset *d, const size_t *i
         if (idx[i] >= d->n)
             return fed_errorf(FED_EINVAL, "subset: index %zu is not below %zu", idx[i], d->n);
     fed_dataset *s = NULL;
-    fed_err err = fed_data_new(&s, k, d->dim, d->num_classes);
+    fed_err err = data_alloc(&s, k, d->dim, d->num_classes, d->x != NULL);
     if (err || !s) return err;
+    if (!d->x && (err = fed__bytes_share(s, d, idx, k))) {
+        fed_data_destroy(&s);
+        return err;
+    }
     s->shape = d->shape;
     if (d->class_names) {
         if (!(s->class_names = fed_calloc(d->num_classes, sizeof(char *)))) goto oom;
@@ -306,19 +327,25 @@ fed_err fed_std_moments(const fed_dataset *d, size_t len, double *mean, double *
     if (len == 0 || d->dim % len != 0)
         return fed_errorf(FED_ESHAPE, "standardizer: %zu features in %zu groups", d->dim, len);
     size_t per = d->dim / len;
+    float *buf = d->x ? NULL : fed_mallocarray(d->dim, sizeof(float));
+    if (!d->x && !buf) return FED_ENOMEM;
     for (size_t g = 0; g < len; g++) mean[g] = var[g] = 0.0;
     /* Two passes in double: the mean, then squared deviations (population variance). */
-    for (size_t i = 0; i < d->n; i++)
-        for (size_t j = 0; j < d->dim; j++) mean[j / per] += (double)d->x[i * d->dim + j];
+    for (size_t i = 0; i < d->n; i++) {
+        const float *xr = fed_data_row(d, i, buf);
+        for (size_t j = 0; j < d->dim; j++) mean[j / per] += (double)xr[j];
+    }
     double count = (double)d->n * (double)per;
     for (size_t g = 0; g < len; g++) mean[g] /= count;
     for (size_t i = 0; i < d->n; i++) {
+        const float *xr = fed_data_row(d, i, buf);
         for (size_t j = 0; j < d->dim; j++) {
-            double e = (double)d->x[i * d->dim + j] - mean[j / per];
+            double e = (double)xr[j] - mean[j / per];
             var[j / per] += e * e;
         }
     }
     for (size_t g = 0; g < len; g++) var[g] /= count;
+    fed_free(buf);
     return FED_OK;
 }
 
@@ -360,6 +387,7 @@ fed_err fed_std_apply(const fed_standardizer *s, fed_dataset *d) {
     if (d->dim != s->dim)
         return fed_errorf(FED_ESHAPE, "standardizer: fitted on %zu features, data has %zu", s->dim,
                           d->dim);
+    if (!d->x) return fed__bytes_std(s, d);
     size_t per = s->dim / s->len;
     for (size_t i = 0; i < d->n; i++) {
         float *xr = d->x + i * d->dim;
@@ -491,9 +519,14 @@ void fed_data_order(size_t *order, size_t n, fed_rng *rng) {
 void fed_data_gather(const fed_dataset *d, const size_t *idx, size_t k, float *x, int32_t *y) {
     for (size_t i = 0; i < k; i++) {
         assert(idx[i] < d->n);
-        memcpy(x + i * d->dim, d->x + idx[i] * d->dim, d->dim * sizeof(float));
         y[i] = d->y[idx[i]];
     }
+    if (!d->x) { /* a byte set */
+        if (x) fed__bytes_gather(d, idx, k, x);
+        return;
+    }
+    for (size_t i = 0; i < k; i++)
+        memcpy(x + i * d->dim, d->x + idx[i] * d->dim, d->dim * sizeof(float));
 }
 
 bool fed_augment_is_identity(const fed_augment *a) {

@@ -3,7 +3,8 @@
  * part, augmentation, and the gather step that turns shuffled indices into a batch.
  *
  * A data set is one float matrix (n, dim) plus n int32 class ids, like a model's flat
- * buffer: subsets and batches are copies of rows, never pointer tables. Bad input gives
+ * buffer: subsets and batches are copies of rows, never pointer tables; except byte sets
+ * (below: IDX images kept as bytes), whose subsets are row lists on a shared store. Bad input gives
  * FED_EFORMAT (or FED_ERANGE for a value out of range) with a detail naming file:line
  * and, for CSV, the 1-based column: "train.csv:17:4: "abc" is not a number". Lines are
  * physical lines of the file, the header and blank lines included. An option that does
@@ -37,15 +38,29 @@ typedef struct fed_data_stats {
     size_t cells_imputed; /* replaced by the column mean (FED_MISSING_MEAN) */
 } fed_data_stats;
 
+/* The bytes of a byte set, shared by its subsets (dataset_bytes.c; refcounted). */
+typedef struct fed_data_bytes fed_data_bytes;
+
 typedef struct fed_dataset {
     size_t n;             /* examples */
     size_t dim;           /* features per example */
     fed_shape shape;      /* example shape: (dim) for tables, (C, H, W) for images */
-    float *x;             /* (n, dim), fed_aligned_alloc */
+    float *x;             /* (n, dim), fed_aligned_alloc; NULL in a byte set */
     int32_t *y;           /* (n) class ids in [0, num_classes) */
     size_t num_classes;   /* >= 1 */
     char **class_names;   /* num_classes names, or NULL when labels were integers */
     fed_data_stats stats; /* from the loader; zero for derived sets */
+    /* A byte set (IDX ubyte images loaded with keep_bytes): x is NULL and the features
+     * stay bytes, a quarter of the floats. Row i is row rows[i] of the shared store
+     * `bytes`; subsets, clones and splits of a byte set are byte sets on the same store
+     * (they copy rows and y only). Feature j of a row with byte value b reads
+     * lut[(j / (dim / lut_groups)) * 256 + b]: exactly the float a float set would hold
+     * (b / 255.0f, then each standardisation as fed_std_apply computes it). Read rows
+     * with fed_data_row or fed_data_gather; fed_data_densify turns the set into floats. */
+    fed_data_bytes *bytes;
+    uint32_t *rows;    /* (n) */
+    float *lut;        /* (lut_groups, 256) */
+    size_t lut_groups; /* 1, or the standardisation's groups */
 } fed_dataset;
 
 /* An empty set of n examples of dim features and num_classes classes (x, y zeroed,
@@ -99,6 +114,7 @@ typedef struct fed_csv_options {
                                    '\r' around them are ignored unless the delimiter */
     const char *const *classes; /* known class names in id order, or NULL */
     size_t num_classes;         /* entries of classes */
+    bool keep_bytes;            /* IDX: a byte set (fed_dataset) instead of floats */
 } fed_csv_options;
 
 /* Loads path, which may be gzip-compressed (".gz", detected by magic; more than 4 GiB
@@ -119,6 +135,9 @@ fed_err fed_data_parse_csv(fed_dataset **out, const char *text, size_t len, cons
 fed_err fed_data_load_idx(fed_dataset **out, const char *images, const char *labels) FED_MUST_USE;
 fed_err fed_data_parse_idx(fed_dataset **out, const void *images, size_t ilen, const void *labels,
                            size_t llen, const char *what) FED_MUST_USE;
+/* The same checks, as a byte set (the bytes copied, same values once read). */
+fed_err fed_data_parse_idx_bytes(fed_dataset **out, const void *images, size_t ilen,
+                                 const void *labels, size_t llen, const char *what) FED_MUST_USE;
 
 /* Inflates gzip data src[0..n) (one or more members; what names it in errors) into a new
  * buffer *out of *outn bytes, followed by a NUL byte that *outn does not count; the
@@ -128,6 +147,18 @@ fed_err fed_data_parse_idx(fed_dataset **out, const void *images, size_t ilen, c
  * The one gzip reader of fedtune (the model importer's npm tarballs use it too). */
 fed_err fed_data_gunzip(const void *src, size_t n, const char *what, unsigned char **out,
                         size_t *outn) FED_MUST_USE;
+
+/* ---- byte sets ----------------------------------------------------------------------- */
+
+/* Row i of d as dim floats: d->x's row in a float set, else converted into buf (dim
+ * floats), which is returned. */
+const float *fed_data_row(const fed_dataset *d, size_t i, float *buf);
+/* A byte set becomes a float set of the same values (nothing for a float set). */
+fed_err fed_data_densify(fed_dataset *d) FED_MUST_USE;
+/* For code that reads d->x directly: *view = d for a float set, else a float copy made
+ * into *tmp (NULL otherwise; the caller destroys it). */
+fed_err fed_data_floats(const fed_dataset *d, const fed_dataset **view,
+                        fed_dataset **tmp) FED_MUST_USE;
 
 /* ---- cleaning report ----------------------------------------------------------------- */
 

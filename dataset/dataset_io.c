@@ -263,10 +263,11 @@ static fed_err idx_parse(const unsigned char *b, size_t n, const char *what, int
     return FED_OK;
 }
 
-/* Images and labels, each possibly gzip, named separately in messages. */
+/* Images and labels, each possibly gzip, named separately in messages; a byte set when
+ * bytes. */
 static fed_err parse_idx_named(fed_dataset **out, const unsigned char *ib, size_t ilen,
                                const char *iwhat, const unsigned char *lb, size_t llen,
-                               const char *lwhat) {
+                               const char *lwhat, bool bytes) {
     *out = NULL;
     unsigned char *iraw = NULL, *lraw = NULL;
     fed_dataset *d = NULL;
@@ -291,14 +292,17 @@ static fed_err parse_idx_named(fed_dataset **out, const unsigned char *ib, size_
     unsigned top = 0;
     for (size_t i = 0; i < n; i++)
         if (lab.data[i] > top) top = lab.data[i];
-    if ((err = fed_data_new(&d, n, dim, (size_t)top + 1))) goto done;
+    if ((err = bytes ? fed__bytes_new(&d, im.data, n, dim, (size_t)top + 1)
+                     : fed_data_new(&d, n, dim, (size_t)top + 1)))
+        goto done;
     if (im.rank == 3) {
         d->shape.ndim = 3;
         d->shape.d[0] = 1;
         d->shape.d[1] = im.dims[1];
         d->shape.d[2] = im.dims[2];
     }
-    for (size_t i = 0; i < n * dim; i++) d->x[i] = (float)im.data[i] / 255.0f;
+    if (!bytes) /* the expression of the byte sets' table (dataset_bytes.c) */
+        for (size_t i = 0; i < n * dim; i++) d->x[i] = (float)im.data[i] / 255.0f;
     for (size_t i = 0; i < n; i++) d->y[i] = lab.data[i];
     d->stats.rows_read = n;
     *out = d;
@@ -308,15 +312,25 @@ done:
     return err;
 }
 
-fed_err fed_data_parse_idx(fed_dataset **out, const void *images, size_t ilen, const void *labels,
-                           size_t llen, const char *what) {
+static fed_err parse_idx(fed_dataset **out, const void *images, size_t ilen, const void *labels,
+                         size_t llen, const char *what, bool bytes) {
     *out = NULL;
     if (!what) what = "input";
     if ((!images && ilen) || (!labels && llen))
         return fed_errorf(FED_EINVAL, "%s: no images or labels", what);
     char lwhat[512];
     snprintf(lwhat, sizeof lwhat, "%s (labels)", what);
-    return parse_idx_named(out, images, ilen, what, labels, llen, lwhat);
+    return parse_idx_named(out, images, ilen, what, labels, llen, lwhat, bytes);
+}
+
+fed_err fed_data_parse_idx(fed_dataset **out, const void *images, size_t ilen, const void *labels,
+                           size_t llen, const char *what) {
+    return parse_idx(out, images, ilen, labels, llen, what, false);
+}
+
+fed_err fed_data_parse_idx_bytes(fed_dataset **out, const void *images, size_t ilen,
+                                 const void *labels, size_t llen, const char *what) {
+    return parse_idx(out, images, ilen, labels, llen, what, true);
 }
 
 fed_err fed_data_load_idx(fed_dataset **out, const char *images, const char *labels) {
@@ -325,7 +339,7 @@ fed_err fed_data_load_idx(fed_dataset **out, const char *images, const char *lab
     size_t il = 0, ll = 0;
     fed_err err = fed__data_read_file(images, &ib, &il);
     if (!err) err = fed__data_read_file(labels, &lb, &ll);
-    if (!err) err = parse_idx_named(out, ib, il, images, lb, ll, labels);
+    if (!err) err = parse_idx_named(out, ib, il, images, lb, ll, labels, false);
     fed_free(ib);
     fed_free(lb);
     return err;
@@ -370,7 +384,7 @@ fed_err fed_data_load(fed_dataset **out, const char *path, const fed_csv_options
                   (o->format == FED_FORMAT_AUTO && n >= 4 && buf[0] == 0 && buf[1] == 0);
     if (is_idx) {
         if (!(err = labels_path(path, &lpath)) && !(err = fed__data_read_file(lpath, &lb, &ll)))
-            err = parse_idx_named(out, buf, n, path, lb, ll, lpath);
+            err = parse_idx_named(out, buf, n, path, lb, ll, lpath, o->keep_bytes);
     } else {
         err = fed_data_parse_csv(out, (const char *)buf, n, path, o);
     }

@@ -20,7 +20,7 @@ static void put(float *out, u128 v) {
         out[l] = (float)(uint32_t)((v >> (FED_MOM_LIMB_BITS * l)) & LIMB_MASK);
 }
 
-fed_err fed_mom_encode(const fed_dataset *d, size_t groups, float *out) {
+static fed_err encode_dense(const fed_dataset *d, size_t groups, float *out) {
     if (groups == 0 || d->dim % groups != 0)
         return fed_errorf(FED_ESHAPE, "moments: %zu features in %zu groups", d->dim, groups);
     size_t per = d->dim / groups;
@@ -57,6 +57,15 @@ fed_err fed_mom_encode(const fed_dataset *d, size_t groups, float *out) {
         put(o + 2 * FED_MOM_LIMBS, sq);
     }
     return FED_OK;
+}
+
+fed_err fed_mom_encode(const fed_dataset *d, size_t groups, float *out) {
+    const fed_dataset *v = NULL;
+    fed_dataset *tmp = NULL;
+    fed_err err = fed_data_floats(d, &v, &tmp);
+    if (!err) err = encode_dense(v, groups, out);
+    fed_data_destroy(&tmp);
+    return err;
 }
 
 /* Whether v is an integer limb in [0, 2^21). */

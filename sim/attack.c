@@ -1,6 +1,6 @@
 /* The backdoor's data poisoning (sim/attack.h): the trigger, a malicious site's poisoned
- * share and the triggered test set, all made with fed_data_subset (copies of rows) and
- * then changed in place. */
+ * share and the triggered test set, all made with fed_data_subset (copies of rows; of a
+ * byte set made floats) and then changed in place. */
 #include "sim/attack.h"
 
 #include "core/alloc.h"
@@ -22,9 +22,15 @@ fed_err fed_sim_trigger_make(fed_sim_trigger *t, const fed_dataset *train) {
                               "backdoor: images of %zu channels (the trigger covers "
                               "at most 16)",
                               C);
-        float top = train->x[0];
-        for (size_t i = 0; i < train->n * dim; i++)
-            if (train->x[i] > top) top = train->x[i];
+        float *buf = fed_mallocarray(dim, sizeof(float)); /* rows of a byte set */
+        if (!buf) return FED_ENOMEM;
+        float top = fed_data_row(train, 0, buf)[0];
+        for (size_t i = 0; i < train->n; i++) {
+            const float *x = fed_data_row(train, i, buf);
+            for (size_t j = 0; j < dim; j++)
+                if (x[j] > top) top = x[j];
+        }
+        fed_free(buf);
         for (size_t c = 0; c < C; c++)
             for (size_t r = H - 3; r < H; r++)
                 for (size_t q = W - 3; q < W; q++) {
@@ -33,16 +39,19 @@ fed_err fed_sim_trigger_make(fed_sim_trigger *t, const fed_dataset *train) {
                 }
         return FED_OK;
     }
+    float *buf = fed_mallocarray(dim, sizeof(float)); /* rows of a byte set */
+    if (!buf) return FED_ENOMEM;
     for (size_t j = dim > 3 ? dim - 3 : 0; j < dim; j++) {
-        float lo = train->x[j], hi = train->x[j];
+        float lo = fed_data_row(train, 0, buf)[j], hi = lo;
         for (size_t i = 1; i < train->n; i++) {
-            float v = train->x[i * dim + j];
+            float v = fed_data_row(train, i, buf)[j];
             if (v < lo) lo = v;
             if (v > hi) hi = v;
         }
         t->at[t->n] = j;
         t->value[t->n++] = hi + (hi > lo ? hi - lo : 1.0f);
     }
+    fed_free(buf);
     return FED_OK;
 }
 
@@ -67,6 +76,10 @@ fed_err fed_sim_backdoor_poison(fed_dataset **out, const fed_dataset *d, const f
     fed_err err = fed_data_subset(out, d, idx, n + k);
     fed_free(idx);
     if (err) return err;
+    if ((err = fed_data_densify(*out))) { /* the triggered copies are floats */
+        fed_data_destroy(out);
+        return err;
+    }
     for (size_t i = n; i < n + k; i++) {
         fed_sim_trigger_apply(t, (*out)->x + i * d->dim);
         (*out)->y[i] = label;
@@ -90,6 +103,7 @@ fed_err fed_sim_backdoor_testset(fed_dataset **out, const fed_dataset *test,
                                  "other than %d",
                                  (int)label);
     fed_free(idx);
+    if (!err && (err = fed_data_densify(*out))) fed_data_destroy(out);
     if (err) return err;
     for (size_t i = 0; i < k; i++) {
         fed_sim_trigger_apply(t, (*out)->x + i * test->dim);

@@ -761,8 +761,14 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         net.tls.cert_file = ccert;
         net.tls.key_file = ckey;
     }
+    /* A channel keeps every frame buffer it ever used (net/pool.h), and the sites live
+     * all run long: the coordinator grants one chunk per Credit, so a site has one 1 MiB
+     * chunk in flight and holds one buffer, not up to 8 (a CNN update fills all 8: 7 GB
+     * over 1 000 sites). Smaller chunks would hold less but cost a credit round trip
+     * each, and at 10 000 sites a round trip is a sweep of every site (bench/README.md). */
     r->net = net;
     cc.server.net = net;
+    cc.server.net.credits = 1;
     cc.zmq_ctx = r->zctx;
     cc.min_clients = n;
     if (cc.min_fit > n) cc.min_fit = n;

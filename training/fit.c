@@ -76,22 +76,36 @@ static fed_err check_config(const fed_fit_config *c, const fed_dataset *train,
     return fed_optim_config_check(&c->optim);
 }
 
+/* Rows s .. s + nb of d as one block: a view of d->x, or converted into *buf (allocated
+ * for batch rows on first use) for a byte set. NULL when memory ran out. */
+static const float *rows_at(const fed_dataset *d, size_t s, size_t nb, size_t batch, float **buf) {
+    if (d->x) return d->x + s * d->dim;
+    size_t most = batch < d->n ? batch : d->n;
+    if (!*buf && !(*buf = fed_mallocarray(most * d->dim, sizeof(float)))) return NULL;
+    for (size_t i = 0; i < nb; i++) fed_data_row(d, s + i, *buf + i * d->dim);
+    return *buf;
+}
+
 /* Mean loss and accuracy of m on d (rows are contiguous, so batches are views), over
  * its predictions: examples, or a language model's predicted tokens. */
 static fed_err val_pass(fed_model *m, fed_arena *a, const fed_dataset *d, size_t batch,
                         const fed_loss_config *loss, double *mean_loss, double *acc) {
     double total = 0.0;
     size_t correct = 0, count = 0;
-    for (size_t s = 0; s < d->n; s += batch) {
+    float *buf = NULL;
+    fed_err err = FED_OK;
+    for (size_t s = 0; s < d->n && !err; s += batch) {
         size_t nb = d->n - s < batch ? d->n - s : batch;
-        fed_batch b = {d->x + s * d->dim, d->y + s, NULL, nb};
+        fed_batch b = {rows_at(d, s, nb, batch, &buf), d->y + s, NULL, nb};
         fed_step_stats st;
-        fed_err err = fed_eval_batch(m, a, &b, loss, &st);
-        if (err) return err;
+        if (!b.x) err = FED_ENOMEM;
+        if (err || (err = fed_eval_batch(m, a, &b, loss, &st))) break;
         total += st.loss * (double)st.count;
         correct += st.correct;
         count += st.count;
     }
+    fed_free(buf);
+    if (err) return err;
     *mean_loss = count ? total / (double)count : 0.0;
     *acc = count ? (double)correct / (double)count : 0.0;
     return FED_OK;
@@ -256,18 +270,21 @@ static fed_err evaluate_lm(fed_model *m, const fed_dataset *d, size_t batch, flo
     fed_err err = fed_arena_new(&arena, 0);
     if (err) return err;
     fed_loss_config loss = {FED_LOSS_NEXT_TOKEN, smoothing};
+    float *buf = NULL; /* a batch of a byte set's rows */
     double total = 0.0;
     size_t correct = 0, count = 0;
     for (size_t s = 0; s < d->n && !err; s += batch) {
         size_t nb = d->n - s < batch ? d->n - s : batch;
-        fed_batch b = {d->x + s * d->dim, NULL, NULL, nb};
+        fed_batch b = {rows_at(d, s, nb, batch, &buf), NULL, NULL, nb};
         fed_step_stats st;
-        if ((err = fed_eval_batch(m, arena, &b, &loss, &st))) break;
+        if (!b.x) err = FED_ENOMEM;
+        if (err || (err = fed_eval_batch(m, arena, &b, &loss, &st))) break;
         total += st.loss * (double)st.count;
         correct += st.correct;
         count += st.count;
     }
     fed_arena_destroy(&arena);
+    fed_free(buf);
     if (err) return err;
     if (count == 0)
         return fed_errorf(FED_EINVAL, "the evaluation set has no token to predict (every text "
@@ -301,15 +318,16 @@ typedef struct eval_part {
 static void eval_run(eval_part *p) {
     const fed_dataset *d = p->d;
     fed_arena *arena = NULL;
+    float *buf = NULL; /* a batch of a byte set's rows */
     p->err = fed_arena_new(&arena, 0);
     while (!p->err && !atomic_load(p->stop)) {
         size_t b = atomic_fetch_add(p->next, 1);
         if (b >= p->nbatch) break;
         size_t s = b * p->batch, nb = d->n - s < p->batch ? d->n - s : p->batch;
         const int32_t *y = d->y + s;
-        const float *out;
+        const float *out, *x = rows_at(d, s, nb, p->batch, &buf);
         fed_arena_reset(arena);
-        p->err = fed_model_forward(p->m, arena, d->x + s * d->dim, nb, FED_MODE_EVAL, NULL, &out);
+        p->err = x ? fed_model_forward(p->m, arena, x, nb, FED_MODE_EVAL, NULL, &out) : FED_ENOMEM;
         if (p->err) break;
         p->loss[b] = fed_softmax_ce(NULL, out, y, nb, p->K, p->smoothing) * (double)nb;
         for (size_t i = 0; i < nb; i++)
@@ -320,6 +338,7 @@ static void eval_run(eval_part *p) {
         atomic_store(p->stop, true);
     }
     fed_arena_destroy(&arena);
+    fed_free(buf);
 }
 
 static void *eval_thread(void *arg) {
