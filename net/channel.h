@@ -132,6 +132,10 @@ typedef struct fed_net_config {
     size_t chunk_size;        /* bytes per chunk this side sends, FED_NET_CHUNK_MIN..MAX */
     uint32_t credits;         /* chunks granted per Credit to a sender, 1..1024 (8) */
     size_t pool_bytes;        /* encrypted outgoing chunks in flight, all peers (32 MiB) */
+    bool pool_release;        /* free chunk buffers as they come back instead of keeping
+                                 them for the next transfer (false): for many clients in
+                                 one process (the simulator), where a kept buffer a site
+                                 costs more than malloc reusing one for all of them */
     fed_msg_limits limits;    /* what incoming envelopes and chunks may hold */
 } fed_net_config;
 

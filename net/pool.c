@@ -23,6 +23,7 @@ struct fed__pool {
     size_t peak;        /* most buffers out at once */
     bool waiting;       /* a get failed: the next release writes to the pipe */
     bool closed;        /* the owner let go: free everything once out reaches 0 */
+    bool release;       /* constant: free buffers as they come back */
     int pipe_rd;        /* wake-up pipe, read end (owner polls it) */
     int pipe_wr;        /* write end (releasers) */
 };
@@ -44,13 +45,14 @@ static int set_nonblock(int fd) {
     return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
-fed_err fed__pool_new(fed__pool **out, size_t buf_size, size_t max_bufs) {
+fed_err fed__pool_new(fed__pool **out, size_t buf_size, size_t max_bufs, bool release) {
     *out = NULL;
     if (buf_size == 0 || max_bufs == 0) return fed_errorf(FED_EINVAL, "pool: empty");
     fed__pool *p = fed_calloc(1, sizeof *p);
     if (!p) return FED_ENOMEM;
     p->buf_size = buf_size;
     p->max_bufs = max_bufs;
+    p->release = release;
     p->pipe_rd = p->pipe_wr = -1;
     pthread_mutex_init(&p->mu, NULL);
     *out = p;
@@ -143,13 +145,15 @@ void fed__buf_release(fed__buf *b) {
     pthread_mutex_lock(&p->mu);
     p->out--;
     bool last = false;
-    if (p->closed) {
+    if (p->closed || p->release) {
         fed_free(b);
         p->allocated--;
-        last = p->out == 0;
+        last = p->closed && p->out == 0;
     } else {
         b->next = p->free;
         p->free = b;
+    }
+    if (!p->closed) {
         if (p->waiting) {
             p->waiting = false;
             /* A full pipe already wakes the owner: a failed write changes nothing. */
@@ -191,4 +195,11 @@ void fed__pool_stats(fed__pool *p, size_t *in_use, size_t *peak, size_t *max_buf
     *peak = p->peak;
     *max_bufs = p->max_bufs;
     pthread_mutex_unlock(&p->mu);
+}
+
+size_t fed__pool_allocated(fed__pool *p) {
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->allocated;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }

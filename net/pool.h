@@ -5,7 +5,8 @@
  * thread of an inproc:// peer: releasing is thread-safe, everything else belongs to the
  * pool's owner thread. When the pool is exhausted the owner waits on fed__pool_fd, which
  * becomes readable as soon as a buffer comes back. Memory is allocated once per buffer
- * and reused; a closed pool is freed when its last buffer returns. No ZeroMQ or OpenSSL
+ * and reused (unless the pool releases them); a closed pool is freed when its last buffer
+ * returns. No ZeroMQ or OpenSSL
  * here. Internal to net/. */
 #ifndef FED_NET_POOL_H
 #define FED_NET_POOL_H
@@ -27,8 +28,9 @@ typedef struct fed__buf {
     unsigned char data[];  /* the frame */
 } fed__buf;
 
-/* A pool of at most max_bufs buffers of buf_size bytes each, allocated on demand. */
-fed_err fed__pool_new(fed__pool **out, size_t buf_size, size_t max_bufs) FED_MUST_USE;
+/* A pool of at most max_bufs buffers of buf_size bytes each, allocated on demand; with
+ * release, a buffer that comes back is freed rather than kept for reuse. */
+fed_err fed__pool_new(fed__pool **out, size_t buf_size, size_t max_bufs, bool release) FED_MUST_USE;
 /* The owner's reference: free buffers go now, buffers still out when they return. */
 void fed__pool_close(fed__pool **p);
 
@@ -49,5 +51,7 @@ void fed__pool_clear_signal(fed__pool *p);
 /* True when a get failed since the last buffer came back. */
 bool fed__pool_waiting(fed__pool *p);
 void fed__pool_stats(fed__pool *p, size_t *in_use, size_t *peak, size_t *max_bufs);
+/* Buffers allocated now: out, plus those kept free for reuse. */
+size_t fed__pool_allocated(fed__pool *p);
 
 #endif

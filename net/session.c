@@ -91,7 +91,7 @@ fed_err fed__net_init(fed__net *n, const fed_net_config *cfg) {
         FED__HDR_LEN + fed__tls_bound(4 + CHUNK_ENV_MAX) + fed__tls_bound(n->chunk_size);
     size_t max_bufs = cfg->pool_bytes / buf_size;
     if (max_bufs < 2) max_bufs = 2;
-    if ((e = fed__pool_new(&n->pool, buf_size, max_bufs)) != FED_OK) return e;
+    if ((e = fed__pool_new(&n->pool, buf_size, max_bufs, cfg->pool_release)) != FED_OK) return e;
     size_t big = fed__tls_bound(4 + cfg->limits.max_envelope);
     size_t chunk = fed__tls_bound(4 + CHUNK_ENV_MAX) + fed__tls_bound(cfg->limits.max_chunk);
     n->max_frame = FED__HDR_LEN + (big > chunk ? big : chunk);

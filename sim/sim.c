@@ -761,14 +761,13 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         net.tls.cert_file = ccert;
         net.tls.key_file = ckey;
     }
-    /* A channel keeps every frame buffer it ever used (net/pool.h), and the sites live
-     * all run long: the coordinator grants one chunk per Credit, so a site has one 1 MiB
-     * chunk in flight and holds one buffer, not up to 8 (a CNN update fills all 8: 7 GB
-     * over 1 000 sites). Smaller chunks would hold less but cost a credit round trip
-     * each, and at 10 000 sites a round trip is a sweep of every site (bench/README.md). */
-    r->net = net;
+    /* A channel keeps the chunk buffers it used for its next transfer (net/pool.h): right
+     * for the coordinator, but the sites live all run long, and a buffer kept a site that
+     * was ever sampled is 1 MiB each (up to 8 with a CNN update: 7 GB over 1 000 sites).
+     * So the sites free theirs as they come back and malloc reuses them among sites. */
     cc.server.net = net;
-    cc.server.net.credits = 1;
+    net.pool_release = true;
+    r->net = net;
     cc.zmq_ctx = r->zctx;
     cc.min_clients = n;
     if (cc.min_fit > n) cc.min_fit = n;
