@@ -103,7 +103,7 @@ void fed_conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dou
  * GEMMs (OUT x IN) @ (IN x tiles) per group of G examples, 2x2 outputs per tile
  * (Y = A^T M A); odd H or W pad the last tiles with zeros. The input gradient of such
  * a convolution is one too (dout with the kernel rotated 180 degrees, C and OC
- * swapped); the weight gradient stays im2col + GEMM. Results match the direct
+ * swapped), and the weight gradient goes through the same transforms. Results match the direct
  * convolution up to fp32 rounding (relative error about 1e-6..1e-5, larger than the
  * im2col path's: the transforms scale by up to 16 and 1/24). scratch holds
  * fed_conv_wino_scratch_size(g, G) floats; fed_conv_wino_group picks G (V and M of a
@@ -118,6 +118,10 @@ void fed_conv2d_backward_data_wino(float *dinp,       /* (N, C, H, W), overwritt
                                    const float *dout, /* (N, OC, H, W) */
                                    const float *w,    /* (OC, C, 5, 5) */
                                    size_t N, size_t G, const fed_conv_geom *g);
+/* dw (OC, C, 5, 5) and db (OC), either may be NULL, accumulated: dU = sum over tiles
+ * of (A dY A^T) .* (B^T d B) as 36 GEMMs (OC x tiles) @ (tiles x C), dw += G^T dU G. */
+void fed_conv2d_backward_filter_wino(float *dw, float *db, float *scratch, const float *dout,
+                                     const float *inp, size_t N, size_t G, const fed_conv_geom *g);
 /* The 1-D F(2, 5) the 2-D one is built from: y[i] = sum_k g[k] d[i + k], i = 0, 1. */
 void fed_wino25_1d(float y[2], const float d[6], const float g[5]);
 

@@ -284,3 +284,118 @@ void fed_conv2d_backward_data_wino(float *dinp, float *scratch, const float *dou
     wino_run(dinp, scratch + T36 * g->C * g->OC, scratch, dout, NULL, N, G, g->OC, g->C, g->H,
              g->W);
 }
+
+/* dM (36, OC, ld) at this example's columns from dy (OC, H, W): dM = A dY A^T for each
+ * 2x2 tile dY (zeros past the image), the gradient of M in Y = A^T M A. A v for
+ * v = (v0, v1) is (v0, v0 + v1, v0 - v1, v0 + 2 v1, v0 - 2 v1, v1). */
+static void transform_dout(float *restrict dM, size_t ld, size_t OC, const float *restrict dy,
+                           size_t H, size_t W) {
+    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, XS = OC * ld;
+    float r[2][2 * CH], tmp[6][2][CH];
+    for (size_t o = 0; o < OC; o++) {
+        const float *plane = dy + o * H * W;
+        for (size_t ty = 0; ty < TH; ty++) {
+            for (size_t t0 = 0; t0 < TW; t0 += CH) {
+                const size_t nt = TW - t0 < CH ? TW - t0 : CH, ox = 2 * t0;
+                const size_t nx = W - ox < 2 * nt ? W - ox : 2 * nt;
+                for (size_t a = 0; a < 2; a++) {
+                    for (size_t j = 0; j < 2 * CH; j++) r[a][j] = 0.0f;
+                    if (2 * ty + a >= H) continue;
+                    const float *restrict src = plane + (2 * ty + a) * W + ox;
+                    for (size_t j = 0; j < nx; j++) r[a][j] = src[j];
+                }
+                for (size_t a = 0; a < 2; a++) { /* along x: (dY A^T) rows */
+                    for (size_t t = 0; t < CH; t++) {
+                        const float v0 = r[a][2 * t], v1 = r[a][2 * t + 1];
+                        tmp[0][a][t] = v0;
+                        tmp[1][a][t] = v0 + v1;
+                        tmp[2][a][t] = v0 - v1;
+                        tmp[3][a][t] = v0 + 2.0f * v1;
+                        tmp[4][a][t] = v0 - 2.0f * v1;
+                        tmp[5][a][t] = v1;
+                    }
+                }
+                float *dst = dM + o * ld + ty * TW + t0;
+                for (size_t k = 0; k < 6; k++) { /* down the columns: A (.) */
+                    float out[6][CH];
+                    for (size_t t = 0; t < CH; t++) {
+                        const float v0 = tmp[k][0][t], v1 = tmp[k][1][t];
+                        out[0][t] = v0;
+                        out[1][t] = v0 + v1;
+                        out[2][t] = v0 - v1;
+                        out[3][t] = v0 + 2.0f * v1;
+                        out[4][t] = v0 - 2.0f * v1;
+                        out[5][t] = v1;
+                    }
+                    for (size_t l = 0; l < 6; l++) {
+                        float *restrict d = dst + (l * 6 + k) * XS;
+                        for (size_t t = 0; t < nt; t++) d[t] = out[l][t];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* G^T u for u of 6 (stride s): the adjoint of g5. */
+static inline void gt6(float v[5], const float *u, size_t s) {
+    const float p12 = u[s] + u[2 * s], m12 = u[s] - u[2 * s];
+    const float p34 = u[3 * s] + u[4 * s], m34 = u[3 * s] - u[4 * s];
+    v[0] = 0.25f * u[0] + p12 * (1.0f / 6.0f) + p34 * (1.0f / 24.0f);
+    v[1] = m12 * (1.0f / 6.0f) + m34 * (1.0f / 12.0f);
+    v[2] = (p12 + p34) * (1.0f / 6.0f);
+    v[3] = m12 * (1.0f / 6.0f) + m34 * (1.0f / 3.0f);
+    v[4] = p12 * (1.0f / 6.0f) + p34 * (2.0f / 3.0f) + u[5 * s];
+}
+
+/* The weight gradient through the same factorization: with M = sum_c U .* V and
+ * Y = A^T M A, dU[xi] (OC, C) = sum over tiles of dM[xi] (OC, tiles) @ V[xi]^T, one
+ * GEMM per point and group with the tiles as the long inner dimension, and
+ * dw += G^T dU G per kernel; db += the sums of dout. */
+void fed_conv2d_backward_filter_wino(float *dw, float *db, float *scratch, const float *dout,
+                                     const float *inp, size_t N, size_t G, const fed_conv_geom *g) {
+    assert(fed_conv_wino_fits(g) && G >= 1);
+    const size_t C = g->C, OC = g->OC, H = g->H, W = g->W, HW = H * W;
+    const size_t TT = tiles_of(g);
+    if (db) {
+        for (size_t n = 0; n < N; n++) {
+            for (size_t o = 0; o < OC; o++) {
+                const float *restrict p = dout + (n * OC + o) * HW;
+                float acc[8] = {0};
+                size_t i = 0;
+                for (; i + 8 <= HW; i += 8)
+                    for (size_t k = 0; k < 8; k++) acc[k] += p[i + k];
+                for (; i < HW; i++) acc[i % 8] += p[i];
+                db[o] += ((acc[0] + acc[4]) + (acc[1] + acc[5])) +
+                         ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+            }
+        }
+    }
+    if (!dw) return;
+    float *dU = scratch, *V = scratch + T36 * C * OC, *dM = V + T36 * C * TT * G;
+    for (size_t n0 = 0; n0 < N; n0 += G) {
+        const size_t gn = N - n0 < G ? N - n0 : G, ld = gn * TT;
+        for (size_t j = 0; j < gn; j++) {
+            transform_input(V + j * TT, ld, C, inp + (n0 + j) * C * HW, H, W);
+            transform_dout(dM + j * TT, ld, OC, dout + (n0 + j) * OC * HW, H, W);
+        }
+        const float beta = n0 == 0 ? 0.0f : 1.0f;
+        for (size_t xi = 0; xi < T36; xi++)
+            fed_gemm(false, true, OC, C, ld, 1.0f, dM + xi * OC * ld, ld, V + xi * C * ld, ld, beta,
+                     dU + xi * OC * C, C);
+    }
+    const size_t XS = OC * C;
+    for (size_t k = 0; k < OC * C; k++) {
+        float u[36], t[6 * 5], r[5];
+        for (size_t xi = 0; xi < T36; xi++) u[xi] = dU[xi * XS + k];
+        for (size_t b = 0; b < 6; b++) { /* t[b][i] = (G^T u[:, b])[i] */
+            gt6(r, u + b, 6);
+            for (size_t i = 0; i < 5; i++) t[b * 5 + i] = r[i];
+        }
+        float *d = dw + k * 25;
+        for (size_t i = 0; i < 5; i++) { /* row i of G^T u G = G^T applied to t[:, i] */
+            gt6(r, t + i, 5);
+            for (size_t j = 0; j < 5; j++) d[i * 5 + j] += r[j];
+        }
+    }
+}

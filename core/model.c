@@ -835,17 +835,18 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
         break;
     case FED_LAYER_CONV2D: {
         if (!dx && !dw && !db && L->la[0] < 0) break;
-        float *col, *dx_col = dx;        /* the input gradient left to the im2col path */
-        if (dx && conv_wino(&L->geom)) { /* dinp by Winograd, dw and db by im2col */
+        float *col;
+        if (conv_wino(&L->geom)) {
             size_t G = fed_conv_wino_group(&L->geom, N);
             ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_wino_scratch_size(&L->geom, G)));
-            fed_conv2d_backward_data_wino(dx, col, dy, w, N, G, &L->geom);
-            dx_col = NULL;
+            if (dx) fed_conv2d_backward_data_wino(dx, col, dy, w, N, G, &L->geom);
+            if (dw || db) fed_conv2d_backward_filter_wino(dw, db, col, dy, L->x, N, G, &L->geom);
+        } else {
+            size_t G = fed_conv_group(&L->geom, N);
+            ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_scratch_size(&L->geom, G)));
+            if (dx || dw || db)
+                fed_conv2d_backward_grouped(dx, dw, db, col, dy, L->x, w, N, G, &L->geom);
         }
-        size_t G = fed_conv_group(&L->geom, N);
-        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_scratch_size(&L->geom, G)));
-        if (dx_col || dw || db)
-            fed_conv2d_backward_grouped(dx_col, dw, db, col, dy, L->x, w, N, G, &L->geom);
         if (conv_lora_backward(m, L, a, N, dx, dy)) return FED_ENOMEM;
         break;
     }

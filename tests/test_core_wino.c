@@ -1,6 +1,7 @@
 /* Tests of the Winograd F(2x2, 5x5) convolution (core/kernels_wino.c): the 1-D F(2, 5)
- * against direct correlation, then the forward pass and the input gradient against the
- * naive references fed_conv2d_forward_ref / fed_conv2d_backward_ref over geometries
+ * against direct correlation, then the forward pass, the input gradient and the weight
+ * and bias gradients against the naive references fed_conv2d_forward_ref /
+ * fed_conv2d_backward_ref over geometries
  * with odd sizes, one channel, images smaller than a tile, and batches of 1 and 3 in
  * groups that leave a short last group.
  *
@@ -8,17 +9,20 @@
  * (|got - want| / max |want|), because Winograd spreads rounding over the whole tile:
  * the transforms multiply by up to 4 (B^T, twice: 16) and 2 (A^T) and G sums five
  * taps, so an output near zero carries the rounding of its larger neighbours. Measured
- * (printed by the test, seeds fixed): at most 4.0e-6 over the cases below, the largest
- * at 32 -> 64 channels. WINO_TOL = 2e-5 is five times that, and a wrong tap of 1e-3
- * (last test) already gives 1.5e-4; indexing or transform bugs give errors of order 1.
- * The tolerance applies to this kernel only (test_core_kernels keeps its own). */
+ * (seeds fixed): forward and input gradient at most 3.7e-6 (32 -> 64 channels, 14x14),
+ * so WINO_TOL = 2e-5 has a margin of five; the weight gradient, a sum over every tile
+ * of the batch (up to 2 x 196 here) of transformed products, at most 8.6e-6, so
+ * WINO_DW_TOL = 5e-5 (six); db, a plain sum, WINO_TOL. A wrong tap of 1e-3 (last test)
+ * already gives 1.5e-4, and indexing or transform bugs errors of order 1. These
+ * tolerances apply to this kernel only (test_core_kernels keeps its own). */
 #include "core/kernels.h"
 #include "core/rng.h"
 #include "tests/test.h"
 
 #include <stdlib.h>
 
-#define WINO_TOL 2e-5
+#define WINO_TOL    2e-5
+#define WINO_DW_TOL 5e-5
 
 static double worst_seen;
 
@@ -119,7 +123,8 @@ static const wcase cases[] = {
     {3, 32, 14, 14, 64, 2}, {2, 1, 28, 28, 32, 4}, {3, 6, 13, 4, 7, 1},
 };
 
-/* Forward (with and without bias) and the input gradient against the references;
+/* Forward (with and without bias), the input gradient and the weight and bias
+ * gradients against the references;
  * scratch, outputs and dinp prefilled with NaN (every element must be written). */
 TEST(wino_matches_reference) {
     fed_rng r;
@@ -145,6 +150,35 @@ TEST(wino_matches_reference) {
         fed_conv2d_backward_ref(dxr, NULL, NULL, dout, x, w, c->N, &g);
         snprintf(what, sizeof what, "wino dinp case %zu", t);
         CHECK(close_scaled(what, dx, dxr, nin, WINO_TOL));
+        /* dw and db accumulate onto what is there (the same start for both). */
+        const size_t nw = c->OC * c->C * 25;
+        float *dw = random_floats(nw, &r), *db = random_floats(c->OC, &r);
+        float *dwr = alloc_floats(nw), *dbr = alloc_floats(c->OC);
+        memcpy(dwr, dw, nw * sizeof(float));
+        memcpy(dbr, db, c->OC * sizeof(float));
+        fed_conv2d_backward_filter_wino(dw, db, scratch, dout, x, c->N, c->G, &g);
+        fed_conv2d_backward_ref(NULL, dwr, dbr, dout, x, w, c->N, &g);
+        snprintf(what, sizeof what, "wino dw case %zu", t);
+        CHECK(close_scaled(what, dw, dwr, nw, WINO_DW_TOL));
+        snprintf(what, sizeof what, "wino db case %zu", t);
+        CHECK(close_scaled(what, db, dbr, c->OC, WINO_TOL));
+        /* NULL skips: db alone leaves dw's buffer unread, dw alone leaves db. */
+        float *db2 = filled(c->OC, 0.0f), *dw2 = filled(nw, 0.0f);
+        fed_conv2d_backward_filter_wino(NULL, db2, scratch, dout, x, c->N, c->G, &g);
+        fed_conv2d_backward_filter_wino(dw2, NULL, scratch, dout, x, c->N, c->G, &g);
+        float *dw2r = filled(nw, 0.0f), *db2r = filled(c->OC, 0.0f);
+        fed_conv2d_backward_ref(NULL, dw2r, db2r, dout, x, w, c->N, &g);
+        snprintf(what, sizeof what, "wino dw/db alone case %zu", t);
+        CHECK(close_scaled(what, dw2, dw2r, nw, WINO_DW_TOL));
+        CHECK(close_scaled(what, db2, db2r, c->OC, WINO_TOL));
+        free(dw);
+        free(db);
+        free(dwr);
+        free(dbr);
+        free(dw2);
+        free(db2);
+        free(dw2r);
+        free(db2r);
         free(x);
         free(w);
         free(b);
@@ -155,8 +189,7 @@ TEST(wino_matches_reference) {
         free(dx);
         free(dxr);
     }
-    fprintf(stderr, "  largest error seen: %.3g of max |want| (tolerance %.0e)\n", worst_seen,
-            WINO_TOL);
+    fprintf(stderr, "  largest error seen: %.3g of max |want|\n", worst_seen);
 }
 
 /* A wrong weight (one tap changed by 1e-3) must fail the tolerance: the check can
