@@ -92,12 +92,21 @@ size_t fed_conv_wino_scratch_size(const fed_conv_geom *g, size_t G) {
  * runs over those CH lanes with unit stride (stride 2 on an input row) and vectorizes. */
 #define CH 8
 
+/* The transforms are short loops of adds and multiplies: built once for the baseline
+ * x86-64 (SSE2) and once for AVX2 with FMA, the loader picking the CPU's (GCC's
+ * target_clones; an ifunc, so only on x86-64 ELF). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VEC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define VEC_CLONES
+#endif
+
 /* U (36, OUT, IN) from w (OC, C, 5, 5): U[xi][o][c] = (G w[o][c] G^T)[xi]. With flip,
  * the input-gradient kernel: OUT = C, IN = OC, each 5x5 rotated by 180 degrees. The
  * kernels are done CH at a time along U's rows (c, or o with flip), every step a loop
  * over those CH lanes. */
-static void transform_weights(float *restrict U, const float *restrict w, size_t OC, size_t C,
-                              int flip) {
+VEC_CLONES static void transform_weights(float *restrict U, const float *restrict w, size_t OC,
+                                         size_t C, int flip) {
     const size_t OUT = flip ? C : OC, IN = flip ? OC : C;
     /* Kernel (row, col) of U sits at w + row * rs + col * cs. */
     const size_t rs = flip ? 25 : C * 25, cs = flip ? C * 25 : 25;
@@ -150,8 +159,8 @@ static void transform_weights(float *restrict U, const float *restrict w, size_t
  * (ty, tx) is rows 2*ty - 2 .. +5, columns 2*tx - 2 .. +5 (zeros outside), and
  * V = B^T d B: first each patch row times B (along x), then B^T down the columns.
  * The lanes past the last tile compute on zeros and are not stored. */
-static void transform_input(float *restrict V, size_t ld, size_t IN, const float *restrict x,
-                            size_t H, size_t W) {
+VEC_CLONES static void transform_input(float *restrict V, size_t ld, size_t IN,
+                                       const float *restrict x, size_t H, size_t W) {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, XS = IN * ld;
     float buf[6][2 * CH + 4], tmp[6][6][CH], out[6][CH];
     for (size_t c = 0; c < IN; c++) {
@@ -209,8 +218,8 @@ static void transform_input(float *restrict V, size_t ld, size_t IN, const float
 /* One example's y (OUT, H, W) from M (36, OUT, ld) at its tile columns: Y = A^T m A
  * (A^T down the columns, then along the rows), the outputs inside the image kept,
  * plus the bias. */
-static void transform_output(float *restrict y, const float *restrict M, size_t ld, size_t OUT,
-                             const float *b, size_t H, size_t W) {
+VEC_CLONES static void transform_output(float *restrict y, const float *restrict M, size_t ld,
+                                        size_t OUT, const float *b, size_t H, size_t W) {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, XS = OUT * ld;
     float m[36][CH], tmp[2][6][CH], row[2][2 * CH];
     memset(m, 0, sizeof m);
@@ -288,8 +297,8 @@ void fed_conv2d_backward_data_wino(float *dinp, float *scratch, const float *dou
 /* dM (36, OC, ld) at this example's columns from dy (OC, H, W): dM = A dY A^T for each
  * 2x2 tile dY (zeros past the image), the gradient of M in Y = A^T M A. A v for
  * v = (v0, v1) is (v0, v0 + v1, v0 - v1, v0 + 2 v1, v0 - 2 v1, v1). */
-static void transform_dout(float *restrict dM, size_t ld, size_t OC, const float *restrict dy,
-                           size_t H, size_t W) {
+VEC_CLONES static void transform_dout(float *restrict dM, size_t ld, size_t OC,
+                                      const float *restrict dy, size_t H, size_t W) {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, XS = OC * ld;
     float r[2][2 * CH], tmp[6][2][CH];
     for (size_t o = 0; o < OC; o++) {
