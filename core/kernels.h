@@ -103,11 +103,12 @@ void fed_conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dou
  * GEMMs (OUT x IN) @ (IN x tiles) per group of G examples, 2x2 outputs per tile
  * (Y = A^T M A); odd H or W pad the last tiles with zeros. The input gradient of such
  * a convolution is one too (dout with the kernel rotated 180 degrees, C and OC
- * swapped), and the weight gradient goes through the same transforms. Results match the direct
- * convolution up to fp32 rounding (relative error about 1e-6..1e-5, larger than the
- * im2col path's: the transforms scale by up to 16 and 1/24). scratch holds
- * fed_conv_wino_scratch_size(g, G) floats; fed_conv_wino_group picks G (V and M of a
- * group within 4 MB). */
+ * swapped), and the weight gradient goes through the same transforms. Results match
+ * the direct convolution up to fp32 rounding, about 4e-6 (forward, input gradient) and
+ * 1e-5 (weight gradient) of the tensor's largest value against im2col's ~1e-7: the
+ * transforms scale by up to 16 and 1/24. scratch holds fed_conv_wino_scratch_size(g, G)
+ * floats; fed_conv_wino_group picks G (V and M of a group within 1 MB, at least one
+ * example). */
 int fed_conv_wino_fits(const fed_conv_geom *g); /* K == 5 && stride == 1 && pad == 2 */
 size_t fed_conv_wino_group(const fed_conv_geom *g, size_t N);
 size_t fed_conv_wino_scratch_size(const fed_conv_geom *g, size_t G);

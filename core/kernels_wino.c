@@ -2,22 +2,24 @@
  * 2015): 6x6 input tiles give 2x2 outputs with 36 multiplies per tile and channel
  * pair instead of 100, done as 36 GEMMs (OUT x IN) @ (IN x tiles).
  *
- * The matrices are the Toom-Cook construction for points 0, 1, -1, 2, -2 and infinity
- * (scripts: derived with exact fractions; see docs/DESIGN.md): the linear convolution
- * s = g * u of a 5-tap g and a 2-tap u evaluates both at the points (Vandermonde
- * matrices; infinity takes the leading coefficient), multiplies, and interpolates with
- * the inverse Vandermonde C. Correlation y = T(g)^T d is the transpose of that
- * algorithm: y = A^T [(G g) .* (B^T d)] with A = Vandermonde(2 columns), G =
- * Vandermonde(5 columns), B^T = C^T, and each row of B^T scaled to integers with the
- * inverse scale moved into G. tests/test_core_wino.c checks the 1-D form against
- * direct correlation. */
+ * The matrices are the Toom-Cook construction for the points p = 0, 1, -1, 2, -2 and
+ * infinity. The linear convolution s = g * u of a 5-tap g and a 2-tap u evaluates both
+ * polynomials at the points (Vandermonde rows (1, p, p^2, ...); infinity takes the
+ * leading coefficient), multiplies, and interpolates with the inverse Vandermonde C,
+ * whose column i holds the coefficients of the Lagrange basis polynomial of point i:
+ * L_i(x) = prod_{k != i} (x - p_k) / f_i, f_i = prod_{k != i} (p_i - p_k) = 4, -6, -6,
+ * 24, 24 over the finite points, and x (x^2 - 1)(x^2 - 4) for infinity. Correlation
+ * y = T(g)^T d is that algorithm transposed: y = A^T [(G g) .* (B^T d)] with A^T the
+ * 2-column Vandermonde transposed, row i of B^T = |f_i| L_i (integers) and row i of G =
+ * (1, p_i, ..., p_i^4) / |f_i| (infinity: e_5, and 1 for both). Derived and checked
+ * with exact fractions; tests/test_core_wino.c checks the 1-D form in float against
+ * direct correlation, and the 2-D kernels against the naive references. */
 #include "core/blas.h"
 #include "core/kernels.h"
 
 #include <assert.h>
 #include <string.h>
 
-#define T6  6  /* tile side */
 #define T36 36 /* transformed points per tile */
 
 /* y = A^T m, m of 6 -> y of 2: rows (1 1 1 1 1 0), (0 1 -1 2 -2 1). */

@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/blas.h"
 #include "core/kernels.h"
+#include "core/log.h"
 #include "core/rng.h"
 
 #include <fnmatch.h>
@@ -625,7 +626,8 @@ fed_err fed__model_lin_backward(fed_model *m, layer_rt *L, int k, fed_arena *a, 
  * pad 2, with at least WINO_MIN_C input and output channels. Below that the transforms
  * cost more than the multiplies they save (the FedAvg CNN's conv1 has C = 1: measured
  * in bench/README.md). FEDTUNE_CONV=im2col in the environment, read once per process,
- * keeps every convolution on im2col + GEMM (for comparison and testing). */
+ * keeps every convolution on im2col + GEMM (for comparison and testing); auto (or unset)
+ * is the default, any other value is ignored with a warning. */
 #define WINO_MIN_C 8
 
 static pthread_once_t conv_env_once = PTHREAD_ONCE_INIT;
@@ -634,6 +636,8 @@ static bool conv_im2col_only;
 static void conv_env_read(void) {
     const char *v = getenv("FEDTUNE_CONV");
     conv_im2col_only = v && strcmp(v, "im2col") == 0;
+    if (v && *v && !conv_im2col_only && strcmp(v, "auto") != 0)
+        FED_LOG(FED_LOG_WARN, "FEDTUNE_CONV=%s ignored: it takes im2col or auto", v);
 }
 
 static bool conv_wino(const fed_conv_geom *g) {

@@ -15,7 +15,11 @@
  * WINO_DW_TOL = 5e-5 (six); db, a plain sum, WINO_TOL. A wrong tap of 1e-3 (last test)
  * already gives 1.5e-4, and indexing or transform bugs errors of order 1. These
  * tolerances apply to this kernel only (test_core_kernels keeps its own). */
+#include "core/arch.h"
+#include "core/arena.h"
 #include "core/kernels.h"
+#include "core/log.h"
+#include "core/model.h"
 #include "core/rng.h"
 #include "tests/test.h"
 
@@ -218,10 +222,60 @@ TEST(wino_tolerance_detects_a_wrong_tap) {
     free(ref);
 }
 
+static char log_seen[256];
+static int log_calls;
+
+static void capture(void *user, fed_log_level level, const char *line) {
+    (void)user;
+    log_calls++;
+    snprintf(log_seen, sizeof log_seen, "%s:%s", fed_log_level_name(level), line);
+}
+
+/* A model whose conv qualifies (8 -> 8 channels, 5x5, pad 2) matches the reference,
+ * and FEDTUNE_CONV (read once, at the first convolution of the process: this test is
+ * the only one here that runs a model) with an unknown value is named in one warning. */
+TEST(model_conv_and_the_env_switch) {
+    CHECK_INT(setenv("FEDTUNE_CONV", "fast", 1), 0);
+    fed_log_set_handler(capture, NULL, FED_LOG_INFO);
+    fed_arch *arch = NULL;
+    fed_model *m = NULL;
+    fed_arena *a = NULL;
+    CHECK_OK(fed_arch_parse(&arch, "{\"input\":[8,5,7],\"layers\":[{\"type\":\"conv2d\","
+                                   "\"out\":8,\"k\":5,\"pad\":2}]}"));
+    if (arch) CHECK_OK(fed_model_new(&m, arch));
+    fed_arch_destroy(&arch);
+    CHECK_OK(fed_arena_new(&a, 0));
+    if (!m || !a) goto out;
+    fed_model_init(m, 4);
+    fed_rng r;
+    fed_rng_seed(&r, 8);
+    const size_t N = 2, nin = N * 8 * 35;
+    float *x = random_floats(nin, &r), *ref = filled(nin, NAN);
+    const float *y = NULL;
+    CHECK_OK(fed_model_forward(m, a, x, N, FED_MODE_EVAL, NULL, &y));
+    CHECK_INT(log_calls, 1);
+    CHECK_STR(log_seen, "warn:FEDTUNE_CONV=fast ignored: it takes im2col or auto");
+    const float *p = fed_model_params(m);
+    const fed_tensor *w = fed_model_tensor(m, 0), *b = fed_model_tensor(m, 1);
+    CHECK_SIZE(w->numel, 8 * 8 * 25);
+    CHECK_SIZE(b->numel, 8);
+    fed_conv_geom g;
+    CHECK(fed_conv_geom_init(&g, 8, 5, 7, 8, 5, 1, 2));
+    fed_conv2d_forward_ref(ref, x, p + w->offset, p + b->offset, N, &g);
+    if (y) CHECK(close_scaled("model conv", y, ref, nin, WINO_TOL));
+    free(x);
+    free(ref);
+out:
+    fed_log_set_handler(NULL, NULL, FED_LOG_INFO);
+    fed_arena_destroy(&a);
+    fed_model_destroy(&m);
+}
+
 int main(void) {
     RUN(wino_1d_matches_direct_correlation);
     RUN(wino_fits_and_sizes);
     RUN(wino_matches_reference);
     RUN(wino_tolerance_detects_a_wrong_tap);
+    RUN(model_conv_and_the_env_switch);
     return test_report();
 }
