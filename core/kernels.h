@@ -98,6 +98,34 @@ void fed_conv2d_backward(float *dinp,       /* (N, C, H, W) or NULL, overwritten
 void fed_conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                              const float *w, size_t N, const fed_conv_geom *g);
 
+/* ---- conv2d by Winograd F(2x2, 5x5): K = 5, stride 1, pad 2 (kernels_wino.c) -------
+ * 6x6 input tiles (V = B^T d B) times the transformed weights (U = G g G^T) as 36
+ * GEMMs (OUT x IN) @ (IN x tiles) per group of G examples, 2x2 outputs per tile
+ * (Y = A^T M A); odd H or W pad the last tiles with zeros. The input gradient of such
+ * a convolution is one too (dout with the kernel rotated 180 degrees, C and OC
+ * swapped), and the weight gradient goes through the same transforms. Results match
+ * the direct convolution up to fp32 rounding, about 4e-6 (forward, input gradient) and
+ * 1e-5 (weight gradient) of the tensor's largest value against im2col's ~1e-7: the
+ * transforms scale by up to 16 and 1/24. scratch holds fed_conv_wino_scratch_size(g, G)
+ * floats; fed_conv_wino_group picks G (V and M of a group within 1 MB, at least one
+ * example). */
+int fed_conv_wino_fits(const fed_conv_geom *g); /* K == 5 && stride == 1 && pad == 2 */
+size_t fed_conv_wino_group(const fed_conv_geom *g, size_t N);
+size_t fed_conv_wino_scratch_size(const fed_conv_geom *g, size_t G);
+void fed_conv2d_forward_wino(float *out, float *scratch, const float *inp, const float *w,
+                             const float *b, size_t N, size_t G, const fed_conv_geom *g);
+void fed_conv2d_backward_data_wino(float *dinp,       /* (N, C, H, W), overwritten */
+                                   float *scratch,    /* fed_conv_wino_scratch_size */
+                                   const float *dout, /* (N, OC, H, W) */
+                                   const float *w,    /* (OC, C, 5, 5) */
+                                   size_t N, size_t G, const fed_conv_geom *g);
+/* dw (OC, C, 5, 5) and db (OC), either may be NULL, accumulated: dU = sum over tiles
+ * of (A dY A^T) .* (B^T d B) as 36 GEMMs (OC x tiles) @ (tiles x C), dw += G^T dU G. */
+void fed_conv2d_backward_filter_wino(float *dw, float *db, float *scratch, const float *dout,
+                                     const float *inp, size_t N, size_t G, const fed_conv_geom *g);
+/* The 1-D F(2, 5) the 2-D one is built from: y[i] = sum_k g[k] d[i + k], i = 0, 1. */
+void fed_wino25_1d(float y[2], const float d[6], const float g[5]);
+
 /* ---- pooling: K x K windows, stride S, no padding; OH = (H - K) / S + 1 ------------ */
 
 void fed_maxpool2d_forward(float *out,       /* (N, C, OH, OW) */

@@ -6,11 +6,15 @@
 #include "core/alloc.h"
 #include "core/blas.h"
 #include "core/kernels.h"
+#include "core/log.h"
 #include "core/rng.h"
 
 #include <fnmatch.h>
 #include <assert.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -618,6 +622,29 @@ fed_err fed__model_lin_backward(fed_model *m, layer_rt *L, int k, fed_arena *a, 
     return FED_OK;
 }
 
+/* Convolutions run by Winograd F(2x2, 5x5) (core/kernels_wino.c): 5x5, stride 1,
+ * pad 2, with at least WINO_MIN_C input and output channels. Below that the transforms
+ * cost more than the multiplies they save (the FedAvg CNN's conv1 has C = 1: measured
+ * in bench/README.md). FEDTUNE_CONV=im2col in the environment, read once per process,
+ * keeps every convolution on im2col + GEMM (for comparison and testing); auto (or unset)
+ * is the default, any other value is ignored with a warning. */
+#define WINO_MIN_C 8
+
+static pthread_once_t conv_env_once = PTHREAD_ONCE_INIT;
+static bool conv_im2col_only;
+
+static void conv_env_read(void) {
+    const char *v = getenv("FEDTUNE_CONV");
+    conv_im2col_only = v && strcmp(v, "im2col") == 0;
+    if (v && *v && !conv_im2col_only && strcmp(v, "auto") != 0)
+        FED_LOG(FED_LOG_WARN, "FEDTUNE_CONV=%s ignored: it takes im2col or auto", v);
+}
+
+static bool conv_wino(const fed_conv_geom *g) {
+    pthread_once(&conv_env_once, conv_env_read);
+    return !conv_im2col_only && fed_conv_wino_fits(g) && g->C >= WINO_MIN_C && g->OC >= WINO_MIN_C;
+}
+
 /* LoRA on a 1x1 convolution: per example, (OC, HW) += scale * B (OC, r) @ (A (r, C) @ x
  * (C, HW)), the linear case with the pixels as rows, in NCHW order. */
 static fed_err conv_lora_forward(fed_model *m, layer_rt *L, fed_arena *a, size_t N) {
@@ -679,6 +706,12 @@ static fed_err layer_forward(fed_model *m, layer_rt *L, size_t l, fed_arena *a, 
         break;
     case FED_LAYER_CONV2D: {
         float *col;
+        if (conv_wino(&L->geom)) {
+            size_t G = fed_conv_wino_group(&L->geom, N);
+            ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_wino_scratch_size(&L->geom, G)));
+            fed_conv2d_forward_wino(L->y, col, x, w, b, N, G, &L->geom);
+            return conv_lora_forward(m, L, a, N);
+        }
         size_t G = fed_conv_group(&L->geom, N);
         ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_scratch_size(&L->geom, G)));
         fed_conv2d_forward_grouped(L->y, col, x, w, b, N, G, &L->geom);
@@ -807,10 +840,17 @@ static fed_err layer_backward(fed_model *m, layer_rt *L, fed_arena *a, size_t N,
     case FED_LAYER_CONV2D: {
         if (!dx && !dw && !db && L->la[0] < 0) break;
         float *col;
-        size_t G = fed_conv_group(&L->geom, N);
-        ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_scratch_size(&L->geom, G)));
-        if (dx || dw || db)
-            fed_conv2d_backward_grouped(dx, dw, db, col, dy, L->x, w, N, G, &L->geom);
+        if (conv_wino(&L->geom)) {
+            size_t G = fed_conv_wino_group(&L->geom, N);
+            ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_wino_scratch_size(&L->geom, G)));
+            if (dx) fed_conv2d_backward_data_wino(dx, col, dy, w, N, G, &L->geom);
+            if (dw || db) fed_conv2d_backward_filter_wino(dw, db, col, dy, L->x, N, G, &L->geom);
+        } else {
+            size_t G = fed_conv_group(&L->geom, N);
+            ALLOC_OR_FAIL(col, fed_arena_floats(a, fed_conv_scratch_size(&L->geom, G)));
+            if (dx || dw || db)
+                fed_conv2d_backward_grouped(dx, dw, db, col, dy, L->x, w, N, G, &L->geom);
+        }
         if (conv_lora_backward(m, L, a, N, dx, dy)) return FED_ENOMEM;
         break;
     }

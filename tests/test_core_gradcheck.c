@@ -804,6 +804,17 @@ TEST(cnn_gradients) {
                    4);
     check_model_batches("cnn2", m, FED_LOSS_MSE, 0.0f, NULL);
     fed_model_destroy(&m);
+    /* Two 5x5 pad-2 convolutions on an odd-sized input; the second (8 -> 8 channels)
+     * runs by Winograd (model.c: C, OC >= 8), its input gradient feeding the first's
+     * weight gradient: (2,7,5) -> (8,7,5) -> (8,7,5) -> (8) -> (3). */
+    m = model_from("{\"input\":[2,7,5],\"layers\":["
+                   "{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"pad\":2},{\"type\":\"relu\"},"
+                   "{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"pad\":2},"
+                   "{\"type\":\"globalavgpool\"},{\"type\":\"flatten\"},"
+                   "{\"type\":\"linear\",\"out\":3}]}",
+                   6);
+    check_model_batches("cnn-wino", m, FED_LOSS_SOFTMAX_CE, 0.0f, NULL);
+    fed_model_destroy(&m);
 }
 
 TEST(embedding_model_gradients) {
