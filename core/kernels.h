@@ -72,6 +72,10 @@ void fed_col2im(float *img, const float *col, const fed_conv_geom *g);
  * buffers fit in 1 MB, else even groups). Results equal the G = 1 path up to the
  * order of float sums. */
 size_t fed_conv_group(const fed_conv_geom *g, size_t N);
+/* Examples per group for N examples of per floats of buffers each within budget floats:
+ * N when all fit, else even groups (64 with room for 53 run as 32 + 32, not 53 + 11); at
+ * least 1. */
+size_t fed_conv_even_group(size_t N, size_t per, size_t budget);
 size_t fed_conv_scratch_size(const fed_conv_geom *g, size_t G);
 void fed_conv2d_forward_grouped(float *out, float *scratch, const float *inp, const float *w,
                                 const float *b, size_t N, size_t G, const fed_conv_geom *g);

@@ -161,15 +161,17 @@ void fed_col2im(float *img, const float *col, const fed_conv_geom *g) {
 #define GROUP_FLOATS ((size_t)1 << 18)
 #endif
 
-size_t fed_conv_group(const fed_conv_geom *g, size_t N) {
+size_t fed_conv_even_group(size_t N, size_t per, size_t budget) {
     if (N <= 1) return 1;
-    size_t per = (g->C * g->K * g->K + g->OC) * g->OH * g->OW;
-    size_t most = GROUP_FLOATS / per;
+    size_t most = per ? budget / per : N;
     if (most < 1) most = 1;
     if (most >= N) return N;
-    /* Even groups: 64 examples at most 53 per group run as 32 + 32, not 53 + 11. */
     size_t groups = (N + most - 1) / most;
     return (N + groups - 1) / groups;
+}
+
+size_t fed_conv_group(const fed_conv_geom *g, size_t N) {
+    return fed_conv_even_group(N, (g->C * g->K * g->K + g->OC) * g->OH * g->OW, GROUP_FLOATS);
 }
 
 size_t fed_conv_scratch_size(const fed_conv_geom *g, size_t G) {

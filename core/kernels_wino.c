@@ -77,13 +77,7 @@ static size_t tiles_of(const fed_conv_geom *g) {
 #endif
 
 size_t fed_conv_wino_group(const fed_conv_geom *g, size_t N) {
-    if (N <= 1) return 1;
-    size_t per = T36 * (g->C + g->OC) * tiles_of(g);
-    size_t most = WINO_FLOATS / per;
-    if (most < 1) most = 1;
-    if (most >= N) return N;
-    size_t groups = (N + most - 1) / most;
-    return (N + groups - 1) / groups;
+    return fed_conv_even_group(N, T36 * (g->C + g->OC) * tiles_of(g), WINO_FLOATS);
 }
 
 size_t fed_conv_wino_scratch_size(const fed_conv_geom *g, size_t G) {

@@ -5,30 +5,10 @@
 #include "dataset/dataset.h"
 #include "dataset/moments.h"
 #include "test.h"
+#include "tests/test_idx.h"
 
 #include <stdint.h>
 #include <stdlib.h>
-
-typedef struct bytes {
-    unsigned char b[512];
-    size_t n;
-} bytes;
-
-static void put_u32(bytes *o, uint32_t v) {
-    o->b[o->n++] = (unsigned char)(v >> 24);
-    o->b[o->n++] = (unsigned char)(v >> 16);
-    o->b[o->n++] = (unsigned char)(v >> 8);
-    o->b[o->n++] = (unsigned char)v;
-}
-
-static bytes idx_bytes(unsigned char type, int rank, const uint32_t *dims,
-                       const unsigned char *data, size_t n) {
-    bytes o = {{0, 0, type, (unsigned char)rank}, 4};
-    for (int i = 0; i < rank; i++) put_u32(&o, dims[i]);
-    memcpy(o.b + o.n, data, n);
-    o.n += n;
-    return o;
-}
 
 /* 6 one-channel images of 3 x 4 pixels, labels 0..2. */
 enum { N = 6, H = 3, W = 4, D = H * W };

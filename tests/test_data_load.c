@@ -6,6 +6,7 @@
 #include "core/alloc_internal.h"
 #include "dataset/dataset.h"
 #include "tests/test.h"
+#include "tests/test_idx.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -416,27 +417,6 @@ TEST(sklearn_flavour) {
 }
 
 /* ---- IDX ----------------------------------------------------------------------------- */
-
-typedef struct bytes {
-    unsigned char b[256];
-    size_t n;
-} bytes;
-
-static void put_u32(bytes *o, uint32_t v) {
-    o->b[o->n++] = (unsigned char)(v >> 24);
-    o->b[o->n++] = (unsigned char)(v >> 16);
-    o->b[o->n++] = (unsigned char)(v >> 8);
-    o->b[o->n++] = (unsigned char)v;
-}
-
-static bytes idx_bytes(unsigned char type, int rank, const uint32_t *dims,
-                       const unsigned char *data, size_t n) {
-    bytes o = {{0, 0, type, (unsigned char)rank}, 4};
-    for (int i = 0; i < rank; i++) put_u32(&o, dims[i]);
-    memcpy(o.b + o.n, data, n);
-    o.n += n;
-    return o;
-}
 
 /* gzip of p[0..n) into a malloc'ed buffer. */
 static unsigned char *gzip_of(const void *p, size_t n, size_t *out_n) {
