@@ -188,7 +188,8 @@ typedef struct fed_coord_config {
                                        standardisation goes to every site in the manifest,
                                        and its pairs (classes, transform...) into the export */
     const fed_dataset *eval_data;   /* central evaluation set, standardised (borrowed) or NULL */
-    size_t eval_batch;              /* batch of central evaluation (0: 256) */
+    size_t eval_batch;              /* batch of central evaluation (0: 256); fewer where a
+                                       batch's activations would pass 16 MB */
     size_t eval_threads;            /* threads of central evaluation (0, 1: the engine's
                                        own; more pays where BLAS runs on one thread, as
                                        in the simulator, whose workers idle meanwhile) */

@@ -277,6 +277,9 @@ fed_err fed__coord_restore_accountant(fed_dp_accountant *acc, const fed_meta *me
 fed_err fed__coord_next_epsilon(const fed_coord *c, double *eps);
 
 /* ---- report.c ------------------------------------------------------------ */
+/* The central evaluation's batch: eval_batch, fewer where a batch's activations would
+ * pass 16 MB (report.c). */
+size_t fed__coord_eval_batch(const fed_coord *c);
 fed_err fed__coord_evaluate(fed_coord *c);
 fed_err fed__coord_checkpoint(fed_coord *c);
 

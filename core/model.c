@@ -394,6 +394,12 @@ size_t fed_model_num_params(const fed_model *m) {
     return m->nparams;
 }
 
+size_t fed_model_activation_floats(const fed_model *m) {
+    size_t n = 0;
+    for (size_t l = 0; l < m->nlayers; l++) n += m->layers[l].out_numel;
+    return n;
+}
+
 size_t fed_model_num_trainable(const fed_model *m) {
     size_t n = 0;
     for (size_t i = 0; i < m->ntensors; i++)

@@ -66,6 +66,9 @@ float *fed_model_grads(fed_model *m);
 size_t fed_model_num_params(const fed_model *m);
 /* Elements in trainable tensors. */
 size_t fed_model_num_trainable(const fed_model *m);
+/* Floats every layer's output holds for one example in a forward pass (a sequence at its
+ * full length): what a batch's activations cost per example. */
+size_t fed_model_activation_floats(const fed_model *m);
 /* A site's update: out = local - global over m's trainable tensors in manifest order
  * (fed_model_num_trainable floats), local and global flat parameter buffers of m's
  * layout. False when a value of out is not finite (out is filled all the same). */

@@ -13,6 +13,7 @@
  * (fed_coord_step) and the clients in turn. */
 #include "coordinator/checkpoint.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/internal.h"
 #include "core/alloc.h"
 #include "core/arch.h"
 #include "training/fit.h"
@@ -1702,6 +1703,29 @@ TEST(take_model) {
     fed_model_destroy(&m0);
 }
 
+/* The central evaluation's batch keeps a thread's activations within 16 MB: the FedAvg
+ * CNN's 88 842 floats an example allow 47 of --eval-batch 256; a smaller batch and a
+ * small model keep theirs. */
+TEST(eval_batch_bounded_by_activations) {
+    fed_model *cnn = make_model_of("fedavg-cnn"), *mlp = make_model();
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/evalbatch", tmpdir);
+    const struct {
+        const fed_model *m;
+        size_t asked, want;
+    } cases[] = {{cnn, 256, 47}, {cnn, 16, 16}, {cnn, 0, 47}, {mlp, 256, 256}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        fed_coord_config cfg = coord_config(cases[i].m, dir);
+        cfg.eval_batch = cases[i].asked;
+        fed_coord *c = NULL;
+        CHECK_INT(fed_coord_new(&c, &cfg), FED_OK);
+        if (c) CHECK_SIZE(fed__coord_eval_batch(c), cases[i].want);
+        fed_coord_destroy(&c);
+    }
+    fed_model_destroy(&cnn);
+    fed_model_destroy(&mlp);
+}
+
 int main(void) {
     fed_log_set_handler(log_handler, NULL, FED_LOG_DEBUG);
     if (certs_make() != 0) {
@@ -1712,6 +1736,7 @@ int main(void) {
     if (!mkdtemp(tmpdir)) return 1;
     zctx = fed_net_context_new();
     if (!zctx) return 1;
+    RUN(eval_batch_bounded_by_activations);
     RUN(fedavg_rounds); /* these three in this order: */
     RUN(fedavg_resume_past_the_end_lingers);
     RUN(fedavg_corrupt_checkpoint_falls_back);

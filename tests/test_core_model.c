@@ -62,6 +62,11 @@ TEST(presets_match_the_paper) {
     CHECK_SIZE(out.d[1], 7);
     CHECK_SIZE(out.d[2], 7);
     CHECK_NEAR(fed_model_forward_flops(nn), 2.0 * (784 * 200 + 200 * 200 + 200 * 10), 0.5);
+    /* Every layer's output for one example: linear, relu, linear, relu, linear; and
+     * conv, relu, pool, conv, relu, pool, flatten, linear, relu, linear. */
+    CHECK_SIZE(fed_model_activation_floats(nn), 200 + 200 + 200 + 200 + 10);
+    CHECK_SIZE(fed_model_activation_floats(cnn),
+               2 * 32 * 28 * 28 + 32 * 14 * 14 + 2 * 64 * 14 * 14 + 2 * 64 * 7 * 7 + 2 * 512 + 10);
     fed_model_destroy(&nn);
     fed_model_destroy(&cnn);
     CHECK(nn == NULL);
