@@ -8,9 +8,7 @@
  * addressing, linear probing) and by the network's peer handle (dense, from 1). */
 
 static size_t cn_hash(const char *cn) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *cn; cn++) h = (h ^ (uint8_t)*cn) * 1099511628211ull;
-    return (size_t)(h ^ (h >> 29));
+    return (size_t)fed_hash_bytes(cn, strlen(cn));
 }
 
 static client *by_peer(fed_coord *c, uint32_t peer) {

@@ -38,5 +38,8 @@ void fed_rng_shuffle(fed_rng *r, size_t *idx, size_t n);
 
 /* splitmix64 finaliser: a good 64-bit mixing function for hashing seeds. */
 uint64_t fed_mix64(uint64_t x);
+/* A hash of n bytes for hash tables (FNV-1a, then fed_mix64 so the low bits a
+ * power-of-two table uses depend on every byte); not cryptographic. */
+uint64_t fed_hash_bytes(const void *p, size_t n);
 
 #endif

@@ -32,6 +32,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/rng.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -87,9 +88,7 @@ static fed_err srv_err(fed_server *s, fed_err e) {
 /* Tables                                                                               */
 
 static size_t rid_hash(const uint8_t *rid, size_t len) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ rid[i]) * 1099511628211ull;
-    return (size_t)h;
+    return (size_t)fed_hash_bytes(rid, len);
 }
 
 static fed__sess *lookup(fed_server *s, const uint8_t *rid, size_t len) {

@@ -346,6 +346,19 @@ static void *eval_thread(void *arg) {
     return NULL;
 }
 
+/* Starts part t >= 1 on its own thread with its own copy of m and confusion counts; on
+ * failure it leaves nothing behind. */
+static fed_err start_part(eval_part *p, pthread_t *th, const fed_model *m, size_t K, size_t t) {
+    p->confusion = fed_calloc(K * K, sizeof *p->confusion);
+    fed_err err = p->confusion ? fed_model_clone(&p->m, m) : FED_ENOMEM;
+    if (!err && pthread_create(th, NULL, eval_thread, p) != 0) {
+        err = fed_errorf(FED_EINTERNAL, "evaluation: cannot start thread %zu", t);
+        fed_model_destroy(&p->m);
+    }
+    if (err) fed_free(p->confusion);
+    return err;
+}
+
 /* Fills r->confusion (zeroed, K x K) and r->loss over d on `threads` threads; the first
  * runs on the caller's model, the others on copies. */
 static fed_err eval_pass(fed_model *m, const fed_dataset *d, size_t batch, float smoothing,
@@ -359,7 +372,7 @@ static fed_err eval_pass(fed_model *m, const fed_dataset *d, size_t batch, float
     double *loss = fed_calloc(nbatch, sizeof *loss);
     pthread_t *th = fed_calloc(threads, sizeof *th);
     fed_err err = parts && loss && th ? FED_OK : FED_ENOMEM;
-    size_t started = 0;
+    size_t started = 0; /* parts running: 0 (the caller's) and 1 .. started - 1 */
     for (size_t t = 0; !err && t < threads; t++) {
         eval_part *p = &parts[t];
         *p = (eval_part){.m = m, .d = d, .batch = batch, .K = K, .nbatch = nbatch};
@@ -367,14 +380,9 @@ static fed_err eval_pass(fed_model *m, const fed_dataset *d, size_t batch, float
         p->next = &next;
         p->stop = &stop;
         p->loss = loss;
-        p->confusion = t ? fed_calloc(K * K, sizeof *p->confusion) : r->confusion;
-        if (!p->confusion) err = FED_ENOMEM;
-        if (!err && t) err = fed_model_clone(&p->m, m);
-        if (!err && t && pthread_create(&th[t], NULL, eval_thread, p) != 0) {
-            err = fed_errorf(FED_EINTERNAL, "evaluation: cannot start thread %zu", t);
-            fed_model_destroy(&p->m);
-        }
-        if (!err) started = t + 1;
+        p->confusion = r->confusion;
+        if (t && (err = start_part(p, &th[t], m, K, t))) break;
+        started = t + 1;
     }
     if (!err)
         eval_run(&parts[0]);
@@ -389,8 +397,6 @@ static fed_err eval_pass(fed_model *m, const fed_dataset *d, size_t batch, float
         fed_free(p->confusion);
         fed_model_destroy(&p->m);
     }
-    if (parts && started < threads && parts[started].confusion != r->confusion)
-        fed_free(parts[started].confusion);
     double total = 0.0;
     for (size_t b = 0; !err && b < nbatch; b++) total += loss[b];
     r->loss = total / (double)d->n;
