@@ -55,8 +55,8 @@ static const opt_spec admin_opts[] = {
 
 static const opt_table admin_table = {
     "admin",
-    "admin status|pause|resume|stop|reload-crl|evict SITE|readmit SITE: act on the running "
-    "coordinator (an admin certificate)",
+    "act on the running coordinator with an admin certificate: status, pause, resume, stop, "
+    "reload-crl, evict SITE, readmit SITE (fedtune admin ACTION [SITE])",
     admin_opts, "site"};
 
 /* The ACTION argument, taken out of argv by cmd_admin. */
@@ -95,7 +95,8 @@ static fed_err exchange(const admin_cfg *c, fed_client_config *cc, const fed_msg
         fed_net_context_destroy(&ctx);
         return e;
     }
-    int64_t until = fed_now_ms() + (int64_t)(c->timeout * 1000.0 + 0.5);
+    /* A little past the handshake timeout, so that its reason (no connection, ...) wins. */
+    int64_t until = fed_now_ms() + (int64_t)(c->timeout * 1000.0 + 0.5) + 250;
     e = FED_ETIMEOUT;
     for (int64_t now; e == FED_ETIMEOUT && (now = fed_now_ms()) < until;) {
         fed_net_event ev;
@@ -205,7 +206,8 @@ int cmd_admin(int argc, char **argv) {
             rest[n++] = argv[i];
         }
     }
-    fed_log_set_level(FED_LOG_WARN); /* the reply is the output, not the channel's info lines */
+    /* The reply, or one error line, is the output: not the channel's own log lines. */
+    fed_log_set_level(FED_LOG_ERROR);
     admin_cfg c;
     int rc = cli_run(&admin_table, &c, sizeof c, n, rest, run_admin);
     fed_free(rest);

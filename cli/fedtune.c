@@ -34,7 +34,7 @@ static const command commands[] = {
      "run the federation's coordinator daemon (rounds, FedAvg, ...)"},
     {"client", cmd_client, "run a site's client beside its private labeled data"},
     {"admin", cmd_admin,
-     "status|pause|resume|stop|reload-crl|evict SITE: act on the running coordinator"},
+     "status|pause|resume|stop|reload-crl|evict|readmit: act on the running coordinator"},
     {"sim", cmd_sim, "simulate a federation on this machine: N virtual sites, one data set"},
     {"demo", cmd_demo, "train a small network on a built-in synthetic task (no data needed)"},
 };

@@ -56,6 +56,9 @@ status_field() {
 rounds() { status_field 'j["rounds_done"]'; }
 rounds_above() { [ "$(rounds)" -gt "$1" ] 2>/dev/null; }
 state_is() { [ "$(status_field 'j["state"]')" = "$1" ]; }
+site_state_is() { # <site> <state>
+  [ "$(status_field '[s["state"] for s in j["sites"] if s["name"] == "'"$1"'"][0]')" = "$2" ]
+}
 
 # ---- usage mistakes: exit 2 before anything connects -------------------------------------
 expect 0 "usage: fedtune admin" -- "$FEDTUNE" admin --help
@@ -70,7 +73,11 @@ expect 2 "fedtune admin: --cert /nonexistent.crt: No such file or directory" \
   -- "${ADMIN[@]}" status --cert /nonexistent.crt
 expect 2 "fedtune admin: --cert ca/coordinator/localhost.crt: the coordinator's certificate" \
   -- "${ADMIN[@]}" status --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key
-expect 1 "fedtune admin: coordinator $E: no reply within 1 s" -- "${ADMIN[@]}" status --timeout 1
+expect 1 "fedtune admin: coordinator $E: not welcomed within 1000 ms: no connection to $E" \
+  -- "${ADMIN[@]}" status --timeout 1
+ok "in one line" test "$("${ADMIN[@]}" status --timeout 0.5 2>&1 | wc -l)" -eq 1
+ok "examples/admin.ini is stale: regenerate with fedtune admin --print-config" \
+  cmp -s <("$FEDTUNE" admin --print-config) "$SRC/examples/admin.ini"
 # An admin certificate is not a site's.
 expect 2 "fedtune client: --cert ca/admins/ops/ops.crt: an admin's certificate (fedtune-certs admin), not a site's" \
   -- "$FEDTUNE" client --coordinator "$E" --server-name localhost --ca ca/ca.crt \
@@ -103,6 +110,10 @@ assert "ops" not in [s["name"] for s in j["sites"]], j
 '
 ok "the admin session is not a site: $(grep 'admin ops connected' coord.log | head -1)" \
   grep -q "admin ops connected" coord.log
+printf '[admin]\ncoordinator = %s\nserver-name = localhost\nca = ca/ca.crt\ncert = ca/admins/ops/ops.crt\nkey = ca/admins/ops/ops.key\n' "$E" >admin.ini
+expect 0 '"rounds_done":0' -- "$FEDTUNE" admin status --config admin.ini
+printf '[admin]\ntimeout = 0\n' >bad.ini
+expect 2 "bad.ini:2: timeout: 0 is outside (0, 3600]" -- "$FEDTUNE" admin status --config bad.ini
 ok "status logged with the admin's CN" grep -q "admin ops: status: ok: [0-9]* bytes of status JSON" coord.log
 
 client site-a >a.log 2>&1 &
@@ -130,7 +141,7 @@ expect 0 "evicted site-b: its session is closed; its rejoin is refused until rea
   -- "${ADMIN[@]}" evict site-b
 ok "its session closed" wait_for 10 grep -q "peer site-b left: dropped by the coordinator: evicted by admin ops" coord.log
 ok "its rejoin is refused" wait_for 20 grep -q "site-b refused: evicted by an admin" coord.log
-ok "status says evicted" test "$(status_field '[s["state"] for s in j["sites"] if s["name"] == "site-b"][0]')" = evicted
+ok "status says evicted" site_state_is site-b evicted
 expect 0 "site site-b is already evicted" -- "${ADMIN[@]}" evict site-b
 expect 1 "fedtune admin: coordinator $E: evict: unknown site \"nobody\": no site of that name has joined" \
   -- "${ADMIN[@]}" evict nobody
@@ -138,7 +149,7 @@ expect 1 "fedtune admin: coordinator $E: readmit: site site-c is not evicted" --
 joins=$(grep -c "site-b joined (" coord.log)
 expect 0 "readmitted site-b: it may join again" -- "${ADMIN[@]}" readmit site-b
 ok "site-b joins again" wait_for 30 at_least $((joins + 1)) "site-b joined (" coord.log
-ok "and takes part: status says connected" wait_for 10 test "$(status_field '[s["state"] for s in j["sites"] if s["name"] == "site-b"][0]')" = connected
+ok "status says connected" wait_for 10 site_state_is site-b connected
 
 # reload-crl: revoke site-a; its session closes at once and its reconnect is refused.
 "$CERTS" revoke ca site-a >/dev/null 2>&1
