@@ -150,6 +150,9 @@ static fed_err run_admin(const void *cfg) {
     if (c->site && strlen(c->site) > FED_NET_CN_MAX)
         return fed_errorf(FED_EINVAL, "SITE: %zu characters, a site's name has at most %d",
                           strlen(c->site), FED_NET_CN_MAX);
+    for (const char *p = c->site; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            return fed_errorf(FED_EINVAL, "SITE \"%s\": a site's name is printable ASCII", c->site);
     if ((err = required(c->coordinator, "coordinator"))) return err;
     if ((err = required(c->server_name, "server-name"))) return err;
     if ((err = required(c->ca, "ca"))) return err;

@@ -327,6 +327,11 @@ static fed_err check_admin_request(const checker *c, const Fedtune__AdminRequest
     if (!needs && n)
         return fed_errorf(c->code, "admin_request.site: set for %s, which takes no site",
                           admin_names[r->action]);
+    for (size_t i = 0; i < n; i++) /* a CN: printable ASCII (it goes into log lines) */
+        if ((unsigned char)r->site[i] < 0x20 || (unsigned char)r->site[i] > 0x7e)
+            return fed_errorf(c->code,
+                              "admin_request.site: byte 0x%02x at %zu is not printable ASCII",
+                              (unsigned char)r->site[i], i);
     return FED_OK;
 }
 

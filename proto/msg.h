@@ -253,8 +253,8 @@ const char *fed_admin_action_name(fed_admin_action a);
 /* The action named s (the names above), or FED_ADMIN_NONE. */
 fed_admin_action fed_admin_action_parse(const char *s);
 
-/* Decoding checks: action one of the values above but NONE; site 1..64 characters with
- * EVICT and READMIT, empty with the others. */
+/* Decoding checks: action one of the values above but NONE; site 1..64 printable ASCII
+ * characters (a CN) with EVICT and READMIT, empty with the others. */
 typedef struct fed_msg_admin_request {
     fed_admin_action action;
     const char *site;

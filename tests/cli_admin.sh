@@ -68,6 +68,9 @@ expect 2 'fedtune admin: ACTION "frob": not one of status, pause, resume, stop, 
   -- "${ADMIN[@]}" frob
 expect 2 "fedtune admin: evict needs a SITE (the site's certificate CN)" -- "${ADMIN[@]}" evict
 expect 2 'fedtune admin: pause takes no SITE (got "site-a")' -- "${ADMIN[@]}" pause site-a
+expect 2 "fedtune admin: SITE: 65 characters, a site's name has at most 64" \
+  -- "${ADMIN[@]}" evict "$(printf 'x%.0s' {1..65})"
+expect 2 "a site's name is printable ASCII" -- "${ADMIN[@]}" evict "$(printf 'a\tb')"
 expect 2 "fedtune admin: --coordinator is required" -- "$FEDTUNE" admin status
 expect 2 "fedtune admin: --cert /nonexistent.crt: No such file or directory" \
   -- "${ADMIN[@]}" status --cert /nonexistent.crt

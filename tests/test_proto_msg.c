@@ -1721,6 +1721,14 @@ TEST(admin_messages) {
     w_bytes(&b3, 2, "\xff\xfe", 2);
     e = w_envelope(1, 1, 60, &b3);
     EXPECT_PROTO_W(e, NULL, "admin_request.site: not valid UTF-8");
+    pbw b6 = {0};
+    w_uint(&b6, 1, 6);
+    w_str(&b6, 2, "site-1\nfake log line");
+    e = w_envelope(1, 1, 60, &b6);
+    EXPECT_PROTO_W(e, NULL, "admin_request.site: byte 0x0a at 6 is not printable ASCII");
+    m.u.admin_request.action = FED_ADMIN_EVICT;
+    m.u.admin_request.site = "caf\xc3\xa9";
+    expect_einval_(&m, "admin_request.site: byte 0xc3 at 3 is not printable ASCII", __LINE__);
     pbw b4 = {0};
     w_uint(&b4, 1, 1); /* ok */
     w_uint(&b4, 2, 13);
