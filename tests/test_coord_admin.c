@@ -202,13 +202,16 @@ TEST(admin_role) {
     CHECK(fed_client_ready(r[1].cli));
     CHECK(fed_coord_get_state(coord) != FED_COORD_DONE);
 
-    /* Evict the connected site mid-round: its session closes; its rejoin is refused. */
+    /* Evict the connected site mid-round: its session closes and its part of the round
+     * is dropped (its update would not count); its rejoin is refused. */
+    log_clear();
     ask(r, 2, FED_ADMIN_EVICT, "site-1");
     CHECK(r[0].reply_ok);
     CHECK_STR(r[0].text,
               "evicted site-1: its session is closed; its rejoin is refused until readmit");
     CHECK(until(r, 2, second_left));
     CHECK_SIZE(fed__coord_connected_count(coord), 0);
+    CHECK_INT(log_count("round 1: site-1 left mid-round", "evicted by admin ops"), 1);
     r[1].left = 0;
     r[1].errors = 0;
     log_clear();
