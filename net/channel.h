@@ -16,7 +16,8 @@
  *     when configured), the coordinator's name checked by the client, extended key usage
  *     enforced both ways (a site certificate cannot act as the coordinator), no session
  *     tickets, no resumption. A peer's identity is the subject CN of its certificate,
- *     never its routing id nor anything it says.
+ *     never its routing id nor anything it says; so is its role (fed_net_role: a client
+ *     certificate that also lists FED_ADMIN_EKU_OID is an admin's, docs/ADMIN.md).
  *   - Plaintext mode (fed_net_config.plaintext; `fedtune sim` without --tls) replaces only
  *     the TLS layer, and only on inproc:// endpoints: the constructors refuse it on any
  *     other (FED_EINVAL). Frame bodies carry the plaintext stream itself, and the TLS

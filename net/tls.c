@@ -516,7 +516,12 @@ static fed_err check_cert(const char *path, bool server, X509 **out) {
     if (X509_check_purpose(x, server ? X509_PURPOSE_SSL_SERVER : X509_PURPOSE_SSL_CLIENT, 0) != 1) {
         uint32_t xku = X509_get_extended_key_usage(x);
         bool srv = (xku & XKU_SSL_SERVER) != 0, cli = (xku & XKU_SSL_CLIENT) != 0;
-        if (server && cli && !srv)
+        if (server && fed__cert_is_admin(x))
+            e = fed_errorf(FED_EINVAL,
+                           "%s: an admin's certificate (fedtune-certs admin), not the "
+                           "coordinator's (serverAuth; fedtune-certs coordinator makes one)",
+                           path);
+        else if (server && cli && !srv)
             e = fed_errorf(FED_EINVAL,
                            "%s: a site certificate (extended key usage clientAuth only), not "
                            "the coordinator's (serverAuth; fedtune-certs coordinator makes one)",

@@ -47,7 +47,8 @@ TEST(cert_role) {
     CHECK_OK(fed_net_check_tls(&t, false, NULL));
     /* ... and never the coordinator's. */
     CHECK_ERR(fed_net_check_tls(&t, true, NULL), FED_EINVAL);
-    CHECK_CONTAINS(fed_errmsg(), "a site certificate (extended key usage clientAuth only)");
+    CHECK_CONTAINS(fed_errmsg(), "ops.crt: an admin's certificate (fedtune-certs admin), not the "
+                                 "coordinator's");
 }
 
 static bool two_joined(world *w) {
