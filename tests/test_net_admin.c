@@ -83,6 +83,16 @@ TEST(role_in_events) {
     CHECK_INT(site, 1);
     CHECK_INT(admin, 1);
     CHECK_INT(fed_server_peer_role(w.srv, 99), FED_NET_ROLE_SITE);
+    /* A reply that would not encode: refused with the field named, the session kept. */
+    fed_msg bad = {.type = FED_MSG_ADMIN_REPLY};
+    bad.u.admin_reply.ok = true;
+    bad.u.admin_reply.code = FED_WIRE_AUTH;
+    CHECK_ERR(fed_server_send(w.srv, 1, &bad), FED_EINVAL);
+    CHECK_CONTAINS(fed_server_errmsg(w.srv), "admin_reply.code: 13 with ok true");
+    CHECK(fed_server_peer_connected(w.srv, 1));
+    fed_msg req = {.type = FED_MSG_ADMIN_REQUEST};
+    CHECK_ERR(fed_client_send(w.cli[1], &req), FED_EINVAL);
+    CHECK_CONTAINS(fed_client_errmsg(w.cli[1]), "admin_request.action: none");
     /* The client side sees the coordinator as a site would: no admin role there. */
     CHECK_STR(w.c[1].cn, "localhost");
 done:
