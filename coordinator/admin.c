@@ -39,7 +39,18 @@ static void reply(fed_coord *c, const fed_net_event *ev, const fed_msg_admin_req
     FED_LOG(FED_LOG_INFO, "admin %s: %s%s%s: %s: %s", ev->cn, fed_admin_action_name(r->action),
             site[0] ? " " : "", site, code == FED_WIRE_NONE ? "ok" : "refused",
             log_text ? log_text : text);
-    if (fed_server_send(c->srv, ev->peer, &m) != FED_OK) {
+    fed_err e = fed_server_send(c->srv, ev->peer, &m);
+    if (e == FED_EINVAL) { /* the text is more than a message carries: say so instead */
+        char why[256];
+        snprintf(why, sizeof why, "%s: the reply does not fit in a message (%s)",
+                 fed_admin_action_name(r->action), fed_server_errmsg(c->srv));
+        fed_errclear();
+        m.u.admin_reply.ok = false;
+        m.u.admin_reply.code = FED_WIRE_RANGE;
+        m.u.admin_reply.text = why;
+        e = fed_server_send(c->srv, ev->peer, &m);
+    }
+    if (e != FED_OK) {
         FED_LOG(FED_LOG_WARN, "admin %s: the reply was not sent: %s", ev->cn,
                 fed_server_errmsg(c->srv));
         fed_errclear();

@@ -4,7 +4,8 @@
  * refused as a site (a site's Hello, or a site's message) and is never registered; a
  * site's AdminRequest gets an AUTH reply; an admin's status reply is the status JSON;
  * pause keeps the coordinator from sampling and resume lets it; evict closes a connected
- * site's session and refuses its rejoin until readmit. */
+ * site's session and refuses its rejoin until readmit; a status too large for a message
+ * is an error reply. */
 #include "coordinator/coordinator.h"
 #include "coordinator/internal.h"
 #include "core/arch.h"
@@ -231,6 +232,27 @@ TEST(admin_role) {
     CHECK(until(r, 2, second_joined));
     for (int i = 0; i < 20; i++) CHECK_OK(fed_coord_step(coord, 1));
     CHECK_SIZE(fed__coord_connected_count(coord), 1);
+
+    /* A status too large for one message (over 1 MiB of JSON): an error reply saying
+     * so, not silence. Thousands of sites joined as far as the registry knows (paused,
+     * so none is sampled). */
+    ask(r, 2, FED_ADMIN_PAUSE, NULL);
+    fed_err worst = FED_OK;
+    for (uint32_t i = 0; i < 9000; i++) {
+        char cn[FED_NET_CN_MAX + 1];
+        snprintf(cn, sizeof cn, "registry-only-site-%05u-%s", i,
+                 "...................................");
+        fed_net_event j = {.type = FED_NET_JOINED, .peer = 1000 + i, .cn = cn, .reason = ""};
+        fed_err e = fed__coord_on_event(coord, &j);
+        if (e) worst = e;
+    }
+    CHECK_OK(worst);
+    CHECK_SIZE(fed__coord_connected_count(coord), 9001);
+    ask(r, 2, FED_ADMIN_STATUS, NULL);
+    CHECK(!r[0].reply_ok);
+    CHECK_INT(r[0].reply_code, FED_WIRE_RANGE);
+    CHECK_CONTAINS(r[0].text, "status: the reply does not fit in a message (admin_reply.text: ");
+    CHECK_CONTAINS(r[0].text, "bytes, limit 1048576)");
     fed_client_destroy(&r[1].cli);
     fed_client_destroy(&r[0].cli);
 done:
