@@ -167,7 +167,16 @@ static fed_err check_net(const char *endpoint, const fed_net_tls *tls) {
     const char *name = "--coordinator";
     fed_net_file which = FED_NET_FILE_NONE;
     if (fed_net_check_endpoint(endpoint, false) == FED_OK) {
-        if (fed_net_check_tls(tls, false, &which) == FED_OK) return FED_OK;
+        fed_net_role role = FED_NET_ROLE_SITE;
+        if (fed_net_check_tls(tls, false, &which) == FED_OK) {
+            if (fed_net_cert_role(tls->cert_file, &role) != FED_OK) fed_errclear();
+            if (role == FED_NET_ROLE_SITE) return FED_OK;
+            return fed_errorf(FED_EINVAL,
+                              "--cert %s: an admin's certificate (fedtune-certs admin), not a "
+                              "site's: the coordinator refuses it as a site; use it with "
+                              "fedtune admin",
+                              tls->cert_file);
+        }
         name = opt[which];
     }
     char why[512];

@@ -480,6 +480,7 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_free(c->cl);
     fed_free(c->reg.by_cn);
     fed_free(c->reg.by_peer);
+    fed_free(c->admin.evicted);
     fed_model_destroy(&c->model);
     fed_free(c);
     *pc = NULL;
@@ -640,6 +641,7 @@ static fed_err advance(fed_coord *c) {
         case FED_COORD_WAITING:
             if (c->rounds_done >= c->cfg.rounds)
                 return fed__coord_finish(c, "all rounds done", true);
+            if (c->admin.paused) return FED_OK; /* fedtune admin pause */
             if (fed__coord_connected_count(c) < c->cfg.min_clients) return FED_OK;
             if (c->att.retry_at && fed_now_ms() < c->att.retry_at) return FED_OK; /* backing off */
             if (c->rounds_done == 0 && c->cfg.input_stats && !c->stats.transform)

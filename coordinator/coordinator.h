@@ -343,6 +343,10 @@ fed_err fed_coord_run(fed_coord *c) FED_MUST_USE;
  * file (log rotation). Rounds done, the target accuracy and the stop file end the
  * federation itself: Bye{finished = true}, the sites exit. */
 void fed_coord_request_stop(fed_coord *c);
+/* The coordinator's status as JSON, fed_malloc'd into *out (the caller frees it): at least
+ * {"state","paused","rounds_done","model_version","sites":[{"name","state","last_seen",
+ * "rounds","rejections"}]}. `fedtune admin status` prints it. FED_ENOMEM. */
+fed_err fed_coord_status_json(fed_coord *c, char **out) FED_MUST_USE;
 void fed_coord_request_reopen(fed_coord *c);
 
 fed_coord_state fed_coord_get_state(const fed_coord *c);

@@ -204,6 +204,12 @@ struct fed_coord {
     fed_codec codec; /* cfg.compress: the uplink codec RoundStart asks for */
     char codec_name[FED_CODEC_NAME]; /* its canonical name ("none": off) */
     fed_coord_down down;             /* cfg.compress_down: the last version's change */
+    /* Administration (admin.c). */
+    struct {
+        bool paused;                         /* no new round or attempt starts */
+        char (*evicted)[FED_NET_CN_MAX + 1]; /* CNs whose sessions are refused */
+        size_t nevicted, capevicted;
+    } admin;
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
@@ -227,6 +233,13 @@ void fed__coord_reject_round(fed_coord *c, client *k, uint32_t code, const char 
 fed_err fed__coord_send_round_start(fed_coord *c, client *k, bool force);
 double fed__coord_metric(const fed_msg_update *u, const char *name);
 fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev);
+/* The registered client of CN cn, or NULL (never creates one). */
+client *fed__coord_find(fed_coord *c, const char *cn);
+
+/* ---- admin.c ------------------------------------------------------------- */
+/* Handles what concerns administration (an admin's session, an AdminRequest, an evicted
+ * site's session) and returns true; false for everything the registry handles. */
+bool fed__coord_admin_event(fed_coord *c, const fed_net_event *ev);
 
 /* ---- collect.c ----------------------------------------------------------- */
 void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u);

@@ -59,16 +59,16 @@ static fed_err set_peer(fed_coord *c, client *k, uint32_t peer) {
     return FED_OK;
 }
 
+client *fed__coord_find(fed_coord *c, const char *cn) {
+    if (!c->reg.cn_cap) return NULL;
+    size_t mask = c->reg.cn_cap - 1;
+    for (size_t h = cn_hash(cn) & mask; c->reg.by_cn[h]; h = (h + 1) & mask)
+        if (strcmp(c->cl[c->reg.by_cn[h] - 1].cn, cn) == 0) return &c->cl[c->reg.by_cn[h] - 1];
+    return NULL;
+}
+
 static client *by_cn(fed_coord *c, const char *cn, uint32_t peer) {
-    client *k = NULL;
-    if (c->reg.cn_cap) {
-        size_t mask = c->reg.cn_cap - 1;
-        for (size_t h = cn_hash(cn) & mask; c->reg.by_cn[h]; h = (h + 1) & mask)
-            if (strcmp(c->cl[c->reg.by_cn[h] - 1].cn, cn) == 0) {
-                k = &c->cl[c->reg.by_cn[h] - 1];
-                break;
-            }
-    }
+    client *k = fed__coord_find(c, cn);
     if (!k) {
         if (reg_grow(c) != FED_OK) return NULL;
         k = &c->cl[c->ncl++];
@@ -299,7 +299,7 @@ static void hello_base(const fed_coord *c, client *k, const fed_msg_hello *h) {
 }
 
 fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
-    if (ev->type == FED_NET_NONE) return FED_OK;
+    if (ev->type == FED_NET_NONE || fed__coord_admin_event(c, ev)) return FED_OK;
     client *k = ev->type == FED_NET_JOINED ? by_cn(c, ev->cn, ev->peer) : by_peer(c, ev->peer);
     if (!k) return ev->type == FED_NET_JOINED ? FED_ENOMEM : FED_OK;
     switch (ev->type) {

@@ -16,7 +16,8 @@
  *     when configured), the coordinator's name checked by the client, extended key usage
  *     enforced both ways (a site certificate cannot act as the coordinator), no session
  *     tickets, no resumption. A peer's identity is the subject CN of its certificate,
- *     never its routing id nor anything it says.
+ *     never its routing id nor anything it says; so is its role (fed_net_role: a client
+ *     certificate that also lists FED_ADMIN_EKU_OID is an admin's, docs/ADMIN.md).
  *   - Plaintext mode (fed_net_config.plaintext; `fedtune sim` without --tls) replaces only
  *     the TLS layer, and only on inproc:// endpoints: the constructors refuse it on any
  *     other (FED_EINVAL). Frame bodies carry the plaintext stream itself, and the TLS
@@ -106,6 +107,26 @@
 
 /* Longest certificate CN (or plaintext identity) we accept, without the NUL. */
 #define FED_NET_CN_MAX 64
+
+/* The admin role (docs/ADMIN.md): a client certificate (extended key usage clientAuth)
+ * that also lists this extended key usage OID (a UUID OID, ITU-T X.667) is an admin's
+ * and nothing else: the coordinator never takes it as a site, and a certificate without
+ * it is never an admin. `fedtune-certs admin` makes one. */
+#define FED_ADMIN_EKU_OID "2.25.119735425215181750697262863098642166956"
+
+/* What a verified peer certificate makes its holder, as the coordinator sees it. */
+typedef enum fed_net_role {
+    FED_NET_ROLE_SITE = 0,  /* a site (every plaintext identity is one) */
+    FED_NET_ROLE_ADMIN = 1, /* an admin: carries FED_ADMIN_EKU_OID */
+} fed_net_role;
+
+/* "site", "admin". */
+const char *fed_net_role_name(fed_net_role r);
+
+/* The role a PEM certificate file gives its holder: for a command to refuse the wrong
+ * kind of certificate before it connects. FED_EINVAL ("PATH: not a PEM certificate")
+ * when the file holds no certificate. */
+fed_err fed_net_cert_role(const char *cert_file, fed_net_role *role) FED_MUST_USE;
 
 /* The PEM files of one side. */
 typedef struct fed_net_tls {
@@ -227,6 +248,8 @@ typedef struct fed_net_event {
     uint64_t transfer_id; /* TRANSFER_*: which transfer */
     fed_err err;          /* LEFT, TRANSFER_FAILED: why, as a code; FED_OK otherwise */
     const char *reason;   /* LEFT, TRANSFER_FAILED: why, one line; "" otherwise */
+    fed_net_role role;    /* server: the peer's role, from its verified certificate (JOINED
+                             and after); client: FED_NET_ROLE_SITE */
     bool permanent;       /* LEFT: reconnecting cannot help, the same configuration meets the
                              same refusal: a certificate refused by either side (the peer's
                              fatal alert: revoked, unknown CA, expired, unsupported purpose,
@@ -310,6 +333,14 @@ fed_err fed_server_cancel_transfer(fed_server *s, uint32_t peer, uint64_t id) FE
 fed_err fed_server_drop(fed_server *s, uint32_t peer, const char *reason) FED_MUST_USE;
 /* The CN of a peer handle, or NULL. */
 const char *fed_server_peer_cn(const fed_server *s, uint32_t peer);
+/* The role of a peer handle as its last admitted session's certificate says. */
+fed_net_role fed_server_peer_role(const fed_server *s, uint32_t peer);
+/* Re-reads the CRL file the server was made with, checks it as fed_net_check_tls does at
+ * start-up and installs it for every new handshake; then ends at once (one warn line
+ * each, LEFT events follow) every admitted session whose certificate it revokes, and sets
+ * *closed (may be NULL) to their number. FED_EINVAL when the server has no CRL file
+ * (or runs plaintext) or the file is bad ("PATH: expired on ..."): the CRL in force stays. */
+fed_err fed_server_reload_crl(fed_server *s, size_t *closed) FED_MUST_USE;
 /* True when the peer has an admitted session now. */
 bool fed_server_peer_connected(const fed_server *s, uint32_t peer);
 void fed_server_stats(const fed_server *s, fed_net_stats *st);

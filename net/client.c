@@ -344,7 +344,8 @@ static fed_err ready_sess(fed_client *c) {
 fed_err fed_client_send(fed_client *c, const fed_msg *m) {
     if (!m ||
         !(m->type == FED_MSG_ROUND_START || m->type == FED_MSG_UPDATE || m->type == FED_MSG_ERROR ||
-          m->type == FED_MSG_HEARTBEAT || m->type == FED_MSG_BYE || m->type == FED_MSG_SECAGG))
+          m->type == FED_MSG_HEARTBEAT || m->type == FED_MSG_BYE || m->type == FED_MSG_SECAGG ||
+          m->type == FED_MSG_ADMIN_REQUEST))
         return cli_err(c, fed_errorf(FED_EINVAL, "cannot send a %s message",
                                      fed_msg_type_name(m ? m->type : FED_MSG_NONE)));
     fed_err e = ready_sess(c);

@@ -49,6 +49,7 @@ typedef struct peer {
     char cn[FED_NET_CN_MAX + 1]; /* certificate subject CN */
     fed__xfers xfers;            /* transfers with it, across sessions */
     fed__sess *sess;             /* its admitted session, or NULL */
+    fed_net_role role;           /* as its last admitted session's certificate says */
     struct peer *hnext;          /* CN hash chain */
 } peer;
 
@@ -324,6 +325,7 @@ static fed_err admit(fed_server *s, fed__sess *x, fed_msg *m) {
         return e;
     }
     p->sess = x;
+    p->role = x->tls && fed__tls_peer_admin(x->tls) ? FED_NET_ROLE_ADMIN : FED_NET_ROLE_SITE;
     x->xfers = &p->xfers;
     x->peer = p->id;
     x->state = FED__READY;
@@ -336,7 +338,8 @@ static fed_err admit(fed_server *s, fed__sess *x, fed_msg *m) {
     w.u.welcome.credits = s->net.cfg.credits;
     w.u.welcome.coordinator = s->software;
     e = fed__sess_send(x, &w);
-    FED_LOG(FED_LOG_INFO, "coordinator: peer %s joined (peer %" PRIu32 ")", p->cn, p->id);
+    FED_LOG(FED_LOG_INFO, "coordinator: peer %s joined (peer %" PRIu32 "%s)", p->cn, p->id,
+            p->role == FED_NET_ROLE_ADMIN ? ", admin" : "");
     fed__net_event(&s->net, FED_NET_JOINED, p->id, p->cn, m, 0, FED_OK, NULL);
     if (e != FED_OK) return e;
     return fed__sess_resume(x);
@@ -614,7 +617,9 @@ const char *fed_server_endpoint(const fed_server *s) {
 }
 
 fed_err fed_server_poll(fed_server *s, int timeout_ms, fed_net_event *ev) {
-    return srv_err(s, fed__net_poll(&s->net, timeout_ms, ev));
+    fed_err e = fed__net_poll(&s->net, timeout_ms, ev);
+    if (e == FED_OK && ev->type != FED_NET_NONE) ev->role = fed_server_peer_role(s, ev->peer);
+    return srv_err(s, e);
 }
 
 /* The admitted session of peer, or an error. */
@@ -627,7 +632,8 @@ static fed_err ready_peer(fed_server *s, uint32_t id, peer **p) {
 
 static bool app_type(fed_msg_type t) {
     return t == FED_MSG_ROUND_START || t == FED_MSG_UPDATE || t == FED_MSG_ERROR ||
-           t == FED_MSG_HEARTBEAT || t == FED_MSG_BYE || t == FED_MSG_SECAGG;
+           t == FED_MSG_HEARTBEAT || t == FED_MSG_BYE || t == FED_MSG_SECAGG ||
+           t == FED_MSG_ADMIN_REPLY;
 }
 
 fed_err fed_server_send(fed_server *s, uint32_t id, const fed_msg *m) {
@@ -694,6 +700,29 @@ fed_err fed_server_drop(fed_server *s, uint32_t id, const char *reason) {
 const char *fed_server_peer_cn(const fed_server *s, uint32_t id) {
     peer *p = peer_get(s, id);
     return p ? p->cn : NULL;
+}
+
+fed_net_role fed_server_peer_role(const fed_server *s, uint32_t id) {
+    peer *p = peer_get(s, id);
+    return p ? p->role : FED_NET_ROLE_SITE;
+}
+
+fed_err fed_server_reload_crl(fed_server *s, size_t *closed) {
+    if (closed) *closed = 0;
+    if (s->net.cfg.plaintext)
+        return srv_err(s, fed_errorf(FED_EINVAL, "reload CRL: plaintext mode has no CRL"));
+    fed_err e = fed__tls_ctx_reload_crl(s->net.tls, &s->net.cfg.tls);
+    if (e != FED_OK) return srv_err(s, fed_errprefix(e, "reload CRL"));
+    size_t n = 0;
+    for (fed__sess *x = s->sessions, *nx; x; x = nx) {
+        nx = x->next;
+        if (x->tls && x->state != FED__DEAD && fed__tls_revoked(x->tls)) {
+            end_session(s, x, FED_EAUTH, "certificate revoked (CRL reloaded)", WARN, true);
+            n++;
+        }
+    }
+    if (closed) *closed = n;
+    return FED_OK;
 }
 
 bool fed_server_peer_connected(const fed_server *s, uint32_t id) {

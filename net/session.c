@@ -392,7 +392,7 @@ static fed_err write_msg(fed__sess *s, const fed_msg *m, const uint8_t *payload,
     copy.version = FED_PROTOCOL_VERSION;
     copy.seq = s->seq_out + 1;
     size_t envlen = fed_msg_packed_size(&copy);
-    if (envlen == 0) return fed_errorf(FED_EINVAL, "%s", fed_errdetail(FED_EINVAL));
+    if (envlen == 0) return FED_EINVAL; /* fed_msg_packed_size set the detail */
     if (envlen > UINT32_MAX - 4) return fed_errorf(FED_ERANGE, "message too big");
     if (envlen + 4 > n->envcap) {
         size_t cap = envlen + 4 > 4096 ? envlen + 4 : 4096;

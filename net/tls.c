@@ -49,6 +49,7 @@ static const uint8_t plain_magic[4] = {'F', 'E', 'D', 'P'};
 
 struct fed__tls_ctx {
     SSL_CTX *ctx;                      /* shared by every session of one side; NULL: plain */
+    STACK_OF(X509_CRL) * crls;         /* the CRLs in force (NULL: none), for revoked() */
     bool server;                       /* coordinator side */
     bool plain;                        /* plaintext sessions (inproc:// simulation) */
     char identity[FED_NET_CN_MAX + 1]; /* plaintext client: the name it claims */
@@ -66,6 +67,7 @@ struct fed__tls {
     const uint8_t *in;                 /* unread part of the current input */
     size_t in_len;                     /* its length */
     char peer_cn[FED_NET_CN_MAX + 1];  /* verified CN, after the handshake */
+    bool admin;                        /* the verified peer certificate is an admin's */
     char shown_cn[FED_NET_CN_MAX + 1]; /* CN of the presented leaf, verified or not */
     char coord[256];                   /* client: the coordinator's name (or IP address) */
     int plain_step;                    /* plaintext: PLAIN_START, _CLAIMED (client), _DONE */
@@ -284,6 +286,20 @@ static bool cert_cn(X509 *cert, char *out) {
     return ok;
 }
 
+bool fed__cert_is_admin(X509 *cert) {
+    if (!cert) return false;
+    EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(cert, NID_ext_key_usage, NULL, NULL);
+    if (!eku) return false;
+    ASN1_OBJECT *want = OBJ_txt2obj(FED_ADMIN_EKU_OID, 1);
+    bool admin = false;
+    for (int i = 0; want && !admin && i < sk_ASN1_OBJECT_num(eku); i++)
+        admin = OBJ_cmp(sk_ASN1_OBJECT_value(eku, i), want) == 0;
+    ASN1_OBJECT_free(want);
+    EXTENDED_KEY_USAGE_free(eku);
+    ERR_clear_error();
+    return admin;
+}
+
 /* Notes the CN of the presented leaf certificate for log lines; never changes a verdict. */
 static int verify_cb(int ok, X509_STORE_CTX *x) {
     SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -295,15 +311,20 @@ static int verify_cb(int ok, X509_STORE_CTX *x) {
     return ok;
 }
 
-static fed_err load_crl(SSL_CTX *ctx, const char *path) {
+/* Adds the CRLs of path to st and to *kept (made here). */
+static fed_err load_crl(X509_STORE *st, const char *path, STACK_OF(X509_CRL) * *kept) {
     BIO *b = BIO_new_file(path, "r");
     if (!b) return ossl_fail(FED_ETLS, path);
-    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+    if (!(*kept = sk_X509_CRL_new_null())) {
+        BIO_free(b);
+        return ossl_fail(FED_ENOMEM, path);
+    }
     int n = 0;
     for (X509_CRL *crl; (crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL; n++) {
         int ok = X509_STORE_add_crl(st, crl);
-        X509_CRL_free(crl);
+        if (ok && !sk_X509_CRL_push(*kept, crl)) ok = 0;
         if (!ok) {
+            X509_CRL_free(crl);
             BIO_free(b);
             return ossl_fail(FED_ETLS, path);
         }
@@ -311,7 +332,6 @@ static fed_err load_crl(SSL_CTX *ctx, const char *path) {
     BIO_free(b);
     ERR_clear_error(); /* the loop ends on "no start line" */
     if (n == 0) return fed_errorf(FED_ETLS, "%s: no CRL in the file", path);
-    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_CRL_CHECK);
     return FED_OK;
 }
 
@@ -496,7 +516,12 @@ static fed_err check_cert(const char *path, bool server, X509 **out) {
     if (X509_check_purpose(x, server ? X509_PURPOSE_SSL_SERVER : X509_PURPOSE_SSL_CLIENT, 0) != 1) {
         uint32_t xku = X509_get_extended_key_usage(x);
         bool srv = (xku & XKU_SSL_SERVER) != 0, cli = (xku & XKU_SSL_CLIENT) != 0;
-        if (server && cli && !srv)
+        if (server && fed__cert_is_admin(x))
+            e = fed_errorf(FED_EINVAL,
+                           "%s: an admin's certificate (fedtune-certs admin), not the "
+                           "coordinator's (serverAuth; fedtune-certs coordinator makes one)",
+                           path);
+        else if (server && cli && !srv)
             e = fed_errorf(FED_EINVAL,
                            "%s: a site certificate (extended key usage clientAuth only), not "
                            "the coordinator's (serverAuth; fedtune-certs coordinator makes one)",
@@ -709,7 +734,10 @@ fed_err fed__tls_ctx_new(fed__tls_ctx **out, bool server, const fed_net_tls *f) 
         e = ossl_fail(FED_ETLS, "TLS purpose");
         goto fail;
     }
-    if (f->crl_file && (e = load_crl(ctx, f->crl_file)) != FED_OK) goto fail;
+    if (f->crl_file) {
+        if ((e = load_crl(SSL_CTX_get_cert_store(ctx), f->crl_file, &c->crls)) != FED_OK) goto fail;
+        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK);
+    }
     SSL_CTX_set_verify(ctx,
                        server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
                        verify_cb);
@@ -769,6 +797,7 @@ void fed__tls_ctx_destroy(fed__tls_ctx **cp) {
     if (!c) return;
     *cp = NULL;
     SSL_CTX_free(c->ctx);
+    sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
     fed_free(c);
 }
 
@@ -978,9 +1007,11 @@ fed_err fed__tls_handshake(fed__tls *t) {
     ERR_clear_error();
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) {
-        if (!cert_cn(SSL_get0_peer_certificate(t->ssl), t->peer_cn))
+        X509 *peer = SSL_get0_peer_certificate(t->ssl);
+        if (!cert_cn(peer, t->peer_cn))
             return fed_errorf(FED_EAUTH,
                               "certificate refused: its subject has no single printable CN");
+        t->admin = t->ctx->server && fed__cert_is_admin(peer);
         return FED_OK;
     }
     if (SSL_get_error(t->ssl, r) == SSL_ERROR_WANT_READ) return FED_EAGAIN;
@@ -1030,6 +1061,69 @@ bool fed__tls_refused(const fed__tls *t) {
 
 const char *fed__tls_peer_cn(const fed__tls *t) {
     return t->peer_cn;
+}
+
+const char *fed_net_role_name(fed_net_role r) {
+    return r == FED_NET_ROLE_ADMIN ? "admin" : "site";
+}
+
+fed_err fed_net_cert_role(const char *path, fed_net_role *role) {
+    *role = FED_NET_ROLE_SITE;
+    char *text = NULL;
+    size_t len;
+    fed_err e = read_pem(path, "a PEM certificate", &text, &len);
+    if (e != FED_OK) return e;
+    BIO *b = BIO_new_mem_buf(text, (int)len);
+    X509 *x = b ? PEM_read_bio_X509_AUX(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    fed_free(text);
+    ERR_clear_error();
+    if (!x) return fed_errorf(FED_EINVAL, "%s: not a PEM certificate", path);
+    if (fed__cert_is_admin(x)) *role = FED_NET_ROLE_ADMIN;
+    X509_free(x);
+    return FED_OK;
+}
+
+bool fed__tls_peer_admin(const fed__tls *t) {
+    return t->admin;
+}
+
+bool fed__tls_revoked(const fed__tls *t) {
+    X509 *peer = t->ssl ? SSL_get0_peer_certificate(t->ssl) : NULL;
+    if (!peer || !t->ctx->crls) return false;
+    for (int i = 0; i < sk_X509_CRL_num(t->ctx->crls); i++) {
+        X509_REVOKED *r = NULL;
+        if (X509_CRL_get0_by_cert(sk_X509_CRL_value(t->ctx->crls, i), &r, peer) == 1) return true;
+    }
+    return false;
+}
+
+fed_err fed__tls_ctx_reload_crl(fed__tls_ctx *c, const fed_net_tls *f) {
+    if (c->plain || !c->ctx) return fed_errorf(FED_EINVAL, "plaintext mode has no CRL");
+    if (!f->crl_file || !c->crls)
+        return fed_errorf(FED_EINVAL, "no CRL file configured (the coordinator's --crl)");
+    STACK_OF(X509) *cas = NULL;
+    ERR_clear_error();
+    fed_err e = skip_checks ? FED_OK : check_ca(f->ca_file, &cas);
+    if (e == FED_OK && !skip_checks) e = check_crl(f->crl_file, f->ca_file, cas);
+    sk_X509_pop_free(cas, X509_free);
+    if (e != FED_OK) return e;
+    X509_STORE *st = X509_STORE_new();
+    STACK_OF(X509_CRL) *crls = NULL;
+    if (!st) return ossl_fail(FED_ENOMEM, "X509_STORE_new");
+    if (X509_STORE_load_file(st, f->ca_file) != 1) {
+        X509_STORE_free(st);
+        return ossl_fail(FED_ETLS, f->ca_file);
+    }
+    if ((e = load_crl(st, f->crl_file, &crls)) != FED_OK) {
+        X509_STORE_free(st);
+        sk_X509_CRL_pop_free(crls, X509_CRL_free);
+        return e;
+    }
+    SSL_CTX_set_cert_store(c->ctx, st); /* frees the old store; new handshakes use st */
+    sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
+    c->crls = crls;
+    return FED_OK;
 }
 
 const char *fed__tls_presented_cn(const fed__tls *t) {

@@ -64,6 +64,21 @@ bool fed__tls_has_leftover(const fed__tls *t);
  * plaintext, the identity the client claimed (coordinator side) or the coordinator's
  * name (client side). */
 const char *fed__tls_peer_cn(const fed__tls *t);
+/* The role test, the only one (docs/ADMIN.md): true when cert's extended key usage lists
+ * FED_ADMIN_EKU_OID. OpenSSL's X509 is struct x509_st. */
+struct x509_st;
+bool fed__cert_is_admin(struct x509_st *cert);
+/* Coordinator side: true when the verified peer certificate carries FED_ADMIN_EKU_OID
+ * (fed__cert_is_admin); false in plaintext and on the client side. */
+bool fed__tls_peer_admin(const fed__tls *t);
+/* True when the session's peer certificate is on a CRL the context now holds (after
+ * fed__tls_ctx_reload_crl, for sessions admitted before). */
+bool fed__tls_revoked(const fed__tls *t);
+/* Re-reads files->crl_file, checks it as at start-up (fed_net_check_tls: PEM, in force,
+ * signed by a CA of files->ca_file) and installs it for new handshakes, with the CA file
+ * re-read too. FED_EINVAL ("PATH: what is wrong") and the old CRL kept when the file is
+ * bad or the context had none; FED_ETLS if OpenSSL cannot load it. */
+fed_err fed__tls_ctx_reload_crl(fed__tls_ctx *c, const fed_net_tls *files) FED_MUST_USE;
 /* The CN of the certificate the peer presented, verified or not, or "": for log lines
  * about refused peers. */
 const char *fed__tls_presented_cn(const fed__tls *t);

@@ -50,10 +50,28 @@ const char *fed_msg_type_name(fed_msg_type t) {
         return "bye";
     case FED_MSG_SECAGG:
         return "secagg";
+    case FED_MSG_ADMIN_REQUEST:
+        return "admin_request";
+    case FED_MSG_ADMIN_REPLY:
+        return "admin_reply";
     case FED_MSG_NONE:
         break;
     }
     return "none";
+}
+
+static const char *const admin_names[] = {"none", "status",     "pause", "resume",
+                                          "stop", "reload-crl", "evict", "readmit"};
+
+const char *fed_admin_action_name(fed_admin_action a) {
+    if ((int)a <= 0 || (size_t)a >= sizeof admin_names / sizeof admin_names[0]) return "none";
+    return admin_names[a];
+}
+
+fed_admin_action fed_admin_action_parse(const char *s) {
+    for (size_t i = 1; s && i < sizeof admin_names / sizeof admin_names[0]; i++)
+        if (strcmp(s, admin_names[i]) == 0) return (fed_admin_action)i;
+    return FED_ADMIN_NONE;
 }
 
 fed_msg_limits fed_msg_default_limits(void) {
@@ -295,6 +313,36 @@ static fed_err check_secagg(const checker *c, const Fedtune__SecAgg *s) {
     return FED_OK;
 }
 
+static fed_err check_admin_request(const checker *c, const Fedtune__AdminRequest *r) {
+    TRY(check_enum(c, &fedtune__admin_action__descriptor, (int)r->action, "admin_request.action"));
+    if (r->action == FEDTUNE__ADMIN_ACTION__ADMIN_NONE)
+        return fed_errorf(c->code, "admin_request.action: none");
+    TRY(check_string(c, r->site, "admin_request.site"));
+    size_t n = strlen(r->site);
+    bool needs = r->action == FEDTUNE__ADMIN_ACTION__ADMIN_EVICT ||
+                 r->action == FEDTUNE__ADMIN_ACTION__ADMIN_READMIT;
+    if (needs && (n == 0 || n > FED_MSG_ADMIN_SITE_MAX))
+        return fed_errorf(c->code, "admin_request.site: %zu bytes (1..%d for %s)", n,
+                          FED_MSG_ADMIN_SITE_MAX, admin_names[r->action]);
+    if (!needs && n)
+        return fed_errorf(c->code, "admin_request.site: set for %s, which takes no site",
+                          admin_names[r->action]);
+    for (size_t i = 0; i < n; i++) /* a CN: printable ASCII (it goes into log lines) */
+        if ((unsigned char)r->site[i] < 0x20 || (unsigned char)r->site[i] > 0x7e)
+            return fed_errorf(c->code,
+                              "admin_request.site: byte 0x%02x at %zu is not printable ASCII",
+                              (unsigned char)r->site[i], i);
+    return FED_OK;
+}
+
+static fed_err check_admin_reply(const checker *c, const Fedtune__AdminReply *r) {
+    TRY(check_enum(c, &fedtune__error_code__descriptor, (int)r->code, "admin_reply.code"));
+    if (r->ok != (r->code == FEDTUNE__ERROR_CODE__ERR_NONE))
+        return fed_errorf(c->code, "admin_reply.code: %d with ok %s", (int)r->code,
+                          r->ok ? "true" : "false");
+    return check_string(c, r->text, "admin_reply.text");
+}
+
 static fed_err check_error(const checker *c, const Fedtune__Error *e) {
     TRY(check_enum(c, &fedtune__error_code__descriptor, (int)e->code, "error.code"));
     return check_string(c, e->text, "error.text");
@@ -361,6 +409,12 @@ static fed_err check_envelope(const Fedtune__Envelope *e, const fed_msg_limits *
     case FEDTUNE__ENVELOPE__BODY_SECAGG:
         if (e->secagg) return check_secagg(&c, e->secagg);
         break;
+    case FEDTUNE__ENVELOPE__BODY_ADMIN_REQUEST:
+        if (e->admin_request) return check_admin_request(&c, e->admin_request);
+        break;
+    case FEDTUNE__ENVELOPE__BODY_ADMIN_REPLY:
+        if (e->admin_reply) return check_admin_reply(&c, e->admin_reply);
+        break;
     default:
         break;
     }
@@ -384,6 +438,8 @@ typedef struct wire {
         Fedtune__Heartbeat heartbeat;
         Fedtune__Bye bye;
         Fedtune__SecAgg secagg;
+        Fedtune__AdminRequest admin_request;
+        Fedtune__AdminReply admin_reply;
     } body;
     Fedtune__TrainConfig config;
     Fedtune__SecAggParams secagg_params;
@@ -540,14 +596,18 @@ static fed_err build_update(wire *w, const fed_msg_update *u) {
 }
 
 /* The oneof case numbers are the field numbers: in fed_msg_type order from 10 up to Bye,
- * then SecAgg at 40. */
+ * then SecAgg at 40, AdminRequest and AdminReply at 60 and 61. */
 static Fedtune__Envelope__BodyCase body_case_of(fed_msg_type t) {
     if (t == FED_MSG_SECAGG) return FEDTUNE__ENVELOPE__BODY_SECAGG;
+    if (t == FED_MSG_ADMIN_REQUEST) return FEDTUNE__ENVELOPE__BODY_ADMIN_REQUEST;
+    if (t == FED_MSG_ADMIN_REPLY) return FEDTUNE__ENVELOPE__BODY_ADMIN_REPLY;
     return (Fedtune__Envelope__BodyCase)(FEDTUNE__ENVELOPE__BODY_HELLO + ((int)t - FED_MSG_HELLO));
 }
 
 static fed_msg_type type_of(Fedtune__Envelope__BodyCase c) {
     if (c == FEDTUNE__ENVELOPE__BODY_SECAGG) return FED_MSG_SECAGG;
+    if (c == FEDTUNE__ENVELOPE__BODY_ADMIN_REQUEST) return FED_MSG_ADMIN_REQUEST;
+    if (c == FEDTUNE__ENVELOPE__BODY_ADMIN_REPLY) return FED_MSG_ADMIN_REPLY;
     return (fed_msg_type)(FED_MSG_HELLO + ((int)c - FEDTUNE__ENVELOPE__BODY_HELLO));
 }
 
@@ -650,6 +710,23 @@ static fed_err wire_build(wire *w, const fed_msg *m) {
             return fed_errorf(FED_EINVAL, "secagg.msg: NULL with %zu bytes", m->u.secagg.len);
         p->msg = bin(m->u.secagg.msg, m->u.secagg.len);
         w->env.secagg = p;
+        break;
+    }
+    case FED_MSG_ADMIN_REQUEST: {
+        Fedtune__AdminRequest *p = &w->body.admin_request;
+        fedtune__admin_request__init(p);
+        p->action = (Fedtune__AdminAction)m->u.admin_request.action;
+        p->site = str(m->u.admin_request.site);
+        w->env.admin_request = p;
+        break;
+    }
+    case FED_MSG_ADMIN_REPLY: {
+        Fedtune__AdminReply *p = &w->body.admin_reply;
+        fedtune__admin_reply__init(p);
+        p->ok = m->u.admin_reply.ok;
+        p->code = (Fedtune__ErrorCode)m->u.admin_reply.code;
+        p->text = str(m->u.admin_reply.text);
+        w->env.admin_reply = p;
         break;
     }
     default:
@@ -907,6 +984,15 @@ static fed_err view_of(fed_msg *m, const Fedtune__Envelope *e, void **tmp) {
         m->u.secagg.msg = e->secagg->msg.data;
         m->u.secagg.len = e->secagg->msg.len;
         return FED_OK;
+    case FED_MSG_ADMIN_REQUEST:
+        m->u.admin_request.action = (fed_admin_action)e->admin_request->action;
+        m->u.admin_request.site = e->admin_request->site;
+        return FED_OK;
+    case FED_MSG_ADMIN_REPLY:
+        m->u.admin_reply.ok = e->admin_reply->ok != 0;
+        m->u.admin_reply.code = (uint32_t)e->admin_reply->code;
+        m->u.admin_reply.text = e->admin_reply->text;
+        return FED_OK;
     case FED_MSG_NONE:
         break;
     }
@@ -1055,6 +1141,12 @@ static void carve_body(carver *c, fed_msg *d, const fed_msg *s) {
         d->u.secagg.msg = p;
         return;
     }
+    case FED_MSG_ADMIN_REQUEST:
+        d->u.admin_request.site = carve_str(c, s->u.admin_request.site);
+        return;
+    case FED_MSG_ADMIN_REPLY:
+        d->u.admin_reply.text = carve_str(c, s->u.admin_reply.text);
+        return;
     case FED_MSG_CHUNK:
     case FED_MSG_CREDIT:
     case FED_MSG_HEARTBEAT:
@@ -1190,3 +1282,11 @@ void fed_manifest_scatter(const fed_msg_manifest *m, bool trainable, const float
         full += n;
     }
 }
+_Static_assert((int)FED_ADMIN_STATUS == (int)FEDTUNE__ADMIN_ACTION__ADMIN_STATUS &&
+                   (int)FED_ADMIN_PAUSE == (int)FEDTUNE__ADMIN_ACTION__ADMIN_PAUSE &&
+                   (int)FED_ADMIN_RESUME == (int)FEDTUNE__ADMIN_ACTION__ADMIN_RESUME &&
+                   (int)FED_ADMIN_STOP == (int)FEDTUNE__ADMIN_ACTION__ADMIN_STOP &&
+                   (int)FED_ADMIN_RELOAD_CRL == (int)FEDTUNE__ADMIN_ACTION__ADMIN_RELOAD_CRL &&
+                   (int)FED_ADMIN_EVICT == (int)FEDTUNE__ADMIN_ACTION__ADMIN_EVICT &&
+                   (int)FED_ADMIN_READMIT == (int)FEDTUNE__ADMIN_ACTION__ADMIN_READMIT,
+               "fed_admin_action mirrors fedtune.AdminAction");

@@ -32,11 +32,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FED_PROTOCOL_VERSION 1
-#define FED_SHA256_LEN       32
-#define FED_SESSION_ID_LEN   16
-#define FED_MSG_MAX_DIMS     8
-#define FED_MSG_MAX_BASES    8 /* Hello.bases */
+#define FED_PROTOCOL_VERSION   1
+#define FED_SHA256_LEN         32
+#define FED_SESSION_ID_LEN     16
+#define FED_MSG_MAX_DIMS       8
+#define FED_MSG_MAX_BASES      8  /* Hello.bases */
+#define FED_MSG_ADMIN_SITE_MAX 64 /* AdminRequest.site: a CN (FED_NET_CN_MAX) */
 /* Hello.capabilities of a site that keeps the frozen base of a model (Hello.bases) and
  * takes RoundStart.trainable_only transfers. */
 #define FED_CAP_BASE_CACHE "base-cache"
@@ -58,7 +59,9 @@ typedef enum fed_msg_type {
     FED_MSG_ERROR,
     FED_MSG_HEARTBEAT,
     FED_MSG_BYE,
-    FED_MSG_SECAGG, /* field 40: not in field order with the others */
+    FED_MSG_SECAGG,        /* field 40: not in field order with the others */
+    FED_MSG_ADMIN_REQUEST, /* field 60: admin -> coordinator (docs/ADMIN.md) */
+    FED_MSG_ADMIN_REPLY,   /* field 61: the coordinator's answer to one AdminRequest */
 } fed_msg_type;
 
 /* "hello", "welcome", ... ("none" for FED_MSG_NONE or unknown values). */
@@ -233,6 +236,37 @@ typedef struct fed_msg_bye {
     bool finished;
 } fed_msg_bye;
 
+/* AdminRequest: what an admin asks the running coordinator to do (fedtune.AdminAction). */
+typedef enum fed_admin_action {
+    FED_ADMIN_NONE = 0,
+    FED_ADMIN_STATUS = 1,
+    FED_ADMIN_PAUSE = 2,
+    FED_ADMIN_RESUME = 3,
+    FED_ADMIN_STOP = 4,
+    FED_ADMIN_RELOAD_CRL = 5,
+    FED_ADMIN_EVICT = 6,   /* site: its CN */
+    FED_ADMIN_READMIT = 7, /* site: its CN */
+} fed_admin_action;
+
+/* "status", "pause", "resume", "stop", "reload-crl", "evict", "readmit" ("none" else). */
+const char *fed_admin_action_name(fed_admin_action a);
+/* The action named s (the names above), or FED_ADMIN_NONE. */
+fed_admin_action fed_admin_action_parse(const char *s);
+
+/* Decoding checks: action one of the values above but NONE; site 1..64 printable ASCII
+ * characters (a CN) with EVICT and READMIT, empty with the others. */
+typedef struct fed_msg_admin_request {
+    fed_admin_action action;
+    const char *site;
+} fed_msg_admin_request;
+
+/* AdminReply: ok with code 0, or not ok with a non-zero fed_wire_err. */
+typedef struct fed_msg_admin_reply {
+    bool ok;
+    uint32_t code; /* fed_wire_err */
+    const char *text;
+} fed_msg_admin_reply;
+
 typedef struct fed_msg {
     uint32_t version; /* as received; encoding always writes FED_PROTOCOL_VERSION */
     uint64_t seq;
@@ -248,6 +282,8 @@ typedef struct fed_msg {
         uint64_t heartbeat_ms;
         fed_msg_bye bye;
         fed_msg_secagg secagg;
+        fed_msg_admin_request admin_request;
+        fed_msg_admin_reply admin_reply;
     } u;
     /* The one block holding every string and array of a decoded or copied message, which
      * fed_msg_free releases; NULL in a built message (it borrows). Never set by hand. */

@@ -48,7 +48,7 @@ later() { date -u -d "$1" +%Y%m%d%H%M%SZ; }
 
 # Usage and help.
 expect 0 "usage: fedtune-certs <command>" -- "$CERTS" --help
-for c in init-ca coordinator site kit revoke crl list; do
+for c in init-ca coordinator site admin csr sign kit revoke crl list; do
   expect 0 "usage: fedtune-certs $c" -- "$CERTS" "$c" --help
 done
 expect 0 "--not-before YYYYMMDDHHMMSSZ" -- "$CERTS" site --help
@@ -159,6 +159,94 @@ same "CRL valid for 7 days" "$(((next - $(date -u +%s) + 60) / 3600))" $((7 * 24
 expect 0 "revoked " -- "$CERTS" list ca
 expect 0 "expired " -- "$CERTS" list ca
 expect 0 "not yet valid" -- "$CERTS" list ca
+
+# Admins: clientAuth and the admin role OID, a name of their own.
+OID=2.25.119735425215181750697262863098642166956
+expect 0 "issued $tmp/ca/admins/ops/ops.crt (CN=ops, admin, serial" -- "$CERTS" admin ca ops
+crt=ca/admins/ops/ops.crt
+same "admin key mode" "$(mode ca/admins/ops/ops.key)" 600
+same "admin extendedKeyUsage" "$(ext $crt extendedKeyUsage)" "TLS Web Client Authentication, $OID"
+same "admin basicConstraints" "$(ext $crt basicConstraints)" "CA:FALSE"
+same "admin subject" "$(openssl x509 -in $crt -noout -subject)" "subject=CN = ops"
+same "admin public key" "$(pubkey ca/admins/ops/ops.key)" "$(pubkey $crt)"
+expect 0 "$crt: OK" -- openssl verify -CAfile ca/ca.crt -purpose sslclient $crt
+refuse "unsuitable certificate purpose" -- openssl verify -CAfile ca/ca.crt -purpose sslserver $crt
+expect 1 'admin "ops" already has a certificate' -- "$CERTS" admin ca ops
+expect 1 '"alice" is already a site'"'"'s name; an admin must not share it' -- "$CERTS" admin ca alice
+expect 1 '"ops" is already an admin'"'"'s name; a site must not share it' -- "$CERTS" site ca ops
+expect 1 '"ops" is already an admin'"'"'s name; a coordinator must not share it' -- "$CERTS" coordinator ca ops
+expect 1 '"localhost" is already the coordinator'"'"'s name; a admin must not share it' -- "$CERTS" admin ca localhost
+expect 2 '"bad name" is not a valid site name' -- "$CERTS" admin ca "bad name"
+expect 2 "fedtune-certs: admin: missing NAME" -- "$CERTS" admin ca
+expect 1 '"ops" is an admin, not a site: a kit is for a site' -- "$CERTS" kit ca ops --coordinator localhost:5555
+expect 0 "admin        /CN=ops" -- "$CERTS" list ca
+expect 0 "site         /CN=bob" -- "$CERTS" list ca
+expect 0 "coordinator  /CN=localhost" -- "$CERTS" list ca
+
+# Keys that never leave a site: csr at the site, sign at the CA.
+mkdir -p at-site
+expect 0 "wrote at-site/frank.key (private, 0600: it stays here) and at-site/frank.csr (site request, CN=frank)" -- "$CERTS" csr frank --out at-site
+same "csr key mode" "$(mode at-site/frank.key)" 600
+expect 0 "verify OK" -- openssl req -in at-site/frank.csr -noout -verify
+expect 0 "ASN1 OID: prime256v1" -- openssl pkey -in at-site/frank.key -noout -text
+expect 1 "at-site/frank.key exists; refusing to overwrite a key" -- "$CERTS" csr frank --out at-site
+same "the refused csr left the key" "$(pubkey at-site/frank.key)" "$(openssl req -in at-site/frank.csr -noout -pubkey)"
+expect 2 'csr: --role: "coordinator" is not site or admin' -- "$CERTS" csr dave --role coordinator
+expect 2 '"a/b" is not a valid site name' -- "$CERTS" csr a/b
+expect 1 "nowhere: no such folder" -- "$CERTS" csr dave --out nowhere
+expect 0 "(admin request, CN=dana)" -- "$CERTS" csr dana --role admin --out at-site
+# sign: name, role, key policy, signature, reuse.
+expect 2 "sign: --name NAME is required" -- "$CERTS" sign ca at-site/frank.csr --role site
+expect 2 "sign: --role site|admin is required" -- "$CERTS" sign ca at-site/frank.csr --name frank
+expect 2 'sign: --role: "server" is not site or admin' -- "$CERTS" sign ca at-site/frank.csr --name frank --role server
+expect 1 'at-site/frank.csr: its subject is "CN=frank", not CN=mallory' -- "$CERTS" sign ca at-site/frank.csr --name mallory --role site
+expect 1 "at-site/frank.csr: the request asks to be a site, --role says admin" -- "$CERTS" sign ca at-site/frank.csr --name frank --role admin
+expect 1 "at-site/dana.csr: the request asks to be an admin, --role says site" -- "$CERTS" sign ca at-site/dana.csr --name dana --role site
+echo "not a request" >junk.csr
+expect 1 "junk.csr: not a PEM certificate request" -- "$CERTS" sign ca junk.csr --name junk --role site
+expect 1 "missing.csr: no such file" -- "$CERTS" sign ca missing.csr --name frank --role site
+# A request whose signature does not match its key: frank's subject and key, eve's signature.
+"$PY" - at-site/frank.csr tampered.csr <<'PYEOF2'
+import base64, sys
+pem = open(sys.argv[1]).read().split("\n")
+der = bytearray(base64.b64decode("".join(l for l in pem if l and not l.startswith("-----"))))
+der[-3] ^= 0x01  # a byte of the signature
+b64 = base64.b64encode(bytes(der)).decode()
+lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+open(sys.argv[2], "w").write("-----BEGIN CERTIFICATE REQUEST-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE REQUEST-----\n")
+PYEOF2
+expect 1 "tampered.csr: its signature does not verify" -- "$CERTS" sign ca tampered.csr --name frank --role site
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key 2>/dev/null
+openssl req -new -key rsa.key -subj /CN=rsa-site -out rsa.csr 2>/dev/null
+expect 1 "rsa.csr: its key is rsaEncryption (2048 bit), not ECDSA P-256" -- "$CERTS" sign ca rsa.csr --name rsa-site --role site
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out two.key 2>/dev/null
+openssl req -new -key two.key -subj "/O=evil/CN=two" -out two.csr 2>/dev/null
+expect 1 'two.csr: its subject is "CN=two,O=evil", not CN=two' -- "$CERTS" sign ca two.csr --name two --role site
+# Extensions a request asks for are ignored: serverAuth requested, clientAuth issued.
+openssl req -new -key two.key -subj "/CN=greedy" -addext "extendedKeyUsage=serverAuth,clientAuth" \
+  -addext "basicConstraints=critical,CA:TRUE" -out greedy.csr 2>/dev/null
+expect 0 "(CN=greedy, site, serial" -- "$CERTS" sign ca greedy.csr --name greedy --role site
+same "requested extensions ignored (EKU)" "$(ext ca/sites/greedy/greedy.crt extendedKeyUsage)" "TLS Web Client Authentication"
+same "requested extensions ignored (CA)" "$(ext ca/sites/greedy/greedy.crt basicConstraints)" "CA:FALSE"
+expect 0 "issued $tmp/ca/sites/frank/frank.crt (CN=frank, site, serial" -- "$CERTS" sign ca at-site/frank.csr --name frank --role site
+same "signed: no key at the CA" "$(ls ca/sites/frank)" "frank.crt"
+same "signed for the site's own key" "$(pubkey at-site/frank.key)" "$(pubkey ca/sites/frank/frank.crt)"
+same "signed site extendedKeyUsage" "$(ext ca/sites/frank/frank.crt extendedKeyUsage)" "TLS Web Client Authentication"
+expect 0 "ca/sites/frank/frank.crt: OK" -- openssl verify -CAfile ca/ca.crt -purpose sslclient ca/sites/frank/frank.crt
+expect 1 'site "frank" already has a certificate' -- "$CERTS" sign ca at-site/frank.csr --name frank --role site
+expect 1 '"frank" is already a site'"'"'s name; an admin must not share it' -- "$CERTS" admin ca frank
+mkdir -p at-ops
+"$CERTS" csr ops --out at-ops >/dev/null
+expect 1 '"ops" is already an admin'"'"'s name; a site must not share it' -- "$CERTS" sign ca at-ops/ops.csr --name ops --role site
+expect 0 "(CN=dana, admin, serial" -- "$CERTS" sign ca at-site/dana.csr --name dana --role admin
+same "signed admin extendedKeyUsage" "$(ext ca/admins/dana/dana.crt extendedKeyUsage)" "TLS Web Client Authentication, $OID"
+# A kit for a site that holds its own key carries none.
+expect 0 "(no key: the site keeps the one it made with fedtune-certs csr)" -- "$CERTS" kit ca frank --coordinator localhost:5555 --tar
+same "keyless kit files" "$(cd ca/kits/frank && echo *)" "README.txt ca.crt client.ini frank.crt"
+expect 0 "NOT in this kit" -- cat ca/kits/frank/README.txt
+expect 0 "key = frank.key" -- cat ca/kits/frank/client.ini
+same "no key in the keyless kit's tarball" "$(tar tzf ca/kits/frank.tar.gz | grep -c frank.key)" 0
+expect 0 'revoked "dana" serial' -- "$CERTS" revoke ca dana
 
 # A site kit.
 expect 0 'wrote the kit for "alice"' -- "$CERTS" kit ca alice --coordinator localhost:5555 --tar

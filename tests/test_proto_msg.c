@@ -1620,8 +1620,132 @@ TEST(round_trip_compress) {
     }
 }
 
+/* ---- administration (AdminRequest 60, AdminReply 61) ---------------------------------- */
+
+TEST(admin_messages) {
+    CHECK_STR(fed_msg_type_name(FED_MSG_ADMIN_REQUEST), "admin_request");
+    CHECK_STR(fed_msg_type_name(FED_MSG_ADMIN_REPLY), "admin_reply");
+    CHECK_STR(fed_admin_action_name(FED_ADMIN_RELOAD_CRL), "reload-crl");
+    CHECK_STR(fed_admin_action_name((fed_admin_action)99), "none");
+    CHECK_INT(fed_admin_action_parse("evict"), FED_ADMIN_EVICT);
+    CHECK_INT(fed_admin_action_parse("readmit"), FED_ADMIN_READMIT);
+    CHECK_INT(fed_admin_action_parse("none"), FED_ADMIN_NONE);
+    CHECK_INT(fed_admin_action_parse("Evict"), FED_ADMIN_NONE);
+    CHECK_INT(fed_admin_action_parse(NULL), FED_ADMIN_NONE);
+
+    fed_msg m = {.type = FED_MSG_ADMIN_REQUEST, .seq = 3};
+    m.u.admin_request.action = FED_ADMIN_EVICT;
+    m.u.admin_request.site = "site-2";
+    fed_msg d;
+    if (round_trip(&m, &d)) {
+        CHECK_INT(d.u.admin_request.action, FED_ADMIN_EVICT);
+        CHECK_STR(d.u.admin_request.site, "site-2");
+        fed_msg_free(&d);
+    }
+    m.u.admin_request.action = FED_ADMIN_STATUS;
+    m.u.admin_request.site = NULL;
+    if (round_trip(&m, &d)) {
+        CHECK_INT(d.u.admin_request.action, FED_ADMIN_STATUS);
+        CHECK_STR(d.u.admin_request.site, "");
+        fed_msg_free(&d);
+    }
+    /* Exact bytes: envelope {version 1, seq 3, field 60 {action 6, site "ab"}}. */
+    m.u.admin_request.action = FED_ADMIN_EVICT;
+    m.u.admin_request.site = "ab";
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(fed_msg_encode(&m, &buf, &len));
+    static const uint8_t want[] = {0x08, 0x01, 0x10, 0x03, 0xe2, 0x03, 0x06,
+                                   0x08, 0x06, 0x12, 0x02, 'a',  'b'};
+    CHECK_SIZE(len, sizeof want);
+    CHECK(buf && len == sizeof want && memcmp(buf, want, sizeof want) == 0);
+    fed_free(buf);
+
+    fed_msg r = {.type = FED_MSG_ADMIN_REPLY, .seq = 4};
+    r.u.admin_reply.ok = false;
+    r.u.admin_reply.code = FED_WIRE_AUTH;
+    r.u.admin_reply.text = "refused";
+    if (round_trip(&r, &d)) {
+        CHECK(!d.u.admin_reply.ok);
+        CHECK_INT(d.u.admin_reply.code, FED_WIRE_AUTH);
+        CHECK_STR(d.u.admin_reply.text, "refused");
+        fed_msg_free(&d);
+    }
+    r.u.admin_reply.ok = true;
+    r.u.admin_reply.code = 0;
+    r.u.admin_reply.text = "{\"state\":\"waiting\"}";
+    if (round_trip(&r, &d)) {
+        CHECK(d.u.admin_reply.ok);
+        CHECK_STR(d.u.admin_reply.text, "{\"state\":\"waiting\"}");
+        fed_msg_free(&d);
+    }
+    fed_msg c;
+    CHECK_OK(fed_msg_copy(&c, &r));
+    CHECK(c.arena != NULL && c.u.admin_reply.text != r.u.admin_reply.text);
+    CHECK_STR(c.u.admin_reply.text, r.u.admin_reply.text);
+    fed_msg_free(&c);
+
+    /* Encoding refuses what decoding would. */
+    m.u.admin_request.action = FED_ADMIN_NONE;
+    expect_einval_(&m, "admin_request.action: none", __LINE__);
+    m.u.admin_request.action = (fed_admin_action)8;
+    expect_einval_(&m, "admin_request.action", __LINE__);
+    m.u.admin_request.action = FED_ADMIN_EVICT;
+    m.u.admin_request.site = "";
+    expect_einval_(&m, "admin_request.site: 0 bytes (1..64 for evict)", __LINE__);
+    m.u.admin_request.action = FED_ADMIN_PAUSE;
+    m.u.admin_request.site = "x";
+    expect_einval_(&m, "admin_request.site: set for pause, which takes no site", __LINE__);
+    r.u.admin_reply.ok = true;
+    r.u.admin_reply.code = FED_WIRE_AUTH;
+    expect_einval_(&r, "admin_reply.code: 13 with ok true", __LINE__);
+    r.u.admin_reply.ok = false;
+    r.u.admin_reply.code = 0;
+    expect_einval_(&r, "admin_reply.code: 0 with ok false", __LINE__);
+
+    /* Malformed input. */
+    pbw b = {0};
+    w_uint(&b, 1, 9); /* no such action */
+    pbw e = w_envelope(1, 1, 60, &b);
+    EXPECT_PROTO_W(e, NULL, "admin_request.action");
+    pbw b2 = {0};
+    w_uint(&b2, 1, 7);
+    char site[70];
+    memset(site, 's', 65);
+    site[65] = '\0';
+    w_str(&b2, 2, site);
+    e = w_envelope(1, 1, 60, &b2);
+    EXPECT_PROTO_W(e, NULL, "admin_request.site: 65 bytes (1..64 for readmit)");
+    pbw b3 = {0};
+    w_uint(&b3, 1, 1);
+    w_bytes(&b3, 2, "\xff\xfe", 2);
+    e = w_envelope(1, 1, 60, &b3);
+    EXPECT_PROTO_W(e, NULL, "admin_request.site: not valid UTF-8");
+    pbw b6 = {0};
+    w_uint(&b6, 1, 6);
+    w_str(&b6, 2, "site-1\nfake log line");
+    e = w_envelope(1, 1, 60, &b6);
+    EXPECT_PROTO_W(e, NULL, "admin_request.site: byte 0x0a at 6 is not printable ASCII");
+    m.u.admin_request.action = FED_ADMIN_EVICT;
+    m.u.admin_request.site = "caf\xc3\xa9";
+    expect_einval_(&m, "admin_request.site: byte 0xc3 at 3 is not printable ASCII", __LINE__);
+    pbw b4 = {0};
+    w_uint(&b4, 1, 1); /* ok */
+    w_uint(&b4, 2, 13);
+    e = w_envelope(1, 1, 61, &b4);
+    EXPECT_PROTO_W(e, NULL, "admin_reply.code: 13 with ok true");
+    pbw b5 = {0};
+    w_uint(&b5, 2, 77); /* no such code */
+    e = w_envelope(1, 1, 61, &b5);
+    EXPECT_PROTO_W(e, NULL, "admin_reply.code");
+    static const uint8_t cut[] = {0x08, 0x01, 0x10, 0x03, 0xe2, 0x03,
+                                  0x06, 0x08, 0x06, 0x12, 0x05, 'a'};
+    EXPECT_PROTO(cut, sizeof cut, NULL, "not a valid protobuf");
+}
+
 int main(void) {
     RUN(names_and_limits);
+    RUN(admin_messages);
     RUN(wire_error_codes);
     RUN(tensor_bytes);
     RUN(round_trip_hello);
