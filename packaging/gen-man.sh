@@ -13,6 +13,7 @@ fedtune=$1 certs=$2 out=$3
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$out.tmp
 rm -rf "$tmp"
+trap 'rm -rf "$tmp"' EXIT # a failed run leaves neither the half-made folder nor a stamp
 mkdir -p "$tmp/man1" "$tmp/gz"
 
 # page <file> <command...>: the command's roff output into file; it must be a page.
