@@ -96,8 +96,8 @@ spid=$!
 pids+=("$spid")
 ok "the service's ExecStart started: $(tail -n 3 service.out)" \
   wait_for 20 grep -q "info: coordinator on tcp://127.0.0.1:$p: 2 tensors" service.out
-ok_same "it writes its metrics file as fedtune" "$(stat -c %U /var/log/fedtune/metrics.jsonl 2>&1)" fedtune
-kill -TERM "$spid"
+ok_same "it writes its metrics file as fedtune" "$($SUDO stat -c %U /var/log/fedtune/metrics.jsonl 2>&1)" fedtune
+$SUDO kill -TERM "$spid"
 wait_status "SIGTERM stops it cleanly" "$spid" 0 service.out
 ok "it said why it stopped" grep -q "stopping after 0 rounds: stop requested" service.out
 
@@ -115,7 +115,7 @@ run_status "apt-get remove fedtune" 0 remove.out -- $SUDO apt-get remove -y -q f
 ok "removed: /usr/bin/fedtune is gone" test ! -e /usr/bin/fedtune
 ok "removed: the unit is gone" test ! -e "$UNIT"
 ok "removed: the conffile stays" test -f /etc/fedtune/coordinator.ini
-ok "removed: the state stays" test -f /var/lib/fedtune/model.safetensors
+ok "removed: the state stays" $SUDO test -f /var/lib/fedtune/model.safetensors
 ok "removed: the user stays" test -n "$(getent passwd fedtune)"
 run_status "apt-get purge fedtune" 0 purge.out -- $SUDO apt-get purge -y -q fedtune
 left=()
