@@ -1,6 +1,6 @@
 # Turns a fedtune-certs --help text (stdin) into roff for fedtune-certs(1); run by
 # packaging/gen-man.sh once per text: part=main (the header: NAME from the first
-# sentence, SYNOPSIS, DESCRIPTION), part=command with name=COMMAND (its section), then
+# sentence, SYNOPSIS with the usage lines of the file usages=, DESCRIPTION), part=command with name=COMMAND (its section), then
 # part=end (SEE ALSO).
 # The help layout it reads: a "usage:" line; prose paragraphs at column 0; "heading:"
 # lines ("options:"); entries "  TERM   description" (two or more spaces before the
@@ -93,6 +93,11 @@ part == "main" && !named && $0 ~ /^[A-Z]/ {
   print "fedtune\\-certs \\- " esc(summary)
   print ".SH SYNOPSIS"
   print "\\fB" esc(usage) "\\fR"
+  # each command's usage line (the file usages, one a line), when given
+  while (usages != "" && (getline u < usages) > 0) {
+    print ".br"
+    print "\\fB" esc(u) "\\fR"
+  }
   print ".SH DESCRIPTION"
   named = 1
 }

@@ -38,14 +38,19 @@ done
 version=$("$fedtune" --version | sed -n '1s/^fedtune //p')
 certs_cmds=$("$certs" --help | awk '/^commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 } /^$/ { on = 0 }')
 [ -n "$certs_cmds" ] || { echo "gen-man.sh: fedtune-certs --help lists no command" >&2; exit 1; }
+for cmd in $certs_cmds; do
+  "$certs" "$cmd" --help | sed -n '1s/^usage: //p'
+done >"$tmp/usages"
 {
-  "$certs" --help | awk -v part=main -v version="$version" -f "$here/certs-man.awk"
+  "$certs" --help | awk -v part=main -v version="$version" -v usages="$tmp/usages" \
+    -f "$here/certs-man.awk"
   for cmd in $certs_cmds; do
     "$certs" "$cmd" --help | awk -v part=command -v name="$cmd" -f "$here/certs-man.awk"
   done
   awk -v part=end -f "$here/certs-man.awk" </dev/null
 } >"$tmp/man1/fedtune-certs.1"
 
+rm "$tmp/usages"
 for f in "$tmp"/man1/*.1; do
   gzip -9n -c "$f" >"$tmp/gz/${f##*/}.gz"
 done
