@@ -87,6 +87,14 @@ static const char *value_word(const opt_spec *o) {
     return "";
 }
 
+/* " in [lo, hi]" (open '(' for OPT_FLOAT_ABOVE), a negative bound's sign as \-. */
+static void range(const opt_spec *o) {
+    char text[96];
+    snprintf(text, sizeof text, " in %c%.15g, %.15g]", o->type == OPT_FLOAT_ABOVE ? '(' : '[',
+             o->min, o->max);
+    roff(text);
+}
+
 /* "Integer in [1, 1000]. Default: 5." and the like, after the help line. */
 static void option_facts(const opt_spec *o) {
     bool ranged = o->min <= o->max;
@@ -94,13 +102,12 @@ static void option_facts(const opt_spec *o) {
     case OPT_INT:
     case OPT_SIZE:
         fputs(o->type == OPT_SIZE && !ranged ? "A count (integer >= 0)" : "An integer", stdout);
-        if (ranged) printf(" in [%.15g, %.15g]", o->min, o->max);
+        if (ranged) range(o);
         break;
     case OPT_FLOAT:
     case OPT_FLOAT_ABOVE:
         fputs("A number", stdout);
-        if (ranged)
-            printf(" in %c%.15g, %.15g]", o->type == OPT_FLOAT_ABOVE ? '(' : '[', o->min, o->max);
+        if (ranged) range(o);
         break;
     case OPT_BOOL:
         printf("A switch: \\fB\\-\\-no\\-");
