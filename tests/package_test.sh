@@ -90,6 +90,7 @@ p=$(port)
 read -ra argv <<<"$exec_start"
 envs=()
 while read -r e; do [ -n "$e" ] && envs+=("$e"); done < <(key Environment)
+: >service.out # there before the child opens it: the checks below read it at once
 (cd "$wd" && exec $SUDO env "${envs[@]}" setpriv --reuid="$user" --regid="$group" --init-groups -- \
   "${argv[@]}" --listen "tcp://127.0.0.1:$p") >service.out 2>&1 &
 spid=$!
