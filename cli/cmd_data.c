@@ -3,6 +3,7 @@
  * rows, constant features, and what the missing-value policy did. `fedtune data
  * tokenize`: the token ids a tokenizer gives each line of a file. */
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "cli/prep.h"
 #include "core/alloc.h"
 #include "dataset/text.h"
@@ -292,6 +293,11 @@ int cmd_data(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         fputs(usage, argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
+    }
+    if (strcmp(argv[0], "--man") == 0) {
+        const opt_table *const tables[] = {&data_info_table, &data_tokenize_table};
+        opt_print_man("data", "labeled and text data files: report, tokenize", tables, 2);
+        return 0;
     }
     if (strcmp(argv[0], "info") == 0) {
         data_info_cfg c;

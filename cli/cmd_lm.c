@@ -225,6 +225,11 @@ int cmd_tokenizer(int argc, char **argv) {
         fputs(usage, argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
     }
+    if (strcmp(argv[0], "--man") == 0) {
+        const opt_table *const tables[] = {&tok_train_table, &tok_count_table, &tok_convert_table};
+        opt_print_man("tokenizer", "learn, apply and convert byte-level BPE tokenizers", tables, 3);
+        return 0;
+    }
     tok_cfg c;
     if (strcmp(argv[0], "train") == 0)
         return cli_run(&tok_train_table, &c, sizeof c, argc - 1, argv + 1, run_tok_train);

@@ -242,6 +242,23 @@ static fed_err plot(const char *csv, const char *png) {
     return FED_OK;
 }
 
+/* fedtune-certs for --tls: the one installed beside this executable (bin/fedtune-certs
+ * of `cmake --install` or the Debian package), else the source tree's (a build tree's
+ * bin/ has none). buf holds the path found beside the executable. */
+static const char *certs_script(char *buf, size_t len) {
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+    if (n > 0) {
+        buf[n] = '\0';
+        char *slash = strrchr(buf, '/');
+        static const char name[] = "fedtune-certs";
+        if (slash && (size_t)(slash + 1 - buf) + sizeof name <= len) {
+            memcpy(slash + 1, name, sizeof name);
+            if (access(buf, X_OK) == 0) return buf;
+        }
+    }
+    return FED_CERTS_SCRIPT;
+}
+
 /* The data folder of the default scenario: $FEDTUNE_DATA, ./data, or the source tree's. */
 static const char *data_dir(void) {
     const char *env = getenv("FEDTUNE_DATA");
@@ -629,7 +646,7 @@ static fed_err run_sim(const void *cfgp) {
     if ((err = load_sim_data(o, m, &meta, &d, &sc.part))) goto done;
     fed_dataset *train = d.train ? d.train : d.ss.train, *test = d.test;
     sc.train = train;
-    char pdesc[512];
+    char pdesc[512], certs[4096];
     if (o->sites) {
         o->clients = d.ss.n;
         sc.site_names = (const char *const *)d.ss.names;
@@ -644,7 +661,7 @@ static fed_err run_sim(const void *cfgp) {
     sc.workers = o->workers ? o->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     if (sc.workers < 1) sc.workers = 1;
     set_sites(o, &sc);
-    sc.certs_script = FED_CERTS_SCRIPT;
+    sc.certs_script = certs_script(certs, sizeof certs);
     sc.seed = o->seed;
     if ((err = parse_attack(o, &sc))) goto done;
     fed_coord_config *cc = &sc.coord;

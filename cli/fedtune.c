@@ -79,6 +79,32 @@ static void usage(FILE *f) {
                "  --help       show this help\n");
 }
 
+/* `fedtune --man`: fedtune(1); `fedtune --man COMMAND`: that command's page (the same
+ * as `fedtune COMMAND --man`). Hidden: the build makes the manual with it. */
+static int man(int argc, char **argv) {
+    enum { N = sizeof commands / sizeof commands[0] };
+    if (argc == 0) {
+        const char *names[N], *summaries[N];
+        for (size_t i = 0; i < N; i++) {
+            names[i] = commands[i].name;
+            summaries[i] = commands[i].summary;
+        }
+        opt_print_man_main(names, summaries, N);
+        return 0;
+    }
+    for (size_t i = 0; argc == 1 && i < N; i++) {
+        if (strcmp(argv[0], commands[i].name) != 0) continue;
+        char flag[] = "--man";
+        char *args[] = {flag, NULL};
+        return commands[i].run(1, args);
+    }
+    if (argc == 1)
+        fprintf(stderr, "fedtune --man: unknown command \"%s\" (see fedtune --help)\n", argv[0]);
+    else
+        fprintf(stderr, "fedtune --man: takes at most one command name\n");
+    return 2;
+}
+
 int main(int argc, char **argv) {
     fed_log_set_handler(log_to_stderr, NULL, FED_LOG_INFO);
     /* A daemon whose rounds keep failing must not fill the disk with one line. */
@@ -92,6 +118,7 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    if (strcmp(argv[1], "--man") == 0) return man(argc - 2, argv + 2);
     if (strcmp(argv[1], "--version") == 0) {
         printf("fedtune %s\n%s\n", FED_VERSION, fed_blas_config());
         return 0;

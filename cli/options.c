@@ -215,6 +215,10 @@ fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
             opt_print_config(t);
             return FED_ECANCELED;
         }
+        if (strcmp(a, "--man") == 0) {
+            opt_print_man(t->command, t->summary, &t, 1);
+            return FED_ECANCELED;
+        }
         const char *path = NULL;
         if (strncmp(a, "--config=", 9) == 0) path = a + 9;
         if (strcmp(a, "--config") == 0) {

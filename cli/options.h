@@ -48,8 +48,8 @@ typedef struct opt_table {
 
 /* Fills cfg from defaults, then --config FILE, then the other flags of argv[0..argc)
  * (the arguments after the subcommand). Returns FED_OK, FED_EINVAL with a one-line
- * detail in fed_errmsg(), or FED_ECANCELED when --help or --print-config was handled
- * (the text went to stdout). Strings stay valid until opt_release(). */
+ * detail in fed_errmsg(), or FED_ECANCELED when --help, --print-config or --man was
+ * handled (the text went to stdout). Strings stay valid until opt_release(). */
 fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) FED_MUST_USE;
 /* Frees the text kept from a config file. */
 void opt_release(void);
@@ -58,5 +58,14 @@ void opt_release(void);
 void opt_print_help(const opt_table *t);
 /* Writes the sample INI file of t: every key, its default and its help. */
 void opt_print_config(const opt_table *t);
+
+/* Writes the manual page fedtune-<page>(1) in roff (cli/man.c): NAME (summary), SYNOPSIS,
+ * DESCRIPTION, every option of the n tables with its type, range or choices, default
+ * and help, EXIT STATUS, FILES, SEE ALSO. A command with subcommands (`fedtune data
+ * info|tokenize`) passes one table per subcommand. `fedtune <command> --man` prints it
+ * (a hidden flag, for the build: packaging/gen-man.sh). */
+void opt_print_man(const char *page, const char *summary, const opt_table *const *tables, size_t n);
+/* Writes fedtune(1): the n commands with their one-line summaries. */
+void opt_print_man_main(const char *const *names, const char *const *summaries, size_t n);
 
 #endif

@@ -63,6 +63,9 @@ ok "setup --list --test adds python3-torch" grep -qx "python3-torch" <<<"$with"
 ok "setup --list --test adds python3-numpy" grep -qx "python3-numpy" <<<"$with"
 ok "setup --list --test adds nodejs" grep -qx "nodejs" <<<"$with"
 ok "setup --list --test adds npm" grep -qx "npm" <<<"$with"
+for p in man-db lintian systemd file; do
+  ok "setup --list --test adds $p (manual pages, package stage)" grep -qx "$p" <<<"$with"
+done
 ok "setup --list names libunistring-dev (the tokenizer's NFKC)" grep -qx "libunistring-dev" <<<"$base"
 expect 2 "setup: unknown option --tests" -- "$SRC/scripts/setup" --tests
 ok "scripts/test installs the test packages" grep -qx 'scripts/setup --deps --test' "$SRC/scripts/test"
