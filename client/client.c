@@ -390,6 +390,10 @@ fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
     return site_err(s, err);
 }
 
+void fed_site_set_stop(fed_site *s, volatile sig_atomic_t *stop) {
+    s->fit.stop = stop;
+}
+
 void fed_site_say_bye(fed_site *s) {
     if (s->conn.cli && fed_client_ready(s->conn.cli)) {
         fed_msg m = {.type = FED_MSG_BYE};
