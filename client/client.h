@@ -214,6 +214,8 @@ typedef struct fed_site_stats {
     uint64_t connects;         /* sessions the coordinator welcomed */
     uint64_t rounds_done;      /* Updates whose delta the coordinator confirmed */
     uint64_t rounds_failed;    /* RoundStarts answered with Error */
+    uint64_t models_asked;     /* ... of them a request for the model (not held): the round
+                                  goes on with the coordinator's second RoundStart */
     uint64_t rounds_dropped;   /* rounds abandoned: session lost, new round, Update rejected */
     uint64_t last_round;       /* round of the last RoundStart (0: none yet) */
     uint64_t model_version;    /* version of the global model held (0: none) */

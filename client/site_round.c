@@ -437,6 +437,7 @@ static void ask_model(fed_site *s, const char *what) {
     FED_LOG(s->cfg.info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
     site_send_error(s, FED_WIRE_NO_MODEL, text, false); /* a request, not a failed round */
     s->stats.rounds_failed++;
+    s->stats.models_asked++;
     end_round(s);
 }
 
