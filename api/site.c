@@ -305,7 +305,9 @@ static void tell(fedtune_site *s, fedtune_event ev, uint64_t round) {
 }
 
 /* Turns what changed in the site's counters since the last call into events, in the
- * order they happened: a round's end before the start of a newer one that replaced it. */
+ * order they happened: a round's end before the start of a newer one (or of a new attempt
+ * of it) that replaced it. The RoundStart a model request brings is the same attempt:
+ * no new start. */
 static void make_events(fedtune_site *s) {
     fed_site_stats st;
     fed_site_stats_get(s->site, &st);
@@ -318,7 +320,7 @@ static void make_events(fedtune_site *s) {
     uint64_t done = st.rounds_done - o->rounds_done,
              failed = (st.rounds_failed - st.models_asked) - (o->rounds_failed - o->models_asked),
              dropped = st.rounds_dropped - o->rounds_dropped;
-    if (st.last_round != o->last_round) {
+    if (st.last_round != o->last_round || st.last_attempt != o->last_attempt) {
         if (s->in_round && (done || failed || dropped)) { /* the older round ended first */
             fedtune_event ev = dropped  ? FEDTUNE_EVENT_ROUND_DROPPED
                                : failed ? FEDTUNE_EVENT_ROUND_FAILED

@@ -218,6 +218,7 @@ typedef struct fed_site_stats {
                                   goes on with the coordinator's second RoundStart */
     uint64_t rounds_dropped;   /* rounds abandoned: session lost, new round, Update rejected */
     uint64_t last_round;       /* round of the last RoundStart (0: none yet) */
+    uint64_t last_attempt;     /* its attempt (1-based; a retried round's is higher) */
     uint64_t model_version;    /* version of the global model held (0: none) */
     uint64_t models_full;      /* model transfers received with every tensor */
     uint64_t models_trainable; /* ... with the trainable tensors only (the base was held) */

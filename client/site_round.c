@@ -451,6 +451,7 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
     ev->rs = NULL;
     s->round.t_round = s->round.t_rx = fed_now_s();
     s->stats.last_round = s->round.rs->round;
+    s->stats.last_attempt = s->round.rs->attempt;
     const fed_msg_round_start *rs = s->round.rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);

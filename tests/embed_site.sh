@@ -33,7 +33,7 @@ if [ -n "$BUILD" ]; then
   run_status "cmake --install into $PREFIX" 0 install.log -- cmake --install "$BUILD" --prefix "$PREFIX"
 fi
 PREFIX=$(cd "$PREFIX" && pwd)
-pc=$(find "$PREFIX" -path '*/pkgconfig/fedtune.pc' 2>/dev/null | head -1)
+pc=$(find "$PREFIX"/lib* -maxdepth 3 -path '*/pkgconfig/fedtune.pc' 2>/dev/null | head -1)
 ok "fedtune.pc installed under $PREFIX" test -n "$pc"
 LIBDIR=$(dirname "$(dirname "${pc:-/x/x/x}")")
 INC=$PREFIX/include/fedtune
@@ -151,6 +151,25 @@ for s in a b; do
   ok_same "site $s: left once, at the end" "$(grep -c '^left$' $s.log)" 1
   ok "site $s: no failed or dropped round" test "$(grep -c 'round-failed\|round-dropped\|^error' $s.log)" -eq 0
 done
+# ---- a site whose data do not fit the model: every attempt fails ---------------------------
+# The coordinator gives up after 2 attempts of round 1 (exit 1) and ends the federation;
+# the site hears a start and a failure per attempt, and the end (exit 0).
+cut -d, -f2- a.csv >narrow.csv
+P=$(port)
+site_ini site-a >n.ini
+timeout 60 "$FEDTUNE" coordinator --listen "tcp://127.0.0.1:$P" --ca ca/ca.crt \
+  --cert ca/coordinator/localhost.crt --key ca/coordinator/localhost.key --model init.st \
+  --rounds 1 --min-clients 1 --min-fit 1 --input-stats off --retry-backoff-ms 100 \
+  --max-failed-attempts 2 >coord2.log 2>&1 &
+cpid=$!
+pids+=("$cpid")
+ok "second coordinator up" wait_for 20 grep -q "coordinator on tcp://127.0.0.1:$P" coord2.log
+run_status "a site of bad data runs to the end" 0 n.log -- timeout 60 "$CM" n.ini narrow.csv
+wait_status "the coordinator gives up (exit 1)" "$cpid" 1 coord2.log
+ok "...after 2 failed attempts" grep -q "round 1 failed 2 attempts in a row" coord2.log
+ok_same "the site's events" "$(grep -v '^libfedtune\|^joined\|^embed-site:' n.log | tr '\n' '|')" \
+  "round-started (round 1)|round-failed (round 1)|round-started (round 1)|round-failed (round 1)|the coordinator ended the federation after 0 rounds of this site|left|"
+ok "the site's warning names the shapes" grep -q "embed-site: libfedtune: site: round 1 failed: evaluation data has 3 features per example; the model takes 4" n.log
 ok "the coordinator admitted site-a and site-b" grep -q "site-a joined" coord.log
 ok "...and site-b" grep -q "site-b joined" coord.log
 report

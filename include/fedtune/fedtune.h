@@ -173,7 +173,8 @@ FEDTUNE_API void fedtune_site_stop(fedtune_site *s);
 /* What happened; delivered on the thread calling run / step, in order. */
 typedef enum fedtune_event {
     FEDTUNE_EVENT_JOINED = 1,        /* a session with the coordinator began */
-    FEDTUNE_EVENT_ROUND_STARTED = 2, /* the coordinator asked for round `round` */
+    FEDTUNE_EVENT_ROUND_STARTED = 2, /* the coordinator asked for round `round` (again for
+                                        each retried attempt of it) */
     FEDTUNE_EVENT_ROUND_DONE = 3,    /* its update was sent and taken: the metrics hold the
                                         round's losses and accuracies */
     FEDTUNE_EVENT_ROUND_FAILED = 4,  /* the round failed here (data that do not fit the
