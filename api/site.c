@@ -142,10 +142,12 @@ static fed_err check_net(const char *endpoint, const fed_net_tls *tls) {
     static const char *const key[] = {"", "ca", "cert", "key", "crl"};
     const char *name = "coordinator";
     fed_net_file which = FED_NET_FILE_NONE;
-    if (fed_net_check_endpoint(endpoint, false) == FED_OK) {
-        if (fed_net_check_tls(tls, false, &which) == FED_OK) return FED_OK;
+    fed_err err = fed_net_check_endpoint(endpoint, false);
+    if (!err) {
+        if (!(err = fed_net_check_tls(tls, false, &which))) return FED_OK;
         name = key[which];
     }
+    if (err == FED_ENOMEM) return err;
     char why[512];
     snprintf(why, sizeof why, "%s", fed_errmsg());
     return fed_errorf(FED_EINVAL, "%s %s", name, why);
@@ -249,6 +251,7 @@ static fed_err make_site(fedtune_site *s, fedtune_config *c) {
     sc.backoff_jitter = api_get_double(c, KEY_RECONNECT_JITTER);
     sc.software = "libfedtune " FEDTUNE_VERSION_STRING;
     if ((err = fed_base_cache_new(&s->bases, opt(c, KEY_BASE_CACHE)))) {
+        if (err == FED_ENOMEM) return err;
         char why[512];
         snprintf(why, sizeof why, "%s", fed_errmsg());
         return fed_errorf(FED_EINVAL, "base-cache %s", why);
