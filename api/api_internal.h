@@ -9,6 +9,7 @@
 #include <fedtune/fedtune.h>
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* The keys of `fedtune client` the library knows (api/config.c's table, same order). */
 typedef enum api_key {
@@ -56,6 +57,8 @@ struct fedtune_config {
 const char *api_get(const fedtune_config *c, api_key k);
 /* Numeric values of keys already validated by fedtune_config_set / _load. */
 double api_get_double(const fedtune_config *c, api_key k);
+/* fedtune_config_load on an open stream, path naming it in errors (the fuzz target). */
+int api_config_read(fedtune_config *c, FILE *f, const char *path);
 /* Records fed_errdetail(err) as c's last error and returns err as a status. */
 int api_config_fail(fedtune_config *c, fed_err err);
 

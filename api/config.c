@@ -227,11 +227,7 @@ static fed_err ini_line(fedtune_config *c, char *p, const char *path, size_t lin
     return err;
 }
 
-int fedtune_config_load(fedtune_config *c, const char *path) {
-    if (!c) return FEDTUNE_EINVAL;
-    if (!path) return api_config_fail(c, fed_errorf(FED_EINVAL, "fedtune_config_load: NULL path"));
-    FILE *f = fopen(path, "r");
-    if (!f) return api_config_fail(c, fed_errorf(FED_EIO, "%s: %s", path, strerror(errno)));
+int api_config_read(fedtune_config *c, FILE *f, const char *path) {
     unsigned char seen[KEY_COUNT] = {0};
     char *text = NULL;
     size_t cap = 0, line = 0;
@@ -251,8 +247,17 @@ int fedtune_config_load(fedtune_config *c, const char *path) {
     }
     if (!err && ferror(f)) err = fed_errorf(FED_EIO, "%s: %s", path, strerror(errno));
     free(text); /* getline's buffer is libc's */
-    fclose(f);
     return api_config_fail(c, err);
+}
+
+int fedtune_config_load(fedtune_config *c, const char *path) {
+    if (!c) return FEDTUNE_EINVAL;
+    if (!path) return api_config_fail(c, fed_errorf(FED_EINVAL, "fedtune_config_load: NULL path"));
+    FILE *f = fopen(path, "r");
+    if (!f) return api_config_fail(c, fed_errorf(FED_EIO, "%s: %s", path, strerror(errno)));
+    int rc = api_config_read(c, f, path);
+    fclose(f);
+    return rc;
 }
 
 /* ---- data ------------------------------------------------------------------------------- */
