@@ -12,12 +12,16 @@
 #include "core/log.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 /* How long run waits in one step: a stop request is seen within this. */
 #define RUN_POLL_MS 100
+/* The size of version 0.1's fedtune_metrics, up to its last field: the least a caller
+ * may pass. It stays when fields are added. */
+#define METRICS_MIN_SIZE (offsetof(fedtune_metrics, finished) + sizeof(int))
 /* Rows a data callback is asked for at a time. */
 #define SOURCE_ROWS 256
 
@@ -402,7 +406,7 @@ const char *fedtune_event_name(int event) {
 }
 
 int fedtune_site_metrics(const fedtune_site *s, fedtune_metrics *m) {
-    if (!s || !m || m->size < sizeof(fedtune_metrics)) return FEDTUNE_EINVAL;
+    if (!s || !m || m->size < METRICS_MIN_SIZE) return FEDTUNE_EINVAL;
     fed_site_stats st;
     fed_site_stats_get(s->site, &st);
     fedtune_metrics v;
@@ -427,7 +431,8 @@ int fedtune_site_metrics(const fedtune_site *s, fedtune_metrics *m) {
     v.global_accuracy = st.last_global_acc;
     v.connected = fed_site_connected(s->site);
     v.finished = s->finished;
-    memcpy(m, &v, sizeof v); /* a newer struct's extra bytes stay as they are */
+    /* An older caller's struct gets the fields it knows; a newer one's extra bytes stay. */
+    memcpy(m, &v, m->size < sizeof v ? m->size : sizeof v);
     return FEDTUNE_OK;
 }
 

@@ -362,6 +362,18 @@ static void check_new_site(fedtune_site *s, uint64_t train, uint64_t eval) {
     CHECK_INT(m.connected, 0);
     CHECK_INT(m.finished, 0);
     CHECK_INT(fedtune_site_metrics(s, NULL), FEDTUNE_EINVAL);
+    /* A program built against a newer header, whose struct has more fields: those bytes
+     * are left alone, the known ones filled. */
+    struct {
+        fedtune_metrics m;
+        uint64_t later;
+    } newer;
+    memset(&newer, 0xab, sizeof newer);
+    newer.m.size = sizeof newer;
+    CHECK_INT(fedtune_site_metrics(s, &newer.m), FEDTUNE_OK);
+    CHECK_SIZE(newer.m.size, sizeof newer);
+    CHECK_INT(newer.m.train_examples, train);
+    CHECK(newer.later == UINT64_C(0xabababababababab));
     CHECK_STR(fedtune_site_errmsg(s), "");
 }
 
