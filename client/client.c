@@ -102,7 +102,8 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     if (fed_net_check_endpoint(cfg->coordinator, false))
         return fed_errprefix(FED_EINVAL, "coordinator");
     fed_net_file which;
-    if (!cfg->net.plaintext && fed_net_check_tls(&cfg->net.tls, false, &which)) {
+    if (!cfg->net.plaintext && (err = fed_net_check_tls(&cfg->net.tls, false, &which))) {
+        if (err == FED_ENOMEM) return err; /* says nothing about the file */
         char why[512];
         snprintf(why, sizeof why, "%s", fed_errmsg());
         return fed_errorf(FED_EINVAL, "%s %s", fed_net_file_name(which), why);
@@ -388,6 +389,10 @@ fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
     disconnect(s);
     s->fit.stop = NULL;
     return site_err(s, err);
+}
+
+void fed_site_set_stop(fed_site *s, volatile sig_atomic_t *stop) {
+    s->fit.stop = stop;
 }
 
 void fed_site_say_bye(fed_site *s) {

@@ -214,13 +214,22 @@ typedef struct fed_site_stats {
     uint64_t connects;         /* sessions the coordinator welcomed */
     uint64_t rounds_done;      /* Updates whose delta the coordinator confirmed */
     uint64_t rounds_failed;    /* RoundStarts answered with Error */
+    uint64_t models_asked;     /* ... of them a request for the model (not held): the round
+                                  goes on with the coordinator's second RoundStart */
     uint64_t rounds_dropped;   /* rounds abandoned: session lost, new round, Update rejected */
     uint64_t last_round;       /* round of the last RoundStart (0: none yet) */
+    uint64_t last_attempt;     /* its attempt (1-based; a retried round's is higher) */
     uint64_t model_version;    /* version of the global model held (0: none) */
     uint64_t models_full;      /* model transfers received with every tensor */
     uint64_t models_trainable; /* ... with the trainable tensors only (the base was held) */
     uint64_t models_delta;     /* ... as the compressed change from the version held */
     uint64_t model_bytes;      /* payload bytes of those transfers */
+    uint64_t update_bytes;     /* payload bytes of the updates sent (as encoded) */
+    size_t last_examples;      /* examples the last done round trained on (its weight) */
+    double last_train_loss;    /* the last done round's final training loss */
+    double last_train_acc;     /* ... its training accuracy, [0, 1] */
+    double last_global_loss;   /* ... the global model's loss on the local test split */
+    double last_global_acc;    /* ... and its accuracy, [0, 1] (0 without a test split) */
     bool bye;                  /* the last fed_site_run ended on the coordinator's Bye */
 } fed_site_stats;
 
@@ -245,6 +254,10 @@ void fed_site_destroy(fed_site **s);
  * endpoint (FED_EINVAL), FED_ENOMEM; lost connections and failed rounds are not errors.
  * May be called again. */
 fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) FED_MUST_USE;
+/* For a caller that drives fed_site_step itself (the embedding API, api/): the flag that
+ * makes training inside fed_site_step end after its current epoch, as fed_site_run's stop
+ * does (NULL: none). fed_site_run sets its own and clears it when it returns. */
+void fed_site_set_stop(fed_site *s, volatile sig_atomic_t *stop);
 
 /* One step of the connection loop fed_site_run repeats: connects when it is time
  * (backoff), waits up to timeout_ms for one event and handles it; while a job runs it

@@ -182,6 +182,7 @@ fed_err site_send_update(fed_site *s, fed_encoding enc, const void *bytes, uint6
     fed_err err = site_send_msg(s, &msg);
     if (!err) err = fed_client_send_transfer(s->conn.cli, u->transfer_id, bytes, len);
     if (!err) s->round.state = ROUND_SENDING;
+    if (!err) s->stats.update_bytes += len;
     return err;
 }
 
@@ -436,6 +437,7 @@ static void ask_model(fed_site *s, const char *what) {
     FED_LOG(s->cfg.info, "site: round %" PRIu64 ": %s held; asking for it", rs->round, text);
     site_send_error(s, FED_WIRE_NO_MODEL, text, false); /* a request, not a failed round */
     s->stats.rounds_failed++;
+    s->stats.models_asked++;
     end_round(s);
 }
 
@@ -449,6 +451,7 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
     ev->rs = NULL;
     s->round.t_round = s->round.t_rx = fed_now_s();
     s->stats.last_round = s->round.rs->round;
+    s->stats.last_attempt = s->round.rs->attempt;
     const fed_msg_round_start *rs = s->round.rs;
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);
@@ -606,6 +609,11 @@ void site_round_done(fed_site *s) {
             rs->round, s->data.train->n, s->res.train_loss, 100.0 * s->res.train_acc, global,
             fed_now_s() - s->round.t_round);
     s->stats.rounds_done++;
+    s->stats.last_examples = s->res.examples;
+    s->stats.last_train_loss = s->res.train_loss;
+    s->stats.last_train_acc = s->res.train_acc;
+    s->stats.last_global_loss = s->res.global_loss;
+    s->stats.last_global_acc = s->res.global_acc;
     s->round.state = ROUND_IDLE;
     forget_round(s);
     if (s->cfg.lean) release_buffers(s);
