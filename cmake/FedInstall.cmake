@@ -29,6 +29,10 @@ endforeach()
 set(FED_STATEDIR "/var/lib/fedtune")
 set(FED_LOGDIR "/var/log/fedtune")
 
+# Everything here belongs to the fedtune package; api/ names its own components
+# (libfedtune: the shared library, libfedtune-dev: headers, fedtune.pc, the CMake package).
+set(CMAKE_INSTALL_DEFAULT_COMPONENT_NAME fedtune)
+
 # ---- programs
 install(TARGETS fedtune RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(PROGRAMS ${PROJECT_SOURCE_DIR}/certs/fedtune-certs DESTINATION ${CMAKE_INSTALL_BINDIR})

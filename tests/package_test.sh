@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The INSTALLED Debian package, as a user meets it: scripts/test's package stage builds
-# it (cpack -G DEB), checks it with lintian, installs it (apt-get install ./fedtune_*.deb)
-# and runs this script, which ends by removing and purging it. Not a CTest entry: it
+# The INSTALLED Debian packages, as a user meets them: scripts/test's package stage builds
+# them (cpack -G DEB: fedtune, libfedtune0, libfedtune-dev), checks them with lintian,
+# installs them (apt-get install ./fedtune_*.deb ./libfedtune*.deb) and runs this script,
+# which ends by removing and purging them. Not a CTest entry: it
 # needs the package installed and root (or sudo), and it changes the system.
 #   - /usr/bin/fedtune --version, fedtune demo, fedtune sim --tls, fedtune-certs init-ca;
 #   - man fedtune-coordinator through the man database (whatis, man -w);
@@ -12,7 +13,11 @@
 #     put where that file says; only --listen added, a free port on 127.0.0.1): it
 #     starts (log line), writes its metrics file as fedtune, and SIGTERM stops it with
 #     exit 0 (this container has no systemd as PID 1 to start the unit itself);
-#   - apt-get remove keeps the conffile, the state and the user; purge leaves nothing.
+#   - libfedtune0 + libfedtune-dev: pkg-config knows fedtune, and tests/embed_site.sh
+#     builds examples/embed-site out of tree against /usr (find_package and pkg-config)
+#     and runs its two builds as the two sites of the installed coordinator over TLS;
+#   - apt-get remove keeps the conffile, the state and the user; purge of the three
+#     packages leaves nothing.
 # Usage: tests/package_test.sh <source dir>
 set -u
 SRC=$1
@@ -102,11 +107,16 @@ $SUDO kill -TERM "$spid"
 wait_status "SIGTERM stops it cleanly" "$spid" 0 service.out
 ok "it said why it stopped" grep -q "stopping after 0 rounds: stop requested" service.out
 
-# ---- HOOK (lead): the embed example built out of tree against the INSTALLED library
-# (examples/embed-site: find_package(fedtune CONFIG) and pkg-config fedtune, prefix /usr)
-# goes here once the package carries libfedtune, e.g.
-#   run_status "embed-site against /usr" 0 embed.out -- "$SRC/tests/<embed script>" /usr
-# ---- end of HOOK
+# ---- the embeddable site library (libfedtune0 + libfedtune-dev): examples/embed-site built
+# out of tree against /usr with find_package(fedtune CONFIG) and with pkg-config, its two
+# builds the two sites of a coordinator (the installed fedtune) over TLS
+for p in libfedtune0 libfedtune-dev; do
+  ok "$p is installed" grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$p" 2>&1)"
+done
+ok_same "pkg-config --modversion fedtune" "$(pkg-config --modversion fedtune 2>&1)" "$version"
+run_status "embed-site built and run against the installed library (tests/embed_site.sh)" 0 \
+  embed.out -- "$SRC/tests/embed_site.sh" /usr/bin/fedtune "$SRC" /usr
+ok "embed_site.sh checked everything: $(tail -n 1 embed.out)" grep -q "^[0-9]* passed, 0 failed$" embed.out
 
 # ---- remove, then purge
 mapfile -t files < <(dpkg -L fedtune | while read -r f; do [ -f "$f" ] && echo "$f"; done)
@@ -118,13 +128,18 @@ ok "removed: the unit is gone" test ! -e "$UNIT"
 ok "removed: the conffile stays" test -f /etc/fedtune/coordinator.ini
 ok "removed: the state stays" $SUDO test -f /var/lib/fedtune/model.safetensors
 ok "removed: the user stays" test -n "$(getent passwd fedtune)"
-run_status "apt-get purge fedtune" 0 purge.out -- $SUDO apt-get purge -y -q fedtune
+mapfile -t libfiles < <(dpkg -L libfedtune0 libfedtune-dev | while read -r f; do [ -f "$f" ] && echo "$f"; done)
+ok "the library packages list their files (${#libfiles[@]})" test "${#libfiles[@]}" -ge 10
+run_status "apt-get purge fedtune libfedtune0 libfedtune-dev" 0 purge.out -- \
+  $SUDO apt-get purge -y -q fedtune libfedtune0 libfedtune-dev
 left=()
-for f in "${files[@]}" /etc/fedtune /var/lib/fedtune /var/log/fedtune; do
+for f in "${files[@]}" "${libfiles[@]}" /etc/fedtune /var/lib/fedtune /var/log/fedtune; do
   [ -e "$f" ] && left+=("$f")
 done
 ok "purged: nothing left (${left[*]:-})" test "${#left[@]}" -eq 0
 ok "purged: no user fedtune" test -z "$(getent passwd fedtune)"
 ok "purged: no group fedtune" test -z "$(getent group fedtune)"
-ok "purged: dpkg knows no fedtune" test -z "$(dpkg-query -W -f='${Status}' fedtune 2>/dev/null)"
+for p in fedtune libfedtune0 libfedtune-dev; do
+  ok "purged: dpkg knows no $p" test -z "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)"
+done
 report
