@@ -7,6 +7,7 @@
  * executable), so the table is a second, smaller copy. */
 #include "api/api_internal.h"
 #include "core/alloc.h"
+#include "core/ini.h"
 
 #include <errno.h>
 #include <math.h>
@@ -180,74 +181,37 @@ int fedtune_config_set(fedtune_config *c, const char *key, const char *value) {
 
 /* ---- INI files ------------------------------------------------------------------------ */
 
-/* The reader is our own, not inih: Debian's inih cuts lines at 200 bytes, and the
- * sample's help comments are longer. Lines: blank, "# ..." or "; ..." comments,
- * "[section]", "key = value" (spaces around both trimmed; " ;" starts a comment after
- * a value, as in inih). */
+/* The reader is core/ini.h's, the CLI's --config reader: the same lines, the same
+ * errors. A site reads only the [client] section (or keys before any section). */
 
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t') s++;
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-    return s;
-}
+typedef struct ini_read {
+    fedtune_config *c;
+    const char *path;
+    unsigned char seen[KEY_COUNT];
+} ini_read;
 
-/* One line (already trimmed, not blank or a comment); *in_client tracks the section. */
-static fed_err ini_line(fedtune_config *c, char *p, const char *path, size_t line, bool *in_client,
-                        unsigned char *seen) {
-    if (*p == '[') {
-        char *e = strchr(p, ']');
-        if (!e || *trim(e + 1))
-            return fed_errorf(FED_EINVAL, "%s:%zu: not a \"[section]\" line", path, line);
-        *e = '\0';
-        const char *name = trim(p + 1);
-        if (strcmp(name, "client") != 0)
-            return fed_errorf(FED_EINVAL, "%s:%zu: section [%s]: a site reads only [client]", path,
-                              line, name);
-        *in_client = true;
-        return FED_OK;
-    }
-    char *eq = strchr(p, '=');
-    if (!eq) return fed_errorf(FED_EINVAL, "%s:%zu: not a \"key = value\" line", path, line);
-    *eq = '\0';
-    char *name = trim(p), *value = trim(eq + 1), *semi = strstr(value, " ;");
-    if (semi) *semi = '\0';
-    value = trim(value);
-    if (!*name) return fed_errorf(FED_EINVAL, "%s:%zu: not a \"key = value\" line", path, line);
+static fed_err on_ini(void *user, const char *section, const char *name, const char *value,
+                      size_t line) {
+    ini_read *r = user;
+    if (section[0] && strcmp(section, "client") != 0)
+        return fed_errorf(FED_EINVAL, "%s:%zu: section [%s]: a site reads only [client]", r->path,
+                          line, section);
+    if (!name) return FED_OK; /* the "[client]" line itself */
     char where[600];
-    snprintf(where, sizeof where, "%s:%zu: %s", path, line, name);
+    snprintf(where, sizeof where, "%s:%zu: %s", r->path, line, name);
     int k = find_key(name);
     if (k < 0) return fed_errorf(FED_EINVAL, "%s: unknown key", where);
-    if (seen[k] && keys[k].type != K_LIST)
+    if (r->seen[k] && keys[k].type != K_LIST)
         return fed_errorf(FED_EINVAL, "%s: key given twice", where);
     fed_err err = check_value(&keys[k], value, where);
-    if (!err) err = store(c, k, value, seen[k] != 0);
-    seen[k] = 1;
+    if (!err) err = store(r->c, k, value, r->seen[k] != 0);
+    r->seen[k] = 1;
     return err;
 }
 
 int api_config_read(fedtune_config *c, FILE *f, const char *path) {
-    unsigned char seen[KEY_COUNT] = {0};
-    char *text = NULL;
-    size_t cap = 0, line = 0;
-    bool in_client = false;
-    fed_err err = FED_OK;
-    ssize_t len;
-    while (!err && (len = getline(&text, &cap, f)) >= 0) {
-        line++;
-        char *p = text;
-        if (line == 1 && strncmp(p, "\xef\xbb\xbf", 3) == 0) p += 3; /* a UTF-8 BOM */
-        if (strlen(text) != (size_t)len) {
-            err = fed_errorf(FED_EFORMAT, "%s:%zu: a NUL byte: not a text file", path, line);
-            break;
-        }
-        p = trim(p);
-        if (*p && *p != '#' && *p != ';') err = ini_line(c, p, path, line, &in_client, seen);
-    }
-    if (!err && ferror(f)) err = fed_errorf(FED_EIO, "%s: %s", path, strerror(errno));
-    free(text); /* getline's buffer is libc's */
-    return api_config_fail(c, err);
+    ini_read r = {.c = c, .path = path};
+    return api_config_fail(c, fed_ini_read(f, path, on_ini, &r));
 }
 
 int fedtune_config_load(fedtune_config *c, const char *path) {

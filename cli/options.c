@@ -1,17 +1,18 @@
-/* The option-table machinery (see options.h). inih reads config files; nothing else in
- * fedtune does. Parsing is strict: unknown flags and keys, malformed numbers, values
- * out of range and duplicate keys in a file are errors, never silently ignored. */
+/* The option-table machinery (see options.h). Config files are read by core/ini.h (no
+ * line-length limit: the sample configs' help comments are long). Parsing is strict: unknown flags
+ * and keys, malformed numbers, values out of range and duplicate keys in a file are errors, never
+ * silently ignored. */
 #include "cli/options.h"
 #include "core/alloc.h"
+#include "core/ini.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Copies of config-file values (inih's buffers do not outlive the callback). */
+/* Copies of config-file values (the reader's buffers do not outlive the callback). */
 static char **kept;
 static size_t nkept, capkept;
 
@@ -135,63 +136,39 @@ typedef struct ini_ctx {
     const opt_table *t;
     void *cfg;
     const char *path;
-    fed_err err;         /* first error, reported after inih returns */
     unsigned char *seen; /* (number of options) keys already set by the file */
-    FILE *f;             /* the open file */
-    int line;            /* lines read so far: Debian's inih does not pass line numbers */
 } ini_ctx;
 
-/* fgets for inih that counts lines. */
-static char *read_line(char *buf, int size, void *user) {
+static fed_err on_ini(void *user, const char *section, const char *name, const char *value,
+                      size_t line) {
     ini_ctx *c = user;
-    char *r = fgets(buf, size, c->f);
-    if (r) c->line++;
-    return r;
-}
-
-static int on_ini(void *user, const char *section, const char *name, const char *value) {
-    ini_ctx *c = user;
-    int lineno = c->line;
+    if (section[0] && strcmp(section, c->t->command) != 0)
+        return fed_errorf(FED_EINVAL, "%s:%zu: section [%s]: fedtune %s reads only [%s]", c->path,
+                          line, section, c->t->command, c->t->command);
+    if (!name) return FED_OK; /* the "[command]" line itself */
     char where[512];
-    snprintf(where, sizeof where, "%s:%d: %s", c->path, lineno, name);
-    if (section[0] && strcmp(section, c->t->command) != 0) {
-        c->err = fed_errorf(FED_EINVAL, "%s:%d: section [%s]: fedtune %s reads only [%s]", c->path,
-                            lineno, section, c->t->command, c->t->command);
-        return 0;
-    }
+    snprintf(where, sizeof where, "%s:%zu: %s", c->path, line, name);
     const opt_spec *o = find(c->t, name, strlen(name));
-    if (!o || strcmp(name, "config") == 0) {
-        c->err = fed_errorf(FED_EINVAL, "%s: unknown key", where);
-        return 0;
-    }
+    if (!o || strcmp(name, "config") == 0) return fed_errorf(FED_EINVAL, "%s: unknown key", where);
     size_t idx = (size_t)(o - c->t->opts);
-    if (c->seen[idx] && o->type != OPT_LIST) {
-        c->err = fed_errorf(FED_EINVAL, "%s: key given twice", where);
-        return 0;
-    }
+    if (c->seen[idx] && o->type != OPT_LIST)
+        return fed_errorf(FED_EINVAL, "%s: key given twice", where);
     c->seen[idx] = 1;
     const char *v = keep(value);
-    if (!v) {
-        c->err = FED_ENOMEM;
-        return 0;
-    }
-    c->err = set_value(o, c->cfg, v, where);
-    return c->err == FED_OK;
+    if (!v) return FED_ENOMEM;
+    return set_value(o, c->cfg, v, where);
 }
 
 static fed_err read_config(const opt_table *t, void *cfg, const char *path) {
     size_t n = 0;
     while (t->opts[n].name) n++;
-    ini_ctx c = {t, cfg, path, FED_OK, NULL, fopen(path, "r"), 0};
-    if (!c.f) return fed_errorf(FED_EIO, "--config: cannot open %s: %s", path, strerror(errno));
-    c.seen = fed_calloc(n + 1, 1);
-    int rc = c.seen ? ini_parse_stream(read_line, &c, on_ini, &c) : -2;
-    fclose(c.f);
+    FILE *f = fopen(path, "r");
+    if (!f) return fed_errorf(FED_EIO, "--config: cannot open %s: %s", path, strerror(errno));
+    ini_ctx c = {t, cfg, path, fed_calloc(n + 1, 1)};
+    fed_err err = c.seen ? fed_ini_read(f, path, on_ini, &c) : FED_ENOMEM;
+    fclose(f);
     fed_free(c.seen);
-    if (c.err) return c.err;
-    if (rc == -2) return FED_ENOMEM;
-    if (rc > 0) return fed_errorf(FED_EINVAL, "%s:%d: not a \"key = value\" line", path, rc);
-    return FED_OK;
+    return err;
 }
 
 /* ---- command line ----------------------------------------------------------------- */

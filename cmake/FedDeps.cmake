@@ -16,7 +16,6 @@ endmacro()
 
 fed_require_pkg(OPENBLAS openblas libopenblas-dev)
 fed_require_pkg(CJSON libcjson libcjson-dev)
-fed_require_pkg(INIH inih libinih-dev)
 fed_require_pkg(ZMQ libzmq libzmq3-dev)
 fed_require_pkg(PROTOBUFC libprotobuf-c libprotobuf-c-dev)
 

@@ -30,7 +30,7 @@ expect 2 "fedtune demo: $tmp/bad.ini:4: bogus: unknown key" -- "$FEDTUNE" demo -
 printf '[demo]\nepochs = 2\nepochs = 3\n' >"$tmp/dup.ini"
 expect 2 "$tmp/dup.ini:3: epochs: key given twice" -- "$FEDTUNE" demo --config "$tmp/dup.ini"
 printf '[train]\nepochs = 2\n' >"$tmp/sect.ini"
-expect 2 "$tmp/sect.ini:2: section [train]: fedtune demo reads only [demo]" -- "$FEDTUNE" demo --config "$tmp/sect.ini"
+expect 2 "$tmp/sect.ini:1: section [train]: fedtune demo reads only [demo]" -- "$FEDTUNE" demo --config "$tmp/sect.ini"
 printf '[demo]\nthis line has no equals sign\n' >"$tmp/syntax.ini"
 expect 2 "$tmp/syntax.ini:2: not a \"key = value\" line" -- "$FEDTUNE" demo --config "$tmp/syntax.ini"
 printf '[demo]\nnoise = lots\n' >"$tmp/val.ini"

@@ -344,10 +344,16 @@ expect 0 "--missing error|drop|mean" -- "$FEDTUNE" data info --help
 expect 0 "usage: fedtune data info" -- "$FEDTUNE" data --help
 expect 0 "--samples N" -- "$FEDTUNE" demo --help
 
-# The committed sample configs are what --print-config prints.
+# The committed sample configs are what --print-config prints, and every one reads back
+# (its help comments are longer than the 200 bytes Debian's inih used to cut lines at).
 for cmd in coordinator client; do
   ok "examples/$cmd.ini is stale: regenerate with fedtune $cmd --print-config" \
     cmp -s <("$FEDTUNE" "$cmd" --print-config) "$SRC/examples/$cmd.ini"
 done
+for f in "$SRC"/examples/*.ini; do
+  cmd=$(basename "$f" .ini)
+  expect 0 "[$cmd]" -- "$FEDTUNE" "$cmd" --config "$f" --print-config
+done
+ok "a sample config has lines over 200 bytes" test "$(awk 'length > 200' "$SRC"/examples/*.ini | wc -l)" -gt 0
 
 report
