@@ -8,6 +8,7 @@
 #include "coordinator/checkpoint.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/pipeline.h"
+#include "coordinator/status.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/codec.h"
@@ -102,6 +103,10 @@ typedef struct client {
     unsigned sa_got;           /* GOT_* of the open attempt */
     bool told;                 /* sent a Bye by this process (LINGERING: the federation is
                                   over); the process waits for it to close its session */
+    int64_t last_seen;         /* unix seconds of its last event (status.c) */
+    uint64_t accepted_total;   /* its updates accepted, rejected (status.c) */
+    uint64_t rejections_total;
+    bool sampled_since_join; /* sampled since its session was admitted (status.c) */
 } client;
 
 /* The coordinator. One thread, the event loop (fed_coord_step), owns every field except
@@ -204,6 +209,7 @@ struct fed_coord {
     fed_codec codec; /* cfg.compress: the uplink codec RoundStart asks for */
     char codec_name[FED_CODEC_NAME]; /* its canonical name ("none": off) */
     fed_coord_down down;             /* cfg.compress_down: the last version's change */
+    fed_coord_status *status;        /* what monitoring reads from other threads (status.h) */
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
