@@ -78,9 +78,13 @@ fed_err fed_net_verify_admin_der(const uint8_t *const *der, const size_t *len, s
     if (!err && X509_STORE_CTX_init(ctx, st, leaf, chain) != 1) err = FED_ENOMEM;
     if (!err) {
         X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
-        if (X509_verify_cert(ctx) != 1)
+        int rc = X509_verify_cert(ctx), why = X509_STORE_CTX_get_error(ctx);
+        if (rc != 1 && why == X509_V_ERR_INVALID_PURPOSE)
+            err = fed_errorf(FED_EAUTH, "certificate refused: not a client certificate (no "
+                                        "extended key usage clientAuth)");
+        else if (rc != 1)
             err = fed_errorf(FED_EAUTH, "certificate refused: %s",
-                             X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+                             X509_verify_cert_error_string(why));
     }
     char name[256] = "";
     if (leaf)
