@@ -137,8 +137,9 @@ void fed__coord_status_free(fed_status_data **d);
  * its limit or memory runs out; sb_done then reports it. */
 typedef struct fed_sbuf {
     char *p;
-    size_t len, cap, limit;
-    bool failed;
+    size_t len, cap, limit; /* limit: the most bytes it may hold, NUL included */
+    bool failed;            /* an append failed: out of memory, or */
+    bool over;              /* ... past the limit */
 } fed_sbuf;
 void fed__coord_sb_printf(fed_sbuf *b, const char *fmt, ...) FED_PRINTF(2, 3);
 /* s as a JSON string, quotes included. */

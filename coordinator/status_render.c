@@ -12,7 +12,7 @@ static bool sb_room(fed_sbuf *b, size_t more) {
     if (b->failed) return false;
     if (b->len + more + 1 <= b->cap) return true;
     if (b->len + more + 1 > b->limit) {
-        b->failed = true;
+        b->failed = b->over = true;
         return false;
     }
     size_t cap = b->cap ? b->cap : 4096;
@@ -102,9 +102,9 @@ void fed__coord_sb_html(fed_sbuf *b, const char *s) {
 
 fed_err fed__coord_sb_done(fed_sbuf *b, char **out) {
     *out = NULL;
-    if (!b->failed && !b->p) sb_room(b, 0);
+    if (!b->failed && !b->p && sb_room(b, 0)) b->p[0] = '\0'; /* nothing appended */
     if (b->failed) {
-        bool too_big = b->len + 1 >= b->limit || b->cap == b->limit;
+        bool too_big = b->over;
         fed_free(b->p);
         *b = (fed_sbuf){0};
         return too_big ? fed_errorf(FED_ERANGE, "status text longer than its limit") : FED_ENOMEM;
