@@ -110,6 +110,14 @@ pid_b=${pids[-1]}
 client "$P" c c.log
 cpid_c=${pids[-1]}
 ok "rounds run" wait_for 60 grep -qs "round 3/1000000:" coord.log
+# Scrapes while rounds run (the engine writes the record, the server's thread copies it):
+# ten at once, all answered.
+for i in 0 1 2 3 4; do
+  code "http://127.0.0.1:$H/status" >"burst-s$i" &
+  code "http://127.0.0.1:$H/metrics" >"burst-m$i" &
+done
+wait_for 30 test "$(cat burst-* 2>/dev/null | tr -d '\n')" = 200200200200200200200200200200
+ok "ten scrapes during rounds: $(cat burst-* | tr '\n' ' ')" test "$(cat burst-* | tr -d '\n')" = 200200200200200200200200200200
 # site-c goes away: no round can start again (min-clients 3), the open one cannot close.
 kill -9 "$cpid_c"
 wait "$cpid_c" 2>/dev/null
