@@ -5,7 +5,9 @@
  * handlers: SIGINT/SIGTERM stop cleanly, SIGHUP reopens the metrics file. Before any of
  * that, --listen and the TLS files are checked (net/channel.h): a malformed endpoint, a
  * missing or wrong file, an expired certificate or a site's certificate is a usage error
- * naming the option (exit 2), not a coordinator nobody can reach. */
+ * naming the option (exit 2), not a coordinator nobody can reach. With --http it also
+ * serves /metrics, /status and the status page (net/http.h, docs/MONITORING.md) from the
+ * coordinator's status record, on the HTTP server's own thread. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* sigaction */
 #endif
@@ -13,6 +15,7 @@
 #include "cli/prep.h"
 #include "coordinator/coordinator.h"
 #include "core/blas.h"
+#include "net/http.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +41,8 @@ typedef struct coord_cfg {
     const char *stop_file;                      /* stop when it exists */
     size_t linger_ms;                           /* after a restart past the end */
     size_t threads;                             /* OpenBLAS threads */
+    const char *http;                           /* monitoring address, or NULL */
+    int http_tls;                               /* HTTPS with admin client certificates */
 } coord_cfg;
 
 #define F(field) offsetof(coord_cfg, field)
@@ -114,6 +119,12 @@ static const opt_spec coord_opts[] = {
      "restarted after the last round: once the model is exported, how long to stay up "
      "telling reconnecting sites that the federation is over"},
     {"threads", OPT_SIZE, "1", 1, 256, NULL, F(threads), "OpenBLAS threads (central evaluation)"},
+    {"http", OPT_STRING, NULL, 1, 0, NULL, F(http),
+     "serve monitoring on HOST:PORT (/metrics for Prometheus, /status JSON, / a status page); "
+     "a loopback address (127.0.0.1:9464) unless --http-tls"},
+    {"http-tls", OPT_BOOL, "false", 1, 0, NULL, F(http_tls),
+     "serve --http over HTTPS with --cert and --key: every request needs a client certificate "
+     "of the admin role from --ca (checked against --crl); any address may then be used"},
     {NULL, OPT_INT, NULL, 0, 0, NULL, 0, NULL},
 };
 #undef S
@@ -126,6 +137,54 @@ static const opt_table coord_table = {
     coord_opts, NULL};
 
 static fed_coord *volatile running; /* for the signal handlers */
+
+/* The HTTP server's routes (its thread): the coordinator's status record rendered. */
+static const char *const http_paths[] = {"/", "/metrics", "/status", NULL};
+
+static void http_route(void *user, const char *path, fed_http_reply *r) {
+    fed_coord *c = user;
+    char *out = NULL;
+    fed_err err;
+    if (strcmp(path, "/metrics") == 0) {
+        err = fed_coord_metrics_text(c, &out);
+        r->type = "text/plain; version=0.0.4; charset=utf-8";
+    } else if (strcmp(path, "/status") == 0) {
+        err = fed_coord_status_json(c, &out);
+        r->type = "application/json";
+    } else {
+        err = fed_coord_status_page(c, &out);
+        r->type = "text/html; charset=utf-8";
+    }
+    if (err) {
+        r->status = 500;
+        r->type = "text/plain; charset=utf-8";
+        out = NULL;
+    }
+    r->body = out;
+    r->len = out ? strlen(out) : 0;
+}
+
+static void note_warning(void *user, fed_log_level level, const char *line) {
+    fed_coord_note_warning(user, fed_log_level_name(level), line);
+}
+
+/* --http: the server on the coordinator c (started after it, stopped before it). */
+static fed_err start_http(const coord_cfg *o, fed_coord *c, fed_http **h) {
+    fed_http_config hc = {.addr = o->http,
+                          .tls = o->http_tls != 0,
+                          .cert_file = o->cert,
+                          .key_file = o->key,
+                          .ca_file = o->ca,
+                          .crl_file = o->crl,
+                          .paths = http_paths,
+                          .route = http_route,
+                          .user = c};
+    fed_err err = fed_http_start(h, &hc);
+    if (err) return fed_errprefix(err, "--http");
+    FED_LOG(FED_LOG_INFO, "monitoring on %s://%s (/metrics, /status, /)",
+            o->http_tls ? "https" : "http", fed_http_address(*h));
+    return FED_OK;
+}
 
 static void on_stop(int sig) {
     (void)sig;
@@ -220,11 +279,19 @@ static fed_err run_coordinator(const void *cfg) {
     if (!o->ca || !o->cert || !o->key)
         return fed_errorf(FED_EINVAL, "--ca, --cert and --key are required");
     fed_err net_err = check_net(o);
+    if (!net_err && o->http && fed_http_check_addr(o->http, o->http_tls != 0) != FED_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", fed_errmsg());
+        net_err = fed_errorf(FED_EINVAL, "--http %s", why);
+    }
+    if (!net_err && o->http_tls && !o->http)
+        net_err = fed_errorf(FED_EINVAL, "--http-tls: no --http address to serve");
     if (net_err) return net_err;
     fed_model *m = NULL;
     fed_meta *meta = NULL;
     fed_dataset *d = NULL;
     fed_coord *c = NULL;
+    fed_http *http = NULL;
     bool keep_frozen = false;
     fed_err err = start_model(o, &m, &meta, &keep_frozen);
     if (err) goto done;
@@ -265,6 +332,8 @@ static fed_err run_coordinator(const void *cfg) {
     cc.stop_file = o->stop_file;
     cc.linger_ms = (int64_t)o->linger_ms;
     if ((err = fed_coord_new_taking(&c, &cc, &m))) goto done; /* m is NULL now */
+    cli_set_log_tap(note_warning, c);
+    if (o->http && (err = start_http(o, c, &http))) goto done;
     running = c;
     install(SIGINT, on_stop);
     install(SIGTERM, on_stop);
@@ -276,6 +345,8 @@ static fed_err run_coordinator(const void *cfg) {
     install(SIGTERM, SIG_DFL);
     install(SIGHUP, SIG_DFL);
 done:
+    fed_http_stop(&http);
+    cli_set_log_tap(NULL, NULL);
     fed_coord_destroy(&c);
     fed_data_destroy(&d);
     fed_meta_destroy(&meta);

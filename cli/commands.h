@@ -5,11 +5,18 @@
 #define FED_CLI_COMMANDS_H
 
 #include "core/err.h"
+#include "core/log.h"
 
 #include <stddef.h>
 
 /* Exit status for an error: 2 for bad usage (options), 1 otherwise. */
 int cli_fail(const char *name, fed_err err);
+
+/* Called with every warn and error line the log handler passes on (any thread; the
+ * coordinator's status page keeps the last ones); NULL: none. Set it before the threads
+ * that log start, clear it after they stop. */
+typedef void (*cli_log_tap_fn)(void *user, fed_log_level level, const char *line);
+void cli_set_log_tap(cli_log_tap_fn fn, void *user);
 
 struct opt_table;
 /* The body of every subcommand: zeroes cfg (size bytes), parses argv with t into it

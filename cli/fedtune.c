@@ -5,6 +5,7 @@
 #include "core/blas.h"
 #include "core/log.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -42,18 +43,66 @@ static const command commands[] = {
 /* Identical log lines in a row within this window are counted, not repeated. */
 #define LOG_REPEAT_WINDOW_MS 10000
 
-static void log_to_stderr(void *user, fed_log_level level, const char *line) {
-    (void)user;
+static bool log_json; /* --log-format json */
+static cli_log_tap_fn log_tap;
+static void *log_tap_user;
+
+void cli_set_log_tap(cli_log_tap_fn fn, void *user) {
+    log_tap = fn;
+    log_tap_user = user;
+}
+
+/* s as a JSON string into f: quotes, backslashes and control characters escaped. */
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/* One line on stderr: "TIME LEVEL: MESSAGE", or with --log-format json the same fields
+ * as {"time":..., "level":..., "message":...} (one object a line, written at once so that
+ * the lines of several threads do not mix). */
+static void log_line(const char *level, const char *cmd, const char *line) {
     char stamp[32];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    fprintf(stderr, "%s %s: %s\n", stamp, fed_log_level_name(level), line);
+    if (!log_json) {
+        if (cmd)
+            fprintf(stderr, "fedtune %s: %s\n", cmd, line);
+        else
+            fprintf(stderr, "%s %s: %s\n", stamp, level, line);
+        return;
+    }
+    flockfile(stderr);
+    fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",", stamp, level);
+    if (cmd) {
+        fputs("\"command\":", stderr);
+        json_string(stderr, cmd);
+        fputc(',', stderr);
+    }
+    fputs("\"message\":", stderr);
+    json_string(stderr, line);
+    fputs("}\n", stderr);
+    funlockfile(stderr);
+}
+
+static void log_to_stderr(void *user, fed_log_level level, const char *line) {
+    (void)user;
+    log_line(fed_log_level_name(level), NULL, line);
+    if (log_tap && level <= FED_LOG_WARN) log_tap(log_tap_user, level, line);
 }
 
 int cli_fail(const char *name, fed_err err) {
-    fprintf(stderr, "fedtune %s: %s\n", name, fed_errdetail(err));
+    log_line("error", name, fed_errdetail(err));
     return err == FED_EINVAL ? 2 : 1;
 }
 
@@ -61,6 +110,7 @@ int cli_run(const opt_table *t, void *cfg, size_t size, int argc, char **argv,
             fed_err (*run)(const void *cfg)) {
     memset(cfg, 0, size);
     fed_err err = opt_parse(t, cfg, argc, argv);
+    log_json = opt_log_json();
     if (err == FED_ECANCELED) {
         opt_release();
         return 0;

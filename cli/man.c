@@ -170,6 +170,10 @@ static void options(const opt_table *t) {
            "Read options from an INI file: \"key = value\" lines, keys as the flags without "
            "the dashes, in the section named after the command or before any section. Flags "
            "given on the command line win over the file, the file wins over the defaults.");
+    tagged("--log-format", "text|json",
+           "Log lines on stderr as text, or one JSON object a line (journald, log shippers). "
+           "A flag only, not a key of the configuration file.");
+    printf(".br\nOne of: text, json. Default: \\fBtext\\fR.\n");
     tagged("--print-config", NULL,
            "Print a sample configuration file with every key, its default and its help, "
            "then exit.");

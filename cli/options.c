@@ -173,6 +173,22 @@ static fed_err read_config(const opt_table *t, void *cfg, const char *path) {
 
 /* ---- command line ----------------------------------------------------------------- */
 
+static bool log_json; /* --log-format json */
+
+bool opt_log_json(void) {
+    return log_json;
+}
+
+/* --log-format VALUE / --log-format=VALUE at argv[*i] (len: the name's length). */
+static fed_err log_format(int argc, char **argv, int *i, const char *eq) {
+    const char *v = eq ? eq + 1 : *i + 1 < argc ? argv[++*i] : NULL;
+    if (!v) return fed_errorf(FED_EINVAL, "--log-format: missing value");
+    if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)
+        return fed_errorf(FED_EINVAL, "--log-format: \"%s\" is not one of text|json", v);
+    log_json = strcmp(v, "json") == 0;
+    return FED_OK;
+}
+
 fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
     fed_err err;
     for (const opt_spec *o = t->opts; o->name; o++) {
@@ -223,6 +239,10 @@ fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         if (len == 6 && strncmp(name, "config", 6) == 0) {
             if (!eq) i++;
+            continue;
+        }
+        if (len == 10 && strncmp(name, "log-format", 10) == 0) {
+            if ((err = log_format(argc, argv, &i, eq))) return err;
             continue;
         }
         const opt_spec *o = find(t, name, len);
@@ -291,6 +311,9 @@ void opt_print_help(const opt_table *t) {
         printf("\n");
     }
     printf("  %-28s %s\n", "--config FILE", "read options from an INI file; flags win");
+    printf("  %-28s %s\n", "--log-format text|json",
+           "log lines on stderr as text, or one JSON object a line (journald, log shippers) "
+           "[text]");
     printf("  %-28s %s\n", "--print-config", "print a sample config file with every option");
     printf("  %-28s %s\n", "--help", "show this help");
 }

@@ -14,6 +14,7 @@
 
 #include "core/err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef enum opt_type {
@@ -53,6 +54,9 @@ typedef struct opt_table {
 fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) FED_MUST_USE;
 /* Frees the text kept from a config file. */
 void opt_release(void);
+/* Whether the last opt_parse saw --log-format json (every command takes it, like
+ * --config: log lines on stderr become one JSON object each; see cli/fedtune.c). */
+bool opt_log_json(void);
 
 /* Writes the --help text of t. */
 void opt_print_help(const opt_table *t);

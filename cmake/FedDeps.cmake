@@ -18,6 +18,9 @@ fed_require_pkg(OPENBLAS openblas libopenblas-dev)
 fed_require_pkg(CJSON libcjson libcjson-dev)
 fed_require_pkg(ZMQ libzmq libzmq3-dev)
 fed_require_pkg(PROTOBUFC libprotobuf-c libprotobuf-c-dev)
+# The monitoring server (net/http.c): libmicrohttpd with its TLS library.
+fed_require_pkg(MHD libmicrohttpd libmicrohttpd-dev)
+fed_require_pkg(GNUTLS gnutls libgnutls28-dev)
 
 find_program(FED_PROTOC_C protoc-c)
 if(NOT FED_PROTOC_C)

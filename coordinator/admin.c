@@ -16,6 +16,10 @@ static bool is_evicted(const fed_coord *c, const char *cn, size_t *at) {
     return false;
 }
 
+bool fed__coord_is_evicted(const fed_coord *c, const char *cn) {
+    return is_evicted(c, cn, NULL);
+}
+
 static fed_err add_evicted(fed_coord *c, const char *cn) {
     if (c->admin.nevicted == c->admin.capevicted) {
         size_t cap = c->admin.capevicted ? 2 * c->admin.capevicted : 8;
@@ -82,6 +86,7 @@ static void do_evict(fed_coord *c, const fed_net_event *ev, const fed_msg_admin_
         snprintf(why, sizeof why, "evicted by admin %s", ev->cn);
         if (fed_server_drop(c->srv, k->peer, why) != FED_OK) fed_errclear();
     }
+    fed__coord_status_site(c, k, false);
     snprintf(text, sizeof text, "evicted %s: %s; its rejoin is refused until readmit", r->site,
              was ? "its session is closed" : "it was not connected");
     reply(c, ev, r, FED_WIRE_NONE, text, NULL);
@@ -98,6 +103,8 @@ static void do_readmit(fed_coord *c, const fed_net_event *ev, const fed_msg_admi
     memmove(c->admin.evicted[at], c->admin.evicted[at + 1],
             (c->admin.nevicted - at - 1) * sizeof c->admin.evicted[0]);
     c->admin.nevicted--;
+    client *k = fed__coord_find(c, r->site);
+    if (k) fed__coord_status_site(c, k, false);
     snprintf(text, sizeof text, "readmitted %s: it may join again", r->site);
     reply(c, ev, r, FED_WIRE_NONE, text, NULL);
 }

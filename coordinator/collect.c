@@ -298,6 +298,7 @@ fed_err fed__coord_do_sample(fed_coord *c) {
     if (err) return err;
     c->cur.sampled = k;
     c->att.population = n;
+    fed__coord_status_sampled(c, k);
     c->cur.returned = c->cur.rejected = c->cur.failed = 0;
     c->cur.update_bytes = 0;
     c->cur.updates_compressed = 0;
@@ -402,6 +403,7 @@ fed_coord_state fed__coord_attempt_failed(fed_coord *c, const char *what) {
         snprintf(c->att.fail_why, sizeof c->att.fail_why, "%s", main);
     }
     fed__coord_end_attempt(c);
+    fed__coord_status_attempt_failed(c, what);
     uint32_t most = c->cfg.retry.max_failed_attempts;
     if (most && c->att.same_fails >= most) {
         FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s; %s", fed__coord_round_name(c, name),

@@ -284,6 +284,7 @@ static fed_err coord_new(fed_coord **out, const fed_coord_config *cfg, fed_model
     }
     c->cfg = *cfg;
     c->cfg.model = NULL; /* borrowed or taken: not used after this point */
+    if ((err = fed__coord_status_new(&c->status, c))) goto fail;
     if ((err = parse_codecs(c, cfg))) goto fail;
     if (taken)
         c->model = taken;
@@ -482,6 +483,7 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_free(c->reg.by_peer);
     fed_free(c->admin.evicted);
     fed_model_destroy(&c->model);
+    fed__coord_status_destroy(&c->status);
     fed_free(c);
     *pc = NULL;
 }
@@ -732,7 +734,9 @@ fed_err fed_coord_step(fed_coord *c, int timeout_ms) {
             return fed_errorf(err, "server: %s", fed_server_errmsg(c->srv));
         if ((err = fed__coord_on_event(c, &ev))) return err;
     }
-    return advance(c);
+    err = advance(c);
+    fed__coord_status_step(c);
+    return err;
 }
 
 fed_err fed_coord_run(fed_coord *c) {

@@ -343,10 +343,6 @@ fed_err fed_coord_run(fed_coord *c) FED_MUST_USE;
  * file (log rotation). Rounds done, the target accuracy and the stop file end the
  * federation itself: Bye{finished = true}, the sites exit. */
 void fed_coord_request_stop(fed_coord *c);
-/* The coordinator's status as JSON, fed_malloc'd into *out (the caller frees it): at least
- * {"state","paused","rounds_done","model_version","sites":[{"name","state","last_seen",
- * "rounds","rejections"}]}. `fedtune admin status` prints it. FED_ENOMEM. */
-fed_err fed_coord_status_json(fed_coord *c, char **out) FED_MUST_USE;
 void fed_coord_request_reopen(fed_coord *c);
 
 fed_coord_state fed_coord_get_state(const fed_coord *c);
@@ -363,5 +359,21 @@ void fed_coord_model_sha256(const fed_coord *c, uint8_t out[FED_SHA256_LEN]);
 fed_coord_round_stats fed_coord_last_round(const fed_coord *c);
 /* Updates rejected since creation. */
 uint64_t fed_coord_rejected_total(const fed_coord *c);
+
+/* Monitoring (coordinator/status.c, docs/MONITORING.md). The engine keeps a status record
+ * that these copy under a mutex: callable from any thread while c exists, never blocking
+ * the engine for longer than the copy. Each sets *out to a malloc'd NUL-terminated text
+ * (the caller frees it with free) or NULL and returns FED_ENOMEM.
+ *   fed_coord_status_json   {"state", "paused", "rounds_done", "model_version", "sites":
+ *                           [{"name", "state", "last_seen", "rounds", "rejections"}],
+ *                           "history", "warnings", ...}
+ *   fed_coord_metrics_text  the Prometheus text exposition format (version 0.0.4)
+ *   fed_coord_status_page   the self-contained HTML status page */
+fed_err fed_coord_status_json(fed_coord *c, char **out) FED_MUST_USE;
+fed_err fed_coord_metrics_text(fed_coord *c, char **out) FED_MUST_USE;
+fed_err fed_coord_status_page(fed_coord *c, char **out) FED_MUST_USE;
+/* Notes a warning or error line (level "warn" or "error") for the page and /status (the
+ * last 20 are kept); any thread. The CLI's log handler calls it. */
+void fed_coord_note_warning(fed_coord *c, const char *level, const char *line);
 
 #endif

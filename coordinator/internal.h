@@ -8,6 +8,7 @@
 #include "coordinator/checkpoint.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/pipeline.h"
+#include "coordinator/status.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/codec.h"
@@ -102,6 +103,10 @@ typedef struct client {
     unsigned sa_got;           /* GOT_* of the open attempt */
     bool told;                 /* sent a Bye by this process (LINGERING: the federation is
                                   over); the process waits for it to close its session */
+    int64_t last_seen;         /* unix seconds of its last event (status.c) */
+    uint64_t accepted_total;   /* its updates accepted, rejected (status.c) */
+    uint64_t rejections_total;
+    bool sampled_since_join; /* sampled since its session was admitted (status.c) */
 } client;
 
 /* The coordinator. One thread, the event loop (fed_coord_step), owns every field except
@@ -210,6 +215,7 @@ struct fed_coord {
         char (*evicted)[FED_NET_CN_MAX + 1]; /* CNs whose sessions are refused */
         size_t nevicted, capevicted;
     } admin;
+    fed_coord_status *status; /* what monitoring reads from other threads (status.h) */
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
@@ -240,6 +246,8 @@ client *fed__coord_find(fed_coord *c, const char *cn);
 /* Handles what concerns administration (an admin's session, an AdminRequest, an evicted
  * site's session) and returns true; false for everything the registry handles. */
 bool fed__coord_admin_event(fed_coord *c, const fed_net_event *ev);
+/* True when an admin evicted the site of that CN (until readmit). */
+bool fed__coord_is_evicted(const fed_coord *c, const char *cn);
 
 /* ---- collect.c ----------------------------------------------------------- */
 void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u);

@@ -143,6 +143,7 @@ void fed__coord_reject(fed_coord *c, client *k, const fed_msg_update *u, uint32_
     if (k->connected && fed_server_send(c->srv, k->peer, &m) != FED_OK)
         FED_LOG(FED_LOG_DEBUG, "error to %s not sent: %s", k->cn, fed_server_errmsg(c->srv));
     c->rejected_total++;
+    fed__coord_status_rejected(c, k, code);
 }
 
 /* Rejects the open-round update of k and marks it done for the round. */
@@ -267,6 +268,7 @@ static void on_message(fed_coord *c, client *k, const fed_msg *m) {
             fed__coord_drop_update(c, k);
             k->status = ST_FAILED;
             c->cur.failed++;
+            fed__coord_status_site_failed(c);
             snprintf(k->why, sizeof k->why, "%s", m->u.error.text);
             char name[32];
             FED_LOG(FED_LOG_WARN, "%s: %s failed: %s", fed__coord_round_name(c, name), k->cn,
@@ -369,6 +371,7 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
                 c->cur.update_bytes += k->up_bytes;
                 c->cur.updates_compressed += fed__coord_compressed(k);
                 k->commit_seq = c->cur.returned;
+                fed__coord_status_accepted(c, k);
                 FED_LOG(FED_LOG_DEBUG, "round %" PRIu64 ": update from %s accepted (weight %g)",
                         fed__coord_current_round(c), k->cn, k->weight);
             }
@@ -390,5 +393,6 @@ fed_err fed__coord_on_event(fed_coord *c, const fed_net_event *ev) {
     case FED_NET_NONE:
         break;
     }
+    fed__coord_status_site(c, k, ev->type == FED_NET_JOINED);
     return FED_OK;
 }

@@ -205,5 +205,6 @@ fed_err fed__coord_checkpoint(fed_coord *c) {
     c->att.same_fails = 0;
     c->att.retry_at = 0;
     fed__coord_end_attempt(c);
+    fed__coord_status_round(c, c->cfg.ckpt.dir != NULL);
     return FED_OK;
 }

@@ -589,11 +589,72 @@ TEST(bad_updates_rejected) {
         }
     }
     for (int i = 0; i < 3; i++) CHECK_INT(clients[i].errors, 0);
+    /* Monitoring counted each rejection under its reason (the Error's code), per site. */
+    char *js = NULL, *prom = NULL, *page = NULL;
+    CHECK_OK(fed_coord_status_json(coord, &js));
+    CHECK_OK(fed_coord_metrics_text(coord, &prom));
+    CHECK_OK(fed_coord_status_page(coord, &page));
+    if (js && prom && page) {
+        CHECK_CONTAINS(js, "\"rounds_done\":4,\"rounds_target\":4,\"rounds_run\":4,");
+        CHECK_CONTAINS(js, "\"rejections\":{\"invalid\":1,\"format\":0,\"range\":1,\"shape\":1,"
+                           "\"unsupported\":0,\"digest\":1,\"protocol\":0,\"auth\":0,"
+                           "\"timeout\":0,\"other\":0}");
+        CHECK_CONTAINS(js, "\"sites_known\":4,\"joins\":4,\"sampled\":16,\"accepted\":12,");
+        CHECK_CONTAINS(js, "\"rounds\":0,\"rejections\":4}");
+        CHECK_CONTAINS(js, "{\"name\":\"site-1\",\"state\":\"idle\",");
+        CHECK_CONTAINS(js, "\"rounds\":4,\"rejections\":0}");
+        CHECK_CONTAINS(js, "\"history\":[{\"round\":1,");
+        CHECK_CONTAINS(prom, "\nfedtune_rounds_total 4\n");
+        CHECK_CONTAINS(prom, "\nfedtune_updates_rejected_total{reason=\"digest\"} 1\n");
+        CHECK_CONTAINS(prom, "\nfedtune_updates_rejected_total{reason=\"range\"} 1\n");
+        CHECK_CONTAINS(prom, "\nfedtune_updates_accepted_total 12\n");
+        CHECK_CONTAINS(prom, "\nfedtune_sites_sampled_total 16\n");
+        CHECK_CONTAINS(prom, "\nfedtune_round_duration_seconds_count 4\n");
+        CHECK_CONTAINS(page, "<tr class=\"site idle\"><td class=\"name\">site-1</td>");
+        CHECK_CONTAINS(page, "<td class=\"name\">site-4</td>");
+        CHECK_CONTAINS(page, "<tr class=\"round\" data-round=\"4\"><td>4</td>");
+    }
+    free(js);
+    free(prom);
+    free(page);
     fed_free(prev);
     fed_coord_destroy(&coord);
     stop_clients();
 done:
     fed_model_destroy(&m0);
+}
+
+/* The monitoring text builder: JSON strings and numbers, HTML escaping, its limit. */
+TEST(status_text_escaping) {
+    fed_sbuf b = {.limit = 1024};
+    fed__coord_sb_json_str(&b, "a\"b\\c\n<d>&'");
+    fed__coord_sb_printf(&b, " ");
+    fed__coord_sb_json_num(&b, (double)NAN);
+    fed__coord_sb_printf(&b, " ");
+    fed__coord_sb_json_num(&b, 0.25);
+    fed__coord_sb_printf(&b, " ");
+    fed__coord_sb_html(&b, "a\"b<c>&'\x01"
+                           "d");
+    char *out = NULL;
+    CHECK_OK(fed__coord_sb_done(&b, &out));
+    if (out) CHECK_STR(out, "\"a\\\"b\\\\c\\u000a<d>&'\" null 0.25 a&quot;b&lt;c&gt;&amp;&#39;d");
+    free(out);
+    fed_sbuf small = {.limit = 16};
+    for (int i = 0; i < 10; i++) fed__coord_sb_printf(&small, "%d", i);
+    CHECK_OK(fed__coord_sb_done(&small, &out));
+    if (out) CHECK_STR(out, "0123456789");
+    free(out);
+    fed__coord_sb_printf(&small, "%s", "0123456789abcdefXYZ"); /* past the limit */
+    CHECK_ERR(fed__coord_sb_done(&small, &out), FED_ERANGE);
+    CHECK(out == NULL);
+    fed_sbuf big = {.limit = 8192};
+    fed__coord_sb_printf(&big, "%s", "x");
+    fed__coord_sb_printf(&big, "%9000s", "y"); /* one append past the limit */
+    CHECK_ERR(fed__coord_sb_done(&big, &out), FED_ERANGE);
+    fed_sbuf empty = {.limit = 16};
+    CHECK_OK(fed__coord_sb_done(&empty, &out));
+    if (out) CHECK_STR(out, "");
+    free(out);
 }
 
 /* --compress q8: a q8 update (of a constant delta: exact) counts as a plain one, in the
@@ -1741,6 +1802,7 @@ int main(void) {
     RUN(fedavg_resume_past_the_end_lingers);
     RUN(fedavg_corrupt_checkpoint_falls_back);
     RUN(bad_updates_rejected);
+    RUN(status_text_escaping);
     RUN(compressed_updates);
     RUN(compress_bad_settings_named);
     RUN(round_waits_for_sample);
