@@ -162,31 +162,6 @@ static const char *opt(const fedtune_config *c, api_key k) {
     return v[0] ? v : NULL;
 }
 
-/* Splits the classes list into *names (one allocation: pointers, then the text). */
-static fed_err split_classes(const char *list, char ***names, size_t *n) {
-    size_t k = 1, len = strlen(list);
-    for (const char *p = list; *p; p++) k += *p == ',';
-    char **v = fed_malloc(k * sizeof *v + len + 1);
-    if (!v) return FED_ENOMEM;
-    char *text = (char *)(v + k);
-    memcpy(text, list, len + 1);
-    size_t i = 0;
-    for (char *p = text;;) {
-        char *comma = strchr(p, ',');
-        if (comma) *comma = '\0';
-        if (!*p) {
-            fed_free(v);
-            return fed_errorf(FED_EINVAL, "classes: empty name in \"%s\"", list);
-        }
-        v[i++] = p;
-        if (!comma) break;
-        p = comma + 1;
-    }
-    *names = v;
-    *n = i;
-    return FED_OK;
-}
-
 /* The checks that need more than one key, and the data's origin. */
 static fed_err check_config(const fedtune_config *c) {
     static const api_key required[] = {KEY_COORDINATOR, KEY_SERVER_NAME, KEY_CA, KEY_CERT, KEY_KEY};
@@ -264,8 +239,8 @@ static fed_err make_site(fedtune_site *s, fedtune_config *c) {
 
     char **classes = NULL;
     fed_dataset *src = NULL;
-    if (opt(c, KEY_CLASSES) &&
-        (err = split_classes(api_get(c, KEY_CLASSES), &classes, &sc.data_opts.num_classes)))
+    if (opt(c, KEY_CLASSES) && (err = fed_data_split_names(api_get(c, KEY_CLASSES), "classes",
+                                                           &classes, &sc.data_opts.num_classes)))
         return err;
     sc.data_opts.classes = (const char *const *)classes;
     if (c->src && (err = read_source(c, &src))) goto done;

@@ -132,34 +132,6 @@ static fed_err required(const char *value, const char *key) {
     return fed_errorf(FED_EINVAL, "--%s is required (or %s = ... in client.ini)", key, key);
 }
 
-/* Splits a comma-separated list into *names (count *n); one allocation holds both the
- * pointers and the text, freed with fed_free(*names). */
-static fed_err split_list(const char *list, char ***names, size_t *n) {
-    *names = NULL;
-    *n = 0;
-    size_t k = 1, len = strlen(list);
-    for (const char *p = list; *p; p++) k += *p == ',';
-    char **v = fed_malloc(k * sizeof *v + len + 1);
-    if (!v) return FED_ENOMEM;
-    char *text = (char *)(v + k);
-    memcpy(text, list, len + 1);
-    size_t i = 0;
-    for (char *p = text;;) {
-        char *comma = strchr(p, ',');
-        if (comma) *comma = '\0';
-        if (!*p) {
-            fed_free(v);
-            return fed_errorf(FED_EINVAL, "--classes: empty name in \"%s\"", list);
-        }
-        v[i++] = p;
-        if (!comma) break;
-        p = comma + 1;
-    }
-    *names = v;
-    *n = i;
-    return FED_OK;
-}
-
 /* The channel's start-up checks of the endpoint and TLS files, their detail prefixed
  * with the option at fault: "--cert /tmp: is a directory, not a PEM certificate". */
 static fed_err check_net(const char *endpoint, const fed_net_tls *tls) {
@@ -334,7 +306,7 @@ static fed_err run_client(const void *cfg) {
     sc.data_opts.label = c->label;
     char **classes = NULL;
     size_t nclasses = 0;
-    if (c->classes && (err = split_list(c->classes, &classes, &nclasses))) {
+    if (c->classes && (err = fed_data_split_names(c->classes, "--classes", &classes, &nclasses))) {
         fed_data_destroy(&text);
         return err;
     }

@@ -585,3 +585,29 @@ void fed_augment_batch(float *x, size_t k, const fed_shape *shape, const fed_aug
             for (size_t j = 0; j < numel; j++) ex[j] += a->noise_std * fed_rng_normal(rng);
     }
 }
+
+fed_err fed_data_split_names(const char *list, const char *what, char ***names, size_t *n) {
+    *names = NULL;
+    *n = 0;
+    size_t k = 1, len = strlen(list);
+    for (const char *p = list; *p; p++) k += *p == ',';
+    char **v = fed_malloc(k * sizeof *v + len + 1);
+    if (!v) return FED_ENOMEM;
+    char *text = (char *)(v + k);
+    memcpy(text, list, len + 1);
+    size_t i = 0;
+    for (char *p = text;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (!*p) {
+            fed_free(v);
+            return fed_errorf(FED_EINVAL, "%s: empty name in \"%s\"", what, list);
+        }
+        v[i++] = p;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    *names = v;
+    *n = i;
+    return FED_OK;
+}

@@ -117,6 +117,13 @@ typedef struct fed_csv_options {
     bool keep_bytes;            /* IDX: a byte set (fed_dataset) instead of floats */
 } fed_csv_options;
 
+/* Splits "blue,green,red" (a --classes list) into *names, *n of them, in one allocation
+ * (the pointers, then the text; fed_free(*names) frees both), for
+ * fed_csv_options.classes. FED_EINVAL "WHAT: empty name in \"LIST\"" for an empty name
+ * (",a", "a,,b", "a,", ""). */
+fed_err fed_data_split_names(const char *list, const char *what, char ***names,
+                             size_t *n) FED_MUST_USE;
+
 /* Loads path, which may be gzip-compressed (".gz", detected by magic; more than 4 GiB
  * decompressed is FED_ERANGE), in the given format. For IDX, path is the images file
  * ("...images-idx3-ubyte[.gz]"); the labels file is found by replacing "images-idx3"

@@ -772,7 +772,33 @@ TEST(parsers_under_allocation_failure) {
     free(zi);
 }
 
+/* fed_data_split_names: a --classes list into names; every malformed list refused. */
+TEST(split_names) {
+    char **v = NULL;
+    size_t n = 0;
+    CHECK_OK(fed_data_split_names("blue,green,red", "--classes", &v, &n));
+    CHECK_SIZE(n, 3);
+    if (n == 3) {
+        CHECK_STR(v[0], "blue");
+        CHECK_STR(v[1], "green");
+        CHECK_STR(v[2], "red");
+    }
+    fed_free(v);
+    CHECK_OK(fed_data_split_names("only", "--classes", &v, &n));
+    CHECK_SIZE(n, 1);
+    fed_free(v);
+    const char *bad[] = {"", ",a", "a,", "a,,b", ","};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_ERR(fed_data_split_names(bad[i], "classes", &v, &n), FED_EINVAL);
+        char want[64];
+        snprintf(want, sizeof want, "classes: empty name in \"%s\"", bad[i]);
+        CHECK_STR(fed_errmsg(), want);
+        CHECK(v == NULL && n == 0);
+    }
+}
+
 int main(void) {
+    RUN(split_names);
     RUN(csv_numbers_without_header);
     RUN(csv_header_detection);
     RUN(csv_quotes_crlf_blank_lines);
