@@ -68,25 +68,6 @@ static void header(const char *page, const char *summary) {
     putchar('\n');
 }
 
-static const char *value_word(const opt_spec *o) {
-    switch (o->type) {
-    case OPT_INT:
-    case OPT_SIZE:
-        return "N";
-    case OPT_FLOAT:
-    case OPT_FLOAT_ABOVE:
-        return "X";
-    case OPT_STRING:
-    case OPT_LIST:
-        return "TEXT";
-    case OPT_CHOICE:
-        return o->choices;
-    case OPT_BOOL:
-        return "";
-    }
-    return "";
-}
-
 /* " in [lo, hi]" (open '(' for OPT_FLOAT_ABOVE), a negative bound's sign as \-. */
 static void range(const opt_spec *o) {
     char text[96];
@@ -162,7 +143,7 @@ static void options(const opt_table *t) {
     for (const opt_spec *o = t->opts; o->name; o++) {
         char flag[96];
         snprintf(flag, sizeof flag, "--%s", o->name);
-        tagged(flag, value_word(o), o->help);
+        tagged(flag, opt_value_word(o), o->help);
         printf(".br\n");
         option_facts(o);
     }

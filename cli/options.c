@@ -275,7 +275,7 @@ fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
 
 /* ---- help and sample config ------------------------------------------------------- */
 
-static const char *type_word(const opt_spec *o) {
+const char *opt_value_word(const opt_spec *o) {
     switch (o->type) {
     case OPT_INT:
     case OPT_SIZE:
@@ -304,7 +304,7 @@ void opt_print_help(const opt_table *t) {
     for (const opt_spec *o = t->opts; o->name; o++) {
         char flag[96];
         snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->type == OPT_BOOL ? "" : " ",
-                 type_word(o));
+                 opt_value_word(o));
         printf("  %-28s %s", flag, o->help);
         if (o->type == OPT_LIST) printf(" (repeatable)");
         if (o->def) printf(" [%s]", o->def);

@@ -58,6 +58,9 @@ void opt_release(void);
  * --config: log lines on stderr become one JSON object each; see cli/fedtune.c). */
 bool opt_log_json(void);
 
+/* The word --help and the manual pages show for an option's value: "N", "X", "TEXT", the
+ * choices "a|b|c", or "" for a boolean. */
+const char *opt_value_word(const opt_spec *o);
 /* Writes the --help text of t. */
 void opt_print_help(const opt_table *t);
 /* Writes the sample INI file of t: every key, its default and its help. */
