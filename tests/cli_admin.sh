@@ -59,6 +59,12 @@ state_is() { [ "$(status_field 'j["state"]')" = "$1" ]; }
 site_state_is() { # <site> <state>
   [ "$(status_field '[s["state"] for s in j["sites"] if s["name"] == "'"$1"'"][0]')" = "$2" ]
 }
+site_state_in() { # <site> <state>...: its state is one of them
+  local site=$1 st
+  shift
+  st=$(status_field '[s["state"] for s in j["sites"] if s["name"] == "'"$site"'"][0]')
+  [[ " $* " == *" $st "* ]] && [ -n "$st" ]
+}
 
 # ---- usage mistakes: exit 2 before anything connects -------------------------------------
 expect 0 "usage: fedtune admin" -- "$FEDTUNE" admin --help
@@ -152,7 +158,8 @@ expect 1 "fedtune admin: coordinator $E: readmit: site site-c is not evicted" --
 joins=$(grep -c "site-b joined (" coord.log)
 expect 0 "readmitted site-b: it may join again" -- "${ADMIN[@]}" readmit site-b
 ok "site-b joins again" wait_for 30 at_least $((joins + 1)) "site-b joined (" coord.log
-ok "status says connected" wait_for 10 site_state_is site-b connected
+# Back among the sites: connected, or already sampled again (training, idle).
+ok "status no longer says evicted" wait_for 10 site_state_in site-b connected training idle
 
 # reload-crl: revoke site-a; its session closes at once and its reconnect is refused.
 "$CERTS" revoke ca site-a >/dev/null 2>&1
