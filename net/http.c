@@ -147,12 +147,25 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, cons
     return ret;
 }
 
+/* The request's URL (or method) for a log line: at most 80 bytes then "...", and every
+ * byte outside printable ASCII as '?' (libmicrohttpd has already decoded "%0A" into a
+ * line break, which must not start a forged log line). */
+static void loggable(const char *in, char *out, size_t size) {
+    size_t n = 0;
+    for (; in[n] && n < 80 && n + 1 < size; n++)
+        out[n] = in[n] >= 0x20 && in[n] < 0x7f ? in[n] : '?';
+    out[n] = '\0';
+    if (in[n] && n + 4 < size) memcpy(out + n, "...", 4);
+}
+
 /* A refusal: one warn line with the peer and the reason, and a short text body. */
 static enum MHD_Result refuse(struct MHD_Connection *conn, unsigned status, const char *peer,
                               const char *who, const char *method, const char *url,
                               const char *why) {
-    FED_LOG(FED_LOG_WARN, "http: %s%s %s %.80s%s refused (%u): %s", peer, who, method, url,
-            strlen(url) > 80 ? "..." : "", status, why);
+    char m[96], u[96];
+    loggable(method, m, sizeof m);
+    loggable(url, u, sizeof u);
+    FED_LOG(FED_LOG_WARN, "http: %s%s %s %s refused (%u): %s", peer, who, m, u, status, why);
     char *body = fed_malloc(strlen(why) + 2);
     if (body) snprintf(body, strlen(why) + 2, "%s\n", why);
     return answer(conn, status, "text/plain; charset=utf-8", body, body ? strlen(body) : 0,
@@ -190,6 +203,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!*p) return refuse(conn, MHD_HTTP_NOT_FOUND, peer, who, method, url, "no such page");
     fed_http_reply r = {200, "text/plain; charset=utf-8", NULL, 0};
     h->cfg.route(h->cfg.user, *p, &r);
+    /* url is one of the fixed paths here, method GET or HEAD: both printable. */
     if (h->cfg.tls)
         FED_LOG(FED_LOG_INFO, "http: %s%s %s %s: %d", peer, who, method, url, r.status);
     else

@@ -217,6 +217,10 @@ ok "HEAD / is 200 without a body" test "$(curl -s -I --max-time 10 "http://127.0
 ok "refusals logged with the peer and the reason" grep -q "warn: http: 127.0.0.1:[0-9]* POST /metrics refused (405): method not allowed" coord.log
 ok "...the 404" grep -q "warn: http: 127.0.0.1:[0-9]* GET /admin refused (404): no such page" coord.log
 ok "...the 414" grep -q "GET /0000.*\.\.\. refused (414): URL too long" coord.log
+# A URL whose %0A decodes into a line break cannot forge a log line.
+ok "a URL with an encoded line break is 404" test "$(code "http://127.0.0.1:$H/a%0Aerror:%20forged")" = 404
+ok "...logged on one line, the break as ?" grep -q "GET /a?error: forged refused (404): no such page" coord.log
+ok "...and no forged line" test "$(grep -c "^error: forged" coord.log)" -eq 0
 ok "coordinator still serves after them" test "$(code "http://127.0.0.1:$H/status")" = 200
 
 # ---- the page in headless Chromium -------------------------------------------------------------
