@@ -280,6 +280,19 @@ static void chart(fed_sbuf *b, const fed_status_data *d, size_t j0, bool loss) {
                          loss ? "Loss" : "Accuracy", loss ? "loss-chart" : "accuracy-chart", CW, CH,
                          CW, CH, CW, CH, PAD, CH - PAD, CW - PAD, CH - PAD, PAD + 4, ymax,
                          CH - PAD);
+    /* The window's first and last rounds under the axis, a dashed line at half height. */
+    fed__coord_sb_printf(b,
+                         "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#ddd\" "
+                         "stroke-dasharray=\"4 4\"/><text x=\"4\" y=\"%d\" font-size=\"11\">"
+                         "%.3g</text>",
+                         PAD, CH / 2, CW - PAD, CH / 2, CH / 2 + 4, ymax / 2);
+    if (d->nhistory > j0)
+        fed__coord_sb_printf(b,
+                             "<text class=\"xlabel\" x=\"%d\" y=\"%d\" font-size=\"11\">round "
+                             "%" PRIu64 "</text><text class=\"xlabel\" x=\"%d\" y=\"%d\" "
+                             "font-size=\"11\" text-anchor=\"end\">round %" PRIu64 "</text>",
+                             PAD, CH - PAD + 16, hist_at(d, j0)->round, CW - PAD, CH - PAD + 16,
+                             hist_at(d, d->nhistory - 1)->round);
     series(b, d, j0, loss ? 2 : 0, ymax, "federated", "#1f77b4");
     series(b, d, j0, loss ? 3 : 1, ymax, "central", "#d62728");
     fed__coord_sb_printf(b, "</svg><div class=\"legend\"><span style=\"color:#1f77b4\">&#9632; "

@@ -237,6 +237,8 @@ ok "a row per round ($shown)" test "$(grep -o '<tr class="round"' dom.html | wc 
 ok "the last round's row" grep -q "<tr class=\"round\" data-round=\"$rounds\"><td>$rounds</td>" dom.html
 ok "an accuracy point per round" test "$(grep -o '<circle class="pt federated"' dom.html | wc -l)" -eq $((2 * shown))
 ok "the accuracy chart is SVG" grep -q '<svg id="accuracy-chart"' dom.html
+ok "the charts' x axis names the window's first and last rounds" \
+  test "$(grep -oE '<text class="xlabel"[^>]*>round [0-9]+</text>' dom.html | sed 's/.*>round //; s/<.*//' | sort -nu | tr '\n' ' ')" = "$((rounds - shown + 1)) $rounds "
 ok "the site names and states" grep -q '<tr class="site idle"><td class="name">site-a</td>' dom.html
 ok "...site-c left" grep -q '<tr class="site left"><td class="name">site-c</td>' dom.html
 ok "the state line" grep -q "state <span class=\"state\">waiting</span> · round $rounds of 1000000 done" dom.html
