@@ -48,7 +48,8 @@ ok "the coordinator ran 5 rounds" grep -q "round 5/5" "$tmp/coord.log"
 ok "the final model was exported" test -s "$tmp/fed/final.safetensors"
 for f in site1 site2; do
   ok_status "$f's exit status" "$(cat "$tmp/$f.rc" 2>/dev/null)" 0 "$tmp/$f.log"
-  ok "$f heard the federation end" grep -q "the coordinator ended the federation after 5 rounds" "$tmp/$f.log"
+  ok "$f heard the federation end, no round failed" \
+    grep -q "the coordinator ended the federation after 5 rounds (0 failed, 0 dropped)" "$tmp/$f.log"
 done
 if ((fail)); then for f in coord site1 site2; do tail -n 5 "$tmp/$f.log" >&2; done; fi
 
