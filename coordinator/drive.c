@@ -38,6 +38,11 @@ fed_err fed_coord_drive_round(fed_coord *c, const fed_coord_drive *d) {
     c->cfg.train = *d->train;
     c->cfg.train.optimizer = opt;
     c->cfg.deadline_ms = d->deadline_ms;
+    for (size_t i = 0; i < c->ncl; i++) { /* no transfer may still read the old weights */
+        client *k = &c->cl[i];
+        if (k->sending) fed__coord_cancel(c, k->peer, k->sending);
+        k->sending = 0;
+    }
     memcpy(fed_model_params(c->model), d->params, fed_model_num_params(c->model) * sizeof(float));
     c->version++;
     if ((err = fed__coord_update_sha(c))) return err;
