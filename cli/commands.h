@@ -37,6 +37,7 @@ int cmd_data(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 int cmd_client(int argc, char **argv);
+int cmd_relay(int argc, char **argv);
 int cmd_admin(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_embed(int argc, char **argv);

@@ -34,6 +34,7 @@ static const command commands[] = {
     {"coordinator", cmd_coordinator,
      "run the federation's coordinator daemon (rounds, FedAvg, ...)"},
     {"client", cmd_client, "run a site's client beside its private labeled data"},
+    {"relay", cmd_relay, "aggregate a group of sites for an upstream coordinator (a hierarchy)"},
     {"admin", cmd_admin,
      "status|pause|resume|stop|reload-crl|evict|readmit: act on the running coordinator"},
     {"sim", cmd_sim, "simulate a federation on this machine: N virtual sites, one data set"},

@@ -80,7 +80,14 @@ static fed_err check_config(const fed_site_config *c) {
         return fed_errorf(FED_EINVAL, "ca, cert and key: the site's TLS files are required");
     if (c->net.plaintext && (!c->identity || !c->identity[0]))
         return fed_errorf(FED_EINVAL, "identity: a plaintext (simulated) site needs a name");
-    if (!c->data && !c->dataset)
+    if (c->train_fn && (c->data || c->dataset))
+        return fed_errorf(FED_EINVAL, "data: a site with delegated training (train_fn) has none");
+    if (c->train_fn && (c->announce_examples < 1 || c->announce_examples > (1ull << 53)))
+        return fed_errorf(FED_EINVAL, "announce-examples %" PRIu64 ": must be in [1, 2^53]",
+                          c->announce_examples);
+    if (c->train_fn && c->external_training)
+        return fed_errorf(FED_EINVAL, "external training: not with delegated training");
+    if (!c->train_fn && !c->data && !c->dataset)
         return fed_errorf(FED_EINVAL, "data: the site's labeled data file is required");
     if (!(c->test_split >= 0.0 && c->test_split <= 0.9))
         return fed_errorf(FED_EINVAL, "test-split: %g is not in [0, 0.9]", c->test_split);
@@ -157,7 +164,12 @@ fed_err fed_site_new(fed_site **out, const fed_site_config *cfg) {
     atomic_init(&s->fit.abort, false);
     fed_rng_seed(&s->conn.jitter,
                  (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s);
-    if ((err = site_prepare_data(s, cfg))) goto fail;
+    s->cfg.train_fn = cfg->train_fn;
+    s->cfg.train_user = cfg->train_user;
+    if (cfg->train_fn)
+        s->stats.train_examples = (size_t)cfg->announce_examples;
+    else if ((err = site_prepare_data(s, cfg)))
+        goto fail;
     if (cfg->base_cache) {
         s->bases = cfg->base_cache;
     } else {

@@ -158,6 +158,45 @@ typedef struct fed_site_attack {
  * n = 10, f = 2: s = 4, Z = Phi^-1(0.6) = 0.2533471. */
 double fed_site_lie_z(size_t n, size_t f);
 
+/* Delegated training (`fedtune relay`, cli/cmd_relay.c): a site with no data of its own whose
+ * round's update comes from a callback instead of fed_fit on local data. The callback
+ * gets the round (its RoundStart: training spec, manifest with input transform and
+ * tokenizer) and the global model (weights and the manifest's trainable flags, built
+ * from its architecture), and fills the update: the delta over the trainable tensors in
+ * manifest order (what the pipeline's "delta" stage would make; the later stages, such as
+ * "compress", still run) and the example count that weighs it. It runs on the site's
+ * thread, which meanwhile pumps nothing: it must return before stop_at. An error fails
+ * the round, and its detail (fed_errdetail) goes to the coordinator as the Error's text:
+ * it must hold nothing private. */
+typedef struct fed_site fed_site;
+
+typedef struct fed_site_round_in {
+    fed_site *site;                /* the site (for fed_site_delegate_pump) */
+    const fed_msg_round_start *rs; /* the round (borrowed for the call) */
+    const fed_model *global;       /* the global model, trainable flags set (borrowed) */
+    double stop_at;                /* fed_now_s() time by which the update must be made
+                                      (the deadline less the upload's margin); 0: none */
+} fed_site_round_in;
+
+typedef struct fed_site_round_out {
+    float *delta;           /* (n) to fill: the update, host order */
+    size_t n;               /* fed_model_num_trainable(global) */
+    uint64_t examples;      /* to set: its weight, 1..announce_examples */
+    double train_loss;      /* to set: the Update's metrics (NaN: none) */
+    double global_loss;     /* ... */
+    double global_acc;      /* ... */
+    uint64_t eval_examples; /* ... the examples global_loss/acc were measured on */
+} fed_site_round_out;
+
+typedef fed_err (*fed_site_train_fn)(void *user, const fed_site_round_in *in,
+                                     fed_site_round_out *out);
+
+/* For a train_fn, at least every 100 ms while it works: does the connection's I/O
+ * (heartbeats) and queues what arrives; true when the round has become pointless (a new
+ * RoundStart, the session lost, a stop request): the callback should then return at once
+ * (the round is dropped whatever it returns). */
+bool fed_site_delegate_pump(fed_site *s);
+
 /* What a site is made from. fed_site_default_config() fills every field; strings are
  * copied by fed_site_new (the caller may free them afterwards). */
 typedef struct fed_site_config {
@@ -201,6 +240,12 @@ typedef struct fed_site_config {
     bool no_codec;                   /* do not announce FED_SITE_CAP_CODEC: send plain f32
                                         deltas whatever RoundStart.compress asks (an old
                                         site; tests and the simulator's mixed rounds) */
+    fed_site_train_fn train_fn;      /* delegated training (see fed_site_train_fn): no data
+                                        (data and dataset NULL), no statistics round and no
+                                        secure aggregation (refused per round); NULL: off */
+    void *train_user;                /* its first argument */
+    uint64_t announce_examples;      /* with train_fn: the training examples Hello announces,
+                                        the most an update may claim (>= 1) */
 } fed_site_config;
 
 fed_site_config fed_site_default_config(void);
@@ -232,8 +277,6 @@ typedef struct fed_site_stats {
     double last_global_acc;    /* ... and its accuracy, [0, 1] (0 without a test split) */
     bool bye;                  /* the last fed_site_run ended on the coordinator's Bye */
 } fed_site_stats;
-
-typedef struct fed_site fed_site;
 
 /* Checks cfg, loads and splits the data, fits the standardizer. No connection is made
  * yet. FED_EINVAL for a bad config (field named), a malformed coordinator endpoint or TLS

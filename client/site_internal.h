@@ -117,6 +117,8 @@ typedef struct site_settings {
     bool codec;                             /* announce FED_CAP_CODEC and compress when asked */
     char *state_dir;                        /* the residual kept here across restarts, or NULL */
     uint64_t codec_seed;                    /* stochastic rounding's seed (the site's seed) */
+    fed_site_train_fn train_fn;             /* delegated training (relay), or NULL */
+    void *train_user;                       /* its argument */
 } site_settings;
 
 /* The connection and its loop. I/O thread only: no worker ever touches the channel. */
@@ -185,6 +187,7 @@ typedef struct site_result {
     size_t examples;  /* examples it stepped over, at most the split's (the weight) */
     bool out_of_time; /* training stopped at the deadline */
     double train_loss, train_acc, global_loss, global_acc; /* for the round's log line */
+    uint64_t eval_examples;     /* a relay's: the examples global_* were measured on */
     size_t job_in, job_out;     /* the model's input and output sizes (for the Error text) */
     fed_epoch_stats last_epoch; /* of the current fit (fed_fit's on_epoch) */
     double last_pump;           /* time of the last poll while training (used only when the

@@ -35,10 +35,10 @@ static bool wants_codec(const fed_msg_round_start *rs, const site_compress *cz, 
 }
 
 fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struct site_secagg *sa,
-                        const fed_site_attack *attack, const site_compress *cz) {
+                        const fed_site_attack *attack, const site_compress *cz, bool delegated) {
     const bool sec = rs->has_secagg;
     fed_err err = FED_OK;
-    if (!rs->stats) err = site_stage_delta_new(chain);
+    if (!rs->stats && !delegated) err = site_stage_delta_new(chain);
     if (!err && !rs->stats && attack && attack->kind != FED_ATTACK_NONE &&
         attack->kind != FED_ATTACK_LABEL_FLIP && attack->kind != FED_ATTACK_BACKDOOR)
         err = site_stage_attack_new(chain, attack);

@@ -99,11 +99,13 @@ void site_stage_describe(const site_stage *chain, char *buf, size_t len);
 void site_stage_destroy_all(site_stage **chain);
 
 /* The chain of the round rs into *chain (empty on entry): one line per stage, in order.
- * sa: the site's secure-aggregation state, which "mask" reads when it runs (borrowed). On
+ * sa: the site's secure-aggregation state, which "mask" reads when it runs (borrowed).
+ * delegated: the site's train_fn makes the delta itself (a relay): no "delta" stage. On
  * error (FED_ENOMEM) *chain is empty. */
 struct site_secagg;
 fed_err site_pipe_build(site_stage **chain, const fed_msg_round_start *rs, struct site_secagg *sa,
-                        const fed_site_attack *attack, const site_compress *cz) FED_MUST_USE;
+                        const fed_site_attack *attack, const site_compress *cz,
+                        bool delegated) FED_MUST_USE;
 
 /* ---- the stages (one file each) ---- */
 

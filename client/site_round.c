@@ -15,6 +15,7 @@
 #include "core/log.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -163,7 +164,8 @@ fed_err site_send_update(fed_site *s, fed_encoding enc, const void *bytes, uint6
         {"train_accuracy", s->res.train_acc},
         {"global_loss", s->res.global_loss},
         {"global_accuracy", s->res.global_acc},
-        {"eval_examples", (double)(s->data.test ? s->data.test->n : 0)},
+        {"eval_examples", s->cfg.train_fn ? (double)s->res.eval_examples
+                                          : (double)(s->data.test ? s->data.test->n : 0)},
         {"steps", (double)s->res.steps},
         {"out_of_time", s->res.out_of_time ? 1.0 : 0.0},
     };
@@ -174,6 +176,12 @@ fed_err site_send_update(fed_site *s, fed_encoding enc, const void *bytes, uint6
     u->examples = s->res.examples;
     u->metrics = metrics;
     u->num_metrics = rs->stats ? 0 : 7; /* the statistics round trains nothing */
+    if (s->cfg.train_fn) { /* a relay: only the metrics it has (the wire wants finite ones) */
+        size_t k = 0;
+        for (size_t i = 0; i < u->num_metrics; i++)
+            if (isfinite(metrics[i].value)) metrics[k++] = metrics[i];
+        u->num_metrics = k;
+    }
     u->encoding = enc;
     u->transfer_id = upload_id(rs);
     u->total_bytes = len;
@@ -456,9 +464,21 @@ void site_on_round_start(fed_site *s, site_ev *ev) {
     FED_LOG(FED_LOG_DEBUG, "site: round %" PRIu64 " starts from model version %" PRIu64, rs->round,
             rs->model_version);
     site_compress cz = {s->cfg.codec, s->cfg.codec_seed, &s->res.resid, &s->res.resid_n};
-    fed_err err = site_pipe_build(&s->round.pipe, rs, &s->sa, &s->cfg.attack, &cz);
+    fed_err err =
+        site_pipe_build(&s->round.pipe, rs, &s->sa, &s->cfg.attack, &cz, s->cfg.train_fn != NULL);
     if (err) {
         site_fail_round_err(s, err);
+        return;
+    }
+    if (s->cfg.train_fn && (rs->stats || rs->has_secagg)) { /* a relay cannot preserve them */
+        const char *text =
+            rs->stats ? "relay: the statistics round is not relayed (a relay holds no data): run "
+                        "the top coordinator with --input-stats off, or give its model an input "
+                        "standardisation"
+                      : "relay: secure aggregation is not relayed (the relay would see its "
+                        "sites' updates in the clear): run the top coordinator without --secagg";
+        fed_errorf(FED_EUNSUPPORTED, "%s", text);
+        fail_round(s, FED_WIRE_UNSUPPORTED, text);
         return;
     }
     if (rs->stats) {
@@ -606,8 +626,8 @@ void site_round_done(fed_site *s) {
         snprintf(global, sizeof global, "no local test split");
     FED_LOG(s->cfg.info,
             "site: round %" PRIu64 ": %zu examples, train loss %.4f acc %.1f%%, %s, %.2f s",
-            rs->round, s->data.train->n, s->res.train_loss, 100.0 * s->res.train_acc, global,
-            fed_now_s() - s->round.t_round);
+            rs->round, s->data.train ? s->data.train->n : s->res.examples, s->res.train_loss,
+            100.0 * s->res.train_acc, global, fed_now_s() - s->round.t_round);
     s->stats.rounds_done++;
     s->stats.last_examples = s->res.examples;
     s->stats.last_train_loss = s->res.train_loss;

@@ -207,6 +207,56 @@ static double train_deadline(const fed_site *s, size_t nfloats) {
     return s->round.t_round + window - margin;
 }
 
+bool fed_site_delegate_pump(fed_site *s) {
+    if (site_stopped(s)) site_interrupt(s, "stopping");
+    if (!atomic_load(&s->fit.abort)) site_pump(s);
+    return atomic_load(&s->fit.abort);
+}
+
+/* A relay's round (fed_site_config.train_fn): the callback makes the delta and its
+ * weight; the stages after training (none but a simulator's attack) then run as usual. */
+static train_result delegated_round(fed_site *s, fed_model *m, fed_err *err, const char **what) {
+    const fed_msg_round_start *rs = s->round.rs;
+    size_t nd = fed_model_num_trainable(m);
+    if ((*err = site_reserve(&s->res.delta, &s->res.delta_cap, nd))) {
+        *what = "delta";
+        return TR_FAIL_DATA;
+    }
+    s->res.delta_n = nd;
+    fed_site_round_in in = {.site = s, .rs = rs, .global = m, .stop_at = train_deadline(s, nd)};
+    fed_site_round_out out = {.delta = s->res.delta,
+                              .n = nd,
+                              .train_loss = (double)NAN,
+                              .global_loss = (double)NAN,
+                              .global_acc = (double)NAN};
+    *err = s->cfg.train_fn(s->cfg.train_user, &in, &out);
+    if (atomic_load(&s->fit.abort)) return TR_ABORTED;
+    if (*err) return TR_FAIL_MSG;
+    if (out.examples < 1 || out.examples > (uint64_t)s->stats.train_examples) {
+        *err = fed_errorf(FED_ERANGE,
+                          "relay: %" PRIu64 " examples: outside [1, %zu] (its announced bound)",
+                          out.examples, s->stats.train_examples);
+        return TR_FAIL_MSG;
+    }
+    for (size_t i = 0; i < nd; i++)
+        if (!isfinite(s->res.delta[i])) return TR_NONFINITE;
+    s->res.examples = (size_t)out.examples;
+    s->res.steps = 0;
+    s->res.out_of_time = false;
+    s->res.train_loss = out.train_loss;
+    s->res.train_acc = (double)NAN;
+    s->res.global_loss = out.global_loss;
+    s->res.global_acc = out.global_acc;
+    s->res.eval_examples = out.eval_examples;
+    site_update u = {
+        .round = rs->round, .v = s->res.delta, .n = nd, .model = m, .global = s->model.global};
+    if ((*err = site_stage_run(s->round.pipe, SITE_STAGE_TRAINED, &u))) {
+        *what = "update";
+        return TR_FAIL_DATA;
+    }
+    return TR_OK;
+}
+
 /* Evaluates the global model, trains and computes the delta into s->res.delta (host order):
  * everything of a round but the messages, so that a simulator's worker thread may run
  * it while the site's own thread only pumps the channel. Touches the round's RoundStart,
@@ -221,6 +271,7 @@ train_result site_train_round(fed_site *s, fed_site_trainer *t, fed_err *err, co
     s->res.job_out = fed_model_output_size(m);
     const size_t np = fed_model_num_params(m);
     memcpy(fed_model_params(m), s->model.global, np * sizeof(float));
+    if (s->cfg.train_fn) return delegated_round(s, m, err, what);
     if ((*err = site_use_transform(s, rs->manifest.input_transform))) {
         *what = "input transform";
         return TR_FAIL_DATA;

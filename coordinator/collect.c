@@ -183,7 +183,9 @@ void fed__coord_on_update(fed_coord *c, client *k, const fed_msg_update *u) {
                                         u->examples, k->hello_examples);
     else if (u->examples > c->cfg.max_examples_per_site)
         code = FED_WIRE_RANGE,
-        snprintf(why, sizeof why, "examples %" PRIu64 ": above max-examples-per-site %" PRIu64,
+        snprintf(why, sizeof why,
+                 "examples %" PRIu64 ": above max-examples-per-site %" PRIu64
+                 " (a relay claims all of its sites' examples: raise it for relays)",
                  u->examples, c->cfg.max_examples_per_site);
     else if (u->transfer_id == 0)
         snprintf(why, sizeof why, "transfer_id 0");
@@ -396,6 +398,16 @@ fed_coord_state fed__coord_attempt_failed(fed_coord *c, const char *what) {
     char reasons[600], main[WHY_MAX], name[32];
     attempt_reasons(c, reasons, sizeof reasons, main, sizeof main);
     if (!main[0]) snprintf(main, sizeof main, "%s", what);
+    if (c->cfg.driven) { /* no retry: the caller's round fails, with the reasons */
+        char why[800];
+        snprintf(why, sizeof why, "%s; %s", what, reasons);
+        fed__coord_end_attempt(c);
+        fed__coord_status_attempt_failed(c, what);
+        fed__coord_drive_failed(c, why);
+        FED_LOG(FED_LOG_WARN, "%s attempt %" PRIu64 ": %s", fed__coord_round_name(c, name),
+                c->att.n, why);
+        return FED_COORD_WAITING;
+    }
     if (c->att.same_fails > 0 && strcmp(main, c->att.fail_why) == 0) {
         c->att.same_fails++;
     } else {

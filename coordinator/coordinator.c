@@ -98,6 +98,23 @@ static fed_err check_robust(const fed_coord_config *c) {
     return FED_OK;
 }
 
+/* What a driven coordinator (a relay's) cannot preserve: its round's aggregate must be
+ * the plain example-weighted mean, for its caller's server step to apply. */
+static fed_err check_driven(const fed_coord_config *c) {
+    const char *no = c->strategy.kind != FED_STRATEGY_FEDAVG
+                         ? "a server strategy (only the top coordinator steps the model)"
+                     : c->robust.rule != FED_ROBUST_MEAN
+                         ? "a robust rule (the relay's aggregate must be the weighted mean)"
+                     : c->dp.clip > 0 ? "central DP (the top coordinator's applies)"
+                     : c->secagg.on   ? "secure aggregation"
+                     : c->input_stats ? "input statistics (the top coordinator's apply)"
+                     : c->ckpt.dir    ? "checkpoints"
+                     : c->compress_down && strcmp(c->compress_down, "none") != 0
+                         ? "a downlink codec"
+                         : NULL;
+    return no ? fed_errorf(FED_EINVAL, "driven rounds: not with %s", no) : FED_OK;
+}
+
 static fed_err check_config(const fed_coord_config *c) {
     if (c->rounds < 1) return fed_errorf(FED_EINVAL, "rounds %" PRIu64 ": must be >= 1", c->rounds);
     if (!(c->fraction > 0.0 && c->fraction <= 1.0))
@@ -197,6 +214,7 @@ static fed_err check_config(const fed_coord_config *c) {
             return fed_errorf(FED_EINVAL, "secagg-phase-ms %" PRId64 ": must be >= 1",
                               c->secagg.phase_ms);
     }
+    if (c->driven && (err = check_driven(c))) return err;
     return fed_strategy_config_check(&c->strategy);
 }
 
@@ -482,6 +500,7 @@ void fed_coord_destroy(fed_coord **pc) {
     fed_free(c->reg.by_cn);
     fed_free(c->reg.by_peer);
     fed_free(c->admin.evicted);
+    fed__coord_drive_free(c);
     fed_model_destroy(&c->model);
     fed__coord_status_destroy(&c->status);
     fed_free(c);
@@ -641,9 +660,10 @@ static fed_err advance(fed_coord *c) {
         fed_err err;
         switch (c->state) {
         case FED_COORD_WAITING:
-            if (c->rounds_done >= c->cfg.rounds)
+            if (!c->cfg.driven && c->rounds_done >= c->cfg.rounds)
                 return fed__coord_finish(c, "all rounds done", true);
             if (c->admin.paused) return FED_OK; /* fedtune admin pause */
+            if (c->cfg.driven && !fed__coord_drive_may_start(c)) return FED_OK; /* drive.c */
             if (fed__coord_connected_count(c) < c->cfg.min_clients) return FED_OK;
             if (c->att.retry_at && fed_now_ms() < c->att.retry_at) return FED_OK; /* backing off */
             if (c->rounds_done == 0 && c->cfg.input_stats && !c->stats.transform)
@@ -692,6 +712,7 @@ static fed_err advance(fed_coord *c) {
             break;
         case FED_COORD_CHECKPOINTING:
             if ((err = fed__coord_checkpoint(c))) return err;
+            if (c->cfg.driven) fed__coord_drive_closed(c);
             if (c->cfg.target_accuracy > 0 && c->cur.central_acc >= c->cfg.target_accuracy)
                 return fed__coord_finish(c, "target accuracy reached", true);
             c->state = FED_COORD_WAITING;

@@ -254,6 +254,12 @@ typedef struct fed_coord_config {
      * to eval_data, and that checkpoints and the export carry. The statistics are
      * released without differential-privacy noise: refused with dp.clip. */
     bool input_stats; /* (true) */
+    /* Driven rounds (fed_coord_drive_round; `fedtune relay`): no round starts but one a
+     * caller asks for, and a round's close applies nothing to the model: its aggregate
+     * (the mean of the updates before any server step) waits for the caller. Needs
+     * FedAvg (the server step is the caller's), the mean rule, no DP, no secure
+     * aggregation, no input statistics, no downlink codec and no checkpoints. */
+    bool driven; /* (false) */
     /* Called on the coordinator's thread after each round's checkpoint and status line
      * (the simulator prints and plots from it); NULL: none. */
     void (*on_round)(void *user, const struct fed_coord_round_stats *s);
@@ -359,6 +365,42 @@ void fed_coord_model_sha256(const fed_coord *c, uint8_t out[FED_SHA256_LEN]);
 fed_coord_round_stats fed_coord_last_round(const fed_coord *c);
 /* Updates rejected since creation. */
 uint64_t fed_coord_rejected_total(const fed_coord *c);
+
+/* ---- driven rounds (cfg.driven; coordinator/drive.c) ---------------------------------- */
+
+/* What a caller asks of one driven round. */
+typedef struct fed_coord_drive {
+    uint64_t round;                    /* its number, >= 1: the sites see it (their training
+                                          seed is seed + round) */
+    const float *params;               /* the global weights, every tensor in the model's
+                                          order (copied): a new model version */
+    const fed_msg_train_config *train; /* the sites' training (copied, optimizer too) */
+    const char *input_transform;       /* the model's input transform (JSON), or NULL */
+    int64_t deadline_ms;               /* from now: the round's deadline (>= 1); the round
+                                          fails when it passes, also while it waits for
+                                          min_clients */
+} fed_coord_drive;
+
+typedef enum fed_coord_drive_state {
+    FED_DRIVE_IDLE = 0, /* none asked yet */
+    FED_DRIVE_RUNNING,  /* asked; fed_coord_step runs it */
+    FED_DRIVE_DONE,     /* closed: fed_coord_drive_result has its aggregate */
+    FED_DRIVE_FAILED,   /* it cannot close (deadline, too few updates): why says why */
+} fed_coord_drive_state;
+
+/* Starts a driven round. FED_EINVAL when c is not driven, a round is running, or d is
+ * invalid (the training spec as fed_train_spec_check, naming the field). */
+fed_err fed_coord_drive_round(fed_coord *c, const fed_coord_drive *d) FED_MUST_USE;
+/* Where the last driven round is; DONE: *mean its aggregate (n floats over the trainable
+ * tensors in manifest order, valid until the next drive), *weight the total weight of its
+ * updates (their examples); FAILED: *why the reason (valid as long). Any out may be NULL. */
+fed_coord_drive_state fed_coord_drive_result(const fed_coord *c, const float **mean, size_t *n,
+                                             double *weight, const char **why);
+/* Ends a running driven round now (FAILED with why): its updates are dropped. */
+void fed_coord_drive_cancel(fed_coord *c, const char *why);
+/* Ends the federation for c's sites: they are told it is over (Bye{finished}: they exit)
+ * and c is DONE. Errors as a stop's (the export). */
+fed_err fed_coord_finish(fed_coord *c, const char *why) FED_MUST_USE;
 
 /* Monitoring (coordinator/status.c, docs/MONITORING.md). The engine keeps a status record
  * that these copy under a mutex: callable from any thread while c exists, never blocking

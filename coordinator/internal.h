@@ -216,6 +216,15 @@ struct fed_coord {
         size_t nevicted, capevicted;
     } admin;
     fed_coord_status *status; /* what monitoring reads from other threads (status.h) */
+    /* Driven rounds, cfg.driven (drive.c). */
+    struct {
+        fed_coord_drive_state state;
+        int64_t until;   /* monotonic ms: the running round's deadline */
+        float *mean;     /* (ntrainable) the last closed round's aggregate */
+        double weight;   /* its total weight */
+        char why[768];   /* FAILED: why */
+        char *optimizer; /* the running round's optimizer name (cfg.train borrows it) */
+    } drive;
 };
 
 /* ---- coordinator.c ------------------------------------------------------- */
@@ -296,6 +305,17 @@ fed_err fed__coord_spent(const fed_coord *c, double *eps);
 fed_err fed__coord_accountant_meta(const fed_dp_accountant *acc, double clip_now, fed_meta *meta);
 fed_err fed__coord_restore_accountant(fed_dp_accountant *acc, const fed_meta *meta, uint64_t round);
 fed_err fed__coord_next_epsilon(const fed_coord *c, double *eps);
+
+/* ---- drive.c ------------------------------------------------------------- */
+/* WAITING of a driven coordinator: true when the asked round may start now; fails it
+ * when its deadline passed first. */
+bool fed__coord_drive_may_start(fed_coord *c);
+/* The round's close: keeps r's aggregate for the caller (ENOMEM only). */
+fed_err fed__coord_drive_keep(fed_coord *c, const fed_round_agg *r);
+/* The round is checkpointed (DONE), or its attempt failed (FAILED with what). */
+void fed__coord_drive_closed(fed_coord *c);
+void fed__coord_drive_failed(fed_coord *c, const char *what);
+void fed__coord_drive_free(fed_coord *c);
 
 /* ---- report.c ------------------------------------------------------------ */
 /* The central evaluation's batch: eval_batch, fewer where a batch's activations would

@@ -72,11 +72,13 @@ fed_err fed__coord_aggregate(fed_coord *c) {
                        .z = c->cfg.dp.noise,
                        .epsilon = (double)NAN};
     fed_err err = fed_stage_close_round(c->pipe, &r);
+    if (!err && c->cfg.driven) err = fed__coord_drive_keep(c, &r); /* no strategy stage */
     if (err) return err;
     c->cur.clipped = r.clipped;
     c->cur.clip = r.clip;
     c->cur.epsilon = r.epsilon;
     c->cur.examples = r.weight;
+    if (c->cfg.driven) return FED_OK; /* the model did not change: its caller steps */
     c->version++;
     return fed__coord_update_sha(c);
 }

@@ -32,7 +32,8 @@ fed_err fed_stage_strategy_new(fed_stage **chain, fed_model *model, fed_strategy
     return FED_OK;
 }
 
-/* Always: the last stage. */
+/* Always but in driven rounds (their caller steps): the last stage. */
 fed_err fed__coord_stage_strategy(fed_stage **chain, fed_coord *c) {
+    if (c->cfg.driven) return FED_OK;
     return fed_stage_strategy_new(chain, c->model, c->strat);
 }

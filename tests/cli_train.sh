@@ -346,7 +346,7 @@ expect 0 "--samples N" -- "$FEDTUNE" demo --help
 
 # The committed sample configs are what --print-config prints, and every one reads back
 # (its help comments are longer than the 200 bytes Debian's inih used to cut lines at).
-for cmd in coordinator client; do
+for cmd in coordinator client relay; do
   ok "examples/$cmd.ini is stale: regenerate with fedtune $cmd --print-config" \
     cmp -s <("$FEDTUNE" "$cmd" --print-config) "$SRC/examples/$cmd.ini"
 done

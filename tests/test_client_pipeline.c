@@ -93,7 +93,7 @@ static void check_built_attack(const fed_msg_round_start *rs, const fed_site_att
     site_secagg sa = {0};
     site_stage *chain = NULL;
     char d[128];
-    CHECK_OK(site_pipe_build(&chain, rs, &sa, a, NULL));
+    CHECK_OK(site_pipe_build(&chain, rs, &sa, a, NULL, false));
     site_stage_describe(chain, d, sizeof d);
     CHECK_STR(d, want);
     /* "delta" and "attack" run after training, every other stage when the update is sent. */
@@ -157,7 +157,7 @@ TEST(chain_of_a_round_start) {
     site_secagg sa = {0};
     site_stage *chain = NULL;
     FOR_EACH_ALLOC_FAILURE(f) {
-        fed_err err = ALLOC_TRY(f, site_pipe_build(&chain, &rs, &sa, NULL, NULL));
+        fed_err err = ALLOC_TRY(f, site_pipe_build(&chain, &rs, &sa, NULL, NULL, false));
         if (err == FED_OK) {
             site_stage_destroy_all(&chain); /* the last run: nothing failed */
             continue;
@@ -575,7 +575,7 @@ TEST(compress_in_the_chain) {
         rs.compress = cases[i].compress;
         rs.stats = cases[i].stats;
         rs.has_secagg = cases[i].secagg;
-        CHECK_OK(site_pipe_build(&chain, &rs, &sa, NULL, cases[i].cz));
+        CHECK_OK(site_pipe_build(&chain, &rs, &sa, NULL, cases[i].cz, false));
         site_stage_describe(chain, d, sizeof d);
         CHECK_STR(d, cases[i].want);
         site_stage_destroy_all(&chain);

@@ -1188,6 +1188,14 @@ TEST(late_coordinator) {
     fed_net_context_destroy(&zctx);
 }
 
+/* A train_fn that is never called (config_errors makes no connection). */
+static fed_err no_training(void *user, const fed_site_round_in *in, fed_site_round_out *out) {
+    (void)user;
+    (void)in;
+    (void)out;
+    return fed_errorf(FED_EINVAL, "not called");
+}
+
 TEST(config_errors) {
     fed_site *site = NULL;
     fed_site_config cfg = site_config("tcp://127.0.0.1:1");
@@ -1208,6 +1216,30 @@ TEST(config_errors) {
     cfg.data = NULL;
     CHECK_ERR(fed_site_new(&site, &cfg), FED_EINVAL);
     CHECK(site == NULL);
+    /* Delegated training (a relay): no data, a bound to announce; then it is made, and its
+     * Hello's count is that bound. */
+    cfg = site_config("tcp://127.0.0.1:1");
+    cfg.train_fn = no_training;
+    cfg.announce_examples = 500;
+    CHECK_ERR(fed_site_new(&site, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "data: a site with delegated training (train_fn) has none");
+    cfg.data = NULL;
+    cfg.announce_examples = 0;
+    CHECK_ERR(fed_site_new(&site, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "announce-examples 0: must be in [1, 2^53]");
+    cfg.announce_examples = 500;
+    cfg.external_training = true;
+    CHECK_ERR(fed_site_new(&site, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "external training: not with delegated training");
+    cfg.external_training = false;
+    CHECK_OK(fed_site_new(&site, &cfg));
+    if (site) {
+        fed_site_stats ss;
+        fed_site_stats_get(site, &ss);
+        CHECK_SIZE(ss.train_examples, 500);
+        CHECK_SIZE(ss.eval_examples, 0);
+    }
+    fed_site_destroy(&site);
     /* Data in memory instead of a file, no test split, no standardisation. */
     fed_dataset *mem = NULL;
     CHECK_OK(fed_data_load(&mem, csv_path, NULL));

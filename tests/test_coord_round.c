@@ -1787,6 +1787,150 @@ TEST(eval_batch_bounded_by_activations) {
     fed_model_destroy(&mlp);
 }
 
+/* Steps the world until the driven round is no longer running (or 10 s passed). */
+static fed_coord_drive_state until_drive(void) {
+    int64_t end = now_ms() + 10000;
+    fed_coord_drive_state st;
+    while ((st = fed_coord_drive_result(coord, NULL, NULL, NULL, NULL)) == FED_DRIVE_RUNNING) {
+        if (now_ms() > end || step() != FED_OK) break;
+    }
+    return st;
+}
+
+/* Driven rounds (a relay's): no round without a drive; a drive's round has the asked
+ * number, weights and spec, and closes by keeping the example-weighted mean of the deltas
+ * and the total examples, the model untouched (no server step); a second drive runs the
+ * next round from new weights (a new version). */
+TEST(driven_rounds_keep_the_mean) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.driven = true;
+    cfg.ordered_uploads = true;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    start_clients(3, fed_coord_endpoint(coord));
+    for (int i = 0; i < 50; i++) CHECK_INT(step(), FED_OK);
+    CHECK_INT(fed_coord_drive_result(coord, NULL, NULL, NULL, NULL), FED_DRIVE_IDLE);
+    CHECK_INT(clients[0].round_starts, 0); /* nobody asked: no round */
+    size_t np = fed_model_num_params(m0);
+    float *w = fed_mallocarray(np, sizeof(float));
+    for (size_t i = 0; i < np; i++) w[i] = 0.001f * (float)(i % 97);
+    fed_msg_train_config spec = cfg.train;
+    spec.epochs = 3;
+    spec.optimizer = "sgd";
+    fed_coord_drive d = {.round = 7, .params = w, .train = &spec, .deadline_ms = 10000};
+    CHECK_INT(fed_coord_drive_round(coord, &d), FED_OK);
+    CHECK_INT(fed_coord_drive_round(coord, &d), FED_EINVAL); /* one at a time */
+    CHECK_CONTAINS(fed_errmsg(), "drive: round 7 is still running");
+    CHECK_INT(until_drive(), FED_DRIVE_DONE);
+    const float *mean = NULL;
+    size_t n = 0;
+    double weight = 0;
+    CHECK_INT(fed_coord_drive_result(coord, &mean, &n, &weight, NULL), FED_DRIVE_DONE);
+    CHECK_SIZE(n, (size_t)clients[0].ntrain);
+    CHECK(weight == 60.0); /* 10 + 20 + 30 examples */
+    double want = (0.01 * 10 + 0.02 * 20 + 0.03 * 30) / 60.0;
+    size_t bad = 0;
+    for (size_t i = 0; mean && i < n; i++) bad += fabs((double)mean[i] - want) > 1e-7;
+    CHECK_SIZE(bad, 0);
+    CHECK(memcmp(fed_model_params_const(fed_coord_model(coord)), w, np * sizeof(float)) == 0);
+    CHECK_INT((int)clients[0].round, 7);
+    CHECK_INT((int)fed_coord_rounds_done(coord), 7);
+    uint64_t v1 = clients[0].version;
+    for (size_t i = 0; i < np; i++) w[i] += 0.5f;
+    d.round = 8;
+    clients[1].delta = 0.05f;
+    CHECK_INT(fed_coord_drive_round(coord, &d), FED_OK);
+    CHECK_INT(until_drive(), FED_DRIVE_DONE);
+    CHECK_INT(fed_coord_drive_result(coord, &mean, &n, &weight, NULL), FED_DRIVE_DONE);
+    want = (0.01 * 10 + 0.05 * 20 + 0.03 * 30) / 60.0;
+    CHECK(mean && fabs((double)mean[0] - want) < 1e-7);
+    CHECK_INT((int)clients[0].round, 8);
+    CHECK(clients[0].version > v1);
+    fed_free(w);
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+/* A driven round that cannot close fails at once, with its reasons (no retry: the caller
+ * answers its own coordinator); one that waits for sites past its deadline fails too. */
+TEST(driven_round_fails_with_reasons) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.driven = true;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    if (!coord) goto done;
+    fed_msg_train_config spec = cfg.train;
+    fed_coord_drive d = {
+        .round = 1, .params = fed_model_params_const(m0), .train = &spec, .deadline_ms = 50};
+    CHECK_INT(fed_coord_drive_round(coord, &d), FED_OK); /* no site connected */
+    const char *why = "";
+    int64_t end = now_ms() + 5000;
+    while (fed_coord_drive_result(coord, NULL, NULL, NULL, &why) == FED_DRIVE_RUNNING &&
+           now_ms() < end)
+        CHECK_INT(step(), FED_OK);
+    CHECK_INT(fed_coord_drive_result(coord, NULL, NULL, NULL, &why), FED_DRIVE_FAILED);
+    CHECK_STR(why, "deadline passed with 0 of min-clients 3 sites connected to the relay");
+    start_clients(3, fed_coord_endpoint(coord));
+    clients[1].mode = FAIL;
+    d.deadline_ms = 10000;
+    CHECK_INT(fed_coord_drive_round(coord, &d), FED_OK);
+    CHECK_INT(until_drive(), FED_DRIVE_FAILED);
+    CHECK_INT(fed_coord_drive_result(coord, NULL, NULL, NULL, &why), FED_DRIVE_FAILED);
+    CHECK_CONTAINS(why, "no update can still come with 2 of 3 updates accepted (min_fit 3)");
+    CHECK_CONTAINS(why, "1x \"local training: non-finite value\" (site-2)");
+    spec.lr = 0; /* what every site would refuse */
+    d.train = &spec;
+    CHECK_INT(fed_coord_drive_round(coord, &d), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "training spec");
+    fed_coord_destroy(&coord);
+    stop_clients();
+done:
+    fed_model_destroy(&m0);
+}
+
+/* What a driven coordinator cannot preserve is refused at start-up, one line each; a
+ * coordinator that is not driven takes no drive. */
+TEST(driven_refusals) {
+    fed_model *m0 = make_model();
+    fed_coord_config cfg = coord_config(m0, NULL);
+    cfg.driven = true;
+    cfg.strategy = fed_strategy_defaults(FED_STRATEGY_FEDADAM);
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(),
+              "driven rounds: not with a server strategy (only the top coordinator steps the "
+              "model)");
+    cfg.strategy = fed_strategy_defaults(FED_STRATEGY_FEDAVG);
+    cfg.robust.rule = FED_ROBUST_MEDIAN;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "driven rounds: not with a robust rule (the relay's aggregate must "
+                            "be the weighted mean)");
+    cfg.robust.rule = FED_ROBUST_MEAN;
+    cfg.input_stats = true;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "driven rounds: not with input statistics");
+    cfg.input_stats = false;
+    cfg.ckpt.dir = tmpdir;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "driven rounds: not with checkpoints");
+    cfg.ckpt.dir = NULL;
+    cfg.compress_down = "q8";
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "driven rounds: not with a downlink codec");
+    cfg.compress_down = NULL;
+    cfg.driven = false;
+    CHECK_INT(fed_coord_new(&coord, &cfg), FED_OK);
+    fed_msg_train_config spec = cfg.train;
+    fed_coord_drive d = {
+        .round = 1, .params = fed_model_params_const(m0), .train = &spec, .deadline_ms = 100};
+    if (coord) CHECK_INT(fed_coord_drive_round(coord, &d), FED_EINVAL);
+    CHECK_STR(fed_errmsg(), "drive: the coordinator is not driven");
+    fed_coord_destroy(&coord);
+    fed_model_destroy(&m0);
+}
+
 int main(void) {
     fed_log_set_handler(log_handler, NULL, FED_LOG_DEBUG);
     if (certs_make() != 0) {
@@ -1826,6 +1970,9 @@ int main(void) {
     RUN(model_resent_on_request);
     RUN(server_optimizers_resume_with_state);
     RUN(take_model);
+    RUN(driven_refusals);
+    RUN(driven_rounds_keep_the_mean);
+    RUN(driven_round_fails_with_reasons);
     fed_net_context_destroy(&zctx);
     certs_remove();
     if (sh("rm -rf '%s'", tmpdir) != 0) fprintf(stderr, "left %s\n", tmpdir);
