@@ -192,6 +192,7 @@ typedef struct rank_report {
     double rss_mb;               /* peak resident set */
     uint64_t hosted;             /* its sites */
     uint64_t dropped, straggled; /* its sites' simulated failures */
+    uint64_t bytes;              /* its sites' payload bytes, both ways */
 } rank_report;
 
 /* Rank 0: one line per rank and the total; the sites' failures into *res. */
@@ -201,12 +202,15 @@ static void print_reports(const rank_report *all, int size, fed_sim_result *res)
         const rank_report *p = &all[r];
         res->dropped += r ? p->dropped : 0;
         res->straggled += r ? p->straggled : 0;
+        double kb = (double)p->bytes / 1e3 / (double)(res->rounds ? res->rounds : 1);
         if (r == 0)
             printf("rank 0: the coordinator, %.1f s (+%.1f s set-up), peak RSS %.1f MB\n",
                    p->seconds, p->setup, p->rss_mb);
         else
-            printf("rank %d: %" PRIu64 " sites, %.1f s (+%.1f s set-up), peak RSS %.1f MB\n", r,
-                   p->hosted, p->seconds, p->setup, p->rss_mb);
+            printf("rank %d: %" PRIu64 " sites, %.1f s (+%.1f s set-up), %.*f %s a round, "
+                   "peak RSS %.1f MB\n",
+                   r, p->hosted, p->seconds, p->setup, kb < 1e3 ? 1 : 2, kb < 1e3 ? kb : kb / 1e3,
+                   kb < 1e3 ? "kB" : "MB", p->rss_mb);
         sum += p->rss_mb;
         if (p->rss_mb > most) most = p->rss_mb;
     }
@@ -265,8 +269,12 @@ fed_err sim_mpi_run(const sim_mpi *m, fed_sim_config *sc, fed_model **final, fed
         err = fed_errorf(FED_EIO, "%s: cannot remove the certificates", dir);
     if (err) return err;
     struct rusage ru;
-    rank_report mine = {res->seconds, res->setup_seconds, 0,
-                        res->hosted,  res->dropped,       res->straggled};
+    rank_report mine = {.seconds = res->seconds,
+                        .setup = res->setup_seconds,
+                        .hosted = res->hosted,
+                        .dropped = res->dropped,
+                        .straggled = res->straggled,
+                        .bytes = res->site_bytes};
     if (getrusage(RUSAGE_SELF, &ru) == 0) mine.rss_mb = (double)ru.ru_maxrss / 1024.0;
     rank_report *all = m->rank == 0 ? fed_calloc((size_t)m->size, sizeof *all) : NULL;
     if (m->rank == 0 && !all) return FED_ENOMEM;

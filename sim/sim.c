@@ -644,6 +644,11 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
     if (r->vs)
         for (size_t i = 0; i < r->n; i++) {
             if (r->vs[i].running && !fed_site_job_done(r->vs[i].s)) continue; /* cannot happen */
+            if (r->vs[i].s) {
+                fed_site_stats st;
+                fed_site_stats_get(r->vs[i].s, &st);
+                res->site_bytes += st.model_bytes + st.update_bytes;
+            }
             fed_site_destroy(&r->vs[i].s);
         }
     fed_coord_destroy(&r->ct.c);

@@ -128,6 +128,7 @@ typedef struct fed_sim_result {
     uint64_t dropped, straggled; /* simulated failures */
     uint8_t sha256[32];          /* of the final global parameters (not SITES) */
     size_t hosted;               /* the sites this process ran */
+    uint64_t site_bytes;         /* payload bytes they received and sent (models, updates) */
     fed_coord_round_stats last;  /* of the last round */
     double setup_seconds;        /* partition, sites, connections */
 } fed_sim_result;
