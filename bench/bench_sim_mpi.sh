@@ -26,8 +26,13 @@ done
 FEDTUNE=${1:-build/release/bin/fedtune}
 [ -x "$FEDTUNE" ] || { echo "bench_sim_mpi: $FEDTUNE: not executable (scripts/setup builds it)" >&2; exit 1; }
 command -v mpirun >/dev/null || { echo "bench_sim_mpi: mpirun missing (openmpi-bin)" >&2; exit 1; }
+FEDTUNE=$(realpath "$FEDTUNE")
+# The runs happen in a temporary folder (the default scenario's plot lands in the current
+# one): the data from here.
+if [ -z "${FEDTUNE_DATA:-}" ] && [ -d data ]; then export FEDTUNE_DATA=$PWD/data; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
 SIM=("$FEDTUNE" sim --rounds "$ROUNDS" --workers 2 --seed 1 --csv "$tmp/r.csv")
 
 echo "bench_sim_mpi: $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
