@@ -50,6 +50,8 @@ typedef struct sim_cfg {
     double dropout, stragglers, straggler_delay; /* failures */
     int tls;                                     /* full TLS in-process */
     int mpi;                                     /* across MPI ranks (also detected) */
+    const char *mpi_host;                        /* what the site ranks connect to */
+    double mpi_connect_timeout;                  /* seconds a site may take to connect */
     size_t seed;                                 /* everything random */
     const char *malicious;                       /* share of attacking sites (text: unset
                                                     is told from 0) */
@@ -135,6 +137,13 @@ static const opt_spec sim_opts[] = {
      "run across the ranks of `mpirun -n N fedtune sim` (detected from mpirun's environment "
      "without it): rank 0 the coordinator, ranks 1..N-1 the sites, over TCP with TLS; the "
      "same final model as one process (needs fedtune built with MPI: libopenmpi-dev)"},
+    {"mpi-host", OPT_STRING, NULL, 1, 0, NULL, F(mpi_host),
+     "MPI: the host name or address the site ranks reach rank 0 at (default: rank 0's host "
+     "name, 127.0.0.1 when every rank runs on its host); rank 0 then listens on every "
+     "interface"},
+    {"mpi-connect-timeout", OPT_FLOAT, "120", 0.1, 86400, NULL, F(mpi_connect_timeout),
+     "MPI: seconds a site rank waits for each of its sites to connect to rank 0 before the "
+     "launch fails (a wrong --mpi-host, a firewall)"},
     {"seed", OPT_SIZE, "1", 0, 1e18, NULL, F(seed),
      "partition, sampling, failures and training seeds"},
     {"malicious", OPT_STRING, NULL, 1, 0, NULL, F(malicious),
@@ -742,7 +751,10 @@ done:
 /* In this process, or (--mpi, or launched by mpirun) across the ranks. */
 static fed_err run_sim(const void *cfgp) {
     sim_cfg o = *(const sim_cfg *)cfgp;
-    if (!o.mpi && !cli_mpi_launched()) return run_sim1(&o, NULL);
+    if (!o.mpi && !cli_mpi_launched())
+        return o.mpi_host ? fed_errorf(FED_EINVAL, "--mpi-host needs an MPI launch "
+                                                   "(mpirun -n N fedtune sim ...)")
+                          : run_sim1(&o, NULL);
     if (!cli_mpi_built())
         return fed_errorf(FED_EUNSUPPORTED,
                           "%s: this fedtune was built without MPI: install "
@@ -751,6 +763,8 @@ static fed_err run_sim(const void *cfgp) {
     sim_mpi m;
     o.tls = 1; /* plaintext is for inproc:// only */
     fed_err err = sim_mpi_start(&m);
+    m.host = o.mpi_host;
+    m.connect_timeout_s = o.mpi_connect_timeout;
     if (!err) err = run_sim1(&o, &m);
     return sim_mpi_finish(&m, err);
 }

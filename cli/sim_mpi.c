@@ -166,7 +166,7 @@ static fed_err on_listen(void *user, const char *endpoint) {
 }
 
 /* Ranks 1..: rank 0's host:port as the endpoint to connect to: 127.0.0.1 on rank 0's own
- * host, else its host name. */
+ * host (myhost is its name; "" with --mpi-host), else the name rank 0 sent. */
 static fed_err recv_endpoint(char *out, size_t len, const char *myhost) {
     char msg[HOST_MAX + 16];
     fed_err err = cli_mpi_bcast(msg, sizeof msg);
@@ -241,15 +241,17 @@ fed_err sim_mpi_run(const sim_mpi *m, fed_sim_config *sc, fed_model **final, fed
     char dir[64] = "/tmp/fedsim-mpi-XXXXXX", endpoint[HOST_MAX + 32];
     listen_ctx lc = {m, ""};
     bool one_host = true;
-    fed_err err = same_host(m, lc.host, &one_host);
+    char myhost[HOST_MAX];
+    fed_err err = same_host(m, myhost, &one_host);
     if (err) return err;
+    snprintf(lc.host, sizeof lc.host, "%s", m->host ? m->host : myhost);
     if (!mkdtemp(dir)) return fed_errorf(FED_EIO, "tls: cannot make a temporary folder");
     sc->tls = true; /* plaintext is for inproc:// only */
     sc->cert_dir = dir;
     sc->dist_user = &lc;
     if (m->rank == 0) {
         sc->role = FED_SIM_COORDINATOR;
-        sc->endpoint = one_host ? "tcp://127.0.0.1:*" : "tcp://*:*";
+        sc->endpoint = one_host && !m->host ? "tcp://127.0.0.1:*" : "tcp://*:*";
         sc->on_listen = on_listen;
         if (!(err = fed_sim_make_certs(sc, n, dir))) err = send_certs(m, sc, n, dir);
     } else {
@@ -257,8 +259,9 @@ fed_err sim_mpi_run(const sim_mpi *m, fed_sim_config *sc, fed_model **final, fed
         sc->host_stride = (size_t)(m->size - 1);
         sc->host_index = (size_t)(m->rank - 1);
         sc->coord_ended = coord_ended;
+        sc->connect_timeout_s = m->connect_timeout_s;
         if (!(err = recv_certs(m, sc, n, dir)))
-            err = recv_endpoint(endpoint, sizeof endpoint, lc.host);
+            err = recv_endpoint(endpoint, sizeof endpoint, m->host ? "" : myhost);
         sc->endpoint = endpoint;
         if (!err) err = cli_mpi_end_enter(); /* rank 0 enters when the coordinator ends */
     }

@@ -14,13 +14,17 @@
 
 /* This process's place in the launch. */
 typedef struct sim_mpi {
-    int rank; /* 0: the coordinator */
-    int size; /* ranks, >= 2 */
-    bool up;  /* MPI started */
+    int rank;                 /* 0: the coordinator */
+    int size;                 /* ranks, >= 2 */
+    bool up;                  /* MPI started */
+    const char *host;         /* --mpi-host: what the sites connect to (NULL: rank 0's host name,
+                                 127.0.0.1 on its own host) */
+    double connect_timeout_s; /* --mpi-connect-timeout: a site not connected by then fails */
 } sim_mpi;
 
 /* Starts MPI (FED_EUNSUPPORTED without it built in) and checks there are at least 2
- * ranks; on ranks other than 0 stdout goes to /dev/null (rank 0 prints for all). */
+ * ranks; on ranks other than 0 stdout goes to /dev/null (rank 0 prints for all). Sets
+ * rank, size and up (host is the caller's). */
 fed_err sim_mpi_start(sim_mpi *m) FED_MUST_USE;
 
 /* fed_sim_run across the ranks (every rank calls it with the same configuration): rank 0

@@ -275,6 +275,7 @@ typedef struct vsite {
     double start_at;
     uint64_t round; /* of the last job */
     uint64_t tries; /* jobs of that round before the last (a retried round) */
+    bool reached;   /* it has been connected (connect_timeout_s) */
 } vsite;
 
 /* One run of fed_sim_run, shared by its steps: set up, sites stepped, torn down. */
@@ -571,6 +572,26 @@ static void settle_sites(sim_run *r, size_t *remaining) {
     }
 }
 
+/* SITES with connect_timeout_s: fails when a site here has not been connected by then (a
+ * coordinator it cannot reach would be waited for for ever); looks once a second until
+ * every one has been. A site is asked only before its first job. */
+static fed_err check_reached(sim_run *r, double t0, double *next) {
+    double now = fed_now_s(), limit = r->cfg->connect_timeout_s;
+    if (limit <= 0 || now < *next) return FED_OK;
+    *next = now + 1.0;
+    for (size_t i = 0; i < r->n; i++) {
+        vsite *v = &r->vs[i];
+        if (!v->s || v->reached || (v->reached = fed_site_connected(v->s))) continue;
+        if (now - t0 < limit) return FED_OK;
+        char name[64];
+        site_name(name, r->cfg->site_names, i, r->width);
+        return fed_errorf(FED_EIO, "%s could not reach the coordinator at %s in %g s", name,
+                          r->cfg->endpoint, limit);
+    }
+    *next = (double)INFINITY; /* all have been */
+    return FED_OK;
+}
+
 /* Has the coordinator ended: this process's thread, or (SITES) the other process's? */
 static bool coord_ended(const sim_run *r) {
     if (r->ct.c) return atomic_load(&r->ct.done);
@@ -582,7 +603,7 @@ static bool coord_ended(const sim_run *r) {
  * sweep moved nothing. With the coordinator alone (no sites here), until it ends. */
 static fed_err run_sites(sim_run *r) {
     size_t remaining = r->res->hosted;
-    double coord_end = 0.0;
+    double coord_end = 0.0, t0 = fed_now_s(), next_check = t0;
     bool busy = true, alone = r->cfg->role == FED_SIM_COORDINATOR;
     fed_err err;
     while (remaining > 0 || (alone && !atomic_load(&r->ct.done))) {
@@ -598,6 +619,7 @@ static fed_err run_sites(sim_run *r) {
                 fed__sim_wake_after(r->q.wake, i, v->s, v->waiting || fed_site_busy(v->s));
         }
         if (r->q.err) return fed_errorf(r->q.err, "sim: a worker could not start");
+        if ((err = check_reached(r, t0, &next_check))) return err;
         if (coord_ended(r)) {
             if (r->ct.err || alone) break;
             settle_sites(r, &remaining);

@@ -100,14 +100,16 @@ typedef struct fed_sim_config {
                       uint64_t examples, bool dropped);
     void *on_update_user;
     /* Across processes (`mpirun fedtune sim`, cli/sim_mpi.c); all zero: one process. */
-    fed_sim_role role;    /* what this process runs (FED_SIM_ALL) */
-    const char *endpoint; /* not ALL: the tcp:// endpoint the coordinator binds (port "*": a
-                             free one) or the sites connect to; needs tls */
-    const char *cert_dir; /* tls: the certificates made already there by fed_sim_make_certs
-                             (sim/certs.h; SITES needs only the CA's and its own sites'), or
-                             NULL: made here in a temporary folder (borrowed) */
-    size_t host_stride;   /* SITES: this process hosts the sites i with */
-    size_t host_index;    /*   i % host_stride == host_index */
+    fed_sim_role role;        /* what this process runs (FED_SIM_ALL) */
+    const char *endpoint;     /* not ALL: the tcp:// endpoint the coordinator binds (port "*": a
+                                 free one) or the sites connect to; needs tls */
+    const char *cert_dir;     /* tls: the certificates made already there by fed_sim_make_certs
+                                 (sim/certs.h; SITES needs only the CA's and its own sites'), or
+                                 NULL: made here in a temporary folder (borrowed) */
+    size_t host_stride;       /* SITES: this process hosts the sites i with */
+    size_t host_index;        /*   i % host_stride == host_index */
+    double connect_timeout_s; /* SITES: a site the coordinator has not welcomed this long
+                                 after the start fails the run (0: waits for ever) */
     /* COORDINATOR: called on the calling thread once the coordinator listens, with the
      * endpoint it bound, before any site can connect; an error ends the run. */
     fed_err (*on_listen)(void *user, const char *endpoint);

@@ -3,7 +3,8 @@
 # TLS with certificates from rank 0. With 2 and 3 ranks the final model's SHA-256 is the
 # single-process (plaintext inproc) run's, also with dropouts, stragglers and an attack;
 # the outputs are rank 0's, with one line per rank; one clear line when --mpi has a
-# single rank, and a failure names its rank and fails the whole launch.
+# single rank, and a failure (missing data, an unreachable --mpi-host) names its rank and
+# fails the whole launch.
 # Skipped (a failure under CI=true) without mpirun or a fedtune built with MPI.
 # Usage: cli_mpi.sh <path to fedtune> <source dir>
 set -u
@@ -78,6 +79,20 @@ run_status "mpirun -n 3 with missing data" 1 "$tmp/e.out" -- "${MPIRUN[@]}" -n 3
   --data "$tmp/none.csv"
 ok "the failure names a rank and the file" \
   grep -q "^fedtune sim: rank [0-2]: $tmp/none.csv: cannot open" "$tmp/e.out"
+# --mpi-host names what the sites reach rank 0 at (then it listens on every interface); a
+# host they cannot reach fails the launch once --mpi-connect-timeout has passed, naming
+# the rank, the site and the endpoint.
+run_status "mpirun -n 3 --mpi-host localhost" 0 "$tmp/h.out" -- "${MPIRUN[@]}" -n 3 \
+  "${SIM[@]}" --mpi-host localhost
+ok_same "--mpi-host localhost: the single-process final model" "$(hash_of "$tmp/h.out")" "$h1"
+ok "--mpi-host: rank 0 listens on every interface" \
+  grep -q '^mpi: 3 ranks: the coordinator on rank 0 at tcp://0.0.0.0:[0-9]* (TLS)' "$tmp/h.out"
+run_status "mpirun -n 3, an unreachable --mpi-host" 1 "$tmp/u.out" -- "${MPIRUN[@]}" -n 3 \
+  "${SIM[@]}" --mpi-host no-such-host.invalid --mpi-connect-timeout 0.5
+ok "the unreachable host: the rank, the site and the endpoint" \
+  grep -q "^fedtune sim: rank [12]: site-0[01][0-9] could not reach the coordinator at tcp://no-such-host.invalid:[0-9]* in 0.5 s$" "$tmp/u.out"
+expect 2 "fedtune sim: --mpi-host needs an MPI launch (mpirun -n N fedtune sim ...)" \
+  -- "${SIM[@]}" --mpi-host localhost
 ok "no sanitizer report" bash -c "! grep -q -e Sanitizer -e 'runtime error:' $tmp/*.out"
 
 report
