@@ -19,6 +19,9 @@ if "$FEDTUNE" sim --mpi --data /nonexistent 2>&1 | grep -q "built without MPI"; 
 fi
 # Root (CI) needs OpenMPI's consent; a 2-core machine needs --oversubscribe for 3 ranks.
 MPIRUN=(mpirun --oversubscribe --allow-run-as-root)
+# Containers often forbid the cross-memory attach OpenMPI's shared-memory transport uses
+# for large messages; plain copies work everywhere (the test's messages are small anyway).
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
 # OpenMPI's own allocations at exit are not ours to fix (ASan builds): see the file. Its
 # plugins are unloaded before LeakSanitizer looks, so only the slow unwinder reaches the
 # libmpi frames the suppressions name.
