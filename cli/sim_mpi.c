@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/mpi.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "sim/certs.h"
 
 #include <errno.h>
@@ -236,9 +237,11 @@ static fed_err same_host(const sim_mpi *m, char host[HOST_MAX], bool *one) {
 
 fed_err sim_mpi_run(const sim_mpi *m, fed_sim_config *sc, fed_model **final, fed_sim_result *res) {
     const size_t n = sc->partition ? sc->partition->clients : sc->part.clients;
+    memset(res, 0, sizeof *res);
     if (sc->on_update)
         return fed_errorf(FED_EUNSUPPORTED, "--mpi: on_update sees the sites of one process");
     char dir[64] = "/tmp/fedsim-mpi-XXXXXX", endpoint[HOST_MAX + 32];
+    double t0 = fed_now_s(), certs_s = 0;
     listen_ctx lc = {m, ""};
     bool one_host = true;
     char myhost[HOST_MAX];
@@ -254,6 +257,7 @@ fed_err sim_mpi_run(const sim_mpi *m, fed_sim_config *sc, fed_model **final, fed
         sc->endpoint = one_host && !m->host ? "tcp://127.0.0.1:*" : "tcp://*:*";
         sc->on_listen = on_listen;
         if (!(err = fed_sim_make_certs(sc, n, dir))) err = send_certs(m, sc, n, dir);
+        certs_s = fed_now_s() - t0;
     } else {
         sc->role = FED_SIM_SITES;
         sc->host_stride = (size_t)(m->size - 1);
@@ -266,6 +270,7 @@ fed_err sim_mpi_run(const sim_mpi *m, fed_sim_config *sc, fed_model **final, fed
         if (!err) err = cli_mpi_end_enter(); /* rank 0 enters when the coordinator ends */
     }
     if (!err) err = fed_sim_run(sc, m->rank == 0 ? final : NULL, res);
+    res->setup_seconds += certs_s; /* rank 0's set-up includes the certificates */
     if (!err) err = cli_mpi_end_enter();
     if (!err) err = cli_mpi_end_wait();
     if (fed_sim_remove_tree(dir) != 0 && !err)
