@@ -134,7 +134,7 @@ static const opt_spec sim_opts[] = {
     {"tls", OPT_BOOL, "false", 1, 0, NULL, F(tls),
      "full TLS between the sites and the coordinator (certificates in a temp folder)"},
     {"mpi", OPT_BOOL, "false", 1, 0, NULL, F(mpi),
-     "run across the ranks of `mpirun -n N fedtune sim` (detected from mpirun's environment "
+     "run across the ranks of mpirun -n N fedtune sim (detected from mpirun's environment "
      "without it): rank 0 the coordinator, ranks 1..N-1 the sites, over TCP with TLS; the "
      "same final model as one process (needs fedtune built with MPI: libopenmpi-dev)"},
     {"mpi-host", OPT_STRING, NULL, 1, 0, NULL, F(mpi_host),
