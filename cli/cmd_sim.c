@@ -1,9 +1,12 @@
 /* `fedtune sim`: a whole federation on one machine (sim/sim.h): the real coordinator and
  * N virtual sites over inproc:// (TLS with --tls), a partition of one labeled data set,
  * one line per round on stdout, JSON-lines and CSV metrics, a gnuplot plot, and a
- * summary with the final model's SHA-256 (same seed, same bytes). */
+ * summary with the final model's SHA-256 (same seed, same bytes). Launched by mpirun
+ * (or --mpi), the same across the ranks (cli/sim_mpi.h): the outputs are rank 0's. */
 #include "cli/commands.h"
 #include "cli/prep.h"
+#include "cli/mpi.h"
+#include "cli/sim_mpi.h"
 #include "cli/sim_sites.h"
 #include "core/alloc.h"
 #include "core/blas.h"
@@ -46,6 +49,9 @@ typedef struct sim_cfg {
     size_t workers;        /* training threads (0: cores) */
     double dropout, stragglers, straggler_delay; /* failures */
     int tls;                                     /* full TLS in-process */
+    int mpi;                                     /* across MPI ranks (also detected) */
+    const char *mpi_host;                        /* what the site ranks connect to */
+    double mpi_connect_timeout;                  /* seconds a site may take to connect */
     size_t seed;                                 /* everything random */
     const char *malicious;                       /* share of attacking sites (text: unset
                                                     is told from 0) */
@@ -127,6 +133,17 @@ static const opt_spec sim_opts[] = {
      "how late a straggler starts, seconds"},
     {"tls", OPT_BOOL, "false", 1, 0, NULL, F(tls),
      "full TLS between the sites and the coordinator (certificates in a temp folder)"},
+    {"mpi", OPT_BOOL, "false", 1, 0, NULL, F(mpi),
+     "run across the ranks of mpirun -n N fedtune sim (detected from mpirun's environment "
+     "without it): rank 0 the coordinator, ranks 1..N-1 the sites, over TCP with TLS; the "
+     "same final model as one process (needs fedtune built with MPI: libopenmpi-dev)"},
+    {"mpi-host", OPT_STRING, NULL, 1, 0, NULL, F(mpi_host),
+     "MPI: the host name or address the site ranks reach rank 0 at (default: rank 0's host "
+     "name, 127.0.0.1 when every rank runs on its host); rank 0 then listens on every "
+     "interface"},
+    {"mpi-connect-timeout", OPT_FLOAT, "120", 0.1, 86400, NULL, F(mpi_connect_timeout),
+     "MPI: seconds a site rank waits for each of its sites to connect to rank 0 before the "
+     "launch fails (a wrong --mpi-host, a firewall)"},
     {"seed", OPT_SIZE, "1", 0, 1e18, NULL, F(seed),
      "partition, sampling, failures and training seeds"},
     {"malicious", OPT_STRING, NULL, 1, 0, NULL, F(malicious),
@@ -612,9 +629,11 @@ static fed_err load_sim_data(const sim_cfg *o, const fed_model *m, fed_meta **me
     return d->text ? text_checks(o, meta, d) : FED_OK;
 }
 
-static fed_err run_sim(const void *cfgp) {
-    sim_cfg oc = *(const sim_cfg *)cfgp;
+/* One run; mpi NULL: in this process. */
+static fed_err run_sim1(const sim_cfg *cfgp, const sim_mpi *mpi) {
+    sim_cfg oc = *cfgp;
     sim_cfg *o = &oc;
+    bool lead = !mpi || mpi->rank == 0; /* writes the outputs */
     static char paths[3][4096];
     fed_err err = FED_OK;
     if (!o->data && !o->model && !o->arch && !o->pretrain_data &&
@@ -685,7 +704,7 @@ static fed_err run_sim(const void *cfgp) {
     if (test) {
         if ((err = fed_evaluate_ce(m, test, 0, &loss0, &acc0))) goto done;
     }
-    if (o->csv && (err = open_csv(&so, o->csv, loss0, acc0))) goto done;
+    if (o->csv && lead && (err = open_csv(&so, o->csv, loss0, acc0))) goto done;
     if (!o->verbose) fed_log_set_level(FED_LOG_ERROR); /* dropouts are expected: no warn lines */
     char b1[32];
     printf("sim: %zu examples (%zu classes) shared out to %zu sites (%s), %zu workers, %s; test "
@@ -700,7 +719,7 @@ static fed_err run_sim(const void *cfgp) {
                fed_robust_name(cc->robust.rule), cc->robust.byzantine, cc->min_fit);
     fflush(stdout);
     fed_sim_result res;
-    err = fed_sim_run(&sc, &fin, &res);
+    err = mpi ? sim_mpi_run(mpi, &sc, &fin, &res) : fed_sim_run(&sc, &fin, &res);
     fed_log_set_level(FED_LOG_INFO);
     if (err) goto done;
     if (so.csv) {
@@ -712,7 +731,7 @@ static fed_err run_sim(const void *cfgp) {
         }
     }
     print_summary(o, &so, &res, acc0);
-    if (o->plot && (err = plot(o->csv, o->plot))) goto done;
+    if (o->plot && lead && (err = plot(o->csv, o->plot))) goto done;
     if (o->plot) printf("plot written to %s\n", o->plot);
 done:
     if (so.csv) {
@@ -727,6 +746,27 @@ done:
     sim_data_free(&d);
     fed_partition_destroy(&part);
     return err;
+}
+
+/* In this process, or (--mpi, or launched by mpirun) across the ranks. */
+static fed_err run_sim(const void *cfgp) {
+    sim_cfg o = *(const sim_cfg *)cfgp;
+    if (!o.mpi && !cli_mpi_launched())
+        return o.mpi_host ? fed_errorf(FED_EINVAL, "--mpi-host needs an MPI launch "
+                                                   "(mpirun -n N fedtune sim ...)")
+                          : run_sim1(&o, NULL);
+    if (!cli_mpi_built())
+        return fed_errorf(FED_EUNSUPPORTED,
+                          "%s: this fedtune was built without MPI: install "
+                          "libopenmpi-dev and rebuild (scripts/setup)",
+                          o.mpi ? "--mpi" : "launched by mpirun");
+    sim_mpi m;
+    o.tls = 1; /* plaintext is for inproc:// only */
+    fed_err err = sim_mpi_start(&m);
+    m.host = o.mpi_host;
+    m.connect_timeout_s = o.mpi_connect_timeout;
+    if (!err) err = run_sim1(&o, &m);
+    return sim_mpi_finish(&m, err);
 }
 
 int cmd_sim(int argc, char **argv) {

@@ -49,3 +49,20 @@ endif()
 add_library(Fed::Unistring UNKNOWN IMPORTED)
 set_target_properties(Fed::Unistring PROPERTIES IMPORTED_LOCATION "${FED_UNISTRING_LIB}"
   INTERFACE_INCLUDE_DIRECTORIES "${FED_UNISTRING_INCLUDE}")
+
+# MPI for `mpirun -n N fedtune sim` (cli/mpi.c), optional: FED_MPI AUTO uses it when found,
+# ON stops configuration without it, OFF leaves it out (then --mpi says how to get it).
+set(FED_MPI AUTO CACHE STRING "MPI for mpirun fedtune sim: AUTO, ON or OFF")
+set_property(CACHE FED_MPI PROPERTY STRINGS AUTO ON OFF)
+if(NOT FED_MPI MATCHES "^(AUTO|ON|OFF)$")
+  message(FATAL_ERROR "fedtune: FED_MPI is ${FED_MPI}; give AUTO, ON or OFF")
+endif()
+set(FED_HAVE_MPI OFF)
+if(NOT FED_MPI STREQUAL "OFF")
+  find_package(MPI QUIET COMPONENTS C)
+  if(MPI_C_FOUND)
+    set(FED_HAVE_MPI ON)
+  elseif(FED_MPI STREQUAL "ON")
+    message(FATAL_ERROR "fedtune: MPI not found (FED_MPI=ON); install the Debian packages libopenmpi-dev and openmpi-bin (or run scripts/setup)")
+  endif()
+endif()

@@ -1,14 +1,15 @@
 /* The simulator (sim/sim.h): the coordinator on a thread, every virtual site stepped by
  * the calling thread, training on a pool of workers. With TLS, the certificates go into
- * a temporary folder, made by running certs/fedtune-certs (posix_spawn with an argument
- * vector: no shell) and removed with nftw when the run ends. */
+ * a temporary folder (sim/certs.h), removed when the run ends. Across processes (role)
+ * one process runs the coordinator alone and the others their share of the sites. */
 #ifndef _XOPEN_SOURCE
-#define _XOPEN_SOURCE 700 /* nftw */
+#define _XOPEN_SOURCE 700 /* mkdtemp */
 #endif
 #include "sim/sim.h"
 
 #include "client/client.h"
 #include "sim/attack.h"
+#include "sim/certs.h"
 #include "sim/wake.h"
 #include "training/fit.h"
 #include "core/alloc.h"
@@ -18,22 +19,15 @@
 #include "net/channel.h"
 
 #include <inttypes.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
-#include <spawn.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define SERVER_NAME "fedsim-coordinator"
 
 static void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
@@ -187,71 +181,6 @@ double fed_sim_lie_z(const fed_sim_config *cfg, size_t n, size_t nbad, size_t *s
     return isnan(cfg->attack.param) ? fed_site_lie_z(k, m) : cfg->attack.param;
 }
 
-/* ---- certificates for --tls ------------------------------------------------------------ */
-
-extern char **environ;
-
-/* Runs script with argv (argv[0] is script), its output thrown away, and waits for it.
- * The detail of a failure quotes the command and its wait status, as system()'s was. */
-static fed_err run_script(const char *script, char *const argv[]) {
-    char shown[8192] = "";
-    size_t used = 0;
-    for (size_t i = 0; argv[i] && used < sizeof shown; i++)
-        used +=
-            (size_t)snprintf(shown + used, sizeof shown - used, "%s'%s'", i ? " " : "", argv[i]);
-    posix_spawn_file_actions_t fa;
-    if (posix_spawn_file_actions_init(&fa) != 0) return FED_ENOMEM;
-    pid_t pid = -1;
-    int rc = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-    if (rc == 0) rc = posix_spawn(&pid, script, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%s)", shown, strerror(rc));
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%s)", shown, strerror(errno));
-    if (status != 0) return fed_errorf(FED_EIO, "certificates: \"%s\" failed (%d)", shown, status);
-    return FED_OK;
-}
-
-/* Makes a CA, the coordinator's certificate and one per site under dir. */
-static fed_err make_certs(const char *script, const char *dir, const char *const *names, size_t n,
-                          int width) {
-    if (!script || access(script, X_OK) != 0)
-        return fed_errorf(FED_EINVAL, "tls: the certificate script %s is not executable",
-                          script ? script : "(none)");
-    char ca[4096];
-    snprintf(ca, sizeof ca, "%s/ca", dir);
-    char *argv[4] = {(char *)script, "init-ca", ca, NULL};
-    fed_err err = run_script(script, argv);
-    if (!err) {
-        char *cargv[5] = {(char *)script, "coordinator", ca, SERVER_NAME, NULL};
-        err = run_script(script, cargv);
-    }
-    for (size_t i = 0; !err && i < n; i++) {
-        char name[64];
-        site_name(name, names, i, width);
-        char *sargv[5] = {(char *)script, "site", ca, name, NULL};
-        err = run_script(script, sargv);
-    }
-    return err;
-}
-
-/* nftw callback: removes what it is given (a folder after its contents, FTW_DEPTH). */
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) != 0 ? -1 : 0;
-}
-
-/* Removes the folder dir and everything below it, links not followed (rm -rf). */
-static int remove_tree(const char *dir) {
-    return nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* ---- the simulation ------------------------------------------------------------------- */
 
 /* Every site holds one descriptor (its ZeroMQ socket's mailbox): raise the soft limit
@@ -291,6 +220,15 @@ static fed_err check(const fed_sim_config *c) {
                                   " is not below the %zu of the data",
                                   j, p->index[j], c->train->n);
     }
+    if (c->role != FED_SIM_ALL &&
+        (!c->endpoint || strncmp(c->endpoint, "tcp://", 6) != 0 || !c->tls))
+        return fed_errorf(FED_EINVAL, "sim: across processes the sites connect over tcp:// "
+                                      "with TLS (give endpoint and tls)");
+    if (c->role == FED_SIM_SITES && c->host_index >= c->host_stride)
+        return fed_errorf(FED_EINVAL, "sim: host_index %zu is not below host_stride %zu",
+                          c->host_index, c->host_stride);
+    if (c->cert_dir && strlen(c->cert_dir) > 3000)
+        return fed_errorf(FED_EINVAL, "sim: cert_dir is longer than 3000 bytes");
     if (c->workers < 1 || c->workers > 1024)
         return fed_errorf(FED_EINVAL, "workers %zu: must be in 1..1024", c->workers);
     if (!(c->dropout >= 0.0 && c->dropout < 1.0))
@@ -337,6 +275,7 @@ typedef struct vsite {
     double start_at;
     uint64_t round; /* of the last job */
     uint64_t tries; /* jobs of that round before the last (a retried round) */
+    bool reached;   /* it has been connected (connect_timeout_s) */
 } vsite;
 
 /* One run of fed_sim_run, shared by its steps: set up, sites stepped, torn down. */
@@ -359,9 +298,10 @@ typedef struct sim_run {
     bool mu_init;            /* q.mu and q.cv are initialised */
     void *zctx;              /* the ZeroMQ context everyone shares */
     fed_base_cache *bases;   /* the frozen bases the sites hold, in memory once for all */
-    char certdir[64];        /* the temporary certificate folder ("" without TLS) */
+    char certdir[64];        /* the temporary certificate folder ("" without one) */
+    const char *certs;       /* the certificates' folder: cfg's cert_dir or certdir */
     char endpoint[96];       /* the coordinator's inproc endpoint */
-    char ca[128];            /* the federation's CA certificate under certdir */
+    char ca[3100];           /* the federation's CA certificate under certs */
     fed_net_config net;      /* the channel settings of the coordinator and the sites */
 } sim_run;
 
@@ -371,15 +311,14 @@ static fed_err open_context(sim_run *r) {
     snprintf(r->endpoint, sizeof r->endpoint, "inproc://fedsim-%ld-%u", (long)getpid(),
              atomic_fetch_add(&counter, 1));
     fed_err err;
-    if (r->cfg->tls) {
+    r->certs = r->cfg->cert_dir ? r->cfg->cert_dir : r->certdir;
+    if (r->cfg->tls && !r->cfg->cert_dir) {
         snprintf(r->certdir, sizeof r->certdir, "/tmp/fedsim-certs-XXXXXX");
         if (!mkdtemp(r->certdir)) {
             r->certdir[0] = '\0';
             return fed_errorf(FED_EIO, "tls: cannot make a temporary folder");
         }
-        if ((err =
-                 make_certs(r->cfg->certs_script, r->certdir, r->cfg->site_names, r->n, r->width)))
-            return err;
+        if ((err = fed_sim_make_certs(r->cfg, r->n, r->certdir))) return err;
     }
     if ((err = reserve_fds(r->n))) return err;
     if ((err = fed_base_cache_new(&r->bases, NULL))) return err;
@@ -410,7 +349,7 @@ static fed_err setup_backdoor(sim_run *r, fed_coord_config *cc) {
     if (cfg->attack.kind != FED_ATTACK_BACKDOOR)
         return FED_OK; /* also with no attacker: the base rate */
     fed_err err = fed_sim_trigger_make(&r->trigger, cfg->train);
-    if (err || !cfg->coord.eval_data) return err;
+    if (err || !cfg->coord.eval_data || cfg->role == FED_SIM_SITES) return err;
     if ((err = fed_sim_backdoor_testset(&r->bd_test, cfg->coord.eval_data, &r->trigger,
                                         (int32_t)cfg->attack.param)))
         return err;
@@ -430,7 +369,13 @@ static fed_err pick_malicious(sim_run *r) {
     return FED_OK;
 }
 
-/* The sites: their slice of the data and a connection each. */
+/* Does this process host site i? */
+static bool hosted(const fed_sim_config *cfg, size_t i) {
+    if (cfg->role == FED_SIM_COORDINATOR) return false;
+    return cfg->role != FED_SIM_SITES || i % cfg->host_stride == cfg->host_index;
+}
+
+/* The sites hosted here: their slice of the data and a connection each. */
 static fed_err make_sites(sim_run *r) {
     const fed_sim_config *cfg = r->cfg;
     const fed_partition *pp = r->pp;
@@ -456,6 +401,11 @@ static fed_err make_sites(sim_run *r) {
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
+        if (!hosted(cfg, i)) {
+            r->vs[i].done = true; /* another process's */
+            continue;
+        }
+        r->res->hosted++;
         size_t a = pp->offsets[i], b = pp->offsets[i + 1];
         for (size_t j = a; j < b; j++) idx[j - a] = pp->index[j];
         fed_dataset *sub = NULL;
@@ -478,13 +428,13 @@ static fed_err make_sites(sim_run *r) {
                 sub = poisoned;
             }
         }
-        char name[64], scert[224], skey[224];
+        char name[64], scert[3300], skey[3300];
         site_name(name, cfg->site_names, i, r->width);
-        snprintf(scert, sizeof scert, "%s/ca/sites/%s/%s.crt", r->certdir, name, name);
-        snprintf(skey, sizeof skey, "%s/ca/sites/%s/%s.key", r->certdir, name, name);
+        snprintf(scert, sizeof scert, "%s/ca/sites/%s/%s.crt", r->certs, name, name);
+        snprintf(skey, sizeof skey, "%s/ca/sites/%s/%s.key", r->certs, name, name);
         fed_site_config sc = fed_site_default_config();
-        sc.coordinator = r->endpoint;
-        sc.server_name = SERVER_NAME;
+        sc.coordinator = cfg->endpoint ? cfg->endpoint : r->endpoint;
+        sc.server_name = FED_SIM_SERVER_NAME;
         sc.net = r->net;
         if (cfg->tls) {
             sc.net.tls.ca_file = r->ca;
@@ -531,12 +481,13 @@ static fed_err start_threads(sim_run *r) {
         !(q->sites = fed_calloc(r->n, sizeof *q->sites)) ||
         !(q->th = fed_calloc(r->cfg->workers, sizeof *q->th)))
         return FED_ENOMEM;
-    for (size_t i = 0; i < r->n; i++) q->sites[i] = r->vs[i].s;
+    for (size_t i = 0; i < r->n; i++) q->sites[i] = r->vs[i].s; /* NULL: not hosted */
     fed_err err = fed__sim_wake_new(&q->wake, r->n);
     if (err) return err;
     for (; q->nth < r->cfg->workers; q->nth++)
         if (pthread_create(&q->th[q->nth], NULL, worker_main, q) != 0)
             return fed_errorf(FED_EINTERNAL, "sim: cannot start worker %zu", q->nth);
+    if (!r->ct.c) return FED_OK; /* sites only */
     if (pthread_create(&r->ct.th, NULL, coord_main, &r->ct) != 0)
         return fed_errorf(FED_EINTERNAL, "sim: cannot start the coordinator's thread");
     r->coord_started = true;
@@ -621,15 +572,41 @@ static void settle_sites(sim_run *r, size_t *remaining) {
     }
 }
 
+/* SITES with connect_timeout_s: fails when a site here has not been connected by then (a
+ * coordinator it cannot reach would be waited for for ever); looks once a second until
+ * every one has been. A site is asked only before its first job. */
+static fed_err check_reached(sim_run *r, double t0, double *next) {
+    double now = fed_now_s(), limit = r->cfg->connect_timeout_s;
+    if (limit <= 0 || now < *next) return FED_OK;
+    *next = now + 1.0;
+    for (size_t i = 0; i < r->n; i++) {
+        vsite *v = &r->vs[i];
+        if (!v->s || v->reached || (v->reached = fed_site_connected(v->s))) continue;
+        if (now - t0 < limit) return FED_OK;
+        char name[64];
+        site_name(name, r->cfg->site_names, i, r->width);
+        return fed_errorf(FED_EIO, "%s could not reach the coordinator at %s in %g s", name,
+                          r->cfg->endpoint, limit);
+    }
+    *next = (double)INFINITY; /* all have been */
+    return FED_OK;
+}
+
+/* Has the coordinator ended: this process's thread, or (SITES) the other process's? */
+static bool coord_ended(const sim_run *r) {
+    if (r->ct.c) return atomic_load(&r->ct.done);
+    return r->cfg->coord_ended && r->cfg->coord_ended(r->cfg->dist_user);
+}
+
 /* The sites' machines, stepped until every site is done or the coordinator has ended:
  * in each sweep the sites that are due (sim/wake.h), waiting for one when the last
- * sweep moved nothing. */
+ * sweep moved nothing. With the coordinator alone (no sites here), until it ends. */
 static fed_err run_sites(sim_run *r) {
-    size_t remaining = r->n;
-    double coord_end = 0.0;
-    bool busy = true;
+    size_t remaining = r->res->hosted;
+    double coord_end = 0.0, t0 = fed_now_s(), next_check = t0;
+    bool busy = true, alone = r->cfg->role == FED_SIM_COORDINATOR;
     fed_err err;
-    while (remaining > 0) {
+    while (remaining > 0 || (alone && !atomic_load(&r->ct.done))) {
         const size_t *due;
         size_t m = fed__sim_wake_next(r->q.wake, busy ? 0 : 20, &due);
         busy = false;
@@ -642,8 +619,9 @@ static fed_err run_sites(sim_run *r) {
                 fed__sim_wake_after(r->q.wake, i, v->s, v->waiting || fed_site_busy(v->s));
         }
         if (r->q.err) return fed_errorf(r->q.err, "sim: a worker could not start");
-        if (atomic_load(&r->ct.done)) {
-            if (r->ct.err) break;
+        if ((err = check_reached(r, t0, &next_check))) return err;
+        if (coord_ended(r)) {
+            if (r->ct.err || alone) break;
             settle_sites(r, &remaining);
             if (coord_end == 0.0) coord_end = fed_now_s();
             if (fed_now_s() - coord_end > 0.2) break;
@@ -688,6 +666,11 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
     if (r->vs)
         for (size_t i = 0; i < r->n; i++) {
             if (r->vs[i].running && !fed_site_job_done(r->vs[i].s)) continue; /* cannot happen */
+            if (r->vs[i].s) {
+                fed_site_stats st;
+                fed_site_stats_get(r->vs[i].s, &st);
+                res->site_bytes += st.model_bytes + st.update_bytes;
+            }
             fed_site_destroy(&r->vs[i].s);
         }
     fed_coord_destroy(&r->ct.c);
@@ -707,7 +690,7 @@ static fed_err close_run(sim_run *r, fed_err err, fed_model **final) {
     fed_data_destroy(&r->bd_test);
     fed_partition_destroy(&r->part);
     if (r->certdir[0]) {
-        if (remove_tree(r->certdir) != 0)
+        if (fed_sim_remove_tree(r->certdir) != 0)
             FED_LOG(FED_LOG_WARN, "sim: could not remove %s", r->certdir);
     }
     if (err && detail[0]) fed_errorf(err, "%s", detail);
@@ -740,19 +723,19 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
     if ((err = open_context(r))) goto done;
 
     /* The coordinator. */
-    char ccert[160], ckey[160];
-    snprintf(r->ca, sizeof r->ca, "%s/ca/ca.crt", r->certdir);
-    snprintf(ccert, sizeof ccert, "%s/ca/coordinator/%s.crt", r->certdir, SERVER_NAME);
-    snprintf(ckey, sizeof ckey, "%s/ca/coordinator/%s.key", r->certdir, SERVER_NAME);
+    char ccert[3200], ckey[3200];
+    snprintf(r->ca, sizeof r->ca, "%s/ca/ca.crt", r->certs);
+    snprintf(ccert, sizeof ccert, "%s/ca/coordinator/%s.crt", r->certs, FED_SIM_SERVER_NAME);
+    snprintf(ckey, sizeof ckey, "%s/ca/coordinator/%s.key", r->certs, FED_SIM_SERVER_NAME);
     fed_coord_config cc = cfg->coord;
     cc.server = fed_server_default_config();
-    cc.server.endpoint = r->endpoint;
+    cc.server.endpoint = cfg->role == FED_SIM_COORDINATOR ? cfg->endpoint : r->endpoint;
     cc.server.software = "fedtune sim";
     cc.server.max_peers = n + 16;
     cc.server.max_handshakes = n + 16;
     fed_net_config net = fed_net_default_config();
     net.plaintext = !cfg->tls;
-    net.keepalive_ms = 0; /* one process: nothing to keep alive, nothing can go silent */
+    net.keepalive_ms = 0; /* one machine or a cluster's LAN: nothing goes silent */
     net.idle_timeout_ms = 0;
     net.zmq_heartbeat_ms = 0;
     net.handshake_timeout_ms = 600000;
@@ -782,7 +765,10 @@ fed_err fed_sim_run(const fed_sim_config *cfg, fed_model **final, fed_sim_result
         cc.tally_key = "malicious_accepted";
     }
     if ((err = setup_backdoor(r, &cc))) goto done;
-    if ((err = fed_coord_new(&r->ct.c, &cc))) goto done;
+    if (cfg->role != FED_SIM_SITES && (err = fed_coord_new(&r->ct.c, &cc))) goto done;
+    if (cfg->role == FED_SIM_COORDINATOR && cfg->on_listen &&
+        (err = cfg->on_listen(cfg->dist_user, fed_coord_endpoint(r->ct.c))))
+        goto done;
 
     if ((err = make_sites(r))) goto done;
     if ((err = start_threads(r))) goto done;

@@ -31,7 +31,13 @@
  * coordinator is not told who is malicious. With a backdoor and coord.eval_data, the coordinator's
  * metric hook reports "backdoor_success" each round: the new model's accuracy on the triggered test
  * examples of other labels relabelled to the target (also with malicious 0: the base
- * rate). */
+ * rate).
+ *
+ * Across processes (role, for `mpirun fedtune sim`: cli/sim_mpi.h): one process runs the
+ * coordinator alone on a tcp:// endpoint (COORDINATOR), every other its share of the
+ * sites (SITES: i % host_stride == host_index) connecting to it with TLS; each computes
+ * the same partition, malicious sites and per-site seeds from the same configuration, so
+ * with ordered uploads the final model is the one-process run's, byte for byte. */
 #ifndef FED_SIM_SIM_H
 #define FED_SIM_SIM_H
 
@@ -45,6 +51,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* What one process of a simulation runs. */
+typedef enum fed_sim_role {
+    FED_SIM_ALL = 0,     /* the coordinator and every site (one process) */
+    FED_SIM_COORDINATOR, /* the coordinator only; the sites are other processes' */
+    FED_SIM_SITES,       /* a share of the sites only (host_stride, host_index) */
+} fed_sim_role;
 
 typedef struct fed_sim_config {
     const fed_dataset *train;             /* pooled labeled data the partition splits (borrowed) */
@@ -86,6 +99,24 @@ typedef struct fed_sim_config {
     void (*on_update)(void *user, size_t site, uint64_t round, const float *delta, size_t n,
                       uint64_t examples, bool dropped);
     void *on_update_user;
+    /* Across processes (`mpirun fedtune sim`, cli/sim_mpi.c); all zero: one process. */
+    fed_sim_role role;        /* what this process runs (FED_SIM_ALL) */
+    const char *endpoint;     /* not ALL: the tcp:// endpoint the coordinator binds (port "*": a
+                                 free one) or the sites connect to; needs tls */
+    const char *cert_dir;     /* tls: the certificates made already there by fed_sim_make_certs
+                                 (sim/certs.h; SITES needs only the CA's and its own sites'), or
+                                 NULL: made here in a temporary folder (borrowed) */
+    size_t host_stride;       /* SITES: this process hosts the sites i with */
+    size_t host_index;        /*   i % host_stride == host_index */
+    double connect_timeout_s; /* SITES: a site the coordinator has not welcomed this long
+                                 after the start fails the run (0: waits for ever) */
+    /* COORDINATOR: called on the calling thread once the coordinator listens, with the
+     * endpoint it bound, before any site can connect; an error ends the run. */
+    fed_err (*on_listen)(void *user, const char *endpoint);
+    /* SITES: polled on the calling thread: has the coordinator's process ended its run?
+     * (Its final Bye misses a site between sessions, a dropout reconnecting.) */
+    bool (*coord_ended)(void *user);
+    void *dist_user; /* for on_listen and coord_ended */
 } fed_sim_config;
 
 /* Defaults: IID over 100 sites, 1 worker, no dropout or stragglers, plaintext, seed 1,
@@ -97,7 +128,9 @@ typedef struct fed_sim_result {
     double seconds;              /* wall time of the rounds (set-up excluded) */
     uint64_t bytes;              /* bytes the coordinator sent and received */
     uint64_t dropped, straggled; /* simulated failures */
-    uint8_t sha256[32];          /* of the final global parameters */
+    uint8_t sha256[32];          /* of the final global parameters (not SITES) */
+    size_t hosted;               /* the sites this process ran */
+    uint64_t site_bytes;         /* payload bytes they received and sent (models, updates) */
     fed_coord_round_stats last;  /* of the last round */
     double setup_seconds;        /* partition, sites, connections */
 } fed_sim_result;

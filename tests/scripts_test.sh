@@ -62,6 +62,9 @@ ok "setup --list without --test has no torch" test "$(grep -c 'python3-torch' <<
 ok "setup --list --test adds python3-torch" grep -qx "python3-torch" <<<"$with"
 ok "setup --list --test adds python3-numpy" grep -qx "python3-numpy" <<<"$with"
 ok "setup --list --test adds nodejs" grep -qx "nodejs" <<<"$with"
+ok "setup --list --test adds openmpi-bin" grep -qx "openmpi-bin" <<<"$with"
+ok "setup --list --test adds libopenmpi-dev" grep -qx "libopenmpi-dev" <<<"$with"
+ok "setup --list without --test has no MPI" test "$(grep -c 'openmpi' <<<"$base")" -eq 0
 ok "setup --list --test adds npm" grep -qx "npm" <<<"$with"
 for p in man-db lintian systemd file; do
   ok "setup --list --test adds $p (manual pages, package stage)" grep -qx "$p" <<<"$with"

@@ -5,9 +5,11 @@
  * global model is FedAvg over exactly the sites that returned; stragglers later than the
  * deadline are left out while the rounds go on; the full TLS channel gives the same
  * bytes as plaintext inproc://, and its temporary certificate folder is gone after the
- * run, a good one or one whose certificate script failed; bad configurations are
- * refused naming the field. */
+ * run, a good one or one whose certificate script failed; split across "processes"
+ * (threads here: the coordinator alone on TCP, two shares of the sites) the final model
+ * is the one-process run's; bad configurations are refused naming the field. */
 #include "sim/sim.h"
+#include "sim/certs.h"
 #include "core/alloc.h"
 #include "training/fit.h"
 #include "core/rng.h"
@@ -17,6 +19,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -413,6 +417,99 @@ TEST(secagg_is_the_mean_of_survivors) {
     CHECK_CONTAINS(fed_errmsg(), "secagg needs min-fit >= 2");
 }
 
+/* ---- across processes, played by threads (what cli/sim_mpi.c does with MPI) ---- */
+
+/* One "process": its configuration, result, error and thread. */
+typedef struct role_run {
+    fed_sim_config cfg;
+    fed_sim_result res;
+    fed_err err;
+    atomic_bool over;
+    pthread_t th;
+} role_run;
+
+static pthread_mutex_t role_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t role_cv = PTHREAD_COND_INITIALIZER;
+static char role_endpoint[128]; /* what the coordinator bound ("" before) */
+static atomic_bool role_ended;  /* the coordinator's run returned */
+
+static fed_err role_listen(void *user, const char *endpoint) {
+    (void)user;
+    pthread_mutex_lock(&role_mu);
+    snprintf(role_endpoint, sizeof role_endpoint, "%s", endpoint);
+    pthread_cond_broadcast(&role_cv);
+    pthread_mutex_unlock(&role_mu);
+    return FED_OK;
+}
+
+static bool role_coord_ended(void *user) {
+    (void)user;
+    return atomic_load(&role_ended);
+}
+
+static void *role_main(void *p) {
+    role_run *rr = p;
+    rr->err = fed_sim_run(&rr->cfg, NULL, &rr->res);
+    if (rr->err) fprintf(stderr, "role %d: %s\n", (int)rr->cfg.role, fed_errmsg());
+    pthread_mutex_lock(&role_mu);
+    atomic_store(&rr->over, true);
+    pthread_cond_broadcast(&role_cv);
+    pthread_mutex_unlock(&role_mu);
+    return NULL;
+}
+
+/* The coordinator alone (certificates made beforehand, a free TCP port) and two shares
+ * of the 12 sites (even and odd), with dropouts: the one-process run's final bytes and
+ * dropouts, every site hosted once. */
+TEST(roles_same_bytes_as_one_process) {
+    fed_sim_config cfg = base_config();
+    cfg.dropout = 0.2;
+    fed_sim_result one;
+    CHECK_OK(run(&cfg, &one, NULL));
+    char dir[] = "/tmp/fedsim-roles-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK_OK(fed_sim_make_certs(&cfg, 12, dir));
+    static role_run coord, sites[2];
+    coord.cfg = cfg;
+    coord.cfg.tls = true;
+    coord.cfg.cert_dir = dir;
+    coord.cfg.role = FED_SIM_COORDINATOR;
+    coord.cfg.endpoint = "tcp://127.0.0.1:*";
+    coord.cfg.on_listen = role_listen;
+    CHECK(pthread_create(&coord.th, NULL, role_main, &coord) == 0);
+    pthread_mutex_lock(&role_mu);
+    while (!role_endpoint[0] && !atomic_load(&coord.over)) pthread_cond_wait(&role_cv, &role_mu);
+    pthread_mutex_unlock(&role_mu);
+    CHECK(strncmp(role_endpoint, "tcp://127.0.0.1:", 16) == 0);
+    for (size_t k = 0; k < 2 && role_endpoint[0]; k++) {
+        sites[k].cfg = coord.cfg;
+        sites[k].cfg.role = FED_SIM_SITES;
+        sites[k].cfg.endpoint = role_endpoint;
+        sites[k].cfg.on_listen = NULL;
+        sites[k].cfg.host_stride = 2;
+        sites[k].cfg.host_index = k;
+        sites[k].cfg.coord_ended = role_coord_ended;
+        sites[k].cfg.connect_timeout_s = 300;
+        CHECK(pthread_create(&sites[k].th, NULL, role_main, &sites[k]) == 0);
+    }
+    pthread_join(coord.th, NULL);
+    atomic_store(&role_ended, true);
+    for (size_t k = 0; k < 2 && role_endpoint[0]; k++) pthread_join(sites[k].th, NULL);
+    CHECK_OK(coord.err);
+    CHECK_OK(sites[0].err);
+    CHECK_OK(sites[1].err);
+    CHECK_MEM(coord.res.sha256, one.sha256, 32);
+    CHECK(coord.res.rounds == 3);
+    CHECK_SIZE(coord.res.hosted, 0);
+    CHECK_SIZE(sites[0].res.hosted, 6);
+    CHECK_SIZE(sites[1].res.hosted, 6);
+    CHECK(one.dropped > 0);
+    CHECK(sites[0].res.dropped + sites[1].res.dropped == one.dropped);
+    CHECK(sites[0].res.site_bytes > 0 && sites[1].res.site_bytes > 0);
+    CHECK(fed_sim_remove_tree(dir) == 0);
+    CHECK(access(dir, F_OK) != 0);
+}
+
 TEST(bad_configs) {
     fed_sim_config cfg = base_config();
     fed_sim_result res;
@@ -439,6 +536,23 @@ TEST(bad_configs) {
     cfg.certs_script = "/nonexistent/fedtune-certs";
     CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
     CHECK_CONTAINS(fed_errmsg(), "/nonexistent/fedtune-certs");
+    cfg = base_config();
+    cfg.role = FED_SIM_SITES;
+    cfg.host_stride = 2;
+    cfg.tls = true;
+    CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL); /* no endpoint */
+    CHECK_CONTAINS(fed_errmsg(), "across processes the sites connect over tcp:// with TLS");
+    cfg.endpoint = "inproc://x";
+    CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "across processes");
+    cfg.endpoint = "tcp://127.0.0.1:1";
+    cfg.tls = false;
+    CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "across processes");
+    cfg.tls = true;
+    cfg.host_index = 2;
+    CHECK_ERR(fed_sim_run(&cfg, NULL, &res), FED_EINVAL);
+    CHECK_CONTAINS(fed_errmsg(), "host_index 2 is not below host_stride 2");
 }
 
 int main(void) {
@@ -452,6 +566,7 @@ int main(void) {
     RUN(tls_same_bytes_as_inproc);
     RUN(tls_cert_folder_removed);
     RUN(secagg_is_the_mean_of_survivors);
+    RUN(roles_same_bytes_as_one_process);
     RUN(bad_configs);
     fed_model_destroy(&m0);
     fed_data_destroy(&train_set);
