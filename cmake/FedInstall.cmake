@@ -14,10 +14,16 @@ else()
   set(FED_CONFDIR_DEFAULT "${CMAKE_INSTALL_SYSCONFDIR}/fedtune")
   set(FED_UNITDIR_DEFAULT "lib/systemd/system")
 endif()
-set(FED_INSTALL_CONFDIR "${FED_CONFDIR_DEFAULT}" CACHE STRING
-  "Where coordinator.ini goes (relative: under the install prefix)")
-set(FED_INSTALL_UNITDIR "${FED_UNITDIR_DEFAULT}" CACHE STRING
-  "Where the systemd unit goes (relative: under the install prefix)")
+# FED_INSTALL_CONFDIR / FED_INSTALL_UNITDIR (-D...): where coordinator.ini and the systemd
+# unit go (relative: under the install prefix). Not cached when not given, so that a tree
+# configured again with another prefix follows it (a cached /usr/local default would put
+# the configuration under /usr/etc once the prefix is /usr).
+if(NOT FED_INSTALL_CONFDIR)
+  set(FED_INSTALL_CONFDIR "${FED_CONFDIR_DEFAULT}")
+endif()
+if(NOT FED_INSTALL_UNITDIR)
+  set(FED_INSTALL_UNITDIR "${FED_UNITDIR_DEFAULT}")
+endif()
 foreach(v CONFDIR UNITDIR)
   if(IS_ABSOLUTE "${FED_INSTALL_${v}}")
     set(FED_FULL_${v} "${FED_INSTALL_${v}}")
