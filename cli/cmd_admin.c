@@ -71,16 +71,8 @@ static fed_err required(const char *value, const char *key) {
 /* The endpoint and TLS files, as `fedtune client` checks them. The role is the
  * coordinator's to check: a site's certificate meets its refusal (exit 1). */
 static fed_err check_setup(const admin_cfg *c, const fed_net_tls *tls) {
-    static const char *const opt[] = {"", "--ca", "--cert", "--key", "--crl"};
-    const char *name = "--coordinator";
-    fed_net_file which = FED_NET_FILE_NONE;
-    if (fed_net_check_endpoint(c->coordinator, false) == FED_OK) {
-        if (fed_net_check_tls(tls, false, &which) == FED_OK) return FED_OK;
-        name = opt[which];
-    }
-    char why[512];
-    snprintf(why, sizeof why, "%s", fed_errmsg());
-    return fed_errorf(FED_EINVAL, "%s %s", name, why);
+    static const char *const flags[5] = {"--coordinator", "--ca", "--cert", "--key", "--crl"};
+    return cli_check_channel(flags, c->coordinator, false, tls, false);
 }
 
 /* Connects, sends r, waits for the AdminReply; *out is its copy (owned). */

@@ -132,29 +132,7 @@ static fed_err required(const char *value, const char *key) {
     return fed_errorf(FED_EINVAL, "--%s is required (or %s = ... in client.ini)", key, key);
 }
 
-/* The channel's start-up checks of the endpoint and TLS files, their detail prefixed
- * with the option at fault: "--cert /tmp: is a directory, not a PEM certificate". */
-static fed_err check_net(const char *endpoint, const fed_net_tls *tls) {
-    static const char *const opt[] = {"", "--ca", "--cert", "--key", "--crl"};
-    const char *name = "--coordinator";
-    fed_net_file which = FED_NET_FILE_NONE;
-    if (fed_net_check_endpoint(endpoint, false) == FED_OK) {
-        fed_net_role role = FED_NET_ROLE_SITE;
-        if (fed_net_check_tls(tls, false, &which) == FED_OK) {
-            if (fed_net_cert_role(tls->cert_file, &role) != FED_OK) fed_errclear();
-            if (role == FED_NET_ROLE_SITE) return FED_OK;
-            return fed_errorf(FED_EINVAL,
-                              "--cert %s: an admin's certificate (fedtune-certs admin), not a "
-                              "site's: the coordinator refuses it as a site; use it with "
-                              "fedtune admin",
-                              tls->cert_file);
-        }
-        name = opt[which];
-    }
-    char why[512];
-    snprintf(why, sizeof why, "%s", fed_errmsg());
-    return fed_errorf(FED_EINVAL, "%s %s", name, why);
-}
+static const char *const client_flags[5] = {"--coordinator", "--ca", "--cert", "--key", "--crl"};
 
 /* A vocabulary file (JSON, maybe gzipped) rather than a model file (safetensors: an
  * 8-byte header length first): by the first byte that is not white space. */
@@ -286,7 +264,8 @@ static fed_err run_client(const void *cfg) {
     sc.net.tls.cert_file = c->cert;
     sc.net.tls.key_file = c->key;
     sc.net.tls.crl_file = c->crl;
-    if ((err = check_net(c->coordinator, &sc.net.tls))) return err;
+    if ((err = cli_check_channel(client_flags, c->coordinator, false, &sc.net.tls, true)))
+        return err;
     fed_dataset *text = NULL;
     uint8_t tok_sha[32];
     if ((err = load_text(c, &text, tok_sha))) return err;

@@ -206,20 +206,11 @@ static void install(int sig, void (*fn)(int)) {
     sigaction(sig, &sa, NULL);
 }
 
-/* The channel's start-up checks of --listen and the TLS files, their detail prefixed
- * with the option at fault: "--cert site.crt: a site certificate (...)". */
+/* The channel's start-up checks of --listen and the TLS files (cli_check_channel). */
 static fed_err check_net(const coord_cfg *o) {
-    static const char *const opt[] = {"", "--ca", "--cert", "--key", "--crl"};
+    static const char *const flags[5] = {"--listen", "--ca", "--cert", "--key", "--crl"};
     fed_net_tls tls = {o->ca, o->cert, o->key, o->crl};
-    const char *name = "--listen";
-    fed_net_file which = FED_NET_FILE_NONE;
-    if (fed_net_check_endpoint(o->listen, true) == FED_OK) {
-        if (fed_net_check_tls(&tls, true, &which) == FED_OK) return FED_OK;
-        name = opt[which];
-    }
-    char why[512];
-    snprintf(why, sizeof why, "%s", fed_errmsg());
-    return fed_errorf(FED_EINVAL, "%s %s", name, why);
+    return cli_check_channel(flags, o->listen, true, &tls, false);
 }
 
 /* The initial model as the options make it: loaded, a new head, LoRA adapters.

@@ -211,40 +211,17 @@ static fed_err relay_round(void *user, const fed_site_round_in *in, fed_site_rou
 
 /* --listen, --listen-cert/--listen-key and --ca as a coordinator's, named by option. */
 static fed_err check_listen(const relay_cfg *o) {
-    static const char *const opt[] = {"", "--ca", "--listen-cert", "--listen-key", "--crl"};
+    static const char *const flags[5] = {"--listen", "--ca", "--listen-cert", "--listen-key",
+                                         "--crl"};
     fed_net_tls tls = {o->ca, o->listen_cert, o->listen_key, o->crl};
-    const char *name = "--listen";
-    fed_net_file which = FED_NET_FILE_NONE;
-    if (fed_net_check_endpoint(o->listen, true) == FED_OK) {
-        if (fed_net_check_tls(&tls, true, &which) == FED_OK) return FED_OK;
-        name = opt[which];
-    }
-    char why[512];
-    snprintf(why, sizeof why, "%s", fed_errmsg());
-    return fed_errorf(FED_EINVAL, "%s %s", name, why);
+    return cli_check_channel(flags, o->listen, true, &tls, false);
 }
 
 /* --upstream and the site identity (--ca, --cert, --key, --crl) as a client's. */
 static fed_err check_upstream(const relay_cfg *o) {
-    static const char *const opt[] = {"", "--ca", "--cert", "--key", "--crl"};
+    static const char *const flags[5] = {"--upstream", "--ca", "--cert", "--key", "--crl"};
     fed_net_tls tls = {o->ca, o->cert, o->key, o->crl};
-    const char *name = "--upstream";
-    fed_net_file which = FED_NET_FILE_NONE;
-    if (fed_net_check_endpoint(o->upstream, false) == FED_OK) {
-        if (fed_net_check_tls(&tls, false, &which) == FED_OK) {
-            fed_net_role role = FED_NET_ROLE_SITE;
-            if (fed_net_cert_role(o->cert, &role) != FED_OK) fed_errclear();
-            if (role == FED_NET_ROLE_SITE) return FED_OK;
-            return fed_errorf(FED_EINVAL,
-                              "--cert %s: an admin's certificate, not a site's: the upstream "
-                              "coordinator refuses it as a site",
-                              o->cert);
-        }
-        name = opt[which];
-    }
-    char why[512];
-    snprintf(why, sizeof why, "%s", fed_errmsg());
-    return fed_errorf(FED_EINVAL, "%s %s", name, why);
+    return cli_check_channel(flags, o->upstream, false, &tls, true);
 }
 
 /* What a relay cannot preserve is refused before anything starts (exit 2). */

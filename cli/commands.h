@@ -7,6 +7,8 @@
 #include "core/err.h"
 #include "core/log.h"
 
+#include <stdbool.h>
+
 #include <stddef.h>
 
 /* Exit status for an error: 2 for bad usage (options), 1 otherwise. */
@@ -43,6 +45,16 @@ int cmd_import(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+
+/* The channel's start-up checks (fed_net_check_endpoint, fed_net_check_tls) of an
+ * endpoint and its TLS files, the detail prefixed with the option at fault: "--cert /tmp:
+ * is a directory, not a PEM certificate". flags names the options of the endpoint, the CA,
+ * the certificate, the key and the CRL, in that order ({"--listen", "--ca", "--cert",
+ * "--key", "--crl"}); server: the coordinator's side. With site, an admin's certificate
+ * (fedtune-certs admin) is refused too: the coordinator would refuse it as a site. */
+struct fed_net_tls;
+fed_err cli_check_channel(const char *const flags[5], const char *endpoint, bool server,
+                          const struct fed_net_tls *tls, bool site) FED_MUST_USE;
 
 /* Parses --arch: a preset, JSON text, or @FILE holding JSON. */
 struct fed_arch;

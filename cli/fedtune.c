@@ -4,6 +4,7 @@
 #include "cli/options.h"
 #include "core/blas.h"
 #include "core/log.h"
+#include "net/channel.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -182,4 +183,26 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "fedtune: unknown command \"%s\" (see fedtune --help)\n", argv[1]);
     return 2;
+}
+
+fed_err cli_check_channel(const char *const flags[5], const char *endpoint, bool server,
+                          const fed_net_tls *tls, bool site) {
+    const char *name = flags[0];
+    fed_net_file which = FED_NET_FILE_NONE;
+    if (fed_net_check_endpoint(endpoint, server) == FED_OK) {
+        if (fed_net_check_tls(tls, server, &which) == FED_OK) {
+            fed_net_role role = FED_NET_ROLE_SITE;
+            if (site && fed_net_cert_role(tls->cert_file, &role) != FED_OK) fed_errclear();
+            if (role == FED_NET_ROLE_SITE) return FED_OK;
+            return fed_errorf(FED_EINVAL,
+                              "%s %s: an admin's certificate (fedtune-certs admin), not a "
+                              "site's: the coordinator refuses it as a site; use it with "
+                              "fedtune admin",
+                              flags[2], tls->cert_file);
+        }
+        name = flags[which];
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", fed_errmsg());
+    return fed_errorf(FED_EINVAL, "%s %s", name, why);
 }
