@@ -201,6 +201,13 @@ static fed_err relay_round(void *user, const fed_site_round_in *in, fed_site_rou
     out->examples = (uint64_t)llround(weight);
     fed_coord_round_stats rst = fed_coord_last_round(r->coord);
     out->train_loss = rst.train_loss;
+    /* Its sites' federated evaluation with their eval-example weight, so that the top
+     * coordinator's federated loss and accuracy are the flat federation's. */
+    if (isfinite(rst.fed_loss) && isfinite(rst.fed_acc) && rst.fed_weight >= 1) {
+        out->global_loss = rst.fed_loss;
+        out->global_acc = rst.fed_acc;
+        out->eval_examples = (uint64_t)llround(rst.fed_weight);
+    }
     r->relayed++;
     FED_LOG(FED_LOG_INFO,
             "relay: round %" PRIu64 ": %zu of %zu sites' updates, %" PRIu64

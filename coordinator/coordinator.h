@@ -300,6 +300,8 @@ typedef struct fed_coord_round_stats {
     double central_loss, central_acc;   /* NaN without eval_data */
     double metric;                      /* config.metric of the new model; NaN without */
     double fed_loss, fed_acc;           /* example-weighted global_* metrics; NaN if none */
+    double fed_weight;                  /* the weight behind them: the sites' eval examples
+                                           (a site that sent none: its update's examples) */
     double train_loss;                  /* example-weighted train_loss of the updates; NaN */
     double epsilon;                     /* DP spent so far at dp_delta; NaN without DP */
     double clip;                        /* DP: the L2 bound applied this round */

@@ -44,6 +44,7 @@ fed_err fed__coord_evaluate(fed_coord *c) {
     }
     c->cur.fed_loss = wsum > 0 ? l / wsum : (double)NAN;
     c->cur.fed_acc = wsum > 0 ? a / wsum : (double)NAN;
+    c->cur.fed_weight = wsum;
     c->cur.train_loss = tw > 0 ? tl / tw : (double)NAN;
     return FED_OK;
 }

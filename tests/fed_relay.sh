@@ -57,7 +57,7 @@ relay() { # <upstream port> <listen port> <relay number> [extra flags...]
 
 # ---- (a) flat: the coordinator and four sites --------------------------------------------
 P=$(port)
-coordinator "$P" 4 flat.st >flat.log 2>&1 &
+coordinator "$P" 4 flat.st --metrics flat.jsonl >flat.log 2>&1 &
 cpid=$!
 pids+=("$cpid")
 spids=()
@@ -75,7 +75,7 @@ ok "flat: 3 rounds of 4 updates" test "$(grep -c 'round [0-9]/3: clients 4 sampl
 P=$(port)
 R1=$(port)
 R2=$(port)
-coordinator "$P" 2 tree.st >tree.log 2>&1 &
+coordinator "$P" 2 tree.st --metrics tree.jsonl >tree.log 2>&1 &
 cpid=$!
 relay "$P" "$R1" 1 >relay-1.log 2>&1 &
 r1=$!
@@ -136,6 +136,27 @@ ok "flat and tree agree within float rounding (max abs diff $diff <= 1e-5)" \
 init_diff=$("$PY" cmp.py init.st tree.st | sed -n 's/.*max_abs_diff \([^ ]*\).*/\1/p')
 ok "the tree's model moved from the initial one ($init_diff > 1e-3)" \
   "$PY" -c "import sys; sys.exit(0 if float('$init_diff') > 1e-3 else 1)"
+
+# The top coordinator's federated loss and accuracy (the global model measured on the
+# sites' test splits) are the flat federation's: each relay passes up its sites' weighted
+# evaluation with their eval-example count.
+cat >fedmetrics.py <<'EOF'
+import json, math, sys
+def rows(p):
+    return [json.loads(l) for l in open(p) if '"federated_loss"' in l]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+assert len(a) == len(b) == 3, (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    for k in ("federated_loss", "federated_accuracy"):
+        assert isinstance(y[k], float) and math.isfinite(y[k]), (k, x[k], y[k])
+        worst = max(worst, abs(x[k] - y[k]))
+print("federated metrics max abs diff %.3g" % worst)
+sys.exit(0 if worst <= 1e-6 else 1)
+EOF
+run_status "the top's federated loss and accuracy through relays are the flat ones" 0 fedm.out \
+  -- "$PY" fedmetrics.py flat.jsonl tree.jsonl
+cat fedm.out
 
 # ---- what a relay refuses at start-up (exit 2, one line with the reason) -----------------
 expect 2 "--aggregation median: a relay sends its sites' weighted mean upstream" -- \
