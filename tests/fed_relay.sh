@@ -2,9 +2,10 @@
 # `fedtune relay`: FedAvg through relays equals flat FedAvg. Real processes over TLS on
 # 127.0.0.1 (certificates from certs/fedtune-certs), tests/data/blobs.csv split over four
 # sites: (a) flat, a coordinator and the four sites; (b) a tree, a coordinator, two
-# relays and two sites under each. Same seeds, same rounds, ordered uploads: the final
-# models agree tensor by tensor within float rounding (the max abs difference is
-# printed). Then what a relay refuses: a robust rule on the relay (exit 2, the reason),
+# relays and two sites under each; (c) nested, a relay under a relay for two of the sites.
+# Same seeds, same rounds, ordered uploads: the final models agree tensor by tensor within
+# float rounding (the max abs difference is printed), and the top's federated loss and
+# accuracy per round are the flat ones. Then what a relay refuses: a robust rule on the relay (exit 2, the reason),
 # min-fit above min-clients, missing identities; and per round, upstream, secure
 # aggregation and the statistics round (the top coordinator gives up with the relay's
 # reason), and a top coordinator whose max-examples-per-site is below a relay's total.
@@ -20,8 +21,8 @@ cd "$tmp" || exit 1
 [ -n "$PY" ] || skip "python3 is not installed (free ports, the model comparison)"
 
 "$CERTS" init-ca ca >/dev/null 2>&1
-for h in localhost hub-1 hub-2; do "$CERTS" coordinator ca "$h" --ip 127.0.0.1 >/dev/null 2>&1; done
-for s in a b c d relay-1 relay-2; do "$CERTS" site ca "$s" >/dev/null 2>&1; done
+for h in localhost hub-1 hub-2 hub-3; do "$CERTS" coordinator ca "$h" --ip 127.0.0.1 >/dev/null 2>&1; done
+for s in a b c d relay-1 relay-2 relay-3; do "$CERTS" site ca "$s" >/dev/null 2>&1; done
 ok "certificates made" test -f ca/sites/relay-2/relay-2.crt -a -f ca/coordinator/hub-2.crt
 
 # Four sites, each with every class (blocks of three consecutive rows cycle the classes).
@@ -48,7 +49,7 @@ client() { # <port> <server name> <site letter> <data index>
 relay() { # <upstream port> <listen port> <relay number> [extra flags...]
   local up=$1 p=$2 n=$3
   shift 3
-  timeout 120 "$FEDTUNE" relay --upstream "tcp://127.0.0.1:$up" --server-name localhost \
+  timeout 120 "$FEDTUNE" relay --upstream "tcp://127.0.0.1:$up" --server-name "${UPNAME:-localhost}" \
     --ca ca/ca.crt --cert "ca/sites/relay-$n/relay-$n.crt" --key "ca/sites/relay-$n/relay-$n.key" \
     --listen "tcp://127.0.0.1:$p" --listen-cert "ca/coordinator/hub-$n.crt" \
     --listen-key "ca/coordinator/hub-$n.key" --min-clients 2 --min-fit 2 --ordered-uploads \
@@ -157,6 +158,42 @@ EOF
 run_status "the top's federated loss and accuracy through relays are the flat ones" 0 fedm.out \
   -- "$PY" fedmetrics.py flat.jsonl tree.jsonl
 cat fedm.out
+
+# ---- (c) relays nest: the coordinator <- relay 1 <- relay 3 <- sites a, b; <- relay 2 <- c, d
+P=$(port)
+R1=$(port)
+R2=$(port)
+R3=$(port)
+coordinator "$P" 2 nest.st >nest.log 2>&1 &
+cpid=$!
+relay "$P" "$R1" 1 --min-clients 1 --min-fit 1 >nest-relay-1.log 2>&1 &
+r1=$!
+relay "$P" "$R2" 2 >nest-relay-2.log 2>&1 &
+r2=$!
+UPNAME=hub-1 relay "$R1" "$R3" 3 >nest-relay-3.log 2>&1 &
+r3=$!
+pids+=("$cpid" "$r1" "$r2" "$r3")
+nest=()
+for x in "a 0 $R3 hub-3" "b 1 $R3 hub-3" "c 2 $R2 hub-2" "d 3 $R2 hub-2"; do
+  read -r s i rp rn <<<"$x"
+  client "$rp" "$rn" "$s" "$i" >"nest-$s.log" 2>&1 &
+  nest+=($!)
+done
+pids+=("${nest[@]}")
+wait_status "nested: the coordinator exits 0" "$cpid" 0 nest.log
+for r in 1 2 3; do
+  eval "pid=\$r$r"
+  wait_status "nested: relay $r exits 0" "$pid" 0 "nest-relay-$r.log"
+done
+ok "nested: relay 1 relayed 3 rounds of its 1 site, relay 3" \
+  test "$(grep -c 'relay: round [0-9]: 1 of 1 sites. updates, 60 examples' nest-relay-1.log)" -eq 3
+ex_nest=$(sed -n 's/.*returned, 0 rejected, 0 failed; \([0-9]*\) examples.*/\1/p' nest.log | tr '\n' ' ')
+ok_same "nested: each round weighs the same examples as flat" "$ex_nest" "$ex_flat"
+nest_out=$("$PY" cmp.py flat.st nest.st 2>&1)
+echo "flat vs nested: $nest_out"
+ndiff=$(echo "$nest_out" | sed -n 's/.*max_abs_diff \([^ ]*\).*/\1/p')
+ok "flat and nested agree within float rounding (max abs diff $ndiff <= 1e-5)" \
+  "$PY" -c "import sys; sys.exit(0 if 0 <= float('$ndiff') <= 1e-5 else 1)"
 
 # ---- what a relay refuses at start-up (exit 2, one line with the reason) -----------------
 expect 2 "--aggregation median: a relay sends its sites' weighted mean upstream" -- \
