@@ -172,6 +172,11 @@ int fedtune_config_set(fedtune_config *c, const char *key, const char *value) {
     if (!key || !value)
         return api_config_fail(
             c, fed_errorf(FED_EINVAL, "fedtune_config_set: NULL %s", key ? "value" : "key"));
+    if (strcmp(key, "log-format") == 0) /* the CLI's; checked, nothing to keep (see on_ini) */
+        return api_config_fail(
+            c, strcmp(value, "text") == 0 || strcmp(value, "json") == 0
+                   ? FED_OK
+                   : fed_errorf(FED_EINVAL, "log-format: \"%s\" is not one of text|json", value));
     int k = find_key(key);
     if (k < 0) return api_config_fail(c, fed_errorf(FED_EINVAL, "%s: unknown key", key));
     fed_err err = check_value(&keys[k], value, key);
@@ -199,6 +204,12 @@ static fed_err on_ini(void *user, const char *section, const char *name, const c
     if (!name) return FED_OK; /* the "[client]" line itself */
     char where[600];
     snprintf(where, sizeof where, "%s:%zu: %s", r->path, line, name);
+    /* Every fedtune command's key: the CLI's log format. The library's lines go to the
+     * program's fedtune_set_log callback, so it is only checked here. */
+    if (strcmp(name, "log-format") == 0)
+        return strcmp(value, "text") == 0 || strcmp(value, "json") == 0
+                   ? FED_OK
+                   : fed_errorf(FED_EINVAL, "%s: \"%s\" is not one of text|json", where, value);
     int k = find_key(name);
     if (k < 0) return fed_errorf(FED_EINVAL, "%s: unknown key", where);
     if (r->seen[k] && keys[k].type != K_LIST)

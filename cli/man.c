@@ -153,7 +153,7 @@ static void options(const opt_table *t) {
            "given on the command line win over the file, the file wins over the defaults.");
     tagged("--log-format", "text|json",
            "Log lines on stderr as text, or one JSON object a line (journald, log shippers). "
-           "A flag only, not a key of the configuration file.");
+           "Also a key of the configuration file (log-format = json); the flag wins.");
     printf(".br\nOne of: text, json. Default: \\fBtext\\fR.\n");
     tagged("--print-config", NULL,
            "Print a sample configuration file with every key, its default and its help, "

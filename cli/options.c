@@ -130,6 +130,24 @@ static fed_err set_value(const opt_spec *o, void *cfg, const char *text, const c
     return FED_EINTERNAL;
 }
 
+/* ---- the log format: every command's, a flag or a file key ------------------------- */
+
+static bool log_json; /* log-format json */
+static bool log_flag; /* --log-format was given: it wins over a file's log-format */
+
+bool opt_log_json(void) {
+    return log_json;
+}
+
+/* "text" or "json" (where: the flag, or FILE:LINE: log-format, for the error); a file's
+ * value is checked but does not replace the flag's. */
+static fed_err set_log_format(const char *v, const char *where) {
+    if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)
+        return fed_errorf(FED_EINVAL, "%s: \"%s\" is not one of text|json", where, v);
+    if (!log_flag || strcmp(where, "--log-format") == 0) log_json = strcmp(v, "json") == 0;
+    return FED_OK;
+}
+
 /* ---- config files ----------------------------------------------------------------- */
 
 typedef struct ini_ctx {
@@ -148,6 +166,7 @@ static fed_err on_ini(void *user, const char *section, const char *name, const c
     if (!name) return FED_OK; /* the "[command]" line itself */
     char where[512];
     snprintf(where, sizeof where, "%s:%zu: %s", c->path, line, name);
+    if (strcmp(name, "log-format") == 0) return set_log_format(value, where);
     const opt_spec *o = find(c->t, name, strlen(name));
     if (!o || strcmp(name, "config") == 0) return fed_errorf(FED_EINVAL, "%s: unknown key", where);
     size_t idx = (size_t)(o - c->t->opts);
@@ -173,20 +192,11 @@ static fed_err read_config(const opt_table *t, void *cfg, const char *path) {
 
 /* ---- command line ----------------------------------------------------------------- */
 
-static bool log_json; /* --log-format json */
-
-bool opt_log_json(void) {
-    return log_json;
-}
-
 /* --log-format VALUE / --log-format=VALUE at argv[*i] (len: the name's length). */
 static fed_err log_format(int argc, char **argv, int *i, const char *eq) {
     const char *v = eq ? eq + 1 : *i + 1 < argc ? argv[++*i] : NULL;
     if (!v) return fed_errorf(FED_EINVAL, "--log-format: missing value");
-    if (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)
-        return fed_errorf(FED_EINVAL, "--log-format: \"%s\" is not one of text|json", v);
-    log_json = strcmp(v, "json") == 0;
-    return FED_OK;
+    return set_log_format(v, "--log-format");
 }
 
 fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
@@ -196,6 +206,14 @@ fed_err opt_parse(const opt_table *t, void *cfg, int argc, char **argv) {
         char where[128];
         snprintf(where, sizeof where, "default of --%s", o->name);
         if ((err = set_value(o, cfg, o->def, where))) return err;
+    }
+    /* --log-format before anything else: the lines of a config file's errors too. */
+    log_flag = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--log-format") != 0 && strncmp(a, "--log-format=", 13) != 0) continue;
+        if ((err = log_format(argc, argv, &i, a[12] == '=' ? a + 12 : NULL))) return err;
+        log_flag = true;
     }
     /* The config file first, so that flags override it wherever they appear. */
     for (int i = 0; i < argc; i++) {
@@ -333,4 +351,6 @@ void opt_print_config(const opt_table *t) {
         else
             printf("# %s =\n\n", o->name);
     }
+    printf("# log lines on stderr as text, or one JSON object a line (journald, log shippers); "
+           "every command's (text|json)\nlog-format = text\n");
 }

@@ -31,6 +31,14 @@ printf '[demo]\nepochs = 2\nepochs = 3\n' >"$tmp/dup.ini"
 expect 2 "$tmp/dup.ini:3: epochs: key given twice" -- "$FEDTUNE" demo --config "$tmp/dup.ini"
 printf '[train]\nepochs = 2\n' >"$tmp/sect.ini"
 expect 2 "$tmp/sect.ini:1: section [train]: fedtune demo reads only [demo]" -- "$FEDTUNE" demo --config "$tmp/sect.ini"
+# log-format is every command's key too: JSON lines from the file, the flag wins.
+printf '[demo]\nlog-format = json\nepochs = x\n' >"$tmp/logjson.ini"
+expect 2 '{"time":' -- "$FEDTUNE" demo --config "$tmp/logjson.ini"
+expect 2 '"level":"error","command":"demo","message":"'"$tmp"'/logjson.ini:3: epochs: \"x\" is not an integer"}' \
+  -- "$FEDTUNE" demo --config "$tmp/logjson.ini"
+expect 2 "fedtune demo: $tmp/logjson.ini:3: epochs" -- "$FEDTUNE" demo --config "$tmp/logjson.ini" --log-format text
+printf '[demo]\nlog-format = xml\n' >"$tmp/logxml.ini"
+expect 2 "fedtune demo: $tmp/logxml.ini:2: log-format: \"xml\" is not one of text|json" -- "$FEDTUNE" demo --config "$tmp/logxml.ini"
 printf '[demo]\nthis line has no equals sign\n' >"$tmp/syntax.ini"
 expect 2 "$tmp/syntax.ini:2: not a \"key = value\" line" -- "$FEDTUNE" demo --config "$tmp/syntax.ini"
 printf '[demo]\nnoise = lots\n' >"$tmp/val.ini"

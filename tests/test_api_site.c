@@ -202,7 +202,13 @@ TEST(config_files) {
         fedtune_config_free(&c);
     }
     if (f) fclose(f);
-    CHECK_INT(keys, 27);
+    CHECK_INT(keys, 28); /* fedtune client's 27 and every command's log-format */
+    /* log-format is the CLI's: checked, accepted, nothing kept. */
+    CHECK_INT(fedtune_config_new(&c), FEDTUNE_OK);
+    CHECK_INT(fedtune_config_set(c, "log-format", "json"), FEDTUNE_OK);
+    CHECK_INT(fedtune_config_set(c, "log-format", "xml"), FEDTUNE_EINVAL);
+    CHECK_STR(fedtune_config_errmsg(c), "log-format: \"xml\" is not one of text|json");
+    fedtune_config_free(&c);
 }
 
 /* A config from good_config() and more; the status and message of fedtune_site_new. */
