@@ -153,6 +153,13 @@ static fed_err store(fedtune_config *c, int k, const char *text, bool append) {
     return FED_OK;
 }
 
+/* log-format, every fedtune command's key (the CLI's log lines): the library's lines go to
+ * the program's fedtune_set_log callback, so the value is only checked, never kept. */
+static fed_err check_log_format(const char *value, const char *where) {
+    if (strcmp(value, "text") == 0 || strcmp(value, "json") == 0) return FED_OK;
+    return fed_errorf(FED_EINVAL, "%s: \"%s\" is not one of text|json", where, value);
+}
+
 int fedtune_config_new(fedtune_config **out) {
     if (!out) return FEDTUNE_EINVAL;
     *out = fed_calloc(1, sizeof **out);
@@ -172,11 +179,7 @@ int fedtune_config_set(fedtune_config *c, const char *key, const char *value) {
     if (!key || !value)
         return api_config_fail(
             c, fed_errorf(FED_EINVAL, "fedtune_config_set: NULL %s", key ? "value" : "key"));
-    if (strcmp(key, "log-format") == 0) /* the CLI's; checked, nothing to keep (see on_ini) */
-        return api_config_fail(
-            c, strcmp(value, "text") == 0 || strcmp(value, "json") == 0
-                   ? FED_OK
-                   : fed_errorf(FED_EINVAL, "log-format: \"%s\" is not one of text|json", value));
+    if (strcmp(key, "log-format") == 0) return api_config_fail(c, check_log_format(value, key));
     int k = find_key(key);
     if (k < 0) return api_config_fail(c, fed_errorf(FED_EINVAL, "%s: unknown key", key));
     fed_err err = check_value(&keys[k], value, key);
@@ -204,12 +207,7 @@ static fed_err on_ini(void *user, const char *section, const char *name, const c
     if (!name) return FED_OK; /* the "[client]" line itself */
     char where[600];
     snprintf(where, sizeof where, "%s:%zu: %s", r->path, line, name);
-    /* Every fedtune command's key: the CLI's log format. The library's lines go to the
-     * program's fedtune_set_log callback, so it is only checked here. */
-    if (strcmp(name, "log-format") == 0)
-        return strcmp(value, "text") == 0 || strcmp(value, "json") == 0
-                   ? FED_OK
-                   : fed_errorf(FED_EINVAL, "%s: \"%s\" is not one of text|json", where, value);
+    if (strcmp(name, "log-format") == 0) return check_log_format(value, where);
     int k = find_key(name);
     if (k < 0) return fed_errorf(FED_EINVAL, "%s: unknown key", where);
     if (r->seen[k] && keys[k].type != K_LIST)

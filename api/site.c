@@ -300,7 +300,7 @@ static void make_events(fedtune_site *s) {
     }
     /* A request for the model is not a failed round (the round goes on). */
     uint64_t done = st.rounds_done - o->rounds_done,
-             failed = (st.rounds_failed - st.models_asked) - (o->rounds_failed - o->models_asked),
+             failed = fed_site_stats_failed(&st) - fed_site_stats_failed(o),
              dropped = st.rounds_dropped - o->rounds_dropped;
     if (st.last_round != o->last_round || st.last_attempt != o->last_attempt) {
         if (s->in_round && (done || failed || dropped)) { /* the older round ended first */
@@ -318,8 +318,8 @@ static void make_events(fedtune_site *s) {
     for (; done; done--) tell(s, FEDTUNE_EVENT_ROUND_DONE, st.last_round);
     for (; failed; failed--) tell(s, FEDTUNE_EVENT_ROUND_FAILED, st.last_round);
     for (; dropped; dropped--) tell(s, FEDTUNE_EVENT_ROUND_DROPPED, st.last_round);
-    if (st.rounds_done + st.rounds_failed - st.models_asked + st.rounds_dropped !=
-        o->rounds_done + o->rounds_failed - o->models_asked + o->rounds_dropped)
+    if (st.rounds_done + fed_site_stats_failed(&st) + st.rounds_dropped !=
+        o->rounds_done + fed_site_stats_failed(o) + o->rounds_dropped)
         s->in_round = false;
     s->seen = st;
     if (s->in_session && !fed_site_connected(s->site)) {
@@ -393,7 +393,7 @@ int fedtune_site_metrics(const fedtune_site *s, fedtune_metrics *m) {
     v.classes = st.classes;
     v.connects = st.connects;
     v.rounds_done = st.rounds_done;
-    v.rounds_failed = st.rounds_failed - st.models_asked;
+    v.rounds_failed = fed_site_stats_failed(&st);
     v.rounds_dropped = st.rounds_dropped;
     v.last_round = st.last_round;
     v.model_version = st.model_version;

@@ -343,9 +343,8 @@ static fed_err run_client(const void *cfg) {
                 " dropped); model version %" PRIu64 "; models received: %" PRIu64 " full, %" PRIu64
                 " trainable-only, %" PRIu64 " deltas, %" PRIu64 " bytes",
                 st.bye ? "the coordinator ended the federation" : "stopped", st.rounds_done,
-                st.rounds_failed - st.models_asked, /* a request for the model is no failure */
-                st.rounds_dropped, st.model_version, st.models_full, st.models_trainable,
-                st.models_delta, st.model_bytes);
+                fed_site_stats_failed(&st), st.rounds_dropped, st.model_version, st.models_full,
+                st.models_trainable, st.models_delta, st.model_bytes);
     }
     fed_site_destroy(&site);
     fed_base_cache_destroy(&bases);
