@@ -403,6 +403,10 @@ fed_err fed_site_run(fed_site *s, volatile sig_atomic_t *stop) {
     return site_err(s, err);
 }
 
+uint64_t fed_site_stats_failed(const fed_site_stats *st) {
+    return st->rounds_failed - st->models_asked;
+}
+
 void fed_site_set_stop(fed_site *s, volatile sig_atomic_t *stop) {
     s->fit.stop = stop;
 }

@@ -354,9 +354,7 @@ void fed_site_job_abort(fed_site *s, const char *why);
 void fed_site_stats_get(const fed_site *s, fed_site_stats *st);
 /* Rounds that failed at the site: rounds_failed less the requests for the model (which
  * count there, answered with Error{NO_MODEL}, but are no failure). */
-static inline uint64_t fed_site_stats_failed(const fed_site_stats *st) {
-    return st->rounds_failed - st->models_asked;
-}
+uint64_t fed_site_stats_failed(const fed_site_stats *st);
 /* The last error of a call on s, naming the field, file or peer at fault. */
 const char *fed_site_errmsg(const fed_site *s);
 
